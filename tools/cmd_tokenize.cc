@@ -1,0 +1,8 @@
+// `flatfleet tokenize`: placeholder until the command is written.
+#include "tools/commands.h"
+
+namespace flatfleet::tools {
+
+CommandRunner RegisterTokenizeCommand(CLI::App& app) { return [] { return 2; }; }
+
+}  // namespace flatfleet::tools
