@@ -1,0 +1,66 @@
+#include "kernels/cpu/quant/kronecker_transform.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/quant/dense_matrix.h"
+
+namespace flatfleet::quant {
+
+absl::StatusOr<KroneckerTransform> KroneckerTransform::Create(std::vector<double> p1, int64_t n1,
+                                                              std::vector<double> p2, int64_t n2) {
+  if (n1 < 1 || n2 < 1 || static_cast<int64_t>(p1.size()) != n1 * n1 ||
+      static_cast<int64_t>(p2.size()) != n2 * n2) {
+    return absl::InvalidArgumentError(absl::StrCat("factors must be square: P1 has ", p1.size(),
+                                                   " entries for n1 = ", n1, ", P2 has ", p2.size(),
+                                                   " for n2 = ", n2));
+  }
+  auto p1_inverse = InvertMatrix(p1, n1);
+  if (!p1_inverse.ok()) return absl::InvalidArgumentError("P1 is singular");
+  auto p2_inverse = InvertMatrix(p2, n2);
+  if (!p2_inverse.ok()) return absl::InvalidArgumentError("P2 is singular");
+  KroneckerTransform out;
+  out.n1_ = n1;
+  out.n2_ = n2;
+  out.p1_ = std::move(p1);
+  out.p2_ = std::move(p2);
+  out.p1_inverse_transpose_ = Transpose(*p1_inverse, n1);
+  out.p2_inverse_transpose_ = Transpose(*p2_inverse, n2);
+  return out;
+}
+
+void KroneckerTransform::ApplyFactors(std::span<float> rows, int64_t num_rows,
+                                      const std::vector<double>& left,
+                                      const std::vector<double>& right) const {
+  const int64_t n = size();
+  std::vector<double> left_applied(n);
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const float* x = rows.data() + r * n;
+    // T = left^T Xr: T[a][j] = sum_i left[i][a] Xr[i][j].
+    for (int64_t a = 0; a < n1_; ++a) {
+      for (int64_t j = 0; j < n2_; ++j) {
+        double sum = 0.0;
+        for (int64_t i = 0; i < n1_; ++i) sum += left[i * n1_ + a] * x[i * n2_ + j];
+        left_applied[a * n2_ + j] = sum;
+      }
+    }
+    // Out = T right: Out[a][b] = sum_j T[a][j] right[j][b].
+    float* out = rows.data() + r * n;
+    for (int64_t a = 0; a < n1_; ++a) {
+      for (int64_t b = 0; b < n2_; ++b) {
+        double sum = 0.0;
+        for (int64_t j = 0; j < n2_; ++j) sum += left_applied[a * n2_ + j] * right[j * n2_ + b];
+        out[a * n2_ + b] = static_cast<float>(sum);
+      }
+    }
+  }
+}
+
+void KroneckerTransform::ApplyToActivationRows(std::span<float> rows, int64_t num_rows) const {
+  ApplyFactors(rows, num_rows, p1_, p2_);
+}
+
+void KroneckerTransform::FoldIntoWeightRows(std::span<float> rows, int64_t num_rows) const {
+  ApplyFactors(rows, num_rows, p1_inverse_transpose_, p2_inverse_transpose_);
+}
+
+}  // namespace flatfleet::quant
