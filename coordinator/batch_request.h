@@ -1,0 +1,49 @@
+// One validated request of a batch job: a line of OpenAI batch input, parsed.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace flatfleet::coordinator {
+
+enum class Endpoint { kCompletions, kChatCompletions };
+
+// "/v1/completions" or "/v1/chat/completions".
+std::string_view EndpointUrl(Endpoint endpoint);
+
+struct ChatMessage {
+  std::string role;
+  std::string content;
+};
+
+// Unset optionals take the server's defaults.
+struct SamplingOptions {
+  uint32_t max_tokens = 0;  // 0: the server's default.
+  std::optional<float> temperature;
+  std::optional<float> top_p;
+  std::optional<uint32_t> top_k;  // 0 disables top-k.
+  std::optional<uint64_t> seed;
+  std::vector<std::string> stop;
+};
+
+struct BatchRequestLine {
+  int64_t line_number = 0;  // 1-based, counting blank lines too.
+  std::string custom_id;
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string prompt;                 // kCompletions
+  std::vector<ChatMessage> messages;  // kChatCompletions
+  SamplingOptions sampling;
+  std::string body_json;  // The body as received (compact JSON), for the job store.
+};
+
+// Why one line of input was rejected.
+struct LineError {
+  int64_t line_number = 0;
+  std::string field;  // JSON path, e.g. "body.max_tokens"; empty for the whole line.
+  std::string message;
+};
+
+}  // namespace flatfleet::coordinator

@@ -1,0 +1,566 @@
+#include "coordinator/job_store.h"
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+#include <random>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "coordinator/batch_output_line.h"
+#include "nlohmann/json.hpp"
+
+namespace flatfleet::coordinator {
+namespace {
+
+constexpr std::string_view kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS jobs (
+  position INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT NOT NULL UNIQUE,
+  model TEXT NOT NULL,
+  state TEXT NOT NULL,
+  options TEXT NOT NULL,
+  max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1),
+  next_sequence INTEGER NOT NULL DEFAULT 0,
+  created_at_ms INTEGER NOT NULL,
+  updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+  job_id TEXT NOT NULL REFERENCES jobs (id),
+  line_number INTEGER NOT NULL,
+  custom_id TEXT NOT NULL,
+  body TEXT NOT NULL,
+  state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  lease_owner TEXT,
+  lease_expires_ms INTEGER,
+  last_error TEXT,
+  PRIMARY KEY (job_id, line_number),
+  UNIQUE (job_id, custom_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS requests_by_state ON requests (state, job_id, line_number);
+CREATE TABLE IF NOT EXISTS results (
+  job_id TEXT NOT NULL,
+  sequence INTEGER NOT NULL,
+  line_number INTEGER NOT NULL,
+  outcome TEXT NOT NULL,
+  output_line TEXT NOT NULL,
+  PRIMARY KEY (job_id, sequence),
+  UNIQUE (job_id, line_number),
+  FOREIGN KEY (job_id, line_number) REFERENCES requests (job_id, line_number)
+) WITHOUT ROWID;
+)sql";
+
+// Prefixes a status with the operation and job it belongs to.
+absl::Status Annotate(const absl::Status& status, std::string_view operation,
+                      std::string_view job_id) {
+  if (status.ok()) return status;
+  return absl::Status(status.code(), absl::StrCat(std::string(operation), "(job ",
+                                                  std::string(job_id), "): ", status.message()));
+}
+
+std::string NewJobId() {
+  std::random_device device;
+  std::mt19937_64 generator((static_cast<uint64_t>(device()) << 32) ^ device() ^
+                            std::chrono::steady_clock::now().time_since_epoch().count());
+  return absl::StrFormat("batch_%016x%08x", generator(), static_cast<uint32_t>(generator()));
+}
+
+std::string_view OutcomeName(ResultOutcome outcome) {
+  return outcome == ResultOutcome::kSucceeded ? "succeeded" : "failed";
+}
+
+std::string OptionsToJson(const JobOptions& options) {
+  nlohmann::json json = {{"max_attempts", options.max_attempts}, {"metadata", options.metadata}};
+  return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// The state a job moves to given its requests' counts (unchanged when nothing follows).
+JobState NextJobState(JobState state, const RequestCounts& counts) {
+  const bool running = counts.pending > 0 || counts.in_flight > 0;
+  if (state == JobState::kInProgress && !running) return JobState::kCompleted;
+  if (state == JobState::kCancelling && counts.in_flight == 0) return JobState::kCancelled;
+  return state;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path, Options options) {
+  const auto annotate = [&](const absl::Status& status) {
+    return absl::Status(status.code(),
+                        absl::StrCat("JobStore::Open(", path, "): ", status.message()));
+  };
+  absl::StatusOr<std::unique_ptr<SqliteDatabase>> db = SqliteDatabase::Open(path);
+  if (!db.ok()) return annotate(db.status());
+  const std::string pragmas = absl::StrCat(
+      "PRAGMA busy_timeout = ", options.busy_timeout_ms,
+      "; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;");
+  if (absl::Status status = (*db)->Execute(pragmas); !status.ok()) return annotate(status);
+
+  std::unique_ptr<JobStore> store(new JobStore(*std::move(db), std::move(options)));
+  absl::MutexLock lock(&store->mutex_);
+  absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(store->db_.get());
+  if (!transaction.ok()) return annotate(transaction.status());
+  if (absl::Status status = store->db_->Execute(kSchema); !status.ok()) return annotate(status);
+  absl::StatusOr<RequeueReport> recovered = store->RequeueWhere(
+      store->options_.recover_in_flight ? "1" : "0", [](SqliteStatement&) {},
+      "coordinator restarted", /*spend_attempt=*/false);
+  if (!recovered.ok()) return annotate(recovered.status());
+  if (absl::Status status = transaction->Commit(); !status.ok()) return annotate(status);
+  store->recovered_on_open_ = recovered->requeued + recovered->cancelled;
+  return store;
+}
+
+int64_t JobStore::NowMs() const {
+  if (options_.clock_ms) return options_.clock_ms();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void JobStore::Checkpoint(std::string_view point) const {
+  if (options_.fault_hook) options_.fault_hook(point);
+}
+
+absl::StatusOr<JobRecord> JobStore::ReadJob(std::string_view job_id) {
+  FF_ASSIGN_OR_RETURN(SqliteStatement job,
+                      db_->Prepare("SELECT position, model, state, options, "
+                                   "created_at_ms, updated_at_ms, max_attempts "
+                                   "FROM jobs WHERE id = ?1"));
+  job.Bind(1, job_id);
+  FF_ASSIGN_OR_RETURN(bool found, job.Step());
+  if (!found) return absl::NotFoundError("no such job");
+  JobRecord record;
+  record.id = std::string(job_id);
+  record.position = job.ColumnInt(0);
+  record.options.model = job.ColumnText(1);
+  const std::string state = job.ColumnText(2);
+  const std::optional<JobState> parsed_state = ParseJobState(state);
+  if (!parsed_state) return absl::DataLossError(absl::StrCat("unknown job state '", state, "'"));
+  record.state = *parsed_state;
+  const nlohmann::json options = nlohmann::json::parse(job.ColumnText(3), nullptr, false);
+  if (options.is_object() && options.contains("metadata") && options["metadata"].is_object()) {
+    for (const auto& [key, value] : options["metadata"].items()) {
+      if (value.is_string()) record.options.metadata[key] = value.get<std::string>();
+    }
+  }
+  record.created_at_ms = job.ColumnInt(4);
+  record.updated_at_ms = job.ColumnInt(5);
+  record.options.max_attempts = static_cast<int>(job.ColumnInt(6));
+
+  FF_ASSIGN_OR_RETURN(SqliteStatement counts,
+                      db_->Prepare("SELECT state, COUNT(*) FROM requests WHERE job_id = ?1 "
+                                   "GROUP BY state"));
+  counts.Bind(1, job_id);
+  while (true) {
+    FF_ASSIGN_OR_RETURN(bool row, counts.Step());
+    if (!row) break;
+    const std::string request_state = counts.ColumnText(0);
+    const int64_t count = counts.ColumnInt(1);
+    record.counts.total += count;
+    if (request_state == RequestStateName(RequestState::kPending)) {
+      record.counts.pending = count;
+    } else if (request_state == RequestStateName(RequestState::kInFlight)) {
+      record.counts.in_flight = count;
+    } else if (request_state == RequestStateName(RequestState::kSucceeded)) {
+      record.counts.completed = count;
+    } else if (request_state == RequestStateName(RequestState::kFailed)) {
+      record.counts.failed = count;
+    } else if (request_state == RequestStateName(RequestState::kCancelled)) {
+      record.counts.cancelled = count;
+    } else {
+      return absl::DataLossError(absl::StrCat("unknown request state '", request_state, "'"));
+    }
+  }
+  return record;
+}
+
+absl::Status JobStore::UpdateJobState(std::string_view job_id) {
+  FF_ASSIGN_OR_RETURN(JobRecord job, ReadJob(job_id));
+  const JobState next = NextJobState(job.state, job.counts);
+  FF_ASSIGN_OR_RETURN(SqliteStatement update,
+                      db_->Prepare("UPDATE jobs SET state = ?2, updated_at_ms = ?3 WHERE id = ?1"));
+  update.Bind(1, job_id).Bind(2, JobStateName(next)).Bind(3, NowMs());
+  return update.Run();
+}
+
+absl::StatusOr<int64_t> JobStore::AppendResult(std::string_view job_id, int64_t line_number,
+                                               ResultOutcome outcome,
+                                               std::string_view output_line) {
+  FF_ASSIGN_OR_RETURN(SqliteStatement next, db_->Prepare("UPDATE jobs SET next_sequence = "
+                                                         "next_sequence + 1 WHERE id = ?1 "
+                                                         "RETURNING next_sequence - 1"));
+  next.Bind(1, job_id);
+  FF_ASSIGN_OR_RETURN(bool found, next.Step());
+  if (!found) return absl::NotFoundError("no such job");
+  const int64_t sequence = next.ColumnInt(0);
+  FF_RETURN_IF_ERROR(next.Step().status());  // Finishes the UPDATE.
+  FF_ASSIGN_OR_RETURN(SqliteStatement insert,
+                      db_->Prepare("INSERT INTO results (job_id, sequence, line_number, outcome, "
+                                   "output_line) VALUES (?1, ?2, ?3, ?4, ?5)"));
+  insert.Bind(1, job_id).Bind(2, sequence).Bind(3, line_number).Bind(4, OutcomeName(outcome));
+  insert.Bind(5, output_line);
+  FF_RETURN_IF_ERROR(insert.Run());
+  return sequence;
+}
+
+absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
+                                              absl::Span<const BatchRequestLine> requests) {
+  const std::string job_id = NewJobId();
+  const auto annotate = [&](const absl::Status& status) {
+    return Annotate(status, "CreateJob", job_id);
+  };
+  if (options.model.empty()) return annotate(absl::InvalidArgumentError("model is empty"));
+  if (options.max_attempts < 1) {
+    return annotate(absl::InvalidArgumentError("max_attempts must be at least 1"));
+  }
+  if (requests.empty()) return annotate(absl::InvalidArgumentError("a job needs requests"));
+
+  absl::MutexLock lock(&mutex_);
+  absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
+  if (!transaction.ok()) return annotate(transaction.status());
+  const int64_t now = NowMs();
+  absl::Status status = [&]() -> absl::Status {
+    FF_ASSIGN_OR_RETURN(SqliteStatement job,
+                        db_->Prepare("INSERT INTO jobs (id, model, state, options, max_attempts, "
+                                     "created_at_ms, updated_at_ms) "
+                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)"));
+    job.Bind(1, job_id).Bind(2, options.model).Bind(3, JobStateName(JobState::kInProgress));
+    job.Bind(4, OptionsToJson(options)).Bind(5, options.max_attempts).Bind(6, now);
+    FF_RETURN_IF_ERROR(job.Run());
+    FF_ASSIGN_OR_RETURN(SqliteStatement insert,
+                        db_->Prepare("INSERT INTO requests (job_id, line_number, custom_id, body, "
+                                     "state) VALUES (?1, ?2, ?3, ?4, ?5)"));
+    for (const BatchRequestLine& request : requests) {
+      insert.Bind(1, job_id).Bind(2, request.line_number).Bind(3, request.custom_id);
+      insert.Bind(4, request.body_json).Bind(5, RequestStateName(RequestState::kPending));
+      absl::Status inserted = insert.Run();
+      if (!inserted.ok()) {
+        return absl::Status(inserted.code(), absl::StrCat("request on line ", request.line_number,
+                                                          ": ", inserted.message()));
+      }
+      insert.Reset();
+    }
+    Checkpoint("create_job.requests_inserted");
+    return transaction->Commit();
+  }();
+  if (!status.ok()) return annotate(status);
+  absl::StatusOr<JobRecord> record = ReadJob(job_id);
+  if (!record.ok()) return annotate(record.status());
+  return record;
+}
+
+absl::StatusOr<JobRecord> JobStore::GetJob(std::string_view job_id) {
+  absl::MutexLock lock(&mutex_);
+  absl::StatusOr<JobRecord> record = ReadJob(job_id);
+  if (!record.ok()) return Annotate(record.status(), "GetJob", job_id);
+  return record;
+}
+
+absl::StatusOr<std::vector<JobRecord>> JobStore::ListJobs(int limit,
+                                                          std::optional<int64_t> before_position) {
+  absl::MutexLock lock(&mutex_);
+  const auto annotate = [](const absl::Status& status) {
+    return Annotate(status, "ListJobs", "*");
+  };
+  // One read transaction so the page is a consistent snapshot.
+  if (absl::Status status = db_->Execute("BEGIN"); !status.ok()) return annotate(status);
+  absl::StatusOr<std::vector<JobRecord>> jobs = [&]() -> absl::StatusOr<std::vector<JobRecord>> {
+    FF_ASSIGN_OR_RETURN(SqliteStatement list,
+                        db_->Prepare("SELECT id FROM jobs WHERE position < ?1 "
+                                     "ORDER BY position DESC LIMIT ?2"));
+    list.Bind(1, before_position.value_or(std::numeric_limits<int64_t>::max()));
+    list.Bind(2, std::max(limit, 0));
+    std::vector<std::string> ids;
+    while (true) {
+      FF_ASSIGN_OR_RETURN(bool row, list.Step());
+      if (!row) break;
+      ids.push_back(list.ColumnText(0));
+    }
+    std::vector<JobRecord> records;
+    for (const std::string& id : ids) {
+      FF_ASSIGN_OR_RETURN(JobRecord record, ReadJob(id));
+      records.push_back(std::move(record));
+    }
+    return records;
+  }();
+  db_->Execute("COMMIT").IgnoreError();
+  if (!jobs.ok()) return annotate(jobs.status());
+  return jobs;
+}
+
+absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPending(std::string_view model,
+                                                                   int max_requests,
+                                                                   std::string_view worker,
+                                                                   int64_t lease_ms) {
+  const auto annotate = [&](const absl::Status& status) {
+    return Annotate(status, "ClaimPending", absl::StrCat("* of model ", std::string(model)));
+  };
+  absl::MutexLock lock(&mutex_);
+  absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
+  if (!transaction.ok()) return annotate(transaction.status());
+  absl::StatusOr<std::vector<ClaimedRequest>> claimed =
+      [&]() -> absl::StatusOr<std::vector<ClaimedRequest>> {
+    FF_ASSIGN_OR_RETURN(
+        SqliteStatement select,
+        db_->Prepare("SELECT r.job_id, r.line_number, r.custom_id, r.body, r.attempts "
+                     "FROM requests r JOIN jobs j ON j.id = r.job_id "
+                     "WHERE r.state = 'pending' AND j.model = ?1 AND j.state = 'in_progress' "
+                     "ORDER BY j.position, r.line_number LIMIT ?2"));
+    select.Bind(1, model).Bind(2, std::max(max_requests, 0));
+    std::vector<ClaimedRequest> requests;
+    while (true) {
+      FF_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      ClaimedRequest request;
+      request.key.job_id = select.ColumnText(0);
+      request.key.line_number = select.ColumnInt(1);
+      request.custom_id = select.ColumnText(2);
+      request.body_json = select.ColumnText(3);
+      request.attempt = static_cast<int>(select.ColumnInt(4)) + 1;
+      requests.push_back(std::move(request));
+    }
+    FF_ASSIGN_OR_RETURN(
+        SqliteStatement mark,
+        db_->Prepare("UPDATE requests SET state = 'in_flight', attempts = attempts + 1, "
+                     "lease_owner = ?3, lease_expires_ms = ?4 "
+                     "WHERE job_id = ?1 AND line_number = ?2 AND state = 'pending'"));
+    const int64_t expires = NowMs() + lease_ms;
+    for (const ClaimedRequest& request : requests) {
+      mark.Bind(1, request.key.job_id).Bind(2, request.key.line_number).Bind(3, worker);
+      mark.Bind(4, expires);
+      FF_RETURN_IF_ERROR(mark.Run());
+      if (db_->ChangedRows() != 1) return absl::InternalError("a claimed request changed state");
+      mark.Reset();
+    }
+    Checkpoint("claim.requests_marked");
+    FF_RETURN_IF_ERROR(transaction->Commit());
+    return requests;
+  }();
+  if (!claimed.ok()) return annotate(claimed.status());
+  return claimed;
+}
+
+absl::StatusOr<bool> JobStore::RecordResult(const RequestKey& request, const ResultRecord& result) {
+  const auto annotate = [&](const absl::Status& status) {
+    return Annotate(status, "RecordResult",
+                    absl::StrCat(request.job_id, ", line ", request.line_number));
+  };
+  absl::MutexLock lock(&mutex_);
+  absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
+  if (!transaction.ok()) return annotate(transaction.status());
+  absl::StatusOr<bool> recorded = [&]() -> absl::StatusOr<bool> {
+    FF_ASSIGN_OR_RETURN(SqliteStatement select,
+                        db_->Prepare("SELECT state FROM requests "
+                                     "WHERE job_id = ?1 AND line_number = ?2"));
+    select.Bind(1, request.job_id).Bind(2, request.line_number);
+    FF_ASSIGN_OR_RETURN(bool found, select.Step());
+    if (!found) return absl::NotFoundError("no such request");
+    const std::string state = select.ColumnText(0);
+    // Only pending (requeued, then answered late) or in-flight requests take a result.
+    if (state != RequestStateName(RequestState::kPending) &&
+        state != RequestStateName(RequestState::kInFlight)) {
+      return false;
+    }
+    FF_RETURN_IF_ERROR(
+        AppendResult(request.job_id, request.line_number, result.outcome, result.output_line)
+            .status());
+    Checkpoint("record_result.result_inserted");
+    FF_ASSIGN_OR_RETURN(SqliteStatement update,
+                        db_->Prepare("UPDATE requests SET state = ?3, lease_owner = NULL, "
+                                     "lease_expires_ms = NULL "
+                                     "WHERE job_id = ?1 AND line_number = ?2"));
+    update.Bind(1, request.job_id).Bind(2, request.line_number);
+    update.Bind(
+        3, RequestStateName(result.outcome == ResultOutcome::kSucceeded ? RequestState::kSucceeded
+                                                                        : RequestState::kFailed));
+    FF_RETURN_IF_ERROR(update.Run());
+    FF_RETURN_IF_ERROR(UpdateJobState(request.job_id));
+    FF_RETURN_IF_ERROR(transaction->Commit());
+    return true;
+  }();
+  if (!recorded.ok()) return annotate(recorded.status());
+  return recorded;
+}
+
+absl::StatusOr<RequeueReport> JobStore::RequeueWhere(
+    std::string_view condition, const std::function<void(SqliteStatement&)>& bind,
+    std::string_view reason, bool spend_attempt) {
+  FF_ASSIGN_OR_RETURN(
+      SqliteStatement select,
+      db_->Prepare(absl::StrCat(
+          "SELECT r.job_id, r.line_number, r.custom_id, r.attempts, j.max_attempts, j.state "
+          "FROM requests r JOIN jobs j ON j.id = r.job_id "
+          "WHERE r.state = 'in_flight' AND (",
+          std::string(condition), ") ORDER BY r.job_id, r.line_number")));
+  bind(select);
+  struct Row {
+    RequestKey key;
+    std::string custom_id;
+    int64_t attempts;
+    int64_t max_attempts;
+    std::string job_state;
+  };
+  std::vector<Row> rows;
+  while (true) {
+    FF_ASSIGN_OR_RETURN(bool row, select.Step());
+    if (!row) break;
+    rows.push_back(Row{{select.ColumnText(0), select.ColumnInt(1)},
+                       select.ColumnText(2),
+                       select.ColumnInt(3),
+                       select.ColumnInt(4),
+                       select.ColumnText(5)});
+  }
+  FF_ASSIGN_OR_RETURN(
+      SqliteStatement update,
+      db_->Prepare("UPDATE requests SET state = ?3, attempts = ?4, last_error = ?5, "
+                   "lease_owner = NULL, lease_expires_ms = NULL "
+                   "WHERE job_id = ?1 AND line_number = ?2"));
+  RequeueReport report;
+  std::set<std::string> jobs;
+  for (const Row& row : rows) {
+    const int64_t attempts = spend_attempt ? row.attempts : std::max<int64_t>(row.attempts - 1, 0);
+    RequestState next = RequestState::kPending;
+    if (row.job_state == JobStateName(JobState::kCancelling)) {
+      next = RequestState::kCancelled;
+      ++report.cancelled;
+    } else if (spend_attempt && attempts >= row.max_attempts) {
+      next = RequestState::kFailed;
+      ++report.failed;
+      const std::string message =
+          absl::StrCat("gave up after ", attempts, " attempts; last: ", std::string(reason));
+      FF_RETURN_IF_ERROR(
+          AppendResult(row.key.job_id, row.key.line_number, ResultOutcome::kFailed,
+                       FormatErrorLine(row.custom_id, "max_attempts_exceeded", message))
+              .status());
+    } else {
+      ++report.requeued;
+    }
+    update.Bind(1, row.key.job_id).Bind(2, row.key.line_number).Bind(3, RequestStateName(next));
+    update.Bind(4, attempts).Bind(5, reason);
+    FF_RETURN_IF_ERROR(update.Run());
+    update.Reset();
+    jobs.insert(row.key.job_id);
+  }
+  for (const std::string& job_id : jobs) FF_RETURN_IF_ERROR(UpdateJobState(job_id));
+  return report;
+}
+
+absl::StatusOr<RequeueReport> JobStore::RequeueWorker(std::string_view worker,
+                                                      std::string_view reason) {
+  const auto annotate = [&](const absl::Status& status) {
+    return Annotate(status, "RequeueWorker", absl::StrCat("* of worker ", std::string(worker)));
+  };
+  absl::MutexLock lock(&mutex_);
+  absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
+  if (!transaction.ok()) return annotate(transaction.status());
+  absl::StatusOr<RequeueReport> report = RequeueWhere(
+      "r.lease_owner = ?1", [&](SqliteStatement& statement) { statement.Bind(1, worker); }, reason,
+      /*spend_attempt=*/true);
+  if (!report.ok()) return annotate(report.status());
+  if (absl::Status status = transaction->Commit(); !status.ok()) return annotate(status);
+  return report;
+}
+
+absl::StatusOr<RequeueReport> JobStore::RequeueExpiredLeases(std::string_view reason) {
+  const auto annotate = [&](const absl::Status& status) {
+    return Annotate(status, "RequeueExpiredLeases", "*");
+  };
+  absl::MutexLock lock(&mutex_);
+  absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
+  if (!transaction.ok()) return annotate(transaction.status());
+  const int64_t now = NowMs();
+  absl::StatusOr<RequeueReport> report = RequeueWhere(
+      "r.lease_expires_ms <= ?1", [&](SqliteStatement& statement) { statement.Bind(1, now); },
+      reason, /*spend_attempt=*/true);
+  if (!report.ok()) return annotate(report.status());
+  if (absl::Status status = transaction->Commit(); !status.ok()) return annotate(status);
+  return report;
+}
+
+absl::StatusOr<CancelReport> JobStore::CancelJob(std::string_view job_id) {
+  const auto annotate = [&](const absl::Status& status) {
+    return Annotate(status, "CancelJob", job_id);
+  };
+  absl::MutexLock lock(&mutex_);
+  absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
+  if (!transaction.ok()) return annotate(transaction.status());
+  absl::StatusOr<CancelReport> report = [&]() -> absl::StatusOr<CancelReport> {
+    FF_ASSIGN_OR_RETURN(JobRecord job, ReadJob(job_id));
+    if (job.state == JobState::kCompleted || job.state == JobState::kFailed) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the job is already ", std::string(JobStateName(job.state))));
+    }
+    CancelReport cancel;
+    if (job.state != JobState::kCancelled) {
+      FF_ASSIGN_OR_RETURN(SqliteStatement pending,
+                          db_->Prepare("UPDATE requests SET state = 'cancelled' "
+                                       "WHERE job_id = ?1 AND state = 'pending'"));
+      pending.Bind(1, job_id);
+      FF_RETURN_IF_ERROR(pending.Run());
+      FF_ASSIGN_OR_RETURN(SqliteStatement mark,
+                          db_->Prepare("UPDATE jobs SET state = 'cancelling' WHERE id = ?1"));
+      mark.Bind(1, job_id);
+      FF_RETURN_IF_ERROR(mark.Run());
+      FF_RETURN_IF_ERROR(UpdateJobState(job_id));  // cancelled at once if nothing runs
+      FF_ASSIGN_OR_RETURN(SqliteStatement running,
+                          db_->Prepare("SELECT line_number FROM requests "
+                                       "WHERE job_id = ?1 AND state = 'in_flight' "
+                                       "ORDER BY line_number"));
+      running.Bind(1, job_id);
+      while (true) {
+        FF_ASSIGN_OR_RETURN(bool row, running.Step());
+        if (!row) break;
+        cancel.in_flight.push_back(RequestKey{std::string(job_id), running.ColumnInt(0)});
+      }
+    }
+    FF_ASSIGN_OR_RETURN(cancel.job, ReadJob(job_id));
+    FF_RETURN_IF_ERROR(transaction->Commit());
+    return cancel;
+  }();
+  if (!report.ok()) return annotate(report.status());
+  return report;
+}
+
+absl::StatusOr<std::vector<StoredResult>> JobStore::ReadResults(std::string_view job_id,
+                                                                int64_t from_sequence, int limit) {
+  const auto annotate = [&](const absl::Status& status) {
+    return Annotate(status, "ReadResults", job_id);
+  };
+  absl::MutexLock lock(&mutex_);
+  absl::StatusOr<std::vector<StoredResult>> results =
+      [&]() -> absl::StatusOr<std::vector<StoredResult>> {
+    FF_ASSIGN_OR_RETURN(
+        SqliteStatement select,
+        db_->Prepare("SELECT s.sequence, s.line_number, r.custom_id, s.outcome, s.output_line "
+                     "FROM results s JOIN requests r "
+                     "ON r.job_id = s.job_id AND r.line_number = s.line_number "
+                     "WHERE s.job_id = ?1 AND s.sequence >= ?2 ORDER BY s.sequence LIMIT ?3"));
+    select.Bind(1, job_id).Bind(2, from_sequence).Bind(3, std::max(limit, 0));
+    std::vector<StoredResult> rows;
+    while (true) {
+      FF_ASSIGN_OR_RETURN(bool row, select.Step());
+      if (!row) break;
+      StoredResult result;
+      result.sequence = select.ColumnInt(0);
+      result.line_number = select.ColumnInt(1);
+      result.custom_id = select.ColumnText(2);
+      result.outcome = select.ColumnText(3) == OutcomeName(ResultOutcome::kSucceeded)
+                           ? ResultOutcome::kSucceeded
+                           : ResultOutcome::kFailed;
+      result.output_line = select.ColumnText(4);
+      rows.push_back(std::move(result));
+    }
+    if (rows.empty()) {
+      // Tell an unknown job from one without results yet.
+      FF_RETURN_IF_ERROR(ReadJob(job_id).status());
+    }
+    return rows;
+  }();
+  if (!results.ok()) return annotate(results.status());
+  return results;
+}
+
+}  // namespace flatfleet::coordinator
