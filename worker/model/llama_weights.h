@@ -1,0 +1,53 @@
+// The weights of a Llama or Mixtral model, prepared for a backend: linear layers as backend
+// handles, norms and the embedding table as float32.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/model_config.h"
+#include "common/tensor.h"
+#include "kernels/backend.h"
+#include "worker/model/weight_source.h"
+
+namespace flatfleet::engine {
+
+struct ExpertLayerWeights {
+  std::unique_ptr<kernels::LinearWeight> gate;  // w1
+  std::unique_ptr<kernels::LinearWeight> up;    // w3
+  std::unique_ptr<kernels::LinearWeight> down;  // w2
+};
+
+struct DecoderLayerWeights {
+  Tensor input_norm;
+  Tensor post_attention_norm;
+  // q_proj, k_proj and v_proj stacked into one [q_size + 2 * kv_size, hidden] projection: one
+  // GEMM (and one thread-pool round trip) instead of three.
+  std::unique_ptr<kernels::LinearWeight> qkv_proj, o_proj;
+  // Dense MLP (Llama): gate_proj and up_proj stacked likewise into [2 * intermediate, hidden].
+  std::unique_ptr<kernels::LinearWeight> gate_up_proj, down_proj;
+  // Sparse MoE (Mixtral).
+  std::unique_ptr<kernels::LinearWeight> router;
+  std::vector<ExpertLayerWeights> experts;
+  std::vector<kernels::ExpertWeights> expert_views;  // borrowed pointers into `experts`
+};
+
+struct LlamaWeights {
+  Tensor embed_tokens;  // [vocab, hidden]
+  std::vector<DecoderLayerWeights> layers;
+  Tensor final_norm;
+  std::unique_ptr<kernels::LinearWeight> lm_head;  // the embedding when tied
+};
+
+// Every tensor the model reads, with its expected shape, in checkpoint naming. `lm_head.weight`
+// is listed only for untied embeddings.
+std::vector<std::pair<std::string, std::vector<int64_t>>> LlamaTensorShapes(
+    const ModelConfig& config);
+
+absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const WeightSource& source,
+                                              kernels::Backend& backend);
+
+}  // namespace flatfleet::engine

@@ -1,0 +1,56 @@
+// Where model weights come from: a safetensors checkpoint, or seeded random values (the demo
+// model and tests). Names and shapes follow Hugging Face's Llama/Mixtral checkpoints.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/safetensors.h"
+#include "common/tensor.h"
+
+namespace flatfleet::engine {
+
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual bool Has(std::string_view name) const = 0;
+  // Float32 values of `name`; errors name the tensor and the expected and actual shapes.
+  virtual absl::StatusOr<Tensor> Load(std::string_view name,
+                                      const std::vector<int64_t>& shape) const = 0;
+};
+
+// Reads a checkpoint directory (or file) through WeightStore.
+class CheckpointWeightSource final : public WeightSource {
+ public:
+  explicit CheckpointWeightSource(std::unique_ptr<WeightStore> store) : store_(std::move(store)) {}
+  bool Has(std::string_view name) const override { return store_->Find(name) != nullptr; }
+  absl::StatusOr<Tensor> Load(std::string_view name,
+                              const std::vector<int64_t>& shape) const override {
+    return store_->LoadF32(name, shape);
+  }
+
+ private:
+  std::unique_ptr<WeightStore> store_;
+};
+
+// Deterministic pseudo-random weights: each tensor's values depend only on the seed and its
+// name. Norm weights are drawn from [0.5, 1.5), embeddings with stddev 1 and other matrices
+// with stddev `matrix_stddev`, so that logits are not flat.
+class RandomWeightSource final : public WeightSource {
+ public:
+  explicit RandomWeightSource(uint64_t seed, float matrix_stddev = 0.05f)
+      : seed_(seed), matrix_stddev_(matrix_stddev) {}
+  bool Has(std::string_view name) const override { return true; }
+  absl::StatusOr<Tensor> Load(std::string_view name,
+                              const std::vector<int64_t>& shape) const override;
+
+ private:
+  uint64_t seed_;
+  float matrix_stddev_;
+};
+
+}  // namespace flatfleet::engine
