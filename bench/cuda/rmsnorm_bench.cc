@@ -1,9 +1,9 @@
 // RMSNorm kernel bandwidth: bytes moved (read x, write y) per second, timed with CUDA events.
+#include <cuda_runtime.h>
+
 #include <cstdint>
 #include <random>
 #include <vector>
-
-#include <cuda_runtime.h>
 
 #include "benchmark/benchmark.h"
 #include "kernels/cuda/rmsnorm.h"

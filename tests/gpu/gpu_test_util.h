@@ -1,10 +1,10 @@
 // Helpers for GPU tests: device detection and RAII device buffers.
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <cstddef>
 #include <vector>
-
-#include <cuda_runtime.h>
 
 #include "gtest/gtest.h"
 
