@@ -15,17 +15,24 @@ quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 
 stage() { printf '\n=== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
+# ccache, where installed, makes rebuilds and the several configurations below much cheaper.
+launcher=()
+if command -v ccache >/dev/null; then
+  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  # Share cached objects between clones in different directories.
+  export CCACHE_BASEDIR=$root CCACHE_NOHASHDIR=1
+fi
 
 scripts/install-deps.sh
 
 stage "CPU build"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" >/dev/null
 ninja -C build -j"$jobs"
 
 if [ $quick -eq 0 ]; then
   if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
     stage "CUDA configuration build (sm_90a)"
-    cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLATFLEET_CUDA=ON \
+    cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLATFLEET_CUDA=ON "${launcher[@]}" \
       -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
       -DCMAKE_CUDA_ARCHITECTURES=90a >/dev/null
     ninja -C build-cuda -j"$jobs" gpu_tests
@@ -35,14 +42,14 @@ if [ $quick -eq 0 ]; then
   fi
 
   stage "Sanitizer build of the parsers (clang-14, ASan+UBSan)"
-  cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" \
     -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
     -DFLATFLEET_PARSERS_ONLY=ON -DFLATFLEET_SANITIZE=ON >/dev/null
   ninja -C build-sanitize -j"$jobs"
   (cd build-sanitize && ctest --output-on-failure -j"$jobs")
 
   stage "libFuzzer runs (${fuzz_seconds}s per target)"
-  cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" \
     -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
     -DFLATFLEET_PARSERS_ONLY=ON -DFLATFLEET_FUZZ=ON -DFLATFLEET_SANITIZE=ON >/dev/null
   ninja -C build-fuzz -j"$jobs"

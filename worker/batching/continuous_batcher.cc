@@ -1,0 +1,337 @@
+#include "worker/batching/continuous_batcher.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "worker/sampling/stop_conditions.h"
+
+namespace flatfleet::engine {
+
+struct ContinuousBatcher::Request {
+  explicit Request(EngineRequest r)
+      : request(std::move(r)), sampler(request.params), context(request.prompt) {}
+
+  // Has sampled a token and has nothing else to recompute: feeds that token next.
+  bool decoding() const {
+    return result.completion_tokens > 0 && static_cast<int64_t>(context.size()) - computed == 1;
+  }
+  int64_t pending() const { return static_cast<int64_t>(context.size()) - computed; }
+
+  EngineRequest request;
+  Sampler sampler;
+  std::vector<int32_t> stop_ids;
+  // The prompt followed by every sampled token; the last sampled one is fed at the next decode.
+  std::vector<int32_t> context;
+  int64_t computed = 0;  // leading context tokens held in the cache
+  std::optional<SequenceId> sequence;
+  GenerationResult result;
+  Clock::time_point submitted;
+  double time_to_first_token_seconds = 0;
+};
+
+absl::StatusOr<std::unique_ptr<ContinuousBatcher>> ContinuousBatcher::Create(
+    const LlamaModel& model, const tokenizer::Tokenizer* tokenizer,
+    ContinuousBatcherOptions options) {
+  if (options.max_step_tokens <= 0 || options.max_running_sequences <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "continuous batcher: max_step_tokens (%d) and max_running_sequences (%d) must be "
+        "positive",
+        options.max_step_tokens, options.max_running_sequences));
+  }
+  const ModelConfig& config = model.config();
+  const PagedKvCacheShape shape{config.num_hidden_layers, model.kv_row_size(),
+                                options.kv_block_size};
+  absl::StatusOr<std::unique_ptr<PagedKvCache>> cache =
+      options.kv_cache_bytes > 0 ? PagedKvCache::CreateWithBytes(shape, options.kv_cache_bytes)
+                                 : PagedKvCache::Create(shape, options.kv_cache_blocks);
+  if (!cache.ok()) return cache.status();
+  return std::unique_ptr<ContinuousBatcher>(
+      new ContinuousBatcher(model, tokenizer, options, *std::move(cache)));
+}
+
+ContinuousBatcher::ContinuousBatcher(const LlamaModel& model, const tokenizer::Tokenizer* tokenizer,
+                                     ContinuousBatcherOptions options,
+                                     std::unique_ptr<PagedKvCache> cache)
+    : model_(model), tokenizer_(tokenizer), options_(options), cache_(std::move(cache)) {
+  // The same default stop ids as Generator: the model's and the tokenizer's end-of-sequence ids.
+  for (int64_t id : model.config().eos_token_ids) {
+    default_stop_ids_.push_back(static_cast<int32_t>(id));
+  }
+  if (tokenizer_ != nullptr) {
+    for (int32_t id : tokenizer_->eos_ids()) {
+      if (std::find(default_stop_ids_.begin(), default_stop_ids_.end(), id) ==
+          default_stop_ids_.end()) {
+        default_stop_ids_.push_back(id);
+      }
+    }
+  }
+}
+
+ContinuousBatcher::~ContinuousBatcher() = default;
+
+absl::Status ContinuousBatcher::Validate(const EngineRequest& request) const {
+  const std::string& id = request.id;
+  const ModelConfig& config = model_.config();
+  const SamplingParams& params = request.params;
+  if (id.empty()) return absl::InvalidArgumentError("request with an empty id");
+  if (live_.contains(id)) {
+    return absl::AlreadyExistsError(absl::StrFormat("request '%s' is already live", id));
+  }
+  if (request.prompt.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat("request '%s': empty prompt", id));
+  }
+  for (size_t i = 0; i < request.prompt.size(); ++i) {
+    const int32_t token = request.prompt[i];
+    if (token < 0 || token >= config.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("request '%s': prompt token %d (at %d) is outside the vocabulary [0, %d)",
+                          id, token, i, config.vocab_size));
+    }
+  }
+  if (params.max_tokens <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "request '%s': max_tokens must be positive, got %d", id, params.max_tokens));
+  }
+  if (params.temperature < 0.0f || params.top_k < 0 || !(params.top_p > 0.0f) ||
+      params.top_p > 1.0f) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "request '%s': temperature %g must be >= 0, top_k %d >= 0 and top_p %g in (0, 1]", id,
+        params.temperature, params.top_k, params.top_p));
+  }
+  const int64_t prompt = static_cast<int64_t>(request.prompt.size());
+  if (prompt + params.max_tokens > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "request '%s': prompt of %d tokens + max_tokens %d exceeds the model's %d positions", id,
+        prompt, params.max_tokens, config.max_position_embeddings));
+  }
+  // The last sampled token is never fed back, so the cache holds at most prompt + max - 1.
+  const int64_t positions = prompt + params.max_tokens - 1;
+  if (cache_->BlocksFor(positions) > cache_->total_blocks()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("request '%s': %d positions need %d KV blocks, the whole pool has %d", id,
+                        positions, cache_->BlocksFor(positions), cache_->total_blocks()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ContinuousBatcher::Submit(EngineRequest request) {
+  if (absl::Status status = Validate(request); !status.ok()) return status;
+  auto owned = std::make_unique<Request>(std::move(request));
+  Request* r = owned.get();
+  r->submitted = Clock::now();
+  r->stop_ids = r->request.params.stop_token_ids;
+  if (r->stop_ids.empty() && !r->request.params.ignore_eos) r->stop_ids = default_stop_ids_;
+  r->result.prompt_tokens = static_cast<int64_t>(r->request.prompt.size());
+  waiting_.push_back(r);
+  live_.emplace(r->request.id, std::move(owned));
+  return absl::OkStatus();
+}
+
+void ContinuousBatcher::Cancel(const std::string& id) {
+  auto it = live_.find(id);
+  if (it == live_.end()) return;
+  ready_.push_back(Retire(it->second.get(),
+                          absl::CancelledError(absl::StrFormat("request '%s' was cancelled", id))));
+}
+
+bool ContinuousBatcher::Idle() const {
+  return waiting_.empty() && running_.empty() && ready_.empty();
+}
+
+EngineStats ContinuousBatcher::Stats() const {
+  EngineStats stats;
+  stats.waiting_requests = static_cast<int64_t>(waiting_.size());
+  stats.running_requests = static_cast<int64_t>(running_.size());
+  stats.kv_cache_used_blocks = cache_->used_blocks();
+  stats.kv_cache_total_blocks = cache_->total_blocks();
+  stats.prompt_tokens_total = prompt_tokens_total_;
+  stats.generated_tokens_total = generated_tokens_total_;
+  stats.steps_total = steps_total_;
+  return stats;
+}
+
+EngineResult ContinuousBatcher::Retire(Request* request, absl::Status status) {
+  if (request->sequence.has_value()) {
+    cache_->RemoveSequence(*request->sequence);
+    released_.push_back(*request->sequence);
+  }
+  std::erase(running_, request);
+  std::erase(waiting_, request);
+  EngineResult out;
+  out.id = request->request.id;
+  out.status = std::move(status);
+  out.result = std::move(request->result);
+  out.time_to_first_token_seconds = request->time_to_first_token_seconds;
+  out.total_seconds = std::chrono::duration<double>(Clock::now() - request->submitted).count();
+  live_.erase(request->request.id);  // destroys *request
+  return out;
+}
+
+void ContinuousBatcher::Preempt(Request* request) {
+  cache_->RemoveSequence(*request->sequence);
+  released_.push_back(*request->sequence);
+  preempted_.push_back(*request->sequence);
+  request->sequence.reset();
+  request->computed = 0;
+  std::erase(running_, request);
+  waiting_.push_front(request);  // first to come back, ahead of requests submitted after it
+  ++preemptions_;
+}
+
+bool ContinuousBatcher::TrySchedule(StepPlan& plan, std::vector<Request*>& owners) {
+  int64_t budget = options_.max_step_tokens;
+  int64_t planned_blocks = 0;  // taken from the pool by this plan's chunks
+  std::map<const Request*, int64_t> planned_tokens;
+  auto free_blocks = [&] { return cache_->free_blocks() - planned_blocks; };
+  auto add_chunk = [&](Request* r, int64_t take, bool new_sequence) {
+    PlannedChunk chunk;
+    chunk.sequence = *r->sequence;
+    chunk.begin = r->computed;
+    chunk.tokens.assign(r->context.begin() + r->computed, r->context.begin() + r->computed + take);
+    chunk.new_sequence = new_sequence;
+    chunk.sample = take == r->pending();
+    planned_blocks += cache_->BlocksToAppend(*r->sequence, take);
+    planned_tokens[r] = take;
+    budget -= take;
+    plan.chunks.push_back(std::move(chunk));
+    owners.push_back(r);
+  };
+  // How many positions the pool can still give a sequence: its last block's room plus free blocks.
+  auto room = [&](const Request* r) {
+    return cache_->BlocksFor(r->computed) * cache_->block_size() - r->computed +
+           free_blocks() * cache_->block_size();
+  };
+
+  // 1. Decodes, oldest first; the newest running sequence is always unplanned (or r itself).
+  for (size_t i = 0; i < running_.size() && budget > 0; ++i) {
+    Request* r = running_[i];
+    if (!r->decoding()) continue;
+    bool preempted_self = false;
+    while (cache_->BlocksToAppend(*r->sequence, 1) > free_blocks()) {
+      Request* victim = running_.back();
+      Preempt(victim);
+      if (victim == r) {
+        preempted_self = true;
+        break;
+      }
+    }
+    if (preempted_self) break;
+    add_chunk(r, 1, /*new_sequence=*/false);
+  }
+  // 2. Prefill (or recompute) chunks of running sequences.
+  for (Request* r : running_) {
+    if (budget <= 0) break;
+    if (r->decoding() || planned_tokens.contains(r)) continue;
+    const int64_t take = std::min({r->pending(), budget, room(r)});
+    if (take > 0) add_chunk(r, take, /*new_sequence=*/r->computed == 0);
+  }
+  // 3. Admission from the head of the queue.
+  while (!waiting_.empty() && budget > 0 &&
+         static_cast<int64_t>(running_.size()) < options_.max_running_sequences) {
+    Request* r = waiting_.front();
+    int64_t promised = 0;  // blocks running sequences still need to complete their context
+    for (const Request* other : running_) {
+      const int64_t after_step = other->computed + planned_tokens[other];
+      promised +=
+          std::max<int64_t>(0, cache_->BlocksFor(static_cast<int64_t>(other->context.size())) -
+                                   cache_->BlocksFor(after_step));
+    }
+    const int64_t needed = cache_->BlocksFor(static_cast<int64_t>(r->context.size())) +
+                           static_cast<int64_t>(running_.size());
+    if (free_blocks() - promised < needed) break;
+    absl::StatusOr<SequenceId> sequence = cache_->AddSequence();
+    if (!sequence.ok()) break;
+    waiting_.pop_front();
+    r->sequence = *sequence;
+    r->computed = 0;
+    running_.push_back(r);
+    add_chunk(r, std::min({r->pending(), budget, room(r)}), /*new_sequence=*/true);
+  }
+  return !plan.chunks.empty();
+}
+
+StepPlan ContinuousBatcher::Schedule(std::vector<Request*>& owners) {
+  StepPlan plan;
+  while (!TrySchedule(plan, owners) && !running_.empty()) {
+    // Every running sequence is stuck waiting for blocks: make room by recomputing the newest.
+    Preempt(running_.back());
+  }
+  plan.step = static_cast<uint64_t>(steps_total_);
+  plan.released = std::exchange(released_, {});
+  plan.preempted = std::exchange(preempted_, {});
+  return plan;
+}
+
+bool ContinuousBatcher::SampleNext(Request& r, std::span<const float> logits) {
+  const int32_t token = r.sampler.Next(logits);
+  GenerationResult& result = r.result;
+  if (result.completion_tokens == 0) {
+    r.time_to_first_token_seconds =
+        std::chrono::duration<double>(Clock::now() - r.submitted).count();
+    prompt_tokens_total_ += result.prompt_tokens;
+  }
+  ++result.completion_tokens;
+  ++generated_tokens_total_;
+  r.context.push_back(token);
+  if (std::find(r.stop_ids.begin(), r.stop_ids.end(), token) != r.stop_ids.end()) {
+    result.finish_reason = FinishReason::kStop;
+    return true;
+  }
+  result.tokens.push_back(token);
+  if (tokenizer_ != nullptr) {
+    result.text = tokenizer_->Decode(result.tokens, /*skip_special_tokens=*/true);
+    if (auto at = FindStopString(result.text, r.request.params.stop_strings)) {
+      result.text.resize(*at);
+      result.finish_reason = FinishReason::kStop;
+      return true;
+    }
+  }
+  // As Generator: stop at max_tokens, or when feeding the token would pass the model's positions.
+  if (result.completion_tokens >= r.request.params.max_tokens ||
+      r.computed + 1 >= model_.config().max_position_embeddings) {
+    result.finish_reason = FinishReason::kLength;
+    return true;
+  }
+  return false;
+}
+
+std::vector<EngineResult> ContinuousBatcher::Step() {
+  std::vector<EngineResult> finished = std::exchange(ready_, {});
+  if (waiting_.empty() && running_.empty()) return finished;
+
+  std::vector<Request*> owners;
+  StepPlan plan = Schedule(owners);
+  absl::Status status = plan_hook_ ? plan_hook_(plan) : absl::OkStatus();
+  std::vector<SequenceChunk> chunks;
+  chunks.reserve(plan.chunks.size());
+  for (const PlannedChunk& chunk : plan.chunks) {
+    chunks.push_back({chunk.sequence, chunk.tokens, /*all_logits=*/false});
+  }
+  absl::StatusOr<Tensor> logits =
+      status.ok() ? model_.Forward(chunks, *cache_) : absl::StatusOr<Tensor>(status);
+  ++steps_total_;
+  last_plan_ = std::move(plan);
+  if (!logits.ok()) {
+    // The cache may hold part of this step; fail the step's requests rather than guess.
+    for (Request* r : owners) {
+      finished.push_back(Retire(
+          r, absl::InternalError(absl::StrFormat("request '%s': step %d failed: %s", r->request.id,
+                                                 steps_total_ - 1, logits.status().ToString()))));
+    }
+    return finished;
+  }
+  const int64_t vocab = model_.config().vocab_size;
+  for (size_t c = 0; c < owners.size(); ++c) {
+    Request* r = owners[c];
+    const PlannedChunk& chunk = last_plan_.chunks[c];
+    r->computed += static_cast<int64_t>(chunk.tokens.size());
+    if (!chunk.sample) continue;
+    if (SampleNext(*r, std::span<const float>(logits->row(static_cast<int64_t>(c)), vocab))) {
+      finished.push_back(Retire(r, absl::OkStatus()));
+    }
+  }
+  return finished;
+}
+
+}  // namespace flatfleet::engine

@@ -1,0 +1,118 @@
+// Continuous batching over a paged KV cache: requests join the running batch at the next step
+// and leave as soon as they finish, so the batch is refilled token by token rather than waiting
+// for its slowest member.
+//
+// Each Step():
+//  1. Decodes first: every running sequence that has sampled a token feeds it (oldest first).
+//     When a decode needs a KV block and the pool is empty, the newest running sequence is
+//     preempted: its cache is freed and it goes back to the front of the waiting queue to be
+//     recomputed later (prompt + tokens sampled so far), keeping its sampler state, so nothing
+//     is lost, duplicated or resampled.
+//  2. Prefill chunks of running sequences (oldest first) fill the rest of max_step_tokens.
+//  3. Admission, strictly FIFO: the head of the waiting queue is admitted only if the free
+//     blocks, less those already promised to running sequences' unfinished prefills, cover its
+//     whole prompt plus one decode block for every running sequence. Otherwise admission stops
+//     (no overtaking, so large requests cannot starve).
+//  4. One forward pass; the sequences whose chunk completed their context sample a token.
+// A request always fits the pool alone (checked at Submit), so a step always makes progress.
+//
+// Every step is described by a StepPlan, handed to an optional hook before the forward pass so
+// that rank 0 can broadcast it and tensor-parallel peers replay it (StepReplayer).
+//
+// Not thread-safe: the service serialises Submit / Cancel / Step.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/tokenizer/tokenizer.h"
+#include "worker/batching/step_plan.h"
+#include "worker/model/llama_model.h"
+#include "worker/model/paged_kv_cache.h"
+#include "worker/sampling/sampler.h"
+#include "worker/serving/inference_engine.h"
+
+namespace flatfleet::engine {
+
+struct ContinuousBatcherOptions {
+  // Most tokens (decodes and prompt chunks together) in one forward pass.
+  int64_t max_step_tokens = 512;
+  int64_t max_running_sequences = 64;
+  int64_t kv_block_size = 16;
+  // KV pool size: kv_cache_bytes when positive, else kv_cache_blocks blocks.
+  int64_t kv_cache_blocks = 1024;
+  int64_t kv_cache_bytes = 0;
+};
+
+class ContinuousBatcher final : public InferenceEngine {
+ public:
+  // Called with each step's plan before its forward pass; an error fails the step's requests.
+  using PlanHook = std::function<absl::Status(const StepPlan&)>;
+
+  // `model` and `tokenizer` (may be null: no text, no stop strings) must outlive the batcher.
+  static absl::StatusOr<std::unique_ptr<ContinuousBatcher>> Create(
+      const LlamaModel& model, const tokenizer::Tokenizer* tokenizer,
+      ContinuousBatcherOptions options = {});
+  ~ContinuousBatcher() override;
+
+  absl::Status Submit(EngineRequest request) override;
+  void Cancel(const std::string& id) override;
+  std::vector<EngineResult> Step() override;
+  bool Idle() const override;
+  EngineStats Stats() const override;
+
+  void set_plan_hook(PlanHook hook) { plan_hook_ = std::move(hook); }
+  // The plan of the last step that ran a forward pass.
+  const StepPlan& last_plan() const { return last_plan_; }
+  int64_t preemptions() const { return preemptions_; }
+  const PagedKvCache& cache() const { return *cache_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Request;
+
+  ContinuousBatcher(const LlamaModel& model, const tokenizer::Tokenizer* tokenizer,
+                    ContinuousBatcherOptions options, std::unique_ptr<PagedKvCache> cache);
+
+  absl::Status Validate(const EngineRequest& request) const;
+  // Builds the next plan (preempting and admitting as needed); owners[i] runs plan.chunks[i].
+  StepPlan Schedule(std::vector<Request*>& owners);
+  bool TrySchedule(StepPlan& plan, std::vector<Request*>& owners);
+  void Preempt(Request* request);
+  // Samples the next token after a completed context; true when the request finished.
+  bool SampleNext(Request& request, std::span<const float> logits);
+  // Frees the request's cache and removes it from every queue, returning its result.
+  EngineResult Retire(Request* request, absl::Status status);
+
+  const LlamaModel& model_;
+  const tokenizer::Tokenizer* tokenizer_;
+  ContinuousBatcherOptions options_;
+  std::unique_ptr<PagedKvCache> cache_;
+  std::vector<int32_t> default_stop_ids_;
+  PlanHook plan_hook_;
+
+  std::map<std::string, std::unique_ptr<Request>> live_;  // by id: waiting or running
+  std::deque<Request*> waiting_;
+  std::vector<Request*> running_;    // in admission order: the back is the newest
+  std::vector<EngineResult> ready_;  // cancelled requests, returned by the next Step()
+  // Sequences freed since the last plan; the next plan tells peers to free them too.
+  std::vector<SequenceId> released_;
+  std::vector<SequenceId> preempted_;
+  StepPlan last_plan_;
+
+  int64_t preemptions_ = 0;
+  int64_t prompt_tokens_total_ = 0;
+  int64_t generated_tokens_total_ = 0;
+  int64_t steps_total_ = 0;
+};
+
+}  // namespace flatfleet::engine
