@@ -1,0 +1,218 @@
+#include "quant/quantized_linear.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/cpu/quant/quantized_gemm.h"
+#include "kernels/cpu/quant/rtn_quantizer.h"
+#include "quant/weight_clip_search.h"
+
+namespace flatfleet::quant {
+
+int64_t EffectiveGroupSize(int64_t requested, int64_t cols) {
+  if (requested <= 0 || requested >= cols) return 0;  // one group per row
+  for (int64_t size = requested; size > 1; --size) {
+    if (cols % size == 0) return size;
+  }
+  return 1;
+}
+
+absl::StatusOr<std::optional<RandomizedHadamard>> OnlineRotationFor(const QuantRecipe& recipe,
+                                                                    int64_t in_features) {
+  switch (recipe.spec.transform.kind) {
+    case TransformKind::kNone:
+      return std::optional<RandomizedHadamard>();
+    case TransformKind::kHadamard: {
+      FF_ASSIGN_OR_RETURN(RandomizedHadamard rotation,
+                          RandomizedHadamard::Create(in_features, recipe.spec.transform.seed));
+      return std::optional<RandomizedHadamard>(std::move(rotation));
+    }
+    case TransformKind::kKronecker:
+      break;
+  }
+  return absl::UnimplementedError(
+      "Kronecker (FlatQuant) transforms need trained factors, which are not implemented yet");
+}
+
+std::vector<int64_t> ChooseOutlierChannels(std::span<const float> weight, int64_t out_features,
+                                           int64_t in_features, int64_t count,
+                                           const ActivationCalibration* calibration) {
+  count = std::clamp<int64_t>(count, 0, in_features - 1);
+  if (calibration != nullptr && !calibration->empty()) {
+    return SelectOutlierChannels(calibration->channel_absmax, 1, in_features, count);
+  }
+  std::vector<double> column_norms(in_features, 0.0);
+  for (int64_t n = 0; n < out_features; ++n) {
+    for (int64_t k = 0; k < in_features; ++k) {
+      const double w = weight[n * in_features + k];
+      column_norms[k] += w * w;
+    }
+  }
+  std::vector<int64_t> order(in_features);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return column_norms[a] > column_norms[b]; });
+  order.resize(count);
+  std::sort(order.begin(), order.end());
+  return order;
+}
+
+absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, const Tensor* bias,
+                                                        const QuantRecipe& recipe,
+                                                        const ActivationCalibration* calibration) {
+  if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
+  const QuantSpec& spec = recipe.spec;
+  QuantizedLinear layer;
+  layer.out_features_ = weight.dim(0);
+  layer.in_features_ = weight.dim(1);
+  const int64_t n = layer.out_features_;
+  const int64_t k = layer.in_features_;
+  if (bias != nullptr) {
+    if (bias->size() != n) return absl::InvalidArgumentError("bias must be [out]");
+    layer.bias_ = bias->vector();
+  }
+  if (calibration != nullptr && !calibration->empty() &&
+      static_cast<int64_t>(calibration->channel_absmax.size()) != k) {
+    return absl::InvalidArgumentError("calibration does not match the layer's inputs");
+  }
+
+  layer.activation_format_.bits = spec.activation.bits;
+  layer.activation_format_.symmetric = spec.activation.symmetric;
+  layer.activation_format_.group_size = 0;
+  layer.activation_format_.clip_ratio = static_cast<float>(spec.activation.clip_ratio);
+  if (spec.activation.granularity == ActivationGranularity::kPerTensor) {
+    if (calibration == nullptr || calibration->empty()) {
+      return absl::FailedPreconditionError(
+          "per-tensor static activation scales need calibration data");
+    }
+    FF_ASSIGN_OR_RETURN(uint16_t scale,
+                        CalibratePerTensorScale(calibration->channel_absmax, spec.activation.bits,
+                                                layer.activation_format_.clip_ratio));
+    layer.static_scale_ = scale;
+  }
+
+  FF_ASSIGN_OR_RETURN(layer.rotation_, OnlineRotationFor(recipe, k));
+  layer.folded_weight_ = weight.vector();
+  if (layer.rotation_) layer.rotation_->FoldIntoWeightRows(layer.folded_weight_, n);
+
+  QuantFormat weight_format;
+  weight_format.bits = spec.weight.bits;
+  weight_format.symmetric = spec.weight.symmetric;
+  weight_format.clip_ratio = static_cast<float>(spec.weight.clip_ratio);
+
+  if (spec.outlier_channels > 0) {
+    if (layer.static_scale_) {
+      return absl::UnimplementedError("QUIK with per-tensor static activations");
+    }
+    layer.gemm_kind_ = LinearGemmKind::kQuik;
+    std::vector<int64_t> outliers =
+        ChooseOutlierChannels(layer.folded_weight_, n, k, spec.outlier_channels, calibration);
+    weight_format.group_size =
+        EffectiveGroupSize(spec.weight.group_size, k - static_cast<int64_t>(outliers.size()));
+    FF_ASSIGN_OR_RETURN(layer.quik_, QuantizeQuikWeight(layer.folded_weight_, n, k,
+                                                        std::move(outliers), weight_format));
+    return layer;
+  }
+
+  weight_format.group_size = EffectiveGroupSize(spec.weight.group_size, k);
+  if (recipe.weight_clip_search) {
+    FF_ASSIGN_OR_RETURN(ClipSearchResult searched,
+                        QuantizeRtnWithClipSearch(layer.folded_weight_, n, k, weight_format));
+    layer.weight_ = std::move(searched.matrix);
+    layer.clip_ratios_ = std::move(searched.clip_ratios);
+  } else {
+    FF_ASSIGN_OR_RETURN(layer.weight_, QuantizeRtn(layer.folded_weight_, n, k, weight_format));
+  }
+  if (spec.scale_kind == ScaleKind::kInteger) {
+    if (weight_format.group_size == 0) {
+      return absl::InvalidArgumentError("integer scales need per-group weights");
+    }
+    layer.gemm_kind_ = LinearGemmKind::kIntegerScales;
+    FF_ASSIGN_OR_RETURN(
+        layer.integer_scaled_,
+        MakeIntegerScaledWeight(layer.weight_, layer.activation_format_, spec.max_amplifier_bits));
+  } else {
+    // Refuse K that could overflow int32 now rather than at the first Forward.
+    QuantizedMatrix probe;
+    probe.rows = 0;
+    probe.cols = k;
+    probe.format = layer.activation_format_;
+    FF_RETURN_IF_ERROR(CheckInt32Gemm(probe, layer.weight_));
+  }
+  return layer;
+}
+
+void QuantizedLinear::RotateActivations(std::span<float> rows, int64_t m) const {
+  if (rotation_) rotation_->ApplyToActivationRows(rows, m);
+}
+
+absl::StatusOr<QuantizedMatrix> QuantizedLinear::QuantizeActivations(std::span<const float> rotated,
+                                                                     int64_t m) const {
+  if (static_scale_) {
+    return QuantizeWithStaticScale(rotated, m, in_features_, activation_format_.bits,
+                                   *static_scale_);
+  }
+  return QuantizeRtn(rotated, m, in_features_, activation_format_);
+}
+
+absl::Status QuantizedLinear::Forward(std::span<const float> x, int64_t m,
+                                      std::span<float> y) const {
+  if (static_cast<int64_t>(x.size()) != m * in_features_ ||
+      static_cast<int64_t>(y.size()) != m * out_features_) {
+    return absl::InvalidArgumentError("QuantizedLinear::Forward: shapes");
+  }
+  std::vector<float> rotated(x.begin(), x.end());
+  RotateActivations(rotated, m);
+  std::vector<float> output;
+  switch (gemm_kind_) {
+    case LinearGemmKind::kQuik: {
+      FF_ASSIGN_OR_RETURN(QuikGemmResult result, QuikGemm(rotated, m, quik_, activation_format_));
+      output = std::move(result.output);
+      break;
+    }
+    case LinearGemmKind::kIntegerScales: {
+      FF_ASSIGN_OR_RETURN(QuantizedMatrix activations, QuantizeActivations(rotated, m));
+      FF_ASSIGN_OR_RETURN(IntegerScaleGemmResult result,
+                          IntegerScaleGemm(activations, integer_scaled_));
+      output = std::move(result.output);
+      break;
+    }
+    case LinearGemmKind::kFloatScales: {
+      FF_ASSIGN_OR_RETURN(QuantizedMatrix activations, QuantizeActivations(rotated, m));
+      FF_ASSIGN_OR_RETURN(QuantizedGemmResult result, QuantizedGemm(activations, weight_));
+      output = std::move(result.output);
+      break;
+    }
+  }
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t j = 0; j < out_features_; ++j) {
+      y[r * out_features_ + j] = output[r * out_features_ + j] + (bias_.empty() ? 0.0f : bias_[j]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status QuantizedLinear::ForwardFloat(std::span<const float> x, int64_t m,
+                                           std::span<float> y) const {
+  if (static_cast<int64_t>(x.size()) != m * in_features_ ||
+      static_cast<int64_t>(y.size()) != m * out_features_) {
+    return absl::InvalidArgumentError("QuantizedLinear::ForwardFloat: shapes");
+  }
+  std::vector<float> rotated(x.begin(), x.end());
+  RotateActivations(rotated, m);
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = rotated.data() + r * in_features_;
+    for (int64_t j = 0; j < out_features_; ++j) {
+      const float* w = folded_weight_.data() + j * in_features_;
+      double sum = bias_.empty() ? 0.0 : bias_[j];
+      for (int64_t i = 0; i < in_features_; ++i) sum += static_cast<double>(row[i]) * w[i];
+      y[r * out_features_ + j] = static_cast<float>(sum);
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace flatfleet::quant

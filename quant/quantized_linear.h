@@ -1,0 +1,99 @@
+// One linear layer y = x W^T (+ b) quantized by a recipe, on the integer reference kernels
+// (kernels/cpu/quant, numerics in docs/QUANT_FORMATS.md):
+//
+//   1. online transform: x <- x Q (randomized Hadamard when the recipe says so; W Q was folded
+//      into the weight at preparation, so (x Q)(W Q)^T = x W^T);
+//   2. activations quantized per token (dynamic) or with a calibrated per-tensor static scale;
+//   3. integer GEMM: QuantizedGemm (float group scales), IntegerScaleGemm (integer group scales)
+//      or QuikGemm (FP16 outlier channels + integer rest); integer parts exact, float epilogue
+//      as documented there;
+//   4. bias added in float32.
+//
+// Weight group sizes that do not divide in_features fall back to the largest divisor below the
+// requested size (688 = 8 * 86 inputs of llama-tiny's down_proj get groups of 86).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/tensor.h"
+#include "kernels/cpu/quant/hadamard.h"
+#include "kernels/cpu/quant/integer_scale.h"
+#include "kernels/cpu/quant/quantized_matrix.h"
+#include "kernels/cpu/quant/quik_gemm.h"
+#include "quant/activation_calibration.h"
+#include "quant/recipes.h"
+
+namespace flatfleet::quant {
+
+enum class LinearGemmKind { kFloatScales, kIntegerScales, kQuik };
+
+// The largest divisor of `cols` that is <= `requested` (0 stays 0: one group per row).
+int64_t EffectiveGroupSize(int64_t requested, int64_t cols);
+
+// The online rotation a recipe applies to the inputs of a layer with `in_features` inputs, or
+// none.
+absl::StatusOr<std::optional<RandomizedHadamard>> OnlineRotationFor(const QuantRecipe& recipe,
+                                                                    int64_t in_features);
+
+// QUIK's FP16 channels: from calibration when there is some (largest max|x|), otherwise the
+// input channels whose weight columns have the largest L2 norm (a weight-only proxy: a channel
+// that the layer amplifies). Ascending.
+std::vector<int64_t> ChooseOutlierChannels(std::span<const float> weight, int64_t out_features,
+                                           int64_t in_features, int64_t count,
+                                           const ActivationCalibration* calibration);
+
+class QuantizedLinear {
+ public:
+  // `weight` [out, in], `bias` [out] or null. `calibration` (of this layer's transformed inputs)
+  // is required for per-tensor static activations and optional otherwise.
+  static absl::StatusOr<QuantizedLinear> Create(const Tensor& weight, const Tensor* bias,
+                                                const QuantRecipe& recipe,
+                                                const ActivationCalibration* calibration);
+
+  int64_t out_features() const { return out_features_; }
+  int64_t in_features() const { return in_features_; }
+  LinearGemmKind gemm_kind() const { return gemm_kind_; }
+  const QuantFormat& activation_format() const { return activation_format_; }
+  const std::optional<uint16_t>& static_activation_scale() const { return static_scale_; }
+  const std::optional<RandomizedHadamard>& rotation() const { return rotation_; }
+  // kFloatScales: the quantized weight; kIntegerScales: integer_scaled().weight; kQuik: quik().
+  const QuantizedMatrix& weight() const { return weight_; }
+  const IntegerScaledWeight& integer_scaled() const { return integer_scaled_; }
+  const QuikWeight& quik() const { return quik_; }
+  const std::vector<float>& bias() const { return bias_; }
+  // The clip ratio chosen per [row][group] when the recipe searches it (else empty).
+  const std::vector<float>& clip_ratios() const { return clip_ratios_; }
+
+  // rows ([m, in]) <- rows Q; nothing without a rotation.
+  void RotateActivations(std::span<float> rows, int64_t m) const;
+  // The activation quantization step (per token or static), on already rotated rows. Not used
+  // by QUIK, whose GEMM quantizes the non-outlier columns itself.
+  absl::StatusOr<QuantizedMatrix> QuantizeActivations(std::span<const float> rotated,
+                                                      int64_t m) const;
+
+  // y [m, out] = the quantized layer applied to x [m, in].
+  absl::Status Forward(std::span<const float> x, int64_t m, std::span<float> y) const;
+  // The transform algebra alone: y = (x Q)(W Q)^T + b in float (double accumulation), no
+  // quantization. Equals the float layer up to rounding.
+  absl::Status ForwardFloat(std::span<const float> x, int64_t m, std::span<float> y) const;
+
+ private:
+  int64_t out_features_ = 0;
+  int64_t in_features_ = 0;
+  LinearGemmKind gemm_kind_ = LinearGemmKind::kFloatScales;
+  QuantFormat activation_format_;
+  std::optional<uint16_t> static_scale_;
+  std::optional<RandomizedHadamard> rotation_;
+  std::vector<float> folded_weight_;  // W Q, [out, in]
+  QuantizedMatrix weight_;
+  IntegerScaledWeight integer_scaled_;
+  QuikWeight quik_;
+  std::vector<float> bias_;
+  std::vector<float> clip_ratios_;
+};
+
+}  // namespace flatfleet::quant

@@ -1,0 +1,32 @@
+// Named quantization recipes (`--recipe w4a8-intscale`): the one place where a recipe name maps
+// to its QuantSpec. The QuantizedCpuBackend (quantized_backend.h) runs any recipe listed here.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "quant/quant_spec.h"
+
+namespace flatfleet::quant {
+
+struct QuantRecipe {
+  std::string name;
+  QuantSpec spec;
+  // Per weight channel/group, pick the clip ratio that minimises the weight's RTN MSE
+  // (weight_clip_search.h) instead of using spec.weight.clip_ratio.
+  bool weight_clip_search = false;
+};
+
+// Recipes the backend implements, in table order.
+std::vector<std::string> ImplementedRecipeNames();
+
+// The recipe called `name`. Unknown names, and names of recipes planned but not implemented
+// yet (w4a4-flatquant, w4a4-flatten), are errors that list the implemented ones.
+absl::StatusOr<QuantRecipe> RecipeByName(std::string_view name);
+
+// Parses "a,b,c" into recipes (same errors as RecipeByName).
+absl::StatusOr<std::vector<QuantRecipe>> RecipesFromList(std::string_view comma_separated);
+
+}  // namespace flatfleet::quant

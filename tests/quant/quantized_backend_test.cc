@@ -1,0 +1,329 @@
+// QuantizedCpuBackend's Linear against the integer reference GEMMs called directly on operands
+// the test quantizes itself, the float pass-through of the online rotation, QUIK's outlier
+// choice, and the recipe table's errors.
+#include "quant/quantized_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/quant/hadamard.h"
+#include "kernels/cpu/quant/integer_scale.h"
+#include "kernels/cpu/quant/quantized_gemm.h"
+#include "kernels/cpu/quant/quik_gemm.h"
+#include "kernels/cpu/quant/rtn_quantizer.h"
+#include "quant/float_linear_filter.h"
+#include "quant/recipes.h"
+#include "quant/weight_clip_search.h"
+#include "tests/quant/test_random.h"
+
+namespace flatfleet::quant {
+namespace {
+
+using ::testing::HasSubstr;
+
+// y = x W^T in double.
+std::vector<double> FloatLinear(const std::vector<float>& x, int64_t m, const std::vector<float>& w,
+                                int64_t n, int64_t k) {
+  std::vector<double> y(m * n, 0.0);
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t j = 0; j < n; ++j) {
+      double sum = 0.0;
+      for (int64_t i = 0; i < k; ++i) sum += static_cast<double>(x[r * k + i]) * w[j * k + i];
+      y[r * n + j] = sum;
+    }
+  }
+  return y;
+}
+
+QuantFormat WeightFormat(const QuantSpec& spec, int64_t cols) {
+  QuantFormat format;
+  format.bits = spec.weight.bits;
+  format.symmetric = spec.weight.symmetric;
+  format.group_size = EffectiveGroupSize(spec.weight.group_size, cols);
+  format.clip_ratio = static_cast<float>(spec.weight.clip_ratio);
+  return format;
+}
+
+QuantFormat ActivationFormat(const QuantSpec& spec) {
+  QuantFormat format;
+  format.bits = spec.activation.bits;
+  format.symmetric = spec.activation.symmetric;
+  format.clip_ratio = static_cast<float>(spec.activation.clip_ratio);
+  return format;
+}
+
+class RecipeLinearTest : public test_util::RandomTest,
+                         public ::testing::WithParamInterface<std::string> {
+ protected:
+  // Activations with a few large channels, like real LLM inputs.
+  std::vector<float> Activations(int64_t m, int64_t k) {
+    std::vector<float> x = Gaussian(m * k);
+    for (int64_t r = 0; r < m; ++r) {
+      x[r * k + 3] *= 30.0f;
+      x[r * k + k / 2] *= 20.0f;
+    }
+    return x;
+  }
+};
+
+// The backend's output equals the reference GEMM on independently quantized operands, bit for
+// bit; K = 320 also exercises the group-size fallback (128 -> 80).
+TEST_P(RecipeLinearTest, LinearEqualsIntegerReferenceGemm) {
+  absl::StatusOr<QuantRecipe> recipe = RecipeByName(GetParam());
+  ASSERT_TRUE(recipe.ok()) << recipe.status();
+  const QuantSpec& spec = recipe->spec;
+  for (int64_t k : {256, 320}) {
+    SCOPED_TRACE("K = " + std::to_string(k));
+    const int64_t n = UniformInt(16, 40);
+    const int64_t m = UniformInt(1, 9);
+    const std::vector<float> w = Gaussian(n * k, 0.05f);
+    const std::vector<float> calibration_x = Activations(24, k);
+    const std::vector<float> x = Activations(m, k);
+
+    auto backend = QuantizedCpuBackend::Create(*recipe, {});
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    const Tensor weight({n, k}, w);
+    auto handle = (*backend)->PrepareQuantizedLinear(weight, nullptr);
+    ASSERT_TRUE(handle.ok()) << handle.status();
+    (*backend)->set_mode(LinearMode::kCalibrate);
+    Tensor calibration_in({24, k}, calibration_x);
+    Tensor calibration_out({24, n});
+    ASSERT_TRUE((*backend)->TryLinear(**handle, calibration_in, calibration_out).ok());
+    (*backend)->set_mode(LinearMode::kQuantized);
+    Tensor input({m, k}, x);
+    Tensor output({m, n});
+    absl::Status run = (*backend)->TryLinear(**handle, input, output);
+    ASSERT_TRUE(run.ok()) << run;
+
+    // The same computation from the reference pieces.
+    std::vector<float> folded_w = w;
+    std::vector<float> rotated_x = x;
+    std::vector<float> rotated_calibration = calibration_x;
+    if (spec.transform.kind == TransformKind::kHadamard) {
+      auto rotation = RandomizedHadamard::Create(k, spec.transform.seed);
+      ASSERT_TRUE(rotation.ok());
+      rotation->FoldIntoWeightRows(folded_w, n);
+      rotation->ApplyToActivationRows(rotated_x, m);
+      rotation->ApplyToActivationRows(rotated_calibration, 24);
+    }
+    const QuantFormat activation_format = ActivationFormat(spec);
+    std::vector<float> expected;
+    if (spec.outlier_channels > 0) {
+      std::vector<int64_t> outliers =
+          SelectOutlierChannels(rotated_calibration, 24, k, spec.outlier_channels);
+      EXPECT_THAT(outliers, ::testing::IsSupersetOf({int64_t{3}, k / 2}));
+      auto quik = QuantizeQuikWeight(folded_w, n, k, outliers,
+                                     WeightFormat(spec, k - spec.outlier_channels));
+      ASSERT_TRUE(quik.ok()) << quik.status();
+      auto result = QuikGemm(rotated_x, m, *quik, activation_format);
+      ASSERT_TRUE(result.ok()) << result.status();
+      expected = result->output;
+    } else {
+      const QuantFormat weight_format = WeightFormat(spec, k);
+      absl::StatusOr<QuantizedMatrix> quantized_w;
+      if (recipe->weight_clip_search) {
+        auto searched = QuantizeRtnWithClipSearch(folded_w, n, k, weight_format);
+        ASSERT_TRUE(searched.ok()) << searched.status();
+        quantized_w = searched->matrix;
+      } else {
+        quantized_w = QuantizeRtn(folded_w, n, k, weight_format);
+      }
+      ASSERT_TRUE(quantized_w.ok()) << quantized_w.status();
+      absl::StatusOr<QuantizedMatrix> quantized_x;
+      if (spec.activation.granularity == ActivationGranularity::kPerTensor) {
+        auto scale = CalibratePerTensorScale(rotated_calibration, spec.activation.bits,
+                                             activation_format.clip_ratio);
+        ASSERT_TRUE(scale.ok());
+        quantized_x = QuantizeWithStaticScale(rotated_x, m, k, spec.activation.bits, *scale);
+      } else {
+        quantized_x = QuantizeRtn(rotated_x, m, k, activation_format);
+      }
+      ASSERT_TRUE(quantized_x.ok()) << quantized_x.status();
+      if (spec.scale_kind == ScaleKind::kInteger) {
+        auto scaled =
+            MakeIntegerScaledWeight(*quantized_w, activation_format, spec.max_amplifier_bits);
+        ASSERT_TRUE(scaled.ok()) << scaled.status();
+        auto result = IntegerScaleGemm(*quantized_x, *scaled);
+        ASSERT_TRUE(result.ok()) << result.status();
+        expected = result->output;
+      } else {
+        // The format-checked entry point where there is one: the same integers either way.
+        absl::StatusOr<QuantizedGemmResult> result;
+        const int wb = spec.weight.bits, ab = spec.activation.bits;
+        if (wb == 8 && ab == 8) {
+          result = GemmW8A8(*quantized_x, *quantized_w);
+        } else if (wb == 4 && ab == 8) {
+          result = GemmW4A8(*quantized_x, *quantized_w);
+        } else if (wb == 4 && ab == 4) {
+          result = GemmW4A4(*quantized_x, *quantized_w);
+        } else {
+          result = QuantizedGemm(*quantized_x, *quantized_w);
+        }
+        ASSERT_TRUE(result.ok()) << result.status();
+        expected = result->output;
+      }
+    }
+    ASSERT_EQ(static_cast<int64_t>(expected.size()), m * n);
+    for (int64_t i = 0; i < m * n; ++i) {
+      ASSERT_EQ(output.data()[i], expected[i]) << "element " << i;
+    }
+    // And the quantized layer is still the layer: within a loose bound of the float result.
+    const std::vector<double> exact = FloatLinear(x, m, w, n, k);
+    double diff = 0.0, norm = 0.0;
+    for (int64_t i = 0; i < m * n; ++i) {
+      diff += (output.data()[i] - exact[i]) * (output.data()[i] - exact[i]);
+      norm += exact[i] * exact[i];
+    }
+    EXPECT_LT(std::sqrt(diff / norm), 1.0) << "relative error of the quantized layer";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllRecipes, RecipeLinearTest,
+                         ::testing::Values("w8a8", "w8a8-static", "w4a8", "w4a8-intscale", "w4a4",
+                                           "w4a4-hadamard", "w4a4-quik", "w3a8", "w2a8"));
+
+class QuantizedBackendTest : public test_util::RandomTest {};
+
+TEST_F(QuantizedBackendTest, EveryImplementedRecipeIsCovered) {
+  EXPECT_THAT(ImplementedRecipeNames(), ::testing::UnorderedElementsAre(
+                                            "w8a8", "w8a8-static", "w4a8", "w4a8-intscale", "w4a4",
+                                            "w4a4-hadamard", "w4a4-quik", "w3a8", "w2a8"));
+}
+
+TEST_F(QuantizedBackendTest, HadamardPassthroughEqualsFloatLinear) {
+  auto recipe = RecipeByName("w4a4-hadamard");
+  ASSERT_TRUE(recipe.ok());
+  // 688 = 16 * 43 has a random orthogonal block; 256 is a pure Walsh-Hadamard.
+  for (int64_t k : {256, 688}) {
+    const int64_t n = UniformInt(8, 32);
+    const int64_t m = UniformInt(1, 7);
+    const std::vector<float> w = Gaussian(n * k, 0.05f);
+    const std::vector<float> bias = Gaussian(n);
+    const std::vector<float> x = Gaussian(m * k);
+    auto backend = QuantizedCpuBackend::Create(*recipe, {});
+    ASSERT_TRUE(backend.ok());
+    const Tensor bias_tensor({n}, bias);
+    auto handle = (*backend)->PrepareQuantizedLinear(Tensor({n, k}, w), &bias_tensor);
+    ASSERT_TRUE(handle.ok()) << handle.status();
+    (*backend)->set_mode(LinearMode::kFloatPassthrough);
+    Tensor input({m, k}, x);
+    Tensor output({m, n});
+    ASSERT_TRUE((*backend)->TryLinear(**handle, input, output).ok());
+    const std::vector<double> exact = FloatLinear(x, m, w, n, k);
+    double diff = 0.0, norm = 0.0;
+    for (int64_t i = 0; i < m * n; ++i) {
+      const double expected = exact[i] + bias[i % n];
+      diff += (output.data()[i] - expected) * (output.data()[i] - expected);
+      norm += expected * expected;
+    }
+    EXPECT_LE(std::sqrt(diff / norm), 1e-4) << "K = " << k;
+  }
+}
+
+TEST_F(QuantizedBackendTest, BiasIsAddedAfterTheIntegerGemm) {
+  auto recipe = RecipeByName("w8a8");
+  ASSERT_TRUE(recipe.ok());
+  const int64_t n = 12, k = 64, m = 3;
+  const std::vector<float> w = Gaussian(n * k, 0.05f);
+  const std::vector<float> bias = Gaussian(n);
+  const std::vector<float> x = Gaussian(m * k);
+  auto backend = QuantizedCpuBackend::Create(*recipe, {});
+  ASSERT_TRUE(backend.ok());
+  const Tensor bias_tensor({n}, bias);
+  auto with_bias = (*backend)->PrepareQuantizedLinear(Tensor({n, k}, w), &bias_tensor);
+  auto without_bias = (*backend)->PrepareQuantizedLinear(Tensor({n, k}, w), nullptr);
+  ASSERT_TRUE(with_bias.ok() && without_bias.ok());
+  Tensor input({m, k}, x), y1({m, n}), y2({m, n});
+  ASSERT_TRUE((*backend)->TryLinear(**with_bias, input, y1).ok());
+  ASSERT_TRUE((*backend)->TryLinear(**without_bias, input, y2).ok());
+  for (int64_t i = 0; i < m * n; ++i) EXPECT_EQ(y1.data()[i], y2.data()[i] + bias[i % n]);
+}
+
+TEST_F(QuantizedBackendTest, QuikWithoutCalibrationUsesWeightColumnNorms) {
+  auto recipe = RecipeByName("w4a4-quik");
+  ASSERT_TRUE(recipe.ok());
+  const int64_t n = 32, k = 128;
+  std::vector<float> w = Gaussian(n * k, 0.05f);
+  std::vector<int64_t> heavy;
+  while (static_cast<int64_t>(heavy.size()) < recipe->spec.outlier_channels) {
+    const int64_t c = UniformInt(0, k - 1);
+    if (std::find(heavy.begin(), heavy.end(), c) == heavy.end()) heavy.push_back(c);
+  }
+  for (int64_t c : heavy) {
+    for (int64_t r = 0; r < n; ++r) w[r * k + c] *= 10.0f;
+  }
+  std::sort(heavy.begin(), heavy.end());
+  auto backend = QuantizedCpuBackend::Create(*recipe, {});
+  ASSERT_TRUE(backend.ok());
+  auto handle = (*backend)->PrepareQuantizedLinear(Tensor({n, k}, w), nullptr);
+  ASSERT_TRUE(handle.ok());
+  auto layer = (*handle)->Quantized(*recipe);
+  ASSERT_TRUE(layer.ok());
+  EXPECT_EQ((*layer)->quik().outlier_channels, heavy);
+}
+
+TEST_F(QuantizedBackendTest, StaticScalesWithoutCalibrationAreAnError) {
+  auto recipe = RecipeByName("w8a8-static");
+  ASSERT_TRUE(recipe.ok());
+  auto backend = QuantizedCpuBackend::Create(*recipe, {});
+  ASSERT_TRUE(backend.ok());
+  auto handle = (*backend)->PrepareQuantizedLinear(Tensor({8, 32}, Gaussian(8 * 32)), nullptr);
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  Tensor input({2, 32}, Gaussian(64)), output({2, 8});
+  const absl::Status status = (*backend)->TryLinear(**handle, input, output);
+  EXPECT_TRUE(absl::IsFailedPrecondition(status)) << status;
+}
+
+TEST_F(QuantizedBackendTest, KeptFloatLinearMatchesTheFloatBackend) {
+  const Tensor head({100, 64}, Gaussian(100 * 64));
+  // Same shape, different content: must be quantized.
+  const Tensor projection({100, 64}, Gaussian(100 * 64));
+  const KeepFloatFilter filter = KeepWeightsInFloat({head});
+  EXPECT_TRUE(filter(head));
+  EXPECT_FALSE(filter(projection));
+
+  auto backend = QuantizedCpuBackend::Create(*RecipeByName("w4a4"), filter);
+  ASSERT_TRUE(backend.ok());
+  auto head_handle = (*backend)->PrepareQuantizedLinear(head, nullptr);
+  auto projection_handle = (*backend)->PrepareQuantizedLinear(projection, nullptr);
+  ASSERT_TRUE(head_handle.ok() && projection_handle.ok());
+  EXPECT_TRUE((*head_handle)->kept_float());
+  EXPECT_FALSE((*projection_handle)->kept_float());
+  auto float_handle = kernels::cpu::DefaultCpuBackend().PrepareLinear(head, nullptr);
+  Tensor input({3, 64}, Gaussian(3 * 64)), y({3, 100}), y_float({3, 100});
+  ASSERT_TRUE((*backend)->TryLinear(**head_handle, input, y).ok());
+  kernels::cpu::DefaultCpuBackend().Linear(*float_handle, input, y_float);
+  EXPECT_EQ(y.vector(), y_float.vector());
+}
+
+TEST(RecipesTest, UnknownRecipeListsTheKnownOnes) {
+  const auto unknown = RecipeByName("w5a5");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_TRUE(absl::IsNotFound(unknown.status()));
+  EXPECT_THAT(unknown.status().message(), HasSubstr("w5a5"));
+  for (const std::string& name : ImplementedRecipeNames()) {
+    EXPECT_THAT(unknown.status().message(), HasSubstr(name));
+  }
+  const auto planned = RecipeByName("w4a4-flatquant");
+  EXPECT_TRUE(absl::IsUnimplemented(planned.status())) << planned.status();
+  EXPECT_FALSE(RecipesFromList("w8a8,nope").ok());
+  auto list = RecipesFromList("w8a8, w4a4-quik");
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[1].name, "w4a4-quik");
+}
+
+TEST(EffectiveGroupSizeTest, FallsBackToTheLargestDivisor) {
+  EXPECT_EQ(EffectiveGroupSize(128, 4096), 128);
+  EXPECT_EQ(EffectiveGroupSize(128, 688), 86);
+  EXPECT_EQ(EffectiveGroupSize(128, 320), 80);
+  EXPECT_EQ(EffectiveGroupSize(0, 320), 0);
+  EXPECT_EQ(EffectiveGroupSize(128, 128), 0);
+}
+
+}  // namespace
+}  // namespace flatfleet::quant
