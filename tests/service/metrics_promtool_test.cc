@@ -1,38 +1,17 @@
 // Checks the exposition with Prometheus's own linter, promtool, when it is installed.
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "common/metrics/metrics_registry.h"
 #include "gtest/gtest.h"
+#include "tests/support/promtool.h"
 
 namespace flatfleet::metrics {
 namespace {
 
-constexpr char kPromtool[] = "/usr/bin/promtool";
-
-// Runs `promtool check metrics` on `page`; returns its exit status and fills `output`.
-int PromtoolCheck(const std::string& page, std::string* output) {
-  const std::filesystem::path dir = testing::TempDir();
-  const std::filesystem::path input = dir / "promtool_input.txt";
-  const std::filesystem::path report = dir / "promtool_output.txt";
-  std::ofstream(input, std::ios::binary) << page;
-  const std::string command = std::string(kPromtool) + " check metrics < " + input.string() +
-                              " > " + report.string() + " 2>&1";
-  const int status = std::system(command.c_str());
-  std::ifstream in(report);
-  output->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 class PromtoolTest : public testing::Test {
  protected:
   void SetUp() override {
-    if (access(kPromtool, X_OK) != 0) GTEST_SKIP() << kPromtool << " is not installed";
+    if (!flatfleet::testing::HasPromtool()) GTEST_SKIP() << "promtool is not installed";
   }
 };
 
@@ -54,7 +33,7 @@ std::string SmallPage() {
 
 TEST_F(PromtoolTest, AcceptsRegistryOutput) {
   std::string output;
-  EXPECT_EQ(PromtoolCheck(SmallPage(), &output), 0) << output;
+  EXPECT_EQ(flatfleet::testing::PromtoolCheckMetrics(SmallPage(), &output), 0) << output;
 }
 
 TEST_F(PromtoolTest, RejectsBrokenPage) {
@@ -64,7 +43,7 @@ TEST_F(PromtoolTest, RejectsBrokenPage) {
   ASSERT_NE(quote, std::string::npos);
   page.erase(quote + std::string("outcome=\"ok").size(), 1);
   std::string output;
-  EXPECT_NE(PromtoolCheck(page, &output), 0) << output;
+  EXPECT_NE(flatfleet::testing::PromtoolCheckMetrics(page, &output), 0) << output;
 }
 
 }  // namespace

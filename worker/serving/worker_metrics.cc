@@ -1,0 +1,109 @@
+#include "worker/serving/worker_metrics.h"
+
+#include <string>
+#include <vector>
+
+#include "common/status_macros.h"
+
+namespace flatfleet::engine {
+namespace {
+
+template <typename Metric>
+absl::StatusOr<Metric*> OnlyChild(absl::StatusOr<metrics::MetricFamily<Metric>*> family) {
+  if (!family.ok()) return family.status();
+  return (*family)->WithLabels({});
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<WorkerMetrics>> WorkerMetrics::Create() {
+  std::unique_ptr<WorkerMetrics> worker_metrics(new WorkerMetrics());
+  FF_RETURN_IF_ERROR(worker_metrics->Init());
+  return worker_metrics;
+}
+
+absl::Status WorkerMetrics::Init() {
+  FF_ASSIGN_OR_RETURN(requests_,
+                      registry_.AddCounter("flatfleet_worker_requests_total",
+                                           "Requests finished, by outcome.", {"outcome"}));
+  // Expose every outcome from the start, so rates work before the first of each kind.
+  for (std::string_view outcome : {kCompleted, kCancelled, kFailed, kRejected}) {
+    if (auto child = requests_->WithLabels({outcome}); !child.ok()) return child.status();
+  }
+  FF_ASSIGN_OR_RETURN(prompt_tokens_,
+                      OnlyChild(registry_.AddCounter("flatfleet_worker_prompt_tokens_total",
+                                                     "Prompt tokens prefilled by the engine.")));
+  FF_ASSIGN_OR_RETURN(generation_tokens_,
+                      OnlyChild(registry_.AddCounter(
+                          "flatfleet_worker_generation_tokens_total",
+                          "Tokens sampled by the engine (final stop tokens included).")));
+  // Token latencies of a CPU engine reach seconds; 1 ms .. ~65 s covers CPU and GPU.
+  const std::vector<double> latency_buckets = metrics::ExponentialBuckets(0.001, 2, 17);
+  FF_ASSIGN_OR_RETURN(time_to_first_token_,
+                      OnlyChild(registry_.AddHistogram(
+                          "flatfleet_worker_time_to_first_token_seconds",
+                          "Time from submission to a request's first token.", latency_buckets)));
+  FF_ASSIGN_OR_RETURN(
+      inter_token_latency_,
+      OnlyChild(registry_.AddHistogram(
+          "flatfleet_worker_inter_token_latency_seconds",
+          "Mean time between a request's tokens after the first: (total - ttft) / (tokens - 1).",
+          latency_buckets)));
+  FF_ASSIGN_OR_RETURN(
+      request_duration_,
+      OnlyChild(registry_.AddHistogram("flatfleet_worker_request_duration_seconds",
+                                       "Time from submission to a completed request's result.",
+                                       metrics::ExponentialBuckets(0.01, 2, 16))));
+  FF_ASSIGN_OR_RETURN(
+      waiting_, OnlyChild(registry_.AddGauge("flatfleet_worker_waiting_requests",
+                                             "Requests queued in the engine, not yet running.")));
+  FF_ASSIGN_OR_RETURN(running_, OnlyChild(registry_.AddGauge("flatfleet_worker_running_requests",
+                                                             "Sequences in the running batch.")));
+  FF_ASSIGN_OR_RETURN(kv_blocks_used_,
+                      OnlyChild(registry_.AddGauge("flatfleet_worker_kv_cache_used_blocks",
+                                                   "KV-cache blocks holding sequences.")));
+  FF_ASSIGN_OR_RETURN(kv_blocks_total_,
+                      OnlyChild(registry_.AddGauge("flatfleet_worker_kv_cache_total_blocks",
+                                                   "KV-cache blocks in the pool.")));
+  return absl::OkStatus();
+}
+
+void WorkerMetrics::RecordRejected() {
+  if (auto counter = requests_->WithLabels({kRejected}); counter.ok()) (*counter)->Increment();
+}
+
+void WorkerMetrics::RecordResult(const EngineResult& result) {
+  const std::string_view outcome = result.status.ok()                 ? kCompleted
+                                   : absl::IsCancelled(result.status) ? kCancelled
+                                                                      : kFailed;
+  if (auto counter = requests_->WithLabels({outcome}); counter.ok()) (*counter)->Increment();
+  if (!result.status.ok()) return;
+  request_duration_->Observe(result.total_seconds);
+  if (result.result.completion_tokens > 0) {
+    time_to_first_token_->Observe(result.time_to_first_token_seconds);
+  }
+  if (result.result.completion_tokens > 1) {
+    inter_token_latency_->Observe((result.total_seconds - result.time_to_first_token_seconds) /
+                                  static_cast<double>(result.result.completion_tokens - 1));
+  }
+}
+
+void WorkerMetrics::RecordEngineStats(const EngineStats& stats) {
+  waiting_->Set(static_cast<double>(stats.waiting_requests));
+  running_->Set(static_cast<double>(stats.running_requests));
+  kv_blocks_used_->Set(static_cast<double>(stats.kv_cache_used_blocks));
+  kv_blocks_total_->Set(static_cast<double>(stats.kv_cache_total_blocks));
+  absl::MutexLock lock(&mutex_);
+  if (stats.prompt_tokens_total > counted_prompt_tokens_) {
+    prompt_tokens_->Increment(
+        static_cast<double>(stats.prompt_tokens_total - counted_prompt_tokens_));
+    counted_prompt_tokens_ = stats.prompt_tokens_total;
+  }
+  if (stats.generated_tokens_total > counted_generation_tokens_) {
+    generation_tokens_->Increment(
+        static_cast<double>(stats.generated_tokens_total - counted_generation_tokens_));
+    counted_generation_tokens_ = stats.generated_tokens_total;
+  }
+}
+
+}  // namespace flatfleet::engine

@@ -1,0 +1,56 @@
+// The worker's Prometheus metrics: request outcomes, token counts, latency histograms and engine
+// gauges, all in one registry that the HTTP exposer serves.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "common/metrics/metrics_registry.h"
+#include "worker/serving/inference_engine.h"
+
+namespace flatfleet::engine {
+
+class WorkerMetrics {
+ public:
+  // Outcome label values of flatfleet_worker_requests_total.
+  static constexpr std::string_view kCompleted = "completed";
+  static constexpr std::string_view kCancelled = "cancelled";
+  static constexpr std::string_view kFailed = "failed";      // the engine failed it
+  static constexpr std::string_view kRejected = "rejected";  // never reached the engine
+
+  static absl::StatusOr<std::unique_ptr<WorkerMetrics>> Create();
+
+  metrics::MetricsRegistry& registry() { return registry_; }
+
+  // A request that got no further than validation (bad parameters, draining, ...).
+  void RecordRejected();
+  // A request the engine answered: its outcome and, when it completed, its latencies.
+  void RecordResult(const EngineResult& result);
+  // Gauges from the latest step, and the token counters as far as the engine has counted.
+  void RecordEngineStats(const EngineStats& stats);
+
+ private:
+  WorkerMetrics() = default;
+  absl::Status Init();
+
+  metrics::MetricsRegistry registry_;
+  metrics::CounterFamily* requests_ = nullptr;
+  metrics::Counter* prompt_tokens_ = nullptr;
+  metrics::Counter* generation_tokens_ = nullptr;
+  metrics::Histogram* time_to_first_token_ = nullptr;
+  metrics::Histogram* inter_token_latency_ = nullptr;
+  metrics::Histogram* request_duration_ = nullptr;
+  metrics::Gauge* waiting_ = nullptr;
+  metrics::Gauge* running_ = nullptr;
+  metrics::Gauge* kv_blocks_used_ = nullptr;
+  metrics::Gauge* kv_blocks_total_ = nullptr;
+
+  // Engine totals already added to the counters (the engine reports running totals).
+  absl::Mutex mutex_;
+  int64_t counted_prompt_tokens_ ABSL_GUARDED_BY(mutex_) = 0;
+  int64_t counted_generation_tokens_ ABSL_GUARDED_BY(mutex_) = 0;
+};
+
+}  // namespace flatfleet::engine

@@ -1,0 +1,103 @@
+#include "worker/serving/worker_process.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+
+namespace flatfleet::engine {
+namespace {
+
+// The name under which the standard health service reports whether work is accepted; the
+// empty name ("the server") stays SERVING while the process is up.
+constexpr char kHealthServiceName[] = "flatfleet.v1.WorkerService";
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(WorkerProcessOptions options) {
+  if (!options.service.model_loader || !options.service.engine_factory) {
+    return absl::InvalidArgumentError("a worker needs a model loader and an engine factory");
+  }
+  std::unique_ptr<WorkerProcess> process(new WorkerProcess());
+  absl::StatusOr<std::unique_ptr<WorkerMetrics>> metrics = WorkerMetrics::Create();
+  if (!metrics.ok()) return metrics.status();
+  process->metrics_ = *std::move(metrics);
+  WorkerProcess* self = process.get();
+  options.service.on_state_change = [self](v1::WorkerState state) { self->OnStateChange(state); };
+  process->service_ =
+      std::make_unique<WorkerServiceImpl>(std::move(options.service), *process->metrics_);
+
+  // Both are process-wide switches that builders read; setting them again is harmless.
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.RegisterService(process->service_.get());
+  process->server_ = builder.BuildAndStart();
+  if (process->server_ == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on '", options.listen_address,
+                                               "' (bad address or port in use)"));
+  }
+  const std::string& listen = options.listen_address;
+  process->address_ = absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+  grpc::HealthCheckServiceInterface* health = process->server_->GetHealthCheckService();
+  if (health != nullptr) {
+    health->SetServingStatus(kHealthServiceName,
+                             process->service_->state() == v1::WORKER_STATE_READY);
+    process->health_.store(health);
+  }
+
+  if (!options.metrics_listen_address.empty()) {
+    WorkerServiceImpl* service = process->service_.get();
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http = MetricsHttpServer::Start(
+        options.metrics_listen_address, process->metrics_->registry(), [service] {
+          // Alive unless the worker failed; the body says whether it takes work.
+          const v1::WorkerState state = service->state();
+          return HealthzReply{state != v1::WORKER_STATE_FAILED,
+                              absl::StrCat(v1::WorkerState_Name(state), "\n")};
+        });
+    if (!http.ok()) return http.status();
+    process->http_ = *std::move(http);
+  }
+  return process;
+}
+
+void WorkerProcess::OnStateChange(v1::WorkerState state) {
+  if (grpc::HealthCheckServiceInterface* health = health_.load()) {
+    health->SetServingStatus(kHealthServiceName, state == v1::WORKER_STATE_READY);
+  }
+}
+
+absl::StatusOr<v1::DrainResponse> WorkerProcess::Shutdown(absl::Duration drain_timeout,
+                                                          absl::Duration grace) {
+  absl::StatusOr<v1::DrainResponse> drained =
+      service_->DrainAndWait(/*cancel_running=*/false, drain_timeout, nullptr);
+  if (!drained.ok()) {
+    // Out of patience: cancel what is left so streams can end.
+    absl::StatusOr<v1::DrainResponse> cancelled =
+        service_->DrainAndWait(/*cancel_running=*/true, grace, nullptr);
+    (void)cancelled;
+  }
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+  server_->Wait();
+  http_.reset();
+  shut_down_ = true;
+  return drained;
+}
+
+WorkerProcess::~WorkerProcess() {
+  health_.store(nullptr);
+  if (server_ != nullptr && !shut_down_) {
+    server_->Shutdown(absl::ToChronoTime(absl::Now()));
+    server_->Wait();
+  }
+  http_.reset();
+  // The service (and its engine thread) goes before the metrics it records into.
+  service_.reset();
+}
+
+}  // namespace flatfleet::engine

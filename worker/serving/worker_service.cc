@@ -1,0 +1,370 @@
+#include "worker/serving/worker_service.h"
+
+#include <deque>
+#include <optional>
+#include <thread>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace flatfleet::engine {
+namespace {
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  // absl and gRPC share the canonical code numbering.
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+v1::WorkResult ErrorResult(uint64_t work_id, const absl::Status& status) {
+  v1::WorkResult result;
+  result.set_work_id(work_id);
+  *result.mutable_error() = ToError(status);
+  return result;
+}
+
+const char* StateName(v1::WorkerState state) {
+  switch (state) {
+    case v1::WORKER_STATE_IDLE:
+      return "idle";
+    case v1::WORKER_STATE_LOADING:
+      return "loading";
+    case v1::WORKER_STATE_READY:
+      return "ready";
+    case v1::WORKER_STATE_DRAINING:
+      return "draining";
+    case v1::WORKER_STATE_FAILED:
+      return "failed";
+    default:
+      return "unspecified";
+  }
+}
+
+}  // namespace
+
+// The state of one RunWork call: its live work ids and the results waiting to be written.
+// Engine callbacks may outlive the call; once abandoned, their results are dropped.
+class WorkerServiceImpl::WorkStream {
+ public:
+  explicit WorkStream(uint64_t stream_id) : stream_id_(stream_id) {}
+
+  std::string EngineId(uint64_t work_id) const { return absl::StrCat(stream_id_, "/", work_id); }
+
+  // Marks `work_id` live; false when it already is.
+  bool Begin(uint64_t work_id) {
+    absl::MutexLock lock(&mutex_);
+    return live_.insert(work_id).second;
+  }
+  bool IsLive(uint64_t work_id) const {
+    absl::MutexLock lock(&mutex_);
+    return live_.contains(work_id);
+  }
+  // Queues the result of a live item, which stops being live.
+  void Finish(v1::WorkResult result) {
+    absl::MutexLock lock(&mutex_);
+    live_.erase(result.work_id());
+    if (!abandoned_) results_.push_back(std::move(result));
+  }
+  // Queues the answer to an item that never went live (rejected before reaching the engine).
+  void Reject(v1::WorkResult result) {
+    absl::MutexLock lock(&mutex_);
+    if (!abandoned_) results_.push_back(std::move(result));
+  }
+  void CloseInput() {
+    absl::MutexLock lock(&mutex_);
+    input_closed_ = true;
+  }
+  // Drops future results; returns the items still live.
+  std::vector<uint64_t> Abandon() {
+    absl::MutexLock lock(&mutex_);
+    abandoned_ = true;
+    results_.clear();
+    return std::vector<uint64_t>(live_.begin(), live_.end());
+  }
+  // Waits up to `timeout` for results. `*done` says the stream has nothing more to send: its
+  // input is closed, nothing is live and every result was taken.
+  std::deque<v1::WorkResult> Take(absl::Duration timeout, bool* done) {
+    absl::MutexLock lock(&mutex_);
+    auto ready = [this]() ABSL_SHARED_LOCKS_REQUIRED(mutex_) {
+      return !results_.empty() || (input_closed_ && live_.empty());
+    };
+    mutex_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+    std::deque<v1::WorkResult> taken;
+    taken.swap(results_);
+    *done = input_closed_ && live_.empty();
+    return taken;
+  }
+
+ private:
+  const uint64_t stream_id_;
+  mutable absl::Mutex mutex_;
+  std::unordered_set<uint64_t> live_ ABSL_GUARDED_BY(mutex_);
+  std::deque<v1::WorkResult> results_ ABSL_GUARDED_BY(mutex_);
+  bool input_closed_ ABSL_GUARDED_BY(mutex_) = false;
+  bool abandoned_ ABSL_GUARDED_BY(mutex_) = false;
+};
+
+WorkerServiceImpl::WorkerServiceImpl(WorkerServiceOptions options, WorkerMetrics& metrics)
+    : options_(std::move(options)), metrics_(metrics) {}
+
+WorkerServiceImpl::~WorkerServiceImpl() {
+  std::shared_ptr<EngineDriver> driver;
+  {
+    absl::MutexLock lock(&mutex_);
+    driver = std::move(driver_);
+  }
+  // Joins the engine thread (its last callbacks still use this object) before the model goes.
+  driver.reset();
+}
+
+void WorkerServiceImpl::SetState(v1::WorkerState state, std::string message) {
+  state_ = state;
+  state_message_ = std::move(message);
+  if (options_.on_state_change) options_.on_state_change(state);
+}
+
+v1::WorkerState WorkerServiceImpl::state() const {
+  absl::MutexLock lock(&mutex_);
+  return state_;
+}
+
+absl::Status WorkerServiceImpl::Load(const v1::LoadShardRequest& request,
+                                     v1::LoadShardResponse* response) {
+  {
+    absl::MutexLock lock(&mutex_);
+    switch (state_) {
+      case v1::WORKER_STATE_LOADING:
+        return absl::FailedPreconditionError(
+            absl::StrCat("a model is already loading ('", model_path_, "')"));
+      case v1::WORKER_STATE_READY:
+        return absl::FailedPreconditionError(
+            absl::StrCat("a model is already loaded ('", model_path_,
+                         "'); a worker loads one model per process"));
+      case v1::WORKER_STATE_DRAINING:
+        return absl::FailedPreconditionError("the worker is draining");
+      default:
+        break;
+    }
+    model_path_ = request.model_path();
+    SetState(v1::WORKER_STATE_LOADING, absl::StrCat("loading '", request.model_path(), "'"));
+  }
+
+  // Loading takes long; Health keeps answering (LOADING) meanwhile.
+  absl::StatusOr<LoadedModel> loaded = options_.model_loader(request);
+  absl::StatusOr<std::unique_ptr<InferenceEngine>> engine =
+      loaded.ok() ? options_.engine_factory(*loaded->model, loaded->tokenizer.get())
+                  : absl::StatusOr<std::unique_ptr<InferenceEngine>>(loaded.status());
+
+  absl::MutexLock lock(&mutex_);
+  if (!engine.ok()) {
+    // A failed load leaves the worker able to try another.
+    SetState(v1::WORKER_STATE_IDLE, absl::StrCat("loading '", request.model_path(),
+                                                 "' failed: ", engine.status().message()));
+    return engine.status();
+  }
+  model_ = std::make_unique<LoadedModel>(*std::move(loaded));
+  driver_ = std::make_shared<EngineDriver>(
+      *std::move(engine), [this](const EngineStats& stats) { metrics_.RecordEngineStats(stats); });
+  const ModelConfig& config = model_->model->config();
+  response->set_vocab_size(static_cast<uint32_t>(config.vocab_size));
+  response->set_max_context_tokens(static_cast<uint32_t>(config.max_position_embeddings));
+  // The engine interface does not report its block size, so the capacity is unknown here.
+  response->set_kv_cache_tokens(0);
+  SetState(v1::WORKER_STATE_READY, absl::StrCat("serving '", request.model_path(), "'"));
+  return absl::OkStatus();
+}
+
+grpc::Status WorkerServiceImpl::LoadShard(grpc::ServerContext* context,
+                                          const v1::LoadShardRequest* request,
+                                          v1::LoadShardResponse* response) {
+  return ToGrpcStatus(Load(*request, response));
+}
+
+grpc::Status WorkerServiceImpl::Health(grpc::ServerContext* context,
+                                       const v1::HealthRequest* request,
+                                       v1::HealthResponse* response) {
+  absl::MutexLock lock(&mutex_);
+  response->set_state(state_);
+  std::string message = state_message_;
+  if (driver_ != nullptr) {
+    const EngineStats stats = driver_->Stats();
+    response->set_running_requests(static_cast<uint32_t>(driver_->Outstanding()));
+    absl::StrAppend(&message, "; engine: ", stats.waiting_requests, " waiting, ",
+                    stats.running_requests, " running, KV-cache blocks ",
+                    stats.kv_cache_used_blocks, "/", stats.kv_cache_total_blocks, ", ",
+                    stats.steps_total, " steps");
+  }
+  response->set_message(std::move(message));
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<std::shared_ptr<EngineDriver>> WorkerServiceImpl::AcceptingDriver() const {
+  absl::MutexLock lock(&mutex_);
+  switch (state_) {
+    case v1::WORKER_STATE_READY:
+      return driver_;
+    case v1::WORKER_STATE_DRAINING:
+      return absl::UnavailableError("the worker is draining and accepts no new work");
+    default:
+      return absl::FailedPreconditionError(absl::StrCat(
+          "no model is loaded (worker state ", StateName(state_), "); call LoadShard first"));
+  }
+}
+
+void WorkerServiceImpl::OnResult(const EngineResult& result) {
+  metrics_.RecordResult(result);
+  absl::MutexLock lock(&mutex_);
+  if (absl::IsCancelled(result.status)) {
+    ++cancelled_total_;
+  } else {
+    ++finished_total_;
+  }
+}
+
+void WorkerServiceImpl::SubmitWork(const std::shared_ptr<WorkStream>& stream, uint64_t work_id,
+                                   const v1::RequestBody& body) {
+  auto reject = [&](const absl::Status& status) {
+    metrics_.RecordRejected();
+    stream->Reject(ErrorResult(work_id, status));
+  };
+  absl::StatusOr<std::shared_ptr<EngineDriver>> driver = AcceptingDriver();
+  if (!driver.ok()) return reject(driver.status());
+  const tokenizer::Tokenizer* tok;
+  {
+    absl::MutexLock lock(&mutex_);
+    tok = model_->tokenizer.get();
+  }
+  absl::StatusOr<std::string> text = PromptText(body);
+  if (!text.ok()) return reject(text.status());
+  absl::StatusOr<std::vector<int32_t>> prompt = tok->Encode(*text, /*add_special_tokens=*/true);
+  if (!prompt.ok()) return reject(prompt.status());
+  absl::StatusOr<SamplingParams> params =
+      ToSamplingParams(body.sampling(), options_.sampling_defaults, /*fallback_seed=*/work_id);
+  if (!params.ok()) return reject(params.status());
+  if (!stream->Begin(work_id)) {
+    return reject(absl::AlreadyExistsError(
+        absl::StrCat("work_id ", work_id, " is already running on this stream")));
+  }
+
+  EngineRequest request;
+  request.id = stream->EngineId(work_id);
+  request.prompt = *std::move(prompt);
+  request.params = *std::move(params);
+  (*driver)->Submit(std::move(request), [this, stream, work_id](EngineResult result) {
+    OnResult(result);
+    v1::WorkResult work_result;
+    work_result.set_work_id(work_id);
+    if (result.status.ok()) {
+      *work_result.mutable_response() = ToResponse(result.result);
+    } else {
+      *work_result.mutable_error() = ToError(result.status);
+    }
+    stream->Finish(std::move(work_result));
+  });
+}
+
+grpc::Status WorkerServiceImpl::RunWork(
+    grpc::ServerContext* context, grpc::ServerReaderWriter<v1::WorkResult, v1::WorkItem>* stream) {
+  absl::StatusOr<std::shared_ptr<EngineDriver>> accepting = AcceptingDriver();
+  if (!accepting.ok()) return ToGrpcStatus(accepting.status());
+  const std::shared_ptr<EngineDriver> driver = *std::move(accepting);
+  auto work = std::make_shared<WorkStream>(next_stream_id_.fetch_add(1));
+
+  // Reads on a thread of its own so results are written while the coordinator keeps sending.
+  std::thread reader([&] {
+    v1::WorkItem item;
+    while (stream->Read(&item)) {
+      switch (item.action_case()) {
+        case v1::WorkItem::kSubmit:
+          SubmitWork(work, item.work_id(), item.submit());
+          break;
+        case v1::WorkItem::kCancel:
+          if (work->IsLive(item.work_id())) driver->Cancel(work->EngineId(item.work_id()));
+          break;
+        case v1::WorkItem::ACTION_NOT_SET:
+          metrics_.RecordRejected();
+          work->Reject(ErrorResult(item.work_id(), absl::InvalidArgumentError(
+                                                       "work item has neither submit nor cancel")));
+          break;
+      }
+    }
+    // A half-close: the coordinator still waits for the results of what it sent.
+    work->CloseInput();
+  });
+
+  bool client_gone = false;
+  while (!client_gone) {
+    bool done = false;
+    for (const v1::WorkResult& result : work->Take(options_.poll_interval, &done)) {
+      if (!stream->Write(result)) {
+        client_gone = true;
+        break;
+      }
+    }
+    if (context->IsCancelled()) client_gone = true;
+    if (done) break;
+  }
+  if (client_gone) {
+    // Nobody will read the results: stop computing them.
+    for (uint64_t work_id : work->Abandon()) driver->Cancel(work->EngineId(work_id));
+  }
+  reader.join();  // Read() fails once the call is over, so this ends promptly
+  if (client_gone) return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<v1::DrainResponse> WorkerServiceImpl::DrainAndWait(
+    bool cancel_running, absl::Duration timeout, const std::function<bool()>& is_abandoned) {
+  std::shared_ptr<EngineDriver> driver;
+  uint64_t finished_before;
+  uint64_t cancelled_before;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (state_ == v1::WORKER_STATE_LOADING) {
+      return absl::UnavailableError("a model is loading; drain after LoadShard returns");
+    }
+    if (state_ != v1::WORKER_STATE_DRAINING) {
+      SetState(v1::WORKER_STATE_DRAINING, "draining: accepting no new work");
+    }
+    driver = driver_;
+    finished_before = finished_total_;
+    cancelled_before = cancelled_total_;
+  }
+  if (driver != nullptr) {
+    if (cancel_running) driver->CancelAll();
+    const absl::Time deadline = absl::Now() + timeout;
+    while (!driver->WaitUntilNothingOutstanding(options_.poll_interval)) {
+      if (is_abandoned && is_abandoned()) {
+        return absl::CancelledError("the drain's caller went away");
+      }
+      if (absl::Now() >= deadline) {
+        return absl::DeadlineExceededError(
+            absl::StrCat(driver->Outstanding(), " requests still running after draining for ",
+                         absl::FormatDuration(timeout)));
+      }
+    }
+  }
+  v1::DrainResponse response;
+  absl::MutexLock lock(&mutex_);
+  response.set_finished(static_cast<uint32_t>(finished_total_ - finished_before));
+  response.set_cancelled(static_cast<uint32_t>(cancelled_total_ - cancelled_before));
+  return response;
+}
+
+grpc::Status WorkerServiceImpl::Drain(grpc::ServerContext* context, const v1::DrainRequest* request,
+                                      v1::DrainResponse* response) {
+  absl::Duration timeout = options_.drain_timeout;
+  const auto deadline = context->deadline();
+  if (deadline != std::chrono::system_clock::time_point::max()) {
+    timeout = std::min(timeout, absl::FromChrono(deadline) - absl::Now());
+  }
+  absl::StatusOr<v1::DrainResponse> drained = DrainAndWait(
+      request->cancel_running(), timeout, [context] { return context->IsCancelled(); });
+  if (!drained.ok()) return ToGrpcStatus(drained.status());
+  *response = *std::move(drained);
+  return grpc::Status::OK;
+}
+
+}  // namespace flatfleet::engine
