@@ -322,25 +322,119 @@ absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPending(std::string_v
       request.attempt = static_cast<int>(select.ColumnInt(4)) + 1;
       requests.push_back(std::move(request));
     }
-    FF_ASSIGN_OR_RETURN(
-        SqliteStatement mark,
-        db_->Prepare("UPDATE requests SET state = 'in_flight', attempts = attempts + 1, "
-                     "lease_owner = ?3, lease_expires_ms = ?4 "
-                     "WHERE job_id = ?1 AND line_number = ?2 AND state = 'pending'"));
-    const int64_t expires = NowMs() + lease_ms;
-    for (const ClaimedRequest& request : requests) {
-      mark.Bind(1, request.key.job_id).Bind(2, request.key.line_number).Bind(3, worker);
-      mark.Bind(4, expires);
-      FF_RETURN_IF_ERROR(mark.Run());
-      if (db_->ChangedRows() != 1) return absl::InternalError("a claimed request changed state");
-      mark.Reset();
-    }
+    FF_RETURN_IF_ERROR(MarkClaimed(requests, worker, lease_ms));
     Checkpoint("claim.requests_marked");
     FF_RETURN_IF_ERROR(transaction->Commit());
     return requests;
   }();
   if (!claimed.ok()) return annotate(claimed.status());
   return claimed;
+}
+
+absl::Status JobStore::MarkClaimed(const std::vector<ClaimedRequest>& requests,
+                                   std::string_view worker, int64_t lease_ms) {
+  FF_ASSIGN_OR_RETURN(
+      SqliteStatement mark,
+      db_->Prepare("UPDATE requests SET state = 'in_flight', attempts = attempts + 1, "
+                   "lease_owner = ?3, lease_expires_ms = ?4 "
+                   "WHERE job_id = ?1 AND line_number = ?2 AND state = 'pending'"));
+  const int64_t expires = NowMs() + lease_ms;
+  for (const ClaimedRequest& request : requests) {
+    mark.Bind(1, request.key.job_id).Bind(2, request.key.line_number).Bind(3, worker);
+    mark.Bind(4, expires);
+    FF_RETURN_IF_ERROR(mark.Run());
+    if (db_->ChangedRows() != 1) return absl::InternalError("a claimed request changed state");
+    mark.Reset();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPendingRoundRobin(
+    std::string_view model, int max_requests, std::string_view worker, int64_t lease_ms,
+    RoundRobinCursor& cursor) {
+  const auto annotate = [&](const absl::Status& status) {
+    return Annotate(status, "ClaimPendingRoundRobin",
+                    absl::StrCat("* of model ", std::string(model)));
+  };
+  absl::MutexLock lock(&mutex_);
+  absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
+  if (!transaction.ok()) return annotate(transaction.status());
+  absl::StatusOr<std::vector<ClaimedRequest>> claimed =
+      [&]() -> absl::StatusOr<std::vector<ClaimedRequest>> {
+    if (max_requests <= 0) return std::vector<ClaimedRequest>{};
+    // Jobs after the cursor come first, then the rest (wrapping around).
+    FF_ASSIGN_OR_RETURN(SqliteStatement jobs_query,
+                        db_->Prepare("SELECT id, position FROM jobs "
+                                     "WHERE model = ?1 AND state = 'in_progress' "
+                                     "ORDER BY position <= ?2, position"));
+    jobs_query.Bind(1, model).Bind(2, cursor.last_job_position);
+    std::vector<std::pair<std::string, int64_t>> jobs;
+    while (true) {
+      FF_ASSIGN_OR_RETURN(bool row, jobs_query.Step());
+      if (!row) break;
+      jobs.emplace_back(jobs_query.ColumnText(0), jobs_query.ColumnInt(1));
+    }
+    FF_ASSIGN_OR_RETURN(SqliteStatement pending_query,
+                        db_->Prepare("SELECT line_number, custom_id, body, attempts "
+                                     "FROM requests WHERE state = 'pending' AND job_id = ?1 "
+                                     "ORDER BY line_number LIMIT ?2"));
+    // Each job's first `max_requests` pending requests, then dealt out one per job per round.
+    std::vector<std::vector<ClaimedRequest>> per_job;
+    for (const auto& [job_id, position] : jobs) {
+      pending_query.Bind(1, job_id).Bind(2, max_requests);
+      std::vector<ClaimedRequest> pending;
+      while (true) {
+        FF_ASSIGN_OR_RETURN(bool row, pending_query.Step());
+        if (!row) break;
+        ClaimedRequest request;
+        request.key = RequestKey{job_id, pending_query.ColumnInt(0)};
+        request.custom_id = pending_query.ColumnText(1);
+        request.body_json = pending_query.ColumnText(2);
+        request.attempt = static_cast<int>(pending_query.ColumnInt(3)) + 1;
+        pending.push_back(std::move(request));
+      }
+      pending_query.Reset();
+      per_job.push_back(std::move(pending));
+    }
+    std::vector<ClaimedRequest> requests;
+    for (size_t round = 0; requests.size() < static_cast<size_t>(max_requests); ++round) {
+      bool any = false;
+      for (size_t j = 0; j < per_job.size() && requests.size() < static_cast<size_t>(max_requests);
+           ++j) {
+        if (round >= per_job[j].size()) continue;
+        any = true;
+        requests.push_back(std::move(per_job[j][round]));
+        cursor.last_job_position = jobs[j].second;
+      }
+      if (!any) break;
+    }
+    FF_RETURN_IF_ERROR(MarkClaimed(requests, worker, lease_ms));
+    Checkpoint("claim.requests_marked");
+    FF_RETURN_IF_ERROR(transaction->Commit());
+    return requests;
+  }();
+  if (!claimed.ok()) return annotate(claimed.status());
+  return claimed;
+}
+
+absl::StatusOr<bool> JobStore::ReleaseInFlight(const RequestKey& request,
+                                               std::string_view reason) {
+  const auto annotate = [&](const absl::Status& status) {
+    return Annotate(status, "ReleaseInFlight",
+                    absl::StrCat(request.job_id, ", line ", request.line_number));
+  };
+  absl::MutexLock lock(&mutex_);
+  absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
+  if (!transaction.ok()) return annotate(transaction.status());
+  absl::StatusOr<RequeueReport> report = RequeueWhere(
+      "r.job_id = ?1 AND r.line_number = ?2",
+      [&](SqliteStatement& statement) {
+        statement.Bind(1, request.job_id).Bind(2, request.line_number);
+      },
+      reason, /*spend_attempt=*/false);
+  if (!report.ok()) return annotate(report.status());
+  if (absl::Status status = transaction->Commit(); !status.ok()) return annotate(status);
+  return report->requeued + report->cancelled + report->failed > 0;
 }
 
 absl::StatusOr<bool> JobStore::RecordResult(const RequestKey& request, const ResultRecord& result) {

@@ -61,6 +61,20 @@ class JobStore {
                                                            std::string_view worker,
                                                            int64_t lease_ms);
 
+  // Like ClaimPending, but takes requests from the in-progress jobs of `model` in turn, one each
+  // per round, starting after the job `cursor` last served, so a large job cannot starve a
+  // small one. Updates `cursor`.
+  absl::StatusOr<std::vector<ClaimedRequest>> ClaimPendingRoundRobin(std::string_view model,
+                                                                     int max_requests,
+                                                                     std::string_view worker,
+                                                                     int64_t lease_ms,
+                                                                     RoundRobinCursor& cursor);
+
+  // Gives one in-flight request back without spending an attempt, e.g. after its worker
+  // reported it cancelled: it is cancelled if its job is being cancelled, else pending again.
+  // Returns false when the request was not in flight.
+  absl::StatusOr<bool> ReleaseInFlight(const RequestKey& request, std::string_view reason);
+
   // Stores a request's result exactly once. Returns false (and changes nothing) when the
   // request already has a result or was cancelled, e.g. a retry racing a late answer.
   absl::StatusOr<bool> RecordResult(const RequestKey& request, const ResultRecord& result);
@@ -102,6 +116,10 @@ class JobStore {
                                              const std::function<void(SqliteStatement&)>& bind,
                                              std::string_view reason, bool spend_attempt)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+
+  // Marks `requests` (read as pending in this transaction) in flight for `worker`.
+  absl::Status MarkClaimed(const std::vector<ClaimedRequest>& requests, std::string_view worker,
+                           int64_t lease_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   absl::Mutex mutex_;  // One SQLite connection: one transaction at a time.
   std::unique_ptr<SqliteDatabase> db_ ABSL_GUARDED_BY(mutex_);

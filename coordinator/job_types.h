@@ -83,6 +83,11 @@ struct StoredResult {
   std::string output_line;
 };
 
+// Where JobStore::ClaimPendingRoundRobin left off: the position of the job it served last.
+struct RoundRobinCursor {
+  int64_t last_job_position = 0;
+};
+
 struct CancelReport {
   JobRecord job;
   // Running requests the caller should stop; their results (or requeue) finish the cancel.

@@ -21,6 +21,24 @@ int main(int argc, char** argv) {
   add(flatfleet::tools::RegisterGenerateCommand);
   add(flatfleet::tools::RegisterScoreCommand);
   add(flatfleet::tools::RegisterTokenizeCommand);
+  add(flatfleet::tools::RegisterAccuracyCommand);
+  add(flatfleet::tools::RegisterSubmitCommand);
+  add(flatfleet::tools::RegisterStatusCommand);
+  add(flatfleet::tools::RegisterResultsCommand);
+  add(flatfleet::tools::RegisterCancelCommand);
+  add(flatfleet::tools::RegisterDemoCommand);
+
+  // `serve` groups the long-running processes; each registers itself under it.
+  CLI::App* serve = app.add_subcommand("serve", "Run a coordinator or a worker process");
+  serve->require_subcommand(1);
+  auto add_serve = [&](flatfleet::tools::CommandRunner (*register_fn)(CLI::App&)) {
+    size_t before = serve->get_subcommands({}).size();
+    auto runner = register_fn(*serve);
+    auto subcommands = serve->get_subcommands({});
+    if (subcommands.size() > before) commands.emplace_back(subcommands.back(), std::move(runner));
+  };
+  add_serve(flatfleet::tools::RegisterServeCoordinatorCommand);
+  add_serve(flatfleet::tools::RegisterServeWorkerCommand);
 
   CLI11_PARSE(app, argc, argv);
   for (auto& [subcommand, runner] : commands) {

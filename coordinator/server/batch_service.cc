@@ -1,0 +1,252 @@
+#include "coordinator/server/batch_service.h"
+
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/batch_input_parser.h"
+#include "coordinator/server/work_conversion.h"
+
+namespace flatfleet::coordinator {
+namespace {
+
+v1::BatchState ToBatchState(JobState state) {
+  switch (state) {
+    case JobState::kValidating:
+      return v1::BATCH_STATE_VALIDATING;
+    case JobState::kInProgress:
+      return v1::BATCH_STATE_IN_PROGRESS;
+    case JobState::kFinalizing:
+      return v1::BATCH_STATE_FINALIZING;
+    case JobState::kCompleted:
+      return v1::BATCH_STATE_COMPLETED;
+    case JobState::kFailed:
+      return v1::BATCH_STATE_FAILED;
+    case JobState::kCancelling:
+      return v1::BATCH_STATE_CANCELLING;
+    case JobState::kCancelled:
+      return v1::BATCH_STATE_CANCELLED;
+  }
+  return v1::BATCH_STATE_UNSPECIFIED;
+}
+
+// True when `path` is `dir` or lies below it (both already canonical).
+bool IsInside(const std::filesystem::path& path, const std::filesystem::path& dir) {
+  auto [dir_end, path_it] = std::mismatch(dir.begin(), dir.end(), path.begin(), path.end());
+  return dir_end == dir.end();
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  // absl and gRPC share the canonical code numbers.
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+v1::Batch ToBatchProto(const JobRecord& job) {
+  v1::Batch batch;
+  batch.set_id(job.id);
+  batch.set_model(job.options.model);
+  batch.set_state(ToBatchState(job.state));
+  batch.mutable_request_counts()->set_total(static_cast<uint64_t>(job.counts.total));
+  batch.mutable_request_counts()->set_completed(static_cast<uint64_t>(job.counts.completed));
+  batch.mutable_request_counts()->set_failed(static_cast<uint64_t>(job.counts.failed));
+  batch.set_created_at_unix_ms(job.created_at_ms);
+  batch.set_updated_at_unix_ms(job.updated_at_ms);
+  for (const auto& [key, value] : job.options.metadata) (*batch.mutable_metadata())[key] = value;
+  return batch;
+}
+
+BatchServiceImpl::BatchServiceImpl(JobStore* store, Scheduler* scheduler,
+                                   BatchServiceOptions options)
+    : store_(store), scheduler_(scheduler), options_(std::move(options)) {}
+
+absl::StatusOr<std::string> BatchServiceImpl::ResolveInputPath(const std::string& path) const {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  // Canonical paths resolve "..", and symlinks, before the containment check.
+  const fs::path file = fs::weakly_canonical(fs::path(path), error);
+  if (!error && fs::path(path).is_absolute()) {
+    for (const std::string& dir : options_.input_dirs) {
+      const fs::path root = fs::weakly_canonical(fs::path(dir), error);
+      if (!error && IsInside(file, root)) return file.string();
+    }
+  }
+  return absl::PermissionDeniedError(
+      absl::StrCat("input_path must be an absolute path inside the coordinator's input "
+                   "directories (--input-dir): ",
+                   path));
+}
+
+grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
+                                           grpc::ServerReader<v1::CreateBatchRequest>* reader,
+                                           v1::CreateBatchResponse* response) {
+  v1::CreateBatchRequest message;
+  if (!reader->Read(&message) || !message.has_options()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "the first CreateBatch message must carry options");
+  }
+  const v1::BatchOptions options = message.options();
+  if (options.model() != scheduler_->model().name) {
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("unknown model '", options.model(), "'; this coordinator serves '",
+                     scheduler_->model().name, "'"));
+  }
+  BatchInputLimits limits = options_.input_limits;
+  limits.expected_model = options.model();
+  BatchInputParser parser(limits);
+  if (!options.input_path().empty()) {
+    absl::StatusOr<std::string> path = ResolveInputPath(options.input_path());
+    if (!path.ok()) return ToGrpcStatus(path.status());
+    std::ifstream file(*path, std::ios::binary);
+    if (!file) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          absl::StrCat("cannot read input_path ", options.input_path()));
+    }
+    std::string line;
+    while (std::getline(file, line)) parser.AddLine(line);
+    if (reader->Read(&message)) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "no lines may follow options that name an input_path");
+    }
+  } else {
+    while (reader->Read(&message)) {
+      if (!message.has_lines()) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "only the first CreateBatch message may carry options");
+      }
+      for (const std::string& line : message.lines().lines()) parser.AddLine(line);
+    }
+  }
+  if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled");
+  ParsedBatch parsed = std::move(parser).Finish();
+  if (!parsed.ok()) {
+    // All or nothing (docs/API.md): the client fixes the lines and uploads again.
+    for (const LineError& error : parsed.errors) {
+      v1::LineError* out = response->add_errors();
+      out->set_line(static_cast<uint64_t>(error.line_number));
+      out->set_field(error.field);
+      out->set_message(error.message);
+    }
+    response->set_errors_omitted(parsed.error_count - parsed.errors.size());
+    return grpc::Status::OK;
+  }
+  if (parsed.requests.empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the batch has no request lines");
+  }
+  JobOptions job_options;
+  job_options.model = options.model();
+  job_options.max_attempts = options.max_attempts() > 0 ? static_cast<int>(options.max_attempts())
+                                                        : options_.default_max_attempts;
+  job_options.metadata.insert(options.metadata().begin(), options.metadata().end());
+  absl::StatusOr<JobRecord> job = store_->CreateJob(job_options, parsed.requests);
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  scheduler_->WakeAll();
+  *response->mutable_batch() = ToBatchProto(*job);
+  return grpc::Status::OK;
+}
+
+grpc::Status BatchServiceImpl::GetBatch(grpc::ServerContext* context,
+                                        const v1::GetBatchRequest* request, v1::Batch* response) {
+  absl::StatusOr<JobRecord> job = store_->GetJob(request->batch_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  *response = ToBatchProto(*job);
+  return grpc::Status::OK;
+}
+
+grpc::Status BatchServiceImpl::ListBatches(grpc::ServerContext* context,
+                                           const v1::ListBatchesRequest* request,
+                                           v1::ListBatchesResponse* response) {
+  uint32_t page_size = request->page_size() == 0
+                           ? options_.default_page_size
+                           : std::min(request->page_size(), options_.max_page_size);
+  std::optional<int64_t> before;
+  if (!request->page_token().empty()) {
+    const std::string& token = request->page_token();
+    int64_t position = 0;
+    auto [end, error] = std::from_chars(token.data(), token.data() + token.size(), position);
+    if (error != std::errc() || end != token.data() + token.size()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "invalid page_token");
+    }
+    before = position;
+  }
+  absl::StatusOr<std::vector<JobRecord>> jobs =
+      store_->ListJobs(static_cast<int>(page_size), before);
+  if (!jobs.ok()) return ToGrpcStatus(jobs.status());
+  for (const JobRecord& job : *jobs) *response->add_batches() = ToBatchProto(job);
+  if (jobs->size() == page_size) {
+    response->set_next_page_token(absl::StrCat(jobs->back().position));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status BatchServiceImpl::CancelBatch(grpc::ServerContext* context,
+                                           const v1::CancelBatchRequest* request,
+                                           v1::Batch* response) {
+  absl::StatusOr<CancelReport> report = store_->CancelJob(request->batch_id());
+  if (!report.ok()) return ToGrpcStatus(report.status());
+  scheduler_->StopJob(request->batch_id(), report->in_flight);
+  *response = ToBatchProto(report->job);
+  return grpc::Status::OK;
+}
+
+grpc::Status BatchServiceImpl::StreamResults(grpc::ServerContext* context,
+                                             const v1::StreamResultsRequest* request,
+                                             grpc::ServerWriter<v1::BatchResult>* writer) {
+  constexpr int kResultsPerRead = 256;
+  absl::StatusOr<JobRecord> job = store_->GetJob(request->batch_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  int64_t next = static_cast<int64_t>(request->start_sequence());
+  while (true) {
+    // Read the state before the results, so that a job seen finished has all its results.
+    absl::StatusOr<JobRecord> state = store_->GetJob(request->batch_id());
+    if (!state.ok()) return ToGrpcStatus(state.status());
+    const bool finished = IsTerminal(state->state);
+    while (true) {
+      absl::StatusOr<std::vector<StoredResult>> results =
+          store_->ReadResults(request->batch_id(), next, kResultsPerRead);
+      if (!results.ok()) return ToGrpcStatus(results.status());
+      for (const StoredResult& stored : *results) {
+        absl::StatusOr<v1::BatchResult> result = ToBatchResultProto(stored);
+        if (!result.ok()) return ToGrpcStatus(result.status());
+        if (!writer->Write(*result)) {
+          return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+        }
+        next = stored.sequence + 1;
+      }
+      if (results->size() < kResultsPerRead) break;
+    }
+    if (!request->follow() || finished) return grpc::Status::OK;
+    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+    if (shutting_down_) {
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "coordinator shutting down; resume later");
+    }
+    absl::SleepFor(options_.follow_poll_interval);
+  }
+}
+
+grpc::Status BatchServiceImpl::Generate(grpc::ServerContext* context,
+                                        const v1::GenerateRequest* request,
+                                        v1::GenerateResponse* response) {
+  if (request->model() != scheduler_->model().name) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("unknown model '", request->model(), "'"));
+  }
+  // The same validation and defaults as a batch line.
+  absl::StatusOr<BatchRequestLine> line = ParseStoredBody(RequestBodyToJson(request->body()));
+  if (!line.ok()) return ToGrpcStatus(line.status());
+  absl::Duration timeout = options_.generate_timeout;
+  if (context->deadline() != std::chrono::system_clock::time_point::max()) {
+    timeout = std::min(timeout, absl::FromChrono(context->deadline()) - absl::Now());
+  }
+  absl::StatusOr<v1::Response> generated = scheduler_->Generate(ToRequestBodyProto(*line), timeout);
+  if (!generated.ok()) return ToGrpcStatus(generated.status());
+  *response->mutable_response() = *std::move(generated);
+  return grpc::Status::OK;
+}
+
+}  // namespace flatfleet::coordinator

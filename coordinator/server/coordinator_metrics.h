@@ -1,0 +1,42 @@
+// The coordinator's Prometheus metrics. Families are created once; hot paths keep the child
+// pointers resolved here and update them lock-free.
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "common/metrics/metrics_registry.h"
+
+namespace flatfleet::coordinator {
+
+class CoordinatorMetrics {
+ public:
+  static absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> Create();
+
+  // A request's final outcome: "succeeded", "failed", "cancelled" or "requeued" (not final).
+  void CountRequest(std::string_view outcome, double count = 1);
+  void AddTokens(uint64_t prompt_tokens, uint64_t generation_tokens);
+  void ObserveRequestLatency(double seconds);
+  void SetQueueDepth(double pending_requests) { queue_depth_->Set(pending_requests); }
+  void AddInFlight(double delta) { in_flight_->Increment(delta); }
+  // Replaces the jobs-by-state gauge values (from a periodic store scan).
+  void SetJobsInState(std::string_view state, double count);
+
+  const metrics::MetricsRegistry& registry() const { return registry_; }
+  std::string Expose() const { return registry_.Expose(); }
+
+ private:
+  CoordinatorMetrics() = default;
+
+  metrics::MetricsRegistry registry_;
+  metrics::CounterFamily* requests_ = nullptr;
+  metrics::Counter* prompt_tokens_ = nullptr;
+  metrics::Counter* generation_tokens_ = nullptr;
+  metrics::Histogram* request_latency_ = nullptr;
+  metrics::Gauge* queue_depth_ = nullptr;
+  metrics::Gauge* in_flight_ = nullptr;
+  metrics::GaugeFamily* jobs_ = nullptr;
+};
+
+}  // namespace flatfleet::coordinator

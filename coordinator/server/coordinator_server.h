@@ -1,0 +1,57 @@
+// The coordinator process's parts wired together: job store, metrics, planner, scheduler, and
+// a gRPC server with BatchService, gRPC health and reflection.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "coordinator/job_store.h"
+#include "coordinator/server/batch_service.h"
+#include "coordinator/server/coordinator_metrics.h"
+#include "coordinator/server/group_planner.h"
+#include "coordinator/server/model_spec.h"
+#include "coordinator/server/scheduler.h"
+#include "grpcpp/grpcpp.h"
+
+namespace flatfleet::coordinator {
+
+struct CoordinatorOptions {
+  std::string listen_address = "127.0.0.1:7070";  // Port 0 picks a free one.
+  std::string db_path;
+  ModelSpec model;
+  std::vector<WorkerInfo> workers;
+  PlannerOptions planner;
+  SchedulerOptions scheduler;
+  BatchServiceOptions service;
+};
+
+class CoordinatorServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<CoordinatorServer>> Start(CoordinatorOptions options);
+  ~CoordinatorServer();  // Shuts down.
+
+  // Stops accepting calls (waiting a bounded time for running ones), then the scheduler.
+  void Shutdown();
+
+  // "127.0.0.1:PORT" with the port actually bound.
+  const std::string& address() const { return address_; }
+  const ClusterPlan& plan() const { return plan_; }
+  CoordinatorMetrics& metrics() { return *metrics_; }
+  Scheduler& scheduler() { return *scheduler_; }
+
+ private:
+  CoordinatorServer() = default;
+
+  std::unique_ptr<JobStore> store_;
+  std::unique_ptr<CoordinatorMetrics> metrics_;
+  ClusterPlan plan_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<BatchServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+  bool shut_down_ = false;
+};
+
+}  // namespace flatfleet::coordinator

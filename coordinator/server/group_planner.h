@@ -1,0 +1,40 @@
+// Decides the tensor-parallel degree and forms worker groups. tp is the smallest power of two
+// whose per-rank shard, plus headroom for the KV cache, fits the smallest worker's memory;
+// workers are then grouped tp at a time in the order given (left-over workers stay idle).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace flatfleet::coordinator {
+
+struct WorkerInfo {
+  std::string address;
+  uint64_t device_memory_bytes = 0;  // 0: unknown, taken as large enough.
+};
+
+struct PlannerOptions {
+  // Fraction of a device kept for the KV cache and activations on top of the shard.
+  double kv_cache_headroom_fraction = 0.3;
+  uint32_t max_tp = 8;
+};
+
+struct WorkerGroupPlan {
+  std::string group_id;
+  std::vector<std::string> rank_addresses;  // Index = tp rank; rank 0 serves RunWork.
+};
+
+struct ClusterPlan {
+  uint32_t tp_size = 1;
+  std::vector<WorkerGroupPlan> groups;
+  std::vector<std::string> unused_workers;
+};
+
+absl::StatusOr<ClusterPlan> PlanWorkerGroups(uint64_t model_bytes,
+                                             const std::vector<WorkerInfo>& workers,
+                                             const PlannerOptions& options = {});
+
+}  // namespace flatfleet::coordinator

@@ -1,0 +1,27 @@
+// Tuning of the scheduler that feeds worker groups.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/time/time.h"
+
+namespace flatfleet::coordinator {
+
+struct SchedulerOptions {
+  // Requests dispatched to one group and not yet answered; bounds memory and gives
+  // backpressure, while keeping enough queued for the worker's continuous batching.
+  int in_flight_window = 32;
+  // Lease on claimed requests. Recovery relies on the stream breaking (or a coordinator
+  // restart), so this only needs to outlast the longest generation.
+  int64_t lease_ms = 30 * 60 * 1000;
+  // How often an idle group looks for new work when nothing wakes it.
+  absl::Duration poll_interval = absl::Milliseconds(50);
+  absl::Duration reconnect_backoff_initial = absl::Milliseconds(50);
+  absl::Duration reconnect_backoff_max = absl::Seconds(2);
+  absl::Duration health_timeout = absl::Seconds(3);
+  absl::Duration load_shard_timeout = absl::Minutes(10);
+  // How often the queue-depth and jobs-by-state gauges are refreshed from the store.
+  absl::Duration metrics_refresh_interval = absl::Seconds(1);
+};
+
+}  // namespace flatfleet::coordinator

@@ -1,0 +1,408 @@
+#include "coordinator/server/worker_group_session.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/batch_output_line.h"
+#include "coordinator/server/work_conversion.h"
+
+namespace flatfleet::coordinator {
+namespace {
+
+std::chrono::system_clock::time_point DeadlineIn(absl::Duration timeout) {
+  return absl::ToChronoTime(absl::Now() + timeout);
+}
+
+void LogIfError(const absl::Status& status) {
+  if (!status.ok()) std::fprintf(stderr, "coordinator: %s\n", status.ToString().c_str());
+}
+
+}  // namespace
+
+WorkerGroupSession::WorkerGroupSession(const SessionContext* context, WorkerGroupPlan plan)
+    : context_(context),
+      plan_(std::move(plan)),
+      owner_(
+          absl::StrCat(plan_.group_id, "@",
+                       plan_.rank_addresses.empty() ? std::string("?") : plan_.rank_addresses[0])) {
+  for (const std::string& address : plan_.rank_addresses) {
+    stubs_.push_back(v1::WorkerService::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials())));
+  }
+}
+
+WorkerGroupSession::~WorkerGroupSession() { Stop(); }
+
+void WorkerGroupSession::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void WorkerGroupSession::Stop() {
+  {
+    absl::MutexLock lock(&mutex_);
+    stopping_ = true;
+    for (grpc::ClientContext* call : active_calls_) call->TryCancel();
+    signal_.SignalAll();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void WorkerGroupSession::Wake() {
+  absl::MutexLock lock(&mutex_);
+  woken_ = true;
+  signal_.SignalAll();
+}
+
+void WorkerGroupSession::Cancel(const std::vector<RequestKey>& requests) {
+  absl::MutexLock lock(&mutex_);
+  for (const auto& [work_id, entry] : in_flight_) {
+    if (entry.request &&
+        std::find(requests.begin(), requests.end(), *entry.request) != requests.end()) {
+      cancels_to_send_.push_back(work_id);
+    }
+  }
+  woken_ = true;
+  signal_.SignalAll();
+}
+
+absl::StatusOr<uint64_t> WorkerGroupSession::SubmitInteractive(v1::RequestBody body,
+                                                               InteractiveCallback done) {
+  absl::MutexLock lock(&mutex_);
+  if (!stream_open_ || stream_broken_ || stopping_) {
+    return absl::UnavailableError(absl::StrCat(plan_.group_id, " has no open stream"));
+  }
+  const uint64_t work_id = context_->next_work_id->fetch_add(1);
+  v1::WorkItem item;
+  item.set_work_id(work_id);
+  *item.mutable_submit() = std::move(body);
+  interactive_to_send_.push_back(std::move(item));
+  InFlight entry;
+  entry.done = std::move(done);
+  entry.dispatched_at = absl::Now();
+  in_flight_.emplace(work_id, std::move(entry));
+  woken_ = true;
+  signal_.SignalAll();
+  return work_id;
+}
+
+void WorkerGroupSession::CancelInteractive(uint64_t work_id) {
+  absl::MutexLock lock(&mutex_);
+  if (in_flight_.contains(work_id)) cancels_to_send_.push_back(work_id);
+  woken_ = true;
+  signal_.SignalAll();
+}
+
+bool WorkerGroupSession::connected() const {
+  absl::MutexLock lock(&mutex_);
+  return stream_open_ && !stream_broken_;
+}
+
+void WorkerGroupSession::Sleep(absl::Duration timeout) {
+  absl::MutexLock lock(&mutex_);
+  const absl::Time until = absl::Now() + timeout;
+  while (!woken_ && !stopping_ && !stream_broken_) {
+    if (signal_.WaitWithDeadline(&mutex_, until)) break;
+  }
+  woken_ = false;
+}
+
+template <typename Call>
+grpc::Status WorkerGroupSession::CallCancellable(absl::Duration timeout, Call call) {
+  grpc::ClientContext call_context;
+  call_context.set_deadline(DeadlineIn(timeout));
+  {
+    absl::MutexLock lock(&mutex_);
+    if (stopping_) return grpc::Status(grpc::StatusCode::CANCELLED, "stopping");
+    active_calls_.push_back(&call_context);
+  }
+  grpc::Status status = call(&call_context);
+  absl::MutexLock lock(&mutex_);
+  active_calls_.erase(std::find(active_calls_.begin(), active_calls_.end(), &call_context));
+  return status;
+}
+
+void WorkerGroupSession::Run() {
+  absl::Duration backoff = context_->options.reconnect_backoff_initial;
+  while (true) {
+    {
+      absl::MutexLock lock(&mutex_);
+      if (stopping_) return;
+    }
+    absl::Status loaded = EnsureLoaded();
+    if (loaded.ok()) {
+      Serve();
+      if (results_this_stream_ > 0) backoff = context_->options.reconnect_backoff_initial;
+    } else if (loaded.message() != last_problem_) {
+      last_problem_ = std::string(loaded.message());
+      std::fprintf(stderr, "coordinator: %s not ready (will retry): %s\n", plan_.group_id.c_str(),
+                   last_problem_.c_str());
+    }
+    Sleep(backoff);
+    backoff = std::min(backoff * 2, context_->options.reconnect_backoff_max);
+  }
+}
+
+absl::Status WorkerGroupSession::EnsureLoaded() {
+  std::vector<uint32_t> to_load;
+  for (uint32_t rank = 0; rank < stubs_.size(); ++rank) {
+    v1::HealthResponse health;
+    grpc::Status status =
+        CallCancellable(context_->options.health_timeout, [&](grpc::ClientContext* call) {
+          return stubs_[rank]->Health(call, v1::HealthRequest(), &health);
+        });
+    const std::string& address = plan_.rank_addresses[rank];
+    if (!status.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("worker ", address, ": Health failed: ", status.error_message()));
+    }
+    switch (health.state()) {
+      case v1::WORKER_STATE_READY:
+        break;
+      case v1::WORKER_STATE_IDLE:
+        to_load.push_back(rank);
+        break;
+      default:
+        return absl::UnavailableError(absl::StrCat("worker ", address, " is ",
+                                                   v1::WorkerState_Name(health.state()), ": ",
+                                                   health.message()));
+    }
+  }
+  if (to_load.empty()) return absl::OkStatus();
+  // Ranks of a group rendezvous while loading, so their LoadShard calls must run together.
+  std::vector<grpc::Status> statuses(to_load.size());
+  std::vector<std::thread> loaders;
+  for (size_t i = 0; i < to_load.size(); ++i) {
+    loaders.emplace_back([&, i] {
+      const uint32_t rank = to_load[i];
+      v1::LoadShardRequest request;
+      request.set_model_path(context_->model.path);
+      request.set_model_name(context_->model.name);
+      request.set_tp_rank(rank);
+      request.set_tp_size(context_->tp_size);
+      request.set_device_index(-1);
+      v1::Rendezvous* rendezvous = request.mutable_rendezvous();
+      rendezvous->set_group_id(plan_.group_id);
+      for (const std::string& peer : plan_.rank_addresses) rendezvous->add_peer_addresses(peer);
+      v1::LoadShardResponse response;
+      statuses[i] =
+          CallCancellable(context_->options.load_shard_timeout, [&](grpc::ClientContext* call) {
+            return stubs_[rank]->LoadShard(call, request, &response);
+          });
+    });
+  }
+  for (std::thread& loader : loaders) loader.join();
+  for (size_t i = 0; i < to_load.size(); ++i) {
+    if (!statuses[i].ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("worker ", plan_.rank_addresses[to_load[i]],
+                       ": LoadShard failed: ", statuses[i].error_message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void WorkerGroupSession::Serve() {
+  grpc::ClientContext stream_context;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (stopping_) return;
+    active_calls_.push_back(&stream_context);
+    stream_broken_ = false;
+    results_this_stream_ = 0;
+  }
+  std::unique_ptr<Stream> stream = stubs_[0]->RunWork(&stream_context);
+  {
+    absl::MutexLock lock(&mutex_);
+    stream_open_ = true;
+  }
+  if (!last_problem_.empty()) {
+    std::fprintf(stderr, "coordinator: %s connected to %s\n", plan_.group_id.c_str(),
+                 plan_.rank_addresses[0].c_str());
+    last_problem_.clear();
+  }
+  std::thread reader([&] {
+    v1::WorkResult result;
+    while (stream->Read(&result)) HandleResult(result);
+    absl::MutexLock lock(&mutex_);
+    stream_broken_ = true;
+    signal_.SignalAll();
+  });
+  while (true) {
+    {
+      absl::MutexLock lock(&mutex_);
+      if (stopping_ || stream_broken_) break;
+    }
+    if (!DispatchQueued(*stream)) break;
+    int free_slots = 0;
+    {
+      absl::MutexLock lock(&mutex_);
+      free_slots = context_->options.in_flight_window - static_cast<int>(in_flight_.size());
+    }
+    bool maybe_more = false;
+    if (free_slots > 0 && !ClaimAndDispatch(*stream, free_slots, maybe_more)) break;
+    if (!maybe_more) Sleep(context_->options.poll_interval);
+  }
+  bool stopping = false;
+  {
+    absl::MutexLock lock(&mutex_);
+    stream_open_ = false;
+    stopping = stopping_;
+  }
+  // Ends the call at once on both sides; the worker cancels what it was running.
+  stream_context.TryCancel();
+  reader.join();
+  grpc::Status finished = stream->Finish();
+  {
+    absl::MutexLock lock(&mutex_);
+    active_calls_.erase(std::find(active_calls_.begin(), active_calls_.end(), &stream_context));
+  }
+  if (!stopping) {
+    last_problem_ = absl::StrCat("RunWork stream to ", plan_.rank_addresses[0],
+                                 " ended: ", finished.error_message());
+    std::fprintf(stderr, "coordinator: %s lost: %s\n", plan_.group_id.c_str(),
+                 last_problem_.c_str());
+  }
+  FailInFlight(/*worker_lost=*/!stopping);
+}
+
+bool WorkerGroupSession::DispatchQueued(Stream& stream) {
+  std::vector<v1::WorkItem> items;
+  {
+    absl::MutexLock lock(&mutex_);
+    items = std::move(interactive_to_send_);
+    interactive_to_send_.clear();
+    for (uint64_t work_id : cancels_to_send_) {
+      v1::WorkItem cancel;
+      cancel.set_work_id(work_id);
+      cancel.mutable_cancel();
+      items.push_back(std::move(cancel));
+    }
+    cancels_to_send_.clear();
+  }
+  for (const v1::WorkItem& item : items) {
+    if (!stream.Write(item)) return false;
+  }
+  return true;
+}
+
+bool WorkerGroupSession::ClaimAndDispatch(Stream& stream, int free_slots, bool& maybe_more) {
+  JobStore& store = *context_->store;
+  absl::StatusOr<std::vector<ClaimedRequest>> claimed = store.ClaimPendingRoundRobin(
+      context_->model.name, free_slots, owner_, context_->options.lease_ms, cursor_);
+  if (!claimed.ok()) {
+    LogIfError(claimed.status());
+    return true;
+  }
+  maybe_more = static_cast<int>(claimed->size()) == free_slots;
+  for (ClaimedRequest& claim : *claimed) {
+    if (context_->job_cancelled && context_->job_cancelled(claim.key.job_id)) {
+      LogIfError(store.ReleaseInFlight(claim.key, "job cancelled").status());
+      continue;
+    }
+    absl::StatusOr<BatchRequestLine> parsed = ParseStoredBody(claim.body_json);
+    if (!parsed.ok()) {
+      ResultRecord invalid{ResultOutcome::kFailed,
+                           FormatErrorLine(claim.custom_id, "invalid_request",
+                                           std::string(parsed.status().message()))};
+      LogIfError(store.RecordResult(claim.key, invalid).status());
+      continue;
+    }
+    const uint64_t work_id = context_->next_work_id->fetch_add(1);
+    v1::WorkItem item;
+    item.set_work_id(work_id);
+    *item.mutable_submit() = ToRequestBodyProto(*parsed);
+    {
+      absl::MutexLock lock(&mutex_);
+      InFlight entry;
+      entry.request = claim.key;
+      entry.custom_id = claim.custom_id;
+      entry.endpoint = parsed->endpoint;
+      entry.dispatched_at = absl::Now();
+      in_flight_.emplace(work_id, std::move(entry));
+    }
+    if (context_->metrics) context_->metrics->AddInFlight(1);
+    // A failed write leaves the rest of the claim in flight under this owner; the requeue
+    // after the stream ends returns them all.
+    if (!stream.Write(item)) return false;
+  }
+  return true;
+}
+
+void WorkerGroupSession::HandleResult(const v1::WorkResult& result) {
+  InFlight entry;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = in_flight_.find(result.work_id());
+    if (it == in_flight_.end()) return;  // Unknown or already answered: dropped.
+    entry = std::move(it->second);
+    in_flight_.erase(it);
+    ++results_this_stream_;
+    woken_ = true;
+    signal_.SignalAll();
+  }
+  if (!entry.request) {
+    entry.done(result);
+    return;
+  }
+  CoordinatorMetrics* metrics = context_->metrics;
+  if (metrics) metrics->AddInFlight(-1);
+  JobStore& store = *context_->store;
+  if (result.has_error() && result.error().code() == "cancelled") {
+    // Stopped on our request (or by a draining worker): no output line, no attempt spent.
+    absl::StatusOr<bool> released = store.ReleaseInFlight(*entry.request, "cancelled");
+    LogIfError(released.status());
+    if (metrics && released.ok() && *released) metrics->CountRequest("cancelled");
+    return;
+  }
+  const ResultRecord record =
+      FormatWorkResult(entry.custom_id, context_->model.name, entry.endpoint, result);
+  absl::StatusOr<bool> recorded = store.RecordResult(*entry.request, record);
+  LogIfError(recorded.status());
+  if (metrics && recorded.ok() && *recorded) {
+    const bool succeeded = record.outcome == ResultOutcome::kSucceeded;
+    metrics->CountRequest(succeeded ? "succeeded" : "failed");
+    if (succeeded) {
+      metrics->AddTokens(result.response().usage().prompt_tokens(),
+                         result.response().usage().completion_tokens());
+    }
+    metrics->ObserveRequestLatency(absl::ToDoubleSeconds(absl::Now() - entry.dispatched_at));
+  }
+}
+
+void WorkerGroupSession::FailInFlight(bool worker_lost) {
+  absl::flat_hash_map<uint64_t, InFlight> lost;
+  {
+    absl::MutexLock lock(&mutex_);
+    lost = std::move(in_flight_);
+    in_flight_.clear();
+    interactive_to_send_.clear();
+    cancels_to_send_.clear();
+  }
+  int64_t batch_requests = 0;
+  for (auto& [work_id, entry] : lost) {
+    if (entry.request) {
+      ++batch_requests;
+      if (!worker_lost) {
+        LogIfError(
+            context_->store->ReleaseInFlight(*entry.request, "coordinator stopping").status());
+      }
+    } else {
+      entry.done(absl::UnavailableError(absl::StrCat(plan_.group_id, " stream ended")));
+    }
+  }
+  CoordinatorMetrics* metrics = context_->metrics;
+  if (metrics) metrics->AddInFlight(-static_cast<double>(batch_requests));
+  if (!worker_lost) return;
+  // Everything this group holds in the store, including claims never written to the stream.
+  absl::StatusOr<RequeueReport> report = context_->store->RequeueWorker(owner_, "worker lost");
+  LogIfError(report.status());
+  if (metrics && report.ok()) {
+    metrics->CountRequest("requeued", static_cast<double>(report->requeued));
+    metrics->CountRequest("failed", static_cast<double>(report->failed));
+    metrics->CountRequest("cancelled", static_cast<double>(report->cancelled));
+  }
+}
+
+}  // namespace flatfleet::coordinator

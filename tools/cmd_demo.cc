@@ -1,0 +1,292 @@
+// `flatfleet demo`: a whole deployment on loopback in one command. Starts two workers and a
+// coordinator as child processes of this same binary (ports chosen by the OS), submits a small
+// batch to the built-in demo model (first with one malformed line, to show the per-line error,
+// then without it), shows progress and some results, and stops everything with SIGTERM. The
+// children die with the demo even if it crashes (PR_SET_PDEATHSIG).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "coordinator/server/batch_client.h"
+#include "tools/commands.h"
+
+namespace flatfleet::tools {
+namespace {
+
+// A child process of this binary whose stdout we read for its "listening on" line.
+class ChildProcess {
+ public:
+  static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(const std::string& name,
+                                                             const std::vector<std::string>& args,
+                                                             const std::string& log_path) {
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
+    const pid_t parent = getpid();
+    const pid_t pid = fork();
+    if (pid < 0) {
+      close(out[0]);
+      close(out[1]);
+      return absl::InternalError("fork failed");
+    }
+    if (pid == 0) {
+      // Only async-signal-safe calls from here to exec.
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != parent) _exit(127);  // The demo died before prctl took effect.
+      dup2(out[1], STDOUT_FILENO);
+      const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (log >= 0) dup2(log, STDERR_FILENO);
+      std::vector<char*> argv;
+      for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
+      argv.push_back(nullptr);
+      execv("/proc/self/exe", argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    return std::unique_ptr<ChildProcess>(new ChildProcess(name, pid, out[0]));
+  }
+
+  ~ChildProcess() { Stop(absl::Seconds(10)); }
+
+  const std::string& name() const { return name_; }
+
+  // The address from the child's "listening on HOST:PORT" line.
+  absl::StatusOr<std::string> WaitForListening(absl::Duration timeout) {
+    constexpr std::string_view kPrefix = "listening on ";
+    const absl::Time deadline = absl::Now() + timeout;
+    std::string buffer;
+    while (absl::Now() < deadline) {
+      const size_t newline = buffer.find('\n');
+      if (newline != std::string::npos) {
+        const std::string line = buffer.substr(0, newline);
+        if (line.rfind(kPrefix, 0) == 0) return line.substr(kPrefix.size());
+        return absl::InternalError(absl::StrCat(name_, " printed '", line, "'"));
+      }
+      pollfd ready{stdout_, POLLIN, 0};
+      const int wait_ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+      if (poll(&ready, 1, std::max(wait_ms, 1)) <= 0) continue;
+      char chunk[256];
+      const ssize_t got = read(stdout_, chunk, sizeof(chunk));
+      if (got <= 0) return absl::InternalError(absl::StrCat(name_, " exited before listening"));
+      buffer.append(chunk, static_cast<size_t>(got));
+    }
+    return absl::DeadlineExceededError(absl::StrCat(name_, " did not start listening in time"));
+  }
+
+  // SIGTERM, then SIGKILL if it has not exited within `grace`. Returns the exit code (128 +
+  // signal when killed), or -1 when already stopped.
+  int Stop(absl::Duration grace) {
+    if (pid_ <= 0) return -1;
+    kill(pid_, SIGTERM);
+    int status = 0;
+    const absl::Time deadline = absl::Now() + grace;
+    pid_t done = 0;
+    while ((done = waitpid(pid_, &status, WNOHANG)) == 0 && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    if (done == 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, &status, 0);
+    }
+    pid_ = -1;
+    close(stdout_);
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+  }
+
+ private:
+  ChildProcess(std::string name, pid_t pid, int stdout_fd)
+      : name_(std::move(name)), pid_(pid), stdout_(stdout_fd) {}
+
+  std::string name_;
+  pid_t pid_;
+  int stdout_;
+};
+
+struct DemoOptions {
+  int requests = 16;
+  double timeout_seconds = 180;
+};
+
+// Request lines for the demo; line `bad_line` (1-based, 0 for none) is malformed on purpose.
+std::vector<std::string> DemoLines(int count, int bad_line) {
+  const char* topics[] = {"the sea", "a lighthouse", "autumn", "a robot", "tea", "the moon"};
+  std::vector<std::string> lines;
+  for (int i = 0; i < count; ++i) {
+    if (i + 1 == bad_line) {
+      lines.push_back(absl::StrCat(R"({"custom_id": "q)", i,
+                                   R"(", "body": {"prompt": "oops", "max_tokens": "sixteen"}})"));
+      continue;
+    }
+    lines.push_back(absl::StrCat(R"({"custom_id": "q)", i,
+                                 R"(", "body": {"prompt": "A story about )", topics[i % 6],
+                                 R"(:", "max_tokens": 16, "seed": )", i, "}}"));
+  }
+  return lines;
+}
+
+int RunDemo(const DemoOptions& options) {
+  char dir_template[] = "/tmp/flatfleet-demo-XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) {
+    std::fprintf(stderr, "flatfleet demo: cannot create a temporary directory\n");
+    return 1;
+  }
+  const std::string dir = dir_template;
+  const std::string log = dir + "/processes.log";
+  std::printf("flatfleet demo: two workers and a coordinator on loopback (logs: %s)\n",
+              log.c_str());
+  std::fflush(stdout);
+  const absl::Duration start_timeout = absl::Seconds(60);
+  // Declared first, destroyed last: the coordinator (declared later) stops before the workers.
+  std::vector<std::unique_ptr<ChildProcess>> workers;
+  std::unique_ptr<ChildProcess> coordinator_process;
+  auto fail = [&](const absl::Status& status) {
+    std::fprintf(stderr, "flatfleet demo: %s (see %s)\n", std::string(status.message()).c_str(),
+                 log.c_str());
+    coordinator_process.reset();
+    workers.clear();
+    return 1;
+  };
+
+  std::vector<std::string> worker_addresses;
+  for (int i = 0; i < 2; ++i) {
+    auto worker =
+        ChildProcess::Spawn(absl::StrCat("worker ", i + 1),
+                            {"flatfleet", "serve", "worker", "--listen", "127.0.0.1:0"}, log);
+    if (!worker.ok()) return fail(worker.status());
+    workers.push_back(*std::move(worker));
+    absl::StatusOr<std::string> address = workers.back()->WaitForListening(start_timeout);
+    if (!address.ok()) return fail(address.status());
+    std::printf("  worker %d listening on %s\n", i + 1, address->c_str());
+    worker_addresses.push_back(*address);
+  }
+  std::vector<std::string> coordinator_args = {
+      "flatfleet", "serve",          "coordinator", "--listen",         "127.0.0.1:0",
+      "--db",      dir + "/jobs.db", "--model",     "demo=builtin:demo"};
+  for (const std::string& address : worker_addresses) {
+    coordinator_args.push_back("--worker");
+    coordinator_args.push_back(address);
+  }
+  auto spawned = ChildProcess::Spawn("coordinator", coordinator_args, log);
+  if (!spawned.ok()) return fail(spawned.status());
+  coordinator_process = *std::move(spawned);
+  absl::StatusOr<std::string> address = coordinator_process->WaitForListening(start_timeout);
+  if (!address.ok()) return fail(address.status());
+  std::printf("  coordinator listening on %s\n", address->c_str());
+
+  auto client = coordinator::BatchClient::Connect(*address);
+  if (!client.ok()) return fail(client.status());
+  v1::BatchOptions batch_options;
+  batch_options.set_model("demo");
+  (*batch_options.mutable_metadata())["source"] = "flatfleet demo";
+
+  const int bad_line = options.requests / 2 + 1;
+  std::printf("\nsubmitting %d lines; line %d is malformed on purpose\n", options.requests,
+              bad_line);
+  auto rejected = (*client)->Submit(batch_options, DemoLines(options.requests, bad_line));
+  if (!rejected.ok()) return fail(rejected.status());
+  for (const v1::LineError& error : rejected->errors()) {
+    std::printf("  line %llu: %s: %s\n", static_cast<unsigned long long>(error.line()),
+                error.field().c_str(), error.message().c_str());
+  }
+  if (rejected->errors_size() != 1 || rejected->has_batch()) {
+    return fail(absl::InternalError("expected exactly one per-line error and no batch"));
+  }
+  std::vector<std::string> lines = DemoLines(options.requests, bad_line);
+  lines.erase(lines.begin() + (bad_line - 1));
+  std::printf("an upload is all or nothing; resubmitting the %zu valid lines\n", lines.size());
+  auto created = (*client)->Submit(batch_options, lines);
+  if (!created.ok()) return fail(created.status());
+  if (!created->has_batch()) return fail(absl::InternalError("the valid lines were rejected"));
+  const std::string batch_id = created->batch().id();
+  std::printf("  batch %s\n\n", batch_id.c_str());
+
+  const absl::Time deadline = absl::Now() + absl::Seconds(options.timeout_seconds);
+  v1::Batch batch;
+  uint64_t last_done = UINT64_MAX;
+  while (true) {
+    auto got = (*client)->Get(batch_id);
+    if (!got.ok()) return fail(got.status());
+    batch = *got;
+    const uint64_t done = batch.request_counts().completed() + batch.request_counts().failed();
+    if (done != last_done) {
+      std::printf("  progress: %llu/%llu (%s)\n", static_cast<unsigned long long>(done),
+                  static_cast<unsigned long long>(batch.request_counts().total()),
+                  coordinator::BatchStateName(batch.state()).c_str());
+      std::fflush(stdout);
+      last_done = done;
+    }
+    if (batch.state() == v1::BATCH_STATE_COMPLETED || batch.state() == v1::BATCH_STATE_FAILED ||
+        batch.state() == v1::BATCH_STATE_CANCELLED) {
+      break;
+    }
+    if (absl::Now() > deadline) return fail(absl::DeadlineExceededError("the batch took too long"));
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+
+  std::printf("\nsome results:\n");
+  int shown = 0;
+  absl::Status streamed =
+      (*client)->StreamResults(batch_id, 0, false, [&](const v1::BatchResult& r) {
+        if (r.has_response()) {
+          std::printf("  %s -> \"%s\" (%u tokens)\n", r.custom_id().c_str(),
+                      r.response().text().c_str(), r.response().usage().completion_tokens());
+        } else {
+          std::printf("  %s -> error %s: %s\n", r.custom_id().c_str(), r.error().code().c_str(),
+                      r.error().message().c_str());
+        }
+        return ++shown < 4;
+      });
+  if (!streamed.ok()) return fail(streamed);
+
+  std::printf("\nshutting down\n");
+  const int coordinator_exit = coordinator_process->Stop(absl::Seconds(15));
+  int workers_exit = 0;
+  for (auto& worker : workers) workers_exit |= worker->Stop(absl::Seconds(15));
+  const bool completed = batch.state() == v1::BATCH_STATE_COMPLETED &&
+                         batch.request_counts().completed() == lines.size();
+  std::printf("batch %s: %s, %llu completed, %llu failed; processes exited %s\n", batch_id.c_str(),
+              coordinator::BatchStateName(batch.state()).c_str(),
+              static_cast<unsigned long long>(batch.request_counts().completed()),
+              static_cast<unsigned long long>(batch.request_counts().failed()),
+              coordinator_exit == 0 && workers_exit == 0 ? "cleanly" : "with errors");
+  std::error_code ignored;
+  if (completed && coordinator_exit == 0 && workers_exit == 0) {
+    std::filesystem::remove_all(dir, ignored);
+    return 0;
+  }
+  std::fprintf(stderr, "flatfleet demo: failed (logs kept in %s)\n", dir.c_str());
+  return 1;
+}
+
+}  // namespace
+
+CommandRunner RegisterDemoCommand(CLI::App& app) {
+  auto options = std::make_shared<DemoOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "demo",
+      "Run two workers and a coordinator on loopback, submit a small batch to the "
+      "built-in demo model, show progress and results, then stop everything");
+  cmd->add_option("--requests", options->requests, "Lines in the demo batch")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 1000));
+  cmd->add_option("--timeout", options->timeout_seconds, "Seconds the batch may take")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  return [options] { return RunDemo(*options); };
+}
+
+}  // namespace flatfleet::tools

@@ -1,0 +1,89 @@
+// `flatfleet results BATCH [-o FILE] [--follow]`: writes a batch's output as OpenAI-Batch JSONL,
+// in completion order. With --follow it waits for results until the batch ends, resuming the
+// stream where it broke if the connection drops.
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/time/clock.h"
+#include "coordinator/server/batch_client.h"
+#include "tools/commands.h"
+
+namespace flatfleet::tools {
+namespace {
+
+struct ResultsOptions {
+  std::string batch_id;
+  std::string output;  // stdout when empty
+  bool follow = false;
+  uint64_t start = 0;
+  std::string coordinator = coordinator::kDefaultCoordinatorAddress;
+};
+
+int RunResults(const ResultsOptions& options) {
+  auto client = coordinator::BatchClient::Connect(options.coordinator);
+  if (!client.ok()) {
+    std::fprintf(stderr, "flatfleet results: %s\n", std::string(client.status().message()).c_str());
+    return 1;
+  }
+  absl::StatusOr<v1::Batch> batch = (*client)->Get(options.batch_id);
+  if (!batch.ok()) {
+    std::fprintf(stderr, "flatfleet results: %s\n", std::string(batch.status().message()).c_str());
+    return 1;
+  }
+  FILE* out = stdout;
+  if (!options.output.empty()) {
+    out = std::fopen(options.output.c_str(), "wb");
+    if (out == nullptr) {
+      std::fprintf(stderr, "flatfleet results: cannot write %s\n", options.output.c_str());
+      return 1;
+    }
+  }
+  uint64_t next = options.start;
+  bool write_failed = false;
+  auto write = [&](const v1::BatchResult& result) {
+    const std::string line = coordinator::FormatBatchResultLine(result, batch->model()) + "\n";
+    if (std::fwrite(line.data(), 1, line.size(), out) != line.size()) {
+      write_failed = true;
+      return false;
+    }
+    next = result.sequence() + 1;
+    return true;
+  };
+  absl::Status status = (*client)->StreamResults(options.batch_id, next, options.follow, write);
+  // A following stream that broke (say, the coordinator restarted) resumes a bounded number of
+  // times from the last result written.
+  for (int retry = 0; options.follow && !write_failed && !status.ok() && retry < 30; ++retry) {
+    absl::SleepFor(absl::Seconds(1));
+    auto again = coordinator::BatchClient::Connect(options.coordinator);
+    if (!again.ok()) continue;
+    status = (*again)->StreamResults(options.batch_id, next, true, write);
+  }
+  if (out != stdout) std::fclose(out);
+  if (write_failed) {
+    std::fprintf(stderr, "flatfleet results: write error\n");
+    return 1;
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "flatfleet results: %s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+CommandRunner RegisterResultsCommand(CLI::App& app) {
+  auto options = std::make_shared<ResultsOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "results", "Write a batch's results as OpenAI Batch output JSONL (completion order)");
+  cmd->add_option("batch", options->batch_id, "Batch id")->required();
+  cmd->add_option("-o,--output", options->output, "Output file (default: stdout)");
+  cmd->add_flag("--follow", options->follow, "Keep writing new results until the batch ends");
+  cmd->add_option("--start", options->start, "First result sequence number (to resume)");
+  cmd->add_option("--coordinator", options->coordinator, "Coordinator address HOST:PORT")
+      ->capture_default_str();
+  return [options] { return RunResults(*options); };
+}
+
+}  // namespace flatfleet::tools
