@@ -13,8 +13,11 @@
 #include "common/model_config.h"
 #include "common/tensor.h"
 #include "kernels/backend.h"
+#include "worker/collectives/all_reduce_stats.h"
+#include "worker/collectives/compressed_all_reducer.h"
 #include "worker/model/kv_cache.h"
 #include "worker/model/llama_weights.h"
+#include "worker/model/tensor_parallel.h"
 
 namespace flatfleet::engine {
 
@@ -32,6 +35,21 @@ struct ModelOptions {
   // issue #30709). The shared fixtures' reference logits were made that way. Off: float32
   // frequencies, as `from_pretrained` keeps them.
   bool bf16_rotary_frequencies = false;
+  // Run as one rank of a tensor-parallel group (docs/TENSOR_PARALLEL.md). The default (size 1,
+  // no communicator) is the single-process model, bit for bit.
+  TensorParallelContext tensor_parallel;
+};
+
+// A tensor-parallel rank's collective traffic since the model was built.
+struct TensorParallelStats {
+  // After every o_proj and down_proj (INT8 when compression is on): the traffic to watch.
+  collectives::AllReduceStats layer_all_reduce;
+  // Of the vocab-parallel embedding, once per forward; always FP32 (it is exact).
+  collectives::AllReduceStats embedding_all_reduce;
+  // Of the LM head's vocabulary slices, once per forward.
+  int64_t logits_all_gather_calls = 0;
+  int64_t logits_all_gather_bytes = 0;  // sent by this rank: (size - 1) padded slices
+  double logits_all_gather_seconds = 0.0;
 };
 
 class LlamaModel {
@@ -39,33 +57,57 @@ class LlamaModel {
   LlamaModel(ModelConfig config, LlamaWeights weights, kernels::Backend& backend,
              ModelOptions options = {});
 
+  // The whole model's config, also on a tensor-parallel rank (see tensor_parallel_layout()).
   const ModelConfig& config() const { return config_; }
   kernels::Backend& backend() const { return backend_; }
 
-  // A cache sized for this model (contiguous per sequence).
+  // This rank's share of the model (everything when not tensor-parallel).
+  const TensorParallelLayout& tensor_parallel_layout() const { return weights_.layout; }
+  const WeightLoadStats& weight_load_stats() const { return weights_.load_stats; }
+  TensorParallelStats tensor_parallel_stats() const;
+
+  // Floats per cached position and layer for each of keys and values: this rank's KV heads
+  // times head_dim (config().kv_size() when not tensor-parallel). Size external caches by it.
+  int64_t kv_row_size() const;
+
+  // A cache sized for this model (contiguous per sequence, this rank's KV heads).
   std::unique_ptr<KvCache> NewKvCache(int64_t max_positions_per_sequence) const;
 
   // Runs the chunks (at most one per sequence), appending their keys and values to `cache`.
   // Returns logits [rows, vocab]: per chunk in order, one row per token when all_logits,
-  // else one row for its last token.
+  // else one row for its last token. A tensor-parallel rank returns the full logits too; all
+  // ranks must make the same calls in the same order, and calls must not overlap.
   absl::StatusOr<Tensor> Forward(std::span<const SequenceChunk> chunks, KvCache& cache) const;
 
  private:
   struct Activations;  // per-forward scratch tensors, reused by every layer
 
-  void AttentionBlock(const DecoderLayerWeights& layer, int64_t layer_index, Tensor& x,
-                      std::span<const int64_t> positions, std::span<const SequenceChunk> chunks,
-                      std::span<const int64_t> chunk_starts, KvCache& cache,
-                      Activations& scratch) const;
-  void FeedForwardBlock(const DecoderLayerWeights& layer, Tensor& x, Activations& scratch) const;
+  absl::Status AttentionBlock(const DecoderLayerWeights& layer, int64_t layer_index, Tensor& x,
+                              std::span<const int64_t> positions,
+                              std::span<const SequenceChunk> chunks,
+                              std::span<const int64_t> chunk_starts, KvCache& cache,
+                              Activations& scratch) const;
+  absl::Status FeedForwardBlock(const DecoderLayerWeights& layer, Tensor& x,
+                                Activations& scratch) const;
+
+  // Tensor-parallel steps (only called when the weights are sharded).
+  absl::Status CheckTensorParallelGroup() const;
+  absl::Status EmbedVocabParallel(std::span<const int32_t> ids, Tensor& x) const;
+  absl::StatusOr<Tensor> GatherLogits(const Tensor& local_logits) const;
 
   ModelConfig config_;
   LlamaWeights weights_;
   kernels::Backend& backend_;
   std::vector<float> inv_freq_;
+  collectives::Communicator* communicator_ = nullptr;
+  // Collective state mutated by the const Forward (which is never run concurrently).
+  mutable std::unique_ptr<collectives::CompressedAllReducer> layer_reducer_;
+  mutable std::unique_ptr<collectives::CompressedAllReducer> embedding_reducer_;
+  mutable TensorParallelStats gather_stats_;  // only the all-gather fields
 };
 
-// Reads config.json and the safetensors weights of `dir` for `backend`.
+// Reads config.json and the safetensors weights of `dir` for `backend` (only this rank's slices
+// when options.tensor_parallel is set).
 absl::StatusOr<std::unique_ptr<LlamaModel>> LoadLlamaModel(const std::filesystem::path& dir,
                                                            kernels::Backend& backend,
                                                            ModelOptions options = {});

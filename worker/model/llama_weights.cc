@@ -14,50 +14,93 @@ std::string ExpertPrefix(int64_t layer, int64_t expert) {
   return absl::StrCat(LayerPrefix(layer), "block_sparse_moe.experts.", expert, ".");
 }
 
+// Reads tensors (or this rank's slices of them) and prepares linear layers, counting the bytes.
 class Loader {
  public:
-  Loader(const WeightSource& source, kernels::Backend& backend)
-      : source_(source), backend_(backend) {}
+  Loader(const WeightSource& source, kernels::Backend& backend, WeightLoadStats& stats)
+      : source_(source), backend_(backend), stats_(stats) {}
 
-  absl::StatusOr<Tensor> Tensor1(const std::string& name, std::vector<int64_t> shape) {
-    return source_.Load(name, shape);
+  // A tensor every rank holds whole.
+  absl::StatusOr<Tensor> Replicated(const std::string& name, const std::vector<int64_t>& shape) {
+    FF_ASSIGN_OR_RETURN(Tensor tensor, source_.Load(name, shape));
+    stats_.replicated_bytes += tensor.size() * static_cast<int64_t>(sizeof(float));
+    return tensor;
   }
 
-  // Several linear layers of the same input stacked along the output dimension; each entry of
-  // `parts` is a name prefix and its number of output rows.
+  // This rank's slice of a split tensor; a slice covering the whole dimension is an ordinary
+  // load, so that an unsharded model reads exactly what it always did.
+  absl::StatusOr<Tensor> Sharded(const std::string& name, const std::vector<int64_t>& shape,
+                                 const TensorSlice& slice) {
+    Tensor tensor;
+    if (slice.begin == 0 && slice.end == shape[slice.dim]) {
+      FF_ASSIGN_OR_RETURN(tensor, source_.Load(name, shape));
+    } else {
+      FF_ASSIGN_OR_RETURN(tensor, source_.LoadSlice(name, shape, slice));
+    }
+    stats_.sharded_bytes += tensor.size() * static_cast<int64_t>(sizeof(float));
+    return tensor;
+  }
+
+  // One column-parallel layer's share: output rows `rows` of a `prefix` layer with
+  // `total_rows` outputs.
+  struct RowsOf {
+    std::string prefix;
+    int64_t total_rows;
+    IndexRange rows;
+  };
+
+  // Column-parallel layers of the same input stacked along the output dimension (e.g. q, k and
+  // v into one GEMM); biases are sliced with their rows.
   absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> StackedLinear(
-      const std::vector<std::pair<std::string, int64_t>>& parts, int64_t in, bool with_bias) {
+      const std::vector<RowsOf>& parts, int64_t in, bool with_bias) {
     int64_t out = 0;
-    for (const auto& part : parts) out += part.second;
+    for (const RowsOf& part : parts) out += part.rows.size();
     Tensor weight({out, in});
     Tensor bias({out});
     int64_t row = 0;
-    for (const auto& [prefix, rows] : parts) {
-      FF_ASSIGN_OR_RETURN(Tensor part_weight, source_.Load(prefix + "weight", {rows, in}));
+    for (const RowsOf& part : parts) {
+      const TensorSlice slice{0, part.rows.begin, part.rows.end};
+      FF_ASSIGN_OR_RETURN(Tensor part_weight,
+                          Sharded(part.prefix + "weight", {part.total_rows, in}, slice));
       std::copy(part_weight.vector().begin(), part_weight.vector().end(), weight.row(row));
       if (with_bias) {
-        FF_ASSIGN_OR_RETURN(Tensor part_bias, source_.Load(prefix + "bias", {rows}));
+        FF_ASSIGN_OR_RETURN(Tensor part_bias,
+                            Sharded(part.prefix + "bias", {part.total_rows}, slice));
         std::copy(part_bias.vector().begin(), part_bias.vector().end(), bias.data() + row);
       }
-      row += rows;
+      row += part.rows.size();
     }
     return backend_.PrepareLinear(weight, with_bias ? &bias : nullptr);
   }
 
-  // `prefix` + "weight" (and "bias" when `with_bias`).
-  absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> Linear(const std::string& prefix,
-                                                                int64_t out, int64_t in,
-                                                                bool with_bias) {
-    FF_ASSIGN_OR_RETURN(Tensor weight, source_.Load(prefix + "weight", {out, in}));
+  // A row-parallel layer's share: input columns `columns` of `prefix` [out, in]. Each rank's
+  // output is a partial sum, so the bias (when `with_bias`) must be added by one rank only.
+  absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> RowParallelLinear(
+      const std::string& prefix, int64_t out, int64_t in, IndexRange columns, bool with_bias) {
+    FF_ASSIGN_OR_RETURN(Tensor weight,
+                        Sharded(prefix + "weight", {out, in}, {1, columns.begin, columns.end}));
     if (!with_bias) return backend_.PrepareLinear(weight, nullptr);
-    FF_ASSIGN_OR_RETURN(Tensor bias, source_.Load(prefix + "bias", {out}));
+    FF_ASSIGN_OR_RETURN(Tensor bias, Replicated(prefix + "bias", {out}));
     return backend_.PrepareLinear(weight, &bias);
+  }
+
+  // A layer every rank holds whole.
+  absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> ReplicatedLinear(const std::string& prefix,
+                                                                          int64_t out, int64_t in) {
+    FF_ASSIGN_OR_RETURN(Tensor weight, Replicated(prefix + "weight", {out, in}));
+    return backend_.PrepareLinear(weight, nullptr);
   }
 
  private:
   const WeightSource& source_;
   kernels::Backend& backend_;
+  WeightLoadStats& stats_;
 };
+
+// The rows of `heads` in a projection whose outputs are heads of `head_dim` values.
+IndexRange HeadRows(IndexRange heads, int64_t head_dim) {
+  return {heads.begin * head_dim, heads.end * head_dim};
+}
 
 }  // namespace
 
@@ -111,57 +154,94 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> LlamaTensorShapes(
 
 absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const WeightSource& source,
                                               kernels::Backend& backend) {
-  Loader load(source, backend);
+  return LoadLlamaWeights(config, source, backend, SingleRankLayout(config));
+}
+
+absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const WeightSource& source,
+                                              kernels::Backend& backend,
+                                              const TensorParallelLayout& layout) {
+  LlamaWeights weights;
+  weights.layout = layout;
+  Loader load(source, backend, weights.load_stats);
   const int64_t hidden = config.hidden_size;
   const int64_t inter = config.intermediate_size;
-  LlamaWeights weights;
-  FF_ASSIGN_OR_RETURN(weights.embed_tokens,
-                      load.Tensor1("model.embed_tokens.weight", {config.vocab_size, hidden}));
+  const IndexRange local_inter = layout.intermediate;
+  const IndexRange q_rows = HeadRows(layout.heads, config.head_dim);
+  const IndexRange kv_rows = HeadRows(layout.kv_heads, config.head_dim);
+  // Row-parallel outputs are summed over ranks: rank 0 alone adds their biases.
+  const bool holds_row_parallel_bias = layout.rank == 0;
+  FF_ASSIGN_OR_RETURN(Tensor embedding,
+                      load.Sharded("model.embed_tokens.weight", {config.vocab_size, hidden},
+                                   {0, layout.vocab.begin, layout.vocab.end}));
   weights.layers.resize(config.num_hidden_layers);
   for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
     DecoderLayerWeights& w = weights.layers[layer];
     const std::string prefix = LayerPrefix(layer);
-    FF_ASSIGN_OR_RETURN(w.input_norm, load.Tensor1(prefix + "input_layernorm.weight", {hidden}));
+    FF_ASSIGN_OR_RETURN(w.input_norm, load.Replicated(prefix + "input_layernorm.weight", {hidden}));
     FF_ASSIGN_OR_RETURN(w.post_attention_norm,
-                        load.Tensor1(prefix + "post_attention_layernorm.weight", {hidden}));
+                        load.Replicated(prefix + "post_attention_layernorm.weight", {hidden}));
     const std::string attn = prefix + "self_attn.";
     const bool bias = config.attention_bias;
-    FF_ASSIGN_OR_RETURN(w.qkv_proj, load.StackedLinear({{attn + "q_proj.", config.q_size()},
-                                                        {attn + "k_proj.", config.kv_size()},
-                                                        {attn + "v_proj.", config.kv_size()}},
-                                                       hidden, bias));
-    FF_ASSIGN_OR_RETURN(w.o_proj, load.Linear(attn + "o_proj.", hidden, config.q_size(), bias));
+    FF_ASSIGN_OR_RETURN(w.qkv_proj,
+                        load.StackedLinear({{attn + "q_proj.", config.q_size(), q_rows},
+                                            {attn + "k_proj.", config.kv_size(), kv_rows},
+                                            {attn + "v_proj.", config.kv_size(), kv_rows}},
+                                           hidden, bias));
+    FF_ASSIGN_OR_RETURN(w.o_proj, load.RowParallelLinear(attn + "o_proj.", hidden, config.q_size(),
+                                                         q_rows, bias && holds_row_parallel_bias));
     if (config.is_moe()) {
-      FF_ASSIGN_OR_RETURN(w.router, load.Linear(prefix + "block_sparse_moe.gate.",
-                                                config.num_local_experts, hidden, false));
+      // The router is replicated so that every rank routes identically; each expert is split
+      // by its intermediate dimension like the dense MLP.
+      FF_ASSIGN_OR_RETURN(w.router, load.ReplicatedLinear(prefix + "block_sparse_moe.gate.",
+                                                          config.num_local_experts, hidden));
       w.experts.resize(config.num_local_experts);
       for (int64_t e = 0; e < config.num_local_experts; ++e) {
         const std::string expert = ExpertPrefix(layer, e);
-        FF_ASSIGN_OR_RETURN(w.experts[e].gate, load.Linear(expert + "w1.", inter, hidden, false));
-        FF_ASSIGN_OR_RETURN(w.experts[e].down, load.Linear(expert + "w2.", hidden, inter, false));
-        FF_ASSIGN_OR_RETURN(w.experts[e].up, load.Linear(expert + "w3.", inter, hidden, false));
+        FF_ASSIGN_OR_RETURN(
+            w.experts[e].gate,
+            load.StackedLinear({{expert + "w1.", inter, local_inter}}, hidden, false));
+        FF_ASSIGN_OR_RETURN(w.experts[e].down, load.RowParallelLinear(expert + "w2.", hidden, inter,
+                                                                      local_inter, false));
+        FF_ASSIGN_OR_RETURN(
+            w.experts[e].up,
+            load.StackedLinear({{expert + "w3.", inter, local_inter}}, hidden, false));
         w.expert_views.push_back(
             {w.experts[e].gate.get(), w.experts[e].up.get(), w.experts[e].down.get()});
       }
     } else {
       const std::string mlp = prefix + "mlp.";
       const bool mlp_bias = config.mlp_bias;
-      FF_ASSIGN_OR_RETURN(w.gate_up_proj, load.StackedLinear({{mlp + "gate_proj.", inter},
-                                                              {mlp + "up_proj.", inter}},
-                                                             hidden, mlp_bias));
-      FF_ASSIGN_OR_RETURN(w.down_proj, load.Linear(mlp + "down_proj.", hidden, inter, mlp_bias));
+      FF_ASSIGN_OR_RETURN(w.gate_up_proj,
+                          load.StackedLinear({{mlp + "gate_proj.", inter, local_inter},
+                                              {mlp + "up_proj.", inter, local_inter}},
+                                             hidden, mlp_bias));
+      FF_ASSIGN_OR_RETURN(w.down_proj,
+                          load.RowParallelLinear(mlp + "down_proj.", hidden, inter, local_inter,
+                                                 mlp_bias && holds_row_parallel_bias));
     }
   }
-  FF_ASSIGN_OR_RETURN(weights.final_norm, load.Tensor1("model.norm.weight", {hidden}));
+  FF_ASSIGN_OR_RETURN(weights.final_norm, load.Replicated("model.norm.weight", {hidden}));
   if (config.tie_word_embeddings) {
-    weights.lm_head = backend.PrepareLinear(weights.embed_tokens, nullptr);
+    weights.lm_head = backend.PrepareLinear(embedding, nullptr);
   } else {
     if (!source.Has("lm_head.weight")) {
       return absl::NotFoundError(
           "lm_head.weight is missing and config.json does not set tie_word_embeddings");
     }
-    FF_ASSIGN_OR_RETURN(weights.lm_head, load.Linear("lm_head.", config.vocab_size, hidden, false));
+    FF_ASSIGN_OR_RETURN(
+        weights.lm_head,
+        load.StackedLinear({{"lm_head.", config.vocab_size, layout.vocab}}, hidden, false));
   }
+  if (layout.sharded()) {
+    // A zero row for ids outside this rank's range: the embedding lookup stays one backend
+    // call, and the all-reduce over ranks adds exactly one non-zero row per token.
+    std::vector<int64_t> shape = embedding.shape();
+    shape[0] += 1;
+    std::vector<float> values = std::move(embedding.vector());
+    values.resize(values.size() + hidden, 0.0f);
+    embedding = Tensor(std::move(shape), std::move(values));
+  }
+  weights.embed_tokens = std::move(embedding);
   return weights;
 }
 

@@ -11,6 +11,7 @@
 #include "common/model_config.h"
 #include "common/tensor.h"
 #include "kernels/backend.h"
+#include "worker/model/tensor_parallel.h"
 #include "worker/model/weight_source.h"
 
 namespace flatfleet::engine {
@@ -35,11 +36,25 @@ struct DecoderLayerWeights {
   std::vector<kernels::ExpertWeights> expert_views;  // borrowed pointers into `experts`
 };
 
+// Float32 bytes a rank obtained from its weight source, split by how they are distributed.
+struct WeightLoadStats {
+  int64_t sharded_bytes = 0;     // slices of split tensors (the whole tensor when unsharded)
+  int64_t replicated_bytes = 0;  // held whole (norms, router; row-parallel biases on rank 0)
+};
+
+// On a tensor-parallel rank (layout.sharded()) the projections hold only that rank's slice:
+// qkv_proj its query heads' and KV heads' rows, o_proj their input columns, gate_up_proj and
+// every expert's gate/up its intermediate rows, down_proj (and expert down) their columns;
+// row-parallel biases are held by rank 0 alone.
 struct LlamaWeights {
-  Tensor embed_tokens;  // [vocab, hidden]
+  // [vocab, hidden]; when sharded, the rows of layout.vocab followed by one zero row that ids
+  // outside the range are looked up as.
+  Tensor embed_tokens;
   std::vector<DecoderLayerWeights> layers;
   Tensor final_norm;
-  std::unique_ptr<kernels::LinearWeight> lm_head;  // the embedding when tied
+  std::unique_ptr<kernels::LinearWeight> lm_head;  // the embedding when tied; layout.vocab rows
+  TensorParallelLayout layout;
+  WeightLoadStats load_stats;
 };
 
 // Every tensor the model reads, with its expected shape, in checkpoint naming. `lm_head.weight`
@@ -49,5 +64,9 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> LlamaTensorShapes(
 
 absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const WeightSource& source,
                                               kernels::Backend& backend);
+// Loads only `layout`'s share (PlanTensorParallel).
+absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const WeightSource& source,
+                                              kernels::Backend& backend,
+                                              const TensorParallelLayout& layout);
 
 }  // namespace flatfleet::engine

@@ -3,8 +3,56 @@
 #include <cmath>
 #include <numbers>
 #include <random>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "common/shape_string.h"
+#include "common/status_macros.h"
+#include "common/tensor_slicing.h"
 
 namespace flatfleet::engine {
+namespace {
+
+absl::Status CheckSlice(std::string_view name, const std::vector<int64_t>& shape,
+                        const TensorSlice& slice) {
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  if (slice.dim < 0 || slice.dim > 1 || slice.dim >= rank || (slice.dim == 1 && rank != 2) ||
+      slice.begin < 0 || slice.begin > slice.end || slice.end > shape[slice.dim]) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor '", std::string(name), "': cannot take [", slice.begin, ", ",
+                     slice.end, ") of dimension ", slice.dim, " of shape ", FormatShape(shape)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Tensor> CutSlice(const Tensor& whole, const TensorSlice& slice) {
+  return slice.dim == 0 ? SliceRows(whole, slice.begin, slice.end)
+                        : SliceColumns(whole, slice.begin, slice.end);
+}
+
+}  // namespace
+
+absl::StatusOr<Tensor> WeightSource::LoadSlice(std::string_view name,
+                                               const std::vector<int64_t>& shape,
+                                               const TensorSlice& slice) const {
+  FF_RETURN_IF_ERROR(CheckSlice(name, shape, slice));
+  FF_ASSIGN_OR_RETURN(Tensor whole, Load(name, shape));
+  return CutSlice(whole, slice);
+}
+
+absl::StatusOr<Tensor> CheckpointWeightSource::LoadSlice(std::string_view name,
+                                                         const std::vector<int64_t>& shape,
+                                                         const TensorSlice& slice) const {
+  FF_RETURN_IF_ERROR(CheckSlice(name, shape, slice));
+  FF_ASSIGN_OR_RETURN(const TensorInfo* info, store_->Get(name));
+  if (info->shape != shape) {
+    return absl::InvalidArgumentError(absl::StrCat(info->file, ": tensor '", std::string(name),
+                                                   "' has shape ", FormatShape(info->shape),
+                                                   ", expected ", FormatShape(shape)));
+  }
+  return slice.dim == 0 ? ToFloat32Rows(*info, slice.begin, slice.end)
+                        : ToFloat32Columns(*info, slice.begin, slice.end);
+}
 
 absl::StatusOr<Tensor> RandomWeightSource::Load(std::string_view name,
                                                 const std::vector<int64_t>& shape) const {

@@ -14,6 +14,13 @@
 
 namespace flatfleet::engine {
 
+// The range [begin, end) of dimension `dim` (0: rows, 1: columns of a matrix) of a tensor.
+struct TensorSlice {
+  int dim = 0;
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+
 class WeightSource {
  public:
   virtual ~WeightSource() = default;
@@ -21,6 +28,10 @@ class WeightSource {
   // Float32 values of `name`; errors name the tensor and the expected and actual shapes.
   virtual absl::StatusOr<Tensor> Load(std::string_view name,
                                       const std::vector<int64_t>& shape) const = 0;
+  // Part of `name`, whose full shape must be `shape` (tensor-parallel shards). The default loads
+  // the whole tensor and cuts it; sources that can read a part directly override it.
+  virtual absl::StatusOr<Tensor> LoadSlice(std::string_view name, const std::vector<int64_t>& shape,
+                                           const TensorSlice& slice) const;
 };
 
 // Reads a checkpoint directory (or file) through WeightStore.
@@ -32,6 +43,9 @@ class CheckpointWeightSource final : public WeightSource {
                               const std::vector<int64_t>& shape) const override {
     return store_->LoadF32(name, shape);
   }
+  // Reads (and converts) only the slice's bytes from the mapped file.
+  absl::StatusOr<Tensor> LoadSlice(std::string_view name, const std::vector<int64_t>& shape,
+                                   const TensorSlice& slice) const override;
 
  private:
   std::unique_ptr<WeightStore> store_;
