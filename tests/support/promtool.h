@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -22,9 +23,9 @@ inline bool HasPromtool() { return access(kPromtoolPath, X_OK) == 0; }
 inline int PromtoolCheckMetrics(const std::string& page, std::string* output) {
   // ctest runs tests as parallel processes: each call gets its own files.
   const std::filesystem::path dir = ::testing::TempDir();
-  const std::string tag =
-      std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "_" +
-      std::to_string(getpid());
+  std::string tag = std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +
+                    "_" + std::to_string(getpid());
+  std::replace(tag.begin(), tag.end(), '/', '_');  // parameterised tests are named "Case/0"
   const std::filesystem::path input = dir / ("promtool_input_" + tag + ".txt");
   const std::filesystem::path report = dir / ("promtool_report_" + tag + ".txt");
   std::ofstream(input, std::ios::binary) << page;
