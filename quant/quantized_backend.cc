@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "kernels/cpu/moe_routing.h"
+#include "kernels/cpu/sparse_moe.h"
 
 namespace flatfleet::quant {
 namespace {
@@ -195,45 +195,12 @@ void QuantizedCpuBackend::SparseMoe(const Tensor& x, const Tensor& router_logits
                                     std::span<const kernels::ExpertWeights> experts, int64_t top_k,
                                     Tensor& out) {
   const int64_t rows = Rows(x);
-  const int64_t hidden = x.dim(-1);
   const int64_t num_experts = static_cast<int64_t>(experts.size());
   if (router_logits.dim(-1) != num_experts || Rows(router_logits) != rows || top_k > num_experts ||
       out.size() != x.size()) {
     DieUnlessOk(absl::InvalidArgumentError("shapes"), "SparseMoe");
   }
-  const kernels::cpu::Routing routing =
-      kernels::cpu::TopKSoftmaxRouting(router_logits.data(), rows, num_experts, top_k);
-  std::fill(out.vector().begin(), out.vector().end(), 0.0f);
-  for (int64_t e = 0; e < num_experts; ++e) {
-    std::vector<int64_t> expert_rows;
-    std::vector<float> expert_weights;
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t i = 0; i < top_k; ++i) {
-        if (routing.experts[r * top_k + i] == e) {
-          expert_rows.push_back(r);
-          expert_weights.push_back(routing.weights[r * top_k + i]);
-        }
-      }
-    }
-    if (expert_rows.empty()) continue;
-    const int64_t m = static_cast<int64_t>(expert_rows.size());
-    const kernels::ExpertWeights& expert = experts[e];
-    const int64_t intermediate = expert.gate->out_features();
-    Tensor routed({m, hidden});
-    GatherRows(x, expert_rows, routed);
-    Tensor gate({m, intermediate});
-    Tensor up({m, intermediate});
-    Linear(*expert.gate, routed, gate);
-    Linear(*expert.up, routed, up);
-    SiluMul(gate, up, gate);
-    Tensor down({m, hidden});
-    Linear(*expert.down, gate, down);
-    for (int64_t i = 0; i < m; ++i) {
-      float* dst = out.row(expert_rows[i]);
-      const float* src = down.row(i);
-      for (int64_t j = 0; j < hidden; ++j) dst[j] += src[j] * expert_weights[i];
-    }
-  }
+  kernels::cpu::ComposeSparseMoe(*this, x, router_logits, experts, top_k, out);
 }
 
 }  // namespace flatfleet::quant

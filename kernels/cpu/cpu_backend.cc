@@ -6,9 +6,9 @@
 #include <cstring>
 
 #include "kernels/cpu/attention.h"
-#include "kernels/cpu/moe_routing.h"
 #include "kernels/cpu/pointwise.h"
 #include "kernels/cpu/rotary.h"
+#include "kernels/cpu/sparse_moe.h"
 
 namespace flatfleet::kernels::cpu {
 namespace {
@@ -110,45 +110,11 @@ void CpuBackend::SplitColumns(const Tensor& x, std::span<Tensor* const> outputs)
 void CpuBackend::SparseMoe(const Tensor& x, const Tensor& router_logits,
                            std::span<const ExpertWeights> experts, int64_t top_k, Tensor& out) {
   const int64_t rows = Rows(x);
-  const int64_t hidden = x.dim(-1);
   const int64_t num_experts = static_cast<int64_t>(experts.size());
   Check(router_logits.dim(-1) == num_experts && Rows(router_logits) == rows &&
             top_k <= num_experts && out.size() == x.size(),
         "SparseMoe: shapes");
-  const Routing routing = TopKSoftmaxRouting(router_logits.data(), rows, num_experts, top_k);
-  std::fill(out.vector().begin(), out.vector().end(), 0.0f);
-  // Experts run one after another on the rows routed to them; each adds its weighted output
-  // in expert order, as transformers does.
-  for (int64_t e = 0; e < num_experts; ++e) {
-    std::vector<int64_t> expert_rows;
-    std::vector<float> expert_weights;
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t i = 0; i < top_k; ++i) {
-        if (routing.experts[r * top_k + i] == e) {
-          expert_rows.push_back(r);
-          expert_weights.push_back(routing.weights[r * top_k + i]);
-        }
-      }
-    }
-    if (expert_rows.empty()) continue;
-    const int64_t m = static_cast<int64_t>(expert_rows.size());
-    const ExpertWeights& expert = experts[e];
-    const int64_t intermediate = expert.gate->out_features();
-    Tensor routed({m, hidden});
-    GatherRows(x, expert_rows, routed);
-    Tensor gate({m, intermediate});
-    Tensor up({m, intermediate});
-    Linear(*expert.gate, routed, gate);
-    Linear(*expert.up, routed, up);
-    SiluMul(gate, up, gate);
-    Tensor down({m, hidden});
-    Linear(*expert.down, gate, down);
-    for (int64_t i = 0; i < m; ++i) {
-      float* dst = out.row(expert_rows[i]);
-      const float* src = down.row(i);
-      for (int64_t j = 0; j < hidden; ++j) dst[j] += src[j] * expert_weights[i];
-    }
-  }
+  ComposeSparseMoe(*this, x, router_logits, experts, top_k, out);
 }
 
 CpuBackend& DefaultCpuBackend() {
