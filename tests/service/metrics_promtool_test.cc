@@ -11,7 +11,7 @@ namespace {
 class PromtoolTest : public testing::Test {
  protected:
   void SetUp() override {
-    if (!flatfleet::testing::HasPromtool()) GTEST_SKIP() << "promtool is not installed";
+    if (!flatfleet::test_support::HasPromtool()) GTEST_SKIP() << "promtool is not installed";
   }
 };
 
@@ -33,7 +33,7 @@ std::string SmallPage() {
 
 TEST_F(PromtoolTest, AcceptsRegistryOutput) {
   std::string output;
-  EXPECT_EQ(flatfleet::testing::PromtoolCheckMetrics(SmallPage(), &output), 0) << output;
+  EXPECT_EQ(flatfleet::test_support::PromtoolCheckMetrics(SmallPage(), &output), 0) << output;
 }
 
 TEST_F(PromtoolTest, RejectsBrokenPage) {
@@ -43,7 +43,7 @@ TEST_F(PromtoolTest, RejectsBrokenPage) {
   ASSERT_NE(quote, std::string::npos);
   page.erase(quote + std::string("outcome=\"ok").size(), 1);
   std::string output;
-  EXPECT_NE(flatfleet::testing::PromtoolCheckMetrics(page, &output), 0) << output;
+  EXPECT_NE(flatfleet::test_support::PromtoolCheckMetrics(page, &output), 0) << output;
 }
 
 }  // namespace

@@ -13,7 +13,7 @@
 
 #include "gtest/gtest.h"
 
-namespace flatfleet::testing {
+namespace flatfleet::test_support {
 
 inline constexpr char kPromtoolPath[] = "/usr/bin/promtool";
 
@@ -39,4 +39,4 @@ inline int PromtoolCheckMetrics(const std::string& page, std::string* output) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-}  // namespace flatfleet::testing
+}  // namespace flatfleet::test_support

@@ -227,9 +227,10 @@ TEST_P(WorkerServiceEngineTest, GreedyResultsEqualGeneratorAndMetricsCountThem) 
   EXPECT_EQ(SampleValue(page, "flatfleet_worker_kv_cache_used_blocks"), 0);  // all finished
   EXPECT_EQ(SampleValue(page, "flatfleet_worker_kv_cache_total_blocks"),
             GetParam() == "generator" ? 0 : ContinuousBatcherOptions().kv_cache_blocks);
-  if (!flatfleet::testing::HasPromtool()) GTEST_SKIP() << "promtool is not installed";
+  if (!flatfleet::test_support::HasPromtool()) GTEST_SKIP() << "promtool is not installed";
   std::string report;
-  EXPECT_EQ(flatfleet::testing::PromtoolCheckMetrics(page, &report), 0) << report << "\n" << page;
+  EXPECT_EQ(flatfleet::test_support::PromtoolCheckMetrics(page, &report), 0) << report << "\n"
+                                                                             << page;
 }
 
 TEST_F(WorkerServiceTest, BadRequestsGetPreciseStatusCodes) {
