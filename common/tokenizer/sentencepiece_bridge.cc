@@ -2,6 +2,9 @@
 
 #include <sentencepiece_processor.h>
 
+#include <exception>
+#include <string>
+
 namespace flatfleet::tokenizer {
 
 SentencePieceBridge::SentencePieceBridge(
@@ -13,9 +16,16 @@ SentencePieceBridge::~SentencePieceBridge() = default;
 std::unique_ptr<SentencePieceBridge> SentencePieceBridge::Load(const std::string& path,
                                                                std::string& error) {
   auto processor = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  const auto status = processor->Load(path);
-  if (!status.ok()) {
-    error = status.ToString();
+  try {
+    const auto status = processor->Load(path);
+    if (!status.ok()) {
+      error = status.ToString();
+      return nullptr;
+    }
+  } catch (const std::exception& e) {
+    // Debian's libsentencepiece embeds protobuf-lite 3.14; in a process that loaded libprotobuf
+    // 3.21 first (every gRPC program here) its version check throws instead of loading.
+    error = std::string("sentencepiece cannot load models in this process: ") + e.what();
     return nullptr;
   }
   return std::unique_ptr<SentencePieceBridge>(new SentencePieceBridge(std::move(processor)));
