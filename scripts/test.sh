@@ -53,6 +53,8 @@ if [ $quick -eq 0 ]; then
     -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
     -DFLATFLEET_PARSERS_ONLY=ON -DFLATFLEET_FUZZ=ON -DFLATFLEET_SANITIZE=ON >/dev/null
   ninja -C build-fuzz -j"$jobs"
+  # Fuzz targets that need a fixture (the HF tokenizer) read it from here.
+  export FLATFLEET_SHARED_DIR=${FLATFLEET_SHARED_DIR:-$(cd "$root/.." && pwd)/shared}
   for target in build-fuzz/bin/*_fuzz; do
     name=$(basename "$target")
     corpus=$(mktemp -d)
