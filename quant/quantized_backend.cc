@@ -62,9 +62,10 @@ absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
   if (kept_float_) return nullptr;
   std::lock_guard<std::mutex> lock(mutex_);
   if (stale_ || !quantized_) {
-    FF_ASSIGN_OR_RETURN(QuantizedLinear layer,
-                        QuantizedLinear::Create(weight_, bias_ ? &*bias_ : nullptr, recipe,
-                                                calibration_.empty() ? nullptr : &calibration_));
+    FF_ASSIGN_OR_RETURN(
+        QuantizedLinear layer,
+        QuantizedLinear::Create(weight_, bias_ ? &*bias_ : nullptr, recipe,
+                                calibration_.empty() ? nullptr : &calibration_, transforms_));
     quantized_ = std::move(layer);
     stale_ = false;
   }
@@ -98,7 +99,7 @@ QuantizedCpuBackend::PrepareQuantizedLinear(const Tensor& weight, const Tensor* 
   const bool keep_float = keep_float_ && keep_float_(weight);
   auto handle = std::make_unique<QuantizedCpuLinearWeight>(weight, bias, keep_float);
   if (keep_float) return handle;
-  FF_ASSIGN_OR_RETURN(handle->rotation_, OnlineRotationFor(recipe_, weight.dim(1)));
+  FF_ASSIGN_OR_RETURN(handle->transforms_, OnlineTransformsFor(recipe_, weight.dim(1)));
   // Quantize now so that errors surface at load time; layers that need calibration first
   // (static activation scales) are quantized after it.
   absl::StatusOr<const QuantizedLinear*> quantized = handle->Quantized(recipe_);
@@ -121,11 +122,11 @@ absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
   }
   switch (mode_) {
     case LinearMode::kCalibrate: {
-      std::vector<float> transformed(x.span().begin(), x.span().end());
-      if (handle.rotation_) handle.rotation_->ApplyToActivationRows(transformed, m);
+      const std::vector<float> transformed = handle.transforms_.ApplyToActivations(x.span(), m);
       {
         std::lock_guard<std::mutex> lock(handle.mutex_);
-        handle.calibration_.Record(transformed, m, handle.in_features());
+        handle.calibration_.Record(transformed, m,
+                                   handle.transforms_.OutFeatures(handle.in_features()));
         handle.stale_ = true;
       }
       float_backend_.Linear(*handle.float_linear_, x, y);

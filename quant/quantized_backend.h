@@ -49,7 +49,7 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   std::optional<Tensor> bias_;
   bool kept_float_;
   std::unique_ptr<kernels::LinearWeight> float_linear_;  // cpu-f32 handle of the original
-  std::optional<RandomizedHadamard> rotation_;           // the recipe's online transform
+  InputTransformChain transforms_;  // the recipe's data-independent online transforms
 
   mutable std::mutex mutex_;
   mutable ActivationCalibration calibration_;

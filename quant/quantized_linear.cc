@@ -8,6 +8,7 @@
 #include "common/status_macros.h"
 #include "kernels/cpu/quant/quantized_gemm.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
+#include "quant/hadamard_input_transform.h"
 #include "quant/weight_clip_search.h"
 
 namespace flatfleet::quant {
@@ -20,15 +21,15 @@ int64_t EffectiveGroupSize(int64_t requested, int64_t cols) {
   return 1;
 }
 
-absl::StatusOr<std::optional<RandomizedHadamard>> OnlineRotationFor(const QuantRecipe& recipe,
-                                                                    int64_t in_features) {
+absl::StatusOr<InputTransformChain> OnlineTransformsFor(const QuantRecipe& recipe,
+                                                        int64_t in_features) {
   switch (recipe.spec.transform.kind) {
     case TransformKind::kNone:
-      return std::optional<RandomizedHadamard>();
+      return InputTransformChain();
     case TransformKind::kHadamard: {
-      FF_ASSIGN_OR_RETURN(RandomizedHadamard rotation,
-                          RandomizedHadamard::Create(in_features, recipe.spec.transform.seed));
-      return std::optional<RandomizedHadamard>(std::move(rotation));
+      FF_ASSIGN_OR_RETURN(std::shared_ptr<const HadamardInputTransform> rotation,
+                          HadamardInputTransform::Create(in_features, recipe.spec.transform.seed));
+      return InputTransformChain::Create({std::move(rotation)});
     }
     case TransformKind::kKronecker:
       break;
@@ -64,12 +65,25 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
                                                         const QuantRecipe& recipe,
                                                         const ActivationCalibration* calibration) {
   if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
+  FF_ASSIGN_OR_RETURN(InputTransformChain transforms, OnlineTransformsFor(recipe, weight.dim(1)));
+  return Create(weight, bias, recipe, calibration, std::move(transforms));
+}
+
+absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, const Tensor* bias,
+                                                        const QuantRecipe& recipe,
+                                                        const ActivationCalibration* calibration,
+                                                        InputTransformChain transforms) {
+  if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
   const QuantSpec& spec = recipe.spec;
   QuantizedLinear layer;
   layer.out_features_ = weight.dim(0);
   layer.in_features_ = weight.dim(1);
+  if (!transforms.empty() && transforms.transforms().front()->in_features() != weight.dim(1)) {
+    return absl::InvalidArgumentError("input transforms do not match the layer's inputs");
+  }
+  layer.transformed_features_ = transforms.OutFeatures(layer.in_features_);
   const int64_t n = layer.out_features_;
-  const int64_t k = layer.in_features_;
+  const int64_t k = layer.transformed_features_;
   if (bias != nullptr) {
     if (bias->size() != n) return absl::InvalidArgumentError("bias must be [out]");
     layer.bias_ = bias->vector();
@@ -94,9 +108,8 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
     layer.static_scale_ = scale;
   }
 
-  FF_ASSIGN_OR_RETURN(layer.rotation_, OnlineRotationFor(recipe, k));
-  layer.folded_weight_ = weight.vector();
-  if (layer.rotation_) layer.rotation_->FoldIntoWeightRows(layer.folded_weight_, n);
+  layer.transforms_ = std::move(transforms);
+  layer.folded_weight_ = layer.transforms_.TransformWeight(weight.span(), n);
 
   QuantFormat weight_format;
   weight_format.bits = spec.weight.bits;
@@ -145,17 +158,18 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
   return layer;
 }
 
-void QuantizedLinear::RotateActivations(std::span<float> rows, int64_t m) const {
-  if (rotation_) rotation_->ApplyToActivationRows(rows, m);
+std::vector<float> QuantizedLinear::TransformActivations(std::span<const float> rows,
+                                                         int64_t m) const {
+  return transforms_.ApplyToActivations(rows, m);
 }
 
-absl::StatusOr<QuantizedMatrix> QuantizedLinear::QuantizeActivations(std::span<const float> rotated,
-                                                                     int64_t m) const {
+absl::StatusOr<QuantizedMatrix> QuantizedLinear::QuantizeActivations(
+    std::span<const float> transformed, int64_t m) const {
   if (static_scale_) {
-    return QuantizeWithStaticScale(rotated, m, in_features_, activation_format_.bits,
+    return QuantizeWithStaticScale(transformed, m, transformed_features_, activation_format_.bits,
                                    *static_scale_);
   }
-  return QuantizeRtn(rotated, m, in_features_, activation_format_);
+  return QuantizeRtn(transformed, m, transformed_features_, activation_format_);
 }
 
 absl::Status QuantizedLinear::Forward(std::span<const float> x, int64_t m,
@@ -164,8 +178,7 @@ absl::Status QuantizedLinear::Forward(std::span<const float> x, int64_t m,
       static_cast<int64_t>(y.size()) != m * out_features_) {
     return absl::InvalidArgumentError("QuantizedLinear::Forward: shapes");
   }
-  std::vector<float> rotated(x.begin(), x.end());
-  RotateActivations(rotated, m);
+  const std::vector<float> rotated = TransformActivations(x, m);
   std::vector<float> output;
   switch (gemm_kind_) {
     case LinearGemmKind::kQuik: {
@@ -201,14 +214,14 @@ absl::Status QuantizedLinear::ForwardFloat(std::span<const float> x, int64_t m,
       static_cast<int64_t>(y.size()) != m * out_features_) {
     return absl::InvalidArgumentError("QuantizedLinear::ForwardFloat: shapes");
   }
-  std::vector<float> rotated(x.begin(), x.end());
-  RotateActivations(rotated, m);
+  const std::vector<float> rotated = TransformActivations(x, m);
+  const int64_t k = transformed_features_;
   for (int64_t r = 0; r < m; ++r) {
-    const float* row = rotated.data() + r * in_features_;
+    const float* row = rotated.data() + r * k;
     for (int64_t j = 0; j < out_features_; ++j) {
-      const float* w = folded_weight_.data() + j * in_features_;
+      const float* w = folded_weight_.data() + j * k;
       double sum = bias_.empty() ? 0.0 : bias_[j];
-      for (int64_t i = 0; i < in_features_; ++i) sum += static_cast<double>(row[i]) * w[i];
+      for (int64_t i = 0; i < k; ++i) sum += static_cast<double>(row[i]) * w[i];
       y[r * out_features_ + j] = static_cast<float>(sum);
     }
   }

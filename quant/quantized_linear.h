@@ -1,8 +1,9 @@
 // One linear layer y = x W^T (+ b) quantized by a recipe, on the integer reference kernels
 // (kernels/cpu/quant, numerics in docs/QUANT_FORMATS.md):
 //
-//   1. online transform: x <- x Q (randomized Hadamard when the recipe says so; W Q was folded
-//      into the weight at preparation, so (x Q)(W Q)^T = x W^T);
+//   1. online input transforms (input_transform.h): x <- T(x), e.g. x Q for a randomized
+//      Hadamard rotation; the weight was rewritten by the same chain at preparation, so
+//      T(x) T_w(W)^T = x W^T. The GEMM's K is the chain's output width;
 //   2. activations quantized per token (dynamic) or with a calibrated per-tensor static scale;
 //   3. integer GEMM: QuantizedGemm (float group scales), IntegerScaleGemm (integer group scales)
 //      or QuikGemm (FP16 outlier channels + integer rest); integer parts exact, float epilogue
@@ -25,6 +26,7 @@
 #include "kernels/cpu/quant/quantized_matrix.h"
 #include "kernels/cpu/quant/quik_gemm.h"
 #include "quant/activation_calibration.h"
+#include "quant/input_transform.h"
 #include "quant/recipes.h"
 
 namespace flatfleet::quant {
@@ -34,10 +36,10 @@ enum class LinearGemmKind { kFloatScales, kIntegerScales, kQuik };
 // The largest divisor of `cols` that is <= `requested` (0 stays 0: one group per row).
 int64_t EffectiveGroupSize(int64_t requested, int64_t cols);
 
-// The online rotation a recipe applies to the inputs of a layer with `in_features` inputs, or
-// none.
-absl::StatusOr<std::optional<RandomizedHadamard>> OnlineRotationFor(const QuantRecipe& recipe,
-                                                                    int64_t in_features);
+// The data-independent online transforms a recipe applies to the inputs of a layer with
+// `in_features` inputs (a randomized Hadamard rotation, or nothing).
+absl::StatusOr<InputTransformChain> OnlineTransformsFor(const QuantRecipe& recipe,
+                                                        int64_t in_features);
 
 // QUIK's FP16 channels: from calibration when there is some (largest max|x|), otherwise the
 // input channels whose weight columns have the largest L2 norm (a weight-only proxy: a channel
@@ -49,17 +51,25 @@ std::vector<int64_t> ChooseOutlierChannels(std::span<const float> weight, int64_
 class QuantizedLinear {
  public:
   // `weight` [out, in], `bias` [out] or null. `calibration` (of this layer's transformed inputs)
-  // is required for per-tensor static activations and optional otherwise.
+  // is required for per-tensor static activations and optional otherwise. `transforms` are the
+  // layer's online input transforms (OnlineTransformsFor(recipe) when the caller has none).
+  static absl::StatusOr<QuantizedLinear> Create(const Tensor& weight, const Tensor* bias,
+                                                const QuantRecipe& recipe,
+                                                const ActivationCalibration* calibration,
+                                                InputTransformChain transforms);
+  // As above with the recipe's own data-independent transforms.
   static absl::StatusOr<QuantizedLinear> Create(const Tensor& weight, const Tensor* bias,
                                                 const QuantRecipe& recipe,
                                                 const ActivationCalibration* calibration);
 
   int64_t out_features() const { return out_features_; }
   int64_t in_features() const { return in_features_; }
+  // Width of the transformed activations: the integer GEMM's K.
+  int64_t transformed_features() const { return transformed_features_; }
   LinearGemmKind gemm_kind() const { return gemm_kind_; }
   const QuantFormat& activation_format() const { return activation_format_; }
   const std::optional<uint16_t>& static_activation_scale() const { return static_scale_; }
-  const std::optional<RandomizedHadamard>& rotation() const { return rotation_; }
+  const InputTransformChain& transforms() const { return transforms_; }
   // kFloatScales: the quantized weight; kIntegerScales: integer_scaled().weight; kQuik: quik().
   const QuantizedMatrix& weight() const { return weight_; }
   const IntegerScaledWeight& integer_scaled() const { return integer_scaled_; }
@@ -68,27 +78,28 @@ class QuantizedLinear {
   // The clip ratio chosen per [row][group] when the recipe searches it (else empty).
   const std::vector<float>& clip_ratios() const { return clip_ratios_; }
 
-  // rows ([m, in]) <- rows Q; nothing without a rotation.
-  void RotateActivations(std::span<float> rows, int64_t m) const;
-  // The activation quantization step (per token or static), on already rotated rows. Not used
-  // by QUIK, whose GEMM quantizes the non-outlier columns itself.
-  absl::StatusOr<QuantizedMatrix> QuantizeActivations(std::span<const float> rotated,
+  // [m, in] -> [m, transformed_features()]: the online transforms.
+  std::vector<float> TransformActivations(std::span<const float> rows, int64_t m) const;
+  // The activation quantization step (per token or static), on already transformed rows. Not
+  // used by QUIK, whose GEMM quantizes the non-outlier columns itself.
+  absl::StatusOr<QuantizedMatrix> QuantizeActivations(std::span<const float> transformed,
                                                       int64_t m) const;
 
   // y [m, out] = the quantized layer applied to x [m, in].
   absl::Status Forward(std::span<const float> x, int64_t m, std::span<float> y) const;
-  // The transform algebra alone: y = (x Q)(W Q)^T + b in float (double accumulation), no
+  // The transform algebra alone: y = T(x) T_w(W)^T + b in float (double accumulation), no
   // quantization. Equals the float layer up to rounding.
   absl::Status ForwardFloat(std::span<const float> x, int64_t m, std::span<float> y) const;
 
  private:
   int64_t out_features_ = 0;
   int64_t in_features_ = 0;
+  int64_t transformed_features_ = 0;
   LinearGemmKind gemm_kind_ = LinearGemmKind::kFloatScales;
   QuantFormat activation_format_;
   std::optional<uint16_t> static_scale_;
-  std::optional<RandomizedHadamard> rotation_;
-  std::vector<float> folded_weight_;  // W Q, [out, in]
+  InputTransformChain transforms_;
+  std::vector<float> folded_weight_;  // T_w(W), [out, transformed_features]
   QuantizedMatrix weight_;
   IntegerScaledWeight integer_scaled_;
   QuikWeight quik_;

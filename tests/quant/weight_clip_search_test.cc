@@ -48,8 +48,9 @@ TEST_F(WeightClipSearchTest, EachGroupIsTheBestCandidate) {
             ASSERT_EQ(chosen->codes[i], result->matrix.codes[r * cols + g * group + i]);
           }
           ASSERT_EQ(chosen->scales[0], result->matrix.scales[r * groups + g]);
-          if (!symmetric)
+          if (!symmetric) {
             ASSERT_EQ(chosen->zero_points[0], result->matrix.zero_points[r * groups + g]);
+          }
           const double chosen_error = GroupError(values, *chosen);
           searched_total += chosen_error;
           // No candidate on the grid does better.
