@@ -23,6 +23,7 @@ struct ServeWorkerOptions {
   std::string metrics_listen;
   std::string model;
   std::string engine = "continuous";
+  std::string kv_cache_dtype = "float32";
   int64_t default_max_tokens = 16;
   double drain_timeout_seconds = 600;
   int max_message_bytes = 16 << 20;
@@ -42,10 +43,14 @@ int RunServeWorker(const ServeWorkerOptions& options) {
   process_options.metrics_listen_address = options.metrics_listen;
   process_options.max_message_bytes = options.max_message_bytes;
   process_options.service.model_loader = engine::SingleRankModelLoader();
+  engine::ContinuousBatcherOptions batcher_options;
+  batcher_options.kv_cache_dtype = options.kv_cache_dtype == "int8"
+                                       ? engine::KvCacheDtype::kInt8
+                                       : engine::KvCacheDtype::kFloat32;
   // "generator" keeps the batch-at-once adapter as a fallback for comparisons.
   process_options.service.engine_factory = options.engine == "generator"
                                                ? engine::GeneratorEngineFactory()
-                                               : engine::ContinuousBatcherFactory();
+                                               : engine::ContinuousBatcherFactory(batcher_options);
   process_options.service.sampling_defaults.max_tokens = options.default_max_tokens;
   process_options.service.drain_timeout = absl::Seconds(options.drain_timeout_seconds);
   auto process = engine::WorkerProcess::Start(std::move(process_options));
@@ -113,6 +118,11 @@ CommandRunner RegisterServeWorkerCommand(CLI::App& serve) {
                   "continuous (continuous batching) or generator (batch-at-once, for comparison)")
       ->capture_default_str()
       ->check(CLI::IsMember({"continuous", "generator"}));
+  cmd->add_option("--kv-cache-dtype", options->kv_cache_dtype,
+                  "KV cache storage: float32, or int8 (per-head FP16 scales, ~3.9x the positions "
+                  "per byte; continuous engine only)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"float32", "int8"}));
   cmd->add_option("--default-max-tokens", options->default_max_tokens,
                   "max_tokens of requests that set none")
       ->capture_default_str()

@@ -40,8 +40,11 @@ absl::StatusOr<std::unique_ptr<ContinuousBatcher>> ContinuousBatcher::Create(
         options.max_step_tokens, options.max_running_sequences));
   }
   const ModelConfig& config = model.config();
-  const PagedKvCacheShape shape{config.num_hidden_layers, model.kv_row_size(),
-                                options.kv_block_size};
+  const PagedKvCacheShape shape{.num_layers = config.num_hidden_layers,
+                                .row_size = model.kv_row_size(),
+                                .block_size = options.kv_block_size,
+                                .dtype = options.kv_cache_dtype,
+                                .head_dim = config.head_dim};
   absl::StatusOr<std::unique_ptr<PagedKvCache>> cache =
       options.kv_cache_bytes > 0 ? PagedKvCache::CreateWithBytes(shape, options.kv_cache_bytes)
                                  : PagedKvCache::Create(shape, options.kv_cache_blocks);
