@@ -77,9 +77,9 @@ void TimeLaunches(benchmark::State& state, Launch launch) {
 }
 
 void SetCounters(benchmark::State& state, int64_t m, int64_t n, int64_t k, double bytes) {
-  state.counters["TOP/s"] =
+  state.counters["TOP"] =
       benchmark::Counter(2.0 * m * n * k * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["GB/s"] =
+  state.counters["GB"] =
       benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
@@ -176,7 +176,7 @@ void BM_QuantizeActivationsInt8(benchmark::State& state) {
       .codes = codes,
       .scales = scales};
   TimeLaunches(state, [&] { return flatfleet::cuda::QuantizeActivationsInt8(args, nullptr).ok(); });
-  state.counters["GB/s"] = benchmark::Counter(rows * (cols * 3.0 + 2) * 1e-9,
+  state.counters["GB"] = benchmark::Counter(rows * (cols * 3.0 + 2) * 1e-9,
                                               benchmark::Counter::kIsIterationInvariantRate);
   cudaFree(x);
   cudaFree(codes);
