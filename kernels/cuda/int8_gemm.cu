@@ -9,6 +9,7 @@
 // int8x4 registers right before the MMA (two masks and three byte-wise ops per four values).
 #include <cuda_fp16.h>
 
+#include "kernels/cuda/int4_unpack.h"
 #include "kernels/cuda/int8_kernels_launch.h"
 
 namespace flatfleet::cuda::internal {
@@ -43,16 +44,6 @@ __device__ __forceinline__ void MmaInt8(int32_t (&d)[4], const uint32_t (&a)[4],
       "{%8, %9}, {%0, %1, %2, %3};\n"
       : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Four nibbles (one per byte, already masked) to four int8 values code - zero in [-15, 15].
-// `flip` makes each byte 128 + (code + 8): 0x88 per byte for signed nibbles (two's complement),
-// 0x80 for unsigned ones (already code + 8). `zero_plus_8` holds zero + 8 in every byte, so the
-// byte-wise difference stays in [113, 143] (no borrow between bytes); xor 0x80 gives the
-// two's-complement byte of code - zero.
-__device__ __forceinline__ uint32_t CenteredInt8x4(uint32_t nibbles, uint32_t flip,
-                                                   uint32_t zero_plus_8) {
-  return ((nibbles ^ flip) - zero_plus_8) ^ 0x80808080u;
 }
 
 template <int BM_, int BN_, int BK_, int WARPS_M_, int WARPS_N_, int STAGES_, bool kInt4_>
@@ -152,8 +143,7 @@ __global__ void __launch_bounds__(C::kThreads) QuantizedGemmKernel(const GemmPar
 #pragma unroll
       for (int j = 0; j < 2; ++j)
         w_scale[nt][j] = __half2float(__ushort_as_half(w_scale_next[nt][j]));
-      zero_plus_8[nt] =
-          static_cast<uint32_t>(static_cast<uint8_t>(zero_next[nt] + 8)) * 0x01010101u;
+      zero_plus_8[nt] = ZeroPlus8x4(zero_next[nt]);
     }
     fetch_group(g + 1);
   };
@@ -226,7 +216,7 @@ __global__ void __launch_bounds__(C::kThreads) QuantizedGemmKernel(const GemmPar
         // takes nibble half t % 2 of words t / 2 (for b0) and 2 + t / 2 (for b1).
         const int t = lane % 4;
         const int shift = (t % 2) * 4;
-        const uint32_t flip = p.w_unsigned_nibbles ? 0x80808080u : 0x88888888u;
+        const uint32_t flip = p.w_unsigned_nibbles ? kUnsignedNibbleFlip : kSignedNibbleFlip;
 #pragma unroll
         for (int nt = 0; nt < C::kNTiles; ++nt) {
           const int row = warp_n * C::kWarpN + nt * 8 + frag_row;
