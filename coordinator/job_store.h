@@ -47,9 +47,13 @@ class JobStore {
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path,
                                                         Options options = {});
 
-  // A new job in state in_progress with all `requests` pending, atomically.
+  // A new job in state in_progress with all `requests` pending, atomically. Each of
+  // `invalid_lines` (input lines that did not validate) is stored as a failed request with an
+  // "invalid_request" error result, in the given order, ahead of any other result. A job of
+  // invalid lines only is created failed, with `error` saying why.
   absl::StatusOr<JobRecord> CreateJob(const JobOptions& options,
-                                      absl::Span<const BatchRequestLine> requests);
+                                      absl::Span<const BatchRequestLine> requests,
+                                      absl::Span<const LineError> invalid_lines = {});
   absl::StatusOr<JobRecord> GetJob(std::string_view job_id);
   // Newest first; `before_position` continues from a previous page's last job.
   absl::StatusOr<std::vector<JobRecord>> ListJobs(int limit,
