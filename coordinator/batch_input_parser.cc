@@ -315,12 +315,26 @@ MaybeFailure ReadEndpoint(const Json& line, const Json& body, Endpoint* endpoint
   return std::nullopt;
 }
 
+// Cuts `text` to at most 512 bytes plus "...", keeping UTF-8 sequences whole.
+void BoundErrorText(std::string& text) {
+  constexpr size_t kMaxBytes = 512;
+  if (text.size() <= kMaxBytes) return;
+  size_t cut = kMaxBytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  text.resize(cut);
+  text += "...";
+}
+
 }  // namespace
 
 BatchInputParser::BatchInputParser(BatchInputLimits limits) : limits_(std::move(limits)) {}
 
 void BatchInputParser::AddError(int64_t line_number, std::string field, std::string message,
                                 std::optional<std::string> custom_id) {
+  // Errors are stored with the job (one per invalid line), and some quote the input (a
+  // repeated key, an unknown field's name), so they are bounded.
+  BoundErrorText(field);
+  BoundErrorText(message);
   ++parsed_.error_count;
   LineError error{line_number, std::move(field), std::move(message), std::move(custom_id)};
   if (parsed_.errors.size() < limits_.max_reported_errors) parsed_.errors.push_back(error);

@@ -274,6 +274,24 @@ TEST(BatchInputParserTest, EveryInvalidLineIsKeptWithItsUsableCustomId) {
             "line 3: custom_id: \"a\" repeats the custom_id of line 1");
 }
 
+TEST(BatchInputParserTest, ErrorsQuotingLongInputAreBounded) {
+  // A repeated key and an unknown field, each 100000 bytes of 2-byte UTF-8 characters.
+  std::string key;
+  for (int i = 0; i < 50'000; ++i) key += "\xc3\xa9";
+  const ParsedBatch parsed =
+      ParseBatchInput("{\"" + key + "\": 1, \"" + key + "\": 2}\n" + "{\"custom_id\": \"a\", \"" +
+                      key + "\": 1, \"body\": {\"prompt\": \"x\"}}\n");
+  ASSERT_EQ(parsed.invalid_lines.size(), 2u);
+  const std::string& duplicate = parsed.invalid_lines[0].message;
+  EXPECT_THAT(duplicate, HasSubstr("duplicate JSON key"));
+  EXPECT_LE(duplicate.size(), 515u);
+  EXPECT_EQ(duplicate.substr(duplicate.size() - 5), "\xc3\xa9...");  // No half character.
+  const std::string& unknown = parsed.invalid_lines[1].field;
+  EXPECT_LE(unknown.size(), 515u);
+  EXPECT_EQ(unknown.substr(unknown.size() - 5), "\xc3\xa9...");
+  EXPECT_EQ(parsed.invalid_lines[1].message, "unknown field");
+}
+
 TEST(BatchInputParserTest, TooManyLinesIsAnUploadErrorNotALineError) {
   BatchInputLimits limits;
   limits.max_lines = 2;
