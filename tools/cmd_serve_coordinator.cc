@@ -28,6 +28,8 @@ struct ServeCoordinatorOptions {
   std::vector<std::string> input_dirs;
   double worker_memory_gib = 0;
   int in_flight_window = 32;
+  double lease_seconds = 30 * 60;
+  coordinator::BatchInputLimits input_limits;
 };
 
 int Fail(const absl::Status& status) {
@@ -56,6 +58,8 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
   }
   server_options.service.input_dirs = options.input_dirs;
   server_options.scheduler.in_flight_window = options.in_flight_window;
+  server_options.scheduler.lease_ms = static_cast<int64_t>(options.lease_seconds * 1000);
+  server_options.service.input_limits = options.input_limits;
   auto server = coordinator::CoordinatorServer::Start(std::move(server_options));
   if (!server.ok()) return Fail(server.status());
   // First line of stdout: what scripts wait for when they asked for port 0.
@@ -111,6 +115,19 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--in-flight-window", options->in_flight_window,
                   "Requests dispatched to one worker group at a time")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--lease-seconds", options->lease_seconds,
+                  "How long a dispatched request may go unanswered before it is taken back "
+                  "from its (stalled) worker and retried; must outlast the longest generation")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-batch-lines", options->input_limits.max_lines,
+                  "Request lines per batch; a larger upload is refused as a whole")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-line-bytes", options->input_limits.max_line_bytes,
+                  "Bytes per input line; a longer line becomes a failed result")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   return [options] { return RunServeCoordinator(*options); };

@@ -29,10 +29,14 @@ int RunStatus(const StatusOptions& options) {
   const uint64_t done = counts.completed() + counts.failed();
   std::printf("batch:     %s\nmodel:     %s\nstate:     %s\n", batch->id().c_str(),
               batch->model().c_str(), coordinator::BatchStateName(batch->state()).c_str());
-  std::printf("requests:  %llu total, %llu completed, %llu failed\n",
+  std::printf("requests:  %llu total, %llu completed, %llu failed",
               static_cast<unsigned long long>(counts.total()),
               static_cast<unsigned long long>(counts.completed()),
               static_cast<unsigned long long>(counts.failed()));
+  if (counts.invalid() > 0) {
+    std::printf(" (%llu invalid lines)", static_cast<unsigned long long>(counts.invalid()));
+  }
+  std::printf("\n");
   std::printf("progress:  %.1f%%\n",
               counts.total() == 0 ? 100.0 : 100.0 * static_cast<double>(done) / counts.total());
   if (!batch->error().empty()) std::printf("error:     %s\n", batch->error().c_str());

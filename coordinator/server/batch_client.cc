@@ -122,7 +122,10 @@ absl::StatusOr<std::vector<std::string>> ReadJsonlLines(const std::string& path)
 
 std::string FormatBatchResultLine(const v1::BatchResult& result, const std::string& model) {
   if (result.has_error()) {
-    return FormatErrorLine(result.custom_id(), result.error().code(), result.error().message());
+    // An empty custom_id is an invalid input line's missing one: null, as the server stores it.
+    std::optional<std::string_view> custom_id;
+    if (!result.custom_id().empty()) custom_id = result.custom_id();
+    return FormatErrorLine(custom_id, result.error().code(), result.error().message());
   }
   const v1::Response& response = result.response();
   const char* finish = response.finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop";

@@ -54,6 +54,8 @@ v1::Batch ToBatchProto(const JobRecord& job) {
   batch.mutable_request_counts()->set_total(static_cast<uint64_t>(job.counts.total));
   batch.mutable_request_counts()->set_completed(static_cast<uint64_t>(job.counts.completed));
   batch.mutable_request_counts()->set_failed(static_cast<uint64_t>(job.counts.failed));
+  batch.mutable_request_counts()->set_invalid(static_cast<uint64_t>(job.counts.invalid));
+  batch.set_error(job.error);
   batch.set_created_at_unix_ms(job.created_at_ms);
   batch.set_updated_at_unix_ms(job.updated_at_ms);
   for (const auto& [key, value] : job.options.metadata) (*batch.mutable_metadata())[key] = value;
@@ -124,18 +126,17 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
   }
   if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled");
   ParsedBatch parsed = std::move(parser).Finish();
-  if (!parsed.ok()) {
-    // All or nothing (docs/API.md): the client fixes the lines and uploads again.
-    for (const LineError& error : parsed.errors) {
-      v1::LineError* out = response->add_errors();
-      out->set_line(static_cast<uint64_t>(error.line_number));
-      out->set_field(error.field);
-      out->set_message(error.message);
-    }
-    response->set_errors_omitted(parsed.error_count - parsed.errors.size());
-    return grpc::Status::OK;
+  // Every invalid line is reported (up to the cap); unless the upload as a whole is refused,
+  // each also becomes a failed result of the job while the valid lines run (docs/API.md).
+  for (const LineError& error : parsed.errors) {
+    v1::LineError* out = response->add_errors();
+    out->set_line(static_cast<uint64_t>(error.line_number));
+    out->set_field(error.field);
+    out->set_message(error.message);
   }
-  if (parsed.requests.empty()) {
+  response->set_errors_omitted(parsed.error_count - parsed.errors.size());
+  if (parsed.too_many_lines) return grpc::Status::OK;  // No batch: over the line limit.
+  if (parsed.requests.empty() && parsed.invalid_lines.empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the batch has no request lines");
   }
   JobOptions job_options;
@@ -143,9 +144,10 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
   job_options.max_attempts = options.max_attempts() > 0 ? static_cast<int>(options.max_attempts())
                                                         : options_.default_max_attempts;
   job_options.metadata.insert(options.metadata().begin(), options.metadata().end());
-  absl::StatusOr<JobRecord> job = store_->CreateJob(job_options, parsed.requests);
+  absl::StatusOr<JobRecord> job =
+      store_->CreateJob(job_options, parsed.requests, parsed.invalid_lines);
   if (!job.ok()) return ToGrpcStatus(job.status());
-  scheduler_->WakeAll();
+  if (!parsed.requests.empty()) scheduler_->WakeAll();
   *response->mutable_batch() = ToBatchProto(*job);
   return grpc::Status::OK;
 }

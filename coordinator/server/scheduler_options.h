@@ -11,9 +11,13 @@ struct SchedulerOptions {
   // Requests dispatched to one group and not yet answered; bounds memory and gives
   // backpressure, while keeping enough queued for the worker's continuous batching.
   int in_flight_window = 32;
-  // Lease on claimed requests. Recovery relies on the stream breaking (or a coordinator
-  // restart), so this only needs to outlast the longest generation.
+  // Lease on claimed requests. A broken stream (or a coordinator restart) returns work at once;
+  // the lease covers a worker that stalls without disconnecting: once it expires the sweeper
+  // returns the request to pending (spending an attempt) and the session cancels it on the
+  // worker. It must outlast the longest generation, which would otherwise be cut short.
   int64_t lease_ms = 30 * 60 * 1000;
+  // How often expired leases are looked for.
+  absl::Duration lease_sweep_interval = absl::Seconds(5);
   // How often an idle group looks for new work when nothing wakes it.
   absl::Duration poll_interval = absl::Milliseconds(50);
   absl::Duration reconnect_backoff_initial = absl::Milliseconds(50);

@@ -234,6 +234,7 @@ void WorkerGroupSession::Serve() {
       absl::MutexLock lock(&mutex_);
       if (stopping_ || stream_broken_) break;
     }
+    ExpireStaleWork();
     if (!DispatchQueued(*stream)) break;
     int free_slots = 0;
     {
@@ -328,6 +329,25 @@ bool WorkerGroupSession::ClaimAndDispatch(Stream& stream, int free_slots, bool& 
     if (!stream.Write(item)) return false;
   }
   return true;
+}
+
+void WorkerGroupSession::ExpireStaleWork() {
+  const absl::Time cutoff = absl::Now() - absl::Milliseconds(context_->options.lease_ms);
+  int64_t expired = 0;
+  {
+    absl::MutexLock lock(&mutex_);
+    for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+      auto current = it++;
+      if (!current->second.request || current->second.dispatched_at > cutoff) continue;
+      cancels_to_send_.push_back(current->first);
+      in_flight_.erase(current);
+      ++expired;
+    }
+  }
+  if (expired == 0) return;
+  std::fprintf(stderr, "coordinator: %s: %lld request(s) outlived their lease; cancelled\n",
+               plan_.group_id.c_str(), static_cast<long long>(expired));
+  if (context_->metrics) context_->metrics->AddInFlight(-static_cast<double>(expired));
 }
 
 void WorkerGroupSession::HandleResult(const v1::WorkResult& result) {
