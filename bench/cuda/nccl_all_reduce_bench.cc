@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "kernels/cuda/int8_block_all_reduce.h"
 #include "worker/collectives/device_compressed_all_reducer.h"
 #include "worker/collectives/nccl_communicator.h"
 
@@ -30,7 +31,31 @@ using flatfleet::collectives::NcclCommunicator;
 constexpr int kRanks = 2;
 constexpr int64_t kMaxBytes = int64_t{256} << 20;
 
-enum class Mode { kNcclFp32 = 0, kCompressedInt8 = 1 };
+// The last two split the compressed call into its parts, to see where its time goes: the two
+// exchanges of INT8 slots alone (no kernels), and the three kernels alone (no communication).
+enum class Mode { kNcclFp32 = 0, kCompressedInt8 = 1, kInt8ExchangeOnly = 2, kInt8KernelsOnly = 3 };
+const char* ModeName(Mode mode) {
+  switch (mode) {
+    case Mode::kNcclFp32:
+      return "nccl_fp32";
+    case Mode::kCompressedInt8:
+      return "int8_compressed";
+    case Mode::kInt8ExchangeOnly:
+      return "int8_exchange_only";
+    case Mode::kInt8KernelsOnly:
+      return "int8_kernels_only";
+  }
+  return "";
+}
+
+// One rank's device buffers: the data, its pristine copy, and two sets of INT8 slots for the
+// breakdown modes.
+struct RankBuffers {
+  float* data = nullptr;
+  float* pristine = nullptr;
+  uint8_t* slots = nullptr;
+  uint8_t* received = nullptr;
+};
 
 struct Command {
   Mode mode = Mode::kNcclFp32;
@@ -101,8 +126,10 @@ class TwoGpuGroup {
     auto communicator =
         NcclCommunicator::Create({.rank = rank, .size = kRanks, .unique_id = id, .device = rank});
     std::unique_ptr<DeviceCompressedAllReducer> reducer;
-    float* data = nullptr;
-    float* pristine = nullptr;
+    RankBuffers buffers;
+    // Slots of the largest size: n chunks of whole blocks plus scales and padding.
+    const int64_t slot_bytes =
+        flatfleet::cuda::MakeInt8ChunkLayout(kMaxBytes / sizeof(float), 128, kRanks).slot_bytes;
     bool ok = communicator.ok();
     if (ok) {
       auto created = DeviceCompressedAllReducer::Create(**communicator, {.block_size = 128});
@@ -110,8 +137,12 @@ class TwoGpuGroup {
       if (ok) reducer = *std::move(created);
     }
     if (ok)
-      ok = cudaMalloc(&data, kMaxBytes) == cudaSuccess &&
-           cudaMalloc(&pristine, kMaxBytes) == cudaSuccess;
+      ok = cudaMalloc(&buffers.data, kMaxBytes) == cudaSuccess &&
+           cudaMalloc(&buffers.pristine, kMaxBytes) == cudaSuccess &&
+           cudaMalloc(&buffers.slots, kRanks * slot_bytes) == cudaSuccess &&
+           cudaMalloc(&buffers.received, kRanks * slot_bytes) == cudaSuccess &&
+           cudaMemset(buffers.slots, 0, kRanks * slot_bytes) == cudaSuccess &&
+           cudaMemset(buffers.received, 0, kRanks * slot_bytes) == cudaSuccess;
     if (ok) {
       // Never-zero pseudo-random floats in [-1, 1) (xorshift: fast enough for 64M values).
       std::vector<float> host(kMaxBytes / sizeof(float));
@@ -122,7 +153,8 @@ class TwoGpuGroup {
         state ^= state << 5;
         v = static_cast<float>(static_cast<int32_t>(state | 1)) * 0x1p-31f;
       }
-      ok = cudaMemcpy(pristine, host.data(), kMaxBytes, cudaMemcpyHostToDevice) == cudaSuccess;
+      ok = cudaMemcpy(buffers.pristine, host.data(), kMaxBytes, cudaMemcpyHostToDevice) ==
+           cudaSuccess;
     }
     {
       std::lock_guard lock(mutex_);
@@ -142,7 +174,7 @@ class TwoGpuGroup {
         seen = generation_;
         command = command_;
       }
-      const double seconds = TimeCalls(**communicator, *reducer, command, data, pristine);
+      const double seconds = TimeCalls(**communicator, *reducer, command, buffers);
       std::lock_guard lock(mutex_);
       seconds_[rank] = seconds;
       ++done_;
@@ -150,28 +182,61 @@ class TwoGpuGroup {
     }
     reducer.reset();
     if (communicator.ok()) communicator->reset();
-    cudaFree(data);
-    cudaFree(pristine);
+    for (void* buffer : {static_cast<void*>(buffers.data), static_cast<void*>(buffers.pristine),
+                         static_cast<void*>(buffers.slots), static_cast<void*>(buffers.received)}) {
+      cudaFree(buffer);
+    }
+  }
+
+  // One call of `mode`; false on error.
+  static bool Call(NcclCommunicator& communicator, DeviceCompressedAllReducer& reducer,
+                   const Command& command, const RankBuffers& buffers) {
+    namespace cuda = flatfleet::cuda;
+    const cuda::Int8ChunkLayout layout = cuda::MakeInt8ChunkLayout(command.count, 128, kRanks);
+    const int rank = communicator.rank();
+    switch (command.mode) {
+      case Mode::kNcclFp32:
+        return communicator.AllReduceSum(buffers.data, command.count).ok();
+      case Mode::kCompressedInt8:
+        return reducer.AllReduceSum(buffers.data, command.count).ok();
+      case Mode::kInt8ExchangeOnly:
+        return communicator.AllToAll(buffers.slots, layout.slot_bytes, buffers.received).ok() &&
+               communicator
+                   .AllGather(buffers.slots + rank * layout.slot_bytes, layout.slot_bytes,
+                              buffers.slots)
+                   .ok();
+      case Mode::kInt8KernelsOnly: {
+        // The received slots hold our own quantized chunks: different values, the same work.
+        const cudaStream_t stream = communicator.stream();
+        return cuda::LaunchQuantizeIntoSlots(buffers.data, layout, buffers.slots, nullptr,
+                                             stream) == cudaSuccess &&
+               cuda::LaunchReduceAndRequantize(buffers.slots, layout, rank,
+                                               buffers.received + rank * layout.slot_bytes,
+                                               stream) == cudaSuccess &&
+               cuda::LaunchDequantizeSlots(buffers.received, layout, buffers.data, nullptr,
+                                           stream) == cudaSuccess;
+      }
+    }
+    return false;
   }
 
   static double TimeCalls(NcclCommunicator& communicator, DeviceCompressedAllReducer& reducer,
-                          const Command& command, float* data, float* pristine) {
-    if (cudaMemcpyAsync(data, pristine, command.count * sizeof(float), cudaMemcpyDeviceToDevice,
-                        communicator.stream()) != cudaSuccess ||
+                          const Command& command, const RankBuffers& buffers) {
+    if (cudaMemcpyAsync(buffers.data, buffers.pristine, command.count * sizeof(float),
+                        cudaMemcpyDeviceToDevice, communicator.stream()) != cudaSuccess ||
         !communicator.Barrier().ok()) {
       return -1.0;
     }
     const auto start = std::chrono::steady_clock::now();
     for (int call = 0; call < command.calls; ++call) {
-      const absl::Status status = command.mode == Mode::kNcclFp32
-                                      ? communicator.AllReduceSum(data, command.count)
-                                      : reducer.AllReduceSum(data, command.count);
-      if (!status.ok()) return -1.0;
+      if (!Call(communicator, reducer, command, buffers)) return -1.0;
     }
     if (!communicator.Synchronize().ok()) return -1.0;
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return reducer.Synchronize().ok() ? seconds : -1.0;  // also checks for non-finite values
+    // Also checks the compressed calls for non-finite values (the breakdown modes skip it).
+    if (command.mode == Mode::kCompressedInt8 && !reducer.Synchronize().ok()) return -1.0;
+    return seconds;
   }
 
   std::mutex mutex_;
@@ -214,11 +279,11 @@ void BM_AllReduce(benchmark::State& state) {
   state.counters["us_per_call"] = per_call * 1e6;
   state.counters["algbw_GBps"] = algbw;
   state.counters["busbw_GBps"] = algbw * 2.0 * (kRanks - 1) / kRanks;
-  state.SetLabel(mode == Mode::kNcclFp32 ? "nccl_fp32" : "int8_compressed");
+  state.SetLabel(ModeName(mode));
 }
 
 void AllReduceArgs(benchmark::internal::Benchmark* benchmark) {
-  for (int mode : {0, 1}) {
+  for (int mode : {0, 1, 2, 3}) {
     for (int64_t bytes = int64_t{64} << 10; bytes <= kMaxBytes; bytes *= 4) {
       benchmark->Args({mode, bytes});
     }

@@ -22,15 +22,6 @@ __device__ BlockView ViewOfBlock(const Int8ChunkLayout& layout, int64_t block) {
   return {block, begin, static_cast<int32_t>(end - begin)};
 }
 
-__device__ int64_t ChunkBegin(const Int8ChunkLayout& layout, int64_t rank) {
-  return rank * layout.num_blocks / layout.num_ranks;
-}
-
-// The rank whose chunk holds `block`: the largest r with ChunkBegin(r) <= block.
-__device__ int64_t OwnerOf(const Int8ChunkLayout& layout, int64_t block) {
-  return ((block + 1) * layout.num_ranks - 1) / layout.num_blocks;
-}
-
 __device__ int8_t* SlotCodes(uint8_t* slots, const Int8ChunkLayout& layout, int64_t slot,
                              int64_t block_in_chunk) {
   return reinterpret_cast<int8_t*>(slots + slot * layout.slot_bytes +
@@ -114,8 +105,8 @@ __global__ void QuantizeIntoSlotsKernel(const float* __restrict__ x, Int8ChunkLa
   absmax = WarpMax(absmax);
   finite = __all_sync(kFullMask, finite);
 
-  const int64_t owner = OwnerOf(layout, block);
-  const int64_t in_chunk = block - ChunkBegin(layout, owner);
+  const int64_t owner = Int8ChunkOwner(layout, block);
+  const int64_t in_chunk = block - Int8ChunkBegin(layout, owner);
   int8_t* codes = SlotCodes(slots, layout, owner, in_chunk);
   // A non-finite block travels as scale NaN with zero codes: the reduced block becomes NaN on
   // every rank, so all ranks report the error instead of one rank dropping out.
@@ -169,8 +160,8 @@ constexpr int kMaxRegisterRanks = 16;
 __global__ void ReduceAndRequantizeKernel(const uint8_t* __restrict__ received,
                                           Int8ChunkLayout layout, int32_t rank, bool vec4,
                                           uint8_t* __restrict__ reduced_slot) {
-  const int64_t chunk_begin = ChunkBegin(layout, rank);
-  const int64_t chunk_blocks = ChunkBegin(layout, rank + 1) - chunk_begin;
+  const int64_t chunk_begin = Int8ChunkBegin(layout, rank);
+  const int64_t chunk_blocks = Int8ChunkBegin(layout, rank + 1) - chunk_begin;
   const int64_t in_chunk = static_cast<int64_t>(blockIdx.x) * kWarpsPerCta + threadIdx.x / 32;
   if (in_chunk >= chunk_blocks) return;
   const int lane = threadIdx.x % 32;
@@ -226,8 +217,8 @@ __global__ void DequantizeSlotsKernel(const uint8_t* __restrict__ gathered, Int8
   if (block >= layout.num_blocks) return;
   const int lane = threadIdx.x % 32;
   const BlockView view = ViewOfBlock(layout, block);
-  const int64_t owner = OwnerOf(layout, block);
-  const int64_t in_chunk = block - ChunkBegin(layout, owner);
+  const int64_t owner = Int8ChunkOwner(layout, block);
+  const int64_t in_chunk = block - Int8ChunkBegin(layout, owner);
   const int8_t* codes = SlotCodes(gathered, layout, owner, in_chunk);
   const float scale = SlotScaleValue(gathered, layout, owner, in_chunk);
   if (lane == 0 && !isfinite(scale)) Raise(status, kStatusNonFiniteReduced);

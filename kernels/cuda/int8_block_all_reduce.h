@@ -28,10 +28,24 @@ struct Int8ChunkLayout {
   int64_t slot_bytes = 0;     // multiple of 16
 };
 
+#if defined(__CUDACC__)
+#define FF_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define FF_HOST_DEVICE inline
+#endif
+
 // First block of rank r's chunk (r == num_ranks gives num_blocks).
-inline int64_t Int8ChunkBegin(const Int8ChunkLayout& layout, int64_t rank) {
+FF_HOST_DEVICE int64_t Int8ChunkBegin(const Int8ChunkLayout& layout, int64_t rank) {
   return rank * layout.num_blocks / layout.num_ranks;
 }
+
+// The rank whose chunk holds `block` (0 <= block < num_blocks): the largest r with
+// Int8ChunkBegin(r) <= block, i.e. r * B / n <= block  <=>  r * B < (block + 1) * n.
+FF_HOST_DEVICE int64_t Int8ChunkOwner(const Int8ChunkLayout& layout, int64_t block) {
+  return ((block + 1) * layout.num_ranks - 1) / layout.num_blocks;
+}
+
+#undef FF_HOST_DEVICE
 
 // Needs num_elements >= 0, block_size > 0 and num_ranks > 0 (the caller checks).
 inline Int8ChunkLayout MakeInt8ChunkLayout(int64_t num_elements, int32_t block_size,

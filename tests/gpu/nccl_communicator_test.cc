@@ -2,8 +2,11 @@
 // and the bounded waits (a peer that never joins, a peer that skips a collective).
 #include "worker/collectives/nccl_communicator.h"
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -123,17 +126,34 @@ TEST(NcclCommunicatorTest, PeerThatNeverJoinsGivesDeadlineExceeded) {
 
 TEST(NcclCommunicatorTest, PeerThatSkipsACollectiveGivesDeadlineExceeded) {
   FF_SKIP_WITH_FEWER_GPUS(2);
-  absl::Status waited, after;
+  const uint32_t seed = FreshSeed();
+  absl::Status warm_up[2], waited, after;
+  std::atomic<bool> rank0_done{false};
   RunNcclRanks(
       2,
       [&](NcclCommunicator& communicator) {
-        if (communicator.rank() != 0) return;  // rank 1 never calls the all-reduce
-        DeviceBuffer<float> data(RandomFloats(1024, FreshSeed()));
-        ASSERT_TRUE(communicator.AllReduceSum(data.get(), 1024).ok());
-        waited = communicator.Synchronize();
+        const int rank = communicator.rank();
+        DeviceBuffer<float> data(RandomFloats(1024, seed + rank));
+        // One complete all-reduce first, so that NCCL's connections exist and the second call
+        // really reaches the GPU, where rank 0's kernel then waits for a peer that never comes.
+        warm_up[rank] = communicator.AllReduceSum(data.get(), 1024);
+        if (warm_up[rank].ok()) warm_up[rank] = communicator.Synchronize();
+        if (rank == 1) {  // stays alive but never calls the second all-reduce
+          const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+          while (!rank0_done.load() && std::chrono::steady_clock::now() < give_up) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          }
+          return;
+        }
+        // The wait may end in the enqueue (if NCCL still had to connect) or in Synchronize.
+        waited = communicator.AllReduceSum(data.get(), 1024);
+        if (waited.ok()) waited = communicator.Synchronize();
         after = communicator.AllReduceSum(data.get(), 1024);
+        rank0_done = true;
       },
       std::chrono::seconds(5));
+  EXPECT_TRUE(warm_up[0].ok()) << warm_up[0];
+  EXPECT_TRUE(warm_up[1].ok()) << warm_up[1];
   EXPECT_EQ(waited.code(), absl::StatusCode::kDeadlineExceeded) << waited;
   EXPECT_EQ(after.code(), absl::StatusCode::kFailedPrecondition) << after;
 }
