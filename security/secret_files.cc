@@ -46,25 +46,31 @@ absl::Status ValidateToken(std::string_view token, std::string_view source) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> ReadTokenFile(const std::string& path,
-                                                       std::string_view what) {
-  absl::StatusOr<std::string> contents = ReadCredentialFile(path, what);
-  if (!contents.ok()) return contents.status();
+absl::StatusOr<std::vector<std::string>> ParseTokens(std::string_view contents,
+                                                     std::string_view source) {
   std::vector<std::string> tokens;
   int line_number = 0;
-  for (absl::string_view line : absl::StrSplit(*contents, '\n')) {
+  for (absl::string_view line :
+       absl::StrSplit(absl::string_view(contents.data(), contents.size()), '\n')) {
     ++line_number;
     line = absl::StripAsciiWhitespace(line);
     if (line.empty() || line.front() == '#') continue;
     absl::Status valid = ValidateToken(std::string_view(line.data(), line.size()),
-                                       absl::StrFormat("%s %s line %d", what, path, line_number));
+                                       absl::StrFormat("%s line %d", source, line_number));
     if (!valid.ok()) return valid;
     tokens.emplace_back(line);
   }
   if (tokens.empty()) {
-    return absl::InvalidArgumentError(absl::StrFormat("%s %s holds no token", what, path));
+    return absl::InvalidArgumentError(absl::StrFormat("%s holds no token", source));
   }
   return tokens;
+}
+
+absl::StatusOr<std::vector<std::string>> ReadTokenFile(const std::string& path,
+                                                       std::string_view what) {
+  absl::StatusOr<std::string> contents = ReadCredentialFile(path, what);
+  if (!contents.ok()) return contents.status();
+  return ParseTokens(*contents, absl::StrFormat("%s %s", what, path));
 }
 
 absl::StatusOr<std::string> ReadSingleToken(const std::string& path, std::string_view what) {

@@ -19,6 +19,10 @@ absl::StatusOr<std::string> ReadCredentialFile(const std::string& path, std::str
 absl::StatusOr<std::vector<std::string>> ReadTokenFile(const std::string& path,
                                                        std::string_view what);
 
+// The same for text already read; `source` names it in errors (e.g. "--api-token-file PATH").
+absl::StatusOr<std::vector<std::string>> ParseTokens(std::string_view contents,
+                                                     std::string_view source);
+
 // A single token (the first and only one of ReadTokenFile).
 absl::StatusOr<std::string> ReadSingleToken(const std::string& path, std::string_view what);
 

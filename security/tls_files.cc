@@ -46,8 +46,7 @@ int NoPassphrase(char*, int, int, void*) { return 0; }
 
 // The certificates in `pem`, in order; an error when there are none or one is malformed.
 absl::StatusOr<std::vector<X509Ptr>> ParseCertificates(const std::string& pem,
-                                                       const std::string& path,
-                                                       const std::string& what) {
+                                                       const std::string& source) {
   BioPtr bio = MemoryBio(pem);
   std::vector<X509Ptr> certs;
   while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, NoPassphrase, nullptr)) {
@@ -60,7 +59,7 @@ absl::StatusOr<std::vector<X509Ptr>> ParseCertificates(const std::string& pem,
   if (certs.empty() || (last != 0 && !clean_end)) {
     const std::string reason = TakeOpensslError();
     return absl::InvalidArgumentError(absl::StrFormat(
-        "%s %s is not a PEM certificate file (%s)", what, path,
+        "%s is not a PEM certificate file (%s)", source,
         certs.empty() && clean_end ? "no '-----BEGIN CERTIFICATE-----' block" : reason));
   }
   ERR_clear_error();
@@ -69,11 +68,34 @@ absl::StatusOr<std::vector<X509Ptr>> ParseCertificates(const std::string& pem,
 
 }  // namespace
 
+absl::Status CheckCertificatesPem(const std::string& pem, const std::string& source) {
+  return ParseCertificates(pem, source).status();
+}
+
+absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem, const std::string& key_pem,
+                                        const std::string& cert_source,
+                                        const std::string& key_source) {
+  absl::StatusOr<std::vector<X509Ptr>> certs = ParseCertificates(cert_pem, cert_source);
+  if (!certs.ok()) return certs.status();
+  BioPtr bio = MemoryBio(key_pem);
+  KeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr));
+  if (key == nullptr) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s is not an unencrypted PEM private key (%s)", key_source, TakeOpensslError()));
+  }
+  if (X509_check_private_key(certs->front().get(), key.get()) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s does not match the certificate in %s", key_source, cert_source));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> LoadCertificates(const std::string& path, const std::string& what) {
   absl::StatusOr<std::string> pem = ReadCredentialFile(path, what);
   if (!pem.ok()) return pem.status();
-  absl::StatusOr<std::vector<X509Ptr>> certs = ParseCertificates(*pem, path, what);
-  if (!certs.ok()) return certs.status();
+  absl::Status valid = CheckCertificatesPem(*pem, what + " " + path);
+  if (!valid.ok()) return valid;
   return pem;
 }
 
@@ -86,28 +108,17 @@ absl::StatusOr<TlsIdentity> LoadTlsIdentity(const std::string& cert_path,
     return absl::InvalidArgumentError(
         absl::StrFormat("%s and %s go together", cert_what, key_what));
   }
-  TlsIdentity identity;
   absl::StatusOr<std::string> cert_pem = ReadCredentialFile(cert_path, cert_what);
   if (!cert_pem.ok()) return cert_pem.status();
-  absl::StatusOr<std::vector<X509Ptr>> certs = ParseCertificates(*cert_pem, cert_path, cert_what);
-  if (!certs.ok()) return certs.status();
+  const std::string cert_source = cert_what + " " + cert_path;
+  absl::Status certs_valid = CheckCertificatesPem(*cert_pem, cert_source);
+  if (!certs_valid.ok()) return certs_valid;
   absl::StatusOr<std::string> key_pem = ReadCredentialFile(key_path, key_what);
   if (!key_pem.ok()) return key_pem.status();
-  BioPtr bio = MemoryBio(*key_pem);
-  KeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassphrase, nullptr));
-  if (key == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s %s is not an unencrypted PEM private key (%s)", key_what, key_path,
-                        TakeOpensslError()));
-  }
-  if (X509_check_private_key(certs->front().get(), key.get()) != 1) {
-    ERR_clear_error();
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s %s does not match the certificate in %s %s", key_what, key_path, cert_what, cert_path));
-  }
-  identity.cert_chain_pem = *std::move(cert_pem);
-  identity.private_key_pem = *std::move(key_pem);
-  return identity;
+  absl::Status key_valid =
+      CheckKeyMatchesCertificate(*cert_pem, *key_pem, cert_source, key_what + " " + key_path);
+  if (!key_valid.ok()) return key_valid;
+  return TlsIdentity{*std::move(cert_pem), *std::move(key_pem)};
 }
 
 }  // namespace flatfleet::security

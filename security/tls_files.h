@@ -15,6 +15,16 @@ struct TlsIdentity {
   std::string private_key_pem;
 };
 
+// Checks PEM text that should hold one or more certificates; `source` names it in errors
+// (e.g. "--tls-ca PATH").
+absl::Status CheckCertificatesPem(const std::string& pem, const std::string& source);
+
+// Checks that `key_pem` is an unencrypted PEM private key matching the first certificate of
+// `cert_pem` (already checked with CheckCertificatesPem).
+absl::Status CheckKeyMatchesCertificate(const std::string& cert_pem, const std::string& key_pem,
+                                        const std::string& cert_source,
+                                        const std::string& key_source);
+
 // One or more PEM certificates (a CA bundle). `what` names the role, e.g. "--tls-ca".
 absl::StatusOr<std::string> LoadCertificates(const std::string& path, const std::string& what);
 
