@@ -14,6 +14,7 @@
 #include "coordinator/server/batch_client.h"
 #include "coordinator/server/coordinator_server.h"
 #include "tools/commands.h"
+#include "tools/security_options.h"
 #include "worker/serving/metrics_http_server.h"
 
 namespace flatfleet::tools {
@@ -30,11 +31,35 @@ struct ServeCoordinatorOptions {
   int in_flight_window = 32;
   double lease_seconds = 30 * 60;
   coordinator::BatchInputLimits input_limits;
+  security::ApiServerFlags api_security;
+  security::ClusterFlags cluster_security;
+  int max_message_bytes = 16 << 20;
+  uint64_t max_upload_bytes = uint64_t{256} << 20;
 };
 
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "flatfleet serve coordinator: %s\n", std::string(status.message()).c_str());
   return 1;
+}
+
+// Tokens and secrets sent in plaintext can be read off the network (docs/SECURITY.md).
+void WarnAboutPlaintextSecrets(const ServeCoordinatorOptions& options) {
+  if (!options.api_security.api_token_file.empty() && options.api_security.tls_cert.empty() &&
+      !security::IsLoopbackAddress(options.listen)) {
+    std::fprintf(stderr,
+                 "flatfleet serve coordinator: warning: API tokens travel in plaintext on %s; "
+                 "add --tls-cert/--tls-key\n",
+                 options.listen.c_str());
+  }
+  if (!options.cluster_security.secret_file.empty() && options.cluster_security.tls_ca.empty()) {
+    for (const std::string& worker : options.workers) {
+      if (security::IsLoopbackAddress(worker)) continue;
+      std::fprintf(stderr,
+                   "flatfleet serve coordinator: warning: the cluster secret travels in "
+                   "plaintext to %s; add --cluster-tls-cert/-key/-ca\n",
+                   worker.c_str());
+    }
+  }
 }
 
 int RunServeCoordinator(const ServeCoordinatorOptions& options) {
@@ -60,6 +85,17 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
   server_options.scheduler.in_flight_window = options.in_flight_window;
   server_options.scheduler.lease_ms = static_cast<int64_t>(options.lease_seconds * 1000);
   server_options.service.input_limits = options.input_limits;
+  server_options.max_message_bytes = options.max_message_bytes;
+  server_options.service.max_upload_bytes = options.max_upload_bytes;
+  absl::StatusOr<security::ServerSecurity> api_security =
+      security::LoadApiServerSecurity(options.api_security);
+  if (!api_security.ok()) return Fail(api_security.status());
+  server_options.api_security = *std::move(api_security);
+  absl::StatusOr<security::ChannelSecurity> worker_channel =
+      security::LoadClusterClientSecurity(options.cluster_security);
+  if (!worker_channel.ok()) return Fail(worker_channel.status());
+  server_options.scheduler.worker_channel = *std::move(worker_channel);
+  WarnAboutPlaintextSecrets(options);
   auto server = coordinator::CoordinatorServer::Start(std::move(server_options));
   if (!server.ok()) return Fail(server.status());
   // First line of stdout: what scripts wait for when they asked for port 0.
@@ -128,6 +164,21 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--max-line-bytes", options->input_limits.max_line_bytes,
                   "Bytes per input line; a longer line becomes a failed result")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--tls-cert", options->api_security.tls_cert,
+                  "Serve the API over TLS with this PEM certificate chain (with --tls-key)");
+  cmd->add_option("--tls-key", options->api_security.tls_key, "PEM private key of --tls-cert");
+  cmd->add_option("--api-token-file", options->api_security.api_token_file,
+                  "Require 'authorization: Bearer <token>' on API calls; the file lists the "
+                  "accepted tokens, one per line (health and reflection stay open)");
+  AddClusterOptions(cmd, &options->cluster_security, /*coordinator_side=*/true);
+  cmd->add_option("--max-message-bytes", options->max_message_bytes,
+                  "Largest gRPC message accepted or sent on the API")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-upload-bytes", options->max_upload_bytes,
+                  "Largest batch input (bytes of JSONL) one CreateBatch may carry")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   return [options] { return RunServeCoordinator(*options); };

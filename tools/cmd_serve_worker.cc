@@ -10,6 +10,7 @@
 
 #include "absl/time/time.h"
 #include "tools/commands.h"
+#include "tools/security_options.h"
 #include "worker/serving/continuous_batcher_factory.h"
 #include "worker/serving/generator_engine.h"
 #include "worker/serving/model_loader.h"
@@ -27,6 +28,7 @@ struct ServeWorkerOptions {
   int64_t default_max_tokens = 16;
   double drain_timeout_seconds = 600;
   int max_message_bytes = 16 << 20;
+  security::ClusterFlags cluster_security;
 };
 
 int RunServeWorker(const ServeWorkerOptions& options) {
@@ -42,6 +44,21 @@ int RunServeWorker(const ServeWorkerOptions& options) {
   process_options.listen_address = options.listen;
   process_options.metrics_listen_address = options.metrics_listen;
   process_options.max_message_bytes = options.max_message_bytes;
+  absl::StatusOr<security::ServerSecurity> server_security =
+      security::LoadClusterServerSecurity(options.cluster_security);
+  if (!server_security.ok()) {
+    std::fprintf(stderr, "flatfleet serve worker: %s\n",
+                 std::string(server_security.status().message()).c_str());
+    return 1;
+  }
+  process_options.security = *std::move(server_security);
+  if (!options.cluster_security.secret_file.empty() && options.cluster_security.tls_ca.empty() &&
+      !security::IsLoopbackAddress(options.listen)) {
+    std::fprintf(stderr,
+                 "flatfleet serve worker: warning: the cluster secret travels in plaintext on "
+                 "%s; add --cluster-tls-cert/-key/-ca\n",
+                 options.listen.c_str());
+  }
   process_options.service.model_loader = engine::SingleRankModelLoader();
   engine::ContinuousBatcherOptions batcher_options;
   batcher_options.kv_cache_dtype = options.kv_cache_dtype == "int8"
@@ -135,6 +152,7 @@ CommandRunner RegisterServeWorkerCommand(CLI::App& serve) {
                   "Largest gRPC message accepted or sent")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  AddClusterOptions(cmd, &options->cluster_security, /*coordinator_side=*/false);
   return [options] { return RunServeWorker(*options); };
 }
 

@@ -9,6 +9,7 @@
 
 #include "coordinator/server/batch_client.h"
 #include "tools/commands.h"
+#include "tools/security_options.h"
 
 namespace flatfleet::tools {
 namespace {
@@ -17,6 +18,7 @@ struct SubmitOptions {
   std::string file;
   std::string model;
   std::string coordinator = coordinator::kDefaultCoordinatorAddress;
+  security::ApiClientFlags security;
   std::map<std::string, std::string> metadata;
   uint32_t max_attempts = 0;
 };
@@ -27,7 +29,7 @@ int RunSubmit(const SubmitOptions& options) {
     std::fprintf(stderr, "flatfleet submit: %s\n", std::string(lines.status().message()).c_str());
     return 1;
   }
-  auto client = coordinator::BatchClient::Connect(options.coordinator);
+  auto client = ConnectToCoordinator(options.coordinator, options.security);
   if (!client.ok()) {
     std::fprintf(stderr, "flatfleet submit: %s\n", std::string(client.status().message()).c_str());
     return 1;
@@ -80,6 +82,7 @@ CommandRunner RegisterSubmitCommand(CLI::App& app) {
   cmd->add_option("--model", options->model, "Model name the coordinator serves")->required();
   cmd->add_option("--coordinator", options->coordinator, "Coordinator address HOST:PORT")
       ->capture_default_str();
+  AddApiClientOptions(cmd, &options->security);
   cmd->add_option("--metadata", options->metadata, "KEY=VALUE pairs kept with the batch")
       ->delimiter(',');
   cmd->add_option("--max-attempts", options->max_attempts,

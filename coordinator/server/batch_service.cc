@@ -12,6 +12,12 @@
 namespace flatfleet::coordinator {
 namespace {
 
+grpc::Status UploadTooLarge(uint64_t limit) {
+  return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      absl::StrCat("the batch input exceeds the coordinator's limit of ", limit,
+                                   " bytes (--max-upload-bytes); split it into several batches"));
+}
+
 v1::BatchState ToBatchState(JobState state) {
   switch (state) {
     case JobState::kValidating:
@@ -109,6 +115,11 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
       return grpc::Status(grpc::StatusCode::NOT_FOUND,
                           absl::StrCat("cannot read input_path ", options.input_path()));
     }
+    std::error_code size_error;
+    const uintmax_t size = std::filesystem::file_size(*path, size_error);
+    if (!size_error && size > options_.max_upload_bytes) {
+      return UploadTooLarge(options_.max_upload_bytes);
+    }
     std::string line;
     while (std::getline(file, line)) parser.AddLine(line);
     if (reader->Read(&message)) {
@@ -116,12 +127,19 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
                           "no lines may follow options that name an input_path");
     }
   } else {
+    uint64_t upload_bytes = 0;
     while (reader->Read(&message)) {
       if (!message.has_lines()) {
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                             "only the first CreateBatch message may carry options");
       }
-      for (const std::string& line : message.lines().lines()) parser.AddLine(line);
+      for (const std::string& line : message.lines().lines()) {
+        upload_bytes += line.size() + 1;  // As a file: with its newline.
+        if (upload_bytes > options_.max_upload_bytes) {
+          return UploadTooLarge(options_.max_upload_bytes);
+        }
+        parser.AddLine(line);
+      }
     }
   }
   if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled");

@@ -14,6 +14,7 @@
 #include "coordinator/server/model_spec.h"
 #include "coordinator/server/scheduler.h"
 #include "grpcpp/grpcpp.h"
+#include "security/transport_security.h"
 
 namespace flatfleet::coordinator {
 
@@ -25,6 +26,11 @@ struct CoordinatorOptions {
   PlannerOptions planner;
   SchedulerOptions scheduler;
   BatchServiceOptions service;
+  // The public API's TLS and bearer tokens; plaintext and open by default. (The worker side
+  // is scheduler.worker_channel.)
+  security::ServerSecurity api_security;
+  // Bound on one gRPC message either way; uploads are split into ~1 MiB messages by clients.
+  int max_message_bytes = 16 << 20;
 };
 
 class CoordinatorServer {

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "absl/time/time.h"
+#include "security/transport_security.h"
 
 namespace flatfleet::coordinator {
 
@@ -26,6 +27,8 @@ struct SchedulerOptions {
   absl::Duration load_shard_timeout = absl::Minutes(10);
   // How often the queue-depth and jobs-by-state gauges are refreshed from the store.
   absl::Duration metrics_refresh_interval = absl::Seconds(1);
+  // How channels to workers are secured (TLS, client certificate, cluster secret).
+  security::ChannelSecurity worker_channel;
 };
 
 }  // namespace flatfleet::coordinator

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/batch_output_line.h"
 #include "coordinator/server/work_conversion.h"
+#include "security/secure_channel.h"
 
 namespace flatfleet::coordinator {
 namespace {
@@ -29,7 +30,7 @@ WorkerGroupSession::WorkerGroupSession(const SessionContext* context, WorkerGrou
                        plan_.rank_addresses.empty() ? std::string("?") : plan_.rank_addresses[0])) {
   for (const std::string& address : plan_.rank_addresses) {
     stubs_.push_back(v1::WorkerService::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials())));
+        security::MakeSecureChannel(address, context_->options.worker_channel)));
   }
 }
 
