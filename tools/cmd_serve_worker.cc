@@ -41,7 +41,7 @@ int RunServeWorker(const ServeWorkerOptions& options) {
   process_options.listen_address = options.listen;
   process_options.metrics_listen_address = options.metrics_listen;
   process_options.max_message_bytes = options.max_message_bytes;
-  process_options.service.model_loader = engine::SingleRankModelLoader();
+  process_options.service.model_loader = engine::CpuModelLoader();
   // "generator" keeps the batch-at-once adapter as a fallback for comparisons.
   process_options.service.engine_factory = options.engine == "generator"
                                                ? engine::GeneratorEngineFactory()
