@@ -23,6 +23,9 @@ struct CoordinatorOptions {
   ModelSpec model;
   std::vector<WorkerInfo> workers;
   PlannerOptions planner;
+  // How long planning waits for workers to report their memory (Health); unless planner.forced_tp
+  // is set, workers with device_memory_bytes 0 are asked.
+  absl::Duration worker_probe_timeout = absl::Seconds(10);
   SchedulerOptions scheduler;
   BatchServiceOptions service;
 };
