@@ -125,6 +125,15 @@ TEST(TensorParallelFailoverTest, StoppedRankFailsItsGroupAndTheJobCompletesElsew
   ASSERT_TRUE(streamed.ok()) << streamed;
   EXPECT_EQ(answered.size(), static_cast<size_t>(kRequests));
   for (int i = 0; i < kRequests; ++i) EXPECT_EQ(answered.count(absl::StrCat("r", i)), 1u) << i;
+
+  // The lost group held work (8 slots, 48 tokens a request) that went back to the queue.
+  const std::string page = (*server)->metrics().Expose();
+  const std::string requeued = R"(flatfleet_coordinator_requests_total{outcome="requeued"} )";
+  const size_t at = page.find(requeued);
+  ASSERT_NE(at, std::string::npos) << page;
+  const double requeued_count = std::stod(page.substr(at + requeued.size()));
+  std::printf("[ failover ] %.0f requests re-dispatched\n", requeued_count);
+  EXPECT_GT(requeued_count, 0);
   (*server)->Shutdown();
 }
 
