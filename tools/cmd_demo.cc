@@ -1,5 +1,7 @@
 // `flatfleet demo`: a whole deployment on loopback in one command. Starts two workers and a
-// coordinator as child processes of this same binary (ports chosen by the OS), submits a small
+// coordinator as child processes of this same binary (ports chosen by the OS); the coordinator
+// makes the two workers one tensor-parallel group (tp=2, INT8-compressed all-reduces unless
+// --all-reduce-compression none): rank 0 batches and both run every forward. Submits a small
 // batch to the built-in demo model (one line malformed on purpose: it becomes a failed result
 // while the rest run), shows progress and some results, and stops everything with SIGTERM. The
 // children die with the demo even if it crashes (PR_SET_PDEATHSIG).
@@ -119,6 +121,7 @@ class ChildProcess {
 struct DemoOptions {
   int requests = 16;
   double timeout_seconds = 180;
+  std::string all_reduce_compression = "int8";
 };
 
 // Request lines for the demo; line `bad_line` (1-based, 0 for none) is malformed on purpose.
@@ -146,8 +149,10 @@ int RunDemo(const DemoOptions& options) {
   }
   const std::string dir = dir_template;
   const std::string log = dir + "/processes.log";
-  std::printf("flatfleet demo: two workers and a coordinator on loopback (logs: %s)\n",
-              log.c_str());
+  std::printf(
+      "flatfleet demo: a coordinator and two workers forming one tensor-parallel group (tp=2, "
+      "%s all-reduce) on loopback (logs: %s)\n",
+      options.all_reduce_compression == "int8" ? "INT8-compressed" : "FP32", log.c_str());
   std::fflush(stdout);
   const absl::Duration start_timeout = absl::Seconds(60);
   // Declared first, destroyed last: the coordinator (declared later) stops before the workers.
@@ -173,9 +178,19 @@ int RunDemo(const DemoOptions& options) {
     std::printf("  worker %d listening on %s\n", i + 1, address->c_str());
     worker_addresses.push_back(*address);
   }
-  std::vector<std::string> coordinator_args = {
-      "flatfleet", "serve",          "coordinator", "--listen",         "127.0.0.1:0",
-      "--db",      dir + "/jobs.db", "--model",     "demo=builtin:demo"};
+  std::vector<std::string> coordinator_args = {"flatfleet",
+                                               "serve",
+                                               "coordinator",
+                                               "--listen",
+                                               "127.0.0.1:0",
+                                               "--db",
+                                               dir + "/jobs.db",
+                                               "--model",
+                                               "demo=builtin:demo",
+                                               "--tp",
+                                               "2",
+                                               "--all-reduce-compression",
+                                               options.all_reduce_compression};
   for (const std::string& address : worker_addresses) {
     coordinator_args.push_back("--worker");
     coordinator_args.push_back(address);
@@ -276,14 +291,19 @@ CommandRunner RegisterDemoCommand(CLI::App& app) {
   auto options = std::make_shared<DemoOptions>();
   CLI::App* cmd = app.add_subcommand(
       "demo",
-      "Run two workers and a coordinator on loopback, submit a small batch to the "
-      "built-in demo model, show progress and results, then stop everything");
+      "Run a coordinator and two workers forming one tensor-parallel group (tp=2) on loopback, "
+      "submit a small batch to the built-in demo model, show progress and results, then stop "
+      "everything");
   cmd->add_option("--requests", options->requests, "Lines in the demo batch")
       ->capture_default_str()
       ->check(CLI::Range(2, 1000));
   cmd->add_option("--timeout", options->timeout_seconds, "Seconds the batch may take")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--all-reduce-compression", options->all_reduce_compression,
+                  "The group's all-reduces: int8 (compressed) or none (FP32)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"int8", "none"}));
   return [options] { return RunDemo(*options); };
 }
 

@@ -35,6 +35,9 @@ struct ServeCoordinatorOptions {
   security::ClusterFlags cluster_security;
   int max_message_bytes = 16 << 20;
   uint64_t max_upload_bytes = uint64_t{256} << 20;
+  unsigned tp = 0;
+  std::string all_reduce_compression = "int8";
+  double group_timeout_seconds = 30;
 };
 
 int Fail(const absl::Status& status) {
@@ -76,7 +79,7 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
   server_options.listen_address = options.listen;
   server_options.db_path = options.db;
   server_options.model = *model;
-  // Health reports no device memory yet, so the operator states it (0: assume it fits).
+  // 0: the planner asks each worker's Health for its memory.
   const auto memory_bytes = static_cast<uint64_t>(options.worker_memory_gib * (1ull << 30));
   for (const std::string& address : options.workers) {
     server_options.workers.push_back(coordinator::WorkerInfo{address, memory_bytes});
@@ -96,6 +99,9 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
   if (!worker_channel.ok()) return Fail(worker_channel.status());
   server_options.scheduler.worker_channel = *std::move(worker_channel);
   WarnAboutPlaintextSecrets(options);
+  server_options.planner.forced_tp = options.tp;
+  server_options.scheduler.compress_all_reduce = options.all_reduce_compression == "int8";
+  server_options.scheduler.group_timeout = absl::Seconds(options.group_timeout_seconds);
   auto server = coordinator::CoordinatorServer::Start(std::move(server_options));
   if (!server.ok()) return Fail(server.status());
   // First line of stdout: what scripts wait for when they asked for port 0.
@@ -146,9 +152,23 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
   cmd->add_option("--input-dir", options->input_dirs,
                   "Directory whose files CreateBatch may name as input_path (repeatable)");
   cmd->add_option("--worker-memory-gib", options->worker_memory_gib,
-                  "Device memory per worker for planning tensor parallelism (0: assume the "
-                  "model fits one worker)")
+                  "Device memory per worker for planning tensor parallelism (0: ask each "
+                  "worker's Health)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--tp", options->tp,
+                  "Tensor-parallel ranks per worker group (0: the planner chooses from model "
+                  "size and worker memory)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
+  cmd->add_option("--all-reduce-compression", options->all_reduce_compression,
+                  "Tensor-parallel all-reduces: int8 (per-block INT8, less traffic) or none "
+                  "(FP32, exact)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"int8", "none"}));
+  cmd->add_option("--group-timeout", options->group_timeout_seconds,
+                  "Seconds a tensor-parallel rank waits for its peers before the group fails")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--in-flight-window", options->in_flight_window,
                   "Requests dispatched to one worker group at a time")
       ->capture_default_str()

@@ -59,11 +59,14 @@ int RunServeWorker(const ServeWorkerOptions& options) {
                  "%s; add --cluster-tls-cert/-key/-ca\n",
                  options.listen.c_str());
   }
-  process_options.service.model_loader = engine::SingleRankModelLoader();
+  process_options.service.model_loader = engine::CpuModelLoader();
   engine::ContinuousBatcherOptions batcher_options;
   batcher_options.kv_cache_dtype = options.kv_cache_dtype == "int8"
                                        ? engine::KvCacheDtype::kInt8
                                        : engine::KvCacheDtype::kFloat32;
+  // Tensor-parallel groups always run the continuous batcher; every rank of a group must be
+  // started with the same KV cache settings (followers mirror rank 0's cache).
+  process_options.service.group_batcher_options = batcher_options;
   // "generator" keeps the batch-at-once adapter as a fallback for comparisons.
   process_options.service.engine_factory = options.engine == "generator"
                                                ? engine::GeneratorEngineFactory()

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "coordinator/server/worker_memory_probe.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "security/server_credentials.h"
@@ -16,6 +17,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   FF_ASSIGN_OR_RETURN(server->store_, JobStore::Open(options.db_path));
   FF_ASSIGN_OR_RETURN(server->metrics_, CoordinatorMetrics::Create());
   FF_ASSIGN_OR_RETURN(const uint64_t model_bytes, ModelWeightBytes(options.model));
+  if (options.planner.forced_tp == 0) {
+    ProbeWorkerMemory(options.workers, options.worker_probe_timeout,
+                      options.scheduler.worker_channel);
+  }
   FF_ASSIGN_OR_RETURN(server->plan_,
                       PlanWorkerGroups(model_bytes, options.workers, options.planner));
   server->scheduler_ = std::make_unique<Scheduler>(server->store_.get(), server->metrics_.get(),

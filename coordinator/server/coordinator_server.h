@@ -24,6 +24,9 @@ struct CoordinatorOptions {
   ModelSpec model;
   std::vector<WorkerInfo> workers;
   PlannerOptions planner;
+  // How long planning waits for workers to report their memory (Health); unless planner.forced_tp
+  // is set, workers with device_memory_bytes 0 are asked.
+  absl::Duration worker_probe_timeout = absl::Seconds(10);
   SchedulerOptions scheduler;
   BatchServiceOptions service;
   // The public API's TLS and bearer tokens; plaintext and open by default. (The worker side

@@ -25,6 +25,10 @@ struct SchedulerOptions {
   absl::Duration reconnect_backoff_max = absl::Seconds(2);
   absl::Duration health_timeout = absl::Seconds(3);
   absl::Duration load_shard_timeout = absl::Minutes(10);
+  // Tensor-parallel groups (tp > 1): INT8-compressed all-reduces (off: plain FP32, exact), and
+  // how long a rank waits for its peers to join or answer a collective before the group fails.
+  bool compress_all_reduce = true;
+  absl::Duration group_timeout = absl::Seconds(30);
   // How often the queue-depth and jobs-by-state gauges are refreshed from the store.
   absl::Duration metrics_refresh_interval = absl::Seconds(1);
   // How channels to workers are secured (TLS, client certificate, cluster secret).

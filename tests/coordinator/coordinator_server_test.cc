@@ -394,6 +394,10 @@ TEST(CoordinatorServerTest, ModelTooLargeForOneWorkerIsShardedOverAGroup) {
     ASSERT_EQ(load.rendezvous().peer_addresses_size(), 2);
     EXPECT_EQ(load.rendezvous().peer_addresses(0), rank0.address());
     EXPECT_EQ(load.rendezvous().peer_addresses(1), rank1.address());
+    // Rank 0's OpenRendezvous answer reaches every rank; compression is on by default.
+    EXPECT_EQ(load.rendezvous().store_address(), "fake-store:group-0");
+    EXPECT_EQ(load.rendezvous().all_reduce_compression(), v1::ALL_REDUCE_COMPRESSION_INT8);
+    EXPECT_GT(load.rendezvous().timeout_ms(), 0u);
   }
   EXPECT_EQ(rank0.submits(), 20);
   EXPECT_EQ(rank1.submits(), 0);

@@ -56,6 +56,11 @@ struct ContinuousBatcherOptions {
   KvCacheDtype kv_cache_dtype = KvCacheDtype::kFloat32;
 };
 
+// The paged KV cache a batcher with `options` uses for `model`: tensor-parallel followers build
+// theirs the same way, so that they mirror rank 0's block tables.
+absl::StatusOr<std::unique_ptr<PagedKvCache>> CreateBatcherKvCache(
+    const LlamaModel& model, const ContinuousBatcherOptions& options);
+
 class ContinuousBatcher final : public InferenceEngine {
  public:
   // Called with each step's plan before its forward pass; an error fails the step's requests.
