@@ -308,7 +308,7 @@ TEST(RecipesTest, UnknownRecipeListsTheKnownOnes) {
   for (const std::string& name : ImplementedRecipeNames()) {
     EXPECT_THAT(unknown.status().message(), HasSubstr(name));
   }
-  const auto planned = RecipeByName("w4a4-flatquant");
+  const auto planned = RecipeByName("w4a4-flatten");
   EXPECT_TRUE(absl::IsUnimplemented(planned.status())) << planned.status();
   EXPECT_FALSE(RecipesFromList("w8a8,nope").ok());
   auto list = RecipesFromList("w8a8, w4a4-quik");
