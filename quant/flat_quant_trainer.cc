@@ -3,11 +3,11 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
-#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/quant/dense_matrix.h"
+#include "kernels/cpu/quant/seeded_random.h"
 
 namespace flatfleet::quant {
 namespace {
@@ -307,11 +307,12 @@ absl::StatusOr<FlatQuantObjective> FlatQuantObjective::Create(const FlatQuantPro
 absl::StatusOr<FlatQuantLoss> FlatQuantObjective::Evaluate(const FlatQuantParams& params,
                                                            QuantizerMode mode,
                                                            const RoundingState* frozen,
-                                                           RoundingState* record) const {
+                                                           RoundingState* record,
+                                                           std::span<const int64_t> rows) const {
   FlatQuantLoss result;
   FlatQuantParams weight_gradient;
   FF_ASSIGN_OR_RETURN(result.loss, EvaluateUntied(params, params, mode, frozen, record,
-                                                  &result.gradient, &weight_gradient));
+                                                  &result.gradient, &weight_gradient, rows));
   FlatQuantParams& g = result.gradient;
   for (size_t i = 0; i < g.p1.size(); ++i) g.p1[i] += weight_gradient.p1[i];
   for (size_t i = 0; i < g.p2.size(); ++i) g.p2[i] += weight_gradient.p2[i];
@@ -323,9 +324,37 @@ absl::StatusOr<FlatQuantLoss> FlatQuantObjective::Evaluate(const FlatQuantParams
 absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
     const FlatQuantParams& act, const FlatQuantParams& wgt, QuantizerMode mode,
     const RoundingState* frozen, RoundingState* record, FlatQuantParams* act_grad_out,
-    FlatQuantParams* wgt_grad_out) const {
+    FlatQuantParams* wgt_grad_out, std::span<const int64_t> output_rows) const {
   const FlatQuantProblem& pr = problem_;
-  const int64_t n = pr.in_features, m = pr.rows, out = pr.out_features;
+  const int64_t n = pr.in_features, m = pr.rows;
+  // The weight rows and target columns the loss covers.
+  std::span<const float> weight = pr.weight;
+  std::span<const double> target = target_;
+  double target_norm2 = target_norm2_;
+  int64_t out = pr.out_features;
+  std::vector<float> weight_subset;
+  std::vector<double> target_subset;
+  if (!output_rows.empty()) {
+    out = static_cast<int64_t>(output_rows.size());
+    weight_subset.resize(out * n);
+    target_subset.resize(m * out);
+    double norm2 = 0.0;
+    for (int64_t j = 0; j < out; ++j) {
+      const int64_t row = output_rows[j];
+      if (row < 0 || row >= pr.out_features) {
+        return absl::InvalidArgumentError("FlatQuant: output row out of range");
+      }
+      std::copy(pr.weight.begin() + row * n, pr.weight.begin() + (row + 1) * n,
+                weight_subset.begin() + j * n);
+      for (int64_t i = 0; i < m; ++i) {
+        target_subset[i * out + j] = target_[i * pr.out_features + row];
+        norm2 += target_subset[i * out + j] * target_subset[i * out + j];
+      }
+    }
+    weight = weight_subset;
+    target = target_subset;
+    target_norm2 = norm2 > 0.0 ? norm2 : 1.0;
+  }
   FF_RETURN_IF_ERROR(CheckParams(act, n));
   FF_RETURN_IF_ERROR(CheckParams(wgt, n));
   if (act.n1 != wgt.n1) return absl::InvalidArgumentError("FlatQuant: sides differ in n1");
@@ -356,7 +385,7 @@ absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
   }
   for (int64_t j = 0; j < out; ++j) {
     for (int64_t k = 0; k < n; ++k) {
-      v[j * n + k] = pr.weight[j * n + k] * std::exp(wgt.log_scales[k]);
+      v[j * n + k] = weight[j * n + k] * std::exp(wgt.log_scales[k]);
     }
   }
   const Matrix x_t = Sandwich(z, m, p1t, act.p2, n1, n2);  // rows of X diag(s)^-1 P
@@ -385,11 +414,11 @@ absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
   Matrix grad_y = MatMul(qa, qw_t, m, n, out);
   double loss = 0.0;
   for (int64_t i = 0; i < m * out; ++i) {
-    const double e = grad_y[i] - target_[i];
+    const double e = grad_y[i] - target[i];
     loss += e * e;
-    grad_y[i] = 2.0 * e / target_norm2_;
+    grad_y[i] = 2.0 * e / target_norm2;
   }
-  if (act_grad_out == nullptr || wgt_grad_out == nullptr) return loss / target_norm2_;
+  if (act_grad_out == nullptr || wgt_grad_out == nullptr) return loss / target_norm2;
 
   // dL/dQa = G Qw, dL/dQw = G^T Qa.
   Matrix grad_qa = MatMul(grad_y, qw, m, out, n);
@@ -441,7 +470,7 @@ absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
   for (int64_t i = 0; i < n1 * n1; ++i) gw.p1[i] = -from_a1[i];
   for (int64_t i = 0; i < n2 * n2; ++i) gw.p2[i] = -from_a2[i];
   gw.weight_clip_logit = grad_alpha_w * alpha_w * (1.0 - alpha_w);
-  return loss / target_norm2_;
+  return loss / target_norm2;
 }
 
 FlatQuantParams InitialFlatQuantParams(const FlatQuantProblem& problem,
@@ -499,17 +528,37 @@ absl::StatusOr<FlatQuantResult> TrainFlatQuant(const FlatQuantProblem& full_prob
   constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEpsilon = 1e-8;
 
   FlatQuantResult result;
-  result.final_loss = std::numeric_limits<double>::infinity();
-  for (int step = 0; step <= options.steps; ++step) {
-    Unflatten(theta, params);
-    absl::StatusOr<FlatQuantLoss> evaluated = objective.Evaluate(params, QuantizerMode::kSte);
-    if (!evaluated.ok()) break;  // a singular step: keep the best iterate so far
-    if (step == 0) result.initial_loss = evaluated->loss;
-    if (evaluated->loss < result.final_loss) {
-      result.final_loss = evaluated->loss;
-      result.params = params;
+  FF_ASSIGN_OR_RETURN(FlatQuantLoss initial, objective.Evaluate(params, QuantizerMode::kSte));
+  result.initial_loss = initial.loss;
+  result.params = params;
+  result.final_loss = initial.loss;
+
+  // Each step: a seeded random subset of output channels (a fresh shuffle per epoch over them).
+  const int64_t out = problem.out_features;
+  const int64_t per_step = std::clamp<int64_t>(options.output_rows_per_step, 1, out);
+  std::vector<int64_t> order(out);
+  for (int64_t j = 0; j < out; ++j) order[j] = j;
+  SplitMix64 random(options.seed ^ 0xF1A7C0DEULL);
+  int64_t cursor = out;
+  std::vector<int64_t> rows(per_step);
+  for (int step = 0; step < options.steps; ++step) {
+    if (per_step < out) {
+      for (int64_t j = 0; j < per_step; ++j) {
+        if (cursor == out) {
+          for (int64_t i = out - 1; i > 0; --i) {
+            std::swap(order[i], order[random.Next() % static_cast<uint64_t>(i + 1)]);
+          }
+          cursor = 0;
+        }
+        rows[j] = order[cursor++];
+      }
+      std::sort(rows.begin(), rows.end());
     }
-    if (step == options.steps) break;
+    Unflatten(theta, params);
+    absl::StatusOr<FlatQuantLoss> evaluated = objective.Evaluate(
+        params, QuantizerMode::kSte, nullptr, nullptr,
+        per_step < out ? std::span<const int64_t>(rows) : std::span<const int64_t>());
+    if (!evaluated.ok()) break;  // a singular step: stop and judge the last good iterate
     const std::vector<double> grad = Flatten(evaluated->gradient);
     const double correction1 = 1.0 - std::pow(kBeta1, step + 1);
     const double correction2 = 1.0 - std::pow(kBeta2, step + 1);
@@ -520,8 +569,12 @@ absl::StatusOr<FlatQuantResult> TrainFlatQuant(const FlatQuantProblem& full_prob
           rate[i] * (first[i] / correction1) / (std::sqrt(second[i] / correction2) + kEpsilon);
     }
   }
-  if (!std::isfinite(result.final_loss)) {
-    return absl::InvalidArgumentError("FlatQuant: the initial transform is singular");
+  // Judge the final iterate on the full objective; keep the initialisation if it is not better.
+  Unflatten(theta, params);
+  absl::StatusOr<FlatQuantLoss> final_loss = objective.Evaluate(params, QuantizerMode::kSte);
+  if (final_loss.ok() && final_loss->loss < result.final_loss) {
+    result.final_loss = final_loss->loss;
+    result.params = params;
   }
   return result;
 }

@@ -87,9 +87,12 @@ class FlatQuantObjective {
 
   // L and dL/dparams. `frozen` (from an earlier `record`) replays that rounding state instead of
   // rounding afresh (kSte only). Errors if P1 or P2 is singular.
+  // `output_rows` (ascending, optional) restricts the loss to those output channels (weight rows):
+  // the stochastic mini-objective the training steps use.
   absl::StatusOr<FlatQuantLoss> Evaluate(const FlatQuantParams& params, QuantizerMode mode,
                                          const RoundingState* frozen = nullptr,
-                                         RoundingState* record = nullptr) const;
+                                         RoundingState* record = nullptr,
+                                         std::span<const int64_t> output_rows = {}) const;
 
   // The same loss with the activation side (P, s, alpha_a of `activation_side`) and the weight
   // side (P, s, alpha_w of `weight_side`) parameterised separately; Evaluate's gradient is the
@@ -100,7 +103,8 @@ class FlatQuantObjective {
                                         const FlatQuantParams& weight_side, QuantizerMode mode,
                                         const RoundingState* frozen, RoundingState* record,
                                         FlatQuantParams* activation_gradient,
-                                        FlatQuantParams* weight_gradient) const;
+                                        FlatQuantParams* weight_gradient,
+                                        std::span<const int64_t> output_rows = {}) const;
 
  private:
   FlatQuantObjective() = default;
@@ -121,19 +125,23 @@ struct FlatQuantOptions {
   // Start the smoothing from SmoothQuant's s_k = sqrt(max|x_k| / max|W_:,k|) (normalised to a
   // geometric mean of 1) instead of s = 1.
   bool smoothquant_init = true;
-  int steps = 40;
+  int steps = 60;
   double learning_rate = 5e-3;       // P1, P2, log_scales
   double clip_learning_rate = 5e-2;  // the clip logits
   bool learn_weight_clip = true;
   int64_t max_rows = 64;  // the first rows of the problem are used (calibration is a reservoir)
-  uint64_t seed = 0;      // random orthogonal factors of non-power-of-two sizes
+  // Each step's loss covers this many output channels (a seeded random subset; all when fewer),
+  // which makes a step ~out/64 times cheaper than the full objective.
+  int64_t output_rows_per_step = 64;
+  uint64_t seed = 0;  // random orthogonal factors of non-power-of-two sizes
 };
 
 FlatQuantParams InitialFlatQuantParams(const FlatQuantProblem& problem,
                                        const FlatQuantOptions& options);
 
 struct FlatQuantResult {
-  FlatQuantParams params;  // the best iterate (lowest quantized loss seen), never worse than init
+  // The final iterate if its full quantized loss is below the initialisation's, else the init.
+  FlatQuantParams params;
   double initial_loss = 0.0;
   double final_loss = 0.0;
 };

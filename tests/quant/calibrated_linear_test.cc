@@ -137,7 +137,8 @@ TEST_F(CalibratedLinearTest, BackendTrainsAndCorrectsAfterCalibration) {
   const int64_t n = 24, k = 64, rows = 40, m = 3;
   const std::vector<float> w = Gaussian(n * k, 0.1f), calibration_x = Gaussian(rows * k),
                            x = Gaussian(m * k);
-  for (const char* name : {"w4a4-flatquant", "w2a8-abq"}) {
+  for (const char* name : {"w4a4-flatquant", "w3a8-abq", "w3a8-bal", "w3a8-corr", "w2a8-abq",
+                           "w2a8-bal", "w2a8-corr"}) {
     SCOPED_TRACE(name);
     auto recipe = RecipeByName(name);
     ASSERT_TRUE(recipe.ok()) << recipe.status();
