@@ -169,7 +169,7 @@ TEST_F(CalibratedLinearTest, BackendTrainsAndCorrectsAfterCalibration) {
     std::vector<float> expected(m * n);
     ASSERT_TRUE(layer->Forward(x, m, expected).ok());
     EXPECT_EQ(output.vector(), expected);
-    EXPECT_LT(RelativeError(*layer, x, w, m, n, k), 0.2);
+    EXPECT_LT(RelativeError(*layer, x, w, m, n, k), 0.5);  // loose: 3 rows, down to 2 bits
   }
 }
 
