@@ -69,6 +69,10 @@ absl::Status CorrectOutputs(const Tensor& weight, const Tensor* bias,
 
 }  // namespace
 
+bool NeedsRawCalibration(const QuantRecipe& recipe) {
+  return recipe.spec.transform.kind == TransformKind::kKronecker || recipe.output_correction;
+}
+
 FlatQuantOptions RecipeFlatQuantOptions(const QuantRecipe& recipe) {
   FlatQuantOptions options;
   options.seed = recipe.spec.transform.seed;

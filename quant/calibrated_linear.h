@@ -27,6 +27,9 @@ namespace flatfleet::quant {
 
 inline constexpr int64_t kMinCorrectionRows = 16;
 
+// Whether the recipe uses ActivationCalibration::raw_samples (FlatQuant, output correction).
+bool NeedsRawCalibration(const QuantRecipe& recipe);
+
 // The FlatQuant training settings recipes use (few steps: fixture tests stay in seconds).
 FlatQuantOptions RecipeFlatQuantOptions(const QuantRecipe& recipe);
 

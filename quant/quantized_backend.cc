@@ -133,7 +133,10 @@ absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
         std::lock_guard<std::mutex> lock(handle.mutex_);
         handle.calibration_.Record(transformed, m,
                                    handle.transforms_.OutFeatures(handle.in_features()));
-        handle.calibration_.RecordRaw(x.span(), m, handle.in_features());
+        // Raw rows cost up to kMaxRawSamples * in floats per layer: only when used.
+        if (NeedsRawCalibration(recipe_)) {
+          handle.calibration_.RecordRaw(x.span(), m, handle.in_features());
+        }
         handle.stale_ = true;
       }
       float_backend_.Linear(*handle.float_linear_, x, y);

@@ -158,8 +158,12 @@ TEST_F(CalibratedLinearTest, BackendTrainsAndCorrectsAfterCalibration) {
     Tensor calibration_in({rows, k}, calibration_x), calibration_out({rows, n});
     ASSERT_TRUE((*backend)->TryLinear(**handle, calibration_in, calibration_out).ok());
     const ActivationCalibration calibration = (*handle)->calibration();
-    EXPECT_EQ(calibration.raw_sample_rows(k), rows);
-    EXPECT_EQ(calibration.raw_samples, calibration_x);
+    if (NeedsRawCalibration(*recipe)) {
+      EXPECT_EQ(calibration.raw_sample_rows(k), rows);
+      EXPECT_EQ(calibration.raw_samples, calibration_x);
+    } else {
+      EXPECT_TRUE(calibration.raw_samples.empty());  // balanced codes alone: no data needed
+    }
     (*backend)->set_mode(LinearMode::kQuantized);
     ASSERT_TRUE((*backend)->TryLinear(**handle, input, output).ok());
     // The backend's layer is BuildCalibratedLinear's on the recorded calibration.
@@ -171,6 +175,19 @@ TEST_F(CalibratedLinearTest, BackendTrainsAndCorrectsAfterCalibration) {
     EXPECT_EQ(output.vector(), expected);
     EXPECT_LT(RelativeError(*layer, x, w, m, n, k), 0.5);  // loose: 3 rows, down to 2 bits
   }
+  // Recipes that do not use raw rows do not keep them.
+  auto plain = RecipeByName("w2a8");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(NeedsRawCalibration(*plain));
+  auto backend = QuantizedCpuBackend::Create(*plain, {});
+  ASSERT_TRUE(backend.ok());
+  auto handle = (*backend)->PrepareQuantizedLinear(Tensor({n, k}, w), nullptr);
+  ASSERT_TRUE(handle.ok());
+  (*backend)->set_mode(LinearMode::kCalibrate);
+  Tensor calibration_in({rows, k}, calibration_x), calibration_out({rows, n});
+  ASSERT_TRUE((*backend)->TryLinear(**handle, calibration_in, calibration_out).ok());
+  EXPECT_EQ((*handle)->calibration().rows_seen, rows);
+  EXPECT_TRUE((*handle)->calibration().raw_samples.empty());
 }
 
 TEST(ActivationCalibrationTest, RawReservoirIsBoundedAndIndependentOfBatching) {
