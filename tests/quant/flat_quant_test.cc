@@ -164,6 +164,29 @@ TEST_F(FlatQuantTest, SteGradientMatchesFiniteDifferencesOfTheFrozenRoundingLoss
       1e-6, 1e-6, /*check_clips=*/true);
 }
 
+TEST_F(FlatQuantTest, OutputChannelSubsetGradientMatchesFiniteDifferences) {
+  // The training steps' mini-objective: the loss over a subset of output channels.
+  const int64_t n1 = 2, n2 = 5, n = n1 * n2, m = 6, out = 7;
+  const std::vector<float> x = Gaussian(m * n), w = Gaussian(out * n);
+  FlatQuantProblem problem{
+      .inputs = x, .rows = m, .weight = w, .out_features = out, .in_features = n};
+  auto objective = FlatQuantObjective::Create(problem);
+  ASSERT_TRUE(objective.ok()) << objective.status();
+  const std::vector<int64_t> rows = {0, UniformInt(1, 3), UniformInt(4, 6)};
+  const FlatQuantParams params = RandomParams(n1, n2, 0);
+  RoundingState state;
+  auto base = objective->Evaluate(params, QuantizerMode::kSte, nullptr, &state, rows);
+  ASSERT_TRUE(base.ok()) << base.status();
+  ExpectGradientMatches(
+      params, base->gradient,
+      [&](const FlatQuantParams& p) {
+        return objective->Evaluate(p, QuantizerMode::kSte, &state, nullptr, rows)->loss;
+      },
+      1e-6, 1e-6, /*check_clips=*/true);
+  const std::vector<int64_t> bad = {out};
+  EXPECT_FALSE(objective->Evaluate(params, QuantizerMode::kSte, nullptr, nullptr, bad).ok());
+}
+
 TEST_F(FlatQuantTest, SaveLoadRoundTripsAndPreservesTheLayer) {
   const int64_t n1 = UniformInt(2, 6), n2 = UniformInt(2, 6), n = n1 * n2, m = 4, out = 3;
   auto transform = FlatQuantInputTransform::FromParams(RandomParams(n1, n2, 0));
