@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/quant/seeded_random.h"
+
 namespace flatfleet::quant {
 
 void ActivationCalibration::Record(std::span<const float> rows, int64_t num_rows, int64_t cols) {
@@ -14,6 +16,23 @@ void ActivationCalibration::Record(std::span<const float> rows, int64_t num_rows
     }
   }
   rows_seen += num_rows;
+}
+
+void ActivationCalibration::RecordRaw(std::span<const float> rows, int64_t num_rows, int64_t cols) {
+  for (int64_t r = 0; r < num_rows; ++r, ++raw_rows_seen) {
+    const float* row = rows.data() + r * cols;
+    int64_t slot = raw_rows_seen;
+    if (slot >= kMaxRawSamples) {
+      // Row i (0-based) replaces a uniform slot of [0, i] when that slot is in the reservoir; the
+      // draw depends only on i, so the sample does not depend on how rows were batched.
+      slot = static_cast<int64_t>(SplitMix64(0x5A3F1E0DULL + raw_rows_seen).Next() %
+                                  static_cast<uint64_t>(raw_rows_seen + 1));
+      if (slot >= kMaxRawSamples) continue;
+      std::copy(row, row + cols, raw_samples.begin() + slot * cols);
+    } else {
+      raw_samples.insert(raw_samples.end(), row, row + cols);
+    }
+  }
 }
 
 }  // namespace flatfleet::quant

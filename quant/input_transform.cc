@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "quant/flat_quant_input_transform.h"
 #include "quant/hadamard_input_transform.h"
 
 namespace flatfleet::quant {
@@ -10,6 +11,7 @@ absl::StatusOr<std::shared_ptr<const InputTransform>> LoadInputTransform(
     const TransformState& state) {
   // One line per kind: new transforms register here.
   if (state.kind == HadamardInputTransform::kKind) return HadamardInputTransform::Load(state);
+  if (state.kind == FlatQuantInputTransform::kKind) return FlatQuantInputTransform::Load(state);
   return absl::InvalidArgumentError(
       absl::StrFormat("unknown input transform kind \"%s\"", state.kind));
 }

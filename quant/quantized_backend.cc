@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/sparse_moe.h"
+#include "quant/calibrated_linear.h"
 
 namespace flatfleet::quant {
 namespace {
@@ -29,9 +30,14 @@ absl::Status CheckSupported(const QuantRecipe& recipe) {
       spec.activation.bits > 8) {
     return absl::InvalidArgumentError(absl::StrCat(recipe.name, ": bits must be 2..8"));
   }
-  if (spec.transform.kind == TransformKind::kKronecker) {
+  if (spec.transform.kind == TransformKind::kKronecker &&
+      (spec.outlier_channels > 0 ||
+       spec.activation.granularity != ActivationGranularity::kPerToken ||
+       spec.scale_kind != ScaleKind::kFloat16)) {
     return absl::UnimplementedError(
-        absl::StrCat(recipe.name, ": Kronecker (FlatQuant) transforms are not implemented yet"));
+        absl::StrCat(recipe.name,
+                     ": Kronecker (FlatQuant) transforms need per-token activations, FP16 scales "
+                     "and no QUIK outliers"));
   }
   if (spec.scale_kind == ScaleKind::kInteger &&
       (spec.weight.group_size == 0 || spec.outlier_channels > 0)) {
@@ -64,8 +70,8 @@ absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
   if (stale_ || !quantized_) {
     FF_ASSIGN_OR_RETURN(
         QuantizedLinear layer,
-        QuantizedLinear::Create(weight_, bias_ ? &*bias_ : nullptr, recipe,
-                                calibration_.empty() ? nullptr : &calibration_, transforms_));
+        BuildCalibratedLinear(weight_, bias_ ? &*bias_ : nullptr, recipe,
+                              calibration_.empty() ? nullptr : &calibration_, transforms_));
     quantized_ = std::move(layer);
     stale_ = false;
   }
@@ -127,6 +133,10 @@ absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
         std::lock_guard<std::mutex> lock(handle.mutex_);
         handle.calibration_.Record(transformed, m,
                                    handle.transforms_.OutFeatures(handle.in_features()));
+        // Raw rows cost up to kMaxRawSamples * in floats per layer: only when used.
+        if (NeedsRawCalibration(recipe_)) {
+          handle.calibration_.RecordRaw(x.span(), m, handle.in_features());
+        }
         handle.stale_ = true;
       }
       float_backend_.Linear(*handle.float_linear_, x, y);

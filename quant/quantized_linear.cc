@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "common/dtype.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/quant/quantized_gemm.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
@@ -32,10 +33,9 @@ absl::StatusOr<InputTransformChain> OnlineTransformsFor(const QuantRecipe& recip
       return InputTransformChain::Create({std::move(rotation)});
     }
     case TransformKind::kKronecker:
-      break;
+      return InputTransformChain();  // trained from calibration (calibrated_linear.h)
   }
-  return absl::UnimplementedError(
-      "Kronecker (FlatQuant) transforms need trained factors, which are not implemented yet");
+  return absl::InvalidArgumentError("unknown transform kind");
 }
 
 std::vector<int64_t> ChooseOutlierChannels(std::span<const float> weight, int64_t out_features,
@@ -115,6 +115,7 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
   weight_format.bits = spec.weight.bits;
   weight_format.symmetric = spec.weight.symmetric;
   weight_format.clip_ratio = static_cast<float>(spec.weight.clip_ratio);
+  weight_format.balanced = spec.weight.balanced;
 
   if (spec.outlier_channels > 0) {
     if (layer.static_scale_) {
@@ -202,9 +203,42 @@ absl::Status QuantizedLinear::Forward(std::span<const float> x, int64_t m,
   }
   for (int64_t r = 0; r < m; ++r) {
     for (int64_t j = 0; j < out_features_; ++j) {
-      y[r * out_features_ + j] = output[r * out_features_ + j] + (bias_.empty() ? 0.0f : bias_[j]);
+      y[r * out_features_ + j] = output[r * out_features_ + j] + (bias_.empty() ? 0.0f : bias_[j]) +
+                                 (output_shift_.empty() ? 0.0f : output_shift_[j]);
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status QuantizedLinear::ApplyOutputCorrection(std::span<const float> scale,
+                                                    std::span<const float> shift) {
+  if (gemm_kind_ != LinearGemmKind::kFloatScales) {
+    return absl::FailedPreconditionError("output correction needs a float-scale GEMM layer");
+  }
+  if (static_cast<int64_t>(scale.size()) != out_features_ ||
+      static_cast<int64_t>(shift.size()) != out_features_) {
+    return absl::InvalidArgumentError("output correction: scale and shift must be [out]");
+  }
+  const int64_t groups = weight_.GroupsPerRow();
+  std::vector<uint16_t> scales = weight_.scales;
+  for (int64_t j = 0; j < out_features_; ++j) {
+    if (!(scale[j] > 0.0f) || !std::isfinite(scale[j]) || !std::isfinite(shift[j])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "output correction: channel ", j, " has scale ", scale[j], ", shift ", shift[j]));
+    }
+    for (int64_t g = 0; g < groups; ++g) {
+      const float corrected = HalfToFloat(scales[j * groups + g]) * scale[j];
+      const uint16_t half = FloatToHalf(corrected);
+      if (!(HalfToFloat(half) > 0.0f) || !std::isfinite(HalfToFloat(half))) {
+        return absl::OutOfRangeError(
+            absl::StrCat("output correction: channel ", j, " scale leaves the FP16 range"));
+      }
+      scales[j * groups + g] = half;
+    }
+  }
+  weight_.scales = std::move(scales);
+  if (output_shift_.empty()) output_shift_.assign(out_features_, 0.0f);
+  for (int64_t j = 0; j < out_features_; ++j) output_shift_[j] += shift[j];
   return absl::OkStatus();
 }
 

@@ -37,7 +37,8 @@ enum class LinearGemmKind { kFloatScales, kIntegerScales, kQuik };
 int64_t EffectiveGroupSize(int64_t requested, int64_t cols);
 
 // The data-independent online transforms a recipe applies to the inputs of a layer with
-// `in_features` inputs (a randomized Hadamard rotation, or nothing).
+// `in_features` inputs (a randomized Hadamard rotation, or nothing; FlatQuant's Kronecker
+// transform is trained per layer from calibration, see calibrated_linear.h).
 absl::StatusOr<InputTransformChain> OnlineTransformsFor(const QuantRecipe& recipe,
                                                         int64_t in_features);
 
@@ -87,6 +88,13 @@ class QuantizedLinear {
 
   // y [m, out] = the quantized layer applied to x [m, in].
   absl::Status Forward(std::span<const float> x, int64_t m, std::span<float> y) const;
+  // Folds a per-output-channel affine correction y_j <- scale_j * y_j + shift_j of the GEMM output
+  // (ABQ-LLM-style distribution correction, calibrated_linear.h) into the layer: scale_j
+  // multiplies row j's FP16 weight scales (rounded to nearest), shift_j is added after the GEMM
+  // like a bias. kFloatScales layers only; errors leave the layer unchanged.
+  absl::Status ApplyOutputCorrection(std::span<const float> scale, std::span<const float> shift);
+  const std::vector<float>& output_shift() const { return output_shift_; }
+
   // The transform algebra alone: y = T(x) T_w(W)^T + b in float (double accumulation), no
   // quantization. Equals the float layer up to rounding.
   absl::Status ForwardFloat(std::span<const float> x, int64_t m, std::span<float> y) const;
@@ -105,6 +113,7 @@ class QuantizedLinear {
   QuikWeight quik_;
   std::vector<float> bias_;
   std::vector<float> clip_ratios_;
+  std::vector<float> output_shift_;  // [out] or empty (ApplyOutputCorrection)
 };
 
 }  // namespace flatfleet::quant
