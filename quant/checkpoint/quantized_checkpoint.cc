@@ -313,6 +313,11 @@ absl::Status WriteQuantizedCheckpoint(const engine::LlamaModel& model,
       if (!fs::exists(from)) continue;
       std::error_code copy_error;
       fs::copy_file(from, temporary / file, copy_error);
+      // A read-only source file stays editable in the copy.
+      if (!copy_error) {
+        fs::permissions(temporary / file, fs::perms::owner_write, fs::perm_options::add,
+                        copy_error);
+      }
       if (copy_error) {
         return absl::InternalError(
             absl::StrFormat("cannot copy %s: %s", from.string(), copy_error.message()));

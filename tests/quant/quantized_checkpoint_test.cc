@@ -576,5 +576,26 @@ TEST(QuantizedCheckpointManifestTest, RoundTripsAndRejectsUnknownFields) {
   EXPECT_THAT(newer.status().message(), HasSubstr("format_version"));
 }
 
+// The fuzz seeds double as parser cases: valid_* parse, bad_* are refused with a message that
+// names quantization.json.
+TEST(QuantizedCheckpointManifestTest, FuzzSeedsParseAsNamed) {
+  const fs::path corpus =
+      fs::path(FLATFLEET_SOURCE_DIR) / "tests" / "fuzz" / "corpus" / "quantization_json_fuzz";
+  int files = 0;
+  for (const auto& entry : fs::directory_iterator(corpus)) {
+    const std::string name = entry.path().filename().string();
+    SCOPED_TRACE(name);
+    auto parsed = ParseQuantizedCheckpointManifest(ReadText(entry.path()));
+    if (name.starts_with("valid_")) {
+      EXPECT_TRUE(parsed.ok()) << parsed.status();
+    } else {
+      ASSERT_FALSE(parsed.ok());
+      EXPECT_THAT(parsed.status().message(), HasSubstr("quantization.json"));
+    }
+    ++files;
+  }
+  EXPECT_GE(files, 10);
+}
+
 }  // namespace
 }  // namespace flatfleet::quant

@@ -18,13 +18,17 @@ namespace flatfleet::engine {
 inline constexpr std::string_view kBuiltinDemoModel = "builtin:demo";
 
 struct LoadedModel {
+  // The backend of a quantized checkpoint's model (quant/checkpoint/quantized_checkpoint.h),
+  // null for float models (the shared CPU backend). Declared first: it outlives `model`.
+  std::shared_ptr<kernels::Backend> backend;
   std::unique_ptr<LlamaModel> model;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
 };
 
 using ModelLoader = std::function<absl::StatusOr<LoadedModel>(const v1::LoadShardRequest&)>;
 
-// Loads `builtin:demo` or a checkpoint directory on the CPU backend. Only tp_size <= 1 (a whole
+// Loads `builtin:demo` or a checkpoint directory (float, or quantized by `flatfleet quantize`,
+// which runs on the integer reference kernels) on the CPU. Only tp_size <= 1 (a whole
 // model on one rank); larger groups are Unimplemented until tensor parallelism lands. A checkpoint
 // without a tokenizer gets the byte tokenizer when its vocabulary covers the bytes.
 ModelLoader SingleRankModelLoader();
