@@ -16,22 +16,23 @@ using Json = nlohmann::json;
 
 constexpr int64_t kMaxFeatures = int64_t{1} << 31;
 
-absl::Status FieldError(const std::string& path, std::string_view problem) {
-  return absl::InvalidArgumentError(
-      absl::StrFormat("%s: %s: %s", kQuantizationJsonName, path, problem));
+absl::Status FieldError(const std::string& path, std::string_view problem,
+                        std::string_view source = kQuantizationJsonName) {
+  return absl::InvalidArgumentError(absl::StrFormat("%s: %s: %s", source, path, problem));
 }
 
 // One JSON object's fields, read by name; `path` prefixes every error.
 class Fields {
  public:
-  Fields(const Json& object, std::string path) : object_(object), path_(std::move(path)) {}
+  Fields(const Json& object, std::string path, std::string_view source = kQuantizationJsonName)
+      : object_(object), path_(std::move(path)), source_(source) {}
 
   absl::Status CheckObject(std::initializer_list<std::string_view> known) const {
-    if (!object_.is_object()) return FieldError(path_, "expected an object");
+    if (!object_.is_object()) return Error(path_, "expected an object");
     for (const auto& [key, value] : object_.items()) {
       bool found = false;
       for (std::string_view name : known) found |= name == key;
-      if (!found) return FieldError(Path(key), "unknown field");
+      if (!found) return Error(Path(key), "unknown field");
     }
     return absl::OkStatus();
   }
@@ -44,7 +45,7 @@ class Fields {
   }
   absl::StatusOr<const Json*> Require(std::string_view key) const {
     const Json* value = Find(key);
-    if (value == nullptr) return FieldError(Path(key), "missing");
+    if (value == nullptr) return Error(Path(key), "missing");
     return value;
   }
   absl::StatusOr<int64_t> Int(std::string_view key, int64_t lo, int64_t hi) const {
@@ -53,28 +54,28 @@ class Fields {
   }
   absl::StatusOr<bool> Bool(std::string_view key) const {
     FF_ASSIGN_OR_RETURN(const Json* value, Require(key));
-    if (!value->is_boolean()) return FieldError(Path(key), "expected true or false");
+    if (!value->is_boolean()) return Error(Path(key), "expected true or false");
     return value->get<bool>();
   }
   absl::StatusOr<std::string> String(std::string_view key) const {
     FF_ASSIGN_OR_RETURN(const Json* value, Require(key));
-    if (!value->is_string()) return FieldError(Path(key), "expected a string");
+    if (!value->is_string()) return Error(Path(key), "expected a string");
     return value->get<std::string>();
   }
   absl::StatusOr<double> Number(std::string_view key, double lo, double hi) const {
     FF_ASSIGN_OR_RETURN(const Json* value, Require(key));
     if (!value->is_number() || !(value->get<double>() > lo && value->get<double>() <= hi)) {
-      return FieldError(Path(key), absl::StrFormat("expected a number in (%g, %g]", lo, hi));
+      return Error(Path(key), absl::StrFormat("expected a number in (%g, %g]", lo, hi));
     }
     return value->get<double>();
   }
   absl::StatusOr<std::vector<std::string>> Strings(std::string_view key) const {
     FF_ASSIGN_OR_RETURN(const Json* value, Require(key));
-    if (!value->is_array()) return FieldError(Path(key), "expected an array of strings");
+    if (!value->is_array()) return Error(Path(key), "expected an array of strings");
     std::vector<std::string> out;
     for (size_t i = 0; i < value->size(); ++i) {
       if (!(*value)[i].is_string()) {
-        return FieldError(absl::StrCat(Path(key), "[", i, "]"), "expected a string");
+        return Error(absl::StrCat(Path(key), "[", i, "]"), "expected a string");
       }
       out.push_back((*value)[i].get<std::string>());
     }
@@ -82,7 +83,7 @@ class Fields {
   }
   absl::StatusOr<std::vector<int64_t>> Ints(std::string_view key, int64_t lo, int64_t hi) const {
     FF_ASSIGN_OR_RETURN(const Json* value, Require(key));
-    if (!value->is_array()) return FieldError(Path(key), "expected an array of integers");
+    if (!value->is_array()) return Error(Path(key), "expected an array of integers");
     std::vector<int64_t> out;
     for (size_t i = 0; i < value->size(); ++i) {
       FF_ASSIGN_OR_RETURN(int64_t item,
@@ -93,24 +94,29 @@ class Fields {
   }
 
  private:
-  static absl::StatusOr<int64_t> IntValue(const Json& value, const std::string& path, int64_t lo,
-                                          int64_t hi) {
+  absl::StatusOr<int64_t> IntValue(const Json& value, const std::string& path, int64_t lo,
+                                   int64_t hi) const {
     if (!value.is_number_integer()) {
-      return FieldError(path, absl::StrFormat("expected an integer in %d..%d", lo, hi));
+      return Error(path, absl::StrFormat("expected an integer in %d..%d", lo, hi));
     }
     // Unsigned values above int64 do not fit: reject them before converting.
     if (value.is_number_unsigned() && value.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
-      return FieldError(path, absl::StrFormat("expected an integer in %d..%d", lo, hi));
+      return Error(path, absl::StrFormat("expected an integer in %d..%d", lo, hi));
     }
     const int64_t v = value.get<int64_t>();
     if (v < lo || v > hi) {
-      return FieldError(path, absl::StrFormat("expected an integer in %d..%d, got %d", lo, hi, v));
+      return Error(path, absl::StrFormat("expected an integer in %d..%d, got %d", lo, hi, v));
     }
     return v;
   }
 
+  absl::Status Error(const std::string& path, std::string_view problem) const {
+    return FieldError(path, problem, source_);
+  }
+
   const Json& object_;
   std::string path_;
+  std::string_view source_;
 };
 
 template <typename Enum>
@@ -290,7 +296,8 @@ std::string StoredTransformArrayName(std::string_view layer, size_t index, std::
   return absl::StrFormat("%s.transforms.%d.%s", layer, index, array);
 }
 
-absl::StatusOr<QuantRecipe> RecipeFromJson(const Json& json, std::string_view default_name) {
+absl::StatusOr<QuantRecipe> RecipeFromJson(const Json& json, std::string_view default_name,
+                                           std::string_view source) {
   if (json.is_object() && json.contains("method")) {
     FF_ASSIGN_OR_RETURN(QuantSpec spec, QuantSpecFromJson(json));
     QuantRecipe recipe;
@@ -298,15 +305,15 @@ absl::StatusOr<QuantRecipe> RecipeFromJson(const Json& json, std::string_view de
     recipe.spec = spec;
     return recipe;
   }
-  Fields fields(json, "recipe");
+  Fields fields(json, "recipe", source);
   FF_RETURN_IF_ERROR(fields.CheckObject({"name", "spec", "weight_clip_search"}));
   QuantRecipe recipe;
   FF_ASSIGN_OR_RETURN(recipe.name, fields.String("name"));
-  if (recipe.name.empty()) return FieldError(fields.Path("name"), "empty");
+  if (recipe.name.empty()) return FieldError(fields.Path("name"), "empty", source);
   FF_ASSIGN_OR_RETURN(const Json* spec, fields.Require("spec"));
   absl::StatusOr<QuantSpec> parsed = QuantSpecFromJson(*spec);
   if (!parsed.ok()) {
-    return FieldError(fields.Path("spec"), std::string(parsed.status().message()));
+    return FieldError(fields.Path("spec"), std::string(parsed.status().message()), source);
   }
   recipe.spec = *parsed;
   if (fields.Find("weight_clip_search") != nullptr) {

@@ -66,9 +66,10 @@ struct QuantizedCheckpointManifest {
 
 // A recipe as JSON: {"name": ..., "spec": <QuantSpec JSON>, "weight_clip_search": bool}
 // (also the format of `flatfleet quantize --recipe FILE.json`). A bare QuantSpec object (one with
-// "method") is accepted too and named `default_name`.
+// "method") is accepted too and named `default_name`. Errors start with `source` (the file).
 absl::StatusOr<QuantRecipe> RecipeFromJson(const nlohmann::json& json,
-                                           std::string_view default_name = "custom");
+                                           std::string_view default_name = "custom",
+                                           std::string_view source = kQuantizationJsonName);
 nlohmann::json RecipeToJson(const QuantRecipe& recipe);
 
 // Strict parse: unknown fields, wrong types, out-of-range values and duplicate layer names are

@@ -48,12 +48,7 @@ absl::StatusOr<quant::QuantRecipe> ResolveRecipe(const std::string& recipe) {
   if (!recipe.ends_with(".json")) return quant::RecipeByName(recipe);
   FF_ASSIGN_OR_RETURN(std::string text, ReadFile(recipe));
   FF_ASSIGN_OR_RETURN(nlohmann::json json, ParseStrictJson(text, recipe));
-  absl::StatusOr<quant::QuantRecipe> parsed =
-      quant::RecipeFromJson(json, std::filesystem::path(recipe).stem().string());
-  if (!parsed.ok()) {
-    return absl::InvalidArgumentError(absl::StrFormat("%s: %s", recipe, parsed.status().message()));
-  }
-  return parsed;
+  return quant::RecipeFromJson(json, std::filesystem::path(recipe).stem().string(), recipe);
 }
 
 std::string Seconds(double seconds) { return absl::StrFormat("%.1fs", seconds); }

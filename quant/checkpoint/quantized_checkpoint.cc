@@ -589,6 +589,19 @@ absl::StatusOr<LoadedQuantizedModel> LoadQuantizedLlamaModel(const fs::path& dir
                                                   [](const ::flatfleet::Tensor&) { return true; }));
   FF_ASSIGN_OR_RETURN(loaded.model,
                       engine::BuildLlamaModel(config, *source, *loaded.backend, options));
+  // Every stored layer must have been used: a leftover means the checkpoint does not belong to
+  // this config.json.
+  std::set<std::string> used;
+  for (const engine::NamedLinear& linear : loaded.model->linears()) {
+    used.insert(linear.request.name);
+  }
+  for (const StoredLinearLayer& layer : loaded.manifest.layers) {
+    if (used.count(layer.name) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: layer %s is not a layer of the model in config.json",
+                          (dir / std::string(kQuantizationJsonName)).string(), layer.name));
+    }
+  }
   return loaded;
 }
 

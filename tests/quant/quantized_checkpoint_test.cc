@@ -521,6 +521,17 @@ TEST(QuantizedCheckpointErrorsTest, BadManifestNamesTheField) {
   ASSERT_FALSE(loaded.ok());
   EXPECT_THAT(loaded.status().message(), HasSubstr("model.layers.0.self_attn.o_proj"));
   EXPECT_THAT(loaded.status().message(), HasSubstr("quantization.json"));
+
+  // A layer the model does not have (a checkpoint of another config).
+  manifest = ParseQuantizedCheckpointManifest(original);
+  ASSERT_TRUE(manifest.ok()) << manifest.status();
+  StoredLinearLayer extra = manifest->layers.front();
+  extra.name = "model.layers.99.self_attn.qkv_proj";
+  manifest->layers.push_back(extra);
+  WriteText(dir / "quantization.json", SerializeQuantizedCheckpointManifest(*manifest));
+  loaded = LoadQuantizedLlamaModel(dir, FixtureOptions());
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(loaded.status().message(), HasSubstr("model.layers.99.self_attn.qkv_proj"));
   fs::remove_all(dir);
 }
 
