@@ -131,11 +131,17 @@ class Loader {
     FF_ASSIGN_OR_RETURN(std::unique_ptr<kernels::LinearWeight> prepared,
                         source_.LoadPreparedLinear(request));
     if (prepared == nullptr) return prepared;
-    if (prepared->in_features() != (request.parallel == LinearLayerRequest::Parallel::kRow
-                                        ? request.column_end - request.column_begin
-                                        : request.in_features)) {
-      return absl::InternalError(
-          absl::StrCat("layer '", request.name, "': prepared layer has the wrong input width"));
+    int64_t out = 0;
+    for (const LinearLayerRequest::Part& part : request.parts) {
+      out += part.row_end - part.row_begin;
+    }
+    const int64_t in = request.parallel == LinearLayerRequest::Parallel::kRow
+                           ? request.column_end - request.column_begin
+                           : request.in_features;
+    if (prepared->in_features() != in || prepared->out_features() != out) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer '", request.name, "': the source prepared it as [", prepared->out_features(), ", ",
+          prepared->in_features(), "], this rank needs [", out, ", ", in, "]"));
     }
     return Record(request, std::move(prepared));
   }
