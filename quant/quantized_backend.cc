@@ -63,9 +63,23 @@ QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(const Tensor& weight, const T
   if (bias != nullptr) bias_ = *bias;
 }
 
+QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(QuantizedLinear stored)
+    : kernels::LinearWeight(stored.out_features(), stored.in_features()),
+      kept_float_(false),
+      stored_(true),
+      transforms_(stored.transforms()),
+      quantized_(std::move(stored)),
+      stale_(false) {}
+
+std::unique_ptr<QuantizedCpuLinearWeight> QuantizedCpuLinearWeight::FromStored(
+    QuantizedLinear layer) {
+  return std::unique_ptr<QuantizedCpuLinearWeight>(new QuantizedCpuLinearWeight(std::move(layer)));
+}
+
 absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
     const QuantRecipe& recipe) const {
   if (kept_float_) return nullptr;
+  if (stored_) return &*quantized_;  // immutable once loaded
   std::lock_guard<std::mutex> lock(mutex_);
   if (stale_ || !quantized_) {
     FF_ASSIGN_OR_RETURN(
@@ -125,6 +139,11 @@ absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
   if (handle.kept_float()) {
     float_backend_.Linear(*handle.float_linear_, x, y);
     return absl::OkStatus();
+  }
+  if (handle.stored() && mode_ != LinearMode::kQuantized) {
+    return absl::FailedPreconditionError(
+        "a layer loaded from a quantized checkpoint has no float weight: it cannot be calibrated "
+        "or run in float passthrough");
   }
   switch (mode_) {
     case LinearMode::kCalibrate: {

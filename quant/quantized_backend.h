@@ -36,8 +36,12 @@ namespace flatfleet::quant {
 class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
  public:
   QuantizedCpuLinearWeight(const Tensor& weight, const Tensor* bias, bool kept_float);
+  // A layer loaded from a quantized checkpoint: no float weight, never re-quantized, cannot be
+  // calibrated or run in float passthrough.
+  static std::unique_ptr<QuantizedCpuLinearWeight> FromStored(QuantizedLinear layer);
 
   bool kept_float() const { return kept_float_; }
+  bool stored() const { return stored_; }
   // The current quantized layer (quantizing it first if calibration changed); null when kept in
   // float.
   absl::StatusOr<const QuantizedLinear*> Quantized(const QuantRecipe& recipe) const;
@@ -46,9 +50,12 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
  private:
   friend class QuantizedCpuBackend;
 
+  explicit QuantizedCpuLinearWeight(QuantizedLinear stored);
+
   Tensor weight_;
   std::optional<Tensor> bias_;
   bool kept_float_;
+  bool stored_ = false;
   std::unique_ptr<kernels::LinearWeight> float_linear_;  // cpu-f32 handle of the original
   InputTransformChain transforms_;  // the recipe's data-independent online transforms
 

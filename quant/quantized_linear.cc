@@ -159,6 +159,133 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
   return layer;
 }
 
+absl::StatusOr<QuantizedLinear> QuantizedLinear::FromParts(QuantizedLinearParts parts) {
+  QuantizedLinear layer;
+  if (parts.in_features <= 0) return absl::InvalidArgumentError("in_features must be positive");
+  const QuantFormat& activation = parts.activation_format;
+  if (activation.bits < 2 || activation.bits > 8 || activation.group_size != 0 ||
+      !(activation.clip_ratio > 0.0f && activation.clip_ratio <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        "activation format: bits must be 2..8, per token (group_size 0), clip ratio in (0, 1]");
+  }
+  if (!parts.transforms.empty() &&
+      parts.transforms.transforms().front()->in_features() != parts.in_features) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input transforms take ", parts.transforms.transforms().front()->in_features(),
+                     " features but the layer has ", parts.in_features, " inputs"));
+  }
+  const int64_t k = parts.transforms.OutFeatures(parts.in_features);
+  int64_t n = 0;
+  switch (parts.gemm_kind) {
+    case LinearGemmKind::kFloatScales:
+    case LinearGemmKind::kIntegerScales: {
+      const QuantizedMatrix& weight = parts.gemm_kind == LinearGemmKind::kFloatScales
+                                          ? parts.weight
+                                          : parts.integer_scaled.weight;
+      FF_RETURN_IF_ERROR(weight.Validate());
+      if (weight.cols != k) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "weight has ", weight.cols, " columns but the transformed input has ", k, " features"));
+      }
+      n = weight.rows;
+      QuantizedMatrix probe;
+      probe.cols = k;
+      probe.format = activation;
+      FF_RETURN_IF_ERROR(CheckInt32Gemm(probe, weight));
+      if (parts.gemm_kind == LinearGemmKind::kIntegerScales) {
+        const IntegerScaledWeight& scaled = parts.integer_scaled;
+        if (scaled.weight.format.group_size == 0) {
+          return absl::InvalidArgumentError("integer scales need per-group weights");
+        }
+        if (scaled.amplifier_bits < 0 || scaled.amplifier_bits > 30 ||
+            static_cast<int64_t>(scaled.multipliers.size()) != n * weight.GroupsPerRow() ||
+            static_cast<int64_t>(scaled.base_scales.size()) != n) {
+          return absl::InvalidArgumentError(
+              "integer scales: amplifier outside 0..30 or multipliers / base scales of the wrong "
+              "size");
+        }
+        for (int32_t mult : scaled.multipliers) {
+          if (mult < 1) return absl::InvalidArgumentError("integer scale multipliers must be >= 1");
+        }
+        for (uint16_t base : scaled.base_scales) {
+          const float value = HalfToFloat(base);
+          if (!(value > 0.0f) || !std::isfinite(value)) {
+            return absl::InvalidArgumentError("integer scales: base scales must be positive");
+          }
+        }
+      }
+      break;
+    }
+    case LinearGemmKind::kQuik: {
+      const QuikWeight& quik = parts.quik;
+      FF_RETURN_IF_ERROR(quik.base.Validate());
+      const int64_t outliers = static_cast<int64_t>(quik.outlier_channels.size());
+      if (quik.k != k || quik.n != quik.base.rows || quik.base.cols != k - outliers ||
+          static_cast<int64_t>(quik.outlier_weights.size()) != quik.n * outliers) {
+        return absl::InvalidArgumentError("QUIK weight: shapes do not match the layer");
+      }
+      for (int64_t i = 0; i < outliers; ++i) {
+        const int64_t c = quik.outlier_channels[i];
+        if (c < 0 || c >= k || (i > 0 && c <= quik.outlier_channels[i - 1])) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("QUIK outlier channels must be ascending, distinct and in [0, ", k,
+                           "); got ", c, " at index ", i));
+        }
+      }
+      if (parts.static_activation_scale) {
+        return absl::InvalidArgumentError("QUIK with per-tensor static activations");
+      }
+      n = quik.n;
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError("unknown gemm kind");
+  }
+  if (!parts.bias.empty() && static_cast<int64_t>(parts.bias.size()) != n) {
+    return absl::InvalidArgumentError("bias must be [out]");
+  }
+  if (parts.static_activation_scale) {
+    const float scale = HalfToFloat(*parts.static_activation_scale);
+    if (!(scale > 0.0f) || !std::isfinite(scale)) {
+      return absl::InvalidArgumentError("static activation scale must be positive and finite");
+    }
+  }
+  layer.out_features_ = n;
+  layer.in_features_ = parts.in_features;
+  layer.transformed_features_ = k;
+  layer.gemm_kind_ = parts.gemm_kind;
+  layer.activation_format_ = activation;
+  layer.static_scale_ = parts.static_activation_scale;
+  layer.transforms_ = std::move(parts.transforms);
+  layer.weight_ = std::move(parts.weight);
+  layer.integer_scaled_ = std::move(parts.integer_scaled);
+  layer.quik_ = std::move(parts.quik);
+  layer.bias_ = std::move(parts.bias);
+  return layer;
+}
+
+QuantizedLinearParts QuantizedLinear::ToParts() const {
+  QuantizedLinearParts parts;
+  parts.in_features = in_features_;
+  parts.gemm_kind = gemm_kind_;
+  parts.activation_format = activation_format_;
+  parts.static_activation_scale = static_scale_;
+  parts.transforms = transforms_;
+  switch (gemm_kind_) {
+    case LinearGemmKind::kFloatScales:
+      parts.weight = weight_;
+      break;
+    case LinearGemmKind::kIntegerScales:
+      parts.integer_scaled = integer_scaled_;
+      break;
+    case LinearGemmKind::kQuik:
+      parts.quik = quik_;
+      break;
+  }
+  parts.bias = bias_;
+  return parts;
+}
+
 std::vector<float> QuantizedLinear::TransformActivations(std::span<const float> rows,
                                                          int64_t m) const {
   return transforms_.ApplyToActivations(rows, m);
@@ -247,6 +374,10 @@ absl::Status QuantizedLinear::ForwardFloat(std::span<const float> x, int64_t m,
   if (static_cast<int64_t>(x.size()) != m * in_features_ ||
       static_cast<int64_t>(y.size()) != m * out_features_) {
     return absl::InvalidArgumentError("QuantizedLinear::ForwardFloat: shapes");
+  }
+  if (folded_weight_.empty()) {
+    return absl::FailedPreconditionError(
+        "ForwardFloat needs the float weight, which a stored layer does not have");
   }
   const std::vector<float> rotated = TransformActivations(x, m);
   const int64_t k = transformed_features_;

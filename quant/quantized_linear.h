@@ -49,6 +49,22 @@ std::vector<int64_t> ChooseOutlierChannels(std::span<const float> weight, int64_
                                            int64_t in_features, int64_t count,
                                            const ActivationCalibration* calibration);
 
+// Everything a quantized layer runs with and nothing it was made from (no float weight): what a
+// quantized checkpoint stores (checkpoint/quantized_checkpoint.h). Which weight member is used
+// depends on gemm_kind: `weight` (kFloatScales), `integer_scaled` (kIntegerScales) or `quik`
+// (kQuik).
+struct QuantizedLinearParts {
+  int64_t in_features = 0;
+  LinearGemmKind gemm_kind = LinearGemmKind::kFloatScales;
+  QuantFormat activation_format;
+  std::optional<uint16_t> static_activation_scale;  // FP16 bits; per-tensor static activations
+  InputTransformChain transforms;
+  QuantizedMatrix weight;
+  IntegerScaledWeight integer_scaled;
+  QuikWeight quik;
+  std::vector<float> bias;  // [out] or empty
+};
+
 class QuantizedLinear {
  public:
   // `weight` [out, in], `bias` [out] or null. `calibration` (of this layer's transformed inputs)
@@ -62,6 +78,13 @@ class QuantizedLinear {
   static absl::StatusOr<QuantizedLinear> Create(const Tensor& weight, const Tensor* bias,
                                                 const QuantRecipe& recipe,
                                                 const ActivationCalibration* calibration);
+
+  // Rebuilds a layer from stored parts, validating every invariant the kernels rely on (shapes,
+  // code ranges, scales, transform widths, int32 safety). The result has no float weight, so
+  // ForwardFloat is unavailable.
+  static absl::StatusOr<QuantizedLinear> FromParts(QuantizedLinearParts parts);
+  // The parts of this layer (FromParts(ToParts()) runs identically).
+  QuantizedLinearParts ToParts() const;
 
   int64_t out_features() const { return out_features_; }
   int64_t in_features() const { return in_features_; }

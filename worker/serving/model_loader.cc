@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "quant/checkpoint/quantized_checkpoint.h"
 #include "worker/collectives/gloo_communicator.h"
 #include "worker/collectives/tcp_store_client.h"
 #include "worker/model/demo_model.h"
@@ -26,14 +27,26 @@ absl::StatusOr<LoadedModel> LoadCheckpoint(const std::string& dir, const ModelOp
                                             "not a directory); use a checkpoint directory or '",
                                             std::string(kBuiltinDemoModel), "'"));
   }
-  absl::StatusOr<std::unique_ptr<LlamaModel>> model =
-      LoadLlamaModel(dir, kernels::cpu::DefaultCpuBackend(), options);
-  if (!model.ok()) {
-    return absl::Status(model.status().code(),
-                        absl::StrCat("cannot load model '", dir, "': ", model.status().message()));
-  }
   LoadedModel loaded;
-  loaded.model = *std::move(model);
+  if (quant::IsQuantizedCheckpoint(dir)) {
+    absl::StatusOr<quant::LoadedQuantizedModel> quantized =
+        quant::LoadQuantizedLlamaModel(dir, options);
+    if (!quantized.ok()) {
+      return absl::Status(
+          quantized.status().code(),
+          absl::StrCat("cannot load quantized model '", dir, "': ", quantized.status().message()));
+    }
+    loaded.backend = std::move(quantized->backend);
+    loaded.model = std::move(quantized->model);
+  } else {
+    absl::StatusOr<std::unique_ptr<LlamaModel>> model =
+        LoadLlamaModel(dir, kernels::cpu::DefaultCpuBackend(), options);
+    if (!model.ok()) {
+      return absl::Status(model.status().code(), absl::StrCat("cannot load model '", dir,
+                                                              "': ", model.status().message()));
+    }
+    loaded.model = *std::move(model);
+  }
   absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tok = tokenizer::LoadTokenizer(dir);
   if (tok.ok()) {
     loaded.tokenizer = *std::move(tok);

@@ -20,6 +20,9 @@ namespace flatfleet::engine {
 inline constexpr std::string_view kBuiltinDemoModel = "builtin:demo";
 
 struct LoadedModel {
+  // The backend of a quantized checkpoint's model (quant/checkpoint/quantized_checkpoint.h),
+  // null for float models (the shared CPU backend). Declared before `model`: it outlives it.
+  std::shared_ptr<kernels::Backend> backend;
   // Tensor-parallel ranks only: the group's communicator, which the model runs its collectives
   // on (declared first so it outlives the model).
   std::unique_ptr<collectives::FailureTrackingCommunicator> communicator;
@@ -38,7 +41,8 @@ struct CpuModelLoaderOptions {
   int compression_block_size = 128;
 };
 
-// Loads `builtin:demo` or a checkpoint directory on the CPU backend. With tp_size > 1 the
+// Loads `builtin:demo` or a checkpoint directory (float, or quantized by `flatfleet quantize`,
+// which runs on the integer reference kernels) on the CPU. With tp_size > 1 the
 // rank first joins its group through the rendezvous (a Gloo TCP store; it listens for peers on
 // the host of its own entry in peer_addresses) and then loads only its shard. A checkpoint
 // without a tokenizer gets the byte tokenizer when its vocabulary covers the bytes.
