@@ -48,7 +48,7 @@ TEST(QuantizedModelLoaderTest, LoadsAQuantizedCheckpointDirectory) {
   v1::LoadShardRequest request;
   request.set_model_path(dir.string());
   request.set_tp_size(1);
-  auto loaded = SingleRankModelLoader()(request);
+  auto loaded = CpuModelLoader()(request);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   ASSERT_NE(loaded->backend, nullptr);
   EXPECT_EQ(&loaded->model->backend(), loaded->backend.get());
