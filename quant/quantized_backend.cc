@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/sparse_moe.h"
+#include "quant/calibrated_linear.h"
 
 namespace flatfleet::quant {
 namespace {
@@ -43,6 +44,14 @@ absl::Status CheckSupported(const QuantRecipe& recipe) {
     return absl::InvalidArgumentError(absl::StrCat(
         recipe.name, ": per-tensor static activations must be symmetric and without QUIK"));
   }
+  if (spec.flatten.enabled &&
+      (spec.transform.kind != TransformKind::kNone || spec.outlier_channels > 0)) {
+    return absl::UnimplementedError(
+        absl::StrCat(recipe.name, ": FlattenQuant with other online transforms or QUIK"));
+  }
+  if (spec.weight_quantizer == WeightQuantizer::kGptq && spec.outlier_channels > 0) {
+    return absl::UnimplementedError(absl::StrCat(recipe.name, ": GPTQ with QUIK"));
+  }
   return absl::OkStatus();
 }
 
@@ -64,8 +73,8 @@ absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
   if (stale_ || !quantized_) {
     FF_ASSIGN_OR_RETURN(
         QuantizedLinear layer,
-        QuantizedLinear::Create(weight_, bias_ ? &*bias_ : nullptr, recipe,
-                                calibration_.empty() ? nullptr : &calibration_, transforms_));
+        QuantizeCalibratedLinear(weight_, bias_ ? &*bias_ : nullptr, recipe,
+                                 calibration_.empty() ? nullptr : &calibration_, transforms_));
     quantized_ = std::move(layer);
     stale_ = false;
   }
@@ -127,6 +136,8 @@ absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
         std::lock_guard<std::mutex> lock(handle.mutex_);
         handle.calibration_.Record(transformed, m,
                                    handle.transforms_.OutFeatures(handle.in_features()));
+        handle.calibration_.RecordRaw(x.span(), m, handle.in_features(),
+                                      CalibrationOptionsFor(recipe_));
         handle.stale_ = true;
       }
       float_backend_.Linear(*handle.float_linear_, x, y);

@@ -8,9 +8,11 @@
 //
 // Modes (set_mode), for calibration and tests:
 //   kQuantized        the quantized layer (default);
-//   kCalibrate        float32 outputs, while each layer records its (transformed) input
-//                     statistics; the next quantized call re-quantizes with them (QUIK outlier
-//                     channels, per-tensor static scales);
+//   kCalibrate        float32 outputs, while each layer records its input statistics (raw
+//                     and after the data-independent transforms; activation_calibration.h); the
+//                     next quantized call re-quantizes with them (QUIK outlier channels,
+//                     per-tensor static scales, SmoothQuant scales, FlattenQuant splits, GPTQ;
+//                     calibrated_linear.h);
 //   kFloatPassthrough the online transform and its folded weight in float, no quantization:
 //                     checks the rotation algebra (x Q)(W Q)^T = x W^T.
 // Each layer's lazily (re)built quantized state is guarded by a per-layer lock; the mode itself is

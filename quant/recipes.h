@@ -23,7 +23,7 @@ struct QuantRecipe {
 std::vector<std::string> ImplementedRecipeNames();
 
 // The recipe called `name`. Unknown names, and names of recipes planned but not implemented
-// yet (w4a4-flatquant, w4a4-flatten), are errors that list the implemented ones.
+// yet (w4a4-flatquant), are errors that list the implemented ones.
 absl::StatusOr<QuantRecipe> RecipeByName(std::string_view name);
 
 // Parses "a,b,c" into recipes (same errors as RecipeByName).

@@ -15,6 +15,7 @@
 #include "kernels/cpu/quant/quantized_gemm.h"
 #include "kernels/cpu/quant/quik_gemm.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
+#include "quant/calibrated_linear.h"
 #include "quant/float_linear_filter.h"
 #include "quant/recipes.h"
 #include "quant/weight_clip_search.h"
@@ -189,10 +190,57 @@ INSTANTIATE_TEST_SUITE_P(AllRecipes, RecipeLinearTest,
 class QuantizedBackendTest : public test_util::RandomTest {};
 
 TEST_F(QuantizedBackendTest, EveryImplementedRecipeIsCovered) {
-  EXPECT_THAT(ImplementedRecipeNames(), ::testing::UnorderedElementsAre(
-                                            "w8a8", "w8a8-static", "w4a8", "w4a8-intscale", "w4a4",
-                                            "w4a4-hadamard", "w4a4-quik", "w3a8", "w2a8"));
+  // The first nine by RecipeLinearTest, the calibrated ones by CalibratedRecipeTest.
+  EXPECT_THAT(ImplementedRecipeNames(),
+              ::testing::UnorderedElementsAre(
+                  "w8a8", "w8a8-static", "w4a8", "w4a8-intscale", "w4a4", "w4a4-hadamard",
+                  "w4a4-quik", "w3a8", "w2a8", "w8a8-smooth", "w8a8-smooth-static", "w4a8-smooth",
+                  "w8a8-hadamard-gptq", "w4a8-gptq", "w3a8-gptq", "w4a4-flatten", "w8a8-flatten"));
 }
+
+class CalibratedRecipeTest : public test_util::RandomTest,
+                             public ::testing::WithParamInterface<std::string> {};
+
+// Recipes built from calibration statistics: unusable before calibration, and after it the
+// backend's layer is exactly what QuantizeCalibratedLinear makes from the same statistics
+// (calibrated_linear_test.cc checks those pieces against independent computations).
+TEST_P(CalibratedRecipeTest, BackendQuantizesFromItsCalibration) {
+  auto recipe = RecipeByName(GetParam());
+  ASSERT_TRUE(recipe.ok()) << recipe.status();
+  const int64_t n = UniformInt(16, 40), k = 256, rows = 48, m = UniformInt(1, 9);
+  const Tensor weight({n, k}, Gaussian(n * k, 0.05f));
+  std::vector<float> x = Gaussian(rows * k);
+  for (int64_t r = 0; r < rows; ++r) x[r * k + 7] *= 40.0f;
+  auto backend = QuantizedCpuBackend::Create(*recipe, {});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto handle = (*backend)->PrepareQuantizedLinear(weight, nullptr);
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  Tensor input({m, k}, Gaussian(m * k)), output({m, n});
+  EXPECT_TRUE(absl::IsFailedPrecondition((*backend)->TryLinear(**handle, input, output)));
+
+  (*backend)->set_mode(LinearMode::kCalibrate);
+  Tensor calibration_in({rows, k}, x), calibration_out({rows, n});
+  ASSERT_TRUE((*backend)->TryLinear(**handle, calibration_in, calibration_out).ok());
+  (*backend)->set_mode(LinearMode::kQuantized);
+  absl::Status run = (*backend)->TryLinear(**handle, input, output);
+  ASSERT_TRUE(run.ok()) << run;
+
+  auto base = OnlineTransformsFor(*recipe, k);
+  ASSERT_TRUE(base.ok());
+  ActivationCalibration calibration;
+  calibration.Record(base->ApplyToActivations(x, rows), rows, k);
+  calibration.RecordRaw(x, rows, k, CalibrationOptionsFor(*recipe));
+  auto expected = QuantizeCalibratedLinear(weight, nullptr, *recipe, &calibration, *base);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  std::vector<float> y(m * n);
+  ASSERT_TRUE(expected->Forward(input.span(), m, y).ok());
+  EXPECT_EQ(output.vector(), y);
+}
+
+INSTANTIATE_TEST_SUITE_P(CalibratedRecipes, CalibratedRecipeTest,
+                         ::testing::Values("w8a8-smooth", "w8a8-smooth-static", "w4a8-smooth",
+                                           "w8a8-hadamard-gptq", "w4a8-gptq", "w3a8-gptq",
+                                           "w4a4-flatten", "w8a8-flatten"));
 
 TEST_F(QuantizedBackendTest, HadamardPassthroughEqualsFloatLinear) {
   auto recipe = RecipeByName("w4a4-hadamard");
