@@ -83,6 +83,8 @@ bool NeedsRawCalibration(const QuantRecipe& recipe) {
 
 CalibrationOptions CalibrationOptionsFor(const QuantRecipe& recipe) {
   CalibrationOptions options;
+  // The raw sample costs 4 KiB per input channel per layer: only for recipes that use it.
+  if (!NeedsRawCalibration(recipe)) options.max_raw_samples = 0;
   options.record_gram = recipe.spec.weight_quantizer == WeightQuantizer::kGptq;
   return options;
 }
