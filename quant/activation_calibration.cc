@@ -39,9 +39,10 @@ void ActivationCalibration::RecordRaw(std::span<const float> rows, int64_t num_r
     // probability max_raw_samples / (t + 1).
     const int64_t t = raw_rows_seen + r;
     int64_t slot = -1;
-    if (raw_sample_rows < options.max_raw_samples) {
-      slot = raw_sample_rows++;
-      raw_samples.resize(raw_sample_rows * cols);
+    const int64_t kept = raw_sample_rows(cols);
+    if (kept < options.max_raw_samples) {
+      slot = kept;
+      raw_samples.resize((kept + 1) * cols);
     } else if (options.max_raw_samples > 0) {
       const auto draw = static_cast<int64_t>(SplitMix64(reservoir_state) % uint64_t(t + 1));
       if (draw < options.max_raw_samples) slot = draw;

@@ -29,10 +29,9 @@ struct ActivationCalibration {
   int64_t rows_seen = 0;
 
   std::vector<float> raw_channel_absmax;  // [in_features]
-  // Reservoir sample of raw input rows, [raw_sample_rows, in_features] row-major. Holds every
+  // Reservoir sample of raw input rows, [raw_sample_rows(in), in_features] row-major. Holds every
   // row while rows_seen <= max_raw_samples (exact statistics), a uniform sample after.
   std::vector<float> raw_samples;
-  int64_t raw_sample_rows = 0;
   // sum over all raw rows of x^T x, [in_features, in_features] row-major (empty unless asked).
   std::vector<double> raw_gram;
   // Rows the raw statistics were built from (raw_gram and raw_channel_absmax cover all of them).
@@ -47,6 +46,9 @@ struct ActivationCalibration {
                  const CalibrationOptions& options);
   bool empty() const { return rows_seen == 0; }
   bool has_raw() const { return !raw_channel_absmax.empty(); }
+  int64_t raw_sample_rows(int64_t cols) const {
+    return cols == 0 ? 0 : static_cast<int64_t>(raw_samples.size()) / cols;
+  }
 };
 
 }  // namespace flatfleet::quant

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/sparse_moe.h"
-#include "quant/calibrated_linear.h"
+#include "quant/data_dependent_linear.h"
 
 namespace flatfleet::quant {
 namespace {
@@ -73,8 +73,8 @@ absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
   if (stale_ || !quantized_) {
     FF_ASSIGN_OR_RETURN(
         QuantizedLinear layer,
-        QuantizeCalibratedLinear(weight_, bias_ ? &*bias_ : nullptr, recipe,
-                                 calibration_.empty() ? nullptr : &calibration_, transforms_));
+        QuantizeDataDependentLinear(weight_, bias_ ? &*bias_ : nullptr, recipe,
+                                    calibration_.empty() ? nullptr : &calibration_, transforms_));
     quantized_ = std::move(layer);
     stale_ = false;
   }

@@ -12,7 +12,7 @@
 //                     and after the data-independent transforms; activation_calibration.h); the
 //                     next quantized call re-quantizes with them (QUIK outlier channels,
 //                     per-tensor static scales, SmoothQuant scales, FlattenQuant splits, GPTQ;
-//                     calibrated_linear.h);
+//                     data_dependent_linear.h);
 //   kFloatPassthrough the online transform and its folded weight in float, no quantization:
 //                     checks the rotation algebra (x Q)(W Q)^T = x W^T.
 // Each layer's lazily (re)built quantized state is guarded by a per-layer lock; the mode itself is

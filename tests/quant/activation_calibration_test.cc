@@ -31,7 +31,7 @@ TEST_F(ActivationCalibrationTest, KeepsEveryRowWhileWithinTheBound) {
   const int64_t total = static_cast<int64_t>(all.size()) / cols;
   EXPECT_EQ(calibration.rows_seen, total);
   EXPECT_EQ(calibration.raw_rows_seen, total);
-  EXPECT_EQ(calibration.raw_sample_rows, total);
+  EXPECT_EQ(calibration.raw_sample_rows(cols), total);
   EXPECT_EQ(calibration.raw_samples, all);
   for (int64_t c = 0; c < cols; ++c) {
     float max_abs = 0.0f;
@@ -61,7 +61,7 @@ TEST_F(ActivationCalibrationTest, ReservoirIsBoundedAndHoldsInputRows) {
     for (int64_t r = 0; r < 7; ++r) seen.insert({x.begin() + r * cols, x.begin() + (r + 1) * cols});
   }
   EXPECT_EQ(calibration.raw_rows_seen, 70);
-  EXPECT_EQ(calibration.raw_sample_rows, bound);
+  EXPECT_EQ(calibration.raw_sample_rows(cols), bound);
   ASSERT_EQ(static_cast<int64_t>(calibration.raw_samples.size()), bound * cols);
   std::set<std::vector<float>> kept;
   for (int64_t r = 0; r < bound; ++r) {

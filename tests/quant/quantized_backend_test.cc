@@ -15,7 +15,7 @@
 #include "kernels/cpu/quant/quantized_gemm.h"
 #include "kernels/cpu/quant/quik_gemm.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
-#include "quant/calibrated_linear.h"
+#include "quant/data_dependent_linear.h"
 #include "quant/float_linear_filter.h"
 #include "quant/recipes.h"
 #include "quant/weight_clip_search.h"
@@ -190,7 +190,7 @@ INSTANTIATE_TEST_SUITE_P(AllRecipes, RecipeLinearTest,
 class QuantizedBackendTest : public test_util::RandomTest {};
 
 TEST_F(QuantizedBackendTest, EveryImplementedRecipeIsCovered) {
-  // The first nine by RecipeLinearTest, the calibrated ones by CalibratedRecipeTest.
+  // The first nine by RecipeLinearTest, the calibrated ones by DataDependentRecipeTest.
   EXPECT_THAT(ImplementedRecipeNames(),
               ::testing::UnorderedElementsAre(
                   "w8a8", "w8a8-static", "w4a8", "w4a8-intscale", "w4a4", "w4a4-hadamard",
@@ -198,13 +198,13 @@ TEST_F(QuantizedBackendTest, EveryImplementedRecipeIsCovered) {
                   "w8a8-hadamard-gptq", "w4a8-gptq", "w3a8-gptq", "w4a4-flatten", "w8a8-flatten"));
 }
 
-class CalibratedRecipeTest : public test_util::RandomTest,
-                             public ::testing::WithParamInterface<std::string> {};
+class DataDependentRecipeTest : public test_util::RandomTest,
+                                public ::testing::WithParamInterface<std::string> {};
 
 // Recipes built from calibration statistics: unusable before calibration, and after it the
-// backend's layer is exactly what QuantizeCalibratedLinear makes from the same statistics
-// (calibrated_linear_test.cc checks those pieces against independent computations).
-TEST_P(CalibratedRecipeTest, BackendQuantizesFromItsCalibration) {
+// backend's layer is exactly what QuantizeDataDependentLinear makes from the same statistics
+// (data_dependent_linear_test.cc checks those pieces against independent computations).
+TEST_P(DataDependentRecipeTest, BackendQuantizesFromItsCalibration) {
   auto recipe = RecipeByName(GetParam());
   ASSERT_TRUE(recipe.ok()) << recipe.status();
   const int64_t n = UniformInt(16, 40), k = 256, rows = 48, m = UniformInt(1, 9);
@@ -230,14 +230,14 @@ TEST_P(CalibratedRecipeTest, BackendQuantizesFromItsCalibration) {
   ActivationCalibration calibration;
   calibration.Record(base->ApplyToActivations(x, rows), rows, k);
   calibration.RecordRaw(x, rows, k, CalibrationOptionsFor(*recipe));
-  auto expected = QuantizeCalibratedLinear(weight, nullptr, *recipe, &calibration, *base);
+  auto expected = QuantizeDataDependentLinear(weight, nullptr, *recipe, &calibration, *base);
   ASSERT_TRUE(expected.ok()) << expected.status();
   std::vector<float> y(m * n);
   ASSERT_TRUE(expected->Forward(input.span(), m, y).ok());
   EXPECT_EQ(output.vector(), y);
 }
 
-INSTANTIATE_TEST_SUITE_P(CalibratedRecipes, CalibratedRecipeTest,
+INSTANTIATE_TEST_SUITE_P(DataDependentRecipes, DataDependentRecipeTest,
                          ::testing::Values("w8a8-smooth", "w8a8-smooth-static", "w4a8-smooth",
                                            "w8a8-hadamard-gptq", "w4a8-gptq", "w3a8-gptq",
                                            "w4a4-flatten", "w8a8-flatten"));

@@ -27,7 +27,7 @@
 namespace flatfleet::quant {
 
 // Whether the recipe builds transforms or weights from raw-input calibration statistics.
-bool NeedsRawCalibration(const QuantRecipe& recipe);
+bool NeedsRawStatistics(const QuantRecipe& recipe);
 // What kCalibrate must record for the recipe: the raw sample only for recipes that need raw
 // statistics, the Gram matrix (in^2 doubles per layer) only for GPTQ. The CPU reference keeps
 // every layer's statistics at once, fine for the test models; a 7B-scale model would need
@@ -40,23 +40,20 @@ std::vector<double> SmoothAlphaCandidates(double configured_alpha);
 // Quantizes `weight` [out, in] for `recipe`. `base` is the recipe's data-independent chain
 // (OnlineTransformsFor). `calibration` may be null: recipes that need it then fail with
 // FailedPrecondition (like per-tensor static scales do).
-absl::StatusOr<QuantizedLinear> QuantizeCalibratedLinear(const Tensor& weight, const Tensor* bias,
-                                                         const QuantRecipe& recipe,
-                                                         const ActivationCalibration* calibration,
-                                                         const InputTransformChain& base);
+absl::StatusOr<QuantizedLinear> QuantizeDataDependentLinear(
+    const Tensor& weight, const Tensor* bias, const QuantRecipe& recipe,
+    const ActivationCalibration* calibration, const InputTransformChain& base);
 
 // The pieces, for tests and tools.
-struct CalibratedInputs {
+struct DataDependentInputs {
   InputTransformChain transforms;     // data-dependent transforms, then `base`
   ActivationCalibration transformed;  // channel_absmax and rows_seen of the transformed inputs
   std::vector<double> hessian;        // [K, K] X^T X of the transformed inputs (GPTQ only)
 };
 // With a fixed SmoothQuant alpha (the search calls it per candidate).
-absl::StatusOr<CalibratedInputs> BuildCalibratedInputs(const Tensor& weight,
-                                                       const QuantRecipe& recipe,
-                                                       const ActivationCalibration& calibration,
-                                                       const InputTransformChain& base,
-                                                       double smooth_alpha);
+absl::StatusOr<DataDependentInputs> BuildDataDependentInputs(
+    const Tensor& weight, const QuantRecipe& recipe, const ActivationCalibration& calibration,
+    const InputTransformChain& base, double smooth_alpha);
 
 // sum of squared differences between the float layer x W^T (+ b) and `layer` on `rows`
 // [m, in]: the alpha search's objective.

@@ -1,4 +1,4 @@
-#include "quant/calibrated_linear.h"
+#include "quant/data_dependent_linear.h"
 
 #include <algorithm>
 #include <cmath>
@@ -76,7 +76,7 @@ absl::StatusOr<double> OutputError(const QuantizedLinear& layer, const std::vect
 
 }  // namespace
 
-bool NeedsRawCalibration(const QuantRecipe& recipe) {
+bool NeedsRawStatistics(const QuantRecipe& recipe) {
   return recipe.spec.smooth.enabled || recipe.spec.flatten.enabled ||
          recipe.spec.weight_quantizer == WeightQuantizer::kGptq;
 }
@@ -84,7 +84,7 @@ bool NeedsRawCalibration(const QuantRecipe& recipe) {
 CalibrationOptions CalibrationOptionsFor(const QuantRecipe& recipe) {
   CalibrationOptions options;
   // The raw sample costs 4 KiB per input channel per layer: only for recipes that use it.
-  if (!NeedsRawCalibration(recipe)) options.max_raw_samples = 0;
+  if (!NeedsRawStatistics(recipe)) options.max_raw_samples = 0;
   options.record_gram = recipe.spec.weight_quantizer == WeightQuantizer::kGptq;
   return options;
 }
@@ -97,15 +97,13 @@ std::vector<double> SmoothAlphaCandidates(double configured_alpha) {
   return alphas;
 }
 
-absl::StatusOr<CalibratedInputs> BuildCalibratedInputs(const Tensor& weight,
-                                                       const QuantRecipe& recipe,
-                                                       const ActivationCalibration& calibration,
-                                                       const InputTransformChain& base,
-                                                       double smooth_alpha) {
+absl::StatusOr<DataDependentInputs> BuildDataDependentInputs(
+    const Tensor& weight, const QuantRecipe& recipe, const ActivationCalibration& calibration,
+    const InputTransformChain& base, double smooth_alpha) {
   const QuantSpec& spec = recipe.spec;
   const int64_t n = weight.dim(0);
   const int64_t in = weight.dim(1);
-  if (NeedsRawCalibration(recipe) &&
+  if (NeedsRawStatistics(recipe) &&
       (!calibration.has_raw() ||
        static_cast<int64_t>(calibration.raw_channel_absmax.size()) != in)) {
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -130,7 +128,7 @@ absl::StatusOr<CalibratedInputs> BuildCalibratedInputs(const Tensor& weight,
   const bool data_dependent = !transforms.empty();
   for (const auto& transform : base.transforms()) transforms.push_back(transform);
 
-  CalibratedInputs result;
+  DataDependentInputs result;
   FF_ASSIGN_OR_RETURN(result.transforms, InputTransformChain::Create(std::move(transforms)));
   const int64_t k = result.transforms.OutFeatures(in);
   result.transformed.rows_seen = calibration.rows_seen;
@@ -141,10 +139,10 @@ absl::StatusOr<CalibratedInputs> BuildCalibratedInputs(const Tensor& weight,
     result.transformed.channel_absmax =
         result.transforms.ApplyToActivations(calibration.raw_channel_absmax, 1);
   } else {
-    const std::vector<float> sample =
-        result.transforms.ApplyToActivations(calibration.raw_samples, calibration.raw_sample_rows);
+    const std::vector<float> sample = result.transforms.ApplyToActivations(
+        calibration.raw_samples, calibration.raw_sample_rows(in));
     result.transformed.channel_absmax.assign(k, 0.0f);
-    for (int64_t r = 0; r < calibration.raw_sample_rows; ++r) {
+    for (int64_t r = 0; r < calibration.raw_sample_rows(in); ++r) {
       for (int64_t c = 0; c < k; ++c) {
         result.transformed.channel_absmax[c] =
             std::max(result.transformed.channel_absmax[c], std::fabs(sample[r * k + c]));
@@ -155,7 +153,7 @@ absl::StatusOr<CalibratedInputs> BuildCalibratedInputs(const Tensor& weight,
     std::vector<double> gram = calibration.raw_gram;
     if (gram.empty()) {  // from the sample
       gram.assign(in * in, 0.0);
-      for (int64_t r = 0; r < calibration.raw_sample_rows; ++r) {
+      for (int64_t r = 0; r < calibration.raw_sample_rows(in); ++r) {
         const float* row = calibration.raw_samples.data() + r * in;
         for (int64_t i = 0; i < in; ++i) {
           for (int64_t j = 0; j < in; ++j) gram[i * in + j] += double{row[i]} * row[j];
@@ -175,21 +173,20 @@ absl::StatusOr<double> LayerOutputError(const QuantizedLinear& layer, const Tens
   return OutputError(layer, FloatLayerOutput(weight, &bias, rows, m), rows, m);
 }
 
-absl::StatusOr<QuantizedLinear> QuantizeCalibratedLinear(const Tensor& weight, const Tensor* bias,
-                                                         const QuantRecipe& recipe,
-                                                         const ActivationCalibration* calibration,
-                                                         const InputTransformChain& base) {
+absl::StatusOr<QuantizedLinear> QuantizeDataDependentLinear(
+    const Tensor& weight, const Tensor* bias, const QuantRecipe& recipe,
+    const ActivationCalibration* calibration, const InputTransformChain& base) {
   if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
   const bool calibrated = calibration != nullptr && !calibration->empty();
   if (!calibrated) {
-    if (NeedsRawCalibration(recipe)) {
+    if (NeedsRawStatistics(recipe)) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "recipe %s builds transforms or weights from calibration data; calibrate first",
           recipe.name));
     }
     return QuantizedLinear::Create(weight, bias, recipe, nullptr, base);
   }
-  if (!NeedsRawCalibration(recipe)) {
+  if (!NeedsRawStatistics(recipe)) {
     return QuantizedLinear::Create(weight, bias, recipe, calibration, base);
   }
   const SmoothSpec& smooth = recipe.spec.smooth;
@@ -202,8 +199,8 @@ absl::StatusOr<QuantizedLinear> QuantizeCalibratedLinear(const Tensor& weight, c
   if (alphas.size() > 1) {
     const int64_t in = weight.dim(1);
     const int64_t stride = std::max<int64_t>(
-        1, (calibration->raw_sample_rows + kAlphaSearchRows - 1) / kAlphaSearchRows);
-    for (int64_t r = 0; r < calibration->raw_sample_rows; r += stride, ++search_count) {
+        1, (calibration->raw_sample_rows(in) + kAlphaSearchRows - 1) / kAlphaSearchRows);
+    for (int64_t r = 0; r < calibration->raw_sample_rows(in); r += stride, ++search_count) {
       search_rows.insert(search_rows.end(), calibration->raw_samples.begin() + r * in,
                          calibration->raw_samples.begin() + (r + 1) * in);
     }
@@ -212,8 +209,8 @@ absl::StatusOr<QuantizedLinear> QuantizeCalibratedLinear(const Tensor& weight, c
   std::optional<QuantizedLinear> best;
   double best_error = std::numeric_limits<double>::infinity();
   for (double alpha : alphas) {
-    FF_ASSIGN_OR_RETURN(CalibratedInputs inputs,
-                        BuildCalibratedInputs(weight, recipe, *calibration, base, alpha));
+    FF_ASSIGN_OR_RETURN(DataDependentInputs inputs,
+                        BuildDataDependentInputs(weight, recipe, *calibration, base, alpha));
     FF_ASSIGN_OR_RETURN(QuantizedLinear layer,
                         QuantizedLinear::Create(
                             weight, bias, recipe, &inputs.transformed, std::move(inputs.transforms),

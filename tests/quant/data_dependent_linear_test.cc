@@ -1,7 +1,7 @@
-// Layers quantized from calibration statistics (quant/calibrated_linear.h): SmoothQuant with
+// Layers quantized from calibration statistics (quant/data_dependent_linear.h): SmoothQuant with
 // its alpha search, FlattenQuant with per-tensor static scales, GPTQ's Hessian through the
 // online transforms, and the errors without calibration.
-#include "quant/calibrated_linear.h"
+#include "quant/data_dependent_linear.h"
 
 #include <algorithm>
 #include <cmath>
@@ -17,7 +17,7 @@
 namespace flatfleet::quant {
 namespace {
 
-class CalibratedLinearTest : public test_util::RandomTest {
+class DataDependentLinearTest : public test_util::RandomTest {
  protected:
   // Rows with the same few channels 30-100x larger (fixed per test), like LLM activations.
   std::vector<float> OutlierRows(int64_t m, int64_t k) {
@@ -51,14 +51,14 @@ class CalibratedLinearTest : public test_util::RandomTest {
     if (!base.ok()) return base.status();
     const ActivationCalibration calibration =
         Calibrate(calibration_rows, rows, weight.dim(1), recipe, *base);
-    return QuantizeCalibratedLinear(weight, nullptr, recipe, &calibration, *base);
+    return QuantizeDataDependentLinear(weight, nullptr, recipe, &calibration, *base);
   }
 
   std::vector<int64_t> outliers_;
   std::vector<float> factors_;
 };
 
-TEST_F(CalibratedLinearTest, SmoothQuantBeatsPlainW8A8OnOutlierActivations) {
+TEST_F(DataDependentLinearTest, SmoothQuantBeatsPlainW8A8OnOutlierActivations) {
   const int64_t n = 48, k = 128, rows = 256;
   const Tensor weight({n, k}, Gaussian(n * k, 0.05f));
   const std::vector<float> calibration = OutlierRows(rows, k);
@@ -74,7 +74,7 @@ TEST_F(CalibratedLinearTest, SmoothQuantBeatsPlainW8A8OnOutlierActivations) {
   EXPECT_LT(*smooth_error, 0.5 * *plain_error);
 }
 
-TEST_F(CalibratedLinearTest, AlphaSearchPicksTheBestCandidateOnCalibrationRows) {
+TEST_F(DataDependentLinearTest, AlphaSearchPicksTheBestCandidateOnCalibrationRows) {
   const int64_t n = 32, k = 96, rows = 128;
   const Tensor weight({n, k}, Gaussian(n * k, 0.05f));
   const std::vector<float> calibration = OutlierRows(rows, k);
@@ -105,7 +105,7 @@ TEST_F(CalibratedLinearTest, AlphaSearchPicksTheBestCandidateOnCalibrationRows) 
             SmoothingScales(stats.raw_channel_absmax, weight.span(), n, chosen.alpha()));
 }
 
-TEST_F(CalibratedLinearTest, StaticScaleComesFromTheTransformedInputs) {
+TEST_F(DataDependentLinearTest, StaticScaleComesFromTheTransformedInputs) {
   const int64_t n = 16, k = 64, rows = 100;
   const Tensor weight({n, k}, Gaussian(n * k, 0.05f));
   const std::vector<float> calibration = OutlierRows(rows, k);
@@ -123,7 +123,7 @@ TEST_F(CalibratedLinearTest, StaticScaleComesFromTheTransformedInputs) {
   }
 }
 
-TEST_F(CalibratedLinearTest, FlattenMakesPerTensorInt4Work) {
+TEST_F(DataDependentLinearTest, FlattenMakesPerTensorInt4Work) {
   const int64_t n = 48, k = 128, rows = 256;
   const std::vector<float> calibration = OutlierRows(rows, k);
   const std::vector<float> held_out = OutlierRows(64, k);
@@ -153,7 +153,7 @@ TEST_F(CalibratedLinearTest, FlattenMakesPerTensorInt4Work) {
   EXPECT_LT(*with_error, 0.1 * *without_error);
 }
 
-TEST_F(CalibratedLinearTest, GptqSeesTheHessianOfTheRotatedInputs) {
+TEST_F(DataDependentLinearTest, GptqSeesTheHessianOfTheRotatedInputs) {
   const int64_t n = 24, k = 64, rows = 200;
   const Tensor weight({n, k}, Gaussian(n * k, 0.05f));
   const std::vector<float> calibration = OutlierRows(rows, k);
@@ -178,11 +178,11 @@ TEST_F(CalibratedLinearTest, GptqSeesTheHessianOfTheRotatedInputs) {
   EXPECT_GE(same, static_cast<int64_t>(0.99 * expected->codes.size()));
 }
 
-TEST_F(CalibratedLinearTest, CalibrationIsRequired) {
+TEST_F(DataDependentLinearTest, CalibrationIsRequired) {
   const Tensor weight({8, 32}, Gaussian(8 * 32));
   for (const char* name : {"w8a8-smooth", "w4a8-gptq", "w4a4-flatten"}) {
     const QuantRecipe recipe = Recipe(name);
-    auto layer = QuantizeCalibratedLinear(weight, nullptr, recipe, nullptr, {});
+    auto layer = QuantizeDataDependentLinear(weight, nullptr, recipe, nullptr, {});
     EXPECT_TRUE(absl::IsFailedPrecondition(layer.status())) << name << ": " << layer.status();
   }
 }
