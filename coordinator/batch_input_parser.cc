@@ -315,15 +315,30 @@ MaybeFailure ReadEndpoint(const Json& line, const Json& body, Endpoint* endpoint
   return std::nullopt;
 }
 
+// Cuts `text` to at most 512 bytes plus "...", keeping UTF-8 sequences whole.
+void BoundErrorText(std::string& text) {
+  constexpr size_t kMaxBytes = 512;
+  if (text.size() <= kMaxBytes) return;
+  size_t cut = kMaxBytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  text.resize(cut);
+  text += "...";
+}
+
 }  // namespace
 
 BatchInputParser::BatchInputParser(BatchInputLimits limits) : limits_(std::move(limits)) {}
 
-void BatchInputParser::AddError(int64_t line_number, std::string field, std::string message) {
+void BatchInputParser::AddError(int64_t line_number, std::string field, std::string message,
+                                std::optional<std::string> custom_id) {
+  // Errors are stored with the job (one per invalid line), and some quote the input (a
+  // repeated key, an unknown field's name), so they are bounded.
+  BoundErrorText(field);
+  BoundErrorText(message);
   ++parsed_.error_count;
-  if (parsed_.errors.size() < limits_.max_reported_errors) {
-    parsed_.errors.push_back(LineError{line_number, std::move(field), std::move(message)});
-  }
+  LineError error{line_number, std::move(field), std::move(message), std::move(custom_id)};
+  if (parsed_.errors.size() < limits_.max_reported_errors) parsed_.errors.push_back(error);
+  parsed_.invalid_lines.push_back(std::move(error));
 }
 
 void BatchInputParser::AddLine(std::string_view line) {
@@ -333,8 +348,13 @@ void BatchInputParser::AddLine(std::string_view line) {
   if (++request_lines_ > limits_.max_lines) {
     // Reported once, at the first line over the limit; later lines are not examined.
     if (request_lines_ == limits_.max_lines + 1) {
-      AddError(line_number, "",
-               absl::StrCat("the batch has more than ", limits_.max_lines, " request lines"));
+      parsed_.too_many_lines = true;
+      ++parsed_.error_count;
+      if (parsed_.errors.size() < limits_.max_reported_errors) {
+        parsed_.errors.push_back(LineError{
+            line_number, "",
+            absl::StrCat("the batch has more than ", limits_.max_lines, " request lines")});
+      }
     }
     return;
   }
@@ -357,8 +377,9 @@ void BatchInputParser::AddLine(std::string_view line) {
 
   BatchRequestLine request;
   request.line_number = line_number;
+  std::optional<std::string> usable_custom_id;  // Set once the custom_id passed its checks.
   const auto fail = [&](const Failure& failure) {
-    AddError(line_number, failure.field, failure.message);
+    AddError(line_number, failure.field, failure.message, usable_custom_id);
   };
   for (const auto& [key, unused] : json.items()) {
     if (key != "custom_id" && key != "method" && key != "url" && key != "body") {
@@ -382,6 +403,7 @@ void BatchInputParser::AddLine(std::string_view line) {
         "custom_id",
         absl::StrCat("\"", request.custom_id, "\" repeats the custom_id of line ", first->second)));
   }
+  usable_custom_id = request.custom_id;
 
   const Json* body = Find(json, "body");
   if (body == nullptr) return fail(Fail("body", "is required"));

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +29,11 @@ struct ParsedBatch {
   std::vector<LineError> errors;           // At most limits.max_reported_errors of them.
   size_t error_count = 0;                  // All errors, reported or not.
   int64_t lines_read = 0;                  // Including blank lines.
+  // Every invalid request line, in input order (at most limits.max_lines of them), for the
+  // job's failed results. The line-count error below is not among them.
+  std::vector<LineError> invalid_lines;
+  // More than limits.max_lines request lines: the upload as a whole is rejected.
+  bool too_many_lines = false;
 
   bool ok() const { return error_count == 0; }
 };
@@ -45,7 +51,9 @@ class BatchInputParser {
   ParsedBatch Finish() &&;
 
  private:
-  void AddError(int64_t line_number, std::string field, std::string message);
+  // Records an invalid request line; `custom_id` is the id its error result echoes, if any.
+  void AddError(int64_t line_number, std::string field, std::string message,
+                std::optional<std::string> custom_id = std::nullopt);
 
   BatchInputLimits limits_;
   ParsedBatch parsed_;

@@ -18,13 +18,23 @@ std::string FormatResponseLine(std::string_view custom_id, const nlohmann::json&
   return Dump(line);
 }
 
-std::string FormatErrorLine(std::string_view custom_id, std::string_view code,
+std::string FormatErrorLine(std::optional<std::string_view> custom_id, std::string_view code,
                             std::string_view message) {
   nlohmann::ordered_json line;
-  line["custom_id"] = std::string(custom_id);
+  if (custom_id) {
+    line["custom_id"] = std::string(*custom_id);
+  } else {
+    line["custom_id"] = nullptr;
+  }
   line["response"] = nullptr;
   line["error"] = {{"code", std::string(code)}, {"message", std::string(message)}};
   return Dump(line);
+}
+
+std::string FormatInvalidLine(const LineError& error) {
+  std::optional<std::string_view> custom_id;
+  if (error.custom_id) custom_id = *error.custom_id;
+  return FormatErrorLine(custom_id, kInvalidRequestCode, DescribeLineError(error));
 }
 
 }  // namespace flatfleet::coordinator

@@ -44,6 +44,12 @@ struct LineError {
   int64_t line_number = 0;
   std::string field;  // JSON path, e.g. "body.max_tokens"; empty for the whole line.
   std::string message;
+  // The line's custom_id when it gave a usable one (a valid string not used by an earlier
+  // line), so that its error result can name it; otherwise unset (null in the output).
+  std::optional<std::string> custom_id;
 };
+
+// "line 9: body.max_tokens: must be ..." (the field is left out when empty).
+std::string DescribeLineError(const LineError& error);
 
 }  // namespace flatfleet::coordinator

@@ -15,7 +15,11 @@
 namespace flatfleet::coordinator {
 namespace {
 
-constexpr std::string_view kSchema = R"sql(
+// Schema version 1 (PRAGMA user_version). Version 0 had no jobs.error / jobs.invalid_lines
+// and required requests.custom_id; MigrateToVersion1 upgrades such a file in place.
+constexpr int kSchemaVersion = 1;
+
+constexpr std::string_view kJobsTable = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
   position INTEGER PRIMARY KEY AUTOINCREMENT,
   id TEXT NOT NULL UNIQUE,
@@ -25,12 +29,18 @@ CREATE TABLE IF NOT EXISTS jobs (
   max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1),
   next_sequence INTEGER NOT NULL DEFAULT 0,
   created_at_ms INTEGER NOT NULL,
-  updated_at_ms INTEGER NOT NULL
+  updated_at_ms INTEGER NOT NULL,
+  error TEXT,
+  invalid_lines INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS requests (
+)sql";
+
+// `custom_id` is NULL for an invalid input line that gave no usable one (SQLite's UNIQUE lets
+// NULLs repeat). Invalid lines are stored as failed requests with an empty body.
+constexpr std::string_view kRequestsColumns = R"sql( (
   job_id TEXT NOT NULL REFERENCES jobs (id),
   line_number INTEGER NOT NULL,
-  custom_id TEXT NOT NULL,
+  custom_id TEXT,
   body TEXT NOT NULL,
   state TEXT NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0,
@@ -40,6 +50,9 @@ CREATE TABLE IF NOT EXISTS requests (
   PRIMARY KEY (job_id, line_number),
   UNIQUE (job_id, custom_id)
 ) WITHOUT ROWID;
+)sql";
+
+constexpr std::string_view kIndexesAndResults = R"sql(
 CREATE INDEX IF NOT EXISTS requests_by_state ON requests (state, job_id, line_number);
 CREATE TABLE IF NOT EXISTS results (
   job_id TEXT NOT NULL,
@@ -85,6 +98,48 @@ JobState NextJobState(JobState state, const RequestCounts& counts) {
   return state;
 }
 
+std::string RequestsTableSql(std::string_view name) {
+  return absl::StrCat("CREATE TABLE IF NOT EXISTS ", std::string(name),
+                      std::string(kRequestsColumns));
+}
+
+absl::StatusOr<int64_t> ReadInt(SqliteDatabase& db, std::string_view sql) {
+  FF_ASSIGN_OR_RETURN(SqliteStatement statement, db.Prepare(sql));
+  FF_ASSIGN_OR_RETURN(bool row, statement.Step());
+  if (!row) return absl::InternalError(absl::StrCat("no row from ", std::string(sql)));
+  return statement.ColumnInt(0);
+}
+
+// A version-0 file: adds the jobs columns, and rebuilds requests (SQLite cannot drop a NOT
+// NULL constraint in place). Runs inside the caller's transaction with foreign keys off.
+absl::Status MigrateToVersion1(SqliteDatabase& db) {
+  FF_RETURN_IF_ERROR(
+      db.Execute("ALTER TABLE jobs ADD COLUMN error TEXT; "
+                 "ALTER TABLE jobs ADD COLUMN invalid_lines INTEGER NOT NULL DEFAULT 0;"));
+  FF_RETURN_IF_ERROR(db.Execute(RequestsTableSql("requests_v1")));
+  return db.Execute(
+      "INSERT INTO requests_v1 SELECT job_id, line_number, custom_id, body, state, attempts, "
+      "lease_owner, lease_expires_ms, last_error FROM requests; "
+      "DROP TABLE requests; ALTER TABLE requests_v1 RENAME TO requests;");
+}
+
+// Creates the schema, or brings an older file up to kSchemaVersion.
+absl::Status EnsureSchema(SqliteDatabase& db) {
+  FF_ASSIGN_OR_RETURN(int64_t version, ReadInt(db, "PRAGMA user_version"));
+  if (version > kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat("the job store has schema version ", version,
+                                                      "; this build reads up to ", kSchemaVersion));
+  }
+  FF_ASSIGN_OR_RETURN(
+      int64_t has_requests,
+      ReadInt(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'requests'"));
+  if (version == 0 && has_requests > 0) FF_RETURN_IF_ERROR(MigrateToVersion1(db));
+  FF_RETURN_IF_ERROR(db.Execute(kJobsTable));
+  FF_RETURN_IF_ERROR(db.Execute(RequestsTableSql("requests")));
+  FF_RETURN_IF_ERROR(db.Execute(kIndexesAndResults));
+  return db.Execute(absl::StrCat("PRAGMA user_version = ", kSchemaVersion));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path, Options options) {
@@ -94,16 +149,26 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
   };
   absl::StatusOr<std::unique_ptr<SqliteDatabase>> db = SqliteDatabase::Open(path);
   if (!db.ok()) return annotate(db.status());
-  const std::string pragmas = absl::StrCat(
-      "PRAGMA busy_timeout = ", options.busy_timeout_ms,
-      "; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;");
+  // Foreign keys stay off until the schema is settled: a migration rebuilds a referenced
+  // table (and the pragma has no effect inside a transaction).
+  const std::string pragmas =
+      absl::StrCat("PRAGMA busy_timeout = ", options.busy_timeout_ms,
+                   "; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;");
   if (absl::Status status = (*db)->Execute(pragmas); !status.ok()) return annotate(status);
 
   std::unique_ptr<JobStore> store(new JobStore(*std::move(db), std::move(options)));
   absl::MutexLock lock(&store->mutex_);
+  {
+    absl::StatusOr<SqliteTransaction> schema = SqliteTransaction::Begin(store->db_.get());
+    if (!schema.ok()) return annotate(schema.status());
+    if (absl::Status status = EnsureSchema(*store->db_); !status.ok()) return annotate(status);
+    if (absl::Status status = schema->Commit(); !status.ok()) return annotate(status);
+  }
+  if (absl::Status status = store->db_->Execute("PRAGMA foreign_keys = ON;"); !status.ok()) {
+    return annotate(status);
+  }
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(store->db_.get());
   if (!transaction.ok()) return annotate(transaction.status());
-  if (absl::Status status = store->db_->Execute(kSchema); !status.ok()) return annotate(status);
   absl::StatusOr<RequeueReport> recovered = store->RequeueWhere(
       store->options_.recover_in_flight ? "1" : "0", [](SqliteStatement&) {},
       "coordinator restarted", /*spend_attempt=*/false);
@@ -127,8 +192,8 @@ void JobStore::Checkpoint(std::string_view point) const {
 absl::StatusOr<JobRecord> JobStore::ReadJob(std::string_view job_id) {
   FF_ASSIGN_OR_RETURN(SqliteStatement job,
                       db_->Prepare("SELECT position, model, state, options, "
-                                   "created_at_ms, updated_at_ms, max_attempts "
-                                   "FROM jobs WHERE id = ?1"));
+                                   "created_at_ms, updated_at_ms, max_attempts, error, "
+                                   "invalid_lines FROM jobs WHERE id = ?1"));
   job.Bind(1, job_id);
   FF_ASSIGN_OR_RETURN(bool found, job.Step());
   if (!found) return absl::NotFoundError("no such job");
@@ -149,6 +214,8 @@ absl::StatusOr<JobRecord> JobStore::ReadJob(std::string_view job_id) {
   record.created_at_ms = job.ColumnInt(4);
   record.updated_at_ms = job.ColumnInt(5);
   record.options.max_attempts = static_cast<int>(job.ColumnInt(6));
+  record.error = job.ColumnText(7);
+  record.counts.invalid = job.ColumnInt(8);
 
   FF_ASSIGN_OR_RETURN(SqliteStatement counts,
                       db_->Prepare("SELECT state, COUNT(*) FROM requests WHERE job_id = ?1 "
@@ -207,7 +274,8 @@ absl::StatusOr<int64_t> JobStore::AppendResult(std::string_view job_id, int64_t 
 }
 
 absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
-                                              absl::Span<const BatchRequestLine> requests) {
+                                              absl::Span<const BatchRequestLine> requests,
+                                              absl::Span<const LineError> invalid_lines) {
   const std::string job_id = NewJobId();
   const auto annotate = [&](const absl::Status& status) {
     return Annotate(status, "CreateJob", job_id);
@@ -216,7 +284,17 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
   if (options.max_attempts < 1) {
     return annotate(absl::InvalidArgumentError("max_attempts must be at least 1"));
   }
-  if (requests.empty()) return annotate(absl::InvalidArgumentError("a job needs requests"));
+  if (requests.empty() && invalid_lines.empty()) {
+    return annotate(absl::InvalidArgumentError("a job needs requests"));
+  }
+  // With no valid line there is nothing to run: the job fails as a whole, with its invalid
+  // lines' results kept for the client to read.
+  const bool all_invalid = requests.empty();
+  std::string job_error;
+  if (all_invalid) {
+    job_error = absl::StrCat("all ", invalid_lines.size(), " request lines are invalid; first: ",
+                             DescribeLineError(invalid_lines.front()));
+  }
 
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -225,23 +303,48 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
   absl::Status status = [&]() -> absl::Status {
     FF_ASSIGN_OR_RETURN(SqliteStatement job,
                         db_->Prepare("INSERT INTO jobs (id, model, state, options, max_attempts, "
-                                     "created_at_ms, updated_at_ms) "
-                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)"));
-    job.Bind(1, job_id).Bind(2, options.model).Bind(3, JobStateName(JobState::kInProgress));
+                                     "created_at_ms, updated_at_ms, error, invalid_lines) "
+                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)"));
+    job.Bind(1, job_id).Bind(2, options.model);
+    job.Bind(3, JobStateName(all_invalid ? JobState::kFailed : JobState::kInProgress));
     job.Bind(4, OptionsToJson(options)).Bind(5, options.max_attempts).Bind(6, now);
+    if (all_invalid) {
+      job.Bind(7, job_error);
+    } else {
+      job.BindNull(7);
+    }
+    job.Bind(8, static_cast<int64_t>(invalid_lines.size()));
     FF_RETURN_IF_ERROR(job.Run());
     FF_ASSIGN_OR_RETURN(SqliteStatement insert,
                         db_->Prepare("INSERT INTO requests (job_id, line_number, custom_id, body, "
-                                     "state) VALUES (?1, ?2, ?3, ?4, ?5)"));
+                                     "state, last_error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
+    const auto inserted = [&](int64_t line_number) -> absl::Status {
+      absl::Status run = insert.Run();
+      insert.Reset();
+      if (run.ok()) return run;
+      return absl::Status(run.code(),
+                          absl::StrCat("request on line ", line_number, ": ", run.message()));
+    };
     for (const BatchRequestLine& request : requests) {
       insert.Bind(1, job_id).Bind(2, request.line_number).Bind(3, request.custom_id);
       insert.Bind(4, request.body_json).Bind(5, RequestStateName(RequestState::kPending));
-      absl::Status inserted = insert.Run();
-      if (!inserted.ok()) {
-        return absl::Status(inserted.code(), absl::StrCat("request on line ", request.line_number,
-                                                          ": ", inserted.message()));
+      insert.BindNull(6);
+      FF_RETURN_IF_ERROR(inserted(request.line_number));
+    }
+    // Invalid lines: failed requests with their error result, first in the output.
+    for (const LineError& error : invalid_lines) {
+      insert.Bind(1, job_id).Bind(2, error.line_number);
+      if (error.custom_id) {
+        insert.Bind(3, *error.custom_id);
+      } else {
+        insert.BindNull(3);
       }
-      insert.Reset();
+      insert.Bind(4, "").Bind(5, RequestStateName(RequestState::kFailed));
+      insert.Bind(6, DescribeLineError(error));
+      FF_RETURN_IF_ERROR(inserted(error.line_number));
+      FF_RETURN_IF_ERROR(
+          AppendResult(job_id, error.line_number, ResultOutcome::kFailed, FormatInvalidLine(error))
+              .status());
     }
     Checkpoint("create_job.requests_inserted");
     return transaction->Commit();
@@ -417,8 +520,7 @@ absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPendingRoundRobin(
   return claimed;
 }
 
-absl::StatusOr<bool> JobStore::ReleaseInFlight(const RequestKey& request,
-                                               std::string_view reason) {
+absl::StatusOr<bool> JobStore::ReleaseInFlight(const RequestKey& request, std::string_view reason) {
   const auto annotate = [&](const absl::Status& status) {
     return Annotate(status, "ReleaseInFlight",
                     absl::StrCat(request.job_id, ", line ", request.line_number));

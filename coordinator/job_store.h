@@ -41,15 +41,20 @@ class JobStore {
  public:
   using Options = JobStoreOptions;
 
-  // Creates the schema if needed, then recovers from a crash (unless disabled in `options`):
+  // Creates the schema if needed (upgrading a file of an older schema version in place; a
+  // newer version is an error), then recovers from a crash (unless disabled in `options`):
   // requests left in flight go back to pending without spending an attempt, since the
   // coordinator, not the request, failed.
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path,
                                                         Options options = {});
 
-  // A new job in state in_progress with all `requests` pending, atomically.
+  // A new job in state in_progress with all `requests` pending, atomically. Each of
+  // `invalid_lines` (input lines that did not validate) is stored as a failed request with an
+  // "invalid_request" error result, in the given order, ahead of any other result. A job of
+  // invalid lines only is created failed, with `error` saying why.
   absl::StatusOr<JobRecord> CreateJob(const JobOptions& options,
-                                      absl::Span<const BatchRequestLine> requests);
+                                      absl::Span<const BatchRequestLine> requests,
+                                      absl::Span<const LineError> invalid_lines = {});
   absl::StatusOr<JobRecord> GetJob(std::string_view job_id);
   // Newest first; `before_position` continues from a previous page's last job.
   absl::StatusOr<std::vector<JobRecord>> ListJobs(int limit,
@@ -82,6 +87,8 @@ class JobStore {
   // Puts requests back after their worker died. A request that has used its attempts fails
   // with an error result instead; one whose job is being cancelled is cancelled.
   absl::StatusOr<RequeueReport> RequeueWorker(std::string_view worker, std::string_view reason);
+  // The same for requests whose lease ran out (a worker that stalled without disconnecting);
+  // the coordinator's sweeper calls it periodically.
   absl::StatusOr<RequeueReport> RequeueExpiredLeases(std::string_view reason);
 
   // Pending requests are cancelled; in-flight ones are reported for the caller to stop. The job

@@ -39,7 +39,8 @@ struct JobOptions {
 struct RequestCounts {
   int64_t total = 0;
   int64_t completed = 0;  // Succeeded.
-  int64_t failed = 0;
+  int64_t failed = 0;     // Including the invalid lines.
+  int64_t invalid = 0;    // Lines rejected at upload: failed from the start, never dispatched.
   int64_t cancelled = 0;
   int64_t pending = 0;
   int64_t in_flight = 0;
@@ -51,6 +52,7 @@ struct JobRecord {
   JobState state = JobState::kInProgress;
   JobOptions options;
   RequestCounts counts;
+  std::string error;  // Why the job failed as a whole; empty otherwise.
   int64_t created_at_ms = 0;
   int64_t updated_at_ms = 0;
 };

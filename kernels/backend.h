@@ -35,11 +35,18 @@ class LinearWeight {
 };
 
 // A run of consecutive cached positions of one sequence in one layer. Rows are
-// [num_kv_heads * head_dim] floats; a contiguous cache yields one block, a paged cache many.
+// [num_kv_heads * head_dim] values; a contiguous cache yields one block, a paged cache many.
+// A float32 cache sets keys/values. An INT8 cache (keys == nullptr) sets the codes and one FP16
+// scale per position and KV head ([num_positions][num_kv_heads]); an element is
+// scale * code (kernels/cpu/kv_quantization.h).
 struct KvBlock {
   const float* keys = nullptr;
   const float* values = nullptr;
   int64_t num_positions = 0;
+  const int8_t* key_codes = nullptr;
+  const int8_t* value_codes = nullptr;
+  const uint16_t* key_scales = nullptr;
+  const uint16_t* value_scales = nullptr;
 };
 
 // One sequence's share of a batched attention call. Its queries are rows

@@ -19,7 +19,7 @@ namespace flatfleet::quant {
 
 struct CalibrationOptions {
   // Rows kept in `raw_samples` (reservoir sampling beyond that; 0 keeps none).
-  int64_t max_raw_samples = 1024;
+  int64_t max_raw_samples = 256;
   // Accumulate `raw_gram` (in^2 doubles per layer; GPTQ needs it).
   bool record_gram = false;
 };
@@ -28,22 +28,22 @@ struct ActivationCalibration {
   std::vector<float> channel_absmax;  // [transformed features]
   int64_t rows_seen = 0;
 
-  std::vector<float> raw_channel_absmax;  // [in_features]
-  // Reservoir sample of raw input rows, [raw_sample_rows(in), in_features] row-major. Holds every
-  // row while rows_seen <= max_raw_samples (exact statistics), a uniform sample after.
+  // Raw, pre-transform inputs. A bounded uniform sample of rows (reservoir, Algorithm R with a
+  // fixed per-row seed, so it does not depend on batching), [raw_sample_rows(in), in] row-major:
+  // what FlatQuant trains on, ABQ's output correction is fitted on and SmoothQuant's alpha
+  // search scores on. Holds every row while raw_rows_seen <= the bound.
+  static constexpr int64_t kMaxRawSamples = 256;
   std::vector<float> raw_samples;
+  int64_t raw_rows_seen = 0;
+  std::vector<float> raw_channel_absmax;  // [in_features], over all raw rows
   // sum over all raw rows of x^T x, [in_features, in_features] row-major (empty unless asked).
   std::vector<double> raw_gram;
-  // Rows the raw statistics were built from (raw_gram and raw_channel_absmax cover all of them).
-  int64_t raw_rows_seen = 0;
-  uint64_t reservoir_state = 0x9E3779B97F4A7C15ULL;  // deterministic reservoir draws
 
   // Folds rows ([num_rows, cols], row-major) of TRANSFORMED inputs into channel_absmax.
   void Record(std::span<const float> rows, int64_t num_rows, int64_t cols);
-  // Folds rows of RAW inputs ([num_rows, cols]) into the raw statistics. Does not count rows
-  // (Record does; call both for the same batch).
+  // Folds raw input rows ([num_rows, cols]) into the raw statistics (not into rows_seen).
   void RecordRaw(std::span<const float> rows, int64_t num_rows, int64_t cols,
-                 const CalibrationOptions& options);
+                 const CalibrationOptions& options = {});
   bool empty() const { return rows_seen == 0; }
   bool has_raw() const { return !raw_channel_absmax.empty(); }
   int64_t raw_sample_rows(int64_t cols) const {

@@ -83,8 +83,7 @@ bool NeedsRawStatistics(const QuantRecipe& recipe) {
 
 CalibrationOptions CalibrationOptionsFor(const QuantRecipe& recipe) {
   CalibrationOptions options;
-  // The raw sample costs 4 KiB per input channel per layer: only for recipes that use it.
-  if (!NeedsRawStatistics(recipe)) options.max_raw_samples = 0;
+  options.max_raw_samples = ActivationCalibration::kMaxRawSamples;
   options.record_gram = recipe.spec.weight_quantizer == WeightQuantizer::kGptq;
   return options;
 }

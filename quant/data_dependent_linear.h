@@ -28,8 +28,8 @@ namespace flatfleet::quant {
 
 // Whether the recipe builds transforms or weights from raw-input calibration statistics.
 bool NeedsRawStatistics(const QuantRecipe& recipe);
-// What kCalibrate must record for the recipe: the raw sample only for recipes that need raw
-// statistics, the Gram matrix (in^2 doubles per layer) only for GPTQ. The CPU reference keeps
+// What kCalibrate records for the recipe when it records raw statistics at all: the bounded row
+// sample, and the Gram matrix (in^2 doubles per layer) only for GPTQ. The CPU reference keeps
 // every layer's statistics at once, fine for the test models; a 7B-scale model would need
 // layer-by-layer calibration instead.
 CalibrationOptions CalibrationOptionsFor(const QuantRecipe& recipe);

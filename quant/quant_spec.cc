@@ -157,10 +157,12 @@ class ObjectReader {
 
 absl::Status ReadWeight(const Json& json, WeightQuantSpec& out) {
   ObjectReader reader(json, "weight.");
-  FF_SPEC_TRY(reader.CheckIsObjectWithKeys({"bits", "group_size", "symmetric", "clip_ratio"}));
+  FF_SPEC_TRY(
+      reader.CheckIsObjectWithKeys({"bits", "group_size", "symmetric", "clip_ratio", "balanced"}));
   FF_SPEC_TRY(reader.ReadInt("bits", 2, 8, out.bits));
   FF_SPEC_TRY(reader.ReadInt("group_size", int64_t{0}, int64_t{1} << 20, out.group_size));
   FF_SPEC_TRY(reader.ReadBool("symmetric", out.symmetric));
+  FF_SPEC_TRY(reader.ReadBool("balanced", out.balanced));
   return reader.ReadClipRatio("clip_ratio", out.clip_ratio);
 }
 
@@ -234,6 +236,11 @@ absl::StatusOr<QuantSpec> QuantSpecFromJson(const Json& json) {
   if (spec.weight_quantizer == WeightQuantizer::kGptq && spec.outlier_channels > 0) {
     return FieldError("weight_quantizer", "\"gptq\" with QUIK outlier channels is not supported");
   }
+  if (spec.weight.balanced && (!spec.weight.symmetric || spec.scale_kind == ScaleKind::kInteger ||
+                               spec.outlier_channels > 0)) {
+    return FieldError("weight.balanced",
+                      "balanced codes need symmetric weights, fp16 scales and no outlier channels");
+  }
   if (spec.scale_kind == ScaleKind::kInteger && spec.weight.group_size == 0) {
     return FieldError("scale_kind", "\"integer\" needs per-group weights (weight.group_size > 0)");
   }
@@ -257,7 +264,8 @@ Json QuantSpecToJson(const QuantSpec& spec) {
        {{"bits", spec.weight.bits},
         {"group_size", spec.weight.group_size},
         {"symmetric", spec.weight.symmetric},
-        {"clip_ratio", spec.weight.clip_ratio}}},
+        {"clip_ratio", spec.weight.clip_ratio},
+        {"balanced", spec.weight.balanced}}},
       {"activation",
        {{"bits", spec.activation.bits},
         {"granularity", NameOf(kGranularityNames, spec.activation.granularity)},

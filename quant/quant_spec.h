@@ -3,7 +3,8 @@
 // {
 //   "method": "integer_scale",  // flatten_quant | flat_quant | integer_scale | abq_llm | quik |
 //                               // smooth_quant (a label; the fields below select the behaviour)
-//   "weight": {"bits": 4, "group_size": 128, "symmetric": true, "clip_ratio": 1.0},
+//   "weight": {"bits": 4, "group_size": 128, "symmetric": true, "clip_ratio": 1.0,
+//              "balanced": false},   // balanced: ABQ-LLM's odd levels (QUANT_FORMATS.md)
 //   "activation": {"bits": 8, "granularity": "per_token", "symmetric": true, "clip_ratio": 1.0},
 //   "scale_kind": "integer",              // fp16 | integer (Integer Scale; needs weight groups)
 //   "max_amplifier_bits": 16,             // integer scale only: upper limit for the amplifier
@@ -38,6 +39,7 @@ struct WeightQuantSpec {
   int64_t group_size = 128;
   bool symmetric = true;
   double clip_ratio = 1.0;
+  bool balanced = false;  // symmetric only: levels (2 * code + 1) * scale, no zero level
   bool operator==(const WeightQuantSpec&) const = default;
 };
 

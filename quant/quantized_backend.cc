@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/sparse_moe.h"
+#include "quant/calibrated_linear.h"
 #include "quant/data_dependent_linear.h"
 
 namespace flatfleet::quant {
@@ -30,9 +31,14 @@ absl::Status CheckSupported(const QuantRecipe& recipe) {
       spec.activation.bits > 8) {
     return absl::InvalidArgumentError(absl::StrCat(recipe.name, ": bits must be 2..8"));
   }
-  if (spec.transform.kind == TransformKind::kKronecker) {
+  if (spec.transform.kind == TransformKind::kKronecker &&
+      (spec.outlier_channels > 0 ||
+       spec.activation.granularity != ActivationGranularity::kPerToken ||
+       spec.scale_kind != ScaleKind::kFloat16)) {
     return absl::UnimplementedError(
-        absl::StrCat(recipe.name, ": Kronecker (FlatQuant) transforms are not implemented yet"));
+        absl::StrCat(recipe.name,
+                     ": Kronecker (FlatQuant) transforms need per-token activations, FP16 scales "
+                     "and no QUIK outliers"));
   }
   if (spec.scale_kind == ScaleKind::kInteger &&
       (spec.weight.group_size == 0 || spec.outlier_channels > 0)) {
@@ -66,15 +72,29 @@ QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(const Tensor& weight, const T
   if (bias != nullptr) bias_ = *bias;
 }
 
+QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(QuantizedLinear stored)
+    : kernels::LinearWeight(stored.out_features(), stored.in_features()),
+      kept_float_(false),
+      stored_(true),
+      transforms_(stored.transforms()),
+      quantized_(std::move(stored)),
+      stale_(false) {}
+
+std::unique_ptr<QuantizedCpuLinearWeight> QuantizedCpuLinearWeight::FromStored(
+    QuantizedLinear layer) {
+  return std::unique_ptr<QuantizedCpuLinearWeight>(new QuantizedCpuLinearWeight(std::move(layer)));
+}
+
 absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
     const QuantRecipe& recipe) const {
   if (kept_float_) return nullptr;
+  if (stored_) return &*quantized_;  // immutable once loaded
   std::lock_guard<std::mutex> lock(mutex_);
   if (stale_ || !quantized_) {
     FF_ASSIGN_OR_RETURN(
         QuantizedLinear layer,
-        QuantizeDataDependentLinear(weight_, bias_ ? &*bias_ : nullptr, recipe,
-                                    calibration_.empty() ? nullptr : &calibration_, transforms_));
+        BuildCalibratedLinear(weight_, bias_ ? &*bias_ : nullptr, recipe,
+                              calibration_.empty() ? nullptr : &calibration_, transforms_));
     quantized_ = std::move(layer);
     stale_ = false;
   }
@@ -129,6 +149,11 @@ absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
     float_backend_.Linear(*handle.float_linear_, x, y);
     return absl::OkStatus();
   }
+  if (handle.stored() && mode_ != LinearMode::kQuantized) {
+    return absl::FailedPreconditionError(
+        "a layer loaded from a quantized checkpoint has no float weight: it cannot be calibrated "
+        "or run in float passthrough");
+  }
   switch (mode_) {
     case LinearMode::kCalibrate: {
       const std::vector<float> transformed = handle.transforms_.ApplyToActivations(x.span(), m);
@@ -136,8 +161,11 @@ absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
         std::lock_guard<std::mutex> lock(handle.mutex_);
         handle.calibration_.Record(transformed, m,
                                    handle.transforms_.OutFeatures(handle.in_features()));
-        handle.calibration_.RecordRaw(x.span(), m, handle.in_features(),
-                                      CalibrationOptionsFor(recipe_));
+        // Raw rows cost up to kMaxRawSamples * in floats per layer: only when used.
+        if (NeedsRawCalibration(recipe_) || NeedsRawStatistics(recipe_)) {
+          handle.calibration_.RecordRaw(x.span(), m, handle.in_features(),
+                                        CalibrationOptionsFor(recipe_));
+        }
         handle.stale_ = true;
       }
       float_backend_.Linear(*handle.float_linear_, x, y);

@@ -8,11 +8,12 @@
 //
 // Modes (set_mode), for calibration and tests:
 //   kQuantized        the quantized layer (default);
-//   kCalibrate        float32 outputs, while each layer records its input statistics (raw
-//                     and after the data-independent transforms; activation_calibration.h); the
-//                     next quantized call re-quantizes with them (QUIK outlier channels,
-//                     per-tensor static scales, SmoothQuant scales, FlattenQuant splits, GPTQ;
-//                     data_dependent_linear.h);
+//   kCalibrate        float32 outputs, while each layer records its (transformed) input
+//                     statistics and, for recipes that use them, raw-input statistics (channel
+//                     maxima, a bounded sample of rows, X^T X for GPTQ); the next quantized call
+//                     re-quantizes with them (QUIK outlier channels, per-tensor static scales,
+//                     FlatQuant training and ABQ output correction: calibrated_linear.h;
+//                     SmoothQuant, FlattenQuant, GPTQ: data_dependent_linear.h);
 //   kFloatPassthrough the online transform and its folded weight in float, no quantization:
 //                     checks the rotation algebra (x Q)(W Q)^T = x W^T.
 // Each layer's lazily (re)built quantized state is guarded by a per-layer lock; the mode itself is
@@ -37,8 +38,12 @@ namespace flatfleet::quant {
 class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
  public:
   QuantizedCpuLinearWeight(const Tensor& weight, const Tensor* bias, bool kept_float);
+  // A layer loaded from a quantized checkpoint: no float weight, never re-quantized, cannot be
+  // calibrated or run in float passthrough.
+  static std::unique_ptr<QuantizedCpuLinearWeight> FromStored(QuantizedLinear layer);
 
   bool kept_float() const { return kept_float_; }
+  bool stored() const { return stored_; }
   // The current quantized layer (quantizing it first if calibration changed); null when kept in
   // float.
   absl::StatusOr<const QuantizedLinear*> Quantized(const QuantRecipe& recipe) const;
@@ -47,9 +52,12 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
  private:
   friend class QuantizedCpuBackend;
 
+  explicit QuantizedCpuLinearWeight(QuantizedLinear stored);
+
   Tensor weight_;
   std::optional<Tensor> bias_;
   bool kept_float_;
+  bool stored_ = false;
   std::unique_ptr<kernels::LinearWeight> float_linear_;  // cpu-f32 handle of the original
   InputTransformChain transforms_;  // the recipe's data-independent online transforms
 

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "common/dtype.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/quant/quantized_gemm.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
@@ -33,10 +34,9 @@ absl::StatusOr<InputTransformChain> OnlineTransformsFor(const QuantRecipe& recip
       return InputTransformChain::Create({std::move(rotation)});
     }
     case TransformKind::kKronecker:
-      break;
+      return InputTransformChain();  // trained from calibration (calibrated_linear.h)
   }
-  return absl::UnimplementedError(
-      "Kronecker (FlatQuant) transforms need trained factors, which are not implemented yet");
+  return absl::InvalidArgumentError("unknown transform kind");
 }
 
 std::vector<int64_t> ChooseOutlierChannels(std::span<const float> weight, int64_t out_features,
@@ -117,6 +117,7 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
   weight_format.bits = spec.weight.bits;
   weight_format.symmetric = spec.weight.symmetric;
   weight_format.clip_ratio = static_cast<float>(spec.weight.clip_ratio);
+  weight_format.balanced = spec.weight.balanced;
 
   if (spec.outlier_channels > 0) {
     if (layer.static_scale_) {
@@ -174,6 +175,133 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
   return layer;
 }
 
+absl::StatusOr<QuantizedLinear> QuantizedLinear::FromParts(QuantizedLinearParts parts) {
+  QuantizedLinear layer;
+  if (parts.in_features <= 0) return absl::InvalidArgumentError("in_features must be positive");
+  const QuantFormat& activation = parts.activation_format;
+  if (activation.bits < 2 || activation.bits > 8 || activation.group_size != 0 ||
+      !(activation.clip_ratio > 0.0f && activation.clip_ratio <= 1.0f)) {
+    return absl::InvalidArgumentError(
+        "activation format: bits must be 2..8, per token (group_size 0), clip ratio in (0, 1]");
+  }
+  if (!parts.transforms.empty() &&
+      parts.transforms.transforms().front()->in_features() != parts.in_features) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input transforms take ", parts.transforms.transforms().front()->in_features(),
+                     " features but the layer has ", parts.in_features, " inputs"));
+  }
+  const int64_t k = parts.transforms.OutFeatures(parts.in_features);
+  int64_t n = 0;
+  switch (parts.gemm_kind) {
+    case LinearGemmKind::kFloatScales:
+    case LinearGemmKind::kIntegerScales: {
+      const QuantizedMatrix& weight = parts.gemm_kind == LinearGemmKind::kFloatScales
+                                          ? parts.weight
+                                          : parts.integer_scaled.weight;
+      FF_RETURN_IF_ERROR(weight.Validate());
+      if (weight.cols != k) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "weight has ", weight.cols, " columns but the transformed input has ", k, " features"));
+      }
+      n = weight.rows;
+      QuantizedMatrix probe;
+      probe.cols = k;
+      probe.format = activation;
+      FF_RETURN_IF_ERROR(CheckInt32Gemm(probe, weight));
+      if (parts.gemm_kind == LinearGemmKind::kIntegerScales) {
+        const IntegerScaledWeight& scaled = parts.integer_scaled;
+        if (scaled.weight.format.group_size == 0) {
+          return absl::InvalidArgumentError("integer scales need per-group weights");
+        }
+        if (scaled.amplifier_bits < 0 || scaled.amplifier_bits > 30 ||
+            static_cast<int64_t>(scaled.multipliers.size()) != n * weight.GroupsPerRow() ||
+            static_cast<int64_t>(scaled.base_scales.size()) != n) {
+          return absl::InvalidArgumentError(
+              "integer scales: amplifier outside 0..30 or multipliers / base scales of the wrong "
+              "size");
+        }
+        for (int32_t mult : scaled.multipliers) {
+          if (mult < 1) return absl::InvalidArgumentError("integer scale multipliers must be >= 1");
+        }
+        for (uint16_t base : scaled.base_scales) {
+          const float value = HalfToFloat(base);
+          if (!(value > 0.0f) || !std::isfinite(value)) {
+            return absl::InvalidArgumentError("integer scales: base scales must be positive");
+          }
+        }
+      }
+      break;
+    }
+    case LinearGemmKind::kQuik: {
+      const QuikWeight& quik = parts.quik;
+      FF_RETURN_IF_ERROR(quik.base.Validate());
+      const int64_t outliers = static_cast<int64_t>(quik.outlier_channels.size());
+      if (quik.k != k || quik.n != quik.base.rows || quik.base.cols != k - outliers ||
+          static_cast<int64_t>(quik.outlier_weights.size()) != quik.n * outliers) {
+        return absl::InvalidArgumentError("QUIK weight: shapes do not match the layer");
+      }
+      for (int64_t i = 0; i < outliers; ++i) {
+        const int64_t c = quik.outlier_channels[i];
+        if (c < 0 || c >= k || (i > 0 && c <= quik.outlier_channels[i - 1])) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("QUIK outlier channels must be ascending, distinct and in [0, ", k,
+                           "); got ", c, " at index ", i));
+        }
+      }
+      if (parts.static_activation_scale) {
+        return absl::InvalidArgumentError("QUIK with per-tensor static activations");
+      }
+      n = quik.n;
+      break;
+    }
+    default:
+      return absl::InvalidArgumentError("unknown gemm kind");
+  }
+  if (!parts.bias.empty() && static_cast<int64_t>(parts.bias.size()) != n) {
+    return absl::InvalidArgumentError("bias must be [out]");
+  }
+  if (parts.static_activation_scale) {
+    const float scale = HalfToFloat(*parts.static_activation_scale);
+    if (!(scale > 0.0f) || !std::isfinite(scale)) {
+      return absl::InvalidArgumentError("static activation scale must be positive and finite");
+    }
+  }
+  layer.out_features_ = n;
+  layer.in_features_ = parts.in_features;
+  layer.transformed_features_ = k;
+  layer.gemm_kind_ = parts.gemm_kind;
+  layer.activation_format_ = activation;
+  layer.static_scale_ = parts.static_activation_scale;
+  layer.transforms_ = std::move(parts.transforms);
+  layer.weight_ = std::move(parts.weight);
+  layer.integer_scaled_ = std::move(parts.integer_scaled);
+  layer.quik_ = std::move(parts.quik);
+  layer.bias_ = std::move(parts.bias);
+  return layer;
+}
+
+QuantizedLinearParts QuantizedLinear::ToParts() const {
+  QuantizedLinearParts parts;
+  parts.in_features = in_features_;
+  parts.gemm_kind = gemm_kind_;
+  parts.activation_format = activation_format_;
+  parts.static_activation_scale = static_scale_;
+  parts.transforms = transforms_;
+  switch (gemm_kind_) {
+    case LinearGemmKind::kFloatScales:
+      parts.weight = weight_;
+      break;
+    case LinearGemmKind::kIntegerScales:
+      parts.integer_scaled = integer_scaled_;
+      break;
+    case LinearGemmKind::kQuik:
+      parts.quik = quik_;
+      break;
+  }
+  parts.bias = bias_;
+  return parts;
+}
+
 std::vector<float> QuantizedLinear::TransformActivations(std::span<const float> rows,
                                                          int64_t m) const {
   return transforms_.ApplyToActivations(rows, m);
@@ -218,9 +346,42 @@ absl::Status QuantizedLinear::Forward(std::span<const float> x, int64_t m,
   }
   for (int64_t r = 0; r < m; ++r) {
     for (int64_t j = 0; j < out_features_; ++j) {
-      y[r * out_features_ + j] = output[r * out_features_ + j] + (bias_.empty() ? 0.0f : bias_[j]);
+      y[r * out_features_ + j] = output[r * out_features_ + j] + (bias_.empty() ? 0.0f : bias_[j]) +
+                                 (output_shift_.empty() ? 0.0f : output_shift_[j]);
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status QuantizedLinear::ApplyOutputCorrection(std::span<const float> scale,
+                                                    std::span<const float> shift) {
+  if (gemm_kind_ != LinearGemmKind::kFloatScales) {
+    return absl::FailedPreconditionError("output correction needs a float-scale GEMM layer");
+  }
+  if (static_cast<int64_t>(scale.size()) != out_features_ ||
+      static_cast<int64_t>(shift.size()) != out_features_) {
+    return absl::InvalidArgumentError("output correction: scale and shift must be [out]");
+  }
+  const int64_t groups = weight_.GroupsPerRow();
+  std::vector<uint16_t> scales = weight_.scales;
+  for (int64_t j = 0; j < out_features_; ++j) {
+    if (!(scale[j] > 0.0f) || !std::isfinite(scale[j]) || !std::isfinite(shift[j])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "output correction: channel ", j, " has scale ", scale[j], ", shift ", shift[j]));
+    }
+    for (int64_t g = 0; g < groups; ++g) {
+      const float corrected = HalfToFloat(scales[j * groups + g]) * scale[j];
+      const uint16_t half = FloatToHalf(corrected);
+      if (!(HalfToFloat(half) > 0.0f) || !std::isfinite(HalfToFloat(half))) {
+        return absl::OutOfRangeError(
+            absl::StrCat("output correction: channel ", j, " scale leaves the FP16 range"));
+      }
+      scales[j * groups + g] = half;
+    }
+  }
+  weight_.scales = std::move(scales);
+  if (output_shift_.empty()) output_shift_.assign(out_features_, 0.0f);
+  for (int64_t j = 0; j < out_features_; ++j) output_shift_[j] += shift[j];
   return absl::OkStatus();
 }
 
@@ -229,6 +390,10 @@ absl::Status QuantizedLinear::ForwardFloat(std::span<const float> x, int64_t m,
   if (static_cast<int64_t>(x.size()) != m * in_features_ ||
       static_cast<int64_t>(y.size()) != m * out_features_) {
     return absl::InvalidArgumentError("QuantizedLinear::ForwardFloat: shapes");
+  }
+  if (folded_weight_.empty()) {
+    return absl::FailedPreconditionError(
+        "ForwardFloat needs the float weight, which a stored layer does not have");
   }
   const std::vector<float> rotated = TransformActivations(x, m);
   const int64_t k = transformed_features_;

@@ -37,7 +37,8 @@ enum class LinearGemmKind { kFloatScales, kIntegerScales, kQuik };
 int64_t EffectiveGroupSize(int64_t requested, int64_t cols);
 
 // The data-independent online transforms a recipe applies to the inputs of a layer with
-// `in_features` inputs (a randomized Hadamard rotation, or nothing).
+// `in_features` inputs (a randomized Hadamard rotation, or nothing; FlatQuant's Kronecker
+// transform is trained per layer from calibration, see calibrated_linear.h).
 absl::StatusOr<InputTransformChain> OnlineTransformsFor(const QuantRecipe& recipe,
                                                         int64_t in_features);
 
@@ -47,6 +48,22 @@ absl::StatusOr<InputTransformChain> OnlineTransformsFor(const QuantRecipe& recip
 std::vector<int64_t> ChooseOutlierChannels(std::span<const float> weight, int64_t out_features,
                                            int64_t in_features, int64_t count,
                                            const ActivationCalibration* calibration);
+
+// Everything a quantized layer runs with and nothing it was made from (no float weight): what a
+// quantized checkpoint stores (checkpoint/quantized_checkpoint.h). Which weight member is used
+// depends on gemm_kind: `weight` (kFloatScales), `integer_scaled` (kIntegerScales) or `quik`
+// (kQuik).
+struct QuantizedLinearParts {
+  int64_t in_features = 0;
+  LinearGemmKind gemm_kind = LinearGemmKind::kFloatScales;
+  QuantFormat activation_format;
+  std::optional<uint16_t> static_activation_scale;  // FP16 bits; per-tensor static activations
+  InputTransformChain transforms;
+  QuantizedMatrix weight;
+  IntegerScaledWeight integer_scaled;
+  QuikWeight quik;
+  std::vector<float> bias;  // [out] or empty
+};
 
 class QuantizedLinear {
  public:
@@ -64,6 +81,13 @@ class QuantizedLinear {
   static absl::StatusOr<QuantizedLinear> Create(const Tensor& weight, const Tensor* bias,
                                                 const QuantRecipe& recipe,
                                                 const ActivationCalibration* calibration);
+
+  // Rebuilds a layer from stored parts, validating every invariant the kernels rely on (shapes,
+  // code ranges, scales, transform widths, int32 safety). The result has no float weight, so
+  // ForwardFloat is unavailable.
+  static absl::StatusOr<QuantizedLinear> FromParts(QuantizedLinearParts parts);
+  // The parts of this layer (FromParts(ToParts()) runs identically).
+  QuantizedLinearParts ToParts() const;
 
   int64_t out_features() const { return out_features_; }
   int64_t in_features() const { return in_features_; }
@@ -90,6 +114,13 @@ class QuantizedLinear {
 
   // y [m, out] = the quantized layer applied to x [m, in].
   absl::Status Forward(std::span<const float> x, int64_t m, std::span<float> y) const;
+  // Folds a per-output-channel affine correction y_j <- scale_j * y_j + shift_j of the GEMM output
+  // (ABQ-LLM-style distribution correction, calibrated_linear.h) into the layer: scale_j
+  // multiplies row j's FP16 weight scales (rounded to nearest), shift_j is added after the GEMM
+  // like a bias. kFloatScales layers only; errors leave the layer unchanged.
+  absl::Status ApplyOutputCorrection(std::span<const float> scale, std::span<const float> shift);
+  const std::vector<float>& output_shift() const { return output_shift_; }
+
   // The transform algebra alone: y = T(x) T_w(W)^T + b in float (double accumulation), no
   // quantization. Equals the float layer up to rounding.
   absl::Status ForwardFloat(std::span<const float> x, int64_t m, std::span<float> y) const;
@@ -108,6 +139,7 @@ class QuantizedLinear {
   QuikWeight quik_;
   std::vector<float> bias_;
   std::vector<float> clip_ratios_;
+  std::vector<float> output_shift_;  // [out] or empty (ApplyOutputCorrection)
 };
 
 }  // namespace flatfleet::quant

@@ -77,6 +77,34 @@ std::vector<QuantRecipe> BuildRecipes() {
     low.weight_clip_search = true;
     recipes.push_back(low);
   }
+  // FlatQuant: a per-layer trained Kronecker affine transform with smoothing and learned clip
+  // ratios (calibrated_linear.h), then the w4a4 formats.
+  QuantRecipe flatquant =
+      Make("w4a4-flatquant", QuantMethod::kFlatQuant, Weight(4, 0, true), Activation(4, kPerToken));
+  flatquant.spec.transform.kind = TransformKind::kKronecker;
+  recipes.push_back(flatquant);
+  // ABQ-LLM: balanced (odd-level) symmetric codes per group of 128, clip searched, plus the
+  // per-channel output correction fitted on calibration.
+  for (int bits : {3, 2}) {
+    WeightQuantSpec weight = Weight(bits, 128, true);
+    weight.balanced = true;
+    QuantRecipe abq = Make(absl::StrCat("w", bits, "a8-abq"), QuantMethod::kAbqLlm, weight,
+                           Activation(8, kPerToken));
+    abq.weight_clip_search = true;
+    abq.output_correction = true;
+    recipes.push_back(abq);
+    // Ablations of the two ABQ parts: balanced codes alone, output correction alone (on the
+    // asymmetric codes of w2a8/w3a8).
+    QuantRecipe bal = abq;
+    bal.name = absl::StrCat("w", bits, "a8-bal");
+    bal.output_correction = false;
+    recipes.push_back(bal);
+    QuantRecipe corr = Make(absl::StrCat("w", bits, "a8-corr"), QuantMethod::kAbqLlm,
+                            Weight(bits, 128, false), Activation(8, kPerToken));
+    corr.weight_clip_search = true;
+    corr.output_correction = true;
+    recipes.push_back(corr);
+  }
   // SmoothQuant: per-channel smoothing x / s, W s with a per-layer alpha search (0.2..0.8),
   // before INT8 per-token activations, INT8 static activations, or INT4 weights.
   auto smooth = [](QuantRecipe recipe) {
@@ -140,11 +168,6 @@ absl::StatusOr<QuantRecipe> RecipeByName(std::string_view name_view) {
     if (recipe.name == name) return recipe;
   }
   const std::string known = absl::StrJoin(ImplementedRecipeNames(), ", ");
-  if (name == "w4a4-flatquant") {
-    return absl::UnimplementedError(absl::StrCat(
-        "recipe '", name,
-        "' is not implemented yet (needs FlatQuant training); implemented recipes: ", known));
-  }
   return absl::NotFoundError(
       absl::StrCat("unknown quantization recipe '", name, "'; known recipes: ", known));
 }

@@ -17,13 +17,15 @@ struct QuantRecipe {
   // Per weight channel/group, pick the clip ratio that minimises the weight's RTN MSE
   // (weight_clip_search.h) instead of using spec.weight.clip_ratio.
   bool weight_clip_search = false;
+  // ABQ-LLM-style distribution correction: fit a per-output-channel affine map of the quantized
+  // output to the float output on calibration inputs and fold it in (calibrated_linear.h).
+  bool output_correction = false;
 };
 
 // Recipes the backend implements, in table order.
 std::vector<std::string> ImplementedRecipeNames();
 
-// The recipe called `name`. Unknown names, and names of recipes planned but not implemented
-// yet (w4a4-flatquant), are errors that list the implemented ones.
+// The recipe called `name`. Unknown names are errors that list the implemented ones.
 absl::StatusOr<QuantRecipe> RecipeByName(std::string_view name);
 
 // Parses "a,b,c" into recipes (same errors as RecipeByName).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds flatfleet (Release, CPU) and runs the main job on the embedded
-# default: `flatfleet demo` starts a coordinator and two worker processes on loopback with the
-# built-in demo model (deterministic random weights, byte-level tokenizer, so the text is
+# default: `flatfleet demo` starts a coordinator and two worker processes on loopback that form
+# one tensor-parallel group (tp=2, INT8-compressed all-reduces) over the built-in demo model
+# (deterministic random weights, byte-level tokenizer, so the text is
 # gibberish by design), submits a small batch, shows progress and results and shuts down.
 # With ../shared present it then scores the Hugging Face reference fixtures.
 set -euo pipefail
@@ -14,7 +15,7 @@ fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "${launcher[@]}" >/dev/null
 ninja -C build -j"$(nproc)" flatfleet
 
-echo "== flatfleet demo (coordinator + 2 workers, built-in demo model)"
+echo "== flatfleet demo (coordinator + 2 workers as one TP=2 group, built-in demo model)"
 build/bin/flatfleet demo
 
 fixtures=../shared/fixtures

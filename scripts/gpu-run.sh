@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine, in the repository root, with .gpu-bundle/ carried along: the GPU tests,
-# then the kernel benchmarks. Writes logs to $OUT when set. Builds nothing.
+# then the kernel benchmarks. Writes logs to $OUT when set. Builds nothing. GPU_BUNDLE names another
+# bundle directory (default .gpu-bundle); extra arguments go to gpu_bench (e.g. a filter).
 set -uo pipefail
-export LD_LIBRARY_PATH=$PWD/.gpu-bundle/lib:/usr/local/cuda-13.0/targets/x86_64-linux/lib
+bundle=${GPU_BUNDLE:-.gpu-bundle}
+export LD_LIBRARY_PATH=$PWD/$bundle/lib:/usr/local/cuda-13.0/targets/x86_64-linux/lib
 export NCCL_NVLS_ENABLE=0
 out=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-.gpu-bundle/bin/gpu_tests 2>&1 | tee "$out/gpu_tests.txt"
+"$bundle/bin/gpu_tests" 2>&1 | tee "$out/gpu_tests.txt"
 tests_rc=${PIPESTATUS[0]}
-.gpu-bundle/bin/gpu_bench --benchmark_min_time=0.2 2>&1 | tee "$out/gpu_bench.txt"
+"$bundle/bin/gpu_bench" --benchmark_min_time=0.2 "$@" 2>&1 | tee "$out/gpu_bench.txt"
 echo "gpu_tests exit code: $tests_rc"
 exit "$tests_rc"

@@ -11,6 +11,7 @@ packages=(
   libsentencepiece-dev libpcre2-dev
   clang-14 libclang-rt-14-dev clang-format
   prometheus python3-grpcio yamllint
+  openssl libssl-dev
 )
 
 missing=()

@@ -5,6 +5,7 @@
 
 #include "coordinator/server/batch_client.h"
 #include "tools/commands.h"
+#include "tools/security_options.h"
 
 namespace flatfleet::tools {
 namespace {
@@ -12,10 +13,11 @@ namespace {
 struct CancelOptions {
   std::string batch_id;
   std::string coordinator = coordinator::kDefaultCoordinatorAddress;
+  security::ApiClientFlags security;
 };
 
 int RunCancel(const CancelOptions& options) {
-  auto client = coordinator::BatchClient::Connect(options.coordinator);
+  auto client = ConnectToCoordinator(options.coordinator, options.security);
   if (!client.ok()) {
     std::fprintf(stderr, "flatfleet cancel: %s\n", std::string(client.status().message()).c_str());
     return 1;
@@ -38,6 +40,7 @@ CommandRunner RegisterCancelCommand(CLI::App& app) {
   cmd->add_option("batch", options->batch_id, "Batch id")->required();
   cmd->add_option("--coordinator", options->coordinator, "Coordinator address HOST:PORT")
       ->capture_default_str();
+  AddApiClientOptions(cmd, &options->security);
   return [options] { return RunCancel(*options); };
 }
 

@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "common/tokenizer/tokenizer.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "quant/checkpoint/runnable_model.h"
 #include "tools/commands.h"
 #include "worker/generate/generator.h"
 #include "worker/model/demo_model.h"
@@ -49,6 +50,7 @@ int RunGenerate(const GenerateOptions& options) {
   if (prompts.empty()) return Fail("no prompts: give --prompt or --prompts-file");
 
   kernels::Backend& backend = kernels::cpu::DefaultCpuBackend();
+  quant::RunnableModel checkpoint;  // holds a quantized model's backend
   std::unique_ptr<engine::LlamaModel> model;
   std::unique_ptr<tokenizer::Tokenizer> tok;
   if (options.model_dir.empty()) {
@@ -60,9 +62,13 @@ int RunGenerate(const GenerateOptions& options) {
     model = *std::move(demo);
     tok = tokenizer::MakeByteTokenizer();
   } else {
-    auto loaded = engine::LoadLlamaModel(options.model_dir, backend);
+    auto loaded = quant::LoadRunnableModel(options.model_dir);
     if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
-    model = *std::move(loaded);
+    checkpoint = *std::move(loaded);
+    model = std::move(checkpoint.model);
+    if (checkpoint.quantized()) {
+      std::fprintf(stderr, "flatfleet generate: %s model\n", checkpoint.Description().c_str());
+    }
     const std::string tokenizer_path =
         options.tokenizer_path.empty() ? options.model_dir : options.tokenizer_path;
     auto loaded_tok = tokenizer::LoadTokenizer(tokenizer_path);
@@ -139,11 +145,13 @@ CommandRunner RegisterGenerateCommand(CLI::App& app) {
   auto options = std::make_shared<GenerateOptions>();
   CLI::App* cmd = app.add_subcommand(
       "generate",
-      "Generate completions with the float32 CPU engine. Without --model, a built-in demo model "
+      "Generate completions with the CPU engine (float32, or the integer reference kernels for a "
+      "quantized checkpoint). Without --model, a built-in demo model "
       "with random weights is used. Prompts run as one batch; completions go to stdout, "
       "throughput to stderr.");
   cmd->add_option("--model", options->model_dir,
-                  "Checkpoint directory (config.json + safetensors); omit for the demo model");
+                  "Checkpoint directory (config.json + safetensors, float or quantized); omit for "
+                  "the demo model");
   cmd->add_option("--tokenizer", options->tokenizer_path,
                   "tokenizer.json / tokenizer.model or its directory (default: the model's)");
   cmd->add_option("--prompt", options->prompts, "Prompt text (repeatable)");

@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "coordinator/server/batch_client.h"
 #include "tools/commands.h"
+#include "tools/security_options.h"
 
 namespace flatfleet::tools {
 namespace {
@@ -18,10 +19,11 @@ struct ResultsOptions {
   bool follow = false;
   uint64_t start = 0;
   std::string coordinator = coordinator::kDefaultCoordinatorAddress;
+  security::ApiClientFlags security;
 };
 
 int RunResults(const ResultsOptions& options) {
-  auto client = coordinator::BatchClient::Connect(options.coordinator);
+  auto client = ConnectToCoordinator(options.coordinator, options.security);
   if (!client.ok()) {
     std::fprintf(stderr, "flatfleet results: %s\n", std::string(client.status().message()).c_str());
     return 1;
@@ -55,7 +57,7 @@ int RunResults(const ResultsOptions& options) {
   // times from the last result written.
   for (int retry = 0; options.follow && !write_failed && !status.ok() && retry < 30; ++retry) {
     absl::SleepFor(absl::Seconds(1));
-    auto again = coordinator::BatchClient::Connect(options.coordinator);
+    auto again = ConnectToCoordinator(options.coordinator, options.security);
     if (!again.ok()) continue;
     status = (*again)->StreamResults(options.batch_id, next, true, write);
   }
@@ -83,6 +85,7 @@ CommandRunner RegisterResultsCommand(CLI::App& app) {
   cmd->add_option("--start", options->start, "First result sequence number (to resume)");
   cmd->add_option("--coordinator", options->coordinator, "Coordinator address HOST:PORT")
       ->capture_default_str();
+  AddApiClientOptions(cmd, &options->security);
   return [options] { return RunResults(*options); };
 }
 

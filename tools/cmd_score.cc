@@ -13,6 +13,7 @@
 #include "common/safetensors.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "quant/checkpoint/runnable_model.h"
 #include "quant/eval/model_under_test.h"
 #include "quant/eval/recipe_accuracy.h"
 #include "quant/logit_agreement.h"
@@ -110,13 +111,23 @@ absl::StatusOr<std::unique_ptr<engine::LlamaModel>> LoadQuantizedModel(
 
 absl::StatusOr<int> RunScore(const ScoreOptions& options) {
   std::unique_ptr<quant::QuantizedCpuBackend> quantized_backend;  // outlives the model
+  quant::RunnableModel checkpoint;  // float or quantized directory (when no --recipe)
   std::unique_ptr<engine::LlamaModel> model;
+  bool quantized = !options.recipe.empty();
   if (options.recipe.empty()) {
     engine::ModelOptions model_options;
     model_options.bf16_rotary_frequencies = options.bf16_rope;
-    FF_ASSIGN_OR_RETURN(model,
-                        engine::LoadLlamaModel(options.model_dir, kernels::cpu::DefaultCpuBackend(),
-                                               model_options));
+    FF_ASSIGN_OR_RETURN(checkpoint, quant::LoadRunnableModel(options.model_dir, model_options));
+    model = std::move(checkpoint.model);
+    if (checkpoint.quantized()) {
+      quantized = true;
+      std::printf("quantized checkpoint: recipe %s (reference checks below are informational)\n",
+                  checkpoint.manifest->recipe.name.c_str());
+    }
+  } else if (quant::IsQuantizedCheckpoint(options.model_dir)) {
+    return absl::InvalidArgumentError(
+        "--recipe quantizes a float checkpoint; this directory is already quantized (drop "
+        "--recipe)");
   } else {
     FF_ASSIGN_OR_RETURN(model, LoadQuantizedModel(options, quantized_backend));
     std::printf("quantization recipe: %s (reference checks below are informational)\n",
@@ -177,7 +188,7 @@ absl::StatusOr<int> RunScore(const ScoreOptions& options) {
               options.max_rel_error, logits_ok ? "ok" : "FAIL");
   std::printf("top-1 agreement: %lld / %lld\n", static_cast<long long>(agree),
               static_cast<long long>(batch * length));
-  if (!options.recipe.empty()) {
+  if (quantized) {
     FF_ASSIGN_OR_RETURN(quant::LogitAgreement agreement,
                         quant::CompareLogits(ref.logits.span(), logits.span(), vocab));
     std::printf("quantized vs reference: mean KL %.4g (max %.4g), top-1 %.4f\n", agreement.mean_kl,
@@ -208,7 +219,7 @@ absl::StatusOr<int> RunScore(const ScoreOptions& options) {
   }
   std::printf("%s\n", logits_ok && greedy_ok ? "PASS" : "FAIL");
   // A quantized model is not expected to meet the float bounds: report, do not gate.
-  if (!options.recipe.empty()) return 0;
+  if (quantized) return 0;
   return logits_ok && greedy_ok ? 0 : 1;
 }
 
@@ -221,7 +232,10 @@ CommandRunner RegisterScoreCommand(CLI::App& app) {
       "Compare the engine's logits and greedy decoding with a reference file (input_ids, logits, "
       "greedy_prompt, greedy). Exits 1 when the relative logits error exceeds the bound or the "
       "greedy tokens differ.");
-  cmd->add_option("--model", options->model_dir, "Checkpoint directory")->required();
+  cmd->add_option("--model", options->model_dir,
+                  "Checkpoint directory: Hugging Face float, or quantized (`flatfleet quantize`; "
+                  "then KL and top-1 are printed and the float checks only inform)")
+      ->required();
   cmd->add_option("--reference", options->reference,
                   "Reference safetensors (default: MODEL/reference.safetensors)");
   cmd->add_option("--max-rel-error", options->max_rel_error,

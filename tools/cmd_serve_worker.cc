@@ -10,6 +10,7 @@
 
 #include "absl/time/time.h"
 #include "tools/commands.h"
+#include "tools/security_options.h"
 #include "worker/serving/continuous_batcher_factory.h"
 #include "worker/serving/generator_engine.h"
 #include "worker/serving/model_loader.h"
@@ -23,9 +24,11 @@ struct ServeWorkerOptions {
   std::string metrics_listen;
   std::string model;
   std::string engine = "continuous";
+  std::string kv_cache_dtype = "float32";
   int64_t default_max_tokens = 16;
   double drain_timeout_seconds = 600;
   int max_message_bytes = 16 << 20;
+  security::ClusterFlags cluster_security;
 };
 
 int RunServeWorker(const ServeWorkerOptions& options) {
@@ -41,11 +44,33 @@ int RunServeWorker(const ServeWorkerOptions& options) {
   process_options.listen_address = options.listen;
   process_options.metrics_listen_address = options.metrics_listen;
   process_options.max_message_bytes = options.max_message_bytes;
-  process_options.service.model_loader = engine::SingleRankModelLoader();
+  absl::StatusOr<security::ServerSecurity> server_security =
+      security::LoadClusterServerSecurity(options.cluster_security);
+  if (!server_security.ok()) {
+    std::fprintf(stderr, "flatfleet serve worker: %s\n",
+                 std::string(server_security.status().message()).c_str());
+    return 1;
+  }
+  process_options.security = *std::move(server_security);
+  if (!options.cluster_security.secret_file.empty() && options.cluster_security.tls_ca.empty() &&
+      !security::IsLoopbackAddress(options.listen)) {
+    std::fprintf(stderr,
+                 "flatfleet serve worker: warning: the cluster secret travels in plaintext on "
+                 "%s; add --cluster-tls-cert/-key/-ca\n",
+                 options.listen.c_str());
+  }
+  process_options.service.model_loader = engine::CpuModelLoader();
+  engine::ContinuousBatcherOptions batcher_options;
+  batcher_options.kv_cache_dtype = options.kv_cache_dtype == "int8"
+                                       ? engine::KvCacheDtype::kInt8
+                                       : engine::KvCacheDtype::kFloat32;
+  // Tensor-parallel groups always run the continuous batcher; every rank of a group must be
+  // started with the same KV cache settings (followers mirror rank 0's cache).
+  process_options.service.group_batcher_options = batcher_options;
   // "generator" keeps the batch-at-once adapter as a fallback for comparisons.
   process_options.service.engine_factory = options.engine == "generator"
                                                ? engine::GeneratorEngineFactory()
-                                               : engine::ContinuousBatcherFactory();
+                                               : engine::ContinuousBatcherFactory(batcher_options);
   process_options.service.sampling_defaults.max_tokens = options.default_max_tokens;
   process_options.service.drain_timeout = absl::Seconds(options.drain_timeout_seconds);
   auto process = engine::WorkerProcess::Start(std::move(process_options));
@@ -113,6 +138,11 @@ CommandRunner RegisterServeWorkerCommand(CLI::App& serve) {
                   "continuous (continuous batching) or generator (batch-at-once, for comparison)")
       ->capture_default_str()
       ->check(CLI::IsMember({"continuous", "generator"}));
+  cmd->add_option("--kv-cache-dtype", options->kv_cache_dtype,
+                  "KV cache storage: float32, or int8 (per-head FP16 scales, ~3.9x the positions "
+                  "per byte; continuous engine only)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"float32", "int8"}));
   cmd->add_option("--default-max-tokens", options->default_max_tokens,
                   "max_tokens of requests that set none")
       ->capture_default_str()
@@ -125,6 +155,7 @@ CommandRunner RegisterServeWorkerCommand(CLI::App& serve) {
                   "Largest gRPC message accepted or sent")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  AddClusterOptions(cmd, &options->cluster_security, /*coordinator_side=*/false);
   return [options] { return RunServeWorker(*options); };
 }
 

@@ -14,7 +14,9 @@ CommandRunner RegisterTokenizeCommand(CLI::App& app);
 CommandRunner RegisterGenerateCommand(CLI::App& app);
 CommandRunner RegisterScoreCommand(CLI::App& app);
 CommandRunner RegisterAccuracyCommand(CLI::App& app);
-CommandRunner RegisterServeWorkerCommand(CLI::App& serve);  // `serve worker`, under `serve`
+CommandRunner RegisterQuantizeCommand(CLI::App& app);
+CommandRunner RegisterEvalPplCommand(CLI::App& app);
+CommandRunner RegisterServeWorkerCommand(CLI::App& serve);       // `serve worker`, under `serve`
 CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve);  // `serve coordinator`
 // Clients of a coordinator (default address 127.0.0.1:7070), and the all-in-one demo.
 CommandRunner RegisterSubmitCommand(CLI::App& app);

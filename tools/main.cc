@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   add(flatfleet::tools::RegisterScoreCommand);
   add(flatfleet::tools::RegisterTokenizeCommand);
   add(flatfleet::tools::RegisterAccuracyCommand);
+  add(flatfleet::tools::RegisterQuantizeCommand);
+  add(flatfleet::tools::RegisterEvalPplCommand);
   add(flatfleet::tools::RegisterSubmitCommand);
   add(flatfleet::tools::RegisterStatusCommand);
   add(flatfleet::tools::RegisterResultsCommand);

@@ -8,6 +8,7 @@
 #include "coordinator/batch_output_line.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
+#include "security/secure_channel.h"
 
 namespace flatfleet::coordinator {
 namespace {
@@ -28,9 +29,21 @@ void LimitCall(grpc::ClientContext& context) {
 
 absl::StatusOr<std::unique_ptr<BatchClient>> BatchClient::Connect(const std::string& address,
                                                                   absl::Duration connect_timeout) {
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  return Connect(address, security::ChannelSecurity(), connect_timeout);
+}
+
+absl::StatusOr<std::unique_ptr<BatchClient>> BatchClient::Connect(
+    const std::string& address, const security::ChannelSecurity& security,
+    absl::Duration connect_timeout) {
+  std::shared_ptr<grpc::Channel> channel = security::MakeSecureChannel(address, security);
   if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + connect_timeout))) {
+    if (security.server_ca_pem.has_value()) {
+      // A failed handshake looks the same as no server from here.
+      return absl::UnavailableError(absl::StrCat(
+          "no coordinator answers over TLS at ", address,
+          " (or its certificate is not signed by --tls-ca, or does not name the host: see "
+          "--tls-server-name)"));
+    }
     return absl::UnavailableError(absl::StrCat("no coordinator answers at ", address));
   }
   return std::unique_ptr<BatchClient>(new BatchClient(v1::BatchService::NewStub(channel)));
@@ -122,7 +135,10 @@ absl::StatusOr<std::vector<std::string>> ReadJsonlLines(const std::string& path)
 
 std::string FormatBatchResultLine(const v1::BatchResult& result, const std::string& model) {
   if (result.has_error()) {
-    return FormatErrorLine(result.custom_id(), result.error().code(), result.error().message());
+    // An empty custom_id is an invalid input line's missing one: null, as the server stores it.
+    std::optional<std::string_view> custom_id;
+    if (!result.custom_id().empty()) custom_id = result.custom_id();
+    return FormatErrorLine(custom_id, result.error().code(), result.error().message());
   }
   const v1::Response& response = result.response();
   const char* finish = response.finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop";

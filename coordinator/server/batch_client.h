@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "flatfleet/v1/batch.grpc.pb.h"
+#include "security/transport_security.h"
 
 namespace flatfleet::coordinator {
 
@@ -21,8 +22,13 @@ class BatchClient {
   // Fails when no coordinator answers at `address` within `connect_timeout`.
   static absl::StatusOr<std::unique_ptr<BatchClient>> Connect(
       const std::string& address, absl::Duration connect_timeout = absl::Seconds(5));
+  // The same over TLS and/or with a bearer token, as `security` says.
+  static absl::StatusOr<std::unique_ptr<BatchClient>> Connect(
+      const std::string& address, const security::ChannelSecurity& security,
+      absl::Duration connect_timeout = absl::Seconds(5));
 
-  // Uploads the lines; per-line errors come back in the response (and then no batch exists).
+  // Uploads the lines. Invalid lines are listed in the response's errors and become failed
+  // results of the batch; the batch is unset only when the upload was refused as a whole.
   absl::StatusOr<v1::CreateBatchResponse> Submit(const v1::BatchOptions& options,
                                                  const std::vector<std::string>& lines);
   absl::StatusOr<v1::Batch> Get(const std::string& batch_id);

@@ -12,6 +12,12 @@
 namespace flatfleet::coordinator {
 namespace {
 
+grpc::Status UploadTooLarge(uint64_t limit) {
+  return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                      absl::StrCat("the batch input exceeds the coordinator's limit of ", limit,
+                                   " bytes (--max-upload-bytes); split it into several batches"));
+}
+
 v1::BatchState ToBatchState(JobState state) {
   switch (state) {
     case JobState::kValidating:
@@ -54,6 +60,8 @@ v1::Batch ToBatchProto(const JobRecord& job) {
   batch.mutable_request_counts()->set_total(static_cast<uint64_t>(job.counts.total));
   batch.mutable_request_counts()->set_completed(static_cast<uint64_t>(job.counts.completed));
   batch.mutable_request_counts()->set_failed(static_cast<uint64_t>(job.counts.failed));
+  batch.mutable_request_counts()->set_invalid(static_cast<uint64_t>(job.counts.invalid));
+  batch.set_error(job.error);
   batch.set_created_at_unix_ms(job.created_at_ms);
   batch.set_updated_at_unix_ms(job.updated_at_ms);
   for (const auto& [key, value] : job.options.metadata) (*batch.mutable_metadata())[key] = value;
@@ -107,6 +115,11 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
       return grpc::Status(grpc::StatusCode::NOT_FOUND,
                           absl::StrCat("cannot read input_path ", options.input_path()));
     }
+    std::error_code size_error;
+    const uintmax_t size = std::filesystem::file_size(*path, size_error);
+    if (!size_error && size > options_.max_upload_bytes) {
+      return UploadTooLarge(options_.max_upload_bytes);
+    }
     std::string line;
     while (std::getline(file, line)) parser.AddLine(line);
     if (reader->Read(&message)) {
@@ -114,28 +127,34 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
                           "no lines may follow options that name an input_path");
     }
   } else {
+    uint64_t upload_bytes = 0;
     while (reader->Read(&message)) {
       if (!message.has_lines()) {
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                             "only the first CreateBatch message may carry options");
       }
-      for (const std::string& line : message.lines().lines()) parser.AddLine(line);
+      for (const std::string& line : message.lines().lines()) {
+        upload_bytes += line.size() + 1;  // As a file: with its newline.
+        if (upload_bytes > options_.max_upload_bytes) {
+          return UploadTooLarge(options_.max_upload_bytes);
+        }
+        parser.AddLine(line);
+      }
     }
   }
   if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled");
   ParsedBatch parsed = std::move(parser).Finish();
-  if (!parsed.ok()) {
-    // All or nothing (docs/API.md): the client fixes the lines and uploads again.
-    for (const LineError& error : parsed.errors) {
-      v1::LineError* out = response->add_errors();
-      out->set_line(static_cast<uint64_t>(error.line_number));
-      out->set_field(error.field);
-      out->set_message(error.message);
-    }
-    response->set_errors_omitted(parsed.error_count - parsed.errors.size());
-    return grpc::Status::OK;
+  // Every invalid line is reported (up to the cap); unless the upload as a whole is refused,
+  // each also becomes a failed result of the job while the valid lines run (docs/API.md).
+  for (const LineError& error : parsed.errors) {
+    v1::LineError* out = response->add_errors();
+    out->set_line(static_cast<uint64_t>(error.line_number));
+    out->set_field(error.field);
+    out->set_message(error.message);
   }
-  if (parsed.requests.empty()) {
+  response->set_errors_omitted(parsed.error_count - parsed.errors.size());
+  if (parsed.too_many_lines) return grpc::Status::OK;  // No batch: over the line limit.
+  if (parsed.requests.empty() && parsed.invalid_lines.empty()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the batch has no request lines");
   }
   JobOptions job_options;
@@ -143,9 +162,10 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
   job_options.max_attempts = options.max_attempts() > 0 ? static_cast<int>(options.max_attempts())
                                                         : options_.default_max_attempts;
   job_options.metadata.insert(options.metadata().begin(), options.metadata().end());
-  absl::StatusOr<JobRecord> job = store_->CreateJob(job_options, parsed.requests);
+  absl::StatusOr<JobRecord> job =
+      store_->CreateJob(job_options, parsed.requests, parsed.invalid_lines);
   if (!job.ok()) return ToGrpcStatus(job.status());
-  scheduler_->WakeAll();
+  if (!parsed.requests.empty()) scheduler_->WakeAll();
   *response->mutable_batch() = ToBatchProto(*job);
   return grpc::Status::OK;
 }

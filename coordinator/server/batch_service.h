@@ -17,6 +17,8 @@ struct BatchServiceOptions {
   BatchInputLimits input_limits;
   // Directories whose files CreateBatch may read through options.input_path; empty: none.
   std::vector<std::string> input_dirs;
+  // Bytes of JSONL lines one CreateBatch may carry (uploaded or read from input_path).
+  uint64_t max_upload_bytes = uint64_t{256} << 20;
   int default_max_attempts = 3;
   uint32_t default_page_size = 20;
   uint32_t max_page_size = 100;

@@ -4,8 +4,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "coordinator/server/worker_memory_probe.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "security/server_credentials.h"
 
 namespace flatfleet::coordinator {
 
@@ -15,6 +17,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   FF_ASSIGN_OR_RETURN(server->store_, JobStore::Open(options.db_path));
   FF_ASSIGN_OR_RETURN(server->metrics_, CoordinatorMetrics::Create());
   FF_ASSIGN_OR_RETURN(const uint64_t model_bytes, ModelWeightBytes(options.model));
+  if (options.planner.forced_tp == 0) {
+    ProbeWorkerMemory(options.workers, options.worker_probe_timeout,
+                      options.scheduler.worker_channel);
+  }
   FF_ASSIGN_OR_RETURN(server->plan_,
                       PlanWorkerGroups(model_bytes, options.workers, options.planner));
   server->scheduler_ = std::make_unique<Scheduler>(server->store_.get(), server->metrics_.get(),
@@ -26,7 +32,10 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.listen_address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.listen_address,
+                           security::MakeServerCredentials(options.api_security), &port);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
   builder.RegisterService(server->service_.get());
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || port == 0) {

@@ -14,6 +14,7 @@
 #include "coordinator/server/model_spec.h"
 #include "coordinator/server/scheduler.h"
 #include "grpcpp/grpcpp.h"
+#include "security/transport_security.h"
 
 namespace flatfleet::coordinator {
 
@@ -23,8 +24,16 @@ struct CoordinatorOptions {
   ModelSpec model;
   std::vector<WorkerInfo> workers;
   PlannerOptions planner;
+  // How long planning waits for workers to report their memory (Health); unless planner.forced_tp
+  // is set, workers with device_memory_bytes 0 are asked.
+  absl::Duration worker_probe_timeout = absl::Seconds(10);
   SchedulerOptions scheduler;
   BatchServiceOptions service;
+  // The public API's TLS and bearer tokens; plaintext and open by default. (The worker side
+  // is scheduler.worker_channel.)
+  security::ServerSecurity api_security;
+  // Bound on one gRPC message either way; uploads are split into ~1 MiB messages by clients.
+  int max_message_bytes = 16 << 20;
 };
 
 class CoordinatorServer {

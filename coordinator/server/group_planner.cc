@@ -18,12 +18,16 @@ absl::StatusOr<ClusterPlan> PlanWorkerGroups(uint64_t model_bytes,
   // The shard must leave the headroom fraction of the device free.
   const double usable = static_cast<double>(smallest) * (1.0 - options.kv_cache_headroom_fraction);
   uint32_t tp = 1;
-  while (static_cast<double>(model_bytes) / tp > usable) {
-    tp *= 2;
-    if (tp > options.max_tp) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "a model of ", model_bytes, " bytes does not fit ", options.max_tp, " workers of ",
-          smallest, " bytes with ", options.kv_cache_headroom_fraction * 100, "% headroom"));
+  if (options.forced_tp > 0) {
+    tp = options.forced_tp;
+  } else {
+    while (static_cast<double>(model_bytes) / tp > usable) {
+      tp *= 2;
+      if (tp > options.max_tp) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "a model of ", model_bytes, " bytes does not fit ", options.max_tp, " workers of ",
+            smallest, " bytes with ", options.kv_cache_headroom_fraction * 100, "% headroom"));
+      }
     }
   }
   if (tp > workers.size()) {

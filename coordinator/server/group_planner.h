@@ -1,6 +1,7 @@
 // Decides the tensor-parallel degree and forms worker groups. tp is the smallest power of two
-// whose per-rank shard, plus headroom for the KV cache, fits the smallest worker's memory;
-// workers are then grouped tp at a time in the order given (left-over workers stay idle).
+// whose per-rank shard, plus headroom for the KV cache, fits the smallest worker's memory (or
+// the forced tp); workers are then grouped tp at a time in the order given (left-over workers
+// stay idle).
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,8 @@ struct PlannerOptions {
   // Fraction of a device kept for the KV cache and activations on top of the shard.
   double kv_cache_headroom_fraction = 0.3;
   uint32_t max_tp = 8;
+  // Use exactly this tp (e.g. `serve coordinator --tp 2`) instead of deriving it; 0 derives.
+  uint32_t forced_tp = 0;
 };
 
 struct WorkerGroupPlan {

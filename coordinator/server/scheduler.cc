@@ -1,5 +1,6 @@
 #include "coordinator/server/scheduler.h"
 
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <utility>
@@ -31,6 +32,7 @@ Scheduler::~Scheduler() { Stop(); }
 void Scheduler::Start() {
   for (auto& session : sessions_) session->Start();
   if (context_.metrics) gauges_thread_ = std::thread([this] { RefreshGaugesLoop(); });
+  lease_sweeper_thread_ = std::thread([this] { SweepExpiredLeasesLoop(); });
 }
 
 void Scheduler::Stop() {
@@ -40,6 +42,7 @@ void Scheduler::Stop() {
   }
   for (auto& session : sessions_) session->Stop();
   if (gauges_thread_.joinable()) gauges_thread_.join();
+  if (lease_sweeper_thread_.joinable()) lease_sweeper_thread_.join();
 }
 
 void Scheduler::WakeAll() {
@@ -97,6 +100,32 @@ absl::StatusOr<v1::Response> Scheduler::Generate(const v1::RequestBody& body,
     return result.response();
   }
   return absl::UnavailableError("no worker group is connected");
+}
+
+void Scheduler::SweepExpiredLeasesLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mutex_);
+      const absl::Time until = absl::Now() + context_.options.lease_sweep_interval;
+      if (mutex_.AwaitWithDeadline(absl::Condition(&stopping_), until)) return;
+    }
+    absl::StatusOr<RequeueReport> report = context_.store->RequeueExpiredLeases("lease expired");
+    if (!report.ok()) {
+      std::fprintf(stderr, "coordinator: %s\n", report.status().ToString().c_str());
+      continue;
+    }
+    if (report->requeued + report->failed + report->cancelled == 0) continue;
+    std::fprintf(stderr,
+                 "coordinator: expired leases: %lld requeued, %lld failed, %lld cancelled\n",
+                 static_cast<long long>(report->requeued), static_cast<long long>(report->failed),
+                 static_cast<long long>(report->cancelled));
+    if (context_.metrics) {
+      context_.metrics->CountRequest("requeued", static_cast<double>(report->requeued));
+      context_.metrics->CountRequest("failed", static_cast<double>(report->failed));
+      context_.metrics->CountRequest("cancelled", static_cast<double>(report->cancelled));
+    }
+    if (report->requeued > 0) WakeAll();
+  }
 }
 
 void Scheduler::RefreshGaugesLoop() {

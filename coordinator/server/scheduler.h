@@ -47,6 +47,8 @@ class Scheduler {
 
  private:
   void RefreshGaugesLoop();
+  // Returns requests whose lease expired (a stalled worker) to pending, until stopped.
+  void SweepExpiredLeasesLoop();
 
   SessionContext context_;
   std::atomic<uint64_t> next_work_id_{1};
@@ -57,6 +59,7 @@ class Scheduler {
   absl::flat_hash_set<std::string> cancelled_jobs_ ABSL_GUARDED_BY(mutex_);
   bool stopping_ ABSL_GUARDED_BY(mutex_) = false;
   std::thread gauges_thread_;
+  std::thread lease_sweeper_thread_;
 };
 
 }  // namespace flatfleet::coordinator

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "absl/time/time.h"
+#include "security/transport_security.h"
 
 namespace flatfleet::coordinator {
 
@@ -11,17 +12,27 @@ struct SchedulerOptions {
   // Requests dispatched to one group and not yet answered; bounds memory and gives
   // backpressure, while keeping enough queued for the worker's continuous batching.
   int in_flight_window = 32;
-  // Lease on claimed requests. Recovery relies on the stream breaking (or a coordinator
-  // restart), so this only needs to outlast the longest generation.
+  // Lease on claimed requests. A broken stream (or a coordinator restart) returns work at once;
+  // the lease covers a worker that stalls without disconnecting: once it expires the sweeper
+  // returns the request to pending (spending an attempt) and the session cancels it on the
+  // worker. It must outlast the longest generation, which would otherwise be cut short.
   int64_t lease_ms = 30 * 60 * 1000;
+  // How often expired leases are looked for.
+  absl::Duration lease_sweep_interval = absl::Seconds(5);
   // How often an idle group looks for new work when nothing wakes it.
   absl::Duration poll_interval = absl::Milliseconds(50);
   absl::Duration reconnect_backoff_initial = absl::Milliseconds(50);
   absl::Duration reconnect_backoff_max = absl::Seconds(2);
   absl::Duration health_timeout = absl::Seconds(3);
   absl::Duration load_shard_timeout = absl::Minutes(10);
+  // Tensor-parallel groups (tp > 1): INT8-compressed all-reduces (off: plain FP32, exact), and
+  // how long a rank waits for its peers to join or answer a collective before the group fails.
+  bool compress_all_reduce = true;
+  absl::Duration group_timeout = absl::Seconds(30);
   // How often the queue-depth and jobs-by-state gauges are refreshed from the store.
   absl::Duration metrics_refresh_interval = absl::Seconds(1);
+  // How channels to workers are secured (TLS, client certificate, cluster secret).
+  security::ChannelSecurity worker_channel;
 };
 
 }  // namespace flatfleet::coordinator

@@ -1,5 +1,6 @@
 #include "coordinator/server/work_conversion.h"
 
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -29,7 +30,10 @@ uint32_t ReadUint(const nlohmann::json& object, const char* key) {
 }  // namespace
 
 absl::StatusOr<BatchRequestLine> ParseStoredBody(std::string_view body_json) {
-  BatchInputParser parser;
+  // The line's size was checked at upload, against the coordinator's own limit.
+  BatchInputLimits limits;
+  limits.max_line_bytes = std::numeric_limits<size_t>::max();
+  BatchInputParser parser(limits);
   parser.AddLine(absl::StrCat("{\"custom_id\":\"stored\",\"body\":", std::string(body_json), "}"));
   ParsedBatch parsed = std::move(parser).Finish();
   if (!parsed.ok() || parsed.requests.size() != 1) {

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/batch_output_line.h"
 #include "coordinator/server/work_conversion.h"
+#include "security/secure_channel.h"
 
 namespace flatfleet::coordinator {
 namespace {
@@ -29,7 +30,7 @@ WorkerGroupSession::WorkerGroupSession(const SessionContext* context, WorkerGrou
                        plan_.rank_addresses.empty() ? std::string("?") : plan_.rank_addresses[0])) {
   for (const std::string& address : plan_.rank_addresses) {
     stubs_.push_back(v1::WorkerService::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials())));
+        security::MakeSecureChannel(address, context_->options.worker_channel)));
   }
 }
 
@@ -146,6 +147,7 @@ void WorkerGroupSession::Run() {
 
 absl::Status WorkerGroupSession::EnsureLoaded() {
   std::vector<uint32_t> to_load;
+  bool any_ready = false;
   for (uint32_t rank = 0; rank < stubs_.size(); ++rank) {
     v1::HealthResponse health;
     grpc::Status status =
@@ -159,10 +161,18 @@ absl::Status WorkerGroupSession::EnsureLoaded() {
     }
     switch (health.state()) {
       case v1::WORKER_STATE_READY:
+        any_ready = true;
         break;
       case v1::WORKER_STATE_IDLE:
         to_load.push_back(rank);
         break;
+      case v1::WORKER_STATE_FAILED:
+        // A rank of a broken group: it releases its model and joins a new group on LoadShard.
+        if (stubs_.size() > 1) {
+          to_load.push_back(rank);
+          break;
+        }
+        [[fallthrough]];
       default:
         return absl::UnavailableError(absl::StrCat("worker ", address, " is ",
                                                    v1::WorkerState_Name(health.state()), ": ",
@@ -170,6 +180,40 @@ absl::Status WorkerGroupSession::EnsureLoaded() {
     }
   }
   if (to_load.empty()) return absl::OkStatus();
+  if (stubs_.size() > 1 && any_ready) {
+    // A live rank cannot join a new group; it notices its lost peer within the group timeout
+    // and turns FAILED, and the next attempt reloads the whole group.
+    return absl::UnavailableError(
+        absl::StrCat(plan_.group_id, " is partly loaded; waiting for its ranks to notice"));
+  }
+  v1::Rendezvous rendezvous;
+  rendezvous.set_group_id(plan_.group_id);
+  for (const std::string& peer : plan_.rank_addresses) rendezvous.add_peer_addresses(peer);
+  if (stubs_.size() > 1) {
+    // Rank 0 hosts the group's rendezvous store; every rank's LoadShard then meets there.
+    v1::OpenRendezvousRequest open;
+    open.set_group_id(plan_.group_id);
+    open.set_tp_size(static_cast<uint32_t>(stubs_.size()));
+    open.set_backend(v1::COLLECTIVE_BACKEND_GLOO);
+    const std::string& leader = plan_.rank_addresses[0];
+    open.set_host(leader.substr(0, leader.rfind(':')));
+    v1::OpenRendezvousResponse opened;
+    grpc::Status status = CallCancellable(
+        context_->options.health_timeout,
+        [&](grpc::ClientContext* call) { return stubs_[0]->OpenRendezvous(call, open, &opened); });
+    if (!status.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("worker ", leader, ": OpenRendezvous failed: ", status.error_message()));
+    }
+    rendezvous.set_backend(opened.backend());
+    rendezvous.set_store_address(opened.store_address());
+    rendezvous.set_nccl_unique_id(opened.nccl_unique_id());
+    rendezvous.set_timeout_ms(
+        static_cast<uint32_t>(absl::ToInt64Milliseconds(context_->options.group_timeout)));
+    rendezvous.set_all_reduce_compression(context_->options.compress_all_reduce
+                                              ? v1::ALL_REDUCE_COMPRESSION_INT8
+                                              : v1::ALL_REDUCE_COMPRESSION_NONE);
+  }
   // Ranks of a group rendezvous while loading, so their LoadShard calls must run together.
   std::vector<grpc::Status> statuses(to_load.size());
   std::vector<std::thread> loaders;
@@ -182,9 +226,7 @@ absl::Status WorkerGroupSession::EnsureLoaded() {
       request.set_tp_rank(rank);
       request.set_tp_size(context_->tp_size);
       request.set_device_index(-1);
-      v1::Rendezvous* rendezvous = request.mutable_rendezvous();
-      rendezvous->set_group_id(plan_.group_id);
-      for (const std::string& peer : plan_.rank_addresses) rendezvous->add_peer_addresses(peer);
+      *request.mutable_rendezvous() = rendezvous;
       v1::LoadShardResponse response;
       statuses[i] =
           CallCancellable(context_->options.load_shard_timeout, [&](grpc::ClientContext* call) {
@@ -234,6 +276,7 @@ void WorkerGroupSession::Serve() {
       absl::MutexLock lock(&mutex_);
       if (stopping_ || stream_broken_) break;
     }
+    ExpireStaleWork();
     if (!DispatchQueued(*stream)) break;
     int free_slots = 0;
     {
@@ -328,6 +371,25 @@ bool WorkerGroupSession::ClaimAndDispatch(Stream& stream, int free_slots, bool& 
     if (!stream.Write(item)) return false;
   }
   return true;
+}
+
+void WorkerGroupSession::ExpireStaleWork() {
+  const absl::Time cutoff = absl::Now() - absl::Milliseconds(context_->options.lease_ms);
+  int64_t expired = 0;
+  {
+    absl::MutexLock lock(&mutex_);
+    for (auto it = in_flight_.begin(); it != in_flight_.end();) {
+      auto current = it++;
+      if (!current->second.request || current->second.dispatched_at > cutoff) continue;
+      cancels_to_send_.push_back(current->first);
+      in_flight_.erase(current);
+      ++expired;
+    }
+  }
+  if (expired == 0) return;
+  std::fprintf(stderr, "coordinator: %s: %lld request(s) outlived their lease; cancelled\n",
+               plan_.group_id.c_str(), static_cast<long long>(expired));
+  if (context_->metrics) context_->metrics->AddInFlight(-static_cast<double>(expired));
 }
 
 void WorkerGroupSession::HandleResult(const v1::WorkResult& result) {

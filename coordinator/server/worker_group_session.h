@@ -87,6 +87,10 @@ class WorkerGroupSession {
   bool DispatchQueued(Stream& stream);
   bool ClaimAndDispatch(Stream& stream, int free_slots, bool& maybe_more);
   void HandleResult(const v1::WorkResult& result);
+  // Forgets batch work dispatched longer than the lease ago (the store's sweeper requeues it)
+  // and cancels it on the worker, so a stalled request cannot hold a window slot forever; a
+  // late answer is then dropped as unknown.
+  void ExpireStaleWork();
   // After a stream ends: interactive callers get an error; batch requests go back.
   void FailInFlight(bool worker_lost);
   // Waits up to `timeout`, or until woken or stopped.

@@ -5,26 +5,52 @@
 #include <limits>
 #include <vector>
 
+#include "common/dtype.h"
 #include "common/thread_pool.h"
 #include "kernels/cpu/dot.h"
 
 namespace flatfleet::kernels::cpu {
 namespace {
 
+// Key j of a block for one head, as q . k (float32 cache, or scale * sum q * code for INT8).
+float KeyDot(const float* q, const KvBlock& block, int64_t j, int64_t kv_head, int64_t num_kv_heads,
+             int64_t head_dim) {
+  const int64_t offset = (j * num_kv_heads + kv_head) * head_dim;
+  if (block.keys != nullptr) return Dot(q, block.keys + offset, head_dim);
+  const int8_t* codes = block.key_codes + offset;
+  float sum = 0.0f;
+  for (int64_t d = 0; d < head_dim; ++d) sum = std::fma(q[d], static_cast<float>(codes[d]), sum);
+  return sum * HalfToFloat(block.key_scales[j * num_kv_heads + kv_head]);
+}
+
+// out += p * v_j for one head.
+void AccumulateValue(float p, const KvBlock& block, int64_t j, int64_t kv_head,
+                     int64_t num_kv_heads, int64_t head_dim, float* out) {
+  const int64_t offset = (j * num_kv_heads + kv_head) * head_dim;
+  if (block.values != nullptr) {
+    const float* v = block.values + offset;
+    for (int64_t d = 0; d < head_dim; ++d) out[d] = std::fma(p, v[d], out[d]);
+    return;
+  }
+  const int8_t* codes = block.value_codes + offset;
+  const float weight = p * HalfToFloat(block.value_scales[j * num_kv_heads + kv_head]);
+  for (int64_t d = 0; d < head_dim; ++d) {
+    out[d] = std::fma(weight, static_cast<float>(codes[d]), out[d]);
+  }
+}
+
 // One query row of one head: softmax(q . k_j * scale) over positions j < visible, times v.
 void AttendOne(const float* q, const AttentionSequence& seq, int64_t kv_head,
                const AttentionShape& shape, int64_t visible, std::vector<float>& scores,
                float* out) {
   const int64_t head_dim = shape.head_dim;
-  const int64_t row_stride = shape.num_kv_heads * head_dim;
-  const int64_t head_offset = kv_head * head_dim;
   scores.resize(visible);
   float max_score = -std::numeric_limits<float>::infinity();
   int64_t pos = 0;
   for (const KvBlock& block : seq.blocks) {
     const int64_t count = std::min(block.num_positions, visible - pos);
     for (int64_t j = 0; j < count; ++j) {
-      const float s = Dot(q, block.keys + j * row_stride + head_offset, head_dim) * shape.scale;
+      const float s = KeyDot(q, block, j, kv_head, shape.num_kv_heads, head_dim) * shape.scale;
       scores[pos + j] = s;
       max_score = std::max(max_score, s);
     }
@@ -41,9 +67,7 @@ void AttendOne(const float* q, const AttentionSequence& seq, int64_t kv_head,
   for (const KvBlock& block : seq.blocks) {
     const int64_t count = std::min(block.num_positions, visible - pos);
     for (int64_t j = 0; j < count; ++j) {
-      const float p = scores[pos + j];
-      const float* v = block.values + j * row_stride + head_offset;
-      for (int64_t d = 0; d < head_dim; ++d) out[d] = std::fma(p, v[d], out[d]);
+      AccumulateValue(scores[pos + j], block, j, kv_head, shape.num_kv_heads, head_dim, out);
     }
     pos += count;
     if (pos == visible) break;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "common/dtype.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "worker/model/contiguous_kv_cache.h"
 #include "worker/model/llama_model.h"
@@ -168,6 +169,45 @@ void ExpectSameLogitsAsContiguous(const std::string& fixture) {
   std::vector<size_t> scattered;
   for (SequenceId id : p_ids) scattered.push_back(paged->Blocks(0, id).size());
   EXPECT_GT(*std::max_element(scattered.begin(), scattered.end()), 1u);
+}
+
+TEST(PagedKvCacheTest, Int8StoresCodesAndScalesPerHead) {
+  const PagedKvCacheShape shape{
+      .num_layers = 2, .row_size = 8, .block_size = 4, .dtype = KvCacheDtype::kInt8, .head_dim = 4};
+  EXPECT_EQ(PagedKvCache::BytesPerBlock(shape), 2 * 2 * 4 * (8 + 2 * 2));
+  auto cache = *PagedKvCache::Create(shape, 6);
+  SequenceId s = *cache->AddSequence();
+  std::mt19937 rng(std::random_device{}());
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::vector<float> keys(10 * 8), values(10 * 8);
+  for (float& v : keys) v = normal(rng);
+  for (float& v : values) v = normal(rng);
+  ASSERT_TRUE(cache->Append(s, 10).ok());
+  cache->Write(1, s, 0, 6, keys.data(), values.data());
+  cache->Write(1, s, 6, 4, keys.data() + 6 * 8, values.data() + 6 * 8);
+  int64_t position = 0;
+  for (const kernels::KvBlock& block : cache->Blocks(1, s)) {
+    ASSERT_EQ(block.keys, nullptr);
+    ASSERT_NE(block.key_codes, nullptr);
+    for (int64_t j = 0; j < block.num_positions; ++j, ++position) {
+      for (int64_t e = 0; e < 8; ++e) {
+        const float key_scale = HalfToFloat(block.key_scales[j * 2 + e / 4]);
+        const float value_scale = HalfToFloat(block.value_scales[j * 2 + e / 4]);
+        EXPECT_NEAR(key_scale * block.key_codes[j * 8 + e], keys[position * 8 + e],
+                    0.51f * key_scale + 1e-6f);
+        EXPECT_NEAR(value_scale * block.value_codes[j * 8 + e], values[position * 8 + e],
+                    0.51f * value_scale + 1e-6f);
+      }
+    }
+  }
+  EXPECT_EQ(position, 10);
+  EXPECT_FALSE(PagedKvCache::Create({.num_layers = 1,
+                                     .row_size = 6,
+                                     .block_size = 4,
+                                     .dtype = KvCacheDtype::kInt8,
+                                     .head_dim = 4},
+                                    2)
+                   .ok());
 }
 
 TEST(PagedKvCacheTest, LlamaTinyLogitsEqualContiguousCache) {

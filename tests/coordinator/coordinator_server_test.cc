@@ -77,9 +77,11 @@ TEST(CoordinatorServerTest, ThousandRequestsCompleteWithExactCounts) {
       << exposition;
 }
 
-TEST(CoordinatorServerTest, MalformedLinesGetPerLineErrorsAndTheValidLinesComplete) {
+TEST(CoordinatorServerTest, MalformedLinesBecomeFailedResultsWhileTheValidLinesComplete) {
   FakeWorker worker({});
-  auto server = StartCoordinator(TestCoordinatorOptions(FreshDatabasePath("malformed"), {&worker}));
+  const std::string db = FreshDatabasePath("malformed");
+  CoordinatorOptions options = TestCoordinatorOptions(db, {&worker});
+  auto server = StartCoordinator(options);
   ASSERT_NE(server, nullptr);
   Client client(server->address());
 
@@ -87,32 +89,142 @@ TEST(CoordinatorServerTest, MalformedLinesGetPerLineErrorsAndTheValidLinesComple
   lines[2] = R"({"body": {"prompt": "no id"}})";                                    // line 3
   lines[6] = R"({"custom_id": "r6", "body": {"prompt": "p6", "temperature": 9}})";  // line 7
   lines[8] = "{not json";                                                           // line 9
-  v1::CreateBatchResponse rejected = client.Submit(lines);
-  // The upload is all or nothing (docs/API.md): no batch, and every bad line reported.
-  EXPECT_FALSE(rejected.has_batch());
-  ASSERT_EQ(rejected.errors_size(), 3);
-  EXPECT_EQ(rejected.errors(0).line(), 3u);
-  EXPECT_EQ(rejected.errors(0).field(), "custom_id");
-  EXPECT_EQ(rejected.errors(1).line(), 7u);
-  EXPECT_EQ(rejected.errors(1).field(), "body.temperature");
-  EXPECT_EQ(rejected.errors(2).line(), 9u);
-  EXPECT_EQ(rejected.errors_omitted(), 0u);
-  {
-    grpc::ClientContext context;
-    v1::ListBatchesResponse listed;
-    ASSERT_TRUE(client.stub().ListBatches(&context, v1::ListBatchesRequest(), &listed).ok());
-    EXPECT_EQ(listed.batches_size(), 0);
-  }
-  // Without the bad lines, the rest is accepted and completes.
-  std::vector<std::string> valid;
-  for (int i = 0; i < 10; ++i) {
-    if (i != 2 && i != 6 && i != 8) valid.push_back(lines[i]);
-  }
-  v1::CreateBatchResponse accepted = client.Submit(valid);
-  ASSERT_TRUE(accepted.has_batch());
-  v1::Batch done = client.WaitForState(accepted.batch().id(), v1::BATCH_STATE_COMPLETED);
+  v1::CreateBatchResponse created = client.Submit(lines);
+  // Every bad line is reported, and the batch runs the rest.
+  ASSERT_EQ(created.errors_size(), 3);
+  EXPECT_EQ(created.errors(0).line(), 3u);
+  EXPECT_EQ(created.errors(0).field(), "custom_id");
+  EXPECT_EQ(created.errors(1).line(), 7u);
+  EXPECT_EQ(created.errors(1).field(), "body.temperature");
+  EXPECT_EQ(created.errors(2).line(), 9u);
+  EXPECT_EQ(created.errors_omitted(), 0u);
+  ASSERT_TRUE(created.has_batch());
+  EXPECT_EQ(created.batch().request_counts().total(), 10u);
+  EXPECT_EQ(created.batch().request_counts().invalid(), 3u);
+  EXPECT_EQ(created.batch().request_counts().failed(), 3u);
+  const std::string id = created.batch().id();
+
+  v1::Batch done = client.WaitForState(id, v1::BATCH_STATE_COMPLETED);
   EXPECT_EQ(done.request_counts().completed(), 7u);
-  EXPECT_EQ(client.Results(accepted.batch().id()).size(), 7u);
+  EXPECT_EQ(done.request_counts().failed(), 3u);
+  EXPECT_EQ(done.request_counts().invalid(), 3u);
+  EXPECT_TRUE(done.error().empty());
+  std::vector<v1::BatchResult> results = client.Results(id);
+  ASSERT_EQ(results.size(), 10u);
+  // The invalid lines' errors come first, in line order; custom_id is kept when usable.
+  const std::vector<std::pair<std::string, std::string>> expected_errors = {
+      {"", "line 3: custom_id: is required"},
+      {"r6", "line 7: body.temperature: "},
+      {"", "line 9: malformed JSON"}};
+  for (size_t i = 0; i < expected_errors.size(); ++i) {
+    ASSERT_TRUE(results[i].has_error()) << results[i].ShortDebugString();
+    EXPECT_EQ(results[i].custom_id(), expected_errors[i].first);
+    EXPECT_EQ(results[i].error().code(), "invalid_request");
+    EXPECT_EQ(results[i].error().message().rfind(expected_errors[i].second, 0), 0u)
+        << results[i].error().message();
+  }
+  std::set<std::string> answered;
+  for (size_t i = 3; i < results.size(); ++i) {
+    ASSERT_TRUE(results[i].has_response()) << results[i].ShortDebugString();
+    EXPECT_TRUE(answered.insert(results[i].custom_id()).second) << results[i].custom_id();
+  }
+  EXPECT_EQ(answered, (std::set<std::string>{"r0", "r1", "r3", "r4", "r5", "r7", "r9"}));
+  EXPECT_EQ(worker.submits(), 7);  // Invalid lines never reach a worker.
+
+  // Stored durably: a restarted coordinator serves the same results and counts.
+  server.reset();
+  auto restarted = StartCoordinator(options);
+  ASSERT_NE(restarted, nullptr);
+  Client again(restarted->address());
+  v1::Batch reread;
+  ASSERT_TRUE(again.Get(id, &reread).ok());
+  EXPECT_EQ(reread.request_counts().invalid(), 3u);
+  std::vector<v1::BatchResult> results_again = again.Results(id);
+  ASSERT_EQ(results_again.size(), results.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    EXPECT_EQ(results_again[i].SerializeAsString(), results[i].SerializeAsString()) << i;
+  }
+}
+
+TEST(CoordinatorServerTest, ABatchOfOnlyInvalidLinesFailsWithTheirErrors) {
+  FakeWorker worker({});
+  auto server =
+      StartCoordinator(TestCoordinatorOptions(FreshDatabasePath("all_invalid"), {&worker}));
+  ASSERT_NE(server, nullptr);
+  Client client(server->address());
+  v1::CreateBatchResponse created =
+      client.Submit({R"({"custom_id": "a", "body": {"prompt": "x", "max_tokens": 0}})", "[]"});
+  ASSERT_TRUE(created.has_batch());
+  EXPECT_EQ(created.errors_size(), 2);
+  EXPECT_EQ(created.batch().state(), v1::BATCH_STATE_FAILED);
+  EXPECT_EQ(created.batch().error().rfind("all 2 request lines are invalid; first: line 1: "
+                                          "body.max_tokens: ",
+                                          0),
+            0u)
+      << created.batch().error();
+  EXPECT_EQ(created.batch().request_counts().failed(), 2u);
+  std::vector<v1::BatchResult> results = client.Results(created.batch().id());
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].custom_id(), "a");
+  EXPECT_EQ(results[1].custom_id(), "");
+  EXPECT_EQ(results[1].error().message(), "line 2: must be a JSON object, got array");
+  EXPECT_EQ(worker.submits(), 0);
+}
+
+TEST(CoordinatorServerTest, TooManyLinesRejectsTheWholeUpload) {
+  FakeWorker worker({});
+  CoordinatorOptions options =
+      TestCoordinatorOptions(FreshDatabasePath("too_many_lines"), {&worker});
+  options.service.input_limits.max_lines = 5;
+  auto server = StartCoordinator(options);
+  ASSERT_NE(server, nullptr);
+  Client client(server->address());
+  v1::CreateBatchResponse rejected = client.Submit(CompletionLines(8));
+  EXPECT_FALSE(rejected.has_batch());
+  ASSERT_EQ(rejected.errors_size(), 1);
+  EXPECT_EQ(rejected.errors(0).line(), 6u);
+  EXPECT_EQ(rejected.errors(0).message(), "the batch has more than 5 request lines");
+  grpc::ClientContext context;
+  v1::ListBatchesResponse listed;
+  ASSERT_TRUE(client.stub().ListBatches(&context, v1::ListBatchesRequest(), &listed).ok());
+  EXPECT_EQ(listed.batches_size(), 0);
+}
+
+// A worker that takes requests and never answers (nor disconnects) holds them only until their
+// lease expires; they then run elsewhere, each answered once.
+TEST(CoordinatorServerTest, StalledWorkersLeasesExpireAndItsWorkRunsElsewhere) {
+  FakeWorkerOptions stalled_options;
+  stalled_options.hold_answers = true;
+  FakeWorker stalled(stalled_options), healthy({});
+  CoordinatorOptions options =
+      TestCoordinatorOptions(FreshDatabasePath("stalled"), {&stalled, &healthy});
+  options.scheduler.lease_ms = 1500;
+  options.scheduler.lease_sweep_interval = absl::Milliseconds(100);
+  auto server = StartCoordinator(options);
+  ASSERT_NE(server, nullptr);
+  // Until both groups are connected, so that the stalled one surely takes some of the work.
+  const absl::Time connect_deadline = absl::Now() + absl::Seconds(60);
+  while (server->scheduler().connected_groups() < 2 && absl::Now() < connect_deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(server->scheduler().connected_groups(), 2);
+  Client client(server->address());
+  // Attempts to spare: the stalled worker may take a request more than once.
+  v1::CreateBatchResponse created = client.Submit(CompletionLines(100), /*max_attempts=*/100);
+  ASSERT_TRUE(created.has_batch());
+  v1::Batch done =
+      client.WaitForState(created.batch().id(), v1::BATCH_STATE_COMPLETED, absl::Seconds(120));
+  EXPECT_EQ(done.request_counts().completed(), 100u);
+  EXPECT_EQ(done.request_counts().failed(), 0u);
+  ExpectEachAnsweredOnce(client.Results(created.batch().id()), 100);
+  EXPECT_GT(stalled.submits(), 0);
+  // Its expired work was cancelled on it, and requeued in the store.
+  const absl::Time cancel_deadline = absl::Now() + absl::Seconds(30);
+  while (stalled.cancels() == 0 && absl::Now() < cancel_deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_GT(stalled.cancels(), 0);
+  EXPECT_NE(server->metrics().Expose().find("outcome=\"requeued\""), std::string::npos);
 }
 
 TEST(CoordinatorServerTest, LostWorkersRequestsAreRedispatchedAndAnsweredOnce) {
@@ -282,6 +394,10 @@ TEST(CoordinatorServerTest, ModelTooLargeForOneWorkerIsShardedOverAGroup) {
     ASSERT_EQ(load.rendezvous().peer_addresses_size(), 2);
     EXPECT_EQ(load.rendezvous().peer_addresses(0), rank0.address());
     EXPECT_EQ(load.rendezvous().peer_addresses(1), rank1.address());
+    // Rank 0's OpenRendezvous answer reaches every rank; compression is on by default.
+    EXPECT_EQ(load.rendezvous().store_address(), "fake-store:group-0");
+    EXPECT_EQ(load.rendezvous().all_reduce_compression(), v1::ALL_REDUCE_COMPRESSION_INT8);
+    EXPECT_GT(load.rendezvous().timeout_ms(), 0u);
   }
   EXPECT_EQ(rank0.submits(), 20);
   EXPECT_EQ(rank1.submits(), 0);

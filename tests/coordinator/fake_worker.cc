@@ -100,6 +100,14 @@ grpc::Status FakeWorker::Health(grpc::ServerContext* context, const v1::HealthRe
   return grpc::Status::OK;
 }
 
+grpc::Status FakeWorker::OpenRendezvous(grpc::ServerContext* context,
+                                        const v1::OpenRendezvousRequest* request,
+                                        v1::OpenRendezvousResponse* response) {
+  response->set_backend(v1::COLLECTIVE_BACKEND_GLOO);
+  response->set_store_address("fake-store:" + request->group_id());
+  return grpc::Status::OK;
+}
+
 grpc::Status FakeWorker::Drain(grpc::ServerContext* context, const v1::DrainRequest* request,
                                v1::DrainResponse* response) {
   return grpc::Status::OK;

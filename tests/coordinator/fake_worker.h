@@ -44,6 +44,10 @@ class FakeWorker final : public v1::WorkerService::Service {
                          v1::LoadShardResponse* response) override;
   grpc::Status Health(grpc::ServerContext* context, const v1::HealthRequest* request,
                       v1::HealthResponse* response) override;
+  // Answers with a made-up store address ("fake-store:<group id>") that LoadShard then carries.
+  grpc::Status OpenRendezvous(grpc::ServerContext* context,
+                              const v1::OpenRendezvousRequest* request,
+                              v1::OpenRendezvousResponse* response) override;
   grpc::Status RunWork(grpc::ServerContext* context,
                        grpc::ServerReaderWriter<v1::WorkResult, v1::WorkItem>* stream) override;
   grpc::Status Drain(grpc::ServerContext* context, const v1::DrainRequest* request,

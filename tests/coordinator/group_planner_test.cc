@@ -46,5 +46,20 @@ TEST(GroupPlannerTest, RefusesWhatCannotFit) {
   EXPECT_FALSE(PlanWorkerGroups(1 * kGiB, {}).ok());
 }
 
+TEST(GroupPlannerTest, ForcedTpOverridesTheMemoryRule) {
+  PlannerOptions options;
+  options.forced_tp = 2;
+  // A tiny model would get tp=1; forced, five workers make two groups and one idle worker.
+  absl::StatusOr<ClusterPlan> plan = PlanWorkerGroups(1 * kGiB, Workers(5, 80 * kGiB), options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->tp_size, 2u);
+  ASSERT_EQ(plan->groups.size(), 2u);
+  EXPECT_EQ(plan->groups[1].rank_addresses, (std::vector<std::string>{"w2", "w3"}));
+  EXPECT_EQ(plan->unused_workers, std::vector<std::string>{"w4"});
+  options.forced_tp = 4;
+  absl::StatusOr<ClusterPlan> too_few = PlanWorkerGroups(1 * kGiB, Workers(3, 0), options);
+  EXPECT_EQ(too_few.status().code(), absl::StatusCode::kResourceExhausted);
+}
+
 }  // namespace
 }  // namespace flatfleet::coordinator

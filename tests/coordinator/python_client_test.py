@@ -146,10 +146,34 @@ def main():
         bad_input = os.path.join(workdir, "bad.jsonl")
         with open(bad_input, "w") as f:
             f.write(lines[0] + "\n" + '{"custom_id": "x", "body": {"prompt": 5}}' + "\n")
-        rejected = subprocess.run(cli + ["submit", bad_input, "--model", "demo",
-                                         "--coordinator", address],
-                                  capture_output=True, text=True, timeout=60)
-        assert rejected.returncode == 1 and ":2: body.prompt" in rejected.stderr, rejected
+        mixed = subprocess.run(cli + ["submit", bad_input, "--model", "demo",
+                                      "--coordinator", address],
+                               capture_output=True, text=True, timeout=60)
+        # The invalid line is reported and becomes a failed result; the valid one runs.
+        assert mixed.returncode == 0 and ":2: body.prompt" in mixed.stderr, mixed
+        assert mixed.stdout.startswith("batch_"), mixed
+        mixed_results = subprocess.run(cli + ["results", mixed.stdout.strip(), "--follow",
+                                              "--coordinator", address],
+                                       capture_output=True, text=True, timeout=DEADLINE_SECONDS)
+        assert mixed_results.returncode == 0, mixed_results
+        mixed_lines = [json.loads(line) for line in mixed_results.stdout.splitlines()]
+        assert [line["custom_id"] for line in mixed_lines] == ["x", "py0"], mixed_lines
+        assert mixed_lines[0]["response"] is None, mixed_lines
+        assert mixed_lines[0]["error"]["code"] == "invalid_request", mixed_lines
+        assert mixed_lines[0]["error"]["message"].startswith("line 2: body.prompt: "), mixed_lines
+        assert mixed_lines[1]["response"]["status_code"] == 200, mixed_lines
+        mixed_status = subprocess.run(cli + ["status", mixed.stdout.strip(),
+                                             "--coordinator", address],
+                                      capture_output=True, text=True, timeout=60)
+        assert "1 completed, 1 failed (1 invalid lines)" in mixed_status.stdout, mixed_status
+        all_bad = os.path.join(workdir, "all_bad.jsonl")
+        with open(all_bad, "w") as f:
+            f.write('{"custom_id": "y"}\n')
+        failed = subprocess.run(cli + ["submit", all_bad, "--model", "demo",
+                                       "--coordinator", address],
+                                capture_output=True, text=True, timeout=60)
+        assert failed.returncode == 1 and "all 1 request lines are invalid" in failed.stderr, \
+            failed
         good_input = os.path.join(workdir, "good.jsonl")
         with open(good_input, "w") as f:
             f.write("\n".join(lines) + "\n")

@@ -43,5 +43,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& error : parsed.errors) {
     if (error.line_number < 1 || error.line_number > parsed.lines_read) std::abort();
   }
+  // Invalid lines become failed results: one per line, in order, never a valid line's number,
+  // and any custom_id they echo is unique across the whole job.
+  if (parsed.requests.size() + parsed.invalid_lines.size() > limits.max_lines) std::abort();
+  if (parsed.invalid_lines.size() + (parsed.too_many_lines ? 1 : 0) != parsed.error_count) {
+    std::abort();
+  }
+  std::set<int64_t> request_lines;
+  for (const auto& request : parsed.requests) request_lines.insert(request.line_number);
+  previous_line = 0;
+  for (const auto& invalid : parsed.invalid_lines) {
+    if (invalid.line_number <= previous_line || request_lines.contains(invalid.line_number)) {
+      std::abort();
+    }
+    previous_line = invalid.line_number;
+    if (invalid.custom_id && !custom_ids.insert(*invalid.custom_id).second) std::abort();
+    if (flatfleet::coordinator::DescribeLineError(invalid).empty()) std::abort();
+  }
   return 0;
 }

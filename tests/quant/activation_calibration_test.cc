@@ -12,9 +12,9 @@
 namespace flatfleet::quant {
 namespace {
 
-class ActivationCalibrationTest : public test_util::RandomTest {};
+class RawCalibrationStatisticsTest : public test_util::RandomTest {};
 
-TEST_F(ActivationCalibrationTest, KeepsEveryRowWhileWithinTheBound) {
+TEST_F(RawCalibrationStatisticsTest, KeepsEveryRowWhileWithinTheBound) {
   const int64_t cols = UniformInt(3, 20);
   CalibrationOptions options;
   options.max_raw_samples = 64;
@@ -49,7 +49,7 @@ TEST_F(ActivationCalibrationTest, KeepsEveryRowWhileWithinTheBound) {
   }
 }
 
-TEST_F(ActivationCalibrationTest, ReservoirIsBoundedAndHoldsInputRows) {
+TEST_F(RawCalibrationStatisticsTest, ReservoirIsBoundedAndHoldsInputRows) {
   const int64_t cols = 4, bound = UniformInt(5, 20);
   CalibrationOptions options;
   options.max_raw_samples = bound;

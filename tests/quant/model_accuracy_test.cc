@@ -87,6 +87,11 @@ TEST_P(FixtureAccuracyTest, W8A8KeepsTop1AndMoreBitsHelp) {
   ASSERT_TRUE(results.count("w8a8") && results.count("w4a4"));
   EXPECT_LT(results["w8a8"].mean_kl, results["w4a4"].mean_kl);
   EXPECT_LT(results["w8a8"].mean_kl, results["w4a8"].mean_kl);
+  // FlatQuant's trained transforms beat plain W4A4 RTN; balanced 2-bit codes beat asymmetric RTN
+  // (docs/ACCURACY.md, "FlatQuant and ABQ-LLM").
+  ASSERT_TRUE(results.count("w4a4-flatquant") && results.count("w2a8-abq"));
+  EXPECT_LT(results["w4a4-flatquant"].mean_kl, results["w4a4"].mean_kl);
+  EXPECT_LT(results["w2a8-abq"].mean_kl, results["w2a8"].mean_kl);
 }
 
 // The W8A8 target (top-1 >= 0.97 against float32) over 8 x 64 = 512 seeded random
@@ -156,6 +161,11 @@ TEST(OutlierStressTest, RotationOrOutliersHalveW4A4Kl) {
               results.count("w4a4-quik"));
   const double best = std::min(results["w4a4-hadamard"].mean_kl, results["w4a4-quik"].mean_kl);
   EXPECT_LT(best, 0.5 * results["w4a4"].mean_kl);
+  // FlatQuant's smoothing + trained Kronecker transform beats RTN, the rotation and QUIK here.
+  ASSERT_TRUE(results.count("w4a4-flatquant"));
+  EXPECT_LT(results["w4a4-flatquant"].mean_kl, 0.5 * results["w4a4"].mean_kl);
+  EXPECT_LT(results["w4a4-flatquant"].mean_kl, results["w4a4-hadamard"].mean_kl);
+  EXPECT_LT(results["w4a4-flatquant"].mean_kl, results["w4a4-quik"].mean_kl);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -250,6 +251,60 @@ TEST(BatchInputParserTest, IncrementalLinesMatchWholeText) {
   EXPECT_EQ(parsed.requests.size(), 1u);
   ASSERT_EQ(parsed.errors.size(), 1u);
   EXPECT_EQ(parsed.errors[0].line_number, 3);
+}
+
+TEST(BatchInputParserTest, EveryInvalidLineIsKeptWithItsUsableCustomId) {
+  BatchInputLimits limits;
+  limits.max_reported_errors = 1;  // Caps the report, not the kept lines.
+  const ParsedBatch parsed = ParseBatchInput(
+      "{\"custom_id\": \"a\", \"body\": {\"prompt\": \"x\", \"top_p\": 7}}\n"
+      "{\"custom_id\": 5, \"body\": {\"prompt\": \"x\"}}\n"
+      "{\"custom_id\": \"a\", \"body\": {\"prompt\": \"x\"}}\n"
+      "{\"custom_id\": \"b\", \"body\": {\"prompt\": \"x\"}}\n",
+      limits);
+  EXPECT_EQ(parsed.errors.size(), 1u);
+  EXPECT_FALSE(parsed.too_many_lines);
+  ASSERT_EQ(parsed.requests.size(), 1u);
+  ASSERT_EQ(parsed.invalid_lines.size(), 3u);
+  EXPECT_EQ(parsed.invalid_lines[0].custom_id, std::optional<std::string>("a"));
+  EXPECT_EQ(parsed.invalid_lines[1].custom_id, std::nullopt);  // Not a string.
+  EXPECT_EQ(parsed.invalid_lines[2].custom_id, std::nullopt);  // Line 1 owns "a".
+  EXPECT_EQ(DescribeLineError(parsed.invalid_lines[0]).rfind("line 1: body.top_p: ", 0), 0u);
+  EXPECT_EQ(DescribeLineError(parsed.invalid_lines[2]),
+            "line 3: custom_id: \"a\" repeats the custom_id of line 1");
+}
+
+TEST(BatchInputParserTest, ErrorsQuotingLongInputAreBounded) {
+  // A repeated key and an unknown field, each 100000 bytes of 2-byte UTF-8 characters.
+  std::string key;
+  for (int i = 0; i < 50'000; ++i) key += "\xc3\xa9";
+  const ParsedBatch parsed =
+      ParseBatchInput("{\"" + key + "\": 1, \"" + key + "\": 2}\n" + "{\"custom_id\": \"a\", \"" +
+                      key + "\": 1, \"body\": {\"prompt\": \"x\"}}\n");
+  ASSERT_EQ(parsed.invalid_lines.size(), 2u);
+  const std::string& duplicate = parsed.invalid_lines[0].message;
+  EXPECT_THAT(duplicate, HasSubstr("duplicate JSON key"));
+  EXPECT_LE(duplicate.size(), 515u);
+  EXPECT_EQ(duplicate.substr(duplicate.size() - 5), "\xc3\xa9...");  // No half character.
+  const std::string& unknown = parsed.invalid_lines[1].field;
+  EXPECT_LE(unknown.size(), 515u);
+  EXPECT_EQ(unknown.substr(unknown.size() - 5), "\xc3\xa9...");
+  EXPECT_EQ(parsed.invalid_lines[1].message, "unknown field");
+}
+
+TEST(BatchInputParserTest, TooManyLinesIsAnUploadErrorNotALineError) {
+  BatchInputLimits limits;
+  limits.max_lines = 2;
+  std::string text;
+  for (int i = 0; i < 4; ++i) {
+    absl::StrAppend(&text, "{\"custom_id\": \"r", i, "\", \"body\": {\"prompt\": \"x\"}}\n");
+  }
+  const ParsedBatch parsed = ParseBatchInput(text, limits);
+  EXPECT_TRUE(parsed.too_many_lines);
+  EXPECT_TRUE(parsed.invalid_lines.empty());
+  ASSERT_EQ(parsed.errors.size(), 1u);
+  EXPECT_EQ(parsed.errors[0].line_number, 3);
+  EXPECT_EQ(DescribeLineError(parsed.errors[0]), "line 3: the batch has more than 2 request lines");
 }
 
 }  // namespace

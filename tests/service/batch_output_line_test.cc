@@ -19,6 +19,15 @@ TEST(BatchOutputLineTest, ErrorLineHasOpenAiShape) {
       R"({"custom_id":"r2","response":null,"error":{"code":"max_attempts_exceeded","message":"gave up\n"}})");
 }
 
+TEST(BatchOutputLineTest, InvalidLineWithoutCustomIdHasNullCustomId) {
+  LineError error{9, "body.max_tokens", "must be an integer", std::nullopt};
+  EXPECT_EQ(FormatInvalidLine(error),
+            "{\"custom_id\":null,\"response\":null,\"error\":{\"code\":\"invalid_request\","
+            "\"message\":\"line 9: body.max_tokens: must be an integer\"}}");
+  error.custom_id = "q8";
+  EXPECT_EQ(nlohmann::json::parse(FormatInvalidLine(error))["custom_id"], "q8");
+}
+
 TEST(BatchOutputLineTest, InvalidUtf8IsReplacedNotThrown) {
   const std::string line = FormatErrorLine("r3", "bad_output", "\xff\xfe");
   EXPECT_TRUE(nlohmann::json::accept(line)) << line;

@@ -81,5 +81,48 @@ TEST_F(SentencePieceTest, DirectoryWithTokenizerModel) {
   EXPECT_EQ(*ids, std::vector<int32_t>(reference.begin(), reference.end()));
 }
 
+#ifdef FLATFLEET_CLI_PATH
+// Runs the flatfleet CLI; returns its exit status and puts stdout+stderr in `output`.
+int RunCli(const std::string& arguments, std::string& output, const std::string& environment = "") {
+  const std::string command =
+      environment + " " + std::string(FLATFLEET_CLI_PATH) + " " + arguments + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char buffer[512];
+  while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+  return ::pclose(pipe);
+}
+
+// The flatfleet binary links gRPC and libprotobuf 3.21; sentencepiece (with its own protobuf-lite)
+// must still load models there, through the module.
+TEST_F(SentencePieceTest, GrpcProgramLoadsTokenizerModel) {
+  const auto model_dir = *dir_ / "cli_model_dir";
+  std::filesystem::create_directories(model_dir);
+  std::filesystem::copy_file(*model_, model_dir / "tokenizer.model",
+                             std::filesystem::copy_options::overwrite_existing);
+  const std::string text = "the quick brown fox";
+  std::string output;
+  ASSERT_EQ(RunCli("tokenize --tokenizer " + model_dir.string() + " --text '" + text + "'", output),
+            0)
+      << output;
+  const std::vector<int> reference = testing::ReferenceSentencePieceIds(*model_, text);
+  ASSERT_FALSE(reference.empty());
+  std::string expected;
+  for (size_t i = 0; i < reference.size(); ++i) {
+    expected += (i ? " " : "") + std::to_string(reference[i]);
+  }
+  EXPECT_EQ(output, expected + "\n");
+}
+
+TEST_F(SentencePieceTest, MissingModuleIsAClearError) {
+  std::string output;
+  EXPECT_NE(RunCli("tokenize --tokenizer " + model_->string() + " --text x", output,
+                   "FLATFLEET_SENTENCEPIECE_MODULE=/nonexistent/libflatfleet_sentencepiece.so"),
+            0);
+  EXPECT_NE(output.find("cannot open the sentencepiece module"), std::string::npos) << output;
+  EXPECT_NE(output.find("/nonexistent/libflatfleet_sentencepiece.so"), std::string::npos) << output;
+}
+#endif
+
 }  // namespace
 }  // namespace flatfleet::tokenizer

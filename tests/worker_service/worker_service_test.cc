@@ -72,7 +72,7 @@ class WorkerServiceTest : public ::testing::Test {
   void StartWorker(EngineFactory factory, bool with_metrics = true) {
     WorkerProcessOptions options;
     if (!with_metrics) options.metrics_listen_address.clear();
-    options.service.model_loader = SingleRankModelLoader();
+    options.service.model_loader = CpuModelLoader();
     options.service.engine_factory = std::move(factory);
     options.service.poll_interval = absl::Milliseconds(10);
     auto process = WorkerProcess::Start(std::move(options));
@@ -250,8 +250,9 @@ TEST_F(WorkerServiceTest, BadRequestsGetPreciseStatusCodes) {
   EXPECT_EQ(missing.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_NE(missing.error_message().find("/nonexistent/model-dir"), std::string::npos);
   grpc::Status parallel = LoadShard("builtin:demo", /*tp_size=*/2);
-  EXPECT_EQ(parallel.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_NE(parallel.error_message().find("tensor parallelism"), std::string::npos);
+  // A group rank needs the group's rendezvous (tensor_parallel_service_test covers groups).
+  EXPECT_EQ(parallel.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(parallel.error_message().find("rendezvous.peer_addresses"), std::string::npos);
   EXPECT_EQ(Health().state(), v1::WORKER_STATE_IDLE);  // failed loads leave it loadable
 
   ASSERT_TRUE(LoadShard("builtin:demo").ok());

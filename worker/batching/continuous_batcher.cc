@@ -30,6 +30,17 @@ struct ContinuousBatcher::Request {
   double time_to_first_token_seconds = 0;
 };
 
+absl::StatusOr<std::unique_ptr<PagedKvCache>> CreateBatcherKvCache(
+    const LlamaModel& model, const ContinuousBatcherOptions& options) {
+  const PagedKvCacheShape shape{.num_layers = model.config().num_hidden_layers,
+                                .row_size = model.kv_row_size(),
+                                .block_size = options.kv_block_size,
+                                .dtype = options.kv_cache_dtype,
+                                .head_dim = model.config().head_dim};
+  return options.kv_cache_bytes > 0 ? PagedKvCache::CreateWithBytes(shape, options.kv_cache_bytes)
+                                    : PagedKvCache::Create(shape, options.kv_cache_blocks);
+}
+
 absl::StatusOr<std::unique_ptr<ContinuousBatcher>> ContinuousBatcher::Create(
     const LlamaModel& model, const tokenizer::Tokenizer* tokenizer,
     ContinuousBatcherOptions options) {
@@ -39,12 +50,7 @@ absl::StatusOr<std::unique_ptr<ContinuousBatcher>> ContinuousBatcher::Create(
         "positive",
         options.max_step_tokens, options.max_running_sequences));
   }
-  const ModelConfig& config = model.config();
-  const PagedKvCacheShape shape{config.num_hidden_layers, model.kv_row_size(),
-                                options.kv_block_size};
-  absl::StatusOr<std::unique_ptr<PagedKvCache>> cache =
-      options.kv_cache_bytes > 0 ? PagedKvCache::CreateWithBytes(shape, options.kv_cache_bytes)
-                                 : PagedKvCache::Create(shape, options.kv_cache_blocks);
+  absl::StatusOr<std::unique_ptr<PagedKvCache>> cache = CreateBatcherKvCache(model, options);
   if (!cache.ok()) return cache.status();
   return std::unique_ptr<ContinuousBatcher>(
       new ContinuousBatcher(model, tokenizer, options, *std::move(cache)));

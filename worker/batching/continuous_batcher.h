@@ -51,7 +51,15 @@ struct ContinuousBatcherOptions {
   // KV pool size: kv_cache_bytes when positive, else kv_cache_blocks blocks.
   int64_t kv_cache_blocks = 1024;
   int64_t kv_cache_bytes = 0;
+  // INT8 stores ~3.9x more positions in the same bytes, at a small accuracy cost
+  // (docs/ACCURACY.md).
+  KvCacheDtype kv_cache_dtype = KvCacheDtype::kFloat32;
 };
+
+// The paged KV cache a batcher with `options` uses for `model`: tensor-parallel followers build
+// theirs the same way, so that they mirror rank 0's block tables.
+absl::StatusOr<std::unique_ptr<PagedKvCache>> CreateBatcherKvCache(
+    const LlamaModel& model, const ContinuousBatcherOptions& options);
 
 class ContinuousBatcher final : public InferenceEngine {
  public:

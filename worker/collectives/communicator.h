@@ -6,8 +6,9 @@
 // the group is unusable (FailedPrecondition) and must be rebuilt by the caller.
 // A communicator serves one calling thread at a time.
 //
-// Backends: GlooCommunicator (TCP, CPU memory). A future NCCL backend implements the same
-// interface over device memory; CompressedAllReducer only needs this interface.
+// Backend: GlooCommunicator (TCP, CPU memory); CompressedAllReducer only needs this interface.
+// GPU buffers go through the sibling DeviceCommunicator (device_communicator.h, NCCL), which
+// takes device pointers and a CUDA stream instead of host spans.
 #pragma once
 
 #include <cstddef>

@@ -23,10 +23,10 @@ ModelConfig DemoModelConfig() {
   return config;
 }
 
-absl::StatusOr<std::unique_ptr<LlamaModel>> MakeDemoModel(kernels::Backend& backend,
-                                                          uint64_t seed) {
+absl::StatusOr<std::unique_ptr<LlamaModel>> MakeDemoModel(kernels::Backend& backend, uint64_t seed,
+                                                          ModelOptions options) {
   RandomWeightSource source(seed);
-  return BuildLlamaModel(DemoModelConfig(), source, backend);
+  return BuildLlamaModel(DemoModelConfig(), source, backend, options);
 }
 
 }  // namespace flatfleet::engine

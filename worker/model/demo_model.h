@@ -15,7 +15,9 @@ namespace flatfleet::engine {
 // hidden 256, 4 layers, 8 heads, 2 KV heads (GQA), head_dim 32, SwiGLU 688, byte vocabulary.
 ModelConfig DemoModelConfig();
 
+// `options` may make it one rank of a tensor-parallel group (every rank uses the same seed).
 absl::StatusOr<std::unique_ptr<LlamaModel>> MakeDemoModel(kernels::Backend& backend,
-                                                          uint64_t seed = 1234);
+                                                          uint64_t seed = 1234,
+                                                          ModelOptions options = {});
 
 }  // namespace flatfleet::engine

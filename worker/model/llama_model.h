@@ -64,6 +64,8 @@ class LlamaModel {
   // This rank's share of the model (everything when not tensor-parallel).
   const TensorParallelLayout& tensor_parallel_layout() const { return weights_.layout; }
   const WeightLoadStats& weight_load_stats() const { return weights_.load_stats; }
+  // Every prepared linear layer by name (quantized checkpoints are written from it).
+  const std::vector<NamedLinear>& linears() const { return weights_.linears; }
   TensorParallelStats tensor_parallel_stats() const;
 
   // Floats per cached position and layer for each of keys and values: this rank's KV heads

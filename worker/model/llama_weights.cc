@@ -17,8 +17,9 @@ std::string ExpertPrefix(int64_t layer, int64_t expert) {
 // Reads tensors (or this rank's slices of them) and prepares linear layers, counting the bytes.
 class Loader {
  public:
-  Loader(const WeightSource& source, kernels::Backend& backend, WeightLoadStats& stats)
-      : source_(source), backend_(backend), stats_(stats) {}
+  Loader(const WeightSource& source, kernels::Backend& backend, WeightLoadStats& stats,
+         std::vector<NamedLinear>& linears)
+      : source_(source), backend_(backend), stats_(stats), linears_(linears) {}
 
   // A tensor every rank holds whole.
   absl::StatusOr<Tensor> Replicated(const std::string& name, const std::vector<int64_t>& shape) {
@@ -50,9 +51,16 @@ class Loader {
   };
 
   // Column-parallel layers of the same input stacked along the output dimension (e.g. q, k and
-  // v into one GEMM); biases are sliced with their rows.
+  // v into one GEMM, called `name`); biases are sliced with their rows.
   absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> StackedLinear(
-      const std::vector<RowsOf>& parts, int64_t in, bool with_bias) {
+      const std::string& name, const std::vector<RowsOf>& parts, int64_t in, bool with_bias) {
+    LinearLayerRequest request{name,     LinearLayerRequest::Parallel::kColumn, {}, in, 0, in,
+                               with_bias};
+    for (const RowsOf& part : parts) {
+      request.parts.push_back({part.prefix, part.total_rows, part.rows.begin, part.rows.end});
+    }
+    FF_ASSIGN_OR_RETURN(auto prepared, Prepared(request));
+    if (prepared != nullptr) return prepared;
     int64_t out = 0;
     for (const RowsOf& part : parts) out += part.rows.size();
     Tensor weight({out, in});
@@ -70,31 +78,78 @@ class Loader {
       }
       row += part.rows.size();
     }
-    return backend_.PrepareLinear(weight, with_bias ? &bias : nullptr);
+    return Record(request, backend_.PrepareLinear(weight, with_bias ? &bias : nullptr));
   }
 
   // A row-parallel layer's share: input columns `columns` of `prefix` [out, in]. Each rank's
   // output is a partial sum, so the bias (when `with_bias`) must be added by one rank only.
   absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> RowParallelLinear(
       const std::string& prefix, int64_t out, int64_t in, IndexRange columns, bool with_bias) {
+    LinearLayerRequest request{prefix.substr(0, prefix.size() - 1),
+                               LinearLayerRequest::Parallel::kRow,
+                               {{prefix, out, 0, out}},
+                               in,
+                               columns.begin,
+                               columns.end,
+                               with_bias};
+    FF_ASSIGN_OR_RETURN(auto prepared, Prepared(request));
+    if (prepared != nullptr) return prepared;
     FF_ASSIGN_OR_RETURN(Tensor weight,
                         Sharded(prefix + "weight", {out, in}, {1, columns.begin, columns.end}));
-    if (!with_bias) return backend_.PrepareLinear(weight, nullptr);
+    if (!with_bias) return Record(request, backend_.PrepareLinear(weight, nullptr));
     FF_ASSIGN_OR_RETURN(Tensor bias, Replicated(prefix + "bias", {out}));
-    return backend_.PrepareLinear(weight, &bias);
+    return Record(request, backend_.PrepareLinear(weight, &bias));
   }
 
   // A layer every rank holds whole.
   absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> ReplicatedLinear(const std::string& prefix,
                                                                           int64_t out, int64_t in) {
+    LinearLayerRequest request{prefix.substr(0, prefix.size() - 1),
+                               LinearLayerRequest::Parallel::kReplicated,
+                               {{prefix, out, 0, out}},
+                               in,
+                               0,
+                               in,
+                               false};
+    FF_ASSIGN_OR_RETURN(auto prepared, Prepared(request));
+    if (prepared != nullptr) return prepared;
     FF_ASSIGN_OR_RETURN(Tensor weight, Replicated(prefix + "weight", {out, in}));
-    return backend_.PrepareLinear(weight, nullptr);
+    return Record(request, backend_.PrepareLinear(weight, nullptr));
+  }
+
+  // Notes a prepared layer in the weights' index.
+  std::unique_ptr<kernels::LinearWeight> Record(const LinearLayerRequest& request,
+                                                std::unique_ptr<kernels::LinearWeight> handle) {
+    linears_.push_back({request, handle.get()});
+    return handle;
   }
 
  private:
+  // The source's own prepared layer (a quantized checkpoint), or nullptr.
+  absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> Prepared(
+      const LinearLayerRequest& request) {
+    FF_ASSIGN_OR_RETURN(std::unique_ptr<kernels::LinearWeight> prepared,
+                        source_.LoadPreparedLinear(request));
+    if (prepared == nullptr) return prepared;
+    int64_t out = 0;
+    for (const LinearLayerRequest::Part& part : request.parts) {
+      out += part.row_end - part.row_begin;
+    }
+    const int64_t in = request.parallel == LinearLayerRequest::Parallel::kRow
+                           ? request.column_end - request.column_begin
+                           : request.in_features;
+    if (prepared->in_features() != in || prepared->out_features() != out) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer '", request.name, "': the source prepared it as [", prepared->out_features(), ", ",
+          prepared->in_features(), "], this rank needs [", out, ", ", in, "]"));
+    }
+    return Record(request, std::move(prepared));
+  }
+
   const WeightSource& source_;
   kernels::Backend& backend_;
   WeightLoadStats& stats_;
+  std::vector<NamedLinear>& linears_;
 };
 
 // The rows of `heads` in a projection whose outputs are heads of `head_dim` values.
@@ -162,7 +217,7 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const W
                                               const TensorParallelLayout& layout) {
   LlamaWeights weights;
   weights.layout = layout;
-  Loader load(source, backend, weights.load_stats);
+  Loader load(source, backend, weights.load_stats, weights.linears);
   const int64_t hidden = config.hidden_size;
   const int64_t inter = config.intermediate_size;
   const IndexRange local_inter = layout.intermediate;
@@ -183,7 +238,8 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const W
     const std::string attn = prefix + "self_attn.";
     const bool bias = config.attention_bias;
     FF_ASSIGN_OR_RETURN(w.qkv_proj,
-                        load.StackedLinear({{attn + "q_proj.", config.q_size(), q_rows},
+                        load.StackedLinear(attn + "qkv_proj",
+                                           {{attn + "q_proj.", config.q_size(), q_rows},
                                             {attn + "k_proj.", config.kv_size(), kv_rows},
                                             {attn + "v_proj.", config.kv_size(), kv_rows}},
                                            hidden, bias));
@@ -199,12 +255,14 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const W
         const std::string expert = ExpertPrefix(layer, e);
         FF_ASSIGN_OR_RETURN(
             w.experts[e].gate,
-            load.StackedLinear({{expert + "w1.", inter, local_inter}}, hidden, false));
+            load.StackedLinear(expert + "w1", {{expert + "w1.", inter, local_inter}}, hidden,
+                               false));
         FF_ASSIGN_OR_RETURN(w.experts[e].down, load.RowParallelLinear(expert + "w2.", hidden, inter,
                                                                       local_inter, false));
         FF_ASSIGN_OR_RETURN(
             w.experts[e].up,
-            load.StackedLinear({{expert + "w3.", inter, local_inter}}, hidden, false));
+            load.StackedLinear(expert + "w3", {{expert + "w3.", inter, local_inter}}, hidden,
+                               false));
         w.expert_views.push_back(
             {w.experts[e].gate.get(), w.experts[e].up.get(), w.experts[e].down.get()});
       }
@@ -212,7 +270,8 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const W
       const std::string mlp = prefix + "mlp.";
       const bool mlp_bias = config.mlp_bias;
       FF_ASSIGN_OR_RETURN(w.gate_up_proj,
-                          load.StackedLinear({{mlp + "gate_proj.", inter, local_inter},
+                          load.StackedLinear(mlp + "gate_up_proj",
+                                             {{mlp + "gate_proj.", inter, local_inter},
                                               {mlp + "up_proj.", inter, local_inter}},
                                              hidden, mlp_bias));
       FF_ASSIGN_OR_RETURN(w.down_proj,
@@ -222,7 +281,15 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const W
   }
   FF_ASSIGN_OR_RETURN(weights.final_norm, load.Replicated("model.norm.weight", {hidden}));
   if (config.tie_word_embeddings) {
-    weights.lm_head = backend.PrepareLinear(embedding, nullptr);
+    weights.lm_head = load.Record(
+        {"lm_head",
+         LinearLayerRequest::Parallel::kColumn,
+         {{"model.embed_tokens.", config.vocab_size, layout.vocab.begin, layout.vocab.end}},
+         hidden,
+         0,
+         hidden,
+         false},
+        backend.PrepareLinear(embedding, nullptr));
   } else {
     if (!source.Has("lm_head.weight")) {
       return absl::NotFoundError(
@@ -230,7 +297,8 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const W
     }
     FF_ASSIGN_OR_RETURN(
         weights.lm_head,
-        load.StackedLinear({{"lm_head.", config.vocab_size, layout.vocab}}, hidden, false));
+        load.StackedLinear("lm_head", {{"lm_head.", config.vocab_size, layout.vocab}}, hidden,
+                           false));
   }
   if (layout.sharded()) {
     // A zero row for ids outside this rank's range: the embedding lookup stays one backend

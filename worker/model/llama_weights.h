@@ -42,6 +42,13 @@ struct WeightLoadStats {
   int64_t replicated_bytes = 0;  // held whole (norms, router; row-parallel biases on rank 0)
 };
 
+// A prepared linear layer of the model and how it was requested from the weight source (its
+// name, stacked checkpoint tensors and this rank's share); `handle` is owned by LlamaWeights.
+struct NamedLinear {
+  LinearLayerRequest request;
+  const kernels::LinearWeight* handle = nullptr;
+};
+
 // On a tensor-parallel rank (layout.sharded()) the projections hold only that rank's slice:
 // qkv_proj its query heads' and KV heads' rows, o_proj their input columns, gate_up_proj and
 // every expert's gate/up its intermediate rows, down_proj (and expert down) their columns;
@@ -55,6 +62,8 @@ struct LlamaWeights {
   std::unique_ptr<kernels::LinearWeight> lm_head;  // the embedding when tied; layout.vocab rows
   TensorParallelLayout layout;
   WeightLoadStats load_stats;
+  // Every linear layer in load order (a quantized checkpoint is written from this list).
+  std::vector<NamedLinear> linears;
 };
 
 // Every tensor the model reads, with its expected shape, in checkpoint naming. `lm_head.weight`

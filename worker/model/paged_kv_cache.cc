@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "absl/strings/str_format.h"
+#include "kernels/cpu/kv_quantization.h"
 
 namespace flatfleet::engine {
 
@@ -15,6 +16,12 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const PagedKv
         "paged KV cache: layers (%d), row size (%d) and block size (%d) must be positive",
         shape.num_layers, shape.row_size, shape.block_size));
   }
+  if (shape.dtype == KvCacheDtype::kInt8 &&
+      (shape.head_dim <= 0 || shape.row_size % shape.head_dim != 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("paged KV cache: INT8 needs a head_dim (%d) that divides the row size (%d)",
+                        shape.head_dim, shape.row_size));
+  }
   if (num_blocks <= 0 || num_blocks > INT32_MAX) {
     return absl::InvalidArgumentError(
         absl::StrFormat("paged KV cache: %d blocks is not a usable pool size", num_blocks));
@@ -23,8 +30,15 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const PagedKv
 }
 
 int64_t PagedKvCache::BytesPerBlock(const PagedKvCacheShape& shape) {
-  return 2 * shape.num_layers * shape.block_size * shape.row_size *
-         static_cast<int64_t>(sizeof(float));
+  int64_t bytes_per_row = shape.row_size * static_cast<int64_t>(sizeof(float));
+  if (shape.dtype == KvCacheDtype::kInt8 && shape.head_dim > 0) {
+    bytes_per_row = shape.row_size + shape.row_size / shape.head_dim * 2;  // codes + FP16 scales
+  }
+  return 2 * shape.num_layers * shape.block_size * bytes_per_row;
+}
+
+int64_t PagedKvCache::heads_per_row() const {
+  return shape_.dtype == KvCacheDtype::kInt8 ? shape_.row_size / shape_.head_dim : 0;
 }
 
 absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::CreateWithBytes(
@@ -39,10 +53,18 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::CreateWithBytes(
 
 PagedKvCache::PagedKvCache(const PagedKvCacheShape& shape, int64_t num_blocks)
     : shape_(shape), num_blocks_(num_blocks) {
-  const size_t floats =
+  const size_t elements =
       static_cast<size_t>(shape.num_layers * num_blocks * shape.block_size * shape.row_size);
-  keys_.assign(floats, 0.0f);
-  values_.assign(floats, 0.0f);
+  if (shape.dtype == KvCacheDtype::kInt8) {
+    const size_t scales = elements / static_cast<size_t>(shape.head_dim);
+    key_codes_.assign(elements, 0);
+    value_codes_.assign(elements, 0);
+    key_scales_.assign(scales, 0);
+    value_scales_.assign(scales, 0);
+  } else {
+    keys_.assign(elements, 0.0f);
+    values_.assign(elements, 0.0f);
+  }
   free_list_.reserve(num_blocks);
   for (int64_t block = num_blocks - 1; block >= 0; --block) {
     free_list_.push_back(static_cast<int32_t>(block));
@@ -120,9 +142,19 @@ void PagedKvCache::Write(int64_t layer, SequenceId sequence, int64_t begin, int6
     const int64_t run = std::min(count - done, shape_.block_size - in_block);
     const size_t offset =
         Offset(layer, seq.block_table[position / shape_.block_size]) + in_block * row;
-    const size_t bytes = sizeof(float) * run * row;
-    std::memcpy(keys_.data() + offset, keys + done * row, bytes);
-    std::memcpy(values_.data() + offset, values + done * row, bytes);
+    if (shape_.dtype == KvCacheDtype::kInt8) {
+      const int64_t heads = heads_per_row();
+      const size_t scale_offset = offset / static_cast<size_t>(shape_.head_dim);
+      kernels::cpu::QuantizeKvRows(keys + done * row, run, heads, shape_.head_dim,
+                                   key_codes_.data() + offset, key_scales_.data() + scale_offset);
+      kernels::cpu::QuantizeKvRows(values + done * row, run, heads, shape_.head_dim,
+                                   value_codes_.data() + offset,
+                                   value_scales_.data() + scale_offset);
+    } else {
+      const size_t bytes = sizeof(float) * run * row;
+      std::memcpy(keys_.data() + offset, keys + done * row, bytes);
+      std::memcpy(values_.data() + offset, values + done * row, bytes);
+    }
     done += run;
   }
 }
@@ -139,7 +171,19 @@ std::vector<kernels::KvBlock> PagedKvCache::Blocks(int64_t layer, SequenceId seq
       continue;
     }
     const size_t offset = Offset(layer, seq.block_table[i]);
-    blocks.push_back({keys_.data() + offset, values_.data() + offset, positions});
+    kernels::KvBlock block;
+    block.num_positions = positions;
+    if (shape_.dtype == KvCacheDtype::kInt8) {
+      const size_t scale_offset = offset / static_cast<size_t>(shape_.head_dim);
+      block.key_codes = key_codes_.data() + offset;
+      block.value_codes = value_codes_.data() + offset;
+      block.key_scales = key_scales_.data() + scale_offset;
+      block.value_scales = value_scales_.data() + scale_offset;
+    } else {
+      block.keys = keys_.data() + offset;
+      block.values = values_.data() + offset;
+    }
+    blocks.push_back(block);
   }
   return blocks;
 }

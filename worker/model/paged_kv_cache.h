@@ -13,10 +13,16 @@
 
 namespace flatfleet::engine {
 
+// float32, or INT8 codes with one FP16 scale per position and KV head
+// (kernels/cpu/kv_quantization.h): about 3.9x smaller at head_dim 128.
+enum class KvCacheDtype { kFloat32, kInt8 };
+
 struct PagedKvCacheShape {
   int64_t num_layers = 0;
-  int64_t row_size = 0;     // floats per position and layer: LlamaModel::kv_row_size()
+  int64_t row_size = 0;     // values per position and layer: LlamaModel::kv_row_size()
   int64_t block_size = 16;  // positions per block
+  KvCacheDtype dtype = KvCacheDtype::kFloat32;
+  int64_t head_dim = 0;  // INT8 only: row_size must be a multiple (one scale per head)
 };
 
 class PagedKvCache final : public KvCache {
@@ -24,7 +30,7 @@ class PagedKvCache final : public KvCache {
   // A pool of `num_blocks` blocks; every block holds `block_size` positions of every layer.
   static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const PagedKvCacheShape& shape,
                                                               int64_t num_blocks);
-  // As many blocks as fit in `bytes` (keys and values of all layers, float32).
+  // As many blocks as fit in `bytes` (keys and values of all layers, in the shape's dtype).
   static absl::StatusOr<std::unique_ptr<PagedKvCache>> CreateWithBytes(
       const PagedKvCacheShape& shape, int64_t bytes);
   static int64_t BytesPerBlock(const PagedKvCacheShape& shape);
@@ -65,8 +71,14 @@ class PagedKvCache final : public KvCache {
 
   PagedKvCacheShape shape_;
   int64_t num_blocks_;
-  std::vector<float> keys_;  // [layer, block, position in block, row_size]
+  int64_t heads_per_row() const;
+
+  std::vector<float> keys_;  // float32: [layer, block, position in block, row_size]
   std::vector<float> values_;
+  std::vector<int8_t> key_codes_;  // INT8: codes as keys_, scales [layer, block, position, head]
+  std::vector<int8_t> value_codes_;
+  std::vector<uint16_t> key_scales_;
+  std::vector<uint16_t> value_scales_;
   std::vector<int32_t> free_list_;  // a stack; the lowest ids are handed out first
   SequenceId next_id_ = 0;
   std::map<SequenceId, Sequence> sequences_;

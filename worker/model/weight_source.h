@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "common/safetensors.h"
 #include "common/tensor.h"
+#include "kernels/backend.h"
 
 namespace flatfleet::engine {
 
@@ -19,6 +20,28 @@ struct TensorSlice {
   int dim = 0;
   int64_t begin = 0;
   int64_t end = 0;
+};
+
+// One linear layer as the model prepares it (checkpoint tensors stacked along the output rows,
+// e.g. q_proj, k_proj and v_proj into qkv_proj) and the share of it this rank holds.
+struct LinearLayerRequest {
+  enum class Parallel { kReplicated, kColumn, kRow };
+  // A checkpoint tensor stacked into the layer: `prefix` + "weight" has `total_rows` rows, of
+  // which this rank holds [row_begin, row_end).
+  struct Part {
+    std::string prefix;
+    int64_t total_rows = 0;
+    int64_t row_begin = 0;
+    int64_t row_end = 0;
+  };
+  std::string name;  // "model.layers.0.self_attn.qkv_proj", "lm_head", ...
+  Parallel parallel = Parallel::kReplicated;
+  std::vector<Part> parts;  // in stacking order
+  int64_t in_features = 0;  // of the whole layer
+  // Row-parallel: this rank's input columns [column_begin, column_end); others: all of them.
+  int64_t column_begin = 0;
+  int64_t column_end = 0;
+  bool with_bias = false;  // this rank adds the layer's bias
 };
 
 class WeightSource {
@@ -32,6 +55,12 @@ class WeightSource {
   // the whole tensor and cuts it; sources that can read a part directly override it.
   virtual absl::StatusOr<Tensor> LoadSlice(std::string_view name, const std::vector<int64_t>& shape,
                                            const TensorSlice& slice) const;
+  // A layer the source provides already prepared (a quantized checkpoint's stored layers), or
+  // nullptr: the model then loads the float tensors and prepares them on its backend.
+  virtual absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> LoadPreparedLinear(
+      const LinearLayerRequest& request) const {
+    return std::unique_ptr<kernels::LinearWeight>();
+  }
 };
 
 // Reads a checkpoint directory (or file) through WeightStore.

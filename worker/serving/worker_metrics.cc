@@ -65,6 +65,25 @@ absl::Status WorkerMetrics::Init() {
   FF_ASSIGN_OR_RETURN(kv_blocks_total_,
                       OnlyChild(registry_.AddGauge("flatfleet_worker_kv_cache_total_blocks",
                                                    "KV-cache blocks in the pool.")));
+  // Tensor-parallel ranks: the all-reduces after o_proj and down_proj. "raw" is what a ring FP32
+  // all-reduce of the same data would send, "wire" what was sent (INT8 codes and scales when
+  // compressed); their ratio is the compression.
+  FF_ASSIGN_OR_RETURN(
+      metrics::CounterFamily * all_reduce_bytes,
+      registry_.AddCounter("flatfleet_allreduce_bytes_total",
+                           "Bytes this rank sent in tensor-parallel layer all-reduces: raw (FP32 "
+                           "ring equivalent) or wire (actually sent).",
+                           {"kind"}));
+  FF_ASSIGN_OR_RETURN(all_reduce_raw_bytes_, all_reduce_bytes->WithLabels({"raw"}));
+  FF_ASSIGN_OR_RETURN(all_reduce_wire_bytes_, all_reduce_bytes->WithLabels({"wire"}));
+  FF_ASSIGN_OR_RETURN(all_reduce_seconds_,
+                      OnlyChild(registry_.AddCounter(
+                          "flatfleet_allreduce_seconds_total",
+                          "Wall time inside tensor-parallel layer all-reduces (compression "
+                          "included).")));
+  FF_ASSIGN_OR_RETURN(all_reduce_calls_,
+                      OnlyChild(registry_.AddCounter("flatfleet_allreduce_calls_total",
+                                                     "Tensor-parallel layer all-reduces run.")));
   return absl::OkStatus();
 }
 
@@ -104,6 +123,30 @@ void WorkerMetrics::RecordEngineStats(const EngineStats& stats) {
         static_cast<double>(stats.generated_tokens_total - counted_generation_tokens_));
     counted_generation_tokens_ = stats.generated_tokens_total;
   }
+}
+
+}  // namespace flatfleet::engine
+
+namespace flatfleet::engine {
+
+void WorkerMetrics::RecordAllReduce(const collectives::AllReduceStats& totals) {
+  absl::MutexLock lock(&mutex_);
+  collectives::AllReduceStats& counted = counted_all_reduce_;
+  // Fewer calls than counted: a new model (a new group) started its totals from zero.
+  if (totals.calls < counted.calls) counted = collectives::AllReduceStats();
+  if (totals.raw_bytes > counted.raw_bytes) {
+    all_reduce_raw_bytes_->Increment(static_cast<double>(totals.raw_bytes - counted.raw_bytes));
+  }
+  if (totals.wire_bytes > counted.wire_bytes) {
+    all_reduce_wire_bytes_->Increment(static_cast<double>(totals.wire_bytes - counted.wire_bytes));
+  }
+  if (totals.seconds_total > counted.seconds_total) {
+    all_reduce_seconds_->Increment(totals.seconds_total - counted.seconds_total);
+  }
+  if (totals.calls > counted.calls) {
+    all_reduce_calls_->Increment(static_cast<double>(totals.calls - counted.calls));
+  }
+  counted = totals;
 }
 
 }  // namespace flatfleet::engine

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/metrics/metrics_registry.h"
+#include "worker/collectives/all_reduce_stats.h"
 #include "worker/serving/inference_engine.h"
 
 namespace flatfleet::engine {
@@ -30,6 +31,8 @@ class WorkerMetrics {
   void RecordResult(const EngineResult& result);
   // Gauges from the latest step, and the token counters as far as the engine has counted.
   void RecordEngineStats(const EngineStats& stats);
+  // A tensor-parallel rank's layer all-reduce totals so far (the model's running totals).
+  void RecordAllReduce(const collectives::AllReduceStats& totals);
 
  private:
   WorkerMetrics() = default;
@@ -46,11 +49,16 @@ class WorkerMetrics {
   metrics::Gauge* running_ = nullptr;
   metrics::Gauge* kv_blocks_used_ = nullptr;
   metrics::Gauge* kv_blocks_total_ = nullptr;
+  metrics::Counter* all_reduce_raw_bytes_ = nullptr;
+  metrics::Counter* all_reduce_wire_bytes_ = nullptr;
+  metrics::Counter* all_reduce_seconds_ = nullptr;
+  metrics::Counter* all_reduce_calls_ = nullptr;
 
   // Engine totals already added to the counters (the engine reports running totals).
   absl::Mutex mutex_;
   int64_t counted_prompt_tokens_ ABSL_GUARDED_BY(mutex_) = 0;
   int64_t counted_generation_tokens_ ABSL_GUARDED_BY(mutex_) = 0;
+  collectives::AllReduceStats counted_all_reduce_ ABSL_GUARDED_BY(mutex_);
 };
 
 }  // namespace flatfleet::engine

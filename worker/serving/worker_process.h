@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "security/transport_security.h"
 #include "worker/serving/metrics_http_server.h"
 #include "worker/serving/worker_metrics.h"
 #include "worker/serving/worker_service.h"
@@ -23,6 +24,8 @@ struct WorkerProcessOptions {
   std::string metrics_listen_address = "127.0.0.1:0";
   // Bound on one gRPC message either way (a WorkItem or a WorkResult).
   int max_message_bytes = 16 << 20;
+  // TLS (mutual when a client CA is set) and the cluster-secret check; plaintext by default.
+  security::ServerSecurity security;
   // model_loader and engine_factory are required; on_state_change is taken by the process.
   WorkerServiceOptions service;
 };

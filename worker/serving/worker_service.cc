@@ -1,5 +1,7 @@
 #include "worker/serving/worker_service.h"
 
+#include <unistd.h>
+
 #include <deque>
 #include <optional>
 #include <thread>
@@ -8,6 +10,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "worker/serving/tensor_parallel_leader.h"
 
 namespace flatfleet::engine {
 namespace {
@@ -40,6 +44,15 @@ const char* StateName(v1::WorkerState state) {
     default:
       return "unspecified";
   }
+}
+
+// Physical RAM: a CPU worker's "device" memory for the planner.
+void FillHostMemory(v1::HealthResponse& response) {
+  const long page = sysconf(_SC_PAGE_SIZE);
+  const long total = sysconf(_SC_PHYS_PAGES);
+  const long available = sysconf(_SC_AVPHYS_PAGES);
+  if (page > 0 && total > 0) response.set_device_memory_bytes_total(uint64_t(total) * page);
+  if (page > 0 && available > 0) response.set_device_memory_bytes_free(uint64_t(available) * page);
 }
 
 }  // namespace
@@ -111,12 +124,125 @@ WorkerServiceImpl::WorkerServiceImpl(WorkerServiceOptions options, WorkerMetrics
 
 WorkerServiceImpl::~WorkerServiceImpl() {
   std::shared_ptr<EngineDriver> driver;
+  std::unique_ptr<TensorParallelFollower> follower;
   {
     absl::MutexLock lock(&mutex_);
     driver = std::move(driver_);
+    follower = std::move(follower_);
   }
-  // Joins the engine thread (its last callbacks still use this object) before the model goes.
+  // Joins the engine thread (its last callbacks still use this object) before the model goes;
+  // rank 0's engine tells its followers to stop on the way.
   driver.reset();
+  follower.reset();
+}
+
+void WorkerServiceImpl::TearDownModel() {
+  std::shared_ptr<EngineDriver> driver;
+  std::unique_ptr<TensorParallelFollower> follower;
+  std::unique_ptr<LoadedModel> model;
+  {
+    absl::MutexLock lock(&mutex_);
+    driver = std::move(driver_);
+    follower = std::move(follower_);
+    model = std::move(model_);
+  }
+  // Outside the lock: their threads call back into this object while they end.
+  driver.reset();
+  follower.reset();
+  model.reset();
+  group_failed_ = false;
+}
+
+void WorkerServiceImpl::OnGroupFailure(const absl::Status& status) {
+  group_failed_ = true;
+  absl::MutexLock lock(&mutex_);
+  std::fprintf(stderr, "worker: %s failed: %s\n", group_description_.c_str(),
+               std::string(status.message()).c_str());
+  if (state_ != v1::WORKER_STATE_FAILED) {
+    SetState(v1::WORKER_STATE_FAILED,
+             absl::StrCat(group_description_, " failed: ", status.message()));
+  }
+}
+
+void WorkerServiceImpl::OnFollowerEnd(const absl::Status& status) {
+  if (!status.ok()) return OnGroupFailure(status);
+  absl::MutexLock lock(&mutex_);
+  group_ended_ = true;
+  SetState(v1::WORKER_STATE_DRAINING,
+           absl::StrCat(group_description_, ": rank 0 stopped the group; LoadShard may join ",
+                        "a new one"));
+}
+
+absl::StatusOr<v1::OpenRendezvousResponse> WorkerServiceImpl::Open(
+    const v1::OpenRendezvousRequest& request) {
+  if (request.backend() == v1::COLLECTIVE_BACKEND_NCCL) {
+    return absl::UnimplementedError("backend NCCL: this CPU worker has only the Gloo backend");
+  }
+  if (request.tp_size() < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("tp_size %d: a rendezvous is for groups of 2 or more", request.tp_size()));
+  }
+  absl::StatusOr<std::string> host =
+      RendezvousHost(request.host().empty() ? std::string("127.0.0.1") : request.host());
+  if (!host.ok()) return host.status();
+  absl::MutexLock lock(&mutex_);
+  if (state_ != v1::WORKER_STATE_IDLE && state_ != v1::WORKER_STATE_FAILED && !group_ended_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("worker is ", StateName(state_), " ('", model_path_,
+                     "'); only an idle worker opens a rendezvous for a new group"));
+  }
+  rendezvous_store_.reset();  // a previous group's
+  absl::StatusOr<std::unique_ptr<collectives::TcpStoreServer>> store =
+      collectives::TcpStoreServer::Start(*host, 0);
+  if (!store.ok()) {
+    return absl::Status(
+        store.status().code(),
+        absl::StrCat("cannot host the rendezvous store for group '", request.group_id(), "' on ",
+                     *host, ": ", store.status().message()));
+  }
+  rendezvous_store_ = *std::move(store);
+  v1::OpenRendezvousResponse response;
+  response.set_backend(v1::COLLECTIVE_BACKEND_GLOO);
+  response.set_store_address(absl::StrCat(*host, ":", rendezvous_store_->port()));
+  return response;
+}
+
+grpc::Status WorkerServiceImpl::OpenRendezvous(grpc::ServerContext* context,
+                                               const v1::OpenRendezvousRequest* request,
+                                               v1::OpenRendezvousResponse* response) {
+  absl::StatusOr<v1::OpenRendezvousResponse> opened = Open(*request);
+  if (!opened.ok()) return ToGrpcStatus(opened.status());
+  *response = *std::move(opened);
+  return grpc::Status::OK;
+}
+
+absl::Status WorkerServiceImpl::StartGroupRank(const v1::LoadShardRequest& request) {
+  const LlamaModel* model = model_->model.get();
+  collectives::FailureTrackingCommunicator& communicator = *model_->communicator;
+  auto record_traffic = [this, model] {
+    metrics_.RecordAllReduce(model->tensor_parallel_stats().layer_all_reduce);
+  };
+  if (model_->tp_rank > 0) {
+    absl::StatusOr<std::unique_ptr<PagedKvCache>> cache =
+        CreateBatcherKvCache(*model, options_.group_batcher_options);
+    if (!cache.ok()) return cache.status();
+    follower_ = std::make_unique<TensorParallelFollower>(
+        *model, communicator, *std::move(cache), record_traffic,
+        [this](const absl::Status& status) { OnFollowerEnd(status); });
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::unique_ptr<ContinuousBatcher>> batcher =
+      ContinuousBatcher::Create(*model, model_->tokenizer.get(), options_.group_batcher_options);
+  if (!batcher.ok()) return batcher.status();
+  auto leader = std::make_unique<TensorParallelLeader>(
+      *std::move(batcher), communicator, options_.group_heartbeat_interval,
+      [this](const absl::Status& status) { OnGroupFailure(status); });
+  driver_ = std::make_shared<EngineDriver>(std::move(leader),
+                                           [this, record_traffic](const EngineStats& stats) {
+                                             metrics_.RecordEngineStats(stats);
+                                             record_traffic();
+                                           });
+  return absl::OkStatus();
 }
 
 void WorkerServiceImpl::SetState(v1::WorkerState state, std::string message) {
@@ -132,8 +258,19 @@ v1::WorkerState WorkerServiceImpl::state() const {
 
 absl::Status WorkerServiceImpl::Load(const v1::LoadShardRequest& request,
                                      v1::LoadShardResponse* response) {
+  bool replace_model = false;
   {
     absl::MutexLock lock(&mutex_);
+    replace_model = state_ == v1::WORKER_STATE_FAILED || group_ended_;
+  }
+  // A failed (or stopped) group's rank starts over with a new group.
+  if (replace_model) TearDownModel();
+  {
+    absl::MutexLock lock(&mutex_);
+    if (replace_model) {
+      group_ended_ = false;
+      SetState(v1::WORKER_STATE_IDLE, "the previous group's model was released");
+    }
     switch (state_) {
       case v1::WORKER_STATE_LOADING:
         return absl::FailedPreconditionError(
@@ -148,31 +285,52 @@ absl::Status WorkerServiceImpl::Load(const v1::LoadShardRequest& request,
         break;
     }
     model_path_ = request.model_path();
-    SetState(v1::WORKER_STATE_LOADING, absl::StrCat("loading '", request.model_path(), "'"));
+    group_description_ = request.tp_size() > 1
+                             ? absl::StrFormat("rank %d/%d of group '%s'", request.tp_rank(),
+                                               request.tp_size(), request.rendezvous().group_id())
+                             : std::string("single-rank worker");
+    SetState(v1::WORKER_STATE_LOADING,
+             absl::StrCat("loading '", request.model_path(), "' as ", group_description_));
   }
 
-  // Loading takes long; Health keeps answering (LOADING) meanwhile.
+  // Loading (and joining the group's peers) takes long; Health keeps answering meanwhile.
   absl::StatusOr<LoadedModel> loaded = options_.model_loader(request);
+  const bool grouped = loaded.ok() && loaded->tp_size > 1;
   absl::StatusOr<std::unique_ptr<InferenceEngine>> engine =
-      loaded.ok() ? options_.engine_factory(*loaded->model, loaded->tokenizer.get())
-                  : absl::StatusOr<std::unique_ptr<InferenceEngine>>(loaded.status());
+      !loaded.ok() ? absl::StatusOr<std::unique_ptr<InferenceEngine>>(loaded.status())
+      : grouped    ? absl::StatusOr<std::unique_ptr<InferenceEngine>>(nullptr)
+                   : options_.engine_factory(*loaded->model, loaded->tokenizer.get());
 
   absl::MutexLock lock(&mutex_);
-  if (!engine.ok()) {
-    // A failed load leaves the worker able to try another.
-    SetState(v1::WORKER_STATE_IDLE, absl::StrCat("loading '", request.model_path(),
-                                                 "' failed: ", engine.status().message()));
-    return engine.status();
+  absl::Status started = engine.status();
+  if (started.ok()) {
+    model_ = std::make_unique<LoadedModel>(*std::move(loaded));
+    if (grouped) {
+      started = StartGroupRank(request);
+    } else {
+      driver_ = std::make_shared<EngineDriver>(
+          *std::move(engine),
+          [this](const EngineStats& stats) { metrics_.RecordEngineStats(stats); });
+    }
   }
-  model_ = std::make_unique<LoadedModel>(*std::move(loaded));
-  driver_ = std::make_shared<EngineDriver>(
-      *std::move(engine), [this](const EngineStats& stats) { metrics_.RecordEngineStats(stats); });
+  if (!started.ok()) {
+    // A failed load leaves the worker able to try another.
+    if (model_ != nullptr) model_.reset();
+    SetState(v1::WORKER_STATE_IDLE,
+             absl::StrCat("loading '", request.model_path(), "' as ", group_description_,
+                          " failed: ", started.message()));
+    return started;
+  }
   const ModelConfig& config = model_->model->config();
   response->set_vocab_size(static_cast<uint32_t>(config.vocab_size));
   response->set_max_context_tokens(static_cast<uint32_t>(config.max_position_embeddings));
   // The engine interface does not report its block size, so the capacity is unknown here.
   response->set_kv_cache_tokens(0);
-  SetState(v1::WORKER_STATE_READY, absl::StrCat("serving '", request.model_path(), "'"));
+  SetState(
+      v1::WORKER_STATE_READY,
+      follower_ != nullptr
+          ? absl::StrCat(group_description_, " following rank 0 on '", request.model_path(), "'")
+          : absl::StrCat("serving '", request.model_path(), "' as ", group_description_));
   return absl::OkStatus();
 }
 
@@ -185,6 +343,7 @@ grpc::Status WorkerServiceImpl::LoadShard(grpc::ServerContext* context,
 grpc::Status WorkerServiceImpl::Health(grpc::ServerContext* context,
                                        const v1::HealthRequest* request,
                                        v1::HealthResponse* response) {
+  FillHostMemory(*response);
   absl::MutexLock lock(&mutex_);
   response->set_state(state_);
   std::string message = state_message_;
@@ -204,7 +363,13 @@ absl::StatusOr<std::shared_ptr<EngineDriver>> WorkerServiceImpl::AcceptingDriver
   absl::MutexLock lock(&mutex_);
   switch (state_) {
     case v1::WORKER_STATE_READY:
+      if (driver_ == nullptr) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "this worker is ", group_description_, "; only rank 0 of a group serves RunWork"));
+      }
       return driver_;
+    case v1::WORKER_STATE_FAILED:
+      return absl::UnavailableError(absl::StrCat("the worker failed: ", state_message_));
     case v1::WORKER_STATE_DRAINING:
       return absl::UnavailableError("the worker is draining and accepts no new work");
     default:
@@ -297,7 +462,19 @@ grpc::Status WorkerServiceImpl::RunWork(
   bool client_gone = false;
   while (!client_gone) {
     bool done = false;
-    for (const v1::WorkResult& result : work->Take(options_.poll_interval, &done)) {
+    std::deque<v1::WorkResult> taken = work->Take(options_.poll_interval, &done);
+    if (group_failed_) {
+      // The group broke: what it answered since may be wrong, and the coordinator must
+      // re-dispatch everything this stream holds, so end the stream instead.
+      for (uint64_t work_id : work->Abandon()) driver->Cancel(work->EngineId(work_id));
+      // The coordinator keeps its side open; cancelling the call ends the blocked Read() (the
+      // client sees CANCELLED; Health says why).
+      context->TryCancel();
+      reader.join();
+      absl::MutexLock lock(&mutex_);
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, state_message_);
+    }
+    for (const v1::WorkResult& result : taken) {
       if (!stream->Write(result)) {
         client_gone = true;
         break;

@@ -9,9 +9,9 @@
 //
 // Float epilogue (float32, this order; the GPU must use it to be bit-exact, or stay within
 // (G + 2) * 2^-24 * s_x[m] * sum_g |float(acc_g) * s_w[n, g]| if it reorders the group sum):
-//   partial = 0; for g = 0..G-1: partial += float(acc[m, n, g]) * s_w[n, g]
+//   partial = 0; for g = 0..G-1: partial = fma(float(acc[m, n, g]), s_w[n, g], partial)
 //   Y[m, n] = partial * s_x[m]
-// float(acc) is round-to-nearest-even (GPU: __int2float_rn).
+// float(acc) is round-to-nearest-even (GPU: __int2float_rn); fma is one rounding (GPU: fmaf).
 #pragma once
 
 #include <cstdint>

@@ -9,7 +9,7 @@ namespace flatfleet::quant {
 
 int32_t MinCode(const QuantFormat& format) {
   const int32_t half = 1 << (format.bits - 1);
-  return format.symmetric ? -(half - 1) : -half;
+  return format.symmetric && !format.balanced ? -(half - 1) : -half;
 }
 
 int32_t MaxCode(const QuantFormat& format) { return (1 << (format.bits - 1)) - 1; }
@@ -17,6 +17,7 @@ int32_t MaxCode(const QuantFormat& format) { return (1 << (format.bits - 1)) - 1
 int64_t MaxAbsCodeMinusZero(const QuantFormat& format) {
   // Symmetric: the zero is 0 and codes are restricted to +-qmax. Asymmetric: code and zero both
   // range over the full b-bit interval, so their difference spans 2^b - 1.
+  if (format.balanced) return (int64_t{1} << format.bits) - 1;  // |2 * code + 1|
   if (format.symmetric) return MaxCode(format);
   return (int64_t{1} << format.bits) - 1;
 }
@@ -30,6 +31,7 @@ int32_t QuantizedMatrix::ZeroPoint(int64_t row, int64_t group) const {
 }
 
 int32_t QuantizedMatrix::Centered(int64_t row, int64_t col) const {
+  if (format.balanced) return 2 * int32_t{codes[row * cols + col]} + 1;
   return int32_t{codes[row * cols + col]} - ZeroPoint(row, col / GroupSize());
 }
 
@@ -46,6 +48,9 @@ std::vector<float> QuantizedMatrix::Dequantize() const {
 absl::Status QuantizedMatrix::Validate() const {
   if (format.bits < 2 || format.bits > 8) {
     return absl::InvalidArgumentError(absl::StrCat("bits must be in 2..8, got ", format.bits));
+  }
+  if (format.balanced && !format.symmetric) {
+    return absl::InvalidArgumentError("balanced codes are symmetric (no zero points)");
   }
   if (rows < 0 || cols <= 0 || format.group_size < 0 ||
       (format.group_size > 0 && cols % format.group_size != 0)) {

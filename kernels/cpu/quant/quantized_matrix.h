@@ -8,6 +8,12 @@
 //   asymmetric: code in [-2^(b-1), 2^(b-1) - 1], integer zero point in the same range. The
 //               unsigned code of the papers is code + 2^(b-1) (likewise for the zero point); the
 //               difference code - zero is the same in both views.
+//   balanced (ABQ-LLM's bit balance; symmetric only): code in [-2^(b-1), 2^(b-1) - 1] (the full
+//               signed range), value = scale * (2 * code + 1): the 2^b levels are the odd
+//               multiples +-1, +-3, ..., +-(2^b - 1) of the half-step `scale`, symmetric around
+//               0 and without a zero level (INT2: {-3, -1, 1, 3} * scale, i.e. {-1.5, -0.5, 0.5,
+//               1.5} * step). Centered() returns the odd integer 2 * code + 1, so the integer
+//               GEMMs are unchanged; in unsigned storage u = code + 2^(b-1), 2u - (2^b - 1).
 // Dequantized values scale * (code - zero) are exact in float32 (11-bit scale x 9-bit integer).
 #pragma once
 
@@ -23,6 +29,7 @@ struct QuantFormat {
   bool symmetric = true;    // false: per-group integer zero points
   int64_t group_size = 0;   // columns per scale group; 0 means the whole row (per channel/token)
   float clip_ratio = 1.0f;  // (0, 1]: the range is shrunk by this factor before scaling
+  bool balanced = false;    // symmetric only: odd levels 2 * code + 1 (see above)
 };
 
 // Smallest / largest code of a format (see the convention above).
@@ -43,7 +50,7 @@ struct QuantizedMatrix {
   int64_t GroupsPerRow() const { return cols / GroupSize(); }
   float Scale(int64_t row, int64_t group) const;
   int32_t ZeroPoint(int64_t row, int64_t group) const;
-  // code - zero of element (row, col).
+  // code - zero of element (row, col); 2 * code + 1 when balanced.
   int32_t Centered(int64_t row, int64_t col) const;
   // scale * (code - zero), row-major.
   std::vector<float> Dequantize() const;

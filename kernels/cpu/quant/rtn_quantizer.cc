@@ -25,6 +25,9 @@ absl::Status CheckFormat(const QuantFormat& format, int64_t rows, int64_t cols,
     return absl::InvalidArgumentError(
         absl::StrCat("shape [", rows, ", ", cols, "] does not match ", value_count, " values"));
   }
+  if (format.balanced && !format.symmetric) {
+    return absl::InvalidArgumentError("balanced codes are symmetric (no zero points)");
+  }
   if (format.group_size < 0 || (format.group_size > 0 && cols % format.group_size != 0)) {
     return absl::InvalidArgumentError(
         absl::StrCat("group_size ", format.group_size, " does not divide the row length ", cols));
@@ -79,8 +82,11 @@ absl::StatusOr<QuantizedMatrix> QuantizeRtn(std::span<const float> values, int64
       }
       lo *= format.clip_ratio;
       hi *= format.clip_ratio;
-      const float exact_scale = format.symmetric ? std::max(-lo, hi) / static_cast<float>(qmax)
-                                                 : (hi - lo) / static_cast<float>(qmax - qmin);
+      // Balanced levels reach +-(2^b - 1) half-steps (= qmax - qmin).
+      const float exact_scale = format.balanced
+                                    ? std::max(-lo, hi) / static_cast<float>(qmax - qmin)
+                                : format.symmetric ? std::max(-lo, hi) / static_cast<float>(qmax)
+                                                   : (hi - lo) / static_cast<float>(qmax - qmin);
       uint16_t scale_bits = kHalfOne;
       if (exact_scale > 0.0f) {
         auto rounded = ScaleToHalfRoundingUp(exact_scale);
@@ -93,7 +99,10 @@ absl::StatusOr<QuantizedMatrix> QuantizeRtn(std::span<const float> values, int64
       out.scales[r * groups + g] = scale_bits;
       if (!format.symmetric) out.zero_points[r * groups + g] = static_cast<int8_t>(zero);
       for (int64_t i = 0; i < group_size; ++i) {
-        const int32_t code = std::clamp(RoundHalfEven(group[i] / scale) + zero, qmin, qmax);
+        const int32_t code =
+            format.balanced
+                ? std::clamp(RoundHalfEven((group[i] / scale - 1.0f) * 0.5f), qmin, qmax)
+                : std::clamp(RoundHalfEven(group[i] / scale) + zero, qmin, qmax);
         out.codes[r * cols + g * group_size + i] = static_cast<int8_t>(code);
       }
     }

@@ -6,6 +6,9 @@
 //   asymmetric: lo = clip * min(min x, 0), hi = clip * max(max x, 0),
 //               s = fp16_up((hi - lo) / (2^b - 1)); zero = qmin + rne(-lo / s) (clamped),
 //               code = clamp(rne(x / s) + zero, qmin, qmax)
+//   balanced:   s = fp16_up(clip * max|x| / (2^b - 1)) (the half-step), code = clamp(rne((x / s -
+//   1)
+//               / 2), -2^(b-1), 2^(b-1) - 1): 2 * code + 1 is the odd integer nearest x / s
 // where rne is round-half-to-even, x / s is an IEEE float32 division (GPU: __fdiv_rn) and fp16_up
 // rounds a float up to the next FP16 value (never below the exact quotient, so without clipping
 // no value saturates and |x - s * (code - zero)| <= s / 2). A group of zeros gets s = 1.

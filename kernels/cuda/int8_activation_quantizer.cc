@@ -1,0 +1,46 @@
+#include "kernels/cuda/int8_activation_quantizer.h"
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/int8_kernels_launch.h"
+
+namespace flatfleet::cuda {
+
+static_assert(kQuantizeNonFiniteInput == internal::kQuantizeNonFiniteInput);
+static_assert(kQuantizeScaleOverflow == internal::kQuantizeScaleOverflow);
+
+absl::Status QuantizeActivationsInt8(const DeviceActivationQuantization& args,
+                                     cudaStream_t stream) {
+  if (args.rows < 0 || args.cols <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation quantization: bad shape [", args.rows, ", ", args.cols, "]"));
+  }
+  if (args.rows > 0x7fffffff) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation quantization: ", args.rows, " rows exceed one launch"));
+  }
+  if (!(args.clip_ratio > 0.0f && args.clip_ratio <= 1.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "activation quantization: clip_ratio must be in (0, 1], got ", args.clip_ratio));
+  }
+  if (args.rows > 0 && (args.x == nullptr || args.codes == nullptr || args.scales == nullptr)) {
+    return absl::InvalidArgumentError(
+        "activation quantization: x, codes and scales must be device pointers");
+  }
+  internal::QuantizeRowsParams params;
+  params.x = args.x;
+  params.x_is_bf16 = args.type == ActivationType::kBfloat16;
+  params.rows = args.rows;
+  params.cols = args.cols;
+  params.clip_ratio = args.clip_ratio;
+  params.codes = args.codes;
+  params.scales = args.scales;
+  params.status = args.status;
+  if (const cudaError_t error = internal::LaunchQuantizeRowsInt8(params, stream);
+      error != cudaSuccess) {
+    return absl::InternalError(
+        absl::StrCat("activation quantization launch: ", cudaGetErrorString(error)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace flatfleet::cuda

@@ -1,0 +1,94 @@
+// Per-token dynamic symmetric INT8 quantization, bit-exact with the CPU RTN quantizer
+// (kernels/cpu/quant/rtn_quantizer.h): one block per row.
+#include <cuda_fp16.h>
+
+#include "kernels/cuda/int8_kernels_launch.h"
+
+namespace flatfleet::cuda::internal {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kQmax = 127;
+constexpr uint16_t kHalfOne = 0x3c00;
+constexpr uint16_t kHalfInfinity = 0x7c00;
+
+__device__ __forceinline__ float LoadAsFloat(const float* row, int64_t i) { return row[i]; }
+__device__ __forceinline__ float LoadAsFloat(const uint16_t* row, int64_t i) {
+  return __uint_as_float(static_cast<uint32_t>(row[i]) << 16);  // bfloat16 -> float is exact
+}
+
+__device__ float BlockMax(float value) {
+  __shared__ float warp_max[kThreads / 32];
+  for (int offset = 16; offset > 0; offset /= 2)
+    value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, offset));
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = value;
+  __syncthreads();
+  value = warp_max[0];
+  for (int w = 1; w < kThreads / 32; ++w) value = fmaxf(value, warp_max[w]);
+  return value;
+}
+
+// fp16_up of the reference: the FP16 value nearest the quotient, moved up one step when below it.
+__device__ uint16_t ScaleToHalfRoundingUp(float exact) {
+  const __half rounded = __float2half_rn(exact);
+  uint16_t bits = __half_as_ushort(rounded);
+  if (__half2float(rounded) < exact) ++bits;
+  return bits;
+}
+
+template <typename In>
+__global__ void __launch_bounds__(kThreads)
+    QuantizeRowsInt8Kernel(const In* x, int64_t cols, float clip_ratio, int8_t* codes,
+                           uint16_t* scales, int32_t* status) {
+  const In* row = x + blockIdx.x * cols;
+  int8_t* row_codes = codes + blockIdx.x * cols;
+  // max|x| equals the reference's max(-min(min x, 0), max(max x, 0)); max is order-free.
+  float max_abs = 0.0f;
+  bool finite = true;
+  for (int64_t i = threadIdx.x; i < cols; i += kThreads) {
+    const float v = LoadAsFloat(row, i);
+    finite = finite && isfinite(v);
+    max_abs = fmaxf(max_abs, fabsf(v));
+  }
+  const bool all_finite = __syncthreads_and(finite);
+  max_abs = BlockMax(max_abs);
+
+  // Scaling the extremes by clip then taking the max equals scaling the max (rounding is monotone
+  // and sign-symmetric), and the reference divides by qmax exactly.
+  const float exact_scale = __fdiv_rn(__fmul_rn(max_abs, clip_ratio), static_cast<float>(kQmax));
+  uint16_t scale_bits = exact_scale > 0.0f ? ScaleToHalfRoundingUp(exact_scale) : kHalfOne;
+  int32_t error = 0;
+  if (!all_finite) error |= kQuantizeNonFiniteInput;
+  if (scale_bits >= kHalfInfinity) error |= kQuantizeScaleOverflow;
+  if (error != 0) scale_bits = kHalfInfinity;
+  if (threadIdx.x == 0) {
+    scales[blockIdx.x] = scale_bits;
+    if (error != 0 && status != nullptr) atomicOr(status, error);
+  }
+  const float scale = __half2float(__ushort_as_half(scale_bits));
+  for (int64_t i = threadIdx.x; i < cols; i += kThreads) {
+    int code = 0;
+    if (error == 0) {
+      code = __float2int_rn(__fdiv_rn(LoadAsFloat(row, i), scale));  // IEEE division, RNE
+      code = min(max(code, -kQmax), kQmax);
+    }
+    row_codes[i] = static_cast<int8_t>(code);
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchQuantizeRowsInt8(const QuantizeRowsParams& p, cudaStream_t stream) {
+  if (p.rows == 0) return cudaSuccess;
+  const auto blocks = static_cast<unsigned>(p.rows);
+  if (p.x_is_bf16) {
+    QuantizeRowsInt8Kernel<<<blocks, kThreads, 0, stream>>>(
+        static_cast<const uint16_t*>(p.x), p.cols, p.clip_ratio, p.codes, p.scales, p.status);
+  } else {
+    QuantizeRowsInt8Kernel<<<blocks, kThreads, 0, stream>>>(
+        static_cast<const float*>(p.x), p.cols, p.clip_ratio, p.codes, p.scales, p.status);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace flatfleet::cuda::internal

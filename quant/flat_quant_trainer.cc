@@ -1,0 +1,582 @@
+#include "quant/flat_quant_trainer.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/cpu/quant/dense_matrix.h"
+#include "kernels/cpu/quant/seeded_random.h"
+
+namespace flatfleet::quant {
+namespace {
+
+using Matrix = std::vector<double>;  // row-major
+
+double Sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// a (r x k) * b (k x c).
+Matrix MatMul(const Matrix& a, const Matrix& b, int64_t r, int64_t k, int64_t c) {
+  Matrix out(r * c, 0.0);
+  for (int64_t i = 0; i < r; ++i) {
+    for (int64_t j = 0; j < k; ++j) {
+      const double aij = a[i * k + j];
+      for (int64_t l = 0; l < c; ++l) out[i * c + l] += aij * b[j * c + l];
+    }
+  }
+  return out;
+}
+
+// Per row viewed as n1 x n2: out_r = left (n1 x n1) * row * right (n2 x n2). An empty `left` or
+// `right` means the identity.
+Matrix Sandwich(const Matrix& rows, int64_t count, const Matrix& left, const Matrix& right,
+                int64_t n1, int64_t n2) {
+  const int64_t n = n1 * n2;
+  Matrix out(count * n, 0.0);
+  Matrix tmp(n);
+  for (int64_t r = 0; r < count; ++r) {
+    const double* z = rows.data() + r * n;
+    if (left.empty()) {
+      std::copy(z, z + n, tmp.begin());
+    } else {
+      std::fill(tmp.begin(), tmp.end(), 0.0);
+      for (int64_t a = 0; a < n1; ++a) {
+        for (int64_t i = 0; i < n1; ++i) {
+          const double l = left[a * n1 + i];
+          for (int64_t j = 0; j < n2; ++j) tmp[a * n2 + j] += l * z[i * n2 + j];
+        }
+      }
+    }
+    double* o = out.data() + r * n;
+    if (right.empty()) {
+      std::copy(tmp.begin(), tmp.end(), o);
+      continue;
+    }
+    for (int64_t a = 0; a < n1; ++a) {
+      for (int64_t j = 0; j < n2; ++j) {
+        const double t = tmp[a * n2 + j];
+        for (int64_t b = 0; b < n2; ++b) o[a * n2 + b] += t * right[j * n2 + b];
+      }
+    }
+  }
+  return out;
+}
+
+// out (n1 x n1) += sum_r A_r B_r^T for n1 x n2 row views.
+void AccumulateABt(const Matrix& a, const Matrix& b, int64_t count, int64_t n1, int64_t n2,
+                   Matrix& out) {
+  const int64_t n = n1 * n2;
+  for (int64_t r = 0; r < count; ++r) {
+    const double* ar = a.data() + r * n;
+    const double* br = b.data() + r * n;
+    for (int64_t i = 0; i < n1; ++i) {
+      for (int64_t k = 0; k < n1; ++k) {
+        double sum = 0.0;
+        for (int64_t j = 0; j < n2; ++j) sum += ar[i * n2 + j] * br[k * n2 + j];
+        out[i * n1 + k] += sum;
+      }
+    }
+  }
+}
+
+// out (n2 x n2) += sum_r A_r^T B_r for n1 x n2 row views.
+void AccumulateAtB(const Matrix& a, const Matrix& b, int64_t count, int64_t n1, int64_t n2,
+                   Matrix& out) {
+  const int64_t n = n1 * n2;
+  for (int64_t r = 0; r < count; ++r) {
+    const double* ar = a.data() + r * n;
+    const double* br = b.data() + r * n;
+    for (int64_t i = 0; i < n1; ++i) {
+      for (int64_t p = 0; p < n2; ++p) {
+        const double v = ar[i * n2 + p];
+        for (int64_t q = 0; q < n2; ++q) out[p * n2 + q] += v * br[i * n2 + q];
+      }
+    }
+  }
+}
+
+// What the backward pass of one quantizer needs.
+struct QuantizerTape {
+  std::vector<double> t;      // u / s per element
+  std::vector<double> level;  // the quantized value / s (clamped, rounded or replayed)
+  std::vector<uint8_t> inside;
+  std::vector<double> scale, max_abs;  // per group
+  std::vector<int64_t> arg_max;        // per group, element index
+};
+
+// Symmetric b-bit fake quantization of `values` ([rows, cols]) in groups of `group` columns.
+std::vector<double> FakeQuantize(const Matrix& values, int64_t rows, int64_t cols, int64_t group,
+                                 int bits, double alpha, const std::vector<double>* frozen_offsets,
+                                 const std::vector<uint8_t>* frozen_inside,
+                                 std::vector<double>* record_offsets,
+                                 std::vector<uint8_t>* record_inside, QuantizerTape& tape) {
+  const double qmax = static_cast<double>((1 << (bits - 1)) - 1);
+  const int64_t groups = cols / group;
+  const int64_t total = rows * cols;
+  std::vector<double> out(total, 0.0);
+  tape.t.assign(total, 0.0);
+  tape.level.assign(total, 0.0);
+  tape.inside.assign(total, 0);
+  tape.scale.assign(rows * groups, 0.0);
+  tape.max_abs.assign(rows * groups, 0.0);
+  tape.arg_max.assign(rows * groups, -1);
+  if (record_offsets != nullptr) record_offsets->assign(total, 0.0);
+  if (record_inside != nullptr) record_inside->assign(total, 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t begin = r * cols + g * group;
+      double max_abs = 0.0;
+      int64_t arg_max = begin;
+      for (int64_t i = begin; i < begin + group; ++i) {
+        if (std::fabs(values[i]) > max_abs) {
+          max_abs = std::fabs(values[i]);
+          arg_max = i;
+        }
+      }
+      const int64_t gi = r * groups + g;
+      tape.max_abs[gi] = max_abs;
+      tape.arg_max[gi] = arg_max;
+      if (max_abs == 0.0) continue;  // all zero: quantizes to zero, no gradient
+      const double s = alpha * max_abs / qmax;
+      tape.scale[gi] = s;
+      for (int64_t i = begin; i < begin + group; ++i) {
+        const double t = values[i] / s;
+        double offset;
+        bool inside;
+        if (frozen_offsets != nullptr) {
+          offset = (*frozen_offsets)[i];
+          inside = (*frozen_inside)[i] != 0;
+        } else {
+          offset = std::nearbyint(t) - t;
+          inside = std::fabs(t) <= qmax;
+        }
+        const double level = inside ? t + offset : (t > 0 ? qmax : -qmax);
+        tape.t[i] = t;
+        tape.level[i] = level;
+        tape.inside[i] = inside ? 1 : 0;
+        out[i] = level * s;
+        if (record_offsets != nullptr) (*record_offsets)[i] = offset;
+        if (record_inside != nullptr) (*record_inside)[i] = inside ? 1 : 0;
+      }
+    }
+  }
+  return out;
+}
+
+// Straight-through backward of FakeQuantize: returns dL/dvalues, adds dL/dalpha.
+std::vector<double> FakeQuantizeBackward(const Matrix& values, const std::vector<double>& grad,
+                                         int64_t rows, int64_t cols, int64_t group, int bits,
+                                         double alpha, const QuantizerTape& tape,
+                                         double& grad_alpha) {
+  const double qmax = static_cast<double>((1 << (bits - 1)) - 1);
+  const int64_t groups = cols / group;
+  std::vector<double> out(rows * cols, 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t gi = r * groups + g;
+      if (tape.max_abs[gi] == 0.0) continue;
+      const int64_t begin = r * cols + g * group;
+      double grad_scale = 0.0;
+      for (int64_t i = begin; i < begin + group; ++i) {
+        // value = level * s; inside: level = t + offset with t = u / s, so d value / du = 1 and
+        // d value / ds = offset = level - t; outside: d value / ds = level (= +-qmax).
+        if (tape.inside[i]) {
+          out[i] = grad[i];
+          grad_scale += grad[i] * (tape.level[i] - tape.t[i]);
+        } else {
+          grad_scale += grad[i] * tape.level[i];
+        }
+      }
+      // s = alpha * max|u| / qmax.
+      grad_alpha += grad_scale * tape.max_abs[gi] / qmax;
+      const int64_t arg_max = tape.arg_max[gi];
+      out[arg_max] += grad_scale * alpha / qmax * (values[arg_max] > 0 ? 1.0 : -1.0);
+    }
+  }
+  return out;
+}
+
+absl::Status CheckParams(const FlatQuantParams& params, int64_t n) {
+  if (params.n1 < 1 || params.n2 < 1 || params.n1 * params.n2 != n ||
+      static_cast<int64_t>(params.p1.size()) != params.n1 * params.n1 ||
+      static_cast<int64_t>(params.p2.size()) != params.n2 * params.n2 ||
+      static_cast<int64_t>(params.log_scales.size()) != n) {
+    return absl::InvalidArgumentError(absl::StrCat("FlatQuant parameters do not match n = ", n,
+                                                   " (n1 = ", params.n1, ", n2 = ", params.n2,
+                                                   ")"));
+  }
+  return absl::OkStatus();
+}
+
+Matrix Hadamardish(int64_t size, uint64_t seed) {
+  if (std::has_single_bit(static_cast<uint64_t>(size))) {
+    Matrix h(size * size);
+    const double norm = 1.0 / std::sqrt(static_cast<double>(size));
+    for (int64_t i = 0; i < size; ++i) {
+      for (int64_t j = 0; j < size; ++j) {
+        h[i * size + j] = (std::popcount(static_cast<uint64_t>(i & j)) % 2 ? -norm : norm);
+      }
+    }
+    return h;
+  }
+  return RandomOrthogonal(size, seed);
+}
+
+Matrix Identity(int64_t size) {
+  Matrix m(size * size, 0.0);
+  for (int64_t i = 0; i < size; ++i) m[i * size + i] = 1.0;
+  return m;
+}
+
+// Parameters as one vector for Adam, in a fixed order.
+std::vector<double> Flatten(const FlatQuantParams& p) {
+  std::vector<double> v;
+  v.insert(v.end(), p.p1.begin(), p.p1.end());
+  v.insert(v.end(), p.p2.begin(), p.p2.end());
+  v.insert(v.end(), p.log_scales.begin(), p.log_scales.end());
+  v.push_back(p.activation_clip_logit);
+  v.push_back(p.weight_clip_logit);
+  return v;
+}
+
+void Unflatten(const std::vector<double>& v, FlatQuantParams& p) {
+  auto it = v.begin();
+  std::copy(it, it + p.p1.size(), p.p1.begin());
+  it += p.p1.size();
+  std::copy(it, it + p.p2.size(), p.p2.begin());
+  it += p.p2.size();
+  std::copy(it, it + p.log_scales.size(), p.log_scales.begin());
+  it += p.log_scales.size();
+  p.activation_clip_logit = *it++;
+  p.weight_clip_logit = *it;
+}
+
+}  // namespace
+
+double FlatQuantParams::activation_clip() const { return Sigmoid(activation_clip_logit); }
+double FlatQuantParams::weight_clip() const { return Sigmoid(weight_clip_logit); }
+
+int64_t KroneckerLeftFactor(int64_t n) {
+  int64_t best = 1;
+  for (int64_t d = 1; d * d <= n; ++d) {
+    if (n % d == 0) best = d;
+  }
+  return best;
+}
+
+absl::StatusOr<FlatQuantObjective> FlatQuantObjective::Create(const FlatQuantProblem& problem) {
+  const int64_t n = problem.in_features;
+  if (problem.rows < 1 || problem.out_features < 1 || n < 1 ||
+      static_cast<int64_t>(problem.inputs.size()) != problem.rows * n ||
+      static_cast<int64_t>(problem.weight.size()) != problem.out_features * n) {
+    return absl::InvalidArgumentError(absl::StrCat("FlatQuant problem: ", problem.inputs.size(),
+                                                   " inputs and ", problem.weight.size(),
+                                                   " weights do not match [", problem.rows, ", ", n,
+                                                   "] and [", problem.out_features, ", ", n, "]"));
+  }
+  if (problem.activation_bits < 2 || problem.activation_bits > 8 || problem.weight_bits < 2 ||
+      problem.weight_bits > 8) {
+    return absl::InvalidArgumentError("FlatQuant problem: bits must be in 2..8");
+  }
+  if (problem.weight_group_size < 0 ||
+      (problem.weight_group_size > 0 && n % problem.weight_group_size != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("FlatQuant problem: weight group size ",
+                                                   problem.weight_group_size, " does not divide ",
+                                                   n));
+  }
+  FlatQuantObjective objective;
+  objective.problem_ = problem;
+  const int64_t m = problem.rows, out = problem.out_features;
+  objective.target_.assign(m * out, 0.0);
+  double norm2 = 0.0;
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < out; ++j) {
+      double sum = 0.0;
+      for (int64_t k = 0; k < n; ++k) {
+        sum += double{problem.inputs[i * n + k]} * problem.weight[j * n + k];
+      }
+      objective.target_[i * out + j] = sum;
+      norm2 += sum * sum;
+    }
+  }
+  objective.target_norm2_ = norm2 > 0.0 ? norm2 : 1.0;
+  return objective;
+}
+
+absl::StatusOr<FlatQuantLoss> FlatQuantObjective::Evaluate(const FlatQuantParams& params,
+                                                           QuantizerMode mode,
+                                                           const RoundingState* frozen,
+                                                           RoundingState* record,
+                                                           std::span<const int64_t> rows) const {
+  FlatQuantLoss result;
+  FlatQuantParams weight_gradient;
+  FF_ASSIGN_OR_RETURN(result.loss, EvaluateUntied(params, params, mode, frozen, record,
+                                                  &result.gradient, &weight_gradient, rows));
+  FlatQuantParams& g = result.gradient;
+  for (size_t i = 0; i < g.p1.size(); ++i) g.p1[i] += weight_gradient.p1[i];
+  for (size_t i = 0; i < g.p2.size(); ++i) g.p2[i] += weight_gradient.p2[i];
+  for (size_t i = 0; i < g.log_scales.size(); ++i) g.log_scales[i] += weight_gradient.log_scales[i];
+  g.weight_clip_logit = weight_gradient.weight_clip_logit;
+  return result;
+}
+
+absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
+    const FlatQuantParams& act, const FlatQuantParams& wgt, QuantizerMode mode,
+    const RoundingState* frozen, RoundingState* record, FlatQuantParams* act_grad_out,
+    FlatQuantParams* wgt_grad_out, std::span<const int64_t> output_rows) const {
+  const FlatQuantProblem& pr = problem_;
+  const int64_t n = pr.in_features, m = pr.rows;
+  // The weight rows and target columns the loss covers.
+  std::span<const float> weight = pr.weight;
+  std::span<const double> target = target_;
+  double target_norm2 = target_norm2_;
+  int64_t out = pr.out_features;
+  std::vector<float> weight_subset;
+  std::vector<double> target_subset;
+  if (!output_rows.empty()) {
+    out = static_cast<int64_t>(output_rows.size());
+    weight_subset.resize(out * n);
+    target_subset.resize(m * out);
+    double norm2 = 0.0;
+    for (int64_t j = 0; j < out; ++j) {
+      const int64_t row = output_rows[j];
+      if (row < 0 || row >= pr.out_features) {
+        return absl::InvalidArgumentError("FlatQuant: output row out of range");
+      }
+      std::copy(pr.weight.begin() + row * n, pr.weight.begin() + (row + 1) * n,
+                weight_subset.begin() + j * n);
+      for (int64_t i = 0; i < m; ++i) {
+        target_subset[i * out + j] = target_[i * pr.out_features + row];
+        norm2 += target_subset[i * out + j] * target_subset[i * out + j];
+      }
+    }
+    weight = weight_subset;
+    target = target_subset;
+    target_norm2 = norm2 > 0.0 ? norm2 : 1.0;
+  }
+  FF_RETURN_IF_ERROR(CheckParams(act, n));
+  FF_RETURN_IF_ERROR(CheckParams(wgt, n));
+  if (act.n1 != wgt.n1) return absl::InvalidArgumentError("FlatQuant: sides differ in n1");
+  const int64_t n1 = act.n1, n2 = act.n2;
+  const bool quantize = mode == QuantizerMode::kSte;
+  if (frozen != nullptr &&
+      (!quantize || static_cast<int64_t>(frozen->activation_offsets.size()) != m * n ||
+       static_cast<int64_t>(frozen->weight_offsets.size()) != out * n)) {
+    return absl::InvalidArgumentError("FlatQuant: frozen rounding state does not match");
+  }
+  // The weight side's inverses.
+  auto p1_inverse = InvertMatrix(wgt.p1, n1);
+  if (!p1_inverse.ok()) return absl::InvalidArgumentError("FlatQuant: P1 is singular");
+  auto p2_inverse = InvertMatrix(wgt.p2, n2);
+  if (!p2_inverse.ok()) return absl::InvalidArgumentError("FlatQuant: P2 is singular");
+  const Matrix& a1 = *p1_inverse;                // P1^-1
+  const Matrix a2 = Transpose(*p2_inverse, n2);  // P2^-T
+  const Matrix a1t = Transpose(a1, n1);          // P1^-T
+  const Matrix& p2_inv = *p2_inverse;            // P2^-1 = A2^T
+  const Matrix p1t = Transpose(act.p1, n1);      // P1^T (activation side)
+  const Matrix p2t = Transpose(act.p2, n2);      // P2^T (activation side)
+
+  Matrix z(m * n), v(out * n);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t k = 0; k < n; ++k) {
+      z[i * n + k] = pr.inputs[i * n + k] / std::exp(act.log_scales[k]);
+    }
+  }
+  for (int64_t j = 0; j < out; ++j) {
+    for (int64_t k = 0; k < n; ++k) {
+      v[j * n + k] = weight[j * n + k] * std::exp(wgt.log_scales[k]);
+    }
+  }
+  const Matrix x_t = Sandwich(z, m, p1t, act.p2, n1, n2);  // rows of X diag(s)^-1 P
+  const Matrix w_t = Sandwich(v, out, a1, a2, n1, n2);     // rows of W diag(s) P^-T
+
+  const double alpha_a = act.activation_clip(), alpha_w = wgt.weight_clip();
+  const int64_t wgroup = pr.weight_group_size == 0 ? n : pr.weight_group_size;
+  QuantizerTape tape_a, tape_w;
+  Matrix qa = x_t, qw = w_t;
+  if (quantize) {
+    qa = FakeQuantize(x_t, m, n, n, pr.activation_bits, alpha_a,
+                      frozen ? &frozen->activation_offsets : nullptr,
+                      frozen ? &frozen->activation_inside : nullptr,
+                      record ? &record->activation_offsets : nullptr,
+                      record ? &record->activation_inside : nullptr, tape_a);
+    qw = FakeQuantize(
+        w_t, out, n, wgroup, pr.weight_bits, alpha_w, frozen ? &frozen->weight_offsets : nullptr,
+        frozen ? &frozen->weight_inside : nullptr, record ? &record->weight_offsets : nullptr,
+        record ? &record->weight_inside : nullptr, tape_w);
+  }
+
+  // Y = Qa Qw^T via Qw^T (n x out) so the inner loop is contiguous.
+  Matrix qw_t(n * out);
+  for (int64_t j = 0; j < out; ++j)
+    for (int64_t k = 0; k < n; ++k) qw_t[k * out + j] = qw[j * n + k];
+  Matrix grad_y = MatMul(qa, qw_t, m, n, out);
+  double loss = 0.0;
+  for (int64_t i = 0; i < m * out; ++i) {
+    const double e = grad_y[i] - target[i];
+    loss += e * e;
+    grad_y[i] = 2.0 * e / target_norm2;
+  }
+  if (act_grad_out == nullptr || wgt_grad_out == nullptr) return loss / target_norm2;
+
+  // dL/dQa = G Qw, dL/dQw = G^T Qa.
+  Matrix grad_qa = MatMul(grad_y, qw, m, out, n);
+  Matrix grad_qw(out * n, 0.0);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < out; ++j) {
+      const double g = grad_y[i * out + j];
+      for (int64_t k = 0; k < n; ++k) grad_qw[j * n + k] += g * qa[i * n + k];
+    }
+  }
+  double grad_alpha_a = 0.0, grad_alpha_w = 0.0;
+  const Matrix grad_xt = quantize ? FakeQuantizeBackward(x_t, grad_qa, m, n, n, pr.activation_bits,
+                                                         alpha_a, tape_a, grad_alpha_a)
+                                  : grad_qa;
+  const Matrix grad_wt = quantize
+                             ? FakeQuantizeBackward(w_t, grad_qw, out, n, wgroup, pr.weight_bits,
+                                                    alpha_w, tape_w, grad_alpha_w)
+                             : grad_qw;
+
+  for (FlatQuantParams* g : {act_grad_out, wgt_grad_out}) {
+    g->n1 = n1;
+    g->n2 = n2;
+    g->p1.assign(n1 * n1, 0.0);
+    g->p2.assign(n2 * n2, 0.0);
+    g->log_scales.assign(n, 0.0);
+    g->activation_clip_logit = 0.0;
+    g->weight_clip_logit = 0.0;
+  }
+  // Activations: Xt_r = P1^T Z_r P2.
+  //   dL/dP1 = sum_r Z_r P2 Gx_r^T, dL/dP2 = sum_r Z_r^T P1 Gx_r, dL/dZ_r = P1 Gx_r P2^T.
+  FlatQuantParams& ga = *act_grad_out;
+  AccumulateABt(Sandwich(z, m, {}, act.p2, n1, n2), grad_xt, m, n1, n2, ga.p1);
+  AccumulateAtB(z, Sandwich(grad_xt, m, act.p1, {}, n1, n2), m, n1, n2, ga.p2);
+  const Matrix grad_z = Sandwich(grad_xt, m, act.p1, p2t, n1, n2);
+  for (int64_t i = 0; i < m * n; ++i) ga.log_scales[i % n] -= grad_z[i] * z[i];  // dZ = -Z dsig
+  ga.activation_clip_logit = grad_alpha_a * alpha_a * (1.0 - alpha_a);  // alpha = sigmoid(logit)
+  // Weights: Wt_r = A1 V_r A2 with A1 = P1^-1, A2 = P2^-T.
+  //   dL/dA1 = sum_r Gw_r (V_r A2)^T, dL/dA2 = sum_r (A1 V_r)^T Gw_r, dL/dV_r = A1^T Gw_r A2^T.
+  FlatQuantParams& gw = *wgt_grad_out;
+  Matrix grad_a1(n1 * n1, 0.0), grad_a2(n2 * n2, 0.0);
+  AccumulateABt(grad_wt, Sandwich(v, out, {}, a2, n1, n2), out, n1, n2, grad_a1);
+  AccumulateAtB(Sandwich(v, out, a1, {}, n1, n2), grad_wt, out, n1, n2, grad_a2);
+  const Matrix grad_v = Sandwich(grad_wt, out, a1t, p2_inv, n1, n2);
+  for (int64_t i = 0; i < out * n; ++i) gw.log_scales[i % n] += grad_v[i] * v[i];  // dV = V dsig
+  // d(P1^-1) = -P1^-1 dP1 P1^-1  =>  dL/dP1 = -P1^-T (dL/dA1) P1^-T.
+  // A2 = P2^-T: dA2 = -P2^-T dP2^T P2^-T  =>  dL/dP2 = -P2^-T (dL/dA2)^T P2^-T.
+  const Matrix from_a1 = MatMul(MatMul(a1t, grad_a1, n1, n1, n1), a1t, n1, n1, n1);
+  const Matrix from_a2 = MatMul(MatMul(a2, Transpose(grad_a2, n2), n2, n2, n2), a2, n2, n2, n2);
+  for (int64_t i = 0; i < n1 * n1; ++i) gw.p1[i] = -from_a1[i];
+  for (int64_t i = 0; i < n2 * n2; ++i) gw.p2[i] = -from_a2[i];
+  gw.weight_clip_logit = grad_alpha_w * alpha_w * (1.0 - alpha_w);
+  return loss / target_norm2;
+}
+
+FlatQuantParams InitialFlatQuantParams(const FlatQuantProblem& problem,
+                                       const FlatQuantOptions& options) {
+  const int64_t n = problem.in_features;
+  FlatQuantParams params;
+  params.n1 = KroneckerLeftFactor(n);
+  params.n2 = n / params.n1;
+  if (options.init == FlatQuantInit::kHadamard) {
+    params.p1 = Hadamardish(params.n1, options.seed);
+    params.p2 = Hadamardish(params.n2, options.seed + 1);
+  } else {
+    params.p1 = Identity(params.n1);
+    params.p2 = Identity(params.n2);
+  }
+  params.log_scales.assign(n, 0.0);
+  if (options.smoothquant_init) {
+    std::vector<double> x_max(n, 0.0), w_max(n, 0.0);
+    for (int64_t i = 0; i < problem.rows; ++i)
+      for (int64_t k = 0; k < n; ++k)
+        x_max[k] = std::max(x_max[k], std::fabs(double{problem.inputs[i * n + k]}));
+    for (int64_t j = 0; j < problem.out_features; ++j)
+      for (int64_t k = 0; k < n; ++k)
+        w_max[k] = std::max(w_max[k], std::fabs(double{problem.weight[j * n + k]}));
+    double mean = 0.0;
+    for (int64_t k = 0; k < n; ++k) {
+      params.log_scales[k] =
+          x_max[k] > 0.0 && w_max[k] > 0.0 ? 0.5 * (std::log(x_max[k]) - std::log(w_max[k])) : 0.0;
+      mean += params.log_scales[k] / n;
+    }
+    for (double& s : params.log_scales) s -= mean;
+  }
+  params.activation_clip_logit = 4.0;
+  // sigmoid(30) rounds to 1 in float: no weight clipping unless it is learned.
+  params.weight_clip_logit = options.learn_weight_clip ? 4.0 : 30.0;
+  return params;
+}
+
+absl::StatusOr<FlatQuantResult> TrainFlatQuant(const FlatQuantProblem& full_problem,
+                                               const FlatQuantOptions& options) {
+  FlatQuantProblem problem = full_problem;
+  if (options.max_rows > 0 && problem.rows > options.max_rows) {
+    problem.rows = options.max_rows;
+    problem.inputs = problem.inputs.first(problem.rows * problem.in_features);
+  }
+  FF_ASSIGN_OR_RETURN(FlatQuantObjective objective, FlatQuantObjective::Create(problem));
+  FlatQuantParams params = InitialFlatQuantParams(problem, options);
+  std::vector<double> theta = Flatten(params);
+  const size_t count = theta.size();
+  // Per-parameter learning rates: the two clip logits are last.
+  std::vector<double> rate(count, options.learning_rate);
+  rate[count - 2] = options.clip_learning_rate;
+  rate[count - 1] = options.learn_weight_clip ? options.clip_learning_rate : 0.0;
+  std::vector<double> first(count, 0.0), second(count, 0.0);
+  constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEpsilon = 1e-8;
+
+  FlatQuantResult result;
+  FF_ASSIGN_OR_RETURN(FlatQuantLoss initial, objective.Evaluate(params, QuantizerMode::kSte));
+  result.initial_loss = initial.loss;
+  result.params = params;
+  result.final_loss = initial.loss;
+
+  // Each step: a seeded random subset of output channels (a fresh shuffle per epoch over them).
+  const int64_t out = problem.out_features;
+  const int64_t per_step = std::clamp<int64_t>(options.output_rows_per_step, 1, out);
+  std::vector<int64_t> order(out);
+  for (int64_t j = 0; j < out; ++j) order[j] = j;
+  SplitMix64 random(options.seed ^ 0xF1A7C0DEULL);
+  int64_t cursor = out;
+  std::vector<int64_t> rows(per_step);
+  for (int step = 0; step < options.steps; ++step) {
+    if (per_step < out) {
+      for (int64_t j = 0; j < per_step; ++j) {
+        if (cursor == out) {
+          for (int64_t i = out - 1; i > 0; --i) {
+            std::swap(order[i], order[random.Next() % static_cast<uint64_t>(i + 1)]);
+          }
+          cursor = 0;
+        }
+        rows[j] = order[cursor++];
+      }
+      std::sort(rows.begin(), rows.end());
+    }
+    Unflatten(theta, params);
+    absl::StatusOr<FlatQuantLoss> evaluated = objective.Evaluate(
+        params, QuantizerMode::kSte, nullptr, nullptr,
+        per_step < out ? std::span<const int64_t>(rows) : std::span<const int64_t>());
+    if (!evaluated.ok()) break;  // a singular step: stop and judge the last good iterate
+    const std::vector<double> grad = Flatten(evaluated->gradient);
+    const double correction1 = 1.0 - std::pow(kBeta1, step + 1);
+    const double correction2 = 1.0 - std::pow(kBeta2, step + 1);
+    for (size_t i = 0; i < count; ++i) {
+      first[i] = kBeta1 * first[i] + (1.0 - kBeta1) * grad[i];
+      second[i] = kBeta2 * second[i] + (1.0 - kBeta2) * grad[i] * grad[i];
+      theta[i] -=
+          rate[i] * (first[i] / correction1) / (std::sqrt(second[i] / correction2) + kEpsilon);
+    }
+  }
+  // Judge the final iterate on the full objective; keep the initialisation if it is not better.
+  Unflatten(theta, params);
+  absl::StatusOr<FlatQuantLoss> final_loss = objective.Evaluate(params, QuantizerMode::kSte);
+  if (final_loss.ok() && final_loss->loss < result.final_loss) {
+    result.final_loss = final_loss->loss;
+    result.params = params;
+  }
+  return result;
+}
+
+}  // namespace flatfleet::quant
