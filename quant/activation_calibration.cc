@@ -18,16 +18,31 @@ void ActivationCalibration::Record(std::span<const float> rows, int64_t num_rows
   rows_seen += num_rows;
 }
 
-void ActivationCalibration::RecordRaw(std::span<const float> rows, int64_t num_rows, int64_t cols) {
+void ActivationCalibration::RecordRaw(std::span<const float> rows, int64_t num_rows, int64_t cols,
+                                      const CalibrationOptions& options) {
+  if (raw_channel_absmax.empty()) raw_channel_absmax.assign(cols, 0.0f);
+  if (options.record_gram && raw_gram.empty()) raw_gram.assign(cols * cols, 0.0);
   for (int64_t r = 0; r < num_rows; ++r, ++raw_rows_seen) {
     const float* row = rows.data() + r * cols;
+    for (int64_t k = 0; k < cols; ++k) {
+      raw_channel_absmax[k] = std::max(raw_channel_absmax[k], std::fabs(row[k]));
+    }
+    if (!raw_gram.empty()) {
+      for (int64_t i = 0; i < cols; ++i) {
+        const double xi = row[i];
+        if (xi == 0.0) continue;
+        double* gram_row = raw_gram.data() + i * cols;
+        for (int64_t j = 0; j < cols; ++j) gram_row[j] += xi * row[j];
+      }
+    }
+    if (options.max_raw_samples <= 0) continue;
     int64_t slot = raw_rows_seen;
-    if (slot >= kMaxRawSamples) {
+    if (slot >= options.max_raw_samples) {
       // Row i (0-based) replaces a uniform slot of [0, i] when that slot is in the reservoir; the
       // draw depends only on i, so the sample does not depend on how rows were batched.
       slot = static_cast<int64_t>(SplitMix64(0x5A3F1E0DULL + raw_rows_seen).Next() %
                                   static_cast<uint64_t>(raw_rows_seen + 1));
-      if (slot >= kMaxRawSamples) continue;
+      if (slot >= options.max_raw_samples) continue;
       std::copy(row, row + cols, raw_samples.begin() + slot * cols);
     } else {
       raw_samples.insert(raw_samples.end(), row, row + cols);

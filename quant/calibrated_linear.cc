@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "quant/data_dependent_linear.h"
 #include "quant/flat_quant_input_transform.h"
 
 namespace flatfleet::quant {
@@ -90,8 +91,7 @@ absl::StatusOr<QuantizedLinear> BuildCalibratedLinear(const Tensor& weight, cons
   absl::StatusOr<QuantizedLinear> layer =
       recipe.spec.transform.kind == TransformKind::kKronecker
           ? BuildFlatQuantLinear(weight, bias, recipe, calibration)
-          : QuantizedLinear::Create(weight, bias, recipe, calibration,
-                                    std::move(online_transforms));
+          : QuantizeDataDependentLinear(weight, bias, recipe, calibration, online_transforms);
   if (!layer.ok() || !recipe.output_correction || calibration == nullptr) return layer;
   FF_RETURN_IF_ERROR(CorrectOutputs(weight, bias, *calibration, *layer));
   return layer;

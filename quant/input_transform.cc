@@ -3,7 +3,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "quant/flat_quant_input_transform.h"
+#include "quant/flatten_input_transform.h"
 #include "quant/hadamard_input_transform.h"
+#include "quant/smooth_input_transform.h"
 
 namespace flatfleet::quant {
 
@@ -11,6 +13,8 @@ absl::StatusOr<std::shared_ptr<const InputTransform>> LoadInputTransform(
     const TransformState& state) {
   // One line per kind: new transforms register here.
   if (state.kind == HadamardInputTransform::kKind) return HadamardInputTransform::Load(state);
+  if (state.kind == SmoothInputTransform::kKind) return SmoothInputTransform::Load(state);
+  if (state.kind == FlattenInputTransform::kKind) return FlattenInputTransform::Load(state);
   if (state.kind == FlatQuantInputTransform::kKind) return FlatQuantInputTransform::Load(state);
   return absl::InvalidArgumentError(
       absl::StrFormat("unknown input transform kind \"%s\"", state.kind));

@@ -25,7 +25,8 @@ constexpr NamedValue<QuantMethod> kMethodNames[] = {{QuantMethod::kFlattenQuant,
                                                     {QuantMethod::kFlatQuant, "flat_quant"},
                                                     {QuantMethod::kIntegerScale, "integer_scale"},
                                                     {QuantMethod::kAbqLlm, "abq_llm"},
-                                                    {QuantMethod::kQuik, "quik"}};
+                                                    {QuantMethod::kQuik, "quik"},
+                                                    {QuantMethod::kSmoothQuant, "smooth_quant"}};
 constexpr NamedValue<ScaleKind> kScaleKindNames[] = {{ScaleKind::kFloat16, "fp16"},
                                                      {ScaleKind::kInteger, "integer"}};
 constexpr NamedValue<ActivationGranularity> kGranularityNames[] = {
@@ -34,6 +35,8 @@ constexpr NamedValue<ActivationGranularity> kGranularityNames[] = {
 constexpr NamedValue<TransformKind> kTransformNames[] = {{TransformKind::kNone, "none"},
                                                          {TransformKind::kHadamard, "hadamard"},
                                                          {TransformKind::kKronecker, "kronecker"}};
+constexpr NamedValue<WeightQuantizer> kWeightQuantizerNames[] = {{WeightQuantizer::kRtn, "rtn"},
+                                                                 {WeightQuantizer::kGptq, "gptq"}};
 
 template <typename Enum, size_t N>
 std::string NameOf(const NamedValue<Enum> (&names)[N], Enum value) {
@@ -106,6 +109,17 @@ class ObjectReader {
     out = value->get<double>();
     return absl::OkStatus();
   }
+  // A finite number in [lo, hi].
+  absl::Status ReadNumber(std::string_view key, double lo, double hi, double& out) const {
+    const Json* value = Find(key);
+    if (value == nullptr) return absl::OkStatus();
+    if (!value->is_number() || !(value->get<double>() >= lo && value->get<double>() <= hi)) {
+      return FieldError(Path(key), absl::StrCat("expected a number in [", lo, ", ", hi, "], got ",
+                                                value->dump()));
+    }
+    out = value->get<double>();
+    return absl::OkStatus();
+  }
   absl::Status ReadUnsigned(std::string_view key, uint64_t& out) const {
     const Json* value = Find(key);
     if (value == nullptr) return absl::OkStatus();
@@ -168,14 +182,38 @@ absl::Status ReadTransform(const Json& json, TransformSpec& out) {
   return reader.ReadUnsigned("seed", out.seed);
 }
 
+absl::Status ReadGptq(const Json& json, GptqSpec& out) {
+  ObjectReader reader(json, "gptq.");
+  FF_SPEC_TRY(reader.CheckIsObjectWithKeys({"damp", "block_size", "act_order"}));
+  FF_SPEC_TRY(reader.ReadNumber("damp", 0.0, 10.0, out.damp));
+  FF_SPEC_TRY(reader.ReadInt("block_size", int64_t{1}, int64_t{1} << 20, out.block_size));
+  return reader.ReadBool("act_order", out.act_order);
+}
+
+absl::Status ReadSmooth(const Json& json, SmoothSpec& out) {
+  ObjectReader reader(json, "smooth.");
+  FF_SPEC_TRY(reader.CheckIsObjectWithKeys({"enabled", "alpha", "search_alpha"}));
+  FF_SPEC_TRY(reader.ReadBool("enabled", out.enabled));
+  FF_SPEC_TRY(reader.ReadNumber("alpha", 0.0, 1.0, out.alpha));
+  return reader.ReadBool("search_alpha", out.search_alpha);
+}
+
+absl::Status ReadFlatten(const Json& json, FlattenSpec& out) {
+  ObjectReader reader(json, "flatten.");
+  FF_SPEC_TRY(reader.CheckIsObjectWithKeys({"enabled", "threshold", "max_growth"}));
+  FF_SPEC_TRY(reader.ReadBool("enabled", out.enabled));
+  FF_SPEC_TRY(reader.ReadNumber("threshold", 1.0, 1e6, out.threshold));
+  return reader.ReadNumber("max_growth", 0.0, 8.0, out.max_growth);
+}
+
 }  // namespace
 
 absl::StatusOr<QuantSpec> QuantSpecFromJson(const Json& json) {
   QuantSpec spec;
   ObjectReader reader(json, "");
-  FF_SPEC_TRY(
-      reader.CheckIsObjectWithKeys({"method", "weight", "activation", "scale_kind",
-                                    "max_amplifier_bits", "transform", "outlier_channels"}));
+  FF_SPEC_TRY(reader.CheckIsObjectWithKeys({"method", "weight", "activation", "scale_kind",
+                                            "max_amplifier_bits", "transform", "outlier_channels",
+                                            "weight_quantizer", "gptq", "smooth", "flatten"}));
   if (reader.Find("method") == nullptr) return FieldError("method", "missing");
   FF_SPEC_TRY(reader.ReadEnum("method", kMethodNames, spec.method));
   if (const Json* weight = reader.Find("weight")) FF_SPEC_TRY(ReadWeight(*weight, spec.weight));
@@ -189,7 +227,15 @@ absl::StatusOr<QuantSpec> QuantSpecFromJson(const Json& json) {
   }
   FF_SPEC_TRY(
       reader.ReadInt("outlier_channels", int64_t{0}, int64_t{1} << 20, spec.outlier_channels));
+  FF_SPEC_TRY(reader.ReadEnum("weight_quantizer", kWeightQuantizerNames, spec.weight_quantizer));
+  if (const Json* gptq = reader.Find("gptq")) FF_SPEC_TRY(ReadGptq(*gptq, spec.gptq));
+  if (const Json* smooth = reader.Find("smooth")) FF_SPEC_TRY(ReadSmooth(*smooth, spec.smooth));
+  if (const Json* flatten = reader.Find("flatten"))
+    FF_SPEC_TRY(ReadFlatten(*flatten, spec.flatten));
   // Cross-field rules.
+  if (spec.weight_quantizer == WeightQuantizer::kGptq && spec.outlier_channels > 0) {
+    return FieldError("weight_quantizer", "\"gptq\" with QUIK outlier channels is not supported");
+  }
   if (spec.weight.balanced && (!spec.weight.symmetric || spec.scale_kind == ScaleKind::kInteger ||
                                spec.outlier_channels > 0)) {
     return FieldError("weight.balanced",
@@ -230,6 +276,19 @@ Json QuantSpecToJson(const QuantSpec& spec) {
       {"transform",
        {{"kind", NameOf(kTransformNames, spec.transform.kind)}, {"seed", spec.transform.seed}}},
       {"outlier_channels", spec.outlier_channels},
+      {"weight_quantizer", NameOf(kWeightQuantizerNames, spec.weight_quantizer)},
+      {"gptq",
+       {{"damp", spec.gptq.damp},
+        {"block_size", spec.gptq.block_size},
+        {"act_order", spec.gptq.act_order}}},
+      {"smooth",
+       {{"enabled", spec.smooth.enabled},
+        {"alpha", spec.smooth.alpha},
+        {"search_alpha", spec.smooth.search_alpha}}},
+      {"flatten",
+       {{"enabled", spec.flatten.enabled},
+        {"threshold", spec.flatten.threshold},
+        {"max_growth", spec.flatten.max_growth}}},
   };
 }
 

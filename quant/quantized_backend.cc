@@ -10,6 +10,7 @@
 #include "common/status_macros.h"
 #include "kernels/cpu/sparse_moe.h"
 #include "quant/calibrated_linear.h"
+#include "quant/data_dependent_linear.h"
 
 namespace flatfleet::quant {
 namespace {
@@ -48,6 +49,14 @@ absl::Status CheckSupported(const QuantRecipe& recipe) {
       (!spec.activation.symmetric || spec.outlier_channels > 0)) {
     return absl::InvalidArgumentError(absl::StrCat(
         recipe.name, ": per-tensor static activations must be symmetric and without QUIK"));
+  }
+  if (spec.flatten.enabled &&
+      (spec.transform.kind != TransformKind::kNone || spec.outlier_channels > 0)) {
+    return absl::UnimplementedError(
+        absl::StrCat(recipe.name, ": FlattenQuant with other online transforms or QUIK"));
+  }
+  if (spec.weight_quantizer == WeightQuantizer::kGptq && spec.outlier_channels > 0) {
+    return absl::UnimplementedError(absl::StrCat(recipe.name, ": GPTQ with QUIK"));
   }
   return absl::OkStatus();
 }
@@ -153,8 +162,9 @@ absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
         handle.calibration_.Record(transformed, m,
                                    handle.transforms_.OutFeatures(handle.in_features()));
         // Raw rows cost up to kMaxRawSamples * in floats per layer: only when used.
-        if (NeedsRawCalibration(recipe_)) {
-          handle.calibration_.RecordRaw(x.span(), m, handle.in_features());
+        if (NeedsRawCalibration(recipe_) || NeedsRawStatistics(recipe_)) {
+          handle.calibration_.RecordRaw(x.span(), m, handle.in_features(),
+                                        CalibrationOptionsFor(recipe_));
         }
         handle.stale_ = true;
       }

@@ -9,9 +9,11 @@
 // Modes (set_mode), for calibration and tests:
 //   kQuantized        the quantized layer (default);
 //   kCalibrate        float32 outputs, while each layer records its (transformed) input
-//                     statistics and a bounded sample of its raw input rows; the next quantized
-//                     call re-quantizes with them (QUIK outlier channels, per-tensor static
-//                     scales, FlatQuant training and ABQ output correction: calibrated_linear.h);
+//                     statistics and, for recipes that use them, raw-input statistics (channel
+//                     maxima, a bounded sample of rows, X^T X for GPTQ); the next quantized call
+//                     re-quantizes with them (QUIK outlier channels, per-tensor static scales,
+//                     FlatQuant training and ABQ output correction: calibrated_linear.h;
+//                     SmoothQuant, FlattenQuant, GPTQ: data_dependent_linear.h);
 //   kFloatPassthrough the online transform and its folded weight in float, no quantization:
 //                     checks the rotation algebra (x Q)(W Q)^T = x W^T.
 // Each layer's lazily (re)built quantized state is guarded by a per-layer lock; the mode itself is

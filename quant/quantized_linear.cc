@@ -9,6 +9,7 @@
 #include "common/status_macros.h"
 #include "kernels/cpu/quant/quantized_gemm.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
+#include "quant/gptq_quantizer.h"
 #include "quant/hadamard_input_transform.h"
 #include "quant/weight_clip_search.h"
 
@@ -72,7 +73,8 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
 absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, const Tensor* bias,
                                                         const QuantRecipe& recipe,
                                                         const ActivationCalibration* calibration,
-                                                        InputTransformChain transforms) {
+                                                        InputTransformChain transforms,
+                                                        const std::vector<double>* hessian) {
   if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
   const QuantSpec& spec = recipe.spec;
   QuantizedLinear layer;
@@ -132,7 +134,21 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
   }
 
   weight_format.group_size = EffectiveGroupSize(spec.weight.group_size, k);
-  if (recipe.weight_clip_search) {
+  if (spec.weight_quantizer == WeightQuantizer::kGptq) {
+    if (hessian == nullptr) {
+      return absl::FailedPreconditionError("GPTQ needs calibration data (the inputs' X^T X)");
+    }
+    if (static_cast<int64_t>(hessian->size()) != k * k) {
+      return absl::InvalidArgumentError("GPTQ Hessian does not match the layer's inputs");
+    }
+    GptqOptions options;
+    options.damp = spec.gptq.damp;
+    options.block_size = spec.gptq.block_size;
+    options.act_order = spec.gptq.act_order;
+    options.clip_search = recipe.weight_clip_search;
+    FF_ASSIGN_OR_RETURN(layer.weight_,
+                        QuantizeGptq(layer.folded_weight_, n, k, *hessian, weight_format, options));
+  } else if (recipe.weight_clip_search) {
     FF_ASSIGN_OR_RETURN(ClipSearchResult searched,
                         QuantizeRtnWithClipSearch(layer.folded_weight_, n, k, weight_format));
     layer.weight_ = std::move(searched.matrix);

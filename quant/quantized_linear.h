@@ -70,10 +70,13 @@ class QuantizedLinear {
   // `weight` [out, in], `bias` [out] or null. `calibration` (of this layer's transformed inputs)
   // is required for per-tensor static activations and optional otherwise. `transforms` are the
   // layer's online input transforms (OnlineTransformsFor(recipe) when the caller has none).
+  // `hessian` [K, K] (K = the chain's output width) is X^T X of the transformed calibration
+  // inputs; the GPTQ weight quantizer needs it (FailedPrecondition without), RTN ignores it.
   static absl::StatusOr<QuantizedLinear> Create(const Tensor& weight, const Tensor* bias,
                                                 const QuantRecipe& recipe,
                                                 const ActivationCalibration* calibration,
-                                                InputTransformChain transforms);
+                                                InputTransformChain transforms,
+                                                const std::vector<double>* hessian = nullptr);
   // As above with the recipe's own data-independent transforms.
   static absl::StatusOr<QuantizedLinear> Create(const Tensor& weight, const Tensor* bias,
                                                 const QuantRecipe& recipe,

@@ -1,6 +1,7 @@
 #include "quant/recipes.h"
 
 #include <string>
+#include <tuple>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -104,6 +105,46 @@ std::vector<QuantRecipe> BuildRecipes() {
     corr.output_correction = true;
     recipes.push_back(corr);
   }
+  // SmoothQuant: per-channel smoothing x / s, W s with a per-layer alpha search (0.2..0.8),
+  // before INT8 per-token activations, INT8 static activations, or INT4 weights.
+  auto smooth = [](QuantRecipe recipe) {
+    recipe.spec.method = QuantMethod::kSmoothQuant;
+    recipe.spec.smooth = {.enabled = true, .alpha = 0.5, .search_alpha = true};
+    return recipe;
+  };
+  recipes.push_back(smooth(Make("w8a8-smooth", QuantMethod::kSmoothQuant, Weight(8, 0, true),
+                                Activation(8, kPerToken))));
+  recipes.push_back(smooth(Make("w8a8-smooth-static", QuantMethod::kSmoothQuant, Weight(8, 0, true),
+                                Activation(8, ActivationGranularity::kPerTensor))));
+  recipes.push_back(smooth(Make("w4a8-smooth", QuantMethod::kSmoothQuant, Weight(4, 128, true),
+                                Activation(8, kPerToken))));
+  // The recommended W8A8 (docs/ACCURACY.md): w8a8 after an online randomized Hadamard rotation
+  // of every linear input, with GPTQ weights. Same integer formats as w8a8 (GemmW8A8).
+  QuantRecipe rotated_gptq = Make("w8a8-hadamard-gptq", QuantMethod::kAbqLlm, Weight(8, 0, true),
+                                  Activation(8, kPerToken));
+  rotated_gptq.spec.transform.kind = TransformKind::kHadamard;
+  rotated_gptq.spec.weight_quantizer = WeightQuantizer::kGptq;
+  recipes.push_back(rotated_gptq);
+  // GPTQ weights (Hessian from calibration) in the w4a8 and w3a8 formats.
+  QuantRecipe gptq4 =
+      Make("w4a8-gptq", QuantMethod::kIntegerScale, Weight(4, 128, true), Activation(8, kPerToken));
+  gptq4.spec.weight_quantizer = WeightQuantizer::kGptq;
+  recipes.push_back(gptq4);
+  QuantRecipe gptq3 =
+      Make("w3a8-gptq", QuantMethod::kAbqLlm, Weight(3, 128, false), Activation(8, kPerToken));
+  gptq3.spec.weight_quantizer = WeightQuantizer::kGptq;
+  gptq3.weight_clip_search = true;
+  recipes.push_back(gptq3);
+  // FlattenQuant: channels split until one static per-tensor scale fits. INT4 has 7 positive
+  // levels, so every channel must come down to about the typical channel maximum (threshold 2x
+  // the median; K may at most double); INT8 tolerates 8x the median with K growth <= 25%.
+  for (auto [bits, threshold, growth] : {std::tuple{4, 2.0, 1.0}, std::tuple{8, 8.0, 0.25}}) {
+    QuantRecipe flatten =
+        Make(absl::StrCat("w", bits, "a", bits, "-flatten"), QuantMethod::kFlattenQuant,
+             Weight(bits, 0, true), Activation(bits, ActivationGranularity::kPerTensor));
+    flatten.spec.flatten = {.enabled = true, .threshold = threshold, .max_growth = growth};
+    recipes.push_back(flatten);
+  }
   return recipes;
 }
 
@@ -127,12 +168,6 @@ absl::StatusOr<QuantRecipe> RecipeByName(std::string_view name_view) {
     if (recipe.name == name) return recipe;
   }
   const std::string known = absl::StrJoin(ImplementedRecipeNames(), ", ");
-  if (name == "w4a4-flatten") {
-    return absl::UnimplementedError(absl::StrCat(
-        "recipe '", name,
-        "' is not implemented yet (needs FlattenQuant channel splitting); implemented recipes: ",
-        known));
-  }
   return absl::NotFoundError(
       absl::StrCat("unknown quantization recipe '", name, "'; known recipes: ", known));
 }

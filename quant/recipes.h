@@ -25,8 +25,7 @@ struct QuantRecipe {
 // Recipes the backend implements, in table order.
 std::vector<std::string> ImplementedRecipeNames();
 
-// The recipe called `name`. Unknown names, and names of recipes planned but not implemented
-// yet (w4a4-flatten), are errors that list the implemented ones.
+// The recipe called `name`. Unknown names are errors that list the implemented ones.
 absl::StatusOr<QuantRecipe> RecipeByName(std::string_view name);
 
 // Parses "a,b,c" into recipes (same errors as RecipeByName).

@@ -23,7 +23,9 @@ namespace {
 struct AccuracyOptions {
   std::string model;
   std::string reference;
-  std::string recipes = "w8a8,w4a8,w4a8-intscale,w4a4,w4a4-hadamard,w4a4-quik,w3a8,w2a8";
+  std::string recipes =
+      "w8a8,w8a8-smooth,w8a8-hadamard-gptq,w4a8,w4a8-intscale,w4a8-gptq,w4a4,w4a4-hadamard,"
+      "w4a4-quik,w4a4-flatten,w3a8,w3a8-gptq,w2a8";
   bool bf16_rope = false;
 };
 

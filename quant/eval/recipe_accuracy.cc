@@ -7,7 +7,9 @@
 namespace flatfleet::quant {
 
 TokenBatch CalibrationTokens(int64_t vocab) {
-  return RandomTokens(/*batch=*/4, /*length=*/32, vocab, /*seed=*/0x5EED);
+  // 1024 tokens: GPTQ's Hessian needs clearly more rows than the widest layer input (688);
+  // with 128 it overfits the calibration subspace and loses to RTN (docs/ACCURACY.md).
+  return RandomTokens(/*batch=*/16, /*length=*/64, vocab, /*seed=*/0x5EED);
 }
 
 absl::StatusOr<LogitAgreement> MeasureRecipe(const ModelUnderTest& model, const QuantRecipe& recipe,

@@ -12,7 +12,7 @@
 
 namespace flatfleet::quant {
 
-// Calibration prompts: random ids (seeded), never the evaluated prompts.
+// Calibration prompts: 16 x 64 random ids (seeded), never the evaluated prompts.
 TokenBatch CalibrationTokens(int64_t vocab);
 
 // Builds `model` on a QuantizedCpuBackend for `recipe` (LM head and MoE router in float),

@@ -94,28 +94,33 @@ TEST_P(FixtureAccuracyTest, W8A8KeepsTop1AndMoreBitsHelp) {
   EXPECT_LT(results["w2a8-abq"].mean_kl, results["w2a8"].mean_kl);
 }
 
-// The W8A8 target (top-1 >= 0.97 against float32). NOT MET YET, so disabled: on these
-// random-weight fixtures llama-tiny reaches 0.936 (mean KL 2.1e-4) and mixtral-tiny 0.988 over
-// 512 positions (2026-11-23). Run it with --gtest_also_run_disabled_tests; enable it once W8A8
-// (e.g. with SmoothQuant or clipping) meets the target.
-TEST_P(FixtureAccuracyTest, DISABLED_W8A8KeepsTop1OnManyPositions) {
+// The W8A8 target (top-1 >= 0.97 against float32) over 8 x 64 = 512 seeded random
+// positions, for the recommended W8A8 recipe, w8a8-hadamard-gptq. Plain w8a8 (RTN) reaches
+// only 0.936 on llama-tiny (mean KL 2.1e-4; its flips are near-ties, but there are many: 38 of
+// the 512 positions have a top-1 margin below 0.02); rotation + GPTQ halves the KL. The numbers
+// and the per-layer analysis are in docs/ACCURACY.md.
+TEST_P(FixtureAccuracyTest, RecommendedW8A8KeepsTop1OnManyPositions) {
   const std::filesystem::path dir = FixtureDir(GetParam());
   if (!std::filesystem::exists(dir / "config.json")) GTEST_SKIP() << "fixture missing: " << dir;
   auto model = CheckpointModel(dir, /*bf16_rope=*/false);
   ASSERT_TRUE(model.ok()) << model.status();
-  // 8 x 64 = 512 positions of seeded random prompts, against the float32 engine.
   const TokenBatch tokens = RandomTokens(8, 64, model->config.vocab_size, /*seed=*/2026);
   auto float_logits = FloatLogits(*model, tokens);
   ASSERT_TRUE(float_logits.ok()) << float_logits.status();
-  auto recipe = RecipeByName("w8a8");
-  ASSERT_TRUE(recipe.ok());
-  auto agreement = MeasureRecipe(*model, *recipe, tokens, *float_logits,
-                                 CalibrationTokens(model->config.vocab_size));
-  ASSERT_TRUE(agreement.ok()) << agreement.status();
-  std::printf("%-18s w8a8 on %lld positions: mean KL %.4g  top-1 %.4f\n", GetParam().c_str(),
-              static_cast<long long>(tokens.batch * tokens.length), agreement->mean_kl,
-              agreement->top1_agreement);
-  EXPECT_GE(agreement->top1_agreement, 0.97);
+  const TokenBatch calibration = CalibrationTokens(model->config.vocab_size);
+  std::map<std::string, LogitAgreement> results;
+  for (const char* name : {"w8a8", "w8a8-hadamard-gptq"}) {
+    auto recipe = RecipeByName(name);
+    ASSERT_TRUE(recipe.ok());
+    auto agreement = MeasureRecipe(*model, *recipe, tokens, *float_logits, calibration);
+    ASSERT_TRUE(agreement.ok()) << agreement.status();
+    std::printf("%-18s %-20s on %lld positions: mean KL %.4g  top-1 %.4f\n", GetParam().c_str(),
+                name, static_cast<long long>(tokens.batch * tokens.length), agreement->mean_kl,
+                agreement->top1_agreement);
+    results[name] = *agreement;
+  }
+  EXPECT_GE(results["w8a8-hadamard-gptq"].top1_agreement, 0.97);
+  EXPECT_LT(results["w8a8-hadamard-gptq"].mean_kl, results["w8a8"].mean_kl);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureAccuracyTest,

@@ -40,7 +40,16 @@ TEST(QuantSpecTest, RoundTripsThroughJson) {
                      .clip_ratio = 0.5};
   spec.transform = {.kind = TransformKind::kKronecker, .seed = 7};
   spec.outlier_channels = 128;
+  spec.smooth = {.enabled = true, .alpha = 0.65, .search_alpha = true};
+  spec.flatten = {.enabled = true, .threshold = 3.5, .max_growth = 0.125};
   auto parsed = ParseQuantSpec(QuantSpecToJson(spec).dump());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(*parsed, spec);
+  // GPTQ (which excludes QUIK outliers).
+  spec.outlier_channels = 0;
+  spec.weight_quantizer = WeightQuantizer::kGptq;
+  spec.gptq = {.damp = 0.05, .block_size = 32, .act_order = true};
+  parsed = ParseQuantSpec(QuantSpecToJson(spec).dump());
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(*parsed, spec);
 }
@@ -63,6 +72,18 @@ TEST(QuantSpecTest, ErrorsNameTheField) {
            Case{R"({"method": "quik", "transform": {"seed": -1}})", "'transform.seed'"},
            Case{R"({"method": "quik", "transform": []})", "'transform'"},
            Case{R"({"method": "quik", "extra": 1})", "'extra'"},
+           Case{R"({"method": "abq_llm", "weight_quantizer": "obq"})", "'weight_quantizer'"},
+           Case{R"({"method": "abq_llm", "gptq": {"damp": -1}})", "'gptq.damp'"},
+           Case{R"({"method": "abq_llm", "gptq": {"block_size": 0}})", "'gptq.block_size'"},
+           Case{R"({"method": "abq_llm", "gptq": {"order": true}})", "'gptq.order'"},
+           Case{R"({"method": "smooth_quant", "smooth": {"alpha": 1.5}})", "'smooth.alpha'"},
+           Case{R"({"method": "smooth_quant", "smooth": {"enabled": "yes"}})", "'smooth.enabled'"},
+           Case{R"({"method": "flatten_quant", "flatten": {"threshold": 0.5}})",
+                "'flatten.threshold'"},
+           Case{R"({"method": "flatten_quant", "flatten": {"max_growth": 9}})",
+                "'flatten.max_growth'"},
+           Case{R"({"method": "quik", "outlier_channels": 8, "weight_quantizer": "gptq"})",
+                "'weight_quantizer'"},
            Case{R"({"method": "quik", "scale_kind": "integer", "weight": {"group_size": 0}})",
                 "'scale_kind'"},
            Case{R"({"method": "quik", "activation": {"granularity": "per_tensor",

@@ -15,6 +15,7 @@
 #include "kernels/cpu/quant/quantized_gemm.h"
 #include "kernels/cpu/quant/quik_gemm.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
+#include "quant/data_dependent_linear.h"
 #include "quant/float_linear_filter.h"
 #include "quant/recipes.h"
 #include "quant/weight_clip_search.h"
@@ -189,14 +190,61 @@ INSTANTIATE_TEST_SUITE_P(AllRecipes, RecipeLinearTest,
 class QuantizedBackendTest : public test_util::RandomTest {};
 
 TEST_F(QuantizedBackendTest, EveryImplementedRecipeIsCovered) {
-  // The calibration-trained recipes (FlatQuant, ABQ and its ablations) are covered by
-  // CalibratedLinearTest.BackendTrainsAndCorrectsAfterCalibration (calibrated_linear_test.cc).
-  EXPECT_THAT(ImplementedRecipeNames(),
-              ::testing::UnorderedElementsAre("w8a8", "w8a8-static", "w4a8", "w4a8-intscale",
-                                              "w4a4", "w4a4-hadamard", "w4a4-quik", "w3a8", "w2a8",
-                                              "w4a4-flatquant", "w3a8-abq", "w3a8-bal", "w3a8-corr",
-                                              "w2a8-abq", "w2a8-bal", "w2a8-corr"));
+  // The first nine by RecipeLinearTest; SmoothQuant, GPTQ and FlattenQuant by
+  // DataDependentRecipeTest; the calibration-trained recipes (FlatQuant, ABQ and its ablations)
+  // by CalibratedLinearTest.BackendTrainsAndCorrectsAfterCalibration (calibrated_linear_test.cc).
+  EXPECT_THAT(
+      ImplementedRecipeNames(),
+      ::testing::UnorderedElementsAre(
+          "w8a8", "w8a8-static", "w4a8", "w4a8-intscale", "w4a4", "w4a4-hadamard", "w4a4-quik",
+          "w3a8", "w2a8", "w4a4-flatquant", "w3a8-abq", "w3a8-bal", "w3a8-corr", "w2a8-abq",
+          "w2a8-bal", "w2a8-corr", "w8a8-smooth", "w8a8-smooth-static", "w4a8-smooth",
+          "w8a8-hadamard-gptq", "w4a8-gptq", "w3a8-gptq", "w4a4-flatten", "w8a8-flatten"));
 }
+
+class DataDependentRecipeTest : public test_util::RandomTest,
+                                public ::testing::WithParamInterface<std::string> {};
+
+// Recipes built from calibration statistics: unusable before calibration, and after it the
+// backend's layer is exactly what QuantizeDataDependentLinear makes from the same statistics
+// (data_dependent_linear_test.cc checks those pieces against independent computations).
+TEST_P(DataDependentRecipeTest, BackendQuantizesFromItsCalibration) {
+  auto recipe = RecipeByName(GetParam());
+  ASSERT_TRUE(recipe.ok()) << recipe.status();
+  const int64_t n = UniformInt(16, 40), k = 256, rows = 48, m = UniformInt(1, 9);
+  const Tensor weight({n, k}, Gaussian(n * k, 0.05f));
+  std::vector<float> x = Gaussian(rows * k);
+  for (int64_t r = 0; r < rows; ++r) x[r * k + 7] *= 40.0f;
+  auto backend = QuantizedCpuBackend::Create(*recipe, {});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto handle = (*backend)->PrepareQuantizedLinear(weight, nullptr);
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  Tensor input({m, k}, Gaussian(m * k)), output({m, n});
+  EXPECT_TRUE(absl::IsFailedPrecondition((*backend)->TryLinear(**handle, input, output)));
+
+  (*backend)->set_mode(LinearMode::kCalibrate);
+  Tensor calibration_in({rows, k}, x), calibration_out({rows, n});
+  ASSERT_TRUE((*backend)->TryLinear(**handle, calibration_in, calibration_out).ok());
+  (*backend)->set_mode(LinearMode::kQuantized);
+  absl::Status run = (*backend)->TryLinear(**handle, input, output);
+  ASSERT_TRUE(run.ok()) << run;
+
+  auto base = OnlineTransformsFor(*recipe, k);
+  ASSERT_TRUE(base.ok());
+  ActivationCalibration calibration;
+  calibration.Record(base->ApplyToActivations(x, rows), rows, k);
+  calibration.RecordRaw(x, rows, k, CalibrationOptionsFor(*recipe));
+  auto expected = QuantizeDataDependentLinear(weight, nullptr, *recipe, &calibration, *base);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  std::vector<float> y(m * n);
+  ASSERT_TRUE(expected->Forward(input.span(), m, y).ok());
+  EXPECT_EQ(output.vector(), y);
+}
+
+INSTANTIATE_TEST_SUITE_P(DataDependentRecipes, DataDependentRecipeTest,
+                         ::testing::Values("w8a8-smooth", "w8a8-smooth-static", "w4a8-smooth",
+                                           "w8a8-hadamard-gptq", "w4a8-gptq", "w3a8-gptq",
+                                           "w4a4-flatten", "w8a8-flatten"));
 
 TEST_F(QuantizedBackendTest, HadamardPassthroughEqualsFloatLinear) {
   auto recipe = RecipeByName("w4a4-hadamard");
@@ -312,8 +360,7 @@ TEST(RecipesTest, UnknownRecipeListsTheKnownOnes) {
   for (const std::string& name : ImplementedRecipeNames()) {
     EXPECT_THAT(unknown.status().message(), HasSubstr(name));
   }
-  const auto planned = RecipeByName("w4a4-flatten");
-  EXPECT_TRUE(absl::IsUnimplemented(planned.status())) << planned.status();
+  EXPECT_TRUE(RecipeByName("w4a4-flatten").ok());  // formerly reserved, implemented now
   EXPECT_FALSE(RecipesFromList("w8a8,nope").ok());
   auto list = RecipesFromList("w8a8, w4a4-quik");
   ASSERT_TRUE(list.ok());

@@ -207,7 +207,12 @@ INSTANTIATE_TEST_SUITE_P(
         RoundTripCase{"llama-tiny", "w3a8"}, RoundTripCase{"llama-tiny", "w8a8-static"},
         RoundTripCase{"mixtral-tiny", "w8a8"}, RoundTripCase{"mixtral-tiny", "w4a8-intscale"},
         RoundTripCase{"mixtral-tiny", "w4a4-hadamard"}, RoundTripCase{"mixtral-tiny", "w4a4-quik"},
-        RoundTripCase{"mixtral-tiny", "w3a8"}, RoundTripCase{"mixtral-tiny", "w8a8-static"}),
+        RoundTripCase{"mixtral-tiny", "w3a8"}, RoundTripCase{"mixtral-tiny", "w8a8-static"},
+        // SmoothQuant / FlattenQuant transforms and GPTQ weights (data_dependent_linear.h).
+        RoundTripCase{"llama-tiny", "w8a8-smooth"}, RoundTripCase{"llama-tiny", "w4a4-flatten"},
+        RoundTripCase{"llama-tiny", "w8a8-hadamard-gptq"},
+        RoundTripCase{"mixtral-tiny", "w8a8-smooth"},
+        RoundTripCase{"mixtral-tiny", "w8a8-flatten"}),
     CaseName);
 
 // Tensor parallelism: each rank slices the stored layers (column-parallel rows, row-parallel
