@@ -148,7 +148,7 @@ absl::StatusOr<QuantFormat> ReadFormat(const Json& json, const std::string& path
                                        int64_t cols) {
   Fields fields(json, path);
   if (weight) {
-    FF_RETURN_IF_ERROR(fields.CheckObject({"bits", "symmetric", "group_size"}));
+    FF_RETURN_IF_ERROR(fields.CheckObject({"bits", "symmetric", "group_size", "balanced"}));
   } else {
     FF_RETURN_IF_ERROR(
         fields.CheckObject({"bits", "symmetric", "clip_ratio", "static_scale_fp16"}));
@@ -158,6 +158,13 @@ absl::StatusOr<QuantFormat> ReadFormat(const Json& json, const std::string& path
   format.bits = static_cast<int>(bits);
   FF_ASSIGN_OR_RETURN(format.symmetric, fields.Bool("symmetric"));
   if (weight) {
+    // Optional (absent in format version 1 files written before ABQ's balanced codes).
+    if (json.contains("balanced")) {
+      FF_ASSIGN_OR_RETURN(format.balanced, fields.Bool("balanced"));
+      if (format.balanced && !format.symmetric) {
+        return FieldError(fields.Path("balanced"), "balanced codes must be symmetric");
+      }
+    }
     FF_ASSIGN_OR_RETURN(format.group_size, fields.Int("group_size", 0, cols));
     if (format.group_size > 0 && cols % format.group_size != 0) {
       return FieldError(
@@ -189,10 +196,10 @@ absl::StatusOr<StoredTransform> ReadTransform(const Json& json, const std::strin
 
 absl::StatusOr<StoredLinearLayer> ReadLayer(const Json& json, const std::string& path) {
   Fields fields(json, path);
-  FF_RETURN_IF_ERROR(
-      fields.CheckObject({"name", "parallel", "stacked", "stacked_rows", "out_features",
-                          "in_features", "transformed_features", "gemm", "weight", "activation",
-                          "amplifier_bits", "outlier_channels", "bias", "transforms"}));
+  FF_RETURN_IF_ERROR(fields.CheckObject(
+      {"name", "parallel", "stacked", "stacked_rows", "out_features", "in_features",
+       "transformed_features", "gemm", "weight", "activation", "amplifier_bits", "outlier_channels",
+       "bias", "output_shift", "transforms"}));
   StoredLinearLayer layer;
   FF_ASSIGN_OR_RETURN(layer.name, fields.String("name"));
   if (layer.name.empty()) return FieldError(fields.Path("name"), "empty");
@@ -242,6 +249,12 @@ absl::StatusOr<StoredLinearLayer> ReadLayer(const Json& json, const std::string&
     return FieldError(fields.Path("weight.group_size"), "integer scales need weight groups");
   }
   FF_ASSIGN_OR_RETURN(layer.bias, fields.Bool("bias"));
+  if (json.contains("output_shift")) {
+    FF_ASSIGN_OR_RETURN(layer.output_shift, fields.Bool("output_shift"));
+    if (layer.output_shift && layer.gemm != LinearGemmKind::kFloatScales) {
+      return FieldError(fields.Path("output_shift"), "only float-scale layers have one");
+    }
+  }
   FF_ASSIGN_OR_RETURN(const Json* transforms, fields.Require("transforms"));
   if (!transforms->is_array()) return FieldError(fields.Path("transforms"), "expected an array");
   for (size_t i = 0; i < transforms->size(); ++i) {
@@ -266,6 +279,7 @@ Json FormatToJson(const QuantFormat& format, bool weight) {
   Json json = {{"bits", format.bits}, {"symmetric", format.symmetric}};
   if (weight) {
     json["group_size"] = format.group_size;
+    if (format.balanced) json["balanced"] = true;
   } else {
     json["clip_ratio"] = format.clip_ratio;
   }
@@ -407,6 +421,7 @@ std::string SerializeQuantizedCheckpointManifest(const QuantizedCheckpointManife
                       {"amplifier_bits", layer.amplifier_bits},
                       {"outlier_channels", layer.outlier_channels},
                       {"bias", layer.bias},
+                      {"output_shift", layer.output_shift},
                       {"transforms", transforms}});
   }
   Json json = {{"format", kQuantizedCheckpointFormat},

@@ -50,6 +50,8 @@ struct StoredLinearLayer {
   int amplifier_bits = 0;                           // integer scales only
   std::vector<int64_t> outlier_channels;            // QUIK only, ascending
   bool bias = false;
+  // ABQ-style output correction: a per-output-channel shift added after the GEMM (like a bias).
+  bool output_shift = false;
   std::vector<StoredTransform> transforms;
 };
 

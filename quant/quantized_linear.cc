@@ -260,6 +260,13 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::FromParts(QuantizedLinearParts 
   if (!parts.bias.empty() && static_cast<int64_t>(parts.bias.size()) != n) {
     return absl::InvalidArgumentError("bias must be [out]");
   }
+  if (!parts.output_shift.empty() && (static_cast<int64_t>(parts.output_shift.size()) != n ||
+                                      parts.gemm_kind != LinearGemmKind::kFloatScales)) {
+    return absl::InvalidArgumentError("output shift must be [out], on float-scale layers only");
+  }
+  for (float shift : parts.output_shift) {
+    if (!std::isfinite(shift)) return absl::InvalidArgumentError("output shift must be finite");
+  }
   if (parts.static_activation_scale) {
     const float scale = HalfToFloat(*parts.static_activation_scale);
     if (!(scale > 0.0f) || !std::isfinite(scale)) {
@@ -277,6 +284,7 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::FromParts(QuantizedLinearParts 
   layer.integer_scaled_ = std::move(parts.integer_scaled);
   layer.quik_ = std::move(parts.quik);
   layer.bias_ = std::move(parts.bias);
+  layer.output_shift_ = std::move(parts.output_shift);
   return layer;
 }
 
@@ -287,6 +295,7 @@ QuantizedLinearParts QuantizedLinear::ToParts() const {
   parts.activation_format = activation_format_;
   parts.static_activation_scale = static_scale_;
   parts.transforms = transforms_;
+  parts.output_shift = output_shift_;
   switch (gemm_kind_) {
     case LinearGemmKind::kFloatScales:
       parts.weight = weight_;

@@ -63,6 +63,9 @@ struct QuantizedLinearParts {
   IntegerScaledWeight integer_scaled;
   QuikWeight quik;
   std::vector<float> bias;  // [out] or empty
+  // ABQ-style output correction added after the GEMM (ApplyOutputCorrection): [out] or empty;
+  // float-scale layers only.
+  std::vector<float> output_shift;
 };
 
 class QuantizedLinear {

@@ -118,6 +118,7 @@ absl::Status AddQuantizedLayer(const engine::NamedLinear& linear, const Quantize
   entry.activation_format = layer.activation_format();
   entry.static_activation_scale = layer.static_activation_scale();
   entry.bias = !layer.bias().empty();
+  entry.output_shift = !layer.output_shift().empty();
   const QuantizedLinearParts parts = layer.ToParts();
   switch (entry.gemm) {
     case LinearGemmKind::kFloatScales:
@@ -156,6 +157,12 @@ absl::Status AddQuantizedLayer(const engine::NamedLinear& linear, const Quantize
                        DType::kF32,
                        {static_cast<int64_t>(parts.bias.size())},
                        Bytes(parts.bias)});
+  }
+  if (entry.output_shift) {
+    tensors.push_back({StoredTensorName(name, "output_shift"),
+                       DType::kF32,
+                       {static_cast<int64_t>(parts.output_shift.size())},
+                       Bytes(parts.output_shift)});
   }
   const auto& transforms = layer.transforms().transforms();
   for (size_t i = 0; i < transforms.size(); ++i) {
@@ -486,6 +493,11 @@ absl::StatusOr<QuantizedLinearParts> QuantizedCheckpointSource::ReadLayerParts(
                         ExpectTensor(StoredTensorName(name, "bias"), DType::kF32, {n}));
     parts.bias = Values<float>(*bias);
   }
+  if (layer.output_shift) {
+    FF_ASSIGN_OR_RETURN(const TensorInfo* shift,
+                        ExpectTensor(StoredTensorName(name, "output_shift"), DType::kF32, {n}));
+    parts.output_shift = Values<float>(*shift);
+  }
   std::vector<std::shared_ptr<const InputTransform>> transforms;
   for (size_t i = 0; i < layer.transforms.size(); ++i) {
     const StoredTransform& stored = layer.transforms[i];
@@ -547,6 +559,8 @@ QuantizedCheckpointSource::LoadPreparedLinear(const engine::LinearLayerRequest& 
           absl::StrFormat("layer %s: the model expects a bias but none is stored", layer->name));
     }
     if (!request.with_bias) parts.bias.clear();  // another rank adds it
+    // Partial sums: the output correction's shift is added once, by the first columns' rank.
+    if (request.column_begin != 0) parts.output_shift.clear();
     FF_ASSIGN_OR_RETURN(
         parts, SliceInputColumns(layer->name, parts, request.column_begin, request.column_end));
   } else {

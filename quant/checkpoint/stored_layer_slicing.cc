@@ -120,6 +120,7 @@ absl::StatusOr<QuantizedLinearParts> SliceOutputRows(
     }
   }
   if (!parts.bias.empty()) out.bias = TakeRows(parts.bias, 1, row_ranges);
+  if (!parts.output_shift.empty()) out.output_shift = TakeRows(parts.output_shift, 1, row_ranges);
   return out;
 }
 
