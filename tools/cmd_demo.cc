@@ -5,12 +5,8 @@
 // batch to the built-in demo model (one line malformed on purpose: it becomes a failed result
 // while the rest run), shows progress and some results, and stops everything with SIGTERM. The
 // children die with the demo even if it crashes (PR_SET_PDEATHSIG).
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -23,100 +19,30 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/child_process.h"
 #include "coordinator/server/batch_client.h"
 #include "tools/commands.h"
 
 namespace flatfleet::tools {
 namespace {
 
-// A child process of this binary whose stdout we read for its "listening on" line.
-class ChildProcess {
- public:
-  static absl::StatusOr<std::unique_ptr<ChildProcess>> Spawn(const std::string& name,
-                                                             const std::vector<std::string>& args,
-                                                             const std::string& log_path) {
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
-    const pid_t parent = getpid();
-    const pid_t pid = fork();
-    if (pid < 0) {
-      close(out[0]);
-      close(out[1]);
-      return absl::InternalError("fork failed");
-    }
-    if (pid == 0) {
-      // Only async-signal-safe calls from here to exec.
-      prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (getppid() != parent) _exit(127);  // The demo died before prctl took effect.
-      dup2(out[1], STDOUT_FILENO);
-      const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      if (log >= 0) dup2(log, STDERR_FILENO);
-      std::vector<char*> argv;
-      for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-      argv.push_back(nullptr);
-      execv("/proc/self/exe", argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    return std::unique_ptr<ChildProcess>(new ChildProcess(name, pid, out[0]));
+// A child process of this binary (the same `flatfleet`), stopped by SIGTERM if the demo dies.
+absl::StatusOr<std::unique_ptr<ChildProcess>> SpawnSelf(std::vector<std::string> args,
+                                                        const std::string& log_path) {
+  args.insert(args.begin(), "/proc/self/exe");
+  return ChildProcess::Spawn(args, {.log_path = log_path, .parent_death_signal = SIGTERM});
+}
+
+// The address from a child's "listening on HOST:PORT" line; errors name the child.
+absl::StatusOr<std::string> WaitForListening(ChildProcess& child, const std::string& name,
+                                             absl::Duration timeout) {
+  absl::StatusOr<std::string> address = child.WaitForLine("listening on ", timeout);
+  if (!address.ok()) {
+    return absl::Status(address.status().code(),
+                        absl::StrCat(name, ": ", address.status().message()));
   }
-
-  ~ChildProcess() { Stop(absl::Seconds(10)); }
-
-  const std::string& name() const { return name_; }
-
-  // The address from the child's "listening on HOST:PORT" line.
-  absl::StatusOr<std::string> WaitForListening(absl::Duration timeout) {
-    constexpr std::string_view kPrefix = "listening on ";
-    const absl::Time deadline = absl::Now() + timeout;
-    std::string buffer;
-    while (absl::Now() < deadline) {
-      const size_t newline = buffer.find('\n');
-      if (newline != std::string::npos) {
-        const std::string line = buffer.substr(0, newline);
-        if (line.rfind(kPrefix, 0) == 0) return line.substr(kPrefix.size());
-        return absl::InternalError(absl::StrCat(name_, " printed '", line, "'"));
-      }
-      pollfd ready{stdout_, POLLIN, 0};
-      const int wait_ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
-      if (poll(&ready, 1, std::max(wait_ms, 1)) <= 0) continue;
-      char chunk[256];
-      const ssize_t got = read(stdout_, chunk, sizeof(chunk));
-      if (got <= 0) return absl::InternalError(absl::StrCat(name_, " exited before listening"));
-      buffer.append(chunk, static_cast<size_t>(got));
-    }
-    return absl::DeadlineExceededError(absl::StrCat(name_, " did not start listening in time"));
-  }
-
-  // SIGTERM, then SIGKILL if it has not exited within `grace`. Returns the exit code (128 +
-  // signal when killed), or -1 when already stopped.
-  int Stop(absl::Duration grace) {
-    if (pid_ <= 0) return -1;
-    kill(pid_, SIGTERM);
-    int status = 0;
-    const absl::Time deadline = absl::Now() + grace;
-    pid_t done = 0;
-    while ((done = waitpid(pid_, &status, WNOHANG)) == 0 && absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    if (done == 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status, 0);
-    }
-    pid_ = -1;
-    close(stdout_);
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
-  }
-
- private:
-  ChildProcess(std::string name, pid_t pid, int stdout_fd)
-      : name_(std::move(name)), pid_(pid), stdout_(stdout_fd) {}
-
-  std::string name_;
-  pid_t pid_;
-  int stdout_;
-};
+  return address;
+}
 
 struct DemoOptions {
   int requests = 16;
@@ -168,18 +94,16 @@ int RunDemo(const DemoOptions& options) {
 
   std::vector<std::string> worker_addresses;
   for (int i = 0; i < 2; ++i) {
-    auto worker =
-        ChildProcess::Spawn(absl::StrCat("worker ", i + 1),
-                            {"flatfleet", "serve", "worker", "--listen", "127.0.0.1:0"}, log);
+    auto worker = SpawnSelf({"serve", "worker", "--listen", "127.0.0.1:0"}, log);
     if (!worker.ok()) return fail(worker.status());
     workers.push_back(*std::move(worker));
-    absl::StatusOr<std::string> address = workers.back()->WaitForListening(start_timeout);
+    absl::StatusOr<std::string> address =
+        WaitForListening(*workers.back(), absl::StrCat("worker ", i + 1), start_timeout);
     if (!address.ok()) return fail(address.status());
     std::printf("  worker %d listening on %s\n", i + 1, address->c_str());
     worker_addresses.push_back(*address);
   }
-  std::vector<std::string> coordinator_args = {"flatfleet",
-                                               "serve",
+  std::vector<std::string> coordinator_args = {"serve",
                                                "coordinator",
                                                "--listen",
                                                "127.0.0.1:0",
@@ -195,10 +119,11 @@ int RunDemo(const DemoOptions& options) {
     coordinator_args.push_back("--worker");
     coordinator_args.push_back(address);
   }
-  auto spawned = ChildProcess::Spawn("coordinator", coordinator_args, log);
+  auto spawned = SpawnSelf(coordinator_args, log);
   if (!spawned.ok()) return fail(spawned.status());
   coordinator_process = *std::move(spawned);
-  absl::StatusOr<std::string> address = coordinator_process->WaitForListening(start_timeout);
+  absl::StatusOr<std::string> address =
+      WaitForListening(*coordinator_process, "coordinator", start_timeout);
   if (!address.ok()) return fail(address.status());
   std::printf("  coordinator listening on %s\n", address->c_str());
 

@@ -69,7 +69,7 @@ class Deployment {
   std::string StartWorker(int* metrics_port = nullptr) {
     auto worker = ChildProcess::Spawn({FLATFLEET_BINARY, "serve", "worker", "--listen",
                                        "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"},
-                                      log());
+                                      {.log_path = log()});
     EXPECT_TRUE(worker.ok()) << worker.status();
     if (!worker.ok()) return "";
     auto address = (*worker)->WaitForLine("listening on ", kStartTimeout);
@@ -92,7 +92,7 @@ class Deployment {
       argv.push_back("--worker");
       argv.push_back(worker);
     }
-    auto coordinator = ChildProcess::Spawn(argv, log());
+    auto coordinator = ChildProcess::Spawn(argv, {.log_path = log()});
     EXPECT_TRUE(coordinator.ok()) << coordinator.status();
     if (!coordinator.ok()) return "";
     auto address = (*coordinator)->WaitForLine("listening on ", kStartTimeout);

@@ -74,7 +74,7 @@ TEST(PrometheusScrapeTest, ScrapesCoordinatorAndWorkerMetrics) {
 
   auto worker = ChildProcess::Spawn({FLATFLEET_BINARY, "serve", "worker", "--listen", "127.0.0.1:0",
                                      "--metrics-listen", "127.0.0.1:0"},
-                                    log);
+                                    {.log_path = log});
   ASSERT_TRUE(worker.ok()) << worker.status();
   auto worker_address = (*worker)->WaitForLine("listening on ", kTimeout);
   ASSERT_TRUE(worker_address.ok()) << worker_address.status() << "; see " << log;
@@ -85,7 +85,7 @@ TEST(PrometheusScrapeTest, ScrapesCoordinatorAndWorkerMetrics) {
       ChildProcess::Spawn({FLATFLEET_BINARY, "serve", "coordinator", "--listen", "127.0.0.1:0",
                            "--metrics-listen", "127.0.0.1:0", "--db", dir + "/jobs.db", "--model",
                            "demo=builtin:demo", "--worker", *worker_address},
-                          log);
+                          {.log_path = log});
   ASSERT_TRUE(coordinator.ok()) << coordinator.status();
   auto coordinator_address = (*coordinator)->WaitForLine("listening on ", kTimeout);
   ASSERT_TRUE(coordinator_address.ok()) << coordinator_address.status() << "; see " << log;
@@ -129,7 +129,7 @@ TEST(PrometheusScrapeTest, ScrapesCoordinatorAndWorkerMetrics) {
   auto server = ChildProcess::Spawn(
       {prometheus, "--config.file=" + config, "--storage.tsdb.path=" + dir + "/data",
        absl::StrCat("--web.listen-address=127.0.0.1:", *port), "--log.level=warn"},
-      dir + "/prometheus.log");
+      {.log_path = dir + "/prometheus.log"});
   ASSERT_TRUE(server.ok()) << server.status();
 
   // Both targets up.
