@@ -89,6 +89,7 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
   server_options.scheduler.lease_ms = static_cast<int64_t>(options.lease_seconds * 1000);
   server_options.service.input_limits = options.input_limits;
   server_options.max_message_bytes = options.max_message_bytes;
+  server_options.scheduler.worker_max_message_bytes = options.max_message_bytes;
   server_options.service.max_upload_bytes = options.max_upload_bytes;
   absl::StatusOr<security::ServerSecurity> api_security =
       security::LoadApiServerSecurity(options.api_security);
@@ -194,7 +195,7 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
                   "accepted tokens, one per line (health and reflection stay open)");
   AddClusterOptions(cmd, &options->cluster_security, /*coordinator_side=*/true);
   cmd->add_option("--max-message-bytes", options->max_message_bytes,
-                  "Largest gRPC message accepted or sent on the API")
+                  "Largest gRPC message accepted or sent on the API and on the channels to workers")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--max-upload-bytes", options->max_upload_bytes,

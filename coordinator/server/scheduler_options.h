@@ -33,6 +33,9 @@ struct SchedulerOptions {
   absl::Duration metrics_refresh_interval = absl::Seconds(1);
   // How channels to workers are secured (TLS, client certificate, cluster secret).
   security::ChannelSecurity worker_channel;
+  // Largest gRPC message sent to or received from a worker (a result with long text and its
+  // token ids); the serve command sets it to --max-message-bytes.
+  int worker_max_message_bytes = 16 << 20;
 };
 
 }  // namespace flatfleet::coordinator

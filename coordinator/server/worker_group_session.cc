@@ -28,9 +28,12 @@ WorkerGroupSession::WorkerGroupSession(const SessionContext* context, WorkerGrou
       owner_(
           absl::StrCat(plan_.group_id, "@",
                        plan_.rank_addresses.empty() ? std::string("?") : plan_.rank_addresses[0])) {
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(context_->options.worker_max_message_bytes);
+  arguments.SetMaxSendMessageSize(context_->options.worker_max_message_bytes);
   for (const std::string& address : plan_.rank_addresses) {
     stubs_.push_back(v1::WorkerService::NewStub(
-        security::MakeSecureChannel(address, context_->options.worker_channel)));
+        security::MakeSecureChannel(address, context_->options.worker_channel, arguments)));
   }
 }
 
