@@ -3,6 +3,7 @@
 // RunWork and followers replay its step plans. Greedy output of a TP=2 group equals a single
 // worker's with FP32 all-reduces and agrees closely with INT8-compressed ones; losing a rank
 // fails the group with a clear message instead of hanging.
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -46,7 +47,9 @@ double SampleValue(const std::string& page, const std::string& name_and_labels) 
 
 // Fresh random lowercase prompts (the seed is printed so a failure can be replayed).
 std::vector<std::string> RandomPrompts(int count) {
-  const unsigned seed = std::random_device{}();
+  const char* fixed = std::getenv("FLATFLEET_TEST_SEED");  // replays a printed seed
+  const unsigned seed = fixed != nullptr ? static_cast<unsigned>(std::strtoul(fixed, nullptr, 10))
+                                         : std::random_device{}();
   std::printf("[ prompts  ] seed %u\n", seed);
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> length(4, 24);
@@ -197,7 +200,8 @@ TEST_P(TensorParallelGroupTest, FloatAllReduceGroupEqualsOneWorker) {
 
   const std::vector<std::vector<uint32_t>> got = Generate(group[0], prompts, kMaxTokens);
   for (size_t i = 0; i < prompts.size(); ++i) {
-    ASSERT_EQ(expected[i].size(), kMaxTokens) << prompts[i];
+    // Up to kMaxTokens: a prompt may reach the end-of-sequence token earlier, on both sides alike.
+    ASSERT_FALSE(expected[i].empty()) << prompts[i];
     EXPECT_EQ(got[i], expected[i]) << "prompt '" << prompts[i] << "'";
   }
 
@@ -236,13 +240,13 @@ TEST_P(TensorParallelGroupTest, CompressedAllReduceAgreesAndIsCounted) {
   int64_t total = 0;
   int first_same = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    ASSERT_EQ(got[i].size(), expected[i].size());
-    ASSERT_FALSE(got[i].empty());
+    // The INT8 noise may flip a near-tie to or from the end-of-sequence token, which ends one of
+    // the two sequences early: the positions only the longer one has count as unequal.
+    ASSERT_FALSE(got[i].empty() || expected[i].empty());
     first_same += got[i][0] == expected[i][0];
-    for (size_t t = 0; t < got[i].size(); ++t) {
-      same += got[i][t] == expected[i][t];
-      ++total;
-    }
+    const size_t common = std::min(got[i].size(), expected[i].size());
+    for (size_t t = 0; t < common; ++t) same += got[i][t] == expected[i][t];
+    total += static_cast<int64_t>(std::max(got[i].size(), expected[i].size()));
   }
   const double agreement = static_cast<double>(same) / static_cast<double>(total);
   std::printf("[ TP INT8  ] %s: %lld/%lld greedy tokens equal TP=1 (%.3f), first tokens %d/%zu\n",
