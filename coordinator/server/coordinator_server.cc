@@ -5,9 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "coordinator/server/worker_memory_probe.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
-#include "grpcpp/health_check_service_interface.h"
-#include "security/server_credentials.h"
+#include "security/secure_server.h"
 
 namespace flatfleet::coordinator {
 
@@ -28,21 +26,12 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   server->service_ = std::make_unique<BatchServiceImpl>(
       server->store_.get(), server->scheduler_.get(), std::move(options.service));
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(options.listen_address,
-                           security::MakeServerCredentials(options.api_security), &port);
-  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
-  builder.SetMaxSendMessageSize(options.max_message_bytes);
-  builder.RegisterService(server->service_.get());
-  server->server_ = builder.BuildAndStart();
-  if (server->server_ == nullptr || port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen_address));
-  }
-  const std::string& listen = options.listen_address;
-  server->address_ = absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+  grpc::Service* const services[] = {server->service_.get()};
+  FF_ASSIGN_OR_RETURN(security::StartedServer started,
+                      security::StartSecureServer(options.listen_address, options.api_security,
+                                                  options.max_message_bytes, services));
+  server->server_ = std::move(started.server);
+  server->address_ = std::move(started.address);
   server->scheduler_->Start();
   return server;
 }

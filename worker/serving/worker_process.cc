@@ -3,9 +3,8 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
-#include "security/server_credentials.h"
+#include "security/secure_server.h"
 
 namespace flatfleet::engine {
 namespace {
@@ -29,23 +28,12 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(WorkerProces
   process->service_ =
       std::make_unique<WorkerServiceImpl>(std::move(options.service), *process->metrics_);
 
-  // Both are process-wide switches that builders read; setting them again is harmless.
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(options.listen_address,
-                           security::MakeServerCredentials(options.security), &port);
-  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
-  builder.SetMaxSendMessageSize(options.max_message_bytes);
-  builder.RegisterService(process->service_.get());
-  process->server_ = builder.BuildAndStart();
-  if (process->server_ == nullptr || port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on '", options.listen_address,
-                                               "' (bad address or port in use)"));
-  }
-  const std::string& listen = options.listen_address;
-  process->address_ = absl::StrCat(listen.substr(0, listen.rfind(':')), ":", port);
+  grpc::Service* const services[] = {process->service_.get()};
+  absl::StatusOr<security::StartedServer> started = security::StartSecureServer(
+      options.listen_address, options.security, options.max_message_bytes, services);
+  if (!started.ok()) return started.status();
+  process->server_ = std::move(started->server);
+  process->address_ = std::move(started->address);
   grpc::HealthCheckServiceInterface* health = process->server_->GetHealthCheckService();
   if (health != nullptr) {
     health->SetServingStatus(kHealthServiceName,
