@@ -3,8 +3,9 @@
 // implement the same ops. Weights are prepared once into backend-owned handles so that each
 // backend can pack or quantize them its own way.
 //
-// Activations are row-major float32 `Tensor`s viewed as [rows, cols]; every op expects its
-// outputs to be allocated with the right shape by the caller.
+// Activations are runtime::TensorViews (runtime/tensor_view.h) in the backend's memory; every
+// op expects its outputs to be allocated with the right shape by the caller (from the execution
+// context's workspace arena).
 #pragma once
 
 #include <cstdint>
@@ -13,7 +14,13 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/tensor.h"
+#include "kernels/execution_context.h"
+#include "kernels/kv_pool.h"
+#include "kernels/weight_tensor.h"
+#include "runtime/tensor_view.h"
 
 namespace flatfleet::kernels {
 
@@ -73,50 +80,117 @@ struct ExpertWeights {
   const LinearWeight* down = nullptr;
 };
 
+// Per logit row: how a backend that samples on the device chooses it (engine::SamplingParams).
+struct DeviceSamplingParams {
+  float temperature = 0.0f;  // 0: greedy (argmax, first index on ties)
+  int32_t top_k = 0;         // 0: off
+  float top_p = 1.0f;        // 1: off
+  uint64_t seed = 0;
+  uint64_t step = 0;  // tokens the request sampled so far: the draw depends on (seed, step) only
+};
+
+// A linear layer's weight as the loader hands it over: host memory in the checkpoint's type
+// (float32, bfloat16 or float16, memory-mapped or stacked), with the layer's name so that a
+// backend can decide per layer (keep the LM head in float, ...) without looking at the values.
+struct LinearSource {
+  std::string_view name;                           // "model.layers.0.self_attn.qkv_proj", "lm_head"
+  runtime::ConstTensorView weight;                 // [out, in]
+  const runtime::ConstTensorView* bias = nullptr;  // [1, out] or null
+};
+
+// The op interface. Activations are runtime::TensorViews in the backend's memory(): the residual
+// stream and logits are float32, every other activation is activation_type() (float32 on the CPU
+// reference, bfloat16 on CUDA). Every op runs in an ExecutionContext (its stream, workspace and
+// current step) and reports misuse as an error naming the op, never by aborting. Ops that need
+// the step (embedding ids, positions, block tables, logit rows) read it from the context.
+// A host view of float32, bfloat16 or float16 values as a float32 Tensor [rows, cols].
+absl::StatusOr<Tensor> WidenToFloat(const runtime::ConstTensorView& view, std::string_view what);
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
+  virtual runtime::MemoryKind memory() const { return runtime::MemoryKind::kHost; }
+  virtual runtime::ScalarType activation_type() const { return runtime::ScalarType::kFloat32; }
 
-  // `weight` is [out, in]; `bias` is [out] or null.
+  // ---- Weights (prepared once, at load time)
+  // `weight` is [out, in]; `bias` is [out] or null. Host float32; the CPU backends' own entry.
   virtual std::unique_ptr<LinearWeight> PrepareLinear(const Tensor& weight, const Tensor* bias) = 0;
+  // The loader's entry. The default widens to float32 and calls PrepareLinear.
+  virtual absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareNamedLinear(
+      const LinearSource& source);
+  // Norm scales, rotary frequencies ([1, n]) and embedding tables ([vocab, hidden]) from host
+  // memory of any float type.
+  virtual absl::StatusOr<std::unique_ptr<WeightTensor>> PrepareWeight(
+      const runtime::ConstTensorView& host, WeightUse use) = 0;
+
+  // ---- Memory
+  virtual absl::StatusOr<std::unique_ptr<ExecutionContext>> CreateContext() = 0;
+  // KV storage of `num_blocks` blocks in this backend's memory.
+  virtual absl::StatusOr<std::unique_ptr<KvPool>> CreateKvPool(const KvPoolShape& shape,
+                                                               int64_t num_blocks) = 0;
+  // Bytes of free memory a KV pool may take (the device's free memory times the configured
+  // fraction, less what the engine still needs); 0 when the backend does not size pools itself.
+  virtual int64_t kv_pool_budget_bytes() const { return 0; }
+  virtual KvDtype default_kv_dtype() const { return KvDtype::kFloat32; }
+
+  // ---- Ops
   // y[m, out] = x[m, in] * weight^T (+ bias).
-  virtual void Linear(const LinearWeight& weight, const Tensor& x, Tensor& y) = 0;
-
-  // y = x / sqrt(mean(x^2) + eps) * weight, per row.
-  virtual void RmsNorm(const Tensor& x, std::span<const float> weight, float eps, Tensor& y) = 0;
-
-  // Rotary position embedding in place on x [rows, num_heads * head_dim] with Hugging Face's
-  // rotate_half pairing (i, i + head_dim / 2); row r is at position positions[r].
-  virtual void Rotary(Tensor& x, int64_t num_heads, int64_t head_dim,
-                      std::span<const int64_t> positions, std::span<const float> inv_freq) = 0;
-
-  // Causal attention of q [rows, num_heads * head_dim] over cached keys/values, for a batch of
-  // sequences with different lengths; out has q's shape.
-  virtual void Attention(const Tensor& q, std::span<const AttentionSequence> sequences,
-                         const AttentionShape& shape, Tensor& out) = 0;
-
-  // out = silu(gate) * up, elementwise.
-  virtual void SiluMul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;
-
-  // x += y, elementwise.
-  virtual void Add(Tensor& x, const Tensor& y) = 0;
-
-  // out[r] = table[ids[r]]; ids must be in range.
-  virtual void Embedding(const Tensor& table, std::span<const int32_t> ids, Tensor& out) = 0;
-
-  // out[r] = x[rows[r]].
-  virtual void GatherRows(const Tensor& x, std::span<const int64_t> rows, Tensor& out) = 0;
-
-  // Splits x's columns into consecutive pieces: outputs[i] takes the next outputs[i]->dim(-1)
-  // columns of every row (e.g. a fused q/k/v projection into q, k and v).
-  virtual void SplitColumns(const Tensor& x, std::span<Tensor* const> outputs) = 0;
-
-  // Sparse MoE (Mixtral): per row, softmax over router_logits [rows, experts], keep the top
-  // `top_k`, renormalise their weights to sum 1, and write the weighted sum of those experts'
+  virtual absl::Status Linear(ExecutionContext& context, const LinearWeight& weight,
+                              const runtime::ConstTensorView& x, const runtime::TensorView& y) = 0;
+  // residual += delta (when given; float32 += activation type), then
+  // out = residual / sqrt(mean(residual^2) + eps) * weight per row.
+  virtual absl::Status AddRmsNorm(ExecutionContext& context, const runtime::TensorView& residual,
+                                  const runtime::ConstTensorView* delta, const WeightTensor& weight,
+                                  float eps, const runtime::TensorView& out) = 0;
+  // As AddRmsNorm (the add on every row), but out has one row per step().logit_rows entry: the
+  // final norm runs only on the rows that produce logits.
+  virtual absl::Status AddRmsNormLogitRows(ExecutionContext& context,
+                                           const runtime::TensorView& residual,
+                                           const runtime::ConstTensorView* delta,
+                                           const WeightTensor& weight, float eps,
+                                           const runtime::TensorView& out) = 0;
+  // out[r] = table[step().token_ids[r]] (float32 residual rows); ids outside the table give a
+  // zero row (a tensor-parallel rank's ids outside its vocabulary slice).
+  virtual absl::Status Embedding(ExecutionContext& context, const WeightTensor& table,
+                                 const runtime::TensorView& out) = 0;
+  // After the qkv projection: qkv rows are q | k | v of this rank's heads. Writes q rotated
+  // (Hugging Face rotate_half pairing, angle position * inv_freq) to q_out and the rotated keys
+  // and the values into `pool`'s `layer` at step().slot_mapping.
+  virtual absl::Status RotaryKvWrite(ExecutionContext& context, int64_t layer,
+                                     const runtime::ConstTensorView& qkv,
+                                     const WeightTensor& inv_freq, const AttentionShape& shape,
+                                     const runtime::TensorView& q_out, KvPool& pool) = 0;
+  // Causal attention of q [rows, num_heads * head_dim] over `layer` of the pool for the step's
+  // sequences; out has q's shape.
+  virtual absl::Status Attention(ExecutionContext& context, int64_t layer,
+                                 const runtime::ConstTensorView& q, const KvPool& pool,
+                                 const AttentionShape& shape, const runtime::TensorView& out) = 0;
+  // out = silu(gate) * up, with gate_up [rows, 2 * n] = gate | up and out [rows, n].
+  virtual absl::Status SiluMul(ExecutionContext& context, const runtime::ConstTensorView& gate_up,
+                               const runtime::TensorView& out) = 0;
+  // Sparse MoE (Mixtral): per row, softmax over router_logits [rows, experts] (float32), keep the
+  // top `top_k`, renormalise their weights to sum 1, and write the weighted sum of those experts'
   // outputs on x to out [rows, hidden].
-  virtual void SparseMoe(const Tensor& x, const Tensor& router_logits,
-                         std::span<const ExpertWeights> experts, int64_t top_k, Tensor& out) = 0;
+  virtual absl::Status SparseMoe(ExecutionContext& context, const runtime::ConstTensorView& x,
+                                 const runtime::ConstTensorView& router_logits,
+                                 std::span<const ExpertWeights> experts, int64_t top_k,
+                                 const runtime::TensorView& out) = 0;
+  // Copies a float32 view into host memory (waits for it).
+  virtual absl::Status CopyToHost(ExecutionContext& context, const runtime::ConstTensorView& from,
+                                  std::span<float> to) = 0;
+  // Host float32 data into a float32 view of this backend (the tensor-parallel collectives run on
+  // host buffers).
+  virtual absl::Status CopyFromHost(ExecutionContext& context, std::span<const float> from,
+                                    const runtime::TensorView& to) = 0;
+
+  // ---- Sampling on the backend (GPUs): only the chosen ids leave the device. Backends that
+  // return false here leave sampling to the host (engine::Sampler, the CPU's numerics spec).
+  virtual bool samples_on_device() const { return false; }
+  virtual absl::Status SampleTokens(ExecutionContext& context,
+                                    const runtime::ConstTensorView& logits,
+                                    std::span<const DeviceSamplingParams> params,
+                                    std::span<int32_t> tokens, std::span<float> logprobs);
 };
 
 }  // namespace flatfleet::kernels

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -22,8 +23,6 @@ void DieUnlessOk(const absl::Status& status, const char* what) {
     std::abort();
   }
 }
-
-int64_t Rows(const Tensor& t) { return t.rank() == 0 ? 1 : t.size() / t.dim(-1); }
 
 absl::Status CheckSupported(const QuantRecipe& recipe) {
   const QuantSpec& spec = recipe.spec;
@@ -109,8 +108,7 @@ ActivationCalibration QuantizedCpuLinearWeight::calibration() const {
 QuantizedCpuBackend::QuantizedCpuBackend(QuantRecipe recipe, KeepFloatFilter keep_float)
     : recipe_(std::move(recipe)),
       keep_float_(std::move(keep_float)),
-      name_(absl::StrCat("cpu-quant-", recipe_.name)),
-      float_backend_(kernels::cpu::DefaultCpuBackend()) {}
+      name_(absl::StrCat("cpu-quant-", recipe_.name)) {}
 
 absl::StatusOr<std::unique_ptr<QuantizedCpuBackend>> QuantizedCpuBackend::Create(
     QuantRecipe recipe, KeepFloatFilter keep_float) {
@@ -138,17 +136,19 @@ QuantizedCpuBackend::PrepareQuantizedLinear(const Tensor& weight, const Tensor* 
   return handle;
 }
 
-absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight, const Tensor& x,
-                                            Tensor& y) {
+absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
+                                            const runtime::ConstTensorView& x,
+                                            const runtime::TensorView& y) {
   const auto& handle = static_cast<const QuantizedCpuLinearWeight&>(weight);
-  const int64_t m = Rows(x);
-  if (x.dim(-1) != handle.in_features() || y.dim(-1) != handle.out_features() || Rows(y) != m) {
-    return absl::InvalidArgumentError("Linear: shapes");
+  const int64_t m = x.rows;
+  if (x.cols != handle.in_features() || y.cols != handle.out_features() || y.rows != m ||
+      !x.dense() || !y.dense() || x.type != runtime::ScalarType::kFloat32 ||
+      y.type != runtime::ScalarType::kFloat32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Linear: x [", x.rows, ", ", x.cols, "] y [", y.rows, ", ", y.cols,
+                     "] for a [", handle.out_features(), ", ", handle.in_features(), "] layer"));
   }
-  if (handle.kept_float()) {
-    float_backend_.Linear(*handle.float_linear_, x, y);
-    return absl::OkStatus();
-  }
+  if (handle.kept_float()) return CpuBackend::HostLinear(*handle.float_linear_, x, y);
   if (handle.stored() && mode_ != LinearMode::kQuantized) {
     return absl::FailedPreconditionError(
         "a layer loaded from a quantized checkpoint has no float weight: it cannot be calibrated "
@@ -156,28 +156,27 @@ absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
   }
   switch (mode_) {
     case LinearMode::kCalibrate: {
-      const std::vector<float> transformed = handle.transforms_.ApplyToActivations(x.span(), m);
+      const std::vector<float> transformed = handle.transforms_.ApplyToActivations(x.floats(), m);
       {
         std::lock_guard<std::mutex> lock(handle.mutex_);
         handle.calibration_.Record(transformed, m,
                                    handle.transforms_.OutFeatures(handle.in_features()));
         // Raw rows cost up to kMaxRawSamples * in floats per layer: only when used.
         if (NeedsRawCalibration(recipe_) || NeedsRawStatistics(recipe_)) {
-          handle.calibration_.RecordRaw(x.span(), m, handle.in_features(),
+          handle.calibration_.RecordRaw(x.floats(), m, handle.in_features(),
                                         CalibrationOptionsFor(recipe_));
         }
         handle.stale_ = true;
       }
-      float_backend_.Linear(*handle.float_linear_, x, y);
-      return absl::OkStatus();
+      return CpuBackend::HostLinear(*handle.float_linear_, x, y);
     }
     case LinearMode::kFloatPassthrough: {
       FF_ASSIGN_OR_RETURN(const QuantizedLinear* layer, handle.Quantized(recipe_));
-      return layer->ForwardFloat(x.span(), m, y.span());
+      return layer->ForwardFloat(x.floats(), m, y.floats());
     }
     case LinearMode::kQuantized: {
       FF_ASSIGN_OR_RETURN(const QuantizedLinear* layer, handle.Quantized(recipe_));
-      return layer->Forward(x.span(), m, y.span());
+      return layer->Forward(x.floats(), m, y.floats());
     }
   }
   return absl::InternalError("unknown mode");
@@ -191,56 +190,27 @@ std::unique_ptr<kernels::LinearWeight> QuantizedCpuBackend::PrepareLinear(const 
   return *std::move(handle);
 }
 
-void QuantizedCpuBackend::Linear(const kernels::LinearWeight& weight, const Tensor& x, Tensor& y) {
-  DieUnlessOk(TryLinear(weight, x, y), "Linear");
-}
-
-void QuantizedCpuBackend::RmsNorm(const Tensor& x, std::span<const float> weight, float eps,
-                                  Tensor& y) {
-  float_backend_.RmsNorm(x, weight, eps, y);
-}
-
-void QuantizedCpuBackend::Rotary(Tensor& x, int64_t num_heads, int64_t head_dim,
-                                 std::span<const int64_t> positions,
-                                 std::span<const float> inv_freq) {
-  float_backend_.Rotary(x, num_heads, head_dim, positions, inv_freq);
-}
-
-void QuantizedCpuBackend::Attention(const Tensor& q,
-                                    std::span<const kernels::AttentionSequence> sequences,
-                                    const kernels::AttentionShape& shape, Tensor& out) {
-  float_backend_.Attention(q, sequences, shape, out);
-}
-
-void QuantizedCpuBackend::SiluMul(const Tensor& gate, const Tensor& up, Tensor& out) {
-  float_backend_.SiluMul(gate, up, out);
-}
-
-void QuantizedCpuBackend::Add(Tensor& x, const Tensor& y) { float_backend_.Add(x, y); }
-
-void QuantizedCpuBackend::Embedding(const Tensor& table, std::span<const int32_t> ids,
-                                    Tensor& out) {
-  float_backend_.Embedding(table, ids, out);
-}
-
-void QuantizedCpuBackend::GatherRows(const Tensor& x, std::span<const int64_t> rows, Tensor& out) {
-  float_backend_.GatherRows(x, rows, out);
-}
-
-void QuantizedCpuBackend::SplitColumns(const Tensor& x, std::span<Tensor* const> outputs) {
-  float_backend_.SplitColumns(x, outputs);
-}
-
-void QuantizedCpuBackend::SparseMoe(const Tensor& x, const Tensor& router_logits,
-                                    std::span<const kernels::ExpertWeights> experts, int64_t top_k,
-                                    Tensor& out) {
-  const int64_t rows = Rows(x);
-  const int64_t num_experts = static_cast<int64_t>(experts.size());
-  if (router_logits.dim(-1) != num_experts || Rows(router_logits) != rows || top_k > num_experts ||
-      out.size() != x.size()) {
-    DieUnlessOk(absl::InvalidArgumentError("shapes"), "SparseMoe");
+absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> QuantizedCpuBackend::PrepareNamedLinear(
+    const kernels::LinearSource& source) {
+  FF_ASSIGN_OR_RETURN(Tensor weight, kernels::WidenToFloat(source.weight, source.name));
+  std::optional<Tensor> bias;
+  if (source.bias != nullptr) {
+    FF_ASSIGN_OR_RETURN(Tensor widened, kernels::WidenToFloat(*source.bias, source.name));
+    bias = Tensor({widened.size()}, std::move(widened.vector()));
   }
-  kernels::cpu::ComposeSparseMoe(*this, x, router_logits, experts, top_k, out);
+  absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>> handle =
+      PrepareQuantizedLinear(weight, bias ? &*bias : nullptr);
+  if (!handle.ok()) {
+    return absl::Status(handle.status().code(), absl::StrCat("layer '", std::string(source.name),
+                                                             "': ", handle.status().message()));
+  }
+  return std::unique_ptr<kernels::LinearWeight>(*std::move(handle));
+}
+
+absl::Status QuantizedCpuBackend::HostLinear(const kernels::LinearWeight& weight,
+                                             const runtime::ConstTensorView& x,
+                                             const runtime::TensorView& y) {
+  return TryLinear(weight, x, y);
 }
 
 }  // namespace flatfleet::quant

@@ -69,7 +69,9 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
 
 enum class LinearMode { kQuantized, kCalibrate, kFloatPassthrough };
 
-class QuantizedCpuBackend final : public kernels::Backend {
+// Norms, rotary, attention, pointwise ops, the KV pool and MoE routing are the float32 CPU
+// backend's (inherited); only the linear layers differ.
+class QuantizedCpuBackend final : public kernels::cpu::CpuBackend {
  public:
   // Errors for recipes this backend cannot run. An empty filter quantizes every linear.
   static absl::StatusOr<std::unique_ptr<QuantizedCpuBackend>> Create(QuantRecipe recipe,
@@ -80,30 +82,22 @@ class QuantizedCpuBackend final : public kernels::Backend {
   LinearMode mode() const { return mode_; }
   void set_mode(LinearMode mode) { mode_ = mode; }
 
-  // PrepareLinear with errors instead of aborting (the interface has no status).
+  // PrepareLinear with errors instead of aborting.
   absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>> PrepareQuantizedLinear(
       const Tensor& weight, const Tensor* bias);
-  // Linear with errors instead of aborting.
-  absl::Status TryLinear(const kernels::LinearWeight& weight, const Tensor& x, Tensor& y);
+  // Linear with errors instead of aborting (host float32 views).
+  absl::Status TryLinear(const kernels::LinearWeight& weight, const runtime::ConstTensorView& x,
+                         const runtime::TensorView& y);
 
+  // The legacy interface has no status: aborts on a recipe error (use PrepareNamedLinear).
   std::unique_ptr<kernels::LinearWeight> PrepareLinear(const Tensor& weight,
                                                        const Tensor* bias) override;
-  void Linear(const kernels::LinearWeight& weight, const Tensor& x, Tensor& y) override;
-  void RmsNorm(const Tensor& x, std::span<const float> weight, float eps, Tensor& y) override;
-  void Rotary(Tensor& x, int64_t num_heads, int64_t head_dim, std::span<const int64_t> positions,
-              std::span<const float> inv_freq) override;
-  void Attention(const Tensor& q, std::span<const kernels::AttentionSequence> sequences,
-                 const kernels::AttentionShape& shape, Tensor& out) override;
-  void SiluMul(const Tensor& gate, const Tensor& up, Tensor& out) override;
-  void Add(Tensor& x, const Tensor& y) override;
-  void Embedding(const Tensor& table, std::span<const int32_t> ids, Tensor& out) override;
-  void GatherRows(const Tensor& x, std::span<const int64_t> rows, Tensor& out) override;
-  void SplitColumns(const Tensor& x, std::span<Tensor* const> outputs) override;
-  // The float backend's routing (softmax, top-k, renormalised) with experts run through this
-  // backend's Linear, added in expert order like the float backend.
-  void SparseMoe(const Tensor& x, const Tensor& router_logits,
-                 std::span<const kernels::ExpertWeights> experts, int64_t top_k,
-                 Tensor& out) override;
+  absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> PrepareNamedLinear(
+      const kernels::LinearSource& source) override;
+
+ protected:
+  absl::Status HostLinear(const kernels::LinearWeight& weight, const runtime::ConstTensorView& x,
+                          const runtime::TensorView& y) override;
 
  private:
   QuantizedCpuBackend(QuantRecipe recipe, KeepFloatFilter keep_float);
@@ -112,7 +106,6 @@ class QuantizedCpuBackend final : public kernels::Backend {
   KeepFloatFilter keep_float_;
   std::string name_;
   LinearMode mode_ = LinearMode::kQuantized;
-  kernels::cpu::CpuBackend& float_backend_;
 };
 
 }  // namespace flatfleet::quant

@@ -11,7 +11,6 @@
 
 #include "common/dtype.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "worker/model/contiguous_kv_cache.h"
 #include "worker/model/llama_model.h"
 
 namespace flatfleet::engine {
@@ -115,7 +114,12 @@ void ExpectSameLogitsAsContiguous(const std::string& fixture) {
   auto model = LoadLlamaModel(dir, kernels::cpu::DefaultCpuBackend());
   ASSERT_TRUE(model.ok()) << model.status();
   const ModelConfig& config = (*model)->config();
-  ContiguousKvCache contiguous(config.num_hidden_layers, (*model)->kv_row_size(), 256);
+  // One block of 256 positions per sequence: each sequence is physically contiguous.
+  auto contiguous_cache = *PagedKvCache::Create({.num_layers = config.num_hidden_layers,
+                                                 .row_size = (*model)->kv_row_size(),
+                                                 .block_size = 256},
+                                                3);
+  PagedKvCache& contiguous = *contiguous_cache;
   auto paged = *PagedKvCache::Create({.num_layers = config.num_hidden_layers,
                                       .row_size = (*model)->kv_row_size(),
                                       .block_size = 4},

@@ -352,7 +352,17 @@ TEST(TensorParallelBuildTest, RejectsAMissingOrMismatchedCommunicator) {
   options.tensor_parallel.communicator = &pair;
   auto sharded = LoadLlamaWeights(config, weights, backend, *PlanTensorParallel(config, 0, 2));
   ASSERT_TRUE(sharded.ok()) << sharded.status();
-  LlamaModel orphan(config, *std::move(sharded), backend, ModelOptions{});
+  auto context = backend.CreateContext();
+  ASSERT_TRUE(context.ok()) << context.status();
+  std::vector<float> frequencies(config.head_dim / 2, 1.0f);
+  auto inv_freq = backend.PrepareWeight(
+      runtime::ConstTensorView(frequencies.data(), runtime::ScalarType::kFloat32,
+                               runtime::MemoryKind::kHost, 1,
+                               static_cast<int64_t>(frequencies.size())),
+      kernels::WeightUse::kVector);
+  ASSERT_TRUE(inv_freq.ok()) << inv_freq.status();
+  LlamaModel orphan(config, *std::move(sharded), backend, *std::move(context), *std::move(inv_freq),
+                    ModelOptions{});
   auto cache = orphan.NewKvCache(8);
   const std::vector<int32_t> tokens = {1, 2, 3};
   const SequenceChunk chunk{*cache->AddSequence(), tokens};

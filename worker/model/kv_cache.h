@@ -1,13 +1,15 @@
-// Per-sequence key/value storage for attention. The model only talks to this interface, so a
-// paged cache (fixed-size blocks from a shared pool) can replace the contiguous one.
+// Per-sequence key/value bookkeeping for attention: which blocks of a backend-owned KV pool
+// (kernels/kv_pool.h) each sequence holds. The model reads block tables from it to build the
+// step; the backend's ops read and write the pool itself.
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "kernels/backend.h"
+#include "kernels/kv_pool.h"
 
 namespace flatfleet::engine {
 
@@ -23,16 +25,15 @@ class KvCache {
   // Positions stored (or reserved by Append) for the sequence.
   virtual int64_t Length(SequenceId sequence) const = 0;
 
-  // Reserves `count` more positions at the end of the sequence (fails when the cache is full);
-  // the forward pass then fills them layer by layer with Write.
+  // Reserves `count` more positions at the end of the sequence (fails, changing nothing, when the
+  // cache is full); the forward pass then fills them layer by layer.
   virtual absl::Status Append(SequenceId sequence, int64_t count) = 0;
-  // Stores `count` rows of keys and values (each num_kv_heads * head_dim floats) for positions
-  // [begin, begin + count) of `layer`.
-  virtual void Write(int64_t layer, SequenceId sequence, int64_t begin, int64_t count,
-                     const float* keys, const float* values) = 0;
-  // Blocks covering positions [0, Length(sequence)) of `layer`, in order. Valid until the next
-  // Append or RemoveSequence.
-  virtual std::vector<kernels::KvBlock> Blocks(int64_t layer, SequenceId sequence) const = 0;
+
+  // The sequence's physical block ids, in position order.
+  virtual std::span<const int32_t> BlockTable(SequenceId sequence) const = 0;
+  virtual int64_t block_size() const = 0;
+  virtual kernels::KvPool& pool() = 0;
+  virtual const kernels::KvPool& pool() const = 0;
 };
 
 }  // namespace flatfleet::engine

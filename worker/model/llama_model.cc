@@ -3,57 +3,77 @@
 #include <chrono>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/types/span.h"
 #include "common/dtype.h"
 #include "common/safetensors.h"
 #include "common/status_macros.h"
+#include "runtime/workspace_arena.h"
 #include "worker/collectives/communicator.h"
-#include "worker/model/contiguous_kv_cache.h"
+#include "worker/model/paged_kv_cache.h"
 
 namespace flatfleet::engine {
 
-// Allocated once per forward pass: fresh multi-megabyte tensors per layer would cost more in
-// page faults and zeroing than the layer's arithmetic. Sized for this rank's heads and
-// intermediate rows (all of them when not tensor-parallel).
+// Views into the execution context's workspace, taken in the same order every step (so a
+// replayed CUDA graph finds the same addresses). The residual stream and logits are float32;
+// the others are the backend's activation type. Sized for this rank's heads and intermediate
+// rows (all of them when not tensor-parallel).
 struct LlamaModel::Activations {
-  Activations(const ModelConfig& config, const TensorParallelLayout& layout, int64_t rows)
-      : Activations(config, rows, layout.heads.size() * config.head_dim,
-                    layout.kv_heads.size() * config.head_dim, layout.intermediate.size()) {}
-  Activations(const ModelConfig& config, int64_t rows, int64_t q_size, int64_t kv_size,
-              int64_t intermediate)
-      : normed({rows, config.hidden_size}),
-        qkv({rows, q_size + 2 * kv_size}),
-        q({rows, q_size}),
-        k({rows, kv_size}),
-        v({rows, kv_size}),
-        attended({rows, q_size}),
-        block_out({rows, config.hidden_size}) {
-    if (config.is_moe()) {
-      router_logits = Tensor({rows, config.num_local_experts});
-    } else {
-      gate_up = Tensor({rows, 2 * intermediate});
-      gate = Tensor({rows, intermediate});
-      up = Tensor({rows, intermediate});
-    }
-  }
+  runtime::TensorView x;  // residual stream
+  runtime::TensorView normed, qkv, q, attended, block_out;
+  runtime::TensorView gate_up, inter;  // dense MLP
+  runtime::TensorView router_logits;   // MoE
+  runtime::TensorView final_normed, logits;
+  const runtime::ConstTensorView* pending_delta = nullptr;  // block_out not yet added to x
+  runtime::ConstTensorView block_out_view;
 
-  Tensor normed, qkv, q, k, v, attended, block_out;
-  Tensor gate_up, gate, up;  // dense MLP
-  Tensor router_logits;      // MoE
+  // Calls take(type, rows, cols) for every buffer, in order.
+  template <typename Take>
+  static absl::Status ForEach(const ActivationSizes& n, runtime::ScalarType act, int64_t rows,
+                              int64_t logit_rows, Take&& take, Activations* out) {
+    using runtime::ScalarType;
+    auto one = [&](runtime::TensorView* slot, ScalarType type, int64_t r,
+                   int64_t c) -> absl::Status {
+      absl::StatusOr<runtime::TensorView> view = take(type, r, c);
+      if (!view.ok()) return view.status();
+      if (slot != nullptr) *slot = *view;
+      return absl::OkStatus();
+    };
+    auto at = [&](runtime::TensorView Activations::*member) {
+      return out == nullptr ? nullptr : &(out->*member);
+    };
+    FF_RETURN_IF_ERROR(one(at(&Activations::x), ScalarType::kFloat32, rows, n.hidden));
+    FF_RETURN_IF_ERROR(one(at(&Activations::normed), act, rows, n.hidden));
+    FF_RETURN_IF_ERROR(one(at(&Activations::qkv), act, rows, n.q_size + 2 * n.kv_size));
+    FF_RETURN_IF_ERROR(one(at(&Activations::q), act, rows, n.q_size));
+    FF_RETURN_IF_ERROR(one(at(&Activations::attended), act, rows, n.q_size));
+    FF_RETURN_IF_ERROR(one(at(&Activations::block_out), act, rows, n.hidden));
+    if (n.experts > 0) {
+      FF_RETURN_IF_ERROR(
+          one(at(&Activations::router_logits), ScalarType::kFloat32, rows, n.experts));
+    } else {
+      FF_RETURN_IF_ERROR(one(at(&Activations::gate_up), act, rows, 2 * n.intermediate));
+      FF_RETURN_IF_ERROR(one(at(&Activations::inter), act, rows, n.intermediate));
+    }
+    FF_RETURN_IF_ERROR(one(at(&Activations::final_normed), act, logit_rows, n.hidden));
+    FF_RETURN_IF_ERROR(one(at(&Activations::logits), ScalarType::kFloat32, logit_rows, n.vocab));
+    return absl::OkStatus();
+  }
 };
 
 LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights, kernels::Backend& backend,
-                       ModelOptions options)
+                       std::unique_ptr<kernels::ExecutionContext> context,
+                       std::unique_ptr<kernels::WeightTensor> inv_freq, ModelOptions options)
     : config_(std::move(config)),
       weights_(std::move(weights)),
       backend_(backend),
-      inv_freq_(RopeInverseFrequencies(config_)) {
-  if (options.bf16_rotary_frequencies) {
-    for (float& frequency : inv_freq_) frequency = BF16ToFloat(FloatToBF16(frequency));
-  }
+      context_(std::move(context)),
+      inv_freq_(std::move(inv_freq)) {
   const TensorParallelContext& tp = options.tensor_parallel;
   if (weights_.layout.sharded() && tp.communicator != nullptr) {
     communicator_ = tp.communicator;
@@ -65,13 +85,69 @@ LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights, kernels::Backen
   }
 }
 
+LlamaModel::ActivationSizes LlamaModel::Sizes() const {
+  const TensorParallelLayout& layout = weights_.layout;
+  return {config_.hidden_size,
+          layout.heads.size() * config_.head_dim,
+          layout.kv_heads.size() * config_.head_dim,
+          layout.intermediate.size(),
+          config_.is_moe() ? config_.num_local_experts : 0,
+          layout.vocab.size()};
+}
+
+int64_t LlamaModel::WorkspaceBytes(int64_t step_tokens, int64_t logit_rows) const {
+  int64_t bytes = 0;
+  auto count = [&](runtime::ScalarType type, int64_t rows,
+                   int64_t cols) -> absl::StatusOr<runtime::TensorView> {
+    bytes += static_cast<int64_t>(runtime::WorkspaceArena::Footprint(type, rows, cols));
+    return runtime::TensorView();
+  };
+  Activations::ForEach(Sizes(), backend_.activation_type(), step_tokens, logit_rows, count, nullptr)
+      .IgnoreError();
+  return bytes;
+}
+
+absl::Status LlamaModel::ReserveWorkspace(int64_t max_step_tokens, int64_t max_logit_rows) const {
+  return context_->ReserveWorkspace(WorkspaceBytes(max_step_tokens, max_logit_rows));
+}
+
 int64_t LlamaModel::kv_row_size() const {
   return weights_.layout.kv_heads.size() * config_.head_dim;
 }
 
-std::unique_ptr<KvCache> LlamaModel::NewKvCache(int64_t max_positions_per_sequence) const {
-  return std::make_unique<ContiguousKvCache>(config_.num_hidden_layers, kv_row_size(),
-                                             max_positions_per_sequence);
+absl::StatusOr<std::unique_ptr<KvCache>> LlamaModel::CreateKvCache(
+    int64_t max_positions_per_sequence, int64_t max_sequences) const {
+  if (max_positions_per_sequence <= 0 || max_sequences <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("KV cache: %d sequences of %d positions",
+                                                      max_sequences, max_positions_per_sequence));
+  }
+  PagedKvCacheShape shape;
+  shape.num_layers = config_.num_hidden_layers;
+  shape.row_size = kv_row_size();
+  shape.head_dim = config_.head_dim;
+  shape.block_size = 16;
+  const kernels::KvDtype dtype = backend_.default_kv_dtype();
+  shape.dtype = dtype == kernels::KvDtype::kBFloat16 ? KvCacheDtype::kBFloat16
+                : dtype == kernels::KvDtype::kInt8   ? KvCacheDtype::kInt8
+                                                     : KvCacheDtype::kFloat32;
+  shape.max_positions_per_sequence = max_positions_per_sequence;
+  shape.growable = backend_.memory() != runtime::MemoryKind::kDevice;
+  const int64_t blocks_per_sequence =
+      (max_positions_per_sequence + shape.block_size - 1) / shape.block_size;
+  FF_ASSIGN_OR_RETURN(std::unique_ptr<PagedKvCache> cache,
+                      PagedKvCache::Create(backend_, shape, blocks_per_sequence * max_sequences));
+  return std::unique_ptr<KvCache>(std::move(cache));
+}
+
+std::unique_ptr<KvCache> LlamaModel::NewKvCache(int64_t max_positions_per_sequence,
+                                                int64_t max_sequences) const {
+  absl::StatusOr<std::unique_ptr<KvCache>> cache =
+      CreateKvCache(max_positions_per_sequence, max_sequences);
+  if (!cache.ok()) {
+    std::fprintf(stderr, "NewKvCache: %s\n", cache.status().ToString().c_str());
+    std::abort();
+  }
+  return *std::move(cache);
 }
 
 TensorParallelStats LlamaModel::tensor_parallel_stats() const {
@@ -94,18 +170,6 @@ absl::Status LlamaModel::CheckTensorParallelGroup() const {
         layout.rank, layout.size, communicator_->rank(), communicator_->size()));
   }
   return absl::OkStatus();
-}
-
-absl::Status LlamaModel::EmbedVocabParallel(std::span<const int32_t> ids, Tensor& x) const {
-  const IndexRange vocab = weights_.layout.vocab;
-  const int32_t zero_row = static_cast<int32_t>(vocab.size());  // after this rank's rows
-  std::vector<int32_t> local_ids(ids.size());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    local_ids[i] = vocab.Contains(ids[i]) ? static_cast<int32_t>(ids[i] - vocab.begin) : zero_row;
-  }
-  backend_.Embedding(weights_.embed_tokens, local_ids, x);
-  // Exactly one rank contributes each row, so even this FP32 sum is exact.
-  return embedding_reducer_->AllReduceSum(absl::MakeSpan(x.vector()));
 }
 
 absl::StatusOr<Tensor> LlamaModel::GatherLogits(const Tensor& local_logits) const {
@@ -139,8 +203,8 @@ absl::StatusOr<Tensor> LlamaModel::GatherLogits(const Tensor& local_logits) cons
   return logits;
 }
 
-absl::StatusOr<Tensor> LlamaModel::Forward(std::span<const SequenceChunk> chunks,
-                                           KvCache& cache) const {
+absl::StatusOr<runtime::TensorView> LlamaModel::RunForward(std::span<const SequenceChunk> chunks,
+                                                           KvCache& cache) const {
   // Validate everything before touching the cache.
   std::set<SequenceId> seen;
   int64_t total_tokens = 0;
@@ -165,127 +229,175 @@ absl::StatusOr<Tensor> LlamaModel::Forward(std::span<const SequenceChunk> chunks
     total_tokens += static_cast<int64_t>(chunk.tokens.size());
   }
   const bool sharded = weights_.layout.sharded();
-  if (sharded) {
-    FF_RETURN_IF_ERROR(CheckTensorParallelGroup());
-    // Nothing to exchange (every rank sees the same empty batch).
-    if (total_tokens == 0) return Tensor({0, config_.vocab_size});
-  }
+  if (sharded) FF_RETURN_IF_ERROR(CheckTensorParallelGroup());
 
-  std::vector<int32_t> ids;
-  std::vector<int64_t> positions;
-  std::vector<int64_t> chunk_starts;
-  std::vector<int64_t> logit_rows;
-  ids.reserve(total_tokens);
-  positions.reserve(total_tokens);
+  // The step: every row's id, position and KV slot, each sequence's block table.
+  kernels::StepBatch step;
+  step.token_ids.reserve(total_tokens);
+  step.positions.reserve(total_tokens);
+  step.slot_mapping.reserve(total_tokens);
+  const IndexRange vocab = weights_.layout.vocab;
+  const int64_t block_size = cache.block_size();
   for (const SequenceChunk& chunk : chunks) {
     const int64_t past = cache.Length(chunk.sequence);
     const int64_t count = static_cast<int64_t>(chunk.tokens.size());
     FF_RETURN_IF_ERROR(cache.Append(chunk.sequence, count));
-    const int64_t start = static_cast<int64_t>(ids.size());
-    chunk_starts.push_back(start);
+    const std::span<const int32_t> table = cache.BlockTable(chunk.sequence);
+    const int64_t start = step.num_rows();
+    step.sequences.push_back({start, count, past + count,
+                              static_cast<int64_t>(step.block_tables.size()),
+                              static_cast<int64_t>(table.size())});
+    step.block_tables.insert(step.block_tables.end(), table.begin(), table.end());
     for (int64_t i = 0; i < count; ++i) {
-      ids.push_back(chunk.tokens[i]);
-      positions.push_back(past + i);
-      if (chunk.all_logits || i == count - 1) logit_rows.push_back(start + i);
+      const int32_t token = chunk.tokens[i];
+      // A tensor-parallel rank looks up only its vocabulary slice; other ids give zero rows and
+      // the all-reduce adds exactly one non-zero row per token.
+      step.token_ids.push_back(
+          sharded ? (vocab.Contains(token) ? static_cast<int32_t>(token - vocab.begin) : -1)
+                  : token);
+      const int64_t position = past + i;
+      step.positions.push_back(static_cast<int32_t>(position));
+      step.slot_mapping.push_back(
+          static_cast<int32_t>(table[position / block_size] * block_size + position % block_size));
+      if (chunk.all_logits || i == count - 1) {
+        step.logit_rows.push_back(static_cast<int32_t>(start + i));
+      }
     }
   }
-
-  const int64_t hidden = config_.hidden_size;
-  Tensor x({total_tokens, hidden});
-  if (sharded) {
-    FF_RETURN_IF_ERROR(EmbedVocabParallel(ids, x));
-  } else {
-    backend_.Embedding(weights_.embed_tokens, ids, x);
+  // Nothing to exchange (every rank sees the same empty batch).
+  if (total_tokens == 0) {
+    return runtime::TensorView(nullptr, runtime::ScalarType::kFloat32, backend_.memory(), 0,
+                               config_.vocab_size);
   }
-  Activations scratch(config_, weights_.layout, total_tokens);
+  kernels::ExecutionContext& context = *context_;
+  FF_RETURN_IF_ERROR(context.BeginStep(step));
+  Activations scratch;
+  const int64_t logit_rows = static_cast<int64_t>(step.logit_rows.size());
+  FF_RETURN_IF_ERROR(Activations::ForEach(
+      Sizes(), backend_.activation_type(), total_tokens, logit_rows,
+      [&](runtime::ScalarType type, int64_t rows, int64_t cols) {
+        return context.Scratch(type, rows, cols);
+      },
+      &scratch));
+
+  FF_RETURN_IF_ERROR(backend_.Embedding(context, *weights_.embed_tokens, scratch.x));
+  // Exactly one rank contributes each row, so even this FP32 sum is exact.
+  if (sharded) FF_RETURN_IF_ERROR(AllReduceOnHost(scratch.x, *embedding_reducer_));
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     const DecoderLayerWeights& layer = weights_.layers[l];
-    FF_RETURN_IF_ERROR(
-        AttentionBlock(layer, l, x, positions, chunks, chunk_starts, cache, scratch));
-    FF_RETURN_IF_ERROR(FeedForwardBlock(layer, x, scratch));
+    FF_RETURN_IF_ERROR(AttentionBlock(layer, l, cache, scratch));
+    FF_RETURN_IF_ERROR(FeedForwardBlock(layer, scratch));
   }
-
   // Only the rows whose logits were asked for go through the final norm and LM head.
-  const int64_t rows = static_cast<int64_t>(logit_rows.size());
-  Tensor selected({rows, hidden});
-  backend_.GatherRows(x, logit_rows, selected);
-  Tensor normed({rows, hidden});
-  backend_.RmsNorm(selected, weights_.final_norm.span(), static_cast<float>(config_.rms_norm_eps),
-                   normed);
-  if (sharded) {
-    Tensor local_logits({rows, weights_.layout.vocab.size()});
-    backend_.Linear(*weights_.lm_head, normed, local_logits);
-    return GatherLogits(local_logits);
+  FF_RETURN_IF_ERROR(
+      backend_.AddRmsNormLogitRows(context, scratch.x, scratch.pending_delta, *weights_.final_norm,
+                                   static_cast<float>(config_.rms_norm_eps), scratch.final_normed));
+  FF_RETURN_IF_ERROR(
+      backend_.Linear(context, *weights_.lm_head, scratch.final_normed, scratch.logits));
+  return scratch.logits;
+}
+
+absl::StatusOr<Tensor> LlamaModel::Forward(std::span<const SequenceChunk> chunks,
+                                           KvCache& cache) const {
+  FF_ASSIGN_OR_RETURN(runtime::TensorView logits, RunForward(chunks, cache));
+  Tensor host({logits.rows, logits.cols});
+  if (logits.rows > 0) {
+    FF_RETURN_IF_ERROR(backend_.CopyToHost(*context_, logits, host.span()));
   }
-  Tensor logits({rows, config_.vocab_size});
-  backend_.Linear(*weights_.lm_head, normed, logits);
-  return logits;
+  if (weights_.layout.sharded()) {
+    if (logits.rows == 0) return Tensor({0, config_.vocab_size});
+    return GatherLogits(host);
+  }
+  return host;
+}
+
+absl::StatusOr<std::vector<int32_t>> LlamaModel::ForwardAndSample(
+    std::span<const SequenceChunk> chunks, KvCache& cache,
+    std::span<const kernels::DeviceSamplingParams> params, std::vector<float>* logprobs) const {
+  if (!backend_.samples_on_device()) {
+    return absl::FailedPreconditionError(absl::StrCat("backend ", std::string(backend_.name()),
+                                                      " samples on the host: use Forward"));
+  }
+  if (weights_.layout.sharded()) {
+    return absl::UnimplementedError("sampling on the device with tensor parallelism");
+  }
+  if (params.size() != chunks.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat("forward: %d sampling entries for %d chunks",
+                                                      params.size(), chunks.size()));
+  }
+  for (const SequenceChunk& chunk : chunks) {
+    if (chunk.all_logits) {
+      return absl::InvalidArgumentError("forward: device sampling takes one row per chunk");
+    }
+  }
+  FF_ASSIGN_OR_RETURN(runtime::TensorView logits, RunForward(chunks, cache));
+  std::vector<int32_t> tokens(chunks.size());
+  std::vector<float> chosen_logprobs(logprobs != nullptr ? chunks.size() : 0);
+  if (!chunks.empty()) {
+    FF_RETURN_IF_ERROR(backend_.SampleTokens(*context_, logits, params, tokens, chosen_logprobs));
+  }
+  if (logprobs != nullptr) *logprobs = std::move(chosen_logprobs);
+  return tokens;
+}
+
+absl::Status LlamaModel::AllReduceOnHost(const runtime::TensorView& partial_sums,
+                                         collectives::CompressedAllReducer& reducer) const {
+  if (partial_sums.memory == runtime::MemoryKind::kDevice || !partial_sums.dense() ||
+      partial_sums.type != runtime::ScalarType::kFloat32) {
+    return absl::UnimplementedError(
+        "tensor parallelism runs its collectives on host float32 activations (the CPU backend)");
+  }
+  return reducer.AllReduceSum(absl::MakeSpan(partial_sums.as<float>(), partial_sums.size()));
 }
 
 absl::Status LlamaModel::AttentionBlock(const DecoderLayerWeights& layer, int64_t layer_index,
-                                        Tensor& x, std::span<const int64_t> positions,
-                                        std::span<const SequenceChunk> chunks,
-                                        std::span<const int64_t> chunk_starts, KvCache& cache,
-                                        Activations& scratch) const {
+                                        KvCache& cache, Activations& scratch) const {
+  kernels::ExecutionContext& context = *context_;
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  Tensor& h = scratch.normed;
-  Tensor& q = scratch.q;
-  Tensor& k = scratch.k;
-  Tensor& v = scratch.v;
-  backend_.RmsNorm(x, layer.input_norm.span(), eps, h);
-  backend_.Linear(*layer.qkv_proj, h, scratch.qkv);
-  Tensor* const qkv_parts[] = {&q, &k, &v};
-  backend_.SplitColumns(scratch.qkv, qkv_parts);
+  FF_RETURN_IF_ERROR(backend_.AddRmsNorm(context, scratch.x, scratch.pending_delta,
+                                         *layer.input_norm, eps, scratch.normed));
+  FF_RETURN_IF_ERROR(backend_.Linear(context, *layer.qkv_proj, scratch.normed, scratch.qkv));
   // This rank's heads (all of them when not tensor-parallel).
-  const int64_t num_heads = weights_.layout.heads.size();
-  const int64_t num_kv_heads = weights_.layout.kv_heads.size();
-  backend_.Rotary(q, num_heads, config_.head_dim, positions, inv_freq_);
-  backend_.Rotary(k, num_kv_heads, config_.head_dim, positions, inv_freq_);
-
-  std::vector<std::vector<kernels::KvBlock>> blocks(chunks.size());
-  std::vector<kernels::AttentionSequence> sequences(chunks.size());
-  for (size_t c = 0; c < chunks.size(); ++c) {
-    const int64_t start = chunk_starts[c];
-    const int64_t count = static_cast<int64_t>(chunks[c].tokens.size());
-    cache.Write(layer_index, chunks[c].sequence, positions[start], count, k.row(start),
-                v.row(start));
-    blocks[c] = cache.Blocks(layer_index, chunks[c].sequence);
-    sequences[c] = {start, count, positions[start] + count, blocks[c]};
-  }
-  const kernels::AttentionShape shape{num_heads, num_kv_heads, config_.head_dim,
+  const kernels::AttentionShape shape{weights_.layout.heads.size(), weights_.layout.kv_heads.size(),
+                                      config_.head_dim,
                                       1.0f / std::sqrt(static_cast<float>(config_.head_dim))};
-  backend_.Attention(q, sequences, shape, scratch.attended);
-  backend_.Linear(*layer.o_proj, scratch.attended, scratch.block_out);
+  FF_RETURN_IF_ERROR(backend_.RotaryKvWrite(context, layer_index, scratch.qkv, *inv_freq_, shape,
+                                            scratch.q, cache.pool()));
+  FF_RETURN_IF_ERROR(
+      backend_.Attention(context, layer_index, scratch.q, cache.pool(), shape, scratch.attended));
+  FF_RETURN_IF_ERROR(backend_.Linear(context, *layer.o_proj, scratch.attended, scratch.block_out));
   if (weights_.layout.sharded()) {  // row-parallel o_proj: partial sums
-    FF_RETURN_IF_ERROR(layer_reducer_->AllReduceSum(absl::MakeSpan(scratch.block_out.vector())));
+    FF_RETURN_IF_ERROR(AllReduceOnHost(scratch.block_out, *layer_reducer_));
   }
-  backend_.Add(x, scratch.block_out);
+  scratch.block_out_view = scratch.block_out;
+  scratch.pending_delta = &scratch.block_out_view;
   return absl::OkStatus();
 }
 
-absl::Status LlamaModel::FeedForwardBlock(const DecoderLayerWeights& layer, Tensor& x,
+absl::Status LlamaModel::FeedForwardBlock(const DecoderLayerWeights& layer,
                                           Activations& scratch) const {
-  Tensor& h = scratch.normed;
-  Tensor& out = scratch.block_out;
-  backend_.RmsNorm(x, layer.post_attention_norm.span(), static_cast<float>(config_.rms_norm_eps),
-                   h);
+  kernels::ExecutionContext& context = *context_;
+  FF_RETURN_IF_ERROR(backend_.AddRmsNorm(context, scratch.x, scratch.pending_delta,
+                                         *layer.post_attention_norm,
+                                         static_cast<float>(config_.rms_norm_eps), scratch.normed));
   if (config_.is_moe()) {
-    Tensor& router_logits = scratch.router_logits;
-    backend_.Linear(*layer.router, h, router_logits);
-    backend_.SparseMoe(h, router_logits, layer.expert_views, config_.num_experts_per_tok, out);
+    FF_RETURN_IF_ERROR(
+        backend_.Linear(context, *layer.router, scratch.normed, scratch.router_logits));
+    FF_RETURN_IF_ERROR(backend_.SparseMoe(context, scratch.normed, scratch.router_logits,
+                                          layer.expert_views, config_.num_experts_per_tok,
+                                          scratch.block_out));
   } else {
-    Tensor& gate = scratch.gate;
-    Tensor& up = scratch.up;
-    backend_.Linear(*layer.gate_up_proj, h, scratch.gate_up);
-    Tensor* const gate_up_parts[] = {&gate, &up};
-    backend_.SplitColumns(scratch.gate_up, gate_up_parts);
-    backend_.SiluMul(gate, up, gate);
-    backend_.Linear(*layer.down_proj, gate, out);
+    FF_RETURN_IF_ERROR(
+        backend_.Linear(context, *layer.gate_up_proj, scratch.normed, scratch.gate_up));
+    FF_RETURN_IF_ERROR(backend_.SiluMul(context, scratch.gate_up, scratch.inter));
+    FF_RETURN_IF_ERROR(
+        backend_.Linear(context, *layer.down_proj, scratch.inter, scratch.block_out));
   }
   if (weights_.layout.sharded()) {  // row-parallel down projections: partial sums
-    FF_RETURN_IF_ERROR(layer_reducer_->AllReduceSum(absl::MakeSpan(out.vector())));
+    FF_RETURN_IF_ERROR(AllReduceOnHost(scratch.block_out, *layer_reducer_));
   }
-  backend_.Add(x, out);
+  scratch.block_out_view = scratch.block_out;
+  scratch.pending_delta = &scratch.block_out_view;
   return absl::OkStatus();
 }
 
@@ -312,8 +424,26 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> BuildLlamaModel(const ModelConfig& c
   if (tp.compress_all_reduce && tp.compression_block_size <= 0) {
     return absl::InvalidArgumentError("tensor parallel: compression_block_size must be positive");
   }
+  if (tp.size > 1 && backend.memory() == runtime::MemoryKind::kDevice) {
+    return absl::UnimplementedError(absl::StrFormat(
+        "tensor parallel: backend %s runs one GPU per model for now; a %d-way group needs the "
+        "CPU backend",
+        backend.name(), tp.size));
+  }
+  std::vector<float> inv_freq = RopeInverseFrequencies(config);
+  if (options.bf16_rotary_frequencies) {
+    for (float& frequency : inv_freq) frequency = BF16ToFloat(FloatToBF16(frequency));
+  }
+  FF_ASSIGN_OR_RETURN(
+      std::unique_ptr<kernels::WeightTensor> frequencies,
+      backend.PrepareWeight(runtime::ConstTensorView(inv_freq.data(), runtime::ScalarType::kFloat32,
+                                                     runtime::MemoryKind::kHost, 1,
+                                                     static_cast<int64_t>(inv_freq.size())),
+                            kernels::WeightUse::kVector));
+  FF_ASSIGN_OR_RETURN(std::unique_ptr<kernels::ExecutionContext> context, backend.CreateContext());
   FF_ASSIGN_OR_RETURN(LlamaWeights weights, LoadLlamaWeights(config, source, backend, layout));
-  return std::make_unique<LlamaModel>(config, std::move(weights), backend, options);
+  return std::make_unique<LlamaModel>(config, std::move(weights), backend, std::move(context),
+                                      std::move(frequencies), options);
 }
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LoadLlamaModel(const std::filesystem::path& dir,

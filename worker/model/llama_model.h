@@ -54,8 +54,11 @@ struct TensorParallelStats {
 
 class LlamaModel {
  public:
+  // `context` is the model's own execution context on `backend` (its stream and workspace);
+  // `inv_freq` the rotary frequencies prepared on it.
   LlamaModel(ModelConfig config, LlamaWeights weights, kernels::Backend& backend,
-             ModelOptions options = {});
+             std::unique_ptr<kernels::ExecutionContext> context,
+             std::unique_ptr<kernels::WeightTensor> inv_freq, ModelOptions options = {});
 
   // The whole model's config, also on a tensor-parallel rank (see tensor_parallel_layout()).
   const ModelConfig& config() const { return config_; }
@@ -72,8 +75,21 @@ class LlamaModel {
   // times head_dim (config().kv_size() when not tensor-parallel). Size external caches by it.
   int64_t kv_row_size() const;
 
-  // A cache sized for this model (contiguous per sequence, this rank's KV heads).
-  std::unique_ptr<KvCache> NewKvCache(int64_t max_positions_per_sequence) const;
+  // A paged cache on this model's backend for up to `max_sequences` sequences of at most
+  // `max_positions_per_sequence` positions (this rank's KV heads, the backend's KV dtype). On the
+  // host it grows past max_sequences on demand.
+  absl::StatusOr<std::unique_ptr<KvCache>> CreateKvCache(int64_t max_positions_per_sequence,
+                                                         int64_t max_sequences = 1) const;
+  // CreateKvCache for the CPU backends, where it cannot fail for a valid length (aborts else).
+  std::unique_ptr<KvCache> NewKvCache(int64_t max_positions_per_sequence,
+                                      int64_t max_sequences = 1) const;
+
+  // Sizes the execution context's workspace for steps of up to `max_step_tokens` tokens of which
+  // up to `max_logit_rows` produce logits (call at start-up: device arenas never grow on the
+  // step path, and a larger step then fails with an error naming both sizes).
+  absl::Status ReserveWorkspace(int64_t max_step_tokens, int64_t max_logit_rows) const;
+  // The bytes ReserveWorkspace reserves.
+  int64_t WorkspaceBytes(int64_t step_tokens, int64_t logit_rows) const;
 
   // Runs the chunks (at most one per sequence), appending their keys and values to `cache`.
   // Returns logits [rows, vocab]: per chunk in order, one row per token when all_logits,
@@ -81,26 +97,42 @@ class LlamaModel {
   // ranks must make the same calls in the same order, and calls must not overlap.
   absl::StatusOr<Tensor> Forward(std::span<const SequenceChunk> chunks, KvCache& cache) const;
 
- private:
-  struct Activations;  // per-forward scratch tensors, reused by every layer
+  // Forward and sampling on the backend (backend().samples_on_device()): one params entry per
+  // chunk (each chunk's last token is sampled; all_logits must be off). Only the ids (and,
+  // when `logprobs` is given, their log-probabilities) come back to the host.
+  absl::StatusOr<std::vector<int32_t>> ForwardAndSample(
+      std::span<const SequenceChunk> chunks, KvCache& cache,
+      std::span<const kernels::DeviceSamplingParams> params,
+      std::vector<float>* logprobs = nullptr) const;
 
-  absl::Status AttentionBlock(const DecoderLayerWeights& layer, int64_t layer_index, Tensor& x,
-                              std::span<const int64_t> positions,
-                              std::span<const SequenceChunk> chunks,
-                              std::span<const int64_t> chunk_starts, KvCache& cache,
+ private:
+  struct Activations;  // per-forward scratch views from the context's workspace
+  // Widths of this rank's activations.
+  struct ActivationSizes {
+    int64_t hidden, q_size, kv_size, intermediate, experts, vocab;
+  };
+  ActivationSizes Sizes() const;
+
+  // Runs the chunks and leaves the logits rows (float32, in the backend's memory) in the
+  // workspace.
+  absl::StatusOr<runtime::TensorView> RunForward(std::span<const SequenceChunk> chunks,
+                                                 KvCache& cache) const;
+  absl::Status AttentionBlock(const DecoderLayerWeights& layer, int64_t layer_index, KvCache& cache,
                               Activations& scratch) const;
-  absl::Status FeedForwardBlock(const DecoderLayerWeights& layer, Tensor& x,
-                                Activations& scratch) const;
+  absl::Status FeedForwardBlock(const DecoderLayerWeights& layer, Activations& scratch) const;
+  absl::Status AllReduceOnHost(const runtime::TensorView& partial_sums,
+                               collectives::CompressedAllReducer& reducer) const;
 
   // Tensor-parallel steps (only called when the weights are sharded).
   absl::Status CheckTensorParallelGroup() const;
-  absl::Status EmbedVocabParallel(std::span<const int32_t> ids, Tensor& x) const;
   absl::StatusOr<Tensor> GatherLogits(const Tensor& local_logits) const;
 
   ModelConfig config_;
   LlamaWeights weights_;
   kernels::Backend& backend_;
-  std::vector<float> inv_freq_;
+  // Mutated by the const Forward, which is never run concurrently.
+  std::unique_ptr<kernels::ExecutionContext> context_;
+  std::unique_ptr<kernels::WeightTensor> inv_freq_;
   collectives::Communicator* communicator_ = nullptr;
   // Collective state mutated by the const Forward (which is never run concurrently).
   mutable std::unique_ptr<collectives::CompressedAllReducer> layer_reducer_;

@@ -1,6 +1,8 @@
 #include "worker/model/llama_weights.h"
 
 #include <algorithm>
+#include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -51,7 +53,9 @@ class Loader {
   };
 
   // Column-parallel layers of the same input stacked along the output dimension (e.g. q, k and
-  // v into one GEMM, called `name`); biases are sliced with their rows.
+  // v into one GEMM, called `name`); biases are sliced with their rows. Weights reach the backend
+  // in the checkpoint's element type: one part is a view of the mapped file, several are stacked
+  // in that type (widened to float32 only when the parts' types differ).
   absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> StackedLinear(
       const std::string& name, const std::vector<RowsOf>& parts, int64_t in, bool with_bias) {
     LinearLayerRequest request{name,     LinearLayerRequest::Parallel::kColumn, {}, in, 0, in,
@@ -61,24 +65,29 @@ class Loader {
     }
     FF_ASSIGN_OR_RETURN(auto prepared, Prepared(request));
     if (prepared != nullptr) return prepared;
+    std::vector<RawTensor> raws;
     int64_t out = 0;
-    for (const RowsOf& part : parts) out += part.rows.size();
-    Tensor weight({out, in});
-    Tensor bias({out});
-    int64_t row = 0;
     for (const RowsOf& part : parts) {
-      const TensorSlice slice{0, part.rows.begin, part.rows.end};
-      FF_ASSIGN_OR_RETURN(Tensor part_weight,
-                          Sharded(part.prefix + "weight", {part.total_rows, in}, slice));
-      std::copy(part_weight.vector().begin(), part_weight.vector().end(), weight.row(row));
-      if (with_bias) {
+      FF_ASSIGN_OR_RETURN(RawTensor raw,
+                          source_.LoadRawRows(part.prefix + "weight", {part.total_rows, in},
+                                              part.rows.begin, part.rows.end));
+      stats_.sharded_bytes += raw.elements() * static_cast<int64_t>(sizeof(float));
+      out += raw.view.rows;
+      raws.push_back(std::move(raw));
+    }
+    RawTensor stacked = raws.size() == 1 ? std::move(raws[0]) : Stack(raws, out, in);
+    Tensor bias({out});
+    if (with_bias) {
+      int64_t row = 0;
+      for (const RowsOf& part : parts) {
+        const TensorSlice slice{0, part.rows.begin, part.rows.end};
         FF_ASSIGN_OR_RETURN(Tensor part_bias,
                             Sharded(part.prefix + "bias", {part.total_rows}, slice));
         std::copy(part_bias.vector().begin(), part_bias.vector().end(), bias.data() + row);
+        row += part.rows.size();
       }
-      row += part.rows.size();
     }
-    return Record(request, backend_.PrepareLinear(weight, with_bias ? &bias : nullptr));
+    return PrepareOnBackend(request, stacked.view, with_bias ? &bias : nullptr);
   }
 
   // A row-parallel layer's share: input columns `columns` of `prefix` [out, in]. Each rank's
@@ -94,11 +103,18 @@ class Loader {
                                with_bias};
     FF_ASSIGN_OR_RETURN(auto prepared, Prepared(request));
     if (prepared != nullptr) return prepared;
-    FF_ASSIGN_OR_RETURN(Tensor weight,
-                        Sharded(prefix + "weight", {out, in}, {1, columns.begin, columns.end}));
-    if (!with_bias) return Record(request, backend_.PrepareLinear(weight, nullptr));
+    RawTensor weight;
+    if (columns.begin == 0 && columns.end == in) {
+      FF_ASSIGN_OR_RETURN(weight, source_.LoadRawRows(prefix + "weight", {out, in}, 0, out));
+      stats_.sharded_bytes += weight.elements() * static_cast<int64_t>(sizeof(float));
+    } else {  // a column slice is not contiguous: float32 through the source's slicing
+      FF_ASSIGN_OR_RETURN(Tensor slice,
+                          Sharded(prefix + "weight", {out, in}, {1, columns.begin, columns.end}));
+      weight = OwnedFloat(std::move(slice));
+    }
+    if (!with_bias) return PrepareOnBackend(request, weight.view, nullptr);
     FF_ASSIGN_OR_RETURN(Tensor bias, Replicated(prefix + "bias", {out}));
-    return Record(request, backend_.PrepareLinear(weight, &bias));
+    return PrepareOnBackend(request, weight.view, &bias);
   }
 
   // A layer every rank holds whole.
@@ -113,8 +129,66 @@ class Loader {
                                false};
     FF_ASSIGN_OR_RETURN(auto prepared, Prepared(request));
     if (prepared != nullptr) return prepared;
-    FF_ASSIGN_OR_RETURN(Tensor weight, Replicated(prefix + "weight", {out, in}));
-    return Record(request, backend_.PrepareLinear(weight, nullptr));
+    FF_ASSIGN_OR_RETURN(RawTensor weight,
+                        source_.LoadRawRows(prefix + "weight", {out, in}, 0, out));
+    stats_.replicated_bytes += weight.elements() * static_cast<int64_t>(sizeof(float));
+    return PrepareOnBackend(request, weight.view, nullptr);
+  }
+
+  // Hands a linear layer's weight to the backend, by name.
+  absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> PrepareOnBackend(
+      const LinearLayerRequest& request, const runtime::ConstTensorView& weight,
+      const Tensor* bias) {
+    std::optional<runtime::ConstTensorView> bias_view;
+    if (bias != nullptr) bias_view = runtime::ConstTensorView(*bias);
+    FF_ASSIGN_OR_RETURN(
+        std::unique_ptr<kernels::LinearWeight> handle,
+        backend_.PrepareNamedLinear({request.name, weight, bias_view ? &*bias_view : nullptr}));
+    return Record(request, std::move(handle));
+  }
+
+  // A norm scale vector or embedding table on the backend.
+  absl::StatusOr<std::unique_ptr<kernels::WeightTensor>> Weight(
+      const runtime::ConstTensorView& view, kernels::WeightUse use) {
+    return backend_.PrepareWeight(view, use);
+  }
+
+  static RawTensor OwnedFloat(Tensor values) {
+    RawTensor raw;
+    const int64_t cols = values.rank() == 1 ? values.dim(0) : values.dim(-1);
+    const int64_t rows = cols == 0 ? 0 : values.size() / cols;
+    raw.owned.resize(values.size() * sizeof(float));
+    std::memcpy(raw.owned.data(), values.data(), raw.owned.size());
+    raw.view = runtime::ConstTensorView(raw.owned.data(), runtime::ScalarType::kFloat32,
+                                        runtime::MemoryKind::kHost, rows, cols);
+    return raw;
+  }
+
+  // Parts stacked row-wise in their common element type (float32 if they differ).
+  static RawTensor Stack(const std::vector<RawTensor>& parts, int64_t rows, int64_t cols) {
+    bool same_type = true;
+    for (const RawTensor& part : parts) same_type &= part.view.type == parts[0].view.type;
+    RawTensor stacked;
+    const runtime::ScalarType type = same_type ? parts[0].view.type : runtime::ScalarType::kFloat32;
+    const size_t element = runtime::ScalarSize(type);
+    stacked.owned.resize(static_cast<size_t>(rows * cols) * element);
+    std::byte* dst = stacked.owned.data();
+    for (const RawTensor& part : parts) {
+      if (same_type) {
+        for (int64_t r = 0; r < part.view.rows; ++r) {
+          std::memcpy(dst, part.view.row<std::byte>(0) + r * part.view.row_stride * element,
+                      cols * element);
+          dst += cols * element;
+        }
+      } else {
+        const Tensor widened = *kernels::WidenToFloat(part.view, "stacked weight");
+        std::memcpy(dst, widened.data(), widened.size() * sizeof(float));
+        dst += widened.size() * sizeof(float);
+      }
+    }
+    stacked.view = runtime::ConstTensorView(stacked.owned.data(), type, runtime::MemoryKind::kHost,
+                                            rows, cols);
+    return stacked;
   }
 
   // Notes a prepared layer in the weights' index.
@@ -225,16 +299,20 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const W
   const IndexRange kv_rows = HeadRows(layout.kv_heads, config.head_dim);
   // Row-parallel outputs are summed over ranks: rank 0 alone adds their biases.
   const bool holds_row_parallel_bias = layout.rank == 0;
-  FF_ASSIGN_OR_RETURN(Tensor embedding,
-                      load.Sharded("model.embed_tokens.weight", {config.vocab_size, hidden},
-                                   {0, layout.vocab.begin, layout.vocab.end}));
+  FF_ASSIGN_OR_RETURN(RawTensor embedding,
+                      source.LoadRawRows("model.embed_tokens.weight", {config.vocab_size, hidden},
+                                         layout.vocab.begin, layout.vocab.end));
+  weights.load_stats.sharded_bytes += embedding.elements() * static_cast<int64_t>(sizeof(float));
   weights.layers.resize(config.num_hidden_layers);
   for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
     DecoderLayerWeights& w = weights.layers[layer];
     const std::string prefix = LayerPrefix(layer);
-    FF_ASSIGN_OR_RETURN(w.input_norm, load.Replicated(prefix + "input_layernorm.weight", {hidden}));
-    FF_ASSIGN_OR_RETURN(w.post_attention_norm,
+    FF_ASSIGN_OR_RETURN(Tensor input_norm,
+                        load.Replicated(prefix + "input_layernorm.weight", {hidden}));
+    FF_ASSIGN_OR_RETURN(w.input_norm, load.Weight(input_norm, kernels::WeightUse::kVector));
+    FF_ASSIGN_OR_RETURN(Tensor post_norm,
                         load.Replicated(prefix + "post_attention_layernorm.weight", {hidden}));
+    FF_ASSIGN_OR_RETURN(w.post_attention_norm, load.Weight(post_norm, kernels::WeightUse::kVector));
     const std::string attn = prefix + "self_attn.";
     const bool bias = config.attention_bias;
     FF_ASSIGN_OR_RETURN(w.qkv_proj,
@@ -279,17 +357,20 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const W
                                                  mlp_bias && holds_row_parallel_bias));
     }
   }
-  FF_ASSIGN_OR_RETURN(weights.final_norm, load.Replicated("model.norm.weight", {hidden}));
+  FF_ASSIGN_OR_RETURN(Tensor final_norm, load.Replicated("model.norm.weight", {hidden}));
+  FF_ASSIGN_OR_RETURN(weights.final_norm, load.Weight(final_norm, kernels::WeightUse::kVector));
   if (config.tie_word_embeddings) {
-    weights.lm_head = load.Record(
-        {"lm_head",
-         LinearLayerRequest::Parallel::kColumn,
-         {{"model.embed_tokens.", config.vocab_size, layout.vocab.begin, layout.vocab.end}},
-         hidden,
-         0,
-         hidden,
-         false},
-        backend.PrepareLinear(embedding, nullptr));
+    FF_ASSIGN_OR_RETURN(
+        weights.lm_head,
+        load.PrepareOnBackend(
+            {"lm_head",
+             LinearLayerRequest::Parallel::kColumn,
+             {{"model.embed_tokens.", config.vocab_size, layout.vocab.begin, layout.vocab.end}},
+             hidden,
+             0,
+             hidden,
+             false},
+            embedding.view, nullptr));
   } else {
     if (!source.Has("lm_head.weight")) {
       return absl::NotFoundError(
@@ -300,16 +381,8 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const W
         load.StackedLinear("lm_head", {{"lm_head.", config.vocab_size, layout.vocab}}, hidden,
                            false));
   }
-  if (layout.sharded()) {
-    // A zero row for ids outside this rank's range: the embedding lookup stays one backend
-    // call, and the all-reduce over ranks adds exactly one non-zero row per token.
-    std::vector<int64_t> shape = embedding.shape();
-    shape[0] += 1;
-    std::vector<float> values = std::move(embedding.vector());
-    values.resize(values.size() + hidden, 0.0f);
-    embedding = Tensor(std::move(shape), std::move(values));
-  }
-  weights.embed_tokens = std::move(embedding);
+  FF_ASSIGN_OR_RETURN(weights.embed_tokens,
+                      load.Weight(embedding.view, kernels::WeightUse::kEmbeddingTable));
   return weights;
 }
 

@@ -23,8 +23,8 @@ struct ExpertLayerWeights {
 };
 
 struct DecoderLayerWeights {
-  Tensor input_norm;
-  Tensor post_attention_norm;
+  std::unique_ptr<kernels::WeightTensor> input_norm;  // [1, hidden]
+  std::unique_ptr<kernels::WeightTensor> post_attention_norm;
   // q_proj, k_proj and v_proj stacked into one [q_size + 2 * kv_size, hidden] projection: one
   // GEMM (and one thread-pool round trip) instead of three.
   std::unique_ptr<kernels::LinearWeight> qkv_proj, o_proj;
@@ -36,7 +36,8 @@ struct DecoderLayerWeights {
   std::vector<kernels::ExpertWeights> expert_views;  // borrowed pointers into `experts`
 };
 
-// Float32 bytes a rank obtained from its weight source, split by how they are distributed.
+// Bytes a rank obtained from its weight source, counted as float32 (4 per element whatever the
+// stored type), split by how they are distributed.
 struct WeightLoadStats {
   int64_t sharded_bytes = 0;     // slices of split tensors (the whole tensor when unsharded)
   int64_t replicated_bytes = 0;  // held whole (norms, router; row-parallel biases on rank 0)
@@ -54,11 +55,10 @@ struct NamedLinear {
 // every expert's gate/up its intermediate rows, down_proj (and expert down) their columns;
 // row-parallel biases are held by rank 0 alone.
 struct LlamaWeights {
-  // [vocab, hidden]; when sharded, the rows of layout.vocab followed by one zero row that ids
-  // outside the range are looked up as.
-  Tensor embed_tokens;
+  // [vocab, hidden]; when sharded, the rows of layout.vocab (ids outside it look up a zero row).
+  std::unique_ptr<kernels::WeightTensor> embed_tokens;
   std::vector<DecoderLayerWeights> layers;
-  Tensor final_norm;
+  std::unique_ptr<kernels::WeightTensor> final_norm;
   std::unique_ptr<kernels::LinearWeight> lm_head;  // the embedding when tied; layout.vocab rows
   TensorParallelLayout layout;
   WeightLoadStats load_stats;

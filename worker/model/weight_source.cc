@@ -1,6 +1,7 @@
 #include "worker/model/weight_source.h"
 
 #include <cmath>
+#include <cstring>
 #include <numbers>
 #include <random>
 #include <string>
@@ -38,6 +39,64 @@ absl::StatusOr<Tensor> WeightSource::LoadSlice(std::string_view name,
   FF_RETURN_IF_ERROR(CheckSlice(name, shape, slice));
   FF_ASSIGN_OR_RETURN(Tensor whole, Load(name, shape));
   return CutSlice(whole, slice);
+}
+
+absl::StatusOr<RawTensor> WeightSource::LoadRawRows(std::string_view name,
+                                                    const std::vector<int64_t>& shape,
+                                                    int64_t row_begin, int64_t row_end) const {
+  const bool vector = shape.size() == 1;
+  Tensor values;
+  if (vector || (row_begin == 0 && row_end == shape[0])) {
+    FF_ASSIGN_OR_RETURN(values, Load(name, shape));
+  } else {
+    FF_ASSIGN_OR_RETURN(values, LoadSlice(name, shape, {0, row_begin, row_end}));
+  }
+  RawTensor raw;
+  raw.owned.resize(values.size() * sizeof(float));
+  std::memcpy(raw.owned.data(), values.data(), raw.owned.size());
+  const int64_t cols = vector ? shape[0] : Tensor::NumElements(shape) / shape[0];
+  raw.view =
+      runtime::ConstTensorView(raw.owned.data(), runtime::ScalarType::kFloat32,
+                               runtime::MemoryKind::kHost, vector ? 1 : row_end - row_begin, cols);
+  return raw;
+}
+
+absl::StatusOr<RawTensor> CheckpointWeightSource::LoadRawRows(std::string_view name,
+                                                              const std::vector<int64_t>& shape,
+                                                              int64_t row_begin,
+                                                              int64_t row_end) const {
+  FF_ASSIGN_OR_RETURN(const TensorInfo* info, store_->Get(name));
+  if (info->shape != shape) {
+    return absl::InvalidArgumentError(absl::StrCat(info->file, ": tensor '", std::string(name),
+                                                   "' has shape ", FormatShape(info->shape),
+                                                   ", expected ", FormatShape(shape)));
+  }
+  runtime::ScalarType type;
+  switch (info->dtype) {
+    case DType::kF32:
+      type = runtime::ScalarType::kFloat32;
+      break;
+    case DType::kBF16:
+      type = runtime::ScalarType::kBFloat16;
+      break;
+    case DType::kF16:
+      type = runtime::ScalarType::kFloat16;
+      break;
+    default:
+      return WeightSource::LoadRawRows(name, shape, row_begin, row_end);  // converts, or errs
+  }
+  const bool vector = shape.size() == 1;
+  if (!vector && (row_begin < 0 || row_end > shape[0] || row_begin > row_end)) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", std::string(name), "': rows [",
+                                                   row_begin, ", ", row_end, ") out of range"));
+  }
+  const int64_t cols = vector ? shape[0] : info->num_elements() / shape[0];
+  const size_t element = DTypeSize(info->dtype);
+  RawTensor raw;
+  raw.view =
+      runtime::ConstTensorView(info->data.data() + (vector ? 0 : row_begin * cols * element), type,
+                               runtime::MemoryKind::kHost, vector ? 1 : row_end - row_begin, cols);
+  return raw;
 }
 
 absl::StatusOr<Tensor> CheckpointWeightSource::LoadSlice(std::string_view name,

@@ -12,6 +12,7 @@
 #include "common/safetensors.h"
 #include "common/tensor.h"
 #include "kernels/backend.h"
+#include "runtime/tensor_view.h"
 
 namespace flatfleet::engine {
 
@@ -44,6 +45,15 @@ struct LinearLayerRequest {
   bool with_bias = false;  // this rank adds the layer's bias
 };
 
+// A tensor (or rows of one) in the source's own element type: a view into a memory-mapped
+// checkpoint when possible, else into `owned`. Backends that keep bf16 weights take it as is
+// (no float32 host copy); the CPU backends widen it.
+struct RawTensor {
+  runtime::ConstTensorView view;  // host [rows, cols]; a vector is [1, n]
+  std::vector<std::byte> owned;
+  int64_t elements() const { return view.rows * view.cols; }
+};
+
 class WeightSource {
  public:
   virtual ~WeightSource() = default;
@@ -55,6 +65,11 @@ class WeightSource {
   // the whole tensor and cuts it; sources that can read a part directly override it.
   virtual absl::StatusOr<Tensor> LoadSlice(std::string_view name, const std::vector<int64_t>& shape,
                                            const TensorSlice& slice) const;
+  // Rows [row_begin, row_end) of `name` (a matrix or a vector of shape `shape`) in the source's
+  // element type. The default loads float32 through LoadSlice.
+  virtual absl::StatusOr<RawTensor> LoadRawRows(std::string_view name,
+                                                const std::vector<int64_t>& shape,
+                                                int64_t row_begin, int64_t row_end) const;
   // A layer the source provides already prepared (a quantized checkpoint's stored layers), or
   // nullptr: the model then loads the float tensors and prepares them on its backend.
   virtual absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> LoadPreparedLinear(
@@ -72,6 +87,9 @@ class CheckpointWeightSource final : public WeightSource {
                               const std::vector<int64_t>& shape) const override {
     return store_->LoadF32(name, shape);
   }
+  // A view of the mapped bytes (float32, bfloat16 and float16 tensors).
+  absl::StatusOr<RawTensor> LoadRawRows(std::string_view name, const std::vector<int64_t>& shape,
+                                        int64_t row_begin, int64_t row_end) const override;
   // Reads (and converts) only the slice's bytes from the mapped file.
   absl::StatusOr<Tensor> LoadSlice(std::string_view name, const std::vector<int64_t>& shape,
                                    const TensorSlice& slice) const override;

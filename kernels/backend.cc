@@ -1,0 +1,61 @@
+#include "kernels/backend.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/dtype.h"
+
+namespace flatfleet::kernels {
+namespace {
+
+float ElementAsFloat(const runtime::ConstTensorView& view, int64_t r, int64_t c) {
+  switch (view.type) {
+    case runtime::ScalarType::kFloat32:
+      return view.row<float>(r)[c];
+    case runtime::ScalarType::kBFloat16:
+      return BF16ToFloat(view.row<uint16_t>(r)[c]);
+    case runtime::ScalarType::kFloat16:
+      return HalfToFloat(view.row<uint16_t>(r)[c]);
+    default:
+      return 0.0f;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<Tensor> WidenToFloat(const runtime::ConstTensorView& view, std::string_view what) {
+  if (view.memory == runtime::MemoryKind::kDevice) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(what), ": expected host memory"));
+  }
+  if (view.type != runtime::ScalarType::kFloat32 && view.type != runtime::ScalarType::kBFloat16 &&
+      view.type != runtime::ScalarType::kFloat16) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(what), ": a ",
+                                                   runtime::ScalarName(view.type),
+                                                   " tensor is not a float weight"));
+  }
+  Tensor out({view.rows, view.cols});
+  for (int64_t r = 0; r < view.rows; ++r) {
+    float* dst = out.row(r);
+    for (int64_t c = 0; c < view.cols; ++c) dst[c] = ElementAsFloat(view, r, c);
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<LinearWeight>> Backend::PrepareNamedLinear(
+    const LinearSource& source) {
+  absl::StatusOr<Tensor> weight = WidenToFloat(source.weight, source.name);
+  if (!weight.ok()) return weight.status();
+  if (source.bias == nullptr) return PrepareLinear(*weight, nullptr);
+  absl::StatusOr<Tensor> bias = WidenToFloat(*source.bias, source.name);
+  if (!bias.ok()) return bias.status();
+  Tensor flat_bias({bias->size()}, std::move(bias->vector()));
+  return PrepareLinear(*weight, &flat_bias);
+}
+
+absl::Status Backend::SampleTokens(ExecutionContext& context,
+                                   const runtime::ConstTensorView& logits,
+                                   std::span<const DeviceSamplingParams> params,
+                                   std::span<int32_t> tokens, std::span<float> logprobs) {
+  return absl::UnimplementedError(
+      absl::StrCat("backend ", std::string(name()), " samples on the host (engine::Sampler)"));
+}
+
+}  // namespace flatfleet::kernels

@@ -1,0 +1,35 @@
+// Per-engine execution state a backend keeps for one model: the stream its kernels run on (CUDA),
+// the workspace arena scratch activations come from, and the current step's metadata (uploaded
+// once per step). The model owns one; backends stay shareable between models.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "kernels/step_batch.h"
+#include "runtime/tensor_view.h"
+
+namespace flatfleet::kernels {
+
+class ExecutionContext {
+ public:
+  virtual ~ExecutionContext() = default;
+
+  // Sizes the arena for steps that need up to `bytes` of scratch (at start-up).
+  virtual absl::Status ReserveWorkspace(int64_t bytes) = 0;
+  // Scratch from the arena, valid until the next BeginStep.
+  virtual absl::StatusOr<runtime::TensorView> Scratch(runtime::ScalarType type, int64_t rows,
+                                                      int64_t cols) = 0;
+  // Starts a step: resets the arena and makes `batch` visible to the ops (a device copy on GPUs).
+  virtual absl::Status BeginStep(const StepBatch& batch) = 0;
+  const StepBatch& step() const { return step_; }
+  // Waits for the step's work (a no-op on the host).
+  virtual absl::Status Synchronize() = 0;
+  virtual int64_t workspace_capacity() const = 0;
+  virtual int64_t workspace_high_water() const = 0;
+
+ protected:
+  StepBatch step_;
+};
+
+}  // namespace flatfleet::kernels
