@@ -82,7 +82,7 @@ __global__ void __launch_bounds__(kThreads)
          j += static_cast<int64_t>(gridDim.x) * kThreads) {
       // Local copies laid out as [first operand | second operand] so Apply's (cols + i) indexing
       // finds the gate's partner at kVec.
-      In local_in[2 * kVec];
+      alignas(16) In local_in[2 * kVec];
       *reinterpret_cast<Vec8<In>*>(local_in) = reinterpret_cast<const Vec8<In>*>(in_row)[j];
       if constexpr (kGated) {
         *reinterpret_cast<Vec8<In>*>(local_in + kVec) =

@@ -73,6 +73,43 @@ __device__ T BlockSum(T value, T* scratch /* [kWarps] shared */) {
   return WarpSum(scratch[threadIdx.x % 32]);
 }
 
+// Visits every element of x[0, n): each thread calls f(i, v, valid) for its share, the same number
+// of times in every thread of the block (valid = false: padding past the end, v = 0), so f may
+// contain warp-collective operations. 16-byte loads when x is 16-byte aligned, kBatch of them in
+// flight per thread; the order of the calls within a thread is unspecified.
+constexpr int kBatch = 2;
+template <typename F>
+__device__ __forceinline__ void ForEachElement(const float* x, int64_t n, F&& f) {
+  int64_t vector_end = 0;
+  if (reinterpret_cast<uintptr_t>(x) % 16 == 0) {
+    const int64_t n4 = n / 4;
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    for (int64_t base = 0; base < n4; base += kBatch * kThreads) {
+      float4 v[kBatch];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const int64_t j = base + b * kThreads + threadIdx.x;
+        v[b] = j < n4 ? x4[j] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+        const int64_t j = base + b * kThreads + threadIdx.x;
+        const bool valid = j < n4;
+        f(4 * j, v[b].x, valid);
+        f(4 * j + 1, v[b].y, valid);
+        f(4 * j + 2, v[b].z, valid);
+        f(4 * j + 3, v[b].w, valid);
+      }
+    }
+    vector_end = 4 * n4;
+  }
+  for (int64_t base = vector_end; base < n; base += kThreads) {
+    const int64_t i = base + threadIdx.x;
+    const bool valid = i < n;
+    f(i, valid ? x[i] : 0.0f, valid);
+  }
+}
+
 // ---- Pass 1: argmax and log-sum-exp ----------------------------------------------------------
 
 struct ArgMax {
@@ -111,11 +148,11 @@ __device__ RowSummary SummarizeRow(const float* x, int64_t n, bool want_lse) {
   __shared__ LogSumExp warp_lse[kWarps];
   ArgMax best{0u, n};
   LogSumExp lse{-INFINITY, 0.0f};
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-    const float v = x[i];
+  ForEachElement(x, n, [&](int64_t i, float v, bool valid) {
+    if (!valid) return;
     best = Better(best, ArgMax{OrderedKey(v), i});
     if (want_lse) lse = Add(lse, v);
-  }
+  });
   for (int offset = 16; offset > 0; offset /= 2) {
     const ArgMax other{__shfl_xor_sync(kFullMask, best.key, offset),
                        __shfl_xor_sync(kFullMask, best.index, offset)};
@@ -156,11 +193,10 @@ __device__ __forceinline__ uint64_t Contribution(const Row& row, float v, uint32
 template <bool kMass>
 __device__ uint64_t SumAtLeast(const Row& row, uint32_t t, uint32_t floor_key, uint64_t* scratch) {
   uint64_t sum = 0;
-  for (int64_t i = threadIdx.x; i < row.n; i += kThreads) {
-    const float v = row.x[i];
+  ForEachElement(row.x, row.n, [&](int64_t, float v, bool valid) {
     const uint32_t key = OrderedKey(v);
-    if (key >= t) sum += Contribution<kMass>(row, v, key, floor_key);
-  }
+    if (valid && key >= t) sum += Contribution<kMass>(row, v, key, floor_key);
+  });
   return BlockSum(sum, scratch);
 }
 
@@ -220,21 +256,14 @@ __device__ uint32_t RadixThreshold(const Row& row, uint32_t floor_key, double ta
     const uint32_t prefix_mask = level == 0 ? 0u : ~0u << (shift + kRadixBits);
     for (int b = threadIdx.x; b < kRadixBins; b += kThreads) hist[b] = 0;
     __syncthreads();
-    // Whole warps iterate together (WarpHistogramAdd is warp-collective).
-    for (int64_t base = 0; base < row.n; base += kThreads) {
-      const int64_t i = base + threadIdx.x;
-      uint32_t bin = 0;
+    // Every thread makes the same number of calls (WarpHistogramAdd is warp-collective).
+    ForEachElement(row.x, row.n, [&](int64_t, float v, bool valid) {
+      const uint32_t key = OrderedKey(v);
       T value = 0;
-      if (i < row.n) {
-        const float v = row.x[i];
-        const uint32_t key = OrderedKey(v);
-        if ((key & prefix_mask) == prefix) {
-          value = Contribution<kMass>(row, v, key, floor_key);
-          bin = (key >> shift) & (kRadixBins - 1);
-        }
-      }
-      WarpHistogramAdd(hist, bin, value, value != 0);
-    }
+      if (valid && (key & prefix_mask) == prefix)
+        value = Contribution<kMass>(row, v, key, floor_key);
+      WarpHistogramAdd(hist, (key >> shift) & (kRadixBins - 1), value, value != 0);
+    });
     __syncthreads();
     if (threadIdx.x < 32) {
       // Lane l owns bins [8l, 8l + 8); suffix sums over lanes find the crossing lane.
@@ -297,15 +326,30 @@ __device__ int64_t DrawIndex(const Row& row, uint32_t threshold, uint64_t random
   bool first = true;
   while (true) {
     if (!first && end - begin <= 32) break;
-    // Range split into kWarps pieces, one per warp.
-    const int64_t piece = (end - begin + kWarps - 1) / kWarps;
+    // Range split into kWarps pieces, one per warp, of a multiple of 4 elements: begin stays a
+    // multiple of 4, so a 16-byte aligned row gives 16-byte aligned pieces.
+    const int64_t piece = ((end - begin + kWarps - 1) / kWarps + 3) / 4 * 4;
     const int64_t piece_begin = begin + warp * piece;
     const int64_t piece_end = piece_begin + piece < end ? piece_begin + piece : end;
     uint64_t sum = 0;
-    for (int64_t i = piece_begin + lane; i < piece_end; i += 32) {
-      const float v = row.x[i];
+    const auto add = [&](float v) {
       if (OrderedKey(v) >= threshold) sum += row.Weight(v);
+    };
+    int64_t scalar_begin = piece_begin;
+    if (reinterpret_cast<uintptr_t>(row.x) % 16 == 0 && piece_end > piece_begin) {
+      const int64_t quads = (piece_end - piece_begin) / 4;
+      const float4* x4 = reinterpret_cast<const float4*>(row.x + piece_begin);
+#pragma unroll 2
+      for (int64_t j = lane; j < quads; j += 32) {
+        const float4 v = x4[j];
+        add(v.x);
+        add(v.y);
+        add(v.z);
+        add(v.w);
+      }
+      scalar_begin = piece_begin + 4 * quads;
     }
+    for (int64_t i = scalar_begin + lane; i < piece_end; i += 32) add(row.x[i]);
     sum = WarpSum(sum);
     __syncthreads();  // earlier readers of scratch are done
     if (lane == 0) scratch[warp] = sum;
