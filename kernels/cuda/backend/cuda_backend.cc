@@ -1,0 +1,807 @@
+#include "kernels/cuda/backend/cuda_backend.h"
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/dtype.h"
+#include "common/status_macros.h"
+#include "kernels/cuda/activation_ops.h"
+#include "kernels/cuda/bf16_gemm.h"
+#include "kernels/cuda/embedding.h"
+#include "kernels/cuda/fused_add_rmsnorm.h"
+#include "kernels/cuda/grouped_gemm.h"
+#include "kernels/cuda/kv_cache_layer.h"
+#include "kernels/cuda/moe_permute.h"
+#include "kernels/cuda/moe_routing.h"
+#include "kernels/cuda/moe_unpermute.h"
+#include "kernels/cuda/paged_attention.h"
+#include "kernels/cuda/rotary_kv_write.h"
+#include "kernels/cuda/sampling.h"
+#include "runtime/cuda/cuda_status.h"
+#include "runtime/cuda/cuda_stream.h"
+#include "runtime/cuda/device_allocators.h"
+#include "runtime/cuda/device_info.h"
+#include "runtime/workspace_arena.h"
+
+namespace flatfleet::kernels::cuda_backend {
+namespace {
+
+using runtime::ConstTensorView;
+using runtime::MemoryKind;
+using runtime::ScalarType;
+using runtime::TensorView;
+using bf16 = __nv_bfloat16;
+
+constexpr size_t kStagingBytes = size_t{64} << 20;
+
+absl::Status Misuse(const char* op, const std::string& detail) {
+  return absl::InvalidArgumentError(absl::StrCat("cuda backend ", op, ": ", detail));
+}
+
+std::string Shape(const ConstTensorView& v) {
+  return absl::StrCat("[", v.rows, ", ", v.cols, "] ", runtime::ScalarName(v.type), " ",
+                      runtime::MemoryKindName(v.memory));
+}
+
+absl::Status Expect(const ConstTensorView& v, ScalarType type, bool dense, const char* op,
+                    const char* what) {
+  if (v.memory != MemoryKind::kDevice || v.type != type || (dense && !v.dense())) {
+    return Misuse(op, absl::StrCat(what, " must be ", dense ? "dense " : "", "device ",
+                                   runtime::ScalarName(type), ", got ", Shape(v)));
+  }
+  return absl::OkStatus();
+}
+
+// A bf16 weight [out, in] on the device, with its bias in both output types (cuBLASLt's bias
+// epilogue reads the output's type).
+class CudaLinearWeight final : public LinearWeight {
+ public:
+  CudaLinearWeight(int64_t out, int64_t in) : LinearWeight(out, in) {}
+  runtime::Buffer weight;
+  runtime::Buffer bias_bf16;
+  runtime::Buffer bias_f32;
+};
+
+// Keys and values of every layer in one allocation each:
+// [layer][block][position][kv head][head_dim] (bf16 or INT8 codes), scales
+// [layer][block][position][kv head].
+class CudaKvPool final : public KvPool {
+ public:
+  CudaKvPool(const KvPoolShape& shape, int64_t num_blocks) : KvPool(shape, num_blocks) {}
+  absl::Status Grow(int64_t) override {
+    return absl::FailedPreconditionError(
+        "the device KV pool is sized once at start-up (--gpu-memory-fraction)");
+  }
+  cuda::KvCacheLayer Layer(int64_t layer) const {
+    const int64_t positions = num_blocks_ * shape_.block_size;
+    const int64_t elements = positions * shape_.row_size();
+    const size_t element = shape_.dtype == KvDtype::kInt8 ? 1 : 2;
+    cuda::KvCacheLayer out;
+    out.keys = static_cast<char*>(keys.data()) + layer * elements * element;
+    out.values = static_cast<char*>(values.data()) + layer * elements * element;
+    out.int8 = shape_.dtype == KvDtype::kInt8;
+    if (out.int8) {
+      out.key_scales = static_cast<uint16_t*>(key_scales.data()) + layer * positions * shape_.num_kv_heads;
+      out.value_scales =
+          static_cast<uint16_t*>(value_scales.data()) + layer * positions * shape_.num_kv_heads;
+    }
+    out.num_blocks = num_blocks_;
+    out.block_size = shape_.block_size;
+    out.num_kv_heads = shape_.num_kv_heads;
+    out.head_dim = shape_.head_dim;
+    return out;
+  }
+  runtime::Buffer keys, values, key_scales, value_scales;
+};
+
+// Device copies of each MoE layer's expert weight pointers (the grouped GEMM reads them there).
+struct ExpertPointers {
+  runtime::Buffer gate, up, down;  // [experts] const bf16*
+};
+
+// The step's metadata in one device buffer: int32 arrays, each 16-byte aligned.
+struct DeviceStep {
+  const int32_t* token_ids = nullptr;
+  const int32_t* positions = nullptr;
+  const int32_t* slots = nullptr;
+  const int32_t* logit_rows = nullptr;
+  const int32_t* query_starts = nullptr;
+  const int32_t* context_lengths = nullptr;
+  const int32_t* block_tables = nullptr;  // [sequences, max_blocks]
+  int64_t max_blocks = 0;
+  int64_t max_query_length = 0;
+  int64_t max_context_length = 0;
+};
+
+class CudaExecutionContext final : public ExecutionContext {
+ public:
+  static absl::StatusOr<std::unique_ptr<CudaExecutionContext>> Create(int device) {
+    FF_ASSIGN_OR_RETURN(runtime::cuda::CudaStream stream, runtime::cuda::CudaStream::Create(device));
+    auto context = std::unique_ptr<CudaExecutionContext>(new CudaExecutionContext(device));
+    context->stream_ = std::move(stream);
+    FF_ASSIGN_OR_RETURN(context->gemm_workspace_,
+                        runtime::Buffer::Allocate(runtime::cuda::DeviceAllocator(device),
+                                                  cuda::CublasLtGemm::WorkspaceBytes()));
+    FF_ASSIGN_OR_RETURN(context->gemm_,
+                        cuda::CublasLtGemm::Create(context->gemm_workspace_.data(),
+                                                   context->gemm_workspace_.bytes()));
+    return context;
+  }
+
+  absl::Status ReserveWorkspace(int64_t bytes) override {
+    // The backend's own scratch (attention split-K partials, MoE permutation buffers) comes from
+    // the same arena: reserve a quarter more for it.
+    return arena_.Reserve(static_cast<size_t>(bytes + bytes / 4 + (size_t{16} << 20)));
+  }
+  absl::StatusOr<TensorView> Scratch(ScalarType type, int64_t rows, int64_t cols) override {
+    return arena_.Take(type, rows, cols);
+  }
+  absl::StatusOr<void*> ScratchBytes(size_t bytes) { return arena_.TakeBytes(bytes); }
+
+  absl::Status BeginStep(const StepBatch& batch) override {
+    // The previous step ended with a host synchronisation (logits or ids came back), so the
+    // arena and the metadata buffers are free to reuse.
+    arena_.Reset();
+    step_ = batch;
+    const int64_t sequences = static_cast<int64_t>(batch.sequences.size());
+    device_step_.max_blocks = std::max<int64_t>(1, batch.max_blocks_per_sequence());
+    device_step_.max_query_length = batch.max_query_length();
+    device_step_.max_context_length = batch.max_context_length();
+    const int64_t rows = batch.num_rows();
+    const int64_t logits = static_cast<int64_t>(batch.logit_rows.size());
+    auto aligned = [](int64_t n) { return (n + 3) / 4 * 4; };  // 16-byte int32 runs
+    const int64_t total = 3 * aligned(rows) + aligned(logits) + aligned(sequences + 1) +
+                          aligned(sequences) + aligned(sequences * device_step_.max_blocks);
+    FF_RETURN_IF_ERROR(EnsureMetadata(total * 4));
+    int32_t* host = static_cast<int32_t*>(metadata_host_.data());
+    std::fill(host, host + total, 0);
+    int64_t offset = 0;
+    auto put = [&](const int32_t* values, int64_t count) {
+      std::copy(values, values + count, host + offset);
+      const int32_t* device = static_cast<const int32_t*>(metadata_device_.data()) + offset;
+      offset += aligned(count);
+      return device;
+    };
+    device_step_.token_ids = put(batch.token_ids.data(), rows);
+    device_step_.positions = put(batch.positions.data(), rows);
+    device_step_.slots = put(batch.slot_mapping.data(), rows);
+    device_step_.logit_rows = put(batch.logit_rows.data(), logits);
+    std::vector<int32_t> starts(sequences + 1), lengths(sequences),
+        tables(sequences * device_step_.max_blocks, 0);
+    for (int64_t s = 0; s < sequences; ++s) {
+      const StepSequence& seq = batch.sequences[s];
+      starts[s] = static_cast<int32_t>(seq.query_begin);
+      starts[s + 1] = static_cast<int32_t>(seq.query_begin + seq.num_queries);
+      lengths[s] = static_cast<int32_t>(seq.context_length);
+      std::copy(batch.block_tables.begin() + seq.block_table_begin,
+                batch.block_tables.begin() + seq.block_table_begin + seq.num_blocks,
+                tables.begin() + s * device_step_.max_blocks);
+    }
+    device_step_.query_starts = put(starts.data(), sequences + 1);
+    device_step_.context_lengths = put(lengths.data(), sequences);
+    device_step_.block_tables = put(tables.data(), static_cast<int64_t>(tables.size()));
+    FF_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(metadata_device_.data(), host, total * 4,
+                                            cudaMemcpyHostToDevice, stream()));
+    return absl::OkStatus();
+  }
+
+  absl::Status Synchronize() override { return stream_.Synchronize(); }
+  int64_t workspace_capacity() const override { return arena_.capacity(); }
+  int64_t workspace_high_water() const override { return arena_.high_water(); }
+
+  cudaStream_t stream() const { return stream_.get(); }
+  const DeviceStep& device_step() const { return device_step_; }
+  cuda::CublasLtGemm& gemm() { return *gemm_; }
+  int device() const { return device_; }
+
+  // Pinned host memory for small transfers (sampling parameters and results).
+  absl::StatusOr<void*> PinnedScratch(size_t bytes) {
+    if (bytes > pinned_scratch_.bytes()) {
+      FF_ASSIGN_OR_RETURN(pinned_scratch_, runtime::Buffer::Allocate(
+                                               runtime::cuda::PinnedHostAllocator(),
+                                               std::max(bytes, size_t{1} << 20)));
+    }
+    return pinned_scratch_.data();
+  }
+
+ private:
+  explicit CudaExecutionContext(int device)
+      : device_(device), arena_(runtime::cuda::DeviceAllocator(device)) {
+    // A step larger than the reservation still runs: the arena grows between steps' kernels
+    // (a cudaMalloc, counted in workspace_high_water), never silently on replayed graphs.
+    arena_.set_growable(true);
+  }
+
+  absl::Status EnsureMetadata(size_t bytes) {
+    if (bytes <= metadata_device_.bytes()) return absl::OkStatus();
+    const size_t grown = std::max(bytes * 2, size_t{1} << 16);
+    FF_ASSIGN_OR_RETURN(metadata_host_, runtime::Buffer::Allocate(
+                                            runtime::cuda::PinnedHostAllocator(), grown));
+    FF_ASSIGN_OR_RETURN(metadata_device_, runtime::Buffer::Allocate(
+                                              runtime::cuda::DeviceAllocator(device_), grown));
+    return absl::OkStatus();
+  }
+
+  int device_;
+  runtime::cuda::CudaStream stream_;
+  runtime::WorkspaceArena arena_;
+  runtime::Buffer gemm_workspace_;
+  std::unique_ptr<cuda::CublasLtGemm> gemm_;
+  runtime::Buffer metadata_host_, metadata_device_;
+  runtime::Buffer pinned_scratch_;
+  DeviceStep device_step_;
+};
+
+CudaExecutionContext& Cuda(ExecutionContext& context) {
+  return static_cast<CudaExecutionContext&>(context);
+}
+
+const CudaKvPool& Pool(const KvPool& pool) { return static_cast<const CudaKvPool&>(pool); }
+
+std::mutex expert_mutex;
+std::map<const ExpertWeights*, ExpertPointers>& ExpertTable() {
+  static auto* table = new std::map<const ExpertWeights*, ExpertPointers>();
+  return *table;
+}
+
+}  // namespace
+
+CudaBackend::CudaBackend(const CudaBackendOptions& options, std::string name)
+    : options_(options), name_(std::move(name)) {}
+
+CudaBackend::~CudaBackend() = default;
+
+absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
+    const CudaBackendOptions& options) {
+  FF_ASSIGN_OR_RETURN(int devices, runtime::cuda::CountDevices());
+  if (devices == 0) {
+    return absl::FailedPreconditionError("--device cuda: no CUDA device is visible");
+  }
+  if (options.device < 0 || options.device >= devices) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("--gpu %d: only %d CUDA devices are visible", options.device, devices));
+  }
+  if (!(options.gpu_memory_fraction > 0.0 && options.gpu_memory_fraction <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--gpu-memory-fraction must be in (0, 1], got %g", options.gpu_memory_fraction));
+  }
+  if (options.kv_dtype == KvDtype::kFloat32) {
+    return absl::InvalidArgumentError("the CUDA backend stores the KV cache in bf16 or int8");
+  }
+  FF_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
+  return std::unique_ptr<CudaBackend>(new CudaBackend(
+      options, absl::StrCat("cuda-bf16:", options.device,
+                            options.kv_dtype == KvDtype::kInt8 ? "+kv-int8" : "")));
+}
+
+int64_t CudaBackend::kv_pool_budget_bytes() const {
+  absl::StatusOr<runtime::cuda::DeviceMemory> memory =
+      runtime::cuda::QueryDeviceMemory(options_.device);
+  if (!memory.ok()) return 0;
+  const int64_t reserved =
+      static_cast<int64_t>((1.0 - options_.gpu_memory_fraction) * memory->total_bytes);
+  return std::max<int64_t>(0, memory->free_bytes - reserved);
+}
+
+absl::Status CudaBackend::Upload(const ConstTensorView& host, ScalarType type, void* device) {
+  std::lock_guard<std::mutex> lock(staging_mutex_);
+  if (staging_.bytes() == 0) {
+    FF_ASSIGN_OR_RETURN(staging_, runtime::Buffer::Allocate(runtime::cuda::PinnedHostAllocator(),
+                                                            kStagingBytes));
+  }
+  FF_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  const size_t out_element = runtime::ScalarSize(type);
+  const int64_t row_bytes = host.cols * static_cast<int64_t>(out_element);
+  const int64_t rows_per_chunk = std::max<int64_t>(1, static_cast<int64_t>(kStagingBytes) / row_bytes);
+  if (row_bytes > static_cast<int64_t>(kStagingBytes)) {
+    return absl::InvalidArgumentError("weight rows larger than the staging buffer");
+  }
+  char* dst = static_cast<char*>(device);
+  for (int64_t begin = 0; begin < host.rows; begin += rows_per_chunk) {
+    const int64_t rows = std::min(rows_per_chunk, host.rows - begin);
+    char* stage = static_cast<char*>(staging_.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t row = begin + r;
+      if (host.type == type) {
+        std::memcpy(stage + r * row_bytes,
+                    static_cast<const char*>(host.data) +
+                        row * host.row_stride * static_cast<int64_t>(out_element),
+                    row_bytes);
+        continue;
+      }
+      for (int64_t c = 0; c < host.cols; ++c) {
+        float value = 0.0f;
+        switch (host.type) {
+          case ScalarType::kFloat32:
+            value = host.row<float>(row)[c];
+            break;
+          case ScalarType::kBFloat16:
+            value = BF16ToFloat(host.row<uint16_t>(row)[c]);
+            break;
+          case ScalarType::kFloat16:
+            value = HalfToFloat(host.row<uint16_t>(row)[c]);
+            break;
+          default:
+            return absl::InvalidArgumentError(
+                absl::StrCat("cannot upload a ", runtime::ScalarName(host.type), " weight"));
+        }
+        if (type == ScalarType::kBFloat16) {
+          reinterpret_cast<uint16_t*>(stage + r * row_bytes)[c] = FloatToBF16(value);
+        } else {
+          reinterpret_cast<float*>(stage + r * row_bytes)[c] = value;
+        }
+      }
+    }
+    FF_CUDA_RETURN_IF_ERROR(
+        cudaMemcpy(dst + begin * row_bytes, stage, rows * row_bytes, cudaMemcpyHostToDevice));
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<LinearWeight> CudaBackend::PrepareLinear(const Tensor& weight, const Tensor* bias) {
+  std::optional<ConstTensorView> bias_view;
+  if (bias != nullptr) bias_view = ConstTensorView(*bias);
+  absl::StatusOr<std::unique_ptr<LinearWeight>> prepared =
+      PrepareNamedLinear({"linear", weight, bias_view ? &*bias_view : nullptr});
+  if (!prepared.ok()) {
+    std::fprintf(stderr, "cuda backend: PrepareLinear: %s\n", prepared.status().ToString().c_str());
+    std::abort();
+  }
+  return *std::move(prepared);
+}
+
+absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareNamedLinear(
+    const LinearSource& source) {
+  const ConstTensorView& w = source.weight;
+  if (w.memory == MemoryKind::kDevice || w.rows <= 0 || w.cols <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer '", std::string(source.name), "': expected a host weight, got ", Shape(w)));
+  }
+  if (w.cols % 8 != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "layer '%s': in_features %d is not a multiple of 8 (16-byte bf16 rows for cuBLASLt)",
+        std::string(source.name), w.cols));
+  }
+  auto handle = std::make_unique<CudaLinearWeight>(w.rows, w.cols);
+  runtime::Allocator& device = runtime::cuda::DeviceAllocator(options_.device);
+  FF_ASSIGN_OR_RETURN(handle->weight, runtime::Buffer::Allocate(device, w.rows * w.cols * 2));
+  FF_RETURN_IF_ERROR(Upload(w, ScalarType::kBFloat16, handle->weight.data()));
+  weight_bytes_ += w.rows * w.cols * 2;
+  if (source.bias != nullptr) {
+    const ConstTensorView flat(source.bias->data, source.bias->type, MemoryKind::kHost, 1,
+                               source.bias->size());
+    if (flat.cols != w.rows) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer '", std::string(source.name), "': bias has ", flat.cols, " values for ", w.rows, " outputs"));
+    }
+    FF_ASSIGN_OR_RETURN(handle->bias_bf16, runtime::Buffer::Allocate(device, w.rows * 2));
+    FF_ASSIGN_OR_RETURN(handle->bias_f32, runtime::Buffer::Allocate(device, w.rows * 4));
+    FF_RETURN_IF_ERROR(Upload(flat, ScalarType::kBFloat16, handle->bias_bf16.data()));
+    FF_RETURN_IF_ERROR(Upload(flat, ScalarType::kFloat32, handle->bias_f32.data()));
+  }
+  return std::unique_ptr<LinearWeight>(std::move(handle));
+}
+
+absl::StatusOr<std::unique_ptr<WeightTensor>> CudaBackend::PrepareWeight(
+    const ConstTensorView& host, WeightUse use) {
+  const ScalarType type =
+      use == WeightUse::kEmbeddingTable ? ScalarType::kBFloat16 : ScalarType::kFloat32;
+  FF_ASSIGN_OR_RETURN(runtime::Buffer buffer,
+                      runtime::Buffer::Allocate(runtime::cuda::DeviceAllocator(options_.device),
+                                                std::max<int64_t>(16, host.size() * runtime::ScalarSize(type))));
+  FF_RETURN_IF_ERROR(Upload(host, type, buffer.data()));
+  weight_bytes_ += host.size() * static_cast<int64_t>(runtime::ScalarSize(type));
+  const ConstTensorView view(buffer.data(), type, MemoryKind::kDevice, host.rows, host.cols);
+  return std::make_unique<WeightTensor>(std::move(buffer), view);
+}
+
+absl::StatusOr<std::unique_ptr<ExecutionContext>> CudaBackend::CreateContext() {
+  FF_ASSIGN_OR_RETURN(std::unique_ptr<CudaExecutionContext> context,
+                      CudaExecutionContext::Create(options_.device));
+  return std::unique_ptr<ExecutionContext>(std::move(context));
+}
+
+absl::StatusOr<std::unique_ptr<KvPool>> CudaBackend::CreateKvPool(const KvPoolShape& shape,
+                                                                 int64_t num_blocks) {
+  FF_RETURN_IF_ERROR(ValidateKvPoolShape(shape));
+  if (shape.dtype == KvDtype::kFloat32) {
+    return absl::InvalidArgumentError("the CUDA KV pool holds bf16 or INT8 keys and values");
+  }
+  auto pool = std::make_unique<CudaKvPool>(shape, num_blocks);
+  runtime::Allocator& device = runtime::cuda::DeviceAllocator(options_.device);
+  const int64_t positions = shape.num_layers * num_blocks * shape.block_size;
+  const int64_t elements = positions * shape.row_size();
+  const bool int8 = shape.dtype == KvDtype::kInt8;
+  const int64_t bytes = elements * (int8 ? 1 : 2);
+  FF_ASSIGN_OR_RETURN(pool->keys, runtime::Buffer::Allocate(device, bytes));
+  FF_ASSIGN_OR_RETURN(pool->values, runtime::Buffer::Allocate(device, bytes));
+  // Zeroed, so that padding rows that read unwritten slots see finite values.
+  FF_CUDA_RETURN_IF_ERROR(cudaMemset(pool->keys.data(), 0, bytes));
+  FF_CUDA_RETURN_IF_ERROR(cudaMemset(pool->values.data(), 0, bytes));
+  if (int8) {
+    const int64_t scale_bytes = positions * shape.num_kv_heads * 2;
+    FF_ASSIGN_OR_RETURN(pool->key_scales, runtime::Buffer::Allocate(device, scale_bytes));
+    FF_ASSIGN_OR_RETURN(pool->value_scales, runtime::Buffer::Allocate(device, scale_bytes));
+    FF_CUDA_RETURN_IF_ERROR(cudaMemset(pool->key_scales.data(), 0, scale_bytes));
+    FF_CUDA_RETURN_IF_ERROR(cudaMemset(pool->value_scales.data(), 0, scale_bytes));
+  }
+  return std::unique_ptr<KvPool>(std::move(pool));
+}
+
+absl::Status CudaBackend::Linear(ExecutionContext& context, const LinearWeight& weight,
+                                 const ConstTensorView& x, const TensorView& y) {
+  FF_RETURN_IF_ERROR(Expect(x, ScalarType::kBFloat16, false, "Linear", "x"));
+  if (y.memory != MemoryKind::kDevice ||
+      (y.type != ScalarType::kBFloat16 && y.type != ScalarType::kFloat32)) {
+    return Misuse("Linear", absl::StrCat("y must be device bf16 or f32, got ", Shape(y)));
+  }
+  const auto& w = static_cast<const CudaLinearWeight&>(weight);
+  if (x.cols != w.in_features() || y.cols != w.out_features() || y.rows != x.rows) {
+    return Misuse("Linear", absl::StrCat("x ", Shape(x), " y ", Shape(y), " for a [",
+                                         w.out_features(), ", ", w.in_features(), "] weight"));
+  }
+  if (x.rows == 0) return absl::OkStatus();
+  const bool float_out = y.type == ScalarType::kFloat32;
+  cuda::Bf16GemmArgs args;
+  args.m = x.rows;
+  args.n = w.out_features();
+  args.k = w.in_features();
+  args.x = x.as<bf16>();
+  args.x_stride = x.row_stride;
+  args.w = static_cast<const bf16*>(w.weight.data());
+  args.y = y.data;
+  args.y_stride = y.row_stride;
+  args.y_type = float_out ? cuda::GemmElementType::kFloat32 : cuda::GemmElementType::kBf16;
+  if (w.bias_bf16.bytes() > 0) {
+    args.bias = float_out ? w.bias_f32.data() : w.bias_bf16.data();
+    args.bias_type = args.y_type;
+  }
+  CudaExecutionContext& cuda = Cuda(context);
+  return cuda.gemm().Run(args, cuda.stream());
+}
+
+absl::Status CudaBackend::AddRmsNorm(ExecutionContext& context, const TensorView& residual,
+                                     const ConstTensorView* delta, const WeightTensor& weight,
+                                     float eps, const TensorView& out) {
+  FF_RETURN_IF_ERROR(Expect(residual, ScalarType::kFloat32, true, "AddRmsNorm", "residual"));
+  FF_RETURN_IF_ERROR(Expect(out, ScalarType::kBFloat16, true, "AddRmsNorm", "out"));
+  if (delta != nullptr) {
+    FF_RETURN_IF_ERROR(Expect(*delta, ScalarType::kBFloat16, true, "AddRmsNorm", "delta"));
+  }
+  if (out.rows != residual.rows || out.cols != residual.cols || weight.cols() != residual.cols) {
+    return Misuse("AddRmsNorm", absl::StrCat("residual ", Shape(residual), " out ", Shape(out)));
+  }
+  if (residual.rows == 0) return absl::OkStatus();
+  cuda::DeviceFusedAddRmsNorm args;
+  args.residual = residual.as<float>();
+  args.rows = residual.rows;
+  args.hidden = residual.cols;
+  args.delta = delta != nullptr ? delta->as<bf16>() : nullptr;
+  args.weight = weight.view().as<float>();
+  args.eps = eps;
+  args.out = out.as<bf16>();
+  return cuda::FusedAddRmsNorm(args, Cuda(context).stream());
+}
+
+absl::Status CudaBackend::AddRmsNormLogitRows(ExecutionContext& context,
+                                              const TensorView& residual,
+                                              const ConstTensorView* delta,
+                                              const WeightTensor& weight, float eps,
+                                              const TensorView& out) {
+  FF_RETURN_IF_ERROR(Expect(residual, ScalarType::kFloat32, true, "AddRmsNormLogitRows", "residual"));
+  FF_RETURN_IF_ERROR(Expect(out, ScalarType::kBFloat16, true, "AddRmsNormLogitRows", "out"));
+  if (delta != nullptr) {
+    FF_RETURN_IF_ERROR(Expect(*delta, ScalarType::kBFloat16, true, "AddRmsNormLogitRows", "delta"));
+  }
+  const int64_t logit_rows = static_cast<int64_t>(context.step().logit_rows.size());
+  if (out.rows != logit_rows || out.cols != residual.cols) {
+    return Misuse("AddRmsNormLogitRows", absl::StrCat("out ", Shape(out), " for ", logit_rows,
+                                                      " logit rows"));
+  }
+  if (residual.rows == 0 || logit_rows == 0) return absl::OkStatus();
+  cuda::DeviceFusedAddRmsNorm args;
+  args.residual = residual.as<float>();
+  args.rows = residual.rows;
+  args.hidden = residual.cols;
+  args.delta = delta != nullptr ? delta->as<bf16>() : nullptr;
+  args.weight = weight.view().as<float>();
+  args.eps = eps;
+  args.row_index = Cuda(context).device_step().logit_rows;
+  args.out_rows = logit_rows;
+  args.out = out.as<bf16>();
+  return cuda::FusedAddRmsNorm(args, Cuda(context).stream());
+}
+
+absl::Status CudaBackend::Embedding(ExecutionContext& context, const WeightTensor& table,
+                                    const TensorView& out) {
+  FF_RETURN_IF_ERROR(Expect(out, ScalarType::kFloat32, true, "Embedding", "out"));
+  if (out.rows != context.step().num_rows() || out.cols != table.cols()) {
+    return Misuse("Embedding", absl::StrCat("out ", Shape(out), " for a table ", Shape(table.view())));
+  }
+  if (out.rows == 0) return absl::OkStatus();
+  cuda::DeviceEmbeddingLookup args;
+  args.table = table.view().data;
+  args.table_dtype = cuda::EmbeddingTableType::kBfloat16;
+  args.table_rows = table.rows();
+  args.hidden = table.cols();
+  args.ids = Cuda(context).device_step().token_ids;
+  args.rows = out.rows;
+  args.out = out.as<float>();
+  return cuda::EmbeddingLookup(args, Cuda(context).stream());
+}
+
+absl::Status CudaBackend::RotaryKvWrite(ExecutionContext& context, int64_t layer,
+                                        const ConstTensorView& qkv, const WeightTensor& inv_freq,
+                                        const AttentionShape& shape, const TensorView& q_out,
+                                        KvPool& pool) {
+  FF_RETURN_IF_ERROR(Expect(qkv, ScalarType::kBFloat16, true, "RotaryKvWrite", "qkv"));
+  FF_RETURN_IF_ERROR(Expect(q_out, ScalarType::kBFloat16, true, "RotaryKvWrite", "q_out"));
+  if (layer < 0 || layer >= pool.shape().num_layers || qkv.rows != context.step().num_rows()) {
+    return Misuse("RotaryKvWrite", absl::StrCat("layer ", layer, " qkv ", Shape(qkv)));
+  }
+  if (qkv.rows == 0) return absl::OkStatus();
+  const DeviceStep& step = Cuda(context).device_step();
+  cuda::RotaryKvWriteParams params;
+  params.qkv = qkv.as<bf16>();
+  params.positions = step.positions;
+  params.inv_freq = inv_freq.view().as<float>();
+  params.slot_mapping = step.slots;
+  params.q_out = q_out.as<bf16>();
+  params.cache = Pool(pool).Layer(layer);
+  params.rows = qkv.rows;
+  params.num_heads = shape.num_heads;
+  params.num_kv_heads = shape.num_kv_heads;
+  params.head_dim = shape.head_dim;
+  return cuda::RotaryKvWrite(params, Cuda(context).stream());
+}
+
+absl::Status CudaBackend::Attention(ExecutionContext& context, int64_t layer,
+                                    const ConstTensorView& q, const KvPool& pool,
+                                    const AttentionShape& shape, const TensorView& out) {
+  FF_RETURN_IF_ERROR(Expect(q, ScalarType::kBFloat16, true, "Attention", "q"));
+  FF_RETURN_IF_ERROR(Expect(out, ScalarType::kBFloat16, true, "Attention", "out"));
+  if (q.rows == 0) return absl::OkStatus();
+  CudaExecutionContext& cuda = Cuda(context);
+  const DeviceStep& step = cuda.device_step();
+  cuda::PagedAttentionParams params;
+  params.q = q.as<bf16>();
+  params.out = out.as<bf16>();
+  params.cache = Pool(pool).Layer(layer);
+  params.block_tables = step.block_tables;
+  params.max_blocks_per_sequence = step.max_blocks;
+  params.query_starts = step.query_starts;
+  params.context_lengths = step.context_lengths;
+  params.num_sequences = static_cast<int64_t>(context.step().sequences.size());
+  params.num_q_rows = q.rows;
+  params.num_heads = shape.num_heads;
+  params.num_kv_heads = shape.num_kv_heads;
+  params.head_dim = shape.head_dim;
+  params.max_query_length = step.max_query_length;
+  params.max_context_length = step.max_context_length;
+  params.scale = shape.scale;
+  params.workspace_bytes = cuda::PagedAttentionWorkspaceBytes(params);
+  if (params.workspace_bytes > 0) {
+    FF_ASSIGN_OR_RETURN(params.workspace, cuda.ScratchBytes(params.workspace_bytes));
+  }
+  return cuda::PagedAttention(params, cuda.stream());
+}
+
+absl::Status CudaBackend::SiluMul(ExecutionContext& context, const ConstTensorView& gate_up,
+                                  const TensorView& out) {
+  FF_RETURN_IF_ERROR(Expect(gate_up, ScalarType::kBFloat16, false, "SiluMul", "gate_up"));
+  FF_RETURN_IF_ERROR(Expect(out, ScalarType::kBFloat16, false, "SiluMul", "out"));
+  if (gate_up.cols != 2 * out.cols || gate_up.rows != out.rows) {
+    return Misuse("SiluMul", absl::StrCat("gate_up ", Shape(gate_up), " out ", Shape(out)));
+  }
+  if (out.rows == 0) return absl::OkStatus();
+  cuda::DeviceSiluMul args;
+  args.gate_up = gate_up.as<bf16>();
+  args.gate_up_row_stride = gate_up.row_stride;
+  args.rows = out.rows;
+  args.inter = out.cols;
+  args.out = out.as<bf16>();
+  args.out_row_stride = out.row_stride;
+  return cuda::SiluMul(args, Cuda(context).stream());
+}
+
+absl::Status CudaBackend::SparseMoe(ExecutionContext& context, const ConstTensorView& x,
+                                    const ConstTensorView& router_logits,
+                                    std::span<const ExpertWeights> experts, int64_t top_k,
+                                    const TensorView& out) {
+  FF_RETURN_IF_ERROR(Expect(x, ScalarType::kBFloat16, true, "SparseMoe", "x"));
+  FF_RETURN_IF_ERROR(Expect(router_logits, ScalarType::kFloat32, true, "SparseMoe", "router_logits"));
+  FF_RETURN_IF_ERROR(Expect(out, ScalarType::kBFloat16, true, "SparseMoe", "out"));
+  const int64_t rows = x.rows;
+  const int64_t num_experts = static_cast<int64_t>(experts.size());
+  if (rows == 0) return absl::OkStatus();
+  if (num_experts == 0 || router_logits.cols != num_experts || router_logits.rows != rows ||
+      out.rows != rows || out.cols != x.cols) {
+    return Misuse("SparseMoe", absl::StrCat("x ", Shape(x), " router ", Shape(router_logits)));
+  }
+  const int64_t hidden = x.cols;
+  const int64_t inter = experts[0].gate->out_features();
+  CudaExecutionContext& cuda = Cuda(context);
+  const cudaStream_t stream = cuda.stream();
+  // The experts' weight pointers, copied to the device once per layer.
+  const ExpertPointers* pointers = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(expert_mutex);
+    auto [it, inserted] = ExpertTable().try_emplace(experts.data());
+    if (inserted) {
+      std::vector<const void*> gate(num_experts), up(num_experts), down(num_experts);
+      for (int64_t e = 0; e < num_experts; ++e) {
+        gate[e] = static_cast<const CudaLinearWeight*>(experts[e].gate)->weight.data();
+        up[e] = static_cast<const CudaLinearWeight*>(experts[e].up)->weight.data();
+        down[e] = static_cast<const CudaLinearWeight*>(experts[e].down)->weight.data();
+      }
+      runtime::Allocator& device = runtime::cuda::DeviceAllocator(options_.device);
+      const size_t bytes = num_experts * sizeof(void*);
+      FF_ASSIGN_OR_RETURN(it->second.gate, runtime::Buffer::Allocate(device, bytes));
+      FF_ASSIGN_OR_RETURN(it->second.up, runtime::Buffer::Allocate(device, bytes));
+      FF_ASSIGN_OR_RETURN(it->second.down, runtime::Buffer::Allocate(device, bytes));
+      FF_CUDA_RETURN_IF_ERROR(cudaMemcpy(it->second.gate.data(), gate.data(), bytes, cudaMemcpyHostToDevice));
+      FF_CUDA_RETURN_IF_ERROR(cudaMemcpy(it->second.up.data(), up.data(), bytes, cudaMemcpyHostToDevice));
+      FF_CUDA_RETURN_IF_ERROR(cudaMemcpy(it->second.down.data(), down.data(), bytes, cudaMemcpyHostToDevice));
+    }
+    pointers = &it->second;
+  }
+  const int64_t permuted = rows * top_k;
+  FF_ASSIGN_OR_RETURN(void* ids, cuda.ScratchBytes(permuted * 4));
+  FF_ASSIGN_OR_RETURN(void* weights, cuda.ScratchBytes(permuted * 4));
+  FF_ASSIGN_OR_RETURN(void* offsets, cuda.ScratchBytes((num_experts + 1) * 4));
+  FF_ASSIGN_OR_RETURN(void* source_rows, cuda.ScratchBytes(permuted * 4));
+  FF_ASSIGN_OR_RETURN(void* inverse, cuda.ScratchBytes(permuted * 4));
+  FF_ASSIGN_OR_RETURN(TensorView xp, cuda.Scratch(ScalarType::kBFloat16, permuted, hidden));
+  FF_ASSIGN_OR_RETURN(TensorView gate_up, cuda.Scratch(ScalarType::kBFloat16, permuted, 2 * inter));
+  FF_ASSIGN_OR_RETURN(TensorView activated, cuda.Scratch(ScalarType::kBFloat16, permuted, inter));
+  FF_ASSIGN_OR_RETURN(TensorView yp, cuda.Scratch(ScalarType::kBFloat16, permuted, hidden));
+
+  cuda::MoeRoutingArgs routing;
+  routing.router_logits = router_logits.as<float>();
+  routing.rows = rows;
+  routing.num_experts = num_experts;
+  routing.top_k = top_k;
+  routing.expert_ids = static_cast<int32_t*>(ids);
+  routing.expert_weights = static_cast<float*>(weights);
+  FF_RETURN_IF_ERROR(cuda::TopKSoftmaxRouting(routing, stream));
+  cuda::MoePermuteArgs permute;
+  permute.expert_ids = static_cast<int32_t*>(ids);
+  permute.rows = rows;
+  permute.top_k = top_k;
+  permute.num_experts = num_experts;
+  permute.expert_offsets = static_cast<int32_t*>(offsets);
+  permute.permuted_source_row = static_cast<int32_t*>(source_rows);
+  permute.inverse_permutation = static_cast<int32_t*>(inverse);
+  FF_RETURN_IF_ERROR(cuda::ComputeMoePermutation(permute, stream));
+  cuda::MoeGatherArgs gather;
+  gather.x = x.as<bf16>();
+  gather.source_rows = rows;
+  gather.hidden = hidden;
+  gather.permuted_source_row = static_cast<int32_t*>(source_rows);
+  gather.permuted_rows = permuted;
+  gather.xp = xp.as<bf16>();
+  FF_RETURN_IF_ERROR(cuda::GatherPermutedRows(gather, stream));
+  auto grouped = [&](const runtime::Buffer& table, int64_t n, int64_t k, const bf16* in, void* y,
+                     int64_t y_stride) {
+    cuda::GroupedGemmArgs args;
+    args.num_experts = num_experts;
+    args.total_rows = permuted;
+    args.max_rows_per_expert = rows;
+    args.n = n;
+    args.k = k;
+    args.expert_offsets = static_cast<int32_t*>(offsets);
+    args.xp = in;
+    args.weight_pointers = static_cast<const bf16* const*>(table.data());
+    args.yp = y;
+    args.y_row_stride = y_stride;
+    return cuda::GroupedGemm(args, stream);
+  };
+  // gate and up side by side in one [permuted, 2 * inter] matrix, as SiluMul reads them.
+  FF_RETURN_IF_ERROR(grouped(pointers->gate, inter, hidden, xp.as<bf16>(), gate_up.data, 2 * inter));
+  FF_RETURN_IF_ERROR(grouped(pointers->up, inter, hidden, xp.as<bf16>(),
+                             gate_up.as<bf16>() + inter, 2 * inter));
+  FF_RETURN_IF_ERROR(SiluMul(context, gate_up, activated));
+  FF_RETURN_IF_ERROR(grouped(pointers->down, hidden, inter, activated.as<bf16>(), yp.data, hidden));
+  cuda::MoeUnpermuteArgs unpermute;
+  unpermute.yp = yp.data;
+  unpermute.rows = rows;
+  unpermute.top_k = top_k;
+  unpermute.hidden = hidden;
+  unpermute.expert_ids = static_cast<int32_t*>(ids);
+  unpermute.expert_weights = static_cast<float*>(weights);
+  unpermute.inverse_permutation = static_cast<int32_t*>(inverse);
+  unpermute.out = out.data;
+  return cuda::UnpermuteMoeOutput(unpermute, stream);
+}
+
+absl::Status CudaBackend::CopyToHost(ExecutionContext& context, const ConstTensorView& from,
+                                     std::span<float> to) {
+  FF_RETURN_IF_ERROR(Expect(from, ScalarType::kFloat32, false, "CopyToHost", "from"));
+  if (static_cast<int64_t>(to.size()) != from.size()) return Misuse("CopyToHost", "sizes differ");
+  if (from.size() == 0) return absl::OkStatus();
+  CudaExecutionContext& cuda = Cuda(context);
+  FF_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(to.data(), from.cols * 4, from.data,
+                                            from.row_stride * 4, from.cols * 4, from.rows,
+                                            cudaMemcpyDeviceToHost, cuda.stream()));
+  return cuda.Synchronize();
+}
+
+absl::Status CudaBackend::CopyFromHost(ExecutionContext& context, std::span<const float> from,
+                                       const TensorView& to) {
+  FF_RETURN_IF_ERROR(Expect(to, ScalarType::kFloat32, false, "CopyFromHost", "to"));
+  if (static_cast<int64_t>(from.size()) != to.size()) return Misuse("CopyFromHost", "sizes differ");
+  if (to.size() == 0) return absl::OkStatus();
+  CudaExecutionContext& cuda = Cuda(context);
+  FF_CUDA_RETURN_IF_ERROR(cudaMemcpy2DAsync(to.data, to.row_stride * 4, from.data(), to.cols * 4,
+                                            to.cols * 4, to.rows, cudaMemcpyHostToDevice,
+                                            cuda.stream()));
+  return cuda.Synchronize();
+}
+
+absl::Status CudaBackend::SampleTokens(ExecutionContext& context, const ConstTensorView& logits,
+                                       std::span<const DeviceSamplingParams> params,
+                                       std::span<int32_t> tokens, std::span<float> logprobs) {
+  FF_RETURN_IF_ERROR(Expect(logits, ScalarType::kFloat32, false, "SampleTokens", "logits"));
+  const int64_t rows = logits.rows;
+  if (static_cast<int64_t>(params.size()) != rows || static_cast<int64_t>(tokens.size()) != rows ||
+      (!logprobs.empty() && static_cast<int64_t>(logprobs.size()) != rows)) {
+    return Misuse("SampleTokens", "one params, token and logprob entry per logits row");
+  }
+  if (rows == 0) return absl::OkStatus();
+  CudaExecutionContext& cuda = Cuda(context);
+  // Layout (host pinned and device alike): seeds, steps (u64), temperatures, top_p (f32), top_k,
+  // tokens (i32), logprobs (f32).
+  const int64_t padded = (rows + 1) / 2 * 2;
+  const size_t bytes = padded * (8 + 8 + 4 + 4 + 4 + 4 + 4);
+  FF_ASSIGN_OR_RETURN(void* pinned, cuda.PinnedScratch(bytes));
+  FF_ASSIGN_OR_RETURN(void* device, cuda.ScratchBytes(bytes));
+  auto* seeds = static_cast<uint64_t*>(pinned);
+  uint64_t* steps = seeds + padded;
+  auto* temperatures = reinterpret_cast<float*>(steps + padded);
+  float* top_p = temperatures + padded;
+  auto* top_k = reinterpret_cast<int32_t*>(top_p + padded);
+  int32_t* out_tokens = top_k + padded;
+  auto* out_logprobs = reinterpret_cast<float*>(out_tokens + padded);
+  for (int64_t r = 0; r < rows; ++r) {
+    seeds[r] = params[r].seed;
+    steps[r] = params[r].step;
+    temperatures[r] = params[r].temperature;
+    top_p[r] = params[r].top_p;
+    top_k[r] = params[r].top_k;
+  }
+  const size_t inputs = reinterpret_cast<char*>(out_tokens) - static_cast<char*>(pinned);
+  FF_CUDA_RETURN_IF_ERROR(
+      cudaMemcpyAsync(device, pinned, inputs, cudaMemcpyHostToDevice, cuda.stream()));
+  auto on_device = [&](const void* host_pointer) {
+    return static_cast<char*>(device) +
+           (static_cast<const char*>(host_pointer) - static_cast<char*>(pinned));
+  };
+  cuda::DeviceSampling args;
+  args.logits = logits.as<float>();
+  args.rows = rows;
+  args.vocab = logits.cols;
+  args.logits_row_stride = logits.row_stride;
+  args.temperature = reinterpret_cast<const float*>(on_device(temperatures));
+  args.top_k = reinterpret_cast<const int32_t*>(on_device(top_k));
+  args.top_p = reinterpret_cast<const float*>(on_device(top_p));
+  args.seed = reinterpret_cast<const uint64_t*>(on_device(seeds));
+  args.step = reinterpret_cast<const uint64_t*>(on_device(steps));
+  args.tokens = reinterpret_cast<int32_t*>(on_device(out_tokens));
+  args.logprobs = reinterpret_cast<float*>(on_device(out_logprobs));
+  FF_RETURN_IF_ERROR(cuda::SampleTokens(args, cuda.stream()));
+  FF_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out_tokens, on_device(out_tokens), padded * 8,
+                                          cudaMemcpyDeviceToHost, cuda.stream()));
+  FF_RETURN_IF_ERROR(cuda.Synchronize());
+  std::copy(out_tokens, out_tokens + rows, tokens.begin());
+  if (!logprobs.empty()) std::copy(out_logprobs, out_logprobs + rows, logprobs.begin());
+  return absl::OkStatus();
+}
+
+}  // namespace flatfleet::kernels::cuda_backend
