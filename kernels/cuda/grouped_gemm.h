@@ -30,6 +30,7 @@ struct GroupedGemmArgs {
   int64_t total_rows = 0;
   // Optional host bound on any expert's rows (the token count, since a token names an expert
   // at most once): picks tiles that stream each expert's weights once at decode. 0: total_rows.
+  // Only the speed depends on it: an expert with more rows simply takes several tiles.
   int64_t max_rows_per_expert = 0;
   int64_t n = 0, k = 0;
   // Device [num_experts + 1], non-decreasing, offsets[0] >= 0, offsets[num_experts] <=
