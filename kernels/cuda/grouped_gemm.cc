@@ -87,12 +87,9 @@ absl::Status GroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
     const int64_t max_rows =
         std::min(args.max_rows_per_expert == 0 ? args.total_rows : args.max_rows_per_expert,
                  args.total_rows);
-    const int64_t tile_rows = internal::GroupedGemmTileRows(max_rows);
-    const int64_t row_tiles =
-        (args.total_rows + tile_rows - 1) / tile_rows + std::min(args.num_experts, args.total_rows);
-    if (row_tiles > kMaxGridY) {
-      return Invalid("total_rows = ", args.total_rows, " needs ", row_tiles, " row tiles of ",
-                     tile_rows, " (more than one launch's ", kMaxGridY, ")");
+    if ((args.n + internal::kGroupedGemmMinTileColumns - 1) / internal::kGroupedGemmMinTileColumns >
+        kMaxGridY) {
+      return Invalid("n = ", args.n, " is too large for one launch of the tensor-core path");
     }
     error = internal::LaunchGroupedGemmTensorCore(params, max_rows, stream);
   } else {

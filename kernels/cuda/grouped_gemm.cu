@@ -1,11 +1,14 @@
 // Grouped bf16 GEMM over MoE experts: Yp[rows of e] = Xp[rows of e] W_e^T, the rows of expert e
 // being [offsets[e], offsets[e + 1]) as written on the device by the permutation kernel.
 //
-// Work split: blockIdx.x = a BN-wide column tile, blockIdx.y = the t-th BM-row tile in the
-// concatenation of every expert's ceil(rows_e / BM) tiles. The host sizes the y dimension with
-// the bound ceil(total / BM) + min(E, total) (each non-empty expert wastes at most one partial
-// tile); every block finds its (expert, tile) by walking the offsets (E <= 256 loads from L1)
-// and blocks past the last tile exit at once, so empty experts cost nothing.
+// Work split: blockIdx.x = the t-th BM-row tile in the concatenation of every expert's
+// ceil(rows_e / BM) tiles, blockIdx.y = a BN-wide column tile. The host sizes the x dimension
+// with the bound ceil(total / BM) + min(E, total) (each non-empty expert wastes at most one
+// partial tile); every block finds its (expert, tile) by walking the offsets (E <= 256 loads
+// from L1) and blocks past the last tile exit at once, so empty experts cost nothing. Row tiles
+// vary fastest, so the blocks resident together share a few weight column tiles of every
+// expert (read from HBM once per wave) while Xp stays in L2; with column tiles fastest each
+// wave would instead stream a whole expert's weights for one or two row tiles.
 //
 // Tensor-core path: both operands are K-contiguous (Xp rows, W rows), exactly mma.sync's
 // "row.col" form. Global -> shared by 16-byte cp.async into a ring of STAGES tiles (zero-filled
@@ -72,12 +75,21 @@ struct TileConfig {
   static_assert(BK % 16 == 0 && STAGES >= 2, "k tile and pipeline depth");
 };
 
-// Decode (<= 16 rows per expert): four warps of 16 x 16, deep K tiles, 45 KiB of shared memory.
-using SmallTiles = TileConfig<16, 64, 64, 1, 4, 4>;
+// Decode (<= 16 rows per expert): four warps of 16 x 16, 64-deep K tiles (128-byte weight row
+// segments) and six stages, 67.5 KiB of shared memory (three blocks per SM). Decode is bound by
+// streaming the weights, so each block keeps five tiles (50 KB) in flight: even Mixtral's down
+// projection at one token (64 column tiles x 2 experts = 128 blocks, one per SM) then has
+// ~6 MB of loads outstanding, above the ~4 MB that 4.8 TB/s x ~1 us of latency needs.
+using SmallTiles = TileConfig<16, 64, 64, 1, 4, 6>;
 // Small batches (<= 64 rows per expert): four warps of 32 x 64, 60 KiB.
 using MediumTiles = TileConfig<64, 128, 32, 2, 2, 4>;
 // Prefill: eight warps of 64 x 32, 80 KiB (two blocks per SM).
 using LargeTiles = TileConfig<128, 128, 32, 2, 4, 4>;
+
+static_assert(SmallTiles::BN >= kGroupedGemmMinTileColumns &&
+                  MediumTiles::BN >= kGroupedGemmMinTileColumns &&
+                  LargeTiles::BN >= kGroupedGemmMinTileColumns,
+              "the wrapper's grid bound assumes column tiles of at least this width");
 
 __device__ __forceinline__ int ClampInt(int v, int lo, int hi) { return min(max(v, lo), hi); }
 
@@ -139,14 +151,14 @@ template <class C, bool kFloatOut>
 __global__ void __launch_bounds__(C::kThreads)
     GroupedGemmTensorCoreKernel(const GroupedGemmParams p) {
   int expert = 0, row_begin = 0, rows = 0;
-  if (!FindRowTile<C::BM>(p, blockIdx.y, expert, row_begin, rows)) return;
+  if (!FindRowTile<C::BM>(p, blockIdx.x, expert, row_begin, rows)) return;
   extern __shared__ __align__(16) unsigned char shared_bytes[];
   bf16* a_shared = reinterpret_cast<bf16*>(shared_bytes);
   bf16* b_shared = a_shared + C::STAGES * C::kAStage;
   const bf16* w = ExpertWeight(p, expert);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int warp_m = warp / C::WARPS_N, warp_n = warp % C::WARPS_N;
-  const int n0 = blockIdx.x * C::BN;
+  const int n0 = blockIdx.y * C::BN;
   const int k_tiles = (p.k + C::BK - 1) / C::BK;
 
   float acc[C::kMTiles][C::kNTiles][4];
@@ -290,9 +302,9 @@ cudaError_t LaunchTiles(const GroupedGemmParams& p, cudaStream_t stream) {
   }
   const int64_t row_tiles =
       (p.total_rows + C::BM - 1) / C::BM + std::min<int64_t>(p.num_experts, p.total_rows);
-  if (row_tiles > 65535) return cudaErrorInvalidConfiguration;  // the wrapper refuses it first
-  const dim3 grid(static_cast<unsigned>((p.n + C::BN - 1) / C::BN),
-                  static_cast<unsigned>(row_tiles));
+  const int64_t column_tiles = (p.n + C::BN - 1) / C::BN;
+  if (row_tiles > 0x7fffffff || column_tiles > 65535) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(column_tiles));
   kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
   return cudaGetLastError();
 }

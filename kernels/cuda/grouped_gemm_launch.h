@@ -23,8 +23,10 @@ struct GroupedGemmParams {
 };
 
 // Rows per tile of the tensor-core path for this bound on any expert's rows (16, 64 or 128); the
-// launch has ceil(total_rows / tile) + min(num_experts, total_rows) row tiles (grid y <= 65535).
+// launch has ceil(total_rows / tile) + min(num_experts, total_rows) row tiles (grid x) and
+// ceil(n / kGroupedGemmMinTileColumns) or fewer column tiles (grid y, at most 65535).
 int GroupedGemmTileRows(int64_t max_rows_per_expert);
+inline constexpr int64_t kGroupedGemmMinTileColumns = 64;
 // Tensor cores; `max_rows_per_expert` picks the tile height. Needs k % 8 == 0 and 16-byte
 // aligned operands.
 cudaError_t LaunchGroupedGemmTensorCore(const GroupedGemmParams& params,

@@ -276,9 +276,9 @@ TEST_F(Bf16GemmTestBase, CachesAlgorithmsAndCapturesIntoGraphs) {
 }
 
 TEST_F(Bf16GemmTestBase, RejectsBadArgumentsNamingTheField) {
-  DeviceBuffer<uint16_t> buffer(64 * 64);
+  DeviceBuffer<uint16_t> buffer(64 * 64), output(64 * 64);
   const __nv_bfloat16* p = AsBf16(buffer);
-  const Bf16GemmArgs good{.m = 4, .n = 8, .k = 16, .x = p, .w = p, .y = buffer.get()};
+  const Bf16GemmArgs good{.m = 4, .n = 8, .k = 16, .x = p, .w = p, .y = output.get()};
   ASSERT_TRUE(gemm_->Run(good, nullptr).ok());
   const auto error_of = [&](Bf16GemmArgs args) {
     return std::string(gemm_->Run(args, nullptr).message());
