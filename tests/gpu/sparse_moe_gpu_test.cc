@@ -7,11 +7,13 @@
 // The CPU runs in float32 on the same bf16-rounded x and weights and the same logits.
 //
 // Tolerance. The GPU rounds to bf16 (2^-9 relative, uniform) the gate and up outputs, the SiLU
-// product and the down output (and the final sum for a bf16 output): independent relative
-// errors of ~2^-9.8 standard deviation each, which the down projection sums over 512 terms of
-// random sign, giving an error of about 2^-8.5 of the row's rms. Allowed: 2^-5 of the
-// reference row's rms (some 11 standard deviations) plus 2^-7 of the element (the final bf16
-// rounding). A wrong expert, weight or row is an error of the order of the rms itself.
+// product and the down output (and the final sum for a bf16 output). These independent errors,
+// amplified by SiLU's slope at negative gates and summed by the down projection over 512 terms
+// of random sign, leave an error of about 2^-8 of the row's rms: an emulation of exactly these
+// roundings on the host (300 tokens, 5 seeds) gave maxima of 0.017-0.019 rms. Allowed: 2^-4 of
+// the reference row's rms (over 3x those maxima, some 16 standard deviations) plus 2^-7 of the
+// element (the final bf16 rounding). A wrong expert, weight or row is an error of the order of
+// the rms itself.
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -46,7 +48,7 @@ using testing::RoundAllToBf16;
 using testing::ToBf16Bits;
 
 constexpr int64_t kHidden = 256, kIntermediate = 512, kExperts = 8, kTopK = 2;
-constexpr double kRowRmsTolerance = 1.0 / (1 << 5);
+constexpr double kRowRmsTolerance = 1.0 / (1 << 4);
 constexpr double kElementTolerance = 1.0 / (1 << 7);
 
 // The GPU block's buffers for `tokens` tokens, and its two halves (the host SiLU sits between).
