@@ -3,10 +3,11 @@
 // the SIMT reference).
 //
 // Tolerance, as for the dense bf16 GEMM (bf16_gemm_test.cc): bf16 x bf16 products are exact in
-// float32, so the sums differ only in order and rounding; allowed 2^-16 of M = sum_k |x w|
-// (random-walk error ~ sqrt(k) 2^-24 M, while one wrong term is ~ M / k), plus 2^-8 |y| for
-// the rounding of a bf16 output. Rows past offsets[E] and the weights of empty experts are
-// poisoned with NaN: writing the former or reading the latter fails the test.
+// float32, so the sums differ only in order and rounding; allowed 2^-16 of the magnitude bound
+// M = |x_row| |w_row| >= sum_k |x w| (random-walk error ~ sqrt(k) 2^-24 M, while one wrong term
+// is ~ M / k), plus 2^-8 |y| for the rounding of a bf16 output. Rows past offsets[E] and the
+// weights of empty experts are poisoned with NaN: writing the former or reading the latter
+// fails the test.
 #include "kernels/cuda/grouped_gemm.h"
 
 #include <cmath>
@@ -35,7 +36,7 @@ using testing::Poison;
 using testing::RoundAllToBf16;
 using testing::ToBf16Bits;
 
-constexpr double kAccumulationTolerance = 1.0 / (1 << 16);  // of sum |x w|
+constexpr double kAccumulationTolerance = 1.0 / (1 << 16);  // of M
 constexpr double kBf16OutputTolerance = 1.0 / (1 << 8);     // of |y|
 
 struct GroupedCase {
@@ -68,9 +69,15 @@ class GroupedGemmGpuBase : public quant::test_util::RandomTest {
   }
 };
 
-std::vector<float> Abs(std::vector<float> values) {
-  for (float& v : values) v = std::fabs(v);
-  return values;
+// Euclidean norm of each row of a [rows, cols] matrix.
+std::vector<double> RowNorms(const float* values, int64_t rows, int64_t cols) {
+  std::vector<double> norms(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum = 0;
+    for (int64_t c = 0; c < cols; ++c) sum += double{values[r * cols + c]} * values[r * cols + c];
+    norms[r] = std::sqrt(sum);
+  }
+  return norms;
 }
 
 void GroupedGemmGpuBase::RunCase(const GroupedCase& c, GroupedGemmPath path,
@@ -104,10 +111,13 @@ void GroupedGemmGpuBase::RunCase(const GroupedCase& c, GroupedGemmPath path,
     const float* x = xp.data() + offsets[e] * k;
     kernels::cpu::Gemm(x, c.counts[e], kernels::cpu::PackedMatrix(w.data(), n, k, nullptr),
                        expected.data() + offsets[e] * n);
-    const std::vector<float> abs_x = Abs(std::vector<float>(x, x + c.counts[e] * k));
-    kernels::cpu::Gemm(abs_x.data(), c.counts[e],
-                       kernels::cpu::PackedMatrix(Abs(w).data(), n, k, nullptr),
-                       magnitude.data() + offsets[e] * n);
+    const std::vector<double> x_norms = RowNorms(x, c.counts[e], k);
+    const std::vector<double> w_norms = RowNorms(w.data(), n, k);
+    for (int64_t r = 0; r < c.counts[e]; ++r) {
+      for (int64_t col = 0; col < n; ++col) {
+        magnitude[(offsets[e] + r) * n + col] = static_cast<float>(x_norms[r] * w_norms[col]);
+      }
+    }
   }
 
   DeviceBuffer<float> d_y_f32(total_rows * n);
