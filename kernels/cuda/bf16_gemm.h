@@ -1,0 +1,82 @@
+// bf16 linear layers on cuBLASLt: Y[m, n] = X[m, k] W[n, k]^T (+ bias[n]), float32 accumulation
+// (CUBLAS_COMPUTE_32F) and one rounding of the output. Activations and outputs are row-major with
+// a row stride; W is in the Hugging Face layout [out_features, in_features]. Device memory only.
+//
+// Row-major is mapped onto cuBLASLt's column-major by the transpose identity: row-major Y[m, n]
+// is column-major Y^T[n, m] = W X^T, i.e. A = W (column-major [k, n], op T), B = X (column-major
+// [k, m], op N), D = Y^T. The bias epilogue then adds bias[row of D] = bias[n].
+//
+// The algorithm of each distinct problem (shape, strides, types, bias, pointer alignments) is
+// chosen once by cuBLASLt's heuristic and cached, so steady-state calls only enqueue the matmul:
+// no heuristic query, no allocation (the workspace is the caller's), no host synchronisation,
+// hence capturable into CUDA graphs. Call Prepare() for each problem before capturing.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/cuda/gemm_element_type.h"
+
+struct cublasLtContext;  // cublasLtHandle_t, without pulling cublasLt.h into every includer
+
+namespace flatfleet::cuda {
+
+struct Bf16GemmArgs {
+  int64_t m = 0, n = 0, k = 0;       // m, n >= 0 (0: nothing to do), k >= 1
+  const __nv_bfloat16* x = nullptr;  // [m, k], rows x_stride elements apart
+  int64_t x_stride = 0;              // 0 means k
+  const __nv_bfloat16* w = nullptr;  // [n, k], rows w_stride elements apart
+  int64_t w_stride = 0;              // 0 means k
+  // Optional [n]. cuBLASLt's bias epilogue reads bias elements of the output type, so bias_type
+  // must equal y_type (bf16 bias with bf16 Y, float32 bias with float32 Y); it is added to the
+  // float32 accumulator before the single rounding of the output.
+  const void* bias = nullptr;
+  GemmElementType bias_type = GemmElementType::kBf16;
+  void* y = nullptr;     // [m, n], rows y_stride elements apart; must not overlap x, w or bias
+  int64_t y_stride = 0;  // 0 means n
+  GemmElementType y_type = GemmElementType::kBf16;  // kFloat32 e.g. for the LM head's logits
+};
+
+// Alignment: any. Pointer and leading-dimension alignment (largest power of two <= 256 bytes
+// dividing both) is passed to the heuristic, which then only offers kernels that can handle it;
+// odd k or n (2-byte alignment) get cuBLASLt's slower unaligned kernels. If cuBLASLt offers no
+// algorithm at all the call fails with Unimplemented, naming the problem.
+//
+// Thread-safe (one mutex); but the workspace is shared by all calls, so calls on different
+// streams must not run concurrently on the device: give each stream its own CublasLtGemm.
+class CublasLtGemm {
+ public:
+  // Workspace cuBLASLt may use for split-K and the like (NVIDIA recommends 32 MiB on Hopper).
+  static constexpr size_t kRecommendedWorkspaceBytes = size_t{32} << 20;
+  static constexpr size_t WorkspaceBytes() { return kRecommendedWorkspaceBytes; }
+
+  // `workspace`: device memory of `workspace_bytes` (may be 0 with a null pointer: then only
+  // algorithms without workspace are used), 256-byte aligned, owned by the caller and kept alive
+  // while this object is used.
+  static absl::StatusOr<std::unique_ptr<CublasLtGemm>> Create(void* workspace,
+                                                              size_t workspace_bytes);
+  ~CublasLtGemm();
+  CublasLtGemm(const CublasLtGemm&) = delete;
+  CublasLtGemm& operator=(const CublasLtGemm&) = delete;
+
+  // Validates `args` and picks (or finds) the cached algorithm for its problem; host only.
+  absl::Status Prepare(const Bf16GemmArgs& args);
+  // Validates, prepares if needed, and enqueues the matmul on `stream`.
+  absl::Status Run(const Bf16GemmArgs& args, cudaStream_t stream);
+
+  // How many heuristic queries have run (tests check that repeated shapes run none).
+  int64_t heuristic_queries() const;
+
+ private:
+  struct State;
+  CublasLtGemm(cublasLtContext* handle, void* workspace, size_t workspace_bytes);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace flatfleet::cuda

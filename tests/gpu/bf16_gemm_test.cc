@@ -1,0 +1,331 @@
+// CublasLtGemm (kernels/cuda/bf16_gemm.h) against the CPU float32 GEMM (kernels/cpu/gemm.h) of
+// the same bf16-rounded operands.
+//
+// Tolerance. A product of two bf16 values (8-bit significands) is exact in float32, so both
+// sides add the same exact products; they differ only in the order and rounding of the float32
+// sums (cuBLASLt: tensor-core accumulation, maybe split-K in float32). Each rounding of a running
+// sum costs at most 2^-24 of a partial sum, and partial sums are bounded by sum_k |x w| + |bias|
+// <= M = |x_row| |w_row| + |bias| (Cauchy-Schwarz). With random signs the accumulated error
+// grows like sqrt(k) 2^-24 M (2^-17 M at k = 16384; a host simulation of sequential float32
+// sums gave 2^-22 M), so 2^-16 M is a safe bound that still catches one wrong or missing term
+// (|x w| ~ M / k, i.e. 2^-12 M even at k = 4096). A bf16 output adds one rounding to nearest,
+// 2^-9 relative: allowed 2^-8 |y| on top.
+#include "kernels/cuda/bf16_gemm.h"
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "kernels/cpu/gemm.h"
+#include "tests/gpu/bf16_test_util.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "tests/quant/test_random.h"
+
+namespace flatfleet::cuda {
+namespace {
+
+using testing::AllClose;
+using testing::AsBf16;
+using testing::Bf16BitsToFloats;
+using testing::DeviceBuffer;
+using testing::Poison;
+using testing::RoundAllToBf16;
+using testing::ToBf16Bits;
+
+constexpr double kAccumulationTolerance = 1.0 / (1 << 16);  // of M
+constexpr double kBf16OutputTolerance = 1.0 / (1 << 8);     // of |y|
+
+// Euclidean norm of each row of a [rows, cols] matrix.
+std::vector<double> RowNorms(const std::vector<float>& values, int64_t rows, int64_t cols) {
+  std::vector<double> norms(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum = 0;
+    for (int64_t c = 0; c < cols; ++c) sum += double{values[r * cols + c]} * values[r * cols + c];
+    norms[r] = std::sqrt(sum);
+  }
+  return norms;
+}
+
+// The reference y = x w^T + bias on the host, and for each element a bound on the magnitudes
+// it sums: |x_r| |w_c| + |bias_c| >= sum_k |x w| + |bias| (Cauchy-Schwarz; for random data
+// about 1.3 times the sum itself), cheap to compute for the LM head.
+struct Reference {
+  std::vector<float> y, magnitude;
+};
+Reference HostGemm(const std::vector<float>& x, const std::vector<float>& w,
+                   const std::vector<float>* bias, int64_t m, int64_t n, int64_t k) {
+  Reference ref{std::vector<float>(m * n), std::vector<float>(m * n)};
+  kernels::cpu::Gemm(x.data(), m,
+                     kernels::cpu::PackedMatrix(w.data(), n, k, bias ? bias->data() : nullptr),
+                     ref.y.data());
+  const std::vector<double> x_norms = RowNorms(x, m, k), w_norms = RowNorms(w, n, k);
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t c = 0; c < n; ++c) {
+      ref.magnitude[r * n + c] =
+          static_cast<float>(x_norms[r] * w_norms[c] + (bias ? std::fabs((*bias)[c]) : 0.0f));
+    }
+  }
+  return ref;
+}
+
+std::vector<float> Tolerance(const std::vector<float>& magnitude) {
+  std::vector<float> allowed(magnitude.size());
+  for (size_t i = 0; i < magnitude.size(); ++i) allowed[i] = kAccumulationTolerance * magnitude[i];
+  return allowed;
+}
+
+class Bf16GemmTestBase : public quant::test_util::RandomTest {
+ protected:
+  void SetUp() override {
+    FF_SKIP_WITHOUT_GPU();
+    ASSERT_EQ(cudaMalloc(&workspace_, CublasLtGemm::WorkspaceBytes()), cudaSuccess);
+    auto gemm = CublasLtGemm::Create(workspace_, CublasLtGemm::WorkspaceBytes());
+    ASSERT_TRUE(gemm.ok()) << gemm.status();
+    gemm_ = *std::move(gemm);
+  }
+  void TearDown() override {
+    gemm_.reset();
+    cudaFree(workspace_);
+  }
+
+  // Uniform values in (-half_width, half_width), never 0, from a 64-bit LCG seeded by the test
+  // seed: fast enough for the LM head's 525M weights.
+  std::vector<float> Uniform(int64_t count, float half_width) {
+    std::vector<float> values(count);
+    uint64_t state = rng_() | 1;
+    for (float& v : values) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      const auto bits = static_cast<int64_t>(state >> 40);  // 24 random bits
+      v = (static_cast<float>(bits - (1 << 23)) + 0.5f) * (half_width / (1 << 23));
+    }
+    return values;
+  }
+  // bf16 weights like a linear layer's: rows with different magnitudes.
+  std::vector<float> RandomWeights(int64_t n, int64_t k) {
+    std::vector<float> w = Uniform(n * k, 0.035f);
+    for (int64_t r = 0; r < n; ++r) {
+      const float scale = UniformFloat(0.5f, 2.0f);
+      for (int64_t c = 0; c < k; ++c) w[r * k + c] *= scale;
+    }
+    RoundAllToBf16(w);
+    return w;
+  }
+  std::vector<float> RandomBf16(int64_t count, float half_width) {
+    std::vector<float> values = Uniform(count, half_width);
+    RoundAllToBf16(values);
+    return values;
+  }
+
+  void* workspace_ = nullptr;
+  std::unique_ptr<CublasLtGemm> gemm_;
+};
+
+struct GemmCase {
+  int64_t m, n, k;
+  bool bias;
+  GemmElementType y_type;
+};
+
+std::string CaseName(const GemmCase& c) {
+  return absl::StrCat("m", c.m, "_n", c.n, "_k", c.k, c.bias ? "_bias" : "",
+                      c.y_type == GemmElementType::kBf16 ? "_bf16" : "_f32");
+}
+
+class Bf16GemmTest : public Bf16GemmTestBase, public ::testing::WithParamInterface<GemmCase> {};
+
+TEST_P(Bf16GemmTest, MatchesCpuGemmOfRoundedOperands) {
+  const auto [m, n, k, has_bias, y_type] = GetParam();
+  const std::vector<float> x = RandomBf16(m * k, 1.0f);
+  const std::vector<float> w = RandomWeights(n, k);
+  const std::vector<float> bias = RandomBf16(n, 0.1f);
+  const Reference ref = HostGemm(x, w, has_bias ? &bias : nullptr, m, n, k);
+
+  DeviceBuffer<uint16_t> d_x(ToBf16Bits(x)), d_w(ToBf16Bits(w));
+  DeviceBuffer<uint16_t> d_bias_bf16(ToBf16Bits(bias));
+  DeviceBuffer<float> d_bias_f32(bias);
+  const bool f32_out = y_type == GemmElementType::kFloat32;
+  DeviceBuffer<float> d_y_f32(m * n);
+  DeviceBuffer<uint16_t> d_y_bf16(m * n);
+  Poison(d_y_f32, m * n);
+  Poison(d_y_bf16, m * n);
+  Bf16GemmArgs args{.m = m, .n = n, .k = k, .x = AsBf16(d_x), .w = AsBf16(d_w)};
+  if (has_bias) {
+    args.bias = f32_out ? static_cast<const void*>(d_bias_f32.get()) : d_bias_bf16.get();
+    args.bias_type = y_type;
+  }
+  args.y = f32_out ? static_cast<void*>(d_y_f32.get()) : d_y_bf16.get();
+  args.y_type = y_type;
+  const absl::Status status = gemm_->Run(args, nullptr);
+  ASSERT_TRUE(status.ok()) << status;
+  FF_CUDA_ASSERT(cudaDeviceSynchronize());
+  const std::vector<float> actual =
+      f32_out ? d_y_f32.ToHost() : Bf16BitsToFloats(d_y_bf16.ToHost());
+  EXPECT_TRUE(
+      AllClose(ref.y, actual, Tolerance(ref.magnitude), f32_out ? 0.0 : kBf16OutputTolerance));
+}
+
+std::vector<GemmCase> GemmCases() {
+  std::vector<GemmCase> cases;
+  // Aligned, odd n and k (2-byte aligned rows: cuBLASLt's unaligned kernels), tiny, long k.
+  const std::tuple<int64_t, int64_t> shapes[] = {{256, 512}, {999, 1001}, {7, 13}, {1000, 4096}};
+  for (int64_t m : {1, 7, 16, 64, 129}) {
+    for (auto [n, k] : shapes) {
+      for (bool bias : {false, true}) {
+        for (GemmElementType y_type : {GemmElementType::kBf16, GemmElementType::kFloat32}) {
+          cases.push_back({m, n, k, bias, y_type});
+        }
+      }
+    }
+  }
+  // Llama-3-8B: fused q/k/v at decode, down projection, the LM head's float32 logits.
+  cases.push_back({16, 6144, 4096, false, GemmElementType::kBf16});
+  cases.push_back({5, 4096, 14336, false, GemmElementType::kBf16});
+  cases.push_back({3, 128256, 4096, false, GemmElementType::kFloat32});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Bf16GemmTest, ::testing::ValuesIn(GemmCases()),
+                         [](const auto& info) { return CaseName(info.param); });
+
+// Row strides on all three matrices, x starting one element in (2-byte aligned), and the bias
+// epilogue with y_stride > n (cuBLASLt once skipped the bias on some GPUs in that case).
+TEST_F(Bf16GemmTestBase, StridedAndUnalignedOperandsMatchCpuGemm) {
+  for (GemmElementType y_type : {GemmElementType::kBf16, GemmElementType::kFloat32}) {
+    SCOPED_TRACE(y_type == GemmElementType::kBf16 ? "bf16 out" : "f32 out");
+    const int64_t m = 9, n = 200, k = 96;
+    const int64_t x_stride = 100, w_stride = 104, y_stride = 203;
+    const std::vector<float> x = RandomBf16(m * k, 1.0f);
+    const std::vector<float> w = RandomWeights(n, k);
+    const std::vector<float> bias = RandomBf16(n, 0.5f);
+    const Reference ref = HostGemm(x, w, &bias, m, n, k);
+
+    std::vector<float> x_strided(1 + m * x_stride, 7.0f), w_strided(n * w_stride, 7.0f);
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < k; ++c) x_strided[1 + r * x_stride + c] = x[r * k + c];
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < k; ++c) w_strided[r * w_stride + c] = w[r * k + c];
+    DeviceBuffer<uint16_t> d_x(ToBf16Bits(x_strided)), d_w(ToBf16Bits(w_strided));
+    DeviceBuffer<uint16_t> d_bias_bf16(ToBf16Bits(bias));
+    DeviceBuffer<float> d_bias_f32(bias);
+    const bool f32_out = y_type == GemmElementType::kFloat32;
+    DeviceBuffer<float> d_y_f32(m * y_stride);
+    DeviceBuffer<uint16_t> d_y_bf16(m * y_stride);
+    Poison(d_y_f32, m * y_stride);
+    Poison(d_y_bf16, m * y_stride);
+    const Bf16GemmArgs args{
+        .m = m,
+        .n = n,
+        .k = k,
+        .x = AsBf16(d_x) + 1,
+        .x_stride = x_stride,
+        .w = AsBf16(d_w),
+        .w_stride = w_stride,
+        .bias = f32_out ? static_cast<const void*>(d_bias_f32.get()) : d_bias_bf16.get(),
+        .bias_type = y_type,
+        .y = f32_out ? static_cast<void*>(d_y_f32.get()) : d_y_bf16.get(),
+        .y_stride = y_stride,
+        .y_type = y_type};
+    const absl::Status status = gemm_->Run(args, nullptr);
+    ASSERT_TRUE(status.ok()) << status;
+    FF_CUDA_ASSERT(cudaDeviceSynchronize());
+    const std::vector<float> padded =
+        f32_out ? d_y_f32.ToHost() : Bf16BitsToFloats(d_y_bf16.ToHost());
+    std::vector<float> actual(m * n);
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t c = 0; c < n; ++c) actual[r * n + c] = padded[r * y_stride + c];
+      for (int64_t c = n; c < y_stride; ++c) {
+        ASSERT_TRUE(std::isnan(padded[r * y_stride + c])) << "wrote past n at row " << r;
+      }
+    }
+    EXPECT_TRUE(
+        AllClose(ref.y, actual, Tolerance(ref.magnitude), f32_out ? 0.0 : kBf16OutputTolerance));
+  }
+}
+
+// The second call of a problem runs no heuristic query; the call captured into a CUDA graph and
+// replayed gives the same bits as the direct call.
+TEST_F(Bf16GemmTestBase, CachesAlgorithmsAndCapturesIntoGraphs) {
+  const int64_t m = 16, n = 512, k = 1024;
+  DeviceBuffer<uint16_t> d_x(ToBf16Bits(RandomBf16(m * k, 1.0f)));
+  DeviceBuffer<uint16_t> d_w(ToBf16Bits(RandomWeights(n, k)));
+  DeviceBuffer<uint16_t> d_bias(ToBf16Bits(RandomBf16(n, 0.1f)));
+  DeviceBuffer<uint16_t> d_direct(m * n), d_graph(m * n);
+  Bf16GemmArgs args{.m = m,
+                    .n = n,
+                    .k = k,
+                    .x = AsBf16(d_x),
+                    .w = AsBf16(d_w),
+                    .bias = d_bias.get(),
+                    .y = d_direct.get()};
+  cudaStream_t stream;
+  FF_CUDA_ASSERT(cudaStreamCreate(&stream));
+  ASSERT_TRUE(gemm_->Prepare(args).ok());
+  EXPECT_EQ(gemm_->heuristic_queries(), 1);
+  ASSERT_TRUE(gemm_->Run(args, stream).ok());
+  ASSERT_TRUE(gemm_->Run(args, stream).ok());
+  EXPECT_EQ(gemm_->heuristic_queries(), 1);
+
+  Poison(d_graph, m * n);
+  args.y = d_graph.get();  // same alignment class: same cached plan
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  FF_CUDA_ASSERT(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  const absl::Status captured = gemm_->Run(args, stream);
+  FF_CUDA_ASSERT(cudaStreamEndCapture(stream, &graph));
+  ASSERT_TRUE(captured.ok()) << captured;
+  EXPECT_EQ(gemm_->heuristic_queries(), 1);
+  FF_CUDA_ASSERT(cudaGraphInstantiate(&exec, graph, 0));
+  FF_CUDA_ASSERT(cudaGraphLaunch(exec, stream));
+  FF_CUDA_ASSERT(cudaStreamSynchronize(stream));
+  EXPECT_EQ(d_direct.ToHost(), d_graph.ToHost());
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+TEST_F(Bf16GemmTestBase, RejectsBadArgumentsNamingTheField) {
+  DeviceBuffer<uint16_t> buffer(64 * 64), output(64 * 64);
+  const __nv_bfloat16* p = AsBf16(buffer);
+  const Bf16GemmArgs good{.m = 4, .n = 8, .k = 16, .x = p, .w = p, .y = output.get()};
+  ASSERT_TRUE(gemm_->Run(good, nullptr).ok());
+  const auto error_of = [&](Bf16GemmArgs args) {
+    return std::string(gemm_->Run(args, nullptr).message());
+  };
+  Bf16GemmArgs args = good;
+  args.k = 0;
+  EXPECT_THAT(error_of(args), ::testing::HasSubstr("bad shape"));
+  args = good;
+  args.x = nullptr;
+  EXPECT_THAT(error_of(args), ::testing::HasSubstr("x is null"));
+  args = good;
+  args.w = nullptr;
+  EXPECT_THAT(error_of(args), ::testing::HasSubstr("w is null"));
+  args = good;
+  args.y = nullptr;
+  EXPECT_THAT(error_of(args), ::testing::HasSubstr("y is null"));
+  args = good;
+  args.x_stride = 15;
+  EXPECT_THAT(error_of(args), ::testing::HasSubstr("x_stride"));
+  args = good;
+  args.w_stride = 8;
+  EXPECT_THAT(error_of(args), ::testing::HasSubstr("w_stride"));
+  args = good;
+  args.y_stride = 7;
+  EXPECT_THAT(error_of(args), ::testing::HasSubstr("y_stride"));
+  args = good;
+  args.bias = p;
+  args.bias_type = GemmElementType::kFloat32;
+  EXPECT_THAT(error_of(args), ::testing::HasSubstr("bias_type"));
+  args = good;
+  args.m = 0;  // nothing to do
+  EXPECT_TRUE(gemm_->Run(args, nullptr).ok());
+  EXPECT_FALSE(CublasLtGemm::Create(reinterpret_cast<void*>(16), 1024).ok());  // misaligned
+}
+
+}  // namespace
+}  // namespace flatfleet::cuda
