@@ -61,6 +61,9 @@ absl::Status GroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   if (args.expert_offsets == nullptr) return Invalid("expert_offsets is null");
   if (args.xp == nullptr) return Invalid("xp is null");
   if (args.yp == nullptr) return Invalid("yp is null");
+  if (args.y_row_stride != 0 && args.y_row_stride < args.n) {
+    return Invalid("y_row_stride is smaller than n");
+  }
   if (args.weights == nullptr && args.weight_pointers == nullptr) {
     return Invalid("weights and weight_pointers are both null");
   }
@@ -76,6 +79,7 @@ absl::Status GroupedGemm(const GroupedGemmArgs& args, cudaStream_t stream) {
   params.weight_expert_stride = weight_stride;
   params.weight_pointers = args.weight_pointers;
   params.yp = args.yp;
+  params.y_row_stride = args.y_row_stride == 0 ? args.n : args.y_row_stride;
   params.y_float32 = args.y_type == GemmElementType::kFloat32;
 
   const std::string obstacle = TensorCoreObstacle(args, weight_stride);

@@ -237,14 +237,14 @@ __global__ void __launch_bounds__(C::kThreads)
         if (r >= rows || col >= p.n) continue;
         const float v0 = acc[mt][nt][2 * h], v1 = acc[mt][nt][2 * h + 1];
         const bool has_second = col + 1 < p.n;
-        const int64_t out = static_cast<int64_t>(row_begin + r) * p.n + col;
+        const int64_t out = static_cast<int64_t>(row_begin + r) * p.y_row_stride + col;
         if constexpr (kFloatOut) {
           float* y = static_cast<float*>(p.yp);
           y[out] = v0;
           if (has_second) y[out + 1] = v1;
         } else {
           bf16* y = static_cast<bf16*>(p.yp);
-          if (has_second && p.n % 2 == 0) {  // out is even, so the pair is 4-byte aligned
+          if (has_second && p.y_row_stride % 2 == 0) {  // out is even: a 4-byte aligned pair
             *reinterpret_cast<__nv_bfloat162*>(y + out) = __floats2bfloat162_rn(v0, v1);
           } else {
             y[out] = __float2bfloat16_rn(v0);
@@ -277,7 +277,7 @@ __global__ void __launch_bounds__(kSimtWarps * 32)
     sum = fmaf(__bfloat162float(x[i]), __bfloat162float(w[i]), sum);
   for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
   if (lane == 0) {
-    const int64_t out = static_cast<int64_t>(row) * p.n + col;
+    const int64_t out = static_cast<int64_t>(row) * p.y_row_stride + col;
     if constexpr (kFloatOut) {
       static_cast<float*>(p.yp)[out] = sum;
     } else {

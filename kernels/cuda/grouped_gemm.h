@@ -43,7 +43,10 @@ struct GroupedGemmArgs {
   const __nv_bfloat16* weights = nullptr;
   int64_t weight_expert_stride = 0;
   const __nv_bfloat16* const* weight_pointers = nullptr;
-  void* yp = nullptr;  // [total_rows, n], contiguous rows; rows past offsets[E] are not written
+  void* yp = nullptr;  // [total_rows, n]; rows past offsets[E] are not written
+  // Elements between yp's rows (0 means n): the MoE block writes gate and up side by side into
+  // one [rows, 2 * intermediate] matrix. Even for bf16 output on the tensor-core path.
+  int64_t y_row_stride = 0;
   GemmElementType y_type = GemmElementType::kBf16;
   GroupedGemmPath path = GroupedGemmPath::kAuto;
 };

@@ -19,6 +19,7 @@ struct GroupedGemmParams {
   int64_t weight_expert_stride = 0;
   const __nv_bfloat16* const* weight_pointers = nullptr;
   void* yp = nullptr;
+  int64_t y_row_stride = 0;  // elements, >= n
   bool y_float32 = false;
 };
 

@@ -32,13 +32,27 @@ struct ContinuousBatcher::Request {
 
 absl::StatusOr<std::unique_ptr<PagedKvCache>> CreateBatcherKvCache(
     const LlamaModel& model, const ContinuousBatcherOptions& options) {
+  kernels::Backend& backend = model.backend();
+  KvCacheDtype dtype = options.kv_cache_dtype;
+  if (backend.memory() == runtime::MemoryKind::kDevice && dtype == KvCacheDtype::kFloat32) {
+    // A GPU stores bf16 (or INT8 when asked); float32 is the CPU reference's format.
+    dtype = backend.default_kv_dtype() == kernels::KvDtype::kInt8 ? KvCacheDtype::kInt8
+                                                                  : KvCacheDtype::kBFloat16;
+  }
   const PagedKvCacheShape shape{.num_layers = model.config().num_hidden_layers,
                                 .row_size = model.kv_row_size(),
                                 .block_size = options.kv_block_size,
-                                .dtype = options.kv_cache_dtype,
+                                .dtype = dtype,
                                 .head_dim = model.config().head_dim};
-  return options.kv_cache_bytes > 0 ? PagedKvCache::CreateWithBytes(shape, options.kv_cache_bytes)
-                                    : PagedKvCache::Create(shape, options.kv_cache_blocks);
+  if (options.kv_cache_bytes > 0) {
+    return PagedKvCache::CreateWithBytes(backend, shape, options.kv_cache_bytes);
+  }
+  // A GPU backend sizes the pool from the device memory the weights and workspace leave
+  // (--gpu-memory-fraction), unless a block count was asked for explicitly.
+  if (options.kv_cache_blocks <= 0 && backend.kv_pool_budget_bytes() > 0) {
+    return PagedKvCache::CreateWithBytes(backend, shape, backend.kv_pool_budget_bytes());
+  }
+  return PagedKvCache::Create(backend, shape, options.kv_cache_blocks);
 }
 
 absl::StatusOr<std::unique_ptr<ContinuousBatcher>> ContinuousBatcher::Create(
@@ -50,6 +64,10 @@ absl::StatusOr<std::unique_ptr<ContinuousBatcher>> ContinuousBatcher::Create(
         "positive",
         options.max_step_tokens, options.max_running_sequences));
   }
+  // The workspace first: the KV pool then takes what device memory is left.
+  absl::Status reserved =
+      model.ReserveWorkspace(options.max_step_tokens, options.max_running_sequences);
+  if (!reserved.ok()) return reserved;
   absl::StatusOr<std::unique_ptr<PagedKvCache>> cache = CreateBatcherKvCache(model, options);
   if (!cache.ok()) return cache.status();
   return std::unique_ptr<ContinuousBatcher>(
@@ -270,7 +288,10 @@ StepPlan ContinuousBatcher::Schedule(std::vector<Request*>& owners) {
 }
 
 bool ContinuousBatcher::SampleNext(Request& r, std::span<const float> logits) {
-  const int32_t token = r.sampler.Next(logits);
+  return AcceptToken(r, r.sampler.Next(logits));
+}
+
+bool ContinuousBatcher::AcceptToken(Request& r, int32_t token) {
   GenerationResult& result = r.result;
   if (result.completion_tokens == 0) {
     r.time_to_first_token_seconds =
@@ -282,10 +303,15 @@ bool ContinuousBatcher::SampleNext(Request& r, std::span<const float> logits) {
   r.context.push_back(token);
   if (std::find(r.stop_ids.begin(), r.stop_ids.end(), token) != r.stop_ids.end()) {
     result.finish_reason = FinishReason::kStop;
+    if (tokenizer_ != nullptr && r.request.params.stop_strings.empty()) {
+      result.text = tokenizer_->Decode(result.tokens, /*skip_special_tokens=*/true);
+    }
     return true;
   }
   result.tokens.push_back(token);
-  if (tokenizer_ != nullptr) {
+  // Text only where a stop string needs it each token; else once, at the end.
+  const bool has_stop_strings = !r.request.params.stop_strings.empty();
+  if (tokenizer_ != nullptr && has_stop_strings) {
     result.text = tokenizer_->Decode(result.tokens, /*skip_special_tokens=*/true);
     if (auto at = FindStopString(result.text, r.request.params.stop_strings)) {
       result.text.resize(*at);
@@ -297,6 +323,9 @@ bool ContinuousBatcher::SampleNext(Request& r, std::span<const float> logits) {
   if (result.completion_tokens >= r.request.params.max_tokens ||
       r.computed + 1 >= model_.config().max_position_embeddings) {
     result.finish_reason = FinishReason::kLength;
+    if (tokenizer_ != nullptr && !has_stop_strings) {
+      result.text = tokenizer_->Decode(result.tokens, /*skip_special_tokens=*/true);
+    }
     return true;
   }
   return false;
@@ -313,6 +342,9 @@ std::vector<EngineResult> ContinuousBatcher::Step() {
   chunks.reserve(plan.chunks.size());
   for (const PlannedChunk& chunk : plan.chunks) {
     chunks.push_back({chunk.sequence, chunk.tokens, /*all_logits=*/false});
+  }
+  if (model_.backend().samples_on_device()) {
+    return FinishDeviceStep(std::move(plan), chunks, owners, status, std::move(finished));
   }
   absl::StatusOr<Tensor> logits =
       status.ok() ? model_.Forward(chunks, *cache_) : absl::StatusOr<Tensor>(status);
@@ -336,6 +368,41 @@ std::vector<EngineResult> ContinuousBatcher::Step() {
     if (SampleNext(*r, std::span<const float>(logits->row(static_cast<int64_t>(c)), vocab))) {
       finished.push_back(Retire(r, absl::OkStatus()));
     }
+  }
+  return finished;
+}
+
+// The GPU path: the forward and the sampling run on the device and only the ids come back.
+// Each request's draw depends on (its seed, its sampled-token count), so results do not depend
+// on the batch (the device sampler's stream, not engine::Sampler's).
+std::vector<EngineResult> ContinuousBatcher::FinishDeviceStep(
+    StepPlan plan, std::span<const SequenceChunk> chunks, std::span<Request* const> owners,
+    absl::Status status, std::vector<EngineResult> finished) {
+  std::vector<kernels::DeviceSamplingParams> params(chunks.size());
+  for (size_t c = 0; c < owners.size(); ++c) {
+    const SamplingParams& p = owners[c]->request.params;
+    params[c] = {p.temperature, static_cast<int32_t>(p.top_k), p.top_p, p.seed,
+                 static_cast<uint64_t>(owners[c]->result.completion_tokens)};
+  }
+  absl::StatusOr<std::vector<int32_t>> tokens =
+      status.ok() ? model_.ForwardAndSample(chunks, *cache_, params)
+                  : absl::StatusOr<std::vector<int32_t>>(status);
+  ++steps_total_;
+  last_plan_ = std::move(plan);
+  if (!tokens.ok()) {
+    for (Request* r : owners) {
+      finished.push_back(Retire(
+          r, absl::InternalError(absl::StrFormat("request '%s': step %d failed: %s", r->request.id,
+                                                 steps_total_ - 1, tokens.status().ToString()))));
+    }
+    return finished;
+  }
+  for (size_t c = 0; c < owners.size(); ++c) {
+    Request* r = owners[c];
+    const PlannedChunk& chunk = last_plan_.chunks[c];
+    r->computed += static_cast<int64_t>(chunk.tokens.size());
+    if (!chunk.sample) continue;
+    if (AcceptToken(*r, (*tokens)[c])) finished.push_back(Retire(r, absl::OkStatus()));
   }
   return finished;
 }

@@ -98,6 +98,12 @@ class ContinuousBatcher final : public InferenceEngine {
   void Preempt(Request* request);
   // Samples the next token after a completed context; true when the request finished.
   bool SampleNext(Request& request, std::span<const float> logits);
+  // Records a sampled token; true when the request finished.
+  bool AcceptToken(Request& r, int32_t token);
+  std::vector<EngineResult> FinishDeviceStep(StepPlan plan, std::span<const SequenceChunk> chunks,
+                                             std::span<Request* const> owners,
+                                             absl::Status status,
+                                             std::vector<EngineResult> finished);
   // Frees the request's cache and removes it from every queue, returning its result.
   EngineResult Retire(Request* request, absl::Status status);
 
