@@ -39,6 +39,23 @@ absl::Status CublasError(const char* what, cublasStatus_t status) {
                                           cublasLtGetStatusString(status), ")"));
 }
 
+// Whether `algo` sums in float32 all the way: no split-K, or split-K partials reduced in the
+// compute type, or any scheme when the output itself is float32.
+bool AccumulatesInFloat32(const cublasLtMatmulAlgo_t& algo, bool float_out) {
+  if (float_out) return true;
+  int32_t splits = 1;
+  uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE;
+  size_t written = 0;
+  if (cublasLtMatmulAlgoConfigGetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits,
+                                           sizeof(splits), &written) != CUBLAS_STATUS_SUCCESS ||
+      cublasLtMatmulAlgoConfigGetAttribute(&algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
+                                           sizeof(scheme), &written) != CUBLAS_STATUS_SUCCESS) {
+    return false;
+  }
+  return splits <= 1 || scheme == CUBLASLT_REDUCTION_SCHEME_NONE ||
+         scheme == CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+}
+
 // Everything the chosen algorithm depends on.
 struct ProblemKey {
   int device = 0;
@@ -202,12 +219,6 @@ absl::StatusOr<Plan*> CublasLtGemm::State::FindOrMakePlan(const Bf16GemmArgs& ar
     status = preference.Set(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                             static_cast<uint64_t>(workspace_bytes));
   }
-  // Split-K partial sums only in float32 (the compute type): the in-place and output-type
-  // schemes would round bf16 partial sums, i.e. no longer accumulate in float32.
-  if (status == CUBLAS_STATUS_SUCCESS) {
-    status = preference.Set(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
-                            static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
-  }
   for (auto [attribute, alignment] :
        {std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.w_alignment},
         std::pair{CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.x_alignment},
@@ -217,21 +228,32 @@ absl::StatusOr<Plan*> CublasLtGemm::State::FindOrMakePlan(const Bf16GemmArgs& ar
   }
   if (status != CUBLAS_STATUS_SUCCESS) return CublasError("matmul preference", status);
 
-  cublasLtMatmulHeuristicResult_t results[kHeuristicCandidates] = {};
-  int returned = 0;
-  ++heuristic_queries;
-  status =
-      cublasLtMatmulAlgoGetHeuristic(handle, plan->desc, plan->a, plan->b, plan->d, plan->d,
-                                     preference.get(), kHeuristicCandidates, results, &returned);
+  // Split-K partial sums must stay in float32: the in-place and output-type reduction schemes
+  // would round bf16 partial sums. Ask for compute-type reductions first; should that filter
+  // leave nothing, ask again unfiltered. Either way every candidate's own configuration is
+  // checked (AccumulatesInFloat32).
+  const bool float_out = args.y_type == GemmElementType::kFloat32;
   bool found = false;
-  if (status == CUBLAS_STATUS_SUCCESS) {
+  for (const uint32_t mask : {static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE),
+                              static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_MASK)}) {
+    status = preference.Set(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, mask);
+    if (status != CUBLAS_STATUS_SUCCESS) return CublasError("matmul preference", status);
+    cublasLtMatmulHeuristicResult_t results[kHeuristicCandidates] = {};
+    int returned = 0;
+    ++heuristic_queries;
+    status =
+        cublasLtMatmulAlgoGetHeuristic(handle, plan->desc, plan->a, plan->b, plan->d, plan->d,
+                                       preference.get(), kHeuristicCandidates, results, &returned);
+    if (status != CUBLAS_STATUS_SUCCESS) continue;
     for (int i = 0; i < returned && !found; ++i) {
       if (results[i].state == CUBLAS_STATUS_SUCCESS &&
-          results[i].workspaceSize <= workspace_bytes) {
+          results[i].workspaceSize <= workspace_bytes &&
+          AccumulatesInFloat32(results[i].algo, float_out)) {
         plan->algo = results[i].algo;
         found = true;
       }
     }
+    if (found) break;
   }
   if (!found) {
     return absl::UnimplementedError(absl::StrCat(
@@ -239,8 +261,8 @@ absl::StatusOr<Plan*> CublasLtGemm::State::FindOrMakePlan(const Bf16GemmArgs& ar
         ", k = ", args.k, " (x_stride ", args.x_stride, ", w_stride ", args.w_stride, ", y_stride ",
         args.y_stride, "; alignment in bytes x ", key.x_alignment, ", w ", key.w_alignment, ", y ",
         key.y_alignment, "; y_type ", TypeName(args.y_type), key.has_bias ? ", bias" : "",
-        "; workspace ", workspace_bytes, " bytes; heuristic status ", cublasLtGetStatusName(status),
-        ")"));
+        "; workspace ", workspace_bytes, " bytes; last heuristic status ",
+        cublasLtGetStatusName(status), ")"));
   }
   Plan* raw = plan.get();
   plans.emplace(key, std::move(plan));

@@ -265,10 +265,11 @@ TEST_F(Bf16GemmTestBase, CachesAlgorithmsAndCapturesIntoGraphs) {
   cudaStream_t stream;
   FF_CUDA_ASSERT(cudaStreamCreate(&stream));
   ASSERT_TRUE(gemm_->Prepare(args).ok());
-  EXPECT_EQ(gemm_->heuristic_queries(), 1);
+  const int64_t queries = gemm_->heuristic_queries();  // 1, or 2 if the first filter found none
+  EXPECT_GE(queries, 1);
   ASSERT_TRUE(gemm_->Run(args, stream).ok());
   ASSERT_TRUE(gemm_->Run(args, stream).ok());
-  EXPECT_EQ(gemm_->heuristic_queries(), 1);
+  EXPECT_EQ(gemm_->heuristic_queries(), queries);
 
   Poison(d_graph, m * n);
   args.y = d_graph.get();  // same alignment class: same cached plan
@@ -278,7 +279,7 @@ TEST_F(Bf16GemmTestBase, CachesAlgorithmsAndCapturesIntoGraphs) {
   const absl::Status captured = gemm_->Run(args, stream);
   FF_CUDA_ASSERT(cudaStreamEndCapture(stream, &graph));
   ASSERT_TRUE(captured.ok()) << captured;
-  EXPECT_EQ(gemm_->heuristic_queries(), 1);
+  EXPECT_EQ(gemm_->heuristic_queries(), queries);
   FF_CUDA_ASSERT(cudaGraphInstantiate(&exec, graph, 0));
   FF_CUDA_ASSERT(cudaGraphLaunch(exec, stream));
   FF_CUDA_ASSERT(cudaStreamSynchronize(stream));
