@@ -5,8 +5,10 @@
 // the tests run, GPU or not; timing, cp.async ordering and the real hardware are left to
 // paged_attention_test.cc on a GPU. Small shapes: every CUDA thread is a host thread here.
 
+// clang-format off
 // First, before any kernel header: CUDA keywords and intrinsics for the host.
 #include "tests/gpu/warp_emulator.h"
+// clang-format on
 
 #include <cstdint>
 #include <random>
