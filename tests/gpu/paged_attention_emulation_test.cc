@@ -100,6 +100,9 @@ std::vector<AttentionCase> EmulationCases() {
       {"Gqa64_Int8_Block32", 8, 2, 64, 32, true, {{1, 300}, {3, 70}, {1, 1}, {40, 100}, {5, 20}}},
       // MQA with group 32 at head_dim 128: two decode row tiles per KV head.
       {"Mqa128_Bf16_Block16", 32, 1, 128, 16, false, {{1, 130}, {2, 40}}},
+      // MHA: 16 queries still fit the decode kernel, 17 do not; a block size of 24.
+      {"Mha64_Bf16_Block24", 4, 4, 64, 24, false, {{16, 40}, {17, 17}, {1, 600}}},
+      {"Gqa128_Int8_Block16", 8, 2, 128, 16, true, {{1, 200}, {9, 150}}},
   };
   // Graph replay: bounds above the lengths, padding rows, a forced split count.
   AttentionCase graph{"GraphBounds_Gqa64_Int8", 8, 2, 64, 16, true, {{1, 520}, {2, 33}}};
