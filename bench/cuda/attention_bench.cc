@@ -5,6 +5,8 @@
 //     values and INT8 scales, each once) and their fraction of a 4.3 TB/s copy roofline (H200).
 //   * BM_PagedAttentionDecodeGraphBound: the same with max_context_length = 32768 (a decode graph
 //     captured for long contexts replayed on short ones), to show what the idle splits cost.
+//   * BM_PagedAttentionDecodeSplits/batch/context/int8/splits: forced split counts, to tune the
+//     split heuristic (kDecodeTargetCtas, kDecodeMinSplitPositions in paged_attention_launch.h).
 //   * BM_PagedAttentionPrefill/int8: 8 sequences x 2048 causal tokens; TFLOP/s counting
 //     4 * S^2 / 2 * heads * head_dim per sequence.
 //   * BM_RotaryKvWrite/rows/int8: bytes moved per second (qkv read, q and K/V written).
@@ -16,6 +18,7 @@
 #include <memory>
 #include <numeric>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "benchmark/benchmark.h"
@@ -161,7 +164,7 @@ void TimeLaunches(benchmark::State& state, Launch launch) {
 // out in shuffled order; runs PagedAttention on them.
 struct AttentionSetup {
   AttentionSetup(int64_t num_sequences, int64_t num_queries, int64_t context, bool int8,
-                 int64_t max_context_bound)
+                 int64_t max_context_bound, int64_t num_splits = 0)
       : max_blocks((std::max(context, max_context_bound) + kBlockSize - 1) / kBlockSize),
         cache(num_sequences * ((context + kBlockSize - 1) / kBlockSize), int8),
         q(RandomBf16(num_sequences * num_queries * kHeads * kHeadDim, 3)),
@@ -184,6 +187,7 @@ struct AttentionSetup {
     params.max_query_length = num_queries;
     params.max_context_length = std::max(context, max_context_bound);
     params.scale = 0.08838834764831845f;
+    params.decode_num_splits = num_splits;
     workspace_bytes = flatfleet::cuda::PagedAttentionWorkspaceBytes(params);
     workspace = std::make_unique<DeviceArray<uint8_t>>(workspace_bytes);
     params.workspace = workspace->get();
@@ -221,11 +225,11 @@ double KvBytes(int64_t batch, int64_t context, bool int8) {
   return int8 ? positions * (2.0 * kHeadDim + 2 * 2) : positions * 2.0 * kHeadDim * 2;
 }
 
-void DecodeBenchmark(benchmark::State& state, int64_t max_context_bound) {
+void DecodeBenchmark(benchmark::State& state, int64_t max_context_bound, int64_t num_splits = 0) {
   if (!HasGpu(state)) return;
   const int64_t batch = state.range(0), context = state.range(1);
   const bool int8 = state.range(2) != 0;
-  AttentionSetup setup(batch, 1, context, int8, max_context_bound);
+  AttentionSetup setup(batch, 1, context, int8, max_context_bound, num_splits);
   TimeLaunches(state, [&] { return setup.Run(); });
   const double bytes = KvBytes(batch, context, int8);
   state.counters["KV_TBps"] =
@@ -237,6 +241,10 @@ void DecodeBenchmark(benchmark::State& state, int64_t max_context_bound) {
 
 void BM_PagedAttentionDecode(benchmark::State& state) { DecodeBenchmark(state, 0); }
 void BM_PagedAttentionDecodeGraphBound(benchmark::State& state) { DecodeBenchmark(state, 32768); }
+// Tuning aid for kDecodeTargetCtas / kDecodeMinSplitPositions: a forced split count (4th arg).
+void BM_PagedAttentionDecodeSplits(benchmark::State& state) {
+  DecodeBenchmark(state, 0, state.range(3));
+}
 
 void BM_PagedAttentionPrefill(benchmark::State& state) {
   if (!HasGpu(state)) return;
@@ -299,6 +307,13 @@ BENCHMARK(BM_PagedAttentionDecodeGraphBound)
     ->Args({16, 1024, 0})
     ->Args({64, 1024, 0})
     ->Args({64, 1024, 1});
+BENCHMARK(BM_PagedAttentionDecodeSplits)->UseManualTime()->Apply([](auto* b) {
+  for (int64_t int8 : {0, 1}) {
+    for (auto [batch, context] : {std::pair<int64_t, int64_t>{16, 1024}, {16, 4096}, {64, 4096}}) {
+      for (int64_t splits : {1, 2, 4, 8, 16, 32}) b->Args({batch, context, int8, splits});
+    }
+  }
+});
 BENCHMARK(BM_PagedAttentionPrefill)->UseManualTime()->Arg(0)->Arg(1);
 BENCHMARK(BM_RotaryKvWrite)
     ->UseManualTime()

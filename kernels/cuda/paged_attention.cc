@@ -28,7 +28,7 @@ bool UsesTensorCores(const PagedAttentionParams& p) {
   return !p.force_reference_kernel && (p.head_dim == 64 || p.head_dim == 128);
 }
 
-// The launch arguments of validated params (workspace pointers left null).
+// The launch arguments of validated params, workspace pointers left null.
 internal::PagedAttentionArgs Resolve(const PagedAttentionParams& p) {
   internal::PagedAttentionArgs args;
   args.q = p.q;
@@ -185,18 +185,27 @@ size_t PagedAttentionWorkspaceBytes(const PagedAttentionParams& params) {
   return WorkspaceBytes(Resolve(params), params);
 }
 
-absl::Status PagedAttention(const PagedAttentionParams& params, cudaStream_t stream) {
-  if (auto status = Validate(params); !status.ok()) return status;
-  if (params.num_sequences == 0 || params.num_q_rows == 0) return absl::OkStatus();
-  internal::PagedAttentionArgs args = Resolve(params);
-  if (!UsesTensorCores(params)) {
-    return ToStatus("reference", internal::LaunchPagedAttentionReference(args, stream));
-  }
+namespace internal {
+
+PagedAttentionArgs ResolvePagedAttentionArgs(const PagedAttentionParams& params) {
+  PagedAttentionArgs args = Resolve(params);
   if (WorkspaceBytes(args, params) > 0) {
     const int64_t ctas = static_cast<int64_t>(args.num_splits) * params.num_kv_heads *
                          args.decode_row_tiles * params.num_sequences;
     args.partial_out = static_cast<float*>(params.workspace);
-    args.partial_lse = args.partial_out + ctas * internal::kDecodeTileRows * params.head_dim;
+    args.partial_lse = args.partial_out + ctas * kDecodeTileRows * params.head_dim;
+  }
+  return args;
+}
+
+}  // namespace internal
+
+absl::Status PagedAttention(const PagedAttentionParams& params, cudaStream_t stream) {
+  if (auto status = Validate(params); !status.ok()) return status;
+  if (params.num_sequences == 0 || params.num_q_rows == 0) return absl::OkStatus();
+  const internal::PagedAttentionArgs args = internal::ResolvePagedAttentionArgs(params);
+  if (!UsesTensorCores(params)) {
+    return ToStatus("reference", internal::LaunchPagedAttentionReference(args, stream));
   }
   if (auto status = ToStatus("decode", internal::LaunchPagedAttentionDecode(args, stream));
       !status.ok()) {

@@ -11,6 +11,16 @@
 
 #include "kernels/cuda/paged_attention_launch.h"
 
+// Loop unrolling hints, spelled so that the host build of these headers (the warp emulator's
+// tests) does not warn about unknown pragmas.
+#ifdef __CUDACC__
+#define FF_UNROLL _Pragma("unroll")
+#define FF_NO_UNROLL _Pragma("unroll 1")
+#else
+#define FF_UNROLL
+#define FF_NO_UNROLL
+#endif
+
 namespace flatfleet::cuda::internal {
 
 __device__ __forceinline__ float HalfBitsToFloat(uint16_t bits) {

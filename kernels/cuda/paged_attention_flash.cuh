@@ -35,54 +35,22 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/cuda/paged_attention_common.cuh"
+// tests/gpu/warp_emulator.h runs this kernel on the host with its own versions of these.
+#ifndef FLATFLEET_HOST_WARP_EMULATION
+#include "kernels/cuda/warp_mma.cuh"
+#endif
 
 namespace flatfleet::cuda::internal::flash {
-
-// ---- PTX wrappers -------------------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t SharedAddress(const void* pointer) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
-}
-
-// 16-byte asynchronous copy; an invalid chunk is zero-filled (src-size 0) and reads nothing.
-__device__ __forceinline__ void CopyAsync16(uint32_t shared, const void* global, bool valid) {
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared), "l"(global),
-               "r"(src_bytes));
-}
-__device__ __forceinline__ void CopyAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int kPending>
-__device__ __forceinline__ void CopyAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
-}
-
-__device__ __forceinline__ void LoadMatrixX4(uint32_t address, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-}
-__device__ __forceinline__ void LoadMatrixX4Transposed(uint32_t address, uint32_t (&r)[4]) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
-}
-
-// d += a * b for one m16n8k16 tile, bf16 inputs, float32 accumulators.
-__device__ __forceinline__ void MmaBf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // Two floats as bf16x2 (round to nearest even), `lo` in the low half.
 __device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
   const __nv_bfloat162 pair = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&pair);
+  uint32_t bits;
+  memcpy(&bits, &pair, sizeof(bits));
+  return bits;
 }
 
 // Four int8 codes (one 32-bit word, code k in byte k) as two exact bf16x2 words: codes 0, 1 and
@@ -173,7 +141,7 @@ __device__ __forceinline__ void CopyTileAsync(const PagedAttentionArgs& p, const
   static_assert(kIterations * C::kThreads == C::kTileN * kChunksPerRow, "chunks spread evenly");
   const auto* keys = static_cast<const __nv_bfloat16*>(p.cache.keys);
   const auto* values = static_cast<const __nv_bfloat16*>(p.cache.values);
-#pragma unroll
+  FF_UNROLL
   for (int i = 0; i < kIterations; ++i) {
     const int c = threadIdx.x + i * C::kThreads;
     const int row = c / kChunksPerRow, chunk = c % kChunksPerRow;
@@ -202,7 +170,7 @@ struct Int8TileRegisters {
     constexpr int kChunksPerRow = C::kHeadDim / 16;
     const auto* key_codes = static_cast<const int8_t*>(p.cache.keys);
     const auto* value_codes = static_cast<const int8_t*>(p.cache.values);
-#pragma unroll
+    FF_UNROLL
     for (int i = 0; i < C::kInt8Chunks; ++i) {
       const int c = threadIdx.x + i * C::kThreads;
       const int row = c / kChunksPerRow, chunk = c % kChunksPerRow;
@@ -231,7 +199,7 @@ struct Int8TileRegisters {
 
   __device__ __forceinline__ void Store(const KvStage<C>& stage) const {
     constexpr int kChunksPerRow = C::kHeadDim / 16;
-#pragma unroll
+    FF_UNROLL
     for (int i = 0; i < C::kInt8Chunks; ++i) {
       const int c = threadIdx.x + i * C::kThreads;
       const int row = c / kChunksPerRow, chunk = c % kChunksPerRow;
@@ -278,18 +246,18 @@ __device__ __forceinline__ void AttendTile(WarpState<C>& st, const KvStage<C>& s
                                            float scale_log2, int lane, int warp_n) {
   const int col0 = warp_n * C::kWarpN;
   float s[C::kNTiles][4];
-#pragma unroll
+  FF_UNROLL
   for (int j = 0; j < C::kNTiles; ++j) {
-#pragma unroll
+    FF_UNROLL
     for (int e = 0; e < 4; ++e) s[j][e] = 0.0f;
   }
 
   // S = Q K^T. ldmatrix.x4 matrices: (n-tile j, k 0-7), (j, k 8-15), (j + 1, k 0-7),
   // (j + 1, k 8-15), i.e. b0/b1 of two n8 tiles.
   const uint32_t keys = SharedAddress(stage.keys);
-#pragma unroll
+  FF_UNROLL
   for (int kc = 0; kc < C::kKChunks; ++kc) {
-#pragma unroll
+    FF_UNROLL
     for (int j = 0; j < C::kNTiles; j += 2) {
       const int row = col0 + j * 8 + (lane % 8) + 8 * (lane / 16);
       const int col = kc * 16 + 8 * ((lane / 8) % 2);
@@ -302,9 +270,9 @@ __device__ __forceinline__ void AttendTile(WarpState<C>& st, const KvStage<C>& s
 
   // Scale (and mask); element e of n-tile j is row lane / 4 + 8 * (e / 2), column
   // col0 + 8 j + 2 (lane % 4) + e % 2.
-#pragma unroll
+  FF_UNROLL
   for (int j = 0; j < C::kNTiles; ++j) {
-#pragma unroll
+    FF_UNROLL
     for (int e = 0; e < 4; ++e) {
       const int col = col0 + j * 8 + 2 * (lane % 4) + (e % 2);
       float x = s[j][e] * scale_log2;
@@ -316,10 +284,10 @@ __device__ __forceinline__ void AttendTile(WarpState<C>& st, const KvStage<C>& s
 
   // Online softmax per row. A row with nothing visible yet keeps max -inf; its base is then 0 so
   // that exp2(-inf - base) = 0 instead of NaN.
-#pragma unroll
+  FF_UNROLL
   for (int h = 0; h < 2; ++h) {
     float tile_max = -INFINITY;
-#pragma unroll
+    FF_UNROLL
     for (int j = 0; j < C::kNTiles; ++j)
       tile_max = fmaxf(tile_max, fmaxf(s[j][2 * h], s[j][2 * h + 1]));
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
@@ -329,9 +297,9 @@ __device__ __forceinline__ void AttendTile(WarpState<C>& st, const KvStage<C>& s
     const float rescale = exp2f(st.m[h] - base);
     st.m[h] = new_max;
     float sum = 0.0f;
-#pragma unroll
+    FF_UNROLL
     for (int j = 0; j < C::kNTiles; ++j) {
-#pragma unroll
+      FF_UNROLL
       for (int e = 2 * h; e < 2 * h + 2; ++e) {
         const float p = exp2f(s[j][e] - base);
         s[j][e] = p;
@@ -339,7 +307,7 @@ __device__ __forceinline__ void AttendTile(WarpState<C>& st, const KvStage<C>& s
       }
     }
     st.l[h] = st.l[h] * rescale + sum;
-#pragma unroll
+    FF_UNROLL
     for (int dt = 0; dt < C::kDTiles; ++dt) {
       st.o[dt][2 * h] *= rescale;
       st.o[dt][2 * h + 1] *= rescale;
@@ -349,10 +317,10 @@ __device__ __forceinline__ void AttendTile(WarpState<C>& st, const KvStage<C>& s
   // O += P V. The A fragment of k16 step kk is the C fragments of S n-tiles 2 kk and 2 kk + 1;
   // ldmatrix.trans matrices: (positions 0-7, d-tile dt), (8-15, dt), (0-7, dt + 1), (8-15, dt + 1).
   const uint32_t values = SharedAddress(stage.values);
-#pragma unroll
+  FF_UNROLL
   for (int kk = 0; kk < C::kWarpN / 16; ++kk) {
     if constexpr (C::kInt8) {
-#pragma unroll
+      FF_UNROLL
       for (int half = 0; half < 2; ++half) {
         const int col = col0 + kk * 16 + half * 8 + 2 * (lane % 4);
         const float v0 = stage.value_scales[col], v1 = stage.value_scales[col + 1];
@@ -367,7 +335,7 @@ __device__ __forceinline__ void AttendTile(WarpState<C>& st, const KvStage<C>& s
     a[1] = PackBf16x2(s[2 * kk][2], s[2 * kk][3]);
     a[2] = PackBf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
     a[3] = PackBf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
+    FF_UNROLL
     for (int dt = 0; dt < C::kDTiles; dt += 2) {
       const int row = col0 + kk * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
       const int col = dt * 8 + 8 * (lane / 16);
@@ -435,7 +403,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int warp_m = warp % C::kWarpsM, warp_n = warp / C::kWarpsM;
   int limit[2];
-#pragma unroll
+  FF_UNROLL
   for (int h = 0; h < 2; ++h) {
     const int r = row0 + warp_m * 16 + lane / 4 + 8 * h;
     limit[h] = min(visible_base + r / p.group, kv_end - 1);
@@ -449,7 +417,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     constexpr int kChunksPerRow = C::kHeadDim / 8;
     constexpr int kIterations = C::kRows * kChunksPerRow / C::kThreads;
     static_assert(kIterations * C::kThreads == C::kRows * kChunksPerRow, "chunks spread evenly");
-#pragma unroll
+    FF_UNROLL
     for (int i = 0; i < kIterations; ++i) {
       const int c = tid + i * C::kThreads;
       const int r_local = c / kChunksPerRow, chunk = c % kChunksPerRow;
@@ -462,16 +430,16 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   }
 
   WarpState<C> st;
-#pragma unroll
+  FF_UNROLL
   for (int dt = 0; dt < C::kDTiles; ++dt) {
-#pragma unroll
+    FF_UNROLL
     for (int e = 0; e < 4; ++e) st.o[dt][e] = 0.0f;
   }
   st.m[0] = st.m[1] = -INFINITY;
   st.l[0] = st.l[1] = 0.0f;
 
   auto load_q_fragments = [&]() {
-#pragma unroll
+    FF_UNROLL
     for (int kc = 0; kc < C::kKChunks; ++kc) {
       const int row = warp_m * 16 + (lane % 8) + 8 * ((lane / 8) % 2);
       const int col = kc * 16 + 8 * (lane / 16);
@@ -483,12 +451,12 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
 
   // ---- Main loop.
   if constexpr (!C::kInt8) {
-#pragma unroll 1
+    FF_NO_UNROLL
     for (int s = 0; s < C::kStages - 1; ++s) {
       if (s < num_tiles) CopyTileAsync<C>(p, source, tile_start(s), StageAt<C>(stages, s));
       CopyAsyncCommit();
     }
-#pragma unroll 1
+    FF_NO_UNROLL
     for (int it = 0; it < num_tiles; ++it) {
       CopyAsyncWait<C::kStages - 2>();  // the Q tile and tile `it` have landed
       __syncthreads();                  // ... for every thread; stage (it - 1) is free again
@@ -509,7 +477,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     if (num_tiles > 0) staged.Store(StageAt<C>(stages, 0));
     __syncthreads();
     load_q_fragments();
-#pragma unroll 1
+    FF_NO_UNROLL
     for (int it = 0; it < num_tiles; ++it) {
       const bool more = it + 1 < num_tiles;
       if (more) staged.Load(p, source, tile_start(it + 1));  // in flight during this tile
@@ -525,7 +493,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   CopyAsyncWait<0>();
 
   // Row sums over the quad (the four threads sharing a row).
-#pragma unroll
+  FF_UNROLL
   for (int h = 0; h < 2; ++h) {
     st.l[h] += __shfl_xor_sync(0xffffffffu, st.l[h], 1);
     st.l[h] += __shfl_xor_sync(0xffffffffu, st.l[h], 2);
@@ -533,13 +501,13 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
 
   if constexpr (!kDecode) {
     // ---- Prefill: every CTA covers its rows' whole range; write the bf16 output.
-#pragma unroll
+    FF_UNROLL
     for (int h = 0; h < 2; ++h) {
       const int r = row0 + warp_m * 16 + lane / 4 + 8 * h;
       if (r >= rows) continue;
       const float inv = st.l[h] > 0.0f ? 1.0f / st.l[h] : 0.0f;
       __nv_bfloat16* out = p.out + RowOffset(p, q_begin, kv_head, r);
-#pragma unroll
+      FF_UNROLL
       for (int dt = 0; dt < C::kDTiles; ++dt) {
         const int d = dt * 8 + 2 * (lane % 4);
         *reinterpret_cast<__nv_bfloat162*>(out + d) =
@@ -553,7 +521,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
     float* row_stats = warp_stats + C::kWarpsN * 16 * 2;  // [16][M, L]
     float* warp_out = reinterpret_cast<float*>(stages);   // [kWarpsN][16][kHeadDim]
     if (lane % 4 == 0) {
-#pragma unroll
+      FF_UNROLL
       for (int h = 0; h < 2; ++h) {
         const int row = lane / 4 + 8 * h;
         warp_stats[(warp_n * 16 + row) * 2] = st.m[h];
@@ -561,22 +529,22 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
       }
     }
     __syncthreads();
-#pragma unroll
+    FF_UNROLL
     for (int h = 0; h < 2; ++h) {
       const int row = lane / 4 + 8 * h;
       float merged_max = -INFINITY;
-#pragma unroll
+      FF_UNROLL
       for (int w = 0; w < C::kWarpsN; ++w)
         merged_max = fmaxf(merged_max, warp_stats[(w * 16 + row) * 2]);
       const float base = merged_max == -INFINITY ? 0.0f : merged_max;
       float merged_sum = 0.0f;
-#pragma unroll
+      FF_UNROLL
       for (int w = 0; w < C::kWarpsN; ++w) {
         merged_sum +=
             warp_stats[(w * 16 + row) * 2 + 1] * exp2f(warp_stats[(w * 16 + row) * 2] - base);
       }
       const float factor = exp2f(st.m[h] - base);
-#pragma unroll
+      FF_UNROLL
       for (int dt = 0; dt < C::kDTiles; ++dt) {
         const int d = dt * 8 + 2 * (lane % 4);
         float* dst = warp_out + (warp_n * 16 + row) * C::kHeadDim + d;
@@ -596,7 +564,7 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
       const int r = row0 + row;
       if (r >= rows) continue;
       float sum = 0.0f;
-#pragma unroll
+      FF_UNROLL
       for (int w = 0; w < C::kWarpsN; ++w) sum += warp_out[(w * 16 + row) * C::kHeadDim + d];
       const float total = row_stats[row * 2 + 1];
       const float value = total > 0.0f ? sum / total : 0.0f;
@@ -613,16 +581,16 @@ __global__ void __launch_bounds__(C::kThreads, C::kMinBlocks)
   }
 }
 
-// Dynamic shared memory above 48 KB needs the opt-in; set on every launch (cheap, capturable, and
-// right for whichever device is current).
-template <class C, bool kDecode>
-cudaError_t LaunchFlash(const PagedAttentionArgs& p, dim3 grid, cudaStream_t stream) {
-  const cudaError_t attribute =
-      cudaFuncSetAttribute(PagedFlashAttentionKernel<C, kDecode>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
-  if (attribute != cudaSuccess) return attribute;
-  PagedFlashAttentionKernel<C, kDecode><<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);
-  return cudaGetLastError();
-}
+// The two instantiations (paged_attention_decode.cu, paged_attention_prefill.cu).
+// Decode: one m16 row tile, four warps splitting each tile's columns; 74 KB of shared memory
+// (two 64-position K/V stages of 34 KB + Q), three CTAs per SM.
+template <int kHeadDim, bool kInt8>
+using DecodeConfig = FlashConfig<kHeadDim, kInt8, /*kWarpsM=*/1, /*kWarpsN=*/4, /*kStages=*/2,
+                                 /*kMinBlocks=*/3>;
+// Prefill: eight warps of 16 rows; 102 KB (Q 34 KB + two stages), about 210 registers, so one
+// CTA of eight warps per SM.
+template <int kHeadDim, bool kInt8>
+using PrefillConfig = FlashConfig<kHeadDim, kInt8, /*kWarpsM=*/kPrefillTileRows / 16,
+                                  /*kWarpsN=*/1, /*kStages=*/2, /*kMinBlocks=*/1>;
 
 }  // namespace flatfleet::cuda::internal::flash

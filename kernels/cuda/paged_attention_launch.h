@@ -10,6 +10,10 @@
 
 #include "kernels/cuda/kv_cache_layer.h"
 
+namespace flatfleet::cuda {
+struct PagedAttentionParams;
+}  // namespace flatfleet::cuda
+
 namespace flatfleet::cuda::internal {
 
 // Positions per K/V tile of the tensor-core kernels.
@@ -43,6 +47,10 @@ struct PagedAttentionArgs {
   float* partial_out = nullptr;   // [decode CTAs][kDecodeTileRows][head_dim], when num_splits > 1
   float* partial_lse = nullptr;   // [decode CTAs][kDecodeTileRows] (log2 domain)
 };
+
+// The launch arguments of validated params (paged_attention.cc): head group, the tensor-core
+// path's decode row tiles, split count and prefill grid, and the workspace carved into partials.
+PagedAttentionArgs ResolvePagedAttentionArgs(const PagedAttentionParams& params);
 
 // SIMT reference kernel: every row, any supported head_dim.
 cudaError_t LaunchPagedAttentionReference(const PagedAttentionArgs& args, cudaStream_t stream);

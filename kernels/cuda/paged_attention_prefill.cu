@@ -1,22 +1,17 @@
 // FlashAttention-2 style paged attention for prefill-sized sequences: the tensor-core kernel of
 // paged_attention_flash.cuh with eight warps of 16 packed rows (128 rows per CTA: 128 / group
 // queries of every head of one KV head) over 64-position K/V tiles, causal tiles skipped.
-#include "kernels/cuda/paged_attention_flash.cuh"
+#include "kernels/cuda/paged_attention_flash_launch.cuh"
 
 namespace flatfleet::cuda::internal {
 namespace {
 
-// 102 KB of shared memory (Q 34 KB + two K/V stages); about 170 registers per thread, so one CTA
-// of eight warps per SM.
-template <int kHeadDim, bool kInt8>
-using PrefillConfig = flash::FlashConfig<kHeadDim, kInt8, /*kWarpsM=*/kPrefillTileRows / 16,
-                                         /*kWarpsN=*/1, /*kStages=*/2, /*kMinBlocks=*/1>;
-
 template <int kHeadDim, bool kInt8>
 cudaError_t Launch(const PagedAttentionArgs& p, cudaStream_t stream) {
-  static_assert(PrefillConfig<kHeadDim, kInt8>::kRows == kPrefillTileRows);
+  static_assert(flash::PrefillConfig<kHeadDim, kInt8>::kRows == kPrefillTileRows);
   const dim3 grid(p.num_kv_heads, p.num_sequences, p.prefill_row_tiles);
-  return flash::LaunchFlash<PrefillConfig<kHeadDim, kInt8>, /*kDecode=*/false>(p, grid, stream);
+  return flash::LaunchFlash<flash::PrefillConfig<kHeadDim, kInt8>, /*kDecode=*/false>(p, grid,
+                                                                                      stream);
 }
 
 }  // namespace
