@@ -133,6 +133,9 @@ class Backend {
   // fraction, less what the engine still needs); 0 when the backend does not size pools itself.
   virtual int64_t kv_pool_budget_bytes() const { return 0; }
   virtual KvDtype default_kv_dtype() const { return KvDtype::kFloat32; }
+  // Free and total bytes of the backend's device (workers report them in Health); false for
+  // host backends (the worker reports physical RAM).
+  virtual bool DeviceMemory(int64_t* free_bytes, int64_t* total_bytes) const { return false; }
 
   // ---- Ops
   // y[m, out] = x[m, in] * weight^T (+ bias).

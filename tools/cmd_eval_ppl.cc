@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "tools/device_flags.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
@@ -30,6 +31,7 @@ struct EvalPplOptions {
   int64_t stride = 0;       // 0: the window (no overlap)
   int64_t max_windows = 0;  // 0: all
   bool bf16_rope = false;
+  engine::DeviceOptions device;
 };
 
 // -log softmax(logits)[target] in double.
@@ -49,8 +51,9 @@ absl::Status RunEvalPpl(const EvalPplOptions& options) {
   }
   engine::ModelOptions model_options;
   model_options.bf16_rotary_frequencies = options.bf16_rope;
+  FF_ASSIGN_OR_RETURN(engine::SelectedBackend selected, tools::OpenDevice(options.device, "eval-ppl"));
   FF_ASSIGN_OR_RETURN(quant::RunnableModel runnable,
-                      quant::LoadRunnableModel(options.model_dir, model_options));
+                      quant::LoadRunnableModel(options.model_dir, model_options, selected.backend));
   const engine::LlamaModel& model = *runnable.model;
   const ModelConfig& config = model.config();
   if (window > config.max_position_embeddings) {
@@ -132,6 +135,7 @@ CommandRunner RegisterEvalPplCommand(CLI::App& app) {
   cmd->add_option("--tokenizer", options->tokenizer_path,
                   "Tokenizer (default: the model's, else bytes when the vocabulary allows)");
   cmd->add_option("--window", options->window, "Tokens per window")->capture_default_str();
+  tools::AddDeviceFlags(cmd, &options->device);
   cmd->add_option("--stride", options->stride,
                   "Tokens between window starts (default: the window; smaller overlaps)");
   cmd->add_option("--max-windows", options->max_windows, "Stop after K windows (0: all)")

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "tools/device_flags.h"
 #include "absl/strings/str_join.h"
 #include "common/tokenizer/tokenizer.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -22,6 +23,7 @@ struct GenerateOptions {
   std::string tokenizer_path;
   std::vector<std::string> prompts;
   std::string prompts_file;
+  engine::DeviceOptions device;
   int64_t max_tokens = 64;
   float temperature = 0.0f;
   float top_p = 1.0f;
@@ -49,7 +51,9 @@ int RunGenerate(const GenerateOptions& options) {
   }
   if (prompts.empty()) return Fail("no prompts: give --prompt or --prompts-file");
 
-  kernels::Backend& backend = kernels::cpu::DefaultCpuBackend();
+  absl::StatusOr<engine::SelectedBackend> selected = tools::OpenDevice(options.device, "generate");
+  if (!selected.ok()) return Fail(std::string(selected.status().message()));
+  kernels::Backend& backend = *selected->backend;
   quant::RunnableModel checkpoint;  // holds a quantized model's backend
   std::unique_ptr<engine::LlamaModel> model;
   std::unique_ptr<tokenizer::Tokenizer> tok;
@@ -62,7 +66,7 @@ int RunGenerate(const GenerateOptions& options) {
     model = *std::move(demo);
     tok = tokenizer::MakeByteTokenizer();
   } else {
-    auto loaded = quant::LoadRunnableModel(options.model_dir);
+    auto loaded = quant::LoadRunnableModel(options.model_dir, {}, &backend);
     if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
     checkpoint = *std::move(loaded);
     model = std::move(checkpoint.model);
@@ -155,6 +159,7 @@ CommandRunner RegisterGenerateCommand(CLI::App& app) {
   cmd->add_option("--tokenizer", options->tokenizer_path,
                   "tokenizer.json / tokenizer.model or its directory (default: the model's)");
   cmd->add_option("--prompt", options->prompts, "Prompt text (repeatable)");
+  tools::AddDeviceFlags(cmd, &options->device);
   cmd->add_option("--prompts-file", options->prompts_file, "File with one prompt per line")
       ->check(CLI::ExistingFile);
   cmd->add_option("--max-tokens", options->max_tokens, "Most tokens to generate per prompt")

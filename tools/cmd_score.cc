@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "tools/device_flags.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/safetensors.h"
@@ -34,6 +35,8 @@ struct ScoreOptions {
   bool per_position = false;
   bool bf16_rope = false;
   std::string recipe;  // empty: float32
+  double min_top1 = 0.98;
+  engine::DeviceOptions device;
 };
 
 struct Reference {
@@ -110,6 +113,7 @@ absl::StatusOr<std::unique_ptr<engine::LlamaModel>> LoadQuantizedModel(
 }
 
 absl::StatusOr<int> RunScore(const ScoreOptions& options) {
+  engine::SelectedBackend selected;  // outlives the model
   std::unique_ptr<quant::QuantizedCpuBackend> quantized_backend;  // outlives the model
   quant::RunnableModel checkpoint;  // float or quantized directory (when no --recipe)
   std::unique_ptr<engine::LlamaModel> model;
@@ -117,7 +121,9 @@ absl::StatusOr<int> RunScore(const ScoreOptions& options) {
   if (options.recipe.empty()) {
     engine::ModelOptions model_options;
     model_options.bf16_rotary_frequencies = options.bf16_rope;
-    FF_ASSIGN_OR_RETURN(checkpoint, quant::LoadRunnableModel(options.model_dir, model_options));
+    FF_ASSIGN_OR_RETURN(selected, tools::OpenDevice(options.device, "score"));
+    FF_ASSIGN_OR_RETURN(checkpoint, quant::LoadRunnableModel(options.model_dir, model_options,
+                                                             selected.backend));
     model = std::move(checkpoint.model);
     if (checkpoint.quantized()) {
       quantized = true;
@@ -182,12 +188,18 @@ absl::StatusOr<int> RunScore(const ScoreOptions& options) {
              engine::Argmax({expected, static_cast<size_t>(vocab)});
   }
   const double rel_error = std::sqrt(diff_squares / ref_squares);
-  const bool logits_ok = rel_error <= options.max_rel_error;
+  // bf16 activations and weights on the GPU: the logits differ from float32 by about 2^-8
+  // relative per rounding; the default bound there is 3e-2 (the float32 CPU's is 1e-3).
+  const double bound = selected.cuda && options.max_rel_error == 1e-3 ? 3e-2 : options.max_rel_error;
+  const bool logits_ok = rel_error <= bound;
   std::printf("logits: relative error %.3e over %lld x %lld positions (bound %.1e): %s\n",
               rel_error, static_cast<long long>(batch), static_cast<long long>(length),
-              options.max_rel_error, logits_ok ? "ok" : "FAIL");
-  std::printf("top-1 agreement: %lld / %lld\n", static_cast<long long>(agree),
-              static_cast<long long>(batch * length));
+              bound, logits_ok ? "ok" : "FAIL");
+  const double top1 = static_cast<double>(agree) / static_cast<double>(batch * length);
+  const bool top1_ok = top1 >= options.min_top1;
+  std::printf("top-1 agreement: %lld / %lld = %.4f (bound %.2f): %s\n",
+              static_cast<long long>(agree), static_cast<long long>(batch * length), top1,
+              options.min_top1, top1_ok ? "ok" : "FAIL");
   if (quantized) {
     FF_ASSIGN_OR_RETURN(quant::LogitAgreement agreement,
                         quant::CompareLogits(ref.logits.span(), logits.span(), vocab));
@@ -217,10 +229,13 @@ absl::StatusOr<int> RunScore(const ScoreOptions& options) {
     std::printf("  expected: %s\n  got:      %s\n", absl::StrJoin(expected_greedy, " ").c_str(),
                 absl::StrJoin(got, " ").c_str());
   }
-  std::printf("%s\n", logits_ok && greedy_ok ? "PASS" : "FAIL");
+  // bf16 greedy decoding may part from float32 at a near-tie of random-weight fixtures: on the
+  // GPU the logits bound and top-1 agreement gate, greedy is reported.
+  const bool pass = logits_ok && top1_ok && (greedy_ok || selected.cuda);
+  std::printf("%s\n", pass ? "PASS" : "FAIL");
   // A quantized model is not expected to meet the float bounds: report, do not gate.
   if (quantized) return 0;
-  return logits_ok && greedy_ok ? 0 : 1;
+  return pass ? 0 : 1;
 }
 
 }  // namespace
@@ -242,6 +257,11 @@ CommandRunner RegisterScoreCommand(CLI::App& app) {
                   "Largest allowed ||out - ref|| / ||ref|| over all logits")
       ->capture_default_str();
   cmd->add_flag("--per-position", options->per_position, "Print the error of every position");
+  cmd->add_option("--min-top1", options->min_top1,
+                  "Least share of positions whose argmax equals the reference's")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
+  tools::AddDeviceFlags(cmd, &options->device);
   cmd->add_option("--recipe", options->recipe,
                   "Run the model quantized by this recipe (QuantizedCpuBackend) and also print KL "
                   "and top-1 against the reference; the float checks then only inform (exit 0)");

@@ -10,6 +10,7 @@
 
 #include "absl/time/time.h"
 #include "tools/commands.h"
+#include "tools/device_flags.h"
 #include "tools/security_options.h"
 #include "worker/serving/continuous_batcher_factory.h"
 #include "worker/serving/generator_engine.h"
@@ -29,6 +30,7 @@ struct ServeWorkerOptions {
   double drain_timeout_seconds = 600;
   int max_message_bytes = 16 << 20;
   security::ClusterFlags cluster_security;
+  engine::DeviceOptions device;
 };
 
 int RunServeWorker(const ServeWorkerOptions& options) {
@@ -59,11 +61,23 @@ int RunServeWorker(const ServeWorkerOptions& options) {
                  "%s; add --cluster-tls-cert/-key/-ca\n",
                  options.listen.c_str());
   }
-  process_options.service.model_loader = engine::CpuModelLoader();
+  absl::StatusOr<engine::SelectedBackend> selected =
+      tools::OpenDevice(options.device, "serve worker");
+  if (!selected.ok()) {
+    std::fprintf(stderr, "flatfleet serve worker: %s\n",
+                 std::string(selected.status().message()).c_str());
+    return 1;
+  }
+  engine::CpuModelLoaderOptions loader_options;
+  loader_options.backend = selected->backend;
+  process_options.service.model_loader = engine::CpuModelLoader(loader_options);
+  if (selected->cuda) process_options.service.device_backend = selected->backend;
   engine::ContinuousBatcherOptions batcher_options;
-  batcher_options.kv_cache_dtype = options.kv_cache_dtype == "int8"
-                                       ? engine::KvCacheDtype::kInt8
-                                       : engine::KvCacheDtype::kFloat32;
+  batcher_options.kv_cache_dtype = options.kv_cache_dtype == "int8"   ? engine::KvCacheDtype::kInt8
+                                   : options.kv_cache_dtype == "bf16" ? engine::KvCacheDtype::kBFloat16
+                                                                      : engine::KvCacheDtype::kFloat32;
+  // On a GPU the KV pool takes the device memory the weights and workspace leave.
+  if (selected->cuda) batcher_options.kv_cache_blocks = 0;
   // Tensor-parallel groups always run the continuous batcher; every rank of a group must be
   // started with the same KV cache settings (followers mirror rank 0's cache).
   process_options.service.group_batcher_options = batcher_options;
@@ -126,6 +140,7 @@ CommandRunner RegisterServeWorkerCommand(CLI::App& serve) {
       "worker",
       "Run one worker (a CPU or GPU rank) serving WorkerService over gRPC. Prints "
       "'listening on HOST:PORT' as its first line; SIGTERM/SIGINT drain it, then it exits.");
+  tools::AddDeviceFlags(cmd, &options->device);
   cmd->add_option("--listen", options->listen, "gRPC address HOST:PORT; port 0 picks a free one")
       ->capture_default_str();
   cmd->add_option("--metrics-listen", options->metrics_listen,
@@ -139,10 +154,10 @@ CommandRunner RegisterServeWorkerCommand(CLI::App& serve) {
       ->capture_default_str()
       ->check(CLI::IsMember({"continuous", "generator"}));
   cmd->add_option("--kv-cache-dtype", options->kv_cache_dtype,
-                  "KV cache storage: float32, or int8 (per-head FP16 scales, ~3.9x the positions "
-                  "per byte; continuous engine only)")
+                  "KV cache storage: float32 (bf16 on cuda), bf16 (cuda), or int8 (per-head FP16 "
+                  "scales, ~3.9x the positions per byte; continuous engine only)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"float32", "int8"}));
+      ->check(CLI::IsMember({"float32", "bf16", "int8"}));
   cmd->add_option("--default-max-tokens", options->default_max_tokens,
                   "max_tokens of requests that set none")
       ->capture_default_str()

@@ -1,5 +1,7 @@
 #include "quant/checkpoint/runnable_model.h"
 
+#include "absl/strings/str_cat.h"
+
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -12,9 +14,15 @@ std::string RunnableModel::Description() const {
 }
 
 absl::StatusOr<RunnableModel> LoadRunnableModel(const std::filesystem::path& dir,
-                                                engine::ModelOptions options) {
+                                                engine::ModelOptions options,
+                                                kernels::Backend* float_backend) {
   RunnableModel runnable;
   if (IsQuantizedCheckpoint(dir)) {
+    if (float_backend != nullptr && float_backend->memory() == runtime::MemoryKind::kDevice) {
+      return absl::UnimplementedError(absl::StrCat(
+          dir.string(), " is a quantized checkpoint: it runs on the CPU integer reference for now "
+          "(--device cpu); the GPU low-bit kernels do not serve checkpoints yet"));
+    }
     FF_ASSIGN_OR_RETURN(LoadedQuantizedModel loaded, LoadQuantizedLlamaModel(dir, options));
     runnable.manifest = std::move(loaded.manifest);
     runnable.backend = std::move(loaded.backend);
@@ -22,7 +30,9 @@ absl::StatusOr<RunnableModel> LoadRunnableModel(const std::filesystem::path& dir
     return runnable;
   }
   FF_ASSIGN_OR_RETURN(runnable.model,
-                      engine::LoadLlamaModel(dir, kernels::cpu::DefaultCpuBackend(), options));
+                      engine::LoadLlamaModel(
+                          dir, float_backend != nullptr ? *float_backend : kernels::cpu::DefaultCpuBackend(),
+                          options));
   return runnable;
 }
 

@@ -24,8 +24,11 @@ struct RunnableModel {
   std::string Description() const;
 };
 
+// Float checkpoints run on `float_backend` (the CPU reference when null); quantized ones on the
+// integer CPU reference (a GPU backend refuses them until the low-bit GPU kernels serve them).
 absl::StatusOr<RunnableModel> LoadRunnableModel(const std::filesystem::path& dir,
-                                                engine::ModelOptions options = {});
+                                                engine::ModelOptions options = {},
+                                                kernels::Backend* float_backend = nullptr);
 
 // The tokenizer at `tokenizer_path` (default: the model directory's). When the default has none
 // and the model's vocabulary holds the byte tokenizer's 259 ids, the byte tokenizer instead

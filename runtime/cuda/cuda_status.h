@@ -8,7 +8,7 @@
 
 namespace flatfleet::runtime::cuda {
 
-inline absl::Status CudaStatus(cudaError_t error, std::string_view what) {
+inline absl::Status CudaStatus(cudaError_t error, const char* what) {
   if (error == cudaSuccess) return absl::OkStatus();
   const absl::StatusCode code = error == cudaErrorMemoryAllocation
                                     ? absl::StatusCode::kResourceExhausted

@@ -20,7 +20,8 @@
 namespace flatfleet::engine {
 namespace {
 
-absl::StatusOr<LoadedModel> LoadCheckpoint(const std::string& dir, const ModelOptions& options) {
+absl::StatusOr<LoadedModel> LoadCheckpoint(const std::string& dir, const ModelOptions& options,
+                                           kernels::Backend& backend) {
   std::error_code error;
   if (!std::filesystem::is_directory(dir, error)) {
     return absl::NotFoundError(absl::StrCat("model directory '", dir, "' does not exist (or is ",
@@ -29,6 +30,12 @@ absl::StatusOr<LoadedModel> LoadCheckpoint(const std::string& dir, const ModelOp
   }
   LoadedModel loaded;
   if (quant::IsQuantizedCheckpoint(dir)) {
+    if (backend.memory() == runtime::MemoryKind::kDevice) {
+      return absl::UnimplementedError(absl::StrCat(
+          "cannot load quantized model '", dir,
+          "' on the GPU yet: quantized checkpoints run on the CPU integer reference "
+          "(serve worker --device cpu)"));
+    }
     absl::StatusOr<quant::LoadedQuantizedModel> quantized =
         quant::LoadQuantizedLlamaModel(dir, options);
     if (!quantized.ok()) {
@@ -40,7 +47,7 @@ absl::StatusOr<LoadedModel> LoadCheckpoint(const std::string& dir, const ModelOp
     loaded.model = std::move(quantized->model);
   } else {
     absl::StatusOr<std::unique_ptr<LlamaModel>> model =
-        LoadLlamaModel(dir, kernels::cpu::DefaultCpuBackend(), options);
+        LoadLlamaModel(dir, backend, options);
     if (!model.ok()) {
       return absl::Status(model.status().code(), absl::StrCat("cannot load model '", dir,
                                                               "': ", model.status().message()));
@@ -177,15 +184,18 @@ ModelLoader CpuModelLoader(CpuModelLoaderOptions options) {
           request.rendezvous().all_reduce_compression() != v1::ALL_REDUCE_COMPRESSION_NONE;
       tp.compression_block_size = options.compression_block_size;
     }
+    kernels::Backend& backend =
+        options.backend != nullptr ? *options.backend : kernels::cpu::DefaultCpuBackend();
     LoadedModel loaded;
     if (request.model_path() == kBuiltinDemoModel) {
       absl::StatusOr<std::unique_ptr<LlamaModel>> demo =
-          MakeDemoModel(kernels::cpu::DefaultCpuBackend(), /*seed=*/1234, model_options);
+          MakeDemoModel(backend, /*seed=*/1234, model_options);
       if (!demo.ok()) return demo.status();
       loaded.model = *std::move(demo);
       loaded.tokenizer = tokenizer::MakeByteTokenizer();
     } else {
-      absl::StatusOr<LoadedModel> checkpoint = LoadCheckpoint(request.model_path(), model_options);
+      absl::StatusOr<LoadedModel> checkpoint =
+          LoadCheckpoint(request.model_path(), model_options, backend);
       if (!checkpoint.ok()) return checkpoint.status();
       loaded = *std::move(checkpoint);
     }

@@ -39,6 +39,9 @@ struct CpuModelLoaderOptions {
   std::chrono::milliseconds default_group_timeout{30000};
   // Floats per INT8 scale of the compressed all-reduce.
   int compression_block_size = 128;
+  // Where float checkpoints (and the demo model) run: the CPU reference when null, else e.g.
+  // the CUDA backend (`serve worker --device cuda`); it must outlive every loaded model.
+  kernels::Backend* backend = nullptr;
 };
 
 // Loads `builtin:demo` or a checkpoint directory (float, or quantized by `flatfleet quantize`,

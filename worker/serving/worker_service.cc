@@ -343,7 +343,14 @@ grpc::Status WorkerServiceImpl::LoadShard(grpc::ServerContext* context,
 grpc::Status WorkerServiceImpl::Health(grpc::ServerContext* context,
                                        const v1::HealthRequest* request,
                                        v1::HealthResponse* response) {
-  FillHostMemory(*response);
+  int64_t free_bytes = 0, total_bytes = 0;
+  if (options_.device_backend != nullptr &&
+      options_.device_backend->DeviceMemory(&free_bytes, &total_bytes)) {
+    response->set_device_memory_bytes_total(static_cast<uint64_t>(total_bytes));
+    response->set_device_memory_bytes_free(static_cast<uint64_t>(free_bytes));
+  } else {
+    FillHostMemory(*response);
+  }
   absl::MutexLock lock(&mutex_);
   response->set_state(state_);
   std::string message = state_message_;

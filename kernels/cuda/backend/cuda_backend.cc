@@ -290,6 +290,15 @@ int64_t CudaBackend::kv_pool_budget_bytes() const {
   return std::max<int64_t>(0, memory->free_bytes - reserved);
 }
 
+bool CudaBackend::DeviceMemory(int64_t* free_bytes, int64_t* total_bytes) const {
+  absl::StatusOr<runtime::cuda::DeviceMemory> memory =
+      runtime::cuda::QueryDeviceMemory(options_.device);
+  if (!memory.ok()) return false;
+  *free_bytes = memory->free_bytes;
+  *total_bytes = memory->total_bytes;
+  return true;
+}
+
 absl::Status CudaBackend::Upload(const ConstTensorView& host, ScalarType type, void* device) {
   std::lock_guard<std::mutex> lock(staging_mutex_);
   if (staging_.bytes() == 0) {
@@ -363,11 +372,6 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareNamedLinear(
   if (w.memory == MemoryKind::kDevice || w.rows <= 0 || w.cols <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("layer '", std::string(source.name), "': expected a host weight, got ", Shape(w)));
-  }
-  if (w.cols % 8 != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "layer '%s': in_features %d is not a multiple of 8 (16-byte bf16 rows for cuBLASLt)",
-        std::string(source.name), w.cols));
   }
   auto handle = std::make_unique<CudaLinearWeight>(w.rows, w.cols);
   runtime::Allocator& device = runtime::cuda::DeviceAllocator(options_.device);

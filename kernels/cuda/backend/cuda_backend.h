@@ -32,6 +32,7 @@ class CudaBackend final : public Backend {
   runtime::ScalarType activation_type() const override { return runtime::ScalarType::kBFloat16; }
   KvDtype default_kv_dtype() const override { return options_.kv_dtype; }
   int64_t kv_pool_budget_bytes() const override;
+  bool DeviceMemory(int64_t* free_bytes, int64_t* total_bytes) const override;
   bool samples_on_device() const override { return true; }
   const CudaBackendOptions& options() const { return options_; }
   // Device bytes held by prepared weights.
