@@ -1,7 +1,10 @@
 #include "kernels/backend.h"
 
 #include "absl/strings/str_cat.h"
+#include <cmath>
+
 #include "common/dtype.h"
+#include "kernels/random_hash.h"
 
 namespace flatfleet::kernels {
 namespace {
@@ -48,6 +51,16 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> Backend::PrepareNamedLinear(
   if (!bias.ok()) return bias.status();
   Tensor flat_bias({bias->size()}, std::move(bias->vector()));
   return PrepareLinear(*weight, &flat_bias);
+}
+
+absl::StatusOr<std::unique_ptr<LinearWeight>> Backend::PrepareRandomLinear(std::string_view name,
+                                                                         int64_t out, int64_t in,
+                                                                         uint64_t seed,
+                                                                         float stddev) {
+  Tensor weight({out, in});
+  const float scale = stddev * std::sqrt(3.0f);
+  for (int64_t i = 0; i < weight.size(); ++i) weight.data()[i] = scale * HashToSymmetricUniform(seed, i);
+  return PrepareNamedLinear({name, weight, nullptr});
 }
 
 absl::Status Backend::SampleTokens(ExecutionContext& context,

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "kernels/step_batch.h"
@@ -25,6 +27,11 @@ class ExecutionContext {
   const StepBatch& step() const { return step_; }
   // Waits for the step's work (a no-op on the host).
   virtual absl::Status Synchronize() = 0;
+  // Per-op-category device time ("gemm", "attention", "norm", "moe", "sampling", "other"), for
+  // benchmarks: off by default (the timing events cost about a microsecond per op). TakeOpTimes
+  // waits for the recorded work and returns the seconds since the last call.
+  virtual void EnableOpTiming(bool on) {}
+  virtual std::map<std::string, double> TakeOpTimes() { return {}; }
   virtual int64_t workspace_capacity() const = 0;
   virtual int64_t workspace_high_water() const = 0;
 

@@ -20,44 +20,61 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 row "gpu_tests (exit $?)" "$(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$out/gpu_tests.txt" | tr '\n' ' ')"
 grep -E '^\[  FAILED|relative error' "$out/gpu_tests.txt" | head -40
 
+work=$(mktemp -d)
 for model in fixtures/llama-tiny fixtures/mixtral-tiny models/stories260K; do
-  "$ff" score --device cuda --model "$shared/$model" > "$out/score_$(basename $model).txt" 2>&1
+  "$ff" score --device cuda --model "$shared/$model" > "$work/score.txt" 2>&1
   rc=$?
+  { echo "== score $model (exit $rc)"; cat "$work/score.txt"; } >> "$out/engine.txt"
   row "score --device cuda $(basename $model) (exit $rc)" \
-    "$(grep -E '^logits|^top-1|^greedy' "$out/score_$(basename $model).txt" | tr '\n' ';' | cut -c1-200)"
+    "$(grep -E '^logits|^top-1|^greedy' "$work/score.txt" | tr '\n' ';' | cut -c1-200)"
 done
 /usr/bin/time -f '%e s' "$ff" eval-ppl --device cuda --model "$shared/models/stories260K" \
-  --text "$shared/data/tinystories/valid.txt" > "$out/ppl_cuda.txt" 2>&1
-row "eval-ppl --device cuda stories260K" "$(tail -n 3 "$out/ppl_cuda.txt" | tr '\n' ' ')"
+  --text "$shared/data/tinystories/valid.txt" > "$work/ppl.txt" 2>&1
+{ echo "== eval-ppl"; cat "$work/ppl.txt"; } >> "$out/engine.txt"
+row "eval-ppl --device cuda stories260K" "$(tail -n 3 "$work/ppl.txt" | tr '\n' ' ')"
 for device in cpu cuda; do
   "$ff" generate --device $device --model "$shared/models/stories260K" --prompt "Once upon a time" \
-    --max-tokens 48 > "$out/generate_$device.txt" 2>&1
+    --max-tokens 48 > "$work/generate_$device.txt" 2> "$work/generate_$device.err"
+  { echo "== generate --device $device"; cat "$work/generate_$device.err" "$work/generate_$device.txt"; } >> "$out/engine.txt"
 done
-if cmp -s "$out/generate_cpu.txt" "$out/generate_cuda.txt"; then same=equal; else same=DIFFERENT; fi
-row "generate greedy 48 tokens cpu vs cuda" "$same: $(head -c 120 "$out/generate_cuda.txt" | tr '\n' ' ')"
+if cmp -s "$work/generate_cpu.txt" "$work/generate_cuda.txt"; then same=equal; else same=DIFFERENT; fi
+row "generate greedy 48 tokens cpu vs cuda" "$same: $(head -c 120 "$work/generate_cuda.txt" | tr '\n' ' ')"
 
 # The service: coordinator + one GPU worker on loopback, a 64-request batch.
-work=$(mktemp -d)
-"$ff" serve worker --device cuda --listen 127.0.0.1:7171 > "$out/worker.txt" 2>&1 &
+"$ff" serve worker --device cuda --listen 127.0.0.1:7171 > "$work/worker.txt" 2>&1 &
 worker=$!
 sleep 2
 "$ff" serve coordinator --listen 127.0.0.1:7170 --db "$work/jobs.sqlite" --worker 127.0.0.1:7171 \
-  --model stories="$shared/models/stories260K" > "$out/coordinator.txt" 2>&1 &
+  --model stories="$shared/models/stories260K" > "$work/coordinator.txt" 2>&1 &
 coordinator=$!
 sleep 3
 for i in $(seq 0 63); do
   printf '{"custom_id": "r%d", "body": {"prompt": "Once upon a time %d", "max_tokens": 32, "temperature": 0.8, "seed": %d}}\n' $i $i $i
 done > "$work/requests.jsonl"
-batch=$("$ff" submit "$work/requests.jsonl" --model stories --coordinator 127.0.0.1:7170 2>>"$out/submit.txt")
+batch=$("$ff" submit "$work/requests.jsonl" --model stories --coordinator 127.0.0.1:7170 2>>"$work/submit.txt")
 timeout 120 "$ff" results "$batch" -o "$out/results.jsonl" --follow --coordinator 127.0.0.1:7170 \
-  >> "$out/submit.txt" 2>&1
-"$ff" status "$batch" --coordinator 127.0.0.1:7170 > "$out/status.txt" 2>&1
+  >> "$work/submit.txt" 2>&1
+"$ff" status "$batch" --coordinator 127.0.0.1:7170 > "$work/status.txt" 2>&1
 row "batch via coordinator + serve worker --device cuda" \
-  "$(wc -l < "$out/results.jsonl") result lines; $(tr '\n' ' ' < "$out/status.txt" | cut -c1-150)"
+  "$(wc -l < "$out/results.jsonl") result lines; $(tr '\n' ' ' < "$work/status.txt" | cut -c1-150)"
 kill $coordinator $worker 2>/dev/null; wait 2>/dev/null
+for f in worker coordinator submit status; do { echo "== $f"; cat "$work/$f.txt"; } >> "$out/service.txt"; done
 
-timeout 240 "$bundle/bin/gpu_bench" --benchmark_min_time=0.05s \
+timeout 240 "$bundle/bin/gpu_bench" --benchmark_min_time=0.05 \
   --benchmark_filter="${BENCH_FILTER:-CublasLt|PagedAttention|Attention|FusedAddRmsNorm|Sampling|MixtralMoeLayer}" \
   > "$out/gpu_bench.txt" 2>&1
 row "gpu_bench (exit $?)" "$(grep -c '^BM_' "$out/gpu_bench.txt") benchmarks in gpu_bench.txt"
+# The engine on Llama-3-8B-shaped random weights (ENGINE_BENCH=0 skips it).
+if [ "${ENGINE_BENCH:-1}" = 1 ]; then
+  bench() {
+    echo "== flatfleet bench $*" >> "$out/engine_bench.txt"
+    timeout 300 "$ff" bench --device cuda "$@" >> "$out/engine_bench.txt" 2>&1
+    row "bench $*" "$(grep -E '^throughput|^ITL|^TTFT' "$out/engine_bench.txt" | tail -n 3 | tr '\n' ' ' | cut -c1-160)"
+  }
+  bench --arch llama-3-8b --requests 1 --max-batch 1 --input-len 1024 --output-len 64
+  bench --arch llama-3-8b --requests 16 --max-batch 16 --input-len 1024 --output-len 64
+  bench --arch llama-3-8b --requests 64 --max-batch 64 --input-len 1024 --output-len 64
+  bench --arch llama-3-8b --requests 8 --max-batch 8 --input-len 2048 --output-len 1 --max-step-tokens 16384
+  ${EXTRA_BENCH:-true}
+fi
 echo; echo "=== summary"; printf '%s\n' "${table[@]}"

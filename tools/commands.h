@@ -16,6 +16,7 @@ CommandRunner RegisterScoreCommand(CLI::App& app);
 CommandRunner RegisterAccuracyCommand(CLI::App& app);
 CommandRunner RegisterQuantizeCommand(CLI::App& app);
 CommandRunner RegisterEvalPplCommand(CLI::App& app);
+CommandRunner RegisterBenchCommand(CLI::App& app);
 CommandRunner RegisterServeWorkerCommand(CLI::App& serve);       // `serve worker`, under `serve`
 CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve);  // `serve coordinator`
 // Clients of a coordinator (default address 127.0.0.1:7070), and the all-in-one demo.

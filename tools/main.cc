@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   add(flatfleet::tools::RegisterAccuracyCommand);
   add(flatfleet::tools::RegisterQuantizeCommand);
   add(flatfleet::tools::RegisterEvalPplCommand);
+  add(flatfleet::tools::RegisterBenchCommand);
   add(flatfleet::tools::RegisterSubmitCommand);
   add(flatfleet::tools::RegisterStatusCommand);
   add(flatfleet::tools::RegisterResultsCommand);

@@ -24,6 +24,12 @@ struct Comparison {
   double top1 = 0;
 };
 
+// The fixtures: FLATFLEET_SHARED_DIR when set (the GPU machine's copy), else the build's.
+std::filesystem::path SharedDir() {
+  if (const char* dir = std::getenv("FLATFLEET_SHARED_DIR")) return dir;
+  return FLATFLEET_SHARED_DIR;
+}
+
 uint32_t Seed() {
   if (const char* fixed = std::getenv("FLATFLEET_TEST_SEED")) return std::strtoul(fixed, nullptr, 10);
   return std::random_device{}();
@@ -76,7 +82,7 @@ class CudaEngineTest : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(CudaEngineTest, MatchesTheCpuReference) {
   FF_SKIP_WITHOUT_GPU();
-  const std::filesystem::path dir = std::filesystem::path(FLATFLEET_SHARED_DIR) / GetParam();
+  const std::filesystem::path dir = SharedDir() / GetParam();
   auto backend = kernels::cuda_backend::CudaBackend::Create({});
   ASSERT_TRUE(backend.ok()) << backend.status();
   auto cpu = LoadLlamaModel(dir, kernels::cpu::DefaultCpuBackend());
@@ -99,7 +105,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CudaEngineTest,
 
 TEST(CudaEngineTest, GreedyStoriesEqualsTheCpu) {
   FF_SKIP_WITHOUT_GPU();
-  const std::filesystem::path dir = std::filesystem::path(FLATFLEET_SHARED_DIR) / "models/stories260K";
+  const std::filesystem::path dir = SharedDir() / "models/stories260K";
   auto backend = kernels::cuda_backend::CudaBackend::Create({});
   ASSERT_TRUE(backend.ok()) << backend.status();
   auto cpu = LoadLlamaModel(dir, kernels::cpu::DefaultCpuBackend());

@@ -70,6 +70,8 @@ class LlamaModel {
   // Every prepared linear layer by name (quantized checkpoints are written from it).
   const std::vector<NamedLinear>& linears() const { return weights_.linears; }
   TensorParallelStats tensor_parallel_stats() const;
+  // The model's execution context (benchmarks read its op timings and workspace use).
+  kernels::ExecutionContext& execution_context() const { return *context_; }
 
   // Floats per cached position and layer for each of keys and values: this rank's KV heads
   // times head_dim (config().kv_size() when not tensor-parallel). Size external caches by it.

@@ -22,6 +22,7 @@
 #include "kernels/cuda/moe_routing.h"
 #include "kernels/cuda/moe_unpermute.h"
 #include "kernels/cuda/paged_attention.h"
+#include "kernels/cuda/random_fill.h"
 #include "kernels/cuda/rotary_kv_write.h"
 #include "kernels/cuda/sampling.h"
 #include "runtime/cuda/cuda_status.h"
@@ -193,6 +194,39 @@ class CudaExecutionContext final : public ExecutionContext {
   }
 
   absl::Status Synchronize() override { return stream_.Synchronize(); }
+
+  void EnableOpTiming(bool on) override { timing_ = on; }
+  std::map<std::string, double> TakeOpTimes() override {
+    stream_.Synchronize().IgnoreError();
+    for (const Span& span : spans_) {
+      float ms = 0;
+      if (cudaEventElapsedTime(&ms, events_[span.begin], events_[span.end]) == cudaSuccess) {
+        totals_[span.category] += ms / 1e3;
+      }
+    }
+    spans_.clear();
+    open_.clear();
+    next_event_ = 0;
+    return std::exchange(totals_, {});
+  }
+  // Marks the start (begin) or end of an op of `category` on the stream when timing is on.
+  void Mark(const char* category, bool begin) {
+    if (!timing_) return;
+    if (next_event_ == static_cast<int64_t>(events_.size())) {
+      cudaEvent_t event;
+      if (cudaEventCreate(&event) != cudaSuccess) return;
+      events_.push_back(event);
+    }
+    const int64_t event = next_event_++;
+    cudaEventRecord(events_[event], stream());
+    if (begin) {
+      open_.push_back(static_cast<int64_t>(spans_.size()));
+      spans_.push_back({category, event, event});
+    } else if (!open_.empty()) {  // ops nest (SparseMoe runs SiluMul): close the innermost
+      spans_[open_.back()].end = event;
+      open_.pop_back();
+    }
+  }
   int64_t workspace_capacity() const override { return arena_.capacity(); }
   int64_t workspace_high_water() const override { return arena_.high_water(); }
 
@@ -237,6 +271,29 @@ class CudaExecutionContext final : public ExecutionContext {
   runtime::Buffer metadata_host_, metadata_device_;
   runtime::Buffer pinned_scratch_;
   DeviceStep device_step_;
+  struct Span {
+    std::string category;
+    int64_t begin, end;
+  };
+  bool timing_ = false;
+  std::vector<cudaEvent_t> events_;
+  int64_t next_event_ = 0;
+  std::vector<Span> spans_;
+  std::vector<int64_t> open_;
+  std::map<std::string, double> totals_;
+};
+
+// Times one op of the backend when the context's timing is on.
+class OpTimer {
+ public:
+  OpTimer(ExecutionContext& context, const char* category)
+      : context_(static_cast<CudaExecutionContext&>(context)) {
+    context_.Mark(category, true);
+  }
+  ~OpTimer() { context_.Mark(nullptr, false); }
+
+ private:
+  CudaExecutionContext& context_;
 };
 
 CudaExecutionContext& Cuda(ExecutionContext& context) {
@@ -393,6 +450,24 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareNamedLinear(
   return std::unique_ptr<LinearWeight>(std::move(handle));
 }
 
+absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareRandomLinear(
+    std::string_view name, int64_t out, int64_t in, uint64_t seed, float stddev) {
+  if (out <= 0 || in <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer '", std::string(name), "': shape [", out, ", ", in, "]"));
+  }
+  auto handle = std::make_unique<CudaLinearWeight>(out, in);
+  FF_ASSIGN_OR_RETURN(handle->weight, runtime::Buffer::Allocate(
+                                          runtime::cuda::DeviceAllocator(options_.device),
+                                          out * in * 2));
+  FF_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  FF_RETURN_IF_ERROR(cuda::RandomFillBf16(
+      {static_cast<bf16*>(handle->weight.data()), out * in, seed, stddev}, nullptr));
+  FF_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  weight_bytes_ += out * in * 2;
+  return std::unique_ptr<LinearWeight>(std::move(handle));
+}
+
 absl::StatusOr<std::unique_ptr<WeightTensor>> CudaBackend::PrepareWeight(
     const ConstTensorView& host, WeightUse use) {
   const ScalarType type =
@@ -441,6 +516,7 @@ absl::StatusOr<std::unique_ptr<KvPool>> CudaBackend::CreateKvPool(const KvPoolSh
 
 absl::Status CudaBackend::Linear(ExecutionContext& context, const LinearWeight& weight,
                                  const ConstTensorView& x, const TensorView& y) {
+  OpTimer timer(context, "gemm");
   FF_RETURN_IF_ERROR(Expect(x, ScalarType::kBFloat16, false, "Linear", "x"));
   if (y.memory != MemoryKind::kDevice ||
       (y.type != ScalarType::kBFloat16 && y.type != ScalarType::kFloat32)) {
@@ -474,6 +550,7 @@ absl::Status CudaBackend::Linear(ExecutionContext& context, const LinearWeight& 
 absl::Status CudaBackend::AddRmsNorm(ExecutionContext& context, const TensorView& residual,
                                      const ConstTensorView* delta, const WeightTensor& weight,
                                      float eps, const TensorView& out) {
+  OpTimer timer(context, "norm");
   FF_RETURN_IF_ERROR(Expect(residual, ScalarType::kFloat32, true, "AddRmsNorm", "residual"));
   FF_RETURN_IF_ERROR(Expect(out, ScalarType::kBFloat16, true, "AddRmsNorm", "out"));
   if (delta != nullptr) {
@@ -499,6 +576,7 @@ absl::Status CudaBackend::AddRmsNormLogitRows(ExecutionContext& context,
                                               const ConstTensorView* delta,
                                               const WeightTensor& weight, float eps,
                                               const TensorView& out) {
+  OpTimer timer(context, "norm");
   FF_RETURN_IF_ERROR(Expect(residual, ScalarType::kFloat32, true, "AddRmsNormLogitRows", "residual"));
   FF_RETURN_IF_ERROR(Expect(out, ScalarType::kBFloat16, true, "AddRmsNormLogitRows", "out"));
   if (delta != nullptr) {
@@ -525,6 +603,7 @@ absl::Status CudaBackend::AddRmsNormLogitRows(ExecutionContext& context,
 
 absl::Status CudaBackend::Embedding(ExecutionContext& context, const WeightTensor& table,
                                     const TensorView& out) {
+  OpTimer timer(context, "other");
   FF_RETURN_IF_ERROR(Expect(out, ScalarType::kFloat32, true, "Embedding", "out"));
   if (out.rows != context.step().num_rows() || out.cols != table.cols()) {
     return Misuse("Embedding", absl::StrCat("out ", Shape(out), " for a table ", Shape(table.view())));
@@ -545,6 +624,7 @@ absl::Status CudaBackend::RotaryKvWrite(ExecutionContext& context, int64_t layer
                                         const ConstTensorView& qkv, const WeightTensor& inv_freq,
                                         const AttentionShape& shape, const TensorView& q_out,
                                         KvPool& pool) {
+  OpTimer timer(context, "attention");
   FF_RETURN_IF_ERROR(Expect(qkv, ScalarType::kBFloat16, true, "RotaryKvWrite", "qkv"));
   FF_RETURN_IF_ERROR(Expect(q_out, ScalarType::kBFloat16, true, "RotaryKvWrite", "q_out"));
   if (layer < 0 || layer >= pool.shape().num_layers || qkv.rows != context.step().num_rows()) {
@@ -569,6 +649,7 @@ absl::Status CudaBackend::RotaryKvWrite(ExecutionContext& context, int64_t layer
 absl::Status CudaBackend::Attention(ExecutionContext& context, int64_t layer,
                                     const ConstTensorView& q, const KvPool& pool,
                                     const AttentionShape& shape, const TensorView& out) {
+  OpTimer timer(context, "attention");
   FF_RETURN_IF_ERROR(Expect(q, ScalarType::kBFloat16, true, "Attention", "q"));
   FF_RETURN_IF_ERROR(Expect(out, ScalarType::kBFloat16, true, "Attention", "out"));
   if (q.rows == 0) return absl::OkStatus();
@@ -599,6 +680,7 @@ absl::Status CudaBackend::Attention(ExecutionContext& context, int64_t layer,
 
 absl::Status CudaBackend::SiluMul(ExecutionContext& context, const ConstTensorView& gate_up,
                                   const TensorView& out) {
+  OpTimer timer(context, "other");
   FF_RETURN_IF_ERROR(Expect(gate_up, ScalarType::kBFloat16, false, "SiluMul", "gate_up"));
   FF_RETURN_IF_ERROR(Expect(out, ScalarType::kBFloat16, false, "SiluMul", "out"));
   if (gate_up.cols != 2 * out.cols || gate_up.rows != out.rows) {
@@ -619,6 +701,7 @@ absl::Status CudaBackend::SparseMoe(ExecutionContext& context, const ConstTensor
                                     const ConstTensorView& router_logits,
                                     std::span<const ExpertWeights> experts, int64_t top_k,
                                     const TensorView& out) {
+  OpTimer timer(context, "moe");
   FF_RETURN_IF_ERROR(Expect(x, ScalarType::kBFloat16, true, "SparseMoe", "x"));
   FF_RETURN_IF_ERROR(Expect(router_logits, ScalarType::kFloat32, true, "SparseMoe", "router_logits"));
   FF_RETURN_IF_ERROR(Expect(out, ScalarType::kBFloat16, true, "SparseMoe", "out"));
@@ -711,7 +794,12 @@ absl::Status CudaBackend::SparseMoe(ExecutionContext& context, const ConstTensor
   FF_RETURN_IF_ERROR(grouped(pointers->gate, inter, hidden, xp.as<bf16>(), gate_up.data, 2 * inter));
   FF_RETURN_IF_ERROR(grouped(pointers->up, inter, hidden, xp.as<bf16>(),
                              gate_up.as<bf16>() + inter, 2 * inter));
-  FF_RETURN_IF_ERROR(SiluMul(context, gate_up, activated));
+  cuda::DeviceSiluMul silu;  // the kernel itself: its time belongs to "moe"
+  silu.gate_up = gate_up.as<bf16>();
+  silu.rows = permuted;
+  silu.inter = inter;
+  silu.out = activated.as<bf16>();
+  FF_RETURN_IF_ERROR(cuda::SiluMul(silu, stream));
   FF_RETURN_IF_ERROR(grouped(pointers->down, hidden, inter, activated.as<bf16>(), yp.data, hidden));
   cuda::MoeUnpermuteArgs unpermute;
   unpermute.yp = yp.data;
@@ -752,6 +840,7 @@ absl::Status CudaBackend::CopyFromHost(ExecutionContext& context, std::span<cons
 absl::Status CudaBackend::SampleTokens(ExecutionContext& context, const ConstTensorView& logits,
                                        std::span<const DeviceSamplingParams> params,
                                        std::span<int32_t> tokens, std::span<float> logprobs) {
+  OpTimer timer(context, "sampling");
   FF_RETURN_IF_ERROR(Expect(logits, ScalarType::kFloat32, false, "SampleTokens", "logits"));
   const int64_t rows = logits.rows;
   if (static_cast<int64_t>(params.size()) != rows || static_cast<int64_t>(tokens.size()) != rows ||

@@ -41,6 +41,10 @@ class CudaBackend final : public Backend {
   std::unique_ptr<LinearWeight> PrepareLinear(const Tensor& weight, const Tensor* bias) override;
   absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareNamedLinear(
       const LinearSource& source) override;
+  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareRandomLinear(std::string_view name,
+                                                                  int64_t out, int64_t in,
+                                                                  uint64_t seed,
+                                                                  float stddev) override;
   absl::StatusOr<std::unique_ptr<WeightTensor>> PrepareWeight(const runtime::ConstTensorView& host,
                                                              WeightUse use) override;
   absl::StatusOr<std::unique_ptr<ExecutionContext>> CreateContext() override;
