@@ -3,6 +3,8 @@
 // and as a fraction of 4.3 TB/s. Prefill (M = 16384) is bound by the tensor cores: TFLOP/s
 // (2 M N K per call). The LM head writes float32 logits; the other layers bf16. Iterations cycle
 // through enough copies of the weights (>= 256 MiB) that they come from HBM, not the 50 MB L2.
+// A bias (bf16 output) is added by cuBLASLt's epilogue (bias = 1) or, with the bias pointer one
+// element off 16 bytes, by the fallback: float32 GEMM into the workspace, then AddBias (bias = 2).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -19,17 +21,19 @@ using flatfleet::cuda::Bf16GemmArgs;
 using flatfleet::cuda::CublasLtGemm;
 using flatfleet::cuda::GemmElementType;
 
-// Args: m, n, k, float32 output (0/1).
+// Args: m, n, k, float32 output (0/1), bias (0: none, 1: epilogue, 2: fallback; bf16 output).
 void BM_CublasLtBf16Gemm(benchmark::State& state) {
   if (!flatfleet::bench::HasGpu(state)) return;
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
   const bool f32_out = state.range(3) != 0;
+  const int64_t bias_mode = f32_out ? 0 : state.range(4);
   constexpr int64_t kColdBytes = int64_t{256} << 20;
   const int64_t copies = std::max<int64_t>(1, (kColdBytes + 2 * n * k - 1) / (2 * n * k));
-  flatfleet::bench::DeviceBf16 x(m * k, 1), w(copies * n * k, 2, 0.05f);
+  flatfleet::bench::DeviceBf16 x(m * k, 1), w(copies * n * k, 2, 0.05f), bias(n + 1, 3, 0.1f);
   void* y = nullptr;
   void* workspace = nullptr;
-  if (!x.ok() || !w.ok() || cudaMalloc(&y, m * n * (f32_out ? 4 : 2)) != cudaSuccess ||
+  if (!x.ok() || !w.ok() || !bias.ok() ||
+      cudaMalloc(&y, m * n * (f32_out ? 4 : 2)) != cudaSuccess ||
       cudaMalloc(&workspace, CublasLtGemm::WorkspaceBytes()) != cudaSuccess) {
     state.SkipWithError("out of device memory");
     cudaFree(y);
@@ -46,12 +50,18 @@ void BM_CublasLtBf16Gemm(benchmark::State& state) {
                       .w = w.get(),
                       .y = y,
                       .y_type = f32_out ? GemmElementType::kFloat32 : GemmElementType::kBf16};
-    int64_t copy = 0;
-    flatfleet::bench::TimeWithEvents(state, nullptr, [&] {
-      args.w = w.get() + (copy++ % copies) * n * k;
-      return (*gemm)->Run(args, nullptr).ok();
-    });
-    flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, 2.0 * n * k);
+    // Fallback: elements 1 ... n of the buffer, 2-byte aligned, so not trusted to the epilogue.
+    if (bias_mode != 0) args.bias = bias.get() + (bias_mode == 2 ? 1 : 0);
+    if (CublasLtGemm::UsesBiasEpilogue(args) != (bias_mode == 1)) {
+      state.SkipWithError("the bias takes another path than the one asked for");
+    } else {
+      int64_t copy = 0;
+      flatfleet::bench::TimeWithEvents(state, nullptr, [&] {
+        args.w = w.get() + (copy++ % copies) * n * k;
+        return (*gemm)->Run(args, nullptr).ok();
+      });
+      flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, 2.0 * n * k);
+    }
   }
   cudaFree(y);
   cudaFree(workspace);
@@ -61,13 +71,18 @@ void BM_CublasLtBf16Gemm(benchmark::State& state) {
 // (4096 x 14336), LM head (128256 x 4096, float32 logits).
 void LlamaShapes(benchmark::internal::Benchmark* b) {
   for (int64_t m : {1, 16, 64, 16384}) {
-    b->Args({m, 6144, 4096, 0});
-    b->Args({m, 4096, 4096, 0});
-    b->Args({m, 28672, 4096, 0});
-    b->Args({m, 4096, 14336, 0});
-    b->Args({m, 128256, 4096, 1});
+    b->Args({m, 6144, 4096, 0, 0});
+    b->Args({m, 4096, 4096, 0, 0});
+    b->Args({m, 28672, 4096, 0, 0});
+    b->Args({m, 4096, 14336, 0, 0});
+    b->Args({m, 128256, 4096, 1, 0});
   }
-  b->ArgNames({"m", "n", "k", "f32_out"});
+  // A biased fused q/k/v (Qwen2-style attention bias): epilogue vs fallback.
+  for (int64_t m : {1, 16, 2048}) {
+    b->Args({m, 6144, 4096, 0, 1});
+    b->Args({m, 6144, 4096, 0, 2});
+  }
+  b->ArgNames({"m", "n", "k", "f32_out", "bias"});
 }
 
 BENCHMARK(BM_CublasLtBf16Gemm)->UseManualTime()->Apply(LlamaShapes);

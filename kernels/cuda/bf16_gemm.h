@@ -6,6 +6,18 @@
 // is column-major Y^T[n, m] = W X^T, i.e. A = W (column-major [k, n], op T), B = X (column-major
 // [k, m], op N), D = Y^T. The bias epilogue then adds bias[row of D] = bias[n].
 //
+// The bias. cuBLASLt's bias epilogue is used only where it is known to round once: n % 8 == 0
+// and x, w, y and bias all 16-byte aligned (pointer and row stride; UsesBiasEpilogue says). On an
+// H200, with 2-byte aligned bf16 operands, it behaved as if X W^T were rounded to bf16 before the
+// bias was added, rounding twice. Elsewhere the bias is added by AddBias (bias_add.h) after the
+// GEMM, on the same stream:
+//   * float32 Y: the GEMM into Y, then Y += bias in place (the epilogue's own two float32
+//     roundings);
+//   * bf16 Y: the GEMM in chunks of rows into a float32 scratch carved from the front of the
+//     workspace (at most half of it; cuBLASLt gets the rest), then Y = bf16(scratch + bias),
+//     one rounding to bf16 as with a correct epilogue. Needs workspace_bytes >= 8 * (n rounded
+//     up to a multiple of 4), else Run fails with FailedPrecondition.
+//
 // The algorithm of each distinct problem (shape, strides, types, bias, pointer alignments) is
 // chosen once by cuBLASLt's heuristic and cached, so steady-state calls only enqueue the matmul:
 // no heuristic query, no allocation (the workspace is the caller's), no host synchronisation,
@@ -35,7 +47,8 @@ struct Bf16GemmArgs {
   int64_t w_stride = 0;              // 0 means k
   // Optional [n]. cuBLASLt's bias epilogue reads bias elements of the output type, so bias_type
   // must equal y_type (bf16 bias with bf16 Y, float32 bias with float32 Y); it is added to the
-  // float32 accumulator before the single rounding of the output.
+  // float32 accumulator before the single rounding of the output (by the epilogue or by the
+  // fallback above).
   const void* bias = nullptr;
   GemmElementType bias_type = GemmElementType::kBf16;
   void* y = nullptr;     // [m, n], rows y_stride elements apart; must not overlap x, w or bias
@@ -48,8 +61,9 @@ struct Bf16GemmArgs {
 // odd k or n (2-byte alignment) get cuBLASLt's slower unaligned kernels. If cuBLASLt offers no
 // algorithm at all the call fails with Unimplemented, naming the problem.
 //
-// Thread-safe (one mutex); but the workspace is shared by all calls, so calls on different
-// streams must not run concurrently on the device: give each stream its own CublasLtGemm.
+// Thread-safe (one mutex); but the workspace (also the bias fallback's scratch) is shared by all
+// calls, so calls on different streams must not run concurrently on the device: give each stream
+// its own CublasLtGemm.
 class CublasLtGemm {
  public:
   // Workspace cuBLASLt may use for split-K and the like (NVIDIA recommends 32 MiB on Hopper).
@@ -65,10 +79,16 @@ class CublasLtGemm {
   CublasLtGemm(const CublasLtGemm&) = delete;
   CublasLtGemm& operator=(const CublasLtGemm&) = delete;
 
-  // Validates `args` and picks (or finds) the cached algorithm for its problem; host only.
+  // Validates `args` and picks (or finds) the cached algorithm of each of its cuBLASLt calls
+  // (the bias fallback may make two: full chunks and the last); host only.
   absl::Status Prepare(const Bf16GemmArgs& args);
-  // Validates, prepares if needed, and enqueues the matmul on `stream`.
+  // Validates, prepares if needed, and enqueues the matmul (and the bias fallback's calls) on
+  // `stream`.
   absl::Status Run(const Bf16GemmArgs& args, cudaStream_t stream);
+
+  // Whether Run adds args.bias in cuBLASLt's epilogue (false: no bias, invalid arguments, or
+  // the AddBias fallback).
+  static bool UsesBiasEpilogue(const Bf16GemmArgs& args);
 
   // How many heuristic queries have run (tests check that repeated shapes run none).
   int64_t heuristic_queries() const;

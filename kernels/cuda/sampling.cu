@@ -75,38 +75,43 @@ __device__ T BlockSum(T value, T* scratch /* [kWarps] shared */) {
 
 // Visits every element of x[0, n): each thread calls f(i, v, valid) for its share, the same number
 // of times in every thread of the block (valid = false: padding past the end, v = 0), so f may
-// contain warp-collective operations. 16-byte loads when x is 16-byte aligned, kBatch of them in
-// flight per thread; the order of the calls within a thread is unspecified.
+// contain warp-collective operations.
+//
+// Which thread sees element i, and at which position of its sequence of calls, depends only on i
+// and n, never on the row's address: quad q = i / 4 (elements [4q, 4q + 4), the last one maybe
+// partial) belongs to thread q % kThreads, whose calls run quad by quad in increasing q, elements
+// in index order within a quad. So a float reduction folded in call order (the log-sum-exp) gives
+// bit-identical results for the same row at any batch position and row stride. Only the loads
+// differ: one 16-byte load per full quad when x is 16-byte aligned, four scalar loads otherwise;
+// kBatch quads in flight per thread.
 constexpr int kBatch = 2;
 template <typename F>
 __device__ __forceinline__ void ForEachElement(const float* x, int64_t n, F&& f) {
-  int64_t vector_end = 0;
-  if (reinterpret_cast<uintptr_t>(x) % 16 == 0) {
-    const int64_t n4 = n / 4;
-    const float4* x4 = reinterpret_cast<const float4*>(x);
-    for (int64_t base = 0; base < n4; base += kBatch * kThreads) {
-      float4 v[kBatch];
+  const bool aligned = reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const int64_t full_quads = n / 4;
+  const int64_t quads = (n + 3) / 4;
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  for (int64_t base = 0; base < quads; base += kBatch * kThreads) {
+    float4 v[kBatch];
 #pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int64_t j = base + b * kThreads + threadIdx.x;
-        v[b] = j < n4 ? x4[j] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      }
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b) {
-        const int64_t j = base + b * kThreads + threadIdx.x;
-        const bool valid = j < n4;
-        f(4 * j, v[b].x, valid);
-        f(4 * j + 1, v[b].y, valid);
-        f(4 * j + 2, v[b].z, valid);
-        f(4 * j + 3, v[b].w, valid);
+    for (int b = 0; b < kBatch; ++b) {
+      const int64_t q = base + b * kThreads + threadIdx.x;
+      if (aligned && q < full_quads) {
+        v[b] = x4[q];
+      } else {
+        const int64_t i = 4 * q;
+        v[b] = make_float4(i < n ? x[i] : 0.0f, i + 1 < n ? x[i + 1] : 0.0f,
+                           i + 2 < n ? x[i + 2] : 0.0f, i + 3 < n ? x[i + 3] : 0.0f);
       }
     }
-    vector_end = 4 * n4;
-  }
-  for (int64_t base = vector_end; base < n; base += kThreads) {
-    const int64_t i = base + threadIdx.x;
-    const bool valid = i < n;
-    f(i, valid ? x[i] : 0.0f, valid);
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int64_t i = 4 * (base + b * kThreads + threadIdx.x);
+      f(i, v[b].x, i < n);
+      f(i + 1, v[b].y, i + 1 < n);
+      f(i + 2, v[b].z, i + 2 < n);
+      f(i + 3, v[b].w, i + 3 < n);
+    }
   }
 }
 
@@ -120,7 +125,10 @@ __device__ __forceinline__ ArgMax Better(ArgMax a, ArgMax b) {
   return (a.key > b.key || (a.key == b.key && a.index < b.index)) ? a : b;
 }
 
-// Running log-sum-exp: sum = sum of exp(x - max) over the values seen (max = -inf: none).
+// Running log-sum-exp: sum = sum of exp(x - max) over the values seen (max = -inf: none). Its
+// value depends on the order of the values, which ForEachElement and the fixed reduction tree
+// of SummarizeRow fix. Explicitly rounded operations: no contraction into FMAs that could differ
+// between two inlined copies.
 struct LogSumExp {
   float max;
   float sum;
@@ -129,12 +137,13 @@ __device__ __forceinline__ LogSumExp Combine(LogSumExp a, LogSumExp b) {
   if (a.max == -INFINITY) return b;
   if (b.max == -INFINITY) return a;
   const float m = fmaxf(a.max, b.max);
-  return {m, a.sum * expf(a.max - m) + b.sum * expf(b.max - m)};
+  return {m, __fadd_rn(__fmul_rn(a.sum, expf(__fsub_rn(a.max, m))),
+                       __fmul_rn(b.sum, expf(__fsub_rn(b.max, m))))};
 }
 __device__ __forceinline__ LogSumExp Add(LogSumExp a, float v) {
   if (isnan(v) || v == -INFINITY) return a;
-  if (v > a.max) return {v, a.sum * expf(a.max - v) + 1.0f};
-  return {a.max, a.sum + expf(v - a.max)};
+  if (v > a.max) return {v, __fadd_rn(__fmul_rn(a.sum, expf(__fsub_rn(a.max, v))), 1.0f)};
+  return {a.max, __fadd_rn(a.sum, expf(__fsub_rn(v, a.max)))};
 }
 
 struct RowSummary {

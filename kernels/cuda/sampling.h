@@ -14,6 +14,9 @@
 //   * the random draw is Philox4_32_10 (curand) keyed by the request's seed with subsequence
 //     `step`, so a request's token depends only on its logits, parameters, seed and step, never
 //     on the batch or its row;
+//   * logprobs: float32 max and log-sum-exp whose order of summation is fixed by the element
+//     indices alone (never by the row's address or stride), so the same row gives bit-identical
+//     logprobs at any batch position;
 //   * NaN logits count as never-drawn (-inf); a row whose largest logit is +inf or NaN, or whose
 //     1 / temperature is not finite, is decoded greedily; top_p <= 0 keeps only the most likely
 //     token(s).

@@ -9,9 +9,12 @@
 // grows like sqrt(k) 2^-24 M (2^-17 M at k = 16384; a host simulation of sequential float32
 // sums gave 2^-22 M), so 2^-16 M is a safe bound that still catches one wrong or missing term
 // (|x w| ~ M / k, i.e. 2^-12 M even at k = 4096). A bf16 output adds one rounding to nearest,
-// 2^-9 relative: allowed 2^-8 |y| on top.
+// 2^-9 relative: allowed 2^-8 |y| on top. That bound assumes one rounding of x w + bias; rounding
+// x w to bf16 before adding the bias would not fit it where the two cancel (see the bias fallback
+// tests below).
 #include "kernels/cuda/bf16_gemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -35,6 +38,7 @@ using testing::Bf16BitsToFloats;
 using testing::DeviceBuffer;
 using testing::Poison;
 using testing::RoundAllToBf16;
+using testing::RoundToBf16;
 using testing::ToBf16Bits;
 
 constexpr double kAccumulationTolerance = 1.0 / (1 << 16);  // of M
@@ -192,8 +196,9 @@ std::vector<GemmCase> GemmCases() {
 INSTANTIATE_TEST_SUITE_P(Shapes, Bf16GemmTest, ::testing::ValuesIn(GemmCases()),
                          [](const auto& info) { return CaseName(info.param); });
 
-// Row strides on all three matrices, x starting one element in (2-byte aligned), and the bias
-// epilogue with y_stride > n (cuBLASLt once skipped the bias on some GPUs in that case).
+// Row strides on all three matrices, x starting one element in (2-byte aligned), and a bias with
+// y_stride > n (cuBLASLt's epilogue once skipped the bias on some GPUs in that case; the 2-byte
+// aligned x and y now send it to the fallback, which must also leave the padding alone).
 TEST_F(Bf16GemmTestBase, StridedAndUnalignedOperandsMatchCpuGemm) {
   for (GemmElementType y_type : {GemmElementType::kBf16, GemmElementType::kFloat32}) {
     SCOPED_TRACE(y_type == GemmElementType::kBf16 ? "bf16 out" : "f32 out");
@@ -230,6 +235,7 @@ TEST_F(Bf16GemmTestBase, StridedAndUnalignedOperandsMatchCpuGemm) {
         .y = f32_out ? static_cast<void*>(d_y_f32.get()) : d_y_bf16.get(),
         .y_stride = y_stride,
         .y_type = y_type};
+    EXPECT_FALSE(CublasLtGemm::UsesBiasEpilogue(args));
     const absl::Status status = gemm_->Run(args, nullptr);
     ASSERT_TRUE(status.ok()) << status;
     FF_CUDA_ASSERT(cudaDeviceSynchronize());
@@ -245,6 +251,147 @@ TEST_F(Bf16GemmTestBase, StridedAndUnalignedOperandsMatchCpuGemm) {
     EXPECT_TRUE(
         AllClose(ref.y, actual, Tolerance(ref.magnitude), f32_out ? 0.0 : kBf16OutputTolerance));
   }
+}
+
+// ---- The bias fallback (kernels/cuda/bf16_gemm.h: AddBias after the GEMM) ----------------------
+
+struct BiasCase {
+  int64_t m, n, k;
+  int64_t bias_offset;  // elements: 1 misaligns the bias pointer
+  GemmElementType y_type;
+  bool epilogue;  // expected CublasLtGemm::UsesBiasEpilogue
+};
+
+// x w^T + bias with a bias that cancels row 0: bias[c] = -bf16(x_0 . w_c). There y = x_0 . w_c -
+// bf16(x_0 . w_c) is up to half a bf16 ulp (2^-9 to 2^-8 of |x_0 . w_c|), so a bf16 output that
+// rounded x w to bf16 before adding the bias would give 0 (nearly always), off by that much:
+// ~2^-13 M at k = 256 (random rows: |x w| ~ M / sqrt(k)), far beyond the tolerance
+// 2^-16 M + 2^-8 |y|: the double rounding that cuBLASLt's epilogue showed on unaligned operands.
+// One rounding of x w + bias (float32 sum, then bf16) stays within the standard bound. Other
+// rows: random signs, as in the shape tests.
+class Bf16GemmBiasTest : public Bf16GemmTestBase {
+ protected:
+  void Check(CublasLtGemm& gemm, const BiasCase& c) {
+    SCOPED_TRACE(absl::StrCat("m ", c.m, ", n ", c.n, ", k ", c.k, ", bias offset ", c.bias_offset,
+                              c.y_type == GemmElementType::kBf16 ? ", bf16 out" : ", f32 out"));
+    const std::vector<float> x = RandomBf16(c.m * c.k, 1.0f);
+    const std::vector<float> w = RandomWeights(c.n, c.k);
+    std::vector<float> bias(c.n);
+    for (int64_t col = 0; col < c.n; ++col) {
+      double dot = 0;
+      for (int64_t i = 0; i < c.k; ++i) dot += double{x[i]} * w[col * c.k + i];
+      bias[col] = -RoundToBf16(static_cast<float>(dot));
+    }
+    const Reference ref = HostGemm(x, w, &bias, c.m, c.n, c.k);
+
+    std::vector<float> bias_padded(c.bias_offset + c.n, 7.0f);
+    std::copy(bias.begin(), bias.end(), bias_padded.begin() + c.bias_offset);
+    DeviceBuffer<uint16_t> d_x(ToBf16Bits(x)), d_w(ToBf16Bits(w));
+    DeviceBuffer<uint16_t> d_bias_bf16(ToBf16Bits(bias_padded));
+    DeviceBuffer<float> d_bias_f32(bias_padded);
+    const bool f32_out = c.y_type == GemmElementType::kFloat32;
+    DeviceBuffer<float> d_y_f32(c.m * c.n);
+    DeviceBuffer<uint16_t> d_y_bf16(c.m * c.n);
+    Poison(d_y_f32, c.m * c.n);
+    Poison(d_y_bf16, c.m * c.n);
+    const Bf16GemmArgs args{
+        .m = c.m,
+        .n = c.n,
+        .k = c.k,
+        .x = AsBf16(d_x),
+        .w = AsBf16(d_w),
+        .bias = f32_out ? static_cast<const void*>(d_bias_f32.get() + c.bias_offset)
+                        : static_cast<const void*>(d_bias_bf16.get() + c.bias_offset),
+        .bias_type = c.y_type,
+        .y = f32_out ? static_cast<void*>(d_y_f32.get()) : d_y_bf16.get(),
+        .y_type = c.y_type};
+    EXPECT_EQ(CublasLtGemm::UsesBiasEpilogue(args), c.epilogue);
+    const absl::Status status = gemm.Run(args, nullptr);
+    ASSERT_TRUE(status.ok()) << status;
+    FF_CUDA_ASSERT(cudaDeviceSynchronize());
+    const std::vector<float> actual =
+        f32_out ? d_y_f32.ToHost() : Bf16BitsToFloats(d_y_bf16.ToHost());
+    EXPECT_TRUE(
+        AllClose(ref.y, actual, Tolerance(ref.magnitude), f32_out ? 0.0 : kBf16OutputTolerance));
+  }
+};
+
+// Odd n, a misaligned bias, both output types; the aligned cases (cuBLASLt's epilogue) are the
+// control with the same cancelling bias.
+TEST_F(Bf16GemmBiasTest, FallbackRoundsOnceWhereTheEpilogueIsNotTrusted) {
+  constexpr GemmElementType kBf16 = GemmElementType::kBf16, kF32 = GemmElementType::kFloat32;
+  const BiasCase cases[] = {{33, 999, 256, 0, kBf16, false},    {7, 13, 64, 0, kBf16, false},
+                            {129, 1001, 1001, 0, kBf16, false}, {20, 512, 256, 1, kBf16, false},
+                            {20, 512, 256, 0, kBf16, true},     {17, 999, 256, 0, kF32, false},
+                            {9, 512, 128, 1, kF32, false},      {9, 512, 128, 0, kF32, true}};
+  for (const BiasCase& c : cases) Check(*gemm_, c);
+}
+
+// A workspace too small for the whole float32 result: the fallback runs the GEMM in chunks of
+// rows (here 8 rows of 1004 floats fit in half of 64 KiB: 4 full chunks and one of 5). Also: the
+// repeated call runs no heuristic query, and the fallback captured into a CUDA graph and replayed
+// gives the same bits as the direct call.
+TEST_F(Bf16GemmBiasTest, FallbackChunksRowsThroughASmallWorkspace) {
+  constexpr size_t kSmallWorkspace = 64 << 10;
+  DeviceBuffer<uint8_t> small_workspace(kSmallWorkspace);
+  auto small = CublasLtGemm::Create(small_workspace.get(), kSmallWorkspace);
+  ASSERT_TRUE(small.ok()) << small.status();
+  Check(**small, {37, 1001, 128, 0, GemmElementType::kBf16, false});
+
+  const int64_t m = 37, n = 1001, k = 128;
+  DeviceBuffer<uint16_t> d_x(ToBf16Bits(RandomBf16(m * k, 1.0f)));
+  DeviceBuffer<uint16_t> d_w(ToBf16Bits(RandomWeights(n, k)));
+  DeviceBuffer<uint16_t> d_bias(ToBf16Bits(RandomBf16(n, 0.1f)));
+  DeviceBuffer<uint16_t> d_direct(m * n), d_graph(m * n);
+  Bf16GemmArgs args{.m = m,
+                    .n = n,
+                    .k = k,
+                    .x = AsBf16(d_x),
+                    .w = AsBf16(d_w),
+                    .bias = d_bias.get(),
+                    .y = d_direct.get()};
+  ASSERT_FALSE(CublasLtGemm::UsesBiasEpilogue(args));
+  cudaStream_t stream;
+  FF_CUDA_ASSERT(cudaStreamCreate(&stream));
+  ASSERT_TRUE((*small)->Prepare(args).ok());
+  const int64_t queries = (*small)->heuristic_queries();
+  ASSERT_TRUE((*small)->Run(args, stream).ok());
+  ASSERT_TRUE((*small)->Run(args, stream).ok());
+  EXPECT_EQ((*small)->heuristic_queries(), queries);
+
+  Poison(d_graph, m * n);
+  args.y = d_graph.get();
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  FF_CUDA_ASSERT(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  const absl::Status captured = (*small)->Run(args, stream);
+  FF_CUDA_ASSERT(cudaStreamEndCapture(stream, &graph));
+  ASSERT_TRUE(captured.ok()) << captured;
+  EXPECT_EQ((*small)->heuristic_queries(), queries);
+  FF_CUDA_ASSERT(cudaGraphInstantiate(&exec, graph, 0));
+  FF_CUDA_ASSERT(cudaGraphLaunch(exec, stream));
+  FF_CUDA_ASSERT(cudaStreamSynchronize(stream));
+  EXPECT_EQ(d_direct.ToHost(), d_graph.ToHost());
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// Without a workspace the bf16 fallback has no scratch: FailedPrecondition, not a wrong result.
+// The float32 fallback (in place in y) needs none.
+TEST_F(Bf16GemmBiasTest, FallbackWithoutWorkspace) {
+  auto bare = CublasLtGemm::Create(nullptr, 0);
+  ASSERT_TRUE(bare.ok()) << bare.status();
+  Check(**bare, {5, 999, 64, 0, GemmElementType::kFloat32, false});
+  DeviceBuffer<uint16_t> buffer(64 * 64), bias(64), output(64 * 64);
+  const Bf16GemmArgs args{.m = 4,
+                          .n = 7,
+                          .k = 16,
+                          .x = AsBf16(buffer),
+                          .w = AsBf16(buffer),
+                          .bias = bias.get(),
+                          .y = output.get()};
+  EXPECT_EQ((*bare)->Run(args, nullptr).code(), absl::StatusCode::kFailedPrecondition);
 }
 
 // The second call of a problem runs no heuristic query; the call captured into a CUDA graph and

@@ -430,6 +430,44 @@ TEST(SamplingGpuTest, SameRequestSameTokenInAnyBatchPosition) {
   }
 }
 
+// The same row at every 16-byte misalignment (row starts at 0, 1, 2 and 3 floats past a 16-byte
+// boundary: stride = vocab rounded up to 4, plus 1), with vocabularies that end in a partial quad
+// or not: identical tokens and bit-identical logprobs, since every float reduction visits the
+// row's elements in an order fixed by their indices alone. The logprob also matches the double
+// reference within kLogprobTolerance.
+TEST(SamplingGpuTest, LogprobsBitIdenticalAtEveryRowAlignment) {
+  FF_SKIP_WITHOUT_GPU();
+  testing::SeededRng random;
+  for (const int64_t vocab : {int64_t{7}, int64_t{1001}, int64_t{32000}, int64_t{128256}}) {
+    SCOPED_TRACE("vocab " + std::to_string(vocab));
+    const int64_t rows = 8, stride = (vocab + 3) / 4 * 4 + 1;
+    const Request probes[] = {
+        {.temperature = 0.0f},
+        {.temperature = 1.0f, .seed = random.rng()(), .step = 3},
+        {.temperature = 0.7f, .top_k = 50, .seed = random.rng()(), .step = 11},
+        {.temperature = 1.3f, .top_p = 0.8f, .seed = random.rng()(), .step = 2}};
+    for (const Request& probe : probes) {
+      const std::vector<float> row = random.Gaussian(vocab, 3.0f);
+      std::vector<float> batch(rows * stride, 0.25f);
+      for (int64_t r = 0; r < rows; ++r)
+        std::copy(row.begin(), row.end(), batch.begin() + r * stride);
+      const Result result =
+          RunSampler(batch, rows, vocab, stride, std::vector<Request>(rows, probe),
+                     SamplingAlgorithm::kRadixSelect);
+      for (int64_t r = 1; r < rows; ++r) {
+        SCOPED_TRACE("row " + std::to_string(r) + " (misaligned by " +
+                     std::to_string(r * stride % 4) + " floats)");
+        EXPECT_EQ(result.tokens[r], result.tokens[0]);
+        EXPECT_EQ(testing::FloatBits(result.logprobs[r]), testing::FloatBits(result.logprobs[0]));
+      }
+      ASSERT_GE(result.tokens[0], 0);
+      ASSERT_LT(result.tokens[0], vocab);
+      EXPECT_NEAR(result.logprobs[0], LogSoftmax(row.data(), vocab, result.tokens[0]),
+                  kLogprobTolerance);
+    }
+  }
+}
+
 TEST(SamplingGpuTest, RejectsBadArguments) {
   // Argument checks run before any device call: no GPU needed.
   float logits = 0.0f;
