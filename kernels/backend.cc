@@ -1,8 +1,8 @@
 #include "kernels/backend.h"
 
-#include "absl/strings/str_cat.h"
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "common/dtype.h"
 #include "kernels/random_hash.h"
 
@@ -54,12 +54,13 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> Backend::PrepareNamedLinear(
 }
 
 absl::StatusOr<std::unique_ptr<LinearWeight>> Backend::PrepareRandomLinear(std::string_view name,
-                                                                         int64_t out, int64_t in,
-                                                                         uint64_t seed,
-                                                                         float stddev) {
+                                                                           int64_t out, int64_t in,
+                                                                           uint64_t seed,
+                                                                           float stddev) {
   Tensor weight({out, in});
   const float scale = stddev * std::sqrt(3.0f);
-  for (int64_t i = 0; i < weight.size(); ++i) weight.data()[i] = scale * HashToSymmetricUniform(seed, i);
+  for (int64_t i = 0; i < weight.size(); ++i)
+    weight.data()[i] = scale * HashToSymmetricUniform(seed, i);
   return PrepareNamedLinear({name, weight, nullptr});
 }
 

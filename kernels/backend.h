@@ -123,9 +123,9 @@ class Backend {
   // standard deviation), for benchmarks of real shapes: GPUs generate it in place, with no host
   // round trip. The default fills a host float32 tensor and calls PrepareNamedLinear.
   virtual absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareRandomLinear(std::string_view name,
-                                                                          int64_t out, int64_t in,
-                                                                          uint64_t seed,
-                                                                          float stddev);
+                                                                            int64_t out, int64_t in,
+                                                                            uint64_t seed,
+                                                                            float stddev);
   // Norm scales, rotary frequencies ([1, n]) and embedding tables ([vocab, hidden]) from host
   // memory of any float type.
   virtual absl::StatusOr<std::unique_ptr<WeightTensor>> PrepareWeight(

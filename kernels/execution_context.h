@@ -17,7 +17,8 @@ class ExecutionContext {
  public:
   virtual ~ExecutionContext() = default;
 
-  // Sizes the arena for steps that need up to `bytes` of scratch (at start-up).
+  // Sizes the arena for steps that need up to `bytes` of scratch (at start-up, or between steps:
+  // the last step's scratch is released).
   virtual absl::Status ReserveWorkspace(int64_t bytes) = 0;
   // Scratch from the arena, valid until the next BeginStep.
   virtual absl::StatusOr<runtime::TensorView> Scratch(runtime::ScalarType type, int64_t rows,
@@ -32,6 +33,20 @@ class ExecutionContext {
   // waits for the recorded work and returns the seconds since the last call.
   virtual void EnableOpTiming(bool on) {}
   virtual std::map<std::string, double> TakeOpTimes() { return {}; }
+  // CUDA graphs of decode steps (one per StepBatch::graph_bucket). Between BeginGraphCapture and
+  // EndGraphCapture the ops are recorded, not run; LaunchGraph replays a bucket's graph on the
+  // current step's metadata. Anything that moves the buffers a graph reads (a workspace or
+  // metadata buffer that grows) drops the graphs, which are then captured again.
+  virtual bool supports_graphs() const { return false; }
+  virtual bool HasGraph(int64_t bucket) const { return false; }
+  virtual void DropGraphs() {}
+  virtual absl::Status BeginGraphCapture() { return absl::UnimplementedError("no CUDA graphs"); }
+  virtual absl::Status EndGraphCapture(int64_t bucket, bool keep) {
+    return absl::UnimplementedError("no CUDA graphs");
+  }
+  virtual absl::Status LaunchGraph(int64_t bucket) {
+    return absl::UnimplementedError("no CUDA graphs");
+  }
   virtual int64_t workspace_capacity() const = 0;
   virtual int64_t workspace_high_water() const = 0;
 

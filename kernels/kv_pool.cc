@@ -1,5 +1,7 @@
 #include "kernels/kv_pool.h"
 
+#include <atomic>
+
 #include "absl/strings/str_format.h"
 
 namespace flatfleet::kernels {
@@ -18,6 +20,11 @@ int64_t KvPoolShape::bytes_per_block() const {
       break;
   }
   return 2 * num_layers * block_size * bytes_per_row;
+}
+
+int64_t KvPool::NextSerial() {
+  static std::atomic<int64_t> next{0};
+  return next++;
 }
 
 absl::Status ValidateKvPoolShape(const KvPoolShape& shape) {

@@ -38,11 +38,18 @@ class KvPool {
   // Adds blocks (ids num_blocks() ...). Host pools only, and only between steps; device pools
   // are sized once from free memory and answer FailedPrecondition.
   virtual absl::Status Grow(int64_t additional_blocks) = 0;
+  // Unique per pool in the process (captured CUDA graphs are valid for one pool only).
+  int64_t serial() const { return serial_; }
 
  protected:
-  KvPool(const KvPoolShape& shape, int64_t num_blocks) : shape_(shape), num_blocks_(num_blocks) {}
+  KvPool(const KvPoolShape& shape, int64_t num_blocks)
+      : shape_(shape), num_blocks_(num_blocks), serial_(NextSerial()) {}
   KvPoolShape shape_;
   int64_t num_blocks_;
+
+ private:
+  static int64_t NextSerial();
+  int64_t serial_;
 };
 
 }  // namespace flatfleet::kernels

@@ -32,6 +32,13 @@ struct StepBatch {
   // Rows whose logits are computed, in output order.
   std::vector<int32_t> logit_rows;
 
+  // Decode steps replayed as CUDA graphs (ExecutionContext::supports_graphs): the step is padded
+  // to `graph_bucket` rows (padding rows write no KV slot and their logits are ignored), and the
+  // device layout uses these fixed bounds so that every step of a bucket has the same shapes.
+  int64_t graph_bucket = 0;          // 0: not a graph step
+  int64_t block_table_width = 0;     // entries per sequence; 0: the longest table
+  int64_t context_length_bound = 0;  // attention's upper bound; 0: the longest context
+
   int64_t num_rows() const { return static_cast<int64_t>(token_ids.size()); }
   int64_t max_query_length() const;
   int64_t max_context_length() const;

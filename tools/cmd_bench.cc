@@ -125,8 +125,8 @@ absl::Status RunBench(const BenchOptions& options) {
     what = options.arch;
   } else {
     FF_ASSIGN_OR_RETURN(ModelConfig config, ArchitectureConfig(options.arch));
-    config.max_position_embeddings = std::max<int64_t>(
-        config.max_position_embeddings, options.input_len + options.output_len + 1);
+    config.max_position_embeddings = std::max<int64_t>(config.max_position_embeddings,
+                                                       options.input_len + options.output_len + 1);
     std::fprintf(stderr, "flatfleet bench: generating %s weights (seed %llu)...\n",
                  options.arch.c_str(), static_cast<unsigned long long>(options.seed));
     engine::SeededWeightSource source(backend, options.seed);
@@ -153,29 +153,30 @@ absl::Status RunBench(const BenchOptions& options) {
   int64_t free_after = 0;
   backend.DeviceMemory(&free_after, &total);
   const engine::EngineStats initial = engine->Stats();
-  const double kv_bytes = static_cast<double>(initial.kv_cache_total_blocks) *
-                          engine::PagedKvCache::BytesPerBlock(
-                              {.num_layers = config.num_hidden_layers,
-                               .row_size = model->kv_row_size(),
-                               .block_size = batcher.kv_block_size,
-                               .dtype = selected.cuda ? engine::KvCacheDtype::kBFloat16
-                                                      : engine::KvCacheDtype::kFloat32,
-                               .head_dim = config.head_dim});
+  const double kv_bytes =
+      static_cast<double>(initial.kv_cache_total_blocks) *
+      engine::PagedKvCache::BytesPerBlock({.num_layers = config.num_hidden_layers,
+                                           .row_size = model->kv_row_size(),
+                                           .block_size = batcher.kv_block_size,
+                                           .dtype = selected.cuda ? engine::KvCacheDtype::kBFloat16
+                                                                  : engine::KvCacheDtype::kFloat32,
+                                           .head_dim = config.head_dim});
   std::printf("model: %s on %s, loaded in %.1f s\n", what.c_str(), selected.description.c_str(),
               load_seconds);
   if (device_memory) {
-    std::printf("device memory: %s used by weights and workspace, KV cache %s (%lld blocks of %lld "
-                "positions), %s total\n",
-                Gigabytes(static_cast<double>(total - free_before)).c_str(),
-                Gigabytes(kv_bytes).c_str(),
-                static_cast<long long>(initial.kv_cache_total_blocks),
-                static_cast<long long>(batcher.kv_block_size), Gigabytes(total).c_str());
+    std::printf(
+        "device memory: %s used by weights and workspace, KV cache %s (%lld blocks of %lld "
+        "positions), %s total\n",
+        Gigabytes(static_cast<double>(total - free_before)).c_str(), Gigabytes(kv_bytes).c_str(),
+        static_cast<long long>(initial.kv_cache_total_blocks),
+        static_cast<long long>(batcher.kv_block_size), Gigabytes(total).c_str());
   }
-  std::printf("workload: %lld requests of %lld input + %lld output tokens, max batch %lld, "
-              "%lld tokens per step\n",
-              static_cast<long long>(options.requests), static_cast<long long>(options.input_len),
-              static_cast<long long>(options.output_len), static_cast<long long>(options.max_batch),
-              static_cast<long long>(options.max_step_tokens));
+  std::printf(
+      "workload: %lld requests of %lld input + %lld output tokens, max batch %lld, "
+      "%lld tokens per step\n",
+      static_cast<long long>(options.requests), static_cast<long long>(options.input_len),
+      static_cast<long long>(options.output_len), static_cast<long long>(options.max_batch),
+      static_cast<long long>(options.max_step_tokens));
   std::fflush(stdout);
 
   std::mt19937_64 rng(options.seed);

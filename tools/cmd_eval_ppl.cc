@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "tools/device_flags.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "quant/checkpoint/runnable_model.h"
 #include "tools/commands.h"
+#include "tools/device_flags.h"
 
 namespace flatfleet::tools {
 namespace {
@@ -51,7 +51,8 @@ absl::Status RunEvalPpl(const EvalPplOptions& options) {
   }
   engine::ModelOptions model_options;
   model_options.bf16_rotary_frequencies = options.bf16_rope;
-  FF_ASSIGN_OR_RETURN(engine::SelectedBackend selected, tools::OpenDevice(options.device, "eval-ppl"));
+  FF_ASSIGN_OR_RETURN(engine::SelectedBackend selected,
+                      tools::OpenDevice(options.device, "eval-ppl"));
   FF_ASSIGN_OR_RETURN(quant::RunnableModel runnable,
                       quant::LoadRunnableModel(options.model_dir, model_options, selected.backend));
   const engine::LlamaModel& model = *runnable.model;

@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "tools/device_flags.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/safetensors.h"
@@ -21,6 +20,7 @@
 #include "quant/quantized_backend.h"
 #include "quant/recipes.h"
 #include "tools/commands.h"
+#include "tools/device_flags.h"
 #include "worker/generate/generator.h"
 #include "worker/model/llama_model.h"
 #include "worker/sampling/sampler.h"
@@ -113,7 +113,7 @@ absl::StatusOr<std::unique_ptr<engine::LlamaModel>> LoadQuantizedModel(
 }
 
 absl::StatusOr<int> RunScore(const ScoreOptions& options) {
-  engine::SelectedBackend selected;  // outlives the model
+  engine::SelectedBackend selected;                               // outlives the model
   std::unique_ptr<quant::QuantizedCpuBackend> quantized_backend;  // outlives the model
   quant::RunnableModel checkpoint;  // float or quantized directory (when no --recipe)
   std::unique_ptr<engine::LlamaModel> model;
@@ -122,8 +122,8 @@ absl::StatusOr<int> RunScore(const ScoreOptions& options) {
     engine::ModelOptions model_options;
     model_options.bf16_rotary_frequencies = options.bf16_rope;
     FF_ASSIGN_OR_RETURN(selected, tools::OpenDevice(options.device, "score"));
-    FF_ASSIGN_OR_RETURN(checkpoint, quant::LoadRunnableModel(options.model_dir, model_options,
-                                                             selected.backend));
+    FF_ASSIGN_OR_RETURN(
+        checkpoint, quant::LoadRunnableModel(options.model_dir, model_options, selected.backend));
     model = std::move(checkpoint.model);
     if (checkpoint.quantized()) {
       quantized = true;
@@ -155,7 +155,7 @@ absl::StatusOr<int> RunScore(const ScoreOptions& options) {
   const int64_t batch = ref.input_ids.dim(0);
   const int64_t length = ref.input_ids.dim(1);
   const int64_t vocab = config.vocab_size;
-  auto cache = model->NewKvCache(length);
+  FF_ASSIGN_OR_RETURN(std::unique_ptr<engine::KvCache> cache, model->CreateKvCache(length, batch));
   std::vector<std::vector<int32_t>> prompts;
   std::vector<engine::SequenceChunk> chunks;
   for (int64_t b = 0; b < batch; ++b) {
@@ -190,11 +190,12 @@ absl::StatusOr<int> RunScore(const ScoreOptions& options) {
   const double rel_error = std::sqrt(diff_squares / ref_squares);
   // bf16 activations and weights on the GPU: the logits differ from float32 by about 2^-8
   // relative per rounding; the default bound there is 3e-2 (the float32 CPU's is 1e-3).
-  const double bound = selected.cuda && options.max_rel_error == 1e-3 ? 3e-2 : options.max_rel_error;
+  const double bound =
+      selected.cuda && options.max_rel_error == 1e-3 ? 3e-2 : options.max_rel_error;
   const bool logits_ok = rel_error <= bound;
   std::printf("logits: relative error %.3e over %lld x %lld positions (bound %.1e): %s\n",
-              rel_error, static_cast<long long>(batch), static_cast<long long>(length),
-              bound, logits_ok ? "ok" : "FAIL");
+              rel_error, static_cast<long long>(batch), static_cast<long long>(length), bound,
+              logits_ok ? "ok" : "FAIL");
   const double top1 = static_cast<double>(agree) / static_cast<double>(batch * length);
   const bool top1_ok = top1 >= options.min_top1;
   std::printf("top-1 agreement: %lld / %lld = %.4f (bound %.2f): %s\n",

@@ -73,9 +73,10 @@ int RunServeWorker(const ServeWorkerOptions& options) {
   process_options.service.model_loader = engine::CpuModelLoader(loader_options);
   if (selected->cuda) process_options.service.device_backend = selected->backend;
   engine::ContinuousBatcherOptions batcher_options;
-  batcher_options.kv_cache_dtype = options.kv_cache_dtype == "int8"   ? engine::KvCacheDtype::kInt8
-                                   : options.kv_cache_dtype == "bf16" ? engine::KvCacheDtype::kBFloat16
-                                                                      : engine::KvCacheDtype::kFloat32;
+  batcher_options.kv_cache_dtype = options.kv_cache_dtype == "int8" ? engine::KvCacheDtype::kInt8
+                                   : options.kv_cache_dtype == "bf16"
+                                       ? engine::KvCacheDtype::kBFloat16
+                                       : engine::KvCacheDtype::kFloat32;
   // On a GPU the KV pool takes the device memory the weights and workspace leave.
   if (selected->cuda) batcher_options.kv_cache_blocks = 0;
   // Tensor-parallel groups always run the continuous batcher; every rank of a group must be

@@ -10,7 +10,9 @@ namespace flatfleet::kernels::cpu {
 class HostExecutionContext final : public ExecutionContext {
  public:
   HostExecutionContext() { arena_.set_growable(true); }
+  // Between steps: no view of the last step's scratch is alive any more.
   absl::Status ReserveWorkspace(int64_t bytes) override {
+    arena_.Reset();
     return arena_.Reserve(static_cast<size_t>(bytes));
   }
   absl::StatusOr<runtime::TensorView> Scratch(runtime::ScalarType type, int64_t rows,

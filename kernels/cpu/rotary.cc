@@ -23,8 +23,11 @@ void ApplyRotary(float* x, int64_t num_heads, int64_t head_dim, std::span<const 
       for (int64_t i = 0; i < half; ++i) {
         const float a = v[i];
         const float b = v[i + half];
-        v[i] = a * cos_values[i] - b * sin_values[i];
-        v[i + half] = b * cos_values[i] + a * sin_values[i];
+        // Explicit fused multiply-adds: the bits must not depend on whether the compiler
+        // contracts (it does under -march=x86-64-v3), so that GPU kernels can match them; the
+        // difference matters where the two products nearly cancel.
+        v[i] = std::fma(a, cos_values[i], -(b * sin_values[i]));
+        v[i + half] = std::fma(b, cos_values[i], a * sin_values[i]);
       }
     }
   }

@@ -15,8 +15,8 @@ absl::Status RandomFillBf16(const DeviceRandomFill& args, cudaStream_t stream) {
   if (!(args.stddev >= 0.0f) || !std::isfinite(args.stddev)) {
     return absl::InvalidArgumentError(absl::StrCat("RandomFillBf16: stddev ", args.stddev));
   }
-  const cudaError_t error = internal::LaunchRandomFillBf16(
-      args.out, args.count, args.seed, args.stddev * std::sqrt(3.0f), stream);
+  const cudaError_t error = internal::LaunchRandomFillBf16(args.out, args.count, args.seed,
+                                                           args.stddev * std::sqrt(3.0f), stream);
   if (error != cudaSuccess) {
     return absl::InternalError(absl::StrCat("RandomFillBf16: ", cudaGetErrorString(error)));
   }

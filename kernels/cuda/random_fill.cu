@@ -1,4 +1,5 @@
 #include <cuda_bf16.h>
+
 #include <algorithm>
 
 #include "kernels/cuda/random_fill_launch.h"

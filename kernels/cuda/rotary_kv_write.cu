@@ -8,8 +8,8 @@
 //                                                        GPU's double sincos is within 2 double
 //                                                        ulps, so the float results agree except
 //                                                        within ~2^-29 of a float rounding tie)
-//   x'[i] = x[i] c - x[i + h] s,  x'[i + h] = x[i + h] c + x[i] s   (separately rounded products:
-//                                                        no FMA contraction)
+//   x'[i] = fma(x[i], c, -(x[i + h] s)),  x'[i + h] = fma(x[i + h], c, x[i] s)   (the reference's
+//                                                        explicit fused multiply-adds)
 //   INT8: scale = fp16(max|x'| / 127), code = clamp(round_half_away(x' / scale), -127, 127).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -113,8 +113,9 @@ __global__ void __launch_bounds__(kThreads) RotaryKvWriteKernel(const RotaryKvWr
 #pragma unroll
           for (int e = 0; e < kVec; ++e) {
             const float c = cos_table[i + e], s = sin_table[i + e];
-            const float lo = __fsub_rn(__fmul_rn(a[u][e], c), __fmul_rn(b[u][e], s));
-            const float hi = __fadd_rn(__fmul_rn(b[u][e], c), __fmul_rn(a[u][e], s));
+            // The reference's explicit fused multiply-adds (kernels/cpu/rotary.cc).
+            const float lo = __fmaf_rn(a[u][e], c, -__fmul_rn(b[u][e], s));
+            const float hi = __fmaf_rn(b[u][e], c, __fmul_rn(a[u][e], s));
             a[u][e] = lo;
             b[u][e] = hi;
           }

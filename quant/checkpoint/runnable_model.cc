@@ -1,7 +1,6 @@
 #include "quant/checkpoint/runnable_model.h"
 
 #include "absl/strings/str_cat.h"
-
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/cpu_backend.h"
@@ -19,9 +18,10 @@ absl::StatusOr<RunnableModel> LoadRunnableModel(const std::filesystem::path& dir
   RunnableModel runnable;
   if (IsQuantizedCheckpoint(dir)) {
     if (float_backend != nullptr && float_backend->memory() == runtime::MemoryKind::kDevice) {
-      return absl::UnimplementedError(absl::StrCat(
-          dir.string(), " is a quantized checkpoint: it runs on the CPU integer reference for now "
-          "(--device cpu); the GPU low-bit kernels do not serve checkpoints yet"));
+      return absl::UnimplementedError(
+          absl::StrCat(dir.string(),
+                       " is a quantized checkpoint: it runs on the CPU integer reference for now "
+                       "(--device cpu); the GPU low-bit kernels do not serve checkpoints yet"));
     }
     FF_ASSIGN_OR_RETURN(LoadedQuantizedModel loaded, LoadQuantizedLlamaModel(dir, options));
     runnable.manifest = std::move(loaded.manifest);
@@ -29,10 +29,11 @@ absl::StatusOr<RunnableModel> LoadRunnableModel(const std::filesystem::path& dir
     runnable.model = std::move(loaded.model);
     return runnable;
   }
-  FF_ASSIGN_OR_RETURN(runnable.model,
-                      engine::LoadLlamaModel(
-                          dir, float_backend != nullptr ? *float_backend : kernels::cpu::DefaultCpuBackend(),
-                          options));
+  FF_ASSIGN_OR_RETURN(
+      runnable.model,
+      engine::LoadLlamaModel(
+          dir, float_backend != nullptr ? *float_backend : kernels::cpu::DefaultCpuBackend(),
+          options));
   return runnable;
 }
 

@@ -30,6 +30,13 @@ absl::Status CudaGraphCache::EndCapture(cudaStream_t stream, int64_t key) {
   return absl::OkStatus();
 }
 
+void CudaGraphCache::Erase(int64_t key) {
+  auto it = graphs_.find(key);
+  if (it == graphs_.end()) return;
+  cudaGraphExecDestroy(it->second);
+  graphs_.erase(it);
+}
+
 absl::Status CudaGraphCache::Launch(int64_t key, cudaStream_t stream) const {
   auto it = graphs_.find(key);
   if (it == graphs_.end()) {

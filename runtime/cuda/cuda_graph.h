@@ -26,6 +26,7 @@ class CudaGraphCache {
   // Ends the capture begun on `stream` and stores the executable graph under `key`.
   absl::Status EndCapture(cudaStream_t stream, int64_t key);
   absl::Status Launch(int64_t key, cudaStream_t stream) const;
+  void Erase(int64_t key);
   int64_t size() const { return static_cast<int64_t>(graphs_.size()); }
 
  private:

@@ -31,7 +31,8 @@ std::filesystem::path SharedDir() {
 }
 
 uint32_t Seed() {
-  if (const char* fixed = std::getenv("FLATFLEET_TEST_SEED")) return std::strtoul(fixed, nullptr, 10);
+  if (const char* fixed = std::getenv("FLATFLEET_TEST_SEED"))
+    return std::strtoul(fixed, nullptr, 10);
   return std::random_device{}();
 }
 
@@ -52,7 +53,8 @@ Comparison Compare(const LlamaModel& cpu, const LlamaModel& gpu, uint32_t seed) 
                                         {b, prompts[1], true}};
     auto l1 = model.Forward(first, *cache);
     EXPECT_TRUE(l1.ok()) << l1.status();
-    std::vector<SequenceChunk> second = {{a, std::span<const int32_t>(prompts[0]).subspan(20), true}};
+    std::vector<SequenceChunk> second = {
+        {a, std::span<const int32_t>(prompts[0]).subspan(20), true}};
     auto l2 = model.Forward(second, *cache);
     EXPECT_TRUE(l2.ok()) << l2.status();
     out.push_back(*std::move(l1));

@@ -2,12 +2,14 @@
 // (kernels/cpu/rotary.h) on the widened bf16 inputs, then bf16 rounding or QuantizeKvRows
 // (kernels/cpu/kv_quantization.h).
 //
-// Why not bit-exact: the kernel takes cos/sin from double sincos like the reference and keeps the
-// products unfused, but the reference is compiled with -march=x86-64-v3 and GCC's default
-// -ffp-contract=fast, so it may fuse a * c - b * s into one FMA. The two float results then differ
-// by about one float ulp, which changes the bf16 rounding (or an INT8 code, or a scale's FP16
-// rounding) only when the value sits within that distance of a rounding tie: outputs are within
-// 1 bf16 ulp (codes within 1, scales within 1 FP16 ulp) and equal for all but a tiny fraction.
+// Why not bit-exact: both sides compute the same explicit fused multiply-adds on cos/sin from
+// double-precision functions, but the GPU's double sincos may differ from the host libm's by an
+// ulp, which after rounding to float changes cos or sin by a float ulp in rare cases; that moves
+// a bf16 rounding (or an INT8 code, or a scale's FP16 rounding) only when the value sits within
+// that distance of a rounding tie: outputs are within 1 bf16 ulp (codes within 1, scales within
+// 1 FP16 ulp) and equal for all but a tiny fraction. (Before the reference spelled its FMAs out,
+// GCC's contraction made the two sides differ by up to 6 bf16 ulps where the products cancel, at
+// positions near 2^20.)
 // The plain v copy and v's quantization involve no arithmetic and must be identical.
 #include "kernels/cuda/rotary_kv_write.h"
 

@@ -375,9 +375,11 @@ std::vector<EngineResult> ContinuousBatcher::Step() {
 // The GPU path: the forward and the sampling run on the device and only the ids come back.
 // Each request's draw depends on (its seed, its sampled-token count), so results do not depend
 // on the batch (the device sampler's stream, not engine::Sampler's).
-std::vector<EngineResult> ContinuousBatcher::FinishDeviceStep(
-    StepPlan plan, std::span<const SequenceChunk> chunks, std::span<Request* const> owners,
-    absl::Status status, std::vector<EngineResult> finished) {
+std::vector<EngineResult> ContinuousBatcher::FinishDeviceStep(StepPlan plan,
+                                                              std::span<const SequenceChunk> chunks,
+                                                              std::span<Request* const> owners,
+                                                              absl::Status status,
+                                                              std::vector<EngineResult> finished) {
   std::vector<kernels::DeviceSamplingParams> params(chunks.size());
   for (size_t c = 0; c < owners.size(); ++c) {
     const SamplingParams& p = owners[c]->request.params;

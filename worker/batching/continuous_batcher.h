@@ -101,8 +101,7 @@ class ContinuousBatcher final : public InferenceEngine {
   // Records a sampled token; true when the request finished.
   bool AcceptToken(Request& r, int32_t token);
   std::vector<EngineResult> FinishDeviceStep(StepPlan plan, std::span<const SequenceChunk> chunks,
-                                             std::span<Request* const> owners,
-                                             absl::Status status,
+                                             std::span<Request* const> owners, absl::Status status,
                                              std::vector<EngineResult> finished);
   // Frees the request's cache and removes it from every queue, returning its result.
   EngineResult Retire(Request* request, absl::Status status);

@@ -52,7 +52,12 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
   }
 
   std::vector<GenerationResult> results(requests.size());
-  std::unique_ptr<KvCache> cache = model_.NewKvCache(max_length);
+  FF_RETURN_IF_ERROR(
+      model_.ReserveWorkspace(options_.max_step_tokens + static_cast<int64_t>(requests.size()),
+                              std::max<int64_t>(1, static_cast<int64_t>(requests.size()))));
+  FF_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache,
+                      model_.CreateKvCache(
+                          max_length, std::max<int64_t>(1, static_cast<int64_t>(requests.size()))));
   std::vector<ActiveRequest> active;
   active.reserve(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {

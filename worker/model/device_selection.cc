@@ -26,9 +26,9 @@ absl::StatusOr<SelectedBackend> SelectBackend(const DeviceOptions& options) {
   }
   if (options.kv_cache_dtype != "auto" && options.kv_cache_dtype != "bf16" &&
       options.kv_cache_dtype != "int8" && options.kv_cache_dtype != "float32") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--kv-cache-dtype: expected auto, float32, bf16 or int8, got '", options.kv_cache_dtype,
-        "'"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv-cache-dtype: expected auto, float32, bf16 or int8, got '",
+                     options.kv_cache_dtype, "'"));
   }
   SelectedBackend selected;
   bool use_cuda = options.device == "cuda";
@@ -53,8 +53,8 @@ absl::StatusOr<SelectedBackend> SelectBackend(const DeviceOptions& options) {
   if (options.kv_cache_dtype == "float32") {
     return absl::InvalidArgumentError("--kv-cache-dtype float32 is the CPU's; use bf16 or int8");
   }
-  cuda.kv_dtype = options.kv_cache_dtype == "int8" ? kernels::KvDtype::kInt8
-                                                   : kernels::KvDtype::kBFloat16;
+  cuda.kv_dtype =
+      options.kv_cache_dtype == "int8" ? kernels::KvDtype::kInt8 : kernels::KvDtype::kBFloat16;
   FF_ASSIGN_OR_RETURN(std::unique_ptr<kernels::cuda_backend::CudaBackend> backend,
                       kernels::cuda_backend::CudaBackend::Create(cuda));
   FF_ASSIGN_OR_RETURN(std::string device, runtime::cuda::DescribeDevice(options.gpu));

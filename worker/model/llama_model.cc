@@ -270,31 +270,77 @@ absl::StatusOr<runtime::TensorView> LlamaModel::RunForward(std::span<const Seque
                                config_.vocab_size);
   }
   kernels::ExecutionContext& context = *context_;
+  // Decode steps (one new token per sequence) replay a CUDA graph of their batch bucket: pad the
+  // step to the bucket with rows that write no KV slot and whose logits are dropped.
+  const int64_t real_logit_rows = static_cast<int64_t>(step.logit_rows.size());
+  int64_t rows = total_tokens;
+  const bool decode_only = static_cast<int64_t>(step.logit_rows.size()) == total_tokens &&
+                           total_tokens == static_cast<int64_t>(chunks.size());
+  if (!sharded && decode_only && context.supports_graphs() && total_tokens <= kMaxGraphBatch) {
+    // Graphs hold the KV pool's addresses: another cache means capturing again.
+    if (cache.pool().serial() != graph_pool_serial_) {
+      context.DropGraphs();
+      graph_buckets_seen_.clear();
+      graph_pool_serial_ = cache.pool().serial();
+    }
+    int64_t bucket = 1;
+    while (bucket < total_tokens) bucket *= 2;
+    step.graph_bucket = bucket;
+    step.block_table_width = (config_.max_position_embeddings + block_size - 1) / block_size;
+    step.context_length_bound = config_.max_position_embeddings;
+    const int64_t pad_table = static_cast<int64_t>(step.block_tables.size());
+    step.block_tables.push_back(0);  // padding rows read block 0's first slot, write nothing
+    for (int64_t r = total_tokens; r < bucket; ++r) {
+      step.token_ids.push_back(0);
+      step.positions.push_back(0);
+      step.slot_mapping.push_back(-1);
+      step.sequences.push_back({r, 1, 1, pad_table, 1});
+      step.logit_rows.push_back(static_cast<int32_t>(r));
+    }
+    rows = bucket;
+  }
   FF_RETURN_IF_ERROR(context.BeginStep(step));
   Activations scratch;
   const int64_t logit_rows = static_cast<int64_t>(step.logit_rows.size());
   FF_RETURN_IF_ERROR(Activations::ForEach(
-      Sizes(), backend_.activation_type(), total_tokens, logit_rows,
-      [&](runtime::ScalarType type, int64_t rows, int64_t cols) {
-        return context.Scratch(type, rows, cols);
+      Sizes(), backend_.activation_type(), rows, logit_rows,
+      [&](runtime::ScalarType type, int64_t r, int64_t cols) {
+        return context.Scratch(type, r, cols);
       },
       &scratch));
 
-  FF_RETURN_IF_ERROR(backend_.Embedding(context, *weights_.embed_tokens, scratch.x));
-  // Exactly one rank contributes each row, so even this FP32 sum is exact.
-  if (sharded) FF_RETURN_IF_ERROR(AllReduceOnHost(scratch.x, *embedding_reducer_));
-  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
-    const DecoderLayerWeights& layer = weights_.layers[l];
-    FF_RETURN_IF_ERROR(AttentionBlock(layer, l, cache, scratch));
-    FF_RETURN_IF_ERROR(FeedForwardBlock(layer, scratch));
+  auto layers = [&]() -> absl::Status {
+    FF_RETURN_IF_ERROR(backend_.Embedding(context, *weights_.embed_tokens, scratch.x));
+    // Exactly one rank contributes each row, so even this FP32 sum is exact.
+    if (sharded) FF_RETURN_IF_ERROR(AllReduceOnHost(scratch.x, *embedding_reducer_));
+    for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+      const DecoderLayerWeights& layer = weights_.layers[l];
+      FF_RETURN_IF_ERROR(AttentionBlock(layer, l, cache, scratch));
+      FF_RETURN_IF_ERROR(FeedForwardBlock(layer, scratch));
+    }
+    // Only the rows whose logits were asked for go through the final norm and LM head.
+    FF_RETURN_IF_ERROR(backend_.AddRmsNormLogitRows(
+        context, scratch.x, scratch.pending_delta, *weights_.final_norm,
+        static_cast<float>(config_.rms_norm_eps), scratch.final_normed));
+    return backend_.Linear(context, *weights_.lm_head, scratch.final_normed, scratch.logits);
+  };
+  const int64_t bucket = step.graph_bucket;
+  if (bucket == 0) {
+    FF_RETURN_IF_ERROR(layers());
+  } else if (context.HasGraph(bucket)) {
+    FF_RETURN_IF_ERROR(context.LaunchGraph(bucket));
+  } else if (!graph_buckets_seen_.insert(bucket).second) {
+    // Second visit: every one-time set-up (algorithm choice, workspace size) happened eagerly on
+    // the first, so the ops can be recorded now.
+    FF_RETURN_IF_ERROR(context.BeginGraphCapture());
+    const absl::Status recorded = layers();
+    FF_RETURN_IF_ERROR(context.EndGraphCapture(bucket, recorded.ok()));
+    FF_RETURN_IF_ERROR(recorded);
+    FF_RETURN_IF_ERROR(context.LaunchGraph(bucket));
+  } else {
+    FF_RETURN_IF_ERROR(layers());
   }
-  // Only the rows whose logits were asked for go through the final norm and LM head.
-  FF_RETURN_IF_ERROR(
-      backend_.AddRmsNormLogitRows(context, scratch.x, scratch.pending_delta, *weights_.final_norm,
-                                   static_cast<float>(config_.rms_norm_eps), scratch.final_normed));
-  FF_RETURN_IF_ERROR(
-      backend_.Linear(context, *weights_.lm_head, scratch.final_normed, scratch.logits));
-  return scratch.logits;
+  return scratch.logits.Rows(0, real_logit_rows);
 }
 
 absl::StatusOr<Tensor> LlamaModel::Forward(std::span<const SequenceChunk> chunks,

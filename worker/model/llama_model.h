@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <span>
 #include <vector>
 
@@ -135,6 +136,11 @@ class LlamaModel {
   // Mutated by the const Forward, which is never run concurrently.
   std::unique_ptr<kernels::ExecutionContext> context_;
   std::unique_ptr<kernels::WeightTensor> inv_freq_;
+  // Decode batches up to this size run as CUDA graphs (one per power-of-two bucket), where the
+  // backend supports them; a bucket is captured on its second step.
+  static constexpr int64_t kMaxGraphBatch = 256;
+  mutable std::set<int64_t> graph_buckets_seen_;
+  mutable int64_t graph_pool_serial_ = -1;
   collectives::Communicator* communicator_ = nullptr;
   // Collective state mutated by the const Forward (which is never run concurrently).
   mutable std::unique_ptr<collectives::CompressedAllReducer> layer_reducer_;

@@ -31,10 +31,10 @@ absl::StatusOr<LoadedModel> LoadCheckpoint(const std::string& dir, const ModelOp
   LoadedModel loaded;
   if (quant::IsQuantizedCheckpoint(dir)) {
     if (backend.memory() == runtime::MemoryKind::kDevice) {
-      return absl::UnimplementedError(absl::StrCat(
-          "cannot load quantized model '", dir,
-          "' on the GPU yet: quantized checkpoints run on the CPU integer reference "
-          "(serve worker --device cpu)"));
+      return absl::UnimplementedError(
+          absl::StrCat("cannot load quantized model '", dir,
+                       "' on the GPU yet: quantized checkpoints run on the CPU integer reference "
+                       "(serve worker --device cpu)"));
     }
     absl::StatusOr<quant::LoadedQuantizedModel> quantized =
         quant::LoadQuantizedLlamaModel(dir, options);
@@ -46,8 +46,7 @@ absl::StatusOr<LoadedModel> LoadCheckpoint(const std::string& dir, const ModelOp
     loaded.backend = std::move(quantized->backend);
     loaded.model = std::move(quantized->model);
   } else {
-    absl::StatusOr<std::unique_ptr<LlamaModel>> model =
-        LoadLlamaModel(dir, backend, options);
+    absl::StatusOr<std::unique_ptr<LlamaModel>> model = LoadLlamaModel(dir, backend, options);
     if (!model.ok()) {
       return absl::Status(model.status().code(), absl::StrCat("cannot load model '", dir,
                                                               "': ", model.status().message()));

@@ -25,6 +25,7 @@
 #include "kernels/cuda/random_fill.h"
 #include "kernels/cuda/rotary_kv_write.h"
 #include "kernels/cuda/sampling.h"
+#include "runtime/cuda/cuda_graph.h"
 #include "runtime/cuda/cuda_status.h"
 #include "runtime/cuda/cuda_stream.h"
 #include "runtime/cuda/device_allocators.h"
@@ -89,7 +90,8 @@ class CudaKvPool final : public KvPool {
     out.values = static_cast<char*>(values.data()) + layer * elements * element;
     out.int8 = shape_.dtype == KvDtype::kInt8;
     if (out.int8) {
-      out.key_scales = static_cast<uint16_t*>(key_scales.data()) + layer * positions * shape_.num_kv_heads;
+      out.key_scales =
+          static_cast<uint16_t*>(key_scales.data()) + layer * positions * shape_.num_kv_heads;
       out.value_scales =
           static_cast<uint16_t*>(value_scales.data()) + layer * positions * shape_.num_kv_heads;
     }
@@ -124,7 +126,8 @@ struct DeviceStep {
 class CudaExecutionContext final : public ExecutionContext {
  public:
   static absl::StatusOr<std::unique_ptr<CudaExecutionContext>> Create(int device) {
-    FF_ASSIGN_OR_RETURN(runtime::cuda::CudaStream stream, runtime::cuda::CudaStream::Create(device));
+    FF_ASSIGN_OR_RETURN(runtime::cuda::CudaStream stream,
+                        runtime::cuda::CudaStream::Create(device));
     auto context = std::unique_ptr<CudaExecutionContext>(new CudaExecutionContext(device));
     context->stream_ = std::move(stream);
     FF_ASSIGN_OR_RETURN(context->gemm_workspace_,
@@ -138,7 +141,9 @@ class CudaExecutionContext final : public ExecutionContext {
 
   absl::Status ReserveWorkspace(int64_t bytes) override {
     // The backend's own scratch (attention split-K partials, MoE permutation buffers) comes from
-    // the same arena: reserve a quarter more for it.
+    // the same arena: reserve a quarter more for it. Between steps (the last one ended with a
+    // host synchronisation), so no scratch is in use.
+    arena_.Reset();
     return arena_.Reserve(static_cast<size_t>(bytes + bytes / 4 + (size_t{16} << 20)));
   }
   absl::StatusOr<TensorView> Scratch(ScalarType type, int64_t rows, int64_t cols) override {
@@ -150,11 +155,18 @@ class CudaExecutionContext final : public ExecutionContext {
     // The previous step ended with a host synchronisation (logits or ids came back), so the
     // arena and the metadata buffers are free to reuse.
     arena_.Reset();
+    // A grown arena moved the scratch a captured graph reads: capture again.
+    if (arena_.capacity() != graph_arena_capacity_) {
+      graphs_ = std::make_unique<runtime::cuda::CudaGraphCache>();
+      graph_arena_capacity_ = arena_.capacity();
+    }
     step_ = batch;
     const int64_t sequences = static_cast<int64_t>(batch.sequences.size());
-    device_step_.max_blocks = std::max<int64_t>(1, batch.max_blocks_per_sequence());
+    device_step_.max_blocks = std::max<int64_t>(
+        1, batch.block_table_width > 0 ? batch.block_table_width : batch.max_blocks_per_sequence());
     device_step_.max_query_length = batch.max_query_length();
-    device_step_.max_context_length = batch.max_context_length();
+    device_step_.max_context_length =
+        batch.context_length_bound > 0 ? batch.context_length_bound : batch.max_context_length();
     const int64_t rows = batch.num_rows();
     const int64_t logits = static_cast<int64_t>(batch.logit_rows.size());
     auto aligned = [](int64_t n) { return (n + 3) / 4 * 4; };  // 16-byte int32 runs
@@ -181,8 +193,9 @@ class CudaExecutionContext final : public ExecutionContext {
       starts[s] = static_cast<int32_t>(seq.query_begin);
       starts[s + 1] = static_cast<int32_t>(seq.query_begin + seq.num_queries);
       lengths[s] = static_cast<int32_t>(seq.context_length);
+      const int64_t blocks = std::min(seq.num_blocks, device_step_.max_blocks);
       std::copy(batch.block_tables.begin() + seq.block_table_begin,
-                batch.block_tables.begin() + seq.block_table_begin + seq.num_blocks,
+                batch.block_tables.begin() + seq.block_table_begin + blocks,
                 tables.begin() + s * device_step_.max_blocks);
     }
     device_step_.query_starts = put(starts.data(), sequences + 1);
@@ -194,6 +207,18 @@ class CudaExecutionContext final : public ExecutionContext {
   }
 
   absl::Status Synchronize() override { return stream_.Synchronize(); }
+
+  // Timing events cannot be recorded into graphs: no graphs while timing.
+  bool supports_graphs() const override { return !timing_; }
+  bool HasGraph(int64_t bucket) const override { return graphs_->Contains(bucket); }
+  void DropGraphs() override { graphs_ = std::make_unique<runtime::cuda::CudaGraphCache>(); }
+  absl::Status BeginGraphCapture() override { return graphs_->BeginCapture(stream()); }
+  absl::Status EndGraphCapture(int64_t bucket, bool keep) override {
+    absl::Status ended = graphs_->EndCapture(stream(), bucket);
+    if (!keep && ended.ok()) graphs_->Erase(bucket);
+    return ended;
+  }
+  absl::Status LaunchGraph(int64_t bucket) override { return graphs_->Launch(bucket, stream()); }
 
   void EnableOpTiming(bool on) override { timing_ = on; }
   std::map<std::string, double> TakeOpTimes() override {
@@ -238,9 +263,9 @@ class CudaExecutionContext final : public ExecutionContext {
   // Pinned host memory for small transfers (sampling parameters and results).
   absl::StatusOr<void*> PinnedScratch(size_t bytes) {
     if (bytes > pinned_scratch_.bytes()) {
-      FF_ASSIGN_OR_RETURN(pinned_scratch_, runtime::Buffer::Allocate(
-                                               runtime::cuda::PinnedHostAllocator(),
-                                               std::max(bytes, size_t{1} << 20)));
+      FF_ASSIGN_OR_RETURN(pinned_scratch_,
+                          runtime::Buffer::Allocate(runtime::cuda::PinnedHostAllocator(),
+                                                    std::max(bytes, size_t{1} << 20)));
     }
     return pinned_scratch_.data();
   }
@@ -255,11 +280,12 @@ class CudaExecutionContext final : public ExecutionContext {
 
   absl::Status EnsureMetadata(size_t bytes) {
     if (bytes <= metadata_device_.bytes()) return absl::OkStatus();
-    const size_t grown = std::max(bytes * 2, size_t{1} << 16);
-    FF_ASSIGN_OR_RETURN(metadata_host_, runtime::Buffer::Allocate(
-                                            runtime::cuda::PinnedHostAllocator(), grown));
-    FF_ASSIGN_OR_RETURN(metadata_device_, runtime::Buffer::Allocate(
-                                              runtime::cuda::DeviceAllocator(device_), grown));
+    graphs_ = std::make_unique<runtime::cuda::CudaGraphCache>();  // they read the old buffer
+    const size_t grown = std::max(bytes * 2, size_t{1} << 20);
+    FF_ASSIGN_OR_RETURN(metadata_host_,
+                        runtime::Buffer::Allocate(runtime::cuda::PinnedHostAllocator(), grown));
+    FF_ASSIGN_OR_RETURN(metadata_device_,
+                        runtime::Buffer::Allocate(runtime::cuda::DeviceAllocator(device_), grown));
     return absl::OkStatus();
   }
 
@@ -271,6 +297,9 @@ class CudaExecutionContext final : public ExecutionContext {
   runtime::Buffer metadata_host_, metadata_device_;
   runtime::Buffer pinned_scratch_;
   DeviceStep device_step_;
+  std::unique_ptr<runtime::cuda::CudaGraphCache> graphs_ =
+      std::make_unique<runtime::cuda::CudaGraphCache>();
+  size_t graph_arena_capacity_ = 0;
   struct Span {
     std::string category;
     int64_t begin, end;
@@ -333,9 +362,9 @@ absl::StatusOr<std::unique_ptr<CudaBackend>> CudaBackend::Create(
     return absl::InvalidArgumentError("the CUDA backend stores the KV cache in bf16 or int8");
   }
   FF_CUDA_RETURN_IF_ERROR(cudaSetDevice(options.device));
-  return std::unique_ptr<CudaBackend>(new CudaBackend(
-      options, absl::StrCat("cuda-bf16:", options.device,
-                            options.kv_dtype == KvDtype::kInt8 ? "+kv-int8" : "")));
+  return std::unique_ptr<CudaBackend>(
+      new CudaBackend(options, absl::StrCat("cuda-bf16:", options.device,
+                                            options.kv_dtype == KvDtype::kInt8 ? "+kv-int8" : "")));
 }
 
 int64_t CudaBackend::kv_pool_budget_bytes() const {
@@ -359,13 +388,14 @@ bool CudaBackend::DeviceMemory(int64_t* free_bytes, int64_t* total_bytes) const 
 absl::Status CudaBackend::Upload(const ConstTensorView& host, ScalarType type, void* device) {
   std::lock_guard<std::mutex> lock(staging_mutex_);
   if (staging_.bytes() == 0) {
-    FF_ASSIGN_OR_RETURN(staging_, runtime::Buffer::Allocate(runtime::cuda::PinnedHostAllocator(),
-                                                            kStagingBytes));
+    FF_ASSIGN_OR_RETURN(
+        staging_, runtime::Buffer::Allocate(runtime::cuda::PinnedHostAllocator(), kStagingBytes));
   }
   FF_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   const size_t out_element = runtime::ScalarSize(type);
   const int64_t row_bytes = host.cols * static_cast<int64_t>(out_element);
-  const int64_t rows_per_chunk = std::max<int64_t>(1, static_cast<int64_t>(kStagingBytes) / row_bytes);
+  const int64_t rows_per_chunk =
+      std::max<int64_t>(1, static_cast<int64_t>(kStagingBytes) / row_bytes);
   if (row_bytes > static_cast<int64_t>(kStagingBytes)) {
     return absl::InvalidArgumentError("weight rows larger than the staging buffer");
   }
@@ -427,8 +457,8 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareNamedLinear(
     const LinearSource& source) {
   const ConstTensorView& w = source.weight;
   if (w.memory == MemoryKind::kDevice || w.rows <= 0 || w.cols <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("layer '", std::string(source.name), "': expected a host weight, got ", Shape(w)));
+    return absl::InvalidArgumentError(absl::StrCat("layer '", std::string(source.name),
+                                                   "': expected a host weight, got ", Shape(w)));
   }
   auto handle = std::make_unique<CudaLinearWeight>(w.rows, w.cols);
   runtime::Allocator& device = runtime::cuda::DeviceAllocator(options_.device);
@@ -439,8 +469,9 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareNamedLinear(
     const ConstTensorView flat(source.bias->data, source.bias->type, MemoryKind::kHost, 1,
                                source.bias->size());
     if (flat.cols != w.rows) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("layer '", std::string(source.name), "': bias has ", flat.cols, " values for ", w.rows, " outputs"));
+      return absl::InvalidArgumentError(absl::StrCat("layer '", std::string(source.name),
+                                                     "': bias has ", flat.cols, " values for ",
+                                                     w.rows, " outputs"));
     }
     FF_ASSIGN_OR_RETURN(handle->bias_bf16, runtime::Buffer::Allocate(device, w.rows * 2));
     FF_ASSIGN_OR_RETURN(handle->bias_f32, runtime::Buffer::Allocate(device, w.rows * 4));
@@ -457,9 +488,9 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareRandomLinear(
         absl::StrCat("layer '", std::string(name), "': shape [", out, ", ", in, "]"));
   }
   auto handle = std::make_unique<CudaLinearWeight>(out, in);
-  FF_ASSIGN_OR_RETURN(handle->weight, runtime::Buffer::Allocate(
-                                          runtime::cuda::DeviceAllocator(options_.device),
-                                          out * in * 2));
+  FF_ASSIGN_OR_RETURN(
+      handle->weight,
+      runtime::Buffer::Allocate(runtime::cuda::DeviceAllocator(options_.device), out * in * 2));
   FF_CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
   FF_RETURN_IF_ERROR(cuda::RandomFillBf16(
       {static_cast<bf16*>(handle->weight.data()), out * in, seed, stddev}, nullptr));
@@ -472,9 +503,10 @@ absl::StatusOr<std::unique_ptr<WeightTensor>> CudaBackend::PrepareWeight(
     const ConstTensorView& host, WeightUse use) {
   const ScalarType type =
       use == WeightUse::kEmbeddingTable ? ScalarType::kBFloat16 : ScalarType::kFloat32;
-  FF_ASSIGN_OR_RETURN(runtime::Buffer buffer,
-                      runtime::Buffer::Allocate(runtime::cuda::DeviceAllocator(options_.device),
-                                                std::max<int64_t>(16, host.size() * runtime::ScalarSize(type))));
+  FF_ASSIGN_OR_RETURN(
+      runtime::Buffer buffer,
+      runtime::Buffer::Allocate(runtime::cuda::DeviceAllocator(options_.device),
+                                std::max<int64_t>(16, host.size() * runtime::ScalarSize(type))));
   FF_RETURN_IF_ERROR(Upload(host, type, buffer.data()));
   weight_bytes_ += host.size() * static_cast<int64_t>(runtime::ScalarSize(type));
   const ConstTensorView view(buffer.data(), type, MemoryKind::kDevice, host.rows, host.cols);
@@ -488,7 +520,7 @@ absl::StatusOr<std::unique_ptr<ExecutionContext>> CudaBackend::CreateContext() {
 }
 
 absl::StatusOr<std::unique_ptr<KvPool>> CudaBackend::CreateKvPool(const KvPoolShape& shape,
-                                                                 int64_t num_blocks) {
+                                                                  int64_t num_blocks) {
   FF_RETURN_IF_ERROR(ValidateKvPoolShape(shape));
   if (shape.dtype == KvDtype::kFloat32) {
     return absl::InvalidArgumentError("the CUDA KV pool holds bf16 or INT8 keys and values");
@@ -571,21 +603,21 @@ absl::Status CudaBackend::AddRmsNorm(ExecutionContext& context, const TensorView
   return cuda::FusedAddRmsNorm(args, Cuda(context).stream());
 }
 
-absl::Status CudaBackend::AddRmsNormLogitRows(ExecutionContext& context,
-                                              const TensorView& residual,
+absl::Status CudaBackend::AddRmsNormLogitRows(ExecutionContext& context, const TensorView& residual,
                                               const ConstTensorView* delta,
                                               const WeightTensor& weight, float eps,
                                               const TensorView& out) {
   OpTimer timer(context, "norm");
-  FF_RETURN_IF_ERROR(Expect(residual, ScalarType::kFloat32, true, "AddRmsNormLogitRows", "residual"));
+  FF_RETURN_IF_ERROR(
+      Expect(residual, ScalarType::kFloat32, true, "AddRmsNormLogitRows", "residual"));
   FF_RETURN_IF_ERROR(Expect(out, ScalarType::kBFloat16, true, "AddRmsNormLogitRows", "out"));
   if (delta != nullptr) {
     FF_RETURN_IF_ERROR(Expect(*delta, ScalarType::kBFloat16, true, "AddRmsNormLogitRows", "delta"));
   }
   const int64_t logit_rows = static_cast<int64_t>(context.step().logit_rows.size());
   if (out.rows != logit_rows || out.cols != residual.cols) {
-    return Misuse("AddRmsNormLogitRows", absl::StrCat("out ", Shape(out), " for ", logit_rows,
-                                                      " logit rows"));
+    return Misuse("AddRmsNormLogitRows",
+                  absl::StrCat("out ", Shape(out), " for ", logit_rows, " logit rows"));
   }
   if (residual.rows == 0 || logit_rows == 0) return absl::OkStatus();
   cuda::DeviceFusedAddRmsNorm args;
@@ -606,7 +638,8 @@ absl::Status CudaBackend::Embedding(ExecutionContext& context, const WeightTenso
   OpTimer timer(context, "other");
   FF_RETURN_IF_ERROR(Expect(out, ScalarType::kFloat32, true, "Embedding", "out"));
   if (out.rows != context.step().num_rows() || out.cols != table.cols()) {
-    return Misuse("Embedding", absl::StrCat("out ", Shape(out), " for a table ", Shape(table.view())));
+    return Misuse("Embedding",
+                  absl::StrCat("out ", Shape(out), " for a table ", Shape(table.view())));
   }
   if (out.rows == 0) return absl::OkStatus();
   cuda::DeviceEmbeddingLookup args;
@@ -703,7 +736,8 @@ absl::Status CudaBackend::SparseMoe(ExecutionContext& context, const ConstTensor
                                     const TensorView& out) {
   OpTimer timer(context, "moe");
   FF_RETURN_IF_ERROR(Expect(x, ScalarType::kBFloat16, true, "SparseMoe", "x"));
-  FF_RETURN_IF_ERROR(Expect(router_logits, ScalarType::kFloat32, true, "SparseMoe", "router_logits"));
+  FF_RETURN_IF_ERROR(
+      Expect(router_logits, ScalarType::kFloat32, true, "SparseMoe", "router_logits"));
   FF_RETURN_IF_ERROR(Expect(out, ScalarType::kBFloat16, true, "SparseMoe", "out"));
   const int64_t rows = x.rows;
   const int64_t num_experts = static_cast<int64_t>(experts.size());
@@ -733,9 +767,12 @@ absl::Status CudaBackend::SparseMoe(ExecutionContext& context, const ConstTensor
       FF_ASSIGN_OR_RETURN(it->second.gate, runtime::Buffer::Allocate(device, bytes));
       FF_ASSIGN_OR_RETURN(it->second.up, runtime::Buffer::Allocate(device, bytes));
       FF_ASSIGN_OR_RETURN(it->second.down, runtime::Buffer::Allocate(device, bytes));
-      FF_CUDA_RETURN_IF_ERROR(cudaMemcpy(it->second.gate.data(), gate.data(), bytes, cudaMemcpyHostToDevice));
-      FF_CUDA_RETURN_IF_ERROR(cudaMemcpy(it->second.up.data(), up.data(), bytes, cudaMemcpyHostToDevice));
-      FF_CUDA_RETURN_IF_ERROR(cudaMemcpy(it->second.down.data(), down.data(), bytes, cudaMemcpyHostToDevice));
+      FF_CUDA_RETURN_IF_ERROR(
+          cudaMemcpy(it->second.gate.data(), gate.data(), bytes, cudaMemcpyHostToDevice));
+      FF_CUDA_RETURN_IF_ERROR(
+          cudaMemcpy(it->second.up.data(), up.data(), bytes, cudaMemcpyHostToDevice));
+      FF_CUDA_RETURN_IF_ERROR(
+          cudaMemcpy(it->second.down.data(), down.data(), bytes, cudaMemcpyHostToDevice));
     }
     pointers = &it->second;
   }
@@ -791,9 +828,10 @@ absl::Status CudaBackend::SparseMoe(ExecutionContext& context, const ConstTensor
     return cuda::GroupedGemm(args, stream);
   };
   // gate and up side by side in one [permuted, 2 * inter] matrix, as SiluMul reads them.
-  FF_RETURN_IF_ERROR(grouped(pointers->gate, inter, hidden, xp.as<bf16>(), gate_up.data, 2 * inter));
-  FF_RETURN_IF_ERROR(grouped(pointers->up, inter, hidden, xp.as<bf16>(),
-                             gate_up.as<bf16>() + inter, 2 * inter));
+  FF_RETURN_IF_ERROR(
+      grouped(pointers->gate, inter, hidden, xp.as<bf16>(), gate_up.data, 2 * inter));
+  FF_RETURN_IF_ERROR(
+      grouped(pointers->up, inter, hidden, xp.as<bf16>(), gate_up.as<bf16>() + inter, 2 * inter));
   cuda::DeviceSiluMul silu;  // the kernel itself: its time belongs to "moe"
   silu.gate_up = gate_up.as<bf16>();
   silu.rows = permuted;

@@ -42,14 +42,14 @@ class CudaBackend final : public Backend {
   absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareNamedLinear(
       const LinearSource& source) override;
   absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareRandomLinear(std::string_view name,
-                                                                  int64_t out, int64_t in,
-                                                                  uint64_t seed,
-                                                                  float stddev) override;
+                                                                    int64_t out, int64_t in,
+                                                                    uint64_t seed,
+                                                                    float stddev) override;
   absl::StatusOr<std::unique_ptr<WeightTensor>> PrepareWeight(const runtime::ConstTensorView& host,
-                                                             WeightUse use) override;
+                                                              WeightUse use) override;
   absl::StatusOr<std::unique_ptr<ExecutionContext>> CreateContext() override;
   absl::StatusOr<std::unique_ptr<KvPool>> CreateKvPool(const KvPoolShape& shape,
-                                                      int64_t num_blocks) override;
+                                                       int64_t num_blocks) override;
 
   absl::Status Linear(ExecutionContext& context, const LinearWeight& weight,
                       const runtime::ConstTensorView& x, const runtime::TensorView& y) override;
@@ -80,8 +80,8 @@ class CudaBackend final : public Backend {
   absl::Status CopyFromHost(ExecutionContext& context, std::span<const float> from,
                             const runtime::TensorView& to) override;
   absl::Status SampleTokens(ExecutionContext& context, const runtime::ConstTensorView& logits,
-                            std::span<const DeviceSamplingParams> params,
-                            std::span<int32_t> tokens, std::span<float> logprobs) override;
+                            std::span<const DeviceSamplingParams> params, std::span<int32_t> tokens,
+                            std::span<float> logprobs) override;
 
  private:
   explicit CudaBackend(const CudaBackendOptions& options, std::string name);
