@@ -444,6 +444,9 @@ absl::StatusOr<Plan*> CublasLtGemm::State::FindOrMakePlan(const Matmul& args, bo
     return absl::NotFoundError(absl::StrCat(kName, ": m = ", args.m, ", n = ", args.n,
                                             ", k = ", args.k, " is not prepared"));
   }
+  // A plan may be made while this thread captures (a problem first met in a graph): cuBLASLt's
+  // host-side queries must not invalidate the capture.
+  RelaxedCaptureMode relaxed;
 
   auto plan = std::make_unique<Plan>();
   cublasStatus_t status = cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
@@ -735,15 +738,18 @@ absl::Status CublasLtGemm::State::Execute(const Bf16GemmArgs& a, const Action& a
       *action.max_candidates =
           std::max(*action.max_candidates, static_cast<int>(plan.candidates.size()));
     }
-    if (action.description != nullptr && &plan != described) {
-      described = &plan;
-      absl::StrAppend(action.description, action.description->empty() ? "" : " | ", "m ", mm.m,
-                      ": ", DescribeConfig(plan.candidates[plan.chosen].algo), "; ", plan.how);
-    }
-    if (!action.launch) return absl::OkStatus();
     const size_t index = action.candidate < 0 ? plan.chosen
                                               : std::min(static_cast<size_t>(action.candidate),
                                                          plan.candidates.size() - 1);
+    if (action.description != nullptr && &plan != described) {
+      described = &plan;
+      absl::StrAppend(action.description, action.description->empty() ? "" : " | ", "m ", mm.m,
+                      ": ", DescribeConfig(plan.candidates[index].algo), "; ",
+                      action.candidate < 0
+                          ? plan.how
+                          : absl::StrCat("candidate ", index, " of ", plan.candidates.size()));
+    }
+    if (!action.launch) return absl::OkStatus();
     return Launch(plan, plan.candidates[index], mm, stream);
   };
   Matmul mm{.m = a.m,
@@ -912,14 +918,16 @@ absl::Status CublasLtGemm::RunCandidate(const Bf16GemmArgs& args, int candidate,
   return state_->Execute(*normalized, {.launch = true, .candidate = candidate}, stream);
 }
 
-absl::StatusOr<std::string> CublasLtGemm::DescribeAlgorithm(const Bf16GemmArgs& args) const {
+absl::StatusOr<std::string> CublasLtGemm::DescribeAlgorithm(const Bf16GemmArgs& args,
+                                                            int candidate) const {
   absl::StatusOr<Bf16GemmArgs> normalized = Normalize(args);
   if (!normalized.ok()) return normalized.status();
   if (normalized->m == 0 || normalized->n == 0) return std::string("nothing to do");
   std::string description;
   std::lock_guard<std::mutex> lock(state_->mutex);
-  if (absl::Status status =
-          state_->Execute(*normalized, {.create = false, .description = &description}, nullptr);
+  if (absl::Status status = state_->Execute(
+          *normalized, {.create = false, .candidate = candidate, .description = &description},
+          nullptr);
       !status.ok()) {
     return status;
   }

@@ -41,7 +41,9 @@
 // reduced in float32 for bf16 outputs), so any choice stays within the same error bound; but
 // different choices may differ in the last bits, so two instances (or processes) may not agree
 // bit for bit: Options{.autotune = false} keeps the heuristic's deterministic first choice.
-
+// The L2 flush reads a buffer of twice the L2 (100 MB on an H200) taken with cudaMallocAsync on
+// the stream for the tuning session and freed after it; without memory for it, or with
+// Options::flush_l2 off, candidates are timed with a warm L2 (weights partly cached).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -82,9 +84,9 @@ struct Bf16GemmArgs {
 // odd k or n (2-byte alignment) get cuBLASLt's slower unaligned kernels. If cuBLASLt offers no
 // algorithm at all the call fails with Unimplemented, naming the problem.
 //
-// Thread-safe (one mutex); but the workspace (also the bias fallback's scratch) is shared by all
-// calls, so calls on different streams must not run concurrently on the device: give each stream
-// its own CublasLtGemm.
+// Thread-safe (one mutex, held through a tuning's few milliseconds); but the workspace (also the
+// bias fallback's scratch) is shared by all calls, so calls on different streams must not run
+// concurrently on the device: give each stream its own CublasLtGemm.
 class CublasLtGemm {
  public:
   // Workspace cuBLASLt may use for split-K and the like (NVIDIA recommends 32 MiB on Hopper).
@@ -142,8 +144,9 @@ class CublasLtGemm {
   // last) instead of the chosen algorithm; the cached choice is left as it is.
   absl::Status RunCandidate(const Bf16GemmArgs& args, int candidate, cudaStream_t stream);
   // The chosen algorithm of each cuBLASLt call of `args` (ids, tile, stages, split-K, ...) and
-  // how it was chosen (timings), e.g. for a benchmark's label. NotFound if not prepared yet.
-  absl::StatusOr<std::string> DescribeAlgorithm(const Bf16GemmArgs& args) const;
+  // how it was chosen (timings), e.g. for a benchmark's label; with `candidate` >= 0, that
+  // candidate's configuration instead (clamped as in RunCandidate). NotFound if not prepared.
+  absl::StatusOr<std::string> DescribeAlgorithm(const Bf16GemmArgs& args, int candidate = -1) const;
 
  private:
   struct State;
