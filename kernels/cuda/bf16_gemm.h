@@ -19,9 +19,31 @@
 //     up to a multiple of 4), else Run fails with FailedPrecondition.
 //
 // The algorithm of each distinct problem (shape, strides, types, bias, pointer alignments) is
-// chosen once by cuBLASLt's heuristic and cached, so steady-state calls only enqueue the matmul:
-// no heuristic query, no allocation (the workspace is the caller's), no host synchronisation,
-// hence capturable into CUDA graphs. Call Prepare() for each problem before capturing.
+// chosen once and cached, so steady-state calls only enqueue the matmul: no heuristic query, no
+// timing, no allocation (the workspace is the caller's), no host synchronisation, hence
+// capturable into CUDA graphs. Call Prepare() for each problem before capturing.
+//
+// Choosing (autotuning, Options::autotune, on by default). cuBLASLt's heuristic ranks its
+// candidates by a model, and for decode shapes (small m, weights of 25-50 MB that must be
+// streamed from HBM by enough CTAs to fill the GPU) its first choice is often not the fastest.
+// So the first time a problem is seen outside stream capture, every usable candidate (up to
+// Options::candidates from the heuristic, plus split-K variants of its top algorithms when it
+// offers none) is run once to warm up and then Options::timing_iterations times, each after an
+// L2 flush, timed with CUDA events on the actual operands; the median decides, and the
+// heuristic's first choice is kept unless another is more than 2% faster. GPU time per problem
+// is kept within about Options::tuning_budget_us (fewer iterations, then fewer candidates: the
+// large prefill GEMMs, where the heuristic is good, end up untuned). Tuning runs on the stream
+// of the call (in order with the caller's work there, which must leave x, w readable and y
+// writable: the candidates write y, which the call then overwrites) and waits for it on the
+// host: a few milliseconds per problem, once. A problem first met while its stream is capturing
+// gets the heuristic's first choice, and is tuned at its first call outside capture (graphs
+// captured before keep the first choice). Every candidate sums in float32 (split-K partials
+// reduced in float32 for bf16 outputs), so any choice stays within the same error bound; but
+// different choices may differ in the last bits, so two instances (or processes) may not agree
+// bit for bit: Options{.autotune = false} keeps the heuristic's deterministic first choice.
+// The L2 flush reads a buffer of twice the L2 (100 MB on an H200) taken with cudaMallocAsync on
+// the stream for the tuning session and freed after it; without memory for it, or with
+// Options::flush_l2 off, candidates are timed with a warm L2 (weights partly cached).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -30,6 +52,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -61,29 +84,46 @@ struct Bf16GemmArgs {
 // odd k or n (2-byte alignment) get cuBLASLt's slower unaligned kernels. If cuBLASLt offers no
 // algorithm at all the call fails with Unimplemented, naming the problem.
 //
-// Thread-safe (one mutex); but the workspace (also the bias fallback's scratch) is shared by all
-// calls, so calls on different streams must not run concurrently on the device: give each stream
-// its own CublasLtGemm.
+// Thread-safe (one mutex, held through a tuning's few milliseconds); but the workspace (also the
+// bias fallback's scratch) is shared by all calls, so calls on different streams must not run
+// concurrently on the device: give each stream its own CublasLtGemm.
 class CublasLtGemm {
  public:
   // Workspace cuBLASLt may use for split-K and the like (NVIDIA recommends 32 MiB on Hopper).
   static constexpr size_t kRecommendedWorkspaceBytes = size_t{32} << 20;
   static constexpr size_t WorkspaceBytes() { return kRecommendedWorkspaceBytes; }
 
+  // How each problem's algorithm is chosen (see the top of this file).
+  struct Options {
+    bool autotune = true;  // false: the heuristic's first usable candidate, no timing
+    int candidates = 16;   // heuristic results asked for, >= 1
+    // Also time split-K variants (2, 4, 8, 16 splits, float32 reduction in the workspace) of the
+    // heuristic's top two algorithms when it offers no split-K candidate itself.
+    bool split_k_variants = true;
+    int timing_iterations = 3;         // timed runs per candidate (their median), >= 1
+    double tuning_budget_us = 5000.0;  // about the most GPU time spent tuning one problem, > 0
+    bool flush_l2 = true;              // evict the L2 before each timed run (weights from HBM)
+  };
+
   // `workspace`: device memory of `workspace_bytes` (may be 0 with a null pointer: then only
   // algorithms without workspace are used), 256-byte aligned, owned by the caller and kept alive
-  // while this object is used.
+  // while this object is used. InvalidArgument for bad options, naming the field.
   static absl::StatusOr<std::unique_ptr<CublasLtGemm>> Create(void* workspace,
                                                               size_t workspace_bytes);
+  static absl::StatusOr<std::unique_ptr<CublasLtGemm>> Create(void* workspace,
+                                                              size_t workspace_bytes,
+                                                              const Options& options);
   ~CublasLtGemm();
   CublasLtGemm(const CublasLtGemm&) = delete;
   CublasLtGemm& operator=(const CublasLtGemm&) = delete;
 
   // Validates `args` and picks (or finds) the cached algorithm of each of its cuBLASLt calls
-  // (the bias fallback may make two: full chunks and the last); host only.
-  absl::Status Prepare(const Bf16GemmArgs& args);
-  // Validates, prepares if needed, and enqueues the matmul (and the bias fallback's calls) on
-  // `stream`.
+  // (the bias fallback may make two: full chunks and the last). With autotune, an untuned
+  // problem is tuned on `stream` (which writes args.y and the workspace, and waits on the host),
+  // unless `stream` is capturing; without, host only.
+  absl::Status Prepare(const Bf16GemmArgs& args, cudaStream_t stream = nullptr);
+  // Validates, prepares if needed (tuning on `stream`, as Prepare), and enqueues the matmul (and
+  // the bias fallback's calls) on `stream`.
   absl::Status Run(const Bf16GemmArgs& args, cudaStream_t stream);
 
   // Whether Run adds args.bias in cuBLASLt's epilogue (false: no bias, invalid arguments, or
@@ -92,10 +132,26 @@ class CublasLtGemm {
 
   // How many heuristic queries have run (tests check that repeated shapes run none).
   int64_t heuristic_queries() const;
+  // How many problems have had their algorithm settled by the tuner (timed, or found to have a
+  // single candidate, or over the budget); tests check that repeated shapes tune nothing.
+  int64_t tunings() const;
+
+  // ---- Inspection (tests and benchmarks; host only, no tuning) ----
+  // The most candidates any cuBLASLt call of `args` has (prepares the plans if needed: heuristic
+  // queries, but no tuning).
+  absl::StatusOr<int> CandidateCount(const Bf16GemmArgs& args);
+  // Enqueues `args` like Run but with candidate `candidate` (0-based; clamped to each call's
+  // last) instead of the chosen algorithm; the cached choice is left as it is.
+  absl::Status RunCandidate(const Bf16GemmArgs& args, int candidate, cudaStream_t stream);
+  // The chosen algorithm of each cuBLASLt call of `args` (ids, tile, stages, split-K, ...) and
+  // how it was chosen (timings), e.g. for a benchmark's label; with `candidate` >= 0, that
+  // candidate's configuration instead (clamped as in RunCandidate). NotFound if not prepared.
+  absl::StatusOr<std::string> DescribeAlgorithm(const Bf16GemmArgs& args, int candidate = -1) const;
 
  private:
   struct State;
-  CublasLtGemm(cublasLtContext* handle, void* workspace, size_t workspace_bytes);
+  CublasLtGemm(cublasLtContext* handle, void* workspace, size_t workspace_bytes,
+               const Options& options);
   std::unique_ptr<State> state_;
 };
 

@@ -12,6 +12,12 @@
 // 2^-9 relative: allowed 2^-8 |y| on top. That bound assumes one rounding of x w + bias; rounding
 // x w to bf16 before adding the bias would not fit it where the two cancel (see the bias fallback
 // tests below).
+//
+// Autotuning (CublasLtGemm::Options::autotune) is on by default, so the shape cases run the
+// tuner's choice (prepared first, then y poisoned, then Run: the tuning runs write y too). Since
+// the tuner may pick any candidate, AllCandidatesMatchCpuGemm runs every candidate of each case,
+// with the same tolerance; biased cases there use a bias that cancels row 0 (see the bias
+// fallback tests), so a candidate whose epilogue rounds twice fails.
 #include "kernels/cuda/bf16_gemm.h"
 
 #include <algorithm>
@@ -20,6 +26,7 @@
 #include <memory>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -164,6 +171,18 @@ TEST_P(Bf16GemmTest, MatchesCpuGemmOfRoundedOperands) {
   }
   args.y = f32_out ? static_cast<void*>(d_y_f32.get()) : d_y_bf16.get();
   args.y_type = y_type;
+  // The tuner (on by default) writes y while timing: poison after it, so that Run must write
+  // every element itself.
+  const absl::Status prepared = gemm_->Prepare(args, nullptr);
+  ASSERT_TRUE(prepared.ok()) << prepared;
+  FF_CUDA_ASSERT(cudaDeviceSynchronize());
+  EXPECT_GE(gemm_->tunings(), 1);
+  const absl::StatusOr<std::string> chosen = gemm_->DescribeAlgorithm(args);
+  ASSERT_TRUE(chosen.ok()) << chosen.status();
+  EXPECT_THAT(*chosen, ::testing::Not(::testing::HasSubstr("not tuned yet")));
+  SCOPED_TRACE(*chosen);
+  Poison(d_y_f32, m * n);
+  Poison(d_y_bf16, m * n);
   const absl::Status status = gemm_->Run(args, nullptr);
   ASSERT_TRUE(status.ok()) << status;
   FF_CUDA_ASSERT(cudaDeviceSynchronize());
@@ -413,10 +432,12 @@ TEST_F(Bf16GemmTestBase, CachesAlgorithmsAndCapturesIntoGraphs) {
   FF_CUDA_ASSERT(cudaStreamCreate(&stream));
   ASSERT_TRUE(gemm_->Prepare(args).ok());
   const int64_t queries = gemm_->heuristic_queries();  // 1, or 2 if the first filter found none
+  const int64_t tunings = gemm_->tunings();
   EXPECT_GE(queries, 1);
   ASSERT_TRUE(gemm_->Run(args, stream).ok());
   ASSERT_TRUE(gemm_->Run(args, stream).ok());
   EXPECT_EQ(gemm_->heuristic_queries(), queries);
+  EXPECT_EQ(gemm_->tunings(), tunings);
 
   Poison(d_graph, m * n);
   args.y = d_graph.get();  // same alignment class: same cached plan
@@ -427,6 +448,7 @@ TEST_F(Bf16GemmTestBase, CachesAlgorithmsAndCapturesIntoGraphs) {
   FF_CUDA_ASSERT(cudaStreamEndCapture(stream, &graph));
   ASSERT_TRUE(captured.ok()) << captured;
   EXPECT_EQ(gemm_->heuristic_queries(), queries);
+  EXPECT_EQ(gemm_->tunings(), tunings);
   FF_CUDA_ASSERT(cudaGraphInstantiate(&exec, graph, 0));
   FF_CUDA_ASSERT(cudaGraphLaunch(exec, stream));
   FF_CUDA_ASSERT(cudaStreamSynchronize(stream));
@@ -434,6 +456,274 @@ TEST_F(Bf16GemmTestBase, CachesAlgorithmsAndCapturesIntoGraphs) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+}
+
+// ---- Autotuning (CublasLtGemm::Options) --------------------------------------------------------
+
+enum class BiasKind { kNone, kRandom, kCancellingRow0 };
+
+// One GEMM's host operands and reference, its device buffers (y poisoned), and its arguments.
+struct Problem {
+  Reference ref;
+  bool f32_out = false;
+  int64_t outputs = 0;
+  std::unique_ptr<DeviceBuffer<uint16_t>> x, w, bias_bf16, y_bf16;
+  std::unique_ptr<DeviceBuffer<float>> bias_f32, y_f32;
+  Bf16GemmArgs args;
+
+  void PoisonY() {
+    Poison(*y_f32, outputs);
+    Poison(*y_bf16, outputs);
+  }
+  std::vector<float> Y() const {
+    return f32_out ? y_f32->ToHost() : Bf16BitsToFloats(y_bf16->ToHost());
+  }
+  ::testing::AssertionResult MatchesReference() const {
+    return AllClose(ref.y, Y(), Tolerance(ref.magnitude), f32_out ? 0.0 : kBf16OutputTolerance);
+  }
+};
+
+class Bf16GemmAutotuneTest : public Bf16GemmTestBase {
+ protected:
+  std::unique_ptr<Problem> MakeProblem(int64_t m, int64_t n, int64_t k, BiasKind bias_kind,
+                                       GemmElementType y_type) {
+    auto p = std::make_unique<Problem>();
+    const std::vector<float> x = RandomBf16(m * k, 1.0f);
+    const std::vector<float> w = RandomWeights(n, k);
+    std::vector<float> bias = RandomBf16(n, 0.1f);
+    if (bias_kind == BiasKind::kCancellingRow0) {
+      for (int64_t col = 0; col < n; ++col) {
+        double dot = 0;
+        for (int64_t i = 0; i < k; ++i) dot += double{x[i]} * w[col * k + i];
+        bias[col] = -RoundToBf16(static_cast<float>(dot));
+      }
+    }
+    const bool has_bias = bias_kind != BiasKind::kNone;
+    p->ref = HostGemm(x, w, has_bias ? &bias : nullptr, m, n, k);
+    p->f32_out = y_type == GemmElementType::kFloat32;
+    p->outputs = m * n;
+    p->x = std::make_unique<DeviceBuffer<uint16_t>>(ToBf16Bits(x));
+    p->w = std::make_unique<DeviceBuffer<uint16_t>>(ToBf16Bits(w));
+    p->bias_bf16 = std::make_unique<DeviceBuffer<uint16_t>>(ToBf16Bits(bias));
+    p->bias_f32 = std::make_unique<DeviceBuffer<float>>(bias);
+    p->y_bf16 = std::make_unique<DeviceBuffer<uint16_t>>(m * n);
+    p->y_f32 = std::make_unique<DeviceBuffer<float>>(m * n);
+    p->PoisonY();
+    p->args = {.m = m, .n = n, .k = k, .x = AsBf16(*p->x), .w = AsBf16(*p->w)};
+    if (has_bias) {
+      p->args.bias = p->f32_out ? static_cast<const void*>(p->bias_f32->get())
+                                : static_cast<const void*>(p->bias_bf16->get());
+      p->args.bias_type = y_type;
+    }
+    p->args.y = p->f32_out ? static_cast<void*>(p->y_f32->get()) : p->y_bf16->get();
+    p->args.y_type = y_type;
+    return p;
+  }
+
+  std::unique_ptr<CublasLtGemm> MakeGemm(const CublasLtGemm::Options& options) {
+    auto gemm = CublasLtGemm::Create(workspace_, CublasLtGemm::WorkspaceBytes(), options);
+    EXPECT_TRUE(gemm.ok()) << gemm.status();
+    return gemm.ok() ? *std::move(gemm) : nullptr;
+  }
+};
+
+// Every candidate the tuner may choose (the heuristic's and the explicit split-K variants), on
+// aligned and 2-byte aligned shapes, decode and prefill-like m, both output types, no bias, the
+// epilogue's bias and the fallback's bias (odd n), and Llama-3-8B's decode shapes.
+TEST_F(Bf16GemmAutotuneTest, AllCandidatesMatchCpuGemm) {
+  struct Case {
+    int64_t m, n, k;
+    BiasKind bias;
+    GemmElementType y_type;
+  };
+  constexpr GemmElementType kBf16 = GemmElementType::kBf16, kF32 = GemmElementType::kFloat32;
+  std::vector<Case> cases;
+  for (int64_t m : {1, 16, 129}) {
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{256, 512}, {999, 1001}, {1000, 4096}}) {
+      for (BiasKind bias : {BiasKind::kNone, BiasKind::kCancellingRow0}) {
+        for (GemmElementType y_type : {kBf16, kF32}) cases.push_back({m, n, k, bias, y_type});
+      }
+    }
+  }
+  cases.push_back({16, 6144, 4096, BiasKind::kNone, kBf16});
+  cases.push_back({1, 4096, 4096, BiasKind::kNone, kBf16});
+  cases.push_back({1, 28672, 4096, BiasKind::kCancellingRow0, kBf16});  // epilogue (aligned)
+  cases.push_back({5, 4096, 14336, BiasKind::kNone, kBf16});
+  cases.push_back({2, 128256, 4096, BiasKind::kNone, kF32});
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrCat("m ", c.m, ", n ", c.n, ", k ", c.k,
+                              c.bias == BiasKind::kNone ? "" : ", cancelling bias",
+                              c.y_type == kBf16 ? ", bf16 out" : ", f32 out"));
+    std::unique_ptr<Problem> p = MakeProblem(c.m, c.n, c.k, c.bias, c.y_type);
+    const absl::StatusOr<int> count = gemm_->CandidateCount(p->args);
+    ASSERT_TRUE(count.ok()) << count.status();
+    ASSERT_GE(*count, 1);
+    for (int i = 0; i < *count; ++i) {
+      const absl::StatusOr<std::string> config = gemm_->DescribeAlgorithm(p->args, i);
+      ASSERT_TRUE(config.ok()) << config.status();
+      SCOPED_TRACE(*config);
+      p->PoisonY();
+      const absl::Status status = gemm_->RunCandidate(p->args, i, nullptr);
+      ASSERT_TRUE(status.ok()) << status;
+      FF_CUDA_ASSERT(cudaDeviceSynchronize());
+      EXPECT_TRUE(p->MatchesReference());
+    }
+  }
+  EXPECT_EQ(gemm_->tunings(), 0);  // CandidateCount and RunCandidate never tune
+}
+
+// A problem is tuned once: repeated Prepare and Run calls (any y of the same alignment) keep the
+// plan (no heuristic query, no tuning, the same description); each m is its own problem.
+TEST_F(Bf16GemmAutotuneTest, TunedPlanIsReusedPerM) {
+  std::unique_ptr<Problem> p = MakeProblem(1, 4096, 4096, BiasKind::kNone, GemmElementType::kBf16);
+  ASSERT_TRUE(gemm_->Prepare(p->args, nullptr).ok());
+  EXPECT_EQ(gemm_->tunings(), 1);
+  const int64_t queries = gemm_->heuristic_queries();
+  const absl::StatusOr<std::string> chosen = gemm_->DescribeAlgorithm(p->args);
+  ASSERT_TRUE(chosen.ok()) << chosen.status();
+  EXPECT_THAT(*chosen, ::testing::Not(::testing::HasSubstr("not tuned yet")));
+  SCOPED_TRACE(*chosen);
+
+  cudaStream_t stream;
+  FF_CUDA_ASSERT(cudaStreamCreate(&stream));
+  DeviceBuffer<uint16_t> other_y(4096);
+  for (int i = 0; i < 3; ++i) {
+    p->PoisonY();
+    ASSERT_TRUE(gemm_->Run(p->args, stream).ok());
+    FF_CUDA_ASSERT(cudaStreamSynchronize(stream));
+    EXPECT_TRUE(p->MatchesReference());
+    Bf16GemmArgs elsewhere = p->args;
+    elsewhere.y = other_y.get();
+    ASSERT_TRUE(gemm_->Run(elsewhere, stream).ok());
+    ASSERT_TRUE(gemm_->Prepare(p->args, stream).ok());
+  }
+  FF_CUDA_ASSERT(cudaStreamSynchronize(stream));
+  EXPECT_EQ(gemm_->tunings(), 1);
+  EXPECT_EQ(gemm_->heuristic_queries(), queries);
+  EXPECT_EQ(gemm_->DescribeAlgorithm(p->args).value_or(""), *chosen);
+
+  // Another m: one more problem, tuned at its first Run; then neither retunes.
+  std::unique_ptr<Problem> q = MakeProblem(2, 4096, 4096, BiasKind::kNone, GemmElementType::kBf16);
+  ASSERT_TRUE(gemm_->Run(q->args, stream).ok());
+  ASSERT_TRUE(gemm_->Run(q->args, stream).ok());
+  ASSERT_TRUE(gemm_->Run(p->args, stream).ok());
+  FF_CUDA_ASSERT(cudaStreamSynchronize(stream));
+  EXPECT_EQ(gemm_->tunings(), 2);
+  EXPECT_EQ(gemm_->DescribeAlgorithm(p->args).value_or(""), *chosen);
+  EXPECT_THAT(gemm_->DescribeAlgorithm(q->args).value_or(""),
+              ::testing::Not(::testing::HasSubstr("not tuned yet")));
+  EXPECT_TRUE(q->MatchesReference());
+  cudaStreamDestroy(stream);
+}
+
+// A problem first met during stream capture is not timed (no host synchronisation inside a
+// capture): the graph gets the heuristic's first choice, and the first call outside capture
+// tunes it. Both give correct results.
+TEST_F(Bf16GemmAutotuneTest, ProblemFirstMetInCaptureIsTunedLater) {
+  std::unique_ptr<Problem> p = MakeProblem(4, 512, 1024, BiasKind::kNone, GemmElementType::kBf16);
+  cudaStream_t stream;
+  FF_CUDA_ASSERT(cudaStreamCreate(&stream));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  FF_CUDA_ASSERT(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  const absl::Status captured = gemm_->Run(p->args, stream);
+  FF_CUDA_ASSERT(cudaStreamEndCapture(stream, &graph));
+  ASSERT_TRUE(captured.ok()) << captured;
+  EXPECT_EQ(gemm_->tunings(), 0);
+  const absl::StatusOr<int> count = gemm_->CandidateCount(p->args);
+  ASSERT_TRUE(count.ok()) << count.status();
+  if (*count > 1) {
+    EXPECT_THAT(gemm_->DescribeAlgorithm(p->args).value_or(""),
+                ::testing::HasSubstr("not tuned yet"));
+  }
+  FF_CUDA_ASSERT(cudaGraphInstantiate(&exec, graph, 0));
+  FF_CUDA_ASSERT(cudaGraphLaunch(exec, stream));
+  FF_CUDA_ASSERT(cudaStreamSynchronize(stream));
+  EXPECT_TRUE(p->MatchesReference());
+
+  ASSERT_TRUE(gemm_->Run(p->args, stream).ok());  // tunes (or settles a single candidate)
+  FF_CUDA_ASSERT(cudaStreamSynchronize(stream));
+  EXPECT_EQ(gemm_->tunings(), 1);
+  EXPECT_THAT(gemm_->DescribeAlgorithm(p->args).value_or(""),
+              ::testing::Not(::testing::HasSubstr("not tuned yet")));
+  p->PoisonY();
+  ASSERT_TRUE(gemm_->Run(p->args, stream).ok());
+  FF_CUDA_ASSERT(cudaStreamSynchronize(stream));
+  EXPECT_TRUE(p->MatchesReference());
+  EXPECT_EQ(gemm_->tunings(), 1);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+// autotune = false: the heuristic's first usable candidate, deterministically (the same bits as
+// candidate 0), nothing timed.
+TEST_F(Bf16GemmAutotuneTest, WithoutAutotuneRunsTheHeuristicsFirstChoice) {
+  std::unique_ptr<CublasLtGemm> gemm = MakeGemm({.autotune = false});
+  ASSERT_NE(gemm, nullptr);
+  std::unique_ptr<Problem> p = MakeProblem(16, 6144, 4096, BiasKind::kNone, GemmElementType::kBf16);
+  ASSERT_TRUE(gemm->Run(p->args, nullptr).ok());
+  FF_CUDA_ASSERT(cudaDeviceSynchronize());
+  EXPECT_TRUE(p->MatchesReference());
+  const std::vector<uint16_t> chosen = p->y_bf16->ToHost();
+  EXPECT_EQ(gemm->tunings(), 0);
+  EXPECT_THAT(gemm->DescribeAlgorithm(p->args).value_or(""), ::testing::HasSubstr("autotune off"));
+  p->PoisonY();
+  ASSERT_TRUE(gemm->RunCandidate(p->args, 0, nullptr).ok());
+  FF_CUDA_ASSERT(cudaDeviceSynchronize());
+  EXPECT_EQ(p->y_bf16->ToHost(), chosen);
+}
+
+// The tuner's budget and L2 options: a budget too small for two candidates settles on the
+// heuristic's choice untimed; without the L2 flush (or with one iteration) it still tunes; the
+// results stay correct either way.
+TEST_F(Bf16GemmAutotuneTest, TuningOptionsKeepResultsCorrect) {
+  struct Setting {
+    CublasLtGemm::Options options;
+    const char* expected;  // in DescribeAlgorithm, where the problem has several candidates
+  };
+  const Setting settings[] = {
+      {{.tuning_budget_us = 1.0}, "over the tuning budget"},
+      {{.timing_iterations = 1, .flush_l2 = false}, "warm L2"},
+      {{.candidates = 2, .split_k_variants = false}, "tuned"},
+      {{.candidates = 1, .split_k_variants = false}, "the only candidate"},
+  };
+  for (const Setting& setting : settings) {
+    SCOPED_TRACE(setting.expected);
+    std::unique_ptr<CublasLtGemm> gemm = MakeGemm(setting.options);
+    ASSERT_NE(gemm, nullptr);
+    std::unique_ptr<Problem> p =
+        MakeProblem(1, 6144, 4096, BiasKind::kRandom, GemmElementType::kBf16);
+    ASSERT_TRUE(gemm->Prepare(p->args, nullptr).ok());
+    const absl::StatusOr<int> count = gemm->CandidateCount(p->args);
+    ASSERT_TRUE(count.ok()) << count.status();
+    const std::string chosen = gemm->DescribeAlgorithm(p->args).value_or("");
+    SCOPED_TRACE(chosen);
+    if (*count > 1 || setting.options.candidates == 1) {
+      EXPECT_THAT(chosen, ::testing::HasSubstr(setting.expected));
+    }
+    EXPECT_EQ(gemm->tunings(), 1);
+    p->PoisonY();
+    ASSERT_TRUE(gemm->Run(p->args, nullptr).ok());
+    FF_CUDA_ASSERT(cudaDeviceSynchronize());
+    EXPECT_TRUE(p->MatchesReference());
+  }
+}
+
+TEST_F(Bf16GemmAutotuneTest, RejectsBadOptionsNamingTheField) {
+  const auto error_of = [&](const CublasLtGemm::Options& options) {
+    auto gemm = CublasLtGemm::Create(workspace_, CublasLtGemm::WorkspaceBytes(), options);
+    return gemm.ok() ? std::string("ok") : std::string(gemm.status().message());
+  };
+  EXPECT_THAT(error_of({.candidates = 0}), ::testing::HasSubstr("candidates"));
+  EXPECT_THAT(error_of({.timing_iterations = 0}), ::testing::HasSubstr("timing_iterations"));
+  EXPECT_THAT(error_of({.tuning_budget_us = 0}), ::testing::HasSubstr("tuning_budget_us"));
+  EXPECT_EQ(error_of({}), "ok");
+  DeviceBuffer<uint16_t> buffer(64);
+  const Bf16GemmArgs args{
+      .m = 2, .n = 8, .k = 4, .x = AsBf16(buffer), .w = AsBf16(buffer), .y = buffer.get()};
+  EXPECT_EQ(gemm_->DescribeAlgorithm(args).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(gemm_->RunCandidate(args, -1, nullptr).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(Bf16GemmTestBase, RejectsBadArgumentsNamingTheField) {
