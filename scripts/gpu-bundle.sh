@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# Builds the CUDA configuration and copies the GPU test and benchmark binaries, with the
-# non-system shared libraries they load, into .gpu-bundle/ (git-ignored) for the GPU machine.
-# Then run scripts/gpu-run.sh there (see docs/GPU.md).
+# Builds the CUDA configuration and packs what the GPU machine needs into .gpu-bundle/ (git-ignored):
+# flatfleet, gpu_tests and gpu_bench with their non-system shared libraries (packed as
+# payload.tar.xz, to stay under the 64 MiB a device call carries), the Python baselines, and a copy
+# of the shared fixtures the engine checks read (the checkout's ../shared does not travel).
+# There: `cd .gpu-bundle && tar xJf payload.tar.xz && cd .. && scripts/gpu-engine-run.sh`
+# (or scripts/gpu-run.sh for the kernel tests and benchmarks alone); see docs/GPU.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLATFLEET_CUDA=ON \
   -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
   -DCMAKE_CUDA_ARCHITECTURES=90a >/dev/null
-ninja -C build-cuda gpu_tests gpu_bench
+ninja -C build-cuda flatfleet gpu_tests gpu_bench
 rm -rf .gpu-bundle
 bundler=../shared/gpu/bundle.sh
-"$bundler" .gpu-bundle build-cuda/bin/gpu_tests build-cuda/bin/gpu_bench
-strip .gpu-bundle/bin/* || true
+"$bundler" .gpu-bundle build-cuda/bin/flatfleet build-cuda/bin/gpu_tests build-cuda/bin/gpu_bench
+cp build-cuda/bin/libflatfleet_sentencepiece.so .gpu-bundle/bin/
+strip .gpu-bundle/bin/flatfleet .gpu-bundle/bin/gpu_tests .gpu-bundle/bin/gpu_bench || true
+mkdir -p .gpu-bundle/python .gpu-bundle/shared/fixtures .gpu-bundle/shared/models \
+  .gpu-bundle/shared/data/tinystories
+cp bench/python/*.py .gpu-bundle/python/
+cp -r ../shared/fixtures/llama-tiny ../shared/fixtures/mixtral-tiny .gpu-bundle/shared/fixtures/
+cp -r ../shared/models/stories260K .gpu-bundle/shared/models/
+cp ../shared/data/tinystories/valid.txt .gpu-bundle/shared/data/tinystories/
+(cd .gpu-bundle && tar cJf payload.tar.xz bin lib && rm -rf bin lib)
+du -sh .gpu-bundle
