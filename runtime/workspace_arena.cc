@@ -29,8 +29,9 @@ absl::StatusOr<void*> WorkspaceArena::TakeBytes(size_t bytes) {
           "is sized at start-up for the largest step (max_step_tokens)",
           MemoryKindName(allocator_->kind()), rounded, buffer_.bytes() - used_, buffer_.bytes()));
     }
-    // Host arenas: grow to twice the need. Earlier views stay valid (the old buffer is kept).
-    const size_t grown = 2 * (used_ + rounded);
+    // Grow to the need plus a quarter (device memory is precious: the KV pool holds the rest).
+    // Earlier views stay valid (the old buffer is kept until Reset).
+    const size_t grown = (used_ + rounded) + (used_ + rounded) / 4;
     FF_ASSIGN_OR_RETURN(Buffer bigger, Buffer::Allocate(*allocator_, grown));
     retired_.push_back(std::move(buffer_));
     buffer_ = std::move(bigger);

@@ -30,6 +30,17 @@ class WorkspaceArena {
   // A dense [rows, cols] matrix of `type` from the arena, valid until Reset().
   absl::StatusOr<TensorView> Take(ScalarType type, int64_t rows, int64_t cols);
   absl::StatusOr<void*> TakeBytes(size_t bytes);
+  // Scratch an op needs only while its kernels run (they are ordered on one stream, so the next
+  // op's kernels may reuse it): take a mark before, release to it after. A mark taken before the
+  // arena grew is ignored.
+  struct Mark {
+    const void* buffer;
+    size_t used;
+  };
+  Mark mark() const { return {buffer_.data(), used_}; }
+  void Release(const Mark& mark) {
+    if (mark.buffer == buffer_.data() && mark.used <= used_) used_ = mark.used;
+  }
   void Reset() {
     used_ = 0;
     retired_.clear();

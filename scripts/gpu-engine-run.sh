@@ -16,9 +16,12 @@ declare -a table
 row() { table+=("$(printf '%-44s %s' "$1" "$2")"); }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/device.txt"
 
-"$bundle/bin/gpu_tests" --gtest_brief=1 > "$out/gpu_tests.txt" 2>&1
-row "gpu_tests (exit $?)" "$(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$out/gpu_tests.txt" | tr '\n' ' ')"
-grep -E '^\[  FAILED|relative error' "$out/gpu_tests.txt" | head -40
+# RUN_TESTS=0, RUN_SERVICE=0, RUN_KERNEL_BENCH=0, ENGINE_BENCH=0 skip those parts.
+if [ "${RUN_TESTS:-1}" = 1 ]; then
+  "$bundle/bin/gpu_tests" --gtest_brief=1 > "$out/gpu_tests.txt" 2>&1
+  row "gpu_tests (exit $?)" "$(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$out/gpu_tests.txt" | tr '\n' ' ')"
+  grep -E '^\[  FAILED|relative error' "$out/gpu_tests.txt" | head -40
+fi
 
 work=$(mktemp -d)
 for model in fixtures/llama-tiny fixtures/mixtral-tiny models/stories260K; do
@@ -41,6 +44,7 @@ if cmp -s "$work/generate_cpu.txt" "$work/generate_cuda.txt"; then same=equal; e
 row "generate greedy 48 tokens cpu vs cuda" "$same: $(head -c 120 "$work/generate_cuda.txt" | tr '\n' ' ')"
 
 # The service: coordinator + one GPU worker on loopback, a 64-request batch.
+if [ "${RUN_SERVICE:-1}" = 1 ]; then
 "$ff" serve worker --device cuda --listen 127.0.0.1:7171 > "$work/worker.txt" 2>&1 &
 worker=$!
 sleep 2
@@ -59,11 +63,12 @@ row "batch via coordinator + serve worker --device cuda" \
   "$(wc -l < "$out/results.jsonl") result lines; $(tr '\n' ' ' < "$work/status.txt" | cut -c1-150)"
 kill $coordinator $worker 2>/dev/null; wait 2>/dev/null
 for f in worker coordinator submit status; do { echo "== $f"; cat "$work/$f.txt"; } >> "$out/service.txt"; done
+fi
 
-timeout 240 "$bundle/bin/gpu_bench" --benchmark_min_time=0.05 \
+[ "${RUN_KERNEL_BENCH:-1}" = 1 ] && timeout 240 "$bundle/bin/gpu_bench" --benchmark_min_time=0.05 \
   --benchmark_filter="${BENCH_FILTER:-CublasLt|PagedAttention|Attention|FusedAddRmsNorm|Sampling|MixtralMoeLayer}" \
   > "$out/gpu_bench.txt" 2>&1
-row "gpu_bench (exit $?)" "$(grep -c '^BM_' "$out/gpu_bench.txt") benchmarks in gpu_bench.txt"
+[ "${RUN_KERNEL_BENCH:-1}" = 1 ] && row "gpu_bench" "$(grep -c '^BM_' "$out/gpu_bench.txt") benchmarks in gpu_bench.txt"
 # The engine on Llama-3-8B-shaped random weights (ENGINE_BENCH=0 skips it).
 if [ "${ENGINE_BENCH:-1}" = 1 ]; then
   bench() {

@@ -40,6 +40,7 @@ struct BenchOptions {
   int64_t max_batch = 256;
   int64_t max_step_tokens = 8192;
   uint64_t seed = 1;
+  bool warmup = true;
   engine::DeviceOptions device;
 };
 
@@ -181,6 +182,21 @@ absl::Status RunBench(const BenchOptions& options) {
 
   std::mt19937_64 rng(options.seed);
   std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(config.vocab_size - 1));
+  // Warm-up, not timed: the first step of each shape chooses GEMM algorithms and captures the
+  // decode graph of its batch bucket.
+  if (options.warmup) {
+    for (int64_t r = 0; r < std::min(options.requests, options.max_batch); ++r) {
+      engine::EngineRequest request;
+      request.id = absl::StrFormat("warmup%lld", static_cast<long long>(r));
+      request.prompt.resize(options.input_len);
+      for (int32_t& t : request.prompt) t = token(rng);
+      request.params.max_tokens = std::min<int64_t>(options.output_len, 4);
+      request.params.ignore_eos = true;
+      FF_RETURN_IF_ERROR(engine->Submit(std::move(request)));
+    }
+    while (!engine->Idle()) engine->Step();
+  }
+  const engine::EngineStats before = engine->Stats();
   const auto start = Clock::now();
   for (int64_t r = 0; r < options.requests; ++r) {
     engine::EngineRequest request;
@@ -218,15 +234,19 @@ absl::Status RunBench(const BenchOptions& options) {
       std::fprintf(stderr, "\rbench: %lld/%lld requests done, %lld running, %.0f output tok/s   ",
                    static_cast<long long>(done), static_cast<long long>(options.requests),
                    static_cast<long long>(stats.running_requests),
-                   static_cast<double>(stats.generated_tokens_total) / elapsed);
+                   static_cast<double>(stats.generated_tokens_total -
+                                       before.generated_tokens_total) /
+                       elapsed);
     }
   }
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   std::fprintf(stderr, "\n");
   const engine::EngineStats stats = engine->Stats();
-  const double input_tokens = static_cast<double>(stats.prompt_tokens_total);
+  const double input_tokens =
+      static_cast<double>(stats.prompt_tokens_total - before.prompt_tokens_total);
   std::printf("elapsed: %.2f s, %lld steps, %lld requests failed\n", elapsed,
-              static_cast<long long>(stats.steps_total), static_cast<long long>(failed));
+              static_cast<long long>(stats.steps_total - before.steps_total),
+              static_cast<long long>(failed));
   std::printf("throughput: input %.0f tok/s, output %.0f tok/s, total %.0f tok/s\n",
               input_tokens / elapsed, static_cast<double>(output_tokens) / elapsed,
               (input_tokens + static_cast<double>(output_tokens)) / elapsed);
@@ -289,6 +309,8 @@ CommandRunner RegisterBenchCommand(CLI::App& app) {
                   "Most tokens in one forward pass (chunked prefill)")
       ->capture_default_str();
   cmd->add_option("--seed", options->seed, "Weights and prompts")->capture_default_str();
+  cmd->add_flag("!--no-warmup", options->warmup,
+                "Skip the untimed warm-up pass (algorithm choice, graph capture)");
   AddDeviceFlags(cmd, &options->device);
   return [options] {
     const absl::Status status = RunBench(*options);

@@ -197,9 +197,36 @@ absl::StatusOr<int> RunScore(const ScoreOptions& options) {
               rel_error, static_cast<long long>(batch), static_cast<long long>(length), bound,
               logits_ok ? "ok" : "FAIL");
   const double top1 = static_cast<double>(agree) / static_cast<double>(batch * length);
-  const bool top1_ok = top1 >= options.min_top1;
-  std::printf("top-1 agreement: %lld / %lld = %.4f (bound %.2f): %s\n",
+  // Top-1 where the reference itself decides it: its top-2 margin exceeds four times the
+  // engine's measured per-logit error (relative error times the logits' rms). A near-tie below
+  // that flips with any engine of this precision (random-weight fixtures have some: mixtral-tiny
+  // has a margin of 1.4e-3 against logits of rms 0.86), so it is reported, not gated.
+  const double ref_rms = std::sqrt(ref_squares / static_cast<double>(batch * length * vocab));
+  const double decidable_margin = 4.0 * rel_error * ref_rms;
+  int64_t decidable = 0, decidable_agree = 0;
+  for (int64_t row = 0; row < batch * length; ++row) {
+    const float* expected = ref.logits.data() + row * vocab;
+    float first = -INFINITY, second = -INFINITY;
+    for (int64_t v = 0; v < vocab; ++v) {
+      if (expected[v] > first) {
+        second = first;
+        first = expected[v];
+      } else if (expected[v] > second) {
+        second = expected[v];
+      }
+    }
+    if (first - second <= decidable_margin) continue;
+    ++decidable;
+    decidable_agree += engine::Argmax({logits.row(row), static_cast<size_t>(vocab)}) ==
+                       engine::Argmax({expected, static_cast<size_t>(vocab)});
+  }
+  const double decidable_top1 =
+      decidable == 0 ? 1.0 : static_cast<double>(decidable_agree) / static_cast<double>(decidable);
+  const bool top1_ok = decidable_top1 >= options.min_top1;
+  std::printf("top-1 agreement: %lld / %lld = %.4f; at the %lld positions whose reference margin "
+              "exceeds %.2e: %.4f (bound %.2f): %s\n",
               static_cast<long long>(agree), static_cast<long long>(batch * length), top1,
+              static_cast<long long>(decidable), decidable_margin, decidable_top1,
               options.min_top1, top1_ok ? "ok" : "FAIL");
   if (quantized) {
     FF_ASSIGN_OR_RETURN(quant::LogitAgreement agreement,
@@ -259,7 +286,8 @@ CommandRunner RegisterScoreCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--per-position", options->per_position, "Print the error of every position");
   cmd->add_option("--min-top1", options->min_top1,
-                  "Least share of positions whose argmax equals the reference's")
+                  "Least share of positions whose argmax equals the reference's (among those "
+                  "whose reference top-2 margin exceeds 4x the measured per-logit error)")
       ->check(CLI::Range(0.0, 1.0))
       ->capture_default_str();
   tools::AddDeviceFlags(cmd, &options->device);

@@ -104,6 +104,16 @@ int64_t LlamaModel::WorkspaceBytes(int64_t step_tokens, int64_t logit_rows) cons
   };
   Activations::ForEach(Sizes(), backend_.activation_type(), step_tokens, logit_rows, count, nullptr)
       .IgnoreError();
+  if (config_.is_moe()) {
+    // A device MoE block permutes its rows by expert: routing ids and weights, offsets, the
+    // permutation both ways, and x, gate|up, the activated product and the down projection of
+    // every (row, expert) pair (kernels/cuda/backend: SparseMoe).
+    const int64_t pairs = step_tokens * config_.num_experts_per_tok;
+    const int64_t act = static_cast<int64_t>(runtime::ScalarSize(backend_.activation_type()));
+    const int64_t inter = weights_.layout.intermediate.size();
+    bytes += pairs * (2 * config_.hidden_size + 3 * inter) * act + 4 * pairs * 4 +
+             (config_.num_local_experts + 1) * 4 + 8 * runtime::WorkspaceArena::kAlignment;
+  }
   return bytes;
 }
 

@@ -150,6 +150,7 @@ class CudaExecutionContext final : public ExecutionContext {
     return arena_.Take(type, rows, cols);
   }
   absl::StatusOr<void*> ScratchBytes(size_t bytes) { return arena_.TakeBytes(bytes); }
+  runtime::WorkspaceArena& arena() { return arena_; }
 
   absl::Status BeginStep(const StepBatch& batch) override {
     // The previous step ended with a host synchronisation (logits or ids came back), so the
@@ -705,10 +706,14 @@ absl::Status CudaBackend::Attention(ExecutionContext& context, int64_t layer,
   params.max_context_length = step.max_context_length;
   params.scale = shape.scale;
   params.workspace_bytes = cuda::PagedAttentionWorkspaceBytes(params);
+  // The split-K partials live only while this layer's attention runs.
+  const runtime::WorkspaceArena::Mark mark = cuda.arena().mark();
   if (params.workspace_bytes > 0) {
     FF_ASSIGN_OR_RETURN(params.workspace, cuda.ScratchBytes(params.workspace_bytes));
   }
-  return cuda::PagedAttention(params, cuda.stream());
+  const absl::Status launched = cuda::PagedAttention(params, cuda.stream());
+  cuda.arena().Release(mark);
+  return launched;
 }
 
 absl::Status CudaBackend::SiluMul(ExecutionContext& context, const ConstTensorView& gate_up,
@@ -777,6 +782,14 @@ absl::Status CudaBackend::SparseMoe(ExecutionContext& context, const ConstTensor
     pointers = &it->second;
   }
   const int64_t permuted = rows * top_k;
+  // The permutation buffers live only while this layer's MoE block runs (every layer reuses
+  // them: stream order keeps the next layer's kernels behind this one's).
+  const runtime::WorkspaceArena::Mark mark = cuda.arena().mark();
+  struct ReleaseAtExit {
+    runtime::WorkspaceArena& arena;
+    runtime::WorkspaceArena::Mark mark;
+    ~ReleaseAtExit() { arena.Release(mark); }
+  } release{cuda.arena(), mark};
   FF_ASSIGN_OR_RETURN(void* ids, cuda.ScratchBytes(permuted * 4));
   FF_ASSIGN_OR_RETURN(void* weights, cuda.ScratchBytes(permuted * 4));
   FF_ASSIGN_OR_RETURN(void* offsets, cuda.ScratchBytes((num_experts + 1) * 4));
