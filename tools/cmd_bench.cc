@@ -122,7 +122,9 @@ absl::Status RunBench(const BenchOptions& options) {
   std::unique_ptr<engine::LlamaModel> model;
   std::string what;
   if (std::filesystem::is_directory(options.arch)) {
-    FF_ASSIGN_OR_RETURN(model, engine::LoadLlamaModel(options.arch, backend));
+    engine::ModelOptions model_options;
+    model_options.load_progress = LoadProgressLine("bench");
+    FF_ASSIGN_OR_RETURN(model, engine::LoadLlamaModel(options.arch, backend, model_options));
     what = options.arch;
   } else {
     FF_ASSIGN_OR_RETURN(ModelConfig config, ArchitectureConfig(options.arch));
@@ -131,7 +133,9 @@ absl::Status RunBench(const BenchOptions& options) {
     std::fprintf(stderr, "flatfleet bench: generating %s weights (seed %llu)...\n",
                  options.arch.c_str(), static_cast<unsigned long long>(options.seed));
     engine::SeededWeightSource source(backend, options.seed);
-    FF_ASSIGN_OR_RETURN(model, engine::BuildLlamaModel(config, source, backend));
+    engine::ModelOptions model_options;
+    model_options.load_progress = LoadProgressLine("bench");
+    FF_ASSIGN_OR_RETURN(model, engine::BuildLlamaModel(config, source, backend, model_options));
     what = absl::StrFormat("%s (random weights, seed %llu)", options.arch,
                            static_cast<unsigned long long>(options.seed));
   }
@@ -231,12 +235,12 @@ absl::Status RunBench(const BenchOptions& options) {
       last_report = Clock::now();
       const engine::EngineStats stats = engine->Stats();
       const double elapsed = std::chrono::duration<double>(last_report - start).count();
-      std::fprintf(stderr, "\rbench: %lld/%lld requests done, %lld running, %.0f output tok/s   ",
-                   static_cast<long long>(done), static_cast<long long>(options.requests),
-                   static_cast<long long>(stats.running_requests),
-                   static_cast<double>(stats.generated_tokens_total -
-                                       before.generated_tokens_total) /
-                       elapsed);
+      std::fprintf(
+          stderr, "\rbench: %lld/%lld requests done, %lld running, %.0f output tok/s   ",
+          static_cast<long long>(done), static_cast<long long>(options.requests),
+          static_cast<long long>(stats.running_requests),
+          static_cast<double>(stats.generated_tokens_total - before.generated_tokens_total) /
+              elapsed);
     }
   }
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();

@@ -84,10 +84,11 @@ absl::Status RunEvalPpl(const EvalPplOptions& options) {
   }
   int64_t total_windows = n <= window ? 1 : (n - window + stride - 1) / stride + 1;
   if (options.max_windows > 0) total_windows = std::min(total_windows, options.max_windows);
-  std::fprintf(stderr, "eval-ppl: %s model, %lld tokens, %lld windows of %lld (stride %lld)\n",
-               runnable.Description().c_str(), static_cast<long long>(n),
-               static_cast<long long>(total_windows), static_cast<long long>(window),
-               static_cast<long long>(stride));
+  std::fprintf(stderr,
+               "eval-ppl: %s model on %s, %lld tokens, %lld windows of %lld (stride %lld)\n",
+               runnable.Description().c_str(), std::string(model.backend().name()).c_str(),
+               static_cast<long long>(n), static_cast<long long>(total_windows),
+               static_cast<long long>(window), static_cast<long long>(stride));
 
   const auto start = std::chrono::steady_clock::now();
   double nll = 0.0;

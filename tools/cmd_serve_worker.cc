@@ -70,6 +70,7 @@ int RunServeWorker(const ServeWorkerOptions& options) {
   }
   engine::CpuModelLoaderOptions loader_options;
   loader_options.backend = selected->backend;
+  loader_options.load_progress = LoadProgressLine("serve worker");
   process_options.service.model_loader = engine::CpuModelLoader(loader_options);
   if (selected->cuda) process_options.service.device_backend = selected->backend;
   engine::ContinuousBatcherOptions batcher_options;

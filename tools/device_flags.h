@@ -2,12 +2,16 @@
 // model, and the one line on stderr that says where it runs.
 #pragma once
 
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
 #include <string>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/statusor.h"
 #include "worker/model/device_selection.h"
+#include "worker/model/llama_weights.h"
 
 namespace flatfleet::tools {
 
@@ -40,6 +44,27 @@ inline absl::StatusOr<engine::SelectedBackend> OpenDevice(const engine::DeviceOp
                  selected->reason.c_str(), selected->reason.empty() ? "" : ")");
   }
   return selected;
+}
+
+// A load progress line on stderr: rewritten in place on a terminal, every quarter otherwise.
+inline engine::WeightLoadProgress LoadProgressLine(const char* command) {
+  const auto start = std::chrono::steady_clock::now();
+  const bool terminal = isatty(fileno(stderr)) != 0;
+  return [command, start, terminal, last_quarter = int64_t{-1}](int64_t done, int64_t total,
+                                                                int64_t bytes) mutable {
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const int64_t quarter = total > 0 ? 4 * done / total : 4;
+    if (!terminal && quarter == last_quarter) return;
+    last_quarter = quarter;
+    const double eta = done > 0 ? seconds * static_cast<double>(total - done) / done : 0.0;
+    std::fprintf(stderr,
+                 "%sflatfleet %s: loaded %lld/%lld layers, %.2f GB (as float32), %.1f s, "
+                 "ETA %.1f s%s",
+                 terminal ? "\r" : "", command, static_cast<long long>(done),
+                 static_cast<long long>(total), static_cast<double>(bytes) / 1e9, seconds, eta,
+                 terminal && done < total ? "" : "\n");
+  };
 }
 
 }  // namespace flatfleet::tools

@@ -497,7 +497,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> BuildLlamaModel(const ModelConfig& c
                                                      static_cast<int64_t>(inv_freq.size())),
                             kernels::WeightUse::kVector));
   FF_ASSIGN_OR_RETURN(std::unique_ptr<kernels::ExecutionContext> context, backend.CreateContext());
-  FF_ASSIGN_OR_RETURN(LlamaWeights weights, LoadLlamaWeights(config, source, backend, layout));
+  FF_ASSIGN_OR_RETURN(LlamaWeights weights,
+                      LoadLlamaWeights(config, source, backend, layout, options.load_progress));
   return std::make_unique<LlamaModel>(config, std::move(weights), backend, std::move(context),
                                       std::move(frequencies), options);
 }

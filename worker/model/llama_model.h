@@ -39,6 +39,8 @@ struct ModelOptions {
   // Run as one rank of a tensor-parallel group (docs/TENSOR_PARALLEL.md). The default (size 1,
   // no communicator) is the single-process model, bit for bit.
   TensorParallelContext tensor_parallel;
+  // Told after each decoder layer's weights are on the backend (a progress line for big models).
+  WeightLoadProgress load_progress;
 };
 
 // A tensor-parallel rank's collective traffic since the model was built.

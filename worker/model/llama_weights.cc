@@ -288,7 +288,8 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const W
 
 absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const WeightSource& source,
                                               kernels::Backend& backend,
-                                              const TensorParallelLayout& layout) {
+                                              const TensorParallelLayout& layout,
+                                              const WeightLoadProgress& progress) {
   LlamaWeights weights;
   weights.layout = layout;
   Loader load(source, backend, weights.load_stats, weights.linears);
@@ -356,6 +357,10 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const W
                           load.RowParallelLinear(mlp + "down_proj.", hidden, inter, local_inter,
                                                  mlp_bias && holds_row_parallel_bias));
     }
+    if (progress) {
+      progress(layer + 1, config.num_hidden_layers,
+               weights.load_stats.sharded_bytes + weights.load_stats.replicated_bytes);
+    }
   }
   FF_ASSIGN_OR_RETURN(Tensor final_norm, load.Replicated("model.norm.weight", {hidden}));
   FF_ASSIGN_OR_RETURN(weights.final_norm, load.Weight(final_norm, kernels::WeightUse::kVector));
@@ -383,6 +388,10 @@ absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const W
   }
   FF_ASSIGN_OR_RETURN(weights.embed_tokens,
                       load.Weight(embedding.view, kernels::WeightUse::kEmbeddingTable));
+  if (progress) {
+    progress(config.num_hidden_layers, config.num_hidden_layers,
+             weights.load_stats.sharded_bytes + weights.load_stats.replicated_bytes);
+  }
   return weights;
 }
 

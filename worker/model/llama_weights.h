@@ -2,6 +2,7 @@
 // handles, norms and the embedding table as float32.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -73,9 +74,15 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> LlamaTensorShapes(
 
 absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const WeightSource& source,
                                               kernels::Backend& backend);
+// Called after each decoder layer is prepared (and once more at the end, with
+// layers_done == layers_total), with the weight bytes obtained so far counted as float32.
+using WeightLoadProgress =
+    std::function<void(int64_t layers_done, int64_t layers_total, int64_t bytes)>;
+
 // Loads only `layout`'s share (PlanTensorParallel).
 absl::StatusOr<LlamaWeights> LoadLlamaWeights(const ModelConfig& config, const WeightSource& source,
                                               kernels::Backend& backend,
-                                              const TensorParallelLayout& layout);
+                                              const TensorParallelLayout& layout,
+                                              const WeightLoadProgress& progress = nullptr);
 
 }  // namespace flatfleet::engine

@@ -185,6 +185,7 @@ ModelLoader CpuModelLoader(CpuModelLoaderOptions options) {
     }
     kernels::Backend& backend =
         options.backend != nullptr ? *options.backend : kernels::cpu::DefaultCpuBackend();
+    model_options.load_progress = options.load_progress;
     LoadedModel loaded;
     if (request.model_path() == kBuiltinDemoModel) {
       absl::StatusOr<std::unique_ptr<LlamaModel>> demo =

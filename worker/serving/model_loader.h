@@ -42,6 +42,8 @@ struct CpuModelLoaderOptions {
   // Where float checkpoints (and the demo model) run: the CPU reference when null, else e.g.
   // the CUDA backend (`serve worker --device cuda`); it must outlive every loaded model.
   kernels::Backend* backend = nullptr;
+  // A progress line while a checkpoint's layers load (serve worker prints it on stderr).
+  WeightLoadProgress load_progress;
 };
 
 // Loads `builtin:demo` or a checkpoint directory (float, or quantized by `flatfleet quantize`,
