@@ -94,7 +94,9 @@ int RunDemo(const DemoOptions& options) {
 
   std::vector<std::string> worker_addresses;
   for (int i = 0; i < 2; ++i) {
-    auto worker = SpawnSelf({"serve", "worker", "--listen", "127.0.0.1:0"}, log);
+    // The demo's TP=2 group runs on the CPU (Gloo) even where a GPU is visible: GPU tensor
+    // parallelism is not in the service yet.
+    auto worker = SpawnSelf({"serve", "worker", "--listen", "127.0.0.1:0", "--device", "cpu"}, log);
     if (!worker.ok()) return fail(worker.status());
     workers.push_back(*std::move(worker));
     absl::StatusOr<std::string> address =
