@@ -27,10 +27,10 @@ if ls -a "$work" | grep -q '^\.q\.'; then
   exit 1
 fi
 
-"$flatfleet" score --model "$work/q" --reference "$model/reference.safetensors" --bf16-rope \
+"$flatfleet" score --device cpu --model "$work/q" --reference "$model/reference.safetensors" --bf16-rope \
     > "$work/score.log"
 grep -q 'quantized vs reference: mean KL' "$work/score.log"
-"$flatfleet" eval-ppl --model "$work/q" --text "$text" --window 64 --max-windows 2 \
+"$flatfleet" eval-ppl --device cpu --model "$work/q" --text "$text" --window 64 --max-windows 2 \
     > "$work/ppl.log" 2> /dev/null
 grep -q '^perplexity: [0-9]' "$work/ppl.log"
 grep -q '^scored tokens: 126$' "$work/ppl.log"  # 2 windows x 63 predicted tokens
