@@ -5,15 +5,16 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
-#include <string>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/backend/cuda_backend.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/quant/test_random.h"
 #include "worker/batching/continuous_batcher.h"
 #include "worker/generate/generator.h"
 #include "worker/model/llama_model.h"
@@ -33,16 +34,10 @@ std::filesystem::path SharedDir() {
   return FLATFLEET_SHARED_DIR;
 }
 
-uint32_t Seed() {
-  if (const char* fixed = std::getenv("FLATFLEET_TEST_SEED"))
-    return std::strtoul(fixed, nullptr, 10);
-  return std::random_device{}();
-}
-
 // Runs two prompts (one a prefill in two chunks, so the second chunk attends to a cached prefix)
 // on both models and compares all positions' logits.
-Comparison Compare(const LlamaModel& cpu, const LlamaModel& gpu, uint32_t seed) {
-  std::mt19937 rng(seed);
+Comparison Compare(const LlamaModel& cpu, const LlamaModel& gpu, uint64_t seed) {
+  std::mt19937_64 rng(seed);
   const int64_t vocab = cpu.config().vocab_size;
   std::vector<std::vector<int32_t>> prompts = {std::vector<int32_t>(37), std::vector<int32_t>(64)};
   for (auto& p : prompts)
@@ -94,7 +89,7 @@ TEST_P(CudaEngineTest, MatchesTheCpuReference) {
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   auto gpu = LoadLlamaModel(dir, **backend);
   ASSERT_TRUE(gpu.ok()) << gpu.status();
-  const uint32_t seed = Seed();
+  const uint64_t seed = quant::test_util::FreshSeed();
   SCOPED_TRACE(testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
   const Comparison c = Compare(**cpu, **gpu, seed);
   // bf16 weights and activations (8-bit mantissas) through a few layers: about 1% of the

@@ -6,15 +6,12 @@
 #include <cstdlib>
 #include <random>
 
+#include "tests/quant/test_random.h"
+
 namespace flatfleet::cuda::testing {
 
-inline uint64_t FreshSeed() {
-  if (const char* fixed = std::getenv("FLATFLEET_TEST_SEED")) {
-    return std::strtoull(fixed, nullptr, 10);
-  }
-  std::random_device device;
-  return (uint64_t{device()} << 32) | device();
-}
+// The project's one seed source (FLATFLEET_TEST_SEED, else a fresh one).
+using quant::test_util::FreshSeed;
 
 // Distance in ulps between two finite 16-bit floats of one format (bf16 or FP16 bit patterns,
 // sign-magnitude); +0 and -0 are equal.

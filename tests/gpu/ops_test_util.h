@@ -12,16 +12,12 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/quant/test_random.h"
 
 namespace flatfleet::cuda::testing {
 
-inline uint64_t FreshSeed() {
-  if (const char* fixed = std::getenv("FLATFLEET_TEST_SEED")) {
-    return std::strtoull(fixed, nullptr, 10);
-  }
-  std::random_device device;
-  return (uint64_t{device()} << 32) | device();
-}
+// The project's one seed source (FLATFLEET_TEST_SEED, else a fresh one).
+using quant::test_util::FreshSeed;
 
 // Seeded generator whose seed is attached to every failure of the test that owns it.
 class SeededRng {
