@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/alignment.h"
 #include "kernels/cuda/grouped_gemm_launch.h"
 
 namespace flatfleet::cuda {
@@ -14,8 +15,6 @@ constexpr char kName[] = "grouped GEMM";
 constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxGridY = 65535;
 constexpr int64_t kSimtColumnsPerBlock = 8;  // grouped_gemm.cu: kSimtWarps
-
-bool Aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
 absl::Status Invalid(auto&&... pieces) {
   return absl::InvalidArgumentError(absl::StrCat(kName, ": ", pieces...));

@@ -5,6 +5,7 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/alignment.h"
 #include "kernels/cuda/int8_kernels_launch.h"
 
 namespace flatfleet::cuda {
@@ -12,8 +13,6 @@ namespace {
 
 constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxAbsActivation = 127;  // symmetric INT8
-
-bool Aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
 absl::Status CheckShape(const char* gemm, int64_t m, int64_t n, int64_t k, int64_t k_multiple,
                         int64_t max_abs_weight) {

@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "absl/status/status.h"
+
 namespace flatfleet::cuda {
 
 struct KvCacheLayer {
@@ -19,5 +21,11 @@ struct KvCacheLayer {
   bool int8 = false;
   int64_t num_blocks = 0, block_size = 0, num_kv_heads = 0, head_dim = 0;
 };
+
+// The checks every kernel that reads or writes a layer makes: the layer holds `num_kv_heads`
+// heads of `head_dim`, its geometry is positive with every slot an int32, and its pools (and
+// INT8 scales) are set. InvalidArgument "KERNEL: cache.FIELD ..." otherwise.
+absl::Status ValidateKvCacheLayer(const KvCacheLayer& cache, int64_t num_kv_heads, int64_t head_dim,
+                                  const char* kernel);
 
 }  // namespace flatfleet::cuda

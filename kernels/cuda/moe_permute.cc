@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/alignment.h"
 #include "kernels/cuda/moe_permute_launch.h"
 
 namespace flatfleet::cuda {
@@ -18,8 +19,6 @@ absl::Status LaunchStatus(const char* op, cudaError_t error) {
   if (error == cudaSuccess) return absl::OkStatus();
   return absl::InternalError(absl::StrCat(op, " launch: ", cudaGetErrorString(error)));
 }
-
-bool Aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
 }  // namespace
 

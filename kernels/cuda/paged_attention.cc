@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/alignment.h"
 #include "kernels/cuda/paged_attention_launch.h"
 
 namespace flatfleet::cuda {
@@ -19,8 +20,6 @@ constexpr int64_t kMaxGridYZ = 65535;
 absl::Status Invalid(const char* field, const std::string& why) {
   return absl::InvalidArgumentError(absl::StrCat(kName, ": ", field, " ", why));
 }
-
-bool Aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -96,20 +95,8 @@ absl::Status Validate(const PagedAttentionParams& p) {
     return Invalid("head_dim", absl::StrCat("must be 8, 32, 64 or 128, got ", p.head_dim));
   }
   const KvCacheLayer& cache = p.cache;
-  if (cache.num_kv_heads != p.num_kv_heads) {
-    return Invalid(
-        "cache.num_kv_heads",
-        absl::StrCat("= ", cache.num_kv_heads, " differs from num_kv_heads = ", p.num_kv_heads));
-  }
-  if (cache.head_dim != p.head_dim) {
-    return Invalid("cache.head_dim",
-                   absl::StrCat("= ", cache.head_dim, " differs from head_dim = ", p.head_dim));
-  }
-  if (cache.block_size <= 0 || cache.block_size > kMaxInt32) {
-    return Invalid("cache.block_size", "must be positive");
-  }
-  if (cache.num_blocks <= 0 || cache.num_blocks > kMaxInt32) {
-    return Invalid("cache.num_blocks", "must be positive");
+  if (auto status = ValidateKvCacheLayer(cache, p.num_kv_heads, p.head_dim, kName); !status.ok()) {
+    return status;
   }
   if (p.max_context_length < 0 || p.max_context_length > kMaxInt32) {
     return Invalid("max_context_length", absl::StrCat("= ", p.max_context_length));
@@ -133,16 +120,10 @@ absl::Status Validate(const PagedAttentionParams& p) {
   }
   for (auto [name, pointer] : {std::tuple<const char*, const void*>{"q", p.q},
                                {"out", p.out},
-                               {"cache.keys", cache.keys},
-                               {"cache.values", cache.values},
                                {"block_tables", p.block_tables},
                                {"query_starts", p.query_starts},
                                {"context_lengths", p.context_lengths}}) {
     if (pointer == nullptr) return Invalid(name, "is null");
-  }
-  if (cache.int8 && cache.key_scales == nullptr) return Invalid("cache.key_scales", "is null");
-  if (cache.int8 && cache.value_scales == nullptr) {
-    return Invalid("cache.value_scales", "is null");
   }
   if (UsesTensorCores(p)) {
     for (auto [name, pointer] : {std::tuple<const char*, const void*>{"q", p.q},

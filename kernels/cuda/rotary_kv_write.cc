@@ -33,32 +33,15 @@ absl::Status RotaryKvWrite(const RotaryKvWriteParams& p, cudaStream_t stream) {
                                             internal::kRotaryMaxHeadDim, ", got ", p.head_dim));
   }
   const KvCacheLayer& cache = p.cache;
-  if (cache.num_kv_heads != p.num_kv_heads) {
-    return Invalid(
-        "cache.num_kv_heads",
-        absl::StrCat("= ", cache.num_kv_heads, " differs from num_kv_heads = ", p.num_kv_heads));
-  }
-  if (cache.head_dim != p.head_dim) {
-    return Invalid("cache.head_dim",
-                   absl::StrCat("= ", cache.head_dim, " differs from head_dim = ", p.head_dim));
-  }
-  if (cache.block_size <= 0) return Invalid("cache.block_size", "must be positive");
-  if (cache.num_blocks <= 0) return Invalid("cache.num_blocks", "must be positive");
-  if (cache.num_blocks > kMaxInt32 / cache.block_size) {
-    return Invalid("cache.num_blocks", "* block_size exceeds int32 slots");
+  if (auto status = ValidateKvCacheLayer(cache, p.num_kv_heads, p.head_dim, kName); !status.ok()) {
+    return status;
   }
   for (auto [name, pointer] : {std::tuple<const char*, const void*>{"qkv", p.qkv},
                                {"positions", p.positions},
                                {"inv_freq", p.inv_freq},
                                {"slot_mapping", p.slot_mapping},
-                               {"q_out", p.q_out},
-                               {"cache.keys", cache.keys},
-                               {"cache.values", cache.values}}) {
+                               {"q_out", p.q_out}}) {
     if (pointer == nullptr) return Invalid(name, "is null");
-  }
-  if (cache.int8 && cache.key_scales == nullptr) return Invalid("cache.key_scales", "is null");
-  if (cache.int8 && cache.value_scales == nullptr) {
-    return Invalid("cache.value_scales", "is null");
   }
   if (p.rows == 0) return absl::OkStatus();
 

@@ -1,5 +1,6 @@
-// Warp-level PTX wrappers of the tensor-core attention kernels: cp.async, ldmatrix and the bf16
-// m16n8k16 MMA (fragment layouts in the PTX ISA, "Matrix Fragments for mma.m16n8k16").
+// Warp-level PTX wrappers shared by the tensor-core kernels (attention, the grouped GEMM, the
+// INT8 GEMMs): cp.async, ldmatrix and the bf16 m16n8k16 MMA (fragment layouts in the PTX ISA,
+// "Matrix Fragments for mma.m16n8k16").
 #pragma once
 
 #include <cstdint>
