@@ -94,10 +94,13 @@ absl::Status RunEvalPpl(const EvalPplOptions& options) {
   double nll = 0.0;
   int64_t scored = 0;
   int64_t scored_until = 0;  // tokens before this index have been scored
+  // One cache for every window (on a GPU its pool is one device allocation): each window is a
+  // fresh sequence, removed after it.
+  FF_ASSIGN_OR_RETURN(std::unique_ptr<engine::KvCache> cache,
+                      model.CreateKvCache(std::min(n, window)));
   for (int64_t w = 0; w < total_windows; ++w) {
     const int64_t begin = w * stride;
     const int64_t end = std::min(n, begin + window);
-    auto cache = model.NewKvCache(end - begin);
     FF_ASSIGN_OR_RETURN(engine::SequenceId sequence, cache->AddSequence());
     const engine::SequenceChunk chunk{
         sequence, std::span<const int32_t>(ids).subspan(begin, end - begin), /*all_logits=*/true};
@@ -107,6 +110,7 @@ absl::Status RunEvalPpl(const EvalPplOptions& options) {
       ++scored;
     }
     scored_until = end;
+    cache->RemoveSequence(sequence);
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::fprintf(stderr, "[%lld/%lld] tokens scored %lld  ppl %.4f  elapsed %.1fs  ETA %.1fs\n",

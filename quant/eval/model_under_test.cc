@@ -1,5 +1,6 @@
 #include "quant/eval/model_under_test.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -48,7 +49,8 @@ TokenBatch RandomTokens(int64_t batch, int64_t length, int64_t vocab, uint64_t s
 
 absl::StatusOr<std::vector<float>> AllPositionLogits(const engine::LlamaModel& model,
                                                      const TokenBatch& tokens) {
-  auto cache = model.NewKvCache(tokens.length);
+  FF_ASSIGN_OR_RETURN(std::unique_ptr<engine::KvCache> cache,
+                      model.CreateKvCache(tokens.length, std::max<int64_t>(1, tokens.batch)));
   std::vector<engine::SequenceChunk> chunks;
   for (int64_t b = 0; b < tokens.batch; ++b) {
     FF_ASSIGN_OR_RETURN(engine::SequenceId sequence, cache->AddSequence());
