@@ -106,6 +106,9 @@ class CudaKvPool final : public KvPool {
 
 // Device copies of each MoE layer's expert weight pointers (the grouped GEMM reads them there).
 struct ExpertPointers {
+  // What the device arrays were built from: the table is keyed by the layer's ExpertWeights
+  // address, which a later model may reuse, so an entry is valid only while these match.
+  std::vector<const void*> host;   // gate, up and down weights of every expert
   runtime::Buffer gate, up, down;  // [experts] const bf16*
 };
 
@@ -759,14 +762,18 @@ absl::Status CudaBackend::SparseMoe(ExecutionContext& context, const ConstTensor
   const ExpertPointers* pointers = nullptr;
   {
     std::lock_guard<std::mutex> lock(expert_mutex);
+    std::vector<const void*> gate(num_experts), up(num_experts), down(num_experts);
+    for (int64_t e = 0; e < num_experts; ++e) {
+      gate[e] = static_cast<const CudaLinearWeight*>(experts[e].gate)->weight.data();
+      up[e] = static_cast<const CudaLinearWeight*>(experts[e].up)->weight.data();
+      down[e] = static_cast<const CudaLinearWeight*>(experts[e].down)->weight.data();
+    }
+    std::vector<const void*> host = gate;
+    host.insert(host.end(), up.begin(), up.end());
+    host.insert(host.end(), down.begin(), down.end());
     auto [it, inserted] = ExpertTable().try_emplace(experts.data());
-    if (inserted) {
-      std::vector<const void*> gate(num_experts), up(num_experts), down(num_experts);
-      for (int64_t e = 0; e < num_experts; ++e) {
-        gate[e] = static_cast<const CudaLinearWeight*>(experts[e].gate)->weight.data();
-        up[e] = static_cast<const CudaLinearWeight*>(experts[e].up)->weight.data();
-        down[e] = static_cast<const CudaLinearWeight*>(experts[e].down)->weight.data();
-      }
+    if (inserted || it->second.host != host) {
+      it->second.host = std::move(host);
       runtime::Allocator& device = runtime::cuda::DeviceAllocator(options_.device);
       const size_t bytes = num_experts * sizeof(void*);
       FF_ASSIGN_OR_RETURN(it->second.gate, runtime::Buffer::Allocate(device, bytes));
