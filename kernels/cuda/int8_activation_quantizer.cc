@@ -22,6 +22,13 @@ absl::Status QuantizeActivationsInt8(const DeviceActivationQuantization& args,
     return absl::InvalidArgumentError(absl::StrCat(
         "activation quantization: clip_ratio must be in (0, 1], got ", args.clip_ratio));
   }
+  const int64_t x_stride = args.x_stride == 0 ? args.cols : args.x_stride;
+  const int64_t codes_stride = args.codes_stride == 0 ? args.cols : args.codes_stride;
+  if (x_stride < args.cols || codes_stride < args.cols) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("activation quantization: x_stride ", args.x_stride, " and codes_stride ",
+                     args.codes_stride, " must be 0 or at least cols = ", args.cols));
+  }
   if (args.rows > 0 && (args.x == nullptr || args.codes == nullptr || args.scales == nullptr)) {
     return absl::InvalidArgumentError(
         "activation quantization: x, codes and scales must be device pointers");
@@ -31,6 +38,8 @@ absl::Status QuantizeActivationsInt8(const DeviceActivationQuantization& args,
   params.x_is_bf16 = args.type == ActivationType::kBfloat16;
   params.rows = args.rows;
   params.cols = args.cols;
+  params.x_stride = x_stride;
+  params.codes_stride = codes_stride;
   params.clip_ratio = args.clip_ratio;
   params.codes = args.codes;
   params.scales = args.scales;

@@ -38,10 +38,10 @@ __device__ uint16_t ScaleToHalfRoundingUp(float exact) {
 
 template <typename In>
 __global__ void __launch_bounds__(kThreads)
-    QuantizeRowsInt8Kernel(const In* x, int64_t cols, float clip_ratio, int8_t* codes,
-                           uint16_t* scales, int32_t* status) {
-  const In* row = x + blockIdx.x * cols;
-  int8_t* row_codes = codes + blockIdx.x * cols;
+    QuantizeRowsInt8Kernel(const In* x, int64_t cols, int64_t x_stride, float clip_ratio,
+                           int8_t* codes, int64_t codes_stride, uint16_t* scales, int32_t* status) {
+  const In* row = x + blockIdx.x * x_stride;
+  int8_t* row_codes = codes + blockIdx.x * codes_stride;
   // max|x| equals the reference's max(-min(min x, 0), max(max x, 0)); max is order-free.
   float max_abs = 0.0f;
   bool finite = true;
@@ -74,6 +74,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     row_codes[i] = static_cast<int8_t>(code);
   }
+  for (int64_t i = cols + threadIdx.x; i < codes_stride; i += kThreads) row_codes[i] = 0;
 }
 
 }  // namespace
@@ -83,10 +84,12 @@ cudaError_t LaunchQuantizeRowsInt8(const QuantizeRowsParams& p, cudaStream_t str
   const auto blocks = static_cast<unsigned>(p.rows);
   if (p.x_is_bf16) {
     QuantizeRowsInt8Kernel<<<blocks, kThreads, 0, stream>>>(
-        static_cast<const uint16_t*>(p.x), p.cols, p.clip_ratio, p.codes, p.scales, p.status);
+        static_cast<const uint16_t*>(p.x), p.cols, p.x_stride, p.clip_ratio, p.codes,
+        p.codes_stride, p.scales, p.status);
   } else {
-    QuantizeRowsInt8Kernel<<<blocks, kThreads, 0, stream>>>(
-        static_cast<const float*>(p.x), p.cols, p.clip_ratio, p.codes, p.scales, p.status);
+    QuantizeRowsInt8Kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const float*>(p.x), p.cols,
+                                                            p.x_stride, p.clip_ratio, p.codes,
+                                                            p.codes_stride, p.scales, p.status);
   }
   return cudaGetLastError();
 }

@@ -25,8 +25,12 @@ struct DeviceActivationQuantization {
   ActivationType type = ActivationType::kFloat32;
   int64_t rows = 0;
   int64_t cols = 0;
-  float clip_ratio = 1.0f;     // (0, 1]
-  int8_t* codes = nullptr;     // [rows, cols]
+  int64_t x_stride = 0;     // elements between rows of x; 0 means cols
+  float clip_ratio = 1.0f;  // (0, 1]
+  // [rows, codes_stride]: each row's cols codes, then zeros up to codes_stride (0 means cols).
+  // The zero tail pads K up to what the GEMMs need (a zero code adds nothing to any sum).
+  int8_t* codes = nullptr;
+  int64_t codes_stride = 0;
   uint16_t* scales = nullptr;  // [rows], FP16 bits
   int32_t* status = nullptr;   // optional device word, see above
 };

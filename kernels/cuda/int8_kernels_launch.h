@@ -18,8 +18,10 @@ struct QuantizeRowsParams {
   bool x_is_bf16 = false;
   int64_t rows = 0;
   int64_t cols = 0;
+  int64_t x_stride = 0;  // >= cols
   float clip_ratio = 1.0f;
-  int8_t* codes = nullptr;     // [rows, cols]
+  int8_t* codes = nullptr;     // [rows, codes_stride]; zeros after the first cols
+  int64_t codes_stride = 0;    // >= cols
   uint16_t* scales = nullptr;  // [rows] FP16 bits
   int32_t* status = nullptr;   // optional
 };

@@ -23,4 +23,26 @@ struct DeviceRandomFill {
 
 absl::Status RandomFillBf16(const DeviceRandomFill& args, cudaStream_t stream);
 
+// Seeded symmetric integer weight codes (benchmarks of the quantized formats): bits 8 fills
+// `count` int8 codes in [-127, 127]; bits 4 fills `count` 32-bit words of eight 4-bit two's
+// complement codes in [-7, 7] (the layout is irrelevant for uniform codes). Element i draws from
+// the same hash as RandomFillBf16.
+struct DeviceRandomCodes {
+  void* out = nullptr;  // int8_t[count] (bits 8) or uint32_t[count] (bits 4), device memory
+  int64_t count = 0;
+  uint64_t seed = 0;
+  int bits = 8;  // 8 or 4
+};
+absl::Status RandomFillCodes(const DeviceRandomCodes& args, cudaStream_t stream);
+
+// Seeded FP16 scales center * (1 + spread * u), u uniform in [-1, 1).
+struct DeviceRandomScales {
+  uint16_t* out = nullptr;  // FP16 bits [count], device memory
+  int64_t count = 0;
+  uint64_t seed = 0;
+  float center = 1.0f;   // > 0
+  float spread = 0.25f;  // in [0, 1)
+};
+absl::Status RandomFillScales(const DeviceRandomScales& args, cudaStream_t stream);
+
 }  // namespace flatfleet::cuda
