@@ -64,6 +64,21 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> Backend::PrepareRandomLinear(std::
   return PrepareNamedLinear({name, weight, nullptr});
 }
 
+absl::StatusOr<std::unique_ptr<LinearWeight>> Backend::PrepareQuantizedLinear(
+    const QuantizedLinearSource& source) {
+  return absl::UnimplementedError(absl::StrCat(
+      "layer '", std::string(source.name), "': backend ", std::string(name()),
+      " has no integer GEMMs (quantized layers run on the CPU integer reference or on cuda)"));
+}
+
+absl::StatusOr<std::unique_ptr<LinearWeight>> Backend::PrepareRandomQuantizedLinear(
+    std::string_view layer, int64_t out, int64_t in, uint64_t seed, float stddev,
+    const RandomQuantizedFormat& format) {
+  return absl::UnimplementedError(
+      absl::StrCat("layer '", std::string(layer), "': backend ", std::string(name()),
+                   " cannot generate random quantized layers (use --device cuda)"));
+}
+
 absl::Status Backend::SampleTokens(ExecutionContext& context,
                                    const runtime::ConstTensorView& logits,
                                    std::span<const DeviceSamplingParams> params,

@@ -22,6 +22,10 @@
 #include "kernels/weight_tensor.h"
 #include "runtime/tensor_view.h"
 
+namespace flatfleet::quant {
+struct QuantizedMatrix;  // kernels/cpu/quant/quantized_matrix.h
+}  // namespace flatfleet::quant
+
 namespace flatfleet::kernels {
 
 // A linear layer's weight [out_features, in_features] (and optional bias [out_features]),
@@ -98,6 +102,25 @@ struct LinearSource {
   const runtime::ConstTensorView* bias = nullptr;  // [1, out] or null
 };
 
+// A linear layer in the integer GEMMs' plainest form (W8A8 / W4A8 of docs/QUANT_FORMATS.md):
+// y = dequant(Q8(x) . W^T) + epilogue_add, with x quantized per token (symmetric INT8, clipped by
+// activation_clip_ratio) when the layer runs and `weight` the stored integer weight [out, in]
+// (host memory). Layers with online transforms, static activation scales, integer group scales or
+// QUIK outliers are not of this form (quant/ says which run where).
+struct QuantizedLinearSource {
+  std::string_view name;
+  const quant::QuantizedMatrix* weight = nullptr;
+  float activation_clip_ratio = 1.0f;
+  std::span<const float> epilogue_add;  // [out] (bias plus output correction) or empty
+};
+
+// The weight format of a seeded random quantized layer (benchmarks): symmetric codes of
+// `weight_bits` with FP16 scales per `group_size` inputs (0: per output channel).
+struct RandomQuantizedFormat {
+  int weight_bits = 4;
+  int64_t group_size = 128;
+};
+
 // The op interface. Activations are runtime::TensorViews in the backend's memory(): the residual
 // stream and logits are float32, every other activation is activation_type() (float32 on the CPU
 // reference, bfloat16 on CUDA). Every op runs in an ExecutionContext (its stream, workspace and
@@ -126,6 +149,20 @@ class Backend {
                                                                             int64_t out, int64_t in,
                                                                             uint64_t seed,
                                                                             float stddev);
+  // A layer that runs on the integer GEMMs (see QuantizedLinearSource). The default is
+  // Unimplemented naming the backend: the CPU reference runs quantized layers through
+  // quant::QuantizedCpuBackend, which covers every recipe.
+  virtual absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareQuantizedLinear(
+      const QuantizedLinearSource& source);
+  // A seeded random layer of that kind, generated in place (benchmarks of the quantized formats
+  // at real shapes). Default: Unimplemented.
+  virtual absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareRandomQuantizedLinear(
+      std::string_view name, int64_t out, int64_t in, uint64_t seed, float stddev,
+      const RandomQuantizedFormat& format);
+  // Workspace bytes Linear takes from the context's arena for `rows` rows of this layer (the
+  // quantized layers' INT8 activations and float32 accumulators); the model adds the largest to
+  // its workspace reservation.
+  virtual int64_t LinearScratchBytes(const LinearWeight& weight, int64_t rows) const { return 0; }
   // Norm scales, rotary frequencies ([1, n]) and embedding tables ([vocab, hidden]) from host
   // memory of any float type.
   virtual absl::StatusOr<std::unique_ptr<WeightTensor>> PrepareWeight(

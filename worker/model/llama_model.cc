@@ -114,7 +114,16 @@ int64_t LlamaModel::WorkspaceBytes(int64_t step_tokens, int64_t logit_rows) cons
     bytes += pairs * (2 * config_.hidden_size + 3 * inter) * act + 4 * pairs * 4 +
              (config_.num_local_experts + 1) * 4 + 8 * runtime::WorkspaceArena::kAlignment;
   }
-  return bytes;
+  // Op-scoped scratch of the linears (a quantized layer's INT8 activations and float32 sums),
+  // released after each: the largest one counts.
+  int64_t linear_scratch = 0;
+  for (const NamedLinear& linear : weights_.linears) {
+    const bool lm_head = linear.handle == weights_.lm_head.get();
+    linear_scratch =
+        std::max(linear_scratch,
+                 backend_.LinearScratchBytes(*linear.handle, lm_head ? logit_rows : step_tokens));
+  }
+  return bytes + linear_scratch;
 }
 
 absl::Status LlamaModel::ReserveWorkspace(int64_t max_step_tokens, int64_t max_logit_rows) const {

@@ -13,6 +13,7 @@
 #include "common/dtype.h"
 #include "common/status_macros.h"
 #include "kernels/cuda/activation_ops.h"
+#include "kernels/cuda/backend/cuda_quantized_linear.h"
 #include "kernels/cuda/bf16_gemm.h"
 #include "kernels/cuda/embedding.h"
 #include "kernels/cuda/fused_add_rmsnorm.h"
@@ -503,6 +504,28 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareRandomLinear(
   return std::unique_ptr<LinearWeight>(std::move(handle));
 }
 
+absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareQuantizedLinear(
+    const QuantizedLinearSource& source) {
+  FF_ASSIGN_OR_RETURN(std::unique_ptr<CudaQuantizedLinearWeight> handle,
+                      UploadQuantizedLinear(source, options_.device));
+  weight_bytes_ += handle->device_bytes();
+  return std::unique_ptr<LinearWeight>(std::move(handle));
+}
+
+absl::StatusOr<std::unique_ptr<LinearWeight>> CudaBackend::PrepareRandomQuantizedLinear(
+    std::string_view name, int64_t out, int64_t in, uint64_t seed, float stddev,
+    const RandomQuantizedFormat& format) {
+  FF_ASSIGN_OR_RETURN(std::unique_ptr<CudaQuantizedLinearWeight> handle,
+                      RandomQuantizedLinear(name, out, in, seed, stddev, format, options_.device));
+  weight_bytes_ += handle->device_bytes();
+  return std::unique_ptr<LinearWeight>(std::move(handle));
+}
+
+int64_t CudaBackend::LinearScratchBytes(const LinearWeight& weight, int64_t rows) const {
+  const auto* quantized = dynamic_cast<const CudaQuantizedLinearWeight*>(&weight);
+  return quantized == nullptr ? 0 : QuantizedLinearScratchBytes(*quantized, rows);
+}
+
 absl::StatusOr<std::unique_ptr<WeightTensor>> CudaBackend::PrepareWeight(
     const ConstTensorView& host, WeightUse use) {
   const ScalarType type =
@@ -558,12 +581,19 @@ absl::Status CudaBackend::Linear(ExecutionContext& context, const LinearWeight& 
       (y.type != ScalarType::kBFloat16 && y.type != ScalarType::kFloat32)) {
     return Misuse("Linear", absl::StrCat("y must be device bf16 or f32, got ", Shape(y)));
   }
-  const auto& w = static_cast<const CudaLinearWeight&>(weight);
-  if (x.cols != w.in_features() || y.cols != w.out_features() || y.rows != x.rows) {
-    return Misuse("Linear", absl::StrCat("x ", Shape(x), " y ", Shape(y), " for a [",
-                                         w.out_features(), ", ", w.in_features(), "] weight"));
+  if (x.cols != weight.in_features() || y.cols != weight.out_features() || y.rows != x.rows) {
+    return Misuse("Linear",
+                  absl::StrCat("x ", Shape(x), " y ", Shape(y), " for a [", weight.out_features(),
+                               ", ", weight.in_features(), "] weight"));
   }
   if (x.rows == 0) return absl::OkStatus();
+  if (const auto* quantized = dynamic_cast<const CudaQuantizedLinearWeight*>(&weight)) {
+    CudaExecutionContext& cuda = Cuda(context);
+    return RunQuantizedLinear(*quantized, x, y, cuda.arena(), cuda.stream());
+  }
+  const auto* dense = dynamic_cast<const CudaLinearWeight*>(&weight);
+  if (dense == nullptr) return Misuse("Linear", "the weight was not prepared by this backend");
+  const CudaLinearWeight& w = *dense;
   const bool float_out = y.type == ScalarType::kFloat32;
   cuda::Bf16GemmArgs args;
   args.m = x.rows;
@@ -764,9 +794,16 @@ absl::Status CudaBackend::SparseMoe(ExecutionContext& context, const ConstTensor
     std::lock_guard<std::mutex> lock(expert_mutex);
     std::vector<const void*> gate(num_experts), up(num_experts), down(num_experts);
     for (int64_t e = 0; e < num_experts; ++e) {
-      gate[e] = static_cast<const CudaLinearWeight*>(experts[e].gate)->weight.data();
-      up[e] = static_cast<const CudaLinearWeight*>(experts[e].up)->weight.data();
-      down[e] = static_cast<const CudaLinearWeight*>(experts[e].down)->weight.data();
+      const auto* g = dynamic_cast<const CudaLinearWeight*>(experts[e].gate);
+      const auto* u = dynamic_cast<const CudaLinearWeight*>(experts[e].up);
+      const auto* d = dynamic_cast<const CudaLinearWeight*>(experts[e].down);
+      if (g == nullptr || u == nullptr || d == nullptr) {
+        return Misuse("SparseMoe",
+                      "experts must be bf16 layers: the grouped GEMM has no quantized form yet");
+      }
+      gate[e] = g->weight.data();
+      up[e] = u->weight.data();
+      down[e] = d->weight.data();
     }
     std::vector<const void*> host = gate;
     host.insert(host.end(), up.begin(), up.end());

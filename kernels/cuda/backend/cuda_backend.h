@@ -1,6 +1,7 @@
 // The CUDA backend: the op interface (kernels/backend.h) on one GPU. Activations are bf16 in
 // device memory (the residual stream and logits float32), linear layers bf16 through cuBLASLt,
-// the KV pool a device block pool (bf16, or INT8 with per-head FP16 scales), sampling on the
+// (W8A8 / W4A8 layers through the integer GEMMs: cuda_quantized_linear.h), the KV pool a device
+// block pool (bf16, or INT8 with per-head FP16 scales), sampling on the
 // device. Host code only: the kernels live in kernels/cuda/*.cu.
 #pragma once
 
@@ -45,6 +46,12 @@ class CudaBackend final : public Backend {
                                                                     int64_t out, int64_t in,
                                                                     uint64_t seed,
                                                                     float stddev) override;
+  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareQuantizedLinear(
+      const QuantizedLinearSource& source) override;
+  absl::StatusOr<std::unique_ptr<LinearWeight>> PrepareRandomQuantizedLinear(
+      std::string_view name, int64_t out, int64_t in, uint64_t seed, float stddev,
+      const RandomQuantizedFormat& format) override;
+  int64_t LinearScratchBytes(const LinearWeight& weight, int64_t rows) const override;
   absl::StatusOr<std::unique_ptr<WeightTensor>> PrepareWeight(const runtime::ConstTensorView& host,
                                                               WeightUse use) override;
   absl::StatusOr<std::unique_ptr<ExecutionContext>> CreateContext() override;

@@ -1,0 +1,71 @@
+// Quantized linear layers on the CUDA backend (kernels::QuantizedLinearSource): the bf16 input is
+// quantized per token to INT8 on the device, the W8A8 or W4A8 GEMM (kernels/cuda/int8_gemm.h)
+// writes float32 into op-scoped scratch, and one more kernel adds the epilogue vector (bias plus
+// output correction) and rounds to the output type (kernels/cuda/bias_add.h). Three kernels, each
+// bit-exact with its CPU reference; the fused epilogue and faster GEMMs are the low-bit GEMM
+// issue's work.
+//
+// Layout at load: 8-bit codes stay row-major int8 [out, K]; 4-bit codes are repacked into the
+// interleaved INT4 words the GEMM reads (kernels/cpu/quant/int4_interleaved.h). K is the layer's
+// width rounded up to a multiple of 32 with zero codes (the activation quantizer writes zeros
+// there too): zero codes add nothing to any integer sum, so a padded layer computes exactly what
+// the stored one does. Weights grouped by a size that is not a multiple of 32 have no kernel.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "runtime/buffer.h"
+#include "runtime/tensor_view.h"
+#include "runtime/workspace_arena.h"
+
+namespace flatfleet::kernels::cuda_backend {
+
+class CudaQuantizedLinearWeight final : public LinearWeight {
+ public:
+  CudaQuantizedLinearWeight(int64_t out, int64_t in) : LinearWeight(out, in) {}
+
+  int weight_bits = 8;            // 8 (W8A8) or 4 (W4A8)
+  int64_t padded_in = 0;          // the GEMM's K: in_features() rounded up to a multiple of 32
+  int64_t group_size = 0;         // of the GEMM (padded_in when per output channel)
+  bool unsigned_nibbles = false;  // asymmetric 4-bit: nibbles hold code + 8
+  float activation_clip_ratio = 1.0f;
+  runtime::Buffer codes;        // int8 [out, padded_in] or uint32 [out, padded_in / 8]
+  runtime::Buffer scales;       // FP16 bits [out, padded_in / group_size]
+  runtime::Buffer zero_points;  // int8 [out, groups] (asymmetric 4-bit) or empty
+  runtime::Buffer epilogue;     // float32 [out]: bias + output correction (zeros when neither)
+
+  int64_t device_bytes() const {
+    return static_cast<int64_t>(codes.bytes() + scales.bytes() + zero_points.bytes() +
+                                epilogue.bytes());
+  }
+};
+
+// Validates the stored layer (errors name it and say which formats have a CUDA kernel), repacks
+// and uploads it to `device`.
+absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear(
+    const QuantizedLinearSource& source, int device);
+
+// A seeded random symmetric layer generated on `device` (no host copy): codes uniform over the
+// format's range, FP16 scales around stddev * sqrt(3) / max_code, so the dequantized weight has
+// the float random layer's spread.
+absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> RandomQuantizedLinear(
+    std::string_view name, int64_t out, int64_t in, uint64_t seed, float stddev,
+    const RandomQuantizedFormat& format, int device);
+
+// Scratch bytes RunQuantizedLinear takes from the arena for `rows` rows.
+int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows);
+
+// y[rows, out] (bf16 or float32, any row stride) = the layer applied to x[rows, in] (bf16 device,
+// any row stride), on `stream`. The scratch is released to the arena before returning (the next
+// op's kernels run after these on the same stream).
+absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
+                                const runtime::ConstTensorView& x, const runtime::TensorView& y,
+                                runtime::WorkspaceArena& arena, cudaStream_t stream);
+
+}  // namespace flatfleet::kernels::cuda_backend

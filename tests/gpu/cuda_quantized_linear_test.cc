@@ -1,0 +1,261 @@
+// Quantized linear layers on the CUDA backend (kernels/cuda/backend/cuda_quantized_linear.h)
+// against the CPU integer reference (quant::QuantizedLinear::Forward) on the same bf16 inputs:
+// the per-token INT8 codes, the integer GEMM and the float epilogue are each bit-exact with the
+// reference, so the float32 output must equal the reference's exactly and the bf16 output must
+// be the reference rounded once (RNE). Odd widths exercise the zero padding of K.
+#include "kernels/cuda/backend/cuda_quantized_linear.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "common/dtype.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/quant/quantized_matrix.h"
+#include "kernels/cpu/quant/rtn_quantizer.h"
+#include "kernels/cuda/backend/cuda_backend.h"
+#include "quant/quantized_linear.h"
+#include "tests/gpu/gpu_test_random.h"
+#include "tests/gpu/gpu_test_util.h"
+
+namespace flatfleet::kernels::cuda_backend {
+namespace {
+
+using runtime::ConstTensorView;
+using runtime::MemoryKind;
+using runtime::ScalarType;
+using runtime::TensorView;
+
+struct LayerCase {
+  int64_t m, out, in;
+  int bits;
+  int64_t group_size;  // 0: per output channel
+  bool symmetric;
+  bool bias;
+  int64_t x_stride_pad;  // extra elements between input rows (a strided view)
+};
+
+std::vector<float> Uniform(int64_t count, float scale, std::mt19937_64& rng) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<float> values(count);
+  for (float& v : values) v = u(rng);
+  return values;
+}
+
+// The stored layer and its CPU reference.
+struct Layer {
+  quant::QuantizedMatrix weight;
+  std::vector<float> bias;
+  quant::QuantizedLinear reference;
+};
+
+Layer MakeLayer(const LayerCase& c, std::mt19937_64& rng) {
+  const std::vector<float> w = Uniform(c.out * c.in, 0.05f, rng);
+  auto weight = quant::QuantizeRtn(
+      w, c.out, c.in, {.bits = c.bits, .symmetric = c.symmetric, .group_size = c.group_size});
+  EXPECT_TRUE(weight.ok()) << weight.status();
+  quant::QuantizedLinearParts parts;
+  parts.in_features = c.in;
+  parts.activation_format = {.bits = 8, .symmetric = true, .group_size = 0};
+  parts.weight = *weight;
+  if (c.bias) parts.bias = Uniform(c.out, 0.5f, rng);
+  auto reference = quant::QuantizedLinear::FromParts(parts);
+  EXPECT_TRUE(reference.ok()) << reference.status();
+  return {*std::move(weight), parts.bias, *std::move(reference)};
+}
+
+class CudaQuantizedLinearTest : public ::testing::TestWithParam<LayerCase> {};
+
+TEST_P(CudaQuantizedLinearTest, MatchesTheIntegerReference) {
+  FF_SKIP_WITHOUT_GPU();
+  const LayerCase c = GetParam();
+  const uint64_t seed = cuda::testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
+  std::mt19937_64 rng(seed);
+  Layer layer = MakeLayer(c, rng);
+  ASSERT_FALSE(HasFailure());
+
+  // Activations are bf16 on the GPU: the reference sees the same (bf16-exact) values.
+  const int64_t x_stride = c.in + c.x_stride_pad;
+  std::vector<uint16_t> x_bits(c.m * x_stride);
+  std::vector<float> x(c.m * c.in);
+  const std::vector<float> raw = Uniform(c.m * x_stride, 2.0f, rng);
+  for (int64_t r = 0; r < c.m; ++r) {
+    for (int64_t k = 0; k < x_stride; ++k) {
+      x_bits[r * x_stride + k] = FloatToBF16(raw[r * x_stride + k]);
+      if (k < c.in) x[r * c.in + k] = BF16ToFloat(x_bits[r * x_stride + k]);
+    }
+  }
+  std::vector<float> expected(c.m * c.out);
+  ASSERT_TRUE(layer.reference.Forward(x, c.m, expected).ok());
+
+  auto backend = CudaBackend::Create({});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  QuantizedLinearSource source;
+  source.name = "test.layer";
+  source.weight = &layer.weight;
+  source.epilogue_add = layer.bias;
+  auto weight = (*backend)->PrepareQuantizedLinear(source);
+  ASSERT_TRUE(weight.ok()) << weight.status();
+  auto context = (*backend)->CreateContext();
+  ASSERT_TRUE(context.ok()) << context.status();
+  const int64_t scratch = (*backend)->LinearScratchBytes(**weight, c.m);
+  EXPECT_GT(scratch, c.m * c.out * 4);
+  ASSERT_TRUE((*context)->ReserveWorkspace(scratch).ok());
+
+  cuda::testing::DeviceBuffer<uint16_t> d_x(x_bits);
+  // Outputs poisoned first (NaN bytes), written with a row stride wider than the layer.
+  const int64_t y_stride = c.out + 3;
+  cuda::testing::DeviceBuffer<float> d_y32(c.m * y_stride);
+  cuda::testing::DeviceBuffer<uint16_t> d_y16(c.m * y_stride);
+  FF_CUDA_ASSERT(cudaMemset(d_y32.get(), 0xFF, c.m * y_stride * 4));
+  FF_CUDA_ASSERT(cudaMemset(d_y16.get(), 0xFF, c.m * y_stride * 2));
+  ConstTensorView xv(d_x.get(), ScalarType::kBFloat16, MemoryKind::kDevice, c.m, c.in);
+  xv.row_stride = x_stride;
+  TensorView y32(d_y32.get(), ScalarType::kFloat32, MemoryKind::kDevice, c.m, c.out);
+  y32.row_stride = y_stride;
+  TensorView y16(d_y16.get(), ScalarType::kBFloat16, MemoryKind::kDevice, c.m, c.out);
+  y16.row_stride = y_stride;
+  ASSERT_TRUE((*backend)->Linear(**context, **weight, xv, y32).ok());
+  ASSERT_TRUE((*backend)->Linear(**context, **weight, xv, y16).ok());
+  ASSERT_TRUE((*context)->Synchronize().ok());
+  const std::vector<float> got32 = d_y32.ToHost();
+  const std::vector<uint16_t> got16 = d_y16.ToHost();
+  int64_t mismatches32 = 0, mismatches16 = 0;
+  for (int64_t r = 0; r < c.m; ++r) {
+    for (int64_t j = 0; j < c.out; ++j) {
+      const float want = expected[r * c.out + j];
+      mismatches32 += std::memcmp(&got32[r * y_stride + j], &want, 4) != 0;
+      mismatches16 += got16[r * y_stride + j] != FloatToBF16(want);
+    }
+    // The padding between rows is not written.
+    for (int64_t j = c.out; j < y_stride; ++j) EXPECT_TRUE(std::isnan(got32[r * y_stride + j]));
+  }
+  EXPECT_EQ(mismatches32, 0) << "of " << c.m * c.out << " float32 outputs";
+  EXPECT_EQ(mismatches16, 0) << "of " << c.m * c.out << " bf16 outputs";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaQuantizedLinearTest,
+    ::testing::Values(
+        // W8A8, per channel: aligned, odd widths (K padded 172 -> 192, 688 -> 704), strided x.
+        LayerCase{1, 96, 256, 8, 0, true, false, 0}, LayerCase{7, 130, 172, 8, 0, true, true, 5},
+        LayerCase{33, 256, 688, 8, 0, true, true, 0},
+        // W4A8: groups of 128 and 32, per channel with padding, asymmetric with zero points.
+        LayerCase{1, 64, 256, 4, 128, true, false, 0},
+        LayerCase{5, 200, 512, 4, 32, false, true, 8}, LayerCase{3, 77, 172, 4, 0, true, true, 0},
+        LayerCase{17, 96, 688, 4, 0, false, false, 0},
+        // Real shapes (Llama-3-8B q|k|v and down_proj at decode batch sizes).
+        LayerCase{16, 6144, 4096, 4, 128, true, false, 0},
+        LayerCase{4, 4096, 14336, 8, 0, true, false, 0},
+        LayerCase{2, 4096, 14336, 4, 128, true, false, 0}),
+    [](const ::testing::TestParamInfo<LayerCase>& info) {
+      const LayerCase& c = info.param;
+      return "W" + std::to_string(c.bits) + "A8_m" + std::to_string(c.m) + "_" +
+             std::to_string(c.out) + "x" + std::to_string(c.in) + "_g" +
+             std::to_string(c.group_size) + (c.symmetric ? "_sym" : "_zp") +
+             (c.bias ? "_bias" : "") + (c.x_stride_pad ? "_strided" : "");
+    });
+
+TEST(CudaQuantizedLinearTest, RefusesFormatsWithoutAKernel) {
+  FF_SKIP_WITHOUT_GPU();
+  auto backend = CudaBackend::Create({});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const uint64_t seed = cuda::testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
+  std::mt19937_64 rng(seed);
+  auto refused = [&](const quant::QuantFormat& format, int64_t in, const char* needle) {
+    auto weight = quant::QuantizeRtn(Uniform(8 * in, 0.05f, rng), 8, in, format);
+    EXPECT_TRUE(weight.ok()) << weight.status();
+    QuantizedLinearSource source;
+    source.name = "model.layers.3.mlp.down_proj";
+    source.weight = &*weight;
+    auto prepared = (*backend)->PrepareQuantizedLinear(source);
+    EXPECT_FALSE(prepared.ok());
+    EXPECT_NE(prepared.status().message().find("model.layers.3.mlp.down_proj"), std::string::npos)
+        << prepared.status();
+    EXPECT_NE(prepared.status().message().find(needle), std::string::npos) << prepared.status();
+  };
+  refused({.bits = 4, .symmetric = true, .group_size = 86}, 172, "groups of 86");
+  refused({.bits = 3, .symmetric = true, .group_size = 0}, 64, "3-bit");
+  refused({.bits = 8, .symmetric = false, .group_size = 0}, 64, "asymmetric");
+  refused({.bits = 2, .symmetric = true, .group_size = 0, .balanced = true}, 64, "balanced");
+}
+
+TEST(CudaQuantizedLinearTest, RandomLayersHaveTheFloatSpreadAndRun) {
+  FF_SKIP_WITHOUT_GPU();
+  auto backend = CudaBackend::Create({});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const uint64_t seed = cuda::testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
+  for (int bits : {8, 4}) {
+    SCOPED_TRACE(::testing::Message() << "bits " << bits);
+    const int64_t out = 256, in = 1024, m = 3;
+    auto weight = (*backend)->PrepareRandomQuantizedLinear(
+        "random", out, in, seed, 0.02f, {.weight_bits = bits, .group_size = 128});
+    ASSERT_TRUE(weight.ok()) << weight.status();
+    const auto& q = dynamic_cast<const CudaQuantizedLinearWeight&>(**weight);
+    // Codes within the symmetric range, every level used; scales near 0.02 * sqrt(3) / qmax.
+    std::vector<uint8_t> codes(q.codes.bytes());
+    FF_CUDA_ASSERT(cudaMemcpy(codes.data(), q.codes.data(), codes.size(), cudaMemcpyDeviceToHost));
+    std::vector<int64_t> histogram(256, 0);
+    for (uint8_t byte : codes) {
+      if (bits == 8) {
+        ++histogram[static_cast<int8_t>(byte) + 128];
+      } else {
+        for (int shift : {0, 4}) {
+          const int nibble = (byte >> shift) & 0xF;
+          ++histogram[(nibble >= 8 ? nibble - 16 : nibble) + 128];
+        }
+      }
+    }
+    const int qmax = bits == 8 ? 127 : 7;
+    for (int code = -128; code < 128; ++code) {
+      if (code < -qmax || code > qmax) {
+        EXPECT_EQ(histogram[code + 128], 0) << "code " << code;
+      } else {
+        EXPECT_GT(histogram[code + 128], 0) << "code " << code;
+      }
+    }
+    std::vector<uint16_t> scales(q.scales.bytes() / 2);
+    FF_CUDA_ASSERT(
+        cudaMemcpy(scales.data(), q.scales.data(), q.scales.bytes(), cudaMemcpyDeviceToHost));
+    const float center = 0.02f * std::sqrt(3.0f) / qmax;
+    for (uint16_t s : scales) {
+      EXPECT_GE(HalfToFloat(s), 0.74f * center);
+      EXPECT_LE(HalfToFloat(s), 1.26f * center);
+    }
+    auto context = (*backend)->CreateContext();
+    ASSERT_TRUE(context.ok());
+    ASSERT_TRUE((*context)->ReserveWorkspace((*backend)->LinearScratchBytes(**weight, m)).ok());
+    std::mt19937_64 rng(seed);
+    std::vector<uint16_t> x_bits(m * in);
+    const std::vector<float> x = Uniform(m * in, 1.0f, rng);
+    for (int64_t i = 0; i < m * in; ++i) x_bits[i] = FloatToBF16(x[i]);
+    cuda::testing::DeviceBuffer<uint16_t> d_x(x_bits);
+    cuda::testing::DeviceBuffer<float> d_y(m * out);
+    FF_CUDA_ASSERT(cudaMemset(d_y.get(), 0xFF, m * out * 4));
+    ASSERT_TRUE(
+        (*backend)
+            ->Linear(**context, **weight,
+                     ConstTensorView(d_x.get(), ScalarType::kBFloat16, MemoryKind::kDevice, m, in),
+                     TensorView(d_y.get(), ScalarType::kFloat32, MemoryKind::kDevice, m, out))
+            .ok());
+    ASSERT_TRUE((*context)->Synchronize().ok());
+    // Output spread: sqrt(in) * E|x|^2^(1/2) * weight stddev = sqrt(1024 / 3) * 0.02 ~ 0.37.
+    double squares = 0;
+    for (float y : d_y.ToHost()) {
+      ASSERT_TRUE(std::isfinite(y));
+      squares += static_cast<double>(y) * y;
+    }
+    const double rms = std::sqrt(squares / (m * out));
+    EXPECT_GT(rms, 0.25);
+    EXPECT_LT(rms, 0.5);
+  }
+}
+
+}  // namespace
+}  // namespace flatfleet::kernels::cuda_backend
