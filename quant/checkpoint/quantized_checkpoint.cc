@@ -17,6 +17,7 @@
 #include "common/status_macros.h"
 #include "common/tensor_slicing.h"
 #include "kernels/cpu/quant/bit_packing.h"
+#include "quant/checkpoint/stored_layer_on_device.h"
 #include "quant/checkpoint/stored_layer_slicing.h"
 
 namespace flatfleet::quant {
@@ -534,7 +535,8 @@ absl::StatusOr<QuantizedLinearParts> QuantizedCheckpointSource::ReadLayerParts(
 }
 
 absl::StatusOr<std::unique_ptr<kernels::LinearWeight>>
-QuantizedCheckpointSource::LoadPreparedLinear(const engine::LinearLayerRequest& request) const {
+QuantizedCheckpointSource::LoadPreparedLinear(const engine::LinearLayerRequest& request,
+                                              kernels::Backend& backend) const {
   const StoredLinearLayer* layer = nullptr;
   for (const StoredLinearLayer& candidate : manifest_.layers) {
     if (candidate.name == request.name) layer = &candidate;
@@ -586,23 +588,41 @@ QuantizedCheckpointSource::LoadPreparedLinear(const engine::LinearLayerRequest& 
     return absl::InvalidArgumentError(
         absl::StrFormat("layer %s: %s", layer->name, rebuilt.status().message()));
   }
+  if (backend.memory() == runtime::MemoryKind::kDevice) {
+    return PrepareStoredLayerOnDevice(layer->name, *rebuilt, backend);
+  }
   return std::unique_ptr<kernels::LinearWeight>(
       QuantizedCpuLinearWeight::FromStored(*std::move(rebuilt)));
 }
 
 absl::StatusOr<LoadedQuantizedModel> LoadQuantizedLlamaModel(const fs::path& dir,
-                                                             engine::ModelOptions options) {
+                                                             engine::ModelOptions options,
+                                                             kernels::Backend* device_backend) {
   FF_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
   FF_ASSIGN_OR_RETURN(std::unique_ptr<QuantizedCheckpointSource> source,
                       QuantizedCheckpointSource::Open(dir));
   LoadedQuantizedModel loaded;
   loaded.manifest = source->manifest();
-  // Linears prepared from float tensors are the ones the checkpoint keeps in float.
-  FF_ASSIGN_OR_RETURN(loaded.backend,
-                      QuantizedCpuBackend::Create(loaded.manifest.recipe,
-                                                  [](const ::flatfleet::Tensor&) { return true; }));
-  FF_ASSIGN_OR_RETURN(loaded.model,
-                      engine::BuildLlamaModel(config, *source, *loaded.backend, options));
+  if (device_backend != nullptr) {
+    // Stored layers go to the device's integer GEMMs; the float ones (LM head, routers) are
+    // prepared as the backend prepares any float layer.
+    absl::StatusOr<std::unique_ptr<engine::LlamaModel>> model =
+        engine::BuildLlamaModel(config, *source, *device_backend, options);
+    if (!model.ok()) {
+      return absl::Status(
+          model.status().code(),
+          absl::StrCat(dir.string(), " (recipe ", loaded.manifest.recipe.name, ") on ",
+                       std::string(device_backend->name()), ": ", model.status().message()));
+    }
+    loaded.model = *std::move(model);
+  } else {
+    // Linears prepared from float tensors are the ones the checkpoint keeps in float.
+    FF_ASSIGN_OR_RETURN(loaded.backend, QuantizedCpuBackend::Create(
+                                            loaded.manifest.recipe,
+                                            [](const ::flatfleet::Tensor&) { return true; }));
+    FF_ASSIGN_OR_RETURN(loaded.model,
+                        engine::BuildLlamaModel(config, *source, *loaded.backend, options));
+  }
   // Every stored layer must have been used: a leftover means the checkpoint does not belong to
   // this config.json.
   std::set<std::string> used;

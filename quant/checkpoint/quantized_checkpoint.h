@@ -78,7 +78,7 @@ class QuantizedCheckpointSource final : public engine::WeightSource {
   absl::StatusOr<Tensor> LoadSlice(std::string_view name, const std::vector<int64_t>& shape,
                                    const engine::TensorSlice& slice) const override;
   absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> LoadPreparedLinear(
-      const engine::LinearLayerRequest& request) const override;
+      const engine::LinearLayerRequest& request, kernels::Backend& backend) const override;
 
   // The whole stored layer (all ranks' rows and columns).
   absl::StatusOr<QuantizedLinearParts> ReadLayerParts(const StoredLinearLayer& layer) const;
@@ -95,16 +95,20 @@ class QuantizedCheckpointSource final : public engine::WeightSource {
   std::vector<std::unique_ptr<WeightStore>> stores_;  // one per tensor file
 };
 
-// A quantized checkpoint loaded for running. The backend runs the stored layers and keeps every
-// other linear (LM head, routers) in float32; it must outlive the model (declared first).
+// A quantized checkpoint loaded for running. On the CPU, `backend` runs the stored layers and
+// keeps every other linear (LM head, routers) in float32; it must outlive the model (declared
+// first). On a device backend the caller's backend runs everything and `backend` is null.
 struct LoadedQuantizedModel {
   QuantizedCheckpointManifest manifest;
   std::unique_ptr<QuantizedCpuBackend> backend;
   std::unique_ptr<engine::LlamaModel> model;
 };
 
-// Loads `dir` (this rank's share when options.tensor_parallel is set).
-absl::StatusOr<LoadedQuantizedModel> LoadQuantizedLlamaModel(const std::filesystem::path& dir,
-                                                             engine::ModelOptions options = {});
+// Loads `dir` (this rank's share when options.tensor_parallel is set) on the CPU integer
+// reference, or on `device_backend` when given (stored_layer_on_device.h says which recipes run
+// there; others fail naming the first layer that cannot).
+absl::StatusOr<LoadedQuantizedModel> LoadQuantizedLlamaModel(
+    const std::filesystem::path& dir, engine::ModelOptions options = {},
+    kernels::Backend* device_backend = nullptr);
 
 }  // namespace flatfleet::quant

@@ -17,13 +17,10 @@ absl::StatusOr<RunnableModel> LoadRunnableModel(const std::filesystem::path& dir
                                                 kernels::Backend* float_backend) {
   RunnableModel runnable;
   if (IsQuantizedCheckpoint(dir)) {
-    if (float_backend != nullptr && float_backend->memory() == runtime::MemoryKind::kDevice) {
-      return absl::UnimplementedError(
-          absl::StrCat(dir.string(),
-                       " is a quantized checkpoint: it runs on the CPU integer reference for now "
-                       "(--device cpu); the GPU low-bit kernels do not serve checkpoints yet"));
-    }
-    FF_ASSIGN_OR_RETURN(LoadedQuantizedModel loaded, LoadQuantizedLlamaModel(dir, options));
+    const bool device =
+        float_backend != nullptr && float_backend->memory() == runtime::MemoryKind::kDevice;
+    FF_ASSIGN_OR_RETURN(LoadedQuantizedModel loaded,
+                        LoadQuantizedLlamaModel(dir, options, device ? float_backend : nullptr));
     runnable.manifest = std::move(loaded.manifest);
     runnable.backend = std::move(loaded.backend);
     runnable.model = std::move(loaded.model);

@@ -16,7 +16,7 @@ namespace flatfleet::quant {
 
 struct RunnableModel {
   std::optional<QuantizedCheckpointManifest> manifest;  // set for quantized checkpoints
-  std::unique_ptr<QuantizedCpuBackend> backend;         // quantized only; outlives `model`
+  std::unique_ptr<QuantizedCpuBackend> backend;  // quantized on the CPU only; outlives `model`
   std::unique_ptr<engine::LlamaModel> model;
 
   bool quantized() const { return manifest.has_value(); }
@@ -25,7 +25,8 @@ struct RunnableModel {
 };
 
 // Float checkpoints run on `float_backend` (the CPU reference when null); quantized ones on the
-// integer CPU reference (a GPU backend refuses them until the low-bit GPU kernels serve them).
+// integer CPU reference, or on `float_backend` when it is a device backend (its integer GEMMs;
+// recipes they cannot run are refused naming the layer).
 absl::StatusOr<RunnableModel> LoadRunnableModel(const std::filesystem::path& dir,
                                                 engine::ModelOptions options = {},
                                                 kernels::Backend* float_backend = nullptr);

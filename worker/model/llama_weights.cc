@@ -203,7 +203,7 @@ class Loader {
   absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> Prepared(
       const LinearLayerRequest& request) {
     FF_ASSIGN_OR_RETURN(std::unique_ptr<kernels::LinearWeight> prepared,
-                        source_.LoadPreparedLinear(request));
+                        source_.LoadPreparedLinear(request, backend_));
     if (prepared == nullptr) return prepared;
     int64_t out = 0;
     for (const LinearLayerRequest::Part& part : request.parts) {

@@ -70,10 +70,10 @@ class WeightSource {
   virtual absl::StatusOr<RawTensor> LoadRawRows(std::string_view name,
                                                 const std::vector<int64_t>& shape,
                                                 int64_t row_begin, int64_t row_end) const;
-  // A layer the source provides already prepared (a quantized checkpoint's stored layers), or
-  // nullptr: the model then loads the float tensors and prepares them on its backend.
+  // A layer the source provides already prepared on `backend` (a quantized checkpoint's stored
+  // layers), or nullptr: the model then loads the float tensors and prepares them itself.
   virtual absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> LoadPreparedLinear(
-      const LinearLayerRequest& request) const {
+      const LinearLayerRequest& request, kernels::Backend& backend) const {
     return std::unique_ptr<kernels::LinearWeight>();
   }
 };

@@ -30,14 +30,9 @@ absl::StatusOr<LoadedModel> LoadCheckpoint(const std::string& dir, const ModelOp
   }
   LoadedModel loaded;
   if (quant::IsQuantizedCheckpoint(dir)) {
-    if (backend.memory() == runtime::MemoryKind::kDevice) {
-      return absl::UnimplementedError(
-          absl::StrCat("cannot load quantized model '", dir,
-                       "' on the GPU yet: quantized checkpoints run on the CPU integer reference "
-                       "(serve worker --device cpu)"));
-    }
+    const bool device = backend.memory() == runtime::MemoryKind::kDevice;
     absl::StatusOr<quant::LoadedQuantizedModel> quantized =
-        quant::LoadQuantizedLlamaModel(dir, options);
+        quant::LoadQuantizedLlamaModel(dir, options, device ? &backend : nullptr);
     if (!quantized.ok()) {
       return absl::Status(
           quantized.status().code(),

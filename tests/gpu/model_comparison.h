@@ -1,0 +1,74 @@
+// Shared by the GPU model tests: the fixtures' location and a comparison of two models' logits
+// over the same prompts (one of them prefilled in two chunks, so the second chunk attends to a
+// cached prefix).
+#pragma once
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "worker/model/llama_model.h"
+#include "worker/sampling/sampler.h"
+
+namespace flatfleet::engine {
+
+struct Comparison {
+  double relative_error = 0;
+  double top1 = 0;
+};
+
+// The fixtures: FLATFLEET_SHARED_DIR when set (the GPU machine's copy), else the build's.
+inline std::filesystem::path SharedDir() {
+  if (const char* dir = std::getenv("FLATFLEET_SHARED_DIR")) return dir;
+  return FLATFLEET_SHARED_DIR;
+}
+
+// Runs two prompts (one a prefill in two chunks, so the second chunk attends to a cached prefix)
+// on both models and compares all positions' logits.
+inline Comparison Compare(const LlamaModel& cpu, const LlamaModel& gpu, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int64_t vocab = cpu.config().vocab_size;
+  std::vector<std::vector<int32_t>> prompts = {std::vector<int32_t>(37), std::vector<int32_t>(64)};
+  for (auto& p : prompts)
+    for (int32_t& t : p) t = static_cast<int32_t>(rng() % vocab);
+  auto run = [&](const LlamaModel& model) {
+    auto cache = model.NewKvCache(128, 2);
+    std::vector<Tensor> out;
+    const SequenceId a = *cache->AddSequence();
+    const SequenceId b = *cache->AddSequence();
+    std::vector<SequenceChunk> first = {{a, std::span<const int32_t>(prompts[0]).first(20), true},
+                                        {b, prompts[1], true}};
+    auto l1 = model.Forward(first, *cache);
+    EXPECT_TRUE(l1.ok()) << l1.status();
+    std::vector<SequenceChunk> second = {
+        {a, std::span<const int32_t>(prompts[0]).subspan(20), true}};
+    auto l2 = model.Forward(second, *cache);
+    EXPECT_TRUE(l2.ok()) << l2.status();
+    out.push_back(*std::move(l1));
+    out.push_back(*std::move(l2));
+    return out;
+  };
+  const std::vector<Tensor> expected = run(cpu);
+  const std::vector<Tensor> actual = run(gpu);
+  double diff = 0, norm = 0;
+  int64_t agree = 0, rows = 0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(expected[i].shape(), actual[i].shape());
+    for (int64_t r = 0; r < expected[i].dim(0); ++r, ++rows) {
+      for (int64_t v = 0; v < vocab; ++v) {
+        const double d = actual[i].row(r)[v] - expected[i].row(r)[v];
+        diff += d * d;
+        norm += static_cast<double>(expected[i].row(r)[v]) * expected[i].row(r)[v];
+      }
+      agree += Argmax({actual[i].row(r), static_cast<size_t>(vocab)}) ==
+               Argmax({expected[i].row(r), static_cast<size_t>(vocab)});
+    }
+  }
+  return {std::sqrt(diff / norm), static_cast<double>(agree) / rows};
+}
+
+}  // namespace flatfleet::engine
