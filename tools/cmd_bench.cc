@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -105,10 +106,23 @@ double Percentile(std::vector<double> values, double p) {
 std::string Gigabytes(double bytes) { return absl::StrFormat("%.2f GB", bytes / 1e9); }
 
 absl::Status RunBench(const BenchOptions& options) {
-  if (options.recipe != "bf16") {
-    return absl::UnimplementedError(absl::StrFormat(
-        "--recipe %s: the GPU engine runs bf16 linears for now; the low-bit GEMMs come with the "
-        "quantized-kernel work",
+  // Random weights in the recipe's integer format (the kernels' plain W8A8 / W4A8 forms; the
+  // other recipes' transforms need the low-bit kernel work).
+  std::optional<kernels::RandomQuantizedFormat> format;
+  if (options.recipe == "w8a8") {
+    format = kernels::RandomQuantizedFormat{.weight_bits = 8, .group_size = 0};
+  } else if (options.recipe == "w4a8") {
+    format = kernels::RandomQuantizedFormat{.weight_bits = 4, .group_size = 128};
+  } else if (options.recipe != "bf16") {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--recipe %s: bench runs bf16, w8a8 (per-channel INT8 weights) or w4a8 (INT4 weights in "
+        "groups of 128); every recipe runs on a quantized checkpoint with generate/score",
+        options.recipe));
+  }
+  if (format.has_value() && std::filesystem::is_directory(options.arch)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--recipe %s applies to random weights (--arch NAME); a checkpoint directory runs as "
+        "stored (quantize it first)",
         options.recipe));
   }
   if (options.requests <= 0 || options.input_len <= 0 || options.output_len <= 0 ||
@@ -132,11 +146,11 @@ absl::Status RunBench(const BenchOptions& options) {
                                                        options.input_len + options.output_len + 1);
     std::fprintf(stderr, "flatfleet bench: generating %s weights (seed %llu)...\n",
                  options.arch.c_str(), static_cast<unsigned long long>(options.seed));
-    engine::SeededWeightSource source(backend, options.seed);
+    engine::SeededWeightSource source(options.seed, 0.02f, format);
     engine::ModelOptions model_options;
     model_options.load_progress = LoadProgressLine("bench");
     FF_ASSIGN_OR_RETURN(model, engine::BuildLlamaModel(config, source, backend, model_options));
-    what = absl::StrFormat("%s (random weights, seed %llu)", options.arch,
+    what = absl::StrFormat("%s %s (random weights, seed %llu)", options.arch, options.recipe,
                            static_cast<unsigned long long>(options.seed));
   }
   const double load_seconds = std::chrono::duration<double>(Clock::now() - load_start).count();
@@ -301,7 +315,9 @@ CommandRunner RegisterBenchCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--random-weights", options->random_weights,
                 "Weights from --seed (the default for named architectures)");
-  cmd->add_option("--recipe", options->recipe, "Linear layers: bf16")->capture_default_str();
+  cmd->add_option("--recipe", options->recipe,
+                  "Linear layers of random weights: bf16, w8a8 or w4a8 (GPU)")
+      ->capture_default_str();
   cmd->add_option("--requests", options->requests, "Requests")->capture_default_str();
   cmd->add_option("--input-len", options->input_len, "Prompt tokens per request")
       ->capture_default_str();
