@@ -26,6 +26,8 @@ struct ContinuousBatcher::Request {
   int64_t computed = 0;  // leading context tokens held in the cache
   std::optional<SequenceId> sequence;
   GenerationResult result;
+  // Set on the first token of a request with stop strings (and a tokenizer).
+  std::optional<IncrementalStopMatcher> stop_matcher;
   Clock::time_point submitted;
   double time_to_first_token_seconds = 0;
 };
@@ -303,18 +305,18 @@ bool ContinuousBatcher::AcceptToken(Request& r, int32_t token) {
   r.context.push_back(token);
   if (std::find(r.stop_ids.begin(), r.stop_ids.end(), token) != r.stop_ids.end()) {
     result.finish_reason = FinishReason::kStop;
-    if (tokenizer_ != nullptr && r.request.params.stop_strings.empty()) {
+    if (tokenizer_ != nullptr) {
       result.text = tokenizer_->Decode(result.tokens, /*skip_special_tokens=*/true);
     }
     return true;
   }
   result.tokens.push_back(token);
-  // Text only where a stop string needs it each token; else once, at the end.
+  // Stop strings are matched incrementally; the text is decoded whole once, at the end.
   const bool has_stop_strings = !r.request.params.stop_strings.empty();
   if (tokenizer_ != nullptr && has_stop_strings) {
-    result.text = tokenizer_->Decode(result.tokens, /*skip_special_tokens=*/true);
-    if (auto at = FindStopString(result.text, r.request.params.stop_strings)) {
-      result.text.resize(*at);
+    if (!r.stop_matcher) r.stop_matcher.emplace(*tokenizer_, r.request.params.stop_strings);
+    if (auto at = r.stop_matcher->Append(token)) {
+      result.text = r.stop_matcher->text().substr(0, *at);
       result.finish_reason = FinishReason::kStop;
       return true;
     }
@@ -323,7 +325,7 @@ bool ContinuousBatcher::AcceptToken(Request& r, int32_t token) {
   if (result.completion_tokens >= r.request.params.max_tokens ||
       r.computed + 1 >= model_.config().max_position_embeddings) {
     result.finish_reason = FinishReason::kLength;
-    if (tokenizer_ != nullptr && !has_stop_strings) {
+    if (tokenizer_ != nullptr) {
       result.text = tokenizer_->Decode(result.tokens, /*skip_special_tokens=*/true);
     }
     return true;

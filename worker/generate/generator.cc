@@ -24,6 +24,8 @@ struct ActiveRequest {
   int64_t prompt_done = 0;  // prompt tokens already in the cache
   int32_t next_input = -1;  // sampled token to feed next step
   bool finished = false;
+  std::optional<IncrementalStopMatcher> stop_matcher;  // requests with stop strings
+  bool stopped_by_string = false;
 };
 
 }  // namespace
@@ -137,12 +139,13 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
         a.finished = true;
       } else {
         result.tokens.push_back(token);
-        if (tokenizer_ != nullptr) {
-          result.text = tokenizer_->Decode(result.tokens, /*skip_special_tokens=*/true);
-          if (auto at = FindStopString(result.text, a.request->params.stop_strings)) {
-            result.text.resize(*at);
+        if (tokenizer_ != nullptr && !a.request->params.stop_strings.empty()) {
+          if (!a.stop_matcher) a.stop_matcher.emplace(*tokenizer_, a.request->params.stop_strings);
+          if (auto at = a.stop_matcher->Append(token)) {
+            result.text = a.stop_matcher->text().substr(0, *at);
             result.finish_reason = FinishReason::kStop;
             a.finished = true;
+            a.stopped_by_string = true;
           }
         }
       }
@@ -151,7 +154,13 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
         result.finish_reason = FinishReason::kLength;
         a.finished = true;
       }
-      if (a.finished) cache->RemoveSequence(a.sequence);
+      if (a.finished) {
+        // The whole completion decoded once (a stop string already cut its text).
+        if (tokenizer_ != nullptr && !a.stopped_by_string) {
+          result.text = tokenizer_->Decode(result.tokens, /*skip_special_tokens=*/true);
+        }
+        cache->RemoveSequence(a.sequence);
+      }
     }
   }
   return results;
