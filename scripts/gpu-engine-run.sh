@@ -43,6 +43,31 @@ done
 if cmp -s "$work/generate_cpu.txt" "$work/generate_cuda.txt"; then same=equal; else same=DIFFERENT; fi
 row "generate greedy 48 tokens cpu vs cuda" "$same: $(head -c 120 "$work/generate_cuda.txt" | tr '\n' ' ')"
 
+# Quantized checkpoints on the GPU (RUN_QUANT=0 skips): stories260K quantized here on the CPU
+# (w8a8, per-token activations need no calibration text), then eval-ppl and greedy generation on
+# both devices from the same directory.
+if [ "${RUN_QUANT:-1}" = 1 ]; then
+  qdir=$work/stories-w8a8
+  "$ff" quantize --model "$shared/models/stories260K" --recipe w8a8 --out "$qdir" \
+    > "$work/quantize.txt" 2>&1
+  row "quantize stories260K w8a8 (exit $?)" "$(tail -n 1 "$work/quantize.txt")"
+  for device in cpu cuda; do
+    "$ff" eval-ppl --device $device --model "$qdir" --text "$shared/data/tinystories/valid.txt" \
+      --max-windows 64 > "$work/qppl_$device.txt" 2>&1
+    row "eval-ppl w8a8 --device $device (exit $?)" "$(grep -i perplexity "$work/qppl_$device.txt" | tail -n 1)"
+    "$ff" generate --device $device --model "$qdir" --prompt "Once upon a time" --max-tokens 48 \
+      > "$work/qgen_$device.txt" 2> "$work/qgen_$device.err"
+  done
+  if cmp -s "$work/qgen_cpu.txt" "$work/qgen_cuda.txt"; then same=equal; else same=DIFFERENT; fi
+  row "generate w8a8 greedy 48 cpu vs cuda" "$same: $(head -c 100 "$work/qgen_cuda.txt" | tr '\n' ' ')"
+  "$ff" score --device cuda --model "$qdir" --reference "$shared/models/stories260K/reference.safetensors" \
+    > "$work/qscore.txt" 2>&1
+  row "score w8a8 QDIR --device cuda (exit $?)" "$(grep -E '^logits|^top-1|KL' "$work/qscore.txt" | tr '\n' ';' | cut -c1-160)"
+  for f in quantize qppl_cpu qppl_cuda qgen_cpu.err qgen_cuda.err qscore; do
+    { echo "== $f"; cat "$work/$f"*; } >> "$out/engine.txt"
+  done
+fi
+
 # The service: coordinator + one GPU worker on loopback, a 64-request batch.
 if [ "${RUN_SERVICE:-1}" = 1 ]; then
 "$ff" serve worker --device cuda --listen 127.0.0.1:7171 > "$work/worker.txt" 2>&1 &
@@ -76,10 +101,15 @@ if [ "${ENGINE_BENCH:-1}" = 1 ]; then
     timeout 300 "$ff" bench --device cuda "$@" >> "$out/engine_bench.txt" 2>&1
     row "bench $*" "$(grep -E '^throughput|^ITL|^TTFT' "$out/engine_bench.txt" | tail -n 3 | tr '\n' ' ' | cut -c1-160)"
   }
-  bench --arch llama-3-8b --requests 1 --max-batch 1 --input-len 1024 --output-len 64
-  bench --arch llama-3-8b --requests 16 --max-batch 16 --input-len 1024 --output-len 64
-  bench --arch llama-3-8b --requests 64 --max-batch 64 --input-len 1024 --output-len 64
-  bench --arch llama-3-8b --requests 8 --max-batch 8 --input-len 2048 --output-len 1 --max-step-tokens 16384
+  # BENCH_LIST=FILE: one line of bench arguments per run instead of these.
+  if [ -n "${BENCH_LIST:-}" ]; then
+    while read -r args; do [ -n "$args" ] && bench $args; done < "$BENCH_LIST"
+  else
+    bench --arch llama-3-8b --requests 1 --max-batch 1 --input-len 1024 --output-len 64
+    bench --arch llama-3-8b --requests 16 --max-batch 16 --input-len 1024 --output-len 64
+    bench --arch llama-3-8b --requests 64 --max-batch 64 --input-len 1024 --output-len 64
+    bench --arch llama-3-8b --requests 8 --max-batch 8 --input-len 2048 --output-len 1 --max-step-tokens 16384
+  fi
   ${EXTRA_BENCH:-true}
 fi
 echo; echo "=== summary"; printf '%s\n' "${table[@]}"
