@@ -6,10 +6,13 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "benchmark/benchmark.h"
 #include "kernels/cuda/int8_activation_quantizer.h"
+#include "kernels/cuda/int8_cublaslt_gemm.h"
+#include "kernels/cuda/int8_dequant_epilogue.h"
 #include "kernels/cuda/int8_gemm.h"
 
 namespace {
@@ -150,6 +153,39 @@ void BM_CublasInt8(benchmark::State& state) {
   cublasDestroy(handle);
 }
 
+// What the engine runs for a W8A8 layer's prefill (cuda_quantized_linear.h): cuBLASLt's IMMA
+// int32 sums, then the dequantising epilogue to bf16 (scales 1.0 in FP16, no add).
+void BM_CublasLtInt8WithEpilogue(benchmark::State& state) {
+  if (!HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  RandomDeviceBytes x(m * k, 1), w(n * k, 2), sums(m * n * 4, 5), y(m * n * 2, 6);
+  RandomDeviceBytes x_scales(m * 2, 7, 0x00, 0x3c), w_scales(n * 2, 8, 0x00, 0x3c);
+  RandomDeviceBytes workspace(32 << 20, 9);
+  auto gemm = flatfleet::cuda::CublasLtInt8Gemm::Create(workspace.as<void>(), 32 << 20);
+  if (!gemm.ok()) {
+    state.SkipWithError(std::string(gemm.status().message()).c_str());
+    return;
+  }
+  const flatfleet::cuda::Int8GemmArgs args{
+      .m = m, .n = n, .k = k, .x = x.as<int8_t>(), .w = w.as<int8_t>(), .sums = sums.as<int32_t>()};
+  flatfleet::cuda::DeviceInt8DequantEpilogue epilogue;
+  epilogue.rows = m;
+  epilogue.cols = n;
+  epilogue.sums = sums.as<int32_t>();
+  epilogue.x_scales = x_scales.as<uint16_t>();
+  epilogue.w_scales = w_scales.as<uint16_t>();
+  epilogue.y = y.as<void>();
+  if (const absl::Status first = (*gemm)->Run(args, nullptr); !first.ok()) {
+    state.SkipWithError(std::string(first.message()).c_str());
+    return;
+  }
+  TimeLaunches(state, [&] {
+    return (*gemm)->Run(args, nullptr).ok() &&
+           flatfleet::cuda::Int8DequantEpilogue(epilogue, nullptr).ok();
+  });
+  SetCounters(state, m, n, k, m * k + n * k + 2.0 * m * n);
+}
+
 void BM_QuantizeActivationsInt8(benchmark::State& state) {
   if (!HasGpu(state)) return;
   const int64_t rows = state.range(0), cols = state.range(1);
@@ -177,7 +213,7 @@ void BM_QuantizeActivationsInt8(benchmark::State& state) {
       .scales = scales};
   TimeLaunches(state, [&] { return flatfleet::cuda::QuantizeActivationsInt8(args, nullptr).ok(); });
   state.counters["GB"] = benchmark::Counter(rows * (cols * 3.0 + 2) * 1e-9,
-                                              benchmark::Counter::kIsIterationInvariantRate);
+                                            benchmark::Counter::kIsIterationInvariantRate);
   cudaFree(x);
   cudaFree(codes);
   cudaFree(scales);
@@ -194,6 +230,7 @@ void GemmShapes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_W8A8)->UseManualTime()->Apply(GemmShapes);
 BENCHMARK(BM_W4A8)->UseManualTime()->Apply(GemmShapes);
 BENCHMARK(BM_CublasInt8)->UseManualTime()->Apply(GemmShapes);
+BENCHMARK(BM_CublasLtInt8WithEpilogue)->UseManualTime()->Apply(GemmShapes);
 BENCHMARK(BM_QuantizeActivationsInt8)->UseManualTime()->Args({16, 8192})->Args({4096, 8192});
 
 }  // namespace

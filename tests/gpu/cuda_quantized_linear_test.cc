@@ -148,6 +148,11 @@ INSTANTIATE_TEST_SUITE_P(
         LayerCase{1, 64, 256, 4, 128, true, false, 0},
         LayerCase{5, 200, 512, 4, 32, false, true, 8}, LayerCase{3, 77, 172, 4, 0, true, true, 0},
         LayerCase{17, 96, 688, 4, 0, false, false, 0},
+        // W8A8 prefill (more than kCublasInt8MinRows rows): cuBLASLt's IMMA sums + epilogue,
+        // padded K, odd n, strided x.
+        LayerCase{300, 256, 688, 8, 0, true, true, 0},
+        LayerCase{257, 130, 172, 8, 0, true, true, 4},
+        LayerCase{300, 1024, 4096, 8, 0, true, false, 0},
         // Real shapes (Llama-3-8B q|k|v and down_proj at decode batch sizes).
         LayerCase{16, 6144, 4096, 4, 128, true, false, 0},
         LayerCase{4, 4096, 14336, 8, 0, true, false, 0},

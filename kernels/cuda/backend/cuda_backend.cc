@@ -140,6 +140,10 @@ class CudaExecutionContext final : public ExecutionContext {
     FF_ASSIGN_OR_RETURN(context->gemm_,
                         cuda::CublasLtGemm::Create(context->gemm_workspace_.data(),
                                                    context->gemm_workspace_.bytes()));
+    // Both run on this context's one stream, in order, so they can share the workspace.
+    FF_ASSIGN_OR_RETURN(context->int8_gemm_,
+                        cuda::CublasLtInt8Gemm::Create(context->gemm_workspace_.data(),
+                                                       context->gemm_workspace_.bytes()));
     return context;
   }
 
@@ -263,6 +267,7 @@ class CudaExecutionContext final : public ExecutionContext {
   cudaStream_t stream() const { return stream_.get(); }
   const DeviceStep& device_step() const { return device_step_; }
   cuda::CublasLtGemm& gemm() { return *gemm_; }
+  cuda::CublasLtInt8Gemm& int8_gemm() { return *int8_gemm_; }
   int device() const { return device_; }
 
   // Pinned host memory for small transfers (sampling parameters and results).
@@ -299,6 +304,7 @@ class CudaExecutionContext final : public ExecutionContext {
   runtime::WorkspaceArena arena_;
   runtime::Buffer gemm_workspace_;
   std::unique_ptr<cuda::CublasLtGemm> gemm_;
+  std::unique_ptr<cuda::CublasLtInt8Gemm> int8_gemm_;
   runtime::Buffer metadata_host_, metadata_device_;
   runtime::Buffer pinned_scratch_;
   DeviceStep device_step_;
@@ -589,7 +595,7 @@ absl::Status CudaBackend::Linear(ExecutionContext& context, const LinearWeight& 
   if (x.rows == 0) return absl::OkStatus();
   if (const auto* quantized = dynamic_cast<const CudaQuantizedLinearWeight*>(&weight)) {
     CudaExecutionContext& cuda = Cuda(context);
-    return RunQuantizedLinear(*quantized, x, y, cuda.arena(), cuda.stream());
+    return RunQuantizedLinear(*quantized, x, y, cuda.arena(), cuda.stream(), &cuda.int8_gemm());
   }
   const auto* dense = dynamic_cast<const CudaLinearWeight*>(&weight);
   if (dense == nullptr) return Misuse("Linear", "the weight was not prepared by this backend");

@@ -10,6 +10,7 @@
 #include "kernels/cpu/quant/quantized_matrix.h"
 #include "kernels/cuda/bias_add.h"
 #include "kernels/cuda/int8_activation_quantizer.h"
+#include "kernels/cuda/int8_dequant_epilogue.h"
 #include "kernels/cuda/int8_gemm.h"
 #include "kernels/cuda/random_fill.h"
 #include "runtime/cuda/cuda_status.h"
@@ -179,7 +180,8 @@ int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int
 
 absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
                                 const runtime::ConstTensorView& x, const runtime::TensorView& y,
-                                runtime::WorkspaceArena& arena, cudaStream_t stream) {
+                                runtime::WorkspaceArena& arena, cudaStream_t stream,
+                                cuda::CublasLtInt8Gemm* int8_gemm) {
   const int64_t rows = x.rows;
   const int64_t out = weight.out_features();
   const runtime::WorkspaceArena::Mark mark = arena.mark();
@@ -197,6 +199,35 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
   quantize.codes_stride = weight.padded_in;
   quantize.scales = static_cast<uint16_t*>(scales);
   FF_RETURN_IF_ERROR(cuda::QuantizeActivationsInt8(quantize, stream));
+  const cuda::GemmElementType y_type = y.type == runtime::ScalarType::kFloat32
+                                           ? cuda::GemmElementType::kFloat32
+                                           : cuda::GemmElementType::kBf16;
+  if (weight.weight_bits == 8 && int8_gemm != nullptr && rows > kCublasInt8MinRows) {
+    const absl::Status imma = int8_gemm->Run({.m = rows,
+                                              .n = out,
+                                              .k = weight.padded_in,
+                                              .x = static_cast<const int8_t*>(codes),
+                                              .w = static_cast<const int8_t*>(weight.codes.data()),
+                                              .sums = static_cast<int32_t*>(sums)},
+                                             stream);
+    if (imma.ok()) {
+      cuda::DeviceInt8DequantEpilogue epilogue;
+      epilogue.rows = rows;
+      epilogue.cols = out;
+      epilogue.sums = static_cast<const int32_t*>(sums);
+      epilogue.x_scales = static_cast<const uint16_t*>(scales);
+      epilogue.w_scales = static_cast<const uint16_t*>(weight.scales.data());
+      epilogue.add = static_cast<const float*>(weight.epilogue.data());
+      epilogue.y = y.data;
+      epilogue.y_stride = y.row_stride;
+      epilogue.y_type = y_type;
+      FF_RETURN_IF_ERROR(cuda::Int8DequantEpilogue(epilogue, stream));
+      arena.Release(mark);
+      return absl::OkStatus();
+    }
+    // No IMMA algorithm for this shape: the mma.sync kernel below computes the same bits.
+    if (imma.code() != absl::StatusCode::kUnimplemented) return imma;
+  }
   if (weight.weight_bits == 8) {
     cuda::DeviceW8A8Gemm gemm;
     gemm.m = rows;
@@ -233,8 +264,7 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
   epilogue.bias_type = cuda::GemmElementType::kFloat32;
   epilogue.y = y.data;
   epilogue.y_stride = y.row_stride;
-  epilogue.y_type = y.type == runtime::ScalarType::kFloat32 ? cuda::GemmElementType::kFloat32
-                                                            : cuda::GemmElementType::kBf16;
+  epilogue.y_type = y_type;
   FF_RETURN_IF_ERROR(cuda::AddBias(epilogue, stream));
   arena.Release(mark);
   return absl::OkStatus();

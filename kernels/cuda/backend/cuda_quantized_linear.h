@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
+#include "kernels/cuda/int8_cublaslt_gemm.h"
 #include "runtime/buffer.h"
 #include "runtime/tensor_view.h"
 #include "runtime/workspace_arena.h"
@@ -61,11 +62,18 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> RandomQuantizedLinear
 // Scratch bytes RunQuantizedLinear takes from the arena for `rows` rows.
 int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows);
 
+// Above this many rows (prefill; never a captured decode step) a W8A8 layer's exact int32 sums
+// come from cuBLASLt's IMMA kernels (int8_cublaslt_gemm.h) and the float epilogue from
+// int8_dequant_epilogue.h: the same bits as the mma.sync kernel, several times faster.
+inline constexpr int64_t kCublasInt8MinRows = 256;
+
 // y[rows, out] (bf16 or float32, any row stride) = the layer applied to x[rows, in] (bf16 device,
-// any row stride), on `stream`. The scratch is released to the arena before returning (the next
-// op's kernels run after these on the same stream).
+// any row stride), on `stream`. `int8_gemm` (optional) serves W8A8 prefill as said above. The
+// scratch is released to the arena before returning (the next op's kernels run after these on
+// the same stream).
 absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
                                 const runtime::ConstTensorView& x, const runtime::TensorView& y,
-                                runtime::WorkspaceArena& arena, cudaStream_t stream);
+                                runtime::WorkspaceArena& arena, cudaStream_t stream,
+                                cuda::CublasLtInt8Gemm* int8_gemm = nullptr);
 
 }  // namespace flatfleet::kernels::cuda_backend
