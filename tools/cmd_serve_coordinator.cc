@@ -1,7 +1,8 @@
 // `flatfleet serve coordinator`: the batch coordinator. Serves BatchService (plus gRPC health
 // and reflection) on --listen (default 127.0.0.1:7070, the CLI clients' default), keeps jobs in
 // the SQLite file --db, and drives the --worker processes (or those --worker-dns finds). Prints
-// its first stdout line; SIGTERM/SIGINT stop it (in-flight requests return to pending).
+// 'listening on HOST:PORT' as its first stdout line; SIGTERM/SIGINT stop it (in-flight requests
+// return to pending).
 #include <pthread.h>
 #include <signal.h>
 #include <time.h>
