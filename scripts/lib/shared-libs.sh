@@ -26,9 +26,10 @@ copy_shared_libs() {
       echo "copy_shared_libs: $file needs libraries that are not found: $missing" >&2
       return 1
     fi
+    # (grep -v finding nothing to keep is not an error.)
     ldd "$file" | awk '$3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' |
-      grep -v -E "$FLATFLEET_SYSTEM_LIBS" |
-      { if [ -n "$extra" ]; then grep -v -E "$extra"; else cat; fi; } |
+      { grep -v -E "$FLATFLEET_SYSTEM_LIBS" || true; } |
+      { if [ -n "$extra" ]; then grep -v -E "$extra" || true; else cat; fi; } |
       while read -r library; do
         [ -e "$dest/$(basename "$library")" ] || cp -L "$library" "$dest/"
       done
