@@ -7,6 +7,7 @@
 # where the binary looks for it. glibc and the dynamic loader are the host's (needs glibc at least
 # the build machine's). Also carries deploy/container/flatfleet-ranks.
 # Usage: scripts/bundle.sh [--build-dir build] [--out flatfleet-bundle.tar.gz]
+#   FLATFLEET_BUNDLE_EXCLUDE_CUDA=1: leave the CUDA libraries out (for a CUDA base image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/shared-libs.sh
@@ -32,7 +33,12 @@ mkdir -p "$root/bin" "$root/libexec" "$root/lib/flatfleet"
 cp -L "$binary" "$root/libexec/flatfleet"
 cp -L "$module" "$root/lib/flatfleet/"
 strip "$root/libexec/flatfleet" "$root/lib/flatfleet/libflatfleet_sentencepiece.so" 2>/dev/null || true
-copy_shared_libs "$root/lib" "$binary" "$module"
+# A CUDA image brings its own CUDA runtime, cuBLAS and NCCL (and the node its driver).
+if [ -n "${FLATFLEET_BUNDLE_EXCLUDE_CUDA:-}" ]; then
+  copy_shared_libs "$root/lib" --also-exclude "$FLATFLEET_CUDA_LIBS" "$binary" "$module"
+else
+  copy_shared_libs "$root/lib" "$binary" "$module"
+fi
 cat > "$root/bin/flatfleet" <<'WRAPPER'
 #!/bin/sh
 # Runs the bundled flatfleet with the bundle's libraries, wherever the bundle was unpacked.
