@@ -16,7 +16,9 @@
     API's fields, not the CRD itself, which is not vendored here): unknown fields fail, since the
     API server would silently prune them;
   - Prometheus config and rules pass promtool, the PrometheusRule equals the rules file, and
-    rules and dashboard queries only name metrics flatfleet exports.
+    rules and dashboard queries only name metrics flatfleet exports;
+  - the images: multi-stage, non-root final stage, CUDA devel -> runtime base with a /models
+    volume, and .dockerignore keeping build trees and weights out of the context.
 
 usage: check_deploy.py SOURCE_DIR FLATFLEET_BINARY           (exit 77: a tool is missing)
        check_deploy.py --write-prometheusrule SOURCE_DIR     (regenerates the PrometheusRule)
@@ -394,6 +396,34 @@ def check_monitoring(overlay, component):
             fail(f"{overlay.name} + monitoring: no {kind}")
 
 
+def check_images(source_dir):
+    """The images build in stages and run unprivileged; the CUDA one builds on a devel base, runs
+    on a runtime base and declares the model volume; the build context leaves build trees out."""
+    container = source_dir / "deploy" / "container"
+    for name in ("Dockerfile", "Dockerfile.cuda"):
+        text = (container / name).read_text()
+        stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+        if len(stages) < 2:
+            fail(f"{name}: expected a multi-stage build")
+        final = stages[-1]
+        users = re.findall(r"^USER (\S+)", final, flags=re.M)
+        if not users or users[-1] in ("root", "0"):
+            fail(f"{name}: the final stage must switch to a non-root USER")
+        for copied in re.findall(r"^COPY (?!--from)(\S+) ", final, flags=re.M):
+            if not (source_dir / copied).exists():
+                fail(f"{name}: COPY of {copied}, which the source tree lacks")
+        if name == "Dockerfile.cuda":
+            if "-devel-" not in stages[0].split()[0] or "-runtime-" not in final.split()[0]:
+                fail(f"{name}: build on a CUDA devel image and run on a CUDA runtime image")
+            if not re.search(r'^VOLUME \["/models"\]', final, flags=re.M):
+                fail(f"{name}: the final stage must declare the /models volume")
+    ignored = (source_dir / ".dockerignore").read_text().split()
+    for pattern in ("build", "build-*", ".git", "**/*.safetensors"):
+        if pattern not in ignored:
+            fail(f".dockerignore: {pattern} must stay out of the build context")
+    print("ok: container images (multi-stage, non-root, CUDA devel -> runtime, .dockerignore)")
+
+
 # ---------------------------------------------------------------------------------------------
 def exported_metric_names(source_dir):
     names = set()
@@ -496,6 +526,7 @@ def main():
                 p["containerPort"] for p in worker["spec"]["template"]["spec"]["containers"][0]
                 ["ports"] if p["name"].startswith("metrics")}
     check_prometheus(source_dir, component, gpu_metrics_ports)
+    check_images(source_dir)
     return 0
 
 

@@ -44,6 +44,7 @@ MUTATIONS = [
      "flatfleet_worker_generated_tokens_total, which flatfleet does not export"),
     ("deploy/prometheus/flatfleet-rules.yml", 'flatfleet_worker_state{state="failed"} == 1',
      'flatfleet_worker_status{state="failed"} == 1', "flatfleet_worker_status"),
+    ("deploy/container/Dockerfile.cuda", "USER flatfleet", "USER root", "non-root USER"),
     ("deploy/k8s/components/monitoring/podmonitor.yaml",
      "    - {port: metrics-3, path: /metrics, interval: 15s}\n", "", "PodMonitor misses"),
 ]
@@ -52,6 +53,7 @@ MUTATIONS = [
 def make_copy(source_dir, directory):
     copy = pathlib.Path(directory)
     shutil.copytree(source_dir / "deploy", copy / "deploy")
+    shutil.copy(source_dir / ".dockerignore", copy / ".dockerignore")
     for tree in ("coordinator", "worker"):  # metric names and the health service name
         shutil.copytree(source_dir / tree, copy / tree,
                         ignore=lambda _, names: [n for n in names if "." in n and
