@@ -12,9 +12,13 @@ cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLATFLEET_CUDA=ON
   -DCMAKE_CUDA_ARCHITECTURES=90a >/dev/null
 ninja -C build-cuda flatfleet gpu_tests gpu_bench
 rm -rf .gpu-bundle
-bundler=../shared/gpu/bundle.sh
-"$bundler" .gpu-bundle build-cuda/bin/flatfleet build-cuda/bin/gpu_tests build-cuda/bin/gpu_bench
-cp build-cuda/bin/libflatfleet_sentencepiece.so .gpu-bundle/bin/
+source scripts/lib/shared-libs.sh
+gpu_binaries=(build-cuda/bin/flatfleet build-cuda/bin/gpu_tests build-cuda/bin/gpu_bench)
+mkdir -p .gpu-bundle/bin
+cp -L "${gpu_binaries[@]}" build-cuda/bin/libflatfleet_sentencepiece.so .gpu-bundle/bin/
+# The GPU machine brings its own driver, CUDA runtime, cuBLAS and NCCL.
+copy_shared_libs .gpu-bundle/lib --also-exclude "$FLATFLEET_CUDA_LIBS" "${gpu_binaries[@]}" \
+  build-cuda/bin/libflatfleet_sentencepiece.so
 strip .gpu-bundle/bin/flatfleet .gpu-bundle/bin/gpu_tests .gpu-bundle/bin/gpu_bench || true
 mkdir -p .gpu-bundle/python .gpu-bundle/shared/fixtures .gpu-bundle/shared/models \
   .gpu-bundle/shared/data/tinystories

@@ -10,7 +10,7 @@ packages=(
   libgloo-dev libsqlite3-dev libcivetweb-dev nlohmann-json3-dev libcli11-dev
   libsentencepiece-dev libpcre2-dev
   clang-14 libclang-rt-14-dev clang-format
-  prometheus python3-grpcio yamllint
+  prometheus python3-grpcio python3-yaml yamllint
   openssl libssl-dev
 )
 

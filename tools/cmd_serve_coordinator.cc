@@ -1,18 +1,24 @@
 // `flatfleet serve coordinator`: the batch coordinator. Serves BatchService (plus gRPC health
 // and reflection) on --listen (default 127.0.0.1:7070, the CLI clients' default), keeps jobs in
-// the SQLite file --db, and drives the --worker processes. Prints 'listening on HOST:PORT' as
-// its first stdout line; SIGTERM/SIGINT stop it (in-flight requests return to pending).
+// the SQLite file --db, and drives the --worker processes (or those --worker-dns finds). Prints
+// 'listening on HOST:PORT' as its first stdout line; SIGTERM/SIGINT stop it (in-flight requests
+// return to pending).
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "coordinator/server/batch_client.h"
 #include "coordinator/server/coordinator_server.h"
+#include "coordinator/server/worker_discovery.h"
 #include "tools/commands.h"
 #include "tools/security_options.h"
 #include "worker/serving/metrics_http_server.h"
@@ -25,6 +31,10 @@ struct ServeCoordinatorOptions {
   std::string metrics_listen;
   std::string db;
   std::vector<std::string> workers;
+  std::vector<std::string> worker_dns;
+  int workers_per_host = 1;
+  double worker_dns_interval_seconds = 30;
+  int min_workers = 1;
   std::string model;
   std::vector<std::string> input_dirs;
   double worker_memory_gib = 0;
@@ -55,7 +65,9 @@ void WarnAboutPlaintextSecrets(const ServeCoordinatorOptions& options) {
                  options.listen.c_str());
   }
   if (!options.cluster_security.secret_file.empty() && options.cluster_security.tls_ca.empty()) {
-    for (const std::string& worker : options.workers) {
+    std::vector<std::string> destinations = options.workers;
+    destinations.insert(destinations.end(), options.worker_dns.begin(), options.worker_dns.end());
+    for (const std::string& worker : destinations) {
       if (security::IsLoopbackAddress(worker)) continue;
       std::fprintf(stderr,
                    "flatfleet serve coordinator: warning: the cluster secret travels in "
@@ -63,6 +75,102 @@ void WarnAboutPlaintextSecrets(const ServeCoordinatorOptions& options) {
                    worker.c_str());
     }
   }
+}
+
+// A running coordinator and the HTTP server that exposes its metrics (which it references).
+struct Serving {
+  std::unique_ptr<coordinator::CoordinatorServer> server;
+  std::unique_ptr<engine::MetricsHttpServer> metrics_server;
+
+  void Stop() {
+    metrics_server.reset();
+    if (server != nullptr) server->Shutdown();
+    server.reset();
+  }
+};
+
+absl::StatusOr<Serving> StartServing(const ServeCoordinatorOptions& options,
+                                     const coordinator::ModelSpec& model,
+                                     const std::vector<std::string>& workers) {
+  coordinator::CoordinatorOptions server_options;
+  server_options.listen_address = options.listen;
+  server_options.db_path = options.db;
+  server_options.model = model;
+  // 0: the planner asks each worker's Health for its memory.
+  const auto memory_bytes = static_cast<uint64_t>(options.worker_memory_gib * (1ull << 30));
+  for (const std::string& address : workers) {
+    server_options.workers.push_back(coordinator::WorkerInfo{address, memory_bytes});
+  }
+  server_options.service.input_dirs = options.input_dirs;
+  server_options.scheduler.in_flight_window = options.in_flight_window;
+  server_options.scheduler.lease_ms = static_cast<int64_t>(options.lease_seconds * 1000);
+  server_options.service.input_limits = options.input_limits;
+  server_options.max_message_bytes = options.max_message_bytes;
+  server_options.scheduler.worker_max_message_bytes = options.max_message_bytes;
+  server_options.service.max_upload_bytes = options.max_upload_bytes;
+  absl::StatusOr<security::ServerSecurity> api_security =
+      security::LoadApiServerSecurity(options.api_security);
+  if (!api_security.ok()) return api_security.status();
+  server_options.api_security = *std::move(api_security);
+  absl::StatusOr<security::ChannelSecurity> worker_channel =
+      security::LoadClusterClientSecurity(options.cluster_security);
+  if (!worker_channel.ok()) return worker_channel.status();
+  server_options.scheduler.worker_channel = *std::move(worker_channel);
+  server_options.planner.forced_tp = options.tp;
+  server_options.scheduler.compress_all_reduce = options.all_reduce_compression == "int8";
+  server_options.scheduler.group_timeout = absl::Seconds(options.group_timeout_seconds);
+  Serving serving;
+  absl::StatusOr<std::unique_ptr<coordinator::CoordinatorServer>> server =
+      coordinator::CoordinatorServer::Start(std::move(server_options));
+  if (!server.ok()) return server.status();
+  serving.server = *std::move(server);
+  // First line of stdout: what scripts wait for when they asked for port 0.
+  std::printf("listening on %s\n", serving.server->address().c_str());
+  if (!options.metrics_listen.empty()) {
+    auto started = engine::MetricsHttpServer::Start(options.metrics_listen,
+                                                    serving.server->metrics().registry(), nullptr);
+    if (!started.ok()) return started.status();
+    serving.metrics_server = *std::move(started);
+    const std::string& host = options.metrics_listen;
+    std::printf("metrics on %s:%d\n", host.substr(0, host.rfind(':')).c_str(),
+                serving.metrics_server->port());
+  }
+  std::fflush(stdout);
+  const coordinator::ClusterPlan& plan = serving.server->plan();
+  std::fprintf(stderr,
+               "flatfleet serve coordinator: model %s, %zu worker(s), tp=%u, %zu group(s)\n",
+               model.name.c_str(), workers.size(), plan.tp_size, plan.groups.size());
+  for (const std::string& unused : plan.unused_workers) {
+    std::fprintf(stderr, "flatfleet serve coordinator: worker %s left idle (not a full group)\n",
+                 unused.c_str());
+  }
+  return serving;
+}
+
+// Waits up to `seconds` for a stop signal; returns it, or 0 on timeout.
+int WaitForStopSignal(const sigset_t& stop_signals, double seconds) {
+  timespec timeout;
+  timeout.tv_sec = static_cast<time_t>(seconds);
+  timeout.tv_nsec = static_cast<long>((seconds - static_cast<double>(timeout.tv_sec)) * 1e9);
+  while (true) {
+    const int received = sigtimedwait(&stop_signals, nullptr, &timeout);
+    if (received > 0) return received;
+    if (errno == EAGAIN) return 0;
+    // EINTR: another signal; wait again (a slightly longer wait is harmless).
+  }
+}
+
+// The --worker list plus what --worker-dns resolves to.
+absl::StatusOr<std::vector<std::string>> CurrentWorkers(
+    const ServeCoordinatorOptions& options,
+    const std::vector<coordinator::DnsWorkerTarget>& targets) {
+  std::vector<std::string> workers = options.workers;
+  if (targets.empty()) return workers;
+  absl::StatusOr<std::vector<std::string>> discovered =
+      coordinator::ResolveWorkers(targets, coordinator::ResolveHostAddresses);
+  if (!discovered.ok()) return discovered.status();
+  workers.insert(workers.end(), discovered->begin(), discovered->end());
+  return workers;
 }
 
 int RunServeCoordinator(const ServeCoordinatorOptions& options) {
@@ -75,62 +183,71 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
 
   absl::StatusOr<coordinator::ModelSpec> model = coordinator::ParseModelSpec(options.model);
   if (!model.ok()) return Fail(model.status());
-  coordinator::CoordinatorOptions server_options;
-  server_options.listen_address = options.listen;
-  server_options.db_path = options.db;
-  server_options.model = *model;
-  // 0: the planner asks each worker's Health for its memory.
-  const auto memory_bytes = static_cast<uint64_t>(options.worker_memory_gib * (1ull << 30));
-  for (const std::string& address : options.workers) {
-    server_options.workers.push_back(coordinator::WorkerInfo{address, memory_bytes});
+  if (options.workers.empty() && options.worker_dns.empty()) {
+    return Fail(absl::InvalidArgumentError("name workers with --worker or --worker-dns"));
   }
-  server_options.service.input_dirs = options.input_dirs;
-  server_options.scheduler.in_flight_window = options.in_flight_window;
-  server_options.scheduler.lease_ms = static_cast<int64_t>(options.lease_seconds * 1000);
-  server_options.service.input_limits = options.input_limits;
-  server_options.max_message_bytes = options.max_message_bytes;
-  server_options.scheduler.worker_max_message_bytes = options.max_message_bytes;
-  server_options.service.max_upload_bytes = options.max_upload_bytes;
-  absl::StatusOr<security::ServerSecurity> api_security =
-      security::LoadApiServerSecurity(options.api_security);
-  if (!api_security.ok()) return Fail(api_security.status());
-  server_options.api_security = *std::move(api_security);
-  absl::StatusOr<security::ChannelSecurity> worker_channel =
-      security::LoadClusterClientSecurity(options.cluster_security);
-  if (!worker_channel.ok()) return Fail(worker_channel.status());
-  server_options.scheduler.worker_channel = *std::move(worker_channel);
+  std::vector<coordinator::DnsWorkerTarget> targets;
+  for (const std::string& spec : options.worker_dns) {
+    absl::StatusOr<coordinator::DnsWorkerTarget> target =
+        coordinator::ParseDnsWorkerTarget(spec, options.workers_per_host);
+    if (!target.ok()) return Fail(target.status());
+    targets.push_back(*std::move(target));
+  }
   WarnAboutPlaintextSecrets(options);
-  server_options.planner.forced_tp = options.tp;
-  server_options.scheduler.compress_all_reduce = options.all_reduce_compression == "int8";
-  server_options.scheduler.group_timeout = absl::Seconds(options.group_timeout_seconds);
-  auto server = coordinator::CoordinatorServer::Start(std::move(server_options));
-  if (!server.ok()) return Fail(server.status());
-  // First line of stdout: what scripts wait for when they asked for port 0.
-  std::printf("listening on %s\n", (*server)->address().c_str());
-  std::unique_ptr<engine::MetricsHttpServer> metrics_server;
-  if (!options.metrics_listen.empty()) {
-    auto started = engine::MetricsHttpServer::Start(options.metrics_listen,
-                                                    (*server)->metrics().registry(), nullptr);
-    if (!started.ok()) return Fail(started.status());
-    metrics_server = *std::move(started);
-    const std::string& host = options.metrics_listen;
-    std::printf("metrics on %s:%d\n", host.substr(0, host.rfind(':')).c_str(),
-                metrics_server->port());
-  }
-  std::fflush(stdout);
-  const coordinator::ClusterPlan& plan = (*server)->plan();
-  std::fprintf(stderr, "flatfleet serve coordinator: model %s, tp=%u, %zu group(s)\n",
-               model->name.c_str(), plan.tp_size, plan.groups.size());
-  for (const std::string& unused : plan.unused_workers) {
-    std::fprintf(stderr, "flatfleet serve coordinator: worker %s left idle (not a full group)\n",
-                 unused.c_str());
+
+  // Pods appear in DNS one by one: wait for --min-workers before the first plan.
+  absl::StatusOr<std::vector<std::string>> workers = CurrentWorkers(options, targets);
+  std::string last_problem;
+  while (!workers.ok() || workers->size() < static_cast<size_t>(options.min_workers)) {
+    const std::string problem = workers.ok()
+                                    ? absl::StrCat("found ", workers->size(), " of --min-workers ",
+                                                   options.min_workers, " workers")
+                                    : std::string(workers.status().message());
+    if (problem != last_problem) {
+      std::fprintf(stderr, "flatfleet serve coordinator: waiting for workers: %s\n",
+                   problem.c_str());
+      last_problem = problem;
+    }
+    if (WaitForStopSignal(stop_signals, 2) != 0) return 0;
+    workers = CurrentWorkers(options, targets);
   }
 
+  absl::StatusOr<Serving> serving = StartServing(options, *model, *workers);
+  if (!serving.ok()) return Fail(serving.status());
+  // A changed worker set re-plans the groups by restarting the coordinator in place: in-flight
+  // requests return to pending (as on any coordinator restart) and loaded workers keep their
+  // models. Two equal resolutions in a row are needed, so a rollout's steps do not each re-plan.
+  coordinator::WorkerSetWatcher watcher(*workers, /*confirmations=*/2);
+  const double interval = targets.empty() ? 3600 : options.worker_dns_interval_seconds;
   int received = 0;
-  sigwait(&stop_signals, &received);
+  while ((received = WaitForStopSignal(stop_signals, interval)) == 0) {
+    if (targets.empty()) continue;
+    absl::StatusOr<std::vector<std::string>> resolved = CurrentWorkers(options, targets);
+    if (!resolved.ok()) {
+      // Said once per distinct problem, not on every resolution.
+      const std::string problem(resolved.status().message());
+      if (problem != last_problem) {
+        std::fprintf(stderr, "flatfleet serve coordinator: keeping %zu workers: %s\n",
+                     watcher.current().size(), problem.c_str());
+      }
+      last_problem = problem;
+    } else if (resolved->size() < static_cast<size_t>(options.min_workers)) {
+      resolved = absl::FailedPreconditionError("fewer workers than --min-workers");
+    }
+    if (resolved.ok()) last_problem.clear();
+    const size_t before = watcher.current().size();
+    std::optional<std::vector<std::string>> changed = watcher.Observe(resolved);
+    if (!changed.has_value()) continue;
+    std::fprintf(stderr,
+                 "flatfleet serve coordinator: the worker set changed (%zu -> %zu workers); "
+                 "re-planning\n",
+                 before, changed->size());
+    serving->Stop();
+    serving = StartServing(options, *model, *changed);
+    if (!serving.ok()) return Fail(serving.status());
+  }
   std::fprintf(stderr, "flatfleet serve coordinator: %s received; stopping\n", strsignal(received));
-  metrics_server.reset();
-  (*server)->Shutdown();
+  serving->Stop();
   return 0;
 }
 
@@ -147,8 +264,25 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
   cmd->add_option("--metrics-listen", options->metrics_listen,
                   "HTTP address HOST:PORT for /metrics (port 0 picks one); none when omitted");
   cmd->add_option("--db", options->db, "SQLite file holding jobs and results")->required();
-  cmd->add_option("--worker", options->workers, "Worker address HOST:PORT (repeat for each)")
-      ->required();
+  cmd->add_option("--worker", options->workers, "Worker address HOST:PORT (repeat for each)");
+  cmd->add_option("--worker-dns", options->worker_dns,
+                  "Discover workers: HOST:PORT whose HOST (e.g. a headless Service) resolves to "
+                  "one address per worker pod; re-resolved every --worker-dns-interval, and a "
+                  "changed set re-plans the groups (repeatable; adds to --worker)");
+  cmd->add_option("--workers-per-host", options->workers_per_host,
+                  "Worker processes behind each --worker-dns address, on PORT, PORT+1, ... "
+                  "(one per GPU of a pod)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--worker-dns-interval", options->worker_dns_interval_seconds,
+                  "Seconds between --worker-dns resolutions")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 3600.0));
+  cmd->add_option("--min-workers", options->min_workers,
+                  "Wait until this many workers are known before planning (and keep the "
+                  "current plan while fewer resolve)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--model", options->model, "NAME=DIR or NAME=builtin:demo")->required();
   cmd->add_option("--input-dir", options->input_dirs,
                   "Directory whose files CreateBatch may name as input_path (repeatable)");

@@ -477,5 +477,57 @@ TEST_F(WorkerServiceTest, HealthzFollowsTheWorkerState) {
   EXPECT_EQ(drained->finished(), 0u);
 }
 
+// Kubernetes readiness and startup probes ask the named health service: it must stay
+// NOT_SERVING for the whole load (a 70B shard takes minutes), turn SERVING once the model is
+// loaded and go back to NOT_SERVING on a drain, while the process-level "" and /healthz (the
+// liveness probe) stay up throughout. The state gauge follows.
+TEST_F(WorkerServiceTest, ReadinessIsServingOnlyWhileAModelIsLoaded) {
+  absl::Notification loading, release;
+  WorkerProcessOptions options;
+  options.service.model_loader = [&,
+                                  loader = CpuModelLoader()](const v1::LoadShardRequest& request) {
+    loading.Notify();
+    release.WaitForNotification();
+    return loader(request);
+  };
+  options.service.engine_factory = GeneratorEngineFactory();
+  options.service.poll_interval = absl::Milliseconds(10);
+  auto process = WorkerProcess::Start(std::move(options));
+  ASSERT_TRUE(process.ok()) << process.status();
+  worker_ = *std::move(process);
+  channel_ = grpc::CreateChannel(worker_->address(), grpc::InsecureChannelCredentials());
+  stub_ = v1::WorkerService::NewStub(channel_);
+
+  EXPECT_EQ(StandardHealthStatus(kWorkerHealthName), 2);  // NOT_SERVING: nothing loaded
+  EXPECT_EQ(StandardHealthStatus(""), 1);
+  EXPECT_EQ(SampleValue(MetricsPage(), "flatfleet_worker_state{state=\"idle\"}"), 1);
+
+  std::future<grpc::Status> load =
+      std::async(std::launch::async, [this] { return LoadShard("builtin:demo"); });
+  ASSERT_TRUE(loading.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  EXPECT_EQ(StandardHealthStatus(kWorkerHealthName), 2);  // still NOT_SERVING while loading
+  EXPECT_EQ(StandardHealthStatus(""), 1);
+  testing::HttpReply alive = HttpGet(worker_->metrics_port(), "/healthz");
+  EXPECT_EQ(alive.status, 200);
+  EXPECT_EQ(alive.body, "WORKER_STATE_LOADING\n");
+  const std::string page = MetricsPage();
+  EXPECT_EQ(SampleValue(page, "flatfleet_worker_state{state=\"loading\"}"), 1);
+  EXPECT_EQ(SampleValue(page, "flatfleet_worker_state{state=\"idle\"}"), 0);
+
+  release.Notify();
+  ASSERT_TRUE(load.get().ok());
+  EXPECT_EQ(StandardHealthStatus(kWorkerHealthName), 1);  // SERVING
+  EXPECT_EQ(SampleValue(MetricsPage(), "flatfleet_worker_state{state=\"ready\"}"), 1);
+
+  grpc::ClientContext drain_context;
+  SetDeadline(drain_context);
+  v1::DrainResponse drained;
+  ASSERT_TRUE(stub_->Drain(&drain_context, v1::DrainRequest(), &drained).ok());
+  EXPECT_EQ(StandardHealthStatus(kWorkerHealthName), 2);  // NOT_SERVING while draining
+  EXPECT_EQ(StandardHealthStatus(""), 1);
+  EXPECT_EQ(HttpGet(worker_->metrics_port(), "/healthz").status, 200);
+  EXPECT_EQ(SampleValue(MetricsPage(), "flatfleet_worker_state{state=\"draining\"}"), 1);
+}
+
 }  // namespace
 }  // namespace flatfleet::engine

@@ -1,12 +1,20 @@
 #include "worker/serving/worker_metrics.h"
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/status_macros.h"
 
 namespace flatfleet::engine {
 namespace {
+
+// Label values of flatfleet_worker_state, all exposed from the start.
+constexpr std::pair<v1::WorkerState, std::string_view> kStateLabels[] = {
+    {v1::WORKER_STATE_IDLE, "idle"},     {v1::WORKER_STATE_LOADING, "loading"},
+    {v1::WORKER_STATE_READY, "ready"},   {v1::WORKER_STATE_DRAINING, "draining"},
+    {v1::WORKER_STATE_FAILED, "failed"},
+};
 
 template <typename Metric>
 absl::StatusOr<Metric*> OnlyChild(absl::StatusOr<metrics::MetricFamily<Metric>*> family) {
@@ -84,7 +92,36 @@ absl::Status WorkerMetrics::Init() {
   FF_ASSIGN_OR_RETURN(all_reduce_calls_,
                       OnlyChild(registry_.AddCounter("flatfleet_allreduce_calls_total",
                                                      "Tensor-parallel layer all-reduces run.")));
+  FF_ASSIGN_OR_RETURN(state_, registry_.AddGauge("flatfleet_worker_state",
+                                                 "1 for the worker's state (idle, loading, "
+                                                 "ready, draining, failed), 0 for the others.",
+                                                 {"state"}));
+  for (const auto& [state, label] : kStateLabels) {
+    if (auto child = state_->WithLabels({label}); !child.ok()) return child.status();
+  }
+  FF_ASSIGN_OR_RETURN(device_memory_,
+                      registry_.AddGauge("flatfleet_worker_device_memory_bytes",
+                                         "GPU memory of this worker's device: free or total "
+                                         "(after the weights and the KV pool are allocated).",
+                                         {"kind"}));
   return absl::OkStatus();
+}
+
+void WorkerMetrics::RecordState(v1::WorkerState state) {
+  for (const auto& [value, label] : kStateLabels) {
+    if (auto child = state_->WithLabels({label}); child.ok()) {
+      (*child)->Set(value == state ? 1 : 0);
+    }
+  }
+}
+
+void WorkerMetrics::RecordDeviceMemory(int64_t free_bytes, int64_t total_bytes) {
+  if (auto free = device_memory_->WithLabels({"free"}); free.ok()) {
+    (*free)->Set(static_cast<double>(free_bytes));
+  }
+  if (auto total = device_memory_->WithLabels({"total"}); total.ok()) {
+    (*total)->Set(static_cast<double>(total_bytes));
+  }
 }
 
 void WorkerMetrics::RecordRejected() {

@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "common/metrics/metrics_registry.h"
+#include "flatfleet/v1/worker.pb.h"
 #include "worker/collectives/all_reduce_stats.h"
 #include "worker/serving/inference_engine.h"
 
@@ -33,6 +34,10 @@ class WorkerMetrics {
   void RecordEngineStats(const EngineStats& stats);
   // A tensor-parallel rank's layer all-reduce totals so far (the model's running totals).
   void RecordAllReduce(const collectives::AllReduceStats& totals);
+  // flatfleet_worker_state{state}: 1 for the current state, 0 for the others.
+  void RecordState(v1::WorkerState state);
+  // flatfleet_worker_device_memory_bytes{kind="free"|"total"} of a GPU worker.
+  void RecordDeviceMemory(int64_t free_bytes, int64_t total_bytes);
 
  private:
   WorkerMetrics() = default;
@@ -53,6 +58,8 @@ class WorkerMetrics {
   metrics::Counter* all_reduce_wire_bytes_ = nullptr;
   metrics::Counter* all_reduce_seconds_ = nullptr;
   metrics::Counter* all_reduce_calls_ = nullptr;
+  metrics::GaugeFamily* state_ = nullptr;
+  metrics::GaugeFamily* device_memory_ = nullptr;
 
   // Engine totals already added to the counters (the engine reports running totals).
   absl::Mutex mutex_;

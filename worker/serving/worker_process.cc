@@ -9,8 +9,10 @@
 namespace flatfleet::engine {
 namespace {
 
-// The name under which the standard health service reports whether work is accepted; the
-// empty name ("the server") stays SERVING while the process is up.
+// The name under which the standard health service reports whether work is accepted: NOT_SERVING
+// until a model is loaded (and the group formed), and again while draining or failed; the empty
+// name ("the server") stays SERVING while the process is up. Kubernetes readiness and startup
+// probes name this service (deploy/k8s/base/worker.yaml).
 constexpr char kHealthServiceName[] = "flatfleet.v1.WorkerService";
 
 }  // namespace
@@ -24,6 +26,8 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(WorkerProces
   if (!metrics.ok()) return metrics.status();
   process->metrics_ = *std::move(metrics);
   WorkerProcess* self = process.get();
+  process->device_backend_ = options.service.device_backend;
+  process->metrics_->RecordState(v1::WORKER_STATE_IDLE);
   options.service.on_state_change = [self](v1::WorkerState state) { self->OnStateChange(state); };
   process->service_ =
       std::make_unique<WorkerServiceImpl>(std::move(options.service), *process->metrics_);
@@ -34,19 +38,19 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(WorkerProces
   if (!started.ok()) return started.status();
   process->server_ = std::move(started->server);
   process->address_ = std::move(started->address);
-  grpc::HealthCheckServiceInterface* health = process->server_->GetHealthCheckService();
-  if (health != nullptr) {
-    health->SetServingStatus(kHealthServiceName,
-                             process->service_->state() == v1::WORKER_STATE_READY);
-    process->health_.store(health);
+  {
+    // Under the lock a concurrent state change cannot publish between reading and setting.
+    absl::MutexLock lock(&process->health_mutex_);
+    process->health_ = process->server_->GetHealthCheckService();
+    process->PublishServingStatus();
   }
 
   if (!options.metrics_listen_address.empty()) {
-    WorkerServiceImpl* service = process->service_.get();
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> http = MetricsHttpServer::Start(
-        options.metrics_listen_address, process->metrics_->registry(), [service] {
-          // Alive unless the worker failed; the body says whether it takes work.
-          const v1::WorkerState state = service->state();
+        options.metrics_listen_address, process->metrics_->registry(), [self] {
+          // Alive unless the worker failed (a long load or step is alive); the body says
+          // whether it takes work.
+          const v1::WorkerState state = self->state_.load();
           return HealthzReply{state != v1::WORKER_STATE_FAILED,
                               absl::StrCat(v1::WorkerState_Name(state), "\n")};
         });
@@ -57,8 +61,21 @@ absl::StatusOr<std::unique_ptr<WorkerProcess>> WorkerProcess::Start(WorkerProces
 }
 
 void WorkerProcess::OnStateChange(v1::WorkerState state) {
-  if (grpc::HealthCheckServiceInterface* health = health_.load()) {
-    health->SetServingStatus(kHealthServiceName, state == v1::WORKER_STATE_READY);
+  state_.store(state);
+  metrics_->RecordState(state);
+  int64_t free_bytes = 0, total_bytes = 0;
+  // Weights, workspace and the KV pool are allocated by the time the state changes, so the
+  // device's memory only moves here.
+  if (device_backend_ != nullptr && device_backend_->DeviceMemory(&free_bytes, &total_bytes)) {
+    metrics_->RecordDeviceMemory(free_bytes, total_bytes);
+  }
+  absl::MutexLock lock(&health_mutex_);
+  PublishServingStatus();
+}
+
+void WorkerProcess::PublishServingStatus() {
+  if (health_ != nullptr) {
+    health_->SetServingStatus(kHealthServiceName, state_.load() == v1::WORKER_STATE_READY);
   }
 }
 
@@ -80,7 +97,10 @@ absl::StatusOr<v1::DrainResponse> WorkerProcess::Shutdown(absl::Duration drain_t
 }
 
 WorkerProcess::~WorkerProcess() {
-  health_.store(nullptr);
+  {
+    absl::MutexLock lock(&health_mutex_);
+    health_ = nullptr;
+  }
   if (server_ != nullptr && !shut_down_) {
     server_->Shutdown(absl::ToChronoTime(absl::Now()));
     server_->Wait();

@@ -7,7 +7,9 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "security/transport_security.h"
@@ -49,12 +51,20 @@ class WorkerProcess {
 
  private:
   WorkerProcess() = default;
+  // Called by the service (under its lock) on every state change.
   void OnStateChange(v1::WorkerState state);
+  // The named health service is SERVING exactly when the worker is READY.
+  void PublishServingStatus() ABSL_EXCLUSIVE_LOCKS_REQUIRED(health_mutex_);
 
   std::unique_ptr<WorkerMetrics> metrics_;
   std::unique_ptr<WorkerServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;
-  std::atomic<grpc::HealthCheckServiceInterface*> health_{nullptr};
+  const kernels::Backend* device_backend_ = nullptr;
+  // The service's state as of its latest change: /healthz and the health service read it
+  // without the service's lock, so a liveness probe never waits behind a load.
+  std::atomic<v1::WorkerState> state_{v1::WORKER_STATE_IDLE};
+  absl::Mutex health_mutex_;
+  grpc::HealthCheckServiceInterface* health_ ABSL_GUARDED_BY(health_mutex_) = nullptr;
   std::unique_ptr<MetricsHttpServer> http_;
   std::string address_;
   bool shut_down_ = false;
