@@ -1,0 +1,396 @@
+// The decode W4A8 GEMM (kernels/cuda/w4a8_decode_gemm.h) against the CPU reference
+// quant::GemmW4A8 followed by the epilogue addition, and against today's two-kernel GPU path
+// (GemmW4A8 into float32, then AddBias with a float32 bias). Tolerance 0 everywhere: the integer
+// group sums are exact, the fold uses the reference's order and fmaf, and the epilogue is one
+// float32 multiplication, one float32 addition and one round-to-nearest-even to bf16, each
+// spelled out on both sides, so every output must be identical bit for bit. Outputs are
+// poisoned (0xFF bytes) first, and the gaps of a row stride must stay poisoned.
+#include "kernels/cuda/w4a8_decode_gemm.h"
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/quant/packed_int4_matrix.h"
+#include "kernels/cpu/quant/quantized_gemm.h"
+#include "kernels/cpu/quant/quantized_matrix.h"
+#include "kernels/cuda/bias_add.h"
+#include "kernels/cuda/int8_gemm.h"
+#include "tests/gpu/gpu_test_random.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "tests/gpu/ops_test_util.h"
+
+namespace flatfleet::cuda {
+namespace {
+
+using testing::DeviceBuffer;
+
+struct DecodeCase {
+  int64_t m, n, k, group_size;  // group_size == k: per channel
+  bool zero_points;
+};
+
+std::string CaseName(const DecodeCase& c) {
+  return absl::StrCat("m", c.m, "_n", c.n, "_k", c.k, "_g", c.group_size,
+                      c.zero_points ? "_zp" : "_sym");
+}
+
+// FP16 bits of a positive power-of-two-ish scale in [2^-10, 2^-5): random exponent and mantissa.
+uint16_t RandomScaleBits(std::mt19937_64& rng) {
+  const uint64_t r = rng();
+  const uint16_t exponent = static_cast<uint16_t>(5 + r % 5);  // biased: 2^(5-15) .. 2^(9-15)
+  return static_cast<uint16_t>(exponent << 10 | ((r >> 8) & 0x3ff));
+}
+
+// Random codes drawn directly (no float quantization: the real 70B shapes have 470M weights).
+// Activations: symmetric INT8 per token, codes in [-127, 127]. Weights: INT4 symmetric codes in
+// [-7, 7], or asymmetric codes and zero points in [-8, 7]. Non-zero on the whole.
+quant::QuantizedMatrix RandomActivations(int64_t m, int64_t k, std::mt19937_64& rng) {
+  quant::QuantizedMatrix x;
+  x.rows = m;
+  x.cols = k;
+  x.format = {.bits = 8, .symmetric = true, .group_size = 0};
+  x.codes.resize(m * k);
+  for (int64_t i = 0; i < m * k; i += 8) {
+    uint64_t r = rng();
+    for (int64_t j = i; j < i + 8 && j < m * k; ++j, r >>= 8) {
+      x.codes[j] = static_cast<int8_t>(static_cast<int>(r & 0xff) % 255 - 127);
+    }
+  }
+  for (int64_t r = 0; r < m; ++r) x.scales.push_back(RandomScaleBits(rng));
+  return x;
+}
+
+quant::QuantizedMatrix RandomInt4Weights(int64_t n, int64_t k, int64_t group_size, bool zero_points,
+                                         std::mt19937_64& rng) {
+  quant::QuantizedMatrix w;
+  w.rows = n;
+  w.cols = k;
+  w.format = {.bits = 4, .symmetric = !zero_points, .group_size = group_size == k ? 0 : group_size};
+  w.codes.resize(n * k);
+  for (int64_t i = 0; i < n * k; i += 16) {
+    uint64_t r = rng();
+    for (int64_t j = i; j < i + 16 && j < n * k; ++j, r >>= 4) {
+      const int nibble = static_cast<int>(r & 0xf);
+      w.codes[j] = static_cast<int8_t>(zero_points ? nibble - 8 : nibble % 15 - 7);
+    }
+  }
+  const int64_t groups = k / group_size;
+  for (int64_t i = 0; i < n * groups; ++i) w.scales.push_back(RandomScaleBits(rng));
+  if (zero_points) {
+    for (int64_t i = 0; i < n * groups; ++i) {
+      w.zero_points.push_back(static_cast<int8_t>(static_cast<int>(rng() & 0xf) - 8));
+    }
+  }
+  return w;
+}
+
+// What y should hold: rows y_stride elements apart, each element the bits of round(out + add)
+// (4 bytes float32, 2 bytes bf16), the gaps left at the 0xFF poison.
+std::vector<uint8_t> ExpectedBytes(const std::vector<float>& out, const float* add, int64_t m,
+                                   int64_t n, int64_t y_stride, GemmElementType y_type) {
+  const int64_t size = y_type == GemmElementType::kBf16 ? 2 : 4;
+  std::vector<uint8_t> bytes(((m - 1) * y_stride + n) * size, 0xff);
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t j = 0; j < n; ++j) {
+      float v = out[r * n + j];
+      if (add != nullptr) v = v + add[j];  // one float32 addition
+      uint8_t* at = bytes.data() + (r * y_stride + j) * size;
+      if (y_type == GemmElementType::kBf16) {
+        const uint16_t bits = testing::FloatToBf16(v);
+        std::memcpy(at, &bits, 2);
+      } else {
+        std::memcpy(at, &v, 4);
+      }
+    }
+  }
+  return bytes;
+}
+
+// Count and first position of differing elements (element size `size`).
+::testing::AssertionResult SameBytes(const std::vector<uint8_t>& expected,
+                                     const std::vector<uint8_t>& actual, int64_t size) {
+  if (expected.size() != actual.size()) return ::testing::AssertionFailure() << "size differs";
+  int64_t mismatches = 0, first = -1;
+  for (size_t i = 0; i < expected.size(); i += size) {
+    if (std::memcmp(&expected[i], &actual[i], size) != 0) {
+      if (first < 0) first = static_cast<int64_t>(i / size);
+      ++mismatches;
+    }
+  }
+  if (mismatches == 0) return ::testing::AssertionSuccess();
+  uint32_t e = 0, a = 0;
+  std::memcpy(&e, &expected[first * size], size);
+  std::memcpy(&a, &actual[first * size], size);
+  return ::testing::AssertionFailure()
+         << mismatches << " of " << expected.size() / size << " elements differ; first at element "
+         << first << ": expected bits 0x" << std::hex << e << ", got 0x" << a;
+}
+
+const char* KernelName(W4A8DecodeKernel kernel) {
+  switch (kernel) {
+    case W4A8DecodeKernel::kAuto:
+      return "auto";
+    case W4A8DecodeKernel::kTensorCoreNarrow:
+      return "narrow";
+    case W4A8DecodeKernel::kTensorCoreWide:
+      return "wide";
+    case W4A8DecodeKernel::kSimple:
+      return "simple";
+  }
+  return "?";
+}
+
+// Runs every kernel, both output types, with and without the epilogue addition, with and
+// without a row stride, on one random problem; checks each output against the CPU reference and
+// (with the addition) against GemmW4A8 + AddBias on the GPU.
+void CheckCase(const DecodeCase& c) {
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 rng(seed);
+  const auto x = RandomActivations(c.m, c.k, rng);
+  const auto w = RandomInt4Weights(c.n, c.k, c.group_size, c.zero_points, rng);
+  std::vector<float> add(c.n);
+  for (float& v : add) {
+    v = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
+    if (v == 0.0f) v = 0.5f;
+  }
+  const auto expected = quant::GemmW4A8(x, w);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  const auto packed = quant::PackInt4Matrix(w);
+  ASSERT_TRUE(packed.ok()) << packed.status();
+  const bool unsigned_nibbles = packed->signedness == quant::Signedness::kUnsigned;
+
+  DeviceBuffer<int8_t> d_x(x.codes);
+  DeviceBuffer<uint16_t> d_xs(x.scales), d_ws(w.scales);
+  DeviceBuffer<uint32_t> d_w(packed->words);
+  DeviceBuffer<int8_t> d_zeros(c.zero_points ? w.zero_points : std::vector<int8_t>{0});
+  DeviceBuffer<float> d_add(add);
+  ASSERT_NE(d_w.get(), nullptr) << "out of device memory";
+
+  // Today's path, once: the float32 GEMM result (checked against the reference too).
+  DeviceBuffer<float> d_gemm(c.m * c.n);
+  ASSERT_TRUE(GemmW4A8({.m = c.m,
+                        .n = c.n,
+                        .k = c.k,
+                        .group_size = c.group_size,
+                        .x_codes = d_x.get(),
+                        .x_scales = d_xs.get(),
+                        .w_words = d_w.get(),
+                        .w_unsigned_nibbles = unsigned_nibbles,
+                        .w_scales = d_ws.get(),
+                        .w_zero_points = c.zero_points ? d_zeros.get() : nullptr,
+                        .y = d_gemm.get()},
+                       nullptr)
+                  .ok());
+
+  for (GemmElementType y_type : {GemmElementType::kFloat32, GemmElementType::kBf16}) {
+    const int64_t size = y_type == GemmElementType::kBf16 ? 2 : 4;
+    for (int64_t pad : {0, 3}) {
+      const int64_t y_stride = c.n + pad;
+      const int64_t y_bytes = ((c.m - 1) * y_stride + c.n) * size;
+      for (bool with_add : {false, true}) {
+        const std::vector<uint8_t> want = ExpectedBytes(
+            expected->output, with_add ? add.data() : nullptr, c.m, c.n, y_stride, y_type);
+        if (with_add) {  // the two-kernel path gives the same bytes
+          DeviceBuffer<uint8_t> d_two(y_bytes);
+          FF_CUDA_ASSERT(cudaMemset(d_two.get(), 0xff, y_bytes));
+          ASSERT_TRUE(AddBias({.rows = c.m,
+                               .cols = c.n,
+                               .x = d_gemm.get(),
+                               .bias = d_add.get(),
+                               .bias_type = GemmElementType::kFloat32,
+                               .y = d_two.get(),
+                               .y_stride = y_stride,
+                               .y_type = y_type},
+                              nullptr)
+                          .ok());
+          FF_CUDA_ASSERT(cudaDeviceSynchronize());
+          EXPECT_TRUE(SameBytes(want, d_two.ToHost(), size)) << "GemmW4A8 + AddBias";
+        }
+        for (W4A8DecodeKernel kernel :
+             {W4A8DecodeKernel::kAuto, W4A8DecodeKernel::kTensorCoreNarrow,
+              W4A8DecodeKernel::kTensorCoreWide, W4A8DecodeKernel::kSimple}) {
+          SCOPED_TRACE(absl::StrCat(KernelName(kernel),
+                                    y_type == GemmElementType::kBf16 ? " bf16" : " float32",
+                                    " y_stride ", y_stride, with_add ? " with add" : ""));
+          DeviceBuffer<uint8_t> d_y(y_bytes);
+          FF_CUDA_ASSERT(cudaMemset(d_y.get(), 0xff, y_bytes));
+          const absl::Status status =
+              GemmW4A8Decode({.m = c.m,
+                              .n = c.n,
+                              .k = c.k,
+                              .group_size = c.group_size,
+                              .x_codes = d_x.get(),
+                              .x_scales = d_xs.get(),
+                              .w_words = d_w.get(),
+                              .w_unsigned_nibbles = unsigned_nibbles,
+                              .w_scales = d_ws.get(),
+                              .w_zero_points = c.zero_points ? d_zeros.get() : nullptr,
+                              .epilogue_add = with_add ? d_add.get() : nullptr,
+                              .y = d_y.get(),
+                              .y_stride = y_stride,
+                              .y_type = y_type,
+                              .kernel = kernel},
+                             nullptr);
+          ASSERT_TRUE(status.ok()) << status;
+          FF_CUDA_ASSERT(cudaDeviceSynchronize());
+          EXPECT_TRUE(SameBytes(want, d_y.ToHost(), size));
+        }
+      }
+    }
+  }
+}
+
+class W4A8DecodeGemmGpuTest : public ::testing::TestWithParam<DecodeCase> {};
+
+TEST_P(W4A8DecodeGemmGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
+  FF_SKIP_WITHOUT_GPU();
+  CheckCase(GetParam());
+}
+
+// Every m of interest; groups of 32, 64, 128, a group of 96 (not a divisor of a 128-element
+// window) and per channel; k not a multiple of 128 (short last window: 160, 96, 32); odd n.
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, W4A8DecodeGemmGpuTest,
+    ::testing::Values(DecodeCase{1, 64, 256, 128, false}, DecodeCase{1, 77, 4096, 128, true},
+                      DecodeCase{1, 8, 32, 32, true}, DecodeCase{2, 130, 512, 32, false},
+                      DecodeCase{2, 77, 1024, 64, true}, DecodeCase{3, 130, 1024, 64, false},
+                      DecodeCase{3, 33, 160, 32, true}, DecodeCase{7, 200, 384, 384, true},
+                      DecodeCase{7, 77, 2048, 128, false}, DecodeCase{8, 96, 4096, 128, true},
+                      DecodeCase{8, 130, 288, 96, false}, DecodeCase{15, 130, 2048, 128, false},
+                      DecodeCase{15, 41, 96, 96, true}, DecodeCase{16, 77, 1024, 32, true},
+                      DecodeCase{16, 257, 4096, 4096, false}, DecodeCase{16, 130, 2560, 64, true},
+                      DecodeCase{5, 1000, 14336, 128, true}, DecodeCase{4, 300, 8192, 8192, true}),
+    [](const auto& info) { return CaseName(info.param); });
+
+// The real layers (group 128): Llama-3-8B fused q/k/v, o, fused gate|up, down at m = 1 and 16;
+// Llama-3-70B's at m = 1 only (the CPU reference of 57344 x 8192 alone is 470M weights).
+INSTANTIATE_TEST_SUITE_P(
+    RealShapes, W4A8DecodeGemmGpuTest,
+    ::testing::Values(DecodeCase{1, 6144, 4096, 128, false}, DecodeCase{16, 6144, 4096, 128, true},
+                      DecodeCase{1, 4096, 4096, 128, true}, DecodeCase{16, 4096, 4096, 128, false},
+                      DecodeCase{1, 28672, 4096, 128, false},
+                      DecodeCase{16, 28672, 4096, 128, true}, DecodeCase{1, 4096, 14336, 128, true},
+                      DecodeCase{16, 4096, 14336, 128, false},
+                      DecodeCase{1, 10240, 8192, 128, true}, DecodeCase{1, 8192, 8192, 128, false},
+                      DecodeCase{1, 57344, 8192, 128, true},
+                      DecodeCase{1, 8192, 28672, 128, false}),
+    [](const auto& info) { return CaseName(info.param); });
+
+// Argument checks run on the host before any launch: no GPU needed. Fake, never dereferenced,
+// 16-byte aligned addresses stand in for device buffers.
+template <typename T>
+T* FakeDevicePointer(uintptr_t offset = 0) {
+  return reinterpret_cast<T*>(uintptr_t{1} << 20 | offset);
+}
+
+DeviceW4A8DecodeGemm ValidArgs() {
+  return {.m = 4,
+          .n = 64,
+          .k = 512,
+          .group_size = 128,
+          .x_codes = FakeDevicePointer<int8_t>(),
+          .x_scales = FakeDevicePointer<uint16_t>(),
+          .w_words = FakeDevicePointer<uint32_t>(),
+          .w_scales = FakeDevicePointer<uint16_t>(),
+          .y = FakeDevicePointer<float>()};
+}
+
+::testing::AssertionResult FailsMentioning(const DeviceW4A8DecodeGemm& args, absl::StatusCode code,
+                                           const std::string& text) {
+  const absl::Status status = GemmW4A8Decode(args, nullptr);
+  if (status.code() == code && std::string(status.message()).find(text) != std::string::npos) {
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << "got " << status;
+}
+
+// Valid but for y (null): the shape checks come first, and should one wrongly pass, the call
+// still stops at the pointers instead of launching on fake addresses.
+DeviceW4A8DecodeGemm ShapeArgs() {
+  DeviceW4A8DecodeGemm args = ValidArgs();
+  args.y = nullptr;
+  return args;
+}
+
+constexpr absl::StatusCode kInvalid = absl::StatusCode::kInvalidArgument;
+
+TEST(W4A8DecodeGemmArgsTest, RejectsShapesItCannotRun) {
+  for (int64_t m : {0, 17, -1}) {
+    auto args = ShapeArgs();
+    args.m = m;
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "m must be in 1..16")) << m;
+  }
+  auto args = ShapeArgs();
+  args.n = 0;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "n must be"));
+  for (int64_t k : {0, 48, 496}) {
+    args = ShapeArgs();
+    args.k = k;
+    args.group_size = 32;
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "k must be a positive multiple of 32")) << k;
+  }
+  for (int64_t group_size : {0, 48, 96, 1024}) {  // 96 and 1024 do not divide 512
+    args = ShapeArgs();
+    args.group_size = group_size;
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "group_size")) << group_size;
+  }
+  args = ShapeArgs();
+  args.k = 2415648;  // 2415648 * 127 * 7 > 2^31 - 1 (2415616 would fit)
+  args.group_size = 32;
+  EXPECT_TRUE(FailsMentioning(args, absl::StatusCode::kOutOfRange, "overflow"));
+  args.k = 1127360;  // fine symmetric, but 1127360 * 127 * 15 > 2^31 - 1 with zero points
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
+  args.w_zero_points = FakeDevicePointer<int8_t>();
+  EXPECT_TRUE(FailsMentioning(args, absl::StatusCode::kOutOfRange, "overflow"));
+  args = ShapeArgs();
+  args.y_stride = 63;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y_stride"));
+  args = ShapeArgs();
+  args.y_type = static_cast<GemmElementType>(7);
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y_type"));
+  args = ValidArgs();
+  args.kernel = static_cast<W4A8DecodeKernel>(9);
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "kernel"));
+}
+
+TEST(W4A8DecodeGemmArgsTest, RejectsNullAndMisalignedPointers) {
+  auto args = ValidArgs();
+  args.x_codes = nullptr;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "x_codes is null"));
+  args = ValidArgs();
+  args.x_scales = nullptr;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "x_scales is null"));
+  args = ValidArgs();
+  args.w_words = nullptr;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "w_words is null"));
+  args = ValidArgs();
+  args.w_scales = nullptr;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "w_scales is null"));
+  args = ValidArgs();
+  args.y = nullptr;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
+  args = ValidArgs();
+  args.x_codes = FakeDevicePointer<int8_t>(8);
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "x_codes must be 16-byte aligned"));
+  args = ValidArgs();
+  args.w_words = FakeDevicePointer<uint32_t>(4);
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "w_words must be 16-byte aligned"));
+  args = ValidArgs();
+  args.y = FakeDevicePointer<uint8_t>(2);  // 2-byte aligned: fine for bf16, not for float32
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is not aligned"));
+}
+
+TEST(W4A8DecodeGemmArgsTest, AutoChoosesByWidth) {
+  EXPECT_EQ(ChooseW4A8DecodeKernel(4096), W4A8DecodeKernel::kTensorCoreNarrow);
+  EXPECT_EQ(ChooseW4A8DecodeKernel(6144), W4A8DecodeKernel::kTensorCoreNarrow);
+  EXPECT_EQ(ChooseW4A8DecodeKernel(8192), W4A8DecodeKernel::kTensorCoreWide);
+  EXPECT_EQ(ChooseW4A8DecodeKernel(57344), W4A8DecodeKernel::kTensorCoreWide);
+}
+
+}  // namespace
+}  // namespace flatfleet::cuda
