@@ -1,6 +1,6 @@
 // Decode W4A8 GEMM (m <= 16): memory-bound, so the design is about keeping weight bytes in flight.
 //
-// Tensor-core kernel. Each warp owns kBlocks blocks of 8 output channels and walks all of K in
+// Tensor-core kernels. Each warp owns kBlocks blocks of 8 output channels and walks all of K in
 // order, so it holds whole outputs: the int32 group sums (mma.sync m16n8k32 s8, activations as
 // the A operand with rows >= m zero, weights as B) are folded into float partials in registers in
 // ascending group order, exactly as the reference: partial = fmaf(float(acc_g), s_w[n, g],
@@ -9,17 +9,21 @@
 //
 // Weights stream in windows of 128 K elements: lane (g, t) (g = lane / 4, t = lane % 4) loads the
 // 16 bytes of chunk t (K elements 32t .. 32t + 31 of the window) of channel g of a block, with
-// ld.global.nc.L1::no_allocate, kBatch windows at a time, the next batch issued before the
-// current one is computed. A 4 x 4 word transpose inside each lane quad then gives lane t word t
-// of every chunk, so that one MMA covers exactly one 32-element chunk: every MMA stays inside one
-// scale group (group sizes are multiples of 32). In an MMA of chunk c (K offset kc), lane t's
-// B registers hold K elements kc + 8t + 0..3 (low nibbles) and kc + 8t + 4..7 (high nibbles),
-// the A registers the same elements of rows g and g + 8: the MMA's k order is a permutation of
-// the chunk's, and integer sums do not depend on order.
+// ld.global.nc.L1::no_allocate. A 4 x 4 word transpose inside each lane quad then gives lane t
+// word t of every chunk, so that one MMA covers exactly one 32-element chunk: every MMA stays
+// inside one scale group (group sizes are multiples of 32). In the MMA of chunk c (K offset kc),
+// lane t's B registers hold K elements kc + 8t + 0..3 (low nibbles) and kc + 8t + 4..7 (high
+// nibbles), its A registers the same elements of rows g and g + 8: the MMA's k order is a
+// permutation of the chunk's, and integer sums do not depend on order.
 //
-// Activations (a few KB, shared by all warps) are read with __ldg, mostly from L1. Scales and
-// zero points are fetched one group ahead into registers, after an L2 prefetch of the warp's rows
-// at the start.
+// Two loops over the windows:
+//  * whole-window groups (group_size a multiple of 128, hence k too): every window lies in one
+//    group. The weights stream through a per-warp ring of windows in shared memory (cp.async:
+//    deep in flight without holding registers), the window's scales and zero points through a
+//    smaller register ring, both loaded well before use: no load latency in the warp's chain;
+//  * any group size (multiples of 32): batches of windows, double-buffered, with the scales and
+//    zero points fetched one group ahead.
+// Activations (a few KB, shared by all warps) are read through L1, where they mostly hit.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -45,6 +49,8 @@ __device__ __forceinline__ void MmaInt8(int32_t (&d)[4], const uint32_t (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Loads issued in program order (volatile, like the MMAs), so that loads meant to be in flight
+// during a computation are issued before it.
 // 16 bytes read once: not kept in L1 (which holds the activations).
 __device__ __forceinline__ uint4 LoadStreaming16(const uint32_t* pointer) {
   uint4 v;
@@ -52,6 +58,54 @@ __device__ __forceinline__ uint4 LoadStreaming16(const uint32_t* pointer) {
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
                : "l"(pointer));
   return v;
+}
+// One FP16 scale (zero-extended) and one zero-point byte (zero-extended; the caller casts).
+__device__ __forceinline__ uint32_t LoadU16(const uint16_t* pointer) {
+  uint32_t v;
+  asm volatile("ld.global.nc.u16 %0, [%1];\n" : "=r"(v) : "l"(pointer));
+  return v;
+}
+__device__ __forceinline__ uint32_t LoadU8(const int8_t* pointer) {
+  uint32_t v;
+  asm volatile("ld.global.nc.u8 %0, [%1];\n" : "=r"(v) : "l"(pointer));
+  return v;
+}
+
+// 8 activation bytes, cached in L1 (all warps of the SM read the same few KB).
+__device__ __forceinline__ uint2 LoadActivation8(const int8_t* pointer) {
+  uint2 v;
+  asm volatile("ld.global.nc.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "l"(pointer));
+  return v;
+}
+
+// cp.async of 16 bytes global -> shared, zero-filled (nothing read) when !valid; commit; wait.
+// "memory" clobbers: the compiler must not move shared-memory accesses across them.
+__device__ __forceinline__ uint32_t SharedAddress(const void* pointer) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
+}
+__device__ __forceinline__ void CopyAsync16(uint32_t shared, const void* global, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared), "l"(global),
+               "r"(valid ? 16 : 0)
+               : "memory");
+}
+__device__ __forceinline__ void CopyAsyncCommit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void CopyAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+__device__ __forceinline__ uint4 LoadShared16(uint32_t shared) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(shared)
+               : "memory");
+  return v;
+}
+
+__device__ __forceinline__ float HalfBitsToFloat(uint32_t bits) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
 }
 
 __device__ __forceinline__ void PrefetchL2(const void* pointer) {
@@ -111,60 +165,257 @@ __device__ __forceinline__ void Finish(const W4A8DecodeParams& p, float partial,
   StoreOutput(static_cast<Out*>(p.y) + static_cast<int64_t>(row) * p.y_stride + col, v);
 }
 
-// kBlocks blocks of 8 channels per warp; kBatch windows of weights loaded per batch.
-template <int kBlocks, int kBatch, typename Out>
-__global__ void __launch_bounds__(kThreads) W4A8DecodeTensorCoreKernel(const W4A8DecodeParams p) {
-  const int lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  const int64_t n_base = warp * 8 * kBlocks;
-  if (n_base >= p.n) return;  // whole warps only; the kernel has no block barrier
-  const int k = p.k, group_size = p.group_size;
-  const int groups = k / group_size;
-  const int64_t words_per_row = k / 8;
-  const int windows = (k + kWindow - 1) / kWindow;
-  const int batches = (windows + kBatch - 1) / kBatch;
-  const uint32_t flip = p.w_unsigned_nibbles ? kUnsignedNibbleFlip : kSignedNibbleFlip;
-  const bool has_zero_points = p.w_zero_points != nullptr;
-
-  // The warp's channels [n_base, n_end): their scales (and zero points) are contiguous.
-  const int64_t n_end = min(static_cast<int64_t>(p.n), n_base + 8 * kBlocks);
-  PrefetchRangeL2(p.w_scales, n_base * groups * 2, n_end * groups * 2, lane);
-  if (has_zero_points) PrefetchRangeL2(p.w_zero_points, n_base * groups, n_end * groups, lane);
-
+// What every lane of a warp of the tensor-core kernels knows about its place in the problem.
+template <int kBlocks>
+struct WarpTile {
+  int g, t;        // lane / 4 (B column, A rows g and g + 8), lane % 4
+  int64_t n_base;  // first of the warp's 8 * kBlocks channels
+  int groups;
+  int windows;
+  uint32_t flip;  // nibble flip of the storage convention
   // This lane's weight rows (B column g of each block), offset to its chunk t of a window.
   const uint32_t* w_row[kBlocks];
   bool w_row_valid[kBlocks];
-#pragma unroll
-  for (int b = 0; b < kBlocks; ++b) {
-    const int64_t row = n_base + 8 * b + g;
-    w_row_valid[b] = row < p.n;
-    w_row[b] = p.w_words + (w_row_valid[b] ? row : 0) * words_per_row + 4 * t;
-  }
-  // This lane's activation rows g and g + 8 (A rows); rows >= m contribute zeros.
-  const bool x_valid_lo = g < p.m, x_valid_hi = g + 8 < p.m;
-  const int8_t* x_lo = p.x_codes + static_cast<int64_t>(x_valid_lo ? g : 0) * k + 8 * t;
-  const int8_t* x_hi = p.x_codes + static_cast<int64_t>(x_valid_hi ? g + 8 : 0) * k + 8 * t;
+  // This lane's activation rows g and g + 8, offset by 8t; rows >= m contribute zeros.
+  const int8_t* x_lo;
+  const int8_t* x_hi;
+  bool x_valid_lo, x_valid_hi;
 
-  auto load_batch = [&](int batch, uint4(&buffer)[kBatch][kBlocks]) {
+  __device__ __forceinline__ WarpTile(const W4A8DecodeParams& p, int64_t warp, int lane) {
+    g = lane / 4;
+    t = lane % 4;
+    n_base = warp * 8 * kBlocks;
+    groups = p.k / p.group_size;
+    windows = (p.k + kWindow - 1) / kWindow;
+    flip = p.w_unsigned_nibbles ? kUnsignedNibbleFlip : kSignedNibbleFlip;
+    const int64_t words_per_row = p.k / 8;
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u) {
-      const int window = batch * kBatch + u;
-      // Chunk t of the window exists (k is a multiple of 32, so a chunk is all in or all out).
-      const bool chunk_valid = window < windows && window * kWindow + 32 * t < k;
+    for (int b = 0; b < kBlocks; ++b) {
+      const int64_t row = n_base + 8 * b + g;
+      w_row_valid[b] = row < p.n;
+      w_row[b] = p.w_words + (w_row_valid[b] ? row : 0) * words_per_row + 4 * t;
+    }
+    x_valid_lo = g < p.m;
+    x_valid_hi = g + 8 < p.m;
+    x_lo = p.x_codes + static_cast<int64_t>(x_valid_lo ? g : 0) * p.k + 8 * t;
+    x_hi = p.x_codes + static_cast<int64_t>(x_valid_hi ? g + 8 : 0) * p.k + 8 * t;
+    // The warp's channels [n_base, n_end): their scales (and zero points) are contiguous.
+    const int64_t n_end = min(static_cast<int64_t>(p.n), n_base + 8 * kBlocks);
+    PrefetchRangeL2(p.w_scales, n_base * groups * 2, n_end * groups * 2, lane);
+    if (p.w_zero_points != nullptr) {
+      PrefetchRangeL2(p.w_zero_points, n_base * groups, n_end * groups, lane);
+    }
+  }
+
+  // Output column of C-fragment element e (row g + 8 (e / 2), column 2t + e % 2) of block b.
+  __device__ __forceinline__ int64_t OutputColumn(int b, int e) const {
+    return n_base + 8 * b + 2 * t + e % 2;
+  }
+
+  // The weights of window `window` for block b: chunk t of row g (zeros past k or n).
+  __device__ __forceinline__ uint4 LoadWeights(const W4A8DecodeParams& p, int window, int b) const {
+    const bool valid = window < windows && window * kWindow + 32 * t < p.k && w_row_valid[b];
+    return valid ? LoadStreaming16(w_row[b] + static_cast<int64_t>(window) * 16)
+                 : make_uint4(0, 0, 0, 0);
+  }
+
+  // A fragment of the chunk at K offset kc: bytes kc + 8t + 0..3 (a0, a1) and kc + 8t + 4..7
+  // (a2, a3) of rows g (a0, a2) and g + 8 (a1, a3).
+  __device__ __forceinline__ void LoadActivations(int kc, uint32_t (&a)[4]) const {
+    const uint2 lo = x_valid_lo ? LoadActivation8(x_lo + kc) : make_uint2(0, 0);
+    const uint2 hi = x_valid_hi ? LoadActivation8(x_hi + kc) : make_uint2(0, 0);
+    a[0] = lo.x;
+    a[1] = hi.x;
+    a[2] = lo.y;
+    a[3] = hi.y;
+  }
+
+  // acc += the chunk's product for block b: `word` is word t of the chunk (after the transpose).
+  __device__ __forceinline__ void MultiplyChunk(const uint32_t (&a)[4], uint32_t word,
+                                                uint32_t zero_plus_8, int32_t (&acc)[4]) const {
+    const uint32_t b0 = CenteredInt8x4(word & 0x0f0f0f0fu, flip, zero_plus_8);
+    const uint32_t b1 = CenteredInt8x4((word >> 4) & 0x0f0f0f0fu, flip, zero_plus_8);
+    MmaInt8(acc, a, b0, b1);
+  }
+
+  template <typename Out>
+  __device__ __forceinline__ void Store(const W4A8DecodeParams& p,
+                                        const float (&partial)[kBlocks][4]) const {
+    const float x_scale_lo = x_valid_lo ? HalfBitsToFloat(p.x_scales[g]) : 0.0f;
+    const float x_scale_hi = x_valid_hi ? HalfBitsToFloat(p.x_scales[g + 8]) : 0.0f;
 #pragma unroll
-      for (int b = 0; b < kBlocks; ++b) {
-        buffer[u][b] = chunk_valid && w_row_valid[b]
-                           ? LoadStreaming16(w_row[b] + static_cast<int64_t>(window) * 16)
-                           : make_uint4(0, 0, 0, 0);
+    for (int b = 0; b < kBlocks; ++b)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = g + 8 * (e / 2);
+        const int64_t col = OutputColumn(b, e);
+        if (row < p.m && col < p.n) {
+          Finish<Out>(p, partial[b][e], e / 2 == 0 ? x_scale_lo : x_scale_hi, row,
+                      static_cast<int>(col));
+        }
       }
+  }
+};
+
+// Whole-window groups (group_size % 128 == 0, so k % 128 == 0 and every window is full). The
+// weights stream through a per-warp ring of kRing windows in shared memory (cp.async, kRing - 1
+// windows in flight per lane, no registers held); the scales and zero points of each window
+// through a register ring of kScaleRing windows. Each lane reads back only the 16 bytes it copied
+// itself, so cp.async.wait_group suffices (no barrier).
+template <int kBlocks, int kRing, int kScaleRing, typename Out>
+__global__ void __launch_bounds__(kThreads) W4A8DecodeRingKernel(const W4A8DecodeParams p) {
+  static_assert(kRing % kScaleRing == 0, "the scale ring index must be static");
+  static_assert(kRing >= 2, "one window computed while the others are in flight");
+  // [warp][slot][block][lane]: consecutive lanes, consecutive 16 bytes (no bank conflicts).
+  __shared__ __align__(16) uint4 stage[kWarpsPerBlock][kRing][kBlocks][32];
+  const int lane = threadIdx.x % 32, warp_in_block = threadIdx.x / 32;
+  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp_in_block;
+  if (warp * 8 * kBlocks >= p.n) return;  // whole warps only; the kernel has no block barrier
+  const WarpTile<kBlocks> tile(p, warp, lane);
+  const int g = tile.g, t = tile.t;
+  const bool has_zero_points = p.w_zero_points != nullptr;
+
+  auto stage_address = [&](int slot, int b) {
+    return SharedAddress(&stage[warp_in_block][slot][b][lane]);
+  };
+  // Window `window` into ring slot `slot` (zeros past the last window or past n), one commit
+  // group per call, also when empty, so that group i is always window i.
+  auto issue_window = [&](int window, int slot) {
+#pragma unroll
+    for (int b = 0; b < kBlocks; ++b) {
+      const bool valid = window < tile.windows && tile.w_row_valid[b];
+      CopyAsync16(stage_address(slot, b),
+                  valid ? tile.w_row[b] + static_cast<int64_t>(window) * 16 : p.w_words, valid);
+    }
+    CopyAsyncCommit();
+  };
+
+  struct ScaleSlot {
+    uint32_t scale[kBlocks][2];  // FP16 bits of output columns 2t, 2t + 1
+    uint32_t zero[kBlocks];      // zero-point byte of B column g
+  };
+  auto load_scales = [&](int window, ScaleSlot& slot) {
+    const bool valid = window < tile.windows;
+    const int group = valid ? window * kWindow / p.group_size : 0;
+#pragma unroll
+    for (int b = 0; b < kBlocks; ++b) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int64_t col = tile.n_base + 8 * b + 2 * t + j;
+        slot.scale[b][j] =
+            valid && col < p.n ? LoadU16(p.w_scales + col * tile.groups + group) : 0u;
+      }
+      const int64_t row = tile.n_base + 8 * b + g;
+      slot.zero[b] = valid && has_zero_points && row < p.n
+                         ? LoadU8(p.w_zero_points + row * tile.groups + group)
+                         : 0u;
     }
   };
 
-  // Scales of this lane's output columns n_base + 8b + 2t + j and zero points of its B columns
-  // n_base + 8b + g, for one group; fetched one group ahead.
-  uint16_t scale_next[kBlocks][2];
-  int8_t zero_next[kBlocks];
+  // Two accumulator sets (even and odd chunks) halve the chain of dependent MMAs.
+  int32_t acc[2][kBlocks][4];
+  float partial[kBlocks][4];
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      acc[0][b][e] = 0;
+      acc[1][b][e] = 0;
+      partial[b][e] = 0.0f;
+    }
+
+  // words[b][c]: after the transpose, word t of chunk c of this lane's row of block b.
+  auto compute_window = [&](int window, uint32_t(&words)[kBlocks][4], const ScaleSlot& scales) {
+    uint32_t zero_plus_8[kBlocks];
+#pragma unroll
+    for (int b = 0; b < kBlocks; ++b) {
+      zero_plus_8[b] = ZeroPlus8x4(static_cast<int8_t>(static_cast<uint8_t>(scales.zero[b])));
+    }
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      uint32_t a[4];
+      tile.LoadActivations(window * kWindow + 32 * c, a);
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b) {
+        tile.MultiplyChunk(a, words[b][c], zero_plus_8[b], acc[c % 2][b]);
+      }
+    }
+    // The window ends its group (k is a multiple of group_size): fold it, reference order.
+    if ((window + 1) * kWindow % p.group_size == 0) {
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int32_t sum = acc[0][b][e] + acc[1][b][e];  // exact: |sum| within the k bound
+          partial[b][e] =
+              fmaf(__int2float_rn(sum), HalfBitsToFloat(scales.scale[b][e % 2]), partial[b][e]);
+          acc[0][b][e] = 0;
+          acc[1][b][e] = 0;
+        }
+    }
+  };
+
+  // Prologue: windows 0 .. kRing - 2 (commit groups 0 .. kRing - 2), the first scales.
+#pragma unroll
+  for (int s = 0; s < kRing - 1; ++s) issue_window(s, s);
+  ScaleSlot scale_ring[kScaleRing];
+#pragma unroll
+  for (int s = 0; s < kScaleRing; ++s) load_scales(s, scale_ring[s]);
+
+  for (int base = 0; base < tile.windows; base += kRing) {
+#pragma unroll
+    for (int u = 0; u < kRing; ++u) {
+      const int window = base + u;        // in slot u (base is a multiple of kRing)
+      if (window >= tile.windows) break;  // warp-uniform
+      // Committed so far: kRing - 1 + window groups; at most kRing - 2 pending means groups
+      // 0 .. window (this window) have landed.
+      CopyAsyncWait<kRing - 2>();
+      uint32_t words[kBlocks][4];
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b) {
+        const uint4 v = LoadShared16(stage_address(u, b));
+        words[b][0] = v.x;
+        words[b][1] = v.y;
+        words[b][2] = v.z;
+        words[b][3] = v.w;
+        TransposeQuad(words[b], t);
+      }
+      // Refill the slot of the previous window (read one step ago, its words long in registers).
+      issue_window(window + kRing - 1, (u + kRing - 1) % kRing);
+      const ScaleSlot scales = scale_ring[u % kScaleRing];
+      load_scales(window + kScaleRing, scale_ring[u % kScaleRing]);
+      compute_window(window, words, scales);
+    }
+  }
+  CopyAsyncWait<0>();  // nothing left in flight at exit (the tail's copies are zero fills)
+  tile.template Store<Out>(p, partial);
+}
+
+// Any group size (multiple of 32; k multiple of 32). kBatch windows loaded per batch, the next
+// batch issued before the current one is computed; scales and zero points fetched one group
+// ahead.
+template <int kBlocks, int kBatch, typename Out>
+__global__ void __launch_bounds__(kThreads) W4A8DecodeBatchKernel(const W4A8DecodeParams p) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
+  if (warp * 8 * kBlocks >= p.n) return;  // whole warps only; the kernel has no block barrier
+  const WarpTile<kBlocks> tile(p, warp, lane);
+  const int g = tile.g, t = tile.t;
+  const int k = p.k, group_size = p.group_size, groups = tile.groups;
+  const int batches = (tile.windows + kBatch - 1) / kBatch;
+  const bool has_zero_points = p.w_zero_points != nullptr;
+
+  auto load_batch = [&](int batch, uint4(&buffer)[kBatch][kBlocks]) {
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u)
+#pragma unroll
+      for (int b = 0; b < kBlocks; ++b) buffer[u][b] = tile.LoadWeights(p, batch * kBatch + u, b);
+  };
+
+  // Scales of this lane's output columns and zero points of its B columns, for one group;
+  // fetched one group ahead.
+  uint32_t scale_next[kBlocks][2];
+  uint32_t zero_next[kBlocks];
   float scale[kBlocks][2];
   uint32_t zero_plus_8[kBlocks];
   auto fetch_group = [&](int group) {
@@ -172,14 +423,14 @@ __global__ void __launch_bounds__(kThreads) W4A8DecodeTensorCoreKernel(const W4A
     for (int b = 0; b < kBlocks; ++b) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
-        const int64_t col = n_base + 8 * b + 2 * t + j;
+        const int64_t col = tile.n_base + 8 * b + 2 * t + j;
         scale_next[b][j] =
-            col < p.n && group < groups ? __ldg(p.w_scales + col * groups + group) : uint16_t{0};
+            col < p.n && group < groups ? LoadU16(p.w_scales + col * groups + group) : 0u;
       }
-      const int64_t row = n_base + 8 * b + g;
+      const int64_t row = tile.n_base + 8 * b + g;
       zero_next[b] = has_zero_points && row < p.n && group < groups
-                         ? __ldg(p.w_zero_points + row * groups + group)
-                         : int8_t{0};
+                         ? LoadU8(p.w_zero_points + row * groups + group)
+                         : 0u;
     }
   };
   fetch_group(0);
@@ -189,9 +440,9 @@ __global__ void __launch_bounds__(kThreads) W4A8DecodeTensorCoreKernel(const W4A
 #pragma unroll
   for (int b = 0; b < kBlocks; ++b)
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      acc[b][c] = 0;
-      partial[b][c] = 0.0f;
+    for (int e = 0; e < 4; ++e) {
+      acc[b][e] = 0;
+      partial[b][e] = 0.0f;
     }
 
   auto compute_window = [&](int window, const uint4(&loaded)[kBlocks]) {
@@ -208,31 +459,21 @@ __global__ void __launch_bounds__(kThreads) W4A8DecodeTensorCoreKernel(const W4A
 #pragma unroll
     for (int c = 0; c < 4; ++c) {
       const int kc = window * kWindow + 32 * c;
-      if (kc >= k) break;  // warp-uniform: the last window may be short
-      const int group = kc / group_size;
+      if (kc >= k) break;          // warp-uniform: the last window may be short
       if (kc % group_size == 0) {  // the group starts: its prefetched values become current
+        const int group = kc / group_size;
 #pragma unroll
         for (int b = 0; b < kBlocks; ++b) {
 #pragma unroll
-          for (int j = 0; j < 2; ++j)
-            scale[b][j] = __half2float(__ushort_as_half(scale_next[b][j]));
-          zero_plus_8[b] = ZeroPlus8x4(zero_next[b]);
+          for (int j = 0; j < 2; ++j) scale[b][j] = HalfBitsToFloat(scale_next[b][j]);
+          zero_plus_8[b] = ZeroPlus8x4(static_cast<int8_t>(static_cast<uint8_t>(zero_next[b])));
         }
         fetch_group(group + 1);
       }
-      // A: bytes kc + 8t + 0..3 (a0, a1) and kc + 8t + 4..7 (a2, a3) of rows g (a0, a2) and
-      // g + 8 (a1, a3).
-      const uint2 lo =
-          x_valid_lo ? __ldg(reinterpret_cast<const uint2*>(x_lo + kc)) : make_uint2(0, 0);
-      const uint2 hi =
-          x_valid_hi ? __ldg(reinterpret_cast<const uint2*>(x_hi + kc)) : make_uint2(0, 0);
-      const uint32_t a[4] = {lo.x, hi.x, lo.y, hi.y};
+      uint32_t a[4];
+      tile.LoadActivations(kc, a);
 #pragma unroll
-      for (int b = 0; b < kBlocks; ++b) {
-        const uint32_t b0 = CenteredInt8x4(words[b][c] & 0x0f0f0f0fu, flip, zero_plus_8[b]);
-        const uint32_t b1 = CenteredInt8x4((words[b][c] >> 4) & 0x0f0f0f0fu, flip, zero_plus_8[b]);
-        MmaInt8(acc[b], a, b0, b1);
-      }
+      for (int b = 0; b < kBlocks; ++b) tile.MultiplyChunk(a, words[b][c], zero_plus_8[b], acc[b]);
       if ((kc + 32) % group_size == 0) {  // the group ends: fold it (reference order)
 #pragma unroll
         for (int b = 0; b < kBlocks; ++b)
@@ -252,28 +493,14 @@ __global__ void __launch_bounds__(kThreads) W4A8DecodeTensorCoreKernel(const W4A
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) {
       const int window = batch * kBatch + u;
-      if (window < windows) compute_window(window, current[u]);  // warp-uniform
+      if (window < tile.windows) compute_window(window, current[u]);  // warp-uniform
     }
 #pragma unroll
     for (int u = 0; u < kBatch; ++u)
 #pragma unroll
       for (int b = 0; b < kBlocks; ++b) current[u][b] = next[u][b];
   }
-
-  // C fragment: element e is row g + 8 (e / 2), column 2t + e % 2 of the block.
-  const float x_scale_lo = x_valid_lo ? __half2float(__ushort_as_half(p.x_scales[g])) : 0.0f;
-  const float x_scale_hi = x_valid_hi ? __half2float(__ushort_as_half(p.x_scales[g + 8])) : 0.0f;
-#pragma unroll
-  for (int b = 0; b < kBlocks; ++b)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int row = g + 8 * (e / 2);
-      const int64_t col = n_base + 8 * b + 2 * t + e % 2;
-      if (row < p.m && col < p.n) {
-        Finish<Out>(p, partial[b][e], e / 2 == 0 ? x_scale_lo : x_scale_hi, row,
-                    static_cast<int>(col));
-      }
-    }
+  tile.template Store<Out>(p, partial);
 }
 
 // The reference kernel: one thread per output (row blockIdx.y, column), the reference's loops
@@ -298,19 +525,28 @@ __global__ void __launch_bounds__(kThreads) W4A8DecodeSimpleKernel(const W4A8Dec
       const int32_t code = p.w_unsigned_nibbles ? nibble - 8 : (nibble ^ 8) - 8;
       acc += static_cast<int32_t>(x[kk]) * (code - zero);
     }
-    partial = fmaf(__int2float_rn(acc),
-                   __half2float(__ushort_as_half(p.w_scales[col * groups + group])), partial);
+    partial = fmaf(__int2float_rn(acc), HalfBitsToFloat(p.w_scales[col * groups + group]), partial);
   }
-  Finish<Out>(p, partial, __half2float(__ushort_as_half(p.x_scales[row])), row,
-              static_cast<int>(col));
+  Finish<Out>(p, partial, HalfBitsToFloat(p.x_scales[row]), row, static_cast<int>(col));
 }
 
-template <int kBlocks, int kBatch, typename Out>
-cudaError_t LaunchTensorCore(const W4A8DecodeParams& p, cudaStream_t stream) {
+template <int kBlocks>
+unsigned TensorCoreGrid(const W4A8DecodeParams& p) {
   const int64_t warps = (static_cast<int64_t>(p.n) + 8 * kBlocks - 1) / (8 * kBlocks);
-  const int64_t blocks = (warps + kWarpsPerBlock - 1) / kWarpsPerBlock;
-  W4A8DecodeTensorCoreKernel<kBlocks, kBatch, Out>
-      <<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
+  return static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
+}
+
+// kBlocks channel blocks per warp. Ring: 16 windows of one block or 8 of two (15 x 16 or
+// 7 x 32 bytes per lane in flight; 32 KB of static shared memory per block of 4 warps), scales 4
+// windows ahead. Batch: 8 or 4 windows, double-buffered in registers.
+template <int kBlocks, typename Out>
+cudaError_t LaunchTensorCore(const W4A8DecodeParams& p, cudaStream_t stream) {
+  const unsigned grid = TensorCoreGrid<kBlocks>(p);
+  if (p.group_size % kWindow == 0) {
+    W4A8DecodeRingKernel<kBlocks, 16 / kBlocks, 4, Out><<<grid, kThreads, 0, stream>>>(p);
+  } else {
+    W4A8DecodeBatchKernel<kBlocks, 8 / kBlocks, Out><<<grid, kThreads, 0, stream>>>(p);
+  }
   return cudaGetLastError();
 }
 
@@ -318,9 +554,9 @@ template <typename Out>
 cudaError_t LaunchForOutput(const W4A8DecodeParams& p, cudaStream_t stream) {
   switch (p.variant) {
     case W4A8DecodeVariant::kNarrow:
-      return LaunchTensorCore<1, 8, Out>(p, stream);
+      return LaunchTensorCore<1, Out>(p, stream);
     case W4A8DecodeVariant::kWide:
-      return LaunchTensorCore<2, 4, Out>(p, stream);
+      return LaunchTensorCore<2, Out>(p, stream);
     case W4A8DecodeVariant::kSimple: {
       const dim3 grid(static_cast<unsigned>((p.n + kThreads - 1) / kThreads),
                       static_cast<unsigned>(p.m));

@@ -252,8 +252,10 @@ TEST_P(W4A8DecodeGemmGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
   CheckCase(GetParam());
 }
 
-// Every m of interest; groups of 32, 64, 128, a group of 96 (not a divisor of a 128-element
-// window) and per channel; k not a multiple of 128 (short last window: 160, 96, 32); odd n.
+// Every m of interest; odd n. Group sizes that are multiples of 128 (128, 256, 640, per channel
+// with k % 128 == 0) take the shared-memory ring loop, the others (32, 64, 96, per channel with
+// k = 160) the batch loop, including k not a multiple of 128 (a short last window: 32, 96, 160,
+// 288); single-window problems (k = 32, 128) leave most of the ring's prologue empty.
 INSTANTIATE_TEST_SUITE_P(
     Shapes, W4A8DecodeGemmGpuTest,
     ::testing::Values(DecodeCase{1, 64, 256, 128, false}, DecodeCase{1, 77, 4096, 128, true},
@@ -264,7 +266,9 @@ INSTANTIATE_TEST_SUITE_P(
                       DecodeCase{8, 130, 288, 96, false}, DecodeCase{15, 130, 2048, 128, false},
                       DecodeCase{15, 41, 96, 96, true}, DecodeCase{16, 77, 1024, 32, true},
                       DecodeCase{16, 257, 4096, 4096, false}, DecodeCase{16, 130, 2560, 64, true},
-                      DecodeCase{5, 1000, 14336, 128, true}, DecodeCase{4, 300, 8192, 8192, true}),
+                      DecodeCase{5, 1000, 14336, 128, true}, DecodeCase{4, 300, 8192, 8192, true},
+                      DecodeCase{6, 70, 1024, 256, true}, DecodeCase{11, 90, 1280, 640, false},
+                      DecodeCase{9, 45, 160, 160, true}, DecodeCase{12, 24, 128, 128, false}),
     [](const auto& info) { return CaseName(info.param); });
 
 // The real layers (group 128): Llama-3-8B fused q/k/v, o, fused gate|up, down at m = 1 and 16;
