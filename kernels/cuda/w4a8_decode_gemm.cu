@@ -104,6 +104,22 @@ __device__ __forceinline__ uint4 LoadShared16(uint32_t shared) {
   return v;
 }
 
+// 32 activation bytes as eight words (zeros when !valid).
+__device__ __forceinline__ void LoadActivation32(bool valid, const int8_t* pointer,
+                                                 uint32_t (&v)[8]) {
+  if (valid) {
+    asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
+                 : "l"(pointer));
+    asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v[4]), "=r"(v[5]), "=r"(v[6]), "=r"(v[7])
+                 : "l"(pointer + 16));
+  } else {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) v[i] = 0;
+  }
+}
+
 __device__ __forceinline__ float HalfBitsToFloat(uint32_t bits) {
   return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
 }
@@ -257,11 +273,16 @@ struct WarpTile {
   }
 };
 
-// Whole-window groups (group_size % 128 == 0, so k % 128 == 0 and every window is full). The
-// weights stream through a per-warp ring of kRing windows in shared memory (cp.async, kRing - 1
-// windows in flight per lane, no registers held); the scales and zero points of each window
-// through a register ring of kScaleRing windows. Each lane reads back only the 16 bytes it copied
-// itself, so cp.async.wait_group suffices (no barrier).
+// Whole-window groups (group_size % 128 == 0, so k % 128 == 0 and every window is full). Since a
+// window lies in one group, its MMAs may mix its chunks: lane t keeps chunk t (no transpose) and
+// MMA s takes word s of it: B = K elements 32t + 8s + 0..3 (low nibbles) and 32t + 8s + 4..7
+// (high nibbles) of the window, A = the same elements of rows g and g + 8, i.e. bytes
+// 32t .. 32t + 31 of each row, two 16-byte loads.
+//
+// The weights stream through a per-warp ring of kRing windows in shared memory (cp.async,
+// kRing - 1 windows in flight per lane, no registers held); the scales and zero points of each
+// window through a register ring of kScaleRing windows. Each lane reads back only the 16 bytes it
+// copied itself, so cp.async.wait_group suffices (no barrier).
 template <int kBlocks, int kRing, int kScaleRing, typename Out>
 __global__ void __launch_bounds__(kThreads) W4A8DecodeRingKernel(const W4A8DecodeParams p) {
   static_assert(kRing % kScaleRing == 0, "the scale ring index must be static");
@@ -274,12 +295,17 @@ __global__ void __launch_bounds__(kThreads) W4A8DecodeRingKernel(const W4A8Decod
   const WarpTile<kBlocks> tile(p, warp, lane);
   const int g = tile.g, t = tile.t;
   const bool has_zero_points = p.w_zero_points != nullptr;
+  const int windows_per_group = p.group_size / kWindow;
+  // Activation rows g and g + 8 at byte 32t of a window (row 0 stands in for rows >= m, which
+  // are never read).
+  const int8_t* x_lo = p.x_codes + static_cast<int64_t>(tile.x_valid_lo ? g : 0) * p.k + 32 * t;
+  const int8_t* x_hi = p.x_codes + static_cast<int64_t>(tile.x_valid_hi ? g + 8 : 0) * p.k + 32 * t;
 
   auto stage_address = [&](int slot, int b) {
     return SharedAddress(&stage[warp_in_block][slot][b][lane]);
   };
   // Window `window` into ring slot `slot` (zeros past the last window or past n), one commit
-  // group per call, also when empty, so that group i is always window i.
+  // group per call, also when empty, so that commit group i is always window i.
   auto issue_window = [&](int window, int slot) {
 #pragma unroll
     for (int b = 0; b < kBlocks; ++b) {
@@ -294,25 +320,30 @@ __global__ void __launch_bounds__(kThreads) W4A8DecodeRingKernel(const W4A8Decod
     uint32_t scale[kBlocks][2];  // FP16 bits of output columns 2t, 2t + 1
     uint32_t zero[kBlocks];      // zero-point byte of B column g
   };
+  // Called once per window, in window order (the group is counted, not divided).
+  int load_group = 0, load_window_in_group = 0;
   auto load_scales = [&](int window, ScaleSlot& slot) {
     const bool valid = window < tile.windows;
-    const int group = valid ? window * kWindow / p.group_size : 0;
 #pragma unroll
     for (int b = 0; b < kBlocks; ++b) {
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         const int64_t col = tile.n_base + 8 * b + 2 * t + j;
         slot.scale[b][j] =
-            valid && col < p.n ? LoadU16(p.w_scales + col * tile.groups + group) : 0u;
+            valid && col < p.n ? LoadU16(p.w_scales + col * tile.groups + load_group) : 0u;
       }
       const int64_t row = tile.n_base + 8 * b + g;
       slot.zero[b] = valid && has_zero_points && row < p.n
-                         ? LoadU8(p.w_zero_points + row * tile.groups + group)
+                         ? LoadU8(p.w_zero_points + row * tile.groups + load_group)
                          : 0u;
+    }
+    if (++load_window_in_group == windows_per_group) {
+      load_window_in_group = 0;
+      ++load_group;
     }
   };
 
-  // Two accumulator sets (even and odd chunks) halve the chain of dependent MMAs.
+  // Two accumulator sets (MMAs 0, 2 and 1, 3) halve the chain of dependent MMAs.
   int32_t acc[2][kBlocks][4];
   float partial[kBlocks][4];
 #pragma unroll
@@ -324,24 +355,30 @@ __global__ void __launch_bounds__(kThreads) W4A8DecodeRingKernel(const W4A8Decod
       partial[b][e] = 0.0f;
     }
 
-  // words[b][c]: after the transpose, word t of chunk c of this lane's row of block b.
-  auto compute_window = [&](int window, uint32_t(&words)[kBlocks][4], const ScaleSlot& scales) {
+  int fold_window_in_group = 0;
+  // words[b][s]: word s of chunk t of this lane's row of block b.
+  auto compute_window = [&](int window, const uint32_t(&words)[kBlocks][4],
+                            const ScaleSlot& scales) {
+    const int kw = window * kWindow;
+    uint32_t lo[8], hi[8];  // bytes kw + 32t .. + 31 of rows g and g + 8 (zeros for rows >= m)
+    LoadActivation32(tile.x_valid_lo, x_lo + kw, lo);
+    LoadActivation32(tile.x_valid_hi, x_hi + kw, hi);
     uint32_t zero_plus_8[kBlocks];
 #pragma unroll
     for (int b = 0; b < kBlocks; ++b) {
       zero_plus_8[b] = ZeroPlus8x4(static_cast<int8_t>(static_cast<uint8_t>(scales.zero[b])));
     }
 #pragma unroll
-    for (int c = 0; c < 4; ++c) {
-      uint32_t a[4];
-      tile.LoadActivations(window * kWindow + 32 * c, a);
+    for (int s = 0; s < 4; ++s) {
+      // a0, a1: bytes 8s + 0..3 of rows g, g + 8; a2, a3: bytes 8s + 4..7.
+      const uint32_t a[4] = {lo[2 * s], hi[2 * s], lo[2 * s + 1], hi[2 * s + 1]};
 #pragma unroll
       for (int b = 0; b < kBlocks; ++b) {
-        tile.MultiplyChunk(a, words[b][c], zero_plus_8[b], acc[c % 2][b]);
+        tile.MultiplyChunk(a, words[b][s], zero_plus_8[b], acc[s % 2][b]);
       }
     }
-    // The window ends its group (k is a multiple of group_size): fold it, reference order.
-    if ((window + 1) * kWindow % p.group_size == 0) {
+    if (++fold_window_in_group == windows_per_group) {  // the window ends its group: fold it
+      fold_window_in_group = 0;
 #pragma unroll
       for (int b = 0; b < kBlocks; ++b)
 #pragma unroll
@@ -378,10 +415,12 @@ __global__ void __launch_bounds__(kThreads) W4A8DecodeRingKernel(const W4A8Decod
         words[b][1] = v.y;
         words[b][2] = v.z;
         words[b][3] = v.w;
-        TransposeQuad(words[b], t);
       }
-      // Refill the slot of the previous window (read one step ago, its words long in registers).
+      // Refill the slot of the previous window (read one step ago and multiplied since: the
+      // volatile MMAs that used it precede this copy).
       issue_window(window + kRing - 1, (u + kRing - 1) % kRing);
+      // The scales of this window are in slot u % kScaleRing; load those of window + kScaleRing
+      // into it (window order is kept: the prologue loaded 0 .. kScaleRing - 1).
       const ScaleSlot scales = scale_ring[u % kScaleRing];
       load_scales(window + kScaleRing, scale_ring[u % kScaleRing]);
       compute_window(window, words, scales);
