@@ -14,9 +14,11 @@ namespace {
 constexpr char kName[] = "W4A8 decode GEMM";
 constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxRows = 16;
-// From this many output channels on, one warp takes 16 of them: 512+ warps still fill an H200
-// (132 SMs), and each activation row read from L1 serves twice the weights.
-constexpr int64_t kWideFromN = 8192;
+// From this many output channels on, one warp takes 16 of them: 1024+ warps still fill an H200
+// (132 SMs) several times, and each activation read from L1 serves twice the weights. Below it,
+// 8 channels per warp give twice the warps (more loads in flight). A guess until measured
+// (bench/cuda/w4a8_decode_gemm_bench.cc runs both on every shape).
+constexpr int64_t kWideFromN = 16384;
 
 absl::Status Invalid(const auto&... parts) {
   return absl::InvalidArgumentError(absl::StrCat(kName, ": ", parts...));

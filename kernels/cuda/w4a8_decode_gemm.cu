@@ -4,25 +4,22 @@
 // order, so it holds whole outputs: the int32 group sums (mma.sync m16n8k32 s8, activations as
 // the A operand with rows >= m zero, weights as B) are folded into float partials in registers in
 // ascending group order, exactly as the reference: partial = fmaf(float(acc_g), s_w[n, g],
-// partial); y = partial * s_x[r] (then + add[n], one rounding each). No shared memory, no block
-// barriers: warps are independent.
+// partial); y = partial * s_x[r] (then + add[n], one rounding each). No block barriers: warps are
+// independent (what shared memory there is, is per warp).
 //
 // Weights stream in windows of 128 K elements: lane (g, t) (g = lane / 4, t = lane % 4) loads the
-// 16 bytes of chunk t (K elements 32t .. 32t + 31 of the window) of channel g of a block, with
-// ld.global.nc.L1::no_allocate. A 4 x 4 word transpose inside each lane quad then gives lane t
-// word t of every chunk, so that one MMA covers exactly one 32-element chunk: every MMA stays
-// inside one scale group (group sizes are multiples of 32). In the MMA of chunk c (K offset kc),
-// lane t's B registers hold K elements kc + 8t + 0..3 (low nibbles) and kc + 8t + 4..7 (high
-// nibbles), its A registers the same elements of rows g and g + 8: the MMA's k order is a
-// permutation of the chunk's, and integer sums do not depend on order.
-//
-// Two loops over the windows:
-//  * whole-window groups (group_size a multiple of 128, hence k too): every window lies in one
-//    group. The weights stream through a per-warp ring of windows in shared memory (cp.async:
-//    deep in flight without holding registers), the window's scales and zero points through a
-//    smaller register ring, both loaded well before use: no load latency in the warp's chain;
-//  * any group size (multiples of 32): batches of windows, double-buffered, with the scales and
-//    zero points fetched one group ahead.
+// 16 bytes of chunk t (K elements 32t .. 32t + 31 of the window) of channel g of a block. The
+// MMA's k order is a permutation of K within a scale group (integer sums do not depend on order),
+// chosen so that no data moves between lanes when possible. Two loops over the windows:
+//  * whole-window groups (group_size a multiple of 128, hence k too; the real models): every
+//    window lies in one group, so MMA s of a window takes word s of each lane's chunk. The
+//    weights stream through a per-warp ring of windows in shared memory (cp.async: deep in
+//    flight without holding registers), the window's scales and zero points through a smaller
+//    register ring, both loaded well before use: no load latency in the warp's chain;
+//  * any group size (multiples of 32): a 4 x 4 word transpose inside each lane quad gives lane t
+//    word t of every chunk, so that one MMA covers exactly one 32-element chunk and stays inside
+//    one group. Batches of windows in registers, double-buffered, with the scales and zero
+//    points fetched one group ahead.
 // Activations (a few KB, shared by all warps) are read through L1, where they mostly hit.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -455,8 +452,8 @@ __global__ void __launch_bounds__(kThreads) W4A8DecodeBatchKernel(const W4A8Deco
   // fetched one group ahead.
   uint32_t scale_next[kBlocks][2];
   uint32_t zero_next[kBlocks];
-  float scale[kBlocks][2];
-  uint32_t zero_plus_8[kBlocks];
+  float scale[kBlocks][2] = {};  // set at the first chunk (k = 0 starts group 0)
+  uint32_t zero_plus_8[kBlocks] = {};
   auto fetch_group = [&](int group) {
 #pragma unroll
     for (int b = 0; b < kBlocks; ++b) {
@@ -534,10 +531,12 @@ __global__ void __launch_bounds__(kThreads) W4A8DecodeBatchKernel(const W4A8Deco
       const int window = batch * kBatch + u;
       if (window < tile.windows) compute_window(window, current[u]);  // warp-uniform
     }
+    if (batch + 1 < batches) {
 #pragma unroll
-    for (int u = 0; u < kBatch; ++u)
+      for (int u = 0; u < kBatch; ++u)
 #pragma unroll
-      for (int b = 0; b < kBlocks; ++b) current[u][b] = next[u][b];
+        for (int b = 0; b < kBlocks; ++b) current[u][b] = next[u][b];
+    }
   }
   tile.template Store<Out>(p, partial);
 }

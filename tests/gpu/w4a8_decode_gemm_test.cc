@@ -392,7 +392,8 @@ TEST(W4A8DecodeGemmArgsTest, RejectsNullAndMisalignedPointers) {
 TEST(W4A8DecodeGemmArgsTest, AutoChoosesByWidth) {
   EXPECT_EQ(ChooseW4A8DecodeKernel(4096), W4A8DecodeKernel::kTensorCoreNarrow);
   EXPECT_EQ(ChooseW4A8DecodeKernel(6144), W4A8DecodeKernel::kTensorCoreNarrow);
-  EXPECT_EQ(ChooseW4A8DecodeKernel(8192), W4A8DecodeKernel::kTensorCoreWide);
+  EXPECT_EQ(ChooseW4A8DecodeKernel(10240), W4A8DecodeKernel::kTensorCoreNarrow);
+  EXPECT_EQ(ChooseW4A8DecodeKernel(28672), W4A8DecodeKernel::kTensorCoreWide);
   EXPECT_EQ(ChooseW4A8DecodeKernel(57344), W4A8DecodeKernel::kTensorCoreWide);
 }
 
