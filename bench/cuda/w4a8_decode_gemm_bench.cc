@@ -3,10 +3,13 @@
 //                            kernel = 0 auto, 1 narrow (8 channels per warp), 2 wide (16);
 //   BM_W4A8MmaSyncAddBias    today's path: GemmW4A8 (int8_gemm.h, mma.sync tiles) into float32,
 //                            then AddBias (float32 bias) into bf16 -- the same result;
-//   BM_CublasLtBf16Decode    cuBLASLt bf16 (CublasLtGemm, autotuned), the unquantized peer.
+//   BM_CublasLtBf16Decode    cuBLASLt bf16 (CublasLtGemm, autotuned), the unquantized peer;
+//   BM_W8A8DecodeGemm        GemmW8A8Decode (w8a8_decode_gemm.h), bf16 output, fused add;
+//   BM_W8A8MmaSyncAddBias    GemmW8A8 (int8_gemm.h) into float32, then AddBias into bf16.
 // All are memory-bound: reported as weight bytes per second (INT4: packed codes + FP16 scales;
-// bf16: 2 n k) and as a fraction of 4.3 TB/s. The L2 is flushed (by reading a buffer of twice
-// its size) before every timed call, so the weights come from HBM as in a decode step.
+// INT8: codes + scales; bf16: 2 n k) and as a fraction of 4.3 TB/s. The L2 is flushed (by reading a
+// buffer of twice its size) before every timed call, so the weights come from HBM as in a decode
+// step.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -20,6 +23,7 @@
 #include "kernels/cuda/int8_gemm.h"
 #include "kernels/cuda/l2_flush_launch.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
+#include "kernels/cuda/w8a8_decode_gemm.h"
 
 namespace {
 
@@ -238,6 +242,92 @@ void BM_CublasLtBf16Decode(benchmark::State& state) {
   cudaFree(workspace);
 }
 
+// The operands of one W8A8 problem, device memory.
+struct W8A8Problem {
+  W8A8Problem(int64_t m, int64_t n, int64_t k)
+      : x(RandomBytes(m * k)),
+        x_scales(RandomScales(m)),
+        w(RandomBytes(n * k)),
+        w_scales(RandomScales(n)),
+        add(RandomScales(2 * n)) {
+    cudaMalloc(&y, m * n * 2);
+    cudaMalloc(&gemm_out, m * n * 4);
+  }
+  ~W8A8Problem() {
+    for (void* p : {x, x_scales, w, w_scales, add, y, gemm_out}) cudaFree(p);
+  }
+  W8A8Problem(const W8A8Problem&) = delete;
+  W8A8Problem& operator=(const W8A8Problem&) = delete;
+  bool ok() const { return x && x_scales && w && w_scales && add && y && gemm_out; }
+
+  void* x;
+  void* x_scales;
+  void* w;
+  void* w_scales;
+  void* add;
+  void* y = nullptr;
+  void* gemm_out = nullptr;
+};
+
+// Args: m, n, k.
+void BM_W8A8DecodeGemm(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const W8A8Problem problem(m, n, k);
+  const L2Flush flush;
+  if (!problem.ok()) {
+    state.SkipWithError("out of device memory");
+    return;
+  }
+  const flatfleet::cuda::DeviceW8A8DecodeGemm args{
+      .m = m,
+      .n = n,
+      .k = k,
+      .x_codes = static_cast<const int8_t*>(problem.x),
+      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
+      .w_codes = static_cast<const int8_t*>(problem.w),
+      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
+      .epilogue_add = static_cast<const float*>(problem.add),
+      .y = problem.y,
+      .y_type = GemmElementType::kBf16};
+  TimeCold(state, flush, [&] { return flatfleet::cuda::GemmW8A8Decode(args, nullptr).ok(); });
+  flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, n * k + 2.0 * n);
+}
+
+// Args: m, n, k.
+void BM_W8A8MmaSyncAddBias(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const W8A8Problem problem(m, n, k);
+  const L2Flush flush;
+  if (!problem.ok()) {
+    state.SkipWithError("out of device memory");
+    return;
+  }
+  auto* gemm_out = static_cast<float*>(problem.gemm_out);
+  const flatfleet::cuda::DeviceW8A8Gemm gemm{
+      .m = m,
+      .n = n,
+      .k = k,
+      .x_codes = static_cast<const int8_t*>(problem.x),
+      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
+      .w_codes = static_cast<const int8_t*>(problem.w),
+      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
+      .y = gemm_out};
+  const flatfleet::cuda::DeviceBiasAdd bias{.rows = m,
+                                            .cols = n,
+                                            .x = gemm_out,
+                                            .bias = problem.add,
+                                            .bias_type = GemmElementType::kFloat32,
+                                            .y = problem.y,
+                                            .y_type = GemmElementType::kBf16};
+  TimeCold(state, flush, [&] {
+    return flatfleet::cuda::GemmW8A8(gemm, nullptr).ok() &&
+           flatfleet::cuda::AddBias(bias, nullptr).ok();
+  });
+  flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, n * k + 2.0 * n);
+}
+
 // Llama-3-8B: fused q/k/v, o, fused gate|up, down; Llama-3-70B: the same four.
 constexpr int64_t kShapes[][2] = {{6144, 4096},  {4096, 4096}, {28672, 4096}, {4096, 14336},
                                   {10240, 8192}, {8192, 8192}, {57344, 8192}, {8192, 28672}};
@@ -258,5 +348,7 @@ void DecodeShapesByKernel(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_W4A8DecodeGemm)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapesByKernel);
 BENCHMARK(BM_W4A8MmaSyncAddBias)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapes);
 BENCHMARK(BM_CublasLtBf16Decode)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapes);
+BENCHMARK(BM_W8A8DecodeGemm)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapes);
+BENCHMARK(BM_W8A8MmaSyncAddBias)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapes);
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "kernels/cpu/quant/quantized_matrix.h"
 #include "kernels/cuda/bias_add.h"
 #include "kernels/cuda/int8_gemm.h"
+#include "tests/gpu/decode_gemm_test_util.h"
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/ops_test_util.h"
@@ -38,32 +39,7 @@ std::string CaseName(const DecodeCase& c) {
                       c.zero_points ? "_zp" : "_sym");
 }
 
-// FP16 bits of a positive power-of-two-ish scale in [2^-10, 2^-5): random exponent and mantissa.
-uint16_t RandomScaleBits(std::mt19937_64& rng) {
-  const uint64_t r = rng();
-  const uint16_t exponent = static_cast<uint16_t>(5 + r % 5);  // biased: 2^(5-15) .. 2^(9-15)
-  return static_cast<uint16_t>(exponent << 10 | ((r >> 8) & 0x3ff));
-}
-
-// Random codes drawn directly (no float quantization: the real 70B shapes have 470M weights).
-// Activations: symmetric INT8 per token, codes in [-127, 127]. Weights: INT4 symmetric codes in
-// [-7, 7], or asymmetric codes and zero points in [-8, 7]. Non-zero on the whole.
-quant::QuantizedMatrix RandomActivations(int64_t m, int64_t k, std::mt19937_64& rng) {
-  quant::QuantizedMatrix x;
-  x.rows = m;
-  x.cols = k;
-  x.format = {.bits = 8, .symmetric = true, .group_size = 0};
-  x.codes.resize(m * k);
-  for (int64_t i = 0; i < m * k; i += 8) {
-    uint64_t r = rng();
-    for (int64_t j = i; j < i + 8 && j < m * k; ++j, r >>= 8) {
-      x.codes[j] = static_cast<int8_t>(static_cast<int>(r & 0xff) % 255 - 127);
-    }
-  }
-  for (int64_t r = 0; r < m; ++r) x.scales.push_back(RandomScaleBits(rng));
-  return x;
-}
-
+// INT4 weights: symmetric codes in [-7, 7], or asymmetric codes and zero points in [-8, 7].
 quant::QuantizedMatrix RandomInt4Weights(int64_t n, int64_t k, int64_t group_size, bool zero_points,
                                          std::mt19937_64& rng) {
   quant::QuantizedMatrix w;
@@ -79,55 +55,13 @@ quant::QuantizedMatrix RandomInt4Weights(int64_t n, int64_t k, int64_t group_siz
     }
   }
   const int64_t groups = k / group_size;
-  for (int64_t i = 0; i < n * groups; ++i) w.scales.push_back(RandomScaleBits(rng));
+  for (int64_t i = 0; i < n * groups; ++i) w.scales.push_back(testing::RandomScaleBits(rng));
   if (zero_points) {
     for (int64_t i = 0; i < n * groups; ++i) {
       w.zero_points.push_back(static_cast<int8_t>(static_cast<int>(rng() & 0xf) - 8));
     }
   }
   return w;
-}
-
-// What y should hold: rows y_stride elements apart, each element the bits of round(out + add)
-// (4 bytes float32, 2 bytes bf16), the gaps left at the 0xFF poison.
-std::vector<uint8_t> ExpectedBytes(const std::vector<float>& out, const float* add, int64_t m,
-                                   int64_t n, int64_t y_stride, GemmElementType y_type) {
-  const int64_t size = y_type == GemmElementType::kBf16 ? 2 : 4;
-  std::vector<uint8_t> bytes(((m - 1) * y_stride + n) * size, 0xff);
-  for (int64_t r = 0; r < m; ++r) {
-    for (int64_t j = 0; j < n; ++j) {
-      float v = out[r * n + j];
-      if (add != nullptr) v = v + add[j];  // one float32 addition
-      uint8_t* at = bytes.data() + (r * y_stride + j) * size;
-      if (y_type == GemmElementType::kBf16) {
-        const uint16_t bits = testing::FloatToBf16(v);
-        std::memcpy(at, &bits, 2);
-      } else {
-        std::memcpy(at, &v, 4);
-      }
-    }
-  }
-  return bytes;
-}
-
-// Count and first position of differing elements (element size `size`).
-::testing::AssertionResult SameBytes(const std::vector<uint8_t>& expected,
-                                     const std::vector<uint8_t>& actual, int64_t size) {
-  if (expected.size() != actual.size()) return ::testing::AssertionFailure() << "size differs";
-  int64_t mismatches = 0, first = -1;
-  for (size_t i = 0; i < expected.size(); i += size) {
-    if (std::memcmp(&expected[i], &actual[i], size) != 0) {
-      if (first < 0) first = static_cast<int64_t>(i / size);
-      ++mismatches;
-    }
-  }
-  if (mismatches == 0) return ::testing::AssertionSuccess();
-  uint32_t e = 0, a = 0;
-  std::memcpy(&e, &expected[first * size], size);
-  std::memcpy(&a, &actual[first * size], size);
-  return ::testing::AssertionFailure()
-         << mismatches << " of " << expected.size() / size << " elements differ; first at element "
-         << first << ": expected bits 0x" << std::hex << e << ", got 0x" << a;
 }
 
 const char* KernelName(W4A8DecodeKernel kernel) {
@@ -151,7 +85,7 @@ void CheckCase(const DecodeCase& c) {
   const uint64_t seed = testing::FreshSeed();
   SCOPED_TRACE(absl::StrCat("seed ", seed));
   std::mt19937_64 rng(seed);
-  const auto x = RandomActivations(c.m, c.k, rng);
+  const auto x = testing::RandomInt8PerRow(c.m, c.k, rng);
   const auto w = RandomInt4Weights(c.n, c.k, c.group_size, c.zero_points, rng);
   std::vector<float> add(c.n);
   for (float& v : add) {
@@ -193,7 +127,7 @@ void CheckCase(const DecodeCase& c) {
       const int64_t y_stride = c.n + pad;
       const int64_t y_bytes = ((c.m - 1) * y_stride + c.n) * size;
       for (bool with_add : {false, true}) {
-        const std::vector<uint8_t> want = ExpectedBytes(
+        const std::vector<uint8_t> want = testing::ExpectedBytes(
             expected->output, with_add ? add.data() : nullptr, c.m, c.n, y_stride, y_type);
         if (with_add) {  // the two-kernel path gives the same bytes
           DeviceBuffer<uint8_t> d_two(y_bytes);
@@ -209,7 +143,7 @@ void CheckCase(const DecodeCase& c) {
                               nullptr)
                           .ok());
           FF_CUDA_ASSERT(cudaDeviceSynchronize());
-          EXPECT_TRUE(SameBytes(want, d_two.ToHost(), size)) << "GemmW4A8 + AddBias";
+          EXPECT_TRUE(testing::SameBytes(want, d_two.ToHost(), size)) << "GemmW4A8 + AddBias";
         }
         for (W4A8DecodeKernel kernel :
              {W4A8DecodeKernel::kAuto, W4A8DecodeKernel::kTensorCoreNarrow,
@@ -238,7 +172,7 @@ void CheckCase(const DecodeCase& c) {
                              nullptr);
           ASSERT_TRUE(status.ok()) << status;
           FF_CUDA_ASSERT(cudaDeviceSynchronize());
-          EXPECT_TRUE(SameBytes(want, d_y.ToHost(), size));
+          EXPECT_TRUE(testing::SameBytes(want, d_y.ToHost(), size));
         }
       }
     }
