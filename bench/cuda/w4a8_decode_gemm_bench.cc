@@ -1,0 +1,354 @@
+// Decode-sized (m = 1, 4, 16) W4A8 linear layers on the real shapes, three ways in one binary:
+//   BM_W4A8DecodeGemm        GemmW4A8Decode (w4a8_decode_gemm.h), bf16 output, fused add;
+//                            kernel = 0 auto, 1 narrow (8 channels per warp), 2 wide (16);
+//   BM_W4A8MmaSyncAddBias    today's path: GemmW4A8 (int8_gemm.h, mma.sync tiles) into float32,
+//                            then AddBias (float32 bias) into bf16 -- the same result;
+//   BM_CublasLtBf16Decode    cuBLASLt bf16 (CublasLtGemm, autotuned), the unquantized peer;
+//   BM_W8A8DecodeGemm        GemmW8A8Decode (w8a8_decode_gemm.h), bf16 output, fused add;
+//   BM_W8A8MmaSyncAddBias    GemmW8A8 (int8_gemm.h) into float32, then AddBias into bf16.
+// All are memory-bound: reported as weight bytes per second (INT4: packed codes + FP16 scales;
+// INT8: codes + scales; bf16: 2 n k) and as a fraction of 4.3 TB/s. The L2 is flushed (by reading a
+// buffer of twice its size) before every timed call, so the weights come from HBM as in a decode
+// step.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "bench/cuda/bf16_bench_util.h"
+#include "benchmark/benchmark.h"
+#include "kernels/cuda/bf16_gemm.h"
+#include "kernels/cuda/bias_add.h"
+#include "kernels/cuda/int8_gemm.h"
+#include "kernels/cuda/l2_flush_launch.h"
+#include "kernels/cuda/w4a8_decode_gemm.h"
+#include "kernels/cuda/w8a8_decode_gemm.h"
+
+namespace {
+
+using flatfleet::cuda::GemmElementType;
+
+constexpr int64_t kGroupSize = 128;
+
+// A device buffer of `count` 16-bit words from `make(i)` over a 4M-word pattern repeated (fast
+// for hundreds of MB).
+template <typename Make>
+void* DevicePattern16(int64_t count, Make make) {
+  void* pointer = nullptr;
+  if (cudaMalloc(&pointer, std::max<int64_t>(count, 1) * 2) != cudaSuccess) return nullptr;
+  const int64_t pattern_count = std::min<int64_t>(count, int64_t{4} << 20);
+  std::vector<uint16_t> pattern(pattern_count);
+  uint32_t state = 0x2545f491u;
+  for (auto& v : pattern) {
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    v = make(state);
+  }
+  for (int64_t at = 0; at < count; at += pattern_count) {
+    cudaMemcpy(static_cast<uint16_t*>(pointer) + at, pattern.data(),
+               std::min(pattern_count, count - at) * 2, cudaMemcpyHostToDevice);
+  }
+  return pointer;
+}
+
+// Random bytes (weights, activation codes) and FP16 scales in [2^-8, 2^-7).
+void* RandomBytes(int64_t bytes) {
+  return DevicePattern16((bytes + 1) / 2, [](uint32_t r) { return static_cast<uint16_t>(r); });
+}
+void* RandomScales(int64_t count) {
+  return DevicePattern16(count,
+                         [](uint32_t r) { return static_cast<uint16_t>(0x1c00 | (r & 0x3ff)); });
+}
+
+// Reads twice the L2 before each timed call.
+class L2Flush {
+ public:
+  L2Flush() {
+    int device = 0, l2_bytes = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device);
+    bytes_ = (2 * static_cast<size_t>(std::max(l2_bytes, 1 << 20)) + 255) / 256 * 256;
+    if (cudaMalloc(&buffer_, bytes_ + 256) != cudaSuccess) {
+      buffer_ = nullptr;
+      return;
+    }
+    cudaMemset(buffer_, 0, bytes_ + 256);
+  }
+  ~L2Flush() { cudaFree(buffer_); }
+  L2Flush(const L2Flush&) = delete;
+  L2Flush& operator=(const L2Flush&) = delete;
+  bool ok() const { return buffer_ != nullptr; }
+  void Run() const {
+    flatfleet::cuda::internal::LaunchL2FlushRead(
+        buffer_, bytes_, reinterpret_cast<uint32_t*>(static_cast<char*>(buffer_) + bytes_),
+        nullptr);
+  }
+
+ private:
+  void* buffer_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Times `launch` (true on success) with CUDA events, the L2 flushed before each call (untimed).
+template <typename Launch>
+void TimeCold(benchmark::State& state, const L2Flush& flush, Launch launch) {
+  if (!flush.ok()) {
+    state.SkipWithError("no memory for the L2 flush");
+    return;
+  }
+  if (!launch() || cudaDeviceSynchronize() != cudaSuccess) {
+    state.SkipWithError("launch failed");
+    return;
+  }
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  for (auto _ : state) {
+    flush.Run();
+    cudaEventRecord(start, nullptr);
+    launch();
+    cudaEventRecord(stop, nullptr);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    state.SetIterationTime(ms / 1e3);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+}
+
+double Int4WeightBytes(int64_t n, int64_t k) { return n * k / 2.0 + 2.0 * n * (k / kGroupSize); }
+
+// The operands of one W4A8 problem (group 128, symmetric), device memory.
+struct W4A8Problem {
+  W4A8Problem(int64_t m, int64_t n, int64_t k)
+      : x(RandomBytes(m * k)),
+        x_scales(RandomScales(m)),
+        w(RandomBytes(n * k / 2)),
+        w_scales(RandomScales(n * (k / kGroupSize))),
+        add(RandomScales(2 * n)) {  // any finite float bits: 0x1cxx1cxx
+    cudaMalloc(&y, m * n * 2);
+  }
+  ~W4A8Problem() {
+    for (void* p : {x, x_scales, w, w_scales, add, y}) cudaFree(p);
+  }
+  W4A8Problem(const W4A8Problem&) = delete;
+  W4A8Problem& operator=(const W4A8Problem&) = delete;
+  bool ok() const { return x && x_scales && w && w_scales && add && y; }
+
+  void* x;
+  void* x_scales;
+  void* w;
+  void* w_scales;
+  void* add;
+  void* y = nullptr;
+};
+
+// Args: m, n, k, kernel (0 auto, 1 narrow, 2 wide).
+void BM_W4A8DecodeGemm(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  using flatfleet::cuda::W4A8DecodeKernel;
+  const W4A8DecodeKernel kernel = state.range(3) == 1   ? W4A8DecodeKernel::kTensorCoreNarrow
+                                  : state.range(3) == 2 ? W4A8DecodeKernel::kTensorCoreWide
+                                                        : W4A8DecodeKernel::kAuto;
+  const W4A8Problem problem(m, n, k);
+  const L2Flush flush;
+  if (!problem.ok()) {
+    state.SkipWithError("out of device memory");
+    return;
+  }
+  const flatfleet::cuda::DeviceW4A8DecodeGemm args{
+      .m = m,
+      .n = n,
+      .k = k,
+      .group_size = kGroupSize,
+      .x_codes = static_cast<const int8_t*>(problem.x),
+      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
+      .w_words = static_cast<const uint32_t*>(problem.w),
+      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
+      .epilogue_add = static_cast<const float*>(problem.add),
+      .y = problem.y,
+      .y_type = GemmElementType::kBf16,
+      .kernel = kernel};
+  TimeCold(state, flush, [&] { return flatfleet::cuda::GemmW4A8Decode(args, nullptr).ok(); });
+  flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));
+}
+
+// Args: m, n, k.
+void BM_W4A8MmaSyncAddBias(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const W4A8Problem problem(m, n, k);
+  const L2Flush flush;
+  float* gemm_out = nullptr;
+  if (!problem.ok() || cudaMalloc(&gemm_out, m * n * 4) != cudaSuccess) {
+    state.SkipWithError("out of device memory");
+    return;
+  }
+  const flatfleet::cuda::DeviceW4A8Gemm gemm{
+      .m = m,
+      .n = n,
+      .k = k,
+      .group_size = kGroupSize,
+      .x_codes = static_cast<const int8_t*>(problem.x),
+      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
+      .w_words = static_cast<const uint32_t*>(problem.w),
+      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
+      .y = gemm_out};
+  const flatfleet::cuda::DeviceBiasAdd bias{.rows = m,
+                                            .cols = n,
+                                            .x = gemm_out,
+                                            .bias = problem.add,
+                                            .bias_type = GemmElementType::kFloat32,
+                                            .y = problem.y,
+                                            .y_type = GemmElementType::kBf16};
+  TimeCold(state, flush, [&] {
+    return flatfleet::cuda::GemmW4A8(gemm, nullptr).ok() &&
+           flatfleet::cuda::AddBias(bias, nullptr).ok();
+  });
+  flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));
+  cudaFree(gemm_out);
+}
+
+// Args: m, n, k. bf16 output, no bias, autotuned.
+void BM_CublasLtBf16Decode(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  using flatfleet::cuda::CublasLtGemm;
+  flatfleet::bench::DeviceBf16 x(m * k, 1), w(n * k, 2, 0.05f);
+  const L2Flush flush;
+  void* y = nullptr;
+  void* workspace = nullptr;
+  if (!x.ok() || !w.ok() || cudaMalloc(&y, m * n * 2) != cudaSuccess ||
+      cudaMalloc(&workspace, CublasLtGemm::WorkspaceBytes()) != cudaSuccess) {
+    state.SkipWithError("out of device memory");
+    cudaFree(y);
+    return;
+  }
+  auto gemm = CublasLtGemm::Create(workspace, CublasLtGemm::WorkspaceBytes(), {.autotune = true});
+  const flatfleet::cuda::Bf16GemmArgs args{
+      .m = m, .n = n, .k = k, .x = x.get(), .w = w.get(), .y = y, .y_type = GemmElementType::kBf16};
+  if (!gemm.ok() || !(*gemm)->Prepare(args, nullptr).ok() ||
+      cudaDeviceSynchronize() != cudaSuccess) {
+    state.SkipWithError("CublasLtGemm Create/Prepare failed");
+  } else {
+    TimeCold(state, flush, [&] { return (*gemm)->Run(args, nullptr).ok(); });
+    flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, 2.0 * n * k);
+  }
+  cudaFree(y);
+  cudaFree(workspace);
+}
+
+// The operands of one W8A8 problem, device memory.
+struct W8A8Problem {
+  W8A8Problem(int64_t m, int64_t n, int64_t k)
+      : x(RandomBytes(m * k)),
+        x_scales(RandomScales(m)),
+        w(RandomBytes(n * k)),
+        w_scales(RandomScales(n)),
+        add(RandomScales(2 * n)) {
+    cudaMalloc(&y, m * n * 2);
+    cudaMalloc(&gemm_out, m * n * 4);
+  }
+  ~W8A8Problem() {
+    for (void* p : {x, x_scales, w, w_scales, add, y, gemm_out}) cudaFree(p);
+  }
+  W8A8Problem(const W8A8Problem&) = delete;
+  W8A8Problem& operator=(const W8A8Problem&) = delete;
+  bool ok() const { return x && x_scales && w && w_scales && add && y && gemm_out; }
+
+  void* x;
+  void* x_scales;
+  void* w;
+  void* w_scales;
+  void* add;
+  void* y = nullptr;
+  void* gemm_out = nullptr;
+};
+
+// Args: m, n, k.
+void BM_W8A8DecodeGemm(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const W8A8Problem problem(m, n, k);
+  const L2Flush flush;
+  if (!problem.ok()) {
+    state.SkipWithError("out of device memory");
+    return;
+  }
+  const flatfleet::cuda::DeviceW8A8DecodeGemm args{
+      .m = m,
+      .n = n,
+      .k = k,
+      .x_codes = static_cast<const int8_t*>(problem.x),
+      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
+      .w_codes = static_cast<const int8_t*>(problem.w),
+      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
+      .epilogue_add = static_cast<const float*>(problem.add),
+      .y = problem.y,
+      .y_type = GemmElementType::kBf16};
+  TimeCold(state, flush, [&] { return flatfleet::cuda::GemmW8A8Decode(args, nullptr).ok(); });
+  flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, n * k + 2.0 * n);
+}
+
+// Args: m, n, k.
+void BM_W8A8MmaSyncAddBias(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const W8A8Problem problem(m, n, k);
+  const L2Flush flush;
+  if (!problem.ok()) {
+    state.SkipWithError("out of device memory");
+    return;
+  }
+  auto* gemm_out = static_cast<float*>(problem.gemm_out);
+  const flatfleet::cuda::DeviceW8A8Gemm gemm{
+      .m = m,
+      .n = n,
+      .k = k,
+      .x_codes = static_cast<const int8_t*>(problem.x),
+      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
+      .w_codes = static_cast<const int8_t*>(problem.w),
+      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
+      .y = gemm_out};
+  const flatfleet::cuda::DeviceBiasAdd bias{.rows = m,
+                                            .cols = n,
+                                            .x = gemm_out,
+                                            .bias = problem.add,
+                                            .bias_type = GemmElementType::kFloat32,
+                                            .y = problem.y,
+                                            .y_type = GemmElementType::kBf16};
+  TimeCold(state, flush, [&] {
+    return flatfleet::cuda::GemmW8A8(gemm, nullptr).ok() &&
+           flatfleet::cuda::AddBias(bias, nullptr).ok();
+  });
+  flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, n * k + 2.0 * n);
+}
+
+// Llama-3-8B: fused q/k/v, o, fused gate|up, down; Llama-3-70B: the same four.
+constexpr int64_t kShapes[][2] = {{6144, 4096},  {4096, 4096}, {28672, 4096}, {4096, 14336},
+                                  {10240, 8192}, {8192, 8192}, {57344, 8192}, {8192, 28672}};
+
+void DecodeShapes(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kShapes)
+    for (int64_t m : {1, 4, 16}) b->Args({m, n, k});
+  b->ArgNames({"m", "n", "k"});
+}
+
+void DecodeShapesByKernel(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kShapes)
+    for (int64_t m : {1, 4, 16})
+      for (int64_t kernel : {0, 1, 2}) b->Args({m, n, k, kernel});
+  b->ArgNames({"m", "n", "k", "kernel"});
+}
+
+BENCHMARK(BM_W4A8DecodeGemm)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapesByKernel);
+BENCHMARK(BM_W4A8MmaSyncAddBias)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapes);
+BENCHMARK(BM_CublasLtBf16Decode)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapes);
+BENCHMARK(BM_W8A8DecodeGemm)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapes);
+BENCHMARK(BM_W8A8MmaSyncAddBias)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapes);
+
+}  // namespace

@@ -1,0 +1,112 @@
+#include "kernels/cuda/w4a8_decode_gemm.h"
+
+#include <cstdint>
+#include <limits>
+#include <tuple>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/alignment.h"
+#include "kernels/cuda/w4a8_decode_gemm_launch.h"
+
+namespace flatfleet::cuda {
+namespace {
+
+constexpr char kName[] = "W4A8 decode GEMM";
+constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
+constexpr int64_t kMaxRows = 16;
+// From this many output channels on, one warp takes 16 of them: 1024+ warps still fill an H200
+// (132 SMs) several times, and each activation read from L1 serves twice the weights. Below it,
+// 8 channels per warp give twice the warps (more loads in flight). A guess until measured
+// (bench/cuda/w4a8_decode_gemm_bench.cc runs both on every shape).
+constexpr int64_t kWideFromN = 16384;
+
+absl::Status Invalid(const auto&... parts) {
+  return absl::InvalidArgumentError(absl::StrCat(kName, ": ", parts...));
+}
+
+}  // namespace
+
+W4A8DecodeKernel ChooseW4A8DecodeKernel(int64_t n) {
+  return n >= kWideFromN ? W4A8DecodeKernel::kTensorCoreWide : W4A8DecodeKernel::kTensorCoreNarrow;
+}
+
+absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t stream) {
+  if (args.m < 1 || args.m > kMaxRows) return Invalid("m must be in 1..16, got ", args.m);
+  if (args.n < 1 || args.n > kMaxInt32) return Invalid("n must be in 1..2^31-1, got ", args.n);
+  if (args.k < 32 || args.k % 32 != 0 || args.k > kMaxInt32) {
+    return Invalid("k must be a positive multiple of 32, got ", args.k);
+  }
+  if (args.group_size < 32 || args.group_size % 32 != 0 || args.k % args.group_size != 0) {
+    return Invalid("group_size must be a multiple of 32 dividing k = ", args.k, ", got ",
+                   args.group_size);
+  }
+  // The reference's bound: |x code| <= 127, |w code - zero| <= 15 (7 when symmetric), so every
+  // int32 partial sum stays representable.
+  const int64_t max_abs_weight = args.w_zero_points != nullptr ? 15 : 7;
+  if (args.k * 127 * max_abs_weight > kMaxInt32) {
+    return absl::OutOfRangeError(absl::StrCat(kName, ": k = ", args.k,
+                                              " could overflow int32 accumulation (worst case ",
+                                              args.k * 127 * max_abs_weight, ")"));
+  }
+  const int64_t y_stride = args.y_stride == 0 ? args.n : args.y_stride;
+  if (y_stride < args.n) {
+    return Invalid("y_stride = ", y_stride, " is less than n = ", args.n);
+  }
+  if (args.y_type != GemmElementType::kFloat32 && args.y_type != GemmElementType::kBf16) {
+    return Invalid("unknown y_type");
+  }
+  const bool y_is_bf16 = args.y_type == GemmElementType::kBf16;
+  if ((args.m - 1) * y_stride + args.n > std::numeric_limits<int64_t>::max() / 4) {
+    return Invalid("y_stride = ", y_stride, " is too large");
+  }
+  for (auto [name, pointer, aligned] :
+       {std::tuple<const char*, const void*, bool>{"x_codes", args.x_codes, true},
+        {"x_scales", args.x_scales, false},
+        {"w_words", args.w_words, true},
+        {"w_scales", args.w_scales, false},
+        {"y", args.y, false}}) {
+    if (pointer == nullptr) return Invalid(name, " is null");
+    if (aligned && !Aligned16(pointer)) return Invalid(name, " must be 16-byte aligned");
+  }
+  if (reinterpret_cast<uintptr_t>(args.y) % (y_is_bf16 ? 2 : 4) != 0) {
+    return Invalid("y is not aligned to its element type");
+  }
+  internal::W4A8DecodeVariant variant;
+  W4A8DecodeKernel kernel =
+      args.kernel == W4A8DecodeKernel::kAuto ? ChooseW4A8DecodeKernel(args.n) : args.kernel;
+  switch (kernel) {
+    case W4A8DecodeKernel::kTensorCoreNarrow:
+      variant = internal::W4A8DecodeVariant::kNarrow;
+      break;
+    case W4A8DecodeKernel::kTensorCoreWide:
+      variant = internal::W4A8DecodeVariant::kWide;
+      break;
+    case W4A8DecodeKernel::kSimple:
+      variant = internal::W4A8DecodeVariant::kSimple;
+      break;
+    default:
+      return Invalid("unknown kernel");
+  }
+  internal::W4A8DecodeParams params;
+  params.x_codes = args.x_codes;
+  params.x_scales = args.x_scales;
+  params.w_words = args.w_words;
+  params.w_unsigned_nibbles = args.w_unsigned_nibbles;
+  params.w_scales = args.w_scales;
+  params.w_zero_points = args.w_zero_points;
+  params.epilogue_add = args.epilogue_add;
+  params.y = args.y;
+  params.y_stride = y_stride;
+  params.y_is_bf16 = y_is_bf16;
+  params.m = static_cast<int32_t>(args.m);
+  params.n = static_cast<int32_t>(args.n);
+  params.k = static_cast<int32_t>(args.k);
+  params.group_size = static_cast<int32_t>(args.group_size);
+  params.variant = variant;
+  if (const cudaError_t error = internal::LaunchW4A8Decode(params, stream); error != cudaSuccess) {
+    return absl::InternalError(absl::StrCat(kName, " launch: ", cudaGetErrorString(error)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace flatfleet::cuda

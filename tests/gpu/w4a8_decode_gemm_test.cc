@@ -1,0 +1,335 @@
+// The decode W4A8 GEMM (kernels/cuda/w4a8_decode_gemm.h) against the CPU reference
+// quant::GemmW4A8 followed by the epilogue addition, and against today's two-kernel GPU path
+// (GemmW4A8 into float32, then AddBias with a float32 bias). Tolerance 0 everywhere: the integer
+// group sums are exact, the fold uses the reference's order and fmaf, and the epilogue is one
+// float32 multiplication, one float32 addition and one round-to-nearest-even to bf16, each
+// spelled out on both sides, so every output must be identical bit for bit. Outputs are
+// poisoned (0xFF bytes) first, and the gaps of a row stride must stay poisoned.
+#include "kernels/cuda/w4a8_decode_gemm.h"
+
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/quant/packed_int4_matrix.h"
+#include "kernels/cpu/quant/quantized_gemm.h"
+#include "kernels/cpu/quant/quantized_matrix.h"
+#include "kernels/cuda/bias_add.h"
+#include "kernels/cuda/int8_gemm.h"
+#include "tests/gpu/decode_gemm_test_util.h"
+#include "tests/gpu/gpu_test_random.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "tests/gpu/ops_test_util.h"
+
+namespace flatfleet::cuda {
+namespace {
+
+using testing::DeviceBuffer;
+
+struct DecodeCase {
+  int64_t m, n, k, group_size;  // group_size == k: per channel
+  bool zero_points;
+};
+
+std::string CaseName(const DecodeCase& c) {
+  return absl::StrCat("m", c.m, "_n", c.n, "_k", c.k, "_g", c.group_size,
+                      c.zero_points ? "_zp" : "_sym");
+}
+
+// INT4 weights: symmetric codes in [-7, 7], or asymmetric codes and zero points in [-8, 7].
+quant::QuantizedMatrix RandomInt4Weights(int64_t n, int64_t k, int64_t group_size, bool zero_points,
+                                         std::mt19937_64& rng) {
+  quant::QuantizedMatrix w;
+  w.rows = n;
+  w.cols = k;
+  w.format = {.bits = 4, .symmetric = !zero_points, .group_size = group_size == k ? 0 : group_size};
+  w.codes.resize(n * k);
+  for (int64_t i = 0; i < n * k; i += 16) {
+    uint64_t r = rng();
+    for (int64_t j = i; j < i + 16 && j < n * k; ++j, r >>= 4) {
+      const int nibble = static_cast<int>(r & 0xf);
+      w.codes[j] = static_cast<int8_t>(zero_points ? nibble - 8 : nibble % 15 - 7);
+    }
+  }
+  const int64_t groups = k / group_size;
+  for (int64_t i = 0; i < n * groups; ++i) w.scales.push_back(testing::RandomScaleBits(rng));
+  if (zero_points) {
+    for (int64_t i = 0; i < n * groups; ++i) {
+      w.zero_points.push_back(static_cast<int8_t>(static_cast<int>(rng() & 0xf) - 8));
+    }
+  }
+  return w;
+}
+
+const char* KernelName(W4A8DecodeKernel kernel) {
+  switch (kernel) {
+    case W4A8DecodeKernel::kAuto:
+      return "auto";
+    case W4A8DecodeKernel::kTensorCoreNarrow:
+      return "narrow";
+    case W4A8DecodeKernel::kTensorCoreWide:
+      return "wide";
+    case W4A8DecodeKernel::kSimple:
+      return "simple";
+  }
+  return "?";
+}
+
+// Runs every kernel, both output types, with and without the epilogue addition, with and
+// without a row stride, on one random problem; checks each output against the CPU reference and
+// (with the addition) against GemmW4A8 + AddBias on the GPU.
+void CheckCase(const DecodeCase& c) {
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 rng(seed);
+  const auto x = testing::RandomInt8PerRow(c.m, c.k, rng);
+  const auto w = RandomInt4Weights(c.n, c.k, c.group_size, c.zero_points, rng);
+  std::vector<float> add(c.n);
+  for (float& v : add) {
+    v = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
+    if (v == 0.0f) v = 0.5f;
+  }
+  const auto expected = quant::GemmW4A8(x, w);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  const auto packed = quant::PackInt4Matrix(w);
+  ASSERT_TRUE(packed.ok()) << packed.status();
+  const bool unsigned_nibbles = packed->signedness == quant::Signedness::kUnsigned;
+
+  DeviceBuffer<int8_t> d_x(x.codes);
+  DeviceBuffer<uint16_t> d_xs(x.scales), d_ws(w.scales);
+  DeviceBuffer<uint32_t> d_w(packed->words);
+  DeviceBuffer<int8_t> d_zeros(c.zero_points ? w.zero_points : std::vector<int8_t>{0});
+  DeviceBuffer<float> d_add(add);
+  ASSERT_NE(d_w.get(), nullptr) << "out of device memory";
+
+  // Today's path, once: the float32 GEMM result (checked against the reference too).
+  DeviceBuffer<float> d_gemm(c.m * c.n);
+  ASSERT_TRUE(GemmW4A8({.m = c.m,
+                        .n = c.n,
+                        .k = c.k,
+                        .group_size = c.group_size,
+                        .x_codes = d_x.get(),
+                        .x_scales = d_xs.get(),
+                        .w_words = d_w.get(),
+                        .w_unsigned_nibbles = unsigned_nibbles,
+                        .w_scales = d_ws.get(),
+                        .w_zero_points = c.zero_points ? d_zeros.get() : nullptr,
+                        .y = d_gemm.get()},
+                       nullptr)
+                  .ok());
+
+  for (GemmElementType y_type : {GemmElementType::kFloat32, GemmElementType::kBf16}) {
+    const int64_t size = y_type == GemmElementType::kBf16 ? 2 : 4;
+    for (int64_t pad : {0, 3}) {
+      const int64_t y_stride = c.n + pad;
+      const int64_t y_bytes = ((c.m - 1) * y_stride + c.n) * size;
+      for (bool with_add : {false, true}) {
+        const std::vector<uint8_t> want = testing::ExpectedBytes(
+            expected->output, with_add ? add.data() : nullptr, c.m, c.n, y_stride, y_type);
+        if (with_add) {  // the two-kernel path gives the same bytes
+          DeviceBuffer<uint8_t> d_two(y_bytes);
+          FF_CUDA_ASSERT(cudaMemset(d_two.get(), 0xff, y_bytes));
+          ASSERT_TRUE(AddBias({.rows = c.m,
+                               .cols = c.n,
+                               .x = d_gemm.get(),
+                               .bias = d_add.get(),
+                               .bias_type = GemmElementType::kFloat32,
+                               .y = d_two.get(),
+                               .y_stride = y_stride,
+                               .y_type = y_type},
+                              nullptr)
+                          .ok());
+          FF_CUDA_ASSERT(cudaDeviceSynchronize());
+          EXPECT_TRUE(testing::SameBytes(want, d_two.ToHost(), size)) << "GemmW4A8 + AddBias";
+        }
+        for (W4A8DecodeKernel kernel :
+             {W4A8DecodeKernel::kAuto, W4A8DecodeKernel::kTensorCoreNarrow,
+              W4A8DecodeKernel::kTensorCoreWide, W4A8DecodeKernel::kSimple}) {
+          SCOPED_TRACE(absl::StrCat(KernelName(kernel),
+                                    y_type == GemmElementType::kBf16 ? " bf16" : " float32",
+                                    " y_stride ", y_stride, with_add ? " with add" : ""));
+          DeviceBuffer<uint8_t> d_y(y_bytes);
+          FF_CUDA_ASSERT(cudaMemset(d_y.get(), 0xff, y_bytes));
+          const absl::Status status =
+              GemmW4A8Decode({.m = c.m,
+                              .n = c.n,
+                              .k = c.k,
+                              .group_size = c.group_size,
+                              .x_codes = d_x.get(),
+                              .x_scales = d_xs.get(),
+                              .w_words = d_w.get(),
+                              .w_unsigned_nibbles = unsigned_nibbles,
+                              .w_scales = d_ws.get(),
+                              .w_zero_points = c.zero_points ? d_zeros.get() : nullptr,
+                              .epilogue_add = with_add ? d_add.get() : nullptr,
+                              .y = d_y.get(),
+                              .y_stride = y_stride,
+                              .y_type = y_type,
+                              .kernel = kernel},
+                             nullptr);
+          ASSERT_TRUE(status.ok()) << status;
+          FF_CUDA_ASSERT(cudaDeviceSynchronize());
+          EXPECT_TRUE(testing::SameBytes(want, d_y.ToHost(), size));
+        }
+      }
+    }
+  }
+}
+
+class W4A8DecodeGemmGpuTest : public ::testing::TestWithParam<DecodeCase> {};
+
+TEST_P(W4A8DecodeGemmGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
+  FF_SKIP_WITHOUT_GPU();
+  CheckCase(GetParam());
+}
+
+// Every m of interest; odd n. Group sizes that are multiples of 128 (128, 256, 640, per channel
+// with k % 128 == 0) take the shared-memory ring loop, the others (32, 64, 96, per channel with
+// k = 160) the batch loop, including k not a multiple of 128 (a short last window: 32, 96, 160,
+// 288); single-window problems (k = 32, 128) leave most of the ring's prologue empty.
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, W4A8DecodeGemmGpuTest,
+    ::testing::Values(DecodeCase{1, 64, 256, 128, false}, DecodeCase{1, 77, 4096, 128, true},
+                      DecodeCase{1, 8, 32, 32, true}, DecodeCase{2, 130, 512, 32, false},
+                      DecodeCase{2, 77, 1024, 64, true}, DecodeCase{3, 130, 1024, 64, false},
+                      DecodeCase{3, 33, 160, 32, true}, DecodeCase{7, 200, 384, 384, true},
+                      DecodeCase{7, 77, 2048, 128, false}, DecodeCase{8, 96, 4096, 128, true},
+                      DecodeCase{8, 130, 288, 96, false}, DecodeCase{15, 130, 2048, 128, false},
+                      DecodeCase{15, 41, 96, 96, true}, DecodeCase{16, 77, 1024, 32, true},
+                      DecodeCase{16, 257, 4096, 4096, false}, DecodeCase{16, 130, 2560, 64, true},
+                      DecodeCase{5, 1000, 14336, 128, true}, DecodeCase{4, 300, 8192, 8192, true},
+                      DecodeCase{6, 70, 1024, 256, true}, DecodeCase{11, 90, 1280, 640, false},
+                      DecodeCase{9, 45, 160, 160, true}, DecodeCase{12, 24, 128, 128, false}),
+    [](const auto& info) { return CaseName(info.param); });
+
+// The real layers (group 128): Llama-3-8B fused q/k/v, o, fused gate|up, down at m = 1 and 16;
+// Llama-3-70B's at m = 1 only (the CPU reference of 57344 x 8192 alone is 470M weights).
+INSTANTIATE_TEST_SUITE_P(
+    RealShapes, W4A8DecodeGemmGpuTest,
+    ::testing::Values(DecodeCase{1, 6144, 4096, 128, false}, DecodeCase{16, 6144, 4096, 128, true},
+                      DecodeCase{1, 4096, 4096, 128, true}, DecodeCase{16, 4096, 4096, 128, false},
+                      DecodeCase{1, 28672, 4096, 128, false},
+                      DecodeCase{16, 28672, 4096, 128, true}, DecodeCase{1, 4096, 14336, 128, true},
+                      DecodeCase{16, 4096, 14336, 128, false},
+                      DecodeCase{1, 10240, 8192, 128, true}, DecodeCase{1, 8192, 8192, 128, false},
+                      DecodeCase{1, 57344, 8192, 128, true},
+                      DecodeCase{1, 8192, 28672, 128, false}),
+    [](const auto& info) { return CaseName(info.param); });
+
+// Argument checks run on the host before any launch: no GPU needed. Fake, never dereferenced,
+// 16-byte aligned addresses stand in for device buffers.
+template <typename T>
+T* FakeDevicePointer(uintptr_t offset = 0) {
+  return reinterpret_cast<T*>(uintptr_t{1} << 20 | offset);
+}
+
+DeviceW4A8DecodeGemm ValidArgs() {
+  return {.m = 4,
+          .n = 64,
+          .k = 512,
+          .group_size = 128,
+          .x_codes = FakeDevicePointer<int8_t>(),
+          .x_scales = FakeDevicePointer<uint16_t>(),
+          .w_words = FakeDevicePointer<uint32_t>(),
+          .w_scales = FakeDevicePointer<uint16_t>(),
+          .y = FakeDevicePointer<float>()};
+}
+
+::testing::AssertionResult FailsMentioning(const DeviceW4A8DecodeGemm& args, absl::StatusCode code,
+                                           const std::string& text) {
+  const absl::Status status = GemmW4A8Decode(args, nullptr);
+  if (status.code() == code && std::string(status.message()).find(text) != std::string::npos) {
+    return ::testing::AssertionSuccess();
+  }
+  return ::testing::AssertionFailure() << "got " << status;
+}
+
+// Valid but for y (null): the shape checks come first, and should one wrongly pass, the call
+// still stops at the pointers instead of launching on fake addresses.
+DeviceW4A8DecodeGemm ShapeArgs() {
+  DeviceW4A8DecodeGemm args = ValidArgs();
+  args.y = nullptr;
+  return args;
+}
+
+constexpr absl::StatusCode kInvalid = absl::StatusCode::kInvalidArgument;
+
+TEST(W4A8DecodeGemmArgsTest, RejectsShapesItCannotRun) {
+  for (int64_t m : {0, 17, -1}) {
+    auto args = ShapeArgs();
+    args.m = m;
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "m must be in 1..16")) << m;
+  }
+  auto args = ShapeArgs();
+  args.n = 0;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "n must be"));
+  for (int64_t k : {0, 48, 496}) {
+    args = ShapeArgs();
+    args.k = k;
+    args.group_size = 32;
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "k must be a positive multiple of 32")) << k;
+  }
+  for (int64_t group_size : {0, 48, 96, 1024}) {  // 96 and 1024 do not divide 512
+    args = ShapeArgs();
+    args.group_size = group_size;
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "group_size")) << group_size;
+  }
+  args = ShapeArgs();
+  args.k = 2415648;  // 2415648 * 127 * 7 > 2^31 - 1 (2415616 would fit)
+  args.group_size = 32;
+  EXPECT_TRUE(FailsMentioning(args, absl::StatusCode::kOutOfRange, "overflow"));
+  args.k = 1127360;  // fine symmetric, but 1127360 * 127 * 15 > 2^31 - 1 with zero points
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
+  args.w_zero_points = FakeDevicePointer<int8_t>();
+  EXPECT_TRUE(FailsMentioning(args, absl::StatusCode::kOutOfRange, "overflow"));
+  args = ShapeArgs();
+  args.y_stride = 63;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y_stride"));
+  args = ShapeArgs();
+  args.y_type = static_cast<GemmElementType>(7);
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y_type"));
+  args = ValidArgs();
+  args.kernel = static_cast<W4A8DecodeKernel>(9);
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "kernel"));
+}
+
+TEST(W4A8DecodeGemmArgsTest, RejectsNullAndMisalignedPointers) {
+  auto args = ValidArgs();
+  args.x_codes = nullptr;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "x_codes is null"));
+  args = ValidArgs();
+  args.x_scales = nullptr;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "x_scales is null"));
+  args = ValidArgs();
+  args.w_words = nullptr;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "w_words is null"));
+  args = ValidArgs();
+  args.w_scales = nullptr;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "w_scales is null"));
+  args = ValidArgs();
+  args.y = nullptr;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
+  args = ValidArgs();
+  args.x_codes = FakeDevicePointer<int8_t>(8);
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "x_codes must be 16-byte aligned"));
+  args = ValidArgs();
+  args.w_words = FakeDevicePointer<uint32_t>(4);
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "w_words must be 16-byte aligned"));
+  args = ValidArgs();
+  args.y = FakeDevicePointer<uint8_t>(2);  // 2-byte aligned: fine for bf16, not for float32
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is not aligned"));
+}
+
+TEST(W4A8DecodeGemmArgsTest, AutoChoosesByWidth) {
+  EXPECT_EQ(ChooseW4A8DecodeKernel(4096), W4A8DecodeKernel::kTensorCoreNarrow);
+  EXPECT_EQ(ChooseW4A8DecodeKernel(6144), W4A8DecodeKernel::kTensorCoreNarrow);
+  EXPECT_EQ(ChooseW4A8DecodeKernel(10240), W4A8DecodeKernel::kTensorCoreNarrow);
+  EXPECT_EQ(ChooseW4A8DecodeKernel(28672), W4A8DecodeKernel::kTensorCoreWide);
+  EXPECT_EQ(ChooseW4A8DecodeKernel(57344), W4A8DecodeKernel::kTensorCoreWide);
+}
+
+}  // namespace
+}  // namespace flatfleet::cuda
