@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/quant/quantized_matrix.h"
@@ -159,10 +160,9 @@ INSTANTIATE_TEST_SUITE_P(
         LayerCase{2, 4096, 14336, 4, 128, true, false, 0}),
     [](const ::testing::TestParamInfo<LayerCase>& info) {
       const LayerCase& c = info.param;
-      return "W" + std::to_string(c.bits) + "A8_m" + std::to_string(c.m) + "_" +
-             std::to_string(c.out) + "x" + std::to_string(c.in) + "_g" +
-             std::to_string(c.group_size) + (c.symmetric ? "_sym" : "_zp") +
-             (c.bias ? "_bias" : "") + (c.x_stride_pad ? "_strided" : "");
+      return absl::StrCat("W", c.bits, "A8_m", c.m, "_", c.out, "x", c.in, "_g", c.group_size,
+                          c.symmetric ? "_sym" : "_zp", c.bias ? "_bias" : "",
+                          c.x_stride_pad ? "_strided" : "");
     });
 
 TEST(CudaQuantizedLinearTest, RefusesFormatsWithoutAKernel) {

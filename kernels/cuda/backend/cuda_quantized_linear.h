@@ -1,9 +1,11 @@
 // Quantized linear layers on the CUDA backend (kernels::QuantizedLinearSource): the bf16 input is
-// quantized per token to INT8 on the device, the W8A8 or W4A8 GEMM (kernels/cuda/int8_gemm.h)
-// writes float32 into op-scoped scratch, and one more kernel adds the epilogue vector (bias plus
-// output correction) and rounds to the output type (kernels/cuda/bias_add.h). Three kernels, each
-// bit-exact with its CPU reference; the fused epilogue and faster GEMMs are the low-bit GEMM
-// issue's work.
+// quantized per token to INT8 on the device, then the integer GEMM by row count (each bit-exact
+// with the CPU reference, so the choice never changes a result):
+//   * up to kDecodeGemmMaxRows: the weight-streaming decode GEMMs with the epilogue (bias plus
+//     output correction, one rounding to the output type) fused;
+//   * otherwise the mma.sync W8A8 / W4A8 GEMMs (kernels/cuda/int8_gemm.h) into float32 op
+//     scratch, then the epilogue kernel (kernels/cuda/bias_add.h);
+//   * W8A8 above kCublasInt8MinRows: cuBLASLt's exact int32 sums and a dequantising epilogue.
 //
 // Layout at load: 8-bit codes stay row-major int8 [out, K]; 4-bit codes are repacked into the
 // interleaved INT4 words the GEMM reads (kernels/cpu/quant/int4_interleaved.h). K is the layer's
@@ -62,6 +64,9 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> RandomQuantizedLinear
 // Scratch bytes RunQuantizedLinear takes from the arena for `rows` rows.
 int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows);
 
+// Up to this many rows (decode) the layer runs the weight-streaming decode GEMMs with the
+// epilogue fused (w4a8_decode_gemm.h, w8a8_decode_gemm.h); more rows take the mma.sync kernels.
+inline constexpr int64_t kDecodeGemmMaxRows = 16;
 // Above this many rows (prefill; never a captured decode step) a W8A8 layer's exact int32 sums
 // come from cuBLASLt's IMMA kernels (int8_cublaslt_gemm.h) and the float epilogue from
 // int8_dequant_epilogue.h: the same bits as the mma.sync kernel, several times faster.
