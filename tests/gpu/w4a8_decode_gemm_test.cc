@@ -323,12 +323,11 @@ TEST(W4A8DecodeGemmArgsTest, RejectsNullAndMisalignedPointers) {
   EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is not aligned"));
 }
 
-TEST(W4A8DecodeGemmArgsTest, AutoChoosesByWidth) {
-  EXPECT_EQ(ChooseW4A8DecodeKernel(4096), W4A8DecodeKernel::kTensorCoreNarrow);
-  EXPECT_EQ(ChooseW4A8DecodeKernel(6144), W4A8DecodeKernel::kTensorCoreNarrow);
-  EXPECT_EQ(ChooseW4A8DecodeKernel(10240), W4A8DecodeKernel::kTensorCoreNarrow);
-  EXPECT_EQ(ChooseW4A8DecodeKernel(28672), W4A8DecodeKernel::kTensorCoreWide);
-  EXPECT_EQ(ChooseW4A8DecodeKernel(57344), W4A8DecodeKernel::kTensorCoreWide);
+TEST(W4A8DecodeGemmArgsTest, AutoChoosesTheNarrowKernel) {
+  // The measured choice (narrow as fast or faster on every real shape, H200).
+  for (int64_t n : {77, 4096, 6144, 10240, 28672, 57344}) {
+    EXPECT_EQ(ChooseW4A8DecodeKernel(n), W4A8DecodeKernel::kTensorCoreNarrow) << n;
+  }
 }
 
 }  // namespace

@@ -14,7 +14,6 @@
 #include "kernels/cuda/int8_gemm.h"
 #include "kernels/cuda/random_fill.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
-#include "kernels/cuda/w8a8_decode_gemm.h"
 #include "runtime/cuda/cuda_status.h"
 #include "runtime/cuda/device_allocators.h"
 
@@ -204,42 +203,26 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
   const cuda::GemmElementType y_type = y.type == runtime::ScalarType::kFloat32
                                            ? cuda::GemmElementType::kFloat32
                                            : cuda::GemmElementType::kBf16;
-  if (rows <= kDecodeGemmMaxRows) {
-    // Decode: the weight-streaming kernels with the epilogue fused (no float32 scratch pass).
-    if (weight.weight_bits == 8) {
-      cuda::DeviceW8A8DecodeGemm gemm;
-      gemm.m = rows;
-      gemm.n = out;
-      gemm.k = weight.padded_in;
-      gemm.x_codes = static_cast<const int8_t*>(codes);
-      gemm.x_scales = static_cast<const uint16_t*>(scales);
-      gemm.w_codes = static_cast<const int8_t*>(weight.codes.data());
-      gemm.w_scales = static_cast<const uint16_t*>(weight.scales.data());
-      gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
-      gemm.y = y.data;
-      gemm.y_stride = y.row_stride;
-      gemm.y_type = y_type;
-      FF_RETURN_IF_ERROR(cuda::GemmW8A8Decode(gemm, stream));
-    } else {
-      cuda::DeviceW4A8DecodeGemm gemm;
-      gemm.m = rows;
-      gemm.n = out;
-      gemm.k = weight.padded_in;
-      gemm.group_size = weight.group_size;
-      gemm.x_codes = static_cast<const int8_t*>(codes);
-      gemm.x_scales = static_cast<const uint16_t*>(scales);
-      gemm.w_words = static_cast<const uint32_t*>(weight.codes.data());
-      gemm.w_unsigned_nibbles = weight.unsigned_nibbles;
-      gemm.w_scales = static_cast<const uint16_t*>(weight.scales.data());
-      gemm.w_zero_points = weight.zero_points.bytes() > 0
-                               ? static_cast<const int8_t*>(weight.zero_points.data())
-                               : nullptr;
-      gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
-      gemm.y = y.data;
-      gemm.y_stride = y.row_stride;
-      gemm.y_type = y_type;
-      FF_RETURN_IF_ERROR(cuda::GemmW4A8Decode(gemm, stream));
-    }
+  if (weight.weight_bits == 4 && rows <= kDecodeGemmMaxRows) {
+    // Decode: the weight-streaming W4A8 kernel with the epilogue fused (no float32 pass).
+    cuda::DeviceW4A8DecodeGemm gemm;
+    gemm.m = rows;
+    gemm.n = out;
+    gemm.k = weight.padded_in;
+    gemm.group_size = weight.group_size;
+    gemm.x_codes = static_cast<const int8_t*>(codes);
+    gemm.x_scales = static_cast<const uint16_t*>(scales);
+    gemm.w_words = static_cast<const uint32_t*>(weight.codes.data());
+    gemm.w_unsigned_nibbles = weight.unsigned_nibbles;
+    gemm.w_scales = static_cast<const uint16_t*>(weight.scales.data());
+    gemm.w_zero_points = weight.zero_points.bytes() > 0
+                             ? static_cast<const int8_t*>(weight.zero_points.data())
+                             : nullptr;
+    gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
+    gemm.y = y.data;
+    gemm.y_stride = y.row_stride;
+    gemm.y_type = y_type;
+    FF_RETURN_IF_ERROR(cuda::GemmW4A8Decode(gemm, stream));
     arena.Release(mark);
     return absl::OkStatus();
   }

@@ -1,8 +1,9 @@
 // Quantized linear layers on the CUDA backend (kernels::QuantizedLinearSource): the bf16 input is
 // quantized per token to INT8 on the device, then the integer GEMM by row count (each bit-exact
 // with the CPU reference, so the choice never changes a result):
-//   * up to kDecodeGemmMaxRows: the weight-streaming decode GEMMs with the epilogue (bias plus
-//     output correction, one rounding to the output type) fused;
+//   * W4A8 up to kDecodeGemmMaxRows: the weight-streaming decode GEMM with the epilogue (bias
+//     plus output correction, one rounding to the output type) fused. (The W8A8 decode GEMM
+//     measured slower than the mma.sync kernel on every real shape, so W8A8 decode keeps that.)
 //   * otherwise the mma.sync W8A8 / W4A8 GEMMs (kernels/cuda/int8_gemm.h) into float32 op
 //     scratch, then the epilogue kernel (kernels/cuda/bias_add.h);
 //   * W8A8 above kCublasInt8MinRows: cuBLASLt's exact int32 sums and a dequantising epilogue.
@@ -64,8 +65,8 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> RandomQuantizedLinear
 // Scratch bytes RunQuantizedLinear takes from the arena for `rows` rows.
 int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows);
 
-// Up to this many rows (decode) the layer runs the weight-streaming decode GEMMs with the
-// epilogue fused (w4a8_decode_gemm.h, w8a8_decode_gemm.h); more rows take the mma.sync kernels.
+// Up to this many rows (decode) a W4A8 layer runs the weight-streaming decode GEMM with the
+// epilogue fused (w4a8_decode_gemm.h); more rows take the mma.sync kernel.
 inline constexpr int64_t kDecodeGemmMaxRows = 16;
 // Above this many rows (prefill; never a captured decode step) a W8A8 layer's exact int32 sums
 // come from cuBLASLt's IMMA kernels (int8_cublaslt_gemm.h) and the float epilogue from
