@@ -594,6 +594,31 @@ TEST(QuantizedCheckpointManifestTest, RoundTripsAndRejectsUnknownFields) {
   EXPECT_THAT(newer.status().message(), HasSubstr("format_version"));
 }
 
+// A recorded group-size fallback must be the one ChooseWeightGroupSize gives for the request and
+// the layer's columns (a contradicting pair is a corrupt file), and round-trips.
+TEST(QuantizedCheckpointManifestTest, GroupSizeFallbackIsCheckedAndRoundTrips) {
+  const fs::path corpus =
+      fs::path(FLATFLEET_SOURCE_DIR) / "tests" / "fuzz" / "corpus" / "quantization_json_fuzz";
+  auto parsed = ParseQuantizedCheckpointManifest(ReadText(corpus / "valid_group_fallback.json"));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->layers.size(), 2u);
+  EXPECT_EQ(parsed->layers[0].group_size_fallback, GroupSizeFallback::kPerChannel);
+  EXPECT_EQ(parsed->layers[0].requested_group_size, 128);
+  EXPECT_EQ(parsed->layers[1].group_size_fallback, GroupSizeFallback::kLargestGpuDivisor);
+  EXPECT_EQ(parsed->layers[1].weight_format.group_size, 64);
+  auto again = ParseQuantizedCheckpointManifest(SerializeQuantizedCheckpointManifest(*parsed));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->layers[1].group_size_fallback, GroupSizeFallback::kLargestGpuDivisor);
+  EXPECT_EQ(again->layers[1].requested_group_size, 128);
+
+  auto contradicting =
+      ParseQuantizedCheckpointManifest(ReadText(corpus / "bad_group_fallback.json"));
+  ASSERT_FALSE(contradicting.ok());
+  EXPECT_THAT(contradicting.status().message(),
+              HasSubstr("layers[1].group_size_fallback.rule: requested 128 over 320 columns gives "
+                        "group size 64 (largest_gpu_divisor), not 80"));
+}
+
 // The fuzz seeds double as parser cases: valid_* parse, bad_* are refused with a message that
 // names quantization.json.
 TEST(QuantizedCheckpointManifestTest, FuzzSeedsParseAsNamed) {
