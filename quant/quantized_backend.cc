@@ -29,6 +29,11 @@ absl::Status CheckSupported(const QuantRecipe& recipe) {
                      ": Kronecker (FlatQuant) transforms need per-token activations, FP16 scales "
                      "and no QUIK outliers"));
   }
+  if (spec.transform.kind == TransformKind::kKronecker &&
+      spec.weight_quantizer == WeightQuantizer::kGptq) {
+    return absl::UnimplementedError(
+        absl::StrCat(recipe.name, ": GPTQ weights with a trained Kronecker (FlatQuant) transform"));
+  }
   if (spec.scale_kind == ScaleKind::kInteger &&
       (spec.weight.group_size == 0 || spec.outlier_channels > 0)) {
     return absl::InvalidArgumentError(
