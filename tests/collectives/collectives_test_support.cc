@@ -34,6 +34,11 @@ void RunRanksAsThreads(int size, const std::function<void(Communicator&)>& body,
       options.timeout = timeout;
       auto communicator = GlooCommunicator::Create(options, store);
       ASSERT_TRUE(communicator.ok()) << communicator.status();
+      // Until every rank has finished the rendezvous, none may close its sockets: a body that
+      // returns at once (a refused load) would otherwise make a slower peer's Create fail with
+      // "connection closed by peer" under load.
+      const absl::Status started = (*communicator)->Barrier();
+      ASSERT_TRUE(started.ok()) << started;
       body(**communicator);
     });
   }

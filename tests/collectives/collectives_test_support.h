@@ -18,7 +18,8 @@ namespace flatfleet::collectives::testing {
 std::string MakeTempDirectory();
 
 // Runs `size` ranks as threads, each with its own GlooCommunicator over loopback rendezvousing
-// through a fresh file store; `body` runs on every rank. Creation failures are test failures.
+// through a fresh file store; `body` runs on every rank once all ranks have connected (a
+// barrier). Creation failures are test failures.
 void RunRanksAsThreads(int size, const std::function<void(Communicator&)>& body,
                        std::chrono::milliseconds timeout = std::chrono::seconds(20));
 
