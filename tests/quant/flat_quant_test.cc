@@ -250,7 +250,10 @@ double RelativeOutputError(const QuantizedLinear& layer, const std::vector<float
   return err / norm;
 }
 
+// Margins on random data, so a fixed seed: over 100 fresh seeds the held-out error ratios were
+// 0.048 to 0.086 against identity and 0.052 to 0.139 against Hadamard (bound 0.5 each).
 TEST_F(FlatQuantTest, TrainedTransformBeatsIdentityAndHadamardOnOutlierChannels) {
+  UseFixedSeed(7919);
   const int64_t n = 64, out = 48, train_rows = 128, test_rows = 64;
   // Activations with 3 channels 30-60x the rest (fresh channels and factors per run).
   std::vector<int64_t> outliers = {UniformInt(0, 20), UniformInt(21, 42), UniformInt(43, 63)};
@@ -287,6 +290,7 @@ TEST_F(FlatQuantTest, TrainedTransformBeatsIdentityAndHadamardOnOutlierChannels)
   std::printf(
       "relative output MSE on held-out rows: identity %.4g, hadamard %.4g, flatquant %.4g\n",
       e_identity, e_hadamard, e_flat);
+  std::printf("[ ratio    ] %.4f %.4f\n", e_flat / e_identity, e_flat / e_hadamard);
   EXPECT_LT(e_flat, 0.5 * e_identity);
   EXPECT_LT(e_flat, 0.5 * e_hadamard);
 
