@@ -199,7 +199,8 @@ TEST_F(QuantizedBackendTest, EveryImplementedRecipeIsCovered) {
           "w8a8", "w8a8-static", "w4a8", "w4a8-intscale", "w4a4", "w4a4-hadamard", "w4a4-quik",
           "w3a8", "w2a8", "w4a4-flatquant", "w3a8-abq", "w3a8-bal", "w3a8-corr", "w2a8-abq",
           "w2a8-bal", "w2a8-corr", "w8a8-smooth", "w8a8-smooth-static", "w4a8-smooth",
-          "w8a8-hadamard-gptq", "w4a8-gptq", "w3a8-gptq", "w4a4-flatten", "w8a8-flatten"));
+          "w8a8-hadamard-gptq", "w4a8-gptq", "w3a8-gptq", "w4a4-flatten", "w8a8-flatten",
+          "w4a8-gptq-asym", "w4a4-hadamard-gptq"));
 }
 
 class DataDependentRecipeTest : public test_util::RandomTest,
@@ -244,7 +245,8 @@ TEST_P(DataDependentRecipeTest, BackendQuantizesFromItsCalibration) {
 INSTANTIATE_TEST_SUITE_P(DataDependentRecipes, DataDependentRecipeTest,
                          ::testing::Values("w8a8-smooth", "w8a8-smooth-static", "w4a8-smooth",
                                            "w8a8-hadamard-gptq", "w4a8-gptq", "w3a8-gptq",
-                                           "w4a4-flatten", "w8a8-flatten"));
+                                           "w4a4-flatten", "w8a8-flatten", "w4a8-gptq-asym",
+                                           "w4a4-hadamard-gptq"));
 
 TEST_F(QuantizedBackendTest, HadamardPassthroughEqualsFloatLinear) {
   auto recipe = RecipeByName("w4a4-hadamard");
