@@ -28,7 +28,7 @@ pid_t ForkChild(const std::function<int()>& body);
 // The child's exit code, or -1 if it had to be killed at `deadline` or died from a signal.
 int WaitForChild(pid_t child, std::chrono::steady_clock::time_point deadline);
 
-// A seed printed with the test so that failures can be replayed.
+// A seed printed with the test so that failures can be replayed (FLATFLEET_TEST_SEED=<n>).
 uint32_t FreshSeed();
 
 // Never-zero values whose magnitude varies from block to block (exercises the per-block scales).
