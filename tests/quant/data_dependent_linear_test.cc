@@ -23,8 +23,12 @@ class DataDependentLinearTest : public test_util::RandomTest {
   // Rows with the same few channels 30-100x larger (fixed per test), like LLM activations.
   std::vector<float> OutlierRows(int64_t m, int64_t k) {
     if (factors_.empty()) {
-      for (int i = 0; i < 3; ++i) {
-        outliers_.push_back(UniformInt(0, k - 1));
+      // Three distinct channels: one drawn twice would be scaled by the product of its factors
+      // (up to 1e4), more than any split budget can flatten.
+      while (outliers_.size() < 3) {
+        const int64_t channel = UniformInt(0, k - 1);
+        if (std::find(outliers_.begin(), outliers_.end(), channel) != outliers_.end()) continue;
+        outliers_.push_back(channel);
         factors_.push_back(UniformFloat(30.0f, 100.0f));
       }
     }
@@ -59,7 +63,7 @@ class DataDependentLinearTest : public test_util::RandomTest {
   std::vector<float> factors_;
 };
 
-// A margin on random data, so a fixed seed: over 100 fresh seeds the error ratio was 0.017 to
+// A margin on random data, so a fixed seed: over 100 fresh seeds the error ratio was 0.038 to
 // 0.098 (median 0.053) against the bound 0.5.
 TEST_F(DataDependentLinearTest, SmoothQuantBeatsPlainW8A8OnOutlierActivations) {
   UseFixedSeed(7919);
@@ -128,9 +132,9 @@ TEST_F(DataDependentLinearTest, StaticScaleComesFromTheTransformedInputs) {
   }
 }
 
-// A margin on random data, so a fixed seed: over 100 fresh seeds the error ratio had median
-// 0.043 (0.027 at best), but 2 seeds (18 and 74 of that sweep) reached 0.989 and 0.998 against
-// the bound 0.1 (not analysed yet): a fresh seed fails this about 2% of the time.
+// A margin on random data, so a fixed seed: over 100 fresh seeds the error ratio was 0.027 to
+// 0.093 (median 0.042) against the bound 0.1 -- too close for fresh seeds. (Before the outlier
+// channels were made distinct, 2 of 100 seeds drew one channel twice and reached 0.99.)
 TEST_F(DataDependentLinearTest, FlattenMakesPerTensorInt4Work) {
   UseFixedSeed(7919);
   const int64_t n = 48, k = 128, rows = 256;
