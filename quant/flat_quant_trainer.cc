@@ -558,7 +558,15 @@ absl::StatusOr<FlatQuantResult> TrainFlatQuant(const FlatQuantProblem& full_prob
     absl::StatusOr<FlatQuantLoss> evaluated = objective.Evaluate(
         params, QuantizerMode::kSte, nullptr, nullptr,
         per_step < out ? std::span<const int64_t>(rows) : std::span<const int64_t>());
-    if (!evaluated.ok()) break;  // a singular step: stop and judge the last good iterate
+    if (!evaluated.ok()) {
+      return absl::Status(evaluated.status().code(),
+                          absl::StrCat("FlatQuant training step ", step + 1, " of ", options.steps,
+                                       ": ", evaluated.status().message()));
+    }
+    if (!std::isfinite(evaluated->loss)) {
+      return absl::InternalError(absl::StrCat("FlatQuant training step ", step + 1, " of ",
+                                              options.steps, ": the loss is not finite"));
+    }
     const std::vector<double> grad = Flatten(evaluated->gradient);
     const double correction1 = 1.0 - std::pow(kBeta1, step + 1);
     const double correction2 = 1.0 - std::pow(kBeta2, step + 1);
@@ -567,12 +575,25 @@ absl::StatusOr<FlatQuantResult> TrainFlatQuant(const FlatQuantProblem& full_prob
       second[i] = kBeta2 * second[i] + (1.0 - kBeta2) * grad[i] * grad[i];
       theta[i] -=
           rate[i] * (first[i] / correction1) / (std::sqrt(second[i] / correction2) + kEpsilon);
+      if (!std::isfinite(theta[i])) {
+        return absl::InternalError(absl::StrCat("FlatQuant training step ", step + 1, " of ",
+                                                options.steps, ": a parameter is not finite"));
+      }
     }
   }
   // Judge the final iterate on the full objective; keep the initialisation if it is not better.
   Unflatten(theta, params);
   absl::StatusOr<FlatQuantLoss> final_loss = objective.Evaluate(params, QuantizerMode::kSte);
-  if (final_loss.ok() && final_loss->loss < result.final_loss) {
+  if (!final_loss.ok()) {
+    return absl::Status(
+        final_loss.status().code(),
+        absl::StrCat("FlatQuant: the trained transform: ", final_loss.status().message()));
+  }
+  if (!std::isfinite(final_loss->loss)) {
+    return absl::InternalError("FlatQuant: the trained transform's loss is not finite");
+  }
+  result.trained_loss = final_loss->loss;
+  if (final_loss->loss < result.final_loss) {
     result.final_loss = final_loss->loss;
     result.params = params;
   }

@@ -143,9 +143,13 @@ struct FlatQuantResult {
   // The final iterate if its full quantized loss is below the initialisation's, else the init.
   FlatQuantParams params;
   double initial_loss = 0.0;
-  double final_loss = 0.0;
+  double trained_loss = 0.0;  // the final iterate's full loss, whether kept or not
+  double final_loss = 0.0;    // min(initial_loss, trained_loss): the loss of `params`
 };
 
+// Errors when a training step (or the final evaluation) fails, e.g. a singular factor or a
+// non-finite loss, naming the step: a broken optimisation is not silently replaced by the
+// initialisation.
 absl::StatusOr<FlatQuantResult> TrainFlatQuant(const FlatQuantProblem& problem,
                                                const FlatQuantOptions& options);
 

@@ -1,8 +1,6 @@
 #include "quant/quantized_backend.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -15,14 +13,6 @@
 
 namespace flatfleet::quant {
 namespace {
-
-// The Backend interface has no status: a layer that cannot be quantized or run is fatal there.
-void DieUnlessOk(const absl::Status& status, const char* what) {
-  if (!status.ok()) {
-    std::fprintf(stderr, "quantized backend: %s: %s\n", what, status.ToString().c_str());
-    std::abort();
-  }
-}
 
 absl::Status CheckSupported(const QuantRecipe& recipe) {
   const QuantSpec& spec = recipe.spec;
@@ -38,6 +28,11 @@ absl::Status CheckSupported(const QuantRecipe& recipe) {
         absl::StrCat(recipe.name,
                      ": Kronecker (FlatQuant) transforms need per-token activations, FP16 scales "
                      "and no QUIK outliers"));
+  }
+  if (spec.transform.kind == TransformKind::kKronecker &&
+      spec.weight_quantizer == WeightQuantizer::kGptq) {
+    return absl::UnimplementedError(
+        absl::StrCat(recipe.name, ": GPTQ weights with a trained Kronecker (FlatQuant) transform"));
   }
   if (spec.scale_kind == ScaleKind::kInteger &&
       (spec.weight.group_size == 0 || spec.outlier_channels > 0)) {
@@ -79,6 +74,20 @@ QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(QuantizedLinear stored)
       quantized_(std::move(stored)),
       stale_(false) {}
 
+QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(int64_t out_features, int64_t in_features,
+                                                   absl::Status error)
+    : kernels::LinearWeight(out_features, in_features),
+      kept_float_(false),
+      prepare_error_(std::move(error)) {}
+
+std::unique_ptr<QuantizedCpuLinearWeight> QuantizedCpuLinearWeight::Failed(int64_t out_features,
+                                                                           int64_t in_features,
+                                                                           absl::Status error) {
+  if (error.ok()) error = absl::InternalError("a failed layer needs an error");
+  return std::unique_ptr<QuantizedCpuLinearWeight>(
+      new QuantizedCpuLinearWeight(out_features, in_features, std::move(error)));
+}
+
 std::unique_ptr<QuantizedCpuLinearWeight> QuantizedCpuLinearWeight::FromStored(
     QuantizedLinear layer) {
   return std::unique_ptr<QuantizedCpuLinearWeight>(new QuantizedCpuLinearWeight(std::move(layer)));
@@ -86,6 +95,7 @@ std::unique_ptr<QuantizedCpuLinearWeight> QuantizedCpuLinearWeight::FromStored(
 
 absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
     const QuantRecipe& recipe) const {
+  if (!prepare_error_.ok()) return prepare_error_;
   if (kept_float_) return nullptr;
   if (stored_) return &*quantized_;  // immutable once loaded
   std::lock_guard<std::mutex> lock(mutex_);
@@ -139,7 +149,12 @@ QuantizedCpuBackend::PrepareQuantizedLinear(const Tensor& weight, const Tensor* 
 absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
                                             const runtime::ConstTensorView& x,
                                             const runtime::TensorView& y) {
-  const auto& handle = static_cast<const QuantizedCpuLinearWeight&>(weight);
+  const auto* checked = dynamic_cast<const QuantizedCpuLinearWeight*>(&weight);
+  if (checked == nullptr) {
+    return absl::InvalidArgumentError("Linear: the weight was not prepared by this backend");
+  }
+  const QuantizedCpuLinearWeight& handle = *checked;
+  if (!handle.prepare_error().ok()) return handle.prepare_error();
   const int64_t m = x.rows;
   if (x.cols != handle.in_features() || y.cols != handle.out_features() || y.rows != m ||
       !x.dense() || !y.dense() || x.type != runtime::ScalarType::kFloat32 ||
@@ -186,8 +201,10 @@ std::unique_ptr<kernels::LinearWeight> QuantizedCpuBackend::PrepareLinear(const 
                                                                           const Tensor* bias) {
   absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>> handle =
       PrepareQuantizedLinear(weight, bias);
-  DieUnlessOk(handle.status(), "PrepareLinear");
-  return *std::move(handle);
+  if (handle.ok()) return *std::move(handle);
+  const bool matrix = weight.rank() == 2;
+  return QuantizedCpuLinearWeight::Failed(matrix ? weight.dim(0) : 0, matrix ? weight.dim(1) : 0,
+                                          handle.status());
 }
 
 absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> QuantizedCpuBackend::PrepareNamedLinear(

@@ -42,8 +42,15 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   // calibrated or run in float passthrough.
   static std::unique_ptr<QuantizedCpuLinearWeight> FromStored(QuantizedLinear layer);
 
+  // A layer PrepareLinear could not prepare (the Backend interface has no status there): every
+  // use returns `error`.
+  static std::unique_ptr<QuantizedCpuLinearWeight> Failed(int64_t out_features, int64_t in_features,
+                                                          absl::Status error);
+
   bool kept_float() const { return kept_float_; }
   bool stored() const { return stored_; }
+  // OK unless the layer could not be prepared (Failed).
+  const absl::Status& prepare_error() const { return prepare_error_; }
   // The current quantized layer (quantizing it first if calibration changed); null when kept in
   // float.
   absl::StatusOr<const QuantizedLinear*> Quantized(const QuantRecipe& recipe) const;
@@ -53,11 +60,13 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   friend class QuantizedCpuBackend;
 
   explicit QuantizedCpuLinearWeight(QuantizedLinear stored);
+  QuantizedCpuLinearWeight(int64_t out_features, int64_t in_features, absl::Status error);
 
   Tensor weight_;
   std::optional<Tensor> bias_;
   bool kept_float_;
   bool stored_ = false;
+  absl::Status prepare_error_;
   std::unique_ptr<kernels::LinearWeight> float_linear_;  // cpu-f32 handle of the original
   InputTransformChain transforms_;  // the recipe's data-independent online transforms
 
@@ -89,7 +98,8 @@ class QuantizedCpuBackend final : public kernels::cpu::CpuBackend {
   absl::Status TryLinear(const kernels::LinearWeight& weight, const runtime::ConstTensorView& x,
                          const runtime::TensorView& y);
 
-  // The legacy interface has no status: aborts on a recipe error (use PrepareNamedLinear).
+  // The legacy interface has no status: a layer that cannot be prepared comes back as a handle
+  // whose every Linear returns the error (PrepareNamedLinear reports it at load time).
   std::unique_ptr<kernels::LinearWeight> PrepareLinear(const Tensor& weight,
                                                        const Tensor* bias) override;
   absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> PrepareNamedLinear(

@@ -130,6 +130,10 @@ constexpr Named<LayerParallelism> kParallelNames[] = {{LayerParallelism::kReplic
 constexpr Named<LinearGemmKind> kGemmNames[] = {{LinearGemmKind::kFloatScales, "float_scales"},
                                                 {LinearGemmKind::kIntegerScales, "integer_scales"},
                                                 {LinearGemmKind::kQuik, "quik"}};
+// Only layers whose group size fell back carry the field (no "none").
+constexpr Named<GroupSizeFallback> kFallbackNames[] = {
+    {GroupSizeFallback::kLargestGpuDivisor, "largest_gpu_divisor"},
+    {GroupSizeFallback::kPerChannel, "per_channel"}};
 
 template <typename Enum, size_t N>
 absl::StatusOr<Enum> EnumField(const Fields& fields, std::string_view key,
@@ -199,7 +203,7 @@ absl::StatusOr<StoredLinearLayer> ReadLayer(const Json& json, const std::string&
   FF_RETURN_IF_ERROR(fields.CheckObject(
       {"name", "parallel", "stacked", "stacked_rows", "out_features", "in_features",
        "transformed_features", "gemm", "weight", "activation", "amplifier_bits", "outlier_channels",
-       "bias", "output_shift", "transforms"}));
+       "bias", "output_shift", "transforms", "group_size_fallback"}));
   StoredLinearLayer layer;
   FF_ASSIGN_OR_RETURN(layer.name, fields.String("name"));
   if (layer.name.empty()) return FieldError(fields.Path("name"), "empty");
@@ -242,6 +246,28 @@ absl::StatusOr<StoredLinearLayer> ReadLayer(const Json& json, const std::string&
     Fields activation_fields(*activation, fields.Path("activation"));
     FF_ASSIGN_OR_RETURN(int64_t bits, activation_fields.Int("static_scale_fp16", 1, 0x7BFF));
     layer.static_activation_scale = static_cast<uint16_t>(bits);
+  }
+  if (json.contains("group_size_fallback")) {
+    FF_ASSIGN_OR_RETURN(const Json* fallback, fields.Require("group_size_fallback"));
+    Fields fallback_fields(*fallback, fields.Path("group_size_fallback"));
+    FF_RETURN_IF_ERROR(fallback_fields.CheckObject({"requested", "rule"}));
+    FF_ASSIGN_OR_RETURN(layer.requested_group_size,
+                        fallback_fields.Int("requested", 1, kMaxFeatures));
+    FF_ASSIGN_OR_RETURN(layer.group_size_fallback,
+                        EnumField(fallback_fields, "rule", kFallbackNames));
+    // The rule is a function of the request and K: a stored pair that contradicts it is corrupt.
+    const WeightGroupChoice expected =
+        ChooseWeightGroupSize(layer.requested_group_size, layer.transformed_features - outliers);
+    if (expected.fallback != layer.group_size_fallback ||
+        expected.group_size != layer.weight_format.group_size) {
+      return FieldError(
+          fallback_fields.Path("rule"),
+          absl::StrFormat("requested %d over %d columns gives group size %d (%s), not %d (%s)",
+                          layer.requested_group_size, layer.transformed_features - outliers,
+                          expected.group_size, GroupSizeFallbackName(expected.fallback),
+                          layer.weight_format.group_size,
+                          GroupSizeFallbackName(layer.group_size_fallback)));
+    }
   }
   FF_ASSIGN_OR_RETURN(int64_t amplifier, fields.Int("amplifier_bits", 0, 30));
   layer.amplifier_bits = static_cast<int>(amplifier);
@@ -408,21 +434,26 @@ std::string SerializeQuantizedCheckpointManifest(const QuantizedCheckpointManife
       transforms.push_back(
           {{"kind", transform.kind}, {"params", transform.params}, {"arrays", transform.arrays}});
     }
-    layers.push_back({{"name", layer.name},
-                      {"parallel", LayerParallelismName(layer.parallel)},
-                      {"stacked", layer.stacked},
-                      {"stacked_rows", layer.stacked_rows},
-                      {"out_features", layer.out_features},
-                      {"in_features", layer.in_features},
-                      {"transformed_features", layer.transformed_features},
-                      {"gemm", GemmKindName(layer.gemm)},
-                      {"weight", FormatToJson(layer.weight_format, true)},
-                      {"activation", activation},
-                      {"amplifier_bits", layer.amplifier_bits},
-                      {"outlier_channels", layer.outlier_channels},
-                      {"bias", layer.bias},
-                      {"output_shift", layer.output_shift},
-                      {"transforms", transforms}});
+    Json entry = {{"name", layer.name},
+                  {"parallel", LayerParallelismName(layer.parallel)},
+                  {"stacked", layer.stacked},
+                  {"stacked_rows", layer.stacked_rows},
+                  {"out_features", layer.out_features},
+                  {"in_features", layer.in_features},
+                  {"transformed_features", layer.transformed_features},
+                  {"gemm", GemmKindName(layer.gemm)},
+                  {"weight", FormatToJson(layer.weight_format, true)},
+                  {"activation", activation},
+                  {"amplifier_bits", layer.amplifier_bits},
+                  {"outlier_channels", layer.outlier_channels},
+                  {"bias", layer.bias},
+                  {"output_shift", layer.output_shift},
+                  {"transforms", transforms}};
+    if (layer.group_size_fallback != GroupSizeFallback::kNone) {
+      entry["group_size_fallback"] = {{"requested", layer.requested_group_size},
+                                      {"rule", GroupSizeFallbackName(layer.group_size_fallback)}};
+    }
+    layers.push_back(std::move(entry));
   }
   Json json = {{"format", kQuantizedCheckpointFormat},
                {"format_version", manifest.format_version},

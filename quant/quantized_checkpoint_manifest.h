@@ -44,8 +44,12 @@ struct StoredLinearLayer {
   int64_t in_features = 0;
   int64_t transformed_features = 0;  // the integer GEMM's K
   LinearGemmKind gemm = LinearGemmKind::kFloatScales;
-  QuantFormat weight_format;      // bits, symmetric, effective group size (0: per channel)
-  QuantFormat activation_format;  // per token; clip ratio
+  QuantFormat weight_format;  // bits, symmetric, effective group size (0: per channel)
+  // When the recipe's group size did not divide the layer's K: what it asked for and which
+  // fallback gave weight_format.group_size (ChooseWeightGroupSize).
+  GroupSizeFallback group_size_fallback = GroupSizeFallback::kNone;
+  int64_t requested_group_size = 0;                 // set with a fallback
+  QuantFormat activation_format;                    // per token; clip ratio
   std::optional<uint16_t> static_activation_scale;  // FP16 bits
   int amplifier_bits = 0;                           // integer scales only
   std::vector<int64_t> outlier_channels;            // QUIK only, ascending

@@ -15,12 +15,33 @@
 
 namespace flatfleet::quant {
 
-int64_t EffectiveGroupSize(int64_t requested, int64_t cols) {
-  if (requested <= 0 || requested >= cols) return 0;  // one group per row
-  for (int64_t size = requested; size > 1; --size) {
-    if (cols % size == 0) return size;
+WeightGroupChoice ChooseWeightGroupSize(int64_t requested, int64_t cols) {
+  if (requested <= 0 || requested == cols) return {0, GroupSizeFallback::kNone};
+  // A request wider than the row: the whole row is the largest divisor below it.
+  if (requested > cols) return {0, GroupSizeFallback::kPerChannel};
+  if (cols % requested == 0) return {requested, GroupSizeFallback::kNone};
+  // Only sizes the GPU can run.
+  for (int64_t size = requested / kGpuWeightGroupMultiple * kGpuWeightGroupMultiple; size > 0;
+       size -= kGpuWeightGroupMultiple) {
+    if (cols % size == 0) return {size, GroupSizeFallback::kLargestGpuDivisor};
   }
-  return 1;
+  return {0, GroupSizeFallback::kPerChannel};
+}
+
+int64_t EffectiveGroupSize(int64_t requested, int64_t cols) {
+  return ChooseWeightGroupSize(requested, cols).group_size;
+}
+
+std::string_view GroupSizeFallbackName(GroupSizeFallback fallback) {
+  switch (fallback) {
+    case GroupSizeFallback::kNone:
+      return "none";
+    case GroupSizeFallback::kLargestGpuDivisor:
+      return "largest_gpu_divisor";
+    case GroupSizeFallback::kPerChannel:
+      return "per_channel";
+  }
+  return "?";
 }
 
 absl::StatusOr<InputTransformChain> OnlineTransformsFor(const QuantRecipe& recipe,
@@ -156,10 +177,9 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
   } else {
     FF_ASSIGN_OR_RETURN(layer.weight_, QuantizeRtn(layer.folded_weight_, n, k, weight_format));
   }
-  if (spec.scale_kind == ScaleKind::kInteger) {
-    if (weight_format.group_size == 0) {
-      return absl::InvalidArgumentError("integer scales need per-group weights");
-    }
+  // Integer scales of a per-channel fallback would be one multiplier per row: the float-scale
+  // GEMM computes the same with no integer step.
+  if (spec.scale_kind == ScaleKind::kInteger && weight_format.group_size > 0) {
     layer.gemm_kind_ = LinearGemmKind::kIntegerScales;
     FF_ASSIGN_OR_RETURN(
         layer.integer_scaled_,

@@ -10,13 +10,17 @@
 //      as documented there;
 //   4. bias added in float32.
 //
-// Weight group sizes that do not divide in_features fall back to the largest divisor below the
-// requested size (688 = 8 * 86 inputs of llama-tiny's down_proj get groups of 86).
+// Weight group sizes that do not divide the GEMM's K fall back to the largest divisor of K below
+// the requested size that the GPU kernels accept (a multiple of 32), else to one scale per output
+// channel (ChooseWeightGroupSize; llama-tiny's 688-wide down_proj and stories260K's 172-wide one
+// get per-channel scales). An Integer Scale layer that falls back to per channel runs the
+// float-scale GEMM: one scale per row leaves no group scales to make integer.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -33,8 +37,25 @@ namespace flatfleet::quant {
 
 enum class LinearGemmKind { kFloatScales, kIntegerScales, kQuik };
 
-// The largest divisor of `cols` that is <= `requested` (0 stays 0: one group per row).
+// Group sizes of the CUDA W4A8 kernel are multiples of this (kernels/cuda/int8_gemm.h).
+inline constexpr int64_t kGpuWeightGroupMultiple = 32;
+
+// How a recipe's weight group size became a layer's (recorded per layer in quantization.json).
+enum class GroupSizeFallback {
+  kNone,               // the requested size divides K (or was 0: per channel)
+  kLargestGpuDivisor,  // the largest multiple of 32 below the request that divides K
+  kPerChannel,         // no such divisor (or K <= the request): one scale per output row
+};
+struct WeightGroupChoice {
+  int64_t group_size = 0;  // 0: one group per row
+  GroupSizeFallback fallback = GroupSizeFallback::kNone;
+  bool operator==(const WeightGroupChoice&) const = default;
+};
+// The group size a layer with `cols` GEMM columns gets for a recipe's `requested` size.
+WeightGroupChoice ChooseWeightGroupSize(int64_t requested, int64_t cols);
+// ChooseWeightGroupSize(requested, cols).group_size.
 int64_t EffectiveGroupSize(int64_t requested, int64_t cols);
+std::string_view GroupSizeFallbackName(GroupSizeFallback fallback);
 
 // The data-independent online transforms a recipe applies to the inputs of a layer with
 // `in_features` inputs (a randomized Hadamard rotation, or nothing; FlatQuant's Kronecker

@@ -135,6 +135,22 @@ std::vector<QuantRecipe> BuildRecipes() {
   gptq3.spec.weight_quantizer = WeightQuantizer::kGptq;
   gptq3.weight_clip_search = true;
   recipes.push_back(gptq3);
+  // Chosen on stories260K with a validation split inside the calibration text (docs/ACCURACY.md,
+  // "Real model"): GPTQ's usual asymmetric INT4 groups with a clip search, x INT8 per token...
+  QuantRecipe gptq4_asym = Make("w4a8-gptq-asym", QuantMethod::kIntegerScale, Weight(4, 128, false),
+                                Activation(8, kPerToken));
+  gptq4_asym.spec.weight_quantizer = WeightQuantizer::kGptq;
+  gptq4_asym.weight_clip_search = true;
+  recipes.push_back(gptq4_asym);
+  // ...and QuaRot-style W4A4: online Hadamard rotation, GPTQ asymmetric per-channel INT4 weights
+  // with a clip search, asymmetric INT4 per-token activations.
+  QuantRecipe rotated_gptq4 = Make("w4a4-hadamard-gptq", QuantMethod::kFlatQuant,
+                                   Weight(4, 0, false), Activation(4, kPerToken));
+  rotated_gptq4.spec.activation.symmetric = false;
+  rotated_gptq4.spec.transform.kind = TransformKind::kHadamard;
+  rotated_gptq4.spec.weight_quantizer = WeightQuantizer::kGptq;
+  rotated_gptq4.weight_clip_search = true;
+  recipes.push_back(rotated_gptq4);
   // FlattenQuant: channels split until one static per-tensor scale fits. INT4 has 7 positive
   // levels, so every channel must come down to about the typical channel maximum (threshold 2x
   // the median; K may at most double); INT8 tolerates 8x the median with K growth <= 25%.

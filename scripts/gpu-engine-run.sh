@@ -3,7 +3,8 @@
 # libraries and a copy of the shared fixtures under .gpu-bundle/shared): every GPU test, the
 # engine's end-to-end checks (score, eval-ppl, greedy generation) on the fixtures and the real
 # stories260K, a batch through coordinator + `serve worker --device cuda`, then the kernel
-# benchmarks. Logs go to $OUT. Prints a short table last.
+# benchmarks. Logs go to $OUT. Prints a short table last; exits non-zero when a GPU test failed or
+# skipped although the machine could run it (scripts/gpu-test-skips.sh).
 set -uo pipefail
 root=$PWD
 bundle=$root/${GPU_BUNDLE:-.gpu-bundle}
@@ -18,9 +19,15 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 
 # RUN_TESTS=0, RUN_SERVICE=0, RUN_KERNEL_BENCH=0, ENGINE_BENCH=0 skip those parts.
 if [ "${RUN_TESTS:-1}" = 1 ]; then
-  "$bundle/bin/gpu_tests" --gtest_brief=1 > "$out/gpu_tests.txt" 2>&1
-  row "gpu_tests (exit $?)" "$(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$out/gpu_tests.txt" | tr '\n' ' ')"
+  "$bundle/bin/gpu_tests" --gtest_brief=1 --gtest_output="xml:$out/gpu_tests.xml" \
+    > "$out/gpu_tests.txt" 2>&1
+  tests_rc=$?
+  # A test this machine could run but skipped (e.g. "no GPU" on a GPU host) fails the stage.
+  "$root/scripts/gpu-test-skips.sh" "$out/gpu_tests.xml" 2> "$out/gpu_test_skips.txt" ||
+    { [ "$tests_rc" = 0 ] && tests_rc=1; }
+  row "gpu_tests (exit $tests_rc)" "$(grep -E '^\[  (PASSED|FAILED|SKIPPED)' "$out/gpu_tests.txt" | tr '\n' ' ')"
   grep -E '^\[  FAILED|relative error' "$out/gpu_tests.txt" | head -40
+  cat "$out/gpu_test_skips.txt"
 fi
 
 work=$(mktemp -d)
@@ -113,3 +120,6 @@ if [ "${ENGINE_BENCH:-1}" = 1 ]; then
   ${EXTRA_BENCH:-true}
 fi
 echo; echo "=== summary"; printf '%s\n' "${table[@]}"
+# The test stage decides the exit code: a failed GPU test, or one skipped on a machine that could
+# run it, makes the whole run fail.
+exit "${tests_rc:-0}"

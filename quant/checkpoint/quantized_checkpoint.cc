@@ -92,7 +92,8 @@ absl::Status AddMatrixTensors(const std::string& layer, const QuantizedMatrix& m
 
 // Manifest entry and tensors of one quantized layer.
 absl::Status AddQuantizedLayer(const engine::NamedLinear& linear, const QuantizedLinear& layer,
-                               StoredLinearLayer& entry, std::vector<TensorToWrite>& tensors) {
+                               const QuantRecipe& recipe, StoredLinearLayer& entry,
+                               std::vector<TensorToWrite>& tensors) {
   const engine::LinearLayerRequest& request = linear.request;
   const std::string& name = request.name;
   entry.name = name;
@@ -164,6 +165,18 @@ absl::Status AddQuantizedLayer(const engine::NamedLinear& linear, const Quantize
                        DType::kF32,
                        {static_cast<int64_t>(parts.output_shift.size())},
                        Bytes(parts.output_shift)});
+  }
+  const WeightGroupChoice group = ChooseWeightGroupSize(
+      recipe.spec.weight.group_size,
+      entry.transformed_features - static_cast<int64_t>(entry.outlier_channels.size()));
+  if (group.fallback != GroupSizeFallback::kNone) {
+    if (group.group_size != entry.weight_format.group_size) {
+      return absl::InternalError(
+          absl::StrFormat("layer %s: group size %d differs from the recipe's fallback %d", name,
+                          entry.weight_format.group_size, group.group_size));
+    }
+    entry.group_size_fallback = group.fallback;
+    entry.requested_group_size = recipe.spec.weight.group_size;
   }
   const auto& transforms = layer.transforms().transforms();
   for (size_t i = 0; i < transforms.size(); ++i) {
@@ -287,7 +300,7 @@ absl::Status WriteQuantizedCheckpoint(const engine::LlamaModel& model,
     } else {
       FF_ASSIGN_OR_RETURN(const QuantizedLinear* layer, handle->Quantized(backend.recipe()));
       StoredLinearLayer entry;
-      FF_RETURN_IF_ERROR(AddQuantizedLayer(linear, *layer, entry, tensors));
+      FF_RETURN_IF_ERROR(AddQuantizedLayer(linear, *layer, backend.recipe(), entry, tensors));
       manifest.layers.push_back(std::move(entry));
       for (const auto& part : linear.request.parts) {
         replaced.insert(part.prefix + "weight");
@@ -340,6 +353,28 @@ absl::Status WriteQuantizedCheckpoint(const engine::LlamaModel& model,
   }();
   if (!status.ok()) fs::remove_all(temporary, error);
   return status;
+}
+
+absl::StatusOr<StoredWeightSize> QuantizedWeightSize(const engine::LlamaModel& model,
+                                                     const QuantizedCpuBackend& backend) {
+  StoredWeightSize size;
+  for (const engine::NamedLinear& linear : model.linears()) {
+    const auto* handle = dynamic_cast<const QuantizedCpuLinearWeight*>(linear.handle);
+    if (handle == nullptr) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "layer %s was not prepared by a QuantizedCpuBackend", linear.request.name));
+    }
+    if (handle->kept_float()) continue;
+    FF_ASSIGN_OR_RETURN(const QuantizedLinear* layer, handle->Quantized(backend.recipe()));
+    StoredLinearLayer entry;
+    std::vector<TensorToWrite> tensors;
+    FF_RETURN_IF_ERROR(AddQuantizedLayer(linear, *layer, backend.recipe(), entry, tensors));
+    for (const TensorToWrite& tensor : tensors) {
+      size.bytes += static_cast<int64_t>(tensor.bytes.size());
+    }
+    size.parameters += layer->out_features() * layer->in_features();
+  }
+  return size;
 }
 
 bool IsQuantizedCheckpoint(const fs::path& dir) {

@@ -59,6 +59,20 @@ absl::Status WriteQuantizedCheckpoint(const engine::LlamaModel& model,
                                       const QuantizedCpuBackend& backend,
                                       const CheckpointWriteOptions& options);
 
+// What a checkpoint of `model` stores for its quantized linear layers (every tensor
+// WriteQuantizedCheckpoint writes for them: packed codes, scales, zero points, Integer Scale
+// multipliers and base scales, QUIK's FP16 columns, biases, output shifts, transform arrays),
+// against the float parameters they replace. Float layers (LM head, routers) are not counted.
+struct StoredWeightSize {
+  int64_t bytes = 0;
+  int64_t parameters = 0;  // sum of out_features * in_features
+  double bits_per_parameter() const {
+    return parameters == 0 ? 0.0 : 8.0 * static_cast<double>(bytes) / parameters;
+  }
+};
+absl::StatusOr<StoredWeightSize> QuantizedWeightSize(const engine::LlamaModel& model,
+                                                     const QuantizedCpuBackend& backend);
+
 // true when `dir` holds a quantization.json.
 bool IsQuantizedCheckpoint(const std::filesystem::path& dir);
 

@@ -7,6 +7,8 @@
 #include <random>
 #include <string>
 
+#include "tests/quant/test_random.h"
+
 namespace flatfleet::engine {
 namespace {
 
@@ -31,7 +33,9 @@ StepPlan RandomPlan(std::mt19937_64& rng) {
 }
 
 TEST(GroupMessageTest, PlansHeartbeatsAndStopsRoundTrip) {
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (FLATFLEET_TEST_SEED replays it)");
+  std::mt19937_64 rng(seed);
   const GroupMessage plan{GroupMessageKind::kPlan, RandomPlan(rng)};
   const std::string bytes = EncodeGroupMessage(plan);
   absl::StatusOr<GroupMessage> parsed = ParseGroupMessage(bytes);
@@ -48,7 +52,9 @@ TEST(GroupMessageTest, PlansHeartbeatsAndStopsRoundTrip) {
 }
 
 TEST(GroupMessageTest, RejectsMalformedMessagesWithAReason) {
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (FLATFLEET_TEST_SEED replays it)");
+  std::mt19937_64 rng(seed);
   const std::string plan = EncodeGroupMessage({GroupMessageKind::kPlan, RandomPlan(rng)});
   struct Case {
     std::string bytes;

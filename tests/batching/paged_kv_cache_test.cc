@@ -11,6 +11,7 @@
 
 #include "common/dtype.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "tests/quant/test_random.h"
 #include "worker/model/llama_model.h"
 
 namespace flatfleet::engine {
@@ -181,7 +182,9 @@ TEST(PagedKvCacheTest, Int8StoresCodesAndScalesPerHead) {
   EXPECT_EQ(PagedKvCache::BytesPerBlock(shape), 2 * 2 * 4 * (8 + 2 * 2));
   auto cache = *PagedKvCache::Create(shape, 6);
   SequenceId s = *cache->AddSequence();
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (FLATFLEET_TEST_SEED replays it)");
+  std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 3.0f);
   std::vector<float> keys(10 * 8), values(10 * 8);
   for (float& v : keys) v = normal(rng);

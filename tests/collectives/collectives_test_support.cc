@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "tests/quant/test_random.h"
 #include "worker/collectives/file_store.h"
 #include "worker/collectives/gloo_communicator.h"
 
@@ -34,6 +35,11 @@ void RunRanksAsThreads(int size, const std::function<void(Communicator&)>& body,
       options.timeout = timeout;
       auto communicator = GlooCommunicator::Create(options, store);
       ASSERT_TRUE(communicator.ok()) << communicator.status();
+      // Until every rank has finished the rendezvous, none may close its sockets: a body that
+      // returns at once (a refused load) would otherwise make a slower peer's Create fail with
+      // "connection closed by peer" under load.
+      const absl::Status started = (*communicator)->Barrier();
+      ASSERT_TRUE(started.ok()) << started;
       body(**communicator);
     });
   }
@@ -62,7 +68,8 @@ int WaitForChild(pid_t child, std::chrono::steady_clock::time_point deadline) {
 }
 
 uint32_t FreshSeed() {
-  const uint32_t seed = std::random_device{}();
+  // FLATFLEET_TEST_SEED replays a printed seed.
+  const uint32_t seed = static_cast<uint32_t>(quant::test_util::FreshSeed());
   ::testing::Test::RecordProperty("seed", std::to_string(seed));
   std::printf("[ seed     ] %u\n", seed);
   return seed;

@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "gtest/gtest.h"
+#include "tests/quant/test_random.h"
 
 namespace flatfleet::testing {
 
@@ -86,7 +87,8 @@ inline void WriteBytesFile(const std::filesystem::path& path, const std::vector<
 // A seeded generator whose seed is reported on failure.
 class SeededRandom {
  public:
-  SeededRandom() : seed_(std::random_device{}()), engine_(seed_) {}
+  // FLATFLEET_TEST_SEED replays a reported seed.
+  SeededRandom() : seed_(static_cast<uint32_t>(quant::test_util::FreshSeed())), engine_(seed_) {}
   uint32_t seed() const { return seed_; }
   std::mt19937& engine() { return engine_; }
   std::vector<float> Normal(size_t count, float stddev = 1.0f) {

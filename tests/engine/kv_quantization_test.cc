@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "common/dtype.h"
 #include "kernels/cpu/attention.h"
+#include "tests/quant/test_random.h"
 
 namespace flatfleet::kernels::cpu {
 namespace {
@@ -26,7 +28,9 @@ std::vector<float> Dequantize(const std::vector<int8_t>& codes, const std::vecto
 }
 
 TEST(KvQuantizationTest, ErrorWithinHalfAStepPerHead) {
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (FLATFLEET_TEST_SEED replays it)");
+  std::mt19937_64 rng(seed);
   const int64_t rows = 9, heads = 3, head_dim = 32;
   std::vector<float> x(rows * heads * head_dim);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -53,7 +57,9 @@ TEST(KvQuantizationTest, ErrorWithinHalfAStepPerHead) {
 }
 
 TEST(KvQuantizationTest, AttentionOverInt8BlocksEqualsDequantizedFloatBlocks) {
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE("seed " + std::to_string(seed) + " (FLATFLEET_TEST_SEED replays it)");
+  std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t heads = 4, kv_heads = 2, head_dim = 16, positions = 21, queries = 3;
   const int64_t row = kv_heads * head_dim;

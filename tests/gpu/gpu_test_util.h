@@ -4,18 +4,47 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <filesystem>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
 
 namespace flatfleet::cuda::testing {
 
-// True when a CUDA device is usable; tests call GTEST_SKIP() otherwise.
+// True when a CUDA device is usable.
 bool HasGpu();
 
-#define FF_SKIP_WITHOUT_GPU()                                            \
-  do {                                                                   \
-    if (!::flatfleet::cuda::testing::HasGpu()) GTEST_SKIP() << "no GPU"; \
+// What cudaGetDeviceCount says about this machine. "No GPU" is only a machine without NVIDIA
+// hardware or kernel driver: cudaErrorNoDevice, or no driver at all (the runtime then reports
+// cudaErrorInsufficientDriver and /proc/driver/nvidia is absent). Any other failure, e.g. a
+// loaded driver the runtime cannot use, is a broken machine and must not read as "no GPU".
+struct GpuProbe {
+  bool usable = false;
+  bool broken = false;
+  std::string message;  // the CUDA error when not usable
+};
+inline GpuProbe ProbeGpu() {
+  int count = 0;
+  const cudaError_t error = cudaGetDeviceCount(&count);
+  if (error == cudaSuccess && count > 0) return {true, false, ""};
+  if (error == cudaSuccess) return {false, false, "no CUDA device"};
+  const bool kernel_driver = std::filesystem::exists("/proc/driver/nvidia/version");
+  const bool no_gpu =
+      error == cudaErrorNoDevice || (error == cudaErrorInsufficientDriver && !kernel_driver);
+  return {false, !no_gpu,
+          std::string("cudaGetDeviceCount: ") + cudaGetErrorName(error) + ": " +
+              cudaGetErrorString(error) +
+              (kernel_driver ? " (the NVIDIA kernel driver is loaded)" : "")};
+}
+
+// Skips a test on a machine without a GPU; fails it, with the CUDA error, on one whose GPU or
+// driver is broken.
+#define FF_SKIP_WITHOUT_GPU()                                                                      \
+  do {                                                                                             \
+    const ::flatfleet::cuda::testing::GpuProbe ff_probe_ = ::flatfleet::cuda::testing::ProbeGpu(); \
+    if (ff_probe_.broken) FAIL() << "GPU unusable: " << ff_probe_.message;                         \
+    if (!ff_probe_.usable) GTEST_SKIP() << "no GPU (" << ff_probe_.message << ")";                 \
   } while (false)
 
 #define FF_CUDA_ASSERT(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)

@@ -1,5 +1,6 @@
 // ABQ-LLM's balanced ("bit balance") weight codes: value = scale * (2 * code + 1).
 #include <cmath>
+#include <cstdio>
 #include <set>
 #include <vector>
 
@@ -49,7 +50,10 @@ TEST_F(BalancedCodesTest, LevelsAreOddAndSymmetricAndErrorsBoundedByTheHalfStep)
   }
 }
 
+// A margin on random weights, so a fixed seed: over 100 fresh seeds the MSE ratio was 0.440 to
+// 0.598 (median 0.510) against the bound 0.7.
 TEST_F(BalancedCodesTest, TwoBitBalancedBeatsRestrictedSymmetricInt2) {
+  UseFixedSeed(7919);
   const int64_t rows = 16, cols = 128;
   const std::vector<float> w = Gaussian(rows * cols);
   auto balanced = QuantizeRtn(w, rows, cols, Balanced(2, 128));
@@ -62,6 +66,7 @@ TEST_F(BalancedCodesTest, TwoBitBalancedBeatsRestrictedSymmetricInt2) {
     return sum / w.size();
   };
   // {-3, -1, 1, 3} half-steps against {-1, 0, 1} steps: 4 levels instead of 3.
+  std::printf("[ ratio    ] %.4f\n", mse(*balanced) / mse(*symmetric));
   EXPECT_LT(mse(*balanced), 0.7 * mse(*symmetric));
 }
 

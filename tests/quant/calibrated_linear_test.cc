@@ -1,6 +1,7 @@
 #include "quant/calibrated_linear.h"
 
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -82,7 +83,10 @@ TEST_F(CalibratedLinearTest, ApplyOutputCorrectionIsAnAffineMapOfTheOutput) {
   EXPECT_FALSE(layer->ApplyOutputCorrection(bad, c).ok());
 }
 
+// The MSE margin on a fixed seed: over 100 fresh seeds the ratio was 0.839 to 0.888 (median
+// 0.864) against the bound 0.95.
 TEST_F(CalibratedLinearTest, AbqRecipesUseBalancedCodesAndBeatPlainRtnAtTwoBits) {
+  UseFixedSeed(7919);
   const int64_t out = 128, n = 256, m = 32;
   const std::vector<float> w = Gaussian(out * n, 0.02f), x = Gaussian(m * n);
   const Tensor weight({out, n}, w);
@@ -107,6 +111,7 @@ TEST_F(CalibratedLinearTest, AbqRecipesUseBalancedCodesAndBeatPlainRtnAtTwoBits)
       "vs %.4f\n",
       e_plain / 4e-4, e_abq / 4e-4, RelativeError(*plain_layer, x, w, m, out, n),
       RelativeError(*abq_layer, x, w, m, out, n));
+  std::printf("[ ratio    ] %.4f\n", e_abq / e_plain);
   EXPECT_LT(e_abq, 0.95 * e_plain);
 }
 

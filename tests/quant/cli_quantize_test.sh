@@ -37,4 +37,14 @@ grep -q '^scored tokens: 126$' "$work/ppl.log"  # 2 windows x 63 predicted token
 "$flatfleet" generate --model "$work/q" --prompt "Hello" --max-tokens 4 --ignore-eos \
     2> "$work/generate.log" > /dev/null
 grep -q 'quantized (recipe w8a8)' "$work/generate.log"
+
+# A real model whose widths (64, 172) no group of 128 divides: quantize succeeds (it used to
+# abort), records the per-channel fallback, and the result runs.
+stories=$shared/models/stories260K
+head -c 20000 "$shared/data/tinystories/valid.txt" > "$work/calib.txt"
+"$flatfleet" quantize --model "$stories" --recipe w4a8-intscale --calib "$work/calib.txt" \
+    --calib-tokens 256 --out "$work/s" 2> "$work/stories.log"
+grep -q '"rule": "per_channel"' "$work/s/quantization.json"
+"$flatfleet" generate --device cpu --model "$work/s" --prompt "Once upon a time" --max-tokens 4 \
+    2> /dev/null > /dev/null
 echo PASS

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "common/dtype.h"
 #include "gtest/gtest.h"
@@ -22,8 +23,12 @@ class DataDependentLinearTest : public test_util::RandomTest {
   // Rows with the same few channels 30-100x larger (fixed per test), like LLM activations.
   std::vector<float> OutlierRows(int64_t m, int64_t k) {
     if (factors_.empty()) {
-      for (int i = 0; i < 3; ++i) {
-        outliers_.push_back(UniformInt(0, k - 1));
+      // Three distinct channels: one drawn twice would be scaled by the product of its factors
+      // (up to 1e4), more than any split budget can flatten.
+      while (outliers_.size() < 3) {
+        const int64_t channel = UniformInt(0, k - 1);
+        if (std::find(outliers_.begin(), outliers_.end(), channel) != outliers_.end()) continue;
+        outliers_.push_back(channel);
         factors_.push_back(UniformFloat(30.0f, 100.0f));
       }
     }
@@ -58,7 +63,10 @@ class DataDependentLinearTest : public test_util::RandomTest {
   std::vector<float> factors_;
 };
 
+// A margin on random data, so a fixed seed: over 100 fresh seeds the error ratio was 0.038 to
+// 0.098 (median 0.053) against the bound 0.5.
 TEST_F(DataDependentLinearTest, SmoothQuantBeatsPlainW8A8OnOutlierActivations) {
+  UseFixedSeed(7919);
   const int64_t n = 48, k = 128, rows = 256;
   const Tensor weight({n, k}, Gaussian(n * k, 0.05f));
   const std::vector<float> calibration = OutlierRows(rows, k);
@@ -71,6 +79,7 @@ TEST_F(DataDependentLinearTest, SmoothQuantBeatsPlainW8A8OnOutlierActivations) {
   auto plain_error = LayerOutputError(*plain, weight, held_out, 64);
   auto smooth_error = LayerOutputError(*smooth, weight, held_out, 64);
   ASSERT_TRUE(plain_error.ok() && smooth_error.ok());
+  std::printf("[ ratio    ] %.4f\n", *smooth_error / *plain_error);
   EXPECT_LT(*smooth_error, 0.5 * *plain_error);
 }
 
@@ -123,7 +132,11 @@ TEST_F(DataDependentLinearTest, StaticScaleComesFromTheTransformedInputs) {
   }
 }
 
+// A margin on random data, so a fixed seed: over 100 fresh seeds the error ratio was 0.027 to
+// 0.093 (median 0.042) against the bound 0.1 -- too close for fresh seeds. (Before the outlier
+// channels were made distinct, 2 of 100 seeds drew one channel twice and reached 0.99.)
 TEST_F(DataDependentLinearTest, FlattenMakesPerTensorInt4Work) {
+  UseFixedSeed(7919);
   const int64_t n = 48, k = 128, rows = 256;
   const std::vector<float> calibration = OutlierRows(rows, k);
   const std::vector<float> held_out = OutlierRows(64, k);
@@ -150,6 +163,7 @@ TEST_F(DataDependentLinearTest, FlattenMakesPerTensorInt4Work) {
   ASSERT_TRUE(with_error.ok() && without_error.ok());
   // Without splitting, one INT4 step is ~1/7 of the outliers' range and every ordinary input
   // rounds to 0.
+  std::printf("[ ratio    ] %.4f\n", *with_error / *without_error);
   EXPECT_LT(*with_error, 0.1 * *without_error);
 }
 

@@ -2,6 +2,9 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <limits>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -247,7 +250,10 @@ double RelativeOutputError(const QuantizedLinear& layer, const std::vector<float
   return err / norm;
 }
 
+// Margins on random data, so a fixed seed: over 100 fresh seeds the held-out error ratios were
+// 0.048 to 0.086 against identity and 0.052 to 0.139 against Hadamard (bound 0.5 each).
 TEST_F(FlatQuantTest, TrainedTransformBeatsIdentityAndHadamardOnOutlierChannels) {
+  UseFixedSeed(7919);
   const int64_t n = 64, out = 48, train_rows = 128, test_rows = 64;
   // Activations with 3 channels 30-60x the rest (fresh channels and factors per run).
   std::vector<int64_t> outliers = {UniformInt(0, 20), UniformInt(21, 42), UniformInt(43, 63)};
@@ -284,19 +290,55 @@ TEST_F(FlatQuantTest, TrainedTransformBeatsIdentityAndHadamardOnOutlierChannels)
   std::printf(
       "relative output MSE on held-out rows: identity %.4g, hadamard %.4g, flatquant %.4g\n",
       e_identity, e_hadamard, e_flat);
+  std::printf("[ ratio    ] %.4f %.4f\n", e_flat / e_identity, e_flat / e_hadamard);
   EXPECT_LT(e_flat, 0.5 * e_identity);
   EXPECT_LT(e_flat, 0.5 * e_hadamard);
 
-  // Training never raises the calibration loss (the initialisation is kept when it does not
-  // improve on it). Over 60 seeds it lowered it by 0-36% (median a few %); the held-out checks
-  // above are the property that matters.
+  // The kept transform is never worse than the initialisation on the calibration rows.
   FlatQuantProblem problem{
       .inputs = train, .rows = train_rows, .weight = w, .out_features = out, .in_features = n};
   auto trained = TrainFlatQuant(problem, RecipeFlatQuantOptions(*flat));
   ASSERT_TRUE(trained.ok()) << trained.status();
+  EXPECT_EQ(trained->final_loss, std::min(trained->initial_loss, trained->trained_loss));
+}
+
+// The same outlier problem from one fixed seed: training itself (the final iterate, before the
+// keep-the-better choice) lowers the calibration loss by at least 10%. Measured: 0.001741 ->
+// 0.001404 (-19%) for this seed (the computation is deterministic double arithmetic); over 60
+// fresh seeds of the test above the drop ranged 0-36%, which is why a fresh seed cannot carry a
+// margin.
+TEST(FlatQuantTrainingTest, TrainingLowersTheLossOnAFixedSeed) {
+  constexpr uint64_t kSeed = 7;
+  std::mt19937_64 rng(kSeed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t n = 64, out = 48, rows = 128;
+  std::vector<float> x(rows * n), w(out * n);
+  for (float& v : x) v = normal(rng);
+  for (float& v : w) v = 0.1f * normal(rng);
+  for (int64_t r = 0; r < rows; ++r) {
+    x[r * n + 5] *= 40.0f;
+    x[r * n + 30] *= 55.0f;
+    x[r * n + 50] *= 35.0f;
+  }
+  auto flat = RecipeByName("w4a4-flatquant");
+  ASSERT_TRUE(flat.ok());
+  FlatQuantProblem problem{
+      .inputs = x, .rows = rows, .weight = w, .out_features = out, .in_features = n};
+  auto trained = TrainFlatQuant(problem, RecipeFlatQuantOptions(*flat));
+  ASSERT_TRUE(trained.ok()) << trained.status();
   std::printf("calibration loss: initial %.4g, trained %.4g\n", trained->initial_loss,
-              trained->final_loss);
-  EXPECT_LE(trained->final_loss, trained->initial_loss);
+              trained->trained_loss);
+  EXPECT_LT(trained->trained_loss, 0.9 * trained->initial_loss);
+  EXPECT_EQ(trained->final_loss, trained->trained_loss);
+
+  // A step that cannot be taken is an error naming the step, not a silent fallback to the
+  // initialisation: a non-finite learning rate makes the first update's parameters NaN.
+  FlatQuantOptions broken = RecipeFlatQuantOptions(*flat);
+  broken.learning_rate = std::numeric_limits<double>::quiet_NaN();
+  auto failed = TrainFlatQuant(problem, broken);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.status().message().find("FlatQuant training step"), std::string::npos)
+      << failed.status();
 }
 
 TEST(FlatQuantLayerErrors, NeedsCalibrationRows) {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -200,7 +201,10 @@ TEST_F(GptqTest, MatchesTheDirectFloat64Implementation) {
   }
 }
 
+// A margin on random data, so a fixed seed: over 100 fresh seeds gptq_fit / rtn_fit was 0.309 to
+// 0.506 (median 0.39) for every bit width and order, against the bound 0.8.
 TEST_F(GptqTest, BeatsRtnOnCorrelatedInputs) {
+  UseFixedSeed(7919);
   const int64_t rows = 32, cols = 64, samples = 512;
   const std::vector<float> mixing = Mixing(cols);
   const std::vector<float> calibration = CorrelatedInputs(samples, cols, mixing);
@@ -222,6 +226,7 @@ TEST_F(GptqTest, BeatsRtnOnCorrelatedInputs) {
       const double rtn_fit = OutputErrorWithHessian(w, rtn->Dequantize(), rows, cols, h);
       EXPECT_NEAR(gptq_fit, OutputError(calibration, samples, w, gptq->Dequantize(), rows, cols),
                   1e-6 * gptq_fit);
+      std::printf("[ ratio    ] %d %d %.4f\n", bits, act_order ? 1 : 0, gptq_fit / rtn_fit);
       EXPECT_LT(gptq_fit, 0.8 * rtn_fit);
       // And on fresh inputs from the same distribution (not what GPTQ was fitted on).
       EXPECT_LT(OutputError(held_out, samples, w, gptq->Dequantize(), rows, cols),

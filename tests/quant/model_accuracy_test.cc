@@ -47,9 +47,8 @@ class FixtureAccuracyTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(FixtureAccuracyTest, W8A8KeepsTop1AndMoreBitsHelp) {
   const std::filesystem::path dir = FixtureDir(GetParam());
-  if (!std::filesystem::exists(dir / "reference.safetensors")) {
-    GTEST_SKIP() << "fixture missing: " << dir;
-  }
+  // A missing fixture is a failure, not a skip (set FLATFLEET_SHARED_DIR).
+  ASSERT_TRUE(std::filesystem::exists(dir / "reference.safetensors")) << "fixture missing: " << dir;
   auto model = CheckpointModel(dir, /*bf16_rope=*/true);
   ASSERT_TRUE(model.ok()) << model.status();
   auto reference = ReadLogitReference(dir / "reference.safetensors");
@@ -101,7 +100,7 @@ TEST_P(FixtureAccuracyTest, W8A8KeepsTop1AndMoreBitsHelp) {
 // and the per-layer analysis are in docs/ACCURACY.md.
 TEST_P(FixtureAccuracyTest, RecommendedW8A8KeepsTop1OnManyPositions) {
   const std::filesystem::path dir = FixtureDir(GetParam());
-  if (!std::filesystem::exists(dir / "config.json")) GTEST_SKIP() << "fixture missing: " << dir;
+  ASSERT_TRUE(std::filesystem::exists(dir / "config.json")) << "fixture missing: " << dir;
   auto model = CheckpointModel(dir, /*bf16_rope=*/false);
   ASSERT_TRUE(model.ok()) << model.status();
   const TokenBatch tokens = RandomTokens(8, 64, model->config.vocab_size, /*seed=*/2026);

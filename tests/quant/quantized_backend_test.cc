@@ -199,7 +199,8 @@ TEST_F(QuantizedBackendTest, EveryImplementedRecipeIsCovered) {
           "w8a8", "w8a8-static", "w4a8", "w4a8-intscale", "w4a4", "w4a4-hadamard", "w4a4-quik",
           "w3a8", "w2a8", "w4a4-flatquant", "w3a8-abq", "w3a8-bal", "w3a8-corr", "w2a8-abq",
           "w2a8-bal", "w2a8-corr", "w8a8-smooth", "w8a8-smooth-static", "w4a8-smooth",
-          "w8a8-hadamard-gptq", "w4a8-gptq", "w3a8-gptq", "w4a4-flatten", "w8a8-flatten"));
+          "w8a8-hadamard-gptq", "w4a8-gptq", "w3a8-gptq", "w4a4-flatten", "w8a8-flatten",
+          "w4a8-gptq-asym", "w4a4-hadamard-gptq"));
 }
 
 class DataDependentRecipeTest : public test_util::RandomTest,
@@ -244,7 +245,8 @@ TEST_P(DataDependentRecipeTest, BackendQuantizesFromItsCalibration) {
 INSTANTIATE_TEST_SUITE_P(DataDependentRecipes, DataDependentRecipeTest,
                          ::testing::Values("w8a8-smooth", "w8a8-smooth-static", "w4a8-smooth",
                                            "w8a8-hadamard-gptq", "w4a8-gptq", "w3a8-gptq",
-                                           "w4a4-flatten", "w8a8-flatten"));
+                                           "w4a4-flatten", "w8a8-flatten", "w4a8-gptq-asym",
+                                           "w4a4-hadamard-gptq"));
 
 TEST_F(QuantizedBackendTest, HadamardPassthroughEqualsFloatLinear) {
   auto recipe = RecipeByName("w4a4-hadamard");
@@ -368,12 +370,88 @@ TEST(RecipesTest, UnknownRecipeListsTheKnownOnes) {
   EXPECT_EQ((*list)[1].name, "w4a4-quik");
 }
 
-TEST(EffectiveGroupSizeTest, FallsBackToTheLargestDivisor) {
-  EXPECT_EQ(EffectiveGroupSize(128, 4096), 128);
-  EXPECT_EQ(EffectiveGroupSize(128, 688), 86);
-  EXPECT_EQ(EffectiveGroupSize(128, 320), 80);
-  EXPECT_EQ(EffectiveGroupSize(0, 320), 0);
-  EXPECT_EQ(EffectiveGroupSize(128, 128), 0);
+TEST(EffectiveGroupSizeTest, FallsBackToTheLargestGpuDivisorOrPerChannel) {
+  using enum GroupSizeFallback;
+  EXPECT_EQ(ChooseWeightGroupSize(128, 4096), (WeightGroupChoice{128, kNone}));
+  EXPECT_EQ(ChooseWeightGroupSize(128, 128), (WeightGroupChoice{0, kNone}));
+  EXPECT_EQ(ChooseWeightGroupSize(0, 320), (WeightGroupChoice{0, kNone}));
+  EXPECT_EQ(ChooseWeightGroupSize(16, 48), (WeightGroupChoice{16, kNone}));  // asked, divides
+  EXPECT_EQ(ChooseWeightGroupSize(128, 320), (WeightGroupChoice{64, kLargestGpuDivisor}));
+  EXPECT_EQ(ChooseWeightGroupSize(100, 224), (WeightGroupChoice{32, kLargestGpuDivisor}));
+  EXPECT_EQ(ChooseWeightGroupSize(128, 96), (WeightGroupChoice{0, kPerChannel}));
+  // No multiple of 32 divides 688 = 16 * 43 or 172 = 4 * 43; 64 <= 128 is one group per row.
+  EXPECT_EQ(ChooseWeightGroupSize(128, 688), (WeightGroupChoice{0, kPerChannel}));
+  EXPECT_EQ(ChooseWeightGroupSize(128, 172), (WeightGroupChoice{0, kPerChannel}));
+  EXPECT_EQ(ChooseWeightGroupSize(128, 64), (WeightGroupChoice{0, kPerChannel}));
+  // Every fallback is a size the CUDA W4A8 kernel takes (a multiple of 32 dividing K) or per
+  // channel.
+  for (int64_t requested : {32, 64, 100, 128, 256}) {
+    for (int64_t cols = 1; cols <= 1024; ++cols) {
+      const WeightGroupChoice choice = ChooseWeightGroupSize(requested, cols);
+      EXPECT_EQ(choice.group_size, EffectiveGroupSize(requested, cols));
+      if (choice.fallback == kNone) {
+        EXPECT_TRUE(choice.group_size == 0 ? requested >= cols : choice.group_size == requested);
+        continue;
+      }
+      EXPECT_NE(cols % requested, 0) << requested << " " << cols;
+      if (choice.fallback == kPerChannel) {
+        EXPECT_EQ(choice.group_size, 0);
+        if (requested > cols) continue;  // the whole row is the largest divisor below it
+        for (int64_t g = 32; g <= requested; g += 32) EXPECT_NE(cols % g, 0);
+      } else {
+        EXPECT_EQ(choice.group_size % 32, 0);
+        EXPECT_EQ(cols % choice.group_size, 0);
+        EXPECT_LT(choice.group_size, requested);
+        for (int64_t g = choice.group_size + 32; g <= requested; g += 32) {
+          EXPECT_NE(cols % g, 0) << "a larger divisor " << g << " of " << cols;
+        }
+      }
+    }
+  }
+}
+
+// The Backend interface's PrepareLinear has no status: a layer it cannot prepare comes back as a
+// handle whose every Linear is an error (no abort). Integer scales over per-channel weights are
+// a recipe error, found before any layer.
+TEST(QuantizedBackendErrorTest, UnpreparableLayersAreErrorsNotAborts) {
+  auto recipe = RecipeByName("w4a8");
+  ASSERT_TRUE(recipe.ok());
+  auto backend = QuantizedCpuBackend::Create(*recipe, nullptr);
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  const Tensor weight({4, 8}, std::vector<float>(32, 0.5f));
+  const Tensor wrong_bias({3}, std::vector<float>(3, 0.0f));
+  std::unique_ptr<kernels::LinearWeight> handle = (*backend)->PrepareLinear(weight, &wrong_bias);
+  ASSERT_NE(handle, nullptr);
+  EXPECT_EQ(handle->out_features(), 4);
+  Tensor x({1, 8}, std::vector<float>(8, 1.0f)), y({1, 4});
+  const absl::Status status = (*backend)->TryLinear(*handle, x, y);
+  EXPECT_THAT(status.message(), HasSubstr("bias must be [out]"));
+  const Tensor not_a_matrix({8}, std::vector<float>(8, 0.5f));
+  EXPECT_NE((*backend)->PrepareLinear(not_a_matrix, nullptr), nullptr);
+
+  QuantRecipe per_channel_intscale = *RecipeByName("w4a8-intscale");
+  per_channel_intscale.spec.weight.group_size = 0;
+  auto refused = QuantizedCpuBackend::Create(per_channel_intscale, nullptr);
+  EXPECT_THAT(refused.status().message(), HasSubstr("integer scales need per-group weights"));
+}
+
+// w4a8-intscale on widths no GPU group size divides: per-channel scales on the float-scale GEMM,
+// identical to w4a8 there.
+TEST(QuantizedBackendErrorTest, IntegerScalesFallBackToPerChannelFloatScales) {
+  auto intscale = RecipeByName("w4a8-intscale");
+  auto plain = RecipeByName("w4a8");
+  ASSERT_TRUE(intscale.ok() && plain.ok());
+  std::vector<float> values(6 * 172);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(0.37 * i) * (1 + i % 7);
+  const Tensor weight({6, 172}, values);
+  auto a = QuantizedLinear::Create(weight, nullptr, *intscale, nullptr);
+  auto b = QuantizedLinear::Create(weight, nullptr, *plain, nullptr);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->gemm_kind(), LinearGemmKind::kFloatScales);
+  EXPECT_EQ(a->weight().format.group_size, 0);
+  EXPECT_EQ(a->weight().codes, b->weight().codes);
+  EXPECT_EQ(a->weight().scales, b->weight().scales);
 }
 
 }  // namespace

@@ -26,6 +26,7 @@
 #include "quant/eval/recipe_accuracy.h"
 #include "quant/recipes.h"
 #include "tests/collectives/collectives_test_support.h"
+#include "tests/quant/test_random.h"
 #include "worker/generate/generator.h"
 
 namespace flatfleet::quant {
@@ -47,9 +48,9 @@ fs::path FreshDir(const std::string& label) {
   return dir;
 }
 
-// Random calibration ids from a fresh seed (printed on failure).
-CalibrationData FreshCalibration(int64_t vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
+// Random calibration ids from a seed (the tests' FreshSeed, printed on failure).
+CalibrationData FreshCalibration(int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int32_t> id(0, static_cast<int32_t>(vocab - 1));
   CalibrationData data;
   for (int s = 0; s < 3; ++s) {
@@ -87,7 +88,7 @@ struct Written {
 };
 
 Written QuantizeAndWrite(const std::string& fixture, const std::string& recipe_name,
-                         uint32_t seed) {
+                         uint64_t seed) {
   Written written;
   auto model = CheckpointModel(FixtureDir(fixture), /*bf16_rope=*/true);
   EXPECT_TRUE(model.ok()) << model.status();
@@ -148,8 +149,8 @@ class QuantizedCheckpointRoundTripTest : public ::testing::TestWithParam<RoundTr
 
 TEST_P(QuantizedCheckpointRoundTripTest, LoadedModelIsBitIdenticalToInMemory) {
   const RoundTripCase& c = GetParam();
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE(absl::StrFormat("calibration seed %u", seed));
+  const uint64_t seed = test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrFormat("calibration seed %d (FLATFLEET_TEST_SEED replays it)", seed));
   const Written written = QuantizeAndWrite(c.fixture, c.recipe, seed);
   ASSERT_FALSE(written.in_memory_logits.empty());
   // The quantized model is not the float one (the comparison below is not vacuous).
@@ -219,8 +220,13 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, QuantizedCheckpointRoundTripTest,
 // columns at group boundaries); the slices hold exactly the stored values. Stated tolerances
 // for TP=2 against TP=1 (the in-memory model):
 //   * static activation scales (w8a8-static): every rank quantizes its columns with the same
-//     calibrated scale, so only the float order of the all-reduce differs: relative logits error
-//     <= 1e-5 and equal greedy tokens;
+//     calibrated scale, so only the float order of the all-reduce differs, until a value that
+//     order moved crosses an INT8 rounding boundary of a later layer and flips a code. Measured
+//     over calibration seeds 1..40: llama-tiny 37 seeds <= 1.9e-7 relative logits error, 3 seeds
+//     (1, 17, 37) flip codes: 5.0e-3..9.8e-3 with top-1 still 1.0 (seed 37 changes a greedy
+//     token: near-ties); mixtral-tiny <= 1.4e-7 for all 40. So a fresh seed is bounded like the
+//     dynamic recipes (5%, top-1 >= 0.9, no greedy comparison), and the float-order-only claim
+//     (<= 1e-5, equal greedy tokens) is asserted on fixed seeds that flip nothing (seed 2);
 //   * dynamic per-token activations: a row-parallel rank quantizes its own half of each token
 //     with its own scale (finer than TP=1), a difference of the size of the quantization noise
 //     itself: relative logits error <= 5% and top-1 agreement >= 90%; greedy tokens equal on
@@ -232,10 +238,12 @@ struct TensorParallelCase {
   double max_relative_error;
   double min_top1;
   bool greedy_equal;
+  uint64_t fixed_seed = 0;  // 0: a fresh seed (FreshSeed)
 };
 
 void PrintTo(const TensorParallelCase& c, std::ostream* out) {
   *out << c.fixture << " " << c.recipe;
+  if (c.fixed_seed != 0) *out << " seed " << c.fixed_seed;
 }
 
 class QuantizedCheckpointTensorParallelTest : public ::testing::TestWithParam<TensorParallelCase> {
@@ -243,8 +251,8 @@ class QuantizedCheckpointTensorParallelTest : public ::testing::TestWithParam<Te
 
 TEST_P(QuantizedCheckpointTensorParallelTest, TwoRanksMatchOne) {
   const TensorParallelCase& c = GetParam();
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE(absl::StrFormat("calibration seed %u", seed));
+  const uint64_t seed = c.fixed_seed != 0 ? c.fixed_seed : test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrFormat("calibration seed %d (FLATFLEET_TEST_SEED replays it)", seed));
   const Written written = QuantizeAndWrite(c.fixture, c.recipe, seed);
   ASSERT_FALSE(written.in_memory_logits.empty());
   std::vector<std::vector<float>> logits(2);
@@ -268,8 +276,10 @@ TEST_P(QuantizedCheckpointTensorParallelTest, TwoRanksMatchOne) {
   const double relative = RelativeError(logits[0], written.in_memory_logits);
   auto agreement = CompareLogits(written.in_memory_logits, logits[0], 512);
   ASSERT_TRUE(agreement.ok()) << agreement.status();
-  std::printf("[ TP       ] %s %s: TP=2 vs TP=1 relative logits error %.3e, top-1 %.4f\n",
-              c.fixture.c_str(), c.recipe.c_str(), relative, agreement->top1_agreement);
+  std::printf(
+      "[ TP       ] %s %s: TP=2 vs TP=1 relative logits error %.3e, top-1 %.4f, greedy %s\n",
+      c.fixture.c_str(), c.recipe.c_str(), relative, agreement->top1_agreement,
+      greedy[0] == written.in_memory_greedy ? "equal" : "differs");
   EXPECT_LE(relative, c.max_relative_error);
   EXPECT_GE(agreement->top1_agreement, c.min_top1);
   if (c.greedy_equal) EXPECT_EQ(greedy[0], written.in_memory_greedy);
@@ -278,14 +288,17 @@ TEST_P(QuantizedCheckpointTensorParallelTest, TwoRanksMatchOne) {
 
 std::string TensorParallelCaseName(const ::testing::TestParamInfo<TensorParallelCase>& info) {
   std::string name = info.param.fixture + "_" + info.param.recipe;
+  if (info.param.fixed_seed != 0) name += "_seed" + std::to_string(info.param.fixed_seed);
   for (char& ch : name) ch = std::isalnum(static_cast<unsigned char>(ch)) ? ch : '_';
   return name;
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Fixtures, QuantizedCheckpointTensorParallelTest,
-    ::testing::Values(TensorParallelCase{"llama-tiny", "w8a8-static", 1e-5, 1.0, true},
-                      TensorParallelCase{"mixtral-tiny", "w8a8-static", 1e-5, 1.0, true},
+    ::testing::Values(TensorParallelCase{"llama-tiny", "w8a8-static", 1e-5, 1.0, true, 2},
+                      TensorParallelCase{"mixtral-tiny", "w8a8-static", 1e-5, 1.0, true, 2},
+                      TensorParallelCase{"llama-tiny", "w8a8-static", 0.05, 0.9, false},
+                      TensorParallelCase{"mixtral-tiny", "w8a8-static", 0.05, 0.9, false},
                       TensorParallelCase{"llama-tiny", "w8a8", 0.05, 0.9, false},
                       TensorParallelCase{"llama-tiny", "w4a8-intscale", 0.05, 0.9, false},
                       TensorParallelCase{"mixtral-tiny", "w8a8", 0.05, 0.9, true},
@@ -353,9 +366,9 @@ std::vector<double> EffectiveWeight(const QuantizedLinearParts& parts) {
 }
 
 TEST(StoredLayerSlicingTest, SlicesHoldExactlyTheWholeLayersValues) {
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE(absl::StrFormat("seed %u", seed));
-  std::mt19937 rng(seed);
+  const uint64_t seed = test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrFormat("seed %d (FLATFLEET_TEST_SEED replays it)", seed));
+  std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   constexpr int64_t kOut = 24;
   constexpr int64_t kIn = 64;
@@ -492,7 +505,9 @@ TEST(QuantizedCheckpointErrorsTest, WrongDtypeOrShapeNamesTensorAndFile) {
 
 TEST(QuantizedCheckpointErrorsTest, OutOfRangeZeroPointIsRejectedWithTheLayer) {
   const fs::path dir = CopyOfShared();
-  std::mt19937 rng(std::random_device{}());
+  const uint64_t seed = test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrFormat("seed %d (FLATFLEET_TEST_SEED replays it)", seed));
+  std::mt19937_64 rng(seed);
   EditTensors(dir, [&](std::vector<TensorToWrite>& tensors) {
     for (TensorToWrite& t : tensors) {
       if (t.name == "model.layers.3.self_attn.o_proj.zeros") {
@@ -592,6 +607,31 @@ TEST(QuantizedCheckpointManifestTest, RoundTripsAndRejectsUnknownFields) {
       ParseQuantizedCheckpointManifest(R"({"format": "flatfleet-quantized", "format_version": 2})");
   ASSERT_FALSE(newer.ok());
   EXPECT_THAT(newer.status().message(), HasSubstr("format_version"));
+}
+
+// A recorded group-size fallback must be the one ChooseWeightGroupSize gives for the request and
+// the layer's columns (a contradicting pair is a corrupt file), and round-trips.
+TEST(QuantizedCheckpointManifestTest, GroupSizeFallbackIsCheckedAndRoundTrips) {
+  const fs::path corpus =
+      fs::path(FLATFLEET_SOURCE_DIR) / "tests" / "fuzz" / "corpus" / "quantization_json_fuzz";
+  auto parsed = ParseQuantizedCheckpointManifest(ReadText(corpus / "valid_group_fallback.json"));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_EQ(parsed->layers.size(), 2u);
+  EXPECT_EQ(parsed->layers[0].group_size_fallback, GroupSizeFallback::kPerChannel);
+  EXPECT_EQ(parsed->layers[0].requested_group_size, 128);
+  EXPECT_EQ(parsed->layers[1].group_size_fallback, GroupSizeFallback::kLargestGpuDivisor);
+  EXPECT_EQ(parsed->layers[1].weight_format.group_size, 64);
+  auto again = ParseQuantizedCheckpointManifest(SerializeQuantizedCheckpointManifest(*parsed));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->layers[1].group_size_fallback, GroupSizeFallback::kLargestGpuDivisor);
+  EXPECT_EQ(again->layers[1].requested_group_size, 128);
+
+  auto contradicting =
+      ParseQuantizedCheckpointManifest(ReadText(corpus / "bad_group_fallback.json"));
+  ASSERT_FALSE(contradicting.ok());
+  EXPECT_THAT(contradicting.status().message(),
+              HasSubstr("layers[1].group_size_fallback.rule: requested 128 over 320 columns gives "
+                        "group size 64 (largest_gpu_divisor), not 80"));
 }
 
 // The fuzz seeds double as parser cases: valid_* parse, bad_* are refused with a message that

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include "common/dtype.h"
@@ -13,9 +14,15 @@
 namespace flatfleet::quant {
 namespace {
 
-class QuikGemmTest : public test_util::RandomTest {};
+class QuikGemmTest : public test_util::RandomTest {
+ protected:
+  // QUIK on random activations with 8 planted outlier channels: the integer part must be exact
+  // and the output match the mixed reference; `ratio` is QUIK's squared output error over plain
+  // INT4's (both against the float product).
+  void CheckOnPlantedOutliers(double* ratio);
+};
 
-TEST_F(QuikGemmTest, IntegerPartIsExactAndOutputMatchesTheMixedReference) {
+void QuikGemmTest::CheckOnPlantedOutliers(double* ratio) {
   const int64_t m = 12, n = 40, k = 264, outlier_count = 8;
   std::vector<float> x = Gaussian(m * k);
   std::vector<int64_t> planted;
@@ -68,8 +75,23 @@ TEST_F(QuikGemmTest, IntegerPartIsExactAndOutputMatchesTheMixedReference) {
       plain_error += std::pow(plain.value[i * n + j] - exact, 2);
     }
   }
-  // Keeping the outliers aside is what makes 4-bit activations usable here.
-  EXPECT_LT(quik_error, 0.25 * plain_error);
+  *ratio = quik_error / plain_error;
+}
+
+TEST_F(QuikGemmTest, IntegerPartIsExactAndOutputMatchesTheMixedReference) {
+  double ratio = 1.0;
+  CheckOnPlantedOutliers(&ratio);
+}
+
+// Keeping the outliers aside is what makes 4-bit activations usable here: QUIK's squared error
+// below a quarter of plain INT4's, on a fixed seed. Over 100 fresh seeds the ratio was 0.0059 to
+// 0.0135 (median 0.0087).
+TEST_F(QuikGemmTest, KeepingOutliersAsideBeatsPlainInt4) {
+  UseFixedSeed(7919);
+  double ratio = 1.0;
+  CheckOnPlantedOutliers(&ratio);
+  std::printf("[ ratio    ] %.4f\n", ratio);
+  EXPECT_LT(ratio, 0.25);
 }
 
 TEST_F(QuikGemmTest, RejectsBadOutlierLists) {

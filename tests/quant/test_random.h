@@ -1,9 +1,12 @@
 // Fresh random inputs for the quantization tests. Each test gets a new seed (printed with any
-// failure through SCOPED_TRACE); FLATFLEET_TEST_SEED=<n> replays one.
+// failure through SCOPED_TRACE); FLATFLEET_TEST_SEED=<n> replays one. A test whose assertion is a
+// statistical margin ("X beats Y by a factor c"), which some inputs may miss, calls UseFixedSeed
+// and states the margin measured over many seeds instead.
 #pragma once
 
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -21,10 +24,18 @@ inline uint64_t FreshSeed() {
 
 class RandomTest : public ::testing::Test {
  protected:
-  RandomTest()
-      : seed_(FreshSeed()),
-        rng_(seed_),
-        trace_(__FILE__, __LINE__, "seed " + std::to_string(seed_)) {}
+  RandomTest() : seed_(FreshSeed()), rng_(seed_) {
+    trace_.emplace(__FILE__, __LINE__, "seed " + std::to_string(seed_));
+  }
+
+  // Draws from `seed` from here on (FLATFLEET_TEST_SEED still wins, to measure other seeds).
+  void UseFixedSeed(uint64_t seed) {
+    if (std::getenv("FLATFLEET_TEST_SEED") != nullptr) return;
+    seed_ = seed;
+    rng_.seed(seed_);
+    trace_.reset();
+    trace_.emplace(__FILE__, __LINE__, "fixed seed " + std::to_string(seed_));
+  }
 
   // Normal(0, stddev) values, never exactly zero as a whole (a zero draw is redrawn).
   std::vector<float> Gaussian(int64_t count, float stddev = 1.0f) {
@@ -48,7 +59,7 @@ class RandomTest : public ::testing::Test {
   std::mt19937_64 rng_;
 
  private:
-  ::testing::ScopedTrace trace_;
+  std::optional<::testing::ScopedTrace> trace_;
 };
 
 }  // namespace flatfleet::quant::test_util

@@ -15,6 +15,7 @@
 #include "quant/checkpoint/quantized_checkpoint.h"
 #include "quant/eval/model_under_test.h"
 #include "quant/recipes.h"
+#include "tests/quant/test_random.h"
 #include "worker/serving/model_loader.h"
 
 namespace flatfleet::engine {
@@ -27,8 +28,8 @@ TEST(QuantizedModelLoaderTest, LoadsAQuantizedCheckpointDirectory) {
   const fs::path source = fs::path(env ? env : FLATFLEET_SHARED_DIR) / "fixtures" / "llama-tiny";
   auto model = quant::CheckpointModel(source, /*bf16_rope=*/false);
   ASSERT_TRUE(model.ok()) << model.status();
-  const uint32_t seed = std::random_device{}();
-  SCOPED_TRACE(absl::StrFormat("seed %u", seed));
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrFormat("seed %d (FLATFLEET_TEST_SEED replays it)", seed));
   const quant::TokenBatch tokens = quant::RandomTokens(2, 9, model->config.vocab_size, seed);
   auto quantized = quant::QuantizeInMemory(*model, *quant::RecipeByName("w4a8-intscale"),
                                            quant::RandomCalibration(model->config.vocab_size));
@@ -37,7 +38,7 @@ TEST(QuantizedModelLoaderTest, LoadsAQuantizedCheckpointDirectory) {
   ASSERT_TRUE(expected.ok()) << expected.status();
 
   const fs::path dir =
-      fs::path(::testing::TempDir()) / absl::StrFormat("loader-q-%d-%u", getpid(), seed);
+      fs::path(::testing::TempDir()) / absl::StrFormat("loader-q-%d-%d", getpid(), seed);
   fs::remove_all(dir);
   quant::CheckpointWriteOptions options;
   options.source_dir = source;
