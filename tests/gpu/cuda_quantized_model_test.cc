@@ -91,6 +91,9 @@ TEST_P(CudaQuantizedModelTest, MatchesTheCpuIntegerReference) {
 INSTANTIATE_TEST_SUITE_P(Recipes, CudaQuantizedModelTest,
                          ::testing::Values(QuantizedCase{"fixtures/llama-tiny", "w8a8"},
                                            QuantizedCase{"fixtures/llama-tiny", "w4a8-per-channel"},
+                      // Groups of 128, the 688-wide down_proj per channel (the width fallback).
+                      QuantizedCase{"fixtures/llama-tiny", "w4a8"},
+                      QuantizedCase{"fixtures/llama-tiny", "w4a8-gptq"},
                                            QuantizedCase{"models/stories260K", "w8a8"},
                                            QuantizedCase{"models/stories260K", "w4a8-per-channel"}),
                          [](const ::testing::TestParamInfo<QuantizedCase>& info) {

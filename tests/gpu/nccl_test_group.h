@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "gtest/gtest.h"
+#include "tests/gpu/gpu_test_util.h"
 #include "worker/collectives/nccl_communicator.h"
 
 namespace flatfleet::collectives::testing {
@@ -26,10 +27,13 @@ inline int GpuCount() {
   return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
 }
 
-#define FF_SKIP_WITH_FEWER_GPUS(n)                                                      \
-  do {                                                                                  \
-    const int ff_gpus_ = ::flatfleet::collectives::testing::GpuCount();                 \
-    if (ff_gpus_ < (n)) GTEST_SKIP() << "needs " << (n) << " GPUs, found " << ff_gpus_; \
+// A broken driver fails the test (as FF_SKIP_WITHOUT_GPU does) instead of reading as "0 GPUs".
+#define FF_SKIP_WITH_FEWER_GPUS(n)                                                                 \
+  do {                                                                                             \
+    const ::flatfleet::cuda::testing::GpuProbe ff_probe_ = ::flatfleet::cuda::testing::ProbeGpu(); \
+    if (ff_probe_.broken) FAIL() << "GPU unusable: " << ff_probe_.message;                         \
+    const int ff_gpus_ = ::flatfleet::collectives::testing::GpuCount();                            \
+    if (ff_gpus_ < (n)) GTEST_SKIP() << "needs " << (n) << " GPUs, found " << ff_gpus_;            \
   } while (false)
 
 // Creates `size` NcclCommunicators on devices 0..size-1, each from its own thread, runs
