@@ -72,6 +72,7 @@ struct Node {
   std::vector<std::unique_ptr<Expr>> conditions;
   std::vector<NodeList> bodies;
   std::vector<MacroParameter> parameters;
+  bool body_uses_loop = true;  // kFor: whether `loop` appears in the body (else not built)
 };
 
 }  // namespace flatfleet::chat_template

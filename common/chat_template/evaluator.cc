@@ -212,6 +212,11 @@ absl::StatusOr<Evaluator::Flow> Evaluator::ExecuteFor(const Node& node, std::str
   for (int64_t i = 0; i < length; ++i) {
     FF_RETURN_IF_ERROR(Positioned(budget_.ChargeIteration(), node.offset));
     FF_RETURN_IF_ERROR(bind(items[i]));
+    if (!node.body_uses_loop) {
+      FF_ASSIGN_OR_RETURN(Flow flow, Execute(node.bodies[0], out));
+      if (flow == Flow::kBreak) break;
+      continue;
+    }
     ValueDict loop;
     loop.Set("index", Value::Int(i + 1));
     loop.Set("index0", Value::Int(i));
@@ -362,6 +367,7 @@ absl::StatusOr<Value> Evaluator::EvaluateUnpositioned(const Expr& expr) {
         items.push_back(std::move(item));
       }
       FF_RETURN_IF_ERROR(budget_.ChargeItems(items.size()));
+      if (expr.kind == Expr::Kind::kTuple) return Value::Tuple(std::move(items));
       return Value::List(std::move(items));
     }
     case Expr::Kind::kDict: {

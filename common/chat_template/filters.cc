@@ -261,7 +261,7 @@ absl::StatusOr<Value> RunFilter(Evaluator& ev, std::string_view name, const Valu
     }
     ValueList out;
     for (const auto& [key, value] : input.dict().entries()) {
-      out.push_back(Value::List({Value::String(key), value}));
+      out.push_back(Value::Tuple({Value::String(key), value}));
     }
     FF_RETURN_IF_ERROR(ev.budget().ChargeItems(out.size()));
     return Value::List(std::move(out));

@@ -90,8 +90,8 @@ absl::StatusOr<Value> Split(Evaluator& ev, const Value& self, CallArgs& args, bo
     if (max_split >= 0 && static_cast<int64_t>(words.size()) > max_split + 1) {
       if (from_right) {
         size_t keep_from = words.size() - max_split;
-        std::string head(PythonStrip(text.substr(0, words[keep_from - 1].second), true, true));
-        parts.push_back(head);
+        // Python keeps the whitespace inside the unsplit remainder.
+        parts.push_back(text.substr(0, words[keep_from - 1].second));
         for (size_t i = keep_from; i < words.size(); ++i) {
           parts.push_back(text.substr(words[i].first, words[i].second - words[i].first));
         }
@@ -99,7 +99,7 @@ absl::StatusOr<Value> Split(Evaluator& ev, const Value& self, CallArgs& args, bo
         for (int64_t i = 0; i < max_split; ++i) {
           parts.push_back(text.substr(words[i].first, words[i].second - words[i].first));
         }
-        parts.push_back(std::string(PythonStrip(text.substr(words[max_split].first), false, true)));
+        parts.push_back(text.substr(words[max_split].first));
       }
     } else {
       for (auto [b, e] : words) parts.push_back(text.substr(b, e - b));
@@ -271,7 +271,7 @@ absl::StatusOr<Value> DictMethod(Evaluator& ev, const Value& self, std::string_v
     } else if (name == "values") {
       out.push_back(value);
     } else {
-      out.push_back(Value::List({Value::String(key), value}));
+      out.push_back(Value::Tuple({Value::String(key), value}));
     }
   }
   return Value::List(std::move(out));

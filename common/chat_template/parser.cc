@@ -256,9 +256,16 @@ class Parser {
     if (IsName("recursive")) return ErrorAt(Current().offset, "recursive loops are not supported");
     FF_RETURN_IF_ERROR(ExpectBlockEnd());
     ++loop_depth_;
+    const size_t body_start = index_;
     std::string end;
     absl::StatusOr<NodeList> body = ParseBody({"else", "endfor"}, &end);
     --loop_depth_;
+    node->body_uses_loop = false;
+    for (size_t i = body_start; i < index_; ++i) {
+      if (tokens_[i].kind == Token::Kind::kName && tokens_[i].text == "loop") {
+        node->body_uses_loop = true;
+      }
+    }
     if (!body.ok()) return body.status();
     node->bodies.push_back(*std::move(body));
     if (end == "else") {

@@ -63,6 +63,12 @@ Value Value::List(ValueList items) {
   return v;
 }
 
+Value Value::Tuple(ValueList items) {
+  Value v = List(std::move(items));
+  v.tuple_ = true;
+  return v;
+}
+
 Value Value::Dict(ValueDict dict) {
   Value v;
   v.kind_ = Kind::kDict;

@@ -68,6 +68,8 @@ class Value {
   static Value Float(double value);
   static Value String(std::string value);
   static Value List(ValueList items);
+  // A list that prints as a Python tuple: (1, 2), ('key', 'value').
+  static Value Tuple(ValueList items);
   static Value Dict(ValueDict dict);
   static Value Namespace(ValueDict initial);
   static Value Function(std::string name,
@@ -84,6 +86,7 @@ class Value {
   bool is_number() const { return is_integral() || is_float(); }
   bool is_string() const { return kind_ == Kind::kString; }
   bool is_list() const { return kind_ == Kind::kList; }
+  bool is_tuple() const { return kind_ == Kind::kList && tuple_; }
   bool is_dict() const { return kind_ == Kind::kDict; }
   bool is_namespace() const { return kind_ == Kind::kNamespace; }
   bool is_callable() const { return kind_ == Kind::kCallable; }
@@ -106,6 +109,7 @@ class Value {
 
  private:
   Kind kind_ = Kind::kUndefined;
+  bool tuple_ = false;
   int64_t int_ = 0;
   double float_ = 0;
   std::shared_ptr<const std::string> string_;

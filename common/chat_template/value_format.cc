@@ -58,14 +58,15 @@ void AppendRepr(const Value& value, int depth, std::string& out) {
       out += PythonStringRepr(value.string_value());
       return;
     case Value::Kind::kList: {
-      out += '[';
+      out += value.is_tuple() ? '(' : '[';
       bool first = true;
       for (const Value& item : value.list()) {
         if (!first) out += ", ";
         first = false;
         AppendRepr(item, depth + 1, out);
       }
-      out += ']';
+      if (value.is_tuple() && value.list().size() == 1) out += ',';
+      out += value.is_tuple() ? ')' : ']';
       return;
     }
     case Value::Kind::kNamespace:
