@@ -112,16 +112,14 @@ absl::StatusOr<std::optional<ChatTemplateSource>> LoadModelChatTemplate(const fs
   return std::optional<ChatTemplateSource>(std::move(source));
 }
 
-absl::StatusOr<ChatTemplateSource> LoadChatTemplateOverride(const fs::path& template_file,
-                                                            const fs::path& model_dir) {
-  ChatTemplateSource source;
-  if (!model_dir.empty()) {
-    FF_ASSIGN_OR_RETURN(std::optional<TokenizerConfig> config, ReadTokenizerConfig(model_dir));
-    if (config.has_value()) source = config->tokens;
-  }
-  FF_ASSIGN_OR_RETURN(source.source, ReadSmallFile(template_file));
-  source.origin = template_file.string();
-  return source;
+absl::StatusOr<ChatTemplateSource> LoadModelSpecialTokens(const fs::path& model_dir) {
+  FF_ASSIGN_OR_RETURN(std::optional<TokenizerConfig> config, ReadTokenizerConfig(model_dir));
+  if (!config.has_value()) return ChatTemplateSource{};
+  return config->tokens;
+}
+
+absl::StatusOr<std::string> ReadChatTemplateFile(const fs::path& path) {
+  return ReadSmallFile(path);
 }
 
 }  // namespace flatfleet::chat_template

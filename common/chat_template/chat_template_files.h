@@ -20,9 +20,11 @@ inline constexpr size_t kMaxChatTemplateFileBytes = size_t{1} << 20;
 absl::StatusOr<std::optional<ChatTemplateSource>> LoadModelChatTemplate(
     const std::filesystem::path& model_dir);
 
-// The special tokens of DIR/tokenizer_config.json (none when the file is absent), with
-// `template_file`'s contents as the template: the --chat-template override.
-absl::StatusOr<ChatTemplateSource> LoadChatTemplateOverride(
-    const std::filesystem::path& template_file, const std::filesystem::path& model_dir);
+// The special-token strings of DIR/tokenizer_config.json (none when the file is absent), with
+// an empty template: what a template given in place of the model's own (--chat-template) sees.
+absl::StatusOr<ChatTemplateSource> LoadModelSpecialTokens(const std::filesystem::path& model_dir);
+
+// A template file's contents (at most kMaxChatTemplateFileBytes); errors name the file.
+absl::StatusOr<std::string> ReadChatTemplateFile(const std::filesystem::path& path);
 
 }  // namespace flatfleet::chat_template

@@ -96,12 +96,19 @@ TEST_F(ChatTemplateFilesTest, JinjaFileTakesPrecedence) {
 TEST_F(ChatTemplateFilesTest, OverrideKeepsTheModelsSpecialTokens) {
   Write("tokenizer_config.json", R"({"bos_token": "<B>"})");
   Write("override.jinja", "{{ bos_token }}{{ messages | length }}");
-  absl::StatusOr<ChatTemplateSource> source =
-      LoadChatTemplateOverride(dir_ / "override.jinja", dir_);
+  absl::StatusOr<ChatTemplateSource> source = LoadModelSpecialTokens(dir_);
   ASSERT_TRUE(source.ok()) << source.status();
+  absl::StatusOr<std::string> text = ReadChatTemplateFile(dir_ / "override.jinja");
+  ASSERT_TRUE(text.ok()) << text.status();
+  source->source = *text;
   EXPECT_EQ(RenderUser(*source), "<B>1");
-  EXPECT_THAT(LoadChatTemplateOverride(dir_ / "absent.jinja", dir_).status().message(),
+  EXPECT_THAT(ReadChatTemplateFile(dir_ / "absent.jinja").status().message(),
               HasSubstr("absent.jinja"));
+  // A model without tokenizer_config.json gives no special tokens, which is not an error.
+  fs::remove(dir_ / "tokenizer_config.json");
+  source = LoadModelSpecialTokens(dir_);
+  ASSERT_TRUE(source.ok()) << source.status();
+  EXPECT_FALSE(source->bos_token.has_value());
 }
 
 TEST_F(ChatTemplateFilesTest, MalformedConfigsNameFileAndField) {
