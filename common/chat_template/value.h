@@ -18,31 +18,10 @@
 namespace flatfleet::chat_template {
 
 class Value;
+class ValueDict;
+struct CallArgs;
+struct Callable;
 using ValueList = std::vector<Value>;
-
-// An insertion-ordered str -> Value map (Python dicts keep insertion order, and tojson must too).
-class ValueDict {
- public:
-  void Set(std::string key, Value value);
-  const Value* Find(std::string_view key) const;
-  const std::vector<std::pair<std::string, Value>>& entries() const { return entries_; }
-  size_t size() const { return entries_.size(); }
-
- private:
-  std::vector<std::pair<std::string, Value>> entries_;
-  absl::flat_hash_map<std::string, size_t> index_;
-};
-
-// Arguments of a call: f(a, b, key=c).
-struct CallArgs {
-  std::vector<Value> positional;
-  std::vector<std::pair<std::string, Value>> keyword;
-};
-
-struct Callable {
-  std::string name;
-  std::function<absl::StatusOr<Value>(CallArgs& args)> call;
-};
 
 class Value {
  public:
@@ -117,6 +96,30 @@ class Value {
   std::shared_ptr<const ValueDict> dict_;
   std::shared_ptr<ValueDict> namespace_;
   std::shared_ptr<const Callable> callable_;
+};
+
+// An insertion-ordered str -> Value map (Python dicts keep insertion order, and tojson must too).
+class ValueDict {
+ public:
+  void Set(std::string key, Value value);
+  const Value* Find(std::string_view key) const;
+  const std::vector<std::pair<std::string, Value>>& entries() const { return entries_; }
+  size_t size() const { return entries_.size(); }
+
+ private:
+  std::vector<std::pair<std::string, Value>> entries_;
+  absl::flat_hash_map<std::string, size_t> index_;
+};
+
+// Arguments of a call: f(a, b, key=c).
+struct CallArgs {
+  std::vector<Value> positional;
+  std::vector<std::pair<std::string, Value>> keyword;
+};
+
+struct Callable {
+  std::string name;
+  std::function<absl::StatusOr<Value>(CallArgs& args)> call;
 };
 
 // Python ==: numbers compare across int/float/bool, lists and dicts deeply; undefined equals
