@@ -209,11 +209,15 @@ absl::StatusOr<Evaluator::Flow> Evaluator::ExecuteFor(const Node& node, std::str
   }
 
   const int64_t length = static_cast<int64_t>(items.size());
+  // Jinja runs the else block unless some iteration reached the end of the body (an empty
+  // loop, but also one whose every iteration ended in break or continue).
+  bool body_completed = false;
   for (int64_t i = 0; i < length; ++i) {
     FF_RETURN_IF_ERROR(Positioned(budget_.ChargeIteration(), node.offset));
     FF_RETURN_IF_ERROR(bind(items[i]));
     if (!node.body_uses_loop) {
       FF_ASSIGN_OR_RETURN(Flow flow, Execute(node.bodies[0], out));
+      body_completed = body_completed || flow == Flow::kNormal;
       if (flow == Flow::kBreak) break;
       continue;
     }
@@ -237,9 +241,10 @@ absl::StatusOr<Evaluator::Flow> Evaluator::ExecuteFor(const Node& node, std::str
              }));
     Assign("loop", Value::Dict(std::move(loop)));
     FF_ASSIGN_OR_RETURN(Flow flow, Execute(node.bodies[0], out));
+    body_completed = body_completed || flow == Flow::kNormal;
     if (flow == Flow::kBreak) break;
   }
-  if (length == 0 && node.bodies.size() > 1) {
+  if (!body_completed && node.bodies.size() > 1) {
     FF_ASSIGN_OR_RETURN(Flow flow, Execute(node.bodies[1], out));
     (void)flow;
   }

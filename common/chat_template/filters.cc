@@ -45,6 +45,46 @@ absl::StatusOr<Value> GetPath(Evaluator& ev, const Value& item, const Value& pat
   return current;
 }
 
+// Jinja's title filter (not str.title()): words start after runs of whitespace or -({[<;
+// each word's first character is upper-cased and the rest lower-cased.
+std::string JinjaTitle(const std::string& text) {
+  std::string out;
+  size_t pos = 0;
+  bool word_start = true;
+  while (pos < text.size()) {
+    size_t length;
+    const bool separator = IsPythonWhitespaceAt(text, pos, &length) ||
+                           std::string_view("-({[<").find(text[pos]) != std::string_view::npos;
+    if (separator) {
+      out.append(text, pos, length);
+      word_start = true;
+    } else {
+      std::string_view point(text.data() + pos, length);
+      out += word_start ? PythonUpper(point) : PythonLower(point);
+      word_start = false;
+    }
+    pos += length;
+  }
+  return out;
+}
+
+// Jinja's wordcount: matches of \w+ (letters, digits, underscore; any non-ASCII code point
+// that is not whitespace counts as a letter here).
+int64_t JinjaWordCount(const std::string& text) {
+  int64_t words = 0;
+  bool in_word = false;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t length;
+    const bool space = IsPythonWhitespaceAt(text, pos, &length);
+    const unsigned char c = text[pos];
+    const bool word_char = !space && (c >= 0x80 || absl::ascii_isalnum(c) || c == '_');
+    if (word_char && !in_word) ++words;
+    in_word = word_char;
+    pos += length;
+  }
+  return words;
+}
+
 absl::StatusOr<Value> Tojson(Evaluator& ev, const Value& input, CallArgs& args) {
   JsonDumpOptions options;
   // transformers' signature: tojson(x, ensure_ascii=False, indent=None, separators=None,
@@ -105,7 +145,7 @@ absl::StatusOr<Value> SelectItems(Evaluator& ev, const Value& input, CallArgs& a
     }
     if (passed == keep) out.push_back(item);
   }
-  return Value::List(std::move(out));
+  return Value::Generator(std::move(out));
 }
 
 absl::StatusOr<Value> Map(Evaluator& ev, const Value& input, CallArgs& args) {
@@ -119,7 +159,7 @@ absl::StatusOr<Value> Map(Evaluator& ev, const Value& input, CallArgs& args) {
       FF_ASSIGN_OR_RETURN(Value v, GetPath(ev, item, attribute));
       out.push_back(v.is_undefined() && !fallback.is_undefined() ? fallback : v);
     }
-    return Value::List(std::move(out));
+    return Value::Generator(std::move(out));
   }
   if (args.positional.empty() || !args.positional[0].is_string()) {
     return absl::InvalidArgumentError("map needs a filter name or attribute=");
@@ -134,7 +174,7 @@ absl::StatusOr<Value> Map(Evaluator& ev, const Value& input, CallArgs& args) {
     FF_ASSIGN_OR_RETURN(Value v, ev.ApplyFilter(filter, item, call));
     out.push_back(std::move(v));
   }
-  return Value::List(std::move(out));
+  return Value::Generator(std::move(out));
 }
 
 absl::StatusOr<Value> Join(Evaluator& ev, const Value& input, CallArgs& args) {
@@ -236,10 +276,10 @@ absl::StatusOr<Value> RunFilter(Evaluator& ev, std::string_view name, const Valu
   }
   if (name == "upper") return Value::String(PythonUpper(ToPythonStr(input)));
   if (name == "lower") return Value::String(PythonLower(ToPythonStr(input)));
-  if (name == "title") return Value::String(PythonTitle(ToPythonStr(input)));
+  if (name == "title") return Value::String(JinjaTitle(ToPythonStr(input)));
   if (name == "capitalize") return Value::String(PythonCapitalize(ToPythonStr(input)));
   if (name == "string") return MakeString(ev, ToPythonStr(input));
-  if (name == "safe") return input;
+  if (name == "safe") return MakeString(ev, ToPythonStr(input));  // Markup is a str
   if (name == "default" || name == "d") {
     Value fallback = Arg(args, 0, "default_value");
     const bool boolean = Arg(args, 1, "boolean").Truthy();
@@ -254,7 +294,7 @@ absl::StatusOr<Value> RunFilter(Evaluator& ev, std::string_view name, const Valu
     return Value::List(std::move(items));
   }
   if (name == "items") {
-    if (input.is_undefined()) return Value::List({});
+    if (input.is_undefined()) return Value::Generator({});
     if (!input.is_dict()) {
       return absl::InvalidArgumentError(
           absl::StrCat("can only get item pairs from a mapping, not '", input.TypeName(), "'"));
@@ -264,13 +304,16 @@ absl::StatusOr<Value> RunFilter(Evaluator& ev, std::string_view name, const Valu
       out.push_back(Value::Tuple({Value::String(key), value}));
     }
     FF_RETURN_IF_ERROR(ev.budget().ChargeItems(out.size()));
-    return Value::List(std::move(out));
+    return Value::Generator(std::move(out));
   }
   if (name == "select") return SelectItems(ev, input, args, false, true);
   if (name == "reject") return SelectItems(ev, input, args, false, false);
   if (name == "selectattr") return SelectItems(ev, input, args, true, true);
   if (name == "rejectattr") return SelectItems(ev, input, args, true, false);
   if (name == "map") return Map(ev, input, args);
+  if (name == "last" && input.is_generator()) {
+    return absl::InvalidArgumentError("'generator' object is not reversible");
+  }
   if (name == "first" || name == "last") {
     FF_ASSIGN_OR_RETURN(ValueList items, IterateValue(input, ev.budget()));
     if (items.empty())
@@ -286,7 +329,7 @@ absl::StatusOr<Value> RunFilter(Evaluator& ev, std::string_view name, const Valu
     }
     FF_ASSIGN_OR_RETURN(ValueList items, IterateValue(input, ev.budget()));
     std::reverse(items.begin(), items.end());
-    return Value::List(std::move(items));
+    return Value::Generator(std::move(items));  // Python's reversed() iterator
   }
   if (name == "unique") {
     FF_ASSIGN_OR_RETURN(ValueList items, IterateValue(input, ev.budget()));
@@ -297,7 +340,7 @@ absl::StatusOr<Value> RunFilter(Evaluator& ev, std::string_view name, const Valu
       for (const Value& kept : out) seen = seen || ValuesEqual(kept, item);
       if (!seen) out.push_back(item);
     }
-    return Value::List(std::move(out));
+    return Value::Generator(std::move(out));
   }
   if (name == "sort") return Sort(ev, input, args);
   if (name == "min") return MinMax(ev, input, false);
@@ -317,6 +360,7 @@ absl::StatusOr<Value> RunFilter(Evaluator& ev, std::string_view name, const Valu
     FF_ASSIGN_OR_RETURN(Value method, ev.GetAttribute(text, "replace"));
     return method.callable().call(call);
   }
+  if ((name == "int" || name == "float") && input.is_undefined()) return UndefinedError(input);
   if (name == "int") {
     Value fallback = Arg(args, 0, "default");
     if (fallback.is_undefined()) fallback = Value::Int(0);
@@ -384,13 +428,7 @@ absl::StatusOr<Value> RunFilter(Evaluator& ev, std::string_view name, const Valu
     return MakeString(ev, std::move(out));
   }
   if (name == "indent") return Indent(ev, input, args);
-  if (name == "wordcount") {
-    std::string text = ToPythonStr(input);
-    CallArgs none;
-    FF_ASSIGN_OR_RETURN(Value split, ev.GetAttribute(Value::String(text), "split"));
-    FF_ASSIGN_OR_RETURN(Value words, split.callable().call(none));
-    return Value::Int(static_cast<int64_t>(words.list().size()));
-  }
+  if (name == "wordcount") return Value::Int(JinjaWordCount(ToPythonStr(input)));
   return absl::InvalidArgumentError(absl::StrCat("no filter named '", std::string(name), "'"));
 }
 

@@ -156,6 +156,9 @@ class JsonWriter {
         AppendJsonString(value.string_value(), options_.ensure_ascii, out_);
         return absl::OkStatus();
       case Value::Kind::kList: {
+        if (value.is_generator()) {
+          return absl::InvalidArgumentError("Object of type generator is not JSON serializable");
+        }
         if (value.list().empty()) {
           out_ += "[]";
           return absl::OkStatus();

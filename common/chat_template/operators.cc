@@ -212,7 +212,7 @@ absl::StatusOr<bool> Contains(const Value& haystack, const Value& needle) {
     case Value::Kind::kNamespace:
       return needle.is_string() && haystack.dict().Find(needle.string_value()) != nullptr;
     case Value::Kind::kUndefined:
-      return UndefinedError(haystack);
+      return false;  // Jinja's Undefined iterates as empty
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("argument of type '", haystack.TypeName(), "' is not iterable"));
@@ -237,7 +237,7 @@ absl::StatusOr<bool> ApplyCompare(std::string_view op, const Value& left, const 
 }
 
 std::optional<Value> IndexSequence(const Value& sequence, const Value& index) {
-  if (!index.is_integral()) return std::nullopt;
+  if (!index.is_integral() || sequence.is_generator()) return std::nullopt;
   if (sequence.is_list()) {
     const int64_t size = static_cast<int64_t>(sequence.list().size());
     int64_t i = NormalizeIndex(index.int_value(), size);
@@ -276,7 +276,9 @@ absl::StatusOr<Value> SliceSequence(const Value& sequence, const Value& start_va
 
   std::vector<std::string_view> points;
   int64_t size;
-  if (sequence.is_list()) {
+  if (sequence.is_generator()) {
+    return absl::InvalidArgumentError("'generator' object is not subscriptable");
+  } else if (sequence.is_list()) {
     size = static_cast<int64_t>(sequence.list().size());
   } else if (sequence.is_string()) {
     points = CodePoints(sequence.string_value());
@@ -353,6 +355,9 @@ absl::StatusOr<int64_t> ValueLength(const Value& value) {
     case Value::Kind::kString:
       return static_cast<int64_t>(CodePointCount(value.string_value()));
     case Value::Kind::kList:
+      if (value.is_generator()) {
+        return absl::InvalidArgumentError("object of type 'generator' has no len()");
+      }
       return static_cast<int64_t>(value.list().size());
     case Value::Kind::kDict:
       return static_cast<int64_t>(value.dict().size());

@@ -217,7 +217,8 @@ class Parser {
   absl::StatusOr<std::unique_ptr<Node>> ParseIf(std::unique_ptr<Node> node) {
     node->kind = Node::Kind::kIf;
     while (true) {
-      FF_ASSIGN_OR_RETURN(ExprPtr condition, ParseTuple(/*with_condition=*/true));
+      // As in Jinja, an if/elif condition cannot itself be a conditional expression.
+      FF_ASSIGN_OR_RETURN(ExprPtr condition, ParseTuple(/*with_condition=*/false));
       FF_RETURN_IF_ERROR(ExpectBlockEnd());
       std::string end;
       FF_ASSIGN_OR_RETURN(NodeList body, ParseBody({"elif", "else", "endif"}, &end));

@@ -69,6 +69,12 @@ Value Value::Tuple(ValueList items) {
   return v;
 }
 
+Value Value::Generator(ValueList items) {
+  Value v = List(std::move(items));
+  v.generator_ = true;
+  return v;
+}
+
 Value Value::Dict(ValueDict dict) {
   Value v;
   v.kind_ = Kind::kDict;
@@ -104,7 +110,7 @@ bool Value::Truthy() const {
     case Kind::kString:
       return !string_->empty();
     case Kind::kList:
-      return !list_->empty();
+      return generator_ || !list_->empty();
     case Kind::kDict:
       return dict_->size() != 0;
     case Kind::kNamespace:
@@ -129,7 +135,7 @@ const char* Value::TypeName() const {
     case Kind::kString:
       return "str";
     case Kind::kList:
-      return "list";
+      return generator_ ? "generator" : tuple_ ? "tuple" : "list";
     case Kind::kDict:
       return "dict";
     case Kind::kNamespace:
@@ -158,6 +164,7 @@ bool EqualAtDepth(const Value& a, const Value& b, int depth) {
     case Value::Kind::kString:
       return a.string_value() == b.string_value();
     case Value::Kind::kList: {
+      if (a.is_generator() || b.is_generator()) return &a.list() == &b.list();
       if (a.list().size() != b.list().size()) return false;
       for (size_t i = 0; i < a.list().size(); ++i) {
         if (!EqualAtDepth(a.list()[i], b.list()[i], depth + 1)) return false;

@@ -49,6 +49,9 @@ class Value {
   static Value List(ValueList items);
   // A list that prints as a Python tuple: (1, 2), ('key', 'value').
   static Value Tuple(ValueList items);
+  // What Jinja's lazy filters (select, map, items, ...) return: a Python generator, which
+  // iterates like a list but is always true and has no len() or index (until `| list`).
+  static Value Generator(ValueList items);
   static Value Dict(ValueDict dict);
   static Value Namespace(ValueDict initial);
   static Value Function(std::string name,
@@ -66,6 +69,7 @@ class Value {
   bool is_string() const { return kind_ == Kind::kString; }
   bool is_list() const { return kind_ == Kind::kList; }
   bool is_tuple() const { return kind_ == Kind::kList && tuple_; }
+  bool is_generator() const { return kind_ == Kind::kList && generator_; }
   bool is_dict() const { return kind_ == Kind::kDict; }
   bool is_namespace() const { return kind_ == Kind::kNamespace; }
   bool is_callable() const { return kind_ == Kind::kCallable; }
@@ -89,6 +93,7 @@ class Value {
  private:
   Kind kind_ = Kind::kUndefined;
   bool tuple_ = false;
+  bool generator_ = false;
   int64_t int_ = 0;
   double float_ = 0;
   std::shared_ptr<const std::string> string_;

@@ -58,6 +58,10 @@ void AppendRepr(const Value& value, int depth, std::string& out) {
       out += PythonStringRepr(value.string_value());
       return;
     case Value::Kind::kList: {
+      if (value.is_generator()) {  // Python prints the object's address; there is none here
+        out += "<generator object>";
+        return;
+      }
       out += value.is_tuple() ? '(' : '[';
       bool first = true;
       for (const Value& item : value.list()) {

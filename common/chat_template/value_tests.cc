@@ -1,9 +1,12 @@
 #include "common/chat_template/value_tests.h"
 
+#include <cmath>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/chat_template/operators.h"
 #include "common/chat_template/python_text.h"
+#include "common/chat_template/value_format.h"
 
 namespace flatfleet::chat_template {
 
@@ -33,14 +36,20 @@ absl::StatusOr<bool> RunTest(Evaluator& evaluator, std::string_view name, const 
   }
   if (name == "sequence") return value.is_string() || value.is_list() || value.is_dict();
   if (name == "callable") return value.is_callable();
-  if (name == "lower")
-    return value.is_string() && PythonLower(value.string_value()) == value.string_value();
-  if (name == "upper")
-    return value.is_string() && PythonUpper(value.string_value()) == value.string_value();
+  if (name == "lower" || name == "upper") {
+    // Jinja: str(value).islower() / isupper(): some cased character, none of the other case.
+    const std::string text = ToPythonStr(value);
+    const std::string lower = PythonLower(text);
+    const std::string upper = PythonUpper(text);
+    return name == "lower" ? (lower == text && upper != text) : (upper == text && lower != text);
+  }
   if (name == "odd" || name == "even") {
+    if (value.is_float()) {  // Python: 2.0 % 2 == 0
+      return (std::fmod(value.float_value(), 2.0) != 0) == (name == "odd");
+    }
     if (!value.is_integral()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "test '", std::string(name), "' needs an integer, not '", value.TypeName(), "'"));
+          "test '", std::string(name), "' needs a number, not '", value.TypeName(), "'"));
     }
     return (value.int_value() % 2 != 0) == (name == "odd");
   }
