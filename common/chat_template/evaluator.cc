@@ -19,6 +19,32 @@ namespace {
 
 constexpr char kPositionedPayload[] = "flatfleet.chat_template/positioned";
 
+// Whether `value` holds (at any depth) the namespace `target` or a function. Namespaces are the
+// only mutable values and values are reference-counted, so a namespace that held itself
+// (directly or through another one or a bound method) would never be freed: such assignments
+// are refused. A value reachable from a namespace was built without cycles, so this ends.
+bool WouldFormCycle(const Value& value, const ValueDict* target) {
+  switch (value.kind()) {
+    case Value::Kind::kCallable:
+      return true;
+    case Value::Kind::kList:
+      for (const Value& item : value.list()) {
+        if (WouldFormCycle(item, target)) return true;
+      }
+      return false;
+    case Value::Kind::kNamespace:
+      if (&value.dict() == target) return true;
+      [[fallthrough]];
+    case Value::Kind::kDict:
+      for (const auto& [unused, item] : value.dict().entries()) {
+        if (WouldFormCycle(item, target)) return true;
+      }
+      return false;
+    default:
+      return false;
+  }
+}
+
 // Keyword argument `name`, or positional argument `index`, or undefined.
 Value Argument(const CallArgs& args, size_t index, std::string_view name) {
   for (const auto& [key, value] : args.keyword) {
@@ -150,6 +176,10 @@ absl::Status Evaluator::ExecuteSet(const Node& node, Value value) {
     if (!target.is_namespace()) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot assign attribute on non-namespace object '", node.targets[0], "'"));
+    }
+    if (WouldFormCycle(value, &target.dict())) {
+      return absl::UnimplementedError(
+          "a namespace attribute cannot hold that namespace itself or a function");
     }
     target.mutable_namespace().Set(node.attribute, std::move(value));
     return absl::OkStatus();
