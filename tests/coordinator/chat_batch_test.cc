@@ -2,8 +2,9 @@
 // (../shared/models/stories260K, which has no chat template of its own): with
 // `serve coordinator --chat-template FILE` chat lines are rendered with it (the same greedy
 // output and prompt length as a completion of the rendered text), a line whose conversation
-// makes the template raise fails with the template's message; without the flag chat lines fail
-// with a clear error while completions still run.
+// makes the template raise fails with the template's message; every real template of the
+// chat-template fixtures runs the same way; without the flag chat lines fail with a clear error
+// while completions still run.
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -20,6 +21,7 @@
 #include "coordinator/server/batch_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/coordinator/child_process.h"
 
 namespace flatfleet::coordinator {
@@ -165,6 +167,70 @@ TEST(ChatBatchTest, ChatTemplateFlagRendersChatLinesOnStories260K) {
   EXPECT_EQ(raised.error().message(),
             "the chat template failed: Conversation roles must alternate "
             "user/assistant/user/assistant/...");
+}
+
+// Every real template of ../shared/fixtures/chat-templates, given with --chat-template, runs
+// chat lines end to end on stories260K: the conversations Jinja2 renders get a response, and
+// those whose rendering raises fail with exactly the message Jinja2 gave (expected.json).
+TEST(ChatBatchTest, FixtureTemplatesRunEndToEnd) {
+  const std::string shared = std::getenv("FLATFLEET_SHARED_DIR") != nullptr
+                                 ? std::getenv("FLATFLEET_SHARED_DIR")
+                                 : FLATFLEET_SHARED_DIR;
+  const std::string fixtures = shared + "/fixtures/chat-templates";
+  if (!std::filesystem::exists(ModelDir() + "/model.safetensors") ||
+      !std::filesystem::exists(fixtures + "/expected.json")) {
+    GTEST_SKIP() << "no stories260K or chat-template fixtures under " << shared;
+  }
+  auto read_json = [](const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream text;
+    text << in.rdbuf();
+    return nlohmann::json::parse(text.str());
+  };
+  const nlohmann::json templates = read_json(fixtures + "/templates.json");
+  const nlohmann::json conversations = read_json(fixtures + "/conversations.json");
+  const nlohmann::json expected = read_json(fixtures + "/expected.json");
+  const std::vector<std::string> conversation_ids = {"system_user", "multi_turn",
+                                                     "consecutive_users"};
+  ASSERT_EQ(templates.size(), 10u);
+  int responses = 0;
+  int raised = 0;
+  for (const nlohmann::json& chat_template : templates) {
+    const std::string name = chat_template["name"];
+    SCOPED_TRACE(name);
+    ChatDeployment deployment(
+        "chat_fixture",
+        {"--chat-template", fixtures + "/" + chat_template["file"].get<std::string>()});
+    ASSERT_NE(deployment.client(), nullptr) << "see " << deployment.log();
+    std::vector<std::string> lines;
+    for (const std::string& id : conversation_ids) {
+      for (const nlohmann::json& conversation : conversations) {
+        if (conversation["id"] == id)
+          lines.push_back(ChatLine(id, conversation["messages"].dump()));
+      }
+    }
+    const std::map<std::string, v1::BatchResult> results = deployment.Run(lines);
+    ASSERT_EQ(results.size(), conversation_ids.size()) << "see " << deployment.log();
+    for (const nlohmann::json& test_case : expected) {
+      if (test_case["template"] != name || !test_case["add_generation_prompt"].get<bool>())
+        continue;
+      auto result = results.find(test_case["conversation"].get<std::string>());
+      if (result == results.end()) continue;
+      SCOPED_TRACE(result->first);
+      if (test_case.contains("error")) {
+        ASSERT_TRUE(result->second.has_error()) << result->second.ShortDebugString();
+        EXPECT_EQ(result->second.error().message(),
+                  "the chat template failed: " + test_case["error"].get<std::string>());
+        ++raised;
+      } else {
+        ASSERT_TRUE(result->second.has_response()) << result->second.ShortDebugString();
+        EXPECT_GT(result->second.response().usage().prompt_tokens(), 8u);
+        ++responses;
+      }
+    }
+  }
+  EXPECT_EQ(responses, 24);
+  EXPECT_EQ(raised, 6);
 }
 
 TEST(ChatBatchTest, ModelWithoutTemplateRefusesChatLinesOnly) {
