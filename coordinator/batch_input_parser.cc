@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/strict_json.h"
+#include "coordinator/openai_default_fields.h"
 #include "nlohmann/json.hpp"
 
 namespace flatfleet::coordinator {
@@ -189,11 +190,17 @@ bool IsKnownBodyField(std::string_view key, Endpoint endpoint) {
 
 MaybeFailure ReadBody(const Json& body, Endpoint endpoint, const BatchInputLimits& limits,
                       BatchRequestLine* request) {
-  for (const auto& [key, unused] : body.items()) {
+  for (const auto& [key, value] : body.items()) {
+    if (IsDefaultOnlyField(key, endpoint)) {
+      if (std::optional<std::string> problem = CheckDefaultOnlyField(key, value, endpoint)) {
+        return Fail(absl::StrCat("body.", key), *std::move(problem));
+      }
+      continue;
+    }
     if (!IsKnownBodyField(key, endpoint)) {
-      const bool other_endpoint =
-          IsKnownBodyField(key, endpoint == Endpoint::kCompletions ? Endpoint::kChatCompletions
-                                                                   : Endpoint::kCompletions);
+      const Endpoint other =
+          endpoint == Endpoint::kCompletions ? Endpoint::kChatCompletions : Endpoint::kCompletions;
+      const bool other_endpoint = IsKnownBodyField(key, other) || IsDefaultOnlyField(key, other);
       return Fail(absl::StrCat("body.", key),
                   other_endpoint
                       ? absl::StrCat("not accepted by ", std::string(EndpointUrl(endpoint)))

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/chat_template/chat_template.h"
+#include "common/chat_template/chat_template_files.h"
 #include "coordinator/server/batch_client.h"
 #include "coordinator/server/coordinator_server.h"
 #include "coordinator/server/worker_discovery.h"
@@ -36,6 +38,7 @@ struct ServeCoordinatorOptions {
   double worker_dns_interval_seconds = 30;
   int min_workers = 1;
   std::string model;
+  std::string chat_template;
   std::vector<std::string> input_dirs;
   double worker_memory_gib = 0;
   int in_flight_window = 32;
@@ -183,6 +186,18 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
 
   absl::StatusOr<coordinator::ModelSpec> model = coordinator::ParseModelSpec(options.model);
   if (!model.ok()) return Fail(model.status());
+  if (!options.chat_template.empty()) {
+    // Checked here so a template that does not parse stops the start, not every chat request.
+    absl::StatusOr<std::string> text = chat_template::ReadChatTemplateFile(options.chat_template);
+    if (!text.ok()) return Fail(text.status());
+    chat_template::ChatTemplateSource source;
+    source.source = *text;
+    source.origin = options.chat_template;
+    absl::StatusOr<chat_template::ChatTemplate> parsed =
+        chat_template::ChatTemplate::Create(std::move(source));
+    if (!parsed.ok()) return Fail(parsed.status());
+    model->chat_template = *std::move(text);
+  }
   if (options.workers.empty() && options.worker_dns.empty()) {
     return Fail(absl::InvalidArgumentError("name workers with --worker or --worker-dns"));
   }
@@ -284,6 +299,10 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--model", options->model, "NAME=DIR or NAME=builtin:demo")->required();
+  cmd->add_option("--chat-template", options->chat_template,
+                  "Jinja chat template FILE for /v1/chat/completions requests, in place of the "
+                  "model's own (chat_template.jinja or tokenizer_config.json); without either, "
+                  "chat requests fail");
   cmd->add_option("--input-dir", options->input_dirs,
                   "Directory whose files CreateBatch may name as input_path (repeatable)");
   cmd->add_option("--worker-memory-gib", options->worker_memory_gib,

@@ -15,6 +15,8 @@ inline constexpr std::string_view kBuiltinDemoModel = "builtin:demo";
 struct ModelSpec {
   std::string name;
   std::string path;  // A model directory, or kBuiltinDemoModel.
+  // --chat-template's Jinja source, sent to the workers with LoadShard; empty: the model's own.
+  std::string chat_template = "";
 };
 
 // "NAME=DIR" or "NAME=builtin:demo"; a bare "builtin:demo" is named "demo".

@@ -225,6 +225,7 @@ absl::Status WorkerGroupSession::EnsureLoaded() {
       const uint32_t rank = to_load[i];
       v1::LoadShardRequest request;
       request.set_model_path(context_->model.path);
+      request.set_chat_template(context_->model.chat_template);
       request.set_model_name(context_->model.name);
       request.set_tp_rank(rank);
       request.set_tp_size(context_->tp_size);

@@ -28,17 +28,31 @@ absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParams& sampli
   return params;
 }
 
-absl::StatusOr<std::string> PromptText(const v1::RequestBody& body) {
+absl::StatusOr<PromptInput> RenderPrompt(const v1::RequestBody& body, const ChatRendering& chat) {
   switch (body.input_case()) {
     case v1::RequestBody::kPrompt:
-      return body.prompt();
+      return PromptInput{body.prompt(), /*add_special_tokens=*/true};
     case v1::RequestBody::kMessages: {
-      std::string text;
-      for (const v1::ChatMessage& message : body.messages().messages()) {
-        absl::StrAppend(&text, message.role(), ": ", message.content(), "\n");
+      if (chat.chat_template == nullptr) {
+        return chat.unavailable.ok()
+                   ? absl::FailedPreconditionError("the model has no chat template")
+                   : chat.unavailable;
       }
-      absl::StrAppend(&text, "assistant:");
-      return text;
+      chat_template::ValueList messages;
+      for (const v1::ChatMessage& message : body.messages().messages()) {
+        chat_template::ValueDict entry;
+        entry.Set("role", chat_template::Value::String(
+                              message.role() == "developer" ? "system" : message.role()));
+        entry.Set("content", chat_template::Value::String(message.content()));
+        messages.push_back(chat_template::Value::Dict(std::move(entry)));
+      }
+      absl::StatusOr<std::string> text = chat.chat_template->Render(
+          chat_template::Value::List(std::move(messages)), /*add_generation_prompt=*/true);
+      if (!text.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("the chat template failed: ", text.status().message()));
+      }
+      return PromptInput{*std::move(text), /*add_special_tokens=*/false};
     }
     case v1::RequestBody::INPUT_NOT_SET:
       break;

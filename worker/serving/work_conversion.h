@@ -2,10 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/chat_template/chat_template.h"
 #include "flatfleet/v1/batch.pb.h"
 #include "worker/generate/generator.h"
 #include "worker/sampling/sampling_params.h"
@@ -24,9 +26,25 @@ absl::StatusOr<SamplingParams> ToSamplingParams(const v1::SamplingParams& sampli
                                                 const SamplingDefaults& defaults,
                                                 uint64_t fallback_seed);
 
-// The text to tokenize: the prompt, or a chat rendered as "role: content" lines followed by
-// "assistant:" (the engine has no chat templates yet).
-absl::StatusOr<std::string> PromptText(const v1::RequestBody& body);
+// How a worker renders chat requests: with the model's chat template, or not at all (then
+// `unavailable` says why, e.g. the model has none).
+struct ChatRendering {
+  std::shared_ptr<const chat_template::ChatTemplate> chat_template;
+  absl::Status unavailable;
+};
+
+struct PromptInput {
+  std::string text;
+  // A prompt gets the tokenizer's special tokens (BOS); a rendered chat already holds them,
+  // as transformers' apply_chat_template(tokenize=True) assumes.
+  bool add_special_tokens = true;
+};
+
+// The text to tokenize: the prompt, or the messages rendered with the chat template
+// (add_generation_prompt on; a "developer" message is given to the template as "system").
+// Errors: chat without a template (FailedPrecondition), a template that raises or fails
+// (InvalidArgument, with the template's message).
+absl::StatusOr<PromptInput> RenderPrompt(const v1::RequestBody& body, const ChatRendering& chat);
 
 v1::Response ToResponse(const GenerationResult& result);
 

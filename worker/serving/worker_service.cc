@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "worker/serving/shard_chat_template.h"
 #include "worker/serving/tensor_parallel_leader.h"
 
 namespace flatfleet::engine {
@@ -53,6 +54,28 @@ void FillHostMemory(v1::HealthResponse& response) {
   const long available = sysconf(_SC_AVPHYS_PAGES);
   if (page > 0 && total > 0) response.set_device_memory_bytes_total(uint64_t(total) * page);
   if (page > 0 && available > 0) response.set_device_memory_bytes_free(uint64_t(available) * page);
+}
+
+// The model's chat template, or why chat requests will be refused. A template that does not
+// load leaves completions working: only chat requests fail, with the reason.
+ChatRendering ChatRenderingFor(const v1::LoadShardRequest& request) {
+  absl::StatusOr<std::shared_ptr<const chat_template::ChatTemplate>> loaded =
+      LoadShardChatTemplate(request);
+  if (!loaded.ok()) {
+    return ChatRendering{
+        nullptr, absl::FailedPreconditionError(absl::StrCat(
+                     "the model's chat template cannot be used: ", loaded.status().message()))};
+  }
+  if (*loaded == nullptr) {
+    return ChatRendering{
+        nullptr,
+        absl::FailedPreconditionError(absl::StrCat(
+            "model '", request.model_name(), "' (", request.model_path(),
+            ") has no chat template (no chat_template.jinja, no chat_template in "
+            "tokenizer_config.json): send /v1/completions requests with a prompt, or start "
+            "the coordinator with --chat-template FILE"))};
+  }
+  return ChatRendering{*std::move(loaded), absl::OkStatus()};
 }
 
 }  // namespace
@@ -145,6 +168,7 @@ void WorkerServiceImpl::TearDownModel() {
     driver = std::move(driver_);
     follower = std::move(follower_);
     model = std::move(model_);
+    chat_rendering_ = ChatRendering{};
   }
   // Outside the lock: their threads call back into this object while they end.
   driver.reset();
@@ -295,6 +319,7 @@ absl::Status WorkerServiceImpl::Load(const v1::LoadShardRequest& request,
 
   // Loading (and joining the group's peers) takes long; Health keeps answering meanwhile.
   absl::StatusOr<LoadedModel> loaded = options_.model_loader(request);
+  ChatRendering chat = ChatRenderingFor(request);
   const bool grouped = loaded.ok() && loaded->tp_size > 1;
   absl::StatusOr<std::unique_ptr<InferenceEngine>> engine =
       !loaded.ok() ? absl::StatusOr<std::unique_ptr<InferenceEngine>>(loaded.status())
@@ -305,6 +330,7 @@ absl::Status WorkerServiceImpl::Load(const v1::LoadShardRequest& request,
   absl::Status started = engine.status();
   if (started.ok()) {
     model_ = std::make_unique<LoadedModel>(*std::move(loaded));
+    chat_rendering_ = std::move(chat);
     if (grouped) {
       started = StartGroupRank(request);
     } else {
@@ -404,13 +430,15 @@ void WorkerServiceImpl::SubmitWork(const std::shared_ptr<WorkStream>& stream, ui
   absl::StatusOr<std::shared_ptr<EngineDriver>> driver = AcceptingDriver();
   if (!driver.ok()) return reject(driver.status());
   const tokenizer::Tokenizer* tok;
+  ChatRendering chat;
   {
     absl::MutexLock lock(&mutex_);
     tok = model_->tokenizer.get();
+    chat = chat_rendering_;
   }
-  absl::StatusOr<std::string> text = PromptText(body);
+  absl::StatusOr<PromptInput> text = RenderPrompt(body, chat);
   if (!text.ok()) return reject(text.status());
-  absl::StatusOr<std::vector<int32_t>> prompt = tok->Encode(*text, /*add_special_tokens=*/true);
+  absl::StatusOr<std::vector<int32_t>> prompt = tok->Encode(text->text, text->add_special_tokens);
   if (!prompt.ok()) return reject(prompt.status());
   absl::StatusOr<SamplingParams> params =
       ToSamplingParams(body.sampling(), options_.sampling_defaults, /*fallback_seed=*/work_id);

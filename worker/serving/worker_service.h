@@ -109,6 +109,7 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
   std::string model_path_ ABSL_GUARDED_BY(mutex_);
   // Set once by a successful load and kept until destruction (the driver holds references).
   std::unique_ptr<LoadedModel> model_ ABSL_GUARDED_BY(mutex_);
+  ChatRendering chat_rendering_ ABSL_GUARDED_BY(mutex_);
   std::shared_ptr<EngineDriver> driver_ ABSL_GUARDED_BY(mutex_);
   // Follower ranks (tp_rank > 0) replay rank 0's steps instead of running an engine.
   std::unique_ptr<TensorParallelFollower> follower_ ABSL_GUARDED_BY(mutex_);
