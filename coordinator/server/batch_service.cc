@@ -3,10 +3,12 @@
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "coordinator/batch_input_parser.h"
+#include "coordinator/bounded_line_reader.h"
 #include "coordinator/server/work_conversion.h"
 
 namespace flatfleet::coordinator {
@@ -120,26 +122,69 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
     if (!size_error && size > options_.max_upload_bytes) {
       return UploadTooLarge(options_.max_upload_bytes);
     }
-    std::string line;
-    while (std::getline(file, line)) parser.AddLine(line);
-    if (reader->Read(&message)) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "no lines may follow options that name an input_path");
+    // Lines over the limit are skipped to their end, never held whole.
+    BoundedLineReader reader_of_file(file, limits.max_line_bytes);
+    BoundedLine line;
+    uint64_t read_bytes = 0;
+    while (reader_of_file.Next(line)) {
+      read_bytes += line.bytes + 1;
+      if (read_bytes > options_.max_upload_bytes + 1)
+        return UploadTooLarge(options_.max_upload_bytes);
+      if (line.oversized) {
+        parser.AddOversizedLine(line.bytes);
+      } else {
+        parser.AddLine(line.text);
+      }
+    }
+    if (reader_of_file.failed()) {
+      return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                          absl::StrCat("error reading input_path ", options.input_path()));
+    }
+    // Only an end message announcing no lines may follow.
+    while (reader->Read(&message)) {
+      if (!message.has_end() || message.end().line_count() != 0) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "no lines may follow options that name an input_path");
+      }
     }
   } else {
     uint64_t upload_bytes = 0;
+    uint64_t lines_received = 0;
+    std::optional<uint64_t> lines_announced;
     while (reader->Read(&message)) {
-      if (!message.has_lines()) {
+      if (lines_announced) {
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            "only the first CreateBatch message may carry options");
+                            "nothing may follow the CreateBatch end message");
       }
-      for (const std::string& line : message.lines().lines()) {
-        upload_bytes += line.size() + 1;  // As a file: with its newline.
-        if (upload_bytes > options_.max_upload_bytes) {
-          return UploadTooLarge(options_.max_upload_bytes);
-        }
-        parser.AddLine(line);
+      switch (message.part_case()) {
+        case v1::CreateBatchRequest::kLines:
+          for (const std::string& line : message.lines().lines()) {
+            upload_bytes += line.size() + 1;  // As a file: with its newline.
+            if (upload_bytes > options_.max_upload_bytes) {
+              return UploadTooLarge(options_.max_upload_bytes);
+            }
+            ++lines_received;
+            parser.AddLine(line);
+          }
+          break;
+        case v1::CreateBatchRequest::kOversizedLine:
+          ++lines_received;
+          parser.AddOversizedLine(message.oversized_line().bytes());
+          break;
+        case v1::CreateBatchRequest::kEnd:
+          lines_announced = message.end().line_count();
+          break;
+        default:
+          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "only the first CreateBatch message may carry options");
       }
+    }
+    // Read() is false both at the end of the upload and when a message could not be received;
+    // a client that sent `end` tells the two apart, so a batch never silently loses lines.
+    if (lines_announced && *lines_announced != lines_received) {
+      return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                          absl::StrCat("the upload announced ", *lines_announced, " lines but ",
+                                       lines_received, " arrived; no batch was created"));
     }
   }
   if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled");
