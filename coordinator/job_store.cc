@@ -123,6 +123,24 @@ absl::Status MigrateToVersion1(SqliteDatabase& db) {
       "DROP TABLE requests; ALTER TABLE requests_v1 RENAME TO requests;");
 }
 
+// OK when SQLite's quick_check finds the file sound; else what it found (its first lines).
+absl::Status CheckIntegrity(SqliteDatabase& db) {
+  constexpr int kProblemsShown = 3;
+  FF_ASSIGN_OR_RETURN(SqliteStatement check, db.Prepare("PRAGMA quick_check"));
+  std::string problems;
+  int count = 0;
+  while (true) {
+    FF_ASSIGN_OR_RETURN(bool row, check.Step());
+    if (!row) break;
+    const std::string line = check.ColumnText(0);
+    if (line == "ok") continue;
+    if (++count <= kProblemsShown) absl::StrAppend(&problems, count > 1 ? "; " : "", line);
+  }
+  if (count == 0) return absl::OkStatus();
+  if (count > kProblemsShown) absl::StrAppend(&problems, "; ...");
+  return absl::DataLossError(absl::StrCat("integrity check failed: ", problems));
+}
+
 // Creates the schema, or brings an older file up to kSchemaVersion.
 absl::Status EnsureSchema(SqliteDatabase& db) {
   FF_ASSIGN_OR_RETURN(int64_t version, ReadInt(db, "PRAGMA user_version"));
@@ -154,7 +172,17 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
   const std::string pragmas =
       absl::StrCat("PRAGMA busy_timeout = ", options.busy_timeout_ms,
                    "; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;");
-  if (absl::Status status = (*db)->Execute(pragmas); !status.ok()) return annotate(status);
+  absl::Status pragmas_set = (*db)->Execute(pragmas);
+  if (!pragmas_set.ok() && !absl::IsDataLoss(pragmas_set)) return annotate(pragmas_set);
+  if (options.check_integrity || !pragmas_set.ok()) {
+    absl::Status status = pragmas_set.ok() ? CheckIntegrity(**db) : pragmas_set;
+    if (!status.ok()) {
+      return absl::DataLossError(absl::StrCat(
+          "the job store ", path, " is damaged (", status.message(),
+          "); refusing to serve it. Restore the file from a backup (docs/RELIABILITY.md), or "
+          "move it and its -wal file aside to start with an empty store"));
+    }
+  }
 
   std::unique_ptr<JobStore> store(new JobStore(*std::move(db), std::move(options)));
   absl::MutexLock lock(&store->mutex_);
@@ -739,6 +767,17 @@ absl::StatusOr<CancelReport> JobStore::CancelJob(std::string_view job_id) {
   }();
   if (!report.ok()) return annotate(report.status());
   return report;
+}
+
+absl::Status JobStore::BackupTo(const std::string& path) {
+  absl::MutexLock lock(&mutex_);
+  FF_ASSIGN_OR_RETURN(SqliteStatement backup, db_->Prepare("VACUUM INTO ?1"));
+  backup.Bind(1, path);
+  if (absl::Status status = backup.Run(); !status.ok()) {
+    return absl::Status(status.code(),
+                        absl::StrCat("backup of the job store to ", path, ": ", status.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<StoredResult>> JobStore::ReadResults(std::string_view job_id,

@@ -35,13 +35,17 @@ struct JobStoreOptions {
   // Return requests left in flight to pending on open. Right for the coordinator, which owns
   // the file; wrong for a second JobStore opened while the first one has work out.
   bool recover_in_flight = true;
+  // PRAGMA quick_check on open: a damaged file is refused instead of served (it reads every
+  // page once, about a second per GiB).
+  bool check_integrity = true;
 };
 
 class JobStore {
  public:
   using Options = JobStoreOptions;
 
-  // Creates the schema if needed (upgrading a file of an older schema version in place; a
+  // Refuses a damaged file (DATA_LOSS naming it; see check_integrity). Creates the schema if
+  // needed (upgrading a file of an older schema version in place; a
   // newer version is an error), then recovers from a crash (unless disabled in `options`):
   // requests left in flight go back to pending without spending an attempt, since the
   // coordinator, not the request, failed.
@@ -99,6 +103,9 @@ class JobStore {
   // Results with sequence >= from_sequence, in sequence order, at most `limit`.
   absl::StatusOr<std::vector<StoredResult>> ReadResults(std::string_view job_id,
                                                         int64_t from_sequence, int limit);
+
+  // A consistent copy of the store in a new file at `path` (VACUUM INTO), while it serves.
+  absl::Status BackupTo(const std::string& path);
 
   // How many in-flight requests Open() returned to pending.
   int64_t recovered_on_open() const { return recovered_on_open_; }
