@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/batch_input_parser.h"
 #include "coordinator/bounded_line_reader.h"
+#include "coordinator/server/api_input_checks.h"
 #include "coordinator/server/work_conversion.h"
 
 namespace flatfleet::coordinator {
@@ -100,6 +101,9 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
                         "the first CreateBatch message must carry options");
   }
   const v1::BatchOptions options = message.options();
+  if (absl::Status checked = CheckBatchOptions(options); !checked.ok()) {
+    return ToGrpcStatus(checked);
+  }
   if (options.model() != scheduler_->model().name) {
     return grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT,
@@ -263,6 +267,9 @@ grpc::Status BatchServiceImpl::StreamResults(grpc::ServerContext* context,
                                              const v1::StreamResultsRequest* request,
                                              grpc::ServerWriter<v1::BatchResult>* writer) {
   constexpr int kResultsPerRead = 256;
+  if (absl::Status checked = CheckStartSequence(request->start_sequence()); !checked.ok()) {
+    return ToGrpcStatus(checked);
+  }
   absl::StatusOr<JobRecord> job = store_->GetJob(request->batch_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   int64_t next = static_cast<int64_t>(request->start_sequence());
@@ -300,6 +307,9 @@ grpc::Status BatchServiceImpl::Generate(grpc::ServerContext* context,
   if (request->model() != scheduler_->model().name) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("unknown model '", request->model(), "'"));
+  }
+  if (absl::Status checked = CheckSamplingNumbers(request->body().sampling()); !checked.ok()) {
+    return ToGrpcStatus(checked);
   }
   // The same validation and defaults as a batch line.
   absl::StatusOr<BatchRequestLine> line = ParseStoredBody(RequestBodyToJson(request->body()));
