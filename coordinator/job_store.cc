@@ -81,6 +81,12 @@ std::string NewJobId() {
   return absl::StrFormat("batch_%016x%08x", generator(), static_cast<uint32_t>(generator()));
 }
 
+// The output line of a request that never finished because its job was cancelled.
+std::string CancelledLine(std::string_view custom_id) {
+  return FormatErrorLine(custom_id, "batch_cancelled",
+                         "the batch was cancelled before this request finished");
+}
+
 std::string_view OutcomeName(ResultOutcome outcome) {
   return outcome == ResultOutcome::kSucceeded ? "succeeded" : "failed";
 }
@@ -671,6 +677,9 @@ absl::StatusOr<RequeueReport> JobStore::RequeueWhere(
     if (row.job_state == JobStateName(JobState::kCancelling)) {
       next = RequestState::kCancelled;
       ++report.cancelled;
+      FF_RETURN_IF_ERROR(AppendResult(row.key.job_id, row.key.line_number, ResultOutcome::kFailed,
+                                      CancelledLine(row.custom_id))
+                             .status());
     } else if (spend_attempt && attempts >= row.max_attempts) {
       next = RequestState::kFailed;
       ++report.failed;
@@ -740,11 +749,24 @@ absl::StatusOr<CancelReport> JobStore::CancelJob(std::string_view job_id) {
     }
     CancelReport cancel;
     if (job.state != JobState::kCancelled) {
+      // Each cancelled request gets its error line, so every custom_id ends with one line.
       FF_ASSIGN_OR_RETURN(SqliteStatement pending,
                           db_->Prepare("UPDATE requests SET state = 'cancelled' "
-                                       "WHERE job_id = ?1 AND state = 'pending'"));
+                                       "WHERE job_id = ?1 AND state = 'pending' "
+                                       "RETURNING line_number, custom_id"));
       pending.Bind(1, job_id);
-      FF_RETURN_IF_ERROR(pending.Run());
+      std::vector<std::pair<int64_t, std::string>> cancelled;
+      while (true) {
+        FF_ASSIGN_OR_RETURN(bool row, pending.Step());
+        if (!row) break;
+        cancelled.emplace_back(pending.ColumnInt(0), pending.ColumnText(1));
+      }
+      std::sort(cancelled.begin(), cancelled.end());
+      for (const auto& [line_number, custom_id] : cancelled) {
+        FF_RETURN_IF_ERROR(
+            AppendResult(job_id, line_number, ResultOutcome::kFailed, CancelledLine(custom_id))
+                .status());
+      }
       FF_ASSIGN_OR_RETURN(SqliteStatement mark,
                           db_->Prepare("UPDATE jobs SET state = 'cancelling' WHERE id = ?1"));
       mark.Bind(1, job_id);

@@ -64,6 +64,7 @@ v1::Batch ToBatchProto(const JobRecord& job) {
   batch.mutable_request_counts()->set_completed(static_cast<uint64_t>(job.counts.completed));
   batch.mutable_request_counts()->set_failed(static_cast<uint64_t>(job.counts.failed));
   batch.mutable_request_counts()->set_invalid(static_cast<uint64_t>(job.counts.invalid));
+  batch.mutable_request_counts()->set_cancelled(static_cast<uint64_t>(job.counts.cancelled));
   batch.set_error(job.error);
   batch.set_created_at_unix_ms(job.created_at_ms);
   batch.set_updated_at_unix_ms(job.updated_at_ms);

@@ -280,7 +280,15 @@ TEST(CoordinatorServerTest, CancelStopsInFlightWork) {
   EXPECT_EQ(cancelled.request_counts().failed(), 0u);
   absl::SleepFor(absl::Milliseconds(200));
   EXPECT_EQ(worker.submits(), 8);  // Nothing more was sent.
-  EXPECT_TRUE(client.Results(created.batch().id()).empty());
+  EXPECT_EQ(cancelled.request_counts().cancelled(), 100u);
+  // Every custom_id still ends with exactly one line: a batch_cancelled error.
+  const std::vector<v1::BatchResult> results = client.Results(created.batch().id());
+  ASSERT_EQ(results.size(), 100u);
+  std::set<std::string> ids;
+  for (const v1::BatchResult& result : results) {
+    EXPECT_TRUE(ids.insert(result.custom_id()).second) << result.custom_id();
+    EXPECT_EQ(result.error().code(), "batch_cancelled") << result.ShortDebugString();
+  }
 
   // Cancelling again is a no-op.
   grpc::ClientContext again_context;
