@@ -219,6 +219,49 @@ int64_t JobStore::NowMs() const {
       .count();
 }
 
+static bool IsStorageFailure(const absl::Status& status) {
+  // What SQLite reports for a full disk, an I/O error or a file it cannot write (see
+  // sqlite_database.cc); not a request's own error (not found, bad argument, wrong state).
+  switch (status.code()) {
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kDataLoss:
+      return true;
+    default:
+      return false;
+  }
+}
+
+absl::Status JobStore::NoteFailure(const absl::Status& status, std::string_view operation,
+                                   std::string_view job_id) {
+  absl::Status annotated = Annotate(status, operation, job_id);
+  if (IsStorageFailure(status)) {
+    {
+      absl::MutexLock lock(&health_mutex_);
+      last_storage_failure_ = std::string(annotated.message());
+      ++storage_failures_;
+    }
+    if (options_.on_storage_failure) options_.on_storage_failure(operation);
+  }
+  return annotated;
+}
+
+absl::Status JobStore::Committed(SqliteTransaction& transaction) {
+  bool wrote = false;
+  absl::Status status = transaction.Commit(&wrote);
+  // Only a commit that wrote proves the storage works again (an empty claim writes nothing).
+  if (status.ok() && wrote) {
+    absl::MutexLock lock(&health_mutex_);
+    last_storage_failure_.reset();
+  }
+  return status;
+}
+
+std::optional<std::string> JobStore::StorageFailure() const {
+  absl::MutexLock lock(&health_mutex_);
+  return last_storage_failure_;
+}
+
 void JobStore::Checkpoint(std::string_view point) const {
   if (options_.fault_hook) options_.fault_hook(point);
 }
@@ -333,7 +376,7 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
                                               absl::Span<const LineError> invalid_lines) {
   const std::string job_id = NewJobId();
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "CreateJob", job_id);
+    return NoteFailure(status, "CreateJob", job_id);
   };
   if (options.model.empty()) return annotate(absl::InvalidArgumentError("model is empty"));
   if (options.max_attempts < 1) {
@@ -402,7 +445,7 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
               .status());
     }
     Checkpoint("create_job.requests_inserted");
-    return transaction->Commit();
+    return Committed(*transaction);
   }();
   if (!status.ok()) return annotate(status);
   absl::StatusOr<JobRecord> record = ReadJob(job_id);
@@ -413,15 +456,15 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
 absl::StatusOr<JobRecord> JobStore::GetJob(std::string_view job_id) {
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<JobRecord> record = ReadJob(job_id);
-  if (!record.ok()) return Annotate(record.status(), "GetJob", job_id);
+  if (!record.ok()) return NoteFailure(record.status(), "GetJob", job_id);
   return record;
 }
 
 absl::StatusOr<std::vector<JobRecord>> JobStore::ListJobs(int limit,
                                                           std::optional<int64_t> before_position) {
   absl::MutexLock lock(&mutex_);
-  const auto annotate = [](const absl::Status& status) {
-    return Annotate(status, "ListJobs", "*");
+  const auto annotate = [this](const absl::Status& status) {
+    return NoteFailure(status, "ListJobs", "*");
   };
   // One read transaction so the page is a consistent snapshot.
   if (absl::Status status = db_->Execute("BEGIN"); !status.ok()) return annotate(status);
@@ -454,7 +497,7 @@ absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPending(std::string_v
                                                                    std::string_view worker,
                                                                    int64_t lease_ms) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "ClaimPending", absl::StrCat("* of model ", std::string(model)));
+    return NoteFailure(status, "ClaimPending", absl::StrCat("* of model ", std::string(model)));
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -482,7 +525,7 @@ absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPending(std::string_v
     }
     FF_RETURN_IF_ERROR(MarkClaimed(requests, worker, lease_ms));
     Checkpoint("claim.requests_marked");
-    FF_RETURN_IF_ERROR(transaction->Commit());
+    FF_RETURN_IF_ERROR(Committed(*transaction));
     return requests;
   }();
   if (!claimed.ok()) return annotate(claimed.status());
@@ -511,8 +554,8 @@ absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPendingRoundRobin(
     std::string_view model, int max_requests, std::string_view worker, int64_t lease_ms,
     RoundRobinCursor& cursor) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "ClaimPendingRoundRobin",
-                    absl::StrCat("* of model ", std::string(model)));
+    return NoteFailure(status, "ClaimPendingRoundRobin",
+                       absl::StrCat("* of model ", std::string(model)));
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -568,7 +611,7 @@ absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPendingRoundRobin(
     }
     FF_RETURN_IF_ERROR(MarkClaimed(requests, worker, lease_ms));
     Checkpoint("claim.requests_marked");
-    FF_RETURN_IF_ERROR(transaction->Commit());
+    FF_RETURN_IF_ERROR(Committed(*transaction));
     return requests;
   }();
   if (!claimed.ok()) return annotate(claimed.status());
@@ -577,8 +620,8 @@ absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPendingRoundRobin(
 
 absl::StatusOr<bool> JobStore::ReleaseInFlight(const RequestKey& request, std::string_view reason) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "ReleaseInFlight",
-                    absl::StrCat(request.job_id, ", line ", request.line_number));
+    return NoteFailure(status, "ReleaseInFlight",
+                       absl::StrCat(request.job_id, ", line ", request.line_number));
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -590,14 +633,14 @@ absl::StatusOr<bool> JobStore::ReleaseInFlight(const RequestKey& request, std::s
       },
       reason, /*spend_attempt=*/false);
   if (!report.ok()) return annotate(report.status());
-  if (absl::Status status = transaction->Commit(); !status.ok()) return annotate(status);
+  if (absl::Status status = Committed(*transaction); !status.ok()) return annotate(status);
   return report->requeued + report->cancelled + report->failed > 0;
 }
 
 absl::StatusOr<bool> JobStore::RecordResult(const RequestKey& request, const ResultRecord& result) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "RecordResult",
-                    absl::StrCat(request.job_id, ", line ", request.line_number));
+    return NoteFailure(status, "RecordResult",
+                       absl::StrCat(request.job_id, ", line ", request.line_number));
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -629,7 +672,7 @@ absl::StatusOr<bool> JobStore::RecordResult(const RequestKey& request, const Res
                                                                         : RequestState::kFailed));
     FF_RETURN_IF_ERROR(update.Run());
     FF_RETURN_IF_ERROR(UpdateJobState(request.job_id));
-    FF_RETURN_IF_ERROR(transaction->Commit());
+    FF_RETURN_IF_ERROR(Committed(*transaction));
     return true;
   }();
   if (!recorded.ok()) return annotate(recorded.status());
@@ -705,7 +748,7 @@ absl::StatusOr<RequeueReport> JobStore::RequeueWhere(
 absl::StatusOr<RequeueReport> JobStore::RequeueWorker(std::string_view worker,
                                                       std::string_view reason) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "RequeueWorker", absl::StrCat("* of worker ", std::string(worker)));
+    return NoteFailure(status, "RequeueWorker", absl::StrCat("* of worker ", std::string(worker)));
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -714,13 +757,13 @@ absl::StatusOr<RequeueReport> JobStore::RequeueWorker(std::string_view worker,
       "r.lease_owner = ?1", [&](SqliteStatement& statement) { statement.Bind(1, worker); }, reason,
       /*spend_attempt=*/true);
   if (!report.ok()) return annotate(report.status());
-  if (absl::Status status = transaction->Commit(); !status.ok()) return annotate(status);
+  if (absl::Status status = Committed(*transaction); !status.ok()) return annotate(status);
   return report;
 }
 
 absl::StatusOr<RequeueReport> JobStore::RequeueExpiredLeases(std::string_view reason) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "RequeueExpiredLeases", "*");
+    return NoteFailure(status, "RequeueExpiredLeases", "*");
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -730,13 +773,13 @@ absl::StatusOr<RequeueReport> JobStore::RequeueExpiredLeases(std::string_view re
       "r.lease_expires_ms <= ?1", [&](SqliteStatement& statement) { statement.Bind(1, now); },
       reason, /*spend_attempt=*/true);
   if (!report.ok()) return annotate(report.status());
-  if (absl::Status status = transaction->Commit(); !status.ok()) return annotate(status);
+  if (absl::Status status = Committed(*transaction); !status.ok()) return annotate(status);
   return report;
 }
 
 absl::StatusOr<CancelReport> JobStore::CancelJob(std::string_view job_id) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "CancelJob", job_id);
+    return NoteFailure(status, "CancelJob", job_id);
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -784,11 +827,19 @@ absl::StatusOr<CancelReport> JobStore::CancelJob(std::string_view job_id) {
       }
     }
     FF_ASSIGN_OR_RETURN(cancel.job, ReadJob(job_id));
-    FF_RETURN_IF_ERROR(transaction->Commit());
+    FF_RETURN_IF_ERROR(Committed(*transaction));
     return cancel;
   }();
   if (!report.ok()) return annotate(report.status());
   return report;
+}
+
+absl::Status JobStore::SetSizeLimit(int64_t max_bytes) {
+  absl::MutexLock lock(&mutex_);
+  FF_ASSIGN_OR_RETURN(int64_t page_bytes, ReadInt(*db_, "PRAGMA page_size"));
+  // 4294967294 is SQLite's own largest page count (its default).
+  const int64_t pages = max_bytes > 0 ? std::max<int64_t>(1, max_bytes / page_bytes) : 4294967294;
+  return db_->Execute(absl::StrCat("PRAGMA max_page_count = ", pages));
 }
 
 absl::Status JobStore::BackupTo(const std::string& path) {
@@ -805,7 +856,7 @@ absl::Status JobStore::BackupTo(const std::string& path) {
 absl::StatusOr<std::vector<StoredResult>> JobStore::ReadResults(std::string_view job_id,
                                                                 int64_t from_sequence, int limit) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "ReadResults", job_id);
+    return NoteFailure(status, "ReadResults", job_id);
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<std::vector<StoredResult>> results =

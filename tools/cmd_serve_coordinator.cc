@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "coordinator/server/batch_client.h"
@@ -72,6 +73,9 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A write past a file-size limit then fails like a full disk (and is retried) instead of
+  // killing the process.
+  signal(SIGXFSZ, SIG_IGN);
 
   absl::StatusOr<coordinator::ModelSpec> model = coordinator::ParseModelSpec(options.model);
   if (!model.ok()) return Fail(model.status());
@@ -109,8 +113,14 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
   std::printf("listening on %s\n", (*server)->address().c_str());
   std::unique_ptr<engine::MetricsHttpServer> metrics_server;
   if (!options.metrics_listen.empty()) {
-    auto started = engine::MetricsHttpServer::Start(options.metrics_listen,
-                                                    (*server)->metrics().registry(), nullptr);
+    coordinator::CoordinatorServer* coordinator = server->get();
+    // /healthz: the process serves (a restart would not help a full disk); /readyz: it can take
+    // work now, else why not.
+    auto started = engine::MetricsHttpServer::Start(
+        options.metrics_listen, coordinator->metrics().registry(), nullptr, [coordinator] {
+          const std::string reason = coordinator->NotReadyReason();
+          return engine::HealthzReply{reason.empty(), reason.empty() ? "ready\n" : reason + "\n"};
+        });
     if (!started.ok()) return Fail(started.status());
     metrics_server = *std::move(started);
     const std::string& host = options.metrics_listen;
@@ -118,19 +128,28 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
                 metrics_server->port());
   }
   std::fflush(stdout);
-  const coordinator::ClusterPlan& plan = (*server)->plan();
-  std::fprintf(stderr, "flatfleet serve coordinator: model %s, tp=%u, %zu group(s)\n",
-               model->name.c_str(), plan.tp_size, plan.groups.size());
-  for (const std::string& unused : plan.unused_workers) {
-    std::fprintf(stderr, "flatfleet serve coordinator: worker %s left idle (not a full group)\n",
-                 unused.c_str());
-  }
+  // Workers are probed after the API listens; report the plan (or why there is none) once made.
+  std::thread report_plan([server = server->get(), name = model->name] {
+    absl::StatusOr<coordinator::ClusterPlan> plan = server->WaitForPlan();
+    if (!plan.ok()) {
+      std::fprintf(stderr, "flatfleet serve coordinator: %s\n",
+                   std::string(plan.status().message()).c_str());
+      return;
+    }
+    std::fprintf(stderr, "flatfleet serve coordinator: model %s, tp=%u, %zu group(s)\n",
+                 name.c_str(), plan->tp_size, plan->groups.size());
+    for (const std::string& unused : plan->unused_workers) {
+      std::fprintf(stderr, "flatfleet serve coordinator: worker %s left idle (not a full group)\n",
+                   unused.c_str());
+    }
+  });
 
   int received = 0;
   sigwait(&stop_signals, &received);
   std::fprintf(stderr, "flatfleet serve coordinator: %s received; stopping\n", strsignal(received));
   metrics_server.reset();
-  (*server)->Shutdown();
+  (*server)->Shutdown();  // Ends planning, so the report above ends too.
+  report_plan.join();
   return 0;
 }
 

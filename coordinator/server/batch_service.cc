@@ -214,6 +214,13 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
   job_options.metadata.insert(options.metadata().begin(), options.metadata().end());
   absl::StatusOr<JobRecord> job =
       store_->CreateJob(job_options, parsed.requests, parsed.invalid_lines);
+  if (!job.ok() && store_->StorageFailure()) {
+    // Retryable: nothing was stored (one transaction), and the disk may be freed.
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        absl::StrCat("the coordinator cannot store new batches now (job store "
+                                     "full or failing); nothing was created, retry later: ",
+                                     job.status().message()));
+  }
   if (!job.ok()) return ToGrpcStatus(job.status());
   if (!parsed.requests.empty()) scheduler_->WakeAll();
   *response->mutable_batch() = ToBatchProto(*job);

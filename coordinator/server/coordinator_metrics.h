@@ -20,6 +20,9 @@ class CoordinatorMetrics {
   void ObserveRequestLatency(double seconds);
   void SetQueueDepth(double pending_requests) { queue_depth_->Set(pending_requests); }
   void AddInFlight(double delta) { in_flight_->Increment(delta); }
+  // A job store operation that failed in the storage (disk full, I/O error).
+  void CountStoreError(std::string_view operation);
+  void AddUnrecordedResults(double delta) { unrecorded_results_->Increment(delta); }
   // Replaces the jobs-by-state gauge values (from a periodic store scan).
   void SetJobsInState(std::string_view state, double count);
 
@@ -37,6 +40,8 @@ class CoordinatorMetrics {
   metrics::Gauge* queue_depth_ = nullptr;
   metrics::Gauge* in_flight_ = nullptr;
   metrics::GaugeFamily* jobs_ = nullptr;
+  metrics::CounterFamily* store_errors_ = nullptr;
+  metrics::Gauge* unrecorded_results_ = nullptr;
 };
 
 }  // namespace flatfleet::coordinator

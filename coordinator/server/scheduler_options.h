@@ -19,6 +19,9 @@ struct SchedulerOptions {
   int64_t lease_ms = 30 * 60 * 1000;
   // How often expired leases are looked for.
   absl::Duration lease_sweep_interval = absl::Seconds(5);
+  // How often results the job store refused (disk full) are offered to it again; no new work is
+  // claimed meanwhile.
+  absl::Duration store_retry_interval = absl::Milliseconds(200);
   // How often an idle group looks for new work when nothing wakes it.
   absl::Duration poll_interval = absl::Milliseconds(50);
   absl::Duration reconnect_backoff_initial = absl::Milliseconds(50);

@@ -134,6 +134,11 @@ void WorkerGroupSession::Run() {
       absl::MutexLock lock(&mutex_);
       if (stopping_) return;
     }
+    if (!RetryStoreWork()) {
+      // Serving again would only claim work the store cannot take.
+      Sleep(context_->options.store_retry_interval);
+      continue;
+    }
     absl::Status loaded = EnsureLoaded();
     if (loaded.ok()) {
       Serve();
@@ -281,11 +286,14 @@ void WorkerGroupSession::Serve() {
     }
     ExpireStaleWork();
     if (!DispatchQueued(*stream)) break;
+    // While the store refuses results, claim nothing: retry them first.
+    const bool store_caught_up = RetryStoreWork();
     int free_slots = 0;
     {
       absl::MutexLock lock(&mutex_);
       free_slots = context_->options.in_flight_window - static_cast<int>(in_flight_.size());
     }
+    if (!store_caught_up) free_slots = 0;
     bool maybe_more = false;
     if (free_slots > 0 && !ClaimAndDispatch(*stream, free_slots, maybe_more)) break;
     if (!maybe_more) Sleep(context_->options.poll_interval);
@@ -421,19 +429,74 @@ void WorkerGroupSession::HandleResult(const v1::WorkResult& result) {
     if (metrics && released.ok() && *released) metrics->CountRequest("cancelled");
     return;
   }
-  const ResultRecord record =
-      FormatWorkResult(entry.custom_id, context_->model.name, entry.endpoint, result);
-  absl::StatusOr<bool> recorded = store.RecordResult(*entry.request, record);
-  LogIfError(recorded.status());
-  if (metrics && recorded.ok() && *recorded) {
-    const bool succeeded = record.outcome == ResultOutcome::kSucceeded;
-    metrics->CountRequest(succeeded ? "succeeded" : "failed");
-    if (succeeded) {
-      metrics->AddTokens(result.response().usage().prompt_tokens(),
-                         result.response().usage().completion_tokens());
-    }
-    metrics->ObserveRequestLatency(absl::ToDoubleSeconds(absl::Now() - entry.dispatched_at));
+  Unrecorded answer;
+  answer.request = *entry.request;
+  answer.record = FormatWorkResult(entry.custom_id, context_->model.name, entry.endpoint, result);
+  answer.prompt_tokens = result.response().usage().prompt_tokens();
+  answer.completion_tokens = result.response().usage().completion_tokens();
+  answer.dispatched_at = entry.dispatched_at;
+  if (!Record(std::move(answer))) {
+    absl::MutexLock lock(&mutex_);
+    // Wakes the session thread, which retries and meanwhile claims nothing.
+    woken_ = true;
+    signal_.SignalAll();
   }
+}
+
+bool WorkerGroupSession::Record(Unrecorded answer) {
+  CoordinatorMetrics* metrics = context_->metrics;
+  absl::StatusOr<bool> recorded = context_->store->RecordResult(answer.request, answer.record);
+  if (!recorded.ok()) {
+    {
+      absl::MutexLock lock(&mutex_);
+      unrecorded_.push_back(std::move(answer));
+    }
+    if (!store_failing_.exchange(true)) {
+      std::fprintf(stderr, "coordinator: %s: keeping results the store refused, retrying: %s\n",
+                   plan_.group_id.c_str(), recorded.status().ToString().c_str());
+    }
+    if (metrics) metrics->AddUnrecordedResults(1);
+    return false;
+  }
+  if (metrics && *recorded) {
+    const bool succeeded = answer.record.outcome == ResultOutcome::kSucceeded;
+    metrics->CountRequest(succeeded ? "succeeded" : "failed");
+    if (succeeded) metrics->AddTokens(answer.prompt_tokens, answer.completion_tokens);
+    metrics->ObserveRequestLatency(absl::ToDoubleSeconds(absl::Now() - answer.dispatched_at));
+  }
+  return true;
+}
+
+bool WorkerGroupSession::RetryStoreWork() {
+  std::vector<Unrecorded> retry;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (unrecorded_.empty() && !requeue_owed_) return true;
+    if (absl::Now() < next_store_retry_) return false;
+    retry.swap(unrecorded_);
+  }
+  next_store_retry_ = absl::Now() + context_->options.store_retry_interval;
+  CoordinatorMetrics* metrics = context_->metrics;
+  if (metrics) metrics->AddUnrecordedResults(-static_cast<double>(retry.size()));
+  for (Unrecorded& answer : retry) Record(std::move(answer));
+  if (requeue_owed_) {
+    absl::StatusOr<RequeueReport> report = context_->store->RequeueWorker(owner_, *requeue_owed_);
+    if (report.ok()) {
+      requeue_owed_.reset();
+      if (metrics) {
+        metrics->CountRequest("requeued", static_cast<double>(report->requeued));
+        metrics->CountRequest("failed", static_cast<double>(report->failed));
+        metrics->CountRequest("cancelled", static_cast<double>(report->cancelled));
+      }
+    }
+  }
+  absl::MutexLock lock(&mutex_);
+  const bool done = unrecorded_.empty() && !requeue_owed_;
+  if (done && store_failing_.exchange(false)) {
+    std::fprintf(stderr, "coordinator: %s: the store took the kept results again\n",
+                 plan_.group_id.c_str());
+  }
+  return done;
 }
 
 void WorkerGroupSession::FailInFlight(bool worker_lost) {
@@ -463,6 +526,7 @@ void WorkerGroupSession::FailInFlight(bool worker_lost) {
   // Everything this group holds in the store, including claims never written to the stream.
   absl::StatusOr<RequeueReport> report = context_->store->RequeueWorker(owner_, "worker lost");
   LogIfError(report.status());
+  if (!report.ok()) requeue_owed_ = "worker lost";  // Retried before this group serves again.
   if (metrics && report.ok()) {
     metrics->CountRequest("requeued", static_cast<double>(report->requeued));
     metrics->CountRequest("failed", static_cast<double>(report->failed));

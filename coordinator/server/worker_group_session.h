@@ -77,6 +77,15 @@ class WorkerGroupSession {
     absl::Time dispatched_at;
   };
   using Stream = grpc::ClientReaderWriter<v1::WorkItem, v1::WorkResult>;
+  // A worker's answer the store could not take (disk full, I/O error): kept and retried, never
+  // dropped, so it is not computed again after a lease expires.
+  struct Unrecorded {
+    RequestKey request;
+    ResultRecord record;
+    uint32_t prompt_tokens = 0;
+    uint32_t completion_tokens = 0;
+    absl::Time dispatched_at;
+  };
 
   void Run();
   // Health on every rank; LoadShard where no shard is loaded. OK once all ranks are READY.
@@ -87,6 +96,11 @@ class WorkerGroupSession {
   bool DispatchQueued(Stream& stream);
   bool ClaimAndDispatch(Stream& stream, int free_slots, bool& maybe_more);
   void HandleResult(const v1::WorkResult& result);
+  // Stores `answer`; false (and it is queued for a retry) when the store failed.
+  bool Record(Unrecorded answer);
+  // Retries what the store refused earlier (results; the requeue after a lost worker), at most
+  // once per store_retry_interval. Returns true when nothing is left owed.
+  bool RetryStoreWork();
   // Forgets batch work dispatched longer than the lease ago (the store's sweeper requeues it)
   // and cancels it on the worker, so a stalled request cannot hold a window slot forever; a
   // late answer is then dropped as unknown.
@@ -119,6 +133,11 @@ class WorkerGroupSession {
   absl::flat_hash_map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mutex_);
   std::vector<uint64_t> cancels_to_send_ ABSL_GUARDED_BY(mutex_);
   std::vector<v1::WorkItem> interactive_to_send_ ABSL_GUARDED_BY(mutex_);
+  std::vector<Unrecorded> unrecorded_ ABSL_GUARDED_BY(mutex_);
+  // Session thread only: a requeue of this group's claims that the store refused.
+  std::optional<std::string> requeue_owed_;
+  absl::Time next_store_retry_ = absl::InfinitePast();
+  std::atomic<bool> store_failing_{false};  // Logged once per episode.
 };
 
 }  // namespace flatfleet::coordinator

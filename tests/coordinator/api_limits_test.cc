@@ -129,6 +129,11 @@ TEST_F(ApiLimitsTest, GenerateRefusesNonFiniteSamplingNumbers) {
   status = generate(infinite_top_p);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_TRUE(absl::StrContains(status.error_message(), "top_p")) << status.error_message();
+  // Groups start once the workers are probed, after the API listens.
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (server_->scheduler().connected_groups() < 1 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   v1::SamplingParams fine;
   fine.set_temperature(0.5f);
   fine.set_top_p(0.9f);

@@ -384,8 +384,10 @@ TEST(CoordinatorServerTest, ModelTooLargeForOneWorkerIsShardedOverAGroup) {
   for (WorkerInfo& worker : options.workers) worker.device_memory_bytes = 10ull << 20;
   auto server = StartCoordinator(options);
   ASSERT_NE(server, nullptr);
-  EXPECT_EQ(server->plan().tp_size, 2u);
-  ASSERT_EQ(server->plan().groups.size(), 1u);
+  absl::StatusOr<ClusterPlan> plan = server->WaitForPlan();
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->tp_size, 2u);
+  ASSERT_EQ(plan->groups.size(), 1u);
   Client client(server->address());
   v1::CreateBatchResponse created = client.Submit(CompletionLines(20));
   ASSERT_TRUE(created.has_batch());
