@@ -39,6 +39,8 @@ struct ServeCoordinatorOptions {
   unsigned tp = 0;
   std::string all_reduce_compression = "int8";
   double group_timeout_seconds = 30;
+  double liveness_timeout_seconds = 10;
+  double progress_timeout_seconds = 120;
 };
 
 int Fail(const absl::Status& status) {
@@ -107,6 +109,8 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
   server_options.planner.forced_tp = options.tp;
   server_options.scheduler.compress_all_reduce = options.all_reduce_compression == "int8";
   server_options.scheduler.group_timeout = absl::Seconds(options.group_timeout_seconds);
+  server_options.scheduler.liveness_timeout = absl::Seconds(options.liveness_timeout_seconds);
+  server_options.scheduler.progress_timeout = absl::Seconds(options.progress_timeout_seconds);
   auto server = coordinator::CoordinatorServer::Start(std::move(server_options));
   if (!server.ok()) return Fail(server.status());
   // First line of stdout: what scripts wait for when they asked for port 0.
@@ -187,6 +191,16 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
       ->check(CLI::IsMember({"int8", "none"}));
   cmd->add_option("--group-timeout", options->group_timeout_seconds,
                   "Seconds a tensor-parallel rank waits for its peers before the group fails")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--liveness-timeout", options->liveness_timeout_seconds,
+                  "Seconds without any heartbeat or result after which a worker group's work is "
+                  "taken back and re-dispatched (a stopped or hung worker)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--progress-timeout", options->progress_timeout_seconds,
+                  "Seconds a worker group with work may go without engine progress before its "
+                  "work is re-dispatched")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--in-flight-window", options->in_flight_window,

@@ -48,6 +48,11 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> CoordinatorMetrics::Create()
                       r.AddGauge("flatfleet_coordinator_unrecorded_results",
                                  "Results received from workers but not yet stored (retried)."));
   FF_ASSIGN_OR_RETURN(m->unrecorded_results_, OnlyChild(unrecorded));
+  FF_ASSIGN_OR_RETURN(auto* stalls,
+                      r.AddCounter("flatfleet_coordinator_group_stalls_total",
+                                   "Worker group streams dropped as stalled (silent, or no engine "
+                                   "progress with work), their requests re-dispatched."));
+  FF_ASSIGN_OR_RETURN(m->group_stalls_, OnlyChild(stalls));
   return m;
 }
 

@@ -112,6 +112,11 @@ void WorkerGroupSession::Sleep(absl::Duration timeout) {
   woken_ = false;
 }
 
+void WorkerGroupSession::SleepUnlessStopped(absl::Duration timeout) {
+  absl::MutexLock lock(&mutex_);
+  mutex_.AwaitWithTimeout(absl::Condition(&stopping_), timeout);
+}
+
 template <typename Call>
 grpc::Status WorkerGroupSession::CallCancellable(absl::Duration timeout, Call call) {
   grpc::ClientContext call_context;
@@ -143,6 +148,16 @@ void WorkerGroupSession::Run() {
     if (loaded.ok()) {
       Serve();
       if (results_this_stream_ > 0) backoff = context_->options.reconnect_backoff_initial;
+      if (last_stream_stalled_) {
+        // A group that keeps stalling waits longer each time, so it cannot keep taking work
+        // from healthy groups only to lose it again.
+        stall_backoff_ = stall_backoff_ == absl::ZeroDuration()
+                             ? context_->options.stall_backoff_initial
+                             : std::min(stall_backoff_ * 2, context_->options.stall_backoff_max);
+        SleepUnlessStopped(stall_backoff_);
+      } else if (results_this_stream_ > 0) {
+        stall_backoff_ = absl::ZeroDuration();
+      }
     } else if (loaded.message() != last_problem_) {
       last_problem_ = std::string(loaded.message());
       std::fprintf(stderr, "coordinator: %s not ready (will retry): %s\n", plan_.group_id.c_str(),
@@ -272,9 +287,32 @@ void WorkerGroupSession::Serve() {
                  plan_.rank_addresses[0].c_str());
     last_problem_.clear();
   }
+  {
+    absl::MutexLock lock(&mutex_);
+    last_message_at_ = absl::Now();
+    last_progress_at_ = last_message_at_;
+    heartbeats_seen_ = false;
+    last_engine_steps_ = 0;
+  }
+  last_stream_stalled_ = false;
   std::thread reader([&] {
     v1::WorkResult result;
-    while (stream->Read(&result)) HandleResult(result);
+    while (stream->Read(&result)) {
+      {
+        absl::MutexLock lock(&mutex_);
+        last_message_at_ = absl::Now();
+        if (result.has_heartbeat()) {
+          const uint64_t steps = result.heartbeat().engine_steps_total();
+          if (!heartbeats_seen_ || steps != last_engine_steps_)
+            last_progress_at_ = last_message_at_;
+          heartbeats_seen_ = true;
+          last_engine_steps_ = steps;
+        } else {
+          last_progress_at_ = last_message_at_;
+        }
+      }
+      if (!result.has_heartbeat()) HandleResult(result);
+    }
     absl::MutexLock lock(&mutex_);
     stream_broken_ = true;
     signal_.SignalAll();
@@ -283,6 +321,13 @@ void WorkerGroupSession::Serve() {
     {
       absl::MutexLock lock(&mutex_);
       if (stopping_ || stream_broken_) break;
+    }
+    if (const std::string stall = StallReason(); !stall.empty()) {
+      std::fprintf(stderr, "coordinator: %s stalled (%s); re-dispatching its work\n",
+                   plan_.group_id.c_str(), stall.c_str());
+      last_stream_stalled_ = true;
+      if (context_->metrics) context_->metrics->CountGroupStall();
+      break;
     }
     ExpireStaleWork();
     if (!DispatchQueued(*stream)) break;
@@ -369,6 +414,8 @@ bool WorkerGroupSession::ClaimAndDispatch(Stream& stream, int free_slots, bool& 
     *item.mutable_submit() = ToRequestBodyProto(*parsed);
     {
       absl::MutexLock lock(&mutex_);
+      // An idle group's progress clock starts with its first request.
+      if (in_flight_.empty()) last_progress_at_ = absl::Now();
       InFlight entry;
       entry.request = claim.key;
       entry.custom_id = claim.custom_id;
@@ -382,6 +429,20 @@ bool WorkerGroupSession::ClaimAndDispatch(Stream& stream, int free_slots, bool& 
     if (!stream.Write(item)) return false;
   }
   return true;
+}
+
+std::string WorkerGroupSession::StallReason() {
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&mutex_);
+  if (!heartbeats_seen_) return "";  // A worker without heartbeats: only leases apply.
+  if (now - last_message_at_ > context_->options.liveness_timeout) {
+    return absl::StrCat("nothing received for ", absl::FormatDuration(now - last_message_at_));
+  }
+  if (!in_flight_.empty() && now - last_progress_at_ > context_->options.progress_timeout) {
+    return absl::StrCat("no engine progress for ", absl::FormatDuration(now - last_progress_at_),
+                        " with ", in_flight_.size(), " requests");
+  }
+  return "";
 }
 
 void WorkerGroupSession::ExpireStaleWork() {

@@ -105,10 +105,14 @@ class WorkerGroupSession {
   // and cancels it on the worker, so a stalled request cannot hold a window slot forever; a
   // late answer is then dropped as unknown.
   void ExpireStaleWork();
+  // Why the open stream counts as stalled (see SchedulerOptions::liveness_timeout), or empty.
+  std::string StallReason();
   // After a stream ends: interactive callers get an error; batch requests go back.
   void FailInFlight(bool worker_lost);
   // Waits up to `timeout`, or until woken or stopped.
   void Sleep(absl::Duration timeout);
+  // Waits `timeout` unless stopped; new work does not end it.
+  void SleepUnlessStopped(absl::Duration timeout);
   // Runs a unary call whose context Stop() can cancel.
   template <typename Call>
   grpc::Status CallCancellable(absl::Duration timeout, Call call);
@@ -134,6 +138,16 @@ class WorkerGroupSession {
   std::vector<uint64_t> cancels_to_send_ ABSL_GUARDED_BY(mutex_);
   std::vector<v1::WorkItem> interactive_to_send_ ABSL_GUARDED_BY(mutex_);
   std::vector<Unrecorded> unrecorded_ ABSL_GUARDED_BY(mutex_);
+  // Liveness of the open stream: when anything last arrived, whether heartbeats come at all,
+  // and when the engine last made progress (or work was first dispatched to an idle group).
+  absl::Time last_message_at_ ABSL_GUARDED_BY(mutex_);
+  bool heartbeats_seen_ ABSL_GUARDED_BY(mutex_) = false;
+  uint64_t last_engine_steps_ ABSL_GUARDED_BY(mutex_) = 0;
+  absl::Time last_progress_at_ ABSL_GUARDED_BY(mutex_);
+  // Session thread only: the wait before serving again after a stall, and whether the last
+  // stream ended stalled.
+  absl::Duration stall_backoff_ = absl::ZeroDuration();
+  bool last_stream_stalled_ = false;
   // Session thread only: a requeue of this group's claims that the store refused.
   std::optional<std::string> requeue_owed_;
   absl::Time next_store_retry_ = absl::InfinitePast();
