@@ -15,9 +15,10 @@
 namespace flatfleet::coordinator {
 namespace {
 
-// Schema version 1 (PRAGMA user_version). Version 0 had no jobs.error / jobs.invalid_lines
-// and required requests.custom_id; MigrateToVersion1 upgrades such a file in place.
-constexpr int kSchemaVersion = 1;
+// Schema version 2 (PRAGMA user_version). Version 0 had no jobs.error / jobs.invalid_lines
+// and required requests.custom_id; MigrateToVersion1 upgrades such a file in place. Version 1
+// had no jobs.idempotency_key; MigrateToVersion2 adds it.
+constexpr int kSchemaVersion = 2;
 
 constexpr std::string_view kJobsTable = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
@@ -31,9 +32,14 @@ CREATE TABLE IF NOT EXISTS jobs (
   created_at_ms INTEGER NOT NULL,
   updated_at_ms INTEGER NOT NULL,
   error TEXT,
-  invalid_lines INTEGER NOT NULL DEFAULT 0
+  invalid_lines INTEGER NOT NULL DEFAULT 0,
+  idempotency_key TEXT
 );
 )sql";
+
+// One batch per client-chosen key (NULL keys repeat freely).
+constexpr std::string_view kIdempotencyIndex =
+    "CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs (idempotency_key);";
 
 // `custom_id` is NULL for an invalid input line that gave no usable one (SQLite's UNIQUE lets
 // NULLs repeat). Invalid lines are stored as failed requests with an empty body.
@@ -158,7 +164,11 @@ absl::Status EnsureSchema(SqliteDatabase& db) {
       int64_t has_requests,
       ReadInt(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'requests'"));
   if (version == 0 && has_requests > 0) FF_RETURN_IF_ERROR(MigrateToVersion1(db));
+  if (version < 2 && has_requests > 0) {
+    FF_RETURN_IF_ERROR(db.Execute("ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;"));
+  }
   FF_RETURN_IF_ERROR(db.Execute(kJobsTable));
+  FF_RETURN_IF_ERROR(db.Execute(kIdempotencyIndex));
   FF_RETURN_IF_ERROR(db.Execute(RequestsTableSql("requests")));
   FF_RETURN_IF_ERROR(db.Execute(kIndexesAndResults));
   return db.Execute(absl::StrCat("PRAGMA user_version = ", kSchemaVersion));
@@ -398,11 +408,29 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
   if (!transaction.ok()) return annotate(transaction.status());
   const int64_t now = NowMs();
+  std::string created_id = job_id;
   absl::Status status = [&]() -> absl::Status {
+    if (!options.idempotency_key.empty()) {
+      // A retry of a creation that went through: the job it made, not a second one.
+      FF_ASSIGN_OR_RETURN(SqliteStatement earlier,
+                          db_->Prepare("SELECT id, model FROM jobs WHERE idempotency_key = ?1"));
+      earlier.Bind(1, options.idempotency_key);
+      FF_ASSIGN_OR_RETURN(bool found, earlier.Step());
+      if (found) {
+        if (earlier.ColumnText(1) != options.model) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("idempotency_key '", options.idempotency_key, "' was used by job ",
+                           earlier.ColumnText(0), " of model ", earlier.ColumnText(1)));
+        }
+        created_id = earlier.ColumnText(0);
+        return absl::OkStatus();
+      }
+    }
     FF_ASSIGN_OR_RETURN(SqliteStatement job,
                         db_->Prepare("INSERT INTO jobs (id, model, state, options, max_attempts, "
-                                     "created_at_ms, updated_at_ms, error, invalid_lines) "
-                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)"));
+                                     "created_at_ms, updated_at_ms, error, invalid_lines, "
+                                     "idempotency_key) "
+                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)"));
     job.Bind(1, job_id).Bind(2, options.model);
     job.Bind(3, JobStateName(all_invalid ? JobState::kFailed : JobState::kInProgress));
     job.Bind(4, OptionsToJson(options)).Bind(5, options.max_attempts).Bind(6, now);
@@ -412,6 +440,11 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
       job.BindNull(7);
     }
     job.Bind(8, static_cast<int64_t>(invalid_lines.size()));
+    if (options.idempotency_key.empty()) {
+      job.BindNull(9);
+    } else {
+      job.Bind(9, options.idempotency_key);
+    }
     FF_RETURN_IF_ERROR(job.Run());
     FF_ASSIGN_OR_RETURN(SqliteStatement insert,
                         db_->Prepare("INSERT INTO requests (job_id, line_number, custom_id, body, "
@@ -448,7 +481,7 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
     return Committed(*transaction);
   }();
   if (!status.ok()) return annotate(status);
-  absl::StatusOr<JobRecord> record = ReadJob(job_id);
+  absl::StatusOr<JobRecord> record = ReadJob(created_id);
   if (!record.ok()) return annotate(record.status());
   return record;
 }

@@ -58,7 +58,9 @@ class JobStore {
   // A new job in state in_progress with all `requests` pending, atomically. Each of
   // `invalid_lines` (input lines that did not validate) is stored as a failed request with an
   // "invalid_request" error result, in the given order, ahead of any other result. A job of
-  // invalid lines only is created failed, with `error` saying why.
+  // invalid lines only is created failed, with `error` saying why. With an idempotency key that
+  // an earlier job of the same model holds, returns that job and stores nothing (another
+  // model's: FAILED_PRECONDITION).
   absl::StatusOr<JobRecord> CreateJob(const JobOptions& options,
                                       absl::Span<const BatchRequestLine> requests,
                                       absl::Span<const LineError> invalid_lines = {});

@@ -212,6 +212,7 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
   job_options.max_attempts = options.max_attempts() > 0 ? static_cast<int>(options.max_attempts())
                                                         : options_.default_max_attempts;
   job_options.metadata.insert(options.metadata().begin(), options.metadata().end());
+  job_options.idempotency_key = options.idempotency_key();
   absl::StatusOr<JobRecord> job =
       store_->CreateJob(job_options, parsed.requests, parsed.invalid_lines);
   if (!job.ok() && store_->StorageFailure()) {

@@ -164,5 +164,26 @@ TEST_F(UploadIntegrityTest, AnInputFileWithAHugeLineIsReadWithoutHoldingIt) {
   EXPECT_EQ(failed.size(), 1u);
 }
 
+// A client that lost the answer to its upload retries with the same idempotency key and gets
+// the batch its first upload created, not a second batch running every line again.
+TEST_F(UploadIntegrityTest, ARetriedUploadWithItsIdempotencyKeyIsOneBatch) {
+  Start("idempotent_upload");
+  v1::BatchOptions options;
+  options.set_model(testing_util::kModel);
+  options.set_idempotency_key("client-upload-42");
+  const std::vector<std::string> lines = CompletionLines(30);
+  absl::StatusOr<v1::CreateBatchResponse> first = client_->Submit(options, lines);
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<v1::CreateBatchResponse> retry = client_->Submit(options, lines);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->batch().id(), first->batch().id());
+  const std::vector<v1::BatchResult> failed = Failures(first->batch().id(), 30);
+  EXPECT_TRUE(failed.empty());
+  EXPECT_EQ(server_->store().ListJobs(10)->size(), 1u);
+  EXPECT_EQ(worker_.submits(), 30);
+  options.set_idempotency_key(std::string(257, 'k'));
+  EXPECT_EQ(client_->Submit(options, lines).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace flatfleet::coordinator
