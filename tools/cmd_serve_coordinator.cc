@@ -199,8 +199,8 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--progress-timeout", options->progress_timeout_seconds,
-                  "Seconds a worker group with work may go without engine progress before its "
-                  "work is re-dispatched")
+                  "Seconds a worker group with work may go without engine progress (a step) "
+                  "before its work is re-dispatched; must outlast one engine step")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--in-flight-window", options->in_flight_window,
