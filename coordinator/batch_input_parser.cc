@@ -348,23 +348,39 @@ void BatchInputParser::AddError(int64_t line_number, std::string field, std::str
   parsed_.invalid_lines.push_back(std::move(error));
 }
 
+bool BatchInputParser::CountRequestLine(int64_t line_number) {
+  if (++request_lines_ <= limits_.max_lines) return true;
+  // Reported once, at the first line over the limit; later lines are not examined.
+  if (request_lines_ == limits_.max_lines + 1) {
+    parsed_.too_many_lines = true;
+    ++parsed_.error_count;
+    if (parsed_.errors.size() < limits_.max_reported_errors) {
+      parsed_.errors.push_back(
+          LineError{line_number, "",
+                    absl::StrCat("the batch has more than ", limits_.max_lines, " request lines")});
+    }
+  }
+  return false;
+}
+
+void BatchInputParser::AddOversizedLine(uint64_t bytes) {
+  const int64_t line_number = ++parsed_.lines_read;
+  if (!CountRequestLine(line_number)) return;
+  if (bytes > limits_.max_line_bytes) {
+    AddError(line_number, "",
+             absl::StrCat("line is ", bytes, " bytes; at most ", limits_.max_line_bytes,
+                          " are allowed"));
+  } else {
+    AddError(line_number, "",
+             absl::StrCat("line is ", bytes, " bytes, too long for the client to upload"));
+  }
+}
+
 void BatchInputParser::AddLine(std::string_view line) {
   const int64_t line_number = ++parsed_.lines_read;
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
   if (absl::StripAsciiWhitespace(absl::string_view(line.data(), line.size())).empty()) return;
-  if (++request_lines_ > limits_.max_lines) {
-    // Reported once, at the first line over the limit; later lines are not examined.
-    if (request_lines_ == limits_.max_lines + 1) {
-      parsed_.too_many_lines = true;
-      ++parsed_.error_count;
-      if (parsed_.errors.size() < limits_.max_reported_errors) {
-        parsed_.errors.push_back(LineError{
-            line_number, "",
-            absl::StrCat("the batch has more than ", limits_.max_lines, " request lines")});
-      }
-    }
-    return;
-  }
+  if (!CountRequestLine(line_number)) return;
   if (line.size() > limits_.max_line_bytes) {
     AddError(line_number, "",
              absl::StrCat("line is ", line.size(), " bytes; at most ", limits_.max_line_bytes,

@@ -45,12 +45,17 @@ class BatchInputParser {
   // One line, without its '\n' (a trailing '\r' is dropped). Blank lines are skipped but
   // counted, so line numbers match the file.
   void AddLine(std::string_view line);
+  // A line known only by its length (`bytes`, above every limit a reader or client applies),
+  // e.g. one too long to upload in a message: counted as a request line that is too long.
+  void AddOversizedLine(uint64_t bytes);
   // A whole document: lines split on '\n'; a final line without '\n' counts.
   void AddText(std::string_view text);
 
   ParsedBatch Finish() &&;
 
  private:
+  // Counts a non-blank line; false (after reporting it once) when it is over the line limit.
+  bool CountRequestLine(int64_t line_number);
   // Records an invalid request line; `custom_id` is the id its error result echoes, if any.
   void AddError(int64_t line_number, std::string field, std::string message,
                 std::optional<std::string> custom_id = std::nullopt);

@@ -15,9 +15,10 @@
 namespace flatfleet::coordinator {
 namespace {
 
-// Schema version 1 (PRAGMA user_version). Version 0 had no jobs.error / jobs.invalid_lines
-// and required requests.custom_id; MigrateToVersion1 upgrades such a file in place.
-constexpr int kSchemaVersion = 1;
+// Schema version 2 (PRAGMA user_version). Version 0 had no jobs.error / jobs.invalid_lines
+// and required requests.custom_id; MigrateToVersion1 upgrades such a file in place. Version 1
+// had no jobs.idempotency_key; MigrateToVersion2 adds it.
+constexpr int kSchemaVersion = 2;
 
 constexpr std::string_view kJobsTable = R"sql(
 CREATE TABLE IF NOT EXISTS jobs (
@@ -31,9 +32,14 @@ CREATE TABLE IF NOT EXISTS jobs (
   created_at_ms INTEGER NOT NULL,
   updated_at_ms INTEGER NOT NULL,
   error TEXT,
-  invalid_lines INTEGER NOT NULL DEFAULT 0
+  invalid_lines INTEGER NOT NULL DEFAULT 0,
+  idempotency_key TEXT
 );
 )sql";
+
+// One batch per client-chosen key (NULL keys repeat freely).
+constexpr std::string_view kIdempotencyIndex =
+    "CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_idempotency_key ON jobs (idempotency_key);";
 
 // `custom_id` is NULL for an invalid input line that gave no usable one (SQLite's UNIQUE lets
 // NULLs repeat). Invalid lines are stored as failed requests with an empty body.
@@ -81,6 +87,12 @@ std::string NewJobId() {
   return absl::StrFormat("batch_%016x%08x", generator(), static_cast<uint32_t>(generator()));
 }
 
+// The output line of a request that never finished because its job was cancelled.
+std::string CancelledLine(std::string_view custom_id) {
+  return FormatErrorLine(custom_id, "batch_cancelled",
+                         "the batch was cancelled before this request finished");
+}
+
 std::string_view OutcomeName(ResultOutcome outcome) {
   return outcome == ResultOutcome::kSucceeded ? "succeeded" : "failed";
 }
@@ -123,6 +135,24 @@ absl::Status MigrateToVersion1(SqliteDatabase& db) {
       "DROP TABLE requests; ALTER TABLE requests_v1 RENAME TO requests;");
 }
 
+// OK when SQLite's quick_check finds the file sound; else what it found (its first lines).
+absl::Status CheckIntegrity(SqliteDatabase& db) {
+  constexpr int kProblemsShown = 3;
+  FF_ASSIGN_OR_RETURN(SqliteStatement check, db.Prepare("PRAGMA quick_check"));
+  std::string problems;
+  int count = 0;
+  while (true) {
+    FF_ASSIGN_OR_RETURN(bool row, check.Step());
+    if (!row) break;
+    const std::string line = check.ColumnText(0);
+    if (line == "ok") continue;
+    if (++count <= kProblemsShown) absl::StrAppend(&problems, count > 1 ? "; " : "", line);
+  }
+  if (count == 0) return absl::OkStatus();
+  if (count > kProblemsShown) absl::StrAppend(&problems, "; ...");
+  return absl::DataLossError(absl::StrCat("integrity check failed: ", problems));
+}
+
 // Creates the schema, or brings an older file up to kSchemaVersion.
 absl::Status EnsureSchema(SqliteDatabase& db) {
   FF_ASSIGN_OR_RETURN(int64_t version, ReadInt(db, "PRAGMA user_version"));
@@ -134,7 +164,11 @@ absl::Status EnsureSchema(SqliteDatabase& db) {
       int64_t has_requests,
       ReadInt(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'requests'"));
   if (version == 0 && has_requests > 0) FF_RETURN_IF_ERROR(MigrateToVersion1(db));
+  if (version < 2 && has_requests > 0) {
+    FF_RETURN_IF_ERROR(db.Execute("ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;"));
+  }
   FF_RETURN_IF_ERROR(db.Execute(kJobsTable));
+  FF_RETURN_IF_ERROR(db.Execute(kIdempotencyIndex));
   FF_RETURN_IF_ERROR(db.Execute(RequestsTableSql("requests")));
   FF_RETURN_IF_ERROR(db.Execute(kIndexesAndResults));
   return db.Execute(absl::StrCat("PRAGMA user_version = ", kSchemaVersion));
@@ -154,7 +188,17 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
   const std::string pragmas =
       absl::StrCat("PRAGMA busy_timeout = ", options.busy_timeout_ms,
                    "; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;");
-  if (absl::Status status = (*db)->Execute(pragmas); !status.ok()) return annotate(status);
+  absl::Status pragmas_set = (*db)->Execute(pragmas);
+  if (!pragmas_set.ok() && !absl::IsDataLoss(pragmas_set)) return annotate(pragmas_set);
+  if (options.check_integrity || !pragmas_set.ok()) {
+    absl::Status status = pragmas_set.ok() ? CheckIntegrity(**db) : pragmas_set;
+    if (!status.ok()) {
+      return absl::DataLossError(absl::StrCat(
+          "the job store ", path, " is damaged (", status.message(),
+          "); refusing to serve it. Restore the file from a backup (docs/RELIABILITY.md), or "
+          "move it and its -wal file aside to start with an empty store"));
+    }
+  }
 
   std::unique_ptr<JobStore> store(new JobStore(*std::move(db), std::move(options)));
   absl::MutexLock lock(&store->mutex_);
@@ -183,6 +227,49 @@ int64_t JobStore::NowMs() const {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+static bool IsStorageFailure(const absl::Status& status) {
+  // What SQLite reports for a full disk, an I/O error or a file it cannot write (see
+  // sqlite_database.cc); not a request's own error (not found, bad argument, wrong state).
+  switch (status.code()) {
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kDataLoss:
+      return true;
+    default:
+      return false;
+  }
+}
+
+absl::Status JobStore::NoteFailure(const absl::Status& status, std::string_view operation,
+                                   std::string_view job_id) {
+  absl::Status annotated = Annotate(status, operation, job_id);
+  if (IsStorageFailure(status)) {
+    {
+      absl::MutexLock lock(&health_mutex_);
+      last_storage_failure_ = std::string(annotated.message());
+      ++storage_failures_;
+    }
+    if (options_.on_storage_failure) options_.on_storage_failure(operation);
+  }
+  return annotated;
+}
+
+absl::Status JobStore::Committed(SqliteTransaction& transaction) {
+  bool wrote = false;
+  absl::Status status = transaction.Commit(&wrote);
+  // Only a commit that wrote proves the storage works again (an empty claim writes nothing).
+  if (status.ok() && wrote) {
+    absl::MutexLock lock(&health_mutex_);
+    last_storage_failure_.reset();
+  }
+  return status;
+}
+
+std::optional<std::string> JobStore::StorageFailure() const {
+  absl::MutexLock lock(&health_mutex_);
+  return last_storage_failure_;
 }
 
 void JobStore::Checkpoint(std::string_view point) const {
@@ -217,9 +304,14 @@ absl::StatusOr<JobRecord> JobStore::ReadJob(std::string_view job_id) {
   record.error = job.ColumnText(7);
   record.counts.invalid = job.ColumnInt(8);
 
-  FF_ASSIGN_OR_RETURN(SqliteStatement counts,
-                      db_->Prepare("SELECT state, COUNT(*) FROM requests WHERE job_id = ?1 "
-                                   "GROUP BY state"));
+  // One count per state through the (state, job_id) index: a scan of the job's rows would read
+  // every request body.
+  FF_ASSIGN_OR_RETURN(
+      SqliteStatement counts,
+      db_->Prepare("SELECT s.name, (SELECT COUNT(*) FROM requests r "
+                   "WHERE r.state = s.name AND r.job_id = ?1) FROM (SELECT 'pending' AS name "
+                   "UNION ALL SELECT 'in_flight' UNION ALL SELECT 'succeeded' "
+                   "UNION ALL SELECT 'failed' UNION ALL SELECT 'cancelled') s"));
   counts.Bind(1, job_id);
   while (true) {
     FF_ASSIGN_OR_RETURN(bool row, counts.Step());
@@ -245,8 +337,24 @@ absl::StatusOr<JobRecord> JobStore::ReadJob(std::string_view job_id) {
 }
 
 absl::Status JobStore::UpdateJobState(std::string_view job_id) {
-  FF_ASSIGN_OR_RETURN(JobRecord job, ReadJob(job_id));
-  const JobState next = NextJobState(job.state, job.counts);
+  // Runs with every result, so it asks the state index only whether work remains, instead of
+  // counting every request of the job (quadratic over a large job).
+  FF_ASSIGN_OR_RETURN(SqliteStatement read,
+                      db_->Prepare("SELECT state, "
+                                   "EXISTS (SELECT 1 FROM requests WHERE state = 'pending' "
+                                   "AND job_id = ?1), "
+                                   "EXISTS (SELECT 1 FROM requests WHERE state = 'in_flight' "
+                                   "AND job_id = ?1) FROM jobs WHERE id = ?1"));
+  read.Bind(1, job_id);
+  FF_ASSIGN_OR_RETURN(bool found, read.Step());
+  if (!found) return absl::NotFoundError("no such job");
+  const std::string state_name = read.ColumnText(0);
+  const std::optional<JobState> state = ParseJobState(state_name);
+  if (!state) return absl::DataLossError(absl::StrCat("unknown job state '", state_name, "'"));
+  RequestCounts remaining;
+  remaining.pending = read.ColumnInt(1);
+  remaining.in_flight = read.ColumnInt(2);
+  const JobState next = NextJobState(*state, remaining);
   FF_ASSIGN_OR_RETURN(SqliteStatement update,
                       db_->Prepare("UPDATE jobs SET state = ?2, updated_at_ms = ?3 WHERE id = ?1"));
   update.Bind(1, job_id).Bind(2, JobStateName(next)).Bind(3, NowMs());
@@ -278,7 +386,7 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
                                               absl::Span<const LineError> invalid_lines) {
   const std::string job_id = NewJobId();
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "CreateJob", job_id);
+    return NoteFailure(status, "CreateJob", job_id);
   };
   if (options.model.empty()) return annotate(absl::InvalidArgumentError("model is empty"));
   if (options.max_attempts < 1) {
@@ -300,11 +408,29 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
   if (!transaction.ok()) return annotate(transaction.status());
   const int64_t now = NowMs();
+  std::string created_id = job_id;
   absl::Status status = [&]() -> absl::Status {
+    if (!options.idempotency_key.empty()) {
+      // A retry of a creation that went through: the job it made, not a second one.
+      FF_ASSIGN_OR_RETURN(SqliteStatement earlier,
+                          db_->Prepare("SELECT id, model FROM jobs WHERE idempotency_key = ?1"));
+      earlier.Bind(1, options.idempotency_key);
+      FF_ASSIGN_OR_RETURN(bool found, earlier.Step());
+      if (found) {
+        if (earlier.ColumnText(1) != options.model) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("idempotency_key '", options.idempotency_key, "' was used by job ",
+                           earlier.ColumnText(0), " of model ", earlier.ColumnText(1)));
+        }
+        created_id = earlier.ColumnText(0);
+        return absl::OkStatus();
+      }
+    }
     FF_ASSIGN_OR_RETURN(SqliteStatement job,
                         db_->Prepare("INSERT INTO jobs (id, model, state, options, max_attempts, "
-                                     "created_at_ms, updated_at_ms, error, invalid_lines) "
-                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)"));
+                                     "created_at_ms, updated_at_ms, error, invalid_lines, "
+                                     "idempotency_key) "
+                                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)"));
     job.Bind(1, job_id).Bind(2, options.model);
     job.Bind(3, JobStateName(all_invalid ? JobState::kFailed : JobState::kInProgress));
     job.Bind(4, OptionsToJson(options)).Bind(5, options.max_attempts).Bind(6, now);
@@ -314,6 +440,11 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
       job.BindNull(7);
     }
     job.Bind(8, static_cast<int64_t>(invalid_lines.size()));
+    if (options.idempotency_key.empty()) {
+      job.BindNull(9);
+    } else {
+      job.Bind(9, options.idempotency_key);
+    }
     FF_RETURN_IF_ERROR(job.Run());
     FF_ASSIGN_OR_RETURN(SqliteStatement insert,
                         db_->Prepare("INSERT INTO requests (job_id, line_number, custom_id, body, "
@@ -347,10 +478,10 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
               .status());
     }
     Checkpoint("create_job.requests_inserted");
-    return transaction->Commit();
+    return Committed(*transaction);
   }();
   if (!status.ok()) return annotate(status);
-  absl::StatusOr<JobRecord> record = ReadJob(job_id);
+  absl::StatusOr<JobRecord> record = ReadJob(created_id);
   if (!record.ok()) return annotate(record.status());
   return record;
 }
@@ -358,15 +489,15 @@ absl::StatusOr<JobRecord> JobStore::CreateJob(const JobOptions& options,
 absl::StatusOr<JobRecord> JobStore::GetJob(std::string_view job_id) {
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<JobRecord> record = ReadJob(job_id);
-  if (!record.ok()) return Annotate(record.status(), "GetJob", job_id);
+  if (!record.ok()) return NoteFailure(record.status(), "GetJob", job_id);
   return record;
 }
 
 absl::StatusOr<std::vector<JobRecord>> JobStore::ListJobs(int limit,
                                                           std::optional<int64_t> before_position) {
   absl::MutexLock lock(&mutex_);
-  const auto annotate = [](const absl::Status& status) {
-    return Annotate(status, "ListJobs", "*");
+  const auto annotate = [this](const absl::Status& status) {
+    return NoteFailure(status, "ListJobs", "*");
   };
   // One read transaction so the page is a consistent snapshot.
   if (absl::Status status = db_->Execute("BEGIN"); !status.ok()) return annotate(status);
@@ -399,7 +530,7 @@ absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPending(std::string_v
                                                                    std::string_view worker,
                                                                    int64_t lease_ms) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "ClaimPending", absl::StrCat("* of model ", std::string(model)));
+    return NoteFailure(status, "ClaimPending", absl::StrCat("* of model ", std::string(model)));
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -427,7 +558,7 @@ absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPending(std::string_v
     }
     FF_RETURN_IF_ERROR(MarkClaimed(requests, worker, lease_ms));
     Checkpoint("claim.requests_marked");
-    FF_RETURN_IF_ERROR(transaction->Commit());
+    FF_RETURN_IF_ERROR(Committed(*transaction));
     return requests;
   }();
   if (!claimed.ok()) return annotate(claimed.status());
@@ -456,8 +587,8 @@ absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPendingRoundRobin(
     std::string_view model, int max_requests, std::string_view worker, int64_t lease_ms,
     RoundRobinCursor& cursor) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "ClaimPendingRoundRobin",
-                    absl::StrCat("* of model ", std::string(model)));
+    return NoteFailure(status, "ClaimPendingRoundRobin",
+                       absl::StrCat("* of model ", std::string(model)));
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -513,7 +644,7 @@ absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPendingRoundRobin(
     }
     FF_RETURN_IF_ERROR(MarkClaimed(requests, worker, lease_ms));
     Checkpoint("claim.requests_marked");
-    FF_RETURN_IF_ERROR(transaction->Commit());
+    FF_RETURN_IF_ERROR(Committed(*transaction));
     return requests;
   }();
   if (!claimed.ok()) return annotate(claimed.status());
@@ -522,8 +653,8 @@ absl::StatusOr<std::vector<ClaimedRequest>> JobStore::ClaimPendingRoundRobin(
 
 absl::StatusOr<bool> JobStore::ReleaseInFlight(const RequestKey& request, std::string_view reason) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "ReleaseInFlight",
-                    absl::StrCat(request.job_id, ", line ", request.line_number));
+    return NoteFailure(status, "ReleaseInFlight",
+                       absl::StrCat(request.job_id, ", line ", request.line_number));
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -535,14 +666,14 @@ absl::StatusOr<bool> JobStore::ReleaseInFlight(const RequestKey& request, std::s
       },
       reason, /*spend_attempt=*/false);
   if (!report.ok()) return annotate(report.status());
-  if (absl::Status status = transaction->Commit(); !status.ok()) return annotate(status);
+  if (absl::Status status = Committed(*transaction); !status.ok()) return annotate(status);
   return report->requeued + report->cancelled + report->failed > 0;
 }
 
 absl::StatusOr<bool> JobStore::RecordResult(const RequestKey& request, const ResultRecord& result) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "RecordResult",
-                    absl::StrCat(request.job_id, ", line ", request.line_number));
+    return NoteFailure(status, "RecordResult",
+                       absl::StrCat(request.job_id, ", line ", request.line_number));
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -574,7 +705,7 @@ absl::StatusOr<bool> JobStore::RecordResult(const RequestKey& request, const Res
                                                                         : RequestState::kFailed));
     FF_RETURN_IF_ERROR(update.Run());
     FF_RETURN_IF_ERROR(UpdateJobState(request.job_id));
-    FF_RETURN_IF_ERROR(transaction->Commit());
+    FF_RETURN_IF_ERROR(Committed(*transaction));
     return true;
   }();
   if (!recorded.ok()) return annotate(recorded.status());
@@ -622,6 +753,9 @@ absl::StatusOr<RequeueReport> JobStore::RequeueWhere(
     if (row.job_state == JobStateName(JobState::kCancelling)) {
       next = RequestState::kCancelled;
       ++report.cancelled;
+      FF_RETURN_IF_ERROR(AppendResult(row.key.job_id, row.key.line_number, ResultOutcome::kFailed,
+                                      CancelledLine(row.custom_id))
+                             .status());
     } else if (spend_attempt && attempts >= row.max_attempts) {
       next = RequestState::kFailed;
       ++report.failed;
@@ -647,7 +781,7 @@ absl::StatusOr<RequeueReport> JobStore::RequeueWhere(
 absl::StatusOr<RequeueReport> JobStore::RequeueWorker(std::string_view worker,
                                                       std::string_view reason) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "RequeueWorker", absl::StrCat("* of worker ", std::string(worker)));
+    return NoteFailure(status, "RequeueWorker", absl::StrCat("* of worker ", std::string(worker)));
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -656,13 +790,13 @@ absl::StatusOr<RequeueReport> JobStore::RequeueWorker(std::string_view worker,
       "r.lease_owner = ?1", [&](SqliteStatement& statement) { statement.Bind(1, worker); }, reason,
       /*spend_attempt=*/true);
   if (!report.ok()) return annotate(report.status());
-  if (absl::Status status = transaction->Commit(); !status.ok()) return annotate(status);
+  if (absl::Status status = Committed(*transaction); !status.ok()) return annotate(status);
   return report;
 }
 
 absl::StatusOr<RequeueReport> JobStore::RequeueExpiredLeases(std::string_view reason) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "RequeueExpiredLeases", "*");
+    return NoteFailure(status, "RequeueExpiredLeases", "*");
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -672,13 +806,13 @@ absl::StatusOr<RequeueReport> JobStore::RequeueExpiredLeases(std::string_view re
       "r.lease_expires_ms <= ?1", [&](SqliteStatement& statement) { statement.Bind(1, now); },
       reason, /*spend_attempt=*/true);
   if (!report.ok()) return annotate(report.status());
-  if (absl::Status status = transaction->Commit(); !status.ok()) return annotate(status);
+  if (absl::Status status = Committed(*transaction); !status.ok()) return annotate(status);
   return report;
 }
 
 absl::StatusOr<CancelReport> JobStore::CancelJob(std::string_view job_id) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "CancelJob", job_id);
+    return NoteFailure(status, "CancelJob", job_id);
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<SqliteTransaction> transaction = SqliteTransaction::Begin(db_.get());
@@ -691,11 +825,24 @@ absl::StatusOr<CancelReport> JobStore::CancelJob(std::string_view job_id) {
     }
     CancelReport cancel;
     if (job.state != JobState::kCancelled) {
+      // Each cancelled request gets its error line, so every custom_id ends with one line.
       FF_ASSIGN_OR_RETURN(SqliteStatement pending,
                           db_->Prepare("UPDATE requests SET state = 'cancelled' "
-                                       "WHERE job_id = ?1 AND state = 'pending'"));
+                                       "WHERE job_id = ?1 AND state = 'pending' "
+                                       "RETURNING line_number, custom_id"));
       pending.Bind(1, job_id);
-      FF_RETURN_IF_ERROR(pending.Run());
+      std::vector<std::pair<int64_t, std::string>> cancelled;
+      while (true) {
+        FF_ASSIGN_OR_RETURN(bool row, pending.Step());
+        if (!row) break;
+        cancelled.emplace_back(pending.ColumnInt(0), pending.ColumnText(1));
+      }
+      std::sort(cancelled.begin(), cancelled.end());
+      for (const auto& [line_number, custom_id] : cancelled) {
+        FF_RETURN_IF_ERROR(
+            AppendResult(job_id, line_number, ResultOutcome::kFailed, CancelledLine(custom_id))
+                .status());
+      }
       FF_ASSIGN_OR_RETURN(SqliteStatement mark,
                           db_->Prepare("UPDATE jobs SET state = 'cancelling' WHERE id = ?1"));
       mark.Bind(1, job_id);
@@ -713,17 +860,36 @@ absl::StatusOr<CancelReport> JobStore::CancelJob(std::string_view job_id) {
       }
     }
     FF_ASSIGN_OR_RETURN(cancel.job, ReadJob(job_id));
-    FF_RETURN_IF_ERROR(transaction->Commit());
+    FF_RETURN_IF_ERROR(Committed(*transaction));
     return cancel;
   }();
   if (!report.ok()) return annotate(report.status());
   return report;
 }
 
+absl::Status JobStore::SetSizeLimit(int64_t max_bytes) {
+  absl::MutexLock lock(&mutex_);
+  FF_ASSIGN_OR_RETURN(int64_t page_bytes, ReadInt(*db_, "PRAGMA page_size"));
+  // 4294967294 is SQLite's own largest page count (its default).
+  const int64_t pages = max_bytes > 0 ? std::max<int64_t>(1, max_bytes / page_bytes) : 4294967294;
+  return db_->Execute(absl::StrCat("PRAGMA max_page_count = ", pages));
+}
+
+absl::Status JobStore::BackupTo(const std::string& path) {
+  absl::MutexLock lock(&mutex_);
+  FF_ASSIGN_OR_RETURN(SqliteStatement backup, db_->Prepare("VACUUM INTO ?1"));
+  backup.Bind(1, path);
+  if (absl::Status status = backup.Run(); !status.ok()) {
+    return absl::Status(status.code(),
+                        absl::StrCat("backup of the job store to ", path, ": ", status.message()));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<StoredResult>> JobStore::ReadResults(std::string_view job_id,
                                                                 int64_t from_sequence, int limit) {
   const auto annotate = [&](const absl::Status& status) {
-    return Annotate(status, "ReadResults", job_id);
+    return NoteFailure(status, "ReadResults", job_id);
   };
   absl::MutexLock lock(&mutex_);
   absl::StatusOr<std::vector<StoredResult>> results =

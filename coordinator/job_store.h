@@ -35,13 +35,20 @@ struct JobStoreOptions {
   // Return requests left in flight to pending on open. Right for the coordinator, which owns
   // the file; wrong for a second JobStore opened while the first one has work out.
   bool recover_in_flight = true;
+  // PRAGMA quick_check on open: a damaged file is refused instead of served (it reads every
+  // page once, about a second per GiB).
+  bool check_integrity = true;
+  // Called with the operation's name whenever a read or write fails in the storage itself (disk
+  // full, I/O error), e.g. to count it in a metric.
+  std::function<void(std::string_view operation)> on_storage_failure;
 };
 
 class JobStore {
  public:
   using Options = JobStoreOptions;
 
-  // Creates the schema if needed (upgrading a file of an older schema version in place; a
+  // Refuses a damaged file (DATA_LOSS naming it; see check_integrity). Creates the schema if
+  // needed (upgrading a file of an older schema version in place; a
   // newer version is an error), then recovers from a crash (unless disabled in `options`):
   // requests left in flight go back to pending without spending an attempt, since the
   // coordinator, not the request, failed.
@@ -51,7 +58,9 @@ class JobStore {
   // A new job in state in_progress with all `requests` pending, atomically. Each of
   // `invalid_lines` (input lines that did not validate) is stored as a failed request with an
   // "invalid_request" error result, in the given order, ahead of any other result. A job of
-  // invalid lines only is created failed, with `error` saying why.
+  // invalid lines only is created failed, with `error` saying why. With an idempotency key that
+  // an earlier job of the same model holds, returns that job and stores nothing (another
+  // model's: FAILED_PRECONDITION).
   absl::StatusOr<JobRecord> CreateJob(const JobOptions& options,
                                       absl::Span<const BatchRequestLine> requests,
                                       absl::Span<const LineError> invalid_lines = {});
@@ -100,6 +109,17 @@ class JobStore {
   absl::StatusOr<std::vector<StoredResult>> ReadResults(std::string_view job_id,
                                                         int64_t from_sequence, int limit);
 
+  // Caps the file at about `max_bytes` (PRAGMA max_page_count; 0 lifts the cap): writes that
+  // would grow it further fail as a full disk would. For tests of disk-full handling.
+  absl::Status SetSizeLimit(int64_t max_bytes);
+
+  // A consistent copy of the store in a new file at `path` (VACUUM INTO), while it serves.
+  absl::Status BackupTo(const std::string& path);
+
+  // The latest storage failure (disk full, I/O error) when no write has succeeded since; unset
+  // while the store works. The coordinator reports itself not ready while it is set.
+  std::optional<std::string> StorageFailure() const;
+
   // How many in-flight requests Open() returned to pending.
   int64_t recovered_on_open() const { return recovered_on_open_; }
 
@@ -109,6 +129,11 @@ class JobStore {
 
   int64_t NowMs() const;
   void Checkpoint(std::string_view point) const;
+  // Prefixes `status` with the operation and job; remembers storage failures.
+  absl::Status NoteFailure(const absl::Status& status, std::string_view operation,
+                           std::string_view job_id);
+  // Commits; a successful commit clears the remembered storage failure.
+  absl::Status Committed(SqliteTransaction& transaction);
 
   // Helpers that run inside the caller's transaction.
   absl::StatusOr<JobRecord> ReadJob(std::string_view job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
@@ -132,6 +157,9 @@ class JobStore {
   std::unique_ptr<SqliteDatabase> db_ ABSL_GUARDED_BY(mutex_);
   const Options options_;
   int64_t recovered_on_open_ = 0;
+  mutable absl::Mutex health_mutex_;
+  std::optional<std::string> last_storage_failure_ ABSL_GUARDED_BY(health_mutex_);
+  int64_t storage_failures_ ABSL_GUARDED_BY(health_mutex_) = 0;
 };
 
 }  // namespace flatfleet::coordinator

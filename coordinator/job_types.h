@@ -33,6 +33,8 @@ struct JobOptions {
   std::string model;
   int max_attempts = 3;  // Dispatches of one request before it fails.
   std::map<std::string, std::string> metadata;
+  // When set, CreateJob with a key it has seen returns that job instead of creating another.
+  std::string idempotency_key;
 };
 
 // Derived from the requests' states whenever read, so never out of step with them.

@@ -18,6 +18,8 @@ absl::Status SqliteError(sqlite3* db, int code, std::string_view what) {
     case SQLITE_CORRUPT:
     case SQLITE_NOTADB:
       return absl::DataLossError(message);
+    case SQLITE_FULL:
+      return absl::ResourceExhaustedError(message);
     default:
       return absl::InternalError(message);
   }
@@ -115,6 +117,8 @@ absl::StatusOr<SqliteStatement> SqliteDatabase::Prepare(std::string_view sql) {
 
 int64_t SqliteDatabase::ChangedRows() const { return sqlite3_changes64(db_); }
 
+int64_t SqliteDatabase::TotalChangedRows() const { return sqlite3_total_changes64(db_); }
+
 absl::StatusOr<SqliteTransaction> SqliteTransaction::Begin(SqliteDatabase* db) {
   if (absl::Status status = db->Execute("BEGIN IMMEDIATE"); !status.ok()) return status;
   return SqliteTransaction(db);
@@ -124,7 +128,8 @@ SqliteTransaction::~SqliteTransaction() {
   if (db_ != nullptr) db_->Execute("ROLLBACK").IgnoreError();
 }
 
-absl::Status SqliteTransaction::Commit() {
+absl::Status SqliteTransaction::Commit(bool* wrote) {
+  if (wrote != nullptr) *wrote = db_->TotalChangedRows() > changes_at_begin_;
   absl::Status status = db_->Execute("COMMIT");
   if (status.ok()) db_ = nullptr;
   return status;

@@ -54,6 +54,8 @@ class SqliteDatabase {
   absl::Status Execute(std::string_view sql);
   absl::StatusOr<SqliteStatement> Prepare(std::string_view sql);
   int64_t ChangedRows() const;
+  // Rows changed by every statement on this connection since it opened.
+  int64_t TotalChangedRows() const;
 
  private:
   explicit SqliteDatabase(sqlite3* db) : db_(db) {}
@@ -65,13 +67,19 @@ class SqliteDatabase {
 class SqliteTransaction {
  public:
   static absl::StatusOr<SqliteTransaction> Begin(SqliteDatabase* db);
-  SqliteTransaction(SqliteTransaction&& other) noexcept : db_(other.db_) { other.db_ = nullptr; }
+  SqliteTransaction(SqliteTransaction&& other) noexcept
+      : db_(other.db_), changes_at_begin_(other.changes_at_begin_) {
+    other.db_ = nullptr;
+  }
   ~SqliteTransaction();
-  absl::Status Commit();
+  // Commits. `*wrote` (when given) says whether the transaction changed any row.
+  absl::Status Commit(bool* wrote = nullptr);
 
  private:
-  explicit SqliteTransaction(SqliteDatabase* db) : db_(db) {}
+  explicit SqliteTransaction(SqliteDatabase* db)
+      : db_(db), changes_at_begin_(db->TotalChangedRows()) {}
   SqliteDatabase* db_;
+  int64_t changes_at_begin_;
 };
 
 }  // namespace flatfleet::coordinator

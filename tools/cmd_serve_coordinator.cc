@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -51,6 +52,8 @@ struct ServeCoordinatorOptions {
   unsigned tp = 0;
   std::string all_reduce_compression = "int8";
   double group_timeout_seconds = 30;
+  double liveness_timeout_seconds = 10;
+  double progress_timeout_seconds = 120;
 };
 
 int Fail(const absl::Status& status) {
@@ -84,10 +87,12 @@ void WarnAboutPlaintextSecrets(const ServeCoordinatorOptions& options) {
 struct Serving {
   std::unique_ptr<coordinator::CoordinatorServer> server;
   std::unique_ptr<engine::MetricsHttpServer> metrics_server;
+  std::thread report_plan;  // says the plan (or why there is none) once the workers answered
 
   void Stop() {
     metrics_server.reset();
-    if (server != nullptr) server->Shutdown();
+    if (server != nullptr) server->Shutdown();  // ends planning, so report_plan ends too
+    if (report_plan.joinable()) report_plan.join();
     server.reset();
   }
 };
@@ -122,6 +127,8 @@ absl::StatusOr<Serving> StartServing(const ServeCoordinatorOptions& options,
   server_options.planner.forced_tp = options.tp;
   server_options.scheduler.compress_all_reduce = options.all_reduce_compression == "int8";
   server_options.scheduler.group_timeout = absl::Seconds(options.group_timeout_seconds);
+  server_options.scheduler.liveness_timeout = absl::Seconds(options.liveness_timeout_seconds);
+  server_options.scheduler.progress_timeout = absl::Seconds(options.progress_timeout_seconds);
   Serving serving;
   absl::StatusOr<std::unique_ptr<coordinator::CoordinatorServer>> server =
       coordinator::CoordinatorServer::Start(std::move(server_options));
@@ -130,8 +137,14 @@ absl::StatusOr<Serving> StartServing(const ServeCoordinatorOptions& options,
   // First line of stdout: what scripts wait for when they asked for port 0.
   std::printf("listening on %s\n", serving.server->address().c_str());
   if (!options.metrics_listen.empty()) {
-    auto started = engine::MetricsHttpServer::Start(options.metrics_listen,
-                                                    serving.server->metrics().registry(), nullptr);
+    coordinator::CoordinatorServer* coordinator = serving.server.get();
+    // /healthz: the process serves (a restart would not help a full disk); /readyz: it can take
+    // work now, else why not.
+    auto started = engine::MetricsHttpServer::Start(
+        options.metrics_listen, coordinator->metrics().registry(), nullptr, [coordinator] {
+          const std::string reason = coordinator->NotReadyReason();
+          return engine::HealthzReply{reason.empty(), reason.empty() ? "ready\n" : reason + "\n"};
+        });
     if (!started.ok()) return started.status();
     serving.metrics_server = *std::move(started);
     const std::string& host = options.metrics_listen;
@@ -139,14 +152,23 @@ absl::StatusOr<Serving> StartServing(const ServeCoordinatorOptions& options,
                 serving.metrics_server->port());
   }
   std::fflush(stdout);
-  const coordinator::ClusterPlan& plan = serving.server->plan();
-  std::fprintf(stderr,
-               "flatfleet serve coordinator: model %s, %zu worker(s), tp=%u, %zu group(s)\n",
-               model.name.c_str(), workers.size(), plan.tp_size, plan.groups.size());
-  for (const std::string& unused : plan.unused_workers) {
-    std::fprintf(stderr, "flatfleet serve coordinator: worker %s left idle (not a full group)\n",
-                 unused.c_str());
-  }
+  // Workers are probed after the API listens; report the plan (or why there is none) once made.
+  serving.report_plan = std::thread([server = serving.server.get(), name = model.name,
+                                     count = workers.size()] {
+    absl::StatusOr<coordinator::ClusterPlan> plan = server->WaitForPlan();
+    if (!plan.ok()) {
+      std::fprintf(stderr, "flatfleet serve coordinator: %s\n",
+                   std::string(plan.status().message()).c_str());
+      return;
+    }
+    std::fprintf(stderr,
+                 "flatfleet serve coordinator: model %s, %zu worker(s), tp=%u, %zu group(s)\n",
+                 name.c_str(), count, plan->tp_size, plan->groups.size());
+    for (const std::string& unused : plan->unused_workers) {
+      std::fprintf(stderr, "flatfleet serve coordinator: worker %s left idle (not a full group)\n",
+                   unused.c_str());
+    }
+  });
   return serving;
 }
 
@@ -183,6 +205,9 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A write past a file-size limit then fails like a full disk (and is retried) instead of
+  // killing the process.
+  signal(SIGXFSZ, SIG_IGN);
 
   absl::StatusOr<coordinator::ModelSpec> model = coordinator::ParseModelSpec(options.model);
   if (!model.ok()) return Fail(model.status());
@@ -321,6 +346,16 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
       ->check(CLI::IsMember({"int8", "none"}));
   cmd->add_option("--group-timeout", options->group_timeout_seconds,
                   "Seconds a tensor-parallel rank waits for its peers before the group fails")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--liveness-timeout", options->liveness_timeout_seconds,
+                  "Seconds without any heartbeat or result after which a worker group's work is "
+                  "taken back and re-dispatched (a stopped or hung worker)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--progress-timeout", options->progress_timeout_seconds,
+                  "Seconds a worker group with work may go without engine progress (a step) "
+                  "before its work is re-dispatched; must outlast one engine step")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--in-flight-window", options->in_flight_window,

@@ -28,7 +28,7 @@ int RunStatus(const StatusOptions& options) {
     return 1;
   }
   const v1::RequestCounts& counts = batch->request_counts();
-  const uint64_t done = counts.completed() + counts.failed();
+  const uint64_t done = counts.completed() + counts.failed() + counts.cancelled();
   std::printf("batch:     %s\nmodel:     %s\nstate:     %s\n", batch->id().c_str(),
               batch->model().c_str(), coordinator::BatchStateName(batch->state()).c_str());
   std::printf("requests:  %llu total, %llu completed, %llu failed",
@@ -37,6 +37,9 @@ int RunStatus(const StatusOptions& options) {
               static_cast<unsigned long long>(counts.failed()));
   if (counts.invalid() > 0) {
     std::printf(" (%llu invalid lines)", static_cast<unsigned long long>(counts.invalid()));
+  }
+  if (counts.cancelled() > 0) {
+    std::printf(", %llu cancelled", static_cast<unsigned long long>(counts.cancelled()));
   }
   std::printf("\n");
   std::printf("progress:  %.1f%%\n",

@@ -20,6 +20,7 @@ struct SubmitOptions {
   std::string coordinator = coordinator::kDefaultCoordinatorAddress;
   security::ApiClientFlags security;
   std::map<std::string, std::string> metadata;
+  std::string idempotency_key;
   uint32_t max_attempts = 0;
 };
 
@@ -38,6 +39,7 @@ int RunSubmit(const SubmitOptions& options) {
   batch_options.set_model(options.model);
   batch_options.set_max_attempts(options.max_attempts);
   batch_options.mutable_metadata()->insert(options.metadata.begin(), options.metadata.end());
+  batch_options.set_idempotency_key(options.idempotency_key);
   absl::StatusOr<v1::CreateBatchResponse> response = (*client)->Submit(batch_options, *lines);
   if (!response.ok()) {
     std::fprintf(stderr, "flatfleet submit: %s\n",
@@ -85,6 +87,10 @@ CommandRunner RegisterSubmitCommand(CLI::App& app) {
   AddApiClientOptions(cmd, &options->security);
   cmd->add_option("--metadata", options->metadata, "KEY=VALUE pairs kept with the batch")
       ->delimiter(',');
+  cmd->add_option("--idempotency-key", options->idempotency_key,
+                  "A key of your choosing (at most 256 bytes): submitting again with the same key "
+                  "returns the batch the first submission created, so a submit whose outcome is "
+                  "unknown (a broken connection) can be retried safely");
   cmd->add_option("--max-attempts", options->max_attempts,
                   "Dispatches per request before it fails (0: the server default)");
   return [options] { return RunSubmit(*options); };

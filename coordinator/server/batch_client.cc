@@ -35,7 +35,11 @@ absl::StatusOr<std::unique_ptr<BatchClient>> BatchClient::Connect(const std::str
 absl::StatusOr<std::unique_ptr<BatchClient>> BatchClient::Connect(
     const std::string& address, const security::ChannelSecurity& security,
     absl::Duration connect_timeout) {
-  std::shared_ptr<grpc::Channel> channel = security::MakeSecureChannel(address, security);
+  grpc::ChannelArguments arguments;
+  // Results as large as the coordinator sends (its --max-message-bytes, 16 MiB by default).
+  arguments.SetMaxReceiveMessageSize(kClientMaxReceiveBytes);
+  std::shared_ptr<grpc::Channel> channel =
+      security::MakeSecureChannel(address, security, arguments);
   if (!channel->WaitForConnected(absl::ToChronoTime(absl::Now() + connect_timeout))) {
     if (security.server_ca_pem.has_value()) {
       // A failed handshake looks the same as no server from here.
@@ -63,15 +67,29 @@ absl::StatusOr<v1::CreateBatchResponse> BatchClient::Submit(const v1::BatchOptio
   constexpr size_t kBytesPerMessage = 1 << 20;
   v1::CreateBatchRequest chunk;
   size_t chunk_bytes = 0;
+  const auto flush = [&] {
+    if (open && chunk.has_lines()) open = writer->Write(chunk);
+    chunk.Clear();
+    chunk_bytes = 0;
+  };
   for (size_t i = 0; open && i < lines.size(); ++i) {
+    if (lines[i].size() > kMaxUploadLineBytes) {
+      // Too long for any message the server accepts: sent by size, it becomes this line's
+      // failed result instead of refusing the whole upload.
+      flush();
+      v1::CreateBatchRequest oversized;
+      oversized.mutable_oversized_line()->set_bytes(lines[i].size());
+      if (open) open = writer->Write(oversized);
+      continue;
+    }
     chunk.mutable_lines()->add_lines(lines[i]);
     chunk_bytes += lines[i].size();
-    if (chunk_bytes >= kBytesPerMessage || i + 1 == lines.size()) {
-      open = writer->Write(chunk);
-      chunk.Clear();
-      chunk_bytes = 0;
-    }
+    if (chunk_bytes >= kBytesPerMessage) flush();
   }
+  flush();
+  v1::CreateBatchRequest end;
+  end.mutable_end()->set_line_count(lines.size());
+  if (open) open = writer->Write(end);
   if (open) writer->WritesDone();
   grpc::Status status = writer->Finish();
   if (!status.ok()) return FromGrpc(status, "CreateBatch");

@@ -17,6 +17,12 @@ namespace flatfleet::coordinator {
 // Where the CLI looks for a coordinator unless told otherwise (docs: `serve coordinator`).
 inline constexpr char kDefaultCoordinatorAddress[] = "127.0.0.1:7070";
 
+// Longest line Submit sends; a longer one is sent by size only and becomes a failed result.
+inline constexpr size_t kMaxUploadLineBytes = size_t{8} << 20;
+// Largest message the client receives (a result line with its text and token ids): above the
+// coordinator's default --max-message-bytes, so the server's limit is the one that applies.
+inline constexpr int kClientMaxReceiveBytes = 64 << 20;
+
 class BatchClient {
  public:
   // Fails when no coordinator answers at `address` within `connect_timeout`.

@@ -3,10 +3,13 @@
 #include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "coordinator/batch_input_parser.h"
+#include "coordinator/bounded_line_reader.h"
+#include "coordinator/server/api_input_checks.h"
 #include "coordinator/server/work_conversion.h"
 
 namespace flatfleet::coordinator {
@@ -61,6 +64,7 @@ v1::Batch ToBatchProto(const JobRecord& job) {
   batch.mutable_request_counts()->set_completed(static_cast<uint64_t>(job.counts.completed));
   batch.mutable_request_counts()->set_failed(static_cast<uint64_t>(job.counts.failed));
   batch.mutable_request_counts()->set_invalid(static_cast<uint64_t>(job.counts.invalid));
+  batch.mutable_request_counts()->set_cancelled(static_cast<uint64_t>(job.counts.cancelled));
   batch.set_error(job.error);
   batch.set_created_at_unix_ms(job.created_at_ms);
   batch.set_updated_at_unix_ms(job.updated_at_ms);
@@ -98,6 +102,9 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
                         "the first CreateBatch message must carry options");
   }
   const v1::BatchOptions options = message.options();
+  if (absl::Status checked = CheckBatchOptions(options); !checked.ok()) {
+    return ToGrpcStatus(checked);
+  }
   if (options.model() != scheduler_->model().name) {
     return grpc::Status(
         grpc::StatusCode::INVALID_ARGUMENT,
@@ -120,26 +127,69 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
     if (!size_error && size > options_.max_upload_bytes) {
       return UploadTooLarge(options_.max_upload_bytes);
     }
-    std::string line;
-    while (std::getline(file, line)) parser.AddLine(line);
-    if (reader->Read(&message)) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "no lines may follow options that name an input_path");
+    // Lines over the limit are skipped to their end, never held whole.
+    BoundedLineReader reader_of_file(file, limits.max_line_bytes);
+    BoundedLine line;
+    uint64_t read_bytes = 0;
+    while (reader_of_file.Next(line)) {
+      read_bytes += line.bytes + 1;
+      if (read_bytes > options_.max_upload_bytes + 1)
+        return UploadTooLarge(options_.max_upload_bytes);
+      if (line.oversized) {
+        parser.AddOversizedLine(line.bytes);
+      } else {
+        parser.AddLine(line.text);
+      }
+    }
+    if (reader_of_file.failed()) {
+      return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                          absl::StrCat("error reading input_path ", options.input_path()));
+    }
+    // Only an end message announcing no lines may follow.
+    while (reader->Read(&message)) {
+      if (!message.has_end() || message.end().line_count() != 0) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "no lines may follow options that name an input_path");
+      }
     }
   } else {
     uint64_t upload_bytes = 0;
+    uint64_t lines_received = 0;
+    std::optional<uint64_t> lines_announced;
     while (reader->Read(&message)) {
-      if (!message.has_lines()) {
+      if (lines_announced) {
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            "only the first CreateBatch message may carry options");
+                            "nothing may follow the CreateBatch end message");
       }
-      for (const std::string& line : message.lines().lines()) {
-        upload_bytes += line.size() + 1;  // As a file: with its newline.
-        if (upload_bytes > options_.max_upload_bytes) {
-          return UploadTooLarge(options_.max_upload_bytes);
-        }
-        parser.AddLine(line);
+      switch (message.part_case()) {
+        case v1::CreateBatchRequest::kLines:
+          for (const std::string& line : message.lines().lines()) {
+            upload_bytes += line.size() + 1;  // As a file: with its newline.
+            if (upload_bytes > options_.max_upload_bytes) {
+              return UploadTooLarge(options_.max_upload_bytes);
+            }
+            ++lines_received;
+            parser.AddLine(line);
+          }
+          break;
+        case v1::CreateBatchRequest::kOversizedLine:
+          ++lines_received;
+          parser.AddOversizedLine(message.oversized_line().bytes());
+          break;
+        case v1::CreateBatchRequest::kEnd:
+          lines_announced = message.end().line_count();
+          break;
+        default:
+          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "only the first CreateBatch message may carry options");
       }
+    }
+    // Read() is false both at the end of the upload and when a message could not be received;
+    // a client that sent `end` tells the two apart, so a batch never silently loses lines.
+    if (lines_announced && *lines_announced != lines_received) {
+      return grpc::Status(grpc::StatusCode::DATA_LOSS,
+                          absl::StrCat("the upload announced ", *lines_announced, " lines but ",
+                                       lines_received, " arrived; no batch was created"));
     }
   }
   if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled");
@@ -162,8 +212,16 @@ grpc::Status BatchServiceImpl::CreateBatch(grpc::ServerContext* context,
   job_options.max_attempts = options.max_attempts() > 0 ? static_cast<int>(options.max_attempts())
                                                         : options_.default_max_attempts;
   job_options.metadata.insert(options.metadata().begin(), options.metadata().end());
+  job_options.idempotency_key = options.idempotency_key();
   absl::StatusOr<JobRecord> job =
       store_->CreateJob(job_options, parsed.requests, parsed.invalid_lines);
+  if (!job.ok() && store_->StorageFailure()) {
+    // Retryable: nothing was stored (one transaction), and the disk may be freed.
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        absl::StrCat("the coordinator cannot store new batches now (job store "
+                                     "full or failing); nothing was created, retry later: ",
+                                     job.status().message()));
+  }
   if (!job.ok()) return ToGrpcStatus(job.status());
   if (!parsed.requests.empty()) scheduler_->WakeAll();
   *response->mutable_batch() = ToBatchProto(*job);
@@ -218,6 +276,9 @@ grpc::Status BatchServiceImpl::StreamResults(grpc::ServerContext* context,
                                              const v1::StreamResultsRequest* request,
                                              grpc::ServerWriter<v1::BatchResult>* writer) {
   constexpr int kResultsPerRead = 256;
+  if (absl::Status checked = CheckStartSequence(request->start_sequence()); !checked.ok()) {
+    return ToGrpcStatus(checked);
+  }
   absl::StatusOr<JobRecord> job = store_->GetJob(request->batch_id());
   if (!job.ok()) return ToGrpcStatus(job.status());
   int64_t next = static_cast<int64_t>(request->start_sequence());
@@ -255,6 +316,9 @@ grpc::Status BatchServiceImpl::Generate(grpc::ServerContext* context,
   if (request->model() != scheduler_->model().name) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         absl::StrCat("unknown model '", request->model(), "'"));
+  }
+  if (absl::Status checked = CheckSamplingNumbers(request->body().sampling()); !checked.ok()) {
+    return ToGrpcStatus(checked);
   }
   // The same validation and defaults as a batch line.
   absl::StatusOr<BatchRequestLine> line = ParseStoredBody(RequestBodyToJson(request->body()));

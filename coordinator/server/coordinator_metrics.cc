@@ -39,6 +39,20 @@ absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> CoordinatorMetrics::Create()
   FF_ASSIGN_OR_RETURN(m->in_flight_, OnlyChild(in_flight));
   FF_ASSIGN_OR_RETURN(m->jobs_,
                       r.AddGauge("flatfleet_coordinator_jobs", "Jobs by state.", {"state"}));
+  FF_ASSIGN_OR_RETURN(m->store_errors_,
+                      r.AddCounter("flatfleet_coordinator_store_errors_total",
+                                   "Job store operations that failed in the storage (disk full, "
+                                   "I/O error), by operation.",
+                                   {"operation"}));
+  FF_ASSIGN_OR_RETURN(auto* unrecorded,
+                      r.AddGauge("flatfleet_coordinator_unrecorded_results",
+                                 "Results received from workers but not yet stored (retried)."));
+  FF_ASSIGN_OR_RETURN(m->unrecorded_results_, OnlyChild(unrecorded));
+  FF_ASSIGN_OR_RETURN(auto* stalls,
+                      r.AddCounter("flatfleet_coordinator_group_stalls_total",
+                                   "Worker group streams dropped as stalled (silent, or no engine "
+                                   "progress with work), their requests re-dispatched."));
+  FF_ASSIGN_OR_RETURN(m->group_stalls_, OnlyChild(stalls));
   return m;
 }
 
@@ -55,6 +69,13 @@ void CoordinatorMetrics::AddTokens(uint64_t prompt_tokens, uint64_t generation_t
 
 void CoordinatorMetrics::ObserveRequestLatency(double seconds) {
   request_latency_->Observe(seconds);
+}
+
+void CoordinatorMetrics::CountStoreError(std::string_view operation) {
+  if (absl::StatusOr<metrics::Counter*> child = store_errors_->WithLabels({operation});
+      child.ok()) {
+    (*child)->Increment(1);
+  }
 }
 
 void CoordinatorMetrics::SetJobsInState(std::string_view state, double count) {

@@ -20,6 +20,11 @@ class CoordinatorMetrics {
   void ObserveRequestLatency(double seconds);
   void SetQueueDepth(double pending_requests) { queue_depth_->Set(pending_requests); }
   void AddInFlight(double delta) { in_flight_->Increment(delta); }
+  // A job store operation that failed in the storage (disk full, I/O error).
+  void CountStoreError(std::string_view operation);
+  void AddUnrecordedResults(double delta) { unrecorded_results_->Increment(delta); }
+  // A worker group's stream taken as lost for silence or lack of progress.
+  void CountGroupStall() { group_stalls_->Increment(1); }
   // Replaces the jobs-by-state gauge values (from a periodic store scan).
   void SetJobsInState(std::string_view state, double count);
 
@@ -37,6 +42,9 @@ class CoordinatorMetrics {
   metrics::Gauge* queue_depth_ = nullptr;
   metrics::Gauge* in_flight_ = nullptr;
   metrics::GaugeFamily* jobs_ = nullptr;
+  metrics::CounterFamily* store_errors_ = nullptr;
+  metrics::Gauge* unrecorded_results_ = nullptr;
+  metrics::Counter* group_stalls_ = nullptr;
 };
 
 }  // namespace flatfleet::coordinator

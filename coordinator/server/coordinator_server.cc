@@ -1,5 +1,6 @@
 #include "coordinator/server/coordinator_server.h"
 
+#include <cstdio>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -12,19 +13,18 @@ namespace flatfleet::coordinator {
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     CoordinatorOptions options) {
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
-  FF_ASSIGN_OR_RETURN(server->store_, JobStore::Open(options.db_path));
   FF_ASSIGN_OR_RETURN(server->metrics_, CoordinatorMetrics::Create());
+  JobStoreOptions store_options;
+  CoordinatorMetrics* metrics = server->metrics_.get();
+  store_options.on_storage_failure = [metrics](std::string_view operation) {
+    metrics->CountStoreError(operation);
+  };
+  FF_ASSIGN_OR_RETURN(server->store_, JobStore::Open(options.db_path, std::move(store_options)));
   FF_ASSIGN_OR_RETURN(const uint64_t model_bytes, ModelWeightBytes(options.model));
-  if (options.planner.forced_tp == 0) {
-    ProbeWorkerMemory(options.workers, options.worker_probe_timeout,
-                      options.scheduler.worker_channel);
-  }
-  FF_ASSIGN_OR_RETURN(server->plan_,
-                      PlanWorkerGroups(model_bytes, options.workers, options.planner));
   server->scheduler_ = std::make_unique<Scheduler>(server->store_.get(), server->metrics_.get(),
-                                                   options.model, server->plan_, options.scheduler);
-  server->service_ = std::make_unique<BatchServiceImpl>(
-      server->store_.get(), server->scheduler_.get(), std::move(options.service));
+                                                   options.model, options.scheduler);
+  server->service_ = std::make_unique<BatchServiceImpl>(server->store_.get(),
+                                                        server->scheduler_.get(), options.service);
 
   grpc::Service* const services[] = {server->service_.get()};
   FF_ASSIGN_OR_RETURN(security::StartedServer started,
@@ -33,7 +33,51 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   server->server_ = std::move(started.server);
   server->address_ = std::move(started.address);
   server->scheduler_->Start();
+  // Listening first: a stalled worker delays only its own group, never the API.
+  CoordinatorServer* self = server.get();
+  server->planner_ = std::thread([self, options = std::move(options), model_bytes]() mutable {
+    self->PlanAndStartGroups(std::move(options), model_bytes);
+  });
   return server;
+}
+
+void CoordinatorServer::PlanAndStartGroups(CoordinatorOptions options, uint64_t model_bytes) {
+  if (options.planner.forced_tp == 0) {
+    ProbeWorkerMemory(options.workers, options.worker_probe_timeout,
+                      options.scheduler.worker_channel);
+  }
+  absl::StatusOr<ClusterPlan> plan =
+      PlanWorkerGroups(model_bytes, options.workers, options.planner);
+  if (plan.ok()) {
+    scheduler_->StartGroups(*plan);
+  } else {
+    std::fprintf(stderr, "coordinator: cannot plan worker groups: %s\n",
+                 plan.status().ToString().c_str());
+  }
+  absl::MutexLock lock(&plan_mutex_);
+  plan_ = std::move(plan);
+}
+
+absl::StatusOr<ClusterPlan> CoordinatorServer::WaitForPlan(absl::Duration timeout) {
+  absl::MutexLock lock(&plan_mutex_);
+  const auto planned = [this]()
+                           ABSL_EXCLUSIVE_LOCKS_REQUIRED(plan_mutex_) { return plan_.has_value(); };
+  if (!plan_mutex_.AwaitWithTimeout(absl::Condition(&planned), timeout)) {
+    return absl::DeadlineExceededError("the worker groups are still being planned");
+  }
+  return *plan_;
+}
+
+std::string CoordinatorServer::NotReadyReason() {
+  {
+    absl::MutexLock lock(&plan_mutex_);
+    if (!plan_.has_value()) return "probing workers to plan groups";
+    if (!plan_->ok()) return absl::StrCat("cannot plan worker groups: ", plan_->status().message());
+  }
+  if (std::optional<std::string> failure = store_->StorageFailure()) {
+    return absl::StrCat("the job store cannot write: ", *failure);
+  }
+  return "";
 }
 
 CoordinatorServer::~CoordinatorServer() { Shutdown(); }
@@ -49,6 +93,7 @@ void CoordinatorServer::Shutdown() {
     server_->Wait();
   }
   if (scheduler_) scheduler_->Stop();
+  if (planner_.joinable()) planner_.join();
 }
 
 }  // namespace flatfleet::coordinator

@@ -3,10 +3,13 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "coordinator/job_store.h"
 #include "coordinator/server/batch_service.h"
 #include "coordinator/server/coordinator_metrics.h"
@@ -25,7 +28,7 @@ struct CoordinatorOptions {
   std::vector<WorkerInfo> workers;
   PlannerOptions planner;
   // How long planning waits for workers to report their memory (Health); unless planner.forced_tp
-  // is set, workers with device_memory_bytes 0 are asked.
+  // is set, workers with device_memory_bytes 0 are asked, all at once and after the API listens.
   absl::Duration worker_probe_timeout = absl::Seconds(10);
   SchedulerOptions scheduler;
   BatchServiceOptions service;
@@ -46,16 +49,27 @@ class CoordinatorServer {
 
   // "127.0.0.1:PORT" with the port actually bound.
   const std::string& address() const { return address_; }
-  const ClusterPlan& plan() const { return plan_; }
+  // The worker groups, once planned (the API listens before the workers are probed); waits up
+  // to `timeout` for planning. An error when planning failed (e.g. the model fits no group).
+  absl::StatusOr<ClusterPlan> WaitForPlan(absl::Duration timeout = absl::InfiniteDuration());
+  // Empty when ready to serve; else why not (for /readyz): still planning, planning failed, or
+  // the job store cannot write (disk full, I/O error).
+  std::string NotReadyReason();
   CoordinatorMetrics& metrics() { return *metrics_; }
+  JobStore& store() { return *store_; }
   Scheduler& scheduler() { return *scheduler_; }
 
  private:
   CoordinatorServer() = default;
 
+  // Probes the workers (unless their memory is known) and starts the scheduler's groups.
+  void PlanAndStartGroups(CoordinatorOptions options, uint64_t model_bytes);
+
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<CoordinatorMetrics> metrics_;
-  ClusterPlan plan_;
+  absl::Mutex plan_mutex_;
+  std::optional<absl::StatusOr<ClusterPlan>> plan_ ABSL_GUARDED_BY(plan_mutex_);
+  std::thread planner_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<BatchServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -11,28 +11,46 @@
 namespace flatfleet::coordinator {
 
 Scheduler::Scheduler(JobStore* store, CoordinatorMetrics* metrics, ModelSpec model,
-                     ClusterPlan plan, SchedulerOptions options) {
+                     SchedulerOptions options) {
   context_.store = store;
   context_.metrics = metrics;
   context_.model = std::move(model);
-  context_.tp_size = plan.tp_size;
   context_.options = options;
   context_.next_work_id = &next_work_id_;
   context_.job_cancelled = [this](const std::string& job_id) {
     absl::MutexLock lock(&mutex_);
     return cancelled_jobs_.contains(job_id);
   };
-  for (WorkerGroupPlan& group : plan.groups) {
-    sessions_.push_back(std::make_unique<WorkerGroupSession>(&context_, std::move(group)));
-  }
 }
 
 Scheduler::~Scheduler() { Stop(); }
 
 void Scheduler::Start() {
-  for (auto& session : sessions_) session->Start();
   if (context_.metrics) gauges_thread_ = std::thread([this] { RefreshGaugesLoop(); });
   lease_sweeper_thread_ = std::thread([this] { SweepExpiredLeasesLoop(); });
+}
+
+void Scheduler::StartGroups(ClusterPlan plan) {
+  // Held across the check so that a concurrent Stop() sees (and stops) what starts here.
+  absl::MutexLock lock(&sessions_mutex_);
+  {
+    absl::MutexLock stop_lock(&mutex_);
+    if (stopping_) return;
+  }
+  if (!sessions_.empty()) return;
+  // Written before any session exists; sessions only read it.
+  context_.tp_size = plan.tp_size;
+  for (WorkerGroupPlan& group : plan.groups) {
+    sessions_.push_back(std::make_unique<WorkerGroupSession>(&context_, std::move(group)));
+  }
+  for (auto& session : sessions_) session->Start();
+}
+
+std::vector<WorkerGroupSession*> Scheduler::Sessions() const {
+  absl::MutexLock lock(&sessions_mutex_);
+  std::vector<WorkerGroupSession*> sessions;
+  for (const auto& session : sessions_) sessions.push_back(session.get());
+  return sessions;
 }
 
 void Scheduler::Stop() {
@@ -40,13 +58,13 @@ void Scheduler::Stop() {
     absl::MutexLock lock(&mutex_);
     stopping_ = true;
   }
-  for (auto& session : sessions_) session->Stop();
+  for (WorkerGroupSession* session : Sessions()) session->Stop();
   if (gauges_thread_.joinable()) gauges_thread_.join();
   if (lease_sweeper_thread_.joinable()) lease_sweeper_thread_.join();
 }
 
 void Scheduler::WakeAll() {
-  for (auto& session : sessions_) session->Wake();
+  for (WorkerGroupSession* session : Sessions()) session->Wake();
 }
 
 void Scheduler::StopJob(const std::string& job_id, const std::vector<RequestKey>& requests) {
@@ -54,12 +72,12 @@ void Scheduler::StopJob(const std::string& job_id, const std::vector<RequestKey>
     absl::MutexLock lock(&mutex_);
     cancelled_jobs_.insert(job_id);
   }
-  for (auto& session : sessions_) session->Cancel(requests);
+  for (WorkerGroupSession* session : Sessions()) session->Cancel(requests);
 }
 
 int Scheduler::connected_groups() const {
   int connected = 0;
-  for (const auto& session : sessions_) connected += session->connected() ? 1 : 0;
+  for (WorkerGroupSession* session : Sessions()) connected += session->connected() ? 1 : 0;
   return connected;
 }
 
@@ -70,10 +88,11 @@ absl::StatusOr<v1::Response> Scheduler::Generate(const v1::RequestBody& body,
     absl::StatusOr<v1::WorkResult> result;
   };
   auto outcome = std::make_shared<Outcome>();
-  const size_t count = sessions_.size();
+  const std::vector<WorkerGroupSession*> sessions = Sessions();
+  const size_t count = sessions.size();
   const size_t first = next_interactive_group_.fetch_add(1);
   for (size_t i = 0; i < count; ++i) {
-    WorkerGroupSession& session = *sessions_[(first + i) % count];
+    WorkerGroupSession& session = *sessions[(first + i) % count];
     absl::StatusOr<uint64_t> work_id =
         session.SubmitInteractive(body, [outcome](absl::StatusOr<v1::WorkResult> result) {
           outcome->result = std::move(result);

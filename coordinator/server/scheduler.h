@@ -25,12 +25,16 @@ namespace flatfleet::coordinator {
 
 class Scheduler {
  public:
-  // `store` and `metrics` (which may be null) must outlive the scheduler.
-  Scheduler(JobStore* store, CoordinatorMetrics* metrics, ModelSpec model, ClusterPlan plan,
+  // `store` and `metrics` (which may be null) must outlive the scheduler. Worker groups come
+  // later, with StartGroups, so the API can serve while workers are still being probed.
+  Scheduler(JobStore* store, CoordinatorMetrics* metrics, ModelSpec model,
             SchedulerOptions options = {});
   ~Scheduler();  // Stops.
 
+  // Starts the lease sweeper and the gauges.
   void Start();
+  // Starts one session per group of `plan`; called once. No-op once stopping.
+  void StartGroups(ClusterPlan plan);
   // Closes every stream; in-flight requests go back to pending without spending attempts.
   void Stop();
 
@@ -50,9 +54,13 @@ class Scheduler {
   // Returns requests whose lease expired (a stalled worker) to pending, until stopped.
   void SweepExpiredLeasesLoop();
 
+  // The sessions started so far (they live until the scheduler stops).
+  std::vector<WorkerGroupSession*> Sessions() const;
+
   SessionContext context_;
   std::atomic<uint64_t> next_work_id_{1};
-  std::vector<std::unique_ptr<WorkerGroupSession>> sessions_;
+  mutable absl::Mutex sessions_mutex_;
+  std::vector<std::unique_ptr<WorkerGroupSession>> sessions_ ABSL_GUARDED_BY(sessions_mutex_);
   std::atomic<size_t> next_interactive_group_{0};
 
   absl::Mutex mutex_;

@@ -17,8 +17,21 @@ struct SchedulerOptions {
   // returns the request to pending (spending an attempt) and the session cancels it on the
   // worker. It must outlast the longest generation, which would otherwise be cut short.
   int64_t lease_ms = 30 * 60 * 1000;
+  // A stream whose worker sends heartbeats (every second) is taken as lost when nothing arrives
+  // on it for `liveness_timeout` (a stopped or hung process that keeps its connection), or
+  // when its engine makes no progress for `progress_timeout` while it has work; its requests
+  // are re-dispatched (an attempt spent) and the group waits a back-off (from
+  // stall_backoff_initial, doubling to stall_backoff_max while it keeps stalling) before it
+  // serves again. Streams of workers that send no heartbeats rely on the lease alone.
+  absl::Duration liveness_timeout = absl::Seconds(10);
+  absl::Duration progress_timeout = absl::Seconds(120);
+  absl::Duration stall_backoff_initial = absl::Seconds(1);
+  absl::Duration stall_backoff_max = absl::Seconds(60);
   // How often expired leases are looked for.
   absl::Duration lease_sweep_interval = absl::Seconds(5);
+  // How often results the job store refused (disk full) are offered to it again; no new work is
+  // claimed meanwhile.
+  absl::Duration store_retry_interval = absl::Milliseconds(200);
   // How often an idle group looks for new work when nothing wakes it.
   absl::Duration poll_interval = absl::Milliseconds(50);
   absl::Duration reconnect_backoff_initial = absl::Milliseconds(50);

@@ -112,6 +112,11 @@ void WorkerGroupSession::Sleep(absl::Duration timeout) {
   woken_ = false;
 }
 
+void WorkerGroupSession::SleepUnlessStopped(absl::Duration timeout) {
+  absl::MutexLock lock(&mutex_);
+  mutex_.AwaitWithTimeout(absl::Condition(&stopping_), timeout);
+}
+
 template <typename Call>
 grpc::Status WorkerGroupSession::CallCancellable(absl::Duration timeout, Call call) {
   grpc::ClientContext call_context;
@@ -134,10 +139,25 @@ void WorkerGroupSession::Run() {
       absl::MutexLock lock(&mutex_);
       if (stopping_) return;
     }
+    if (!RetryStoreWork()) {
+      // Serving again would only claim work the store cannot take.
+      Sleep(context_->options.store_retry_interval);
+      continue;
+    }
     absl::Status loaded = EnsureLoaded();
     if (loaded.ok()) {
       Serve();
       if (results_this_stream_ > 0) backoff = context_->options.reconnect_backoff_initial;
+      if (last_stream_stalled_) {
+        // A group that keeps stalling waits longer each time, so it cannot keep taking work
+        // from healthy groups only to lose it again.
+        stall_backoff_ = stall_backoff_ == absl::ZeroDuration()
+                             ? context_->options.stall_backoff_initial
+                             : std::min(stall_backoff_ * 2, context_->options.stall_backoff_max);
+        SleepUnlessStopped(stall_backoff_);
+      } else if (results_this_stream_ > 0) {
+        stall_backoff_ = absl::ZeroDuration();
+      }
     } else if (loaded.message() != last_problem_) {
       last_problem_ = std::string(loaded.message());
       std::fprintf(stderr, "coordinator: %s not ready (will retry): %s\n", plan_.group_id.c_str(),
@@ -268,9 +288,32 @@ void WorkerGroupSession::Serve() {
                  plan_.rank_addresses[0].c_str());
     last_problem_.clear();
   }
+  {
+    absl::MutexLock lock(&mutex_);
+    last_message_at_ = absl::Now();
+    last_progress_at_ = last_message_at_;
+    heartbeats_seen_ = false;
+    last_engine_steps_ = 0;
+  }
+  last_stream_stalled_ = false;
   std::thread reader([&] {
     v1::WorkResult result;
-    while (stream->Read(&result)) HandleResult(result);
+    while (stream->Read(&result)) {
+      {
+        absl::MutexLock lock(&mutex_);
+        last_message_at_ = absl::Now();
+        if (result.has_heartbeat()) {
+          const uint64_t steps = result.heartbeat().engine_steps_total();
+          if (!heartbeats_seen_ || steps != last_engine_steps_)
+            last_progress_at_ = last_message_at_;
+          heartbeats_seen_ = true;
+          last_engine_steps_ = steps;
+        } else {
+          last_progress_at_ = last_message_at_;
+        }
+      }
+      if (!result.has_heartbeat()) HandleResult(result);
+    }
     absl::MutexLock lock(&mutex_);
     stream_broken_ = true;
     signal_.SignalAll();
@@ -280,13 +323,23 @@ void WorkerGroupSession::Serve() {
       absl::MutexLock lock(&mutex_);
       if (stopping_ || stream_broken_) break;
     }
+    if (const std::string stall = StallReason(); !stall.empty()) {
+      std::fprintf(stderr, "coordinator: %s stalled (%s); re-dispatching its work\n",
+                   plan_.group_id.c_str(), stall.c_str());
+      last_stream_stalled_ = true;
+      if (context_->metrics) context_->metrics->CountGroupStall();
+      break;
+    }
     ExpireStaleWork();
     if (!DispatchQueued(*stream)) break;
+    // While the store refuses results, claim nothing: retry them first.
+    const bool store_caught_up = RetryStoreWork();
     int free_slots = 0;
     {
       absl::MutexLock lock(&mutex_);
       free_slots = context_->options.in_flight_window - static_cast<int>(in_flight_.size());
     }
+    if (!store_caught_up) free_slots = 0;
     bool maybe_more = false;
     if (free_slots > 0 && !ClaimAndDispatch(*stream, free_slots, maybe_more)) break;
     if (!maybe_more) Sleep(context_->options.poll_interval);
@@ -362,6 +415,8 @@ bool WorkerGroupSession::ClaimAndDispatch(Stream& stream, int free_slots, bool& 
     *item.mutable_submit() = ToRequestBodyProto(*parsed);
     {
       absl::MutexLock lock(&mutex_);
+      // An idle group's progress clock starts with its first request.
+      if (in_flight_.empty()) last_progress_at_ = absl::Now();
       InFlight entry;
       entry.request = claim.key;
       entry.custom_id = claim.custom_id;
@@ -375,6 +430,20 @@ bool WorkerGroupSession::ClaimAndDispatch(Stream& stream, int free_slots, bool& 
     if (!stream.Write(item)) return false;
   }
   return true;
+}
+
+std::string WorkerGroupSession::StallReason() {
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&mutex_);
+  if (!heartbeats_seen_) return "";  // A worker without heartbeats: only leases apply.
+  if (now - last_message_at_ > context_->options.liveness_timeout) {
+    return absl::StrCat("nothing received for ", absl::FormatDuration(now - last_message_at_));
+  }
+  if (!in_flight_.empty() && now - last_progress_at_ > context_->options.progress_timeout) {
+    return absl::StrCat("no engine progress for ", absl::FormatDuration(now - last_progress_at_),
+                        " with ", in_flight_.size(), " requests");
+  }
+  return "";
 }
 
 void WorkerGroupSession::ExpireStaleWork() {
@@ -422,19 +491,74 @@ void WorkerGroupSession::HandleResult(const v1::WorkResult& result) {
     if (metrics && released.ok() && *released) metrics->CountRequest("cancelled");
     return;
   }
-  const ResultRecord record =
-      FormatWorkResult(entry.custom_id, context_->model.name, entry.endpoint, result);
-  absl::StatusOr<bool> recorded = store.RecordResult(*entry.request, record);
-  LogIfError(recorded.status());
-  if (metrics && recorded.ok() && *recorded) {
-    const bool succeeded = record.outcome == ResultOutcome::kSucceeded;
-    metrics->CountRequest(succeeded ? "succeeded" : "failed");
-    if (succeeded) {
-      metrics->AddTokens(result.response().usage().prompt_tokens(),
-                         result.response().usage().completion_tokens());
-    }
-    metrics->ObserveRequestLatency(absl::ToDoubleSeconds(absl::Now() - entry.dispatched_at));
+  Unrecorded answer;
+  answer.request = *entry.request;
+  answer.record = FormatWorkResult(entry.custom_id, context_->model.name, entry.endpoint, result);
+  answer.prompt_tokens = result.response().usage().prompt_tokens();
+  answer.completion_tokens = result.response().usage().completion_tokens();
+  answer.dispatched_at = entry.dispatched_at;
+  if (!Record(std::move(answer))) {
+    absl::MutexLock lock(&mutex_);
+    // Wakes the session thread, which retries and meanwhile claims nothing.
+    woken_ = true;
+    signal_.SignalAll();
   }
+}
+
+bool WorkerGroupSession::Record(Unrecorded answer) {
+  CoordinatorMetrics* metrics = context_->metrics;
+  absl::StatusOr<bool> recorded = context_->store->RecordResult(answer.request, answer.record);
+  if (!recorded.ok()) {
+    {
+      absl::MutexLock lock(&mutex_);
+      unrecorded_.push_back(std::move(answer));
+    }
+    if (!store_failing_.exchange(true)) {
+      std::fprintf(stderr, "coordinator: %s: keeping results the store refused, retrying: %s\n",
+                   plan_.group_id.c_str(), recorded.status().ToString().c_str());
+    }
+    if (metrics) metrics->AddUnrecordedResults(1);
+    return false;
+  }
+  if (metrics && *recorded) {
+    const bool succeeded = answer.record.outcome == ResultOutcome::kSucceeded;
+    metrics->CountRequest(succeeded ? "succeeded" : "failed");
+    if (succeeded) metrics->AddTokens(answer.prompt_tokens, answer.completion_tokens);
+    metrics->ObserveRequestLatency(absl::ToDoubleSeconds(absl::Now() - answer.dispatched_at));
+  }
+  return true;
+}
+
+bool WorkerGroupSession::RetryStoreWork() {
+  std::vector<Unrecorded> retry;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (unrecorded_.empty() && !requeue_owed_) return true;
+    if (absl::Now() < next_store_retry_) return false;
+    retry.swap(unrecorded_);
+  }
+  next_store_retry_ = absl::Now() + context_->options.store_retry_interval;
+  CoordinatorMetrics* metrics = context_->metrics;
+  if (metrics) metrics->AddUnrecordedResults(-static_cast<double>(retry.size()));
+  for (Unrecorded& answer : retry) Record(std::move(answer));
+  if (requeue_owed_) {
+    absl::StatusOr<RequeueReport> report = context_->store->RequeueWorker(owner_, *requeue_owed_);
+    if (report.ok()) {
+      requeue_owed_.reset();
+      if (metrics) {
+        metrics->CountRequest("requeued", static_cast<double>(report->requeued));
+        metrics->CountRequest("failed", static_cast<double>(report->failed));
+        metrics->CountRequest("cancelled", static_cast<double>(report->cancelled));
+      }
+    }
+  }
+  absl::MutexLock lock(&mutex_);
+  const bool done = unrecorded_.empty() && !requeue_owed_;
+  if (done && store_failing_.exchange(false)) {
+    std::fprintf(stderr, "coordinator: %s: the store took the kept results again\n",
+                 plan_.group_id.c_str());
+  }
+  return done;
 }
 
 void WorkerGroupSession::FailInFlight(bool worker_lost) {
@@ -464,6 +588,7 @@ void WorkerGroupSession::FailInFlight(bool worker_lost) {
   // Everything this group holds in the store, including claims never written to the stream.
   absl::StatusOr<RequeueReport> report = context_->store->RequeueWorker(owner_, "worker lost");
   LogIfError(report.status());
+  if (!report.ok()) requeue_owed_ = "worker lost";  // Retried before this group serves again.
   if (metrics && report.ok()) {
     metrics->CountRequest("requeued", static_cast<double>(report->requeued));
     metrics->CountRequest("failed", static_cast<double>(report->failed));

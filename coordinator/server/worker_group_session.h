@@ -77,6 +77,15 @@ class WorkerGroupSession {
     absl::Time dispatched_at;
   };
   using Stream = grpc::ClientReaderWriter<v1::WorkItem, v1::WorkResult>;
+  // A worker's answer the store could not take (disk full, I/O error): kept and retried, never
+  // dropped, so it is not computed again after a lease expires.
+  struct Unrecorded {
+    RequestKey request;
+    ResultRecord record;
+    uint32_t prompt_tokens = 0;
+    uint32_t completion_tokens = 0;
+    absl::Time dispatched_at;
+  };
 
   void Run();
   // Health on every rank; LoadShard where no shard is loaded. OK once all ranks are READY.
@@ -87,14 +96,23 @@ class WorkerGroupSession {
   bool DispatchQueued(Stream& stream);
   bool ClaimAndDispatch(Stream& stream, int free_slots, bool& maybe_more);
   void HandleResult(const v1::WorkResult& result);
+  // Stores `answer`; false (and it is queued for a retry) when the store failed.
+  bool Record(Unrecorded answer);
+  // Retries what the store refused earlier (results; the requeue after a lost worker), at most
+  // once per store_retry_interval. Returns true when nothing is left owed.
+  bool RetryStoreWork();
   // Forgets batch work dispatched longer than the lease ago (the store's sweeper requeues it)
   // and cancels it on the worker, so a stalled request cannot hold a window slot forever; a
   // late answer is then dropped as unknown.
   void ExpireStaleWork();
+  // Why the open stream counts as stalled (see SchedulerOptions::liveness_timeout), or empty.
+  std::string StallReason();
   // After a stream ends: interactive callers get an error; batch requests go back.
   void FailInFlight(bool worker_lost);
   // Waits up to `timeout`, or until woken or stopped.
   void Sleep(absl::Duration timeout);
+  // Waits `timeout` unless stopped; new work does not end it.
+  void SleepUnlessStopped(absl::Duration timeout);
   // Runs a unary call whose context Stop() can cancel.
   template <typename Call>
   grpc::Status CallCancellable(absl::Duration timeout, Call call);
@@ -119,6 +137,21 @@ class WorkerGroupSession {
   absl::flat_hash_map<uint64_t, InFlight> in_flight_ ABSL_GUARDED_BY(mutex_);
   std::vector<uint64_t> cancels_to_send_ ABSL_GUARDED_BY(mutex_);
   std::vector<v1::WorkItem> interactive_to_send_ ABSL_GUARDED_BY(mutex_);
+  std::vector<Unrecorded> unrecorded_ ABSL_GUARDED_BY(mutex_);
+  // Liveness of the open stream: when anything last arrived, whether heartbeats come at all,
+  // and when the engine last made progress (or work was first dispatched to an idle group).
+  absl::Time last_message_at_ ABSL_GUARDED_BY(mutex_);
+  bool heartbeats_seen_ ABSL_GUARDED_BY(mutex_) = false;
+  uint64_t last_engine_steps_ ABSL_GUARDED_BY(mutex_) = 0;
+  absl::Time last_progress_at_ ABSL_GUARDED_BY(mutex_);
+  // Session thread only: the wait before serving again after a stall, and whether the last
+  // stream ended stalled.
+  absl::Duration stall_backoff_ = absl::ZeroDuration();
+  bool last_stream_stalled_ = false;
+  // Session thread only: a requeue of this group's claims that the store refused.
+  std::optional<std::string> requeue_owed_;
+  absl::Time next_store_retry_ = absl::InfinitePast();
+  std::atomic<bool> store_failing_{false};  // Logged once per episode.
 };
 
 }  // namespace flatfleet::coordinator

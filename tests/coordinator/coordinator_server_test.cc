@@ -280,7 +280,15 @@ TEST(CoordinatorServerTest, CancelStopsInFlightWork) {
   EXPECT_EQ(cancelled.request_counts().failed(), 0u);
   absl::SleepFor(absl::Milliseconds(200));
   EXPECT_EQ(worker.submits(), 8);  // Nothing more was sent.
-  EXPECT_TRUE(client.Results(created.batch().id()).empty());
+  EXPECT_EQ(cancelled.request_counts().cancelled(), 100u);
+  // Every custom_id still ends with exactly one line: a batch_cancelled error.
+  const std::vector<v1::BatchResult> results = client.Results(created.batch().id());
+  ASSERT_EQ(results.size(), 100u);
+  std::set<std::string> ids;
+  for (const v1::BatchResult& result : results) {
+    EXPECT_TRUE(ids.insert(result.custom_id()).second) << result.custom_id();
+    EXPECT_EQ(result.error().code(), "batch_cancelled") << result.ShortDebugString();
+  }
 
   // Cancelling again is a no-op.
   grpc::ClientContext again_context;
@@ -376,8 +384,10 @@ TEST(CoordinatorServerTest, ModelTooLargeForOneWorkerIsShardedOverAGroup) {
   for (WorkerInfo& worker : options.workers) worker.device_memory_bytes = 10ull << 20;
   auto server = StartCoordinator(options);
   ASSERT_NE(server, nullptr);
-  EXPECT_EQ(server->plan().tp_size, 2u);
-  ASSERT_EQ(server->plan().groups.size(), 1u);
+  absl::StatusOr<ClusterPlan> plan = server->WaitForPlan();
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->tp_size, 2u);
+  ASSERT_EQ(plan->groups.size(), 1u);
   Client client(server->address());
   v1::CreateBatchResponse created = client.Submit(CompletionLines(20));
   ASSERT_TRUE(created.has_batch());

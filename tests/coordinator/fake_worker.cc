@@ -46,6 +46,7 @@ FakeWorker::FakeWorker(FakeWorkerOptions options) : options_(options) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(64 << 20);  // Like a real worker: larger than requests.
   builder.RegisterService(this);
   server_ = builder.BuildAndStart();
   address_ = absl::StrCat("127.0.0.1:", port);
@@ -72,6 +73,11 @@ int64_t FakeWorker::cancels() const {
   absl::MutexLock lock(&mutex_);
   return cancels_;
 }
+void FakeWorker::Freeze(bool frozen) {
+  absl::MutexLock lock(&mutex_);
+  frozen_ = frozen;
+}
+
 int64_t FakeWorker::streams_opened() const {
   absl::MutexLock lock(&mutex_);
   return streams_opened_;
@@ -96,6 +102,13 @@ grpc::Status FakeWorker::LoadShard(grpc::ServerContext* context,
 grpc::Status FakeWorker::Health(grpc::ServerContext* context, const v1::HealthRequest* request,
                                 v1::HealthResponse* response) {
   absl::MutexLock lock(&mutex_);
+  // Frozen: no answer until thawed or the caller gives up, as from a stopped process.
+  while (frozen_ && !context->IsCancelled()) {
+    mutex_.AwaitWithTimeout(absl::Condition(
+                                +[](bool* frozen) { return !*frozen; }, &frozen_),
+                            absl::Milliseconds(20));
+  }
+  if (frozen_) return grpc::Status(grpc::StatusCode::CANCELLED, "frozen");
   response->set_state(loaded_ ? v1::WORKER_STATE_READY : v1::WORKER_STATE_IDLE);
   return grpc::Status::OK;
 }
@@ -131,8 +144,33 @@ grpc::Status FakeWorker::RunWork(grpc::ServerContext* context,
   bool reading_done = false;
   absl::CondVar queue_signal;
   bool drop_stream = false;
+  absl::Time next_heartbeat = absl::InfinitePast();
   std::thread writer([&] {
     while (true) {
+      bool frozen = false;
+      {
+        absl::MutexLock lock(&mutex_);
+        if (frozen_) {
+          mutex_.AwaitWithTimeout(absl::Condition(
+                                      +[](bool* frozen) { return !*frozen; }, &frozen_),
+                                  absl::Milliseconds(50));
+          frozen = true;
+        }
+      }
+      if (frozen) {
+        absl::MutexLock queue_lock(&queue_mutex);
+        if (reading_done) return;
+        continue;
+      }
+      if (options_.heartbeat_interval > absl::ZeroDuration() && absl::Now() >= next_heartbeat) {
+        v1::WorkResult heartbeat;
+        {
+          absl::MutexLock lock(&mutex_);
+          heartbeat.mutable_heartbeat()->set_engine_steps_total(static_cast<uint64_t>(answers_));
+        }
+        if (!stream->Write(heartbeat)) return;
+        next_heartbeat = absl::Now() + options_.heartbeat_interval;
+      }
       std::optional<Queued> next;
       {
         absl::MutexLock lock(&queue_mutex);
@@ -143,7 +181,7 @@ grpc::Status FakeWorker::RunWork(grpc::ServerContext* context,
           }
           return false;
         };
-        if (!ready()) queue_signal.WaitWithTimeout(&queue_mutex, absl::Milliseconds(100));
+        if (!ready()) queue_signal.WaitWithTimeout(&queue_mutex, absl::Milliseconds(20));
         if (reading_done) return;
         for (auto it = queue.begin(); it != queue.end(); ++it) {
           if (it->cancelled || !options_.hold_answers) {

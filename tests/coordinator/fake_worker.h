@@ -22,6 +22,9 @@ struct FakeWorkerOptions {
   absl::Duration answer_delay = absl::ZeroDuration();  // Per answer.
   bool hold_answers = false;                           // Answer only cancels.
   int64_t disconnect_after_answers = -1;               // Drop the (first) stream after this many.
+  // Heartbeats on RunWork streams, as a real worker sends; zero sends none (an older worker).
+  // engine_steps_total counts answers, so a worker holding answers makes no progress.
+  absl::Duration heartbeat_interval = absl::ZeroDuration();
 };
 
 // The answer the fake gives for a prompt; tests compare outputs with it.
@@ -38,6 +41,8 @@ class FakeWorker final : public v1::WorkerService::Service {
   int64_t answers() const;
   int64_t cancels() const;
   int64_t streams_opened() const;
+  // A frozen worker sends nothing at all (like a SIGSTOPped process) until thawed.
+  void Freeze(bool frozen);
   std::vector<v1::LoadShardRequest> load_requests() const;
 
   grpc::Status LoadShard(grpc::ServerContext* context, const v1::LoadShardRequest* request,
@@ -62,6 +67,7 @@ class FakeWorker final : public v1::WorkerService::Service {
   bool loaded_ ABSL_GUARDED_BY(mutex_) = false;
   bool disconnected_once_ ABSL_GUARDED_BY(mutex_) = false;
   bool shutting_down_ ABSL_GUARDED_BY(mutex_) = false;
+  bool frozen_ ABSL_GUARDED_BY(mutex_) = false;
   int64_t submits_ ABSL_GUARDED_BY(mutex_) = 0;
   int64_t answers_ ABSL_GUARDED_BY(mutex_) = 0;
   int64_t cancels_ ABSL_GUARDED_BY(mutex_) = 0;

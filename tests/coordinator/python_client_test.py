@@ -103,8 +103,10 @@ def main():
         first = CreateBatchRequest()
         first.options.model = "demo"
         upload = CreateBatchRequest()
-        upload.lines.lines.extend(lines)
-        response = create(iter([first, upload]), timeout=30)
+        upload.lines.lines.extend(line.encode() for line in lines)  # bytes: any line reaches the server
+        end = CreateBatchRequest()
+        end.end.line_count = len(lines)
+        response = create(iter([first, upload, end]), timeout=30)
         assert len(response.errors) == 0, response
         batch_id = response.batch.id
         assert batch_id.startswith("batch_"), batch_id

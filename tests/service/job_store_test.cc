@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <latch>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -251,6 +252,40 @@ TEST(JobStoreTest, RequeueDuringCancelCancels) {
   ASSERT_EQ(store->CancelJob(job->id)->job.state, JobState::kCancelling);
   EXPECT_EQ(store->RequeueWorker("w1", "stopped")->cancelled, 1);
   EXPECT_EQ(store->GetJob(job->id)->state, JobState::kCancelled);
+}
+
+// Every request of a cancelled job ends with exactly one output line: its result, or a
+// batch_cancelled error whether it was pending or running when the cancel came.
+TEST(JobStoreTest, EveryRequestOfACancelledJobHasOneLine) {
+  auto store = OpenStore(TempDatabasePath("cancel_lines"));
+  auto job = store->CreateJob(Options(), MakeRequests(5));
+  ASSERT_TRUE(job.ok());
+  auto claimed = store->ClaimPending("tiny", 3, "w1", 60'000);
+  ASSERT_EQ(claimed->size(), 3u);
+  ASSERT_TRUE(store->RecordResult((*claimed)[0].key, Success("done")).value());
+  ASSERT_EQ(store->CancelJob(job->id)->job.state, JobState::kCancelling);
+  // One running request is reported cancelled by its worker, the other's worker is lost.
+  EXPECT_TRUE(store->ReleaseInFlight((*claimed)[1].key, "cancelled").value());
+  EXPECT_EQ(store->RequeueWorker("w1", "worker lost")->cancelled, 1);
+  const JobRecord cancelled = *store->GetJob(job->id);
+  EXPECT_EQ(cancelled.state, JobState::kCancelled);
+  EXPECT_EQ(cancelled.counts.completed, 1);
+  EXPECT_EQ(cancelled.counts.cancelled, 4);
+  auto results = store->ReadResults(job->id, 0, 100);
+  ASSERT_TRUE(results.ok()) << results.status();
+  std::map<std::string, int> lines;
+  for (const StoredResult& result : *results) {
+    ++lines[result.custom_id];
+    if (result.custom_id != (*claimed)[0].custom_id) {
+      EXPECT_THAT(result.output_line, HasSubstr("\"batch_cancelled\""));
+      EXPECT_EQ(result.outcome, ResultOutcome::kFailed);
+    }
+  }
+  EXPECT_EQ(results->size(), 5u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(lines[absl::StrCat("r", i)], 1) << i;
+  // A late answer from the lost worker changes nothing.
+  EXPECT_FALSE(store->RecordResult((*claimed)[2].key, Success("late")).value());
+  EXPECT_EQ(store->ReadResults(job->id, 0, 100)->size(), 5u);
 }
 
 TEST(JobStoreTest, ListsNewestFirstInPages) {

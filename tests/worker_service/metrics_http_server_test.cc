@@ -2,7 +2,12 @@
 #include "worker/serving/metrics_http_server.h"
 
 #include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "http_get.h"
 
@@ -55,6 +60,82 @@ TEST(MetricsHttpServerTest, TwoServersGetDistinctPortsAndATakenPortFails) {
   auto clash = MetricsHttpServer::Start(taken, registry, nullptr);
   ASSERT_FALSE(clash.ok());
   EXPECT_NE(clash.status().message().find(taken), std::string::npos) << clash.status();
+}
+
+// A client that connects and sends half a request, then says nothing more (a slowloris).
+class HalfSentRequest {
+ public:
+  explicit HalfSentRequest(int port) : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0;
+    const std::string half = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    connected_ = connected_ && write(fd_, half.data(), half.size()) == ssize_t(half.size());
+  }
+  ~HalfSentRequest() { close(fd_); }
+  bool connected() const { return connected_; }
+
+ private:
+  int fd_;
+  bool connected_ = false;
+};
+
+// How long a /healthz probe takes to be answered 200.
+absl::Duration TimeProbe(int port) {
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(HttpGet(port, "/healthz").status, 200);
+  return absl::Now() - start;
+}
+
+TEST(MetricsHttpServerTest, HalfSentRequestsDoNotStarveProbes) {
+  metrics::MetricsRegistry registry;
+  auto server = MetricsHttpServer::Start("127.0.0.1:0", registry, nullptr);
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->port();
+  {
+    // Fewer slow clients than threads: probes are answered at once.
+    std::vector<std::unique_ptr<HalfSentRequest>> slow;
+    for (int i = 0; i < MetricsHttpServer::kThreads / 2; ++i) {
+      slow.push_back(std::make_unique<HalfSentRequest>(port));
+      ASSERT_TRUE(slow.back()->connected());
+    }
+    absl::SleepFor(absl::Milliseconds(100));  // Let the server take them.
+    EXPECT_LT(TimeProbe(port), absl::Milliseconds(500));
+  }
+  {
+    // More slow clients than threads: they are dropped after the request timeout, so a probe
+    // waits at most about that long (a Kubernetes probe's default timeout is 1 s, its period
+    // 10 s: it would see one slow answer, not a failed liveness check in a row).
+    std::vector<std::unique_ptr<HalfSentRequest>> slow;
+    for (int i = 0; i < 2 * MetricsHttpServer::kThreads; ++i) {
+      slow.push_back(std::make_unique<HalfSentRequest>(port));
+      ASSERT_TRUE(slow.back()->connected());
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+    EXPECT_LT(TimeProbe(port), absl::Milliseconds(2 * MetricsHttpServer::kRequestTimeoutMs + 500));
+  }
+}
+
+TEST(MetricsHttpServerTest, ReadyzAnswersFromItsOwnCallback) {
+  metrics::MetricsRegistry registry;
+  std::atomic<bool> ready{false};
+  auto server = MetricsHttpServer::Start(
+      "127.0.0.1:0", registry,
+      [] {
+        return HealthzReply{true, "alive\n"};
+      },
+      [&] {
+        return HealthzReply{ready.load(), ready.load() ? "ready\n" : "store full\n"};
+      });
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ(HttpGet((*server)->port(), "/healthz").status, 200);
+  testing::HttpReply readiness = HttpGet((*server)->port(), "/readyz");
+  EXPECT_EQ(readiness.status, 503);
+  EXPECT_EQ(readiness.body, "store full\n");
+  ready = true;
+  EXPECT_EQ(HttpGet((*server)->port(), "/readyz").status, 200);
 }
 
 }  // namespace

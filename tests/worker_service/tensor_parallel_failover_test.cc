@@ -69,8 +69,10 @@ TEST(TensorParallelFailoverTest, StoppedRankFailsItsGroupAndTheJobCompletesElsew
   options.scheduler.group_timeout = absl::Seconds(20);
   auto server = coordinator::CoordinatorServer::Start(std::move(options));
   ASSERT_TRUE(server.ok()) << server.status();
-  ASSERT_EQ((*server)->plan().groups.size(), 2u);
-  ASSERT_EQ((*server)->plan().tp_size, 2u);
+  absl::StatusOr<coordinator::ClusterPlan> plan = (*server)->WaitForPlan();
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->groups.size(), 2u);
+  ASSERT_EQ(plan->tp_size, 2u);
 
   constexpr int kRequests = 24;
   std::vector<std::string> lines;

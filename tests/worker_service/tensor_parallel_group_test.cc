@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "http_get.h"
 #include "tests/support/promtool.h"
+#include "tests/worker_service/read_work_result.h"
 #include "worker/serving/continuous_batcher_factory.h"
 #include "worker/serving/model_loader.h"
 #include "worker/serving/worker_process.h"
@@ -151,7 +152,7 @@ std::vector<std::vector<uint32_t>> Generate(Worker& rank0, const std::vector<std
   }
   stream->WritesDone();
   std::vector<std::vector<uint32_t>> tokens(prompts.size());
-  for (v1::WorkResult result; stream->Read(&result);) {
+  for (v1::WorkResult result; testing::ReadWorkResult(*stream, &result);) {
     EXPECT_TRUE(result.has_response()) << result.error().message();
     const size_t index = result.work_id() - 1;
     if (index < tokens.size()) {

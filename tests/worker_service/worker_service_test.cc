@@ -21,6 +21,7 @@
 #include "http_get.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "tests/support/promtool.h"
+#include "tests/worker_service/read_work_result.h"
 #include "worker/generate/generator.h"
 #include "worker/model/demo_model.h"
 #include "worker/serving/continuous_batcher_factory.h"
@@ -110,7 +111,7 @@ class WorkerServiceTest : public ::testing::Test {
     auto stream = stub_->RunWork(&context);
     for (const v1::WorkItem& item : items) stream->Write(item);
     stream->WritesDone();
-    for (v1::WorkResult result; stream->Read(&result);) {
+    for (v1::WorkResult result; testing::ReadWorkResult(*stream, &result);) {
       EXPECT_TRUE(results->emplace(result.work_id(), result).second)
           << "twice: " << result.work_id();
     }
@@ -241,7 +242,7 @@ TEST_F(WorkerServiceTest, BadRequestsGetPreciseStatusCodes) {
     auto stream = stub_->RunWork(&context);
     stream->WritesDone();
     v1::WorkResult ignored;
-    EXPECT_FALSE(stream->Read(&ignored));
+    EXPECT_FALSE(testing::ReadWorkResult(*stream, &ignored));
     grpc::Status status = stream->Finish();
     EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
     EXPECT_NE(status.error_message().find("LoadShard"), std::string::npos);
@@ -296,24 +297,24 @@ TEST_F(WorkerServiceTest, CancelItemsAndDuplicateIdsOnAStream) {
   ASSERT_TRUE(control->WaitForSubmitted(2));
   ASSERT_TRUE(stream->Write(SubmitItem(2, "again", 4)));  // id 2 is live
   v1::WorkResult result;
-  ASSERT_TRUE(stream->Read(&result));
+  ASSERT_TRUE(testing::ReadWorkResult(*stream, &result));
   EXPECT_EQ(result.work_id(), 2u);
   EXPECT_EQ(result.error().code(), "already_exists");
 
   ASSERT_TRUE(stream->Write(CancelItem(1)));
   ASSERT_TRUE(stream->Write(CancelItem(99)));  // unknown: ignored
-  ASSERT_TRUE(stream->Read(&result));
+  ASSERT_TRUE(testing::ReadWorkResult(*stream, &result));
   EXPECT_EQ(result.work_id(), 1u);
   EXPECT_EQ(result.error().code(), "cancelled");
 
   control->ReleaseAll();
-  ASSERT_TRUE(stream->Read(&result));
+  ASSERT_TRUE(testing::ReadWorkResult(*stream, &result));
   EXPECT_EQ(result.work_id(), 2u);
   ASSERT_TRUE(result.has_response());
   // The prompt went through the tokenizer: BOS + 3 bytes.
   EXPECT_EQ(result.response().text(), "prompt of 4 tokens");
   stream->WritesDone();
-  EXPECT_FALSE(stream->Read(&result));
+  EXPECT_FALSE(testing::ReadWorkResult(*stream, &result));
   EXPECT_TRUE(stream->Finish().ok());
   EXPECT_EQ(control->cancelled(), (std::set<std::string>{"1/1"}));
 }
@@ -344,7 +345,7 @@ TEST_F(WorkerServiceTest, ClosingTheStreamCancelsItsRequestsOnly) {
 
   control->ReleaseAll();
   v1::WorkResult result;
-  ASSERT_TRUE(survivor->Read(&result));
+  ASSERT_TRUE(testing::ReadWorkResult(*survivor, &result));
   EXPECT_EQ(result.work_id(), 7u);
   EXPECT_TRUE(result.has_response());
   survivor->WritesDone();
@@ -381,7 +382,7 @@ TEST_F(WorkerServiceTest, DrainStopsIntakeAndFinishesRunningWork) {
   EXPECT_EQ(Health().running_requests(), 1u);
   ASSERT_TRUE(stream->Write(SubmitItem(2, "late", 4)));
   v1::WorkResult result;
-  ASSERT_TRUE(stream->Read(&result));
+  ASSERT_TRUE(testing::ReadWorkResult(*stream, &result));
   EXPECT_EQ(result.work_id(), 2u);
   EXPECT_EQ(result.error().code(), "unavailable");
   {
@@ -394,7 +395,7 @@ TEST_F(WorkerServiceTest, DrainStopsIntakeAndFinishesRunningWork) {
   EXPECT_EQ(drained_future.wait_for(std::chrono::milliseconds(50)), std::future_status::timeout);
 
   control->ReleaseAll();
-  ASSERT_TRUE(stream->Read(&result));
+  ASSERT_TRUE(testing::ReadWorkResult(*stream, &result));
   EXPECT_EQ(result.work_id(), 1u);
   EXPECT_TRUE(result.has_response());
   ASSERT_EQ(drained_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
@@ -429,7 +430,7 @@ TEST_F(WorkerServiceTest, DrainCanCancelRunningWork) {
   EXPECT_EQ(response.cancelled(), 2u);
   stream->WritesDone();
   std::set<uint64_t> cancelled;
-  for (v1::WorkResult result; stream->Read(&result);) {
+  for (v1::WorkResult result; testing::ReadWorkResult(*stream, &result);) {
     EXPECT_EQ(result.error().code(), "cancelled");
     cancelled.insert(result.work_id());
   }
@@ -454,14 +455,14 @@ TEST_F(WorkerServiceTest, ShutdownDrainsRunningWorkThenEndsOpenStreams) {
   EXPECT_EQ(shutdown.wait_for(std::chrono::milliseconds(100)), std::future_status::timeout);
   control->ReleaseAll();
   v1::WorkResult result;
-  ASSERT_TRUE(stream->Read(&result));  // the running request still answers
+  ASSERT_TRUE(testing::ReadWorkResult(*stream, &result));  // the running request still answers
   EXPECT_TRUE(result.has_response());
   ASSERT_EQ(shutdown.wait_for(std::chrono::seconds(20)), std::future_status::ready);
   absl::StatusOr<v1::DrainResponse> drained = shutdown.get();
   ASSERT_TRUE(drained.ok()) << drained.status();
   EXPECT_EQ(drained->finished(), 1u);
   // The stream was never half-closed; the server ends it after the grace period.
-  EXPECT_FALSE(stream->Read(&result));
+  EXPECT_FALSE(testing::ReadWorkResult(*stream, &result));
   EXPECT_FALSE(stream->Finish().ok());
 }
 

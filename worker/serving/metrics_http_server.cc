@@ -46,12 +46,19 @@ void Reply(mg_connection* connection, int status, std::string_view content_type,
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const std::string& address, const metrics::MetricsRegistry& registry, HealthzHandler healthz) {
+    const std::string& address, const metrics::MetricsRegistry& registry, HealthzHandler healthz,
+    HealthzHandler readyz) {
   InitCivetwebOnce();
-  std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer(registry, std::move(healthz)));
-  // A scrape is one short request; two threads keep a slow scraper from blocking probes.
-  const char* options[] = {"listening_ports",    address.c_str(), "num_threads", "2",
-                           "request_timeout_ms", "10000",         nullptr};
+  std::unique_ptr<MetricsHttpServer> server(
+      new MetricsHttpServer(registry, std::move(healthz), std::move(readyz)));
+  // A scrape or probe is one short request. Each thread serves one connection at a time, so a
+  // client that sends half a request holds a thread until the timeout: with many threads and a
+  // short timeout, a few such clients cannot make probes fail (docs/RELIABILITY.md).
+  const std::string threads = absl::StrCat(kThreads);
+  const std::string timeout = absl::StrCat(kRequestTimeoutMs);
+  const char* options[] = {
+      "listening_ports", address.c_str(),     "num_threads", threads.c_str(), "request_timeout_ms",
+      timeout.c_str(),   "enable_keep_alive", "no",          nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   server->context_ = mg_start(&callbacks, nullptr, options);
@@ -62,6 +69,8 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   mg_set_request_handler(server->context_, "/metrics$", &MetricsHttpServer::HandleMetrics,
                          server.get());
   mg_set_request_handler(server->context_, "/healthz$", &MetricsHttpServer::HandleHealthz,
+                         server.get());
+  mg_set_request_handler(server->context_, "/readyz$", &MetricsHttpServer::HandleReadyz,
                          server.get());
   mg_server_port ports[1];
   if (mg_get_server_ports(server->context_, 1, ports) < 1 || ports[0].port <= 0) {
@@ -86,6 +95,15 @@ int MetricsHttpServer::HandleHealthz(mg_connection* connection, void* server) {
   if (!AllowOnlyGet(connection)) return 405;
   const auto& self = *static_cast<MetricsHttpServer*>(server);
   HealthzReply reply = self.healthz_ ? self.healthz_() : HealthzReply{true, "ok\n"};
+  Reply(connection, reply.healthy ? 200 : 503, "text/plain; charset=utf-8", reply.body);
+  return reply.healthy ? 200 : 503;
+}
+
+int MetricsHttpServer::HandleReadyz(mg_connection* connection, void* server) {
+  if (!AllowOnlyGet(connection)) return 405;
+  const auto& self = *static_cast<MetricsHttpServer*>(server);
+  const HealthzHandler& handler = self.readyz_ ? self.readyz_ : self.healthz_;
+  HealthzReply reply = handler ? handler() : HealthzReply{true, "ok\n"};
   Reply(connection, reply.healthy ? 200 : 503, "text/plain; charset=utf-8", reply.body);
   return reply.healthy ? 200 : 503;
 }

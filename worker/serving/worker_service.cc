@@ -97,6 +97,10 @@ class WorkerServiceImpl::WorkStream {
     absl::MutexLock lock(&mutex_);
     return live_.contains(work_id);
   }
+  size_t LiveCount() const {
+    absl::MutexLock lock(&mutex_);
+    return live_.size();
+  }
   // Queues the result of a live item, which stops being live.
   void Finish(v1::WorkResult result) {
     absl::MutexLock lock(&mutex_);
@@ -495,7 +499,19 @@ grpc::Status WorkerServiceImpl::RunWork(
   });
 
   bool client_gone = false;
+  absl::Time next_heartbeat = absl::InfinitePast();  // The first goes out at once.
   while (!client_gone) {
+    if (absl::Now() >= next_heartbeat) {
+      v1::WorkResult heartbeat;
+      heartbeat.mutable_heartbeat()->set_engine_steps_total(
+          static_cast<uint64_t>(driver->Stats().steps_total));
+      heartbeat.mutable_heartbeat()->set_live_requests(static_cast<uint32_t>(work->LiveCount()));
+      if (!stream->Write(heartbeat)) {
+        client_gone = true;
+        break;
+      }
+      next_heartbeat = absl::Now() + options_.stream_heartbeat_interval;
+    }
     bool done = false;
     std::deque<v1::WorkResult> taken = work->Take(options_.poll_interval, &done);
     if (group_failed_) {

@@ -44,6 +44,9 @@ struct WorkerServiceOptions {
   // How often an idle rank 0 tells its followers it is still there; well below the group's
   // collective timeout.
   absl::Duration group_heartbeat_interval = absl::Seconds(1);
+  // How often an open RunWork stream carries a heartbeat to the coordinator (its liveness and
+  // progress checks depend on them).
+  absl::Duration stream_heartbeat_interval = absl::Seconds(1);
   // The GPU backend models run on (serve worker --device cuda): Health reports its device
   // memory (cudaMemGetInfo) instead of physical RAM.
   const kernels::Backend* device_backend = nullptr;
