@@ -13,6 +13,7 @@ import argparse
 import collections
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,6 +60,10 @@ def main():
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="flatfleet_soak_")
+    # A private copy: a rebuild during the run must not replace the binary under it.
+    binary = os.path.join(work, "flatfleet")
+    shutil.copy2(args.binary, binary)
+    args.binary = binary
     log = open(os.path.join(work, "processes.log"), "w")
     ports = [free_port(), free_port()]
     workers = [None, None]
