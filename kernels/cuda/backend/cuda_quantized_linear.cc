@@ -60,6 +60,26 @@ quant::QuantizedMatrix PadColumns(const quant::QuantizedMatrix& matrix, int64_t 
   return padded;
 }
 
+// The operands the decode and mma.sync W4A8 GEMMs share (their argument structs name them alike).
+template <typename Gemm>
+Gemm W4A8Operands(const CudaQuantizedLinearWeight& weight, int64_t rows, const void* codes,
+                  const void* scales) {
+  Gemm gemm;
+  gemm.m = rows;
+  gemm.n = weight.out_features();
+  gemm.k = weight.padded_in;
+  gemm.group_size = weight.group_size;
+  gemm.x_codes = static_cast<const int8_t*>(codes);
+  gemm.x_scales = static_cast<const uint16_t*>(scales);
+  gemm.w_words = static_cast<const uint32_t*>(weight.codes.data());
+  gemm.w_unsigned_nibbles = weight.unsigned_nibbles;
+  gemm.w_scales = static_cast<const uint16_t*>(weight.scales.data());
+  gemm.w_zero_points = weight.zero_points.bytes() > 0
+                           ? static_cast<const int8_t*>(weight.zero_points.data())
+                           : nullptr;
+  return gemm;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear(
@@ -205,19 +225,7 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
                                            : cuda::GemmElementType::kBf16;
   if (weight.weight_bits == 4 && rows <= kDecodeGemmMaxRows) {
     // Decode: the weight-streaming W4A8 kernel with the epilogue fused (no float32 pass).
-    cuda::DeviceW4A8DecodeGemm gemm;
-    gemm.m = rows;
-    gemm.n = out;
-    gemm.k = weight.padded_in;
-    gemm.group_size = weight.group_size;
-    gemm.x_codes = static_cast<const int8_t*>(codes);
-    gemm.x_scales = static_cast<const uint16_t*>(scales);
-    gemm.w_words = static_cast<const uint32_t*>(weight.codes.data());
-    gemm.w_unsigned_nibbles = weight.unsigned_nibbles;
-    gemm.w_scales = static_cast<const uint16_t*>(weight.scales.data());
-    gemm.w_zero_points = weight.zero_points.bytes() > 0
-                             ? static_cast<const int8_t*>(weight.zero_points.data())
-                             : nullptr;
+    auto gemm = W4A8Operands<cuda::DeviceW4A8DecodeGemm>(weight, rows, codes, scales);
     gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
     gemm.y = y.data;
     gemm.y_stride = y.row_stride;
@@ -264,19 +272,7 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
     gemm.y = static_cast<float*>(sums);
     FF_RETURN_IF_ERROR(cuda::GemmW8A8(gemm, stream));
   } else {
-    cuda::DeviceW4A8Gemm gemm;
-    gemm.m = rows;
-    gemm.n = out;
-    gemm.k = weight.padded_in;
-    gemm.group_size = weight.group_size;
-    gemm.x_codes = static_cast<const int8_t*>(codes);
-    gemm.x_scales = static_cast<const uint16_t*>(scales);
-    gemm.w_words = static_cast<const uint32_t*>(weight.codes.data());
-    gemm.w_unsigned_nibbles = weight.unsigned_nibbles;
-    gemm.w_scales = static_cast<const uint16_t*>(weight.scales.data());
-    gemm.w_zero_points = weight.zero_points.bytes() > 0
-                             ? static_cast<const int8_t*>(weight.zero_points.data())
-                             : nullptr;
+    auto gemm = W4A8Operands<cuda::DeviceW4A8Gemm>(weight, rows, codes, scales);
     gemm.y = static_cast<float*>(sums);
     FF_RETURN_IF_ERROR(cuda::GemmW4A8(gemm, stream));
   }
