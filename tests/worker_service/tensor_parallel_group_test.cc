@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "http_get.h"
+#include "tests/quant/test_random.h"
 #include "tests/support/promtool.h"
 #include "tests/worker_service/read_work_result.h"
 #include "worker/serving/continuous_batcher_factory.h"
@@ -49,10 +50,10 @@ double SampleValue(const std::string& page, const std::string& name_and_labels) 
 // Random lowercase prompts from `fixed_seed`, else a fresh seed (printed, so a failure can be
 // replayed with FLATFLEET_TEST_SEED, which overrides both).
 std::vector<std::string> RandomPrompts(int count, unsigned fixed_seed = 0) {
-  const char* replay = std::getenv("FLATFLEET_TEST_SEED");
-  const unsigned seed = replay != nullptr ? static_cast<unsigned>(std::strtoul(replay, nullptr, 10))
-                        : fixed_seed != 0 ? fixed_seed
-                                          : std::random_device{}();
+  const bool replay = std::getenv("FLATFLEET_TEST_SEED") != nullptr;
+  const unsigned seed = fixed_seed != 0 && !replay
+                            ? fixed_seed
+                            : static_cast<unsigned>(quant::test_util::FreshSeed());
   std::printf("[ prompts  ] seed %u\n", seed);
   std::mt19937 rng(seed);
   std::uniform_int_distribution<int> length(4, 24);
