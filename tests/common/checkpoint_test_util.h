@@ -28,7 +28,7 @@ inline std::vector<std::byte> SafetensorsImage(std::string_view header, size_t d
   std::vector<std::byte> image(8 + header.size() + data_bytes);
   std::memcpy(image.data(), &header_size, 8);
   std::memcpy(image.data() + 8, header.data(), header.size());
-  std::mt19937 random(std::random_device{}());
+  std::mt19937 random(static_cast<uint32_t>(quant::test_util::FreshSeed()));
   for (size_t i = 8 + header.size(); i < image.size(); ++i) {
     image[i] = static_cast<std::byte>(random() & 0xff);
   }

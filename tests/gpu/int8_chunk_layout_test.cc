@@ -5,6 +5,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cuda/int8_block_all_reduce.h"
+#include "tests/gpu/gpu_test_random.h"
 
 namespace flatfleet::cuda {
 namespace {
@@ -53,7 +54,9 @@ TEST(Int8ChunkLayoutTest, ChunksPartitionBlocksAndOwnersHoldTheirBlocks) {
 }
 
 TEST(Int8ChunkLayoutTest, LargeVectorsDoNotOverflow) {
-  std::mt19937_64 rng(std::random_device{}());
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed);
   for (int32_t ranks : {2, 8, 16}) {
     // 2^31 + 5 floats (8 GiB) in blocks of 128.
     const Int8ChunkLayout layout = MakeInt8ChunkLayout((int64_t{1} << 31) + 5, 128, ranks);

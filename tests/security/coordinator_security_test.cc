@@ -17,6 +17,7 @@
 #include "tests/coordinator/coordinator_test_util.h"
 #include "tests/coordinator/fake_worker.h"
 #include "tests/security/test_certificates.h"
+#include "tests/quant/test_random.h"
 
 namespace flatfleet::coordinator {
 namespace {
@@ -45,7 +46,9 @@ std::string WriteFile(const fs::path& path, const std::string& contents) {
 TEST(CoordinatorSecurityTest, TlsAndBearerTokenThroughTheBatchClient) {
   const std::string certs = MakeTestCertificates();
   ASSERT_FALSE(certs.empty());
-  std::mt19937_64 random(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 random(seed);
   const std::string token = RandomToken(random);
   const fs::path dir = fs::path(::testing::TempDir()) / absl::StrCat("api_tokens_", getpid());
   fs::create_directories(dir);
@@ -116,7 +119,9 @@ TEST(CoordinatorSecurityTest, OversizeMessagesAndUploadsAreRefused) {
   Client client(server->address());
 
   // One message over the gRPC limit.
-  std::mt19937_64 random(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 random(seed);
   {
     grpc::ClientContext context;
     v1::CreateBatchResponse response;

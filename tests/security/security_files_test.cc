@@ -13,6 +13,8 @@
 #include "security/security_flags.h"
 #include "security/tls_files.h"
 #include "tests/security/test_certificates.h"
+#include "absl/strings/str_cat.h"
+#include "tests/quant/test_random.h"
 
 namespace flatfleet::security {
 namespace {
@@ -29,7 +31,9 @@ std::string WriteFile(const std::string& name, const std::string& contents) {
 }
 
 TEST(ConstantTimeEqualsTest, AgreesWithOrdinaryEquality) {
-  std::mt19937_64 random(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 random(seed);
   for (int i = 0; i < 200; ++i) {
     const std::string a = RandomToken(random, 1 + random() % 40);
     std::string b = a;
@@ -44,7 +48,9 @@ TEST(ConstantTimeEqualsTest, AgreesWithOrdinaryEquality) {
 }
 
 TEST(TokenFileTest, ReadsTokensSkippingCommentsAndBlankLines) {
-  std::mt19937_64 random(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 random(seed);
   const std::string first = RandomToken(random), second = RandomToken(random);
   const std::string path =
       WriteFile("tokens", absl::StrCat("# team A\n  ", first, "  \n\n", second, "\r\n# the end\n"));
@@ -70,7 +76,9 @@ TEST(TokenFileTest, ErrorsNameTheFile) {
 }
 
 TEST(CallMetadataTest, BearerTokensAreCheckedExceptOnHealthAndReflection) {
-  std::mt19937_64 random(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 random(seed);
   const std::string token = RandomToken(random), other = RandomToken(random);
   const MetadataAuthPolicy policy = BearerTokenPolicy({token, other});
   const std::string method = "/flatfleet.v1.BatchService/GetBatch";
@@ -102,7 +110,9 @@ TEST(CallMetadataTest, BearerTokensAreCheckedExceptOnHealthAndReflection) {
 }
 
 TEST(CallMetadataTest, ClusterSecretHasNoPrefix) {
-  std::mt19937_64 random(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 random(seed);
   const std::string secret = RandomToken(random, 48);
   const MetadataAuthPolicy policy = ClusterSecretPolicy(secret);
   EXPECT_EQ(policy.header, kClusterSecretHeader);
@@ -170,7 +180,9 @@ TEST(SecurityFlagsTest, FlagCombinationsAreChecked) {
   EXPECT_THAT(LoadApiClientSecurity(name_only, nullptr).status().message(),
               HasSubstr("--tls-server-name needs --tls-ca"));
 
-  std::mt19937_64 random(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 random(seed);
   const std::string token = RandomToken(random);
   absl::StatusOr<ChannelSecurity> from_env = LoadApiClientSecurity(ApiClientFlags(), token.c_str());
   ASSERT_TRUE(from_env.ok()) << from_env.status();

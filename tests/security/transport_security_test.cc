@@ -18,6 +18,7 @@
 #include "security/server_credentials.h"
 #include "security/tls_files.h"
 #include "tests/security/test_certificates.h"
+#include "tests/quant/test_random.h"
 
 namespace flatfleet::security {
 namespace {
@@ -74,7 +75,9 @@ grpc::Status CallGetBatch(const std::string& address, const ChannelSecurity& sec
   auto stub = v1::BatchService::NewStub(MakeSecureChannel(address, security));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  std::mt19937_64 random(std::random_device{}());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 random(seed);
   v1::GetBatchRequest request;
   request.set_batch_id(absl::StrCat("batch_", RandomToken(random, 12)));
   v1::Batch batch;
@@ -132,7 +135,7 @@ class TransportSecurityTest : public ::testing::Test {
   }
 
   std::string dir_;
-  std::mt19937_64 random_{std::random_device{}()};
+  std::mt19937_64 random_{quant::test_util::FreshSeed()};
 };
 
 TEST_F(TransportSecurityTest, TlsSucceedsWithTheRightCaOnlyAndRefusesPlaintext) {
