@@ -47,7 +47,8 @@ StoredResult Stored(int64_t line_number, std::string line) {
 }
 
 TEST(RenderOpenAiLineTest, ResponseGetsOpenAiIds) {
-  const nlohmann::json body = {{"object", "chat.completion"}, {"created", 7}, {"choices", nlohmann::json::array()}};
+  const nlohmann::json body = {
+      {"object", "chat.completion"}, {"created", 7}, {"choices", nlohmann::json::array()}};
   absl::StatusOr<std::string> line =
       RenderOpenAiLine("batch_abc", Stored(4, FormatResponseLine("r1", body)));
   ASSERT_TRUE(line.ok()) << line.status();
