@@ -361,7 +361,7 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
   cmd->add_option("--http-listen", options->http_listen,
                   "Also serve the OpenAI-compatible HTTP API (/v1/files, /v1/batches, "
                   "/v1/completions, /v1/chat/completions, /v1/models) on HOST:PORT, with the "
-                  "same TLS and API tokens; port 0 picks one (docs/HTTP_API.md)");
+                  "same API tokens (no TLS yet); port 0 picks one (docs/HTTP_API.md)");
   cmd->add_option("--http-files-dir", options->http_files_dir,
                   "Directory for files uploaded through the HTTP API (default: the --db path "
                   "with .files appended); each is at most --max-upload-bytes");
