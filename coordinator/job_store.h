@@ -104,6 +104,11 @@ class JobStore {
   // is cancelled at once when nothing runs, else cancelling until the last one ends. Cancelling
   // a cancelled or cancelling job is a no-op; a completed or failed one is an error.
   absl::StatusOr<CancelReport> CancelJob(std::string_view job_id);
+  // CancelJob for a job whose completion window passed: records when it expired first, so its
+  // cancelled requests are reported as expired (batch_expired) and the job as expired.
+  absl::StatusOr<CancelReport> ExpireJob(std::string_view job_id);
+  // Unfinished jobs whose options.expires_at_ms is at or before now.
+  absl::StatusOr<std::vector<std::string>> ListJobsPastExpiry();
 
   // Results with sequence >= from_sequence, in sequence order, at most `limit`.
   absl::StatusOr<std::vector<StoredResult>> ReadResults(std::string_view job_id,

@@ -35,6 +35,13 @@ struct JobOptions {
   std::map<std::string, std::string> metadata;
   // When set, CreateJob with a key it has seen returns that job instead of creating another.
   std::string idempotency_key;
+  // What the OpenAI HTTP API records with a batch (empty/0 for batches made over gRPC): its
+  // endpoint URL, the uploaded file it came from, and when its completion window ends (at
+  // which point its unfinished requests expire).
+  std::string endpoint;
+  std::string input_file_id;
+  std::string completion_window;
+  int64_t expires_at_ms = 0;
 };
 
 // Derived from the requests' states whenever read, so never out of step with them.
@@ -55,6 +62,8 @@ struct JobRecord {
   JobOptions options;
   RequestCounts counts;
   std::string error;  // Why the job failed as a whole; empty otherwise.
+  // When ExpireJob cancelled it because its completion window passed; 0 if it never expired.
+  int64_t expired_at_ms = 0;
   int64_t created_at_ms = 0;
   int64_t updated_at_ms = 0;
 };

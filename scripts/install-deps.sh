@@ -12,6 +12,7 @@ packages=(
   clang-14 libclang-rt-14-dev clang-format
   prometheus python3-grpcio python3-yaml yamllint
   openssl libssl-dev
+  nodejs
 )
 
 missing=()
@@ -20,6 +21,9 @@ for package in "${packages[@]}"; do
     missing+=("$package")
   fi
 done
+# The OpenAI client test's npm (Debian packages it apart from nodejs; other nodejs builds
+# bring their own).
+if ! command -v npm >/dev/null; then missing+=(npm); fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

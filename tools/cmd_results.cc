@@ -1,6 +1,8 @@
-// `flatfleet results BATCH [-o FILE] [--follow]`: writes a batch's output as OpenAI-Batch JSONL,
-// in completion order. With --follow it waits for results until the batch ends, resuming the
-// stream where it broke if the connection drops.
+// `flatfleet results BATCH [-o FILE] [--errors-file FILE] [--follow]`: writes a batch's output as
+// OpenAI-Batch JSONL, in completion order; with --errors-file the failed, cancelled and expired
+// requests' lines go there instead (as OpenAI's output and error files split them). With --follow
+// it waits for results until the batch ends, resuming the stream where it broke if the connection
+// drops.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -15,7 +17,8 @@ namespace {
 
 struct ResultsOptions {
   std::string batch_id;
-  std::string output;  // stdout when empty
+  std::string output;       // stdout when empty
+  std::string errors_file;  // with the output when empty
   bool follow = false;
   uint64_t start = 0;
   std::string coordinator = coordinator::kDefaultCoordinatorAddress;
@@ -41,11 +44,21 @@ int RunResults(const ResultsOptions& options) {
       return 1;
     }
   }
+  FILE* errors_out = out;
+  if (!options.errors_file.empty()) {
+    errors_out = std::fopen(options.errors_file.c_str(), "wb");
+    if (errors_out == nullptr) {
+      std::fprintf(stderr, "flatfleet results: cannot write %s\n", options.errors_file.c_str());
+      if (out != stdout) std::fclose(out);
+      return 1;
+    }
+  }
   uint64_t next = options.start;
   bool write_failed = false;
   auto write = [&](const v1::BatchResult& result) {
     const std::string line = coordinator::FormatBatchResultLine(result, batch->model()) + "\n";
-    if (std::fwrite(line.data(), 1, line.size(), out) != line.size()) {
+    FILE* destination = result.has_error() ? errors_out : out;
+    if (std::fwrite(line.data(), 1, line.size(), destination) != line.size()) {
       write_failed = true;
       return false;
     }
@@ -61,7 +74,8 @@ int RunResults(const ResultsOptions& options) {
     if (!again.ok()) continue;
     status = (*again)->StreamResults(options.batch_id, next, true, write);
   }
-  if (out != stdout) std::fclose(out);
+  if (errors_out != out && std::fclose(errors_out) != 0) write_failed = true;
+  if (out != stdout && std::fclose(out) != 0) write_failed = true;
   if (write_failed) {
     std::fprintf(stderr, "flatfleet results: write error\n");
     return 1;
@@ -81,6 +95,8 @@ CommandRunner RegisterResultsCommand(CLI::App& app) {
       "results", "Write a batch's results as OpenAI Batch output JSONL (completion order)");
   cmd->add_option("batch", options->batch_id, "Batch id")->required();
   cmd->add_option("-o,--output", options->output, "Output file (default: stdout)");
+  cmd->add_option("--errors-file", options->errors_file,
+                  "Write failed, cancelled and expired requests' lines here instead of the output");
   cmd->add_flag("--follow", options->follow, "Keep writing new results until the batch ends");
   cmd->add_option("--start", options->start, "First result sequence number (to resume)");
   cmd->add_option("--coordinator", options->coordinator, "Coordinator address HOST:PORT")

@@ -17,8 +17,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/chat_template/chat_template.h"
 #include "common/chat_template/chat_template_files.h"
+#include "coordinator/http/file_store.h"
+#include "coordinator/http/openai_api.h"
+#include "coordinator/http/openai_http_server.h"
 #include "coordinator/server/batch_client.h"
 #include "coordinator/server/coordinator_server.h"
 #include "coordinator/server/worker_discovery.h"
@@ -32,6 +36,8 @@ namespace {
 struct ServeCoordinatorOptions {
   std::string listen = coordinator::kDefaultCoordinatorAddress;
   std::string metrics_listen;
+  std::string http_listen;
+  std::string http_files_dir;  // <db>.files when empty
   std::string db;
   std::vector<std::string> workers;
   std::vector<std::string> worker_dns;
@@ -87,9 +93,16 @@ void WarnAboutPlaintextSecrets(const ServeCoordinatorOptions& options) {
 struct Serving {
   std::unique_ptr<coordinator::CoordinatorServer> server;
   std::unique_ptr<engine::MetricsHttpServer> metrics_server;
+  // The OpenAI-compatible HTTP API (--http-listen), over `server`'s store and scheduler.
+  std::unique_ptr<coordinator::http::FileStore> http_files;
+  std::unique_ptr<coordinator::http::OpenAiApi> http_api;
+  std::unique_ptr<coordinator::http::OpenAiHttpServer> http_server;
   std::thread report_plan;  // says the plan (or why there is none) once the workers answered
 
   void Stop() {
+    http_server.reset();
+    http_api.reset();
+    http_files.reset();
     metrics_server.reset();
     if (server != nullptr) server->Shutdown();  // ends planning, so report_plan ends too
     if (report_plan.joinable()) report_plan.join();
@@ -119,7 +132,7 @@ absl::StatusOr<Serving> StartServing(const ServeCoordinatorOptions& options,
   absl::StatusOr<security::ServerSecurity> api_security =
       security::LoadApiServerSecurity(options.api_security);
   if (!api_security.ok()) return api_security.status();
-  server_options.api_security = *std::move(api_security);
+  server_options.api_security = *api_security;
   absl::StatusOr<security::ChannelSecurity> worker_channel =
       security::LoadClusterClientSecurity(options.cluster_security);
   if (!worker_channel.ok()) return worker_channel.status();
@@ -136,6 +149,41 @@ absl::StatusOr<Serving> StartServing(const ServeCoordinatorOptions& options,
   serving.server = *std::move(server);
   // First line of stdout: what scripts wait for when they asked for port 0.
   std::printf("listening on %s\n", serving.server->address().c_str());
+  if (!options.http_listen.empty()) {
+    const std::string files_dir =
+        options.http_files_dir.empty() ? options.db + ".files" : options.http_files_dir;
+    absl::StatusOr<std::unique_ptr<coordinator::http::FileStore>> files =
+        coordinator::http::FileStore::Open(files_dir);
+    if (!files.ok()) return files.status();
+    serving.http_files = *std::move(files);
+    coordinator::http::OpenAiApiOptions api_options;
+    api_options.model = model.name;
+    api_options.input_limits = options.input_limits;
+    api_options.max_file_bytes = options.max_upload_bytes;
+    api_options.created_at_s = absl::ToUnixSeconds(absl::Now());
+    coordinator::Scheduler* scheduler = &serving.server->scheduler();
+    coordinator::http::OpenAiApiBackend backend;
+    backend.store = &serving.server->store();
+    backend.files = serving.http_files.get();
+    backend.generate = [scheduler](const v1::RequestBody& body, absl::Duration timeout) {
+      return scheduler->Generate(body, timeout);
+    };
+    backend.wake = [scheduler] { scheduler->WakeAll(); };
+    backend.stop_job = [scheduler](const std::string& job,
+                                   const std::vector<coordinator::RequestKey>& requests) {
+      scheduler->StopJob(job, requests);
+    };
+    serving.http_api =
+        std::make_unique<coordinator::http::OpenAiApi>(std::move(api_options), std::move(backend));
+    absl::StatusOr<std::unique_ptr<coordinator::http::OpenAiHttpServer>> http =
+        coordinator::http::OpenAiHttpServer::Start(options.http_listen, *api_security,
+                                                   serving.http_api.get());
+    if (!http.ok()) return http.status();
+    serving.http_server = *std::move(http);
+    const std::string& host = options.http_listen;
+    std::printf("http api on %s://%s:%d\n", serving.http_server->tls() ? "https" : "http",
+                host.substr(0, host.rfind(':')).c_str(), serving.http_server->port());
+  }
   if (!options.metrics_listen.empty()) {
     coordinator::CoordinatorServer* coordinator = serving.server.get();
     // /healthz: the process serves (a restart would not help a full disk); /readyz: it can take
@@ -223,6 +271,13 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
     if (!parsed.ok()) return Fail(parsed.status());
     model->chat_template = *std::move(text);
   }
+  if (!options.http_listen.empty() && !options.api_security.tls_cert.empty()) {
+    // Checked before anything listens (OpenAiHttpServer::Start says why).
+    return Fail(absl::UnimplementedError(
+        "--http-listen cannot serve TLS yet (Debian 12's civetweb TLS is broken with OpenSSL 3): "
+        "drop --tls-cert for a coordinator with --http-listen and put a TLS-terminating proxy in "
+        "front (docs/HTTP_API.md)"));
+  }
   if (options.workers.empty() && options.worker_dns.empty()) {
     return Fail(absl::InvalidArgumentError("name workers with --worker or --worker-dns"));
   }
@@ -303,6 +358,13 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
       ->capture_default_str();
   cmd->add_option("--metrics-listen", options->metrics_listen,
                   "HTTP address HOST:PORT for /metrics (port 0 picks one); none when omitted");
+  cmd->add_option("--http-listen", options->http_listen,
+                  "Also serve the OpenAI-compatible HTTP API (/v1/files, /v1/batches, "
+                  "/v1/completions, /v1/chat/completions, /v1/models) on HOST:PORT, with the "
+                  "same API tokens (no TLS yet); port 0 picks one (docs/HTTP_API.md)");
+  cmd->add_option("--http-files-dir", options->http_files_dir,
+                  "Directory for files uploaded through the HTTP API (default: the --db path "
+                  "with .files appended); each is at most --max-upload-bytes");
   cmd->add_option("--db", options->db, "SQLite file holding jobs and results")->required();
   cmd->add_option("--worker", options->workers, "Worker address HOST:PORT (repeat for each)");
   cmd->add_option("--worker-dns", options->worker_dns,

@@ -128,7 +128,8 @@ def main():
         for line in f:
             record = json.loads(line)
             per_id[record["custom_id"]] += 1
-            if record.get("error"):
+            # OpenAI's shape: a failure is an error line or a non-200 response.
+            if record.get("error") or record["response"]["status_code"] != 200:
                 errors += 1
             else:
                 responses += 1

@@ -152,6 +152,8 @@ absl::StatusOr<std::vector<std::string>> ReadJsonlLines(const std::string& path)
 }
 
 std::string FormatBatchResultLine(const v1::BatchResult& result, const std::string& model) {
+  // Servers since output_line send the line as OpenAI's files show it; older ones do not.
+  if (!result.output_line().empty()) return result.output_line();
   if (result.has_error()) {
     // An empty custom_id is an invalid input line's missing one: null, as the server stores it.
     std::optional<std::string_view> custom_id;

@@ -53,7 +53,8 @@ class BatchClient {
 // Reads a JSONL file into lines (without '\n').
 absl::StatusOr<std::vector<std::string>> ReadJsonlLines(const std::string& path);
 
-// One line of OpenAI-Batch output JSONL for a streamed result (see docs/API.md).
+// One line of OpenAI-Batch output JSONL for a streamed result (see docs/API.md): the server's
+// output_line, or (from a server that sends none) a line rebuilt from the result.
 std::string FormatBatchResultLine(const v1::BatchResult& result, const std::string& model);
 
 // "completed", "in_progress", ... as in the OpenAI Batch API.

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "coordinator/batch_input_parser.h"
+#include "coordinator/batch_output_line.h"
 #include "coordinator/bounded_line_reader.h"
 #include "coordinator/server/api_input_checks.h"
 #include "coordinator/server/work_conversion.h"
@@ -294,6 +295,10 @@ grpc::Status BatchServiceImpl::StreamResults(grpc::ServerContext* context,
       for (const StoredResult& stored : *results) {
         absl::StatusOr<v1::BatchResult> result = ToBatchResultProto(stored);
         if (!result.ok()) return ToGrpcStatus(result.status());
+        absl::StatusOr<std::string> line =
+            RenderOpenAiLine(request->batch_id(), stored, state->expired_at_ms > 0);
+        if (!line.ok()) return ToGrpcStatus(line.status());
+        result->set_output_line(*std::move(line));
         if (!writer->Write(*result)) {
           return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
         }

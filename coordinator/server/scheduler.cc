@@ -108,8 +108,14 @@ absl::StatusOr<v1::Response> Scheduler::Generate(const v1::RequestBody& body,
     const v1::WorkResult& result = *outcome->result;
     if (result.has_error()) {
       if (context_.metrics) context_.metrics->CountRequest("failed");
-      return absl::InternalError(
-          absl::StrCat("worker error ", result.error().code(), ": ", result.error().message()));
+      const std::string message =
+          absl::StrCat("worker error ", result.error().code(), ": ", result.error().message());
+      // What the request itself got wrong keeps its code (an HTTP 400, not a 500).
+      const std::string& code = result.error().code();
+      if (code == "invalid_argument") return absl::InvalidArgumentError(message);
+      if (code == "out_of_range") return absl::OutOfRangeError(message);
+      if (code == "failed_precondition") return absl::FailedPreconditionError(message);
+      return absl::InternalError(message);
     }
     if (context_.metrics) {
       context_.metrics->CountRequest("succeeded");

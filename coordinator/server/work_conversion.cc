@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "coordinator/batch_input_parser.h"
 #include "coordinator/batch_output_line.h"
 #include "nlohmann/json.hpp"
@@ -89,17 +90,8 @@ std::string RequestBodyToJson(const v1::RequestBody& body) {
   return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-ResultRecord FormatWorkResult(std::string_view custom_id, std::string_view model, Endpoint endpoint,
-                              const v1::WorkResult& result) {
-  if (result.has_error()) {
-    return ResultRecord{ResultOutcome::kFailed, FormatErrorLine(custom_id, result.error().code(),
-                                                                result.error().message())};
-  }
-  if (!result.has_response()) {
-    return ResultRecord{ResultOutcome::kFailed,
-                        FormatErrorLine(custom_id, "worker_error", "the worker sent no outcome")};
-  }
-  const v1::Response& response = result.response();
+nlohmann::json CompletionBody(std::string_view id, std::string_view model, Endpoint endpoint,
+                              int64_t created_s, const v1::Response& response) {
   nlohmann::json choice = {
       {"index", 0},
       {"finish_reason", std::string(FinishReasonName(response.finish_reason()))},
@@ -112,12 +104,29 @@ ResultRecord FormatWorkResult(std::string_view custom_id, std::string_view model
     choice["text"] = response.text();
   }
   nlohmann::json body = {{"object", chat ? "chat.completion" : "text_completion"},
+                         {"created", created_s},
                          {"model", std::string(model)},
                          {"choices", nlohmann::json::array({choice})},
                          {"usage",
                           {{"prompt_tokens", response.usage().prompt_tokens()},
                            {"completion_tokens", response.usage().completion_tokens()},
                            {"total_tokens", response.usage().total_tokens()}}}};
+  if (!id.empty()) body["id"] = std::string(id);
+  return body;
+}
+
+ResultRecord FormatWorkResult(std::string_view custom_id, std::string_view model, Endpoint endpoint,
+                              const v1::WorkResult& result) {
+  if (result.has_error()) {
+    return ResultRecord{ResultOutcome::kFailed, FormatErrorLine(custom_id, result.error().code(),
+                                                                result.error().message())};
+  }
+  if (!result.has_response()) {
+    return ResultRecord{ResultOutcome::kFailed,
+                        FormatErrorLine(custom_id, "worker_error", "the worker sent no outcome")};
+  }
+  const int64_t created_s = absl::ToUnixSeconds(absl::Now());
+  const nlohmann::json body = CompletionBody("", model, endpoint, created_s, result.response());
   return ResultRecord{ResultOutcome::kSucceeded, FormatResponseLine(custom_id, body)};
 }
 
@@ -140,6 +149,9 @@ absl::StatusOr<v1::BatchResult> ToBatchResultProto(const StoredResult& stored) {
                                   ? line["response"].value("body", nlohmann::json::object())
                                   : nlohmann::json::object();
   v1::Response* response = result.mutable_response();
+  result.set_endpoint(std::string(EndpointUrl(body.value("object", "") == "chat.completion"
+                                                  ? Endpoint::kChatCompletions
+                                                  : Endpoint::kCompletions)));
   if (body.contains("choices") && body["choices"].is_array() && !body["choices"].empty()) {
     const nlohmann::json& choice = body["choices"][0];
     if (choice.contains("text") && choice["text"].is_string()) {

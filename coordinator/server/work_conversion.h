@@ -11,6 +11,7 @@
 #include "coordinator/job_types.h"
 #include "flatfleet/v1/batch.pb.h"
 #include "flatfleet/v1/worker.pb.h"
+#include "nlohmann/json.hpp"
 
 namespace flatfleet::coordinator {
 
@@ -21,6 +22,12 @@ v1::RequestBody ToRequestBodyProto(const BatchRequestLine& request);
 
 // A RequestBody from a Generate call, as the JSON body a batch line would carry.
 std::string RequestBodyToJson(const v1::RequestBody& body);
+
+// The response body of a finished request: OpenAI's completion ("text_completion") or
+// chat-completion ("chat.completion") object, with the token ids added to the choice. `id` is
+// left out when empty (the stored line gets it when rendered, RenderOpenAiLine).
+nlohmann::json CompletionBody(std::string_view id, std::string_view model, Endpoint endpoint,
+                              int64_t created_s, const v1::Response& response);
 
 // The output line for a worker's answer. The response body follows OpenAI's completion or
 // chat-completion object (chosen by `endpoint`), with the token ids added to the choice.

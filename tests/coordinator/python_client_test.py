@@ -160,9 +160,12 @@ def main():
         assert mixed_results.returncode == 0, mixed_results
         mixed_lines = [json.loads(line) for line in mixed_results.stdout.splitlines()]
         assert [line["custom_id"] for line in mixed_lines] == ["x", "py0"], mixed_lines
-        assert mixed_lines[0]["response"] is None, mixed_lines
-        assert mixed_lines[0]["error"]["code"] == "invalid_request", mixed_lines
-        assert mixed_lines[0]["error"]["message"].startswith("line 2: body.prompt: "), mixed_lines
+        # OpenAI's shape for a request that failed: a 400 response whose body is an error.
+        assert mixed_lines[0]["error"] is None, mixed_lines
+        assert mixed_lines[0]["response"]["status_code"] == 400, mixed_lines
+        invalid = mixed_lines[0]["response"]["body"]["error"]
+        assert invalid["code"] == "invalid_request", mixed_lines
+        assert invalid["message"].startswith("line 2: body.prompt: "), mixed_lines
         assert mixed_lines[1]["response"]["status_code"] == 200, mixed_lines
         mixed_status = subprocess.run(cli + ["status", mixed.stdout.strip(),
                                              "--coordinator", address],

@@ -1,0 +1,192 @@
+#include "coordinator/http/openai_http_server.h"
+
+#include <cstring>
+#include <mutex>
+#include <string_view>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "civetweb.h"
+#include "coordinator/http/openai_error.h"
+#include "security/metadata_auth.h"
+
+namespace flatfleet::coordinator::http {
+namespace {
+
+constexpr int kThreads = 32;
+// Uploads of large files over slow links take a while; half-sent requests still end.
+constexpr int kRequestTimeoutMs = 60'000;
+// Multipart framing around the file: its headers, the purpose field, the boundaries.
+constexpr uint64_t kMultipartOverheadBytes = 64 << 10;
+// Bodies of routes that take JSON are small.
+constexpr uint64_t kMaxJsonBodyBytes = 16 << 20;
+
+void InitCivetwebOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { mg_init_library(0); });
+}
+
+const char* ReasonPhrase(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return status >= 500 ? "Internal Server Error" : "Error";
+  }
+}
+
+void Send(mg_connection* connection, const HttpResponse& response, bool head) {
+  std::string header =
+      absl::StrCat("HTTP/1.1 ", response.status, " ", ReasonPhrase(response.status),
+                   "\r\nContent-Type: ", response.content_type,
+                   "\r\nContent-Length: ", response.body.size(), "\r\nConnection: close\r\n");
+  for (const auto& [name, value] : response.headers)
+    absl::StrAppend(&header, name, ": ", value, "\r\n");
+  header += "\r\n";
+  mg_write(connection, header.data(), header.size());
+  if (!head && !response.body.empty()) {
+    mg_write(connection, response.body.data(), response.body.size());
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Start(
+    const std::string& address, const security::ServerSecurity& security, OpenAiApi* api,
+    absl::Duration expiry_interval) {
+  InitCivetwebOnce();
+  std::unique_ptr<OpenAiHttpServer> server(new OpenAiHttpServer(security, api));
+  const std::string threads = absl::StrCat(kThreads);
+  const std::string timeout = absl::StrCat(kRequestTimeoutMs);
+  if (security.tls) {
+    // Debian 12's civetweb loads OpenSSL 3 at run time and misses functions it renamed (civetweb
+    // issue #1334): its first TLS handshake calls a null pointer. Refused here rather than
+    // served in plaintext or crashing; put a TLS-terminating proxy in front (docs/HTTP_API.md).
+    return absl::UnimplementedError(
+        "--http-listen cannot serve TLS yet (this civetweb build's TLS is broken with OpenSSL "
+        "3); run the HTTP API without --tls-cert behind a TLS-terminating proxy, or use the "
+        "gRPC API for TLS");
+  }
+  std::vector<const char*> options = {
+      "listening_ports",    address.c_str(), "num_threads",       threads.c_str(),
+      "request_timeout_ms", timeout.c_str(), "enable_keep_alive", "no"};
+  options.push_back(nullptr);
+  mg_callbacks callbacks;
+  std::memset(&callbacks, 0, sizeof(callbacks));
+  server->context_ = mg_start(&callbacks, server.get(), options.data());
+  if (server->context_ == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve the HTTP API on '", address, "' (bad address or port in use)"));
+  }
+  mg_set_request_handler(server->context_, "/", &OpenAiHttpServer::HandleRequest, server.get());
+  mg_server_port bound[1];
+  if (mg_get_server_ports(server->context_, 1, bound) < 1 || bound[0].port <= 0) {
+    return absl::InternalError(absl::StrCat("cannot tell the port bound for '", address, "'"));
+  }
+  server->port_ = bound[0].port;
+  OpenAiHttpServer* self = server.get();
+  server->expiry_thread_ =
+      std::thread([self, expiry_interval] { self->ExpiryLoop(expiry_interval); });
+  return server;
+}
+
+OpenAiHttpServer::~OpenAiHttpServer() {
+  stopping_ = true;
+  if (expiry_thread_.joinable()) expiry_thread_.join();
+  if (context_ != nullptr) mg_stop(context_);
+}
+
+void OpenAiHttpServer::ExpiryLoop(absl::Duration interval) {
+  while (!stopping_) {
+    api_->ExpireDueBatches();
+    // Short sleeps, so that shutdown does not wait a whole interval.
+    const absl::Time next = absl::Now() + interval;
+    while (!stopping_ && absl::Now() < next) absl::SleepFor(absl::Milliseconds(50));
+  }
+}
+
+int OpenAiHttpServer::HandleRequest(mg_connection* connection, void* server) {
+  auto* self = static_cast<OpenAiHttpServer*>(server);
+  const mg_request_info* info = mg_get_request_info(connection);
+  HttpRequest request;
+  request.method = info->request_method != nullptr ? info->request_method : "";
+  request.path = info->local_uri != nullptr ? info->local_uri : "";
+  request.query = info->query_string != nullptr ? info->query_string : "";
+  const bool head = request.method == "HEAD";
+  if (self->security_.auth.enabled()) {
+    const char* authorization = mg_get_header(connection, "Authorization");
+    std::vector<std::string_view> values;
+    if (authorization != nullptr) values.emplace_back(authorization);
+    if (!security::CheckCallMetadata(self->security_.auth, request.path, values).ok()) {
+      HttpResponse denied = ErrorResponse(
+          401,
+          "Incorrect or missing API key: send 'Authorization: Bearer <token>' with a token "
+          "from the coordinator's --api-token-file",
+          "", "invalid_api_key");
+      denied.headers["WWW-Authenticate"] = "Bearer";
+      Send(connection, denied, head);
+      return 401;
+    }
+  }
+  if (const char* content_type = mg_get_header(connection, "Content-Type")) {
+    request.headers["content-type"] = content_type;
+  }
+  // Only uploads may be large; bound every body before reading it.
+  const bool upload =
+      request.method == "POST" && (request.path == "/v1/files" || request.path == "/v1/files/");
+  const uint64_t limit =
+      upload ? self->api_->options().max_file_bytes + kMultipartOverheadBytes : kMaxJsonBodyBytes;
+  const auto too_large = [&] {
+    HttpResponse refused = ErrorResponse(
+        413,
+        absl::StrCat("the request body exceeds the coordinator's limit of ",
+                     upload ? self->api_->options().max_file_bytes : kMaxJsonBodyBytes,
+                     upload ? " bytes per file" : " bytes"),
+        upload ? "file" : "", upload ? "file_too_large" : "request_too_large");
+    Send(connection, refused, head);
+    return 413;
+  };
+  if (info->content_length > 0 && static_cast<uint64_t>(info->content_length) > limit) {
+    return too_large();
+  }
+  // On the heap: civetweb's threads have small stacks.
+  std::string buffer(64 << 10, '\0');
+  while (true) {
+    const int read = mg_read(connection, buffer.data(), buffer.size());
+    if (read <= 0) break;
+    if (request.body.size() + static_cast<size_t>(read) > limit) return too_large();
+    request.body.append(buffer.data(), static_cast<size_t>(read));
+  }
+  // civetweb's threads have small stacks (Debian builds it with a fixed stack size); the
+  // handlers (JSON of any nesting, the scheduler's calls) run on a thread with a normal one.
+  HttpResponse response;
+  std::thread handler([&] { response = self->api_->Handle(request); });
+  handler.join();
+  Send(connection, response, head);
+  return response.status;
+}
+
+}  // namespace flatfleet::coordinator::http
