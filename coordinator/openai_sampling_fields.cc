@@ -81,7 +81,8 @@ std::optional<SamplingFieldError> ReadLogprobs(const Json& body, Endpoint endpoi
     if (auto failure = ReadInteger(*top_logprobs, "body.top_logprobs", 0, kMaxTopLogprobs, &top)) {
       return failure;
     }
-    if (!enabled) {
+    // 0 without logprobs is the default a batch written for OpenAI often spells out.
+    if (!enabled && top > 0) {
       return SamplingFieldError{"body.top_logprobs", "needs \"logprobs\": true"};
     }
   }

@@ -2,7 +2,7 @@
 // max_tokens / temperature / top_p / top_k / seed / stop: penalties, min_tokens, ignore_eos,
 // stop_token_ids, n, and log probabilities in each endpoint's own spelling:
 //   /v1/completions:      "logprobs": N            (N alternatives per token, 0-20; null: off)
-//   /v1/chat/completions: "logprobs": true, "top_logprobs": N   (top_logprobs needs logprobs)
+//   /v1/chat/completions: "logprobs": true, "top_logprobs": N   (N > 0 needs logprobs)
 #pragma once
 
 #include <optional>
