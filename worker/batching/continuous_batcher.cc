@@ -48,6 +48,7 @@ struct ContinuousBatcher::Request {
   // Set on the first token of a request with stop strings (and a tokenizer).
   std::optional<IncrementalStopMatcher> stop_matcher;
   Clock::time_point submitted;
+  std::optional<Clock::time_point> admitted;  // first admission (not a re-admission)
   double time_to_first_token_seconds = 0;
 };
 
@@ -268,6 +269,16 @@ void ContinuousBatcher::Retire(Request* request, absl::Status status,
   out.result = std::move(request->result);
   out.time_to_first_token_seconds = request->time_to_first_token_seconds;
   out.total_seconds = std::chrono::duration<double>(Clock::now() - request->submitted).count();
+  if (request->admitted) {
+    out.queue_seconds =
+        std::chrono::duration<double>(*request->admitted - request->submitted).count();
+    if (request->result.completion_tokens > 0) {
+      out.prefill_seconds = out.time_to_first_token_seconds - out.queue_seconds;
+      out.decode_seconds = out.total_seconds - out.time_to_first_token_seconds;
+    }
+  } else {
+    out.queue_seconds = out.total_seconds;  // never admitted (cancelled while waiting)
+  }
   std::shared_ptr<ChoiceGroup> group = request->group;
   const int32_t choice = request->choice;
   live_.erase(request->key);  // destroys *request
@@ -373,6 +384,7 @@ bool ContinuousBatcher::TrySchedule(StepPlan& plan, std::vector<Request*>& owner
     waiting_.pop_front();
     r->sequence = *sequence;
     r->computed = 0;
+    if (!r->admitted) r->admitted = Clock::now();
     running_.push_back(r);
     add_chunk(r, std::min({r->pending(), budget, room(r)}), /*new_sequence=*/true);
   }

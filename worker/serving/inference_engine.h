@@ -29,6 +29,11 @@ struct EngineResult {
   std::vector<GenerationResult> other_choices;
   double time_to_first_token_seconds = 0;  // from Submit to the first sampled token
   double total_seconds = 0;                // from Submit to the result
+  // The phases of total_seconds, when the engine tracks them (the continuous batcher does):
+  // waiting for admission, from admission to the first token, from it to the result.
+  double queue_seconds = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
 };
 
 struct EngineStats {
