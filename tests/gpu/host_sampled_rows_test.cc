@@ -47,8 +47,8 @@ std::vector<EngineRequest> MixedRequests(int32_t stop_for_3) {
   return requests;
 }
 
-std::map<std::string, EngineResult> Run(const LlamaModel& model,
-                                        std::vector<EngineRequest> requests) {
+std::map<std::string, EngineResult> RunBatcher(const LlamaModel& model,
+                                               std::vector<EngineRequest> requests) {
   ContinuousBatcherOptions options;
   options.kv_cache_blocks = 64;
   auto batcher = ContinuousBatcher::Create(model, nullptr, options);
@@ -78,10 +78,10 @@ TEST(HostSampledRowsTest, MixedBatchEqualsTheCpuEngine) {
   probe.resize(1);
   probe[0].prompt = kPrompts[3];
   probe[0].params.max_tokens = 1;
-  const int32_t first = Run(**cpu, probe)["0"].result.tokens.at(0);
+  const int32_t first = RunBatcher(**cpu, probe)["0"].result.tokens.at(0);
 
-  const auto expected = Run(**cpu, MixedRequests(first));
-  const auto actual = Run(**gpu, MixedRequests(first));
+  const auto expected = RunBatcher(**cpu, MixedRequests(first));
+  const auto actual = RunBatcher(**gpu, MixedRequests(first));
   ASSERT_EQ(actual.size(), kPrompts.size());
   // Greedy on a trained model with confident predictions: bf16 does not reach a near-tie in 16
   // tokens (as BatcherGreedyWithGraphsEqualsTheCpu), penalties included.
@@ -124,14 +124,14 @@ TEST(HostSampledRowsTest, SeededPenalisedRequestDoesNotDependOnTheBatch) {
   target.params.presence_penalty = 0.5f;
   target.params.logprobs = 2;
   target.params.n = 2;
-  const auto alone = Run(**gpu, {target});
+  const auto alone = RunBatcher(**gpu, {target});
   std::vector<EngineRequest> crowd = MixedRequests(5);
   for (EngineRequest& request : crowd) {
     request.params.temperature = 0.8f;
     request.params.seed = seed + 1;
   }
   crowd.push_back(target);
-  const auto crowded = Run(**gpu, crowd);
+  const auto crowded = RunBatcher(**gpu, crowd);
   ASSERT_TRUE(alone.contains("target") && crowded.contains("target"));
   EXPECT_EQ(crowded.at("target").result.tokens, alone.at("target").result.tokens);
   ASSERT_EQ(crowded.at("target").other_choices.size(), 1u);
