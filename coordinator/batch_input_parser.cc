@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/strict_json.h"
 #include "coordinator/openai_default_fields.h"
+#include "coordinator/openai_sampling_fields.h"
 #include "nlohmann/json.hpp"
 
 namespace flatfleet::coordinator {
@@ -180,10 +181,11 @@ MaybeFailure ReadMessages(const Json& value, const BatchInputLimits& limits,
 bool IsKnownBodyField(std::string_view key, Endpoint endpoint) {
   static constexpr std::string_view kCommon[] = {"max_tokens", "temperature", "top_p", "top_k",
                                                  "seed",       "stop",        "model", "user",
-                                                 "n",          "stream"};
+                                                 "stream"};
   for (std::string_view known : kCommon) {
     if (key == known) return true;
   }
+  if (IsSamplingField(key, endpoint)) return true;
   if (endpoint == Endpoint::kCompletions) return key == "prompt";
   return key == "messages" || key == "max_completion_tokens";
 }
@@ -265,6 +267,9 @@ MaybeFailure ReadBody(const Json& body, Endpoint endpoint, const BatchInputLimit
     sampling.seed = value;
   }
   if (MaybeFailure failure = ReadStop(body, limits, &sampling.stop)) return failure;
+  if (std::optional<SamplingFieldError> failure = ReadSamplingFields(body, endpoint, &sampling)) {
+    return Fail(std::move(failure->field), std::move(failure->message));
+  }
 
   if (const Json* model = Find(body, "model")) {
     if (!model->is_string()) return WrongType("body.model", "a string", *model);
@@ -277,11 +282,6 @@ MaybeFailure ReadBody(const Json& body, Endpoint endpoint, const BatchInputLimit
   }
   if (const Json* user = Find(body, "user"); user != nullptr && !user->is_string()) {
     return WrongType("body.user", "a string", *user);
-  }
-  if (const Json* n = Find(body, "n")) {
-    if (!n->is_number_integer() || n->get<int64_t>() != 1) {
-      return Fail("body.n", "only n = 1 is supported");
-    }
   }
   if (const Json* stream = Find(body, "stream")) {
     if (!stream->is_boolean() || stream->get<bool>()) {

@@ -27,6 +27,16 @@ struct SamplingOptions {
   std::optional<uint32_t> top_k;  // 0 disables top-k.
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;
+  // coordinator/openai_sampling_fields.h: unset or default means off.
+  std::optional<float> presence_penalty;
+  std::optional<float> frequency_penalty;
+  std::optional<float> repetition_penalty;
+  uint32_t min_tokens = 0;
+  bool ignore_eos = false;
+  std::vector<uint32_t> stop_token_ids;
+  uint32_t n = 1;
+  // Set: log probabilities with this many alternatives per token.
+  std::optional<uint32_t> logprobs;
 };
 
 struct BatchRequestLine {

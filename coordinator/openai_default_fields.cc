@@ -8,7 +8,6 @@ namespace {
 using Json = nlohmann::json;
 
 enum class Accepts {
-  kZero,          // a number equal to 0
   kOne,           // a number equal to 1
   kFalse,         // false
   kTrueOrFalse,   // any boolean (no effect without the feature it tunes)
@@ -33,13 +32,7 @@ struct FieldRule {
 
 // OpenAI's fields (and vLLM's common extensions) with the value at which they do nothing.
 constexpr FieldRule kRules[] = {
-    {"frequency_penalty", Accepts::kZero, "frequency penalties are not supported"},
-    {"presence_penalty", Accepts::kZero, "presence penalties are not supported"},
-    {"repetition_penalty", Accepts::kOne, "repetition penalties are not supported"},
     {"logit_bias", Accepts::kEmptyObject, "logit biases are not supported"},
-    {"logprobs", Accepts::kFalse, "log probabilities are not supported", true, false},
-    {"logprobs", Accepts::kNullOnly, "log probabilities are not supported", false, true},
-    {"top_logprobs", Accepts::kZero, "log probabilities are not supported", true, false},
     {"best_of", Accepts::kOne, "best_of > 1 is not supported", false, true},
     {"echo", Accepts::kFalse, "echoing the prompt is not supported", false, true},
     {"suffix", Accepts::kNullOnly, "suffixes (insertion) are not supported", false, true},
@@ -64,8 +57,6 @@ constexpr FieldRule kRules[] = {
     {"service_tier", Accepts::kServiceTier, "only the default service tier exists here"},
     {"safety_identifier", Accepts::kString, ""},
     {"prompt_cache_key", Accepts::kString, ""},
-    {"min_tokens", Accepts::kZero, "min_tokens is not supported"},
-    {"ignore_eos", Accepts::kFalse, "ignore_eos is not supported"},
 };
 
 const FieldRule* FindRule(std::string_view key, Endpoint endpoint) {
@@ -93,10 +84,6 @@ std::optional<std::string> CheckDefaultOnlyField(std::string_view key, const Jso
   const char* accepted = "";
   bool ok = false;
   switch (rule->accepts) {
-    case Accepts::kZero:
-      ok = IsNumberEqualTo(value, 0);
-      accepted = "0";
-      break;
     case Accepts::kOne:
       ok = IsNumberEqualTo(value, 1);
       accepted = "1";

@@ -1,8 +1,9 @@
 // Fields of OpenAI's completion and chat-completion bodies that flatfleet does not implement.
 // A batch written for OpenAI's Batch API often spells them out at their defaults
-// (`"frequency_penalty": 0`, `"logprobs": false`, `"n": 1`), so each is accepted, and ignored,
+// (`"best_of": 1`, `"echo": false`, `"tools": []`), so each is accepted, and ignored,
 // at the value that leaves the result unchanged; any other value would change the result (or
-// ask for something not done) and makes the line fail, naming the field.
+// ask for something not done) and makes the line fail, naming the field. The sampling fields
+// flatfleet does implement (penalties, logprobs, n, ...) are in openai_sampling_fields.h.
 #pragma once
 
 #include <optional>

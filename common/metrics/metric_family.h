@@ -50,6 +50,14 @@ class MetricFamily {
     return it->second.get();
   }
 
+  // Drops the child for these label values (its series leaves the exposition), for series of
+  // things that end, such as one batch's gauges. Only for children no caller keeps a pointer to.
+  void RemoveLabels(absl::Span<const std::string_view> values) {
+    LabelValues key(values.begin(), values.end());
+    absl::MutexLock lock(&mutex_);
+    children_.erase(key);
+  }
+
   // Visits children in label-value order, under the lookup lock.
   void ForEachChild(const std::function<void(const LabelValues&, const Metric&)>& visit) const {
     absl::MutexLock lock(&mutex_);

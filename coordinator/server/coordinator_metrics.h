@@ -1,8 +1,11 @@
 // The coordinator's Prometheus metrics. Families are created once; hot paths keep the child
-// pointers resolved here and update them lock-free.
+// pointers resolved here and update them lock-free. The per-model series (requests, tokens,
+// latencies, queue) carry a `model` label: the model this coordinator serves.
 #pragma once
 
 #include <memory>
+#include <set>
+#include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -12,7 +15,7 @@ namespace flatfleet::coordinator {
 
 class CoordinatorMetrics {
  public:
-  static absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> Create();
+  static absl::StatusOr<std::unique_ptr<CoordinatorMetrics>> Create(std::string_view model = "");
 
   // A request's final outcome: "succeeded", "failed", "cancelled" or "requeued" (not final).
   void CountRequest(std::string_view outcome, double count = 1);
@@ -27,6 +30,12 @@ class CoordinatorMetrics {
   void CountGroupStall() { group_stalls_->Increment(1); }
   // Replaces the jobs-by-state gauge values (from a periodic store scan).
   void SetJobsInState(std::string_view state, double count);
+  // From the same scan, one call per job listed: flatfleet_coordinator_batch_requests{batch,
+  // state} while the job runs (its series go when it ends), and, when a job seen running ends,
+  // its duration from creation to its last update into
+  // flatfleet_coordinator_batch_duration_seconds.
+  void RecordBatch(std::string_view batch_id, bool finished, double pending, double in_flight,
+                   double completed, double failed, double cancelled, double duration_seconds);
 
   const metrics::MetricsRegistry& registry() const { return registry_; }
   std::string Expose() const { return registry_.Expose(); }
@@ -45,6 +54,11 @@ class CoordinatorMetrics {
   metrics::CounterFamily* store_errors_ = nullptr;
   metrics::Gauge* unrecorded_results_ = nullptr;
   metrics::Counter* group_stalls_ = nullptr;
+  metrics::GaugeFamily* batch_requests_ = nullptr;
+  metrics::Histogram* batch_duration_ = nullptr;
+  std::string model_;
+  // Jobs whose batch_requests series exist (the refresher's thread only).
+  std::set<std::string, std::less<>> running_batches_;
 };
 
 }  // namespace flatfleet::coordinator

@@ -13,7 +13,7 @@ namespace flatfleet::coordinator {
 absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     CoordinatorOptions options) {
   std::unique_ptr<CoordinatorServer> server(new CoordinatorServer());
-  FF_ASSIGN_OR_RETURN(server->metrics_, CoordinatorMetrics::Create());
+  FF_ASSIGN_OR_RETURN(server->metrics_, CoordinatorMetrics::Create(options.model.name));
   JobStoreOptions store_options;
   CoordinatorMetrics* metrics = server->metrics_.get();
   store_options.on_storage_failure = [metrics](std::string_view operation) {

@@ -174,6 +174,14 @@ void Scheduler::RefreshGaugesLoop() {
     for (const JobRecord& job : *jobs) {
       by_state[std::string(JobStateName(job.state))] += 1;
       if (job.state == JobState::kInProgress) pending += static_cast<double>(job.counts.pending);
+      const bool finished = job.state == JobState::kCompleted || job.state == JobState::kFailed ||
+                            job.state == JobState::kCancelled;
+      const RequestCounts& c = job.counts;
+      context_.metrics->RecordBatch(
+          job.id, finished, static_cast<double>(c.pending), static_cast<double>(c.in_flight),
+          static_cast<double>(c.completed), static_cast<double>(c.failed),
+          static_cast<double>(c.cancelled),
+          static_cast<double>(job.updated_at_ms - job.created_at_ms) / 1000.0);
     }
     for (const auto& [state, count] : by_state) context_.metrics->SetJobsInState(state, count);
     context_.metrics->SetQueueDepth(pending);

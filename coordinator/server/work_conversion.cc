@@ -7,6 +7,8 @@
 #include "absl/time/clock.h"
 #include "coordinator/batch_input_parser.h"
 #include "coordinator/batch_output_line.h"
+#include "coordinator/openai_sampling_fields.h"
+#include "coordinator/server/choice_logprobs.h"
 #include "nlohmann/json.hpp"
 
 namespace flatfleet::coordinator {
@@ -65,6 +67,14 @@ v1::RequestBody ToRequestBodyProto(const BatchRequestLine& request) {
   if (in.top_k) sampling->set_top_k(*in.top_k);
   if (in.seed) sampling->set_seed(*in.seed);
   for (const std::string& stop : in.stop) sampling->add_stop(stop);
+  if (in.presence_penalty) sampling->set_presence_penalty(*in.presence_penalty);
+  if (in.frequency_penalty) sampling->set_frequency_penalty(*in.frequency_penalty);
+  if (in.repetition_penalty) sampling->set_repetition_penalty(*in.repetition_penalty);
+  sampling->set_min_tokens(in.min_tokens);
+  sampling->set_ignore_eos(in.ignore_eos);
+  for (uint32_t id : in.stop_token_ids) sampling->add_stop_token_ids(id);
+  if (in.n > 1) sampling->set_n(in.n);
+  if (in.logprobs) sampling->set_logprobs(*in.logprobs);
   return body;
 }
 
@@ -87,26 +97,57 @@ std::string RequestBodyToJson(const v1::RequestBody& body) {
   if (sampling.stop_size() > 0) {
     json["stop"] = std::vector<std::string>(sampling.stop().begin(), sampling.stop().end());
   }
+  SamplingOptions extra;
+  if (sampling.has_presence_penalty()) extra.presence_penalty = sampling.presence_penalty();
+  if (sampling.has_frequency_penalty()) extra.frequency_penalty = sampling.frequency_penalty();
+  if (sampling.has_repetition_penalty()) extra.repetition_penalty = sampling.repetition_penalty();
+  extra.min_tokens = sampling.min_tokens();
+  extra.ignore_eos = sampling.ignore_eos();
+  extra.stop_token_ids.assign(sampling.stop_token_ids().begin(), sampling.stop_token_ids().end());
+  extra.n = sampling.n() > 0 ? sampling.n() : 1;
+  if (sampling.has_logprobs()) extra.logprobs = sampling.logprobs();
+  WriteSamplingFields(
+      extra, body.has_messages() ? Endpoint::kChatCompletions : Endpoint::kCompletions, json);
   return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 nlohmann::json CompletionBody(std::string_view id, std::string_view model, Endpoint endpoint,
                               int64_t created_s, const v1::Response& response) {
-  nlohmann::json choice = {
-      {"index", 0},
-      {"finish_reason", std::string(FinishReasonName(response.finish_reason()))},
-      {"token_ids",
-       std::vector<uint32_t>(response.token_ids().begin(), response.token_ids().end())}};
   const bool chat = endpoint == Endpoint::kChatCompletions;
-  if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", response.text()}};
+  auto render = [&](const v1::Choice& from, bool with_logprobs) {
+    nlohmann::json choice = {
+        {"index", from.index()},
+        {"finish_reason", std::string(FinishReasonName(from.finish_reason()))},
+        {"token_ids", std::vector<uint32_t>(from.token_ids().begin(), from.token_ids().end())}};
+    if (chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", from.text()}};
+    } else {
+      choice["text"] = from.text();
+    }
+    if (with_logprobs) choice["logprobs"] = RenderChoiceLogprobs(from, endpoint);
+    return choice;
+  };
+  nlohmann::json choices = nlohmann::json::array();
+  if (response.choices_size() > 0) {
+    // Several choices, or logprobs asked for (the worker fills `choices` exactly then).
+    bool with_logprobs = false;
+    for (const v1::Choice& choice : response.choices()) {
+      with_logprobs = with_logprobs || choice.logprobs_size() > 0;
+    }
+    for (const v1::Choice& choice : response.choices()) {
+      choices.push_back(render(choice, with_logprobs));
+    }
   } else {
-    choice["text"] = response.text();
+    v1::Choice only;
+    only.set_text(response.text());
+    *only.mutable_token_ids() = response.token_ids();
+    only.set_finish_reason(response.finish_reason());
+    choices.push_back(render(only, false));
   }
   nlohmann::json body = {{"object", chat ? "chat.completion" : "text_completion"},
                          {"created", created_s},
                          {"model", std::string(model)},
-                         {"choices", nlohmann::json::array({choice})},
+                         {"choices", std::move(choices)},
                          {"usage",
                           {{"prompt_tokens", response.usage().prompt_tokens()},
                            {"completion_tokens", response.usage().completion_tokens()},

@@ -72,7 +72,8 @@ TEST(CoordinatorServerTest, ThousandRequestsCompleteWithExactCounts) {
   EXPECT_EQ(first.load_requests()[0].rendezvous().peer_addresses(0), first.address());
 
   const std::string exposition = server->metrics().Expose();
-  EXPECT_NE(exposition.find("flatfleet_coordinator_requests_total{outcome=\"succeeded\"} 1000"),
+  EXPECT_NE(exposition.find(
+                "flatfleet_coordinator_requests_total{model=\"demo\",outcome=\"succeeded\"} 1000"),
             std::string::npos)
       << exposition;
 }

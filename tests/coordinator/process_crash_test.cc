@@ -216,7 +216,7 @@ TEST(ProcessCrashTest, WorkerKilledMidJobLeavesEveryRequestAnsweredOnce) {
   ExpectEachAnsweredOnce(results, kRequests);
   // The killed worker's in-flight requests went back to pending and ran on the other one.
   EXPECT_GT(ScrapeValue(deployment.coordinator_metrics_port(),
-                        R"(flatfleet_coordinator_requests_total{outcome="requeued"})"),
+                        R"(flatfleet_coordinator_requests_total{model="demo",outcome="requeued"})"),
             0)
       << "see " << deployment.log();
 }

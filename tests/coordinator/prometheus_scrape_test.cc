@@ -153,6 +153,19 @@ TEST(PrometheusScrapeTest, ScrapesCoordinatorAndWorkerMetrics) {
                  });
   ASSERT_EQ(succeeded.size(), 1u);
   EXPECT_EQ(succeeded[0]["metric"]["instance"], *coordinator_metrics);
+  EXPECT_EQ(succeeded[0]["metric"]["model"], "demo");
+  // The worker's KV-cache usage ratio, a fraction beside the block counts.
+  const nlohmann::json kv_ratio =
+      QueryUntil(*port, "flatfleet_worker_kv_cache_usage_ratio", [](const nlohmann::json& result) {
+        return result.size() == 1 && SampleValue(result[0]) >= 0 && SampleValue(result[0]) <= 1;
+      });
+  ASSERT_EQ(kv_ratio.size(), 1u);
+  // Every request's queue, prefill and decode times were observed.
+  const nlohmann::json queued = QueryUntil(
+      *port, "flatfleet_worker_request_queue_time_seconds_count", [](const nlohmann::json& result) {
+        return result.size() == 1 && SampleValue(result[0]) >= kRequests;
+      });
+  ASSERT_EQ(queued.size(), 1u);
   const nlohmann::json worker_requests =
       QueryUntil(*port, "sum(flatfleet_worker_requests_total)", [](const nlohmann::json& result) {
         return result.size() == 1 && SampleValue(result[0]) >= kRequests;

@@ -85,3 +85,93 @@ TEST(WorkConversionTest, WorkerErrorBecomesAnErrorLine) {
 
 }  // namespace
 }  // namespace flatfleet::coordinator
+
+namespace flatfleet::coordinator {
+namespace {
+
+TEST(WorkConversionTest, SamplingFieldsReachTheWorkerRequestAndRoundTrip) {
+  absl::StatusOr<BatchRequestLine> line = ParseStoredBody(
+      R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":9,"n":2,"logprobs":true,)"
+      R"("top_logprobs":3,"presence_penalty":0.5,"frequency_penalty":1,"repetition_penalty":1.1,)"
+      R"("min_tokens":2,"ignore_eos":true,"stop_token_ids":[4,5]})");
+  ASSERT_TRUE(line.ok()) << line.status();
+  const v1::RequestBody body = ToRequestBodyProto(*line);
+  const v1::SamplingParams& sampling = body.sampling();
+  EXPECT_EQ(sampling.n(), 2u);
+  EXPECT_EQ(sampling.logprobs(), 3u);
+  EXPECT_FLOAT_EQ(sampling.presence_penalty(), 0.5f);
+  EXPECT_FLOAT_EQ(sampling.frequency_penalty(), 1.0f);
+  EXPECT_FLOAT_EQ(sampling.repetition_penalty(), 1.1f);
+  EXPECT_EQ(sampling.min_tokens(), 2u);
+  EXPECT_TRUE(sampling.ignore_eos());
+  ASSERT_EQ(sampling.stop_token_ids_size(), 2);
+  EXPECT_EQ(sampling.stop_token_ids(1), 5u);
+  // Generate's proto body written as JSON reads back to the same request.
+  absl::StatusOr<BatchRequestLine> again = ParseStoredBody(RequestBodyToJson(body));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ToRequestBodyProto(*again).SerializeAsString(), body.SerializeAsString());
+}
+
+v1::WorkResult TwoChoicesWithLogprobs() {
+  v1::WorkResult result;
+  v1::Response* response = result.mutable_response();
+  response->set_text("ab");
+  response->mutable_usage()->set_prompt_tokens(4);
+  response->mutable_usage()->set_completion_tokens(3);
+  response->mutable_usage()->set_total_tokens(7);
+  for (int c = 0; c < 2; ++c) {
+    v1::Choice* choice = response->add_choices();
+    choice->set_index(c);
+    choice->set_text(c == 0 ? "ab" : "b");
+    choice->set_finish_reason(c == 0 ? v1::FINISH_REASON_LENGTH : v1::FINISH_REASON_STOP);
+    for (const char* token :
+         c == 0 ? std::vector<const char*>{"a", "b"} : std::vector<const char*>{"b"}) {
+      v1::TokenLogprob* entry = choice->add_logprobs();
+      entry->set_token(token);
+      entry->set_token_id(token[0]);
+      entry->set_logprob(-0.5f);
+      v1::TokenLogprob* top = entry->add_top_logprobs();
+      top->set_token("z");
+      top->set_token_id('z');
+      top->set_logprob(-0.25f);
+    }
+  }
+  return result;
+}
+
+TEST(WorkConversionTest, ChoicesAndCompletionLogprobsInOpenAisShape) {
+  const ResultRecord record =
+      FormatWorkResult("c", "demo", Endpoint::kCompletions, TwoChoicesWithLogprobs());
+  const nlohmann::json body = nlohmann::json::parse(record.output_line)["response"]["body"];
+  ASSERT_EQ(body["choices"].size(), 2u);
+  EXPECT_EQ(body["choices"][1]["index"], 1);
+  EXPECT_EQ(body["choices"][1]["text"], "b");
+  EXPECT_EQ(body["choices"][1]["finish_reason"], "stop");
+  const nlohmann::json& logprobs = body["choices"][0]["logprobs"];
+  EXPECT_EQ(logprobs["tokens"], nlohmann::json::array({"a", "b"}));
+  EXPECT_EQ(logprobs["token_logprobs"], nlohmann::json::array({-0.5, -0.5}));
+  EXPECT_EQ(logprobs["text_offset"], nlohmann::json::array({0, 1}));
+  // The alternatives plus the sampled token.
+  EXPECT_EQ(logprobs["top_logprobs"][1], nlohmann::json({{"z", -0.25}, {"b", -0.5}}));
+  EXPECT_EQ(body["usage"]["completion_tokens"], 3);
+}
+
+TEST(WorkConversionTest, ChatLogprobsInOpenAisShape) {
+  const ResultRecord record =
+      FormatWorkResult("c", "demo", Endpoint::kChatCompletions, TwoChoicesWithLogprobs());
+  const nlohmann::json body = nlohmann::json::parse(record.output_line)["response"]["body"];
+  ASSERT_EQ(body["choices"].size(), 2u);
+  EXPECT_EQ(body["choices"][1]["message"]["content"], "b");
+  const nlohmann::json& content = body["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), 2u);
+  EXPECT_EQ(content[0]["token"], "a");
+  EXPECT_EQ(content[0]["logprob"], -0.5);
+  EXPECT_EQ(content[0]["bytes"], nlohmann::json::array({97}));
+  ASSERT_EQ(content[0]["top_logprobs"].size(), 1u);
+  EXPECT_EQ(content[0]["top_logprobs"][0]["token"], "z");
+  EXPECT_EQ(content[0]["top_logprobs"][0]["logprob"], -0.25);
+  EXPECT_TRUE(body["choices"][0]["logprobs"]["refusal"].is_null());
+}
+
+}  // namespace
+}  // namespace flatfleet::coordinator

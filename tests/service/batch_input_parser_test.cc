@@ -117,7 +117,7 @@ TEST(BatchInputParserTest, RangesAreChecked) {
             "body.top_k");
   EXPECT_EQ(OnlyError(R"({"custom_id": "a", "body": {"prompt": "x", "seed": -1}})").field,
             "body.seed");
-  EXPECT_EQ(OnlyError(R"({"custom_id": "a", "body": {"prompt": "x", "n": 2}})").field, "body.n");
+  EXPECT_EQ(OnlyError(R"({"custom_id": "a", "body": {"prompt": "x", "n": 129}})").field, "body.n");
   EXPECT_EQ(OnlyError(R"({"custom_id": "a", "body": {"prompt": "x", "stream": true}})").field,
             "body.stream");
   BatchInputLimits limits;

@@ -130,7 +130,8 @@ TEST(TensorParallelFailoverTest, StoppedRankFailsItsGroupAndTheJobCompletesElsew
 
   // The lost group held work (8 slots, 48 tokens a request) that went back to the queue.
   const std::string page = (*server)->metrics().Expose();
-  const std::string requeued = R"(flatfleet_coordinator_requests_total{outcome="requeued"} )";
+  const std::string requeued =
+      R"(flatfleet_coordinator_requests_total{model="demo",outcome="requeued"} )";
   const size_t at = page.find(requeued);
   ASSERT_NE(at, std::string::npos) << page;
   const double requeued_count = std::stod(page.substr(at + requeued.size()));

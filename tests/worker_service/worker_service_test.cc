@@ -228,6 +228,19 @@ TEST_P(WorkerServiceEngineTest, GreedyResultsEqualGeneratorAndMetricsCountThem) 
   EXPECT_EQ(SampleValue(page, "flatfleet_worker_kv_cache_used_blocks"), 0);  // all finished
   EXPECT_EQ(SampleValue(page, "flatfleet_worker_kv_cache_total_blocks"),
             GetParam() == "generator" ? 0 : ContinuousBatcherOptions().kv_cache_blocks);
+  EXPECT_EQ(SampleValue(page, "flatfleet_worker_kv_cache_usage_ratio"), 0);
+  EXPECT_EQ(SampleValue(page, "flatfleet_worker_request_queue_time_seconds_count"), 3);
+  EXPECT_EQ(SampleValue(page, "flatfleet_worker_request_prefill_time_seconds_count"), 3);
+  EXPECT_EQ(SampleValue(page, "flatfleet_worker_request_decode_time_seconds_count"), 3);
+  if (GetParam() != "generator") {
+    // The batcher tracks the phases: they add up to the requests' total time.
+    const double phases = SampleValue(page, "flatfleet_worker_request_queue_time_seconds_sum") +
+                          SampleValue(page, "flatfleet_worker_request_prefill_time_seconds_sum") +
+                          SampleValue(page, "flatfleet_worker_request_decode_time_seconds_sum");
+    EXPECT_NEAR(phases, SampleValue(page, "flatfleet_worker_request_duration_seconds_sum"),
+                1e-6 * 3);
+    EXPECT_GT(SampleValue(page, "flatfleet_worker_request_prefill_time_seconds_sum"), 0);
+  }
   if (!flatfleet::test_support::HasPromtool()) GTEST_SKIP() << "promtool is not installed";
   std::string report;
   EXPECT_EQ(flatfleet::test_support::PromtoolCheckMetrics(page, &report), 0) << report << "\n"

@@ -1,16 +1,32 @@
 #include "worker/batching/continuous_batcher.h"
 
 #include <algorithm>
+#include <cmath>
+#include <optional>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "worker/sampling/stop_conditions.h"
 
 namespace flatfleet::engine {
 
+namespace {
+
+// Separates a request's id from its choice index in the live map's keys.
+constexpr char kChoiceSeparator = '\x1f';
+
+}  // namespace
+
+struct ContinuousBatcher::ChoiceGroup {
+  std::string id;
+  std::vector<std::string> keys;                     // by choice index
+  std::vector<std::optional<EngineResult>> results;  // by choice index, as they retire
+  int64_t pending = 0;
+};
+
 struct ContinuousBatcher::Request {
-  explicit Request(EngineRequest r)
-      : request(std::move(r)), sampler(request.params), context(request.prompt) {}
+  explicit Request(EngineRequest r) : request(std::move(r)), context(request.prompt) {}
 
   // Has sampled a token and has nothing else to recompute: feeds that token next.
   bool decoding() const {
@@ -18,9 +34,12 @@ struct ContinuousBatcher::Request {
   }
   int64_t pending() const { return static_cast<int64_t>(context.size()) - computed; }
 
-  EngineRequest request;
-  Sampler sampler;
+  EngineRequest request;               // params.seed is this choice's seed
+  std::string key;                     // in live_
+  std::shared_ptr<ChoiceGroup> group;  // n > 1 only
+  int32_t choice = 0;
   std::vector<int32_t> stop_ids;
+  Sampler sampler{SamplingParams{}};
   // The prompt followed by every sampled token; the last sampled one is fed at the next decode.
   std::vector<int32_t> context;
   int64_t computed = 0;  // leading context tokens held in the cache
@@ -29,6 +48,7 @@ struct ContinuousBatcher::Request {
   // Set on the first token of a request with stop strings (and a tokenizer).
   std::optional<IncrementalStopMatcher> stop_matcher;
   Clock::time_point submitted;
+  std::optional<Clock::time_point> admitted;  // first admission (not a re-admission)
   double time_to_first_token_seconds = 0;
 };
 
@@ -101,7 +121,10 @@ absl::Status ContinuousBatcher::Validate(const EngineRequest& request) const {
   const ModelConfig& config = model_.config();
   const SamplingParams& params = request.params;
   if (id.empty()) return absl::InvalidArgumentError("request with an empty id");
-  if (live_.contains(id)) {
+  if (id.find(kChoiceSeparator) != std::string::npos) {
+    return absl::InvalidArgumentError("request id with a \\x1f character");
+  }
+  if (live_.contains(id) || groups_.contains(id)) {
     return absl::AlreadyExistsError(absl::StrFormat("request '%s' is already live", id));
   }
   if (request.prompt.empty()) {
@@ -125,6 +148,33 @@ absl::Status ContinuousBatcher::Validate(const EngineRequest& request) const {
         "request '%s': temperature %g must be >= 0, top_k %d >= 0 and top_p %g in (0, 1]", id,
         params.temperature, params.top_k, params.top_p));
   }
+  if (params.n < 1 || params.n > kMaxChoices) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("request '%s': n must be in [1, %d], got %d", id, kMaxChoices, params.n));
+  }
+  if (!(params.repetition_penalty > 0.0f) || !std::isfinite(params.repetition_penalty) ||
+      !std::isfinite(params.frequency_penalty) || !std::isfinite(params.presence_penalty)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "request '%s': repetition_penalty %g must be positive and finite, frequency_penalty %g "
+        "and presence_penalty %g finite",
+        id, params.repetition_penalty, params.frequency_penalty, params.presence_penalty));
+  }
+  if (params.min_tokens < 0 || params.min_tokens > params.max_tokens) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("request '%s': min_tokens %d must be in [0, max_tokens %d]", id,
+                        params.min_tokens, params.max_tokens));
+  }
+  if (params.logprobs > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(absl::StrFormat("request '%s': logprobs %d exceeds %d", id,
+                                                      params.logprobs, kMaxTopLogprobs));
+  }
+  for (int32_t token : params.stop_token_ids) {
+    if (token < 0 || token >= config.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("request '%s': stop token id %d is outside the vocabulary [0, %d)", id,
+                          token, config.vocab_size));
+    }
+  }
   const int64_t prompt = static_cast<int64_t>(request.prompt.size());
   if (prompt + params.max_tokens > config.max_position_embeddings) {
     return absl::InvalidArgumentError(absl::StrFormat(
@@ -143,22 +193,50 @@ absl::Status ContinuousBatcher::Validate(const EngineRequest& request) const {
 
 absl::Status ContinuousBatcher::Submit(EngineRequest request) {
   if (absl::Status status = Validate(request); !status.ok()) return status;
-  auto owned = std::make_unique<Request>(std::move(request));
-  Request* r = owned.get();
-  r->submitted = Clock::now();
-  r->stop_ids = r->request.params.stop_token_ids;
-  if (r->stop_ids.empty() && !r->request.params.ignore_eos) r->stop_ids = default_stop_ids_;
-  r->result.prompt_tokens = static_cast<int64_t>(r->request.prompt.size());
-  waiting_.push_back(r);
-  live_.emplace(r->request.id, std::move(owned));
+  const int32_t n = request.params.n;
+  std::shared_ptr<ChoiceGroup> group;
+  if (n > 1) {
+    group = std::make_shared<ChoiceGroup>();
+    group->id = request.id;
+    group->results.resize(n);
+    group->pending = n;
+    groups_.emplace(request.id, group);
+  }
+  const Clock::time_point now = Clock::now();
+  for (int32_t choice = 0; choice < n; ++choice) {
+    auto owned = std::make_unique<Request>(request);
+    Request* r = owned.get();
+    r->request.params.n = 1;
+    r->request.params.seed = ChoiceSeed(request.params.seed, choice);
+    r->choice = choice;
+    r->group = group;
+    r->key = choice == 0 ? request.id
+                         : absl::StrCat(request.id, std::string(1, kChoiceSeparator), choice);
+    if (group) group->keys.push_back(r->key);
+    r->submitted = now;
+    r->stop_ids = StopIds(r->request.params, default_stop_ids_);
+    r->sampler = Sampler(r->request.params, r->request.prompt, r->stop_ids);
+    r->result.prompt_tokens = static_cast<int64_t>(r->request.prompt.size());
+    waiting_.push_back(r);
+    live_.emplace(r->key, std::move(owned));
+  }
   return absl::OkStatus();
 }
 
 void ContinuousBatcher::Cancel(const std::string& id) {
+  const absl::Status cancelled =
+      absl::CancelledError(absl::StrFormat("request '%s' was cancelled", id));
+  if (auto group = groups_.find(id); group != groups_.end()) {
+    // A copy: the last Retire erases the group.
+    const std::vector<std::string> keys = group->second->keys;
+    for (const std::string& key : keys) {
+      if (auto it = live_.find(key); it != live_.end()) Retire(it->second.get(), cancelled, ready_);
+    }
+    return;
+  }
   auto it = live_.find(id);
   if (it == live_.end()) return;
-  ready_.push_back(Retire(it->second.get(),
-                          absl::CancelledError(absl::StrFormat("request '%s' was cancelled", id))));
+  Retire(it->second.get(), cancelled, ready_);
 }
 
 bool ContinuousBatcher::Idle() const {
@@ -177,7 +255,8 @@ EngineStats ContinuousBatcher::Stats() const {
   return stats;
 }
 
-EngineResult ContinuousBatcher::Retire(Request* request, absl::Status status) {
+void ContinuousBatcher::Retire(Request* request, absl::Status status,
+                               std::vector<EngineResult>& done) {
   if (request->sequence.has_value()) {
     cache_->RemoveSequence(*request->sequence);
     released_.push_back(*request->sequence);
@@ -190,8 +269,42 @@ EngineResult ContinuousBatcher::Retire(Request* request, absl::Status status) {
   out.result = std::move(request->result);
   out.time_to_first_token_seconds = request->time_to_first_token_seconds;
   out.total_seconds = std::chrono::duration<double>(Clock::now() - request->submitted).count();
-  live_.erase(request->request.id);  // destroys *request
-  return out;
+  if (request->admitted) {
+    out.queue_seconds =
+        std::chrono::duration<double>(*request->admitted - request->submitted).count();
+    if (request->result.completion_tokens > 0) {
+      out.prefill_seconds = out.time_to_first_token_seconds - out.queue_seconds;
+      out.decode_seconds = out.total_seconds - out.time_to_first_token_seconds;
+    }
+  } else {
+    out.queue_seconds = out.total_seconds;  // never admitted (cancelled while waiting)
+  }
+  std::shared_ptr<ChoiceGroup> group = request->group;
+  const int32_t choice = request->choice;
+  live_.erase(request->key);  // destroys *request
+  if (group == nullptr) {
+    done.push_back(std::move(out));
+    return;
+  }
+  group->results[choice] = std::move(out);
+  if (--group->pending > 0) return;
+  // The last choice: one result for the request, failed by its first failed choice.
+  EngineResult merged = *std::move(group->results[0]);
+  merged.id = group->id;
+  for (size_t i = 1; i < group->results.size(); ++i) {
+    EngineResult& other = *group->results[i];
+    if (merged.status.ok() && !other.status.ok()) merged.status = other.status;
+    merged.time_to_first_token_seconds =
+        std::min(merged.time_to_first_token_seconds, other.time_to_first_token_seconds);
+    merged.total_seconds = std::max(merged.total_seconds, other.total_seconds);
+    merged.other_choices.push_back(std::move(other.result));
+  }
+  groups_.erase(group->id);
+  done.push_back(std::move(merged));
+}
+
+bool ContinuousBatcher::NeedsHostSampling(const Request& request) {
+  return request.request.params.logprobs >= 0 || request.sampler.ProcessesLogits();
 }
 
 void ContinuousBatcher::Preempt(Request* request) {
@@ -271,6 +384,7 @@ bool ContinuousBatcher::TrySchedule(StepPlan& plan, std::vector<Request*>& owner
     waiting_.pop_front();
     r->sequence = *sequence;
     r->computed = 0;
+    if (!r->admitted) r->admitted = Clock::now();
     running_.push_back(r);
     add_chunk(r, std::min({r->pending(), budget, room(r)}), /*new_sequence=*/true);
   }
@@ -290,7 +404,10 @@ StepPlan ContinuousBatcher::Schedule(std::vector<Request*>& owners) {
 }
 
 bool ContinuousBatcher::SampleNext(Request& r, std::span<const float> logits) {
-  return AcceptToken(r, r.sampler.Next(logits));
+  SampledToken sampled = r.sampler.Sample(logits);
+  const int32_t token = sampled.token;
+  if (r.request.params.logprobs >= 0) r.result.logprobs.push_back(std::move(sampled));
+  return AcceptToken(r, token);
 }
 
 bool ContinuousBatcher::AcceptToken(Request& r, int32_t token) {
@@ -315,7 +432,9 @@ bool ContinuousBatcher::AcceptToken(Request& r, int32_t token) {
   const bool has_stop_strings = !r.request.params.stop_strings.empty();
   if (tokenizer_ != nullptr && has_stop_strings) {
     if (!r.stop_matcher) r.stop_matcher.emplace(*tokenizer_, r.request.params.stop_strings);
-    if (auto at = r.stop_matcher->Append(token)) {
+    // Before min_tokens a stop string does not end the completion (vLLM's rule).
+    if (auto at = r.stop_matcher->Append(token);
+        at && result.completion_tokens >= r.request.params.min_tokens) {
       result.text = r.stop_matcher->text().substr(0, *at);
       result.finish_reason = FinishReason::kStop;
       return true;
@@ -355,9 +474,10 @@ std::vector<EngineResult> ContinuousBatcher::Step() {
   if (!logits.ok()) {
     // The cache may hold part of this step; fail the step's requests rather than guess.
     for (Request* r : owners) {
-      finished.push_back(Retire(
-          r, absl::InternalError(absl::StrFormat("request '%s': step %d failed: %s", r->request.id,
-                                                 steps_total_ - 1, logits.status().ToString()))));
+      Retire(r,
+             absl::InternalError(absl::StrFormat("request '%s': step %d failed: %s", r->request.id,
+                                                 steps_total_ - 1, logits.status().ToString())),
+             finished);
     }
     return finished;
   }
@@ -368,7 +488,7 @@ std::vector<EngineResult> ContinuousBatcher::Step() {
     r->computed += static_cast<int64_t>(chunk.tokens.size());
     if (!chunk.sample) continue;
     if (SampleNext(*r, std::span<const float>(logits->row(static_cast<int64_t>(c)), vocab))) {
-      finished.push_back(Retire(r, absl::OkStatus()));
+      Retire(r, absl::OkStatus(), finished);
     }
   }
   return finished;
@@ -377,6 +497,11 @@ std::vector<EngineResult> ContinuousBatcher::Step() {
 // The GPU path: the forward and the sampling run on the device and only the ids come back.
 // Each request's draw depends on (its seed, its sampled-token count), so results do not depend
 // on the batch (the device sampler's stream, not engine::Sampler's).
+// Requests that need what the device sampler does not do yet (penalties, min_tokens masking,
+// logprobs with top alternatives) get their logits row copied to the host and are sampled by
+// engine::Sampler there, whatever else the batch holds: their tokens depend on their own
+// parameters, seed and step only, as on the CPU engine. Device-side penalties and top-logprobs
+// are not implemented: such rows cost a device-to-host copy of one vocabulary row each.
 std::vector<EngineResult> ContinuousBatcher::FinishDeviceStep(StepPlan plan,
                                                               std::span<const SequenceChunk> chunks,
                                                               std::span<Request* const> owners,
@@ -388,16 +513,27 @@ std::vector<EngineResult> ContinuousBatcher::FinishDeviceStep(StepPlan plan,
     params[c] = {p.temperature, static_cast<int32_t>(p.top_k), p.top_p, p.seed,
                  static_cast<uint64_t>(owners[c]->result.completion_tokens)};
   }
+  std::vector<int64_t> host_rows;
+  std::vector<int64_t> host_row_of(chunks.size(), -1);
+  for (size_t c = 0; c < owners.size(); ++c) {
+    if (plan.chunks[c].sample && NeedsHostSampling(*owners[c])) {
+      host_row_of[c] = static_cast<int64_t>(host_rows.size());
+      host_rows.push_back(static_cast<int64_t>(c));
+    }
+  }
+  Tensor host_logits;
   absl::StatusOr<std::vector<int32_t>> tokens =
-      status.ok() ? model_.ForwardAndSample(chunks, *cache_, params)
-                  : absl::StatusOr<std::vector<int32_t>>(status);
+      status.ok()
+          ? model_.ForwardAndSample(chunks, *cache_, params, nullptr, host_rows, &host_logits)
+          : absl::StatusOr<std::vector<int32_t>>(status);
   ++steps_total_;
   last_plan_ = std::move(plan);
   if (!tokens.ok()) {
     for (Request* r : owners) {
-      finished.push_back(Retire(
-          r, absl::InternalError(absl::StrFormat("request '%s': step %d failed: %s", r->request.id,
-                                                 steps_total_ - 1, tokens.status().ToString()))));
+      Retire(r,
+             absl::InternalError(absl::StrFormat("request '%s': step %d failed: %s", r->request.id,
+                                                 steps_total_ - 1, tokens.status().ToString())),
+             finished);
     }
     return finished;
   }
@@ -406,7 +542,15 @@ std::vector<EngineResult> ContinuousBatcher::FinishDeviceStep(StepPlan plan,
     const PlannedChunk& chunk = last_plan_.chunks[c];
     r->computed += static_cast<int64_t>(chunk.tokens.size());
     if (!chunk.sample) continue;
-    if (AcceptToken(*r, (*tokens)[c])) finished.push_back(Retire(r, absl::OkStatus()));
+    bool done = false;
+    if (host_row_of[c] >= 0) {
+      done = SampleNext(
+          *r, std::span<const float>(host_logits.row(host_row_of[c]), model_.config().vocab_size));
+    } else {
+      r->sampler.Record((*tokens)[c]);
+      done = AcceptToken(*r, (*tokens)[c]);
+    }
+    if (done) Retire(r, absl::OkStatus(), finished);
   }
   return finished;
 }

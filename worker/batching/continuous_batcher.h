@@ -16,6 +16,11 @@
 //  4. One forward pass; the sequences whose chunk completed their context sample a token.
 // A request always fits the pool alone (checked at Submit), so a step always makes progress.
 //
+// A request with n > 1 runs as n sequences ("choices"), choice i drawing from
+// ChoiceSeed(seed, i); its result comes back once all n finished. Each choice prefills the prompt
+// itself: the paged cache has no block sharing (reference counts and copy-on-write of the last
+// partial block) yet, so n choices cost n prefills and n copies of the prompt's blocks.
+//
 // Every step is described by a StepPlan, handed to an optional hook before the forward pass so
 // that rank 0 can broadcast it and tensor-parallel peers replay it (StepReplayer).
 //
@@ -87,6 +92,7 @@ class ContinuousBatcher final : public InferenceEngine {
  private:
   using Clock = std::chrono::steady_clock;
   struct Request;
+  struct ChoiceGroup;
 
   ContinuousBatcher(const LlamaModel& model, const tokenizer::Tokenizer* tokenizer,
                     ContinuousBatcherOptions options, std::unique_ptr<PagedKvCache> cache);
@@ -103,8 +109,11 @@ class ContinuousBatcher final : public InferenceEngine {
   std::vector<EngineResult> FinishDeviceStep(StepPlan plan, std::span<const SequenceChunk> chunks,
                                              std::span<Request* const> owners, absl::Status status,
                                              std::vector<EngineResult> finished);
-  // Frees the request's cache and removes it from every queue, returning its result.
-  EngineResult Retire(Request* request, absl::Status status);
+  // Frees the request's cache and removes it from every queue; appends its result to
+  // `done` (for a choice of an n > 1 request, the merged result once its last choice retired).
+  void Retire(Request* request, absl::Status status, std::vector<EngineResult>& done);
+  // Whether the host must sample this request's next token on a device-sampling backend.
+  static bool NeedsHostSampling(const Request& request);
 
   const LlamaModel& model_;
   const tokenizer::Tokenizer* tokenizer_;
@@ -113,7 +122,10 @@ class ContinuousBatcher final : public InferenceEngine {
   std::vector<int32_t> default_stop_ids_;
   PlanHook plan_hook_;
 
-  std::map<std::string, std::unique_ptr<Request>> live_;  // by id: waiting or running
+  // By key (the id, or "id\x1f<choice>" for choices after the first): waiting or running.
+  std::map<std::string, std::unique_ptr<Request>> live_;
+  // Requests with n > 1 until their last choice retired, by id.
+  std::map<std::string, std::shared_ptr<ChoiceGroup>> groups_;
   std::deque<Request*> waiting_;
   std::vector<Request*> running_;    // in admission order: the back is the newest
   std::vector<EngineResult> ready_;  // cancelled requests, returned by the next Step()

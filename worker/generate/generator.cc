@@ -14,13 +14,13 @@ namespace {
 
 struct ActiveRequest {
   ActiveRequest(const GenerationRequest& request, GenerationResult& result, SequenceId sequence)
-      : request(&request), result(&result), sequence(sequence), sampler(request.params) {}
+      : request(&request), result(&result), sequence(sequence) {}
 
   const GenerationRequest* request = nullptr;
   GenerationResult* result = nullptr;
   SequenceId sequence = 0;
-  Sampler sampler;
   std::vector<int32_t> stop_ids;
+  Sampler sampler{SamplingParams{}};
   int64_t prompt_done = 0;  // prompt tokens already in the cache
   int32_t next_input = -1;  // sampled token to feed next step
   bool finished = false;
@@ -78,8 +78,8 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
     }
     FF_ASSIGN_OR_RETURN(SequenceId sequence, cache->AddSequence());
     ActiveRequest& a = active.emplace_back(request, results[i], sequence);
-    a.stop_ids = request.params.stop_token_ids;
-    if (a.stop_ids.empty() && !request.params.ignore_eos) a.stop_ids = default_stop_ids;
+    a.stop_ids = StopIds(request.params, default_stop_ids);
+    a.sampler = Sampler(request.params, request.prompt, a.stop_ids);
     a.result->prompt_tokens = static_cast<int64_t>(request.prompt.size());
   }
 
@@ -129,9 +129,11 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
         a.prompt_done += static_cast<int64_t>(chunks[c].tokens.size());
         if (a.prompt_done < static_cast<int64_t>(a.request->prompt.size())) continue;
       }
-      const int32_t token =
-          a.sampler.Next(std::span<const float>(logits.row(c), config.vocab_size));
+      SampledToken sampled =
+          a.sampler.Sample(std::span<const float>(logits.row(c), config.vocab_size));
+      const int32_t token = sampled.token;
       GenerationResult& result = *a.result;
+      if (a.request->params.logprobs >= 0) result.logprobs.push_back(std::move(sampled));
       ++result.completion_tokens;
       a.next_input = token;
       if (std::find(a.stop_ids.begin(), a.stop_ids.end(), token) != a.stop_ids.end()) {
@@ -141,7 +143,9 @@ absl::StatusOr<std::vector<GenerationResult>> Generator::Generate(
         result.tokens.push_back(token);
         if (tokenizer_ != nullptr && !a.request->params.stop_strings.empty()) {
           if (!a.stop_matcher) a.stop_matcher.emplace(*tokenizer_, a.request->params.stop_strings);
-          if (auto at = a.stop_matcher->Append(token)) {
+          // Before min_tokens a stop string does not end the completion (vLLM's rule).
+          if (auto at = a.stop_matcher->Append(token);
+              at && result.completion_tokens >= a.request->params.min_tokens) {
             result.text = a.stop_matcher->text().substr(0, *at);
             result.finish_reason = FinishReason::kStop;
             a.finished = true;

@@ -12,6 +12,7 @@
 #include "absl/status/statusor.h"
 #include "common/tokenizer/tokenizer.h"
 #include "worker/model/llama_model.h"
+#include "worker/sampling/sampler.h"
 #include "worker/sampling/sampling_params.h"
 
 namespace flatfleet::engine {
@@ -31,6 +32,8 @@ struct GenerationResult {
   FinishReason finish_reason = FinishReason::kLength;
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;  // sampled tokens, a final stop id included
+  // When params.logprobs >= 0: one entry per sampled token, a final stop id included.
+  std::vector<SampledToken> logprobs;
 };
 
 struct GenerationStats {

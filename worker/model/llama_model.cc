@@ -378,7 +378,8 @@ absl::StatusOr<Tensor> LlamaModel::Forward(std::span<const SequenceChunk> chunks
 
 absl::StatusOr<std::vector<int32_t>> LlamaModel::ForwardAndSample(
     std::span<const SequenceChunk> chunks, KvCache& cache,
-    std::span<const kernels::DeviceSamplingParams> params, std::vector<float>* logprobs) const {
+    std::span<const kernels::DeviceSamplingParams> params, std::vector<float>* logprobs,
+    std::span<const int64_t> host_rows, Tensor* host_logits) const {
   if (!backend_.samples_on_device()) {
     return absl::FailedPreconditionError(absl::StrCat("backend ", std::string(backend_.name()),
                                                       " samples on the host: use Forward"));
@@ -402,6 +403,22 @@ absl::StatusOr<std::vector<int32_t>> LlamaModel::ForwardAndSample(
     FF_RETURN_IF_ERROR(backend_.SampleTokens(*context_, logits, params, tokens, chosen_logprobs));
   }
   if (logprobs != nullptr) *logprobs = std::move(chosen_logprobs);
+  if (!host_rows.empty()) {
+    if (host_logits == nullptr) {
+      return absl::InvalidArgumentError("forward: host_rows need host_logits");
+    }
+    *host_logits = Tensor({static_cast<int64_t>(host_rows.size()), config_.vocab_size});
+    for (size_t i = 0; i < host_rows.size(); ++i) {
+      const int64_t row = host_rows[i];
+      if (row < 0 || row >= logits.rows) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("forward: host row %d outside the %d logits rows", row, logits.rows));
+      }
+      FF_RETURN_IF_ERROR(backend_.CopyToHost(
+          *context_, logits.Rows(row, 1),
+          std::span<float>(host_logits->row(static_cast<int64_t>(i)), config_.vocab_size)));
+    }
+  }
   return tokens;
 }
 

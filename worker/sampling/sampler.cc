@@ -2,15 +2,101 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 namespace flatfleet::engine {
+namespace {
+
+// max and log(sum(exp(x - max))) in double; -inf logits contribute nothing.
+struct LogSumExp {
+  double max = -std::numeric_limits<double>::infinity();
+  double log_sum = 0.0;
+};
+
+LogSumExp ComputeLogSumExp(std::span<const float> logits) {
+  LogSumExp out;
+  for (float v : logits) out.max = std::max(out.max, static_cast<double>(v));
+  double sum = 0.0;
+  for (float v : logits) sum += std::exp(static_cast<double>(v) - out.max);
+  out.log_sum = std::log(sum);
+  return out;
+}
+
+}  // namespace
 
 int32_t Argmax(std::span<const float> logits) {
   return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 }
 
-Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+float TokenLogSoftmax(std::span<const float> logits, int32_t token) {
+  const LogSumExp lse = ComputeLogSumExp(logits);
+  return static_cast<float>(static_cast<double>(logits[token]) - lse.max - lse.log_sum);
+}
+
+std::vector<TokenLogprob> TopLogprobs(std::span<const float> logits, int64_t count) {
+  count = std::min<int64_t>(count, static_cast<int64_t>(logits.size()));
+  if (count <= 0) return {};
+  std::vector<int32_t> ids(logits.size());
+  std::iota(ids.begin(), ids.end(), 0);
+  std::partial_sort(ids.begin(), ids.begin() + count, ids.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  const LogSumExp lse = ComputeLogSumExp(logits);
+  std::vector<TokenLogprob> top(count);
+  for (int64_t i = 0; i < count; ++i) {
+    top[i] = {ids[i],
+              static_cast<float>(static_cast<double>(logits[ids[i]]) - lse.max - lse.log_sum)};
+  }
+  return top;
+}
+
+Sampler::Sampler(const SamplingParams& params, std::span<const int32_t> prompt,
+                 std::vector<int32_t> stop_ids)
+    : params_(params), rng_(params.seed), stop_ids_(std::move(stop_ids)) {
+  if (params_.repetition_penalty != 1.0f) prompt_tokens_.insert(prompt.begin(), prompt.end());
+}
+
+bool Sampler::HasPenalties() const {
+  return params_.repetition_penalty != 1.0f || params_.frequency_penalty != 0.0f ||
+         params_.presence_penalty != 0.0f;
+}
+
+bool Sampler::ProcessesLogits() const {
+  return HasPenalties() || (sampled_ < params_.min_tokens && !stop_ids_.empty());
+}
+
+std::vector<float> Sampler::Processed(std::span<const float> logits) const {
+  std::vector<float> out(logits.begin(), logits.end());
+  const int64_t vocab = static_cast<int64_t>(out.size());
+  if (params_.repetition_penalty != 1.0f) {
+    const float r = params_.repetition_penalty;
+    auto penalise = [&](int32_t token) {
+      float& v = out[token];
+      v = v > 0.0f ? v / r : v * r;
+    };
+    // Each token once, whether it occurs in the prompt, the completion or both.
+    for (int32_t token : prompt_tokens_) {
+      if (token >= 0 && token < vocab) penalise(token);
+    }
+    for (const auto& [token, count] : completion_counts_) {
+      if (token >= 0 && token < vocab && !prompt_tokens_.contains(token)) penalise(token);
+    }
+  }
+  if (params_.frequency_penalty != 0.0f || params_.presence_penalty != 0.0f) {
+    for (const auto& [token, count] : completion_counts_) {
+      if (token < 0 || token >= vocab) continue;
+      out[token] -= params_.frequency_penalty * static_cast<float>(count) +
+                    (count > 0 ? params_.presence_penalty : 0.0f);
+    }
+  }
+  if (sampled_ < params_.min_tokens) {
+    for (int32_t token : stop_ids_) {
+      if (token >= 0 && token < vocab) out[token] = -std::numeric_limits<float>::infinity();
+    }
+  }
+  return out;
+}
 
 void Sampler::Filter(std::span<const float> logits, std::vector<int32_t>& ids,
                      std::vector<double>& probs) const {
@@ -58,7 +144,7 @@ std::vector<int32_t> Sampler::Candidates(std::span<const float> logits) const {
   return ids;
 }
 
-int32_t Sampler::Next(std::span<const float> logits) {
+int32_t Sampler::Draw(std::span<const float> logits) {
   if (params_.temperature <= 0.0f) return Argmax(logits);
   std::vector<int32_t> ids;
   std::vector<double> probs;
@@ -72,6 +158,27 @@ int32_t Sampler::Next(std::span<const float> logits) {
     if (u < cumulative) return ids[i];
   }
   return ids.back();
+}
+
+SampledToken Sampler::Sample(std::span<const float> logits) {
+  SampledToken out;
+  if (ProcessesLogits()) {
+    const std::vector<float> processed = Processed(logits);
+    out.token = Draw(processed);
+  } else {
+    out.token = Draw(logits);
+  }
+  if (params_.logprobs >= 0) {
+    out.logprob = TokenLogSoftmax(logits, out.token);
+    out.top = TopLogprobs(logits, params_.logprobs);
+  }
+  Record(out.token);
+  return out;
+}
+
+void Sampler::Record(int32_t token) {
+  ++completion_counts_[token];
+  ++sampled_;
 }
 
 }  // namespace flatfleet::engine

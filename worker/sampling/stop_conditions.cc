@@ -9,6 +9,18 @@ constexpr std::string_view kReplacementCharacter = "\xEF\xBF\xBD";  // U+FFFD
 
 }  // namespace
 
+std::vector<int32_t> StopIds(const SamplingParams& params, std::span<const int32_t> eos_ids) {
+  std::vector<int32_t> ids;
+  auto add = [&](int32_t id) {
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  };
+  for (int32_t id : params.stop_token_ids) add(id);
+  if (!params.ignore_eos) {
+    for (int32_t id : eos_ids) add(id);
+  }
+  return ids;
+}
+
 std::optional<size_t> FindStopString(std::string_view text, std::span<const std::string> stops) {
   std::optional<size_t> earliest;
   for (const std::string& stop : stops) {

@@ -9,8 +9,13 @@
 #include <vector>
 
 #include "common/tokenizer/tokenizer.h"
+#include "worker/sampling/sampling_params.h"
 
 namespace flatfleet::engine {
+
+// The ids that end a request's completion: its stop_token_ids, then the model's end-of-sequence
+// ids unless ignore_eos (without repeats).
+std::vector<int32_t> StopIds(const SamplingParams& params, std::span<const int32_t> eos_ids);
 
 // Offset in `text` of the earliest occurrence of any stop string (empty strings ignored).
 std::optional<size_t> FindStopString(std::string_view text, std::span<const std::string> stops);

@@ -20,6 +20,10 @@ absl::Status GeneratorEngine::Submit(EngineRequest request) {
     return absl::AlreadyExistsError(absl::StrCat("request id '", request.id, "' is live"));
   }
   if (request.prompt.empty()) return absl::InvalidArgumentError("empty prompt");
+  if (request.params.n != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "n = ", request.params.n, " needs the continuous batcher; this engine runs n = 1"));
+  }
   if (request.params.max_tokens <= 0) {
     return absl::InvalidArgumentError("max_tokens must be positive");
   }

@@ -24,9 +24,16 @@ struct EngineResult {
   // OK with a result; Cancelled after Cancel(); other errors (e.g. the KV cache cannot hold the
   // request even alone) fail just this request.
   absl::Status status;
-  GenerationResult result;
+  GenerationResult result;  // choice 0
+  // Choices 1 ... n - 1 of a request with params.n > 1, in order.
+  std::vector<GenerationResult> other_choices;
   double time_to_first_token_seconds = 0;  // from Submit to the first sampled token
   double total_seconds = 0;                // from Submit to the result
+  // The phases of total_seconds, when the engine tracks them (the continuous batcher does):
+  // waiting for admission, from admission to the first token, from it to the result.
+  double queue_seconds = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
 };
 
 struct EngineStats {

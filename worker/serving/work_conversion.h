@@ -3,11 +3,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/chat_template/chat_template.h"
+#include "common/tokenizer/tokenizer.h"
 #include "flatfleet/v1/batch.pb.h"
 #include "worker/generate/generator.h"
 #include "worker/sampling/sampling_params.h"
@@ -46,7 +48,13 @@ struct PromptInput {
 // (InvalidArgument, with the template's message).
 absl::StatusOr<PromptInput> RenderPrompt(const v1::RequestBody& body, const ChatRendering& chat);
 
-v1::Response ToResponse(const GenerationResult& result);
+// Choice 0 in the top-level fields; every choice in `choices` when there are several or
+// `with_logprobs` (their tokens' texts decoded by `tokenizer`, which may be null). Usage counts
+// the prompt once and sums the choices' completion tokens.
+v1::Response ToResponse(const GenerationResult& result,
+                        std::span<const GenerationResult> other_choices = {},
+                        bool with_logprobs = false,
+                        const tokenizer::Tokenizer* tokenizer = nullptr);
 
 // Error.code is the lower-case canonical code name, e.g. "cancelled", "invalid_argument".
 v1::Error ToError(const absl::Status& status);

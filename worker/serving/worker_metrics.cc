@@ -62,6 +62,21 @@ absl::Status WorkerMetrics::Init() {
       OnlyChild(registry_.AddHistogram("flatfleet_worker_request_duration_seconds",
                                        "Time from submission to a completed request's result.",
                                        metrics::ExponentialBuckets(0.01, 2, 16))));
+  // Phases of a request's time in the engine (vLLM's request_{queue,prefill,decode}_time).
+  const std::vector<double> phase_buckets = metrics::ExponentialBuckets(0.001, 2, 20);
+  FF_ASSIGN_OR_RETURN(queue_time_, OnlyChild(registry_.AddHistogram(
+                                       "flatfleet_worker_request_queue_time_seconds",
+                                       "Time a request waited in the engine's queue before its "
+                                       "first admission to the running batch.",
+                                       phase_buckets)));
+  FF_ASSIGN_OR_RETURN(prefill_time_,
+                      OnlyChild(registry_.AddHistogram(
+                          "flatfleet_worker_request_prefill_time_seconds",
+                          "Time from a request's admission to its first token.", phase_buckets)));
+  FF_ASSIGN_OR_RETURN(decode_time_,
+                      OnlyChild(registry_.AddHistogram(
+                          "flatfleet_worker_request_decode_time_seconds",
+                          "Time from a request's first token to its result.", phase_buckets)));
   FF_ASSIGN_OR_RETURN(
       waiting_, OnlyChild(registry_.AddGauge("flatfleet_worker_waiting_requests",
                                              "Requests queued in the engine, not yet running.")));
@@ -73,6 +88,11 @@ absl::Status WorkerMetrics::Init() {
   FF_ASSIGN_OR_RETURN(kv_blocks_total_,
                       OnlyChild(registry_.AddGauge("flatfleet_worker_kv_cache_total_blocks",
                                                    "KV-cache blocks in the pool.")));
+  FF_ASSIGN_OR_RETURN(kv_usage_ratio_,
+                      OnlyChild(registry_.AddGauge(
+                          "flatfleet_worker_kv_cache_usage_ratio",
+                          "Fraction of the KV-cache pool's blocks in use, 0 to 1 (0 when the "
+                          "pool is empty or not allocated).")));
   // Tensor-parallel ranks: the all-reduces after o_proj and down_proj. "raw" is what a ring FP32
   // all-reduce of the same data would send, "wire" what was sent (INT8 codes and scales when
   // compressed); their ratio is the compression.
@@ -135,6 +155,11 @@ void WorkerMetrics::RecordResult(const EngineResult& result) {
   if (auto counter = requests_->WithLabels({outcome}); counter.ok()) (*counter)->Increment();
   if (!result.status.ok()) return;
   request_duration_->Observe(result.total_seconds);
+  queue_time_->Observe(result.queue_seconds);
+  if (result.result.completion_tokens > 0) {
+    prefill_time_->Observe(result.prefill_seconds);
+    decode_time_->Observe(result.decode_seconds);
+  }
   if (result.result.completion_tokens > 0) {
     time_to_first_token_->Observe(result.time_to_first_token_seconds);
   }
@@ -149,6 +174,10 @@ void WorkerMetrics::RecordEngineStats(const EngineStats& stats) {
   running_->Set(static_cast<double>(stats.running_requests));
   kv_blocks_used_->Set(static_cast<double>(stats.kv_cache_used_blocks));
   kv_blocks_total_->Set(static_cast<double>(stats.kv_cache_total_blocks));
+  kv_usage_ratio_->Set(stats.kv_cache_total_blocks > 0
+                           ? static_cast<double>(stats.kv_cache_used_blocks) /
+                                 static_cast<double>(stats.kv_cache_total_blocks)
+                           : 0.0);
   absl::MutexLock lock(&mutex_);
   if (stats.prompt_tokens_total > counted_prompt_tokens_) {
     prompt_tokens_->Increment(

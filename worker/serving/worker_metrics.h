@@ -54,6 +54,10 @@ class WorkerMetrics {
   metrics::Gauge* running_ = nullptr;
   metrics::Gauge* kv_blocks_used_ = nullptr;
   metrics::Gauge* kv_blocks_total_ = nullptr;
+  metrics::Gauge* kv_usage_ratio_ = nullptr;
+  metrics::Histogram* queue_time_ = nullptr;
+  metrics::Histogram* prefill_time_ = nullptr;
+  metrics::Histogram* decode_time_ = nullptr;
   metrics::Counter* all_reduce_raw_bytes_ = nullptr;
   metrics::Counter* all_reduce_wire_bytes_ = nullptr;
   metrics::Counter* all_reduce_seconds_ = nullptr;

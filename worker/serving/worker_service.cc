@@ -456,17 +456,20 @@ void WorkerServiceImpl::SubmitWork(const std::shared_ptr<WorkStream>& stream, ui
   request.id = stream->EngineId(work_id);
   request.prompt = *std::move(prompt);
   request.params = *std::move(params);
-  (*driver)->Submit(std::move(request), [this, stream, work_id](EngineResult result) {
-    OnResult(result);
-    v1::WorkResult work_result;
-    work_result.set_work_id(work_id);
-    if (result.status.ok()) {
-      *work_result.mutable_response() = ToResponse(result.result);
-    } else {
-      *work_result.mutable_error() = ToError(result.status);
-    }
-    stream->Finish(std::move(work_result));
-  });
+  const bool with_logprobs = request.params.logprobs >= 0;
+  (*driver)->Submit(std::move(request),
+                    [this, stream, work_id, with_logprobs, tok](EngineResult result) {
+                      OnResult(result);
+                      v1::WorkResult work_result;
+                      work_result.set_work_id(work_id);
+                      if (result.status.ok()) {
+                        *work_result.mutable_response() =
+                            ToResponse(result.result, result.other_choices, with_logprobs, tok);
+                      } else {
+                        *work_result.mutable_error() = ToError(result.status);
+                      }
+                      stream->Finish(std::move(work_result));
+                    });
 }
 
 grpc::Status WorkerServiceImpl::RunWork(

@@ -1,0 +1,186 @@
+// The GPU engine's requests that the device sampler does not handle (penalties, min_tokens,
+// logprobs): their logits rows come to the host and engine::Sampler samples them, beside
+// device-sampled requests in the same steps. Checked against the CPU engine on the trained
+// stories260K and for independence from the batch on the GPU itself.
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/backend/cuda_backend.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "tests/gpu/model_comparison.h"
+#include "tests/quant/test_random.h"
+#include "worker/batching/continuous_batcher.h"
+#include "worker/model/llama_model.h"
+
+namespace flatfleet::engine {
+namespace {
+
+const std::vector<std::vector<int32_t>> kPrompts = {{1, 301, 427, 309, 426, 301, 427, 309, 394},
+                                                    {1, 301, 427, 309, 426},
+                                                    {1, 394, 265, 262, 415, 271, 422, 280, 295},
+                                                    {1, 432, 313, 448}};
+
+// Request i: 0 plain greedy (device sampled), 1 penalties, 2 logprobs with 3 alternatives,
+// 3 min_tokens with its greedy first token as a stop id.
+std::vector<EngineRequest> MixedRequests(int32_t stop_for_3) {
+  std::vector<EngineRequest> requests;
+  for (size_t i = 0; i < kPrompts.size(); ++i) {
+    EngineRequest request;
+    request.id = std::to_string(i);
+    request.prompt = kPrompts[i];
+    request.params.max_tokens = 16;
+    request.params.ignore_eos = true;
+    requests.push_back(std::move(request));
+  }
+  requests[1].params.frequency_penalty = 0.3f;
+  requests[1].params.presence_penalty = 0.3f;
+  requests[1].params.repetition_penalty = 1.1f;
+  requests[2].params.logprobs = 3;
+  requests[3].params.stop_token_ids = {stop_for_3};
+  requests[3].params.min_tokens = 4;
+  return requests;
+}
+
+std::map<std::string, EngineResult> RunBatcher(const LlamaModel& model,
+                                               std::vector<EngineRequest> requests) {
+  ContinuousBatcherOptions options;
+  options.kv_cache_blocks = 64;
+  auto batcher = ContinuousBatcher::Create(model, nullptr, options);
+  EXPECT_TRUE(batcher.ok()) << batcher.status();
+  std::map<std::string, EngineResult> results;
+  if (!batcher.ok()) return results;
+  for (EngineRequest& request : requests) EXPECT_TRUE((*batcher)->Submit(std::move(request)).ok());
+  while (!(*batcher)->Idle()) {
+    for (EngineResult& result : (*batcher)->Step()) {
+      EXPECT_TRUE(result.status.ok()) << result.status;
+      results[result.id] = std::move(result);
+    }
+  }
+  return results;
+}
+
+TEST(HostSampledRowsTest, MixedBatchEqualsTheCpuEngine) {
+  FF_SKIP_WITHOUT_GPU();
+  const std::filesystem::path dir = SharedDir() / "models/stories260K";
+  auto backend = kernels::cuda_backend::CudaBackend::Create({});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto cpu = LoadLlamaModel(dir, kernels::cpu::DefaultCpuBackend());
+  auto gpu = LoadLlamaModel(dir, **backend);
+  ASSERT_TRUE(cpu.ok() && gpu.ok());
+  // The greedy first token of prompt 3 on the CPU: the stop id min_tokens holds back.
+  std::vector<EngineRequest> probe = MixedRequests(0);
+  probe.resize(1);
+  probe[0].prompt = kPrompts[3];
+  probe[0].params.max_tokens = 1;
+  const int32_t first = RunBatcher(**cpu, probe)["0"].result.tokens.at(0);
+
+  const auto expected = RunBatcher(**cpu, MixedRequests(first));
+  const auto actual = RunBatcher(**gpu, MixedRequests(first));
+  ASSERT_EQ(actual.size(), kPrompts.size());
+  // Greedy on a trained model with confident predictions: bf16 does not reach a near-tie in 16
+  // tokens (as BatcherGreedyWithGraphsEqualsTheCpu), penalties included.
+  for (const auto& [id, result] : expected) {
+    EXPECT_EQ(actual.at(id).result.tokens, result.result.tokens) << "request " << id;
+  }
+  for (size_t i = 0; i < 4; ++i) EXPECT_NE(actual.at("3").result.tokens.at(i), first) << i;
+  // Logprobs from the GPU's bf16 logits: the model comparison's ~1% relative logit error over a
+  // logit spread of ~10 moves a log-softmax by up to ~0.1 (and the sum of exps a little more).
+  const auto& want = expected.at("2").result.logprobs;
+  const auto& got = actual.at("2").result.logprobs;
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t k = 0; k < got.size(); ++k) {
+    EXPECT_EQ(got[k].token, want[k].token) << k;
+    EXPECT_NEAR(got[k].logprob, want[k].logprob, 0.15) << k;
+    ASSERT_EQ(got[k].top.size(), 3u);
+    EXPECT_EQ(got[k].top[0].token, want[k].top[0].token) << k;
+    for (const TokenLogprob& top : got[k].top) {
+      EXPECT_TRUE(std::isfinite(top.logprob) && top.logprob <= 0) << k;
+    }
+  }
+}
+
+TEST(HostSampledRowsTest, SeededPenalisedRequestDoesNotDependOnTheBatch) {
+  FF_SKIP_WITHOUT_GPU();
+  const std::filesystem::path dir = SharedDir() / "models/stories260K";
+  auto backend = kernels::cuda_backend::CudaBackend::Create({});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto gpu = LoadLlamaModel(dir, **backend);
+  ASSERT_TRUE(gpu.ok());
+  const uint64_t seed = quant::test_util::FreshSeed();
+  SCOPED_TRACE(testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
+  EngineRequest target;
+  target.id = "target";
+  target.prompt = kPrompts[0];
+  target.params.temperature = 1.0f;
+  target.params.seed = seed;
+  target.params.max_tokens = 24;
+  target.params.ignore_eos = true;
+  target.params.presence_penalty = 0.5f;
+  target.params.logprobs = 2;
+  target.params.n = 2;
+  const auto alone = RunBatcher(**gpu, {target});
+  std::vector<EngineRequest> crowd = MixedRequests(5);
+  for (EngineRequest& request : crowd) {
+    request.params.temperature = 0.8f;
+    request.params.seed = seed + 1;
+  }
+  crowd.push_back(target);
+  const auto crowded = RunBatcher(**gpu, crowd);
+  ASSERT_TRUE(alone.contains("target") && crowded.contains("target"));
+  EXPECT_EQ(crowded.at("target").result.tokens, alone.at("target").result.tokens);
+  ASSERT_EQ(crowded.at("target").other_choices.size(), 1u);
+  EXPECT_EQ(crowded.at("target").other_choices[0].tokens,
+            alone.at("target").other_choices[0].tokens);
+}
+
+TEST(HostSampledRowsTest, HostRowsAreTheForwardsLogits) {
+  FF_SKIP_WITHOUT_GPU();
+  const std::filesystem::path dir = SharedDir() / "models/stories260K";
+  auto backend = kernels::cuda_backend::CudaBackend::Create({});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto gpu = LoadLlamaModel(dir, **backend);
+  ASSERT_TRUE(gpu.ok());
+  ContinuousBatcherOptions options;
+  options.kv_cache_blocks = 64;
+  // The workspace first, as ContinuousBatcher::Create does: the KV pool takes what is left.
+  ASSERT_TRUE((*gpu)->ReserveWorkspace(64, 8).ok());
+  auto run = [&](bool sample) {
+    auto cache = CreateBatcherKvCache(**gpu, options);
+    EXPECT_TRUE(cache.ok());
+    std::vector<SequenceChunk> chunks;
+    for (const std::vector<int32_t>& prompt : kPrompts) {
+      chunks.push_back({*(*cache)->AddSequence(), prompt, false});
+    }
+    if (!sample) {
+      auto logits = (*gpu)->Forward(chunks, **cache);
+      EXPECT_TRUE(logits.ok()) << logits.status();
+      return logits.ok() ? *std::move(logits) : Tensor();
+    }
+    std::vector<kernels::DeviceSamplingParams> params(chunks.size());
+    const std::vector<int64_t> rows = {3, 1};
+    Tensor host({2, 1});
+    host.span()[0] = std::numeric_limits<float>::quiet_NaN();  // replaced, not read
+    auto tokens = (*gpu)->ForwardAndSample(chunks, **cache, params, nullptr, rows, &host);
+    EXPECT_TRUE(tokens.ok()) << tokens.status();
+    return host;
+  };
+  const Tensor forward = run(false);
+  const Tensor host = run(true);
+  const int64_t vocab = (*gpu)->config().vocab_size;
+  ASSERT_EQ(host.dim(0), 2);
+  ASSERT_EQ(host.dim(1), vocab);
+  for (int64_t v = 0; v < vocab; ++v) {
+    // The same forward on the same device: the same kernels in the same order.
+    ASSERT_EQ(host.row(0)[v], forward.row(3)[v]) << v;
+    ASSERT_EQ(host.row(1)[v], forward.row(1)[v]) << v;
+  }
+}
+
+}  // namespace
+}  // namespace flatfleet::engine
