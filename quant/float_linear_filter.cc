@@ -1,21 +1,11 @@
 #include "quant/float_linear_filter.h"
 
-#include <cstring>
-#include <memory>
-
 namespace flatfleet::quant {
 
-KeepFloatFilter KeepWeightsInFloat(std::vector<Tensor> float_weights) {
-  auto kept = std::make_shared<const std::vector<Tensor>>(std::move(float_weights));
-  return [kept](const Tensor& weight) {
-    for (const Tensor& candidate : *kept) {
-      if (candidate.shape() == weight.shape() &&
-          std::memcmp(candidate.data(), weight.data(), weight.size() * sizeof(float)) == 0) {
-        return true;
-      }
-    }
-    return false;
-  };
+bool IsKeptFloatByDefault(std::string_view layer_name) {
+  return layer_name == "lm_head" || layer_name.ends_with(".block_sparse_moe.gate");
 }
+
+KeepFloatFilter KeepFloatByName() { return IsKeptFloatByDefault; }
 
 }  // namespace flatfleet::quant

@@ -3,21 +3,21 @@
 // MoE router (a quantized router changes which experts run, a discrete error) in float;
 // embeddings are a table lookup, never a Linear, and stay float anyway.
 //
-// kernels::Backend::PrepareLinear does not say which layer a weight belongs to, and shapes are
-// ambiguous (llama-tiny's fused q|k|v is [512, 256] like its LM head), so the filter recognises
-// those layers by content: a weight equal in shape and every bit to one of the given tensors.
+// Layers are recognised by the name the model prepares them under (kernels::LinearSource::name:
+// "lm_head", "model.layers.N.block_sparse_moe.gate"), so a tensor-parallel slice of the LM head
+// stays float like the whole one and no weight bytes are compared.
 #pragma once
 
 #include <functional>
-#include <vector>
-
-#include "common/tensor.h"
+#include <string_view>
 
 namespace flatfleet::quant {
 
-// true: keep the linear with this [out, in] weight in float32.
-using KeepFloatFilter = std::function<bool(const Tensor& weight)>;
+// true: keep the linear prepared under this name in float32.
+using KeepFloatFilter = std::function<bool(std::string_view layer_name)>;
 
-KeepFloatFilter KeepWeightsInFloat(std::vector<Tensor> float_weights);
+// The LM head (also when tied to the embedding) and every MoE router.
+bool IsKeptFloatByDefault(std::string_view layer_name);
+KeepFloatFilter KeepFloatByName();
 
 }  // namespace flatfleet::quant

@@ -58,8 +58,9 @@ absl::Status CheckSupported(const QuantRecipe& recipe) {
 }  // namespace
 
 QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(const Tensor& weight, const Tensor* bias,
-                                                   bool kept_float)
+                                                   bool kept_float, std::string name)
     : kernels::LinearWeight(weight.dim(0), weight.dim(1)),
+      name_(std::move(name)),
       weight_(weight),
       kept_float_(kept_float),
       float_linear_(kernels::cpu::DefaultCpuBackend().PrepareLinear(weight, bias)) {
@@ -110,6 +111,19 @@ absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
   return &*quantized_;
 }
 
+absl::Status QuantizedCpuLinearWeight::ReleaseFloat(const QuantRecipe& recipe) {
+  if (kept_float_ || stored_) return absl::OkStatus();
+  FF_RETURN_IF_ERROR(Quantized(recipe).status());
+  std::lock_guard<std::mutex> lock(mutex_);
+  weight_ = Tensor();
+  bias_.reset();
+  float_linear_.reset();
+  calibration_ = ActivationCalibration();
+  quantized_->DropFloatWeight();
+  stored_ = true;  // immutable from now on: never re-quantized, calibrated or run in float
+  return absl::OkStatus();
+}
+
 ActivationCalibration QuantizedCpuLinearWeight::calibration() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return calibration_;
@@ -128,15 +142,18 @@ absl::StatusOr<std::unique_ptr<QuantizedCpuBackend>> QuantizedCpuBackend::Create
 }
 
 absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>>
-QuantizedCpuBackend::PrepareQuantizedLinear(const Tensor& weight, const Tensor* bias) {
+QuantizedCpuBackend::PrepareQuantizedLinear(const Tensor& weight, const Tensor* bias,
+                                            std::string_view name) {
   if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
   if (bias != nullptr && bias->size() != weight.dim(0)) {
     return absl::InvalidArgumentError("bias must be [out]");
   }
-  const bool keep_float = keep_float_ && keep_float_(weight);
-  auto handle = std::make_unique<QuantizedCpuLinearWeight>(weight, bias, keep_float);
+  const bool keep_float = keep_float_ && keep_float_(name);
+  auto handle =
+      std::make_unique<QuantizedCpuLinearWeight>(weight, bias, keep_float, std::string(name));
   if (keep_float) return handle;
   FF_ASSIGN_OR_RETURN(handle->transforms_, OnlineTransformsFor(recipe_, weight.dim(1)));
+  if (!quantize_at_prepare_) return handle;
   // Quantize now so that errors surface at load time; layers that need calibration first
   // (static activation scales) are quantized after it.
   absl::StatusOr<const QuantizedLinear*> quantized = handle->Quantized(recipe_);
@@ -216,12 +233,28 @@ absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> QuantizedCpuBackend::Prep
     bias = Tensor({widened.size()}, std::move(widened.vector()));
   }
   absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>> handle =
-      PrepareQuantizedLinear(weight, bias ? &*bias : nullptr);
+      PrepareQuantizedLinear(weight, bias ? &*bias : nullptr, source.name);
   if (!handle.ok()) {
     return absl::Status(handle.status().code(), absl::StrCat("layer '", std::string(source.name),
                                                              "': ", handle.status().message()));
   }
   return std::unique_ptr<kernels::LinearWeight>(*std::move(handle));
+}
+
+absl::Status QuantizedCpuBackend::AddRmsNormLogitRows(kernels::ExecutionContext& context,
+                                                      const runtime::TensorView& residual,
+                                                      const runtime::ConstTensorView* delta,
+                                                      const kernels::WeightTensor& weight,
+                                                      float eps, const runtime::TensorView& out) {
+  FF_RETURN_IF_ERROR(CpuBackend::AddRmsNormLogitRows(context, residual, delta, weight, eps, out));
+  if (residual_capture_ != nullptr) {
+    if (!residual.dense() || residual.type != runtime::ScalarType::kFloat32) {
+      return absl::InternalError("residual capture needs a dense float32 residual stream");
+    }
+    const float* values = residual.as<float>();
+    residual_capture_->insert(residual_capture_->end(), values, values + residual.size());
+  }
+  return absl::OkStatus();
 }
 
 absl::Status QuantizedCpuBackend::HostLinear(const kernels::LinearWeight& weight,

@@ -3,8 +3,9 @@
 // embedding lookup) through the float32 CPU backend. The model code runs on it unchanged.
 //
 // PrepareLinear keeps the float weight and quantizes it (QuantizedLinear); Linear quantizes the
-// activations on the fly. Linears matched by the keep-float filter (the model's LM head and MoE
-// routers; see float_linear_filter.h and eval/model_under_test.h) run in float32.
+// activations on the fly. Linears whose name the keep-float filter matches (the model's LM head
+// and MoE routers; float_linear_filter.h) run in float32; the unnamed legacy PrepareLinear
+// passes an empty name.
 //
 // Modes (set_mode), for calibration and tests:
 //   kQuantized        the quantized layer (default);
@@ -24,6 +25,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
@@ -37,7 +40,8 @@ namespace flatfleet::quant {
 
 class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
  public:
-  QuantizedCpuLinearWeight(const Tensor& weight, const Tensor* bias, bool kept_float);
+  QuantizedCpuLinearWeight(const Tensor& weight, const Tensor* bias, bool kept_float,
+                           std::string name = "");
   // A layer loaded from a quantized checkpoint: no float weight, never re-quantized, cannot be
   // calibrated or run in float passthrough.
   static std::unique_ptr<QuantizedCpuLinearWeight> FromStored(QuantizedLinear layer);
@@ -47,6 +51,8 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   static std::unique_ptr<QuantizedCpuLinearWeight> Failed(int64_t out_features, int64_t in_features,
                                                           absl::Status error);
 
+  // The name the model prepared it under ("model.layers.3.mlp.down_proj"), or empty.
+  const std::string& name() const { return name_; }
   bool kept_float() const { return kept_float_; }
   bool stored() const { return stored_; }
   // OK unless the layer could not be prepared (Failed).
@@ -55,6 +61,10 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   // float.
   absl::StatusOr<const QuantizedLinear*> Quantized(const QuantRecipe& recipe) const;
   ActivationCalibration calibration() const;
+  // Quantizes (if calibration changed) and then drops the float weight, the float handle and
+  // the calibration statistics: the layer runs quantized only from then on, like a stored one
+  // (layer-by-layer quantization frees a layer's float copies one linear at a time).
+  absl::Status ReleaseFloat(const QuantRecipe& recipe);
 
  private:
   friend class QuantizedCpuBackend;
@@ -62,6 +72,7 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   explicit QuantizedCpuLinearWeight(QuantizedLinear stored);
   QuantizedCpuLinearWeight(int64_t out_features, int64_t in_features, absl::Status error);
 
+  std::string name_;
   Tensor weight_;
   std::optional<Tensor> bias_;
   bool kept_float_;
@@ -83,6 +94,7 @@ enum class LinearMode { kQuantized, kCalibrate, kFloatPassthrough };
 class QuantizedCpuBackend final : public kernels::cpu::CpuBackend {
  public:
   // Errors for recipes this backend cannot run. An empty filter quantizes every linear.
+  // (KeepFloatByName() is the model's rule.)
   static absl::StatusOr<std::unique_ptr<QuantizedCpuBackend>> Create(QuantRecipe recipe,
                                                                      KeepFloatFilter keep_float);
 
@@ -90,10 +102,13 @@ class QuantizedCpuBackend final : public kernels::cpu::CpuBackend {
   const QuantRecipe& recipe() const { return recipe_; }
   LinearMode mode() const { return mode_; }
   void set_mode(LinearMode mode) { mode_ = mode; }
+  // Off: PrepareLinear does not quantize a layer up front to surface errors at load time
+  // (layer-by-layer quantization calibrates first and quantizes once, naming the layer on error).
+  void set_quantize_at_prepare(bool on) { quantize_at_prepare_ = on; }
 
-  // PrepareLinear with errors instead of aborting.
+  // PrepareLinear with errors instead of aborting; `name` decides keep-float.
   absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>> PrepareQuantizedLinear(
-      const Tensor& weight, const Tensor* bias);
+      const Tensor& weight, const Tensor* bias, std::string_view name = "");
   // Linear with errors instead of aborting (host float32 views).
   absl::Status TryLinear(const kernels::LinearWeight& weight, const runtime::ConstTensorView& x,
                          const runtime::TensorView& y);
@@ -104,6 +119,16 @@ class QuantizedCpuBackend final : public kernels::cpu::CpuBackend {
                                                        const Tensor* bias) override;
   absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> PrepareNamedLinear(
       const kernels::LinearSource& source) override;
+
+  // Layer-by-layer calibration (sequential_quantizer.h): while set, every final norm copies the
+  // whole residual stream (x + the last block's output, [tokens, hidden], in step order) into
+  // `sink` before normalising its logit rows: the decoder stack's output for those tokens.
+  void set_residual_capture(std::vector<float>* sink) { residual_capture_ = sink; }
+  absl::Status AddRmsNormLogitRows(kernels::ExecutionContext& context,
+                                   const runtime::TensorView& residual,
+                                   const runtime::ConstTensorView* delta,
+                                   const kernels::WeightTensor& weight, float eps,
+                                   const runtime::TensorView& out) override;
 
  protected:
   absl::Status HostLinear(const kernels::LinearWeight& weight, const runtime::ConstTensorView& x,
@@ -116,6 +141,8 @@ class QuantizedCpuBackend final : public kernels::cpu::CpuBackend {
   KeepFloatFilter keep_float_;
   std::string name_;
   LinearMode mode_ = LinearMode::kQuantized;
+  bool quantize_at_prepare_ = true;
+  std::vector<float>* residual_capture_ = nullptr;
 };
 
 }  // namespace flatfleet::quant

@@ -148,6 +148,9 @@ class QuantizedLinear {
   // The transform algebra alone: y = T(x) T_w(W)^T + b in float (double accumulation), no
   // quantization. Equals the float layer up to rounding.
   absl::Status ForwardFloat(std::span<const float> x, int64_t m, std::span<float> y) const;
+  // Frees the float copy of the (transformed) weight that ForwardFloat runs on; the quantized
+  // Forward does not need it (layer-by-layer quantization keeps only the codes).
+  void DropFloatWeight() { std::vector<float>().swap(folded_weight_); }
 
  private:
   int64_t out_features_ = 0;

@@ -1,6 +1,10 @@
 // `flatfleet quantize`: quantizes a Hugging Face checkpoint with a recipe, calibrated on a text
 // file, and writes a quantized checkpoint directory (docs/QUANT_FORMATS.md, "Quantized
-// checkpoint"). Progress goes to stderr; the directory appears atomically.
+// checkpoint"). By default layer by layer in bounded memory (sequential_quantizer.h, sharded
+// output, --resume); --all-at-once keeps the whole model in memory (the older path, kept for
+// comparison). Progress goes to stderr; the directory appears atomically.
+#include <malloc.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +19,7 @@
 #include "quant/checkpoint/quantize_model.h"
 #include "quant/checkpoint/quantized_checkpoint.h"
 #include "quant/checkpoint/runnable_model.h"
+#include "quant/checkpoint/sequential_quantizer.h"
 #include "quant/eval/model_under_test.h"
 #include "quant/quantized_checkpoint_manifest.h"
 #include "quant/recipes.h"
@@ -33,6 +38,14 @@ struct QuantizeOptions {
   std::string tokenizer_path;
   bool force = false;
   bool bf16_rope = false;
+  bool explicit_calib_size = false;  // --calib-tokens or --calib-length given
+  bool all_at_once = false;
+  bool resume = false;
+  std::string work_dir;
+  double shard_size_gb = 4.0;
+  int64_t batch_tokens = 512;
+  std::string calib_inputs = "quantized";
+  int64_t stop_after_layers = -1;  // hidden test hook
 };
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -53,18 +66,68 @@ absl::StatusOr<quant::QuantRecipe> ResolveRecipe(const std::string& recipe) {
 
 std::string Seconds(double seconds) { return absl::StrFormat("%.1fs", seconds); }
 
+absl::Status RunSequential(const QuantizeOptions& options, const quant::QuantRecipe& recipe,
+                           const quant::CalibrationData& calibration) {
+  // Large buffers (a layer's weights) always come from mmap and go back on free: glibc's dynamic
+  // threshold would otherwise serve the next layer's from a heap that never shrinks.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
+  quant::SequentialQuantizeOptions run;
+  run.source_dir = options.model_dir;
+  run.out_dir = options.out_dir;
+  run.force = options.force;
+  run.work_dir = options.work_dir;
+  run.resume = options.resume;
+  run.shard_bytes = static_cast<int64_t>(options.shard_size_gb * double(int64_t{1} << 30));
+  run.batch_tokens = options.batch_tokens;
+  run.model_options.bf16_rotary_frequencies = options.bf16_rope;
+  run.calibration_info = calibration.info;
+  run.stop_after_layers = options.stop_after_layers;
+  run.calibration_inputs = options.calib_inputs == "float"
+                               ? quant::CalibrationInputs::kFloatPrefix
+                               : quant::CalibrationInputs::kQuantizedPrefix;
+  run.progress = [](const quant::LayerProgress& progress) {
+    const double peak_gib = static_cast<double>(progress.peak_rss_bytes) / double(1 << 30);
+    if (progress.resumed) {
+      std::fprintf(stderr, "[layer %lld/%lld] done by the interrupted run (resumed)\n",
+                   static_cast<long long>(progress.layer), static_cast<long long>(progress.layers));
+      return;
+    }
+    std::fprintf(stderr, "[layer %lld/%lld] %s  elapsed %s  ETA %s  peak RSS %.2f GiB\n",
+                 static_cast<long long>(progress.layer), static_cast<long long>(progress.layers),
+                 Seconds(progress.layer_seconds).c_str(), Seconds(progress.elapsed_seconds).c_str(),
+                 Seconds(progress.eta_seconds).c_str(), peak_gib);
+  };
+  if (options.resume) {
+    std::fprintf(stderr, "quantize: --resume from %s\n",
+                 (options.work_dir.empty() ? quant::DefaultWorkDirectory(options.out_dir)
+                                           : std::filesystem::path(options.work_dir))
+                     .c_str());
+  }
+  return quant::QuantizeSequentially(recipe, calibration, run);
+}
+
 absl::Status RunQuantize(const QuantizeOptions& options) {
   // Refuse an occupied output before any work.
   FF_RETURN_IF_ERROR(quant::CheckOutputDirectory(options.out_dir, options.force));
+  if (options.all_at_once && options.resume) {
+    return absl::InvalidArgumentError("--resume applies to the layer-by-layer path only");
+  }
+  if (!(options.shard_size_gb > 0.0)) {
+    return absl::InvalidArgumentError("--shard-size must be positive");
+  }
   FF_ASSIGN_OR_RETURN(quant::QuantRecipe recipe, ResolveRecipe(options.recipe));
   FF_ASSIGN_OR_RETURN(quant::ModelUnderTest model,
                       quant::CheckpointModel(options.model_dir, options.bf16_rope));
-  std::fprintf(stderr, "quantize: %s with recipe %s -> %s\n", options.model_dir.c_str(),
-               recipe.name.c_str(), options.out_dir.c_str());
+  std::fprintf(stderr, "quantize: %s with recipe %s -> %s (%s)\n", options.model_dir.c_str(),
+               recipe.name.c_str(), options.out_dir.c_str(),
+               options.all_at_once ? "all at once" : "layer by layer");
 
   quant::CalibrationData calibration;
   if (options.calib_file.empty()) {
-    calibration = quant::RandomCalibration(model.config.vocab_size);
+    calibration = options.explicit_calib_size
+                      ? quant::RandomCalibration(model.config.vocab_size, options.calib_tokens,
+                                                 options.calib_length)
+                      : quant::RandomCalibration(model.config.vocab_size);
     std::fprintf(stderr, "quantize: no --calib text; calibrating on %lld seeded random token ids\n",
                  static_cast<long long>(calibration.tokens()));
   } else {
@@ -80,6 +143,11 @@ absl::Status RunQuantize(const QuantizeOptions& options) {
     calibration.info["file"] = std::filesystem::absolute(options.calib_file).string();
   }
   calibration.info["bf16_rope"] = options.bf16_rope;
+  if (!options.all_at_once) {
+    FF_RETURN_IF_ERROR(RunSequential(options, recipe, calibration));
+    std::fprintf(stderr, "quantize: wrote %s\n", options.out_dir.c_str());
+    return absl::OkStatus();
+  }
 
   FF_ASSIGN_OR_RETURN(
       quant::InMemoryQuantizedModel quantized,
@@ -115,7 +183,7 @@ CommandRunner RegisterQuantizeCommand(CLI::App& app) {
       "quantize",
       "Quantize a Hugging Face checkpoint with a recipe (calibrated on a text file) and write a "
       "quantized checkpoint directory (config.json, tokenizer, quantization.json, "
-      "model.safetensors). Progress goes to stderr; the directory appears atomically.");
+      "safetensors shards). Progress goes to stderr; the directory appears atomically.");
   cmd->add_option("--model", options->model_dir, "Hugging Face checkpoint directory")->required();
   cmd->add_option("--recipe", options->recipe,
                   "Recipe name (see `flatfleet accuracy --help`) or a JSON file "
@@ -125,7 +193,8 @@ CommandRunner RegisterQuantizeCommand(CLI::App& app) {
                   "Calibration text (default: seeded random token ids)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--calib-tokens", options->calib_tokens,
-                  "Use the first N tokens of the calibration text")
+                  "Use the first N tokens of the calibration text (without --calib: N random "
+                  "ids; default then 16 sequences of 64)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--calib-length", options->calib_length,
@@ -138,7 +207,31 @@ CommandRunner RegisterQuantizeCommand(CLI::App& app) {
   cmd->add_flag("--force", options->force, "Replace a non-empty --out directory");
   cmd->add_flag("--bf16-rope", options->bf16_rope,
                 "Round rotary frequencies to bf16 during calibration (as `score --bf16-rope`)");
-  return [options] {
+  cmd->add_flag("--all-at-once", options->all_at_once,
+                "Build and calibrate the whole model in memory (the older path; default: layer "
+                "by layer in bounded memory, each layer calibrated on the quantized prefix)");
+  cmd->add_option("--shard-size", options->shard_size_gb,
+                  "Output shard size in GiB (model-00001-of-000NN.safetensors)")
+      ->capture_default_str();
+  cmd->add_flag("--resume", options->resume,
+                "Continue an interrupted run from its last finished layer (its work directory)");
+  cmd->add_option("--work-dir", options->work_dir,
+                  "Where partial output is kept until the run finishes (default: the hidden "
+                  "sibling .OUT.quantize-work)");
+  cmd->add_option("--calib-batch-tokens", options->batch_tokens,
+                  "Calibration tokens per forward (whole sequences)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--calib-inputs", options->calib_inputs,
+                  "What each layer calibrates on: quantized (the quantized prefix's outputs, "
+                  "GPTQ's practice) or float (the float model's activations, as --all-at-once)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"quantized", "float"}));
+  cmd->add_option("--stop-after-layers", options->stop_after_layers)
+      ->group("");  // test hook: simulate a crash after N layers
+  return [options, cmd] {
+    options->explicit_calib_size =
+        cmd->count("--calib-tokens") > 0 || cmd->count("--calib-length") > 0;
     absl::Status status = RunQuantize(*options);
     if (!status.ok()) {
       std::fprintf(stderr, "flatfleet quantize: %s\n", std::string(status.message()).c_str());

@@ -15,6 +15,7 @@ CommandRunner RegisterGenerateCommand(CLI::App& app);
 CommandRunner RegisterScoreCommand(CLI::App& app);
 CommandRunner RegisterAccuracyCommand(CLI::App& app);
 CommandRunner RegisterQuantizeCommand(CLI::App& app);
+CommandRunner RegisterMakeCheckpointCommand(CLI::App& app);
 CommandRunner RegisterEvalPplCommand(CLI::App& app);
 CommandRunner RegisterBenchCommand(CLI::App& app);
 CommandRunner RegisterServeWorkerCommand(CLI::App& serve);       // `serve worker`, under `serve`

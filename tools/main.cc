@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   add(flatfleet::tools::RegisterTokenizeCommand);
   add(flatfleet::tools::RegisterAccuracyCommand);
   add(flatfleet::tools::RegisterQuantizeCommand);
+  add(flatfleet::tools::RegisterMakeCheckpointCommand);
   add(flatfleet::tools::RegisterEvalPplCommand);
   add(flatfleet::tools::RegisterBenchCommand);
   add(flatfleet::tools::RegisterSubmitCommand);

@@ -58,6 +58,21 @@ CalibrationData RandomCalibration(int64_t vocab_size) {
   return data;
 }
 
+CalibrationData RandomCalibration(int64_t vocab_size, int64_t tokens, int64_t sequence_length) {
+  const TokenBatch batch = RandomTokens(1, tokens, vocab_size, /*seed=*/0x5EED);
+  CalibrationData data;
+  for (int64_t begin = 0; begin < tokens; begin += sequence_length) {
+    const int64_t end = std::min(tokens, begin + sequence_length);
+    data.sequences.emplace_back(batch.ids.begin() + begin, batch.ids.begin() + end);
+  }
+  data.info = {{"source", "random"},
+               {"seed", 0x5EED},
+               {"tokens", data.tokens()},
+               {"sequences", data.sequences.size()},
+               {"sequence_length", sequence_length}};
+  return data;
+}
+
 absl::StatusOr<InMemoryQuantizedModel> QuantizeInMemory(
     const ModelUnderTest& model, const QuantRecipe& recipe, const CalibrationData& calibration,
     const std::function<void(int64_t done, int64_t total)>& on_sequence) {

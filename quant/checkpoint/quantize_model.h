@@ -34,6 +34,8 @@ absl::StatusOr<CalibrationData> CalibrationFromText(std::string_view text,
                                                     int64_t sequence_length);
 // Seeded random ids (recipe_accuracy.h's CalibrationTokens), for when no text is given.
 CalibrationData RandomCalibration(int64_t vocab_size);
+// `tokens` seeded random ids in sequences of at most `sequence_length` (same seed).
+CalibrationData RandomCalibration(int64_t vocab_size, int64_t tokens, int64_t sequence_length);
 
 // A model on its own QuantizedCpuBackend; the backend outlives the model (declared first).
 struct InMemoryQuantizedModel {

@@ -90,11 +90,11 @@ absl::Status AddMatrixTensors(const std::string& layer, const QuantizedMatrix& m
   return absl::OkStatus();
 }
 
-// Manifest entry and tensors of one quantized layer.
-absl::Status AddQuantizedLayer(const engine::NamedLinear& linear, const QuantizedLinear& layer,
-                               const QuantRecipe& recipe, StoredLinearLayer& entry,
-                               std::vector<TensorToWrite>& tensors) {
-  const engine::LinearLayerRequest& request = linear.request;
+}  // namespace
+
+absl::Status AddQuantizedLayer(const engine::LinearLayerRequest& request,
+                               const QuantizedLinear& layer, const QuantRecipe& recipe,
+                               StoredLinearLayer& entry, std::vector<TensorToWrite>& tensors) {
   const std::string& name = request.name;
   entry.name = name;
   entry.parallel = request.parallel == engine::LinearLayerRequest::Parallel::kColumn
@@ -235,6 +235,26 @@ absl::Status MoveIntoPlace(const fs::path& temporary, const fs::path& out_dir) {
   return absl::OkStatus();
 }
 
+absl::Status CopySideFiles(const fs::path& source_dir, const fs::path& dir) {
+  for (const char* file : kSideFiles) {
+    const fs::path from = source_dir / file;
+    if (!fs::exists(from)) continue;
+    std::error_code copy_error;
+    fs::copy_file(from, dir / file, fs::copy_options::overwrite_existing, copy_error);
+    // A read-only source file stays editable in the copy.
+    if (!copy_error) {
+      fs::permissions(dir / file, fs::perms::owner_write, fs::perm_options::add, copy_error);
+    }
+    if (copy_error) {
+      return absl::InternalError(
+          absl::StrFormat("cannot copy %s: %s", from.string(), copy_error.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
 std::string MatchingRows(const engine::LinearLayerRequest& request,
                          const StoredLinearLayer& layer) {
   if (request.parts.size() != layer.stacked.size()) return "a different number of stacked tensors";
@@ -300,7 +320,8 @@ absl::Status WriteQuantizedCheckpoint(const engine::LlamaModel& model,
     } else {
       FF_ASSIGN_OR_RETURN(const QuantizedLinear* layer, handle->Quantized(backend.recipe()));
       StoredLinearLayer entry;
-      FF_RETURN_IF_ERROR(AddQuantizedLayer(linear, *layer, backend.recipe(), entry, tensors));
+      FF_RETURN_IF_ERROR(
+          AddQuantizedLayer(linear.request, *layer, backend.recipe(), entry, tensors));
       manifest.layers.push_back(std::move(entry));
       for (const auto& part : linear.request.parts) {
         replaced.insert(part.prefix + "weight");
@@ -329,21 +350,7 @@ absl::Status WriteQuantizedCheckpoint(const engine::LlamaModel& model,
         absl::StrFormat("cannot create %s: %s", temporary.string(), error.message()));
   }
   absl::Status status = [&]() -> absl::Status {
-    for (const char* file : kSideFiles) {
-      const fs::path from = options.source_dir / file;
-      if (!fs::exists(from)) continue;
-      std::error_code copy_error;
-      fs::copy_file(from, temporary / file, copy_error);
-      // A read-only source file stays editable in the copy.
-      if (!copy_error) {
-        fs::permissions(temporary / file, fs::perms::owner_write, fs::perm_options::add,
-                        copy_error);
-      }
-      if (copy_error) {
-        return absl::InternalError(
-            absl::StrFormat("cannot copy %s: %s", from.string(), copy_error.message()));
-      }
-    }
+    FF_RETURN_IF_ERROR(CopySideFiles(options.source_dir, temporary));
     FF_RETURN_IF_ERROR(WriteSafetensors(temporary / kTensorFileName, tensors,
                                         {{"format", std::string(kQuantizedCheckpointFormat)}}));
     FF_RETURN_IF_ERROR(WriteTextFile(temporary / std::string(kQuantizationJsonName),
@@ -368,7 +375,7 @@ absl::StatusOr<StoredWeightSize> QuantizedWeightSize(const engine::LlamaModel& m
     FF_ASSIGN_OR_RETURN(const QuantizedLinear* layer, handle->Quantized(backend.recipe()));
     StoredLinearLayer entry;
     std::vector<TensorToWrite> tensors;
-    FF_RETURN_IF_ERROR(AddQuantizedLayer(linear, *layer, backend.recipe(), entry, tensors));
+    FF_RETURN_IF_ERROR(AddQuantizedLayer(linear.request, *layer, backend.recipe(), entry, tensors));
     for (const TensorToWrite& tensor : tensors) {
       size.bytes += static_cast<int64_t>(tensor.bytes.size());
     }
@@ -652,9 +659,9 @@ absl::StatusOr<LoadedQuantizedModel> LoadQuantizedLlamaModel(const fs::path& dir
     loaded.model = *std::move(model);
   } else {
     // Linears prepared from float tensors are the ones the checkpoint keeps in float.
-    FF_ASSIGN_OR_RETURN(loaded.backend, QuantizedCpuBackend::Create(
-                                            loaded.manifest.recipe,
-                                            [](const ::flatfleet::Tensor&) { return true; }));
+    FF_ASSIGN_OR_RETURN(
+        loaded.backend,
+        QuantizedCpuBackend::Create(loaded.manifest.recipe, [](std::string_view) { return true; }));
     FF_ASSIGN_OR_RETURN(loaded.model,
                         engine::BuildLlamaModel(config, *source, *loaded.backend, options));
   }

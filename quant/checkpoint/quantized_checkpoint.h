@@ -73,6 +73,22 @@ struct StoredWeightSize {
 absl::StatusOr<StoredWeightSize> QuantizedWeightSize(const engine::LlamaModel& model,
                                                      const QuantizedCpuBackend& backend);
 
+// Building blocks of the writers (this file's and sequential_quantizer.h's).
+// The manifest entry and tensors (packed codes, scales, ...) of one quantized layer, stored
+// under request.name.
+absl::Status AddQuantizedLayer(const engine::LinearLayerRequest& request,
+                               const QuantizedLinear& layer, const QuantRecipe& recipe,
+                               StoredLinearLayer& entry, std::vector<TensorToWrite>& tensors);
+// A hidden sibling of `out_dir` named after it and `what`, unique per process and call.
+std::filesystem::path SiblingPath(const std::filesystem::path& out_dir, std::string_view what);
+// Renames the finished `temporary` directory to `out_dir`, replacing what is there.
+absl::Status MoveIntoPlace(const std::filesystem::path& temporary,
+                           const std::filesystem::path& out_dir);
+// config.json and the tokenizer files of `source_dir` that exist, into `dir`.
+absl::Status CopySideFiles(const std::filesystem::path& source_dir,
+                           const std::filesystem::path& dir);
+absl::Status WriteTextFile(const std::filesystem::path& path, const std::string& text);
+
 // true when `dir` holds a quantization.json.
 bool IsQuantizedCheckpoint(const std::filesystem::path& dir);
 

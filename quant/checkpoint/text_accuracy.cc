@@ -8,10 +8,7 @@
 #include "quant/eval/recipe_accuracy.h"
 
 namespace flatfleet::quant {
-namespace {
 
-// The logits of the positions that predict a token inside their window (every position but each
-// window's last), [positions, vocab].
 std::vector<float> ScoredRows(const std::vector<float>& all, const TokenBatch& windows,
                               int64_t vocab) {
   std::vector<float> rows;
@@ -23,7 +20,6 @@ std::vector<float> ScoredRows(const std::vector<float>& all, const TokenBatch& w
   return rows;
 }
 
-// Mean of -log softmax(row)[next token] over the scored positions, softmax in double.
 double MeanNll(const std::vector<float>& scored, const TokenBatch& windows, int64_t vocab) {
   double total = 0.0;
   int64_t row = 0;
@@ -40,8 +36,6 @@ double MeanNll(const std::vector<float>& scored, const TokenBatch& windows, int6
   }
   return total / static_cast<double>(row);
 }
-
-}  // namespace
 
 absl::StatusOr<TextSplit> SplitCalibrationText(std::string_view text, double calibration_fraction) {
   if (!(calibration_fraction > 0.0 && calibration_fraction < 1.0)) {

@@ -66,6 +66,13 @@ struct RecipeTextAccuracy {
   StoredWeightSize weight_size;
 };
 
+// The logits of the positions that predict a token inside their window (every position but each
+// window's last), [positions, vocab], out of AllPositionLogits of `windows`.
+std::vector<float> ScoredRows(const std::vector<float>& all, const TokenBatch& windows,
+                              int64_t vocab);
+// Mean of -log softmax(row)[next token] over the scored positions, softmax in double.
+double MeanNll(const std::vector<float>& scored, const TokenBatch& windows, int64_t vocab);
+
 // Quantizes `model` with `recipe`, calibrated on evaluation.calibration, and measures it.
 absl::StatusOr<RecipeTextAccuracy> MeasureRecipeOnText(const ModelUnderTest& model,
                                                        const QuantRecipe& recipe,

@@ -26,18 +26,7 @@ absl::StatusOr<std::unique_ptr<engine::LlamaModel>> ModelUnderTest::Build(
   return engine::BuildLlamaModel(config, *weights, backend, options);
 }
 
-absl::StatusOr<KeepFloatFilter> ModelUnderTest::FloatLinears() const {
-  std::vector<Tensor> kept;
-  for (const auto& [tensor_name, shape] : engine::LlamaTensorShapes(config)) {
-    const bool lm_head = config.tie_word_embeddings ? tensor_name == "model.embed_tokens.weight"
-                                                    : tensor_name == "lm_head.weight";
-    if (lm_head || tensor_name.ends_with("block_sparse_moe.gate.weight")) {
-      FF_ASSIGN_OR_RETURN(Tensor weight, weights->Load(tensor_name, shape));
-      kept.push_back(std::move(weight));
-    }
-  }
-  return KeepWeightsInFloat(std::move(kept));
-}
+absl::StatusOr<KeepFloatFilter> ModelUnderTest::FloatLinears() const { return KeepFloatByName(); }
 
 TokenBatch RandomTokens(int64_t batch, int64_t length, int64_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);

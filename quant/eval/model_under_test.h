@@ -25,8 +25,8 @@ struct ModelUnderTest {
   engine::ModelOptions options;
 
   absl::StatusOr<std::unique_ptr<engine::LlamaModel>> Build(kernels::Backend& backend) const;
-  // The linears that stay float under quantization: the LM head (the embedding table when tied)
-  // and the MoE routers, read from `weights` (float_linear_filter.h).
+  // The linears that stay float under quantization, by name: the LM head (also when tied to
+  // the embedding table) and the MoE routers (float_linear_filter.h).
   absl::StatusOr<KeepFloatFilter> FloatLinears() const;
 };
 

@@ -1,6 +1,8 @@
 #!/bin/sh
-# The quantized-checkpoint CLI end to end on llama-tiny: quantize (with text calibration),
-# refuse to overwrite without --force, then score, eval-ppl and generate on the quantized dir.
+# The quantized-checkpoint CLI end to end on llama-tiny: quantize layer by layer (with text
+# calibration; sharded output), and all at once, refuse to overwrite without --force, then score,
+# eval-ppl and generate on the quantized dir; an interrupted run continued with --resume; a
+# make-checkpoint random model quantized and run.
 # Usage: cli_quantize_test.sh FLATFLEET SHARED_DIR
 set -eu
 flatfleet=$1
@@ -12,8 +14,39 @@ text=$shared/data/wikitext-2/valid.txt
 
 "$flatfleet" quantize --model "$model" --recipe w8a8-static --calib "$text" --calib-tokens 512 \
     --out "$work/q" 2> "$work/quantize.log"
-grep -q '^\[17/17\] lm_head  elapsed' "$work/quantize.log"
-test -f "$work/q/quantization.json" -a -f "$work/q/model.safetensors" -a -f "$work/q/config.json"
+grep -q '^\[layer 4/4\] .*ETA .*peak RSS [0-9.]* GiB$' "$work/quantize.log"
+test -f "$work/q/quantization.json" -a -f "$work/q/model-00001-of-00001.safetensors" \
+    -a -f "$work/q/model.safetensors.index.json" -a -f "$work/q/config.json"
+"$flatfleet" quantize --model "$model" --recipe w8a8-static --calib "$text" --calib-tokens 512 \
+    --all-at-once --out "$work/a" 2> "$work/all.log"
+grep -q '^\[17/17\] lm_head  elapsed' "$work/all.log"
+test -f "$work/a/model.safetensors"
+cmp "$work/q/config.json" "$work/a/config.json"
+
+# Interrupted after 2 layers: nothing in --out, the work directory kept; --resume finishes it.
+if "$flatfleet" quantize --model "$model" --recipe w4a8-gptq --out "$work/r" \
+    --stop-after-layers 2 2> "$work/stopped.log"; then
+  echo "the stopped run succeeded" >&2
+  exit 1
+fi
+test ! -e "$work/r" -a -f "$work/.r.quantize-work/state.json"
+"$flatfleet" quantize --model "$model" --recipe w4a8-gptq --out "$work/r" --resume \
+    2> "$work/resumed.log"
+grep -q '^\[layer 2/4\] done by the interrupted run (resumed)$' "$work/resumed.log"
+grep -q '^\[layer 3/4\] .*peak RSS' "$work/resumed.log"
+test ! -e "$work/.r.quantize-work"
+"$flatfleet" quantize --model "$model" --recipe w4a8-gptq --out "$work/r2" 2> /dev/null
+for f in "$work"/r2/model-*.safetensors; do cmp "$f" "$work/r/$(basename "$f")"; done
+
+# A random checkpoint of llama-tiny's shape with 2 layers, small shards, quantized and run.
+"$flatfleet" make-checkpoint --arch tiny --layers 2 --random --shard-size 0.0005 \
+    --out "$work/m" 2> "$work/make.log"
+test -f "$work/m/model.safetensors.index.json"
+test "$(ls "$work/m" | grep -c '^model-0000[0-9]-of-0000[0-9].safetensors$')" -ge 2
+"$flatfleet" quantize --model "$work/m" --recipe w4a8 --calib-tokens 64 --calib-length 32 \
+    --out "$work/mq" 2> /dev/null
+"$flatfleet" generate --device cpu --model "$work/mq" --prompt "Hi" --max-tokens 2 --ignore-eos \
+    2> /dev/null > /dev/null
 
 if "$flatfleet" quantize --model "$model" --recipe w8a8 --out "$work/q" 2> "$work/refused.log"; then
   echo "overwrote a non-empty --out without --force" >&2

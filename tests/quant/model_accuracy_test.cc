@@ -10,6 +10,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/cpu_backend.h"
 #include "quant/eval/model_under_test.h"
 #include "quant/eval/outlier_stress_model.h"
 #include "quant/eval/recipe_accuracy.h"
@@ -66,14 +67,13 @@ TEST_P(FixtureAccuracyTest, W8A8KeepsTop1AndMoreBitsHelp) {
   // fused q|k|v have the LM head's shape [512, 256]).
   auto keep_float = model->FloatLinears();
   ASSERT_TRUE(keep_float.ok()) << keep_float.status();
+  auto built = model->Build(kernels::cpu::DefaultCpuBackend());
+  ASSERT_TRUE(built.ok()) << built.status();
   int kept = 0;
-  for (const auto& [name, shape] : engine::LlamaTensorShapes(model->config)) {
-    if (shape.size() != 2 || name == "model.embed_tokens.weight") continue;
-    auto weight = model->weights->Load(name, shape);
-    ASSERT_TRUE(weight.ok());
-    const bool expected =
-        name == "lm_head.weight" || name.ends_with("block_sparse_moe.gate.weight");
-    EXPECT_EQ((*keep_float)(*weight), expected) << name;
+  for (const engine::NamedLinear& linear : (*built)->linears()) {
+    const std::string& name = linear.request.name;
+    const bool expected = name == "lm_head" || name.ends_with("block_sparse_moe.gate");
+    EXPECT_EQ((*keep_float)(name), expected) << name;
     kept += expected;
   }
   EXPECT_EQ(kept, 1 + (model->config.is_moe() ? model->config.num_hidden_layers : 0));

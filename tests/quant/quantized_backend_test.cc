@@ -334,19 +334,24 @@ TEST_F(QuantizedBackendTest, StaticScalesWithoutCalibrationAreAnError) {
 
 TEST_F(QuantizedBackendTest, KeptFloatLinearMatchesTheFloatBackend) {
   const Tensor head({100, 64}, Gaussian(100 * 64));
-  // Same shape, different content: must be quantized.
-  const Tensor projection({100, 64}, Gaussian(100 * 64));
-  const KeepFloatFilter filter = KeepWeightsInFloat({head});
-  EXPECT_TRUE(filter(head));
-  EXPECT_FALSE(filter(projection));
+  // Same shape and the very same bytes, another name: must be quantized (names decide).
+  const Tensor projection = head;
+  const KeepFloatFilter filter = KeepFloatByName();
+  EXPECT_TRUE(filter("lm_head"));
+  EXPECT_TRUE(filter("model.layers.3.block_sparse_moe.gate"));
+  EXPECT_FALSE(filter("model.layers.3.block_sparse_moe.experts.0.w1"));
+  EXPECT_FALSE(filter("model.layers.0.self_attn.qkv_proj"));
+  EXPECT_FALSE(filter(""));
 
   auto backend = QuantizedCpuBackend::Create(*RecipeByName("w4a4"), filter);
   ASSERT_TRUE(backend.ok());
-  auto head_handle = (*backend)->PrepareQuantizedLinear(head, nullptr);
-  auto projection_handle = (*backend)->PrepareQuantizedLinear(projection, nullptr);
+  auto head_handle = (*backend)->PrepareQuantizedLinear(head, nullptr, "lm_head");
+  auto projection_handle =
+      (*backend)->PrepareQuantizedLinear(projection, nullptr, "model.layers.0.mlp.down_proj");
   ASSERT_TRUE(head_handle.ok() && projection_handle.ok());
   EXPECT_TRUE((*head_handle)->kept_float());
   EXPECT_FALSE((*projection_handle)->kept_float());
+  EXPECT_EQ((*projection_handle)->name(), "model.layers.0.mlp.down_proj");
   auto float_handle = kernels::cpu::DefaultCpuBackend().PrepareLinear(head, nullptr);
   Tensor input({3, 64}, Gaussian(3 * 64)), y({3, 100}), y_float({3, 100});
   ASSERT_TRUE((*backend)->TryLinear(**head_handle, input, y).ok());
