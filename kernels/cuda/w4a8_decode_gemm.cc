@@ -23,11 +23,42 @@ absl::Status Invalid(const auto&... parts) {
   return absl::InvalidArgumentError(absl::StrCat(kName, ": ", parts...));
 }
 
+// The SM count of the current device (a cached host attribute: no sync, fine under capture).
+int CurrentSmCount() {
+  int device = 0, count = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    return 0;
+  }
+  return count;
+}
+
 }  // namespace
 
 // Measured on an H200 (bench/RESULTS.md, BM_W4A8DecodeGemm kernel:1 vs kernel:2): the narrow
 // kernel is as fast or faster on every real shape at m = 1, 4, 16, up to 20% at n = 57344.
 W4A8DecodeKernel ChooseW4A8DecodeKernel(int64_t n) { return W4A8DecodeKernel::kTensorCoreNarrow; }
+
+// Why these numbers (not yet measured against each other on the GPU: bench
+// BM_W4A8DecodeSplitK runs every split on every shape). The narrow kernel is latency-bound on
+// narrow layers: n = 4096 gives 512 warps, about 4 per SM, each walking all of K with one
+// dependent chain. About 24 warps per SM keep enough independent 16-byte loads in flight to
+// cover HBM latency (each warp keeps up to kRing - 1 windows of 512 bytes in flight), so the
+// split multiplies the warps until they reach that. A split that leaves a warp fewer than 2
+// windows only adds exchange and barrier work.
+int ChooseW4A8DecodeSplit(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count) {
+  (void)m;
+  if (group_size <= 0 || group_size % 128 != 0 || k % 128 != 0 || n < 1 || sm_count < 1) return 1;
+  const int64_t windows = k / 128;
+  const int64_t channel_blocks = (n + 7) / 8;
+  const int64_t target_warps = kW4A8SplitTargetWarpsPerSm * sm_count;
+  int split = 1;
+  while (split < 8 && channel_blocks * split < target_warps &&
+         windows >= kW4A8SplitMinWindowsPerWarp * split * 2) {
+    split *= 2;
+  }
+  return split;
+}
 
 absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t stream) {
   if (args.m < 1 || args.m > kMaxRows) return Invalid("m must be in 1..16, got ", args.m);
@@ -54,6 +85,14 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
   if (args.y_type != GemmElementType::kFloat32 && args.y_type != GemmElementType::kBf16) {
     return Invalid("unknown y_type");
   }
+  if (args.kernel == W4A8DecodeKernel::kSplitK) {
+    if (args.group_size % 128 != 0) {
+      return Invalid("kSplitK needs group_size a multiple of 128, got ", args.group_size);
+    }
+    if (args.split != 0 && args.split != 2 && args.split != 4 && args.split != 8) {
+      return Invalid("split must be 0, 2, 4 or 8, got ", args.split);
+    }
+  }
   const bool y_is_bf16 = args.y_type == GemmElementType::kBf16;
   if ((args.m - 1) * y_stride + args.n > std::numeric_limits<int64_t>::max() / 4) {
     return Invalid("y_stride = ", y_stride, " is too large");
@@ -71,8 +110,16 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
     return Invalid("y is not aligned to its element type");
   }
   internal::W4A8DecodeVariant variant;
-  W4A8DecodeKernel kernel =
-      args.kernel == W4A8DecodeKernel::kAuto ? ChooseW4A8DecodeKernel(args.n) : args.kernel;
+  W4A8DecodeKernel kernel = args.kernel;
+  int split = args.split;
+  if (kernel == W4A8DecodeKernel::kAuto || (kernel == W4A8DecodeKernel::kSplitK && split == 0)) {
+    const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentSmCount();
+    const int chosen = ChooseW4A8DecodeSplit(args.m, args.n, args.k, args.group_size, sm_count);
+    if (kernel == W4A8DecodeKernel::kAuto) {
+      kernel = chosen >= 2 ? W4A8DecodeKernel::kSplitK : ChooseW4A8DecodeKernel(args.n);
+    }
+    split = chosen >= 2 ? chosen : 2;
+  }
   switch (kernel) {
     case W4A8DecodeKernel::kTensorCoreNarrow:
       variant = internal::W4A8DecodeVariant::kNarrow;
@@ -82,6 +129,9 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
       break;
     case W4A8DecodeKernel::kSimple:
       variant = internal::W4A8DecodeVariant::kSimple;
+      break;
+    case W4A8DecodeKernel::kSplitK:
+      variant = internal::W4A8DecodeVariant::kSplitK;
       break;
     default:
       return Invalid("unknown kernel");
@@ -102,6 +152,7 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
   params.k = static_cast<int32_t>(args.k);
   params.group_size = static_cast<int32_t>(args.group_size);
   params.variant = variant;
+  params.split = variant == internal::W4A8DecodeVariant::kSplitK ? split : 1;
   if (const cudaError_t error = internal::LaunchW4A8Decode(params, stream); error != cudaSuccess) {
     return absl::InternalError(absl::StrCat(kName, " launch: ", cudaGetErrorString(error)));
   }
