@@ -157,7 +157,11 @@ INSTANTIATE_TEST_SUITE_P(
         // Real shapes (Llama-3-8B q|k|v and down_proj at decode batch sizes).
         LayerCase{16, 6144, 4096, 4, 128, true, false, 0},
         LayerCase{4, 4096, 14336, 8, 0, true, false, 0},
-        LayerCase{2, 4096, 14336, 4, 128, true, false, 0}),
+        LayerCase{2, 4096, 14336, 4, 128, true, false, 0},
+        // W4A8 decode through kAuto's split-K kernel (narrow layers): zero points with a bias, and
+        // per channel with K padded 1000 -> 1024 (one group of 8 windows) and strided x.
+        LayerCase{1, 4096, 4096, 4, 128, false, true, 0},
+        LayerCase{9, 520, 1000, 4, 0, true, true, 3}),
     [](const ::testing::TestParamInfo<LayerCase>& info) {
       const LayerCase& c = info.param;
       return absl::StrCat("W", c.bits, "A8_m", c.m, "_", c.out, "x", c.in, "_g", c.group_size,

@@ -224,8 +224,10 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
                                            ? cuda::GemmElementType::kFloat32
                                            : cuda::GemmElementType::kBf16;
   if (weight.weight_bits == 4 && rows <= kDecodeGemmMaxRows) {
-    // Decode: the weight-streaming W4A8 kernel with the epilogue fused (no float32 pass).
+    // Decode: the weight-streaming W4A8 kernel with the epilogue fused (no float32 pass); kAuto
+    // takes the split-K kernel on narrow layers (no workspace: nothing more to take above).
     auto gemm = W4A8Operands<cuda::DeviceW4A8DecodeGemm>(weight, rows, codes, scales);
+    gemm.kernel = cuda::W4A8DecodeKernel::kAuto;
     gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
     gemm.y = y.data;
     gemm.y_stride = y.row_stride;
