@@ -1,0 +1,48 @@
+#include "kernels/cpu/add_rmsnorm_quantize.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/pointwise.h"
+#include "kernels/cpu/quant/rtn_quantizer.h"
+
+namespace flatfleet::kernels::cpu {
+
+float RoundToBf16(float value) {
+  if (std::isnan(value)) return value;
+  uint32_t bits = 0;
+  std::memcpy(&bits, &value, 4);
+  bits += 0x7fffu + ((bits >> 16) & 1u);  // ties to even; overflow carries into infinity
+  bits &= 0xffff0000u;
+  float rounded = 0.0f;
+  std::memcpy(&rounded, &bits, 4);
+  return rounded;
+}
+
+absl::StatusOr<AddRmsNormQuantizeResult> AddRmsNormQuantizeInt8(std::span<float> residual,
+                                                                std::span<const float> delta,
+                                                                int64_t rows, int64_t hidden,
+                                                                std::span<const float> weight,
+                                                                float eps, float clip_ratio) {
+  if (rows < 0 || hidden < 1 || static_cast<int64_t>(residual.size()) != rows * hidden ||
+      (!delta.empty() && delta.size() != residual.size()) ||
+      static_cast<int64_t>(weight.size()) != hidden) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("AddRmsNormQuantizeInt8: bad sizes for ", rows, " x ", hidden));
+  }
+  if (!delta.empty()) AddInPlace(residual.data(), delta.data(), rows * hidden);
+  AddRmsNormQuantizeResult result;
+  result.normed.resize(rows * hidden);
+  RmsNormRows(residual.data(), rows, hidden, weight.data(), eps, result.normed.data());
+  for (float& y : result.normed) y = RoundToBf16(y);
+  auto codes =
+      quant::QuantizeRtn(result.normed, rows, hidden,
+                         {.bits = 8, .symmetric = true, .group_size = 0, .clip_ratio = clip_ratio});
+  if (!codes.ok()) return codes.status();
+  result.codes = *std::move(codes);
+  return result;
+}
+
+}  // namespace flatfleet::kernels::cpu
