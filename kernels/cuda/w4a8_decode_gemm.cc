@@ -39,25 +39,24 @@ int CurrentSmCount() {
 // kernel is as fast or faster on every real shape at m = 1, 4, 16, up to 20% at n = 57344.
 W4A8DecodeKernel ChooseW4A8DecodeKernel(int64_t n) { return W4A8DecodeKernel::kTensorCoreNarrow; }
 
-// Why these numbers (not yet measured against each other on the GPU: bench
-// BM_W4A8DecodeSplitK runs every split on every shape). The narrow kernel is latency-bound on
-// narrow layers: n = 4096 gives 512 warps, about 4 per SM, each walking all of K with one
-// dependent chain. About 24 warps per SM keep enough independent 16-byte loads in flight to
-// cover HBM latency (each warp keeps up to kRing - 1 windows of 512 bytes in flight), so the
-// split multiplies the warps until they reach that. A split that leaves a warp fewer than 2
-// windows only adds exchange and barrier work.
+// Why this rule (to be checked against BM_W4A8DecodeSplitK, which runs every split on every
+// shape): the narrow kernel is latency-bound on narrow layers (n = 4096: 512 warps, about 4 per
+// SM, each walking all of K in one dependent chain). Splitting K multiplies the warps; the most
+// that fit at once keep the most independent 16-byte loads in flight, while a second, partial
+// wave would leave SMs idle at the end. Fewer than 2 windows per warp only adds exchange work.
 int ChooseW4A8DecodeSplit(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count) {
   (void)m;
   if (group_size <= 0 || group_size % 128 != 0 || k % 128 != 0 || n < 1 || sm_count < 1) return 1;
   const int64_t windows = k / 128;
   const int64_t channel_blocks = (n + 7) / 8;
-  const int64_t target_warps = kW4A8SplitTargetWarpsPerSm * sm_count;
-  int split = 1;
-  while (split < 8 && channel_blocks * split < target_warps &&
-         windows >= kW4A8SplitMinWindowsPerWarp * split * 2) {
-    split *= 2;
+  int chosen = 1;
+  for (int split : {2, 4, 8}) {
+    const bool enough_windows = windows >= kW4A8SplitMinWindowsPerWarp * split;
+    const bool one_wave =
+        channel_blocks * split <= int64_t{W4A8SplitResidentWarpsPerSm(split)} * sm_count;
+    if (enough_windows && one_wave) chosen = split;
   }
-  return split;
+  return chosen;
 }
 
 absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t stream) {

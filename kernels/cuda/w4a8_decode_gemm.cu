@@ -682,7 +682,30 @@ cudaError_t LaunchForOutput(const W4A8DecodeParams& p, cudaStream_t stream) {
   return cudaErrorInvalidValue;
 }
 
+template <int kSplit, int kRing, int kScaleRing>
+int ResidentWarps() {
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &blocks, W4A8DecodeSplitKernel<kSplit, kRing, kScaleRing, __nv_bfloat16>, kSplit * 32,
+          0) != cudaSuccess) {
+    return 0;
+  }
+  return blocks * kSplit;
+}
+
 }  // namespace
+
+int W4A8SplitKernelResidentWarps(int split) {
+  switch (split) {  // the configurations LaunchSplitK launches
+    case 2:
+      return ResidentWarps<2, 16, 2>();
+    case 4:
+      return ResidentWarps<4, 8, 2>();
+    case 8:
+      return ResidentWarps<8, 4, 2>();
+  }
+  return 0;
+}
 
 cudaError_t LaunchW4A8Decode(const W4A8DecodeParams& p, cudaStream_t stream) {
   if (p.m <= 0 || p.n <= 0) return cudaSuccess;

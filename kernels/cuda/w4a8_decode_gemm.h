@@ -65,12 +65,17 @@ struct DeviceW4A8DecodeGemm {
 W4A8DecodeKernel ChooseW4A8DecodeKernel(int64_t n);
 
 // How many warps of a CTA kAuto splits K over (1: no split, the narrow kernel) for an m x n x k
-// problem on `sm_count` SMs: the smallest of 1, 2, 4, 8 that gives at least
-// kW4A8SplitTargetWarpsPerSm warps per SM, but never so many that a warp gets fewer than
-// kW4A8SplitMinWindowsPerWarp windows of 128 K elements. 1 when group_size % 128 != 0. The table
-// for an H200 is in docs/GPU_ENGINE.md. m does not enter yet (not measured to matter).
-inline constexpr int64_t kW4A8SplitTargetWarpsPerSm = 24;
+// problem on `sm_count` SMs: the largest of 2, 4, 8 whose ceil(n / 8) CTAs all fit on the GPU at
+// once (one wave: ceil(n / 8) * split <= W4A8SplitResidentWarpsPerSm(split) * sm_count) and leave
+// every warp at least kW4A8SplitMinWindowsPerWarp windows of 128 K elements; 1 when none does or
+// group_size % 128 != 0. The table for an H200 is in docs/GPU_ENGINE.md. m does not enter (the
+// kernels' registers, hence residency, do not depend on it; its effect on speed is unmeasured).
 inline constexpr int64_t kW4A8SplitMinWindowsPerWarp = 2;
+// Warps of the split-K kernel resident per SM on sm_90 (its registers: 90, 90, 100 for split 2,
+// 4, 8; a GPU test checks these against cudaOccupancyMaxActiveBlocksPerMultiprocessor).
+constexpr int W4A8SplitResidentWarpsPerSm(int split) {
+  return split == 2 ? 20 : split == 4 ? 20 : split == 8 ? 16 : 0;
+}
 int ChooseW4A8DecodeSplit(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count);
 
 // Validates (InvalidArgument naming the field, OutOfRange when int32 could overflow) and enqueues

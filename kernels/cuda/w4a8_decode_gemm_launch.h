@@ -27,4 +27,9 @@ struct W4A8DecodeParams {
 };
 cudaError_t LaunchW4A8Decode(const W4A8DecodeParams& params, cudaStream_t stream);
 
+// Warps of the split-K kernel (bf16 output) resident per SM of the current device, from
+// cudaOccupancyMaxActiveBlocksPerMultiprocessor (0 on error): what W4A8SplitResidentWarpsPerSm
+// must say.
+int W4A8SplitKernelResidentWarps(int split);
+
 }  // namespace flatfleet::cuda::internal

@@ -20,6 +20,7 @@
 #include "kernels/cpu/quant/quantized_matrix.h"
 #include "kernels/cuda/bias_add.h"
 #include "kernels/cuda/int8_gemm.h"
+#include "kernels/cuda/w4a8_decode_gemm_launch.h"
 #include "tests/gpu/decode_gemm_test_util.h"
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -381,18 +382,18 @@ TEST(W4A8DecodeGemmArgsTest, RejectsSplitKWhereItCannotRun) {
   EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
 }
 
-// The choice table of docs/GPU_ENGINE.md on an H200 (132 SMs: at least 24 * 132 = 3168 warps,
-// at least 2 windows of 128 per warp).
+// The choice table of docs/GPU_ENGINE.md on an H200 (132 SMs; one wave: 2640, 2640, 2112 warps
+// for split 2, 4, 8; at least 2 windows of 128 per warp).
 TEST(W4A8DecodeGemmArgsTest, SplitHeuristicFollowsTheDocumentedTable) {
   struct Row {
     int64_t n, k;
     int split;
   };
   for (const Row& row :
-       {Row{6144, 4096, 8}, Row{4096, 4096, 8}, Row{28672, 4096, 1}, Row{4096, 14336, 8},
-        Row{3072, 4096, 8}, Row{4096, 2048, 8}, Row{14336, 4096, 2}, Row{4096, 7168, 8},
-        Row{10240, 8192, 4}, Row{8192, 8192, 4}, Row{57344, 8192, 1}, Row{8192, 28672, 4},
-        Row{5120, 8192, 8}, Row{8192, 4096, 4}, Row{28672, 8192, 1}, Row{8192, 14336, 4}}) {
+       {Row{6144, 4096, 2}, Row{4096, 4096, 4}, Row{28672, 4096, 1}, Row{4096, 14336, 4},
+        Row{3072, 4096, 4}, Row{4096, 2048, 4}, Row{14336, 4096, 1}, Row{4096, 7168, 4},
+        Row{10240, 8192, 2}, Row{8192, 8192, 2}, Row{57344, 8192, 1}, Row{8192, 28672, 2},
+        Row{5120, 8192, 4}, Row{8192, 4096, 2}, Row{28672, 8192, 1}, Row{8192, 14336, 2}}) {
     for (int64_t m : {1, 16}) {
       EXPECT_EQ(ChooseW4A8DecodeSplit(m, row.n, row.k, 128, 132), row.split)
           << row.n << " x " << row.k << " m " << m;
@@ -401,11 +402,22 @@ TEST(W4A8DecodeGemmArgsTest, SplitHeuristicFollowsTheDocumentedTable) {
   // Few windows cap the split (each warp keeps at least 2): k = 512 is 4 windows.
   EXPECT_EQ(ChooseW4A8DecodeSplit(1, 64, 512, 128, 132), 2);
   EXPECT_EQ(ChooseW4A8DecodeSplit(1, 64, 256, 128, 132), 1);
+  EXPECT_EQ(ChooseW4A8DecodeSplit(1, 64, 2048, 128, 132), 8);
   // Groups that are not whole windows never split; per channel (group = k) does.
   EXPECT_EQ(ChooseW4A8DecodeSplit(1, 4096, 4096, 64, 132), 1);
-  EXPECT_EQ(ChooseW4A8DecodeSplit(1, 4096, 4096, 4096, 132), 8);
-  // A GPU with few SMs needs no split.
+  EXPECT_EQ(ChooseW4A8DecodeSplit(1, 4096, 4096, 4096, 132), 4);
+  // A GPU with few SMs cannot hold the split CTAs in one wave.
   EXPECT_EQ(ChooseW4A8DecodeSplit(1, 4096, 4096, 128, 8), 1);
+}
+
+// The residency the heuristic assumes is the device's (registers and shared memory of the split
+// kernels as compiled).
+TEST(W4A8DecodeSplitResidencyGpuTest, MatchesTheHeuristicsTable) {
+  FF_SKIP_WITHOUT_GPU();
+  for (int split : {2, 4, 8}) {
+    EXPECT_EQ(internal::W4A8SplitKernelResidentWarps(split), W4A8SplitResidentWarpsPerSm(split))
+        << "split " << split << ": update W4A8SplitResidentWarpsPerSm and the docs' table";
+  }
 }
 
 TEST(W4A8DecodeGemmArgsTest, AutoChoosesTheNarrowKernel) {
