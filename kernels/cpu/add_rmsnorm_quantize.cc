@@ -1,25 +1,16 @@
 #include "kernels/cpu/add_rmsnorm_quantize.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/dtype.h"
 #include "kernels/cpu/pointwise.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
 
 namespace flatfleet::kernels::cpu {
 
-float RoundToBf16(float value) {
-  if (std::isnan(value)) return value;
-  uint32_t bits = 0;
-  std::memcpy(&bits, &value, 4);
-  bits += 0x7fffu + ((bits >> 16) & 1u);  // ties to even; overflow carries into infinity
-  bits &= 0xffff0000u;
-  float rounded = 0.0f;
-  std::memcpy(&rounded, &bits, 4);
-  return rounded;
-}
+float RoundToBf16(float value) { return BF16ToFloat(FloatToBF16(value)); }
 
 absl::StatusOr<AddRmsNormQuantizeResult> AddRmsNormQuantizeInt8(std::span<float> residual,
                                                                 std::span<const float> delta,

@@ -29,7 +29,7 @@ absl::StatusOr<AddRmsNormQuantizeResult> AddRmsNormQuantizeInt8(std::span<float>
                                                                 std::span<const float> weight,
                                                                 float eps, float clip_ratio);
 
-// The nearest bfloat16 (ties to even) as a float; NaN stays NaN.
+// The nearest bfloat16 (ties to even, common/dtype.h's FloatToBF16) as a float; NaN stays NaN.
 float RoundToBf16(float value);
 
 }  // namespace flatfleet::kernels::cpu

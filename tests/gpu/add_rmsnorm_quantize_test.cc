@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/dtype.h"
 #include "kernels/cpu/add_rmsnorm_quantize.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
 #include "kernels/cuda/fused_add_rmsnorm.h"
@@ -223,6 +224,52 @@ TEST(AddRmsNormQuantizeGpuTest, NonFiniteRowIsFlagged) {
   EXPECT_LT(scales[2], 0x7c00);
   const auto codes = d_codes.ToHost();
   for (int64_t j = 0; j < hidden; ++j) EXPECT_EQ(codes[hidden + j], 0) << j;
+}
+
+// The CPU reference itself (no GPU): bf16 rounding ties to even, and what the per-token codes
+// must satisfy: y ~ code * s within half a step (no clipping at clip 1), the largest |y| maps to
+// +-126 or +-127 (s is max|y| / 127 rounded up to FP16, at most 2^-10 relative above), an
+// all-zero row gets scale 1 and zero codes, and the residual gets exactly one float addition.
+TEST(AddRmsNormQuantizeCpuReferenceTest, RoundsAndQuantizesAsSpecified) {
+  using kernels::cpu::RoundToBf16;
+  EXPECT_EQ(RoundToBf16(1.0f + 0x1p-8f), 1.0f);                       // tie: down to even
+  EXPECT_EQ(RoundToBf16(1.0f + 3 * 0x1p-8f), 1.0f + 0x1p-6f);         // tie: up to even
+  EXPECT_EQ(RoundToBf16(1.0f + 0x1p-8f + 0x1p-20f), 1.0f + 0x1p-7f);  // above the tie
+  EXPECT_EQ(RoundToBf16(-2.5f), -2.5f);
+  EXPECT_TRUE(std::isnan(RoundToBf16(NAN)));
+
+  testing::SeededRng random;
+  const int64_t rows = 4, hidden = 256;
+  std::vector<float> residual = random.Gaussian(rows * hidden, 2.0f);
+  std::fill(residual.begin(), residual.begin() + hidden, 0.0f);  // row 0 stays zero (no delta)
+  std::vector<float> delta = testing::Widen(testing::ToBf16(random.Gaussian(rows * hidden)));
+  std::fill(delta.begin(), delta.begin() + hidden, 0.0f);
+  std::vector<float> weight(hidden);
+  for (float& w : weight) w = random.UniformFloat(0.5f, 1.5f);
+  const std::vector<float> before = residual;
+  const auto result =
+      kernels::cpu::AddRmsNormQuantizeInt8(residual, delta, rows, hidden, weight, kEps, 1.0f);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (int64_t i = 0; i < rows * hidden; ++i) ASSERT_EQ(residual[i], before[i] + delta[i]) << i;
+  EXPECT_EQ(result->codes.scales[0], 0x3c00);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float s = HalfToFloat(result->codes.scales[r]);
+    float max_abs = 0.0f;
+    int max_code = 0;
+    for (int64_t j = 0; j < hidden; ++j) {
+      const float y = result->normed[r * hidden + j];
+      const int code = result->codes.codes[r * hidden + j];
+      ASSERT_EQ(y, RoundToBf16(y)) << "y is a bf16 value";
+      ASSERT_LE(std::fabs(code * s - y), s / 2 * (1 + 1e-6f)) << r << ", " << j;
+      if (std::fabs(y) >= max_abs) {
+        max_abs = std::fabs(y);
+        max_code = std::abs(code);
+      }
+    }
+    if (r > 0) {
+      EXPECT_GE(max_code, 126) << "row " << r;
+    }
+  }
 }
 
 // Argument checks on the host: fake, never dereferenced, aligned addresses.
