@@ -84,4 +84,19 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
                                 runtime::WorkspaceArena& arena, cudaStream_t stream,
                                 cuda::CublasLtInt8Gemm* int8_gemm = nullptr);
 
+// The GEMM half of RunQuantizedLinear, for INT8 activations quantized elsewhere: codes
+// [rows, weight.padded_in] (zeros past in_features()) and FP16 scales [rows], as
+// QuantizeActivationsInt8 writes them with codes_stride = padded_in and clip_ratio =
+// activation_clip_ratio -- or the fused add + RMSNorm + quantize kernel
+// (kernels/cuda/add_rmsnorm_quantize.h) with the same two settings, which saves the norm's bf16
+// output and the quantizer's pass over it. The same bits as RunQuantizedLinear on the bf16 x
+// those codes quantize. Takes QuantizedLinearOnCodesScratchBytes from the arena (released
+// before returning).
+absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, int64_t rows,
+                                       const int8_t* codes, const uint16_t* scales,
+                                       const runtime::TensorView& y, runtime::WorkspaceArena& arena,
+                                       cudaStream_t stream,
+                                       cuda::CublasLtInt8Gemm* int8_gemm = nullptr);
+int64_t QuantizedLinearOnCodesScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows);
+
 }  // namespace flatfleet::kernels::cuda_backend
