@@ -6,8 +6,8 @@
 //   BM_CublasLtBf16Decode    cuBLASLt bf16 (CublasLtGemm, autotuned), the unquantized peer;
 //   BM_W8A8DecodeGemm        GemmW8A8Decode (w8a8_decode_gemm.h), bf16 output, fused add;
 //   BM_W8A8MmaSyncAddBias    GemmW8A8 (int8_gemm.h) into float32, then AddBias into bf16;
-//   BM_W4A8DecodeSplitK      GemmW4A8Decode, kernel kSplitK, split 0 (the heuristic's), 2, 4, 8,
-//                            and split 1 for the narrow kernel (the reference path), on every
+//   BM_W4A8DecodeSplitK      GemmW4A8Decode: split 0 kAuto (the heuristic's choice), 1 the
+//                            narrow kernel (the reference path), 2, 4, 8 kSplitK, on every
 //                            Llama-3-8B/70B layer and TP2 half at m = 1, 16;
 //   BM_CublasInt8Decode      cublasGemmEx s8 x s8 -> s32 on the same shapes (no scales, no
 //                            epilogue: strictly less work), the INT8 peer;
@@ -335,8 +335,8 @@ void BM_W8A8MmaSyncAddBias(benchmark::State& state) {
   flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, n * k + 2.0 * n);
 }
 
-// Args: m, n, k, split (1: the narrow kernel, the reference path; 0: kSplitK with the
-// heuristic's split; 2, 4, 8: forced). The counter `split` says which split ran.
+// Args: m, n, k, split (0: kAuto, what the engine runs; 1: the narrow kernel, the reference
+// path; 2, 4, 8: kSplitK forced). The counter `split` says which split ran (1: narrow).
 void BM_W4A8DecodeSplitK(benchmark::State& state) {
   if (!flatfleet::bench::HasGpu(state)) return;
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
@@ -360,8 +360,10 @@ void BM_W4A8DecodeSplitK(benchmark::State& state) {
       .epilogue_add = static_cast<const float*>(problem.add),
       .y = problem.y,
       .y_type = GemmElementType::kBf16,
-      .kernel = split == 1 ? W4A8DecodeKernel::kTensorCoreNarrow : W4A8DecodeKernel::kSplitK,
-      .split = split == 1 ? 0 : split};
+      .kernel = split == 0   ? W4A8DecodeKernel::kAuto
+                : split == 1 ? W4A8DecodeKernel::kTensorCoreNarrow
+                             : W4A8DecodeKernel::kSplitK,
+      .split = split >= 2 ? split : 0};
   TimeCold(state, flush, [&] { return flatfleet::cuda::GemmW4A8Decode(args, nullptr).ok(); });
   flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));
   int device = 0, sm_count = 0;
