@@ -643,19 +643,19 @@ cudaError_t LaunchTensorCore(const W4A8DecodeParams& p, cudaStream_t stream) {
 
 // One CTA per 8 channels. Rings of 16, 8, 4 windows for 2, 4, 8 warps: up to 16 KB of weights
 // in flight per CTA; the static shared memory is 16 KB + 1.25 KB per warp (at most 26 KB). Scales
-// two rounds ahead (a deeper register ring costs registers, hence occupancy).
+// four rounds ahead, two for split 4 (four spill there under its register cap).
 template <typename Out>
 cudaError_t LaunchSplitK(const W4A8DecodeParams& p, cudaStream_t stream) {
   const unsigned grid = static_cast<unsigned>((static_cast<int64_t>(p.n) + 7) / 8);
   switch (p.split) {
     case 2:
-      W4A8DecodeSplitKernel<2, 16, 2, Out><<<grid, 2 * 32, 0, stream>>>(p);
+      W4A8DecodeSplitKernel<2, 16, 4, Out><<<grid, 2 * 32, 0, stream>>>(p);
       break;
     case 4:
       W4A8DecodeSplitKernel<4, 8, 2, Out><<<grid, 4 * 32, 0, stream>>>(p);
       break;
     case 8:
-      W4A8DecodeSplitKernel<8, 4, 2, Out><<<grid, 8 * 32, 0, stream>>>(p);
+      W4A8DecodeSplitKernel<8, 4, 4, Out><<<grid, 8 * 32, 0, stream>>>(p);
       break;
     default:
       return cudaErrorInvalidValue;
@@ -698,11 +698,11 @@ int ResidentWarps() {
 int W4A8SplitKernelResidentWarps(int split) {
   switch (split) {  // the configurations LaunchSplitK launches
     case 2:
-      return ResidentWarps<2, 16, 2>();
+      return ResidentWarps<2, 16, 4>();
     case 4:
       return ResidentWarps<4, 8, 2>();
     case 8:
-      return ResidentWarps<8, 4, 2>();
+      return ResidentWarps<8, 4, 4>();
   }
   return 0;
 }

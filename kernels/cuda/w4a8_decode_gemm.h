@@ -71,7 +71,7 @@ W4A8DecodeKernel ChooseW4A8DecodeKernel(int64_t n);
 // group_size % 128 != 0. The table for an H200 is in docs/GPU_ENGINE.md. m does not enter (the
 // kernels' registers, hence residency, do not depend on it; its effect on speed is unmeasured).
 inline constexpr int64_t kW4A8SplitMinWindowsPerWarp = 2;
-// Warps of the split-K kernel resident per SM on sm_90 (its registers: 90, 90, 100 for split 2,
+// Warps of the split-K kernel resident per SM on sm_90 (its registers: 96, 90, 110 for split 2,
 // 4, 8; a GPU test checks these against cudaOccupancyMaxActiveBlocksPerMultiprocessor).
 constexpr int W4A8SplitResidentWarpsPerSm(int split) {
   return split == 2 ? 20 : split == 4 ? 20 : split == 8 ? 16 : 0;
