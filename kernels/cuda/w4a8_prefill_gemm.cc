@@ -96,6 +96,7 @@ absl::Status GemmW4A8Prefill(const DeviceW4A8PrefillGemm& args, cudaStream_t str
   // Columns 2j, 2j + 1 of a row form one aligned word when the row starts on a pair boundary.
   params.y_pairs_aligned =
       y_stride % 2 == 0 && reinterpret_cast<uintptr_t>(args.y) % (2 * y_size) == 0;
+  params.group_sums_below_2_22 = args.group_size * 127 * max_abs_weight < (int64_t{1} << 22);
   params.group_accumulators = args.group_accumulators;
   params.m = static_cast<int32_t>(args.m);
   params.n = static_cast<int32_t>(args.n);

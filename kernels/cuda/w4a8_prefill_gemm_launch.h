@@ -23,6 +23,9 @@ struct W4A8PrefillParams {
   bool y_is_bf16 = false;
   // y and y_stride allow storing two adjacent outputs (columns 2j, 2j + 1) as one aligned word.
   bool y_pairs_aligned = false;
+  // Every group sum is below 2^22 in magnitude (group_size * 127 * max |w - zero| < 2^22): the
+  // tensor-core kernel then converts them to float32 with one exact float subtraction.
+  bool group_sums_below_2_22 = false;
   int32_t* group_accumulators = nullptr;  // optional [m, n, groups]: kSimple only
   int32_t m = 0, n = 0, k = 0, group_size = 0;
   W4A8PrefillVariant variant = W4A8PrefillVariant::kMmaSync128x128;

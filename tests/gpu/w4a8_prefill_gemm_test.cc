@@ -306,7 +306,10 @@ TEST_P(W4A8PrefillGemmGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
 // 65, 127, 300, 4096 + 17 = 33 tile rows: five groups, the last of one row; and below the
 // engine's 64 rows: 1, 17, 33); n not a multiple of 128 (nor of 8 or 2: odd n takes the scalar
 // stores); k shorter than one 128-wide K tile (32, 96) or ending in a short one (160, 288, 416);
-// groups of 32, 64, 96, 128, 256, 384, 640 and per channel, with and without zero points.
+// groups of 32, 64, 96, 128, 256, 384, 640 and per channel, with and without zero points. Group
+// sums that may reach 2^22 (per channel over 4096 with zero points, 8192 without) take the
+// conversion-unit path, the others the exact magic-number conversion; 2176 with zero points is
+// the largest group of the latter (2176 * 127 * 15 < 2^22).
 INSTANTIATE_TEST_SUITE_P(
     Tails, W4A8PrefillGemmGpuTest,
     ::testing::Values(
@@ -318,7 +321,8 @@ INSTANTIATE_TEST_SUITE_P(
         PrefillCase{96, 130, 2048, 128, false, true}, PrefillCase{200, 384, 4096, 4096, true, true},
         PrefillCase{257, 131, 96, 32, true, true}, PrefillCase{129, 256, 1280, 640, false, true},
         PrefillCase{512, 520, 2048, 256, true, true}, PrefillCase{70, 1000, 416, 32, false, true},
-        PrefillCase{1030, 1030, 32, 32, false, true}),
+        PrefillCase{1030, 1030, 32, 32, false, true}, PrefillCase{96, 130, 8192, 8192, false, true},
+        PrefillCase{100, 80, 4352, 2176, true, true}),
     [](const auto& info) { return CaseName(info.param); });
 
 // The real layers (group 128) at m = 256 and 4096: Llama-3-8B (= Mixtral-8x7B experts, whose
