@@ -1,5 +1,6 @@
 // Prefill-sized (m = 256 .. 16384) W4A8 linear layers on the real shapes, four ways in one binary:
 //   BM_W4A8PrefillGemm         GemmW4A8Prefill (w4a8_prefill_gemm.h), bf16 output, fused add;
+//                              kernel = 0 auto (the mma.sync kernel), 1 wgmma (experimental);
 //   BM_W4A8PrefillTwoKernel    the previous path: GemmW4A8 (int8_gemm.h, 64 x 64 mma.sync tiles)
 //                              into float32, then AddBias (float32 bias) into bf16 -- the same
 //                              bits;
@@ -90,10 +91,13 @@ struct W4A8Problem {
   void* y = nullptr;
 };
 
-// Args: m, n, k.
+// Args: m, n, k, kernel (0 auto, 1 wgmma).
 void BM_W4A8PrefillGemm(benchmark::State& state) {
   if (!flatfleet::bench::HasGpu(state)) return;
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  using flatfleet::cuda::W4A8PrefillKernel;
+  const W4A8PrefillKernel kernel =
+      state.range(3) == 1 ? W4A8PrefillKernel::kWgmmaExperimental : W4A8PrefillKernel::kAuto;
   const W4A8Problem problem(m, n, k);
   if (!problem.ok()) {
     state.SkipWithError("out of device memory");
@@ -110,7 +114,8 @@ void BM_W4A8PrefillGemm(benchmark::State& state) {
       .w_scales = static_cast<const uint16_t*>(problem.w_scales),
       .epilogue_add = static_cast<const float*>(problem.add),
       .y = problem.y,
-      .y_type = GemmElementType::kBf16};
+      .y_type = GemmElementType::kBf16,
+      .kernel = kernel};
   flatfleet::bench::TimeWithEvents(
       state, nullptr, [&] { return flatfleet::cuda::GemmW4A8Prefill(args, nullptr).ok(); });
   SetTopCounter(state, m, n, k);
@@ -219,7 +224,14 @@ void PrefillShapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k"});
 }
 
-BENCHMARK(BM_W4A8PrefillGemm)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapes);
+void PrefillShapesByKernel(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kShapes)
+    for (int64_t m : {256, 1024, 4096, 16384})
+      for (int64_t kernel : {0, 1}) b->Args({m, n, k, kernel});
+  b->ArgNames({"m", "n", "k", "kernel"});
+}
+
+BENCHMARK(BM_W4A8PrefillGemm)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapesByKernel);
 BENCHMARK(BM_W4A8PrefillTwoKernel)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapes);
 BENCHMARK(BM_CublasLtBf16Prefill)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapes);
 BENCHMARK(BM_CublasInt8Prefill)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapes);

@@ -55,6 +55,32 @@ absl::Status GemmW4A8Prefill(const DeviceW4A8PrefillGemm& args, cudaStream_t str
   if ((args.m - 1) * y_stride + args.n > std::numeric_limits<int64_t>::max() / 4) {
     return Invalid("y_stride = ", y_stride, " is too large");
   }
+  internal::W4A8PrefillVariant variant;
+  switch (args.kernel) {
+    case W4A8PrefillKernel::kAuto:
+    case W4A8PrefillKernel::kMmaSync128x128:
+      variant = internal::W4A8PrefillVariant::kMmaSync128x128;
+      break;
+    case W4A8PrefillKernel::kSimple:
+      variant = internal::W4A8PrefillVariant::kSimple;
+      break;
+    case W4A8PrefillKernel::kWgmmaExperimental:
+      variant = internal::W4A8PrefillVariant::kWgmmaExperimental;
+      break;
+    default:
+      return Invalid("unknown kernel");
+  }
+  const bool group_sums_below_2_22 = args.group_size * 127 * max_abs_weight < (int64_t{1} << 22);
+  if (variant == internal::W4A8PrefillVariant::kWgmmaExperimental &&
+      (args.k % 128 != 0 || args.group_size % 128 != 0 || !group_sums_below_2_22)) {
+    return Invalid(
+        "the wgmma kernel needs k and group_size multiples of 128 and group_size * 127 "
+        "* max |w - zero| < 2^22, got k = ",
+        args.k, ", group_size = ", args.group_size);
+  }
+  if (args.group_accumulators != nullptr && variant != internal::W4A8PrefillVariant::kSimple) {
+    return Invalid("group_accumulators are written by the simple kernel only");
+  }
   for (auto [name, pointer, aligned] :
        {std::tuple<const char*, const void*, bool>{"x_codes", args.x_codes, true},
         {"x_scales", args.x_scales, false},
@@ -66,21 +92,6 @@ absl::Status GemmW4A8Prefill(const DeviceW4A8PrefillGemm& args, cudaStream_t str
   }
   if (reinterpret_cast<uintptr_t>(args.y) % y_size != 0) {
     return Invalid("y is not aligned to its element type");
-  }
-  internal::W4A8PrefillVariant variant;
-  switch (args.kernel) {
-    case W4A8PrefillKernel::kAuto:
-    case W4A8PrefillKernel::kMmaSync128x128:
-      variant = internal::W4A8PrefillVariant::kMmaSync128x128;
-      break;
-    case W4A8PrefillKernel::kSimple:
-      variant = internal::W4A8PrefillVariant::kSimple;
-      break;
-    default:
-      return Invalid("unknown kernel");
-  }
-  if (args.group_accumulators != nullptr && variant != internal::W4A8PrefillVariant::kSimple) {
-    return Invalid("group_accumulators are written by the simple kernel only");
   }
   internal::W4A8PrefillParams params;
   params.x_codes = args.x_codes;
@@ -96,14 +107,17 @@ absl::Status GemmW4A8Prefill(const DeviceW4A8PrefillGemm& args, cudaStream_t str
   // Columns 2j, 2j + 1 of a row form one aligned word when the row starts on a pair boundary.
   params.y_pairs_aligned =
       y_stride % 2 == 0 && reinterpret_cast<uintptr_t>(args.y) % (2 * y_size) == 0;
-  params.group_sums_below_2_22 = args.group_size * 127 * max_abs_weight < (int64_t{1} << 22);
+  params.group_sums_below_2_22 = group_sums_below_2_22;
   params.group_accumulators = args.group_accumulators;
   params.m = static_cast<int32_t>(args.m);
   params.n = static_cast<int32_t>(args.n);
   params.k = static_cast<int32_t>(args.k);
   params.group_size = static_cast<int32_t>(args.group_size);
   params.variant = variant;
-  if (const cudaError_t error = internal::LaunchW4A8Prefill(params, stream); error != cudaSuccess) {
+  const cudaError_t error = variant == internal::W4A8PrefillVariant::kWgmmaExperimental
+                                ? internal::LaunchW4A8PrefillWgmma(params, stream)
+                                : internal::LaunchW4A8Prefill(params, stream);
+  if (error != cudaSuccess) {
     return absl::InternalError(absl::StrCat(kName, " launch: ", cudaGetErrorString(error)));
   }
   return absl::OkStatus();

@@ -28,6 +28,11 @@ enum class W4A8PrefillKernel {
   kAuto,
   kMmaSync128x128,  // mma.sync m16n8k32, 128 x 128 tiles, 8 warps, 4-stage cp.async ring
   kSimple,
+  // EXPERIMENTAL, not chosen by kAuto: wgmma m64n128k32 (sm_90a builds on Hopper only), 128 x 128
+  // tiles of two warpgroups. Needs k and group_size multiples of 128 and group sums that stay
+  // below 2^22 (group_size * 127 * 7, or * 15 with zero points, < 2^22: groups up to 4608, or
+  // 2176 with zero points), else InvalidArgument.
+  kWgmmaExperimental,
 };
 
 struct DeviceW4A8PrefillGemm {

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -155,11 +156,15 @@ const char* KernelName(W4A8PrefillKernel kernel) {
       return "mma.sync 128x128";
     case W4A8PrefillKernel::kSimple:
       return "simple";
+    case W4A8PrefillKernel::kWgmmaExperimental:
+      return "wgmma (experimental)";
   }
   return "?";
 }
 
-void CheckCase(const PrefillCase& c) {
+// Runs `kernels` on one random problem in several output configurations; checks each output
+// against the CPU reference and against GemmW4A8 + AddBias on the GPU.
+void CheckCase(const PrefillCase& c, const std::vector<W4A8PrefillKernel>& kernels) {
   const uint64_t seed = testing::FreshSeed();
   SCOPED_TRACE(absl::StrCat("seed ", seed));
   std::mt19937_64 rng(seed);
@@ -217,10 +222,6 @@ void CheckCase(const PrefillCase& c) {
   } else {  // the engine's configuration, and the plain float32 result
     configs = {{GemmElementType::kBf16, 0, true}, {GemmElementType::kFloat32, 0, false}};
   }
-  std::vector<W4A8PrefillKernel> kernels = {W4A8PrefillKernel::kAuto,
-                                            W4A8PrefillKernel::kMmaSync128x128};
-  if (c.every_row_on_cpu) kernels.push_back(W4A8PrefillKernel::kSimple);
-
   for (const OutputConfig& config : configs) {
     const int64_t size = config.y_type == GemmElementType::kBf16 ? 2 : 4;
     const int64_t y_stride = c.n + config.pad;
@@ -299,7 +300,23 @@ class W4A8PrefillGemmGpuTest : public ::testing::TestWithParam<PrefillCase> {};
 
 TEST_P(W4A8PrefillGemmGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
   FF_SKIP_WITHOUT_GPU();
-  CheckCase(GetParam());
+  std::vector<W4A8PrefillKernel> kernels = {W4A8PrefillKernel::kAuto,
+                                            W4A8PrefillKernel::kMmaSync128x128};
+  if (GetParam().every_row_on_cpu) kernels.push_back(W4A8PrefillKernel::kSimple);
+  CheckCase(GetParam(), kernels);
+}
+
+// The experimental wgmma kernel, on its own (a failure here does not touch the engine's path):
+// the same checks, on the problems it accepts (k and groups multiples of 128). Hopper only.
+class W4A8PrefillWgmmaGpuTest : public ::testing::TestWithParam<PrefillCase> {};
+
+TEST_P(W4A8PrefillWgmmaGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
+  FF_SKIP_WITHOUT_GPU();
+  int device = 0, major = 0;
+  FF_CUDA_ASSERT(cudaGetDevice(&device));
+  FF_CUDA_ASSERT(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major != 9) GTEST_SKIP() << "wgmma needs a Hopper GPU (sm_90a)";
+  CheckCase(GetParam(), {W4A8PrefillKernel::kWgmmaExperimental});
 }
 
 // Tails in every dimension: m around the 128-row tile and the 8-tile rasterisation groups (64,
@@ -344,6 +361,33 @@ INSTANTIATE_TEST_SUITE_P(RealShapes, W4A8PrefillGemmGpuTest,
                                            PrefillCase{256, 57344, 8192, 128, true, false},
                                            PrefillCase{4096, 57344, 8192, 128, false, false},
                                            PrefillCase{256, 8192, 28672, 128, false, false},
+                                           PrefillCase{4096, 8192, 28672, 128, true, false}),
+                         [](const auto& info) { return CaseName(info.param); });
+
+// Tails in m and n (k and groups stay multiples of 128), groups of 128, 256 and 640, zero points,
+// and the real layers at m = 256 and 4096.
+INSTANTIATE_TEST_SUITE_P(Tails, W4A8PrefillWgmmaGpuTest,
+                         ::testing::Values(PrefillCase{64, 128, 256, 128, false, true},
+                                           PrefillCase{65, 130, 512, 128, true, true},
+                                           PrefillCase{1, 64, 128, 128, true, true},
+                                           PrefillCase{17, 136, 384, 128, false, true},
+                                           PrefillCase{96, 130, 2048, 128, false, true},
+                                           PrefillCase{4113, 72, 256, 128, false, true},
+                                           PrefillCase{129, 256, 1280, 640, false, true},
+                                           PrefillCase{300, 200, 1024, 256, true, true},
+                                           PrefillCase{512, 520, 2048, 256, true, true},
+                                           PrefillCase{70, 1000, 512, 128, false, true}),
+                         [](const auto& info) { return CaseName(info.param); });
+
+INSTANTIATE_TEST_SUITE_P(RealShapes, W4A8PrefillWgmmaGpuTest,
+                         ::testing::Values(PrefillCase{256, 6144, 4096, 128, false, false},
+                                           PrefillCase{4096, 6144, 4096, 128, true, false},
+                                           PrefillCase{4096, 4096, 4096, 128, false, false},
+                                           PrefillCase{4096, 28672, 4096, 128, true, false},
+                                           PrefillCase{4096, 4096, 14336, 128, false, false},
+                                           PrefillCase{4096, 10240, 8192, 128, false, false},
+                                           PrefillCase{4096, 8192, 8192, 128, true, false},
+                                           PrefillCase{4096, 57344, 8192, 128, false, false},
                                            PrefillCase{4096, 8192, 28672, 128, true, false}),
                          [](const auto& info) { return CaseName(info.param); });
 
@@ -428,6 +472,24 @@ TEST(W4A8PrefillGemmArgsTest, RejectsShapesItCannotRun) {
   args = ValidArgs();
   args.group_accumulators = FakeDevicePointer<int32_t>();
   EXPECT_TRUE(FailsMentioning(args, kInvalid, "simple kernel only"));
+  // The wgmma kernel's limits: whole 128-wide K tiles in one group, group sums below 2^22.
+  for (auto [k, group_size, zero_points] :
+       {std::tuple<int64_t, int64_t, bool>{544, 32, false},  // k and groups not multiples of 128
+        {512, 64, false},                                    // groups not a multiple of 128
+        {4608, 2304, true},      // 2304 * 127 * 15 >= 2^22 (fine without zero points)
+        {9472, 4736, false}}) {  // 4736 * 127 * 7 >= 2^22
+    args = ShapeArgs();
+    args.kernel = W4A8PrefillKernel::kWgmmaExperimental;
+    args.k = k;
+    args.group_size = group_size;
+    if (zero_points) args.w_zero_points = FakeDevicePointer<int8_t>();
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "wgmma kernel needs")) << k << " " << group_size;
+  }
+  args = ShapeArgs();  // accepted: the call goes on to the pointers
+  args.kernel = W4A8PrefillKernel::kWgmmaExperimental;
+  args.k = 4608;
+  args.group_size = 2304;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
 }
 
 TEST(W4A8PrefillGemmArgsTest, RejectsNullAndMisalignedPointers) {
