@@ -15,9 +15,9 @@
 // bytes), the packed INT4 tile (64 bytes a row) into a plain buffer; each thread then unpacks the
 // very chunks it copied (so no barrier between the copy and the unpack) to INT8 in the same
 // swizzled layout, alternating between two buffers, and fences its generic-proxy writes for the
-// async proxy; after one barrier per tile each warpgroup issues four m64n128k32 wgmmas and waits
-// for them. Simple lockstep, no warp specialisation, no overlap of the unpack with the MMAs: a
-// first version to measure.
+// async proxy. Each warpgroup issues tile kt's four m64n128k32 wgmmas, unpacks tile kt + 1 while
+// they run, waits, folds; one barrier per tile. No warp specialisation and the fold does not
+// overlap the MMAs: a first version to measure.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -192,7 +192,9 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
     CopyAsyncCommit();
   }
 
-  for (int kt = 0; kt < k_tiles; ++kt) {
+  // Tile kt's weights unpacked into buffer kt % 2 (and, at a group's first tile, the group's scales
+  // into shared memory): waits for this thread's copies of tile kt, reads only them.
+  auto prepare_tile = [&](int kt) {
     const int g = kt / tiles_per_group;
     // Zero points of the two weight rows this thread unpacks (issued before the wait).
     uint32_t zero_plus_8[2];
@@ -208,32 +210,39 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
       scale_shared[(g % 2) * kBN + tid] =
           n < p.n ? HalfBitsToFloat(p.w_scales[static_cast<int64_t>(n) * groups + g]) : 0.0f;
     }
-    CopyAsyncWait<kStages - 2>();  // this thread's copies of tile kt have landed
-    {
-      const uint8_t* src = packed_shared + (kt % kStages) * kPackedBytes;
-      uint8_t* dst = b_shared + (kt % 2) * kTileBytes;
+    // Tiles up to kt have landed: of the kStages - 1 + kt groups committed so far (one per tile),
+    // at most kStages - 2 are pending.
+    CopyAsyncWait<kStages - 2>();
+    const uint8_t* src = packed_shared + (kt % kStages) * kPackedBytes;
+    uint8_t* dst = b_shared + (kt % 2) * kTileBytes;
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int row = tid / 4 + 64 * j, q = tid % 4;
-        const uint4 words = *reinterpret_cast<const uint4*>(src + row * 64 + q * 16);
-        // Word i of the chunk holds K elements 8i..8i+7 of its 32: low nibbles 8i..8i+3.
-        uint4 lo, hi;  // INT8 chunks 2q (K 32q..32q+15) and 2q + 1
-        lo.x = CenteredInt8x4(words.x & 0x0f0f0f0fu, flip, zero_plus_8[j]);
-        lo.y = CenteredInt8x4((words.x >> 4) & 0x0f0f0f0fu, flip, zero_plus_8[j]);
-        lo.z = CenteredInt8x4(words.y & 0x0f0f0f0fu, flip, zero_plus_8[j]);
-        lo.w = CenteredInt8x4((words.y >> 4) & 0x0f0f0f0fu, flip, zero_plus_8[j]);
-        hi.x = CenteredInt8x4(words.z & 0x0f0f0f0fu, flip, zero_plus_8[j]);
-        hi.y = CenteredInt8x4((words.z >> 4) & 0x0f0f0f0fu, flip, zero_plus_8[j]);
-        hi.z = CenteredInt8x4(words.w & 0x0f0f0f0fu, flip, zero_plus_8[j]);
-        hi.w = CenteredInt8x4((words.w >> 4) & 0x0f0f0f0fu, flip, zero_plus_8[j]);
-        *reinterpret_cast<uint4*>(dst + Swizzle128(row, 2 * q)) = lo;
-        *reinterpret_cast<uint4*>(dst + Swizzle128(row, 2 * q + 1)) = hi;
-      }
+    for (int j = 0; j < 2; ++j) {
+      const int row = tid / 4 + 64 * j, q = tid % 4;
+      const uint4 words = *reinterpret_cast<const uint4*>(src + row * 64 + q * 16);
+      // Word i of the chunk holds K elements 8i..8i+7 of its 32: low nibbles 8i..8i+3.
+      uint4 lo, hi;  // INT8 chunks 2q (K 32q..32q+15) and 2q + 1
+      lo.x = CenteredInt8x4(words.x & 0x0f0f0f0fu, flip, zero_plus_8[j]);
+      lo.y = CenteredInt8x4((words.x >> 4) & 0x0f0f0f0fu, flip, zero_plus_8[j]);
+      lo.z = CenteredInt8x4(words.y & 0x0f0f0f0fu, flip, zero_plus_8[j]);
+      lo.w = CenteredInt8x4((words.y >> 4) & 0x0f0f0f0fu, flip, zero_plus_8[j]);
+      hi.x = CenteredInt8x4(words.z & 0x0f0f0f0fu, flip, zero_plus_8[j]);
+      hi.y = CenteredInt8x4((words.z >> 4) & 0x0f0f0f0fu, flip, zero_plus_8[j]);
+      hi.z = CenteredInt8x4(words.w & 0x0f0f0f0fu, flip, zero_plus_8[j]);
+      hi.w = CenteredInt8x4((words.w >> 4) & 0x0f0f0f0fu, flip, zero_plus_8[j]);
+      *reinterpret_cast<uint4*>(dst + Swizzle128(row, 2 * q)) = lo;
+      *reinterpret_cast<uint4*>(dst + Swizzle128(row, 2 * q + 1)) = hi;
     }
-    FenceProxyAsync();
-    // Tile kt (activations and unpacked weights) is complete for everyone; and everyone's wgmmas
-    // of tile kt - 1 have completed, so its ring stage may be refilled.
-    __syncthreads();
+  };
+
+  prepare_tile(0);
+  FenceProxyAsync();
+  __syncthreads();
+  // Iteration kt: refill the ring, issue tile kt's wgmmas, unpack tile kt + 1 while they run,
+  // wait, fold. At its start every thread has prepared tile kt and fenced it, and every wgmma of
+  // tile kt - 1 has completed (the barrier that ends each iteration).
+  for (int kt = 0; kt < k_tiles; ++kt) {
+    // Stage (kt - 1) % kStages: tile kt - 1's activations (read by its completed wgmmas) and
+    // packed weights (unpacked an iteration ago).
     if (kt + kStages - 1 < k_tiles) load_tile(kt + kStages - 1);
     CopyAsyncCommit();
     const uint32_t a_base =
@@ -247,10 +256,13 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
       WgmmaS8(acc, Descriptor(a_base + ks * 32), Descriptor(b_base + ks * 32));
     }
     WgmmaCommit();
+    // Buffer (kt + 1) % 2 was last read by tile kt - 1's wgmmas, completed.
+    if (kt + 1 < k_tiles) prepare_tile(kt + 1);
     WgmmaWaitAll();
 #pragma unroll
     for (int i = 0; i < 64; ++i) FenceRegister(acc[i]);
     if ((kt + 1) % tiles_per_group == 0) {  // fold the finished group (reference order)
+      const int g = kt / tiles_per_group;
       const float* scales = scale_shared + (g % 2) * kBN + 2 * t;
 #pragma unroll
       for (int i = 0; i < 64; ++i) {
@@ -260,6 +272,8 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
         acc[i] = kMagicBits;
       }
     }
+    FenceProxyAsync();  // tile kt + 1's unpacked weights and landed activations, for wgmma
+    __syncthreads();
   }
   CopyAsyncWait<0>();
 
