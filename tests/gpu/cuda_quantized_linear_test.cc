@@ -288,11 +288,23 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaQuantizedLinearOnCodesTest,
                                            LayerCase{5, 520, 1000, 4, 0, false, true, 0},
                                            LayerCase{3, 256, 688, 8, 0, true, true, 0},
                                            LayerCase{300, 256, 688, 8, 0, true, false, 0}),
+// W4A8 prefill (from cuda::kW4A8PrefillMinRows = 64 rows): the 128 x 128-tile GEMM with the
+// epilogue fused; 63 rows still take GemmW4A8 + AddBias. Groups of 128 and 32, per channel with
+// padded K, zero points, bias, strided x, odd n.
+INSTANTIATE_TEST_SUITE_P(W4A8Prefill, CudaQuantizedLinearTest,
+                         ::testing::Values(LayerCase{63, 130, 512, 4, 128, true, true, 0},
+                                           LayerCase{64, 130, 512, 4, 128, true, true, 0},
+                                           LayerCase{200, 77, 172, 4, 0, true, true, 4},
+                                           LayerCase{300, 256, 1024, 4, 32, false, true, 0},
+                                           LayerCase{129, 96, 688, 4, 0, false, false, 0},
+                                           LayerCase{256, 6144, 4096, 4, 128, true, false, 0}),
                          [](const ::testing::TestParamInfo<LayerCase>& info) {
                            const LayerCase& c = info.param;
                            return absl::StrCat("W", c.bits, "A8_m", c.m, "_", c.out, "x", c.in,
                                                "_g", c.group_size, c.symmetric ? "_sym" : "_zp",
                                                c.bias ? "_bias" : "");
+                                               c.bias ? "_bias" : "",
+                                               c.x_stride_pad ? "_strided" : "");
                          });
 
 TEST(CudaQuantizedLinearTest, RefusesFormatsWithoutAKernel) {
