@@ -265,6 +265,7 @@ class CudaExecutionContext final : public ExecutionContext {
   int64_t workspace_high_water() const override { return arena_.high_water(); }
 
   cudaStream_t stream() const { return stream_.get(); }
+  void* native_stream() const override { return stream(); }
   const DeviceStep& device_step() const { return device_step_; }
   cuda::CublasLtGemm& gemm() { return *gemm_; }
   cuda::CublasLtInt8Gemm& int8_gemm() { return *int8_gemm_; }
