@@ -390,7 +390,12 @@ absl::StatusOr<runtime::TensorView> LlamaModel::RunForward(std::span<const Seque
   } else {
     FF_RETURN_IF_ERROR(layers());
   }
-  if (device_tensor_parallel()) return scratch.full_logits.Rows(0, real_logit_rows);
+  if (device_tensor_parallel()) {
+    // A bounded wait for this step's collectives (a silent peer becomes DeadlineExceeded and the
+    // communicator is aborted), before anything waits on the stream without a bound.
+    FF_RETURN_IF_ERROR(device_collectives_->Synchronize());
+    return scratch.full_logits.Rows(0, real_logit_rows);
+  }
   return scratch.logits.Rows(0, real_logit_rows);
 }
 
