@@ -288,6 +288,13 @@ INSTANTIATE_TEST_SUITE_P(Shapes, CudaQuantizedLinearOnCodesTest,
                                            LayerCase{5, 520, 1000, 4, 0, false, true, 0},
                                            LayerCase{3, 256, 688, 8, 0, true, true, 0},
                                            LayerCase{300, 256, 688, 8, 0, true, false, 0}),
+                         [](const ::testing::TestParamInfo<LayerCase>& info) {
+                           const LayerCase& c = info.param;
+                           return absl::StrCat("W", c.bits, "A8_m", c.m, "_", c.out, "x", c.in,
+                                               "_g", c.group_size, c.symmetric ? "_sym" : "_zp",
+                                               c.bias ? "_bias" : "");
+                         });
+
 // W4A8 prefill (from cuda::kW4A8PrefillMinRows = 64 rows): the 128 x 128-tile GEMM with the
 // epilogue fused; 63 rows still take GemmW4A8 + AddBias. Groups of 128 and 32, per channel with
 // padded K, zero points, bias, strided x, odd n.
