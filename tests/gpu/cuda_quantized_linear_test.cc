@@ -309,7 +309,6 @@ INSTANTIATE_TEST_SUITE_P(W4A8Prefill, CudaQuantizedLinearTest,
                            const LayerCase& c = info.param;
                            return absl::StrCat("W", c.bits, "A8_m", c.m, "_", c.out, "x", c.in,
                                                "_g", c.group_size, c.symmetric ? "_sym" : "_zp",
-                                               c.bias ? "_bias" : "");
                                                c.bias ? "_bias" : "",
                                                c.x_stride_pad ? "_strided" : "");
                          });
