@@ -47,6 +47,9 @@ class ExecutionContext {
   virtual absl::Status LaunchGraph(int64_t bucket) {
     return absl::UnimplementedError("no CUDA graphs");
   }
+  // The CUDA stream the ops run on, as an opaque handle (a cudaStream_t), for work the model
+  // enqueues next to them (tensor-parallel collectives); null on host backends.
+  virtual void* native_stream() const { return nullptr; }
   virtual int64_t workspace_capacity() const = 0;
   virtual int64_t workspace_high_water() const = 0;
 

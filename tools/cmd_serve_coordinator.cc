@@ -402,7 +402,8 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
   cmd->add_option("--all-reduce-compression", options->all_reduce_compression,
-                  "Tensor-parallel all-reduces: int8 (per-block INT8, less traffic) or none "
+                  "Tensor-parallel all-reduces: int8 (per-block INT8, less traffic; on GPU "
+                  "groups it only allows INT8 where the measured table chose it) or none "
                   "(FP32, exact)")
       ->capture_default_str()
       ->check(CLI::IsMember({"int8", "none"}));

@@ -71,6 +71,7 @@ int RunServeWorker(const ServeWorkerOptions& options) {
   engine::CpuModelLoaderOptions loader_options;
   loader_options.backend = selected->backend;
   loader_options.load_progress = LoadProgressLine("serve worker");
+  loader_options.cuda_device = options.device.gpu;  // an NCCL group's rank joins on it
   process_options.service.model_loader = engine::CpuModelLoader(loader_options);
   if (selected->cuda) process_options.service.device_backend = selected->backend;
   engine::ContinuousBatcherOptions batcher_options;

@@ -33,7 +33,15 @@ constexpr int64_t kMaxBytes = int64_t{256} << 20;
 
 // The last two split the compressed call into its parts, to see where its time goes: the two
 // exchanges of INT8 slots alone (no kernels), and the three kernels alone (no communication).
-enum class Mode { kNcclFp32 = 0, kCompressedInt8 = 1, kInt8ExchangeOnly = 2, kInt8KernelsOnly = 3 };
+// kNcclBf16 all-reduces the same element count as bf16 (half the bytes; what the GPU model's
+// tensor-parallel partial sums send); its bandwidth counters are FP32-equivalent like INT8's.
+enum class Mode {
+  kNcclFp32 = 0,
+  kCompressedInt8 = 1,
+  kInt8ExchangeOnly = 2,
+  kInt8KernelsOnly = 3,
+  kNcclBf16 = 4,
+};
 const char* ModeName(Mode mode) {
   switch (mode) {
     case Mode::kNcclFp32:
@@ -44,6 +52,8 @@ const char* ModeName(Mode mode) {
       return "int8_exchange_only";
     case Mode::kInt8KernelsOnly:
       return "int8_kernels_only";
+    case Mode::kNcclBf16:
+      return "nccl_bf16";
   }
   return "";
 }
@@ -197,6 +207,8 @@ class TwoGpuGroup {
     switch (command.mode) {
       case Mode::kNcclFp32:
         return communicator.AllReduceSum(buffers.data, command.count).ok();
+      case Mode::kNcclBf16:  // the float data's first 2 * count bytes, read as bf16
+        return communicator.AllReduceSumBFloat16(buffers.data, command.count).ok();
       case Mode::kCompressedInt8:
         return reducer.AllReduceSum(buffers.data, command.count).ok();
       case Mode::kInt8ExchangeOnly:
@@ -283,8 +295,8 @@ void BM_AllReduce(benchmark::State& state) {
 }
 
 void AllReduceArgs(benchmark::internal::Benchmark* benchmark) {
-  for (int mode : {0, 1, 2, 3}) {
-    for (int64_t bytes = int64_t{64} << 10; bytes <= kMaxBytes; bytes *= 4) {
+  for (int mode : {0, 1, 2, 3, 4}) {
+    for (int64_t bytes = int64_t{16} << 10; bytes <= kMaxBytes; bytes *= 4) {
       benchmark->Args({mode, bytes});
     }
   }

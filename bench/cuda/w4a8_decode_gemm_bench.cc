@@ -5,11 +5,18 @@
 //                            then AddBias (float32 bias) into bf16 -- the same result;
 //   BM_CublasLtBf16Decode    cuBLASLt bf16 (CublasLtGemm, autotuned), the unquantized peer;
 //   BM_W8A8DecodeGemm        GemmW8A8Decode (w8a8_decode_gemm.h), bf16 output, fused add;
-//   BM_W8A8MmaSyncAddBias    GemmW8A8 (int8_gemm.h) into float32, then AddBias into bf16.
+//   BM_W8A8MmaSyncAddBias    GemmW8A8 (int8_gemm.h) into float32, then AddBias into bf16;
+//   BM_W4A8DecodeSplitK      GemmW4A8Decode: split 0 kAuto (the heuristic's choice), 1 the
+//                            narrow kernel (the reference path), 2, 4, 8 kSplitK, on every
+//                            Llama-3-8B/70B layer and TP2 half at m = 1, 16;
+//   BM_CublasInt8Decode      cublasGemmEx s8 x s8 -> s32 on the same shapes (no scales, no
+//                            epilogue: strictly less work), the INT8 peer;
+//   BM_CublasLtBf16DecodeTP  cuBLASLt bf16 on the same shapes, the bf16 peer.
 // All are memory-bound: reported as weight bytes per second (INT4: packed codes + FP16 scales;
 // INT8: codes + scales; bf16: 2 n k) and as a fraction of 4.3 TB/s. The L2 is flushed (by reading a
 // buffer of twice its size) before every timed call, so the weights come from HBM as in a decode
 // step.
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -328,6 +335,74 @@ void BM_W8A8MmaSyncAddBias(benchmark::State& state) {
   flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, n * k + 2.0 * n);
 }
 
+// Args: m, n, k, split (0: kAuto, what the engine runs; 1: the narrow kernel, the reference
+// path; 2, 4, 8: kSplitK forced). The counter `split` says which split ran (1: narrow).
+void BM_W4A8DecodeSplitK(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const int split = static_cast<int>(state.range(3));
+  using flatfleet::cuda::W4A8DecodeKernel;
+  const W4A8Problem problem(m, n, k);
+  const L2Flush flush;
+  if (!problem.ok()) {
+    state.SkipWithError("out of device memory");
+    return;
+  }
+  const flatfleet::cuda::DeviceW4A8DecodeGemm args{
+      .m = m,
+      .n = n,
+      .k = k,
+      .group_size = kGroupSize,
+      .x_codes = static_cast<const int8_t*>(problem.x),
+      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
+      .w_words = static_cast<const uint32_t*>(problem.w),
+      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
+      .epilogue_add = static_cast<const float*>(problem.add),
+      .y = problem.y,
+      .y_type = GemmElementType::kBf16,
+      .kernel = split == 0   ? W4A8DecodeKernel::kAuto
+                : split == 1 ? W4A8DecodeKernel::kTensorCoreNarrow
+                             : W4A8DecodeKernel::kSplitK,
+      .split = split >= 2 ? split : 0};
+  TimeCold(state, flush, [&] { return flatfleet::cuda::GemmW4A8Decode(args, nullptr).ok(); });
+  flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));
+  int device = 0, sm_count = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
+  state.counters["split"] =
+      split == 0 ? flatfleet::cuda::ChooseW4A8DecodeSplit(m, n, k, kGroupSize, sm_count) : split;
+}
+
+// Args: m, n, k. int32 output, no scales: cuBLAS's INT8 GEMM reads 1 byte per weight.
+void BM_CublasInt8Decode(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  void* x = RandomBytes(m * k);
+  void* w = RandomBytes(n * k);
+  void* y = nullptr;
+  cudaMalloc(&y, m * n * 4);
+  const L2Flush flush;
+  cublasHandle_t handle = nullptr;
+  if (x == nullptr || w == nullptr || y == nullptr) {
+    state.SkipWithError("out of device memory");
+  } else if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
+    state.SkipWithError("cublasCreate failed");
+  } else {
+    const int32_t alpha = 1, beta = 0;
+    // Row-major Y[m, n] = X[m, k] W[n, k]^T is column-major Y^T[n, m] = W^T(op T) . X^T.
+    TimeCold(state, flush, [&] {
+      return cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                          static_cast<int>(m), static_cast<int>(k), &alpha, w, CUDA_R_8I,
+                          static_cast<int>(k), x, CUDA_R_8I, static_cast<int>(k), &beta, y,
+                          CUDA_R_32I, static_cast<int>(n), CUBLAS_COMPUTE_32I,
+                          CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
+    });
+    flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, 1.0 * n * k);
+    cublasDestroy(handle);
+  }
+  for (void* p : {x, w, y}) cudaFree(p);
+}
+
 // Llama-3-8B: fused q/k/v, o, fused gate|up, down; Llama-3-70B: the same four.
 constexpr int64_t kShapes[][2] = {{6144, 4096},  {4096, 4096}, {28672, 4096}, {4096, 14336},
                                   {10240, 8192}, {8192, 8192}, {57344, 8192}, {8192, 28672}};
@@ -345,6 +420,34 @@ void DecodeShapesByKernel(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k", "kernel"});
 }
 
+// The split-K comparison: every Llama-3-8B / 70B layer (Mixtral-8x7B's are the 8B shapes) and
+// TP2 half, at m = 1 and 16.
+constexpr int64_t kSplitShapes[][2] = {
+    {6144, 4096},  {4096, 4096}, {28672, 4096}, {4096, 14336},   // 8B TP1
+    {3072, 4096},  {4096, 2048}, {14336, 4096}, {4096, 7168},    // 8B TP2
+    {10240, 8192}, {8192, 8192}, {57344, 8192}, {8192, 28672},   // 70B TP1
+    {5120, 8192},  {8192, 4096}, {28672, 8192}, {8192, 14336}};  // 70B TP2
+
+void SplitShapes(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kSplitShapes)
+    for (int64_t m : {1, 16}) b->Args({m, n, k});
+  b->ArgNames({"m", "n", "k"});
+}
+
+void SplitShapesBySplit(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kSplitShapes)
+    for (int64_t m : {1, 16})
+      for (int64_t split : {1, 0, 2, 4, 8}) b->Args({m, n, k, split});
+  b->ArgNames({"m", "n", "k", "split"});
+}
+
+BENCHMARK(BM_W4A8DecodeSplitK)->UseManualTime()->MinTime(0.1)->Apply(SplitShapesBySplit);
+BENCHMARK(BM_CublasInt8Decode)->UseManualTime()->MinTime(0.1)->Apply(SplitShapes);
+BENCHMARK(BM_CublasLtBf16Decode)
+    ->Name("BM_CublasLtBf16DecodeTP")
+    ->UseManualTime()
+    ->MinTime(0.1)
+    ->Apply(SplitShapes);
 BENCHMARK(BM_W4A8DecodeGemm)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapesByKernel);
 BENCHMARK(BM_W4A8MmaSyncAddBias)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapes);
 BENCHMARK(BM_CublasLtBf16Decode)->UseManualTime()->MinTime(0.1)->Apply(DecodeShapes);

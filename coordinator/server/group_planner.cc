@@ -4,8 +4,21 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace flatfleet::coordinator {
+
+absl::StatusOr<GroupBackend> ChooseGroupBackend(const std::vector<bool>& rank_needs_nccl) {
+  std::vector<size_t> gpu, cpu;
+  for (size_t rank = 0; rank < rank_needs_nccl.size(); ++rank) {
+    (rank_needs_nccl[rank] ? gpu : cpu).push_back(rank);
+  }
+  if (gpu.empty()) return GroupBackend::kGloo;
+  if (cpu.empty()) return GroupBackend::kNccl;
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the group mixes GPU workers (ranks ", absl::StrJoin(gpu, ", "), ") with CPU workers (ranks ",
+      absl::StrJoin(cpu, ", "), "); give each group workers of one kind"));
+}
 
 absl::StatusOr<ClusterPlan> PlanWorkerGroups(uint64_t model_bytes,
                                              const std::vector<WorkerInfo>& workers,

@@ -36,6 +36,14 @@ struct ClusterPlan {
   std::vector<std::string> unused_workers;
 };
 
+enum class GroupBackend { kGloo, kNccl };
+
+// The collectives a group runs on, from what each rank says it needs (Health's
+// collective_backend; true: a GPU worker that needs NCCL): NCCL when every rank is a GPU worker,
+// Gloo when none is. A group mixing both cannot run (a GPU model needs device collectives, a CPU
+// one host collectives): FailedPrecondition naming the ranks.
+absl::StatusOr<GroupBackend> ChooseGroupBackend(const std::vector<bool>& rank_needs_nccl);
+
 absl::StatusOr<ClusterPlan> PlanWorkerGroups(uint64_t model_bytes,
                                              const std::vector<WorkerInfo>& workers,
                                              const PlannerOptions& options = {});

@@ -171,6 +171,7 @@ void WorkerGroupSession::Run() {
 absl::Status WorkerGroupSession::EnsureLoaded() {
   std::vector<uint32_t> to_load;
   bool any_ready = false;
+  std::vector<bool> rank_needs_nccl(stubs_.size(), false);
   for (uint32_t rank = 0; rank < stubs_.size(); ++rank) {
     v1::HealthResponse health;
     grpc::Status status =
@@ -182,6 +183,7 @@ absl::Status WorkerGroupSession::EnsureLoaded() {
       return absl::UnavailableError(
           absl::StrCat("worker ", address, ": Health failed: ", status.error_message()));
     }
+    rank_needs_nccl[rank] = health.collective_backend() == v1::COLLECTIVE_BACKEND_NCCL;
     switch (health.state()) {
       case v1::WORKER_STATE_READY:
         any_ready = true;
@@ -214,10 +216,17 @@ absl::Status WorkerGroupSession::EnsureLoaded() {
   for (const std::string& peer : plan_.rank_addresses) rendezvous.add_peer_addresses(peer);
   if (stubs_.size() > 1) {
     // Rank 0 hosts the group's rendezvous store; every rank's LoadShard then meets there.
+    // NCCL for a group of GPU workers, Gloo for CPU workers.
+    absl::StatusOr<GroupBackend> backend = ChooseGroupBackend(rank_needs_nccl);
+    if (!backend.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(plan_.group_id, ": ", backend.status().message()));
+    }
     v1::OpenRendezvousRequest open;
     open.set_group_id(plan_.group_id);
     open.set_tp_size(static_cast<uint32_t>(stubs_.size()));
-    open.set_backend(v1::COLLECTIVE_BACKEND_GLOO);
+    open.set_backend(*backend == GroupBackend::kNccl ? v1::COLLECTIVE_BACKEND_NCCL
+                                                     : v1::COLLECTIVE_BACKEND_GLOO);
     const std::string& leader = plan_.rank_addresses[0];
     open.set_host(leader.substr(0, leader.rfind(':')));
     v1::OpenRendezvousResponse opened;

@@ -21,6 +21,7 @@
 #include <atomic>
 
 #include "kernels/cuda/grouped_gemm_launch.h"
+#include "kernels/cuda/per_device_attribute.h"
 #include "kernels/cuda/warp_mma.cuh"
 
 namespace flatfleet::cuda::internal {
@@ -260,14 +261,10 @@ template <class C, bool kFloatOut>
 cudaError_t LaunchTiles(const GroupedGemmParams& p, cudaStream_t stream) {
   static std::atomic<uint64_t> configured_devices{0};
   auto* kernel = GroupedGemmTensorCoreKernel<C, kFloatOut>;
-  int device = 0;
-  if (cudaError_t error = cudaGetDevice(&device); error != cudaSuccess) return error;
-  const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
-  if (bit == 0 || (configured_devices.load() & bit) == 0) {
-    const cudaError_t error =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
-    if (error != cudaSuccess) return error;
-    configured_devices.fetch_or(bit);
+  if (const cudaError_t error =
+          SetMaxDynamicSharedMemoryOncePerDevice(configured_devices, kernel, C::kSmemBytes);
+      error != cudaSuccess) {
+    return error;
   }
   const int64_t row_tiles =
       (p.total_rows + C::BM - 1) / C::BM + std::min<int64_t>(p.num_experts, p.total_rows);

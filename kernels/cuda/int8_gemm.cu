@@ -9,8 +9,12 @@
 // int8x4 registers right before the MMA (two masks and three byte-wise ops per four values).
 #include <cuda_fp16.h>
 
+#include <atomic>
+#include <cstdint>
+
 #include "kernels/cuda/int4_unpack.h"
 #include "kernels/cuda/int8_kernels_launch.h"
+#include "kernels/cuda/per_device_attribute.h"
 #include "kernels/cuda/warp_mma.cuh"
 
 namespace flatfleet::cuda::internal {
@@ -260,8 +264,10 @@ __global__ void __launch_bounds__(C::kThreads) QuantizedGemmKernel(const GemmPar
 
 template <class C>
 cudaError_t Launch(const GemmParams& p, cudaStream_t stream) {
-  static const cudaError_t attribute_status = cudaFuncSetAttribute(
-      QuantizedGemmKernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
+  // The opt-in is per device: a process driving two GPUs sets it on each.
+  static std::atomic<uint64_t> configured_devices{0};
+  const cudaError_t attribute_status = SetMaxDynamicSharedMemoryOncePerDevice(
+      configured_devices, QuantizedGemmKernel<C>, C::kSmemBytes);
   if (attribute_status != cudaSuccess) return attribute_status;
   const dim3 grid((p.n + C::BN - 1) / C::BN, (p.m + C::BM - 1) / C::BM);
   QuantizedGemmKernel<C><<<grid, C::kThreads, C::kSmemBytes, stream>>>(p);

@@ -23,11 +23,41 @@ absl::Status Invalid(const auto&... parts) {
   return absl::InvalidArgumentError(absl::StrCat(kName, ": ", parts...));
 }
 
+// The SM count of the current device (a cached host attribute: no sync, fine under capture).
+int CurrentSmCount() {
+  int device = 0, count = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    return 0;
+  }
+  return count;
+}
+
 }  // namespace
 
 // Measured on an H200 (bench/RESULTS.md, BM_W4A8DecodeGemm kernel:1 vs kernel:2): the narrow
 // kernel is as fast or faster on every real shape at m = 1, 4, 16, up to 20% at n = 57344.
 W4A8DecodeKernel ChooseW4A8DecodeKernel(int64_t n) { return W4A8DecodeKernel::kTensorCoreNarrow; }
+
+// Why this rule (to be checked against BM_W4A8DecodeSplitK, which runs every split on every
+// shape): the narrow kernel is latency-bound on narrow layers (n = 4096: 512 warps, about 4 per
+// SM, each walking all of K in one dependent chain). Splitting K multiplies the warps; the most
+// that fit at once keep the most independent 16-byte loads in flight, while a second, partial
+// wave would leave SMs idle at the end. Fewer than 2 windows per warp only adds exchange work.
+int ChooseW4A8DecodeSplit(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count) {
+  (void)m;
+  if (group_size <= 0 || group_size % 128 != 0 || k % 128 != 0 || n < 1 || sm_count < 1) return 1;
+  const int64_t windows = k / 128;
+  const int64_t channel_blocks = (n + 7) / 8;
+  int chosen = 1;
+  for (int split : {2, 4, 8}) {
+    const bool enough_windows = windows >= kW4A8SplitMinWindowsPerWarp * split;
+    const bool one_wave =
+        channel_blocks * split <= int64_t{W4A8SplitResidentWarpsPerSm(split)} * sm_count;
+    if (enough_windows && one_wave) chosen = split;
+  }
+  return chosen;
+}
 
 absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t stream) {
   if (args.m < 1 || args.m > kMaxRows) return Invalid("m must be in 1..16, got ", args.m);
@@ -54,6 +84,14 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
   if (args.y_type != GemmElementType::kFloat32 && args.y_type != GemmElementType::kBf16) {
     return Invalid("unknown y_type");
   }
+  if (args.kernel == W4A8DecodeKernel::kSplitK) {
+    if (args.group_size % 128 != 0) {
+      return Invalid("kSplitK needs group_size a multiple of 128, got ", args.group_size);
+    }
+    if (args.split != 0 && args.split != 2 && args.split != 4 && args.split != 8) {
+      return Invalid("split must be 0, 2, 4 or 8, got ", args.split);
+    }
+  }
   const bool y_is_bf16 = args.y_type == GemmElementType::kBf16;
   if ((args.m - 1) * y_stride + args.n > std::numeric_limits<int64_t>::max() / 4) {
     return Invalid("y_stride = ", y_stride, " is too large");
@@ -71,8 +109,16 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
     return Invalid("y is not aligned to its element type");
   }
   internal::W4A8DecodeVariant variant;
-  W4A8DecodeKernel kernel =
-      args.kernel == W4A8DecodeKernel::kAuto ? ChooseW4A8DecodeKernel(args.n) : args.kernel;
+  W4A8DecodeKernel kernel = args.kernel;
+  int split = args.split;
+  if (kernel == W4A8DecodeKernel::kAuto || (kernel == W4A8DecodeKernel::kSplitK && split == 0)) {
+    const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentSmCount();
+    const int chosen = ChooseW4A8DecodeSplit(args.m, args.n, args.k, args.group_size, sm_count);
+    if (kernel == W4A8DecodeKernel::kAuto) {
+      kernel = chosen >= 2 ? W4A8DecodeKernel::kSplitK : ChooseW4A8DecodeKernel(args.n);
+    }
+    split = chosen >= 2 ? chosen : 2;
+  }
   switch (kernel) {
     case W4A8DecodeKernel::kTensorCoreNarrow:
       variant = internal::W4A8DecodeVariant::kNarrow;
@@ -82,6 +128,9 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
       break;
     case W4A8DecodeKernel::kSimple:
       variant = internal::W4A8DecodeVariant::kSimple;
+      break;
+    case W4A8DecodeKernel::kSplitK:
+      variant = internal::W4A8DecodeVariant::kSplitK;
       break;
     default:
       return Invalid("unknown kernel");
@@ -102,6 +151,7 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
   params.k = static_cast<int32_t>(args.k);
   params.group_size = static_cast<int32_t>(args.group_size);
   params.variant = variant;
+  params.split = variant == internal::W4A8DecodeVariant::kSplitK ? split : 1;
   if (const cudaError_t error = internal::LaunchW4A8Decode(params, stream); error != cudaSuccess) {
     return absl::InternalError(absl::StrCat(kName, " launch: ", cudaGetErrorString(error)));
   }

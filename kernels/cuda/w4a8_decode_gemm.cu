@@ -319,6 +319,167 @@ __global__ void __launch_bounds__(kThreads) W4A8DecodeRingKernel(const W4A8Decod
   tile.template Store<Out>(p, partial);
 }
 
+// Intra-CTA split-K (group_size % 128 == 0, so k % 128 == 0): the CTA owns one block of 8
+// output channels and its kSplit warps share K: in round r, warp s multiplies window r * kSplit
+// + s (interleaved, so the CTA streams consecutive bytes of each weight row). On narrow layers
+// this gives kSplit times the warps of the narrow kernel, each with a shorter chain.
+//
+// Exactness: each warp's int32 sum of its window (exact) and the window's scales go to shared
+// memory; warp 0 adds the sums of a round's windows in ascending window order into the running
+// int32 group sum (exact: every partial sum is a sum of products the k bound covers) and folds
+// a group as the reference does when its last window is added: partial = fmaf(float(group sum),
+// s_w, partial), groups in ascending order. Only warp 0 stores. The exchange is double-buffered
+// by round parity, so one barrier per round suffices: round r + 2 rewrites buffer r % 2 only
+// after every warp passed barrier r + 1, which warp 0 reaches after it has read buffer r % 2.
+//
+// Per warp, as in the ring kernel: a ring of kRing windows in shared memory (cp.async, kRing - 1
+// windows in flight per lane), the scales and zero points kScaleRing rounds ahead in registers,
+// and the activations of the next round loaded before this round's MMAs (they were the
+// dependent L1/L2 loads in the chain).
+template <int kSplit, int kRing, int kScaleRing, typename Out>
+// At least 20 warps per SM resident (16 with 8-warp CTAs): a register cap that spills nothing
+// (24 warps, 85 registers, spilled).
+__global__ void __launch_bounds__(kSplit * 32, 20 / kSplit)
+    W4A8DecodeSplitKernel(const W4A8DecodeParams p) {
+  static_assert((kRing & (kRing - 1)) == 0 && kRing >= 2, "ring slots are round % kRing");
+  static_assert(kScaleRing >= 1 && kRing % kScaleRing == 0, "the scale ring index is static");
+  __shared__ __align__(16) uint4 stage[kSplit][kRing][32];
+  __shared__ __align__(16) int4 exchange_sums[2][kSplit][32];
+  __shared__ uint32_t exchange_scales[2][kSplit][32];  // FP16 bits of columns 2t (low), 2t + 1
+  const int lane = threadIdx.x % 32, split = threadIdx.x / 32;
+  const WarpTile<1> tile(p, blockIdx.x, lane);  // channels 8 * blockIdx.x .. + 7 (< n: the grid)
+  const int g = tile.g, t = tile.t;
+  const bool has_zero_points = p.w_zero_points != nullptr;
+  const int windows_per_group = p.group_size / kWindow;
+  const int rounds = (tile.windows + kSplit - 1) / kSplit;  // the same for every warp
+  const int8_t* x_lo = p.x_codes + static_cast<int64_t>(tile.x_valid_lo ? g : 0) * p.k + 32 * t;
+  const int8_t* x_hi = p.x_codes + static_cast<int64_t>(tile.x_valid_hi ? g + 8 : 0) * p.k + 32 * t;
+
+  auto window_of = [&](int round) { return round * kSplit + split; };
+  auto stage_address = [&](int round) {
+    return SharedAddress(&stage[split][round & (kRing - 1)][lane]);
+  };
+  // This warp's window of `round` into its ring slot (zeros past the last window or past n), one
+  // commit group per call, also when empty, so that commit group i is always round i.
+  auto issue_round = [&](int round) {
+    const int window = window_of(round);
+    const bool valid = window < tile.windows && tile.w_row_valid[0];
+    CopyAsync16(stage_address(round),
+                valid ? tile.w_row[0] + static_cast<int64_t>(window) * 16 : p.w_words, valid);
+    CopyAsyncCommit();
+  };
+
+  struct ScaleSlot {
+    uint32_t scale[2];  // FP16 bits of output columns 2t, 2t + 1
+    uint32_t zero;      // zero-point byte of B column g
+  };
+  auto load_scales = [&](int round, ScaleSlot& slot) {
+    const int window = window_of(round);
+    const bool valid = window < tile.windows;
+    const int group = valid ? window / windows_per_group : 0;
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int64_t col = tile.n_base + 2 * t + j;
+      slot.scale[j] = valid && col < p.n ? LoadU16(p.w_scales + col * tile.groups + group) : 0u;
+    }
+    const int64_t row = tile.n_base + g;
+    slot.zero = valid && has_zero_points && row < p.n
+                    ? LoadU8(p.w_zero_points + row * tile.groups + group)
+                    : 0u;
+  };
+  // Bytes 32t .. 32t + 31 of rows g and g + 8 of this warp's window of `round` (zeros for rows
+  // >= m; nothing read past the last window).
+  auto load_activations = [&](int round, uint32_t(&lo)[8], uint32_t(&hi)[8]) {
+    const int window = window_of(round);
+    const bool valid = window < tile.windows;
+    const int64_t kw = valid ? static_cast<int64_t>(window) * kWindow : 0;
+    LoadActivation32(valid && tile.x_valid_lo, x_lo + kw, lo);
+    LoadActivation32(valid && tile.x_valid_hi, x_hi + kw, hi);
+  };
+
+  // Prologue: rounds 0 .. kRing - 2 in flight, the first kScaleRing rounds' scales, round 0's
+  // activations.
+#pragma unroll
+  for (int r = 0; r < kRing - 1; ++r) issue_round(r);
+  ScaleSlot scale_ring[kScaleRing];
+#pragma unroll
+  for (int r = 0; r < kScaleRing; ++r) load_scales(r, scale_ring[r]);
+  uint32_t next_lo[8], next_hi[8];
+  load_activations(0, next_lo, next_hi);
+
+  // Warp 0's fold state.
+  int32_t group_sum[4] = {0, 0, 0, 0};
+  float partial[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
+  int fold_window_in_group = 0;
+
+  for (int base = 0; base < rounds; base += kScaleRing) {
+#pragma unroll
+    for (int u = 0; u < kScaleRing; ++u) {
+      const int round = base + u;
+      if (round >= rounds) break;  // CTA-uniform: every warp runs the same barriers
+      // Committed so far: kRing - 1 + round groups; at most kRing - 2 pending means groups
+      // 0 .. round (this round) have landed.
+      CopyAsyncWait<kRing - 2>();
+      const uint4 v = LoadShared16(stage_address(round));
+      const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+      // Refill the slot of the previous round (its words were consumed by last round's MMAs, or
+      // unused when that window did not exist).
+      issue_round(round + kRing - 1);
+      const ScaleSlot scales = scale_ring[u];
+      load_scales(round + kScaleRing, scale_ring[u]);
+      uint32_t lo[8], hi[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        lo[i] = next_lo[i];
+        hi[i] = next_hi[i];
+      }
+      load_activations(round + 1, next_lo, next_hi);  // in flight during the MMAs below
+
+      int32_t acc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+      if (window_of(round) < tile.windows) {  // warp-uniform
+        const uint32_t zero_plus_8 =
+            ZeroPlus8x4(static_cast<int8_t>(static_cast<uint8_t>(scales.zero)));
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+          // a0, a1: bytes 8s + 0..3 of rows g, g + 8; a2, a3: bytes 8s + 4..7.
+          const uint32_t a[4] = {lo[2 * s], hi[2 * s], lo[2 * s + 1], hi[2 * s + 1]};
+          tile.MultiplyChunk(a, words[s], zero_plus_8, acc[s % 2]);
+        }
+      }
+      const int buffer = round & 1;
+      exchange_sums[buffer][split][lane] = make_int4(acc[0][0] + acc[1][0], acc[0][1] + acc[1][1],
+                                                     acc[0][2] + acc[1][2], acc[0][3] + acc[1][3]);
+      exchange_scales[buffer][split][lane] = scales.scale[0] | scales.scale[1] << 16;
+      __syncthreads();
+      if (split == 0) {
+        // The round's windows in ascending order: round * kSplit + w for w = 0 .. kSplit - 1.
+#pragma unroll
+        for (int w = 0; w < kSplit; ++w) {
+          if (round * kSplit + w >= tile.windows) break;  // warp-uniform: the last round is short
+          const int4 sum = exchange_sums[buffer][w][lane];
+          group_sum[0] += sum.x;
+          group_sum[1] += sum.y;
+          group_sum[2] += sum.z;
+          group_sum[3] += sum.w;
+          if (++fold_window_in_group == windows_per_group) {  // the window ends its group
+            fold_window_in_group = 0;
+            const uint32_t scale_bits = exchange_scales[buffer][w][lane];
+            const float scale[2] = {HalfBitsToFloat(scale_bits & 0xffffu),
+                                    HalfBitsToFloat(scale_bits >> 16)};
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              partial[0][e] = fmaf(__int2float_rn(group_sum[e]), scale[e % 2], partial[0][e]);
+              group_sum[e] = 0;
+            }
+          }
+        }
+      }
+    }
+  }
+  CopyAsyncWait<0>();  // nothing left in flight at exit (the tail's copies are zero fills)
+  if (split == 0) tile.template Store<Out>(p, partial);
+}
+
 // Any group size (multiple of 32; k multiple of 32). kBatch windows loaded per batch, the next
 // batch issued before the current one is computed; scales and zero points fetched one group
 // ahead.
@@ -480,6 +641,28 @@ cudaError_t LaunchTensorCore(const W4A8DecodeParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// One CTA per 8 channels. Rings of 16, 8, 4 windows for 2, 4, 8 warps: up to 16 KB of weights
+// in flight per CTA; the static shared memory is 16 KB + 1.25 KB per warp (at most 26 KB). Scales
+// four rounds ahead, two for split 4 (four spill there under its register cap).
+template <typename Out>
+cudaError_t LaunchSplitK(const W4A8DecodeParams& p, cudaStream_t stream) {
+  const unsigned grid = static_cast<unsigned>((static_cast<int64_t>(p.n) + 7) / 8);
+  switch (p.split) {
+    case 2:
+      W4A8DecodeSplitKernel<2, 16, 4, Out><<<grid, 2 * 32, 0, stream>>>(p);
+      break;
+    case 4:
+      W4A8DecodeSplitKernel<4, 8, 2, Out><<<grid, 4 * 32, 0, stream>>>(p);
+      break;
+    case 8:
+      W4A8DecodeSplitKernel<8, 4, 4, Out><<<grid, 8 * 32, 0, stream>>>(p);
+      break;
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
 template <typename Out>
 cudaError_t LaunchForOutput(const W4A8DecodeParams& p, cudaStream_t stream) {
   switch (p.variant) {
@@ -487,6 +670,8 @@ cudaError_t LaunchForOutput(const W4A8DecodeParams& p, cudaStream_t stream) {
       return LaunchTensorCore<1, Out>(p, stream);
     case W4A8DecodeVariant::kWide:
       return LaunchTensorCore<2, Out>(p, stream);
+    case W4A8DecodeVariant::kSplitK:
+      return LaunchSplitK<Out>(p, stream);
     case W4A8DecodeVariant::kSimple: {
       const dim3 grid(static_cast<unsigned>((p.n + kThreads - 1) / kThreads),
                       static_cast<unsigned>(p.m));
@@ -497,7 +682,30 @@ cudaError_t LaunchForOutput(const W4A8DecodeParams& p, cudaStream_t stream) {
   return cudaErrorInvalidValue;
 }
 
+template <int kSplit, int kRing, int kScaleRing>
+int ResidentWarps() {
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &blocks, W4A8DecodeSplitKernel<kSplit, kRing, kScaleRing, __nv_bfloat16>, kSplit * 32,
+          0) != cudaSuccess) {
+    return 0;
+  }
+  return blocks * kSplit;
+}
+
 }  // namespace
+
+int W4A8SplitKernelResidentWarps(int split) {
+  switch (split) {  // the configurations LaunchSplitK launches
+    case 2:
+      return ResidentWarps<2, 16, 4>();
+    case 4:
+      return ResidentWarps<4, 8, 2>();
+    case 8:
+      return ResidentWarps<8, 4, 4>();
+  }
+  return 0;
+}
 
 cudaError_t LaunchW4A8Decode(const W4A8DecodeParams& p, cudaStream_t stream) {
   if (p.m <= 0 || p.n <= 0) return cudaSuccess;

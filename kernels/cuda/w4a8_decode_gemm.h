@@ -16,14 +16,22 @@
 
 namespace flatfleet::cuda {
 
-// Which kernel runs. kAuto picks the tensor-core kernel by n; the others force one (tests and
-// benchmarks). kSimple is a one-thread-per-output reference kernel: slow, obviously right, and
-// a fallback should the tensor-core kernel ever be in doubt.
+// Which kernel runs. kAuto takes the split-K kernel when ChooseW4A8DecodeSplit says 2 or more
+// (narrow layers: too few channel blocks to fill the GPU), else ChooseW4A8DecodeKernel(n); the
+// others force one (tests and benchmarks). kTensorCoreNarrow is the reference path the split
+// kernel is compared with (the same numerics, one warp per 8 channels over all of K). kSimple is a
+// one-thread-per-output reference kernel: slow, obviously right, and a fallback should the
+// tensor-core kernels ever be in doubt.
 enum class W4A8DecodeKernel {
   kAuto,
   kTensorCoreNarrow,  // one warp per 8 output channels (more warps: small n)
   kTensorCoreWide,    // one warp per 16 output channels (half the activation reads: large n)
   kSimple,
+  // Intra-CTA split-K: one CTA per 8 output channels, its `split` warps take interleaved
+  // 128-element windows of K and hand their exact int32 window sums to warp 0 through shared
+  // memory, which folds them in ascending K order (the reference's order; no workspace). Needs
+  // group_size % 128 == 0 (every real model); InvalidArgument otherwise.
+  kSplitK,
 };
 
 struct DeviceW4A8DecodeGemm {
@@ -45,10 +53,30 @@ struct DeviceW4A8DecodeGemm {
   int64_t y_stride = 0;                   // 0 means n
   GemmElementType y_type = GemmElementType::kFloat32;
   W4A8DecodeKernel kernel = W4A8DecodeKernel::kAuto;
+  // kSplitK only: warps per CTA splitting K, 2, 4 or 8; 0 takes ChooseW4A8DecodeSplit (at
+  // least 2).
+  int split = 0;
+  // SM count for the heuristics; 0 queries the current device (a host attribute read, no sync).
+  int sm_count = 0;
 };
 
-// The kernel kAuto runs for n output channels (the narrow one: see the .cc for the measurement).
+// The non-split kernel kAuto runs for n output channels (the narrow one: see the .cc for the
+// measurement).
 W4A8DecodeKernel ChooseW4A8DecodeKernel(int64_t n);
+
+// How many warps of a CTA kAuto splits K over (1: no split, the narrow kernel) for an m x n x k
+// problem on `sm_count` SMs: the largest of 2, 4, 8 whose ceil(n / 8) CTAs all fit on the GPU at
+// once (one wave: ceil(n / 8) * split <= W4A8SplitResidentWarpsPerSm(split) * sm_count) and leave
+// every warp at least kW4A8SplitMinWindowsPerWarp windows of 128 K elements; 1 when none does or
+// group_size % 128 != 0. The table for an H200 is in docs/GPU_ENGINE.md. m does not enter (the
+// kernels' registers, hence residency, do not depend on it; its effect on speed is unmeasured).
+inline constexpr int64_t kW4A8SplitMinWindowsPerWarp = 2;
+// Warps of the split-K kernel resident per SM on sm_90 (its registers: 96, 90, 110 for split 2,
+// 4, 8; a GPU test checks these against cudaOccupancyMaxActiveBlocksPerMultiprocessor).
+constexpr int W4A8SplitResidentWarpsPerSm(int split) {
+  return split == 2 ? 20 : split == 4 ? 20 : split == 8 ? 16 : 0;
+}
+int ChooseW4A8DecodeSplit(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count);
 
 // Validates (InvalidArgument naming the field, OutOfRange when int32 could overflow) and enqueues
 // on `stream`.

@@ -8,7 +8,7 @@
 
 namespace flatfleet::cuda::internal {
 
-enum class W4A8DecodeVariant { kNarrow, kWide, kSimple };
+enum class W4A8DecodeVariant { kNarrow, kWide, kSimple, kSplitK };
 
 struct W4A8DecodeParams {
   const int8_t* x_codes = nullptr;        // [m, k]
@@ -23,7 +23,13 @@ struct W4A8DecodeParams {
   bool y_is_bf16 = false;
   int32_t m = 0, n = 0, k = 0, group_size = 0;
   W4A8DecodeVariant variant = W4A8DecodeVariant::kNarrow;
+  int32_t split = 1;  // kSplitK: warps per CTA (2, 4 or 8); group_size % 128 == 0
 };
 cudaError_t LaunchW4A8Decode(const W4A8DecodeParams& params, cudaStream_t stream);
+
+// Warps of the split-K kernel (bf16 output) resident per SM of the current device, from
+// cudaOccupancyMaxActiveBlocksPerMultiprocessor (0 on error): what W4A8SplitResidentWarpsPerSm
+// must say.
+int W4A8SplitKernelResidentWarps(int split);
 
 }  // namespace flatfleet::cuda::internal

@@ -414,6 +414,45 @@ TEST(CoordinatorServerTest, ModelTooLargeForOneWorkerIsShardedOverAGroup) {
   EXPECT_EQ(rank1.submits(), 0);
 }
 
+// GPU workers (Health says NCCL) form an NCCL group: rank 0 is asked for an NCCL rendezvous and
+// its unique id reaches every rank's LoadShard with the Gloo store for the host messages.
+TEST(CoordinatorServerTest, AGroupOfGpuWorkersRendezvousesOverNccl) {
+  FakeWorker rank0({.gpu = true}), rank1({.gpu = true});
+  CoordinatorOptions options =
+      TestCoordinatorOptions(FreshDatabasePath("tensor_parallel_nccl"), {&rank0, &rank1});
+  for (WorkerInfo& worker : options.workers) worker.device_memory_bytes = 10ull << 20;
+  auto server = StartCoordinator(options);
+  ASSERT_NE(server, nullptr);
+  Client client(server->address());
+  v1::CreateBatchResponse created = client.Submit(CompletionLines(4));
+  ASSERT_TRUE(created.has_batch());
+  client.WaitForState(created.batch().id(), v1::BATCH_STATE_COMPLETED);
+  ExpectEachAnsweredOnce(client.Results(created.batch().id()), 4);
+  for (const FakeWorker* worker : {&rank0, &rank1}) {
+    ASSERT_EQ(worker->load_requests().size(), 1u);
+    const v1::Rendezvous rendezvous = worker->load_requests()[0].rendezvous();  // a copy
+    EXPECT_EQ(rendezvous.backend(), v1::COLLECTIVE_BACKEND_NCCL);
+    EXPECT_EQ(rendezvous.nccl_unique_id(), "fake-nccl-id:group-0");
+    EXPECT_EQ(rendezvous.store_address(), "fake-store:group-0");
+  }
+}
+
+// A group mixing a GPU and a CPU worker is never loaded (neither backend serves both ranks).
+TEST(CoordinatorServerTest, AGroupMixingGpuAndCpuWorkersIsNotLoaded) {
+  FakeWorker rank0({.gpu = true}), rank1({});
+  CoordinatorOptions options =
+      TestCoordinatorOptions(FreshDatabasePath("tensor_parallel_mixed"), {&rank0, &rank1});
+  for (WorkerInfo& worker : options.workers) worker.device_memory_bytes = 10ull << 20;
+  auto server = StartCoordinator(options);
+  ASSERT_NE(server, nullptr);
+  absl::StatusOr<ClusterPlan> plan = server->WaitForPlan();
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->tp_size, 2u);
+  absl::SleepFor(absl::Milliseconds(500));  // several load attempts
+  EXPECT_TRUE(rank0.load_requests().empty());
+  EXPECT_TRUE(rank1.load_requests().empty());
+}
+
 TEST(CoordinatorServerTest, GenerateIsRoutedToAWorker) {
   FakeWorker worker({});
   auto server = StartCoordinator(TestCoordinatorOptions(FreshDatabasePath("generate"), {&worker}));

@@ -110,13 +110,21 @@ grpc::Status FakeWorker::Health(grpc::ServerContext* context, const v1::HealthRe
   }
   if (frozen_) return grpc::Status(grpc::StatusCode::CANCELLED, "frozen");
   response->set_state(loaded_ ? v1::WORKER_STATE_READY : v1::WORKER_STATE_IDLE);
+  response->set_collective_backend(options_.gpu ? v1::COLLECTIVE_BACKEND_NCCL
+                                                : v1::COLLECTIVE_BACKEND_GLOO);
   return grpc::Status::OK;
 }
 
 grpc::Status FakeWorker::OpenRendezvous(grpc::ServerContext* context,
                                         const v1::OpenRendezvousRequest* request,
                                         v1::OpenRendezvousResponse* response) {
-  response->set_backend(v1::COLLECTIVE_BACKEND_GLOO);
+  if (request->backend() == v1::COLLECTIVE_BACKEND_NCCL) {
+    if (!options_.gpu) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "no NCCL");
+    response->set_backend(v1::COLLECTIVE_BACKEND_NCCL);
+    response->set_nccl_unique_id("fake-nccl-id:" + request->group_id());
+  } else {
+    response->set_backend(v1::COLLECTIVE_BACKEND_GLOO);
+  }
   response->set_store_address("fake-store:" + request->group_id());
   return grpc::Status::OK;
 }

@@ -25,6 +25,9 @@ struct FakeWorkerOptions {
   // Heartbeats on RunWork streams, as a real worker sends; zero sends none (an older worker).
   // engine_steps_total counts answers, so a worker holding answers makes no progress.
   absl::Duration heartbeat_interval = absl::ZeroDuration();
+  // A GPU worker: Health says its groups need NCCL, and OpenRendezvous answers an NCCL request
+  // with a (fake) unique id.
+  bool gpu = false;
 };
 
 // The answer the fake gives for a prompt; tests compare outputs with it.

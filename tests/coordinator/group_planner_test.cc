@@ -46,6 +46,16 @@ TEST(GroupPlannerTest, RefusesWhatCannotFit) {
   EXPECT_FALSE(PlanWorkerGroups(1 * kGiB, {}).ok());
 }
 
+TEST(GroupPlannerTest, GroupBackendIsNcclOnlyForAllGpuGroups) {
+  EXPECT_EQ(*ChooseGroupBackend({false, false}), GroupBackend::kGloo);
+  EXPECT_EQ(*ChooseGroupBackend({true, true, true, true}), GroupBackend::kNccl);
+  absl::StatusOr<GroupBackend> mixed = ChooseGroupBackend({true, false, true});
+  ASSERT_FALSE(mixed.ok());
+  EXPECT_EQ(mixed.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(mixed.status().message().find("ranks 0, 2"), std::string::npos) << mixed.status();
+  EXPECT_NE(mixed.status().message().find("ranks 1)"), std::string::npos) << mixed.status();
+}
+
 TEST(GroupPlannerTest, ForcedTpOverridesTheMemoryRule) {
   PlannerOptions options;
   options.forced_tp = 2;

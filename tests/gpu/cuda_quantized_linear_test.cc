@@ -17,10 +17,16 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/quant/quantized_matrix.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
+#include "kernels/cuda/add_rmsnorm_quantize.h"
 #include "kernels/cuda/backend/cuda_backend.h"
+#include "kernels/cuda/fused_add_rmsnorm.h"
+#include "kernels/cuda/int8_activation_quantizer.h"
 #include "quant/quantized_linear.h"
+#include "runtime/cuda/device_allocators.h"
+#include "runtime/workspace_arena.h"
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/gpu/int8_quant_test_util.h"
 
 namespace flatfleet::kernels::cuda_backend {
 namespace {
@@ -157,13 +163,155 @@ INSTANTIATE_TEST_SUITE_P(
         // Real shapes (Llama-3-8B q|k|v and down_proj at decode batch sizes).
         LayerCase{16, 6144, 4096, 4, 128, true, false, 0},
         LayerCase{4, 4096, 14336, 8, 0, true, false, 0},
-        LayerCase{2, 4096, 14336, 4, 128, true, false, 0}),
+        LayerCase{2, 4096, 14336, 4, 128, true, false, 0},
+        // W4A8 decode through kAuto's split-K kernel (narrow layers): zero points with a bias, and
+        // per channel with K padded 1000 -> 1024 (one group of 8 windows) and strided x.
+        LayerCase{1, 4096, 4096, 4, 128, false, true, 0},
+        LayerCase{9, 520, 1000, 4, 0, true, true, 3}),
     [](const ::testing::TestParamInfo<LayerCase>& info) {
       const LayerCase& c = info.param;
       return absl::StrCat("W", c.bits, "A8_m", c.m, "_", c.out, "x", c.in, "_g", c.group_size,
                           c.symmetric ? "_sym" : "_zp", c.bias ? "_bias" : "",
                           c.x_stride_pad ? "_strided" : "");
     });
+
+// RunQuantizedLinearOnCodes: (1) on the codes QuantizeActivationsInt8 writes, the integer
+// reference's float32 output exactly; (2) on the codes of the fused add + RMSNorm + quantize
+// kernel, exactly what FusedAddRmsNorm to bf16 then RunQuantizedLinear give (the bf16 y the two
+// quantize is the same: add_rmsnorm_quantize_test.cc). Tolerance 0 both ways.
+class CudaQuantizedLinearOnCodesTest : public ::testing::TestWithParam<LayerCase> {};
+
+TEST_P(CudaQuantizedLinearOnCodesTest, MatchesTheReferenceAndTheUnfusedNorm) {
+  FF_SKIP_WITHOUT_GPU();
+  const LayerCase c = GetParam();
+  ASSERT_EQ(c.in % 4, 0) << "the fused norm kernel needs hidden % 4 == 0";
+  const uint64_t seed = cuda::testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
+  std::mt19937_64 rng(seed);
+  Layer layer = MakeLayer(c, rng);
+  ASSERT_FALSE(HasFailure());
+  auto backend = CudaBackend::Create({});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  QuantizedLinearSource source;
+  source.name = "test.layer";
+  source.weight = &layer.weight;
+  source.epilogue_add = layer.bias;
+  auto prepared = (*backend)->PrepareQuantizedLinear(source);
+  ASSERT_TRUE(prepared.ok()) << prepared.status();
+  const auto& weight = static_cast<const CudaQuantizedLinearWeight&>(**prepared);
+  runtime::WorkspaceArena arena(runtime::cuda::DeviceAllocator(0));
+  ASSERT_TRUE(arena.Reserve(QuantizedLinearScratchBytes(weight, c.m)).ok());
+  const int64_t k = weight.padded_in;
+  cuda::testing::DeviceBuffer<int8_t> d_codes(c.m * k);
+  cuda::testing::DeviceBuffer<uint16_t> d_scales(c.m);
+  cuda::testing::DeviceBuffer<float> d_y(c.m * c.out), d_y_unfused(c.m * c.out);
+  const TensorView y(d_y.get(), ScalarType::kFloat32, MemoryKind::kDevice, c.m, c.out);
+  const TensorView y_unfused(d_y_unfused.get(), ScalarType::kFloat32, MemoryKind::kDevice, c.m,
+                             c.out);
+
+  // (1) Codes of a bf16 x from the activation quantizer.
+  std::vector<uint16_t> x_bits(c.m * c.in);
+  std::vector<float> x(c.m * c.in);
+  const std::vector<float> raw = Uniform(c.m * c.in, 2.0f, rng);
+  for (int64_t i = 0; i < c.m * c.in; ++i) {
+    x_bits[i] = FloatToBF16(raw[i]);
+    x[i] = BF16ToFloat(x_bits[i]);
+  }
+  std::vector<float> expected(c.m * c.out);
+  ASSERT_TRUE(layer.reference.Forward(x, c.m, expected).ok());
+  cuda::testing::DeviceBuffer<uint16_t> d_x(x_bits);
+  FF_CUDA_ASSERT(cudaMemset(d_codes.get(), 0xFF, c.m * k));
+  FF_CUDA_ASSERT(cudaMemset(d_y.get(), 0xFF, c.m * c.out * 4));
+  ASSERT_TRUE(cuda::QuantizeActivationsInt8({.x = d_x.get(),
+                                             .type = cuda::ActivationType::kBfloat16,
+                                             .rows = c.m,
+                                             .cols = c.in,
+                                             .clip_ratio = weight.activation_clip_ratio,
+                                             .codes = d_codes.get(),
+                                             .codes_stride = k,
+                                             .scales = d_scales.get()},
+                                            nullptr)
+                  .ok());
+  absl::Status status =
+      RunQuantizedLinearOnCodes(weight, c.m, d_codes.get(), d_scales.get(), y, arena, nullptr);
+  ASSERT_TRUE(status.ok()) << status;
+  FF_CUDA_ASSERT(cudaDeviceSynchronize());
+  EXPECT_TRUE(cuda::testing::BitwiseEqual(expected, d_y.ToHost())) << "on quantizer codes";
+
+  // (2) The fused norm's codes against the unfused norm + RunQuantizedLinear.
+  const std::vector<float> residual = Uniform(c.m * c.in, 3.0f, rng);
+  std::vector<uint16_t> delta_bits;
+  for (float v : Uniform(c.m * c.in, 1.0f, rng)) delta_bits.push_back(FloatToBF16(v));
+  std::vector<float> gamma = Uniform(c.in, 0.5f, rng);
+  for (float& g : gamma) g += 1.0f;
+  cuda::testing::DeviceBuffer<float> d_residual(residual), d_residual_unfused(residual);
+  cuda::testing::DeviceBuffer<uint16_t> d_delta(delta_bits), d_normed(c.m * c.in);
+  cuda::testing::DeviceBuffer<float> d_gamma(gamma);
+  const auto* delta = reinterpret_cast<const __nv_bfloat16*>(d_delta.get());
+  FF_CUDA_ASSERT(cudaMemset(d_codes.get(), 0xFF, c.m * k));
+  FF_CUDA_ASSERT(cudaMemset(d_y.get(), 0xFF, c.m * c.out * 4));
+  FF_CUDA_ASSERT(cudaMemset(d_y_unfused.get(), 0xFF, c.m * c.out * 4));
+  ASSERT_TRUE(cuda::AddRmsNormQuantizeInt8({.residual = d_residual.get(),
+                                            .rows = c.m,
+                                            .hidden = c.in,
+                                            .delta = delta,
+                                            .weight = d_gamma.get(),
+                                            .clip_ratio = weight.activation_clip_ratio,
+                                            .codes = d_codes.get(),
+                                            .codes_stride = k,
+                                            .scales = d_scales.get()},
+                                           nullptr)
+                  .ok());
+  status = RunQuantizedLinearOnCodes(weight, c.m, d_codes.get(), d_scales.get(), y, arena, nullptr);
+  ASSERT_TRUE(status.ok()) << status;
+  ASSERT_TRUE(cuda::FusedAddRmsNorm({.residual = d_residual_unfused.get(),
+                                     .rows = c.m,
+                                     .hidden = c.in,
+                                     .delta = delta,
+                                     .weight = d_gamma.get(),
+                                     .out = reinterpret_cast<__nv_bfloat16*>(d_normed.get())},
+                                    nullptr)
+                  .ok());
+  ConstTensorView normed(d_normed.get(), ScalarType::kBFloat16, MemoryKind::kDevice, c.m, c.in);
+  status = RunQuantizedLinear(weight, normed, y_unfused, arena, nullptr);
+  ASSERT_TRUE(status.ok()) << status;
+  FF_CUDA_ASSERT(cudaDeviceSynchronize());
+  EXPECT_TRUE(cuda::testing::BitwiseEqual(d_residual_unfused.ToHost(), d_residual.ToHost()));
+  EXPECT_TRUE(cuda::testing::BitwiseEqual(d_y_unfused.ToHost(), d_y.ToHost())) << "fused norm";
+}
+
+// W4A8 decode (split-K and narrow by kAuto), per channel with K padded 1000 -> 1024 and zero
+// points, and W8A8 at decode and prefill row counts.
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaQuantizedLinearOnCodesTest,
+                         ::testing::Values(LayerCase{1, 4096, 4096, 4, 128, true, true, 0},
+                                           LayerCase{16, 6144, 4096, 4, 128, false, false, 0},
+                                           LayerCase{5, 520, 1000, 4, 0, false, true, 0},
+                                           LayerCase{3, 256, 688, 8, 0, true, true, 0},
+                                           LayerCase{300, 256, 688, 8, 0, true, false, 0}),
+                         [](const ::testing::TestParamInfo<LayerCase>& info) {
+                           const LayerCase& c = info.param;
+                           return absl::StrCat("W", c.bits, "A8_m", c.m, "_", c.out, "x", c.in,
+                                               "_g", c.group_size, c.symmetric ? "_sym" : "_zp",
+                                               c.bias ? "_bias" : "");
+                         });
+
+// W4A8 prefill (from cuda::kW4A8PrefillMinRows = 64 rows): the 128 x 128-tile GEMM with the
+// epilogue fused; 63 rows still take GemmW4A8 + AddBias. Groups of 128 and 32, per channel with
+// padded K, zero points, bias, strided x, odd n.
+INSTANTIATE_TEST_SUITE_P(W4A8Prefill, CudaQuantizedLinearTest,
+                         ::testing::Values(LayerCase{63, 130, 512, 4, 128, true, true, 0},
+                                           LayerCase{64, 130, 512, 4, 128, true, true, 0},
+                                           LayerCase{200, 77, 172, 4, 0, true, true, 4},
+                                           LayerCase{300, 256, 1024, 4, 32, false, true, 0},
+                                           LayerCase{129, 96, 688, 4, 0, false, false, 0},
+                                           LayerCase{256, 6144, 4096, 4, 128, true, false, 0}),
+                         [](const ::testing::TestParamInfo<LayerCase>& info) {
+                           const LayerCase& c = info.param;
+                           return absl::StrCat("W", c.bits, "A8_m", c.m, "_", c.out, "x", c.in,
+                                               "_g", c.group_size, c.symmetric ? "_sym" : "_zp",
+                                               c.bias ? "_bias" : "",
+                                               c.x_stride_pad ? "_strided" : "");
+                         });
 
 TEST(CudaQuantizedLinearTest, RefusesFormatsWithoutAKernel) {
   FF_SKIP_WITHOUT_GPU();

@@ -1,4 +1,5 @@
-// The decode W4A8 GEMM (kernels/cuda/w4a8_decode_gemm.h) against the CPU reference
+// The decode W4A8 GEMM (kernels/cuda/w4a8_decode_gemm.h), every kernel (auto, narrow, wide,
+// simple, and split-K with 2, 4, 8 warps and the heuristic's split), against the CPU reference
 // quant::GemmW4A8 followed by the epilogue addition, and against today's two-kernel GPU path
 // (GemmW4A8 into float32, then AddBias with a float32 bias). Tolerance 0 everywhere: the integer
 // group sums are exact, the fold uses the reference's order and fmaf, and the epilogue is one
@@ -19,6 +20,7 @@
 #include "kernels/cpu/quant/quantized_matrix.h"
 #include "kernels/cuda/bias_add.h"
 #include "kernels/cuda/int8_gemm.h"
+#include "kernels/cuda/w4a8_decode_gemm_launch.h"
 #include "tests/gpu/decode_gemm_test_util.h"
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -74,8 +76,27 @@ const char* KernelName(W4A8DecodeKernel kernel) {
       return "wide";
     case W4A8DecodeKernel::kSimple:
       return "simple";
+    case W4A8DecodeKernel::kSplitK:
+      return "split-K";
   }
   return "?";
+}
+
+struct KernelChoice {
+  W4A8DecodeKernel kernel;
+  int split;  // kSplitK only; 0: the heuristic's
+};
+
+// Every kernel that can run the case: split-K only when its groups are whole windows.
+std::vector<KernelChoice> KernelsFor(const DecodeCase& c) {
+  std::vector<KernelChoice> kernels = {{W4A8DecodeKernel::kAuto, 0},
+                                       {W4A8DecodeKernel::kTensorCoreNarrow, 0},
+                                       {W4A8DecodeKernel::kTensorCoreWide, 0},
+                                       {W4A8DecodeKernel::kSimple, 0}};
+  if (c.group_size % 128 == 0) {
+    for (int split : {0, 2, 4, 8}) kernels.push_back({W4A8DecodeKernel::kSplitK, split});
+  }
+  return kernels;
 }
 
 // Runs every kernel, both output types, with and without the epilogue addition, with and
@@ -145,10 +166,8 @@ void CheckCase(const DecodeCase& c) {
           FF_CUDA_ASSERT(cudaDeviceSynchronize());
           EXPECT_TRUE(testing::SameBytes(want, d_two.ToHost(), size)) << "GemmW4A8 + AddBias";
         }
-        for (W4A8DecodeKernel kernel :
-             {W4A8DecodeKernel::kAuto, W4A8DecodeKernel::kTensorCoreNarrow,
-              W4A8DecodeKernel::kTensorCoreWide, W4A8DecodeKernel::kSimple}) {
-          SCOPED_TRACE(absl::StrCat(KernelName(kernel),
+        for (const auto [kernel, split] : KernelsFor(c)) {
+          SCOPED_TRACE(absl::StrCat(KernelName(kernel), " split ", split,
                                     y_type == GemmElementType::kBf16 ? " bf16" : " float32",
                                     " y_stride ", y_stride, with_add ? " with add" : ""));
           DeviceBuffer<uint8_t> d_y(y_bytes);
@@ -168,7 +187,8 @@ void CheckCase(const DecodeCase& c) {
                               .y = d_y.get(),
                               .y_stride = y_stride,
                               .y_type = y_type,
-                              .kernel = kernel},
+                              .kernel = kernel,
+                              .split = split},
                              nullptr);
           ASSERT_TRUE(status.ok()) << status;
           FF_CUDA_ASSERT(cudaDeviceSynchronize());
@@ -186,10 +206,12 @@ TEST_P(W4A8DecodeGemmGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
   CheckCase(GetParam());
 }
 
-// Every m of interest; odd n. Group sizes that are multiples of 128 (128, 256, 640, per channel
-// with k % 128 == 0) take the shared-memory ring loop, the others (32, 64, 96, per channel with
-// k = 160) the batch loop, including k not a multiple of 128 (a short last window: 32, 96, 160,
-// 288); single-window problems (k = 32, 128) leave most of the ring's prologue empty.
+// Every m in 1..16; odd n. Group sizes that are multiples of 128 (128, 256, 384, 640, per
+// channel with k % 128 == 0) take the shared-memory ring loop and the split-K kernel, the others
+// (32, 64, 96, per channel with k = 160) the batch loop, including k not a multiple of 128 (a
+// short last window: 32, 96, 160, 288); single-window problems (k = 32, 128) leave most of the
+// ring's prologue empty. For split-K, window counts that no split divides (1, 3, 5, 9, 15) leave
+// the last round short, and groups of 3 or 5 windows straddle rounds.
 INSTANTIATE_TEST_SUITE_P(
     Shapes, W4A8DecodeGemmGpuTest,
     ::testing::Values(DecodeCase{1, 64, 256, 128, false}, DecodeCase{1, 77, 4096, 128, true},
@@ -202,7 +224,9 @@ INSTANTIATE_TEST_SUITE_P(
                       DecodeCase{16, 257, 4096, 4096, false}, DecodeCase{16, 130, 2560, 64, true},
                       DecodeCase{5, 1000, 14336, 128, true}, DecodeCase{4, 300, 8192, 8192, true},
                       DecodeCase{6, 70, 1024, 256, true}, DecodeCase{11, 90, 1280, 640, false},
-                      DecodeCase{9, 45, 160, 160, true}, DecodeCase{12, 24, 128, 128, false}),
+                      DecodeCase{9, 45, 160, 160, true}, DecodeCase{12, 24, 128, 128, false},
+                      DecodeCase{10, 99, 1152, 128, true}, DecodeCase{13, 57, 640, 128, false},
+                      DecodeCase{14, 8, 1920, 384, true}, DecodeCase{1, 3, 384, 128, false}),
     [](const auto& info) { return CaseName(info.param); });
 
 // The real layers (group 128): Llama-3-8B fused q/k/v, o, fused gate|up, down at m = 1 and 16;
@@ -217,6 +241,24 @@ INSTANTIATE_TEST_SUITE_P(
                       DecodeCase{1, 10240, 8192, 128, true}, DecodeCase{1, 8192, 8192, 128, false},
                       DecodeCase{1, 57344, 8192, 128, true},
                       DecodeCase{1, 8192, 28672, 128, false}),
+    [](const auto& info) { return CaseName(info.param); });
+
+// Tensor-parallel halves (TP2: q/k/v and gate|up split by output, o and down by input) of
+// Llama-3-8B at m = 1 and 16 and of Llama-3-70B at m = 1 (16 where the reference stays small),
+// and the 70B layers at m = 16 that the split-K heuristic splits. Mixtral-8x7B's attention and
+// expert layers (hidden 4096, intermediate 14336) have exactly the Llama-3-8B shapes above.
+INSTANTIATE_TEST_SUITE_P(
+    TensorParallelShapes, W4A8DecodeGemmGpuTest,
+    ::testing::Values(DecodeCase{1, 3072, 4096, 128, true}, DecodeCase{16, 3072, 4096, 128, false},
+                      DecodeCase{1, 4096, 2048, 128, false}, DecodeCase{16, 4096, 2048, 128, true},
+                      DecodeCase{1, 14336, 4096, 128, true},
+                      DecodeCase{16, 14336, 4096, 128, false},
+                      DecodeCase{1, 4096, 7168, 128, false}, DecodeCase{16, 4096, 7168, 128, true},
+                      DecodeCase{1, 5120, 8192, 128, false}, DecodeCase{16, 5120, 8192, 128, true},
+                      DecodeCase{1, 8192, 4096, 128, true}, DecodeCase{16, 8192, 4096, 128, false},
+                      DecodeCase{1, 28672, 8192, 128, false}, DecodeCase{1, 8192, 14336, 128, true},
+                      DecodeCase{16, 8192, 8192, 128, true},
+                      DecodeCase{16, 10240, 8192, 128, false}),
     [](const auto& info) { return CaseName(info.param); });
 
 // Argument checks run on the host before any launch: no GPU needed. Fake, never dereferenced,
@@ -321,6 +363,61 @@ TEST(W4A8DecodeGemmArgsTest, RejectsNullAndMisalignedPointers) {
   args = ValidArgs();
   args.y = FakeDevicePointer<uint8_t>(2);  // 2-byte aligned: fine for bf16, not for float32
   EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is not aligned"));
+}
+
+TEST(W4A8DecodeGemmArgsTest, RejectsSplitKWhereItCannotRun) {
+  auto args = ShapeArgs();
+  args.kernel = W4A8DecodeKernel::kSplitK;
+  args.group_size = 64;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "kSplitK needs group_size a multiple of 128"));
+  for (int split : {1, 3, 16, -2}) {
+    args = ShapeArgs();
+    args.kernel = W4A8DecodeKernel::kSplitK;
+    args.split = split;
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "split must be 0, 2, 4 or 8")) << split;
+  }
+  args = ShapeArgs();  // valid split-K shape: the call stops at the null y
+  args.kernel = W4A8DecodeKernel::kSplitK;
+  args.split = 4;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
+}
+
+// The choice table of docs/GPU_ENGINE.md on an H200 (132 SMs; one wave: 2640, 2640, 2112 warps
+// for split 2, 4, 8; at least 2 windows of 128 per warp).
+TEST(W4A8DecodeGemmArgsTest, SplitHeuristicFollowsTheDocumentedTable) {
+  struct Row {
+    int64_t n, k;
+    int split;
+  };
+  for (const Row& row :
+       {Row{6144, 4096, 2}, Row{4096, 4096, 4}, Row{28672, 4096, 1}, Row{4096, 14336, 4},
+        Row{3072, 4096, 4}, Row{4096, 2048, 4}, Row{14336, 4096, 1}, Row{4096, 7168, 4},
+        Row{10240, 8192, 2}, Row{8192, 8192, 2}, Row{57344, 8192, 1}, Row{8192, 28672, 2},
+        Row{5120, 8192, 4}, Row{8192, 4096, 2}, Row{28672, 8192, 1}, Row{8192, 14336, 2}}) {
+    for (int64_t m : {1, 16}) {
+      EXPECT_EQ(ChooseW4A8DecodeSplit(m, row.n, row.k, 128, 132), row.split)
+          << row.n << " x " << row.k << " m " << m;
+    }
+  }
+  // Few windows cap the split (each warp keeps at least 2): k = 512 is 4 windows.
+  EXPECT_EQ(ChooseW4A8DecodeSplit(1, 64, 512, 128, 132), 2);
+  EXPECT_EQ(ChooseW4A8DecodeSplit(1, 64, 256, 128, 132), 1);
+  EXPECT_EQ(ChooseW4A8DecodeSplit(1, 64, 2048, 128, 132), 8);
+  // Groups that are not whole windows never split; per channel (group = k) does.
+  EXPECT_EQ(ChooseW4A8DecodeSplit(1, 4096, 4096, 64, 132), 1);
+  EXPECT_EQ(ChooseW4A8DecodeSplit(1, 4096, 4096, 4096, 132), 4);
+  // A GPU with few SMs cannot hold the split CTAs in one wave.
+  EXPECT_EQ(ChooseW4A8DecodeSplit(1, 4096, 4096, 128, 8), 1);
+}
+
+// The residency the heuristic assumes is the device's (registers and shared memory of the split
+// kernels as compiled).
+TEST(W4A8DecodeSplitResidencyGpuTest, MatchesTheHeuristicsTable) {
+  FF_SKIP_WITHOUT_GPU();
+  for (int split : {2, 4, 8}) {
+    EXPECT_EQ(internal::W4A8SplitKernelResidentWarps(split), W4A8SplitResidentWarpsPerSm(split))
+        << "split " << split << ": update W4A8SplitResidentWarpsPerSm and the docs' table";
+  }
 }
 
 TEST(W4A8DecodeGemmArgsTest, AutoChoosesTheNarrowKernel) {

@@ -297,6 +297,42 @@ TEST_F(WorkerServiceTest, BadRequestsGetPreciseStatusCodes) {
             1);  // too long
 }
 
+// A CPU worker says its groups need Gloo, refuses to open an NCCL rendezvous, and its loader
+// refuses an NCCL group, each naming why (a GPU worker runs with --device cuda).
+TEST_F(WorkerServiceTest, ACpuWorkerOnlyJoinsGlooGroups) {
+  StartWorker(GeneratorEngineFactory(), /*with_metrics=*/false);
+  EXPECT_EQ(Health().collective_backend(), v1::COLLECTIVE_BACKEND_GLOO);
+  {
+    grpc::ClientContext context;
+    SetDeadline(context);
+    v1::OpenRendezvousRequest open;
+    open.set_group_id("g");
+    open.set_tp_size(2);
+    open.set_backend(v1::COLLECTIVE_BACKEND_NCCL);
+    v1::OpenRendezvousResponse opened;
+    grpc::Status status = stub_->OpenRendezvous(&context, open, &opened);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_NE(status.error_message().find("--device cuda"), std::string::npos)
+        << status.error_message();
+  }
+  v1::LoadShardRequest request;
+  request.set_model_path("builtin:demo");
+  request.set_tp_rank(0);
+  request.set_tp_size(2);
+  v1::Rendezvous& rendezvous = *request.mutable_rendezvous();
+  rendezvous.set_backend(v1::COLLECTIVE_BACKEND_NCCL);
+  rendezvous.set_nccl_unique_id(std::string(128, 'x'));
+  rendezvous.add_peer_addresses("127.0.0.1:1");
+  rendezvous.add_peer_addresses("127.0.0.1:2");
+  rendezvous.set_store_address("127.0.0.1:3");
+  absl::StatusOr<LoadedModel> loaded = CpuModelLoader()(request);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(loaded.status().message().find("only the Gloo backend"), std::string::npos)
+      << loaded.status();
+  EXPECT_EQ(Health().state(), v1::WORKER_STATE_IDLE);
+}
+
 TEST_F(WorkerServiceTest, CancelItemsAndDuplicateIdsOnAStream) {
   auto control = std::make_shared<FakeEngineControl>();
   StartWorker(FakeEngineFactory(control), /*with_metrics=*/false);

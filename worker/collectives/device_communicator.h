@@ -34,6 +34,10 @@ class DeviceCommunicator {
   // In place: every rank ends with the element-wise float sum over ranks (identical bits on
   // every rank; the summation order is NCCL's, not necessarily rank order).
   virtual absl::Status AllReduceSum(float* data, int64_t count) = 0;
+  // The same over `count` bfloat16 values (__nv_bfloat16) at `data`: the tensor-parallel model's
+  // partial sums, half the bytes of float32. Each addition rounds to bfloat16 (NCCL adds pairs in
+  // float and rounds; with 2 ranks that is one rounding of the exact sum).
+  virtual absl::Status AllReduceSumBFloat16(void* data, int64_t count) = 0;
 
   // output holds size() * bytes_per_rank bytes; rank r's input lands at output + r * bytes.
   // In place when input == output + rank() * bytes_per_rank.

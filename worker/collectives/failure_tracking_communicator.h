@@ -33,6 +33,10 @@ class FailureTrackingCommunicator final : public Communicator {
   }
   absl::Status Barrier() override { return Track(inner_->Barrier()); }
 
+  // Records a failure of the group's other collectives (the device ones,
+  // failure_tracking_stream_collectives.h) as if a collective here had failed.
+  void RecordFailure(const absl::Status& status) { Track(status).IgnoreError(); }
+
   // OK until a collective fails; then that first error.
   absl::Status first_error() const {
     absl::MutexLock lock(&mutex_);

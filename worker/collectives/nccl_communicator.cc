@@ -1,6 +1,8 @@
 #include "worker/collectives/nccl_communicator.h"
 
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -56,7 +58,15 @@ absl::Status CheckBytes(int64_t bytes, const void* a, const void* b, const char*
 
 }  // namespace
 
+void DisableNvlsUnlessSet() {
+  // NVLink SHARP (NVLS) needs multicast objects the lent machines do not give (and a fabric
+  // manager); NCCL reads its environment once, at the first init, so this runs before any.
+  static std::once_flag once;
+  std::call_once(once, [] { setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0); });
+}
+
 absl::StatusOr<std::string> CreateNcclUniqueId() {
+  DisableNvlsUnlessSet();
   ncclUniqueId id;
   FF_RETURN_IF_ERROR(NcclStatus(ncclGetUniqueId(&id), "ncclGetUniqueId"));
   return std::string(id.internal, sizeof(id.internal));
@@ -92,6 +102,7 @@ NcclCommunicator::NcclCommunicator(const NcclCommunicatorOptions& options)
       timeout_(options.timeout) {}
 
 absl::Status NcclCommunicator::Initialize(const NcclCommunicatorOptions& options) {
+  DisableNvlsUnlessSet();
   ScopedDevice scoped(device_);
   FF_RETURN_IF_ERROR(scoped.status());
   if (options.stream != nullptr) {
@@ -196,6 +207,15 @@ absl::Status NcclCommunicator::AllReduceSum(float* data, int64_t count) {
   if (count == 0) return absl::OkStatus();
   return Run("ncclAllReduce", [&] {
     return ncclAllReduce(data, data, static_cast<size_t>(count), ncclFloat32, ncclSum, comm_,
+                         stream_);
+  });
+}
+
+absl::Status NcclCommunicator::AllReduceSumBFloat16(void* data, int64_t count) {
+  FF_RETURN_IF_ERROR(CheckBytes(count, data, data, "AllReduceSumBFloat16"));
+  if (count == 0) return absl::OkStatus();
+  return Run("ncclAllReduce (bf16)", [&] {
+    return ncclAllReduce(data, data, static_cast<size_t>(count), ncclBfloat16, ncclSum, comm_,
                          stream_);
   });
 }

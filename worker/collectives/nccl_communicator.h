@@ -25,6 +25,10 @@
 
 namespace flatfleet::collectives {
 
+// Sets NCCL_NVLS_ENABLE=0 unless the environment already sets it (once per process; called by
+// CreateNcclUniqueId and NcclCommunicator::Create before NCCL initialises).
+void DisableNvlsUnlessSet();
+
 // A fresh NCCL unique id as NCCL_UNIQUE_ID_BYTES (128) bytes; rank 0 calls this once per group.
 absl::StatusOr<std::string> CreateNcclUniqueId();
 
@@ -56,6 +60,7 @@ class NcclCommunicator final : public DeviceCommunicator {
   cudaStream_t stream() const override { return stream_; }
 
   absl::Status AllReduceSum(float* data, int64_t count) override;
+  absl::Status AllReduceSumBFloat16(void* data, int64_t count) override;
   absl::Status AllGather(const void* input, int64_t bytes_per_rank, void* output) override;
   absl::Status AllToAll(const void* input, int64_t bytes_per_slot, void* output) override;
   absl::Status Broadcast(void* data, int64_t bytes, int root) override;

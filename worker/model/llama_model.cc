@@ -15,6 +15,7 @@
 #include "common/status_macros.h"
 #include "runtime/workspace_arena.h"
 #include "worker/collectives/communicator.h"
+#include "worker/collectives/stream_collectives.h"
 #include "worker/model/paged_kv_cache.h"
 
 namespace flatfleet::engine {
@@ -29,6 +30,7 @@ struct LlamaModel::Activations {
   runtime::TensorView gate_up, inter;  // dense MLP
   runtime::TensorView router_logits;   // MoE
   runtime::TensorView final_normed, logits;
+  runtime::TensorView gather_scratch, full_logits;          // device tensor parallelism only
   const runtime::ConstTensorView* pending_delta = nullptr;  // block_out not yet added to x
   runtime::ConstTensorView block_out_view;
 
@@ -62,6 +64,12 @@ struct LlamaModel::Activations {
     }
     FF_RETURN_IF_ERROR(one(at(&Activations::final_normed), act, logit_rows, n.hidden));
     FF_RETURN_IF_ERROR(one(at(&Activations::logits), ScalarType::kFloat32, logit_rows, n.vocab));
+    if (n.gathered_vocab > 0) {
+      FF_RETURN_IF_ERROR(one(at(&Activations::gather_scratch), ScalarType::kFloat32, logit_rows,
+                             n.gather_scratch_cols));
+      FF_RETURN_IF_ERROR(
+          one(at(&Activations::full_logits), ScalarType::kFloat32, logit_rows, n.gathered_vocab));
+    }
     return absl::OkStatus();
   }
 };
@@ -75,7 +83,9 @@ LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights, kernels::Backen
       context_(std::move(context)),
       inv_freq_(std::move(inv_freq)) {
   const TensorParallelContext& tp = options.tensor_parallel;
-  if (weights_.layout.sharded() && tp.communicator != nullptr) {
+  if (weights_.layout.sharded() && backend_.memory() == runtime::MemoryKind::kDevice) {
+    device_collectives_ = tp.device_collectives;
+  } else if (weights_.layout.sharded() && tp.communicator != nullptr) {
     communicator_ = tp.communicator;
     layer_reducer_ = std::make_unique<collectives::CompressedAllReducer>(
         *communicator_,
@@ -87,12 +97,17 @@ LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights, kernels::Backen
 
 LlamaModel::ActivationSizes LlamaModel::Sizes() const {
   const TensorParallelLayout& layout = weights_.layout;
-  return {config_.hidden_size,
-          layout.heads.size() * config_.head_dim,
-          layout.kv_heads.size() * config_.head_dim,
-          layout.intermediate.size(),
-          config_.is_moe() ? config_.num_local_experts : 0,
-          layout.vocab.size()};
+  ActivationSizes sizes{config_.hidden_size,
+                        layout.heads.size() * config_.head_dim,
+                        layout.kv_heads.size() * config_.head_dim,
+                        layout.intermediate.size(),
+                        config_.is_moe() ? config_.num_local_experts : 0,
+                        layout.vocab.size()};
+  if (device_tensor_parallel()) {
+    sizes.gathered_vocab = config_.vocab_size;
+    sizes.gather_scratch_cols = layout.max_vocab_slice * (layout.size + 1);
+  }
+  return sizes;
 }
 
 int64_t LlamaModel::WorkspaceBytes(int64_t step_tokens, int64_t logit_rows) const {
@@ -171,6 +186,7 @@ std::unique_ptr<KvCache> LlamaModel::NewKvCache(int64_t max_positions_per_sequen
 
 TensorParallelStats LlamaModel::tensor_parallel_stats() const {
   TensorParallelStats stats = gather_stats_;
+  if (device_collectives_ != nullptr) stats.layer_all_reduce = device_collectives_->stats();
   if (layer_reducer_ != nullptr) stats.layer_all_reduce = layer_reducer_->stats();
   if (embedding_reducer_ != nullptr) stats.embedding_all_reduce = embedding_reducer_->stats();
   return stats;
@@ -178,6 +194,15 @@ TensorParallelStats LlamaModel::tensor_parallel_stats() const {
 
 absl::Status LlamaModel::CheckTensorParallelGroup() const {
   const TensorParallelLayout& layout = weights_.layout;
+  if (device_collectives_ != nullptr) {
+    if (device_collectives_->size() != layout.size || device_collectives_->rank() != layout.rank) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "forward: weights are sharded for rank %d of %d but the device collectives are rank %d "
+          "of %d",
+          layout.rank, layout.size, device_collectives_->rank(), device_collectives_->size()));
+    }
+    return absl::OkStatus();
+  }
   if (communicator_ == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrFormat("forward: rank %d of a %d-way tensor-parallel model has no communicator",
@@ -331,7 +356,8 @@ absl::StatusOr<runtime::TensorView> LlamaModel::RunForward(std::span<const Seque
   auto layers = [&]() -> absl::Status {
     FF_RETURN_IF_ERROR(backend_.Embedding(context, *weights_.embed_tokens, scratch.x));
     // Exactly one rank contributes each row, so even this FP32 sum is exact.
-    if (sharded) FF_RETURN_IF_ERROR(AllReduceOnHost(scratch.x, *embedding_reducer_));
+    if (sharded)
+      FF_RETURN_IF_ERROR(AllReducePartialSums(scratch.x, embedding_reducer_.get(), true));
     for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
       const DecoderLayerWeights& layer = weights_.layers[l];
       FF_RETURN_IF_ERROR(AttentionBlock(layer, l, cache, scratch));
@@ -341,7 +367,12 @@ absl::StatusOr<runtime::TensorView> LlamaModel::RunForward(std::span<const Seque
     FF_RETURN_IF_ERROR(backend_.AddRmsNormLogitRows(
         context, scratch.x, scratch.pending_delta, *weights_.final_norm,
         static_cast<float>(config_.rms_norm_eps), scratch.final_normed));
-    return backend_.Linear(context, *weights_.lm_head, scratch.final_normed, scratch.logits);
+    FF_RETURN_IF_ERROR(
+        backend_.Linear(context, *weights_.lm_head, scratch.final_normed, scratch.logits));
+    if (device_tensor_parallel()) {
+      return GatherLogitsOnDevice(scratch.logits, scratch.gather_scratch, scratch.full_logits);
+    }
+    return absl::OkStatus();
   };
   const int64_t bucket = step.graph_bucket;
   if (bucket == 0) {
@@ -359,6 +390,12 @@ absl::StatusOr<runtime::TensorView> LlamaModel::RunForward(std::span<const Seque
   } else {
     FF_RETURN_IF_ERROR(layers());
   }
+  if (device_tensor_parallel()) {
+    // A bounded wait for this step's collectives (a silent peer becomes DeadlineExceeded and the
+    // communicator is aborted), before anything waits on the stream without a bound.
+    FF_RETURN_IF_ERROR(device_collectives_->Synchronize());
+    return scratch.full_logits.Rows(0, real_logit_rows);
+  }
   return scratch.logits.Rows(0, real_logit_rows);
 }
 
@@ -369,7 +406,7 @@ absl::StatusOr<Tensor> LlamaModel::Forward(std::span<const SequenceChunk> chunks
   if (logits.rows > 0) {
     FF_RETURN_IF_ERROR(backend_.CopyToHost(*context_, logits, host.span()));
   }
-  if (weights_.layout.sharded()) {
+  if (weights_.layout.sharded() && !device_tensor_parallel()) {
     if (logits.rows == 0) return Tensor({0, config_.vocab_size});
     return GatherLogits(host);
   }
@@ -384,8 +421,11 @@ absl::StatusOr<std::vector<int32_t>> LlamaModel::ForwardAndSample(
     return absl::FailedPreconditionError(absl::StrCat("backend ", std::string(backend_.name()),
                                                       " samples on the host: use Forward"));
   }
-  if (weights_.layout.sharded()) {
-    return absl::UnimplementedError("sampling on the device with tensor parallelism");
+  // Tensor-parallel ranks sample too: after the device gather every rank holds the same full
+  // logits (identical bits) and samples them with the same parameters and seeds, so every rank
+  // draws the same ids with no broadcast; the group's rank 0 reports them.
+  if (weights_.layout.sharded() && !device_tensor_parallel()) {
+    return absl::UnimplementedError("sampling on the device with host tensor parallelism");
   }
   if (params.size() != chunks.size()) {
     return absl::InvalidArgumentError(absl::StrFormat("forward: %d sampling entries for %d chunks",
@@ -432,6 +472,43 @@ absl::Status LlamaModel::AllReduceOnHost(const runtime::TensorView& partial_sums
   return reducer.AllReduceSum(absl::MakeSpan(partial_sums.as<float>(), partial_sums.size()));
 }
 
+absl::Status LlamaModel::AllReducePartialSums(const runtime::TensorView& partial_sums,
+                                              collectives::CompressedAllReducer* reducer,
+                                              bool exact) const {
+  if (!device_tensor_parallel()) {
+    if (reducer == nullptr) return CheckTensorParallelGroup();  // no communicator
+    return AllReduceOnHost(partial_sums, *reducer);
+  }
+  if (!partial_sums.dense() || (partial_sums.type != runtime::ScalarType::kFloat32 &&
+                                partial_sums.type != runtime::ScalarType::kBFloat16)) {
+    return absl::InvalidArgumentError(
+        "tensor parallelism all-reduces dense float32 or bfloat16 device activations");
+  }
+  return device_collectives_->AllReduceSum(partial_sums.data, partial_sums.size(),
+                                           partial_sums.type == runtime::ScalarType::kFloat32
+                                               ? collectives::DeviceElementType::kFloat32
+                                               : collectives::DeviceElementType::kBFloat16,
+                                           exact, context_->native_stream());
+}
+
+absl::Status LlamaModel::GatherLogitsOnDevice(const runtime::TensorView& local,
+                                              const runtime::TensorView& scratch,
+                                              const runtime::TensorView& full) const {
+  const TensorParallelLayout& layout = weights_.layout;
+  std::vector<int64_t> begins(layout.size), widths(layout.size);
+  for (int r = 0; r < layout.size; ++r) {
+    const IndexRange vocab = EvenSplit(config_.vocab_size, layout.size, r);
+    begins[r] = vocab.begin;
+    widths[r] = vocab.size();
+  }
+  gather_stats_.logits_all_gather_calls += 1;
+  gather_stats_.logits_all_gather_bytes +=
+      static_cast<int64_t>((layout.size - 1) * local.rows * layout.max_vocab_slice * sizeof(float));
+  return device_collectives_->GatherColumns(local.as<float>(), local.rows, begins, widths,
+                                            scratch.as<float>(), full.as<float>(), full.cols,
+                                            context_->native_stream());
+}
+
 absl::Status LlamaModel::AttentionBlock(const DecoderLayerWeights& layer, int64_t layer_index,
                                         KvCache& cache, Activations& scratch) const {
   kernels::ExecutionContext& context = *context_;
@@ -449,7 +526,7 @@ absl::Status LlamaModel::AttentionBlock(const DecoderLayerWeights& layer, int64_
       backend_.Attention(context, layer_index, scratch.q, cache.pool(), shape, scratch.attended));
   FF_RETURN_IF_ERROR(backend_.Linear(context, *layer.o_proj, scratch.attended, scratch.block_out));
   if (weights_.layout.sharded()) {  // row-parallel o_proj: partial sums
-    FF_RETURN_IF_ERROR(AllReduceOnHost(scratch.block_out, *layer_reducer_));
+    FF_RETURN_IF_ERROR(AllReducePartialSums(scratch.block_out, layer_reducer_.get(), false));
   }
   scratch.block_out_view = scratch.block_out;
   scratch.pending_delta = &scratch.block_out_view;
@@ -476,7 +553,7 @@ absl::Status LlamaModel::FeedForwardBlock(const DecoderLayerWeights& layer,
         backend_.Linear(context, *layer.down_proj, scratch.inter, scratch.block_out));
   }
   if (weights_.layout.sharded()) {  // row-parallel down projections: partial sums
-    FF_RETURN_IF_ERROR(AllReduceOnHost(scratch.block_out, *layer_reducer_));
+    FF_RETURN_IF_ERROR(AllReducePartialSums(scratch.block_out, layer_reducer_.get(), false));
   }
   scratch.block_out_view = scratch.block_out;
   scratch.pending_delta = &scratch.block_out_view;
@@ -493,9 +570,21 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> BuildLlamaModel(const ModelConfig& c
   }
   const TensorParallelContext& tp = options.tensor_parallel;
   FF_ASSIGN_OR_RETURN(TensorParallelLayout layout, PlanTensorParallel(config, tp.rank, tp.size));
-  if (tp.size > 1 && tp.communicator == nullptr) {
+  const bool device = backend.memory() == runtime::MemoryKind::kDevice;
+  if (tp.size > 1 && device && tp.device_collectives == nullptr) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tensor parallel: a group of size %d on backend %s needs device collectives (NCCL)",
+        tp.size, backend.name()));
+  }
+  if (tp.size > 1 && !device && tp.communicator == nullptr) {
     return absl::InvalidArgumentError(
         absl::StrFormat("tensor parallel: a group of size %d needs a communicator", tp.size));
+  }
+  if (tp.device_collectives != nullptr &&
+      (tp.device_collectives->size() != tp.size || tp.device_collectives->rank() != tp.rank)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "tensor parallel: context says rank %d of %d but the device collectives are rank %d of %d",
+        tp.rank, tp.size, tp.device_collectives->rank(), tp.device_collectives->size()));
   }
   if (tp.communicator != nullptr &&
       (tp.communicator->size() != tp.size || tp.communicator->rank() != tp.rank)) {
@@ -505,12 +594,6 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> BuildLlamaModel(const ModelConfig& c
   }
   if (tp.compress_all_reduce && tp.compression_block_size <= 0) {
     return absl::InvalidArgumentError("tensor parallel: compression_block_size must be positive");
-  }
-  if (tp.size > 1 && backend.memory() == runtime::MemoryKind::kDevice) {
-    return absl::UnimplementedError(absl::StrFormat(
-        "tensor parallel: backend %s runs one GPU per model for now; a %d-way group needs the "
-        "CPU backend",
-        backend.name(), tp.size));
   }
   std::vector<float> inv_freq = RopeInverseFrequencies(config);
   if (options.bf16_rotary_frequencies) {

@@ -117,6 +117,9 @@ class LlamaModel {
   // Widths of this rank's activations.
   struct ActivationSizes {
     int64_t hidden, q_size, kv_size, intermediate, experts, vocab;
+    // Device tensor parallelism: the gathered logits' width (the whole vocabulary) and the
+    // gather's scratch floats per logits row; 0 otherwise.
+    int64_t gathered_vocab = 0, gather_scratch_cols = 0;
   };
   ActivationSizes Sizes() const;
 
@@ -129,6 +132,16 @@ class LlamaModel {
   absl::Status FeedForwardBlock(const DecoderLayerWeights& layer, Activations& scratch) const;
   absl::Status AllReduceOnHost(const runtime::TensorView& partial_sums,
                                collectives::CompressedAllReducer& reducer) const;
+  // The all-reduce of a row-parallel layer's partial sums (or, `exact`, of the vocab-parallel
+  // embedding rows): on the device through device_collectives_ when the backend is a GPU, else on
+  // the host through `reducer`.
+  absl::Status AllReducePartialSums(const runtime::TensorView& partial_sums,
+                                    collectives::CompressedAllReducer* reducer, bool exact) const;
+  // Device tensor parallelism: every rank's LM-head slice gathered into `full` on the device.
+  absl::Status GatherLogitsOnDevice(const runtime::TensorView& local,
+                                    const runtime::TensorView& scratch,
+                                    const runtime::TensorView& full) const;
+  bool device_tensor_parallel() const { return device_collectives_ != nullptr; }
 
   // Tensor-parallel steps (only called when the weights are sharded).
   absl::Status CheckTensorParallelGroup() const;
@@ -146,6 +159,7 @@ class LlamaModel {
   mutable std::set<int64_t> graph_buckets_seen_;
   mutable int64_t graph_pool_serial_ = -1;
   collectives::Communicator* communicator_ = nullptr;
+  collectives::StreamCollectives* device_collectives_ = nullptr;  // sharded, device backend
   // Collective state mutated by the const Forward (which is never run concurrently).
   mutable std::unique_ptr<collectives::CompressedAllReducer> layer_reducer_;
   mutable std::unique_ptr<collectives::CompressedAllReducer> embedding_reducer_;

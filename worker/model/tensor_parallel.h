@@ -10,6 +10,7 @@
 
 namespace flatfleet::collectives {
 class Communicator;
+class StreamCollectives;
 }  // namespace flatfleet::collectives
 
 namespace flatfleet::engine {
@@ -21,8 +22,14 @@ struct TensorParallelContext {
   int size = 1;
   // Not owned; must outlive the model. Every rank must run the same Forward calls in lockstep.
   collectives::Communicator* communicator = nullptr;
+  // On a device backend (CUDA) the collectives run on device buffers through this instead of
+  // `communicator` (not owned; must outlive the model; worker/collectives/stream_collectives.h):
+  // the all-reduces in the activation type and the logits gather, on the model's stream. Whether
+  // a layer all-reduce is compressed is then the collectives' measured choice, not
+  // compress_all_reduce.
+  collectives::StreamCollectives* device_collectives = nullptr;
   // Per-block INT8 all-reduce after o_proj and down_proj (see compressed_all_reducer.h); off is
-  // a plain FP32 all-reduce.
+  // a plain FP32 all-reduce. Host (CPU backend) groups only.
   bool compress_all_reduce = false;
   int compression_block_size = 128;  // floats per INT8 scale
 };

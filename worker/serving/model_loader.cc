@@ -13,7 +13,11 @@
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "quant/checkpoint/quantized_checkpoint.h"
+#include "worker/collectives/failure_tracking_stream_collectives.h"
 #include "worker/collectives/gloo_communicator.h"
+#if FLATFLEET_HAVE_CUDA
+#include "worker/collectives/nccl_group.h"
+#endif
 #include "worker/collectives/tcp_store_client.h"
 #include "worker/model/demo_model.h"
 
@@ -91,8 +95,14 @@ absl::StatusOr<std::unique_ptr<collectives::FailureTrackingCommunicator>> JoinGr
         absl::StrFormat("tp_rank %d is outside a group of tp_size %d", rank, size));
   }
   if (rendezvous.backend() == v1::COLLECTIVE_BACKEND_NCCL) {
-    return absl::UnimplementedError(
-        "rendezvous.backend NCCL: this CPU worker has only the Gloo backend");
+    if (options.backend == nullptr || options.backend->memory() != runtime::MemoryKind::kDevice) {
+      return absl::FailedPreconditionError(
+          "rendezvous.backend NCCL: this CPU worker has only the Gloo backend");
+    }
+    if (rendezvous.nccl_unique_id().empty()) {
+      return absl::InvalidArgumentError(
+          "rendezvous.nccl_unique_id is empty; rank 0's OpenRendezvous makes it");
+    }
   }
   if (rendezvous.peer_addresses_size() != size) {
     return absl::InvalidArgumentError(
@@ -141,6 +151,45 @@ absl::StatusOr<std::unique_ptr<collectives::FailureTrackingCommunicator>> JoinGr
   return std::make_unique<collectives::FailureTrackingCommunicator>(*std::move(communicator));
 }
 
+// NCCL groups: after the Gloo join (which carries the group's host messages), every rank joins
+// the NCCL communicator for the model's device collectives. Its errors fail the group through
+// `tracker`, like a Gloo error.
+absl::StatusOr<std::unique_ptr<collectives::StreamCollectives>> JoinDeviceGroup(
+    const v1::LoadShardRequest& request, const CpuModelLoaderOptions& options,
+    collectives::FailureTrackingCommunicator& tracker) {
+  const v1::Rendezvous& rendezvous = request.rendezvous();
+  const std::chrono::milliseconds timeout = rendezvous.timeout_ms() > 0
+                                                ? std::chrono::milliseconds(rendezvous.timeout_ms())
+                                                : options.default_group_timeout;
+#if FLATFLEET_HAVE_CUDA
+  collectives::NcclGroupOptions nccl;
+  nccl.rank = static_cast<int>(request.tp_rank());
+  nccl.size = static_cast<int>(request.tp_size());
+  nccl.unique_id = rendezvous.nccl_unique_id();
+  nccl.device = request.device_index() >= 0 ? request.device_index() : options.cuda_device;
+  nccl.timeout = timeout;
+  // INT8 only allows compression: the measured table (all_reduce_choice.h) decides per message.
+  nccl.compression_allowed = rendezvous.all_reduce_compression() != v1::ALL_REDUCE_COMPRESSION_NONE;
+  nccl.compression_block_size = options.compression_block_size;
+  absl::StatusOr<std::unique_ptr<collectives::StreamCollectives>> joined =
+      collectives::JoinNcclGroup(nccl);
+  if (!joined.ok()) {
+    return absl::Status(
+        joined.status().code(),
+        absl::StrFormat("rank %d of group '%s' (device %d, timeout %d ms): NCCL join failed: %s",
+                        nccl.rank, rendezvous.group_id(), nccl.device, timeout.count(),
+                        joined.status().message()));
+  }
+  return std::unique_ptr<collectives::StreamCollectives>(
+      std::make_unique<collectives::FailureTrackingStreamCollectives>(*std::move(joined), tracker));
+#else
+  (void)tracker;
+  (void)timeout;
+  return absl::UnimplementedError(
+      "rendezvous.backend NCCL: this worker was built without CUDA (FLATFLEET_CUDA=OFF)");
+#endif
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> RendezvousHost(std::string_view address) {
@@ -164,12 +213,20 @@ ModelLoader CpuModelLoader(CpuModelLoaderOptions options) {
                        std::string(kBuiltinDemoModel), "'"));
     }
     std::unique_ptr<collectives::FailureTrackingCommunicator> communicator;
+    std::unique_ptr<collectives::StreamCollectives> device_collectives;
     ModelOptions model_options;
     if (request.tp_size() > 1) {
       absl::StatusOr<std::unique_ptr<collectives::FailureTrackingCommunicator>> joined =
           JoinGroup(request, options);
       if (!joined.ok()) return joined.status();
       communicator = *std::move(joined);
+      if (request.rendezvous().backend() == v1::COLLECTIVE_BACKEND_NCCL) {
+        absl::StatusOr<std::unique_ptr<collectives::StreamCollectives>> device =
+            JoinDeviceGroup(request, options, *communicator);
+        if (!device.ok()) return device.status();
+        device_collectives = *std::move(device);
+        model_options.tensor_parallel.device_collectives = device_collectives.get();
+      }
       TensorParallelContext& tp = model_options.tensor_parallel;
       tp.rank = static_cast<int>(request.tp_rank());
       tp.size = static_cast<int>(request.tp_size());
@@ -195,6 +252,7 @@ ModelLoader CpuModelLoader(CpuModelLoaderOptions options) {
       loaded = *std::move(checkpoint);
     }
     loaded.communicator = std::move(communicator);
+    loaded.device_collectives = std::move(device_collectives);
     loaded.tp_rank = static_cast<int>(request.tp_rank());
     loaded.tp_size = std::max<int>(1, static_cast<int>(request.tp_size()));
     return loaded;

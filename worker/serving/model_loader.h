@@ -12,6 +12,7 @@
 #include "common/tokenizer/tokenizer.h"
 #include "flatfleet/v1/worker.pb.h"
 #include "worker/collectives/failure_tracking_communicator.h"
+#include "worker/collectives/stream_collectives.h"
 #include "worker/model/llama_model.h"
 
 namespace flatfleet::engine {
@@ -26,6 +27,10 @@ struct LoadedModel {
   // Tensor-parallel ranks only: the group's communicator, which the model runs its collectives
   // on (declared first so it outlives the model).
   std::unique_ptr<collectives::FailureTrackingCommunicator> communicator;
+  // NCCL groups (GPU workers): the model's device collectives (they own the NCCL communicator
+  // and report failures into `communicator`, so they are declared after it and before the
+  // model).
+  std::unique_ptr<collectives::StreamCollectives> device_collectives;
   std::unique_ptr<LlamaModel> model;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   int tp_rank = 0;
@@ -44,12 +49,16 @@ struct CpuModelLoaderOptions {
   kernels::Backend* backend = nullptr;
   // A progress line while a checkpoint's layers load (serve worker prints it on stderr).
   WeightLoadProgress load_progress;
+  // The CUDA device of `backend` (serve worker --gpu), which an NCCL group's rank joins on.
+  int cuda_device = 0;
 };
 
 // Loads `builtin:demo` or a checkpoint directory (float, or quantized by `flatfleet quantize`,
 // which runs on the integer reference kernels) on the CPU. With tp_size > 1 the
 // rank first joins its group through the rendezvous (a Gloo TCP store; it listens for peers on
-// the host of its own entry in peer_addresses) and then loads only its shard. A checkpoint
+// the host of its own entry in peer_addresses; for an NCCL rendezvous it then also joins the
+// NCCL communicator with rank 0's unique id, for the model's device collectives) and then loads
+// only its shard. A checkpoint
 // without a tokenizer gets the byte tokenizer when its vocabulary covers the bytes.
 ModelLoader CpuModelLoader(CpuModelLoaderOptions options = {});
 

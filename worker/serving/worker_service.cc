@@ -13,6 +13,9 @@
 #include "absl/strings/str_format.h"
 #include "worker/serving/shard_chat_template.h"
 #include "worker/serving/tensor_parallel_leader.h"
+#if FLATFLEET_HAVE_CUDA
+#include "worker/collectives/nccl_group.h"
+#endif
 
 namespace flatfleet::engine {
 namespace {
@@ -203,9 +206,17 @@ void WorkerServiceImpl::OnFollowerEnd(const absl::Status& status) {
 
 absl::StatusOr<v1::OpenRendezvousResponse> WorkerServiceImpl::Open(
     const v1::OpenRendezvousRequest& request) {
-  if (request.backend() == v1::COLLECTIVE_BACKEND_NCCL) {
-    return absl::UnimplementedError("backend NCCL: this CPU worker has only the Gloo backend");
+  const bool nccl = request.backend() == v1::COLLECTIVE_BACKEND_NCCL;
+  if (nccl && options_.device_backend == nullptr) {
+    return absl::FailedPreconditionError(
+        "backend NCCL: this CPU worker has only the Gloo backend (GPU workers run with "
+        "--device cuda)");
   }
+#if !FLATFLEET_HAVE_CUDA
+  if (nccl) {
+    return absl::UnimplementedError("backend NCCL: this worker was built without CUDA");
+  }
+#endif
   if (request.tp_size() < 2) {
     return absl::InvalidArgumentError(
         absl::StrFormat("tp_size %d: a rendezvous is for groups of 2 or more", request.tp_size()));
@@ -228,9 +239,22 @@ absl::StatusOr<v1::OpenRendezvousResponse> WorkerServiceImpl::Open(
         absl::StrCat("cannot host the rendezvous store for group '", request.group_id(), "' on ",
                      *host, ": ", store.status().message()));
   }
-  rendezvous_store_ = *std::move(store);
   v1::OpenRendezvousResponse response;
-  response.set_backend(v1::COLLECTIVE_BACKEND_GLOO);
+#if FLATFLEET_HAVE_CUDA
+  if (nccl) {
+    // The group's host messages still meet at the Gloo store; the model's device collectives
+    // join NCCL with this id (every rank's LoadShard gets it from the coordinator).
+    absl::StatusOr<std::string> id = collectives::NewNcclUniqueId();
+    if (!id.ok()) {
+      return absl::Status(id.status().code(),
+                          absl::StrCat("cannot create the NCCL unique id for group '",
+                                       request.group_id(), "': ", id.status().message()));
+    }
+    response.set_nccl_unique_id(*std::move(id));
+  }
+#endif
+  rendezvous_store_ = *std::move(store);
+  response.set_backend(nccl ? v1::COLLECTIVE_BACKEND_NCCL : v1::COLLECTIVE_BACKEND_GLOO);
   response.set_store_address(absl::StrCat(*host, ":", rendezvous_store_->port()));
   return response;
 }
@@ -381,6 +405,10 @@ grpc::Status WorkerServiceImpl::Health(grpc::ServerContext* context,
   } else {
     FillHostMemory(*response);
   }
+  // GPU workers' groups need NCCL (their models' collectives run on device buffers).
+  response->set_collective_backend(options_.device_backend != nullptr
+                                       ? v1::COLLECTIVE_BACKEND_NCCL
+                                       : v1::COLLECTIVE_BACKEND_GLOO);
   absl::MutexLock lock(&mutex_);
   response->set_state(state_);
   std::string message = state_message_;

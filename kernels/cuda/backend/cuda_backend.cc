@@ -161,6 +161,9 @@ class CudaExecutionContext final : public ExecutionContext {
   runtime::WorkspaceArena& arena() { return arena_; }
 
   absl::Status BeginStep(const StepBatch& batch) override {
+    // The threads that run steps (the engine's, a group follower's) never chose a device: make
+    // this context's current, so `serve worker --gpu N` with N > 0 launches on its own GPU.
+    FF_CUDA_RETURN_IF_ERROR(cudaSetDevice(device_));
     // The previous step ended with a host synchronisation (logits or ids came back), so the
     // arena and the metadata buffers are free to reuse.
     arena_.Reset();
@@ -265,6 +268,7 @@ class CudaExecutionContext final : public ExecutionContext {
   int64_t workspace_high_water() const override { return arena_.high_water(); }
 
   cudaStream_t stream() const { return stream_.get(); }
+  void* native_stream() const override { return stream(); }
   const DeviceStep& device_step() const { return device_step_; }
   cuda::CublasLtGemm& gemm() { return *gemm_; }
   cuda::CublasLtInt8Gemm& int8_gemm() { return *int8_gemm_; }

@@ -14,6 +14,7 @@
 #include "kernels/cuda/int8_gemm.h"
 #include "kernels/cuda/random_fill.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
+#include "kernels/cuda/w4a8_prefill_gemm.h"
 #include "runtime/cuda/cuda_status.h"
 #include "runtime/cuda/device_allocators.h"
 
@@ -193,10 +194,14 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> RandomQuantizedLinear
   return handle;
 }
 
+int64_t QuantizedLinearOnCodesScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows) {
+  return RoundUp(rows * weight.out_features() * 4, runtime::WorkspaceArena::kAlignment);
+}
+
 int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows) {
   const int64_t align = runtime::WorkspaceArena::kAlignment;
   return RoundUp(rows * weight.padded_in, align) + RoundUp(rows * 2, align) +
-         RoundUp(rows * weight.out_features() * 4, align);
+         QuantizedLinearOnCodesScratchBytes(weight, rows);
 }
 
 absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
@@ -204,11 +209,9 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
                                 runtime::WorkspaceArena& arena, cudaStream_t stream,
                                 cuda::CublasLtInt8Gemm* int8_gemm) {
   const int64_t rows = x.rows;
-  const int64_t out = weight.out_features();
   const runtime::WorkspaceArena::Mark mark = arena.mark();
   FF_ASSIGN_OR_RETURN(void* codes, arena.TakeBytes(rows * weight.padded_in));
   FF_ASSIGN_OR_RETURN(void* scales, arena.TakeBytes(rows * 2));
-  FF_ASSIGN_OR_RETURN(void* sums, arena.TakeBytes(rows * out * 4));
   cuda::DeviceActivationQuantization quantize;
   quantize.x = x.data;
   quantize.type = cuda::ActivationType::kBfloat16;
@@ -220,12 +223,33 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
   quantize.codes_stride = weight.padded_in;
   quantize.scales = static_cast<uint16_t*>(scales);
   FF_RETURN_IF_ERROR(cuda::QuantizeActivationsInt8(quantize, stream));
+  FF_RETURN_IF_ERROR(RunQuantizedLinearOnCodes(weight, rows, static_cast<const int8_t*>(codes),
+                                               static_cast<const uint16_t*>(scales), y, arena,
+                                               stream, int8_gemm));
+  arena.Release(mark);
+  return absl::OkStatus();
+}
+
+absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, int64_t rows,
+                                       const int8_t* codes, const uint16_t* scales,
+                                       const runtime::TensorView& y, runtime::WorkspaceArena& arena,
+                                       cudaStream_t stream, cuda::CublasLtInt8Gemm* int8_gemm) {
+  if (rows != y.rows || weight.out_features() != y.cols) {
+    return absl::InvalidArgumentError(absl::StrCat("quantized linear: y is ", y.rows, " x ", y.cols,
+                                                   ", expected ", rows, " x ",
+                                                   weight.out_features()));
+  }
+  const int64_t out = weight.out_features();
+  const runtime::WorkspaceArena::Mark mark = arena.mark();
+  FF_ASSIGN_OR_RETURN(void* sums, arena.TakeBytes(rows * out * 4));
   const cuda::GemmElementType y_type = y.type == runtime::ScalarType::kFloat32
                                            ? cuda::GemmElementType::kFloat32
                                            : cuda::GemmElementType::kBf16;
   if (weight.weight_bits == 4 && rows <= kDecodeGemmMaxRows) {
-    // Decode: the weight-streaming W4A8 kernel with the epilogue fused (no float32 pass).
+    // Decode: the weight-streaming W4A8 kernel with the epilogue fused (no float32 pass); kAuto
+    // takes the split-K kernel on narrow layers (no workspace: nothing more to take above).
     auto gemm = W4A8Operands<cuda::DeviceW4A8DecodeGemm>(weight, rows, codes, scales);
+    gemm.kernel = cuda::W4A8DecodeKernel::kAuto;
     gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
     gemm.y = y.data;
     gemm.y_stride = y.row_stride;
@@ -259,6 +283,18 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
     }
     // No IMMA algorithm for this shape: the mma.sync kernel below computes the same bits.
     if (imma.code() != absl::StatusCode::kUnimplemented) return imma;
+  }
+  if (weight.weight_bits == 4 && rows >= cuda::kW4A8PrefillMinRows) {
+    // Prefill: the 128 x 128-tile W4A8 GEMM with the epilogue fused (the same bits as GemmW4A8 +
+    // AddBias below, without the float32 pass; 17..63 rows keep GemmW4A8's smaller tiles).
+    auto gemm = W4A8Operands<cuda::DeviceW4A8PrefillGemm>(weight, rows, codes, scales);
+    gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
+    gemm.y = y.data;
+    gemm.y_stride = y.row_stride;
+    gemm.y_type = y_type;
+    FF_RETURN_IF_ERROR(cuda::GemmW4A8Prefill(gemm, stream));
+    arena.Release(mark);
+    return absl::OkStatus();
   }
   if (weight.weight_bits == 8) {
     cuda::DeviceW8A8Gemm gemm;

@@ -2,11 +2,15 @@
 // quantized per token to INT8 on the device, then the integer GEMM by row count (each bit-exact
 // with the CPU reference, so the choice never changes a result):
 //   * W4A8 up to kDecodeGemmMaxRows: the weight-streaming decode GEMM with the epilogue (bias
-//     plus output correction, one rounding to the output type) fused. (The W8A8 decode GEMM
+//     plus output correction, one rounding to the output type) fused; kAuto splits K over the
+//     warps of a CTA on narrow layers (ChooseW4A8DecodeSplit, w4a8_decode_gemm.h). The split
+//     exchanges its int32 sums through shared memory, so it takes no scratch. (The W8A8 decode GEMM
 //     measured slower than the mma.sync kernel on every real shape, so W8A8 decode keeps that.)
 //   * otherwise the mma.sync W8A8 / W4A8 GEMMs (kernels/cuda/int8_gemm.h) into float32 op
 //     scratch, then the epilogue kernel (kernels/cuda/bias_add.h);
-//   * W8A8 above kCublasInt8MinRows: cuBLASLt's exact int32 sums and a dequantising epilogue.
+//   * W8A8 above kCublasInt8MinRows: cuBLASLt's exact int32 sums and a dequantising epilogue;
+//   * W4A8 from cuda::kW4A8PrefillMinRows (64) rows: the 128 x 128-tile prefill GEMM
+//     (kernels/cuda/w4a8_prefill_gemm.h) with the epilogue fused (no float32 pass).
 //
 // Layout at load: 8-bit codes stay row-major int8 [out, K]; 4-bit codes are repacked into the
 // interleaved INT4 words the GEMM reads (kernels/cpu/quant/int4_interleaved.h). K is the layer's
@@ -81,5 +85,20 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
                                 const runtime::ConstTensorView& x, const runtime::TensorView& y,
                                 runtime::WorkspaceArena& arena, cudaStream_t stream,
                                 cuda::CublasLtInt8Gemm* int8_gemm = nullptr);
+
+// The GEMM half of RunQuantizedLinear, for INT8 activations quantized elsewhere: codes
+// [rows, weight.padded_in] (zeros past in_features()) and FP16 scales [rows], as
+// QuantizeActivationsInt8 writes them with codes_stride = padded_in and clip_ratio =
+// activation_clip_ratio -- or the fused add + RMSNorm + quantize kernel
+// (kernels/cuda/add_rmsnorm_quantize.h) with the same two settings, which saves the norm's bf16
+// output and the quantizer's pass over it. The same bits as RunQuantizedLinear on the bf16 x
+// those codes quantize. Takes QuantizedLinearOnCodesScratchBytes from the arena (released
+// before returning).
+absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, int64_t rows,
+                                       const int8_t* codes, const uint16_t* scales,
+                                       const runtime::TensorView& y, runtime::WorkspaceArena& arena,
+                                       cudaStream_t stream,
+                                       cuda::CublasLtInt8Gemm* int8_gemm = nullptr);
+int64_t QuantizedLinearOnCodesScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows);
 
 }  // namespace flatfleet::kernels::cuda_backend

@@ -1,0 +1,239 @@
+// Prefill-sized (m = 256 .. 16384) W4A8 linear layers on the real shapes, four ways in one binary:
+//   BM_W4A8PrefillGemm         GemmW4A8Prefill (w4a8_prefill_gemm.h), bf16 output, fused add;
+//                              kernel = 0 auto (the mma.sync kernel), 1 wgmma (experimental);
+//   BM_W4A8PrefillTwoKernel    the previous path: GemmW4A8 (int8_gemm.h, 64 x 64 mma.sync tiles)
+//                              into float32, then AddBias (float32 bias) into bf16 -- the same
+//                              bits;
+//   BM_CublasLtBf16Prefill     cuBLASLt bf16 (CublasLtGemm, autotuned), the unquantized peer;
+//   BM_CublasInt8Prefill       cuBLAS INT8 (cublasGemmEx s8 x s8 -> s32, CUBLAS_COMPUTE_32I):
+//                              int32 output, no scales, no epilogue (strictly less work).
+// All are compute-bound: reported as TOP/s (2 m n k per call). Timed with CUDA events around each
+// call, warm (the operands of one call are read from HBM at most once per tile anyway).
+// Group size 128, symmetric INT4 weights (the product's 4-bit format).
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "bench/cuda/bf16_bench_util.h"
+#include "benchmark/benchmark.h"
+#include "kernels/cuda/bf16_gemm.h"
+#include "kernels/cuda/bias_add.h"
+#include "kernels/cuda/int8_gemm.h"
+#include "kernels/cuda/w4a8_prefill_gemm.h"
+
+namespace {
+
+using flatfleet::cuda::GemmElementType;
+
+constexpr int64_t kGroupSize = 128;
+
+// A device buffer of `count` 16-bit words from `make(r)` (r: xorshift output) over a 4M-word
+// pattern repeated (fast for gigabytes).
+template <typename Make>
+void* DevicePattern16(int64_t count, Make make) {
+  void* pointer = nullptr;
+  if (cudaMalloc(&pointer, std::max<int64_t>(count, 1) * 2) != cudaSuccess) return nullptr;
+  const int64_t pattern_count = std::min<int64_t>(count, int64_t{4} << 20);
+  std::vector<uint16_t> pattern(pattern_count);
+  uint32_t state = 0x9e3779b9u;
+  for (auto& v : pattern) {
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    v = make(state);
+  }
+  for (int64_t at = 0; at < count; at += pattern_count) {
+    cudaMemcpy(static_cast<uint16_t*>(pointer) + at, pattern.data(),
+               std::min(pattern_count, count - at) * 2, cudaMemcpyHostToDevice);
+  }
+  return pointer;
+}
+
+// Random bytes (weights, activation codes) and FP16 scales in [2^-8, 2^-7).
+void* RandomBytes(int64_t bytes) {
+  return DevicePattern16((bytes + 1) / 2, [](uint32_t r) { return static_cast<uint16_t>(r); });
+}
+void* RandomScales(int64_t count) {
+  return DevicePattern16(count,
+                         [](uint32_t r) { return static_cast<uint16_t>(0x1c00 | (r & 0x3ff)); });
+}
+
+void SetTopCounter(benchmark::State& state, int64_t m, int64_t n, int64_t k) {
+  state.counters["TOPS"] =
+      benchmark::Counter(2.0 * m * n * k * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The operands of one W4A8 problem (group 128, symmetric), device memory.
+struct W4A8Problem {
+  W4A8Problem(int64_t m, int64_t n, int64_t k)
+      : x(RandomBytes(m * k)),
+        x_scales(RandomScales(m)),
+        w(RandomBytes(n * k / 2)),
+        w_scales(RandomScales(n * (k / kGroupSize))),
+        add(RandomScales(2 * n)) {  // any finite float bits: 0x1cxx1cxx
+    if (cudaMalloc(&y, m * n * 2) != cudaSuccess) y = nullptr;
+  }
+  ~W4A8Problem() {
+    for (void* p : {x, x_scales, w, w_scales, add, y}) cudaFree(p);
+  }
+  W4A8Problem(const W4A8Problem&) = delete;
+  W4A8Problem& operator=(const W4A8Problem&) = delete;
+  bool ok() const { return x && x_scales && w && w_scales && add && y; }
+
+  void* x;
+  void* x_scales;
+  void* w;
+  void* w_scales;
+  void* add;
+  void* y = nullptr;
+};
+
+// Args: m, n, k, kernel (0 auto, 1 wgmma).
+void BM_W4A8PrefillGemm(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  using flatfleet::cuda::W4A8PrefillKernel;
+  const W4A8PrefillKernel kernel =
+      state.range(3) == 1 ? W4A8PrefillKernel::kWgmmaExperimental : W4A8PrefillKernel::kAuto;
+  const W4A8Problem problem(m, n, k);
+  if (!problem.ok()) {
+    state.SkipWithError("out of device memory");
+    return;
+  }
+  const flatfleet::cuda::DeviceW4A8PrefillGemm args{
+      .m = m,
+      .n = n,
+      .k = k,
+      .group_size = kGroupSize,
+      .x_codes = static_cast<const int8_t*>(problem.x),
+      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
+      .w_words = static_cast<const uint32_t*>(problem.w),
+      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
+      .epilogue_add = static_cast<const float*>(problem.add),
+      .y = problem.y,
+      .y_type = GemmElementType::kBf16,
+      .kernel = kernel};
+  flatfleet::bench::TimeWithEvents(
+      state, nullptr, [&] { return flatfleet::cuda::GemmW4A8Prefill(args, nullptr).ok(); });
+  SetTopCounter(state, m, n, k);
+}
+
+// Args: m, n, k.
+void BM_W4A8PrefillTwoKernel(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const W4A8Problem problem(m, n, k);
+  float* gemm_out = nullptr;
+  if (!problem.ok() || cudaMalloc(&gemm_out, m * n * 4) != cudaSuccess) {
+    state.SkipWithError("out of device memory");
+    return;
+  }
+  const flatfleet::cuda::DeviceW4A8Gemm gemm{
+      .m = m,
+      .n = n,
+      .k = k,
+      .group_size = kGroupSize,
+      .x_codes = static_cast<const int8_t*>(problem.x),
+      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
+      .w_words = static_cast<const uint32_t*>(problem.w),
+      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
+      .y = gemm_out};
+  const flatfleet::cuda::DeviceBiasAdd bias{.rows = m,
+                                            .cols = n,
+                                            .x = gemm_out,
+                                            .bias = problem.add,
+                                            .bias_type = GemmElementType::kFloat32,
+                                            .y = problem.y,
+                                            .y_type = GemmElementType::kBf16};
+  flatfleet::bench::TimeWithEvents(state, nullptr, [&] {
+    return flatfleet::cuda::GemmW4A8(gemm, nullptr).ok() &&
+           flatfleet::cuda::AddBias(bias, nullptr).ok();
+  });
+  SetTopCounter(state, m, n, k);
+  cudaFree(gemm_out);
+}
+
+// Args: m, n, k. bf16 output, no bias, autotuned.
+void BM_CublasLtBf16Prefill(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  using flatfleet::cuda::CublasLtGemm;
+  flatfleet::bench::DeviceBf16 x(m * k, 1), w(n * k, 2, 0.05f);
+  void* y = nullptr;
+  void* workspace = nullptr;
+  if (!x.ok() || !w.ok() || cudaMalloc(&y, m * n * 2) != cudaSuccess ||
+      cudaMalloc(&workspace, CublasLtGemm::WorkspaceBytes()) != cudaSuccess) {
+    state.SkipWithError("out of device memory");
+    cudaFree(y);
+    return;
+  }
+  auto gemm = CublasLtGemm::Create(workspace, CublasLtGemm::WorkspaceBytes(), {.autotune = true});
+  const flatfleet::cuda::Bf16GemmArgs args{
+      .m = m, .n = n, .k = k, .x = x.get(), .w = w.get(), .y = y, .y_type = GemmElementType::kBf16};
+  if (!gemm.ok() || !(*gemm)->Prepare(args, nullptr).ok() ||
+      cudaDeviceSynchronize() != cudaSuccess) {
+    state.SkipWithError("CublasLtGemm Create/Prepare failed");
+  } else {
+    flatfleet::bench::TimeWithEvents(state, nullptr,
+                                     [&] { return (*gemm)->Run(args, nullptr).ok(); });
+    SetTopCounter(state, m, n, k);
+  }
+  cudaFree(y);
+  cudaFree(workspace);
+}
+
+// Args: m, n, k. int32 output, no scales.
+void BM_CublasInt8Prefill(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  void* x = RandomBytes(m * k);
+  void* w = RandomBytes(n * k);
+  void* y = nullptr;
+  cublasHandle_t handle = nullptr;
+  if (x == nullptr || w == nullptr || cudaMalloc(&y, m * n * 4) != cudaSuccess) {
+    state.SkipWithError("out of device memory");
+  } else if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS) {
+    state.SkipWithError("cublasCreate failed");
+  } else {
+    const int32_t alpha = 1, beta = 0;
+    // Row-major Y[m, n] = X[m, k] W[n, k]^T is column-major Y^T[n, m] = W^T(op T) . X^T.
+    flatfleet::bench::TimeWithEvents(state, nullptr, [&] {
+      return cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                          static_cast<int>(m), static_cast<int>(k), &alpha, w, CUDA_R_8I,
+                          static_cast<int>(k), x, CUDA_R_8I, static_cast<int>(k), &beta, y,
+                          CUDA_R_32I, static_cast<int>(n), CUBLAS_COMPUTE_32I,
+                          CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
+    });
+    SetTopCounter(state, m, n, k);
+    cublasDestroy(handle);
+  }
+  for (void* p : {x, w, y}) cudaFree(p);
+}
+
+// Llama-3-8B (and Mixtral-8x7B's experts): fused q/k/v, o, fused gate|up, down; Llama-3-70B: the
+// same four.
+constexpr int64_t kShapes[][2] = {{6144, 4096},  {4096, 4096}, {28672, 4096}, {4096, 14336},
+                                  {10240, 8192}, {8192, 8192}, {57344, 8192}, {8192, 28672}};
+
+void PrefillShapes(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kShapes)
+    for (int64_t m : {256, 1024, 4096, 16384}) b->Args({m, n, k});
+  b->ArgNames({"m", "n", "k"});
+}
+
+void PrefillShapesByKernel(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kShapes)
+    for (int64_t m : {256, 1024, 4096, 16384})
+      for (int64_t kernel : {0, 1}) b->Args({m, n, k, kernel});
+  b->ArgNames({"m", "n", "k", "kernel"});
+}
+
+BENCHMARK(BM_W4A8PrefillGemm)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapesByKernel);
+BENCHMARK(BM_W4A8PrefillTwoKernel)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapes);
+BENCHMARK(BM_CublasLtBf16Prefill)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapes);
+BENCHMARK(BM_CublasInt8Prefill)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapes);
+
+}  // namespace
