@@ -160,9 +160,11 @@ __global__ void __launch_bounds__(kThreads, 2) W4A8DecodeStreamingKernel(const W
     __syncthreads();
     if (folder) {
       const int32_t* sums = reinterpret_cast<const int32_t*>(&exchange[buffer][0][0]);
-      // The stage's windows in ascending K order (the last stage may be short).
-      for (int slot = 0; slot < kStageWindows; ++slot) {
-        if (stage * kStageWindows + slot >= windows) break;
+      // The stage's windows in ascending K order (the last stage may be short). Unrolled so
+      // that the shared-memory reads are issued ahead of the dependent adds.
+      const int count = min(kStageWindows, windows - stage * kStageWindows);
+#pragma unroll 8
+      for (int slot = 0; slot < count; ++slot) {
         group_sum += sums[slot * 32 * 4 + threadIdx.x];  // window slot, lane f / 4, element f % 4
         if (++fold_window_in_group == windows_per_group) {  // the window ends its group
           fold_window_in_group = 0;
