@@ -67,8 +67,9 @@ bool W4A8StreamingSupports(int64_t k, int64_t group_size) {
 // Why streaming everywhere it runs (unmeasured: BM_W4A8DecodeStreaming runs it beside the old
 // choice on every real shape, to be checked): the narrow and split-K kernels measured latency-
 // bound (0.5-1.3 TB/s). The streaming kernel issues the next stage's weights (4 x 16 bytes per
-// lane, 32 KB per SM at 2 CTAs of 256 threads) before multiplying the current stage's (up to as
-// much again still landing), on narrow and wide layers alike.
+// lane, 32 KB per SM at 2 CTAs of 256 threads for m > 8, 48 KB at 3 for m <= 8) before
+// multiplying the current stage's (up to as much again still landing), on narrow and wide
+// layers alike.
 W4A8DecodeKernel ChooseW4A8DecodeAutoKernel(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                             int sm_count) {
   if (W4A8StreamingSupports(k, group_size)) return W4A8DecodeKernel::kStreaming;

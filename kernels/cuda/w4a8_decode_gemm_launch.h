@@ -39,7 +39,9 @@ int W4A8SplitKernelResidentWarps(int split);
 // The streaming kernel (w4a8_decode_streaming.cu): group_size % 128 == 0 and at most
 // kW4A8StreamingMaxGroups groups, else cudaErrorInvalidValue.
 cudaError_t LaunchW4A8DecodeStreaming(const W4A8DecodeParams& params, cudaStream_t stream);
-// CTAs of the streaming kernel (bf16 output) resident per SM of the current device (0 on error).
-int W4A8StreamingKernelResidentCtas();
+// CTAs of the streaming kernel (bf16 output; for m > 8 when high_rows, else m <= 8) resident per
+// SM of the current device (0 on error), and what its __launch_bounds__ ask for (2 and 3).
+int W4A8StreamingKernelResidentCtas(bool high_rows);
+int W4A8StreamingExpectedResidentCtas(bool high_rows);
 
 }  // namespace flatfleet::cuda::internal

@@ -7,7 +7,8 @@
 // consecutive windows starting at kWindowsPerWarp * w (so each warp reads 8 rows x 256
 // contiguous bytes). Each lane issues the 16-byte loads of all its windows of the next stage
 // (kWindowsPerWarp independent loads straight into registers) before it multiplies those of the
-// current stage: 2 * kWindowsPerWarp * 16 bytes per lane, up to 32 KB per CTA, in flight.
+// current stage: 2 * kWindowsPerWarp * 16 bytes per lane, up to 32 KB per CTA, in flight
+// (2 CTAs per SM for m > 8, 3 for m <= 8, whose variant drops the activation rows 8..15).
 //
 // MMAs as in the ring kernel: lane (g, t) holds chunk t (K elements 32t .. 32t + 31 of a
 // window) of channel g; MMA s takes word s of it as B (low nibbles: elements 8s + 0..3, high:
@@ -44,9 +45,14 @@ constexpr int kWindow = 128;   // K elements per window: 4 chunks of 32, one per
 constexpr int kFolders = 128;  // one per C element of the 16 x 8 tile
 constexpr int kMaxGroups = kW4A8StreamingMaxGroups;
 
-// Two CTAs of 256 threads per SM (<= 128 registers): 64 KB of weights in flight per SM.
-template <typename Out>
-__global__ void __launch_bounds__(kThreads, 2) W4A8DecodeStreamingKernel(const W4A8DecodeParams p) {
+// CTAs of 256 threads resident per SM: 2 (<= 128 registers) with activation rows 8..15 (m > 8),
+// 3 (<= 85 registers) without them, where the A fragment's rows g + 8 are constant zeros: 32 or
+// 48 KB of weights issued ahead per SM.
+constexpr int ResidentCtas(bool high_rows) { return high_rows ? 2 : 3; }
+
+template <bool kHighRows, typename Out>
+__global__ void __launch_bounds__(kThreads, ResidentCtas(kHighRows))
+    W4A8DecodeStreamingKernel(const W4A8DecodeParams p) {
   __shared__ __align__(16) int4 exchange[2][kStageWindows][32];  // 32 KB
   __shared__ uint16_t scale_table[8 * kMaxGroups];               // [channel][group], FP16 bits
   __shared__ int8_t zero_table[8 * kMaxGroups];                  // [channel][group]
@@ -65,7 +71,7 @@ __global__ void __launch_bounds__(kThreads, 2) W4A8DecodeStreamingKernel(const W
   const bool w_valid = n_base + g < p.n;
   const uint32_t* w_row = p.w_words + (w_valid ? n_base + g : 0) * (p.k / 8) + 4 * t;
   // Activation rows g and g + 8 at byte 32t (row 0 stands in for rows >= m, never read).
-  const bool x_valid_lo = g < p.m, x_valid_hi = g + 8 < p.m;
+  const bool x_valid_lo = g < p.m, x_valid_hi = kHighRows && g + 8 < p.m;
   const int8_t* x_lo = p.x_codes + static_cast<int64_t>(x_valid_lo ? g : 0) * p.k + 32 * t;
   const int8_t* x_hi = p.x_codes + static_cast<int64_t>(x_valid_hi ? g + 8 : 0) * p.k + 32 * t;
 
@@ -86,7 +92,12 @@ __global__ void __launch_bounds__(kThreads, 2) W4A8DecodeStreamingKernel(const W
     const bool valid = window < windows;
     const int64_t kw = valid ? static_cast<int64_t>(window) * kWindow : 0;
     LoadActivation32(valid && x_valid_lo, x_lo + kw, lo);
-    LoadActivation32(valid && x_valid_hi, x_hi + kw, hi);
+    if (kHighRows) {
+      LoadActivation32(valid && x_valid_hi, x_hi + kw, hi);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) hi[i] = 0;  // rows >= 8 >= m
+    }
   };
 
   uint4 current[kWindowsPerWarp];
@@ -190,21 +201,33 @@ __global__ void __launch_bounds__(kThreads, 2) W4A8DecodeStreamingKernel(const W
 cudaError_t LaunchW4A8DecodeStreaming(const W4A8DecodeParams& p, cudaStream_t stream) {
   if (p.group_size % kWindow != 0 || p.k / p.group_size > kMaxGroups) return cudaErrorInvalidValue;
   const unsigned grid = static_cast<unsigned>((static_cast<int64_t>(p.n) + 7) / 8);
+  const bool high_rows = p.m > 8;
   if (p.y_is_bf16) {
-    W4A8DecodeStreamingKernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
+    if (high_rows) {
+      W4A8DecodeStreamingKernel<true, __nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
+    } else {
+      W4A8DecodeStreamingKernel<false, __nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
+    }
   } else {
-    W4A8DecodeStreamingKernel<float><<<grid, kThreads, 0, stream>>>(p);
+    if (high_rows) {
+      W4A8DecodeStreamingKernel<true, float><<<grid, kThreads, 0, stream>>>(p);
+    } else {
+      W4A8DecodeStreamingKernel<false, float><<<grid, kThreads, 0, stream>>>(p);
+    }
   }
   return cudaGetLastError();
 }
 
-int W4A8StreamingKernelResidentCtas() {
+int W4A8StreamingKernelResidentCtas(bool high_rows) {
   int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &blocks, W4A8DecodeStreamingKernel<__nv_bfloat16>, kThreads, 0) != cudaSuccess) {
-    return 0;
-  }
-  return blocks;
+  const cudaError_t error =
+      high_rows ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                      &blocks, W4A8DecodeStreamingKernel<true, __nv_bfloat16>, kThreads, 0)
+                : cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                      &blocks, W4A8DecodeStreamingKernel<false, __nv_bfloat16>, kThreads, 0);
+  return error == cudaSuccess ? blocks : 0;
 }
+
+int W4A8StreamingExpectedResidentCtas(bool high_rows) { return ResidentCtas(high_rows); }
 
 }  // namespace flatfleet::cuda::internal

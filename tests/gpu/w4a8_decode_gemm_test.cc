@@ -467,11 +467,17 @@ TEST(W4A8DecodeGemmArgsTest, AutoKernelFollowsTheDocumentedTable) {
             W4A8DecodeKernel::kTensorCoreNarrow);
 }
 
-// Two CTAs of 256 threads per SM is what the kernel's __launch_bounds__ asks for and what its
-// in-flight bytes per SM assume (docs/GPU_ENGINE.md).
-TEST(W4A8DecodeStreamingResidencyGpuTest, TwoCtasPerSm) {
+// 2 CTAs of 256 threads per SM for m > 8, 3 for m <= 8: what the kernel's __launch_bounds__ ask
+// for and what its in-flight bytes per SM assume (docs/GPU_ENGINE.md).
+TEST(W4A8DecodeStreamingResidencyGpuTest, MatchesTheLaunchBounds) {
   FF_SKIP_WITHOUT_GPU();
-  EXPECT_EQ(internal::W4A8StreamingKernelResidentCtas(), 2);
+  EXPECT_EQ(internal::W4A8StreamingExpectedResidentCtas(true), 2);
+  EXPECT_EQ(internal::W4A8StreamingExpectedResidentCtas(false), 3);
+  for (bool high_rows : {true, false}) {
+    EXPECT_EQ(internal::W4A8StreamingKernelResidentCtas(high_rows),
+              internal::W4A8StreamingExpectedResidentCtas(high_rows))
+        << (high_rows ? "m > 8" : "m <= 8");
+  }
 }
 
 TEST(W4A8DecodeGemmArgsTest, AutoChoosesTheNarrowKernel) {
