@@ -44,6 +44,7 @@ constexpr int kStageWindows = kWarps * kWindowsPerWarp;
 constexpr int kWindow = 128;   // K elements per window: 4 chunks of 32, one per lane of a quad
 constexpr int kFolders = 128;  // one per C element of the 16 x 8 tile
 constexpr int kMaxGroups = kW4A8StreamingMaxGroups;
+static_assert(8 * kMaxGroups % kThreads == 0, "the table fill's per-thread count");
 
 // CTAs of 256 threads resident per SM: 2 (<= 128 registers) with activation rows 8..15 (m > 8),
 // 3 (<= 85 registers) without them, where the A fragment's rows g + 8 are constant zeros: 32 or
@@ -104,16 +105,27 @@ __global__ void __launch_bounds__(kThreads, ResidentCtas(kHighRows))
   load_stage(0, current);  // in flight while the tables are filled
 
   // The CTA's scales and zero points: channels n_base .. n_base + 7 are contiguous rows of the
-  // [n, groups] arrays. Zeros past n (those columns are never stored).
+  // [n, groups] arrays. Zeros past n (those columns are never stored). All of a thread's loads
+  // are issued before its first store, so the fill costs one memory latency, not one per
+  // element.
   {
+    constexpr int kFillPerThread = 8 * kMaxGroups / kThreads;
     const int64_t begin = n_base * groups, end = static_cast<int64_t>(p.n) * groups;
-    for (int i = threadIdx.x; i < 8 * groups; i += kThreads) {
-      const bool valid = begin + i < end;
-      scale_table[i] = valid ? static_cast<uint16_t>(LoadU16(p.w_scales + begin + i)) : 0;
-      zero_table[i] =
-          valid && has_zero_points
-              ? static_cast<int8_t>(static_cast<uint8_t>(LoadU8(p.w_zero_points + begin + i)))
-              : 0;
+    uint32_t scale_bits[kFillPerThread], zero_bits[kFillPerThread];
+#pragma unroll
+    for (int r = 0; r < kFillPerThread; ++r) {
+      const int i = threadIdx.x + r * kThreads;
+      const bool valid = i < 8 * groups && begin + i < end;
+      scale_bits[r] = valid ? LoadU16(p.w_scales + begin + i) : 0u;
+      zero_bits[r] = valid && has_zero_points ? LoadU8(p.w_zero_points + begin + i) : 0u;
+    }
+#pragma unroll
+    for (int r = 0; r < kFillPerThread; ++r) {
+      const int i = threadIdx.x + r * kThreads;
+      if (i < 8 * groups) {
+        scale_table[i] = static_cast<uint16_t>(scale_bits[r]);
+        zero_table[i] = static_cast<int8_t>(static_cast<uint8_t>(zero_bits[r]));
+      }
     }
   }
   __syncthreads();
