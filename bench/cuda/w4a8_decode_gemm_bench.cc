@@ -9,6 +9,8 @@
 //   BM_W4A8DecodeSplitK      GemmW4A8Decode: split 0 kAuto (the heuristic's choice), 1 the
 //                            narrow kernel (the reference path), 2, 4, 8 kSplitK, on every
 //                            Llama-3-8B/70B layer and TP2 half at m = 1, 16;
+//   BM_W4A8DecodeStreaming   GemmW4A8Decode: kernel 0 kStreaming, 1 the previous kAuto choice
+//                            (split-K or narrow), on the split-K comparison's shapes;
 //   BM_CublasInt8Decode      cublasGemmEx s8 x s8 -> s32 on the same shapes (no scales, no
 //                            epilogue: strictly less work), the INT8 peer;
 //   BM_CublasLtBf16DecodeTP  cuBLASLt bf16 on the same shapes, the bf16 peer.
@@ -336,7 +338,8 @@ void BM_W8A8MmaSyncAddBias(benchmark::State& state) {
 }
 
 // Args: m, n, k, split (0: kAuto, what the engine runs; 1: the narrow kernel, the reference
-// path; 2, 4, 8: kSplitK forced). The counter `split` says which split ran (1: narrow).
+// path; 2, 4, 8: kSplitK forced). The counter `split` says which split ran (1: narrow), unless
+// `streaming` is 1: kAuto ran kStreaming.
 void BM_W4A8DecodeSplitK(benchmark::State& state) {
   if (!flatfleet::bench::HasGpu(state)) return;
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
@@ -371,6 +374,51 @@ void BM_W4A8DecodeSplitK(benchmark::State& state) {
   cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
   state.counters["split"] =
       split == 0 ? flatfleet::cuda::ChooseW4A8DecodeSplit(m, n, k, kGroupSize, sm_count) : split;
+  // kAuto runs the streaming kernel where it can (then `split` is what the old rule would take).
+  state.counters["streaming"] =
+      split == 0 && flatfleet::cuda::ChooseW4A8DecodeAutoKernel(m, n, k, kGroupSize, sm_count) ==
+                        W4A8DecodeKernel::kStreaming
+          ? 1
+          : 0;
+}
+
+// Args: m, n, k, kernel (0: kStreaming, what kAuto runs on these shapes; 1: the previous kAuto
+// choice, split-K where ChooseW4A8DecodeSplit says 2 or more, else the narrow kernel, in the same
+// run for the ratio). The counter `streaming` says which ran.
+void BM_W4A8DecodeStreaming(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const bool streaming = state.range(3) == 0;
+  using flatfleet::cuda::W4A8DecodeKernel;
+  const W4A8Problem problem(m, n, k);
+  const L2Flush flush;
+  if (!problem.ok()) {
+    state.SkipWithError("out of device memory");
+    return;
+  }
+  int device = 0, sm_count = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
+  const int split = flatfleet::cuda::ChooseW4A8DecodeSplit(m, n, k, kGroupSize, sm_count);
+  const flatfleet::cuda::DeviceW4A8DecodeGemm args{
+      .m = m,
+      .n = n,
+      .k = k,
+      .group_size = kGroupSize,
+      .x_codes = static_cast<const int8_t*>(problem.x),
+      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
+      .w_words = static_cast<const uint32_t*>(problem.w),
+      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
+      .epilogue_add = static_cast<const float*>(problem.add),
+      .y = problem.y,
+      .y_type = GemmElementType::kBf16,
+      .kernel = streaming    ? W4A8DecodeKernel::kStreaming
+                : split >= 2 ? W4A8DecodeKernel::kSplitK
+                             : W4A8DecodeKernel::kTensorCoreNarrow,
+      .split = split >= 2 ? split : 0};
+  TimeCold(state, flush, [&] { return flatfleet::cuda::GemmW4A8Decode(args, nullptr).ok(); });
+  flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));
+  state.counters["streaming"] = streaming ? 1 : 0;
 }
 
 // Args: m, n, k. int32 output, no scales: cuBLAS's INT8 GEMM reads 1 byte per weight.
@@ -441,7 +489,15 @@ void SplitShapesBySplit(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k", "split"});
 }
 
+void SplitShapesByStreaming(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kSplitShapes)
+    for (int64_t m : {1, 16})
+      for (int64_t kernel : {0, 1}) b->Args({m, n, k, kernel});
+  b->ArgNames({"m", "n", "k", "kernel"});
+}
+
 BENCHMARK(BM_W4A8DecodeSplitK)->UseManualTime()->MinTime(0.1)->Apply(SplitShapesBySplit);
+BENCHMARK(BM_W4A8DecodeStreaming)->UseManualTime()->MinTime(0.1)->Apply(SplitShapesByStreaming);
 BENCHMARK(BM_CublasInt8Decode)->UseManualTime()->MinTime(0.1)->Apply(SplitShapes);
 BENCHMARK(BM_CublasLtBf16Decode)
     ->Name("BM_CublasLtBf16DecodeTP")

@@ -59,6 +59,24 @@ int ChooseW4A8DecodeSplit(int64_t m, int64_t n, int64_t k, int64_t group_size, i
   return chosen;
 }
 
+bool W4A8StreamingSupports(int64_t k, int64_t group_size) {
+  return group_size > 0 && group_size % 128 == 0 && k % group_size == 0 &&
+         k / group_size <= internal::kW4A8StreamingMaxGroups;
+}
+
+// Why streaming everywhere it runs (unmeasured: BM_W4A8DecodeStreaming runs it beside the old
+// choice on every real shape, to be checked): the narrow and split-K kernels measured latency-
+// bound (0.5-1.3 TB/s). The streaming kernel issues the next stage's weights (4 x 16 bytes per
+// lane, 32 KB per SM at 2 CTAs of 256 threads for m > 8, 48 KB at 3 for m <= 8) before
+// multiplying the current stage's (up to as much again still landing), on narrow and wide
+// layers alike.
+W4A8DecodeKernel ChooseW4A8DecodeAutoKernel(int64_t m, int64_t n, int64_t k, int64_t group_size,
+                                            int sm_count) {
+  if (W4A8StreamingSupports(k, group_size)) return W4A8DecodeKernel::kStreaming;
+  return ChooseW4A8DecodeSplit(m, n, k, group_size, sm_count) >= 2 ? W4A8DecodeKernel::kSplitK
+                                                                   : ChooseW4A8DecodeKernel(n);
+}
+
 absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t stream) {
   if (args.m < 1 || args.m > kMaxRows) return Invalid("m must be in 1..16, got ", args.m);
   if (args.n < 1 || args.n > kMaxInt32) return Invalid("n must be in 1..2^31-1, got ", args.n);
@@ -92,6 +110,12 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
       return Invalid("split must be 0, 2, 4 or 8, got ", args.split);
     }
   }
+  if (args.kernel == W4A8DecodeKernel::kStreaming &&
+      !W4A8StreamingSupports(args.k, args.group_size)) {
+    return Invalid("kStreaming needs group_size a multiple of 128 and at most ",
+                   internal::kW4A8StreamingMaxGroups, " groups, got group_size ", args.group_size,
+                   " for k = ", args.k);
+  }
   const bool y_is_bf16 = args.y_type == GemmElementType::kBf16;
   if ((args.m - 1) * y_stride + args.n > std::numeric_limits<int64_t>::max() / 4) {
     return Invalid("y_stride = ", y_stride, " is too large");
@@ -111,6 +135,9 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
   internal::W4A8DecodeVariant variant;
   W4A8DecodeKernel kernel = args.kernel;
   int split = args.split;
+  if (kernel == W4A8DecodeKernel::kAuto && W4A8StreamingSupports(args.k, args.group_size)) {
+    kernel = W4A8DecodeKernel::kStreaming;  // ChooseW4A8DecodeAutoKernel's first rule
+  }
   if (kernel == W4A8DecodeKernel::kAuto || (kernel == W4A8DecodeKernel::kSplitK && split == 0)) {
     const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentSmCount();
     const int chosen = ChooseW4A8DecodeSplit(args.m, args.n, args.k, args.group_size, sm_count);
@@ -131,6 +158,9 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
       break;
     case W4A8DecodeKernel::kSplitK:
       variant = internal::W4A8DecodeVariant::kSplitK;
+      break;
+    case W4A8DecodeKernel::kStreaming:
+      variant = internal::W4A8DecodeVariant::kStreaming;
       break;
     default:
       return Invalid("unknown kernel");

@@ -16,12 +16,12 @@
 
 namespace flatfleet::cuda {
 
-// Which kernel runs. kAuto takes the split-K kernel when ChooseW4A8DecodeSplit says 2 or more
-// (narrow layers: too few channel blocks to fill the GPU), else ChooseW4A8DecodeKernel(n); the
-// others force one (tests and benchmarks). kTensorCoreNarrow is the reference path the split
-// kernel is compared with (the same numerics, one warp per 8 channels over all of K). kSimple is a
-// one-thread-per-output reference kernel: slow, obviously right, and a fallback should the
-// tensor-core kernels ever be in doubt.
+// Which kernel runs. kAuto takes ChooseW4A8DecodeAutoKernel's choice (the streaming kernel
+// wherever it can run; else the split-K kernel when ChooseW4A8DecodeSplit says 2 or more, else
+// ChooseW4A8DecodeKernel(n)); the others force one (tests and benchmarks). kTensorCoreNarrow is the
+// reference path the split kernel is compared with (the same numerics, one warp per 8 channels over
+// all of K). kSimple is a one-thread-per-output reference kernel: slow, obviously right, and a
+// fallback should the tensor-core kernels ever be in doubt.
 enum class W4A8DecodeKernel {
   kAuto,
   kTensorCoreNarrow,  // one warp per 8 output channels (more warps: small n)
@@ -32,6 +32,13 @@ enum class W4A8DecodeKernel {
   // memory, which folds them in ascending K order (the reference's order; no workspace). Needs
   // group_size % 128 == 0 (every real model); InvalidArgument otherwise.
   kSplitK,
+  // Streaming (w4a8_decode_streaming.cu): one CTA of 8 warps per 8 output channels; the warps
+  // take consecutive runs of 4 windows of 128 K elements per stage, load the next stage's
+  // weights (4 independent 16-byte loads per lane) before multiplying the current one, and hand
+  // their exact int32 window sums to 128 folding threads through shared memory (ascending K
+  // order, no workspace). Needs group_size % 128 == 0 and k / group_size <= 512 (every real
+  // model); InvalidArgument otherwise.
+  kStreaming,
 };
 
 struct DeviceW4A8DecodeGemm {
@@ -77,6 +84,15 @@ constexpr int W4A8SplitResidentWarpsPerSm(int split) {
   return split == 2 ? 20 : split == 4 ? 20 : split == 8 ? 16 : 0;
 }
 int ChooseW4A8DecodeSplit(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count);
+
+// Whether kStreaming can run the shape: group_size % 128 == 0 and k / group_size <= 512.
+bool W4A8StreamingSupports(int64_t k, int64_t group_size);
+
+// The kernel kAuto runs (never kAuto): kStreaming when W4A8StreamingSupports, else kSplitK when
+// ChooseW4A8DecodeSplit says 2 or more, else ChooseW4A8DecodeKernel(n). The table is in
+// docs/GPU_ENGINE.md.
+W4A8DecodeKernel ChooseW4A8DecodeAutoKernel(int64_t m, int64_t n, int64_t k, int64_t group_size,
+                                            int sm_count);
 
 // Validates (InvalidArgument naming the field, OutOfRange when int32 could overflow) and enqueues
 // on `stream`.

@@ -8,7 +8,11 @@
 
 namespace flatfleet::cuda::internal {
 
-enum class W4A8DecodeVariant { kNarrow, kWide, kSimple, kSplitK };
+enum class W4A8DecodeVariant { kNarrow, kWide, kSimple, kSplitK, kStreaming };
+
+// kStreaming keeps its CTA's scales and zero points in static shared memory: at most this many
+// groups (k / group_size) per row.
+inline constexpr int kW4A8StreamingMaxGroups = 512;
 
 struct W4A8DecodeParams {
   const int8_t* x_codes = nullptr;        // [m, k]
@@ -31,5 +35,13 @@ cudaError_t LaunchW4A8Decode(const W4A8DecodeParams& params, cudaStream_t stream
 // cudaOccupancyMaxActiveBlocksPerMultiprocessor (0 on error): what W4A8SplitResidentWarpsPerSm
 // must say.
 int W4A8SplitKernelResidentWarps(int split);
+
+// The streaming kernel (w4a8_decode_streaming.cu): group_size % 128 == 0 and at most
+// kW4A8StreamingMaxGroups groups, else cudaErrorInvalidValue.
+cudaError_t LaunchW4A8DecodeStreaming(const W4A8DecodeParams& params, cudaStream_t stream);
+// CTAs of the streaming kernel (bf16 output; for m > 8 when high_rows, else m <= 8) resident per
+// SM of the current device (0 on error), and what its __launch_bounds__ ask for (2 and 3).
+int W4A8StreamingKernelResidentCtas(bool high_rows);
+int W4A8StreamingExpectedResidentCtas(bool high_rows);
 
 }  // namespace flatfleet::cuda::internal

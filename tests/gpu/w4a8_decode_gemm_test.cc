@@ -78,6 +78,8 @@ const char* KernelName(W4A8DecodeKernel kernel) {
       return "simple";
     case W4A8DecodeKernel::kSplitK:
       return "split-K";
+    case W4A8DecodeKernel::kStreaming:
+      return "streaming";
   }
   return "?";
 }
@@ -87,7 +89,8 @@ struct KernelChoice {
   int split;  // kSplitK only; 0: the heuristic's
 };
 
-// Every kernel that can run the case: split-K only when its groups are whole windows.
+// Every kernel that can run the case: split-K only when its groups are whole windows, streaming
+// also when there are at most 512 groups.
 std::vector<KernelChoice> KernelsFor(const DecodeCase& c) {
   std::vector<KernelChoice> kernels = {{W4A8DecodeKernel::kAuto, 0},
                                        {W4A8DecodeKernel::kTensorCoreNarrow, 0},
@@ -95,6 +98,9 @@ std::vector<KernelChoice> KernelsFor(const DecodeCase& c) {
                                        {W4A8DecodeKernel::kSimple, 0}};
   if (c.group_size % 128 == 0) {
     for (int split : {0, 2, 4, 8}) kernels.push_back({W4A8DecodeKernel::kSplitK, split});
+  }
+  if (W4A8StreamingSupports(c.k, c.group_size)) {
+    kernels.push_back({W4A8DecodeKernel::kStreaming, 0});
   }
   return kernels;
 }
@@ -211,7 +217,10 @@ TEST_P(W4A8DecodeGemmGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
 // (32, 64, 96, per channel with k = 160) the batch loop, including k not a multiple of 128 (a
 // short last window: 32, 96, 160, 288); single-window problems (k = 32, 128) leave most of the
 // ring's prologue empty. For split-K, window counts that no split divides (1, 3, 5, 9, 15) leave
-// the last round short, and groups of 3 or 5 windows straddle rounds.
+// the last round short, and groups of 3 or 5 windows straddle rounds. For streaming (stages of
+// 32 windows): k = 5760 is 45 windows (a short last stage, groups of 3 windows straddling the
+// stage boundary), k = 65536 with group 128 fills its 512-group tables, k = 14336 and 8192 (below)
+// take several stages.
 INSTANTIATE_TEST_SUITE_P(
     Shapes, W4A8DecodeGemmGpuTest,
     ::testing::Values(DecodeCase{1, 64, 256, 128, false}, DecodeCase{1, 77, 4096, 128, true},
@@ -226,7 +235,9 @@ INSTANTIATE_TEST_SUITE_P(
                       DecodeCase{6, 70, 1024, 256, true}, DecodeCase{11, 90, 1280, 640, false},
                       DecodeCase{9, 45, 160, 160, true}, DecodeCase{12, 24, 128, 128, false},
                       DecodeCase{10, 99, 1152, 128, true}, DecodeCase{13, 57, 640, 128, false},
-                      DecodeCase{14, 8, 1920, 384, true}, DecodeCase{1, 3, 384, 128, false}),
+                      DecodeCase{14, 8, 1920, 384, true}, DecodeCase{1, 3, 384, 128, false},
+                      DecodeCase{3, 40, 5760, 384, true}, DecodeCase{16, 19, 5760, 384, false},
+                      DecodeCase{2, 24, 65536, 128, true}),
     [](const auto& info) { return CaseName(info.param); });
 
 // The real layers (group 128): Llama-3-8B fused q/k/v, o, fused gate|up, down at m = 1 and 16;
@@ -417,6 +428,55 @@ TEST(W4A8DecodeSplitResidencyGpuTest, MatchesTheHeuristicsTable) {
   for (int split : {2, 4, 8}) {
     EXPECT_EQ(internal::W4A8SplitKernelResidentWarps(split), W4A8SplitResidentWarpsPerSm(split))
         << "split " << split << ": update W4A8SplitResidentWarpsPerSm and the docs' table";
+  }
+}
+
+TEST(W4A8DecodeGemmArgsTest, RejectsStreamingWhereItCannotRun) {
+  auto args = ShapeArgs();
+  args.kernel = W4A8DecodeKernel::kStreaming;
+  args.group_size = 64;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "kStreaming needs group_size a multiple of 128"));
+  args = ShapeArgs();
+  args.kernel = W4A8DecodeKernel::kStreaming;
+  args.k = 513 * 128;  // 513 groups: more than its shared-memory tables hold
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "at most 512 groups"));
+  args = ShapeArgs();  // valid streaming shape: the call stops at the null y
+  args.kernel = W4A8DecodeKernel::kStreaming;
+  args.k = 512 * 128;
+  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
+}
+
+// The choice table of docs/GPU_ENGINE.md: streaming wherever it runs, else the split heuristic,
+// else the narrow kernel.
+TEST(W4A8DecodeGemmArgsTest, AutoKernelFollowsTheDocumentedTable) {
+  for (int64_t m : {1, 16}) {
+    for (int64_t n : {4096, 28672, 57344}) {
+      for (int64_t k : {4096, 8192, 28672}) {
+        EXPECT_EQ(ChooseW4A8DecodeAutoKernel(m, n, k, 128, 132), W4A8DecodeKernel::kStreaming);
+        EXPECT_EQ(ChooseW4A8DecodeAutoKernel(m, n, k, k, 132), W4A8DecodeKernel::kStreaming);
+      }
+    }
+  }
+  EXPECT_TRUE(W4A8StreamingSupports(512 * 128, 128));
+  EXPECT_FALSE(W4A8StreamingSupports(513 * 128, 128));
+  // Not streaming: groups that are not whole windows (split-K cannot run either), or too many.
+  EXPECT_EQ(ChooseW4A8DecodeAutoKernel(1, 4096, 4096, 64, 132),
+            W4A8DecodeKernel::kTensorCoreNarrow);
+  EXPECT_EQ(ChooseW4A8DecodeAutoKernel(1, 64, 513 * 128, 128, 132), W4A8DecodeKernel::kSplitK);
+  EXPECT_EQ(ChooseW4A8DecodeAutoKernel(1, 57344, 513 * 128, 128, 132),
+            W4A8DecodeKernel::kTensorCoreNarrow);
+}
+
+// 2 CTAs of 256 threads per SM for m > 8, 3 for m <= 8: what the kernel's __launch_bounds__ ask
+// for and what its in-flight bytes per SM assume (docs/GPU_ENGINE.md).
+TEST(W4A8DecodeStreamingResidencyGpuTest, MatchesTheLaunchBounds) {
+  FF_SKIP_WITHOUT_GPU();
+  EXPECT_EQ(internal::W4A8StreamingExpectedResidentCtas(true), 2);
+  EXPECT_EQ(internal::W4A8StreamingExpectedResidentCtas(false), 3);
+  for (bool high_rows : {true, false}) {
+    EXPECT_EQ(internal::W4A8StreamingKernelResidentCtas(high_rows),
+              internal::W4A8StreamingExpectedResidentCtas(high_rows))
+        << (high_rows ? "m > 8" : "m <= 8");
   }
 }
 

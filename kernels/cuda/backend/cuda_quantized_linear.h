@@ -2,9 +2,10 @@
 // quantized per token to INT8 on the device, then the integer GEMM by row count (each bit-exact
 // with the CPU reference, so the choice never changes a result):
 //   * W4A8 up to kDecodeGemmMaxRows: the weight-streaming decode GEMM with the epilogue (bias
-//     plus output correction, one rounding to the output type) fused; kAuto splits K over the
-//     warps of a CTA on narrow layers (ChooseW4A8DecodeSplit, w4a8_decode_gemm.h). The split
-//     exchanges its int32 sums through shared memory, so it takes no scratch. (The W8A8 decode GEMM
+//     plus output correction, one rounding to the output type) fused; kAuto runs the streaming
+//     kernel where it can, else splits K over the warps of a CTA on narrow layers
+//     (ChooseW4A8DecodeAutoKernel, w4a8_decode_gemm.h). Both exchange their int32 sums through
+//     shared memory, so they take no scratch. (The W8A8 decode GEMM
 //     measured slower than the mma.sync kernel on every real shape, so W8A8 decode keeps that.)
 //   * otherwise the mma.sync W8A8 / W4A8 GEMMs (kernels/cuda/int8_gemm.h) into float32 op
 //     scratch, then the epilogue kernel (kernels/cuda/bias_add.h);
