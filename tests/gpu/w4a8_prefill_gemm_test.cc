@@ -157,7 +157,7 @@ const char* KernelName(W4A8PrefillKernel kernel) {
     case W4A8PrefillKernel::kSimple:
       return "simple";
     case W4A8PrefillKernel::kWgmmaExperimental:
-      return "wgmma (experimental)";
+      return "wgmma";
   }
   return "?";
 }
@@ -306,8 +306,9 @@ TEST_P(W4A8PrefillGemmGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
   CheckCase(GetParam(), kernels);
 }
 
-// The experimental wgmma kernel, on its own (a failure here does not touch the engine's path):
-// the same checks, on the problems it accepts (k and groups multiples of 128). Hopper only.
+// The wgmma kernel (kAuto's choice on Hopper where it applies, so the suite above also runs it
+// through kAuto), on its own: the same checks, on the problems it accepts (k and groups multiples
+// of 128). Hopper only.
 class W4A8PrefillWgmmaGpuTest : public ::testing::TestWithParam<PrefillCase> {};
 
 TEST_P(W4A8PrefillWgmmaGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
