@@ -35,6 +35,11 @@ enum class W4A8PrefillKernel {
   // or * 15 with zero points, < 2^22: groups up to 4608, or 2176 with zero points), else
   // InvalidArgument. The name is historical: kAuto chooses it where it applies.
   kWgmmaExperimental,
+  // kWgmmaExperimental's code with one warpgroup and 64 x 128 outputs a block, two blocks per SM
+  // that no barrier couples (each one's fold and unpack overlap the other's wgmmas), at the cost
+  // of each block unpacking its own weight tiles. Same preconditions; not chosen by kAuto until
+  // measured faster.
+  kWgmma64x128TwoPerSm,
 };
 
 struct DeviceW4A8PrefillGemm {

@@ -17,7 +17,9 @@
 // swizzled layout, alternating between two buffers, and fences its generic-proxy writes for the
 // async proxy. Each warpgroup issues tile kt's four m64n128k32 wgmmas, unpacks tile kt + 1 while
 // they run, waits, folds; one barrier per tile. No warp specialisation and the fold does not
-// overlap the MMAs: a first version to measure.
+// overlap the MMAs: a first version to measure. kWgmma64x128TwoPerSm runs the same code with one
+// warpgroup and 64 x 128 outputs a block, two blocks per SM, so that one block's fold, unpack and
+// barrier overlap the other's wgmmas (each block unpacks its own weight tiles).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -41,6 +43,9 @@ constexpr int kPackedBytes = 128 * 64;  // a packed INT4 weight tile
 constexpr int kScaleBytes = 2 * kBN * 4;  // the float scales of the tile's columns, two groups
 constexpr int kSmemBytes =
     1024 + kStages * (kTileBytes + kPackedBytes) + 2 * kTileBytes + kScaleBytes;
+// The one-warpgroup, 64-row block: half the activation stages. 100,352 bytes: two blocks fit.
+constexpr int kSmemBytes64 =
+    1024 + kStages * (kTileBytes / 2 + kPackedBytes) + 2 * kTileBytes + kScaleBytes;
 constexpr int kRasterGroupM = 8;
 constexpr int32_t kMagicBits = 0x4b400000;  // 1.5 * 2^23
 constexpr float kMagicFloat = 12582912.0f;
@@ -120,13 +125,20 @@ __device__ __forceinline__ void StorePair(__nv_bfloat16* y, float a, float b) {
   *reinterpret_cast<__nv_bfloat162*>(y) = __floats2bfloat162_rn(a, b);
 }
 
-template <typename Out>
-__global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8PrefillParams p) {
+// kWarpgroups = 2: one block of 128 x 128 outputs per SM (kWgmmaExperimental). kWarpgroups = 1:
+// blocks of 64 x 128 outputs and one warpgroup, two per SM (kWgmma64x128TwoPerSm), which no
+// barrier couples: one block's fold, unpack and barrier run while the other's wgmmas do.
+template <typename Out, int kWarpgroups>
+__global__ void __launch_bounds__(128 * kWarpgroups, 2 / kWarpgroups)
+    W4A8PrefillWgmmaKernel(const W4A8PrefillParams p) {
+  constexpr int kRows = 64 * kWarpgroups, kBlockThreads = 128 * kWarpgroups;
+  constexpr int kATileBytes = kRows * 128;
+  constexpr int kPackedPerThread = kBN * 4 / kBlockThreads;  // 16-byte packed chunks (2 or 4)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) uint8_t shared_raw[];
   uint8_t* shared = shared_raw + ((1024 - (SharedAddress(shared_raw) & 1023)) & 1023);
-  uint8_t* a_shared = shared;                          // kStages x 16 KiB, swizzled
-  uint8_t* b_shared = shared + kStages * kTileBytes;   // 2 x 16 KiB, swizzled INT8
+  uint8_t* a_shared = shared;                          // kStages x kRows x 128 B, swizzled
+  uint8_t* b_shared = shared + kStages * kATileBytes;  // 2 x 16 KiB, swizzled INT8
   uint8_t* packed_shared = b_shared + 2 * kTileBytes;  // kStages x 8 KiB, packed INT4
   // Scales of the tile's 128 columns, by group parity (written at a group's first tile, read at
   // its last; the parity keeps the next group's writes off a slower warpgroup's reads). Through
@@ -134,13 +146,13 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
   float* scale_shared = reinterpret_cast<float*>(packed_shared + kStages * kPackedBytes);
 
   // Grouped rasterisation, as the mma.sync kernel.
-  const int m_tiles = (p.m + kBM - 1) / kBM, n_tiles = (p.n + kBN - 1) / kBN;
+  const int m_tiles = (p.m + kRows - 1) / kRows, n_tiles = (p.n + kBN - 1) / kBN;
   const int linear = blockIdx.x;
   const int per_group = kRasterGroupM * n_tiles;
   const int first_m = (linear / per_group) * kRasterGroupM;
   const int group_rows = min(m_tiles - first_m, kRasterGroupM);
   const int local = linear % per_group;
-  const int m0 = (first_m + local % group_rows) * kBM;
+  const int m0 = (first_m + local % group_rows) * kRows;
   const int n0 = (local / group_rows) * kBN;
 
   const int tid = threadIdx.x;
@@ -152,15 +164,15 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
   const int64_t w_row_bytes = p.k / 2;
   const uint32_t flip = p.w_unsigned_nibbles ? kUnsignedNibbleFlip : kSignedNibbleFlip;
 
-  // Tile kt into ring stage kt % kStages. Thread tid copies activation chunks tid + 256j (row
-  // (tid + 256j) / 8, chunk tid % 8) and packed weight chunks tid + 256j (row tid / 4 + 64j,
-  // chunk tid % 4); rows past m or n are zero-filled.
+  // Tile kt into ring stage kt % kStages. Thread tid copies activation chunks tid + T j (row
+  // (tid + T j) / 8, chunk tid % 8; T = kBlockThreads, kRows * 8 / T = 4 of them) and packed
+  // weight chunks of rows tid / 4 + (T / 4) j (chunk tid % 4); rows past m or n are zero-filled.
   auto load_tile = [&](int kt) {
     const int k0 = kt * kBK;
-    uint8_t* a = a_shared + (kt % kStages) * kTileBytes;
+    uint8_t* a = a_shared + (kt % kStages) * kATileBytes;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int i = tid + kThreads * j;
+      const int i = tid + kBlockThreads * j;
       const int row = i / 8, chunk = i % 8;
       const bool valid = m0 + row < p.m;
       const int8_t* src =
@@ -170,8 +182,8 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
     uint8_t* b = packed_shared + (kt % kStages) * kPackedBytes;
     const auto* w = reinterpret_cast<const uint8_t*>(p.w_words);
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int row = tid / 4 + 64 * j, chunk = tid % 4;
+    for (int j = 0; j < kPackedPerThread; ++j) {
+      const int row = tid / 4 + (kBlockThreads / 4) * j, chunk = tid % 4;
       const bool valid = n0 + row < p.n;
       const uint8_t* src =
           valid ? w + static_cast<int64_t>(n0 + row) * w_row_bytes + k0 / 2 + chunk * 16 : w;
@@ -196,11 +208,11 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
   // into shared memory): waits for this thread's copies of tile kt, reads only them.
   auto prepare_tile = [&](int kt) {
     const int g = kt / tiles_per_group;
-    // Zero points of the two weight rows this thread unpacks (issued before the wait).
-    uint32_t zero_plus_8[2];
+    // Zero points of the weight rows this thread unpacks (issued before the wait).
+    uint32_t zero_plus_8[kPackedPerThread];
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int n = n0 + tid / 4 + 64 * j;
+    for (int j = 0; j < kPackedPerThread; ++j) {
+      const int n = n0 + tid / 4 + (kBlockThreads / 4) * j;
       zero_plus_8[j] = ZeroPlus8x4(p.w_zero_points != nullptr && n < p.n
                                        ? p.w_zero_points[static_cast<int64_t>(n) * groups + g]
                                        : 0);
@@ -216,8 +228,8 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
     const uint8_t* src = packed_shared + (kt % kStages) * kPackedBytes;
     uint8_t* dst = b_shared + (kt % 2) * kTileBytes;
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int row = tid / 4 + 64 * j, q = tid % 4;
+    for (int j = 0; j < kPackedPerThread; ++j) {
+      const int row = tid / 4 + (kBlockThreads / 4) * j, q = tid % 4;
       const uint4 words = *reinterpret_cast<const uint4*>(src + row * 64 + q * 16);
       // Word i of the chunk holds K elements 8i..8i+7 of its 32: low nibbles 8i..8i+3.
       uint4 lo, hi;  // INT8 chunks 2q (K 32q..32q+15) and 2q + 1
@@ -246,7 +258,7 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
     if (kt + kStages - 1 < k_tiles) load_tile(kt + kStages - 1);
     CopyAsyncCommit();
     const uint32_t a_base =
-        SharedAddress(a_shared + (kt % kStages) * kTileBytes + warpgroup * 64 * 128);
+        SharedAddress(a_shared + (kt % kStages) * kATileBytes + warpgroup * 64 * 128);
     const uint32_t b_base = SharedAddress(b_shared + (kt % 2) * kTileBytes);
 #pragma unroll
     for (int i = 0; i < 64; ++i) FenceRegister(acc[i]);
@@ -307,9 +319,10 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
 #endif
 }
 
-// Opts in to the dynamic shared memory once per device (per instantiation), then launches.
-template <typename Out>
-cudaError_t LaunchForOutput(const W4A8PrefillParams& p, cudaStream_t stream) {
+// Opts `kernel` in to `smem_bytes` of dynamic shared memory once per device (each instantiation
+// of this template has its own record), then launches one block per rows x 128 tile.
+template <auto kernel, int smem_bytes, int rows = kBM, int threads = kThreads>
+cudaError_t OptInAndLaunch(const W4A8PrefillParams& p, cudaStream_t stream) {
   static std::mutex mutex;
   static std::vector<bool> opted_in;  // indexed by device ordinal
   int device = 0;
@@ -317,17 +330,26 @@ cudaError_t LaunchForOutput(const W4A8PrefillParams& p, cudaStream_t stream) {
   {
     std::lock_guard<std::mutex> lock(mutex);
     if (device >= static_cast<int>(opted_in.size()) || !opted_in[device]) {
-      const cudaError_t error = cudaFuncSetAttribute(
-          W4A8PrefillWgmmaKernel<Out>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+      const cudaError_t error =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
       if (error != cudaSuccess) return error;
       if (device >= static_cast<int>(opted_in.size())) opted_in.resize(device + 1, false);
       opted_in[device] = true;
     }
   }
   const int64_t blocks =
-      static_cast<int64_t>((p.m + kBM - 1) / kBM) * static_cast<int64_t>((p.n + kBN - 1) / kBN);
-  W4A8PrefillWgmmaKernel<Out><<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream>>>(p);
+      static_cast<int64_t>((p.m + rows - 1) / rows) * static_cast<int64_t>((p.n + kBN - 1) / kBN);
+  if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  kernel<<<static_cast<unsigned>(blocks), threads, smem_bytes, stream>>>(p);
   return cudaGetLastError();
+}
+
+template <typename Out>
+cudaError_t LaunchForOutput(const W4A8PrefillParams& p, cudaStream_t stream) {
+  if (p.variant == W4A8PrefillVariant::kWgmma64x128TwoPerSm) {
+    return OptInAndLaunch<W4A8PrefillWgmmaKernel<Out, 1>, kSmemBytes64, 64, 128>(p, stream);
+  }
+  return OptInAndLaunch<W4A8PrefillWgmmaKernel<Out, 2>, kSmemBytes>(p, stream);
 }
 
 }  // namespace

@@ -158,6 +158,8 @@ const char* KernelName(W4A8PrefillKernel kernel) {
       return "simple";
     case W4A8PrefillKernel::kWgmmaExperimental:
       return "wgmma";
+    case W4A8PrefillKernel::kWgmma64x128TwoPerSm:
+      return "wgmma 64x128 two per SM";
   }
   return "?";
 }
@@ -317,7 +319,8 @@ TEST_P(W4A8PrefillWgmmaGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
   FF_CUDA_ASSERT(cudaGetDevice(&device));
   FF_CUDA_ASSERT(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   if (major != 9) GTEST_SKIP() << "wgmma needs a Hopper GPU (sm_90a)";
-  CheckCase(GetParam(), {W4A8PrefillKernel::kWgmmaExperimental});
+  CheckCase(GetParam(),
+            {W4A8PrefillKernel::kWgmmaExperimental, W4A8PrefillKernel::kWgmma64x128TwoPerSm});
 }
 
 // Tails in every dimension: m around the 128-row tile and the 8-tile rasterisation groups (64,
@@ -473,24 +476,28 @@ TEST(W4A8PrefillGemmArgsTest, RejectsShapesItCannotRun) {
   args = ValidArgs();
   args.group_accumulators = FakeDevicePointer<int32_t>();
   EXPECT_TRUE(FailsMentioning(args, kInvalid, "simple kernel only"));
-  // The wgmma kernel's limits: whole 128-wide K tiles in one group, group sums below 2^22.
-  for (auto [k, group_size, zero_points] :
-       {std::tuple<int64_t, int64_t, bool>{544, 32, false},  // k and groups not multiples of 128
-        {512, 64, false},                                    // groups not a multiple of 128
-        {4608, 2304, true},      // 2304 * 127 * 15 >= 2^22 (fine without zero points)
-        {9472, 4736, false}}) {  // 4736 * 127 * 7 >= 2^22
-    args = ShapeArgs();
-    args.kernel = W4A8PrefillKernel::kWgmmaExperimental;
-    args.k = k;
-    args.group_size = group_size;
-    if (zero_points) args.w_zero_points = FakeDevicePointer<int8_t>();
-    EXPECT_TRUE(FailsMentioning(args, kInvalid, "wgmma kernel needs")) << k << " " << group_size;
+  // The wgmma kernels' limits: whole 128-wide K tiles in one group, group sums below 2^22.
+  for (W4A8PrefillKernel kernel :
+       {W4A8PrefillKernel::kWgmmaExperimental, W4A8PrefillKernel::kWgmma64x128TwoPerSm}) {
+    for (auto [k, group_size, zero_points] :
+         {std::tuple<int64_t, int64_t, bool>{544, 32, false},  // k and groups not multiples of 128
+          {512, 64, false},                                    // groups not a multiple of 128
+          {4608, 2304, true},      // 2304 * 127 * 15 >= 2^22 (fine without zero points)
+          {9472, 4736, false}}) {  // 4736 * 127 * 7 >= 2^22
+      args = ShapeArgs();
+      args.kernel = kernel;
+      args.k = k;
+      args.group_size = group_size;
+      if (zero_points) args.w_zero_points = FakeDevicePointer<int8_t>();
+      EXPECT_TRUE(FailsMentioning(args, kInvalid, "wgmma kernel needs"))
+          << KernelName(kernel) << " " << k << " " << group_size;
+    }
+    args = ShapeArgs();  // accepted: the call goes on to the pointers
+    args.kernel = kernel;
+    args.k = 4608;
+    args.group_size = 2304;
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null")) << KernelName(kernel);
   }
-  args = ShapeArgs();  // accepted: the call goes on to the pointers
-  args.kernel = W4A8PrefillKernel::kWgmmaExperimental;
-  args.k = 4608;
-  args.group_size = 2304;
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
 }
 
 TEST(W4A8PrefillGemmArgsTest, RejectsNullAndMisalignedPointers) {
