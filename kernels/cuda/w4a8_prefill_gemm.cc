@@ -88,11 +88,15 @@ absl::Status GemmW4A8Prefill(const DeviceW4A8PrefillGemm& args, cudaStream_t str
     case W4A8PrefillKernel::kWgmma64x128TwoPerSm:
       variant = internal::W4A8PrefillVariant::kWgmma64x128TwoPerSm;
       break;
+    case W4A8PrefillKernel::kWgmmaWarpSpecialized:
+      variant = internal::W4A8PrefillVariant::kWgmmaWarpSpecialized;
+      break;
     default:
       return Invalid("unknown kernel");
   }
   const bool is_wgmma = variant == internal::W4A8PrefillVariant::kWgmmaExperimental ||
-                        variant == internal::W4A8PrefillVariant::kWgmma64x128TwoPerSm;
+                        variant == internal::W4A8PrefillVariant::kWgmma64x128TwoPerSm ||
+                        variant == internal::W4A8PrefillVariant::kWgmmaWarpSpecialized;
   if (is_wgmma && !wgmma_shape) {
     return Invalid(
         "the wgmma kernel needs k and group_size multiples of 128 and group_size * 127 "

@@ -40,6 +40,10 @@ enum class W4A8PrefillKernel {
   // of each block unpacking its own weight tiles. Same preconditions; not chosen by kAuto until
   // measured faster.
   kWgmma64x128TwoPerSm,
+  // Warp-specialised wgmma, 128 x 128 tiles: a producer warpgroup copies (cp.async, three tiles
+  // ahead) and unpacks into a five-stage mbarrier ring, two consumer warpgroups only issue wgmma
+  // and fold (setmaxnreg). Same preconditions; not chosen by kAuto until measured faster.
+  kWgmmaWarpSpecialized,
 };
 
 struct DeviceW4A8PrefillGemm {

@@ -12,6 +12,7 @@ enum class W4A8PrefillVariant {
   kMmaSync128x128,
   kWgmmaExperimental,
   kWgmma64x128TwoPerSm,
+  kWgmmaWarpSpecialized,
   kSimple
 };
 
@@ -37,8 +38,8 @@ struct W4A8PrefillParams {
 };
 cudaError_t LaunchW4A8Prefill(const W4A8PrefillParams& params, cudaStream_t stream);
 // The wgmma kernels (w4a8_prefill_gemm_wgmma.cu, sm_90a; variant kWgmmaExperimental or
-// kWgmma64x128TwoPerSm): k and group_size multiples of 128, group_sums_below_2_22, no
-// group_accumulators.
+// kWgmma64x128TwoPerSm or kWgmmaWarpSpecialized): k and group_size multiples of 128,
+// group_sums_below_2_22, no group_accumulators.
 cudaError_t LaunchW4A8PrefillWgmma(const W4A8PrefillParams& params, cudaStream_t stream);
 
 }  // namespace flatfleet::cuda::internal

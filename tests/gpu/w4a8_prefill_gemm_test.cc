@@ -160,6 +160,8 @@ const char* KernelName(W4A8PrefillKernel kernel) {
       return "wgmma";
     case W4A8PrefillKernel::kWgmma64x128TwoPerSm:
       return "wgmma 64x128 two per SM";
+    case W4A8PrefillKernel::kWgmmaWarpSpecialized:
+      return "wgmma warp-specialised";
   }
   return "?";
 }
@@ -320,7 +322,8 @@ TEST_P(W4A8PrefillWgmmaGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
   FF_CUDA_ASSERT(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
   if (major != 9) GTEST_SKIP() << "wgmma needs a Hopper GPU (sm_90a)";
   CheckCase(GetParam(),
-            {W4A8PrefillKernel::kWgmmaExperimental, W4A8PrefillKernel::kWgmma64x128TwoPerSm});
+            {W4A8PrefillKernel::kWgmmaExperimental, W4A8PrefillKernel::kWgmma64x128TwoPerSm,
+             W4A8PrefillKernel::kWgmmaWarpSpecialized});
 }
 
 // Tails in every dimension: m around the 128-row tile and the 8-tile rasterisation groups (64,
@@ -478,7 +481,8 @@ TEST(W4A8PrefillGemmArgsTest, RejectsShapesItCannotRun) {
   EXPECT_TRUE(FailsMentioning(args, kInvalid, "simple kernel only"));
   // The wgmma kernels' limits: whole 128-wide K tiles in one group, group sums below 2^22.
   for (W4A8PrefillKernel kernel :
-       {W4A8PrefillKernel::kWgmmaExperimental, W4A8PrefillKernel::kWgmma64x128TwoPerSm}) {
+       {W4A8PrefillKernel::kWgmmaExperimental, W4A8PrefillKernel::kWgmma64x128TwoPerSm,
+        W4A8PrefillKernel::kWgmmaWarpSpecialized}) {
     for (auto [k, group_size, zero_points] :
          {std::tuple<int64_t, int64_t, bool>{544, 32, false},  // k and groups not multiples of 128
           {512, 64, false},                                    // groups not a multiple of 128
