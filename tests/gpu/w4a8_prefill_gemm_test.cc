@@ -310,20 +310,31 @@ TEST_P(W4A8PrefillGemmGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
   CheckCase(GetParam(), kernels);
 }
 
-// The wgmma kernel (kAuto's choice on Hopper where it applies, so the suite above also runs it
-// through kAuto), on its own: the same checks, on the problems it accepts (k and groups multiples
-// of 128). Hopper only.
-class W4A8PrefillWgmmaGpuTest : public ::testing::TestWithParam<PrefillCase> {};
+// The wgmma kernels (kWgmmaExperimental is kAuto's choice on Hopper where it applies, so the
+// suite above also runs it through kAuto), each on its own test so a filter can pick one: the
+// same checks, on the problems they accept (k and groups multiples of 128). Hopper only.
+class W4A8PrefillWgmmaGpuTest : public ::testing::TestWithParam<PrefillCase> {
+ protected:
+  void Check(W4A8PrefillKernel kernel) {
+    FF_SKIP_WITHOUT_GPU();
+    int device = 0, major = 0;
+    FF_CUDA_ASSERT(cudaGetDevice(&device));
+    FF_CUDA_ASSERT(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    if (major != 9) GTEST_SKIP() << "wgmma needs a Hopper GPU (sm_90a)";
+    CheckCase(GetParam(), {kernel});
+  }
+};
 
 TEST_P(W4A8PrefillWgmmaGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
-  FF_SKIP_WITHOUT_GPU();
-  int device = 0, major = 0;
-  FF_CUDA_ASSERT(cudaGetDevice(&device));
-  FF_CUDA_ASSERT(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  if (major != 9) GTEST_SKIP() << "wgmma needs a Hopper GPU (sm_90a)";
-  CheckCase(GetParam(),
-            {W4A8PrefillKernel::kWgmmaExperimental, W4A8PrefillKernel::kWgmma64x128TwoPerSm,
-             W4A8PrefillKernel::kWgmmaWarpSpecialized});
+  Check(W4A8PrefillKernel::kWgmmaExperimental);
+}
+
+TEST_P(W4A8PrefillWgmmaGpuTest, TwoPerSmMatchesReferenceBitExactly) {
+  Check(W4A8PrefillKernel::kWgmma64x128TwoPerSm);
+}
+
+TEST_P(W4A8PrefillWgmmaGpuTest, WarpSpecializedMatchesReferenceBitExactly) {
+  Check(W4A8PrefillKernel::kWgmmaWarpSpecialized);
 }
 
 // Tails in every dimension: m around the 128-row tile and the 8-tile rasterisation groups (64,
