@@ -1,6 +1,7 @@
 // Prefill-sized (m = 256 .. 16384) W4A8 linear layers on the real shapes, four ways in one binary:
 //   BM_W4A8PrefillGemm         GemmW4A8Prefill (w4a8_prefill_gemm.h), bf16 output, fused add;
-//                              kernel = 0 auto (the mma.sync kernel), 1 wgmma (experimental);
+//                              kernel = 0 auto (wgmma on Hopper), 1 wgmma, 2 mma.sync,
+//                              3 wgmma 64 x 128 two blocks per SM, 4 wgmma warp-specialised;
 //   BM_W4A8PrefillTwoKernel    the previous path: GemmW4A8 (int8_gemm.h, 64 x 64 mma.sync tiles)
 //                              into float32, then AddBias (float32 bias) into bf16 -- the same
 //                              bits;
@@ -15,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <iterator>
 #include <vector>
 
 #include "bench/cuda/bf16_bench_util.h"
@@ -91,13 +93,21 @@ struct W4A8Problem {
   void* y = nullptr;
 };
 
-// Args: m, n, k, kernel (0 auto, 1 wgmma).
+// Args: m, n, k, kernel (0 auto, 1 wgmma, 2 mma.sync, 3 wgmma 64x128 two per SM,
+// 4 wgmma warp-specialised).
 void BM_W4A8PrefillGemm(benchmark::State& state) {
   if (!flatfleet::bench::HasGpu(state)) return;
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
   using flatfleet::cuda::W4A8PrefillKernel;
-  const W4A8PrefillKernel kernel =
-      state.range(3) == 1 ? W4A8PrefillKernel::kWgmmaExperimental : W4A8PrefillKernel::kAuto;
+  constexpr W4A8PrefillKernel kKernels[] = {
+      W4A8PrefillKernel::kAuto, W4A8PrefillKernel::kWgmmaExperimental,
+      W4A8PrefillKernel::kMmaSync128x128, W4A8PrefillKernel::kWgmma64x128TwoPerSm,
+      W4A8PrefillKernel::kWgmmaWarpSpecialized};
+  if (state.range(3) < 0 || state.range(3) >= static_cast<int64_t>(std::size(kKernels))) {
+    state.SkipWithError("unknown kernel argument");
+    return;
+  }
+  const W4A8PrefillKernel kernel = kKernels[state.range(3)];
   const W4A8Problem problem(m, n, k);
   if (!problem.ok()) {
     state.SkipWithError("out of device memory");
@@ -227,7 +237,7 @@ void PrefillShapes(benchmark::internal::Benchmark* b) {
 void PrefillShapesByKernel(benchmark::internal::Benchmark* b) {
   for (const auto& [n, k] : kShapes)
     for (int64_t m : {256, 1024, 4096, 16384})
-      for (int64_t kernel : {0, 1}) b->Args({m, n, k, kernel});
+      for (int64_t kernel : {0, 1, 2, 3, 4}) b->Args({m, n, k, kernel});
   b->ArgNames({"m", "n", "k", "kernel"});
 }
 

@@ -19,6 +19,18 @@ absl::Status Invalid(const auto&... parts) {
   return absl::InvalidArgumentError(absl::StrCat(kName, ": ", parts...));
 }
 
+// The current device is a Hopper (compute capability 9.0), on which the sm_90a build's wgmma
+// kernel runs. Attribute queries neither synchronise nor break a stream capture.
+bool OnHopper() {
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    return false;
+  }
+  return major == 9 && minor == 0;
+}
+
 }  // namespace
 
 absl::Status GemmW4A8Prefill(const DeviceW4A8PrefillGemm& args, cudaStream_t stream) {
@@ -55,9 +67,15 @@ absl::Status GemmW4A8Prefill(const DeviceW4A8PrefillGemm& args, cudaStream_t str
   if ((args.m - 1) * y_stride + args.n > std::numeric_limits<int64_t>::max() / 4) {
     return Invalid("y_stride = ", y_stride, " is too large");
   }
+  const bool group_sums_below_2_22 = args.group_size * 127 * max_abs_weight < (int64_t{1} << 22);
+  const bool wgmma_shape = args.k % 128 == 0 && args.group_size % 128 == 0 && group_sums_below_2_22;
   internal::W4A8PrefillVariant variant;
   switch (args.kernel) {
     case W4A8PrefillKernel::kAuto:
+      variant = wgmma_shape && args.group_accumulators == nullptr && OnHopper()
+                    ? internal::W4A8PrefillVariant::kWgmmaExperimental
+                    : internal::W4A8PrefillVariant::kMmaSync128x128;
+      break;
     case W4A8PrefillKernel::kMmaSync128x128:
       variant = internal::W4A8PrefillVariant::kMmaSync128x128;
       break;
@@ -67,12 +85,19 @@ absl::Status GemmW4A8Prefill(const DeviceW4A8PrefillGemm& args, cudaStream_t str
     case W4A8PrefillKernel::kWgmmaExperimental:
       variant = internal::W4A8PrefillVariant::kWgmmaExperimental;
       break;
+    case W4A8PrefillKernel::kWgmma64x128TwoPerSm:
+      variant = internal::W4A8PrefillVariant::kWgmma64x128TwoPerSm;
+      break;
+    case W4A8PrefillKernel::kWgmmaWarpSpecialized:
+      variant = internal::W4A8PrefillVariant::kWgmmaWarpSpecialized;
+      break;
     default:
       return Invalid("unknown kernel");
   }
-  const bool group_sums_below_2_22 = args.group_size * 127 * max_abs_weight < (int64_t{1} << 22);
-  if (variant == internal::W4A8PrefillVariant::kWgmmaExperimental &&
-      (args.k % 128 != 0 || args.group_size % 128 != 0 || !group_sums_below_2_22)) {
+  const bool is_wgmma = variant == internal::W4A8PrefillVariant::kWgmmaExperimental ||
+                        variant == internal::W4A8PrefillVariant::kWgmma64x128TwoPerSm ||
+                        variant == internal::W4A8PrefillVariant::kWgmmaWarpSpecialized;
+  if (is_wgmma && !wgmma_shape) {
     return Invalid(
         "the wgmma kernel needs k and group_size multiples of 128 and group_size * 127 "
         "* max |w - zero| < 2^22, got k = ",
@@ -114,9 +139,8 @@ absl::Status GemmW4A8Prefill(const DeviceW4A8PrefillGemm& args, cudaStream_t str
   params.k = static_cast<int32_t>(args.k);
   params.group_size = static_cast<int32_t>(args.group_size);
   params.variant = variant;
-  const cudaError_t error = variant == internal::W4A8PrefillVariant::kWgmmaExperimental
-                                ? internal::LaunchW4A8PrefillWgmma(params, stream)
-                                : internal::LaunchW4A8Prefill(params, stream);
+  const cudaError_t error = is_wgmma ? internal::LaunchW4A8PrefillWgmma(params, stream)
+                                     : internal::LaunchW4A8Prefill(params, stream);
   if (error != cudaSuccess) {
     return absl::InternalError(absl::StrCat(kName, " launch: ", cudaGetErrorString(error)));
   }

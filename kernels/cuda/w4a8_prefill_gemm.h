@@ -21,18 +21,29 @@ namespace flatfleet::cuda {
 // tile empty; GemmW4A8's 64 x 64 tiles serve 17..63 rows).
 inline constexpr int64_t kW4A8PrefillMinRows = 64;
 
-// Which kernel runs. kAuto is the tensor-core kernel; kSimple is a one-thread-per-output
-// reference kernel: slow, obviously right, the only one that writes group_accumulators, and a
-// fallback should the tensor-core kernel ever be in doubt.
+// Which kernel runs. kAuto is the wgmma kernel on Hopper (compute capability 9.0) when its
+// preconditions hold (k and group_size multiples of 128, group sums below 2^22, no
+// group_accumulators), else the mma.sync kernel. kSimple is a one-thread-per-output reference
+// kernel: slow, obviously right, the only one that writes group_accumulators, and a fallback
+// should a tensor-core kernel ever be in doubt.
 enum class W4A8PrefillKernel {
   kAuto,
   kMmaSync128x128,  // mma.sync m16n8k32, 128 x 128 tiles, 8 warps, 4-stage cp.async ring
   kSimple,
-  // EXPERIMENTAL, not chosen by kAuto: wgmma m64n128k32 (sm_90a builds on Hopper only), 128 x 128
-  // tiles of two warpgroups. Needs k and group_size multiples of 128 and group sums that stay
-  // below 2^22 (group_size * 127 * 7, or * 15 with zero points, < 2^22: groups up to 4608, or
-  // 2176 with zero points), else InvalidArgument.
+  // wgmma m64n128k32 (sm_90a builds on Hopper only), 128 x 128 tiles of two warpgroups. Needs k
+  // and group_size multiples of 128 and group sums that stay below 2^22 (group_size * 127 * 7,
+  // or * 15 with zero points, < 2^22: groups up to 4608, or 2176 with zero points), else
+  // InvalidArgument. The name is historical: kAuto chooses it where it applies.
   kWgmmaExperimental,
+  // kWgmmaExperimental's code with one warpgroup and 64 x 128 outputs a block, two blocks per SM
+  // that no barrier couples (each one's fold and unpack overlap the other's wgmmas), at the cost
+  // of each block unpacking its own weight tiles. Same preconditions; not chosen by kAuto until
+  // measured faster.
+  kWgmma64x128TwoPerSm,
+  // Warp-specialised wgmma, 128 x 128 tiles: a producer warpgroup copies (cp.async, three tiles
+  // ahead) and unpacks into a five-stage mbarrier ring, two consumer warpgroups only issue wgmma
+  // and fold (setmaxnreg). Same preconditions; not chosen by kAuto until measured faster.
+  kWgmmaWarpSpecialized,
 };
 
 struct DeviceW4A8PrefillGemm {

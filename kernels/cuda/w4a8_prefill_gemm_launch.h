@@ -8,7 +8,13 @@
 
 namespace flatfleet::cuda::internal {
 
-enum class W4A8PrefillVariant { kMmaSync128x128, kWgmmaExperimental, kSimple };
+enum class W4A8PrefillVariant {
+  kMmaSync128x128,
+  kWgmmaExperimental,
+  kWgmma64x128TwoPerSm,
+  kWgmmaWarpSpecialized,
+  kSimple
+};
 
 struct W4A8PrefillParams {
   const int8_t* x_codes = nullptr;        // [m, k]
@@ -31,7 +37,8 @@ struct W4A8PrefillParams {
   W4A8PrefillVariant variant = W4A8PrefillVariant::kMmaSync128x128;
 };
 cudaError_t LaunchW4A8Prefill(const W4A8PrefillParams& params, cudaStream_t stream);
-// The wgmma kernel (w4a8_prefill_gemm_wgmma.cu, sm_90a): k and group_size multiples of 128,
+// The wgmma kernels (w4a8_prefill_gemm_wgmma.cu, sm_90a; variant kWgmmaExperimental or
+// kWgmma64x128TwoPerSm or kWgmmaWarpSpecialized): k and group_size multiples of 128,
 // group_sums_below_2_22, no group_accumulators.
 cudaError_t LaunchW4A8PrefillWgmma(const W4A8PrefillParams& params, cudaStream_t stream);
 

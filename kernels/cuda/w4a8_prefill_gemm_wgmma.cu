@@ -1,6 +1,6 @@
-// EXPERIMENTAL prefill W4A8 GEMM on Hopper's warpgroup MMA (wgmma.mma_async m64n128k32 s8, sm_90a
-// only). Selected by W4A8PrefillKernel::kWgmmaExperimental; kAuto (and so the engine) keeps the
-// mma.sync kernel (w4a8_prefill_gemm.cu) until this one is measured faster and its tests pass.
+// Prefill W4A8 GEMM on Hopper's warpgroup MMA (wgmma.mma_async m64n128k32 s8, sm_90a only).
+// Selected by W4A8PrefillKernel::kWgmmaExperimental, and by kAuto (so the engine) on Hopper when
+// its preconditions hold: measured 1.3-1.5x the mma.sync kernel (w4a8_prefill_gemm.cu).
 //
 // Same numerics as the mma.sync kernel and the CPU reference: exact int32 sums per scale group
 // (the tensor cores accumulate onto the bits of 1.5 * 2^23, see W4A8PrefillParams::
@@ -17,7 +17,9 @@
 // swizzled layout, alternating between two buffers, and fences its generic-proxy writes for the
 // async proxy. Each warpgroup issues tile kt's four m64n128k32 wgmmas, unpacks tile kt + 1 while
 // they run, waits, folds; one barrier per tile. No warp specialisation and the fold does not
-// overlap the MMAs: a first version to measure.
+// overlap the MMAs: a first version to measure. kWgmma64x128TwoPerSm runs the same code with one
+// warpgroup and 64 x 128 outputs a block, two blocks per SM, so that one block's fold, unpack and
+// barrier overlap the other's wgmmas (each block unpacks its own weight tiles).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -41,6 +43,9 @@ constexpr int kPackedBytes = 128 * 64;  // a packed INT4 weight tile
 constexpr int kScaleBytes = 2 * kBN * 4;  // the float scales of the tile's columns, two groups
 constexpr int kSmemBytes =
     1024 + kStages * (kTileBytes + kPackedBytes) + 2 * kTileBytes + kScaleBytes;
+// The one-warpgroup, 64-row block: half the activation stages. 100,352 bytes: two blocks fit.
+constexpr int kSmemBytes64 =
+    1024 + kStages * (kTileBytes / 2 + kPackedBytes) + 2 * kTileBytes + kScaleBytes;
 constexpr int kRasterGroupM = 8;
 constexpr int32_t kMagicBits = 0x4b400000;  // 1.5 * 2^23
 constexpr float kMagicFloat = 12582912.0f;
@@ -98,6 +103,37 @@ __device__ __forceinline__ void WgmmaCommit() {
 __device__ __forceinline__ void WgmmaWaitAll() {
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
+// Waits until at most one committed wgmma group of this warpgroup is still in flight.
+__device__ __forceinline__ void WgmmaWaitAllButOne() {
+  asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+}
+// mbarriers in shared memory (CTA scope): init with an arrival count, arrive (release), wait for
+// the phase of the given parity to complete (acquire).
+__device__ __forceinline__ void MbarrierInit(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void MbarrierArrive(uint32_t bar) {
+  asm volatile(
+      "{\n"
+      ".reg .b64 state;\n"
+      "mbarrier.arrive.shared::cta.b64 state, [%0];\n"
+      "}\n" ::"r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (done == 0);
+}
 // Makes this thread's generic-proxy shared-memory writes (stores, completed cp.async) visible to
 // the async proxy that wgmma reads through.
 __device__ __forceinline__ void FenceProxyAsync() {
@@ -120,13 +156,20 @@ __device__ __forceinline__ void StorePair(__nv_bfloat16* y, float a, float b) {
   *reinterpret_cast<__nv_bfloat162*>(y) = __floats2bfloat162_rn(a, b);
 }
 
-template <typename Out>
-__global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8PrefillParams p) {
+// kWarpgroups = 2: one block of 128 x 128 outputs per SM (kWgmmaExperimental). kWarpgroups = 1:
+// blocks of 64 x 128 outputs and one warpgroup, two per SM (kWgmma64x128TwoPerSm), which no
+// barrier couples: one block's fold, unpack and barrier run while the other's wgmmas do.
+template <typename Out, int kWarpgroups>
+__global__ void __launch_bounds__(128 * kWarpgroups, 2 / kWarpgroups)
+    W4A8PrefillWgmmaKernel(const W4A8PrefillParams p) {
+  constexpr int kRows = 64 * kWarpgroups, kBlockThreads = 128 * kWarpgroups;
+  constexpr int kATileBytes = kRows * 128;
+  constexpr int kPackedPerThread = kBN * 4 / kBlockThreads;  // 16-byte packed chunks (2 or 4)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ __align__(1024) uint8_t shared_raw[];
   uint8_t* shared = shared_raw + ((1024 - (SharedAddress(shared_raw) & 1023)) & 1023);
-  uint8_t* a_shared = shared;                          // kStages x 16 KiB, swizzled
-  uint8_t* b_shared = shared + kStages * kTileBytes;   // 2 x 16 KiB, swizzled INT8
+  uint8_t* a_shared = shared;                          // kStages x kRows x 128 B, swizzled
+  uint8_t* b_shared = shared + kStages * kATileBytes;  // 2 x 16 KiB, swizzled INT8
   uint8_t* packed_shared = b_shared + 2 * kTileBytes;  // kStages x 8 KiB, packed INT4
   // Scales of the tile's 128 columns, by group parity (written at a group's first tile, read at
   // its last; the parity keeps the next group's writes off a slower warpgroup's reads). Through
@@ -134,13 +177,13 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
   float* scale_shared = reinterpret_cast<float*>(packed_shared + kStages * kPackedBytes);
 
   // Grouped rasterisation, as the mma.sync kernel.
-  const int m_tiles = (p.m + kBM - 1) / kBM, n_tiles = (p.n + kBN - 1) / kBN;
+  const int m_tiles = (p.m + kRows - 1) / kRows, n_tiles = (p.n + kBN - 1) / kBN;
   const int linear = blockIdx.x;
   const int per_group = kRasterGroupM * n_tiles;
   const int first_m = (linear / per_group) * kRasterGroupM;
   const int group_rows = min(m_tiles - first_m, kRasterGroupM);
   const int local = linear % per_group;
-  const int m0 = (first_m + local % group_rows) * kBM;
+  const int m0 = (first_m + local % group_rows) * kRows;
   const int n0 = (local / group_rows) * kBN;
 
   const int tid = threadIdx.x;
@@ -152,15 +195,15 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
   const int64_t w_row_bytes = p.k / 2;
   const uint32_t flip = p.w_unsigned_nibbles ? kUnsignedNibbleFlip : kSignedNibbleFlip;
 
-  // Tile kt into ring stage kt % kStages. Thread tid copies activation chunks tid + 256j (row
-  // (tid + 256j) / 8, chunk tid % 8) and packed weight chunks tid + 256j (row tid / 4 + 64j,
-  // chunk tid % 4); rows past m or n are zero-filled.
+  // Tile kt into ring stage kt % kStages. Thread tid copies activation chunks tid + T j (row
+  // (tid + T j) / 8, chunk tid % 8; T = kBlockThreads, kRows * 8 / T = 4 of them) and packed
+  // weight chunks of rows tid / 4 + (T / 4) j (chunk tid % 4); rows past m or n are zero-filled.
   auto load_tile = [&](int kt) {
     const int k0 = kt * kBK;
-    uint8_t* a = a_shared + (kt % kStages) * kTileBytes;
+    uint8_t* a = a_shared + (kt % kStages) * kATileBytes;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int i = tid + kThreads * j;
+      const int i = tid + kBlockThreads * j;
       const int row = i / 8, chunk = i % 8;
       const bool valid = m0 + row < p.m;
       const int8_t* src =
@@ -170,8 +213,8 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
     uint8_t* b = packed_shared + (kt % kStages) * kPackedBytes;
     const auto* w = reinterpret_cast<const uint8_t*>(p.w_words);
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int row = tid / 4 + 64 * j, chunk = tid % 4;
+    for (int j = 0; j < kPackedPerThread; ++j) {
+      const int row = tid / 4 + (kBlockThreads / 4) * j, chunk = tid % 4;
       const bool valid = n0 + row < p.n;
       const uint8_t* src =
           valid ? w + static_cast<int64_t>(n0 + row) * w_row_bytes + k0 / 2 + chunk * 16 : w;
@@ -196,11 +239,11 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
   // into shared memory): waits for this thread's copies of tile kt, reads only them.
   auto prepare_tile = [&](int kt) {
     const int g = kt / tiles_per_group;
-    // Zero points of the two weight rows this thread unpacks (issued before the wait).
-    uint32_t zero_plus_8[2];
+    // Zero points of the weight rows this thread unpacks (issued before the wait).
+    uint32_t zero_plus_8[kPackedPerThread];
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int n = n0 + tid / 4 + 64 * j;
+    for (int j = 0; j < kPackedPerThread; ++j) {
+      const int n = n0 + tid / 4 + (kBlockThreads / 4) * j;
       zero_plus_8[j] = ZeroPlus8x4(p.w_zero_points != nullptr && n < p.n
                                        ? p.w_zero_points[static_cast<int64_t>(n) * groups + g]
                                        : 0);
@@ -216,8 +259,8 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
     const uint8_t* src = packed_shared + (kt % kStages) * kPackedBytes;
     uint8_t* dst = b_shared + (kt % 2) * kTileBytes;
 #pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int row = tid / 4 + 64 * j, q = tid % 4;
+    for (int j = 0; j < kPackedPerThread; ++j) {
+      const int row = tid / 4 + (kBlockThreads / 4) * j, q = tid % 4;
       const uint4 words = *reinterpret_cast<const uint4*>(src + row * 64 + q * 16);
       // Word i of the chunk holds K elements 8i..8i+7 of its 32: low nibbles 8i..8i+3.
       uint4 lo, hi;  // INT8 chunks 2q (K 32q..32q+15) and 2q + 1
@@ -246,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
     if (kt + kStages - 1 < k_tiles) load_tile(kt + kStages - 1);
     CopyAsyncCommit();
     const uint32_t a_base =
-        SharedAddress(a_shared + (kt % kStages) * kTileBytes + warpgroup * 64 * 128);
+        SharedAddress(a_shared + (kt % kStages) * kATileBytes + warpgroup * 64 * 128);
     const uint32_t b_base = SharedAddress(b_shared + (kt % 2) * kTileBytes);
 #pragma unroll
     for (int i = 0; i < 64; ++i) FenceRegister(acc[i]);
@@ -307,9 +350,242 @@ __global__ void __launch_bounds__(kThreads, 1) W4A8PrefillWgmmaKernel(const W4A8
 #endif
 }
 
-// Opts in to the dynamic shared memory once per device (per instantiation), then launches.
+// kWgmmaWarpSpecialized: 384 threads. Warpgroup 0 produces: it copies tile kt's activations and
+// packed weights (cp.async, kWsLookahead tiles ahead), waits for its own copies of tile kt,
+// writes the tile's group scales, unpacks the INT4 weights into the stage's swizzled INT8 buffer,
+// fences for the async proxy and arrives on full[kt % kWsStages] (128 arrivals). Warpgroups 1 and
+// 2 consume rows 0-63 and 64-127 of the 128 x 128 tile: wait full, issue the tile's four wgmmas,
+// wgmma.wait_group 1 (tile kt - 1 done), fold the group that tile kt - 1 ended (if it did) while
+// tile kt's wgmmas run, then arrive on empty[(kt - 1) % kWsStages] (256 arrivals). Sums alternate
+// between two sets by group parity so the fold of group g - 1 and group g's wgmmas never share
+// registers; setmaxnreg gives the consumers 208 registers (2 x 64 sums + 64 partials) and the
+// producer 88. ptxas (CUDA 13) still reports the wgmmas serialised (C7514) in this kernel: it
+// does not prove the fold's set complete after wait_group 1, so the overlap may not happen. The
+// producer refills the stage of tile kt + kWsLookahead - kWsStages = kt - 2, released by the
+// consumers in their iteration kt - 1, which needs only full[kt - 1]: no cycle. Same fold order
+// (ascending groups, fmaf) and so the same bits.
+constexpr int kWsStages = 5;
+constexpr int kWsLookahead = kWsStages - 2;
+constexpr int kWsThreads = 384;
+// 128 x 88 + 256 x 208 = 64,512 of the SM's 65,536 (ptxas: no spills with these; 56 spilled).
+constexpr int kWsProducerRegisters = 88, kWsConsumerRegisters = 208;
+constexpr int kWsSmemBytes =
+    1024 + kWsStages * (2 * kTileBytes + kPackedBytes + kBN * 4) + 2 * kWsStages * 8;
+
 template <typename Out>
-cudaError_t LaunchForOutput(const W4A8PrefillParams& p, cudaStream_t stream) {
+__global__ void __launch_bounds__(kWsThreads, 1)
+    W4A8PrefillWgmmaWsKernel(const W4A8PrefillParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(1024) uint8_t shared_raw[];
+  uint8_t* shared = shared_raw + ((1024 - (SharedAddress(shared_raw) & 1023)) & 1023);
+  uint8_t* a_shared = shared;                                  // stages x 16 KiB, swizzled
+  uint8_t* b_shared = a_shared + kWsStages * kTileBytes;       // stages x 16 KiB, swizzled INT8
+  uint8_t* packed_shared = b_shared + kWsStages * kTileBytes;  // stages x 8 KiB, packed INT4
+  float* scale_shared = reinterpret_cast<float*>(packed_shared + kWsStages * kPackedBytes);
+  // full[s] at bars + 8 s, empty[s] at bars + 8 (kWsStages + s).
+  const uint32_t bars = SharedAddress(scale_shared + kWsStages * kBN);
+
+  const int m_tiles = (p.m + kBM - 1) / kBM, n_tiles = (p.n + kBN - 1) / kBN;
+  const int linear = blockIdx.x;
+  const int per_group = kRasterGroupM * n_tiles;
+  const int first_m = (linear / per_group) * kRasterGroupM;
+  const int group_rows = min(m_tiles - first_m, kRasterGroupM);
+  const int local = linear % per_group;
+  const int m0 = (first_m + local % group_rows) * kBM;
+  const int n0 = (local / group_rows) * kBN;
+
+  const int tid = threadIdx.x;
+  const int groups = p.k / p.group_size;
+  const int tiles_per_group = p.group_size / kBK;
+  const int k_tiles = p.k / kBK;
+
+  if (tid == 0) {
+    for (int s = 0; s < kWsStages; ++s) {
+      MbarrierInit(bars + 8 * s, 128);
+      MbarrierInit(bars + 8 * (kWsStages + s), 256);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (tid < 128) {  // the producer warpgroup
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kWsProducerRegisters));
+    const int64_t w_row_bytes = p.k / 2;
+    const uint32_t flip = p.w_unsigned_nibbles ? kUnsignedNibbleFlip : kSignedNibbleFlip;
+    // Activation chunks tid + 128 j (row (tid + 128 j) / 8, chunk tid % 8), packed weight chunks
+    // of rows tid / 4 + 32 j (chunk tid % 4); rows past m or n are zero-filled.
+    auto load_tile = [&](int kt) {
+      const int s = kt % kWsStages, k0 = kt * kBK;
+      uint8_t* a = a_shared + s * kTileBytes;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int i = tid + 128 * j;
+        const int row = i / 8, chunk = i % 8;
+        const bool valid = m0 + row < p.m;
+        const int8_t* src =
+            valid ? p.x_codes + static_cast<int64_t>(m0 + row) * p.k + k0 + chunk * 16 : p.x_codes;
+        CopyAsync16(SharedAddress(a + Swizzle128(row, chunk)), src, valid);
+      }
+      uint8_t* b = packed_shared + s * kPackedBytes;
+      const auto* w = reinterpret_cast<const uint8_t*>(p.w_words);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int row = tid / 4 + 32 * j, chunk = tid % 4;
+        const bool valid = n0 + row < p.n;
+        const uint8_t* src =
+            valid ? w + static_cast<int64_t>(n0 + row) * w_row_bytes + k0 / 2 + chunk * 16 : w;
+        CopyAsync16(SharedAddress(b + row * 64 + chunk * 16), src, valid);
+      }
+    };
+#pragma unroll 1
+    for (int kt = 0; kt < kWsLookahead; ++kt) {
+      if (kt < k_tiles) load_tile(kt);
+      CopyAsyncCommit();
+    }
+#pragma unroll 1
+    for (int kt = 0; kt < k_tiles; ++kt) {
+      const int next = kt + kWsLookahead;
+      if (next < k_tiles) {
+        // Its stage last held tile next - kWsStages: wait until the consumers released it.
+        const int previous = next - kWsStages;
+        if (previous >= 0) {
+          MbarrierWait(bars + 8 * (kWsStages + previous % kWsStages), (previous / kWsStages) & 1);
+        }
+        load_tile(next);
+      }
+      CopyAsyncCommit();
+      const int s = kt % kWsStages, g = kt / tiles_per_group;
+      scale_shared[s * kBN + tid] =
+          n0 + tid < p.n ? HalfBitsToFloat(p.w_scales[static_cast<int64_t>(n0 + tid) * groups + g])
+                         : 0.0f;
+      // Of the kWsLookahead + kt + 1 groups committed, tile kt's is number kt.
+      CopyAsyncWait<kWsLookahead>();
+      const uint8_t* src = packed_shared + s * kPackedBytes;
+      uint8_t* dst = b_shared + s * kTileBytes;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int row = tid / 4 + 32 * j, q = tid % 4;
+        const int n = n0 + row;
+        const uint32_t zero_plus_8 =
+            ZeroPlus8x4(p.w_zero_points != nullptr && n < p.n
+                            ? p.w_zero_points[static_cast<int64_t>(n) * groups + g]
+                            : 0);
+        const uint4 words = *reinterpret_cast<const uint4*>(src + row * 64 + q * 16);
+        uint4 lo, hi;  // INT8 chunks 2q (K 32q..32q+15) and 2q + 1
+        lo.x = CenteredInt8x4(words.x & 0x0f0f0f0fu, flip, zero_plus_8);
+        lo.y = CenteredInt8x4((words.x >> 4) & 0x0f0f0f0fu, flip, zero_plus_8);
+        lo.z = CenteredInt8x4(words.y & 0x0f0f0f0fu, flip, zero_plus_8);
+        lo.w = CenteredInt8x4((words.y >> 4) & 0x0f0f0f0fu, flip, zero_plus_8);
+        hi.x = CenteredInt8x4(words.z & 0x0f0f0f0fu, flip, zero_plus_8);
+        hi.y = CenteredInt8x4((words.z >> 4) & 0x0f0f0f0fu, flip, zero_plus_8);
+        hi.z = CenteredInt8x4(words.w & 0x0f0f0f0fu, flip, zero_plus_8);
+        hi.w = CenteredInt8x4((words.w >> 4) & 0x0f0f0f0fu, flip, zero_plus_8);
+        *reinterpret_cast<uint4*>(dst + Swizzle128(row, 2 * q)) = lo;
+        *reinterpret_cast<uint4*>(dst + Swizzle128(row, 2 * q + 1)) = hi;
+      }
+      FenceProxyAsync();  // the landed activations and the unpacked weights, for wgmma
+      MbarrierArrive(bars + 8 * s);
+    }
+    CopyAsyncWait<0>();
+    return;
+  }
+
+  // The consumer warpgroups.
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kWsConsumerRegisters));
+  const int consumer = tid / 128 - 1;  // rows 64 consumer .. 64 consumer + 63 of the tile
+  const int warp_in_group = (tid / 32) % 4, lane = tid % 32;
+  const int t = lane % 4;
+
+  int32_t acc_even[64], acc_odd[64];  // the sums of the even and of the odd groups
+  float partial[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) {
+    acc_even[i] = kMagicBits;
+    acc_odd[i] = kMagicBits;
+    partial[i] = 0.0f;
+  }
+  // Folds the finished sums in `acc` (every wgmma into it completed) with the scales stage `s`
+  // holds, and resets them.
+  auto fold = [&](int32_t(&acc)[64], int s) {
+#pragma unroll
+    for (int i = 0; i < 64; ++i) FenceRegister(acc[i]);
+    const float* scales = scale_shared + s * kBN + 2 * t;
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      const float scale = scales[8 * (i / 4) + i % 2];
+      const float sum = __fsub_rn(__int_as_float(acc[i]), kMagicFloat);
+      partial[i] = fmaf(sum, scale, partial[i]);
+      acc[i] = kMagicBits;
+    }
+  };
+  // Tile kt's wgmmas into `acc`; then, once tile kt - 1's are done, the fold of `other` when tile
+  // kt - 1 ended a group (`fold_other`), and the release of tile kt - 1's stage. No register
+  // fence on `acc` before the wgmmas: tile kt - 1's may still be writing it.
+  auto step = [&](int kt, int32_t(&acc)[64], int32_t(&other)[64], bool fold_other) {
+    const int s = kt % kWsStages;
+    MbarrierWait(bars + 8 * s, (kt / kWsStages) & 1);
+    const uint32_t a_base = SharedAddress(a_shared + s * kTileBytes + consumer * 64 * 128);
+    const uint32_t b_base = SharedAddress(b_shared + s * kTileBytes);
+    WgmmaFence();
+#pragma unroll
+    for (int ks = 0; ks < kBK / 32; ++ks) {
+      WgmmaS8(acc, Descriptor(a_base + ks * 32), Descriptor(b_base + ks * 32));
+    }
+    WgmmaCommit();
+    WgmmaWaitAllButOne();
+    if (kt > 0) {
+      const int previous = (kt - 1) % kWsStages;
+      if (fold_other) fold(other, previous);
+      MbarrierArrive(bars + 8 * (kWsStages + previous));
+    }
+  };
+#pragma unroll 1
+  for (int g = 0, kt = 0; g < groups; g += 2) {
+#pragma unroll 1
+    for (int j = 0; j < tiles_per_group; ++j, ++kt) step(kt, acc_even, acc_odd, j == 0 && g > 0);
+    if (g + 1 == groups) break;
+#pragma unroll 1
+    for (int j = 0; j < tiles_per_group; ++j, ++kt) step(kt, acc_odd, acc_even, j == 0);
+  }
+  WgmmaWaitAll();
+  if ((groups - 1) % 2 == 0) {
+    fold(acc_even, (k_tiles - 1) % kWsStages);
+  } else {
+    fold(acc_odd, (k_tiles - 1) % kWsStages);
+  }
+
+  const bool has_add = p.epilogue_add != nullptr;
+  Out* y = static_cast<Out*>(p.y);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int m = m0 + consumer * 64 + warp_in_group * 16 + lane / 4 + 8 * h;
+    if (m >= p.m) continue;
+    const float x_scale = HalfBitsToFloat(p.x_scales[m]);
+#pragma unroll
+    for (int i4 = 0; i4 < 16; ++i4) {
+      const int n = n0 + 8 * i4 + 2 * t;
+      const float add0 = has_add && n < p.n ? p.epilogue_add[n] : 0.0f;
+      const float add1 = has_add && n + 1 < p.n ? p.epilogue_add[n + 1] : 0.0f;
+      const float v0 = Finish(partial[4 * i4 + 2 * h], x_scale, add0, has_add);
+      const float v1 = Finish(partial[4 * i4 + 2 * h + 1], x_scale, add1, has_add);
+      Out* at = y + static_cast<int64_t>(m) * p.y_stride + n;
+      if (p.y_pairs_aligned && n + 1 < p.n) {
+        StorePair(at, v0, v1);
+      } else {
+        if (n < p.n) Store(at, v0);
+        if (n + 1 < p.n) Store(at + 1, v1);
+      }
+    }
+  }
+#elif defined(__CUDA_ARCH__)
+  asm volatile("trap;");  // built without sm_90a: wgmma does not exist here
+#endif
+}
+
+// Opts `kernel` in to `smem_bytes` of dynamic shared memory once per device (each instantiation
+// of this template has its own record), then launches one block per rows x 128 tile.
+template <auto kernel, int smem_bytes, int rows = kBM, int threads = kThreads>
+cudaError_t OptInAndLaunch(const W4A8PrefillParams& p, cudaStream_t stream) {
   static std::mutex mutex;
   static std::vector<bool> opted_in;  // indexed by device ordinal
   int device = 0;
@@ -317,17 +593,29 @@ cudaError_t LaunchForOutput(const W4A8PrefillParams& p, cudaStream_t stream) {
   {
     std::lock_guard<std::mutex> lock(mutex);
     if (device >= static_cast<int>(opted_in.size()) || !opted_in[device]) {
-      const cudaError_t error = cudaFuncSetAttribute(
-          W4A8PrefillWgmmaKernel<Out>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+      const cudaError_t error =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
       if (error != cudaSuccess) return error;
       if (device >= static_cast<int>(opted_in.size())) opted_in.resize(device + 1, false);
       opted_in[device] = true;
     }
   }
   const int64_t blocks =
-      static_cast<int64_t>((p.m + kBM - 1) / kBM) * static_cast<int64_t>((p.n + kBN - 1) / kBN);
-  W4A8PrefillWgmmaKernel<Out><<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream>>>(p);
+      static_cast<int64_t>((p.m + rows - 1) / rows) * static_cast<int64_t>((p.n + kBN - 1) / kBN);
+  if (blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  kernel<<<static_cast<unsigned>(blocks), threads, smem_bytes, stream>>>(p);
   return cudaGetLastError();
+}
+
+template <typename Out>
+cudaError_t LaunchForOutput(const W4A8PrefillParams& p, cudaStream_t stream) {
+  if (p.variant == W4A8PrefillVariant::kWgmmaWarpSpecialized) {
+    return OptInAndLaunch<W4A8PrefillWgmmaWsKernel<Out>, kWsSmemBytes, kBM, kWsThreads>(p, stream);
+  }
+  if (p.variant == W4A8PrefillVariant::kWgmma64x128TwoPerSm) {
+    return OptInAndLaunch<W4A8PrefillWgmmaKernel<Out, 1>, kSmemBytes64, 64, 128>(p, stream);
+  }
+  return OptInAndLaunch<W4A8PrefillWgmmaKernel<Out, 2>, kSmemBytes>(p, stream);
 }
 
 }  // namespace

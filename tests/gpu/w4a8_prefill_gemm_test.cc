@@ -157,7 +157,11 @@ const char* KernelName(W4A8PrefillKernel kernel) {
     case W4A8PrefillKernel::kSimple:
       return "simple";
     case W4A8PrefillKernel::kWgmmaExperimental:
-      return "wgmma (experimental)";
+      return "wgmma";
+    case W4A8PrefillKernel::kWgmma64x128TwoPerSm:
+      return "wgmma 64x128 two per SM";
+    case W4A8PrefillKernel::kWgmmaWarpSpecialized:
+      return "wgmma warp-specialised";
   }
   return "?";
 }
@@ -306,17 +310,31 @@ TEST_P(W4A8PrefillGemmGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
   CheckCase(GetParam(), kernels);
 }
 
-// The experimental wgmma kernel, on its own (a failure here does not touch the engine's path):
-// the same checks, on the problems it accepts (k and groups multiples of 128). Hopper only.
-class W4A8PrefillWgmmaGpuTest : public ::testing::TestWithParam<PrefillCase> {};
+// The wgmma kernels (kWgmmaExperimental is kAuto's choice on Hopper where it applies, so the
+// suite above also runs it through kAuto), each on its own test so a filter can pick one: the
+// same checks, on the problems they accept (k and groups multiples of 128). Hopper only.
+class W4A8PrefillWgmmaGpuTest : public ::testing::TestWithParam<PrefillCase> {
+ protected:
+  void Check(W4A8PrefillKernel kernel) {
+    FF_SKIP_WITHOUT_GPU();
+    int device = 0, major = 0;
+    FF_CUDA_ASSERT(cudaGetDevice(&device));
+    FF_CUDA_ASSERT(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    if (major != 9) GTEST_SKIP() << "wgmma needs a Hopper GPU (sm_90a)";
+    CheckCase(GetParam(), {kernel});
+  }
+};
 
 TEST_P(W4A8PrefillWgmmaGpuTest, MatchesReferenceAndTwoKernelPathBitExactly) {
-  FF_SKIP_WITHOUT_GPU();
-  int device = 0, major = 0;
-  FF_CUDA_ASSERT(cudaGetDevice(&device));
-  FF_CUDA_ASSERT(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  if (major != 9) GTEST_SKIP() << "wgmma needs a Hopper GPU (sm_90a)";
-  CheckCase(GetParam(), {W4A8PrefillKernel::kWgmmaExperimental});
+  Check(W4A8PrefillKernel::kWgmmaExperimental);
+}
+
+TEST_P(W4A8PrefillWgmmaGpuTest, TwoPerSmMatchesReferenceBitExactly) {
+  Check(W4A8PrefillKernel::kWgmma64x128TwoPerSm);
+}
+
+TEST_P(W4A8PrefillWgmmaGpuTest, WarpSpecializedMatchesReferenceBitExactly) {
+  Check(W4A8PrefillKernel::kWgmmaWarpSpecialized);
 }
 
 // Tails in every dimension: m around the 128-row tile and the 8-tile rasterisation groups (64,
@@ -472,24 +490,29 @@ TEST(W4A8PrefillGemmArgsTest, RejectsShapesItCannotRun) {
   args = ValidArgs();
   args.group_accumulators = FakeDevicePointer<int32_t>();
   EXPECT_TRUE(FailsMentioning(args, kInvalid, "simple kernel only"));
-  // The wgmma kernel's limits: whole 128-wide K tiles in one group, group sums below 2^22.
-  for (auto [k, group_size, zero_points] :
-       {std::tuple<int64_t, int64_t, bool>{544, 32, false},  // k and groups not multiples of 128
-        {512, 64, false},                                    // groups not a multiple of 128
-        {4608, 2304, true},      // 2304 * 127 * 15 >= 2^22 (fine without zero points)
-        {9472, 4736, false}}) {  // 4736 * 127 * 7 >= 2^22
-    args = ShapeArgs();
-    args.kernel = W4A8PrefillKernel::kWgmmaExperimental;
-    args.k = k;
-    args.group_size = group_size;
-    if (zero_points) args.w_zero_points = FakeDevicePointer<int8_t>();
-    EXPECT_TRUE(FailsMentioning(args, kInvalid, "wgmma kernel needs")) << k << " " << group_size;
+  // The wgmma kernels' limits: whole 128-wide K tiles in one group, group sums below 2^22.
+  for (W4A8PrefillKernel kernel :
+       {W4A8PrefillKernel::kWgmmaExperimental, W4A8PrefillKernel::kWgmma64x128TwoPerSm,
+        W4A8PrefillKernel::kWgmmaWarpSpecialized}) {
+    for (auto [k, group_size, zero_points] :
+         {std::tuple<int64_t, int64_t, bool>{544, 32, false},  // k and groups not multiples of 128
+          {512, 64, false},                                    // groups not a multiple of 128
+          {4608, 2304, true},      // 2304 * 127 * 15 >= 2^22 (fine without zero points)
+          {9472, 4736, false}}) {  // 4736 * 127 * 7 >= 2^22
+      args = ShapeArgs();
+      args.kernel = kernel;
+      args.k = k;
+      args.group_size = group_size;
+      if (zero_points) args.w_zero_points = FakeDevicePointer<int8_t>();
+      EXPECT_TRUE(FailsMentioning(args, kInvalid, "wgmma kernel needs"))
+          << KernelName(kernel) << " " << k << " " << group_size;
+    }
+    args = ShapeArgs();  // accepted: the call goes on to the pointers
+    args.kernel = kernel;
+    args.k = 4608;
+    args.group_size = 2304;
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null")) << KernelName(kernel);
   }
-  args = ShapeArgs();  // accepted: the call goes on to the pointers
-  args.kernel = W4A8PrefillKernel::kWgmmaExperimental;
-  args.k = 4608;
-  args.group_size = 2304;
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
 }
 
 TEST(W4A8PrefillGemmArgsTest, RejectsNullAndMisalignedPointers) {
