@@ -168,6 +168,10 @@ absl::StatusOr<Serving> StartServing(const ServeCoordinatorOptions& options,
     backend.generate = [scheduler](const v1::RequestBody& body, absl::Duration timeout) {
       return scheduler->Generate(body, timeout);
     };
+    backend.stream_generate = [scheduler](const v1::RequestBody& body, absl::Duration timeout,
+                                          const std::function<void(const std::string&)>& on_text) {
+      return scheduler->Generate(body, timeout, on_text);
+    };
     backend.wake = [scheduler] { scheduler->WakeAll(); };
     backend.stop_job = [scheduler](const std::string& job,
                                    const std::vector<coordinator::RequestKey>& requests) {

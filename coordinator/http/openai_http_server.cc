@@ -58,14 +58,22 @@ const char* ReasonPhrase(int status) {
   }
 }
 
-void Send(mg_connection* connection, const HttpResponse& response, bool head) {
+// The status line and headers; a streamed body has no Content-Length and ends when the
+// connection closes.
+std::string Header(const HttpResponse& response, bool streamed) {
   std::string header =
       absl::StrCat("HTTP/1.1 ", response.status, " ", ReasonPhrase(response.status),
-                   "\r\nContent-Type: ", response.content_type,
-                   "\r\nContent-Length: ", response.body.size(), "\r\nConnection: close\r\n");
+                   "\r\nContent-Type: ", response.content_type, "\r\n");
+  if (!streamed) absl::StrAppend(&header, "Content-Length: ", response.body.size(), "\r\n");
+  header += "Connection: close\r\n";
   for (const auto& [name, value] : response.headers)
     absl::StrAppend(&header, name, ": ", value, "\r\n");
   header += "\r\n";
+  return header;
+}
+
+void Send(mg_connection* connection, const HttpResponse& response, bool head) {
+  const std::string header = Header(response, /*streamed=*/false);
   mg_write(connection, header.data(), header.size());
   if (!head && !response.body.empty()) {
     mg_write(connection, response.body.data(), response.body.size());
@@ -183,9 +191,23 @@ int OpenAiHttpServer::HandleRequest(mg_connection* connection, void* server) {
   // civetweb's threads have small stacks (Debian builds it with a fixed stack size); the
   // handlers (JSON of any nesting, the scheduler's calls) run on a thread with a normal one.
   HttpResponse response;
-  std::thread handler([&] { response = self->api_->Handle(request); });
+  bool streamed = false;
+  std::thread handler([&] {
+    response = self->api_->Handle(request);
+    if (!response.stream || head) return;
+    const std::string header = Header(response, /*streamed=*/true);
+    const BodyWriter write = [&](std::string_view bytes) {
+      if (!streamed) {
+        streamed = true;
+        if (mg_write(connection, header.data(), header.size()) <= 0) return false;
+      }
+      return mg_write(connection, bytes.data(), bytes.size()) > 0;
+    };
+    HttpResponse instead = response.stream(write);
+    if (!streamed) response = std::move(instead);
+  });
   handler.join();
-  Send(connection, response, head);
+  if (!streamed) Send(connection, response, head);
   return response.status;
 }
 

@@ -311,6 +311,7 @@ bool ContinuousBatcher::AcceptToken(Request& r, int32_t token) {
     return true;
   }
   result.tokens.push_back(token);
+  if (r.request.on_text_token) r.request.on_text_token(token);
   // Stop strings are matched incrementally; the text is decoded whole once, at the end.
   const bool has_stop_strings = !r.request.params.stop_strings.empty();
   if (tokenizer_ != nullptr && has_stop_strings) {
