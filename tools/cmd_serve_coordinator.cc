@@ -168,6 +168,10 @@ absl::StatusOr<Serving> StartServing(const ServeCoordinatorOptions& options,
     backend.generate = [scheduler](const v1::RequestBody& body, absl::Duration timeout) {
       return scheduler->Generate(body, timeout);
     };
+    backend.stream_generate = [scheduler](const v1::RequestBody& body, absl::Duration timeout,
+                                          const std::function<void(const std::string&)>& on_text) {
+      return scheduler->Generate(body, timeout, on_text);
+    };
     backend.wake = [scheduler] { scheduler->WakeAll(); };
     backend.stop_job = [scheduler](const std::string& job,
                                    const std::vector<coordinator::RequestKey>& requests) {
@@ -271,13 +275,6 @@ int RunServeCoordinator(const ServeCoordinatorOptions& options) {
     if (!parsed.ok()) return Fail(parsed.status());
     model->chat_template = *std::move(text);
   }
-  if (!options.http_listen.empty() && !options.api_security.tls_cert.empty()) {
-    // Checked before anything listens (OpenAiHttpServer::Start says why).
-    return Fail(absl::UnimplementedError(
-        "--http-listen cannot serve TLS yet (Debian 12's civetweb TLS is broken with OpenSSL 3): "
-        "drop --tls-cert for a coordinator with --http-listen and put a TLS-terminating proxy in "
-        "front (docs/HTTP_API.md)"));
-  }
   if (options.workers.empty() && options.worker_dns.empty()) {
     return Fail(absl::InvalidArgumentError("name workers with --worker or --worker-dns"));
   }
@@ -361,7 +358,8 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
   cmd->add_option("--http-listen", options->http_listen,
                   "Also serve the OpenAI-compatible HTTP API (/v1/files, /v1/batches, "
                   "/v1/completions, /v1/chat/completions, /v1/models) on HOST:PORT, with the "
-                  "same API tokens (no TLS yet); port 0 picks one (docs/HTTP_API.md)");
+                  "same API tokens and TLS (HTTPS with --tls-cert); port 0 picks one "
+                  "(docs/HTTP_API.md)");
   cmd->add_option("--http-files-dir", options->http_files_dir,
                   "Directory for files uploaded through the HTTP API (default: the --db path "
                   "with .files appended); each is at most --max-upload-bytes");

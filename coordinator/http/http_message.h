@@ -2,8 +2,10 @@
 // the server library that carries them, so that the handlers can be tested and fuzzed directly.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 
 namespace flatfleet::coordinator::http {
 
@@ -16,12 +18,21 @@ struct HttpRequest {
   std::string body;
 };
 
+struct HttpResponse;
+// Sends part of a streamed body; false once the client has gone.
+using BodyWriter = std::function<bool(std::string_view bytes)>;
+
 struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
   // Extra header lines, e.g. {"Allow", "GET, POST"}.
   std::map<std::string, std::string> headers;
+  // When set, the body is produced while it is sent (server-sent events): the server calls it
+  // with a writer that sends the status line and headers above before the first bytes. If it
+  // writes nothing, the response it returns is sent instead (an error found before the first
+  // event keeps its status).
+  std::function<HttpResponse(const BodyWriter& write)> stream;
 };
 
 }  // namespace flatfleet::coordinator::http

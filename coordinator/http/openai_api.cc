@@ -242,53 +242,128 @@ std::string FinishReason(const v1::Response& response) {
   return response.finish_reason() == v1::FINISH_REASON_LENGTH ? "length" : "stop";
 }
 
-// Server-sent events of a finished response, in OpenAI's chunk shapes, ending with [DONE].
-// The workers return a request's text when it is finished (WorkResult has no partial
-// results), so the text arrives in one content chunk rather than token by token.
-std::string StreamEvents(std::string_view id, std::string_view model, bool chat, int64_t created,
-                         const v1::Response& response, bool include_usage) {
-  std::string events;
-  const auto add = [&](Json chunk) { absl::StrAppend(&events, "data: ", Dump(chunk), "\n\n"); };
-  const auto chunk = [&](Json choice) {
+// OpenAI's streamed chunk shapes, one server-sent event each.
+class StreamChunks {
+ public:
+  StreamChunks(std::string id, std::string model, bool chat, int64_t created, bool include_usage)
+      : id_(std::move(id)),
+        model_(std::move(model)),
+        chat_(chat),
+        created_(created),
+        include_usage_(include_usage) {}
+
+  // Chat streams open with the assistant's role; completion streams have no opening event.
+  const std::string& id() const { return id_; }
+  std::string Opening() const {
+    if (!chat_) return "";
+    return Event(Chunk({{"index", 0},
+                        {"delta", {{"role", "assistant"}, {"content", ""}}},
+                        {"logprobs", nullptr},
+                        {"finish_reason", nullptr}}));
+  }
+  std::string Text(const std::string& text) const {
+    if (chat_) {
+      return Event(Chunk({{"index", 0},
+                          {"delta", {{"content", text}}},
+                          {"logprobs", nullptr},
+                          {"finish_reason", nullptr}}));
+    }
+    return Event(
+        Chunk({{"index", 0}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", nullptr}}));
+  }
+  // The finish reason, the usage chunk when asked for, and [DONE].
+  std::string Closing(const v1::Response& response) const {
+    std::string events;
+    if (chat_) {
+      events = Event(Chunk({{"index", 0},
+                            {"delta", Json::object()},
+                            {"logprobs", nullptr},
+                            {"finish_reason", FinishReason(response)}}));
+    } else {
+      events = Event(Chunk({{"index", 0},
+                            {"text", ""},
+                            {"logprobs", nullptr},
+                            {"finish_reason", FinishReason(response)}}));
+    }
+    if (include_usage_) {
+      Json last = Chunk(nullptr);
+      last["usage"] = Usage(response);
+      events += Event(last);
+    }
+    return events + "data: [DONE]\n\n";
+  }
+
+ private:
+  static std::string Event(const Json& chunk) {
+    return absl::StrCat("data: ", Dump(chunk), "\n\n");
+  }
+  Json Chunk(Json choice) const {
     Json out;
-    out["id"] = std::string(id);
-    out["object"] = chat ? "chat.completion.chunk" : "text_completion";
-    out["created"] = created;
-    out["model"] = std::string(model);
+    out["id"] = id_;
+    out["object"] = chat_ ? "chat.completion.chunk" : "text_completion";
+    out["created"] = created_;
+    out["model"] = model_;
     out["choices"] = choice.is_null() ? Json::array() : Json::array({std::move(choice)});
-    if (include_usage) out["usage"] = nullptr;
+    if (include_usage_) out["usage"] = nullptr;
     return out;
+  }
+
+  const std::string id_;
+  const std::string model_;
+  const bool chat_;
+  const int64_t created_;
+  const bool include_usage_;
+};
+
+// Streams one interactive request's events as the worker releases its text. Returns the error
+// response to send instead when it fails before anything was written.
+HttpResponse StreamCompletion(const OpenAiApiBackend::StreamGenerate& generate,
+                              absl::Duration timeout, const v1::RequestBody& request_body,
+                              const StreamChunks& chunks, const BodyWriter& write) {
+  bool started = false;
+  bool client_open = true;
+  std::string sent;  // The text streamed so far.
+  const auto send = [&](const std::string& events) {
+    if (client_open && !events.empty()) client_open = write(events);
   };
-  if (chat) {
-    add(chunk({{"index", 0},
-               {"delta", {{"role", "assistant"}, {"content", ""}}},
-               {"logprobs", nullptr},
-               {"finish_reason", nullptr}}));
-    add(chunk({{"index", 0},
-               {"delta", {{"content", response.text()}}},
-               {"logprobs", nullptr},
-               {"finish_reason", nullptr}}));
-    add(chunk({{"index", 0},
-               {"delta", Json::object()},
-               {"logprobs", nullptr},
-               {"finish_reason", FinishReason(response)}}));
+  const auto start = [&] {
+    if (started) return;
+    started = true;
+    send(chunks.Opening());
+  };
+  absl::StatusOr<v1::Response> response =
+      generate(request_body, timeout, [&](const std::string& text) {
+        start();
+        sent += text;
+        send(chunks.Text(text));
+      });
+  if (!response.ok()) {
+    const int status = HttpStatusFor(response.status().code());
+    HttpResponse error = ErrorResponse(status, std::string(response.status().message()));
+    if (!started) return error;  // Nothing sent yet: a plain error with its status.
+    // The status line is gone: the error object as an event, as OpenAI sends one mid-stream.
+    send(absl::StrCat("data: ", error.body, "\n\n"));
+    return {};
+  }
+  start();
+  // The worker sends text only once it is final, so what was streamed is a prefix of the
+  // response's text; the rest (text held back at the end, or an engine that does not stream)
+  // goes out now.
+  if (response->text().starts_with(sent)) {
+    const std::string rest = response->text().substr(sent.size());
+    if (!rest.empty()) send(chunks.Text(rest));
   } else {
-    add(chunk({{"index", 0},
-               {"text", response.text()},
-               {"logprobs", nullptr},
-               {"finish_reason", nullptr}}));
-    add(chunk({{"index", 0},
-               {"text", ""},
-               {"logprobs", nullptr},
-               {"finish_reason", FinishReason(response)}}));
+    std::fprintf(stderr, "coordinator: streamed text of %s is not a prefix of its result\n",
+                 chunks.id().c_str());
   }
-  if (include_usage) {
-    Json last = chunk(nullptr);
-    last["usage"] = Usage(response);
-    add(std::move(last));
-  }
-  events += "data: [DONE]\n\n";
-  return events;
+  send(chunks.Closing(*response));
+  return {};
+}
+
+// Server-sent events of a finished response when the backend cannot stream: the whole text in
+// one content chunk.
+std::string StreamEvents(const StreamChunks& chunks, const v1::Response& response) {
+  return absl::StrCat(chunks.Opening(), chunks.Text(response.text()), chunks.Closing(response));
 }
 
 }  // namespace
@@ -746,6 +821,25 @@ HttpResponse OpenAiApi::Complete(const HttpRequest& request, bool chat) {
     return ErrorResponse(
         400, param.empty() ? error.message : absl::StrCat(param, ": ", error.message), param);
   }
+  // Streamed chunks carry one choice's text; several choices would interleave in one stream.
+  if (stream && ToRequestBodyProto(parsed.requests[0]).sampling().n() > 1) {
+    return ErrorResponse(400, "n > 1 is not supported with stream: true; set n to 1 or omit stream",
+                         "n");
+  }
+  const std::string id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", RandomHex());
+  const int64_t created = NowS();
+  if (stream && backend_.stream_generate) {
+    HttpResponse events;
+    events.content_type = "text/event-stream";
+    events.headers["Cache-Control"] = "no-cache";
+    events.stream = [this, request_body = ToRequestBodyProto(parsed.requests[0]),
+                     chunks = StreamChunks(id, options_.model, chat, created, include_usage)](
+                        const BodyWriter& write) {
+      return StreamCompletion(backend_.stream_generate, options_.generate_timeout, request_body,
+                              chunks, write);
+    };
+    return events;
+  }
   if (!backend_.generate) return ErrorResponse(503, "no worker can serve requests");
   absl::StatusOr<v1::Response> response =
       backend_.generate(ToRequestBodyProto(parsed.requests[0]), options_.generate_timeout);
@@ -753,13 +847,12 @@ HttpResponse OpenAiApi::Complete(const HttpRequest& request, bool chat) {
     const int status = HttpStatusFor(response.status().code());
     return ErrorResponse(status, std::string(response.status().message()));
   }
-  const std::string id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", RandomHex());
-  const int64_t created = NowS();
   if (stream) {
     HttpResponse events;
     events.content_type = "text/event-stream";
     events.headers["Cache-Control"] = "no-cache";
-    events.body = StreamEvents(id, options_.model, chat, created, *response, include_usage);
+    events.body =
+        StreamEvents(StreamChunks(id, options_.model, chat, created, include_usage), *response);
     return events;
   }
   HttpResponse out;

@@ -36,6 +36,12 @@ struct OpenAiApiBackend {
   FileStore* files = nullptr;
   // Runs one interactive request (Scheduler::Generate).
   std::function<absl::StatusOr<v1::Response>(const v1::RequestBody&, absl::Duration)> generate;
+  // Runs one interactive request, passing each piece of text the worker releases to the
+  // callback (Scheduler::Generate with a TextCallback). Streaming calls use it when set, one
+  // event per piece; otherwise they get the whole text in one event once it is done.
+  using StreamGenerate = std::function<absl::StatusOr<v1::Response>(
+      const v1::RequestBody&, absl::Duration, const std::function<void(const std::string&)>&)>;
+  StreamGenerate stream_generate;
   // New pending work exists (Scheduler::WakeAll).
   std::function<void()> wake;
   // Stops a cancelled or expired job's running requests (Scheduler::StopJob).

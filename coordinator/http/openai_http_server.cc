@@ -1,6 +1,12 @@
 #include "coordinator/http/openai_http_server.h"
 
+#include <dlfcn.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <string_view>
 #include <vector>
@@ -25,6 +31,85 @@ constexpr uint64_t kMaxJsonBodyBytes = 16 << 20;
 void InitCivetwebOnce() {
   static std::once_flag once;
   std::call_once(once, [] { mg_init_library(0); });
+}
+
+constexpr char kSslCompatLibrary[] = "libflatfleet_civetweb_ssl.so";
+
+// Makes civetweb's TLS work with OpenSSL 3 (see coordinator/civetweb_ssl/): loads the library
+// beside this binary that supplies the function name civetweb looks up, then has civetweb
+// initialise TLS. Once per process.
+absl::Status InitCivetwebTlsOnce() {
+  static std::once_flag once;
+  static absl::Status status;
+  std::call_once(once, [] {
+    std::error_code error;
+    const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", error);
+    const std::string path = (exe.parent_path() / kSslCompatLibrary).string();
+    if (error || dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+      const char* why = dlerror();
+      status = absl::FailedPreconditionError(absl::StrCat(
+          "--http-listen with --tls-cert needs ", path, " (built with flatfleet, kept beside its ",
+          "binary): ", why != nullptr ? why : error.message()));
+      return;
+    }
+    if ((mg_init_library(MG_FEATURES_TLS) & MG_FEATURES_TLS) == 0) {
+      status = absl::FailedPreconditionError(
+          "civetweb could not initialise TLS (it loads libssl.so and libcrypto.so: install "
+          "libssl-dev)");
+    }
+  });
+  return status;
+}
+
+// Reads every PEM certificate of `pem`.
+std::vector<X509*> ReadCertificates(const std::string& pem) {
+  std::vector<X509*> certificates;
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  if (bio == nullptr) return certificates;
+  while (X509* certificate = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)) {
+    certificates.push_back(certificate);
+  }
+  ERR_clear_error();  // The end of the text reads as an error.
+  BIO_free(bio);
+  return certificates;
+}
+
+// civetweb's init_ssl callback: the identity from memory (--tls-cert/--tls-key were read and
+// checked at startup), and with a client CA, mutual TLS. 1: done; -1: fail the start.
+int InitSsl(void* ssl_context, void* user_data) {
+  auto* security = static_cast<const security::ServerSecurity*>(user_data);
+  auto* context = static_cast<SSL_CTX*>(ssl_context);
+  std::vector<X509*> chain = ReadCertificates(security->tls->cert_chain_pem);
+  if (chain.empty() || SSL_CTX_use_certificate(context, chain[0]) != 1) {
+    for (X509* certificate : chain) X509_free(certificate);
+    return -1;
+  }
+  X509_free(chain[0]);
+  for (size_t i = 1; i < chain.size(); ++i) {
+    // The context takes ownership of extra chain certificates.
+    if (SSL_CTX_add_extra_chain_cert(context, chain[i]) != 1) X509_free(chain[i]);
+  }
+  const std::string& key_pem = security->tls->private_key_pem;
+  BIO* bio = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
+  EVP_PKEY* key =
+      bio != nullptr ? PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr) : nullptr;
+  if (bio != nullptr) BIO_free(bio);
+  const bool key_ok = key != nullptr && SSL_CTX_use_PrivateKey(context, key) == 1 &&
+                      SSL_CTX_check_private_key(context) == 1;
+  if (key != nullptr) EVP_PKEY_free(key);
+  if (!key_ok) return -1;
+  if (!security->client_ca_pem.empty()) {
+    std::vector<X509*> authorities = ReadCertificates(security->client_ca_pem);
+    X509_STORE* store = SSL_CTX_get_cert_store(context);
+    bool added = !authorities.empty();
+    for (X509* authority : authorities) {
+      added = added && X509_STORE_add_cert(store, authority) == 1;
+      X509_free(authority);
+    }
+    if (!added) return -1;
+    SSL_CTX_set_verify(context, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  }
+  return 1;
 }
 
 const char* ReasonPhrase(int status) {
@@ -58,14 +143,22 @@ const char* ReasonPhrase(int status) {
   }
 }
 
-void Send(mg_connection* connection, const HttpResponse& response, bool head) {
+// The status line and headers; a streamed body has no Content-Length and ends when the
+// connection closes.
+std::string Header(const HttpResponse& response, bool streamed) {
   std::string header =
       absl::StrCat("HTTP/1.1 ", response.status, " ", ReasonPhrase(response.status),
-                   "\r\nContent-Type: ", response.content_type,
-                   "\r\nContent-Length: ", response.body.size(), "\r\nConnection: close\r\n");
+                   "\r\nContent-Type: ", response.content_type, "\r\n");
+  if (!streamed) absl::StrAppend(&header, "Content-Length: ", response.body.size(), "\r\n");
+  header += "Connection: close\r\n";
   for (const auto& [name, value] : response.headers)
     absl::StrAppend(&header, name, ": ", value, "\r\n");
   header += "\r\n";
+  return header;
+}
+
+void Send(mg_connection* connection, const HttpResponse& response, bool head) {
+  const std::string header = Header(response, /*streamed=*/false);
   mg_write(connection, header.data(), header.size());
   if (!head && !response.body.empty()) {
     mg_write(connection, response.body.data(), response.body.size());
@@ -81,25 +174,25 @@ absl::StatusOr<std::unique_ptr<OpenAiHttpServer>> OpenAiHttpServer::Start(
   std::unique_ptr<OpenAiHttpServer> server(new OpenAiHttpServer(security, api));
   const std::string threads = absl::StrCat(kThreads);
   const std::string timeout = absl::StrCat(kRequestTimeoutMs);
+  // civetweb marks a TLS port with a trailing "s".
+  const std::string ports = security.tls ? address + "s" : address;
   if (security.tls) {
-    // Debian 12's civetweb loads OpenSSL 3 at run time and misses functions it renamed (civetweb
-    // issue #1334): its first TLS handshake calls a null pointer. Refused here rather than
-    // served in plaintext or crashing; put a TLS-terminating proxy in front (docs/HTTP_API.md).
-    return absl::UnimplementedError(
-        "--http-listen cannot serve TLS yet (this civetweb build's TLS is broken with OpenSSL "
-        "3); run the HTTP API without --tls-cert behind a TLS-terminating proxy, or use the "
-        "gRPC API for TLS");
+    if (absl::Status tls = InitCivetwebTlsOnce(); !tls.ok()) return tls;
   }
   std::vector<const char*> options = {
-      "listening_ports",    address.c_str(), "num_threads",       threads.c_str(),
+      "listening_ports",    ports.c_str(),   "num_threads",       threads.c_str(),
       "request_timeout_ms", timeout.c_str(), "enable_keep_alive", "no"};
   options.push_back(nullptr);
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
-  server->context_ = mg_start(&callbacks, server.get(), options.data());
+  if (security.tls) callbacks.init_ssl = &InitSsl;
+  // The user data is for init_ssl: the server's copy of the security settings.
+  server->context_ = mg_start(&callbacks, const_cast<security::ServerSecurity*>(&server->security_),
+                              options.data());
   if (server->context_ == nullptr) {
     return absl::UnavailableError(
-        absl::StrCat("cannot serve the HTTP API on '", address, "' (bad address or port in use)"));
+        absl::StrCat("cannot serve the HTTP API on '", address, "' (bad address or port in use",
+                     security.tls ? ", or civetweb refused the TLS identity)" : ")"));
   }
   mg_set_request_handler(server->context_, "/", &OpenAiHttpServer::HandleRequest, server.get());
   mg_server_port bound[1];
@@ -183,9 +276,23 @@ int OpenAiHttpServer::HandleRequest(mg_connection* connection, void* server) {
   // civetweb's threads have small stacks (Debian builds it with a fixed stack size); the
   // handlers (JSON of any nesting, the scheduler's calls) run on a thread with a normal one.
   HttpResponse response;
-  std::thread handler([&] { response = self->api_->Handle(request); });
+  bool streamed = false;
+  std::thread handler([&] {
+    response = self->api_->Handle(request);
+    if (!response.stream || head) return;
+    const std::string header = Header(response, /*streamed=*/true);
+    const BodyWriter write = [&](std::string_view bytes) {
+      if (!streamed) {
+        streamed = true;
+        if (mg_write(connection, header.data(), header.size()) <= 0) return false;
+      }
+      return mg_write(connection, bytes.data(), bytes.size()) > 0;
+    };
+    HttpResponse instead = response.stream(write);
+    if (!streamed) response = std::move(instead);
+  });
   handler.join();
-  Send(connection, response, head);
+  if (!streamed) Send(connection, response, head);
   return response.status;
 }
 

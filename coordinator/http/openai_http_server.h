@@ -1,8 +1,10 @@
 // Serves OpenAiApi over HTTP with civetweb: the coordinator's --http-listen. Bearer tokens are
 // the gRPC API's (--api-token-file): a call without an accepted "Authorization: Bearer" token
-// gets 401. TLS is refused for now (see Start): Debian 12's civetweb cannot do it with OpenSSL 3.
-// Request bodies are bounded before they are read (413 for a larger Content-Length). A thread
-// expires batches whose completion window passed.
+// gets 401. With --tls-cert it serves HTTPS only (and, when the settings hold a client CA, mutual
+// TLS), with the gRPC API's identity; Debian 12's civetweb needs a compatibility library for
+// OpenSSL 3 (coordinator/civetweb_ssl/), loaded from beside the binary. Request bodies are bounded
+// before they are read (413 for a larger Content-Length). A thread expires batches whose completion
+// window passed.
 #pragma once
 
 #include <atomic>

@@ -1,11 +1,13 @@
 #include "coordinator/server/scheduler.h"
 
 #include <cstdio>
+#include <deque>
 #include <map>
 #include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 
 namespace flatfleet::coordinator {
@@ -82,24 +84,57 @@ int Scheduler::connected_groups() const {
 }
 
 absl::StatusOr<v1::Response> Scheduler::Generate(const v1::RequestBody& body,
-                                                 absl::Duration timeout) {
+                                                 absl::Duration timeout, TextCallback on_text) {
+  // Filled by the session's reader thread; the caller's thread runs on_text, so a slow client
+  // never holds up the stream that carries the group's other work.
   struct Outcome {
-    absl::Notification done;
+    absl::Mutex mutex;
+    bool done ABSL_GUARDED_BY(mutex) = false;
+    std::deque<std::string> texts ABSL_GUARDED_BY(mutex);
     absl::StatusOr<v1::WorkResult> result;
   };
   auto outcome = std::make_shared<Outcome>();
+  WorkerGroupSession::PartialCallback partial;
+  if (on_text) {
+    partial = [outcome](std::string text) {
+      absl::MutexLock lock(&outcome->mutex);
+      outcome->texts.push_back(std::move(text));
+    };
+  }
+  // Runs on_text for what arrived; true once the final result is in.
+  const auto wait_until = [&](absl::Time deadline) {
+    while (true) {
+      std::deque<std::string> texts;
+      bool done;
+      {
+        absl::MutexLock lock(&outcome->mutex);
+        const auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(outcome->mutex) {
+          return outcome->done || !outcome->texts.empty();
+        };
+        outcome->mutex.AwaitWithDeadline(absl::Condition(&ready), deadline);
+        texts.swap(outcome->texts);
+        done = outcome->done;
+      }
+      for (const std::string& text : texts) on_text(text);
+      if (done) return true;
+      if (texts.empty() && absl::Now() >= deadline) return false;
+    }
+  };
   const std::vector<WorkerGroupSession*> sessions = Sessions();
   const size_t count = sessions.size();
   const size_t first = next_interactive_group_.fetch_add(1);
   for (size_t i = 0; i < count; ++i) {
     WorkerGroupSession& session = *sessions[(first + i) % count];
-    absl::StatusOr<uint64_t> work_id =
-        session.SubmitInteractive(body, [outcome](absl::StatusOr<v1::WorkResult> result) {
+    absl::StatusOr<uint64_t> work_id = session.SubmitInteractive(
+        body,
+        [outcome](absl::StatusOr<v1::WorkResult> result) {
+          absl::MutexLock lock(&outcome->mutex);
           outcome->result = std::move(result);
-          outcome->done.Notify();
-        });
+          outcome->done = true;
+        },
+        partial);
     if (!work_id.ok()) continue;
-    if (!outcome->done.WaitForNotificationWithTimeout(timeout)) {
+    if (!wait_until(absl::Now() + timeout)) {
       session.CancelInteractive(*work_id);
       if (context_.metrics) context_.metrics->CountRequest("failed");
       return absl::DeadlineExceededError("no answer from the worker in time");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -43,8 +44,13 @@ class Scheduler {
   // Stops `requests` of `job_id` wherever they run; later claims of the job are released.
   void StopJob(const std::string& job_id, const std::vector<RequestKey>& requests);
 
-  // Runs one request on a connected group (round-robin), waiting at most `timeout`.
-  absl::StatusOr<v1::Response> Generate(const v1::RequestBody& body, absl::Duration timeout);
+  // Called on Generate's thread with each piece of text the worker released, in order.
+  using TextCallback = std::function<void(const std::string& text)>;
+  // Runs one request on a connected group (round-robin), waiting at most `timeout`. With
+  // `on_text` the worker streams the text: the pieces concatenated are a prefix of the final
+  // response's text (the rest arrives only with it).
+  absl::StatusOr<v1::Response> Generate(const v1::RequestBody& body, absl::Duration timeout,
+                                        TextCallback on_text = nullptr);
 
   const ModelSpec& model() const { return context_.model; }
   int connected_groups() const;

@@ -72,7 +72,8 @@ void WorkerGroupSession::Cancel(const std::vector<RequestKey>& requests) {
 }
 
 absl::StatusOr<uint64_t> WorkerGroupSession::SubmitInteractive(v1::RequestBody body,
-                                                               InteractiveCallback done) {
+                                                               InteractiveCallback done,
+                                                               PartialCallback partial) {
   absl::MutexLock lock(&mutex_);
   if (!stream_open_ || stream_broken_ || stopping_) {
     return absl::UnavailableError(absl::StrCat(plan_.group_id, " has no open stream"));
@@ -81,9 +82,11 @@ absl::StatusOr<uint64_t> WorkerGroupSession::SubmitInteractive(v1::RequestBody b
   v1::WorkItem item;
   item.set_work_id(work_id);
   *item.mutable_submit() = std::move(body);
+  item.set_stream_text(partial != nullptr);
   interactive_to_send_.push_back(std::move(item));
   InFlight entry;
   entry.done = std::move(done);
+  entry.partial = std::move(partial);
   entry.dispatched_at = absl::Now();
   in_flight_.emplace(work_id, std::move(entry));
   woken_ = true;
@@ -475,6 +478,17 @@ void WorkerGroupSession::ExpireStaleWork() {
 }
 
 void WorkerGroupSession::HandleResult(const v1::WorkResult& result) {
+  if (result.has_partial()) {
+    PartialCallback partial;
+    {
+      absl::MutexLock lock(&mutex_);
+      auto it = in_flight_.find(result.work_id());
+      if (it == in_flight_.end()) return;
+      partial = it->second.partial;
+    }
+    if (partial) partial(result.partial().text());
+    return;
+  }
   InFlight entry;
   {
     absl::MutexLock lock(&mutex_);

@@ -60,7 +60,11 @@ class WorkerGroupSession {
   void Cancel(const std::vector<RequestKey>& requests);
   // Queues one request outside any batch. Returns its work id, or an error when the group has
   // no open stream.
-  absl::StatusOr<uint64_t> SubmitInteractive(v1::RequestBody body, InteractiveCallback done);
+  // With `partial` the worker also streams the text: each Partial's text is passed to it (on
+  // the stream's reader thread, so it must not block) before `done` is called.
+  using PartialCallback = std::function<void(std::string text)>;
+  absl::StatusOr<uint64_t> SubmitInteractive(v1::RequestBody body, InteractiveCallback done,
+                                             PartialCallback partial = nullptr);
   void CancelInteractive(uint64_t work_id);
 
   bool connected() const;
@@ -74,6 +78,7 @@ class WorkerGroupSession {
     std::string custom_id;
     Endpoint endpoint = Endpoint::kCompletions;
     InteractiveCallback done;
+    PartialCallback partial;  // Interactive streaming work only.
     absl::Time dispatched_at;
   };
   using Stream = grpc::ClientReaderWriter<v1::WorkItem, v1::WorkResult>;

@@ -497,6 +497,94 @@ TEST_F(HttpApiTest, InteractiveCallsPlainAndStreamed) {
   ExpectErrorShape(json::parse(unavailable.body));
 }
 
+// With a streaming backend, each piece of text is its own event as it arrives, the text held
+// back until the end follows in one more, and an error before the first piece keeps its status.
+TEST_F(HttpApiTest, StreamedCallsSendAnEventPerPiece) {
+  OpenAiApiOptions options;
+  options.model = "demo";
+  std::vector<std::string> pieces = {"hel", "lo", " wor"};
+  absl::Status status = absl::OkStatus();
+  bool fail_after_pieces = false;
+  std::vector<std::string> written;  // What the server sent, write by write.
+  OpenAiApiBackend backend;
+  backend.store = store_.get();
+  backend.files = files_.get();
+  backend.stream_generate =
+      [&](const v1::RequestBody&, absl::Duration,
+          const std::function<void(const std::string&)>& on_text) -> absl::StatusOr<v1::Response> {
+    for (const std::string& piece : pieces) {
+      on_text(piece);
+      // The piece went out before the next one was produced.
+      EXPECT_NE(written.back().find(nlohmann::json(piece).dump()), std::string::npos);
+    }
+    if (fail_after_pieces || !status.ok()) return status;
+    v1::Response response;
+    response.set_text("hello world");
+    response.set_finish_reason(v1::FINISH_REASON_STOP);
+    return response;
+  };
+  OpenAiApi api(options, backend);
+  const auto call = [&](const std::string& path, const std::string& body) {
+    written.clear();
+    HttpRequest request;
+    request.method = "POST";
+    request.path = path;
+    request.body = body;
+    HttpResponse response = api.Handle(request);
+    if (!response.stream) return response;
+    HttpResponse instead = response.stream([&](std::string_view bytes) {
+      written.emplace_back(bytes);
+      return true;
+    });
+    if (written.empty()) return instead;
+    for (const std::string& bytes : written) response.body += bytes;
+    return response;
+  };
+  for (const bool chat : {false, true}) {
+    SCOPED_TRACE(chat ? "chat" : "completions");
+    const std::string body =
+        chat ? R"({"model":"demo","messages":[{"role":"user","content":"hi"}],"stream":true})"
+             : R"({"model":"demo","prompt":"p","stream":true})";
+    HttpResponse streamed = call(chat ? "/v1/chat/completions" : "/v1/completions", body);
+    EXPECT_EQ(streamed.status, 200);
+    EXPECT_EQ(streamed.content_type, "text/event-stream");
+    std::vector<std::string> events = absl::StrSplit(streamed.body, "\n\n", absl::SkipEmpty());
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back(), "data: [DONE]");
+    events.pop_back();
+    std::vector<std::string> texts;
+    std::string finish;
+    for (const std::string& event : events) {
+      ASSERT_TRUE(event.starts_with("data: ")) << event;
+      const json chunk = json::parse(event.substr(6));
+      for (const json& choice : chunk["choices"]) {
+        const std::string text =
+            chat ? choice["delta"].value("content", "") : choice.value("text", "");
+        if (!text.empty()) texts.push_back(text);
+        if (choice["finish_reason"].is_string()) finish = choice["finish_reason"];
+      }
+    }
+    EXPECT_EQ(texts, (std::vector<std::string>{"hel", "lo", " wor", "ld"}));
+    EXPECT_EQ(finish, "stop");
+  }
+
+  status = absl::UnavailableError("no worker group is connected");
+  pieces.clear();
+  HttpResponse refused = call("/v1/completions", R"({"model":"demo","prompt":"p","stream":true})");
+  EXPECT_EQ(refused.status, 503);
+  ExpectErrorShape(json::parse(refused.body));
+
+  // Once events went out the status line is gone: the error comes as an event.
+  pieces = {"partial"};
+  fail_after_pieces = true;
+  status = absl::InternalError("worker error");
+  HttpResponse broken = call("/v1/completions", R"({"model":"demo","prompt":"p","stream":true})");
+  EXPECT_EQ(broken.status, 200);
+  std::vector<std::string> events = absl::StrSplit(broken.body, "\n\n", absl::SkipEmpty());
+  ASSERT_EQ(events.size(), 2u) << broken.body;
+  ExpectErrorShape(json::parse(events[1].substr(6)));
+}
+
 TEST(MultipartFormTest, ReadsPartsAndRefusesMalformedBodies) {
   const std::string body = Multipart("batch", "line1\r\nline2");
   absl::StatusOr<std::vector<FormPart>> parts =

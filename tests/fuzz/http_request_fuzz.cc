@@ -50,6 +50,17 @@ Fixture& GetFixture() {
       response.set_text(body.has_messages() ? "chat" : body.prompt().substr(0, 8));
       return response;
     };
+    // Streams the same text in pieces of 3 bytes.
+    backend.stream_generate = [](const flatfleet::v1::RequestBody& body, absl::Duration,
+                                 const std::function<void(const std::string&)>& on_text)
+        -> absl::StatusOr<flatfleet::v1::Response> {
+      flatfleet::v1::Response response;
+      response.set_text(body.has_messages() ? "chat" : body.prompt().substr(0, 8));
+      for (size_t at = 0; at < response.text().size(); at += 3) {
+        on_text(response.text().substr(at, 3));
+      }
+      return response;
+    };
     made->api = std::make_unique<OpenAiApi>(options, backend);
     return made;
   }();
@@ -88,7 +99,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   Fixture& fixture = GetFixture();
-  const HttpResponse response = fixture.api->Handle(request);
+  HttpResponse response = fixture.api->Handle(request);
+  if (response.stream) {
+    // Server-sent events: each a JSON object, the last [DONE].
+    std::string events;
+    HttpResponse instead = response.stream([&](std::string_view bytes) {
+      events.append(bytes);
+      return true;
+    });
+    if (events.empty()) {
+      response = std::move(instead);
+    } else {
+      if (!events.ends_with("data: [DONE]\n\n")) std::abort();
+      for (size_t at = 0; at < events.size();) {
+        const size_t end = events.find("\n\n", at);
+        if (end == std::string::npos || events.compare(at, 6, "data: ") != 0) std::abort();
+        const std::string data = events.substr(at + 6, end - at - 6);
+        if (data != "[DONE]" && !nlohmann::json::parse(data, nullptr, false).is_object()) {
+          std::abort();
+        }
+        at = end + 2;
+      }
+    }
+  }
   if (response.status < 200 || response.status > 599) std::abort();
   if (response.content_type == "application/json") {
     const nlohmann::json body = nlohmann::json::parse(response.body, nullptr, false);

@@ -177,11 +177,13 @@ async function main() {
   let streamed = '';
   let finish = null;
   let streamUsage = null;
+  let contentChunks = 0;
   for await (const chunk of chatStream) {
     assert.equal(chunk.object, 'chat.completion.chunk');
     if (chunk.usage) streamUsage = chunk.usage;
     for (const choice of chunk.choices) {
       streamed += choice.delta.content ?? '';
+      if (choice.delta.content) contentChunks += 1;
       finish = choice.finish_reason ?? finish;
     }
   }
@@ -189,6 +191,8 @@ async function main() {
   assert.equal(streamed, chat.choices[0].message.content);
   assert.equal(finish, chat.choices[0].finish_reason);
   assert.deepEqual(streamUsage, chat.usage);
+  // Token by token as the worker releases text, not all at once.
+  assert.ok(contentChunks > 1, `${contentChunks} content chunks`);
 
   const completion = await client.completions.create({
     model: 'demo', prompt: 'Once upon a time', max_tokens: 10, temperature: 0 });
@@ -199,6 +203,23 @@ async function main() {
   let streamedText = '';
   for await (const chunk of completionStream) streamedText += chunk.choices[0]?.text ?? '';
   assert.equal(streamedText, completion.choices[0].text);
+  // Seeded sampling, and a stop string from the middle of the greedy text (several tokens, so
+  // it straddles chunks): the chunks put together are the plain call's text.
+  const longer = await client.completions.create({
+    model: 'demo', prompt: 'Once upon a time', max_tokens: 24, temperature: 0 });
+  const chars = [...longer.choices[0].text];
+  assert.ok(chars.length >= 4, longer.choices[0].text);
+  const stop = chars.slice(1, 3).join('');
+  for (const params of [{ temperature: 0.9, seed: 7 }, { temperature: 0, stop: [stop] },
+                        { temperature: 0.9, seed: 7, stop: [stop] }]) {
+    const request = { model: 'demo', prompt: 'Once upon a time', max_tokens: 24, ...params };
+    const plain = await client.completions.create(request);
+    const stream = await client.completions.create({ ...request, stream: true });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
+    assert.equal(text, plain.choices[0].text, JSON.stringify(params));
+    if (params.stop) assert.ok(!text.includes(stop), JSON.stringify(params));
+  }
 
   // Malformed calls: OpenAI's error object with the right status.
   await expectApiError(client.chat.completions.create({ model: 'nope', messages: [] }), 404,

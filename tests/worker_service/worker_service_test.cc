@@ -247,6 +247,81 @@ TEST_P(WorkerServiceEngineTest, GreedyResultsEqualGeneratorAndMetricsCountThem) 
                                                                              << page;
 }
 
+// stream_text: Partials before the final result, which concatenated are the final text, for
+// greedy and seeded sampling and with a stop string whose bytes come in several tokens.
+TEST_F(WorkerServiceTest, StreamedTextEqualsTheFinalText) {
+  StartWorker(ContinuousBatcherFactory(), /*with_metrics=*/false);
+  ASSERT_TRUE(LoadShard("builtin:demo").ok());
+  const auto item = [](uint64_t work_id, float temperature, const std::string& stop, bool stream) {
+    v1::WorkItem item = SubmitItem(work_id, "The quick brown fox", 24);
+    item.mutable_submit()->mutable_sampling()->set_temperature(temperature);
+    item.mutable_submit()->mutable_sampling()->set_seed(1234);
+    if (!stop.empty()) item.mutable_submit()->mutable_sampling()->add_stop(stop);
+    item.set_stream_text(stream);
+    return item;
+  };
+  // Streams every item; returns the partial texts by work id and the final results.
+  const auto run = [&](const std::vector<v1::WorkItem>& items,
+                       std::map<uint64_t, std::vector<std::string>>* partials,
+                       std::map<uint64_t, v1::WorkResult>* finals) {
+    grpc::ClientContext context;
+    SetDeadline(context, 60);
+    auto stream = stub_->RunWork(&context);
+    for (const v1::WorkItem& work : items) stream->Write(work);
+    stream->WritesDone();
+    for (v1::WorkResult result; testing::ReadWorkResult(*stream, &result);) {
+      if (result.has_partial()) {
+        EXPECT_FALSE(finals->contains(result.work_id())) << "partial after the final result";
+        (*partials)[result.work_id()].push_back(result.partial().text());
+      } else {
+        EXPECT_TRUE(finals->emplace(result.work_id(), result).second);
+      }
+    }
+    EXPECT_TRUE(stream->Finish().ok());
+  };
+  // Unstreamed first: the texts to match, and a stop string from the middle of the greedy one.
+  std::map<uint64_t, std::vector<std::string>> partials;
+  std::map<uint64_t, v1::WorkResult> plain;
+  run({item(1, 0.0f, "", false), item(2, 0.9f, "", false)}, &partials, &plain);
+  EXPECT_TRUE(partials.empty()) << "partials for a request that did not ask for them";
+  ASSERT_TRUE(plain[1].has_response() && plain[2].has_response());
+  const std::string greedy = plain[1].response().text();
+  ASSERT_GE(greedy.size(), 12u) << greedy;
+  // Two whole characters after the third (the text is UTF-8; each byte is a token).
+  const auto char_end = [&](size_t i) {
+    for (++i; i < greedy.size() && (static_cast<unsigned char>(greedy[i]) & 0xC0) == 0x80;) ++i;
+    return i;
+  };
+  const size_t begin = char_end(char_end(char_end(0)));
+  const std::string stop = greedy.substr(begin, char_end(char_end(begin)) - begin);
+  ASSERT_GE(stop.size(), 2u);
+  const size_t stop_at = greedy.find(stop);
+  run({item(3, 0.0f, stop, false)}, &partials, &plain);
+  ASSERT_TRUE(plain[3].has_response());
+  ASSERT_EQ(plain[3].response().text(), greedy.substr(0, stop_at));
+
+  std::map<uint64_t, v1::WorkResult> streamed;
+  run({item(11, 0.0f, "", true), item(12, 0.9f, "", true), item(13, 0.0f, stop, true)}, &partials,
+      &streamed);
+  for (const auto& [work_id, expected] : std::map<uint64_t, uint64_t>{{11, 1}, {12, 2}, {13, 3}}) {
+    SCOPED_TRACE(work_id);
+    ASSERT_TRUE(streamed[work_id].has_response()) << streamed[work_id].ShortDebugString();
+    const std::string& text = plain[expected].response().text();
+    EXPECT_EQ(streamed[work_id].response().text(), text);
+    std::string joined;
+    for (const std::string& piece : partials[work_id]) joined += piece;
+    // The demo model's bytes are not all valid UTF-8: a last byte that may still begin a
+    // character (one U+FFFD, 3 bytes) waits for the final result, which has all the text.
+    EXPECT_EQ(joined, text.substr(0, joined.size()));
+    EXPECT_LE(text.size() - joined.size(), 3u);
+    EXPECT_GE(partials[work_id].size(), 2u) << "not streamed";
+    if (work_id == 13) {
+      // Stopped by a string: everything before it was released, none of it.
+      EXPECT_EQ(joined, text);
+    }
+  }
+}
+
 TEST_F(WorkerServiceTest, BadRequestsGetPreciseStatusCodes) {
   StartWorker(GeneratorEngineFactory());
   {

@@ -208,6 +208,8 @@ absl::Status ContinuousBatcher::Submit(EngineRequest request) {
     Request* r = owned.get();
     r->request.params.n = 1;
     r->request.params.seed = ChoiceSeed(request.params.seed, choice);
+    // Streamed text follows the first choice only (one text stream per request).
+    if (choice > 0) r->request.on_text_token = nullptr;
     r->choice = choice;
     r->group = group;
     r->key = choice == 0 ? request.id
@@ -428,6 +430,7 @@ bool ContinuousBatcher::AcceptToken(Request& r, int32_t token) {
     return true;
   }
   result.tokens.push_back(token);
+  if (r.request.on_text_token) r.request.on_text_token(token);
   // Stop strings are matched incrementally; the text is decoded whole once, at the end.
   const bool has_stop_strings = !r.request.params.stop_strings.empty();
   if (tokenizer_ != nullptr && has_stop_strings) {

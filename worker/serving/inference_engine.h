@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,10 @@ struct EngineRequest {
   std::string id;  // unique among the engine's live requests
   std::vector<int32_t> prompt;
   SamplingParams params;
+  // When set, the engine calls it on its step thread with each completion token that is part
+  // of the text (not a stop id) as it is accepted, so that the text can be streamed. An engine
+  // may leave it uncalled; the result still has the whole text.
+  std::function<void(int32_t token)> on_text_token;
 };
 
 struct EngineResult {

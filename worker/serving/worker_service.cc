@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "worker/serving/partial_text_releaser.h"
 #include "worker/serving/shard_chat_template.h"
 #include "worker/serving/tensor_parallel_leader.h"
 #if FLATFLEET_HAVE_CUDA
@@ -109,6 +110,15 @@ class WorkerServiceImpl::WorkStream {
     absl::MutexLock lock(&mutex_);
     live_.erase(result.work_id());
     if (!abandoned_) results_.push_back(std::move(result));
+  }
+  // Queues text released for a live item; its final result follows.
+  void Partial(uint64_t work_id, std::string text) {
+    absl::MutexLock lock(&mutex_);
+    if (abandoned_ || !live_.contains(work_id)) return;
+    v1::WorkResult result;
+    result.set_work_id(work_id);
+    result.mutable_partial()->set_text(std::move(text));
+    results_.push_back(std::move(result));
   }
   // Queues the answer to an item that never went live (rejected before reaching the engine).
   void Reject(v1::WorkResult result) {
@@ -454,7 +464,7 @@ void WorkerServiceImpl::OnResult(const EngineResult& result) {
 }
 
 void WorkerServiceImpl::SubmitWork(const std::shared_ptr<WorkStream>& stream, uint64_t work_id,
-                                   const v1::RequestBody& body) {
+                                   const v1::RequestBody& body, bool stream_text) {
   auto reject = [&](const absl::Status& status) {
     metrics_.RecordRejected();
     stream->Reject(ErrorResult(work_id, status));
@@ -484,6 +494,13 @@ void WorkerServiceImpl::SubmitWork(const std::shared_ptr<WorkStream>& stream, ui
   request.id = stream->EngineId(work_id);
   request.prompt = *std::move(prompt);
   request.params = *std::move(params);
+  if (stream_text) {
+    auto releaser = std::make_shared<PartialTextReleaser>(*tok, request.params.stop_strings);
+    request.on_text_token = [stream, work_id, releaser](int32_t token) {
+      std::string text = releaser->Append(token);
+      if (!text.empty()) stream->Partial(work_id, std::move(text));
+    };
+  }
   const bool with_logprobs = request.params.logprobs >= 0;
   (*driver)->Submit(std::move(request),
                     [this, stream, work_id, with_logprobs, tok](EngineResult result) {
@@ -513,7 +530,7 @@ grpc::Status WorkerServiceImpl::RunWork(
     while (stream->Read(&item)) {
       switch (item.action_case()) {
         case v1::WorkItem::kSubmit:
-          SubmitWork(work, item.work_id(), item.submit());
+          SubmitWork(work, item.work_id(), item.submit(), item.stream_text());
           break;
         case v1::WorkItem::kCancel:
           if (work->IsLive(item.work_id())) driver->Cancel(work->EngineId(item.work_id()));

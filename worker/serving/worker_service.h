@@ -87,9 +87,9 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
   // The driver when the worker accepts work; else the status explaining why not.
   absl::StatusOr<std::shared_ptr<EngineDriver>> AcceptingDriver() const;
   // Validates and tokenizes one submission and hands it to the engine; failures come back on
-  // the stream as that item's error.
+  // the stream as that item's error. With `stream_text`, released text goes out as Partials.
   void SubmitWork(const std::shared_ptr<WorkStream>& stream, uint64_t work_id,
-                  const v1::RequestBody& body);
+                  const v1::RequestBody& body, bool stream_text);
   void OnResult(const EngineResult& result);
   // Starts rank 0's engine or a follower's replay loop for a freshly loaded group rank.
   absl::Status StartGroupRank(const v1::LoadShardRequest& request)
