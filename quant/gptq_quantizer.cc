@@ -1,5 +1,6 @@
 #include "quant/gptq_quantizer.h"
 
+#include <cblas.h>
 #include <lapacke.h>
 
 #include <algorithm>
@@ -213,15 +214,13 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(std::span<const float> weight, int6
         for (int64_t j = p + 1; j < b2; ++j) row[j] -= error * u_row[j];
       }
     }
-    // The block's errors onto every later column at once.
-    for (int64_t r = 0; r < rows; ++r) {
-      double* row = w.data() + r * cols;
-      for (int64_t p = b1; p < b2; ++p) {
-        const double error = errors[r * width + (p - b1)];
-        if (error == 0.0) continue;
-        const double* u_row = u.data() + p * cols;
-        for (int64_t j = b2; j < cols; ++j) row[j] -= error * u_row[j];
-      }
+    // The block's errors onto every later column at once: W[:, b2:] -= E U[b1:b2, b2:] (dgemm,
+    // multithreaded by OpenBLAS; this is GPTQ's O(rows * cols^2) part).
+    if (b2 < cols) {
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
+                  static_cast<int>(cols - b2), static_cast<int>(width), -1.0, errors.data(),
+                  static_cast<int>(width), u.data() + b1 * cols + b2, static_cast<int>(cols), 1.0,
+                  w.data() + b2, static_cast<int>(cols));
     }
   }
   FF_RETURN_IF_ERROR(out.Validate());
