@@ -83,22 +83,36 @@ TEST(HostSampledRowsTest, MixedBatchEqualsTheCpuEngine) {
   const auto expected = RunBatcher(**cpu, MixedRequests(first));
   const auto actual = RunBatcher(**gpu, MixedRequests(first));
   ASSERT_EQ(actual.size(), kPrompts.size());
-  // Greedy on a trained model with confident predictions: bf16 does not reach a near-tie in 16
-  // tokens (as BatcherGreedyWithGraphsEqualsTheCpu), penalties included.
+  // Greedy with ignore_eos runs past the story's end, where a trained model meets near-ties that
+  // bf16 logits (about 1% relative error over a spread of ~10: log-softmax moves by up to ~0.1)
+  // may break either way. Requests 0, 1 and 3 meet none in 16 tokens here. Request 2 carries the
+  // CPU's top-3 logprobs: it must equal the CPU token for token, logprobs included, until the
+  // first position where the two differ, and that position must be a near-tie on the CPU (top-2
+  // margin under kNearTie, 3x the error above): a divergence anywhere else is a bug.
+  constexpr double kNearTie = 0.3;
   for (const auto& [id, result] : expected) {
+    if (id == "2") continue;
     EXPECT_EQ(actual.at(id).result.tokens, result.result.tokens) << "request " << id;
   }
   for (size_t i = 0; i < 4; ++i) EXPECT_NE(actual.at("3").result.tokens.at(i), first) << i;
-  // Logprobs from the GPU's bf16 logits: the model comparison's ~1% relative logit error over a
-  // logit spread of ~10 moves a log-softmax by up to ~0.1 (and the sum of exps a little more).
   const auto& want = expected.at("2").result.logprobs;
   const auto& got = actual.at("2").result.logprobs;
   ASSERT_EQ(got.size(), want.size());
+  size_t agreed = 0;
+  while (agreed < want.size() && got[agreed].token == want[agreed].token) {
+    EXPECT_NEAR(got[agreed].logprob, want[agreed].logprob, 0.15) << agreed;
+    ASSERT_EQ(got[agreed].top.size(), 3u);
+    EXPECT_EQ(got[agreed].top[0].token, want[agreed].top[0].token) << agreed;
+    ++agreed;
+  }
+  if (agreed < want.size()) {
+    ASSERT_GE(want[agreed].top.size(), 2u);
+    EXPECT_LT(want[agreed].top[0].logprob - want[agreed].top[1].logprob, kNearTie)
+        << "request 2 left the CPU's tokens at position " << agreed << ", not a near-tie";
+  }
+  EXPECT_GE(agreed, 4u) << "too short a comparison to mean anything";
   for (size_t k = 0; k < got.size(); ++k) {
-    EXPECT_EQ(got[k].token, want[k].token) << k;
-    EXPECT_NEAR(got[k].logprob, want[k].logprob, 0.15) << k;
-    ASSERT_EQ(got[k].top.size(), 3u);
-    EXPECT_EQ(got[k].top[0].token, want[k].top[0].token) << k;
+    ASSERT_EQ(got[k].top.size(), 3u) << k;
     for (const TokenLogprob& top : got[k].top) {
       EXPECT_TRUE(std::isfinite(top.logprob) && top.logprob <= 0) << k;
     }
