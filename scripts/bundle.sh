@@ -33,6 +33,11 @@ mkdir -p "$root/bin" "$root/libexec" "$root/lib/flatfleet"
 cp -L "$binary" "$root/libexec/flatfleet"
 cp -L "$module" "$root/lib/flatfleet/"
 strip "$root/libexec/flatfleet" "$root/lib/flatfleet/libflatfleet_sentencepiece.so" 2>/dev/null || true
+# HTTPS on --http-listen loads civetweb's OpenSSL 3 shim from beside the binary
+# (coordinator/civetweb_ssl/); it needs the system's libssl.so.3 at run time.
+if [ -f "$build/bin/libflatfleet_civetweb_ssl.so" ]; then
+  cp -L "$build/bin/libflatfleet_civetweb_ssl.so" "$root/libexec/"
+fi
 # A CUDA image brings its own CUDA runtime, cuBLAS and NCCL (and the node its driver).
 if [ -n "${FLATFLEET_BUNDLE_EXCLUDE_CUDA:-}" ]; then
   copy_shared_libs "$root/lib" --also-exclude "$FLATFLEET_CUDA_LIBS" "$binary" "$module"
