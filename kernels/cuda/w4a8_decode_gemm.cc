@@ -64,15 +64,23 @@ bool W4A8StreamingSupports(int64_t k, int64_t group_size) {
          k / group_size <= internal::kW4A8StreamingMaxGroups;
 }
 
-// Why streaming everywhere it runs (unmeasured: BM_W4A8DecodeStreaming runs it beside the old
-// choice on every real shape, to be checked): the narrow and split-K kernels measured latency-
-// bound (0.5-1.3 TB/s). The streaming kernel issues the next stage's weights (4 x 16 bytes per
-// lane, 32 KB per SM at 2 CTAs of 256 threads for m > 8, 48 KB at 3 for m <= 8) before
-// multiplying the current stage's (up to as much again still landing), on narrow and wide
-// layers alike.
+// The streaming kernel keeps more weight bytes in flight per SM than the narrow and split-K
+// kernels, but measured on one H200 (bench/RESULTS.md, session 5: BM_W4A8DecodeStreaming beside
+// the previous choice on every Llama-3-8B/70B shape) it wins only on layers narrower than 14336
+// outputs with k > 2048, and at more than 8 rows only where k >= 2n (its 16-row variant runs 2
+// CTAs per SM instead of 3). Elsewhere (e.g. 57344 x 8192: 170.8 against 120.6 us at m = 1) the
+// split-K / narrow rule stays.
+namespace {
+bool W4A8StreamingWins(int64_t m, int64_t n, int64_t k) {
+  return n < 14336 && k > 2048 && (m <= 8 || k >= 2 * n);
+}
+}  // namespace
+
 W4A8DecodeKernel ChooseW4A8DecodeAutoKernel(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                             int sm_count) {
-  if (W4A8StreamingSupports(k, group_size)) return W4A8DecodeKernel::kStreaming;
+  if (W4A8StreamingSupports(k, group_size) && W4A8StreamingWins(m, n, k)) {
+    return W4A8DecodeKernel::kStreaming;
+  }
   return ChooseW4A8DecodeSplit(m, n, k, group_size, sm_count) >= 2 ? W4A8DecodeKernel::kSplitK
                                                                    : ChooseW4A8DecodeKernel(n);
 }
@@ -135,7 +143,8 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
   internal::W4A8DecodeVariant variant;
   W4A8DecodeKernel kernel = args.kernel;
   int split = args.split;
-  if (kernel == W4A8DecodeKernel::kAuto && W4A8StreamingSupports(args.k, args.group_size)) {
+  if (kernel == W4A8DecodeKernel::kAuto && W4A8StreamingSupports(args.k, args.group_size) &&
+      W4A8StreamingWins(args.m, args.n, args.k)) {
     kernel = W4A8DecodeKernel::kStreaming;  // ChooseW4A8DecodeAutoKernel's first rule
   }
   if (kernel == W4A8DecodeKernel::kAuto || (kernel == W4A8DecodeKernel::kSplitK && split == 0)) {

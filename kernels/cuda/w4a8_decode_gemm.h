@@ -17,11 +17,11 @@
 namespace flatfleet::cuda {
 
 // Which kernel runs. kAuto takes ChooseW4A8DecodeAutoKernel's choice (the streaming kernel
-// wherever it can run; else the split-K kernel when ChooseW4A8DecodeSplit says 2 or more, else
-// ChooseW4A8DecodeKernel(n)); the others force one (tests and benchmarks). kTensorCoreNarrow is the
-// reference path the split kernel is compared with (the same numerics, one warp per 8 channels over
-// all of K). kSimple is a one-thread-per-output reference kernel: slow, obviously right, and a
-// fallback should the tensor-core kernels ever be in doubt.
+// where it can run and measured faster; else the split-K kernel when ChooseW4A8DecodeSplit says 2
+// or more, else ChooseW4A8DecodeKernel(n)); the others force one (tests and benchmarks).
+// kTensorCoreNarrow is the reference path the split kernel is compared with (the same numerics, one
+// warp per 8 channels over all of K). kSimple is a one-thread-per-output reference kernel: slow,
+// obviously right, and a fallback should the tensor-core kernels ever be in doubt.
 enum class W4A8DecodeKernel {
   kAuto,
   kTensorCoreNarrow,  // one warp per 8 output channels (more warps: small n)
@@ -88,7 +88,8 @@ int ChooseW4A8DecodeSplit(int64_t m, int64_t n, int64_t k, int64_t group_size, i
 // Whether kStreaming can run the shape: group_size % 128 == 0 and k / group_size <= 512.
 bool W4A8StreamingSupports(int64_t k, int64_t group_size);
 
-// The kernel kAuto runs (never kAuto): kStreaming when W4A8StreamingSupports, else kSplitK when
+// The kernel kAuto runs (never kAuto): kStreaming when W4A8StreamingSupports and the shape is one
+// it measured faster on (n < 14336, k > 2048, and k >= 2n above 8 rows), else kSplitK when
 // ChooseW4A8DecodeSplit says 2 or more, else ChooseW4A8DecodeKernel(n). The table is in
 // docs/GPU_ENGINE.md.
 W4A8DecodeKernel ChooseW4A8DecodeAutoKernel(int64_t m, int64_t n, int64_t k, int64_t group_size,

@@ -449,13 +449,25 @@ TEST(W4A8DecodeGemmArgsTest, RejectsStreamingWhereItCannotRun) {
 // The choice table of docs/GPU_ENGINE.md: streaming wherever it runs, else the split heuristic,
 // else the narrow kernel.
 TEST(W4A8DecodeGemmArgsTest, AutoKernelFollowsTheDocumentedTable) {
-  for (int64_t m : {1, 16}) {
-    for (int64_t n : {4096, 28672, 57344}) {
+  // Streaming where it measured faster: n < 14336, k > 2048, and k >= 2n above 8 rows.
+  for (int64_t m : {1, 8, 16}) {
+    for (int64_t n : {4096, 8192, 10240}) {
       for (int64_t k : {4096, 8192, 28672}) {
-        EXPECT_EQ(ChooseW4A8DecodeAutoKernel(m, n, k, 128, 132), W4A8DecodeKernel::kStreaming);
-        EXPECT_EQ(ChooseW4A8DecodeAutoKernel(m, n, k, k, 132), W4A8DecodeKernel::kStreaming);
+        const bool streaming = m <= 8 || k >= 2 * n;
+        for (int64_t group : {int64_t{128}, k}) {
+          const W4A8DecodeKernel chosen = ChooseW4A8DecodeAutoKernel(m, n, k, group, 132);
+          EXPECT_EQ(chosen == W4A8DecodeKernel::kStreaming, streaming)
+              << m << " x " << n << " x " << k << " g" << group;
+        }
       }
     }
+  }
+  // The wide layers and short K keep the split-K / narrow rule.
+  for (int64_t m : {1, 16}) {
+    EXPECT_NE(ChooseW4A8DecodeAutoKernel(m, 57344, 8192, 128, 132), W4A8DecodeKernel::kStreaming);
+    EXPECT_NE(ChooseW4A8DecodeAutoKernel(m, 28672, 4096, 128, 132), W4A8DecodeKernel::kStreaming);
+    EXPECT_NE(ChooseW4A8DecodeAutoKernel(m, 14336, 4096, 128, 132), W4A8DecodeKernel::kStreaming);
+    EXPECT_NE(ChooseW4A8DecodeAutoKernel(m, 4096, 2048, 128, 132), W4A8DecodeKernel::kStreaming);
   }
   EXPECT_TRUE(W4A8StreamingSupports(512 * 128, 128));
   EXPECT_FALSE(W4A8StreamingSupports(513 * 128, 128));
