@@ -1,8 +1,5 @@
 #include "quant/gptq_quantizer.h"
 
-#include <cblas.h>
-#include <lapacke.h>
-
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -17,29 +14,56 @@
 namespace flatfleet::quant {
 namespace {
 
-// U (upper, row-major, in place of `h`) with H^-1 = U^T U, from the damped, permuted H (full
-// symmetric in `h`): potrf (H = L L^T), potri (H^-1 from L, lower triangle), then potrf of H^-1
-// as upper factor. Only the upper triangle of the result is meaningful (GPTQ reads U_ij, j >= i).
-absl::Status UpperCholeskyOfInverseInPlace(std::vector<double>& h, int64_t k) {
-  const lapack_int n = static_cast<lapack_int>(k);
-  lapack_int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', n, h.data(), n);
-  if (info == 0) info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'L', n, h.data(), n);
-  if (info != 0) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "GPTQ: the Hessian is not positive definite at column %d (raise the dampening)",
-        info > 0 ? info - 1 : -info));
-  }
-  // potri filled the lower triangle of H^-1; the upper factorisation reads the upper one.
-  for (int64_t i = 0; i < k; ++i) {
-    for (int64_t j = 0; j < i; ++j) h[j * k + i] = h[i * k + j];
-  }
-  info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', n, h.data(), n);
-  if (info != 0) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "GPTQ: the inverse Hessian is not positive definite at column %d (raise the dampening)",
-        info > 0 ? info - 1 : -info));
+// In-place lower Cholesky factor of a symmetric positive definite [k, k] matrix (the upper
+// triangle is zeroed). Errors when a pivot is not positive.
+absl::Status CholeskyLower(std::vector<double>& a, int64_t k) {
+  for (int64_t j = 0; j < k; ++j) {
+    double diagonal = a[j * k + j];
+    for (int64_t p = 0; p < j; ++p) diagonal -= a[j * k + p] * a[j * k + p];
+    if (!(diagonal > 0.0) || !std::isfinite(diagonal)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "GPTQ: the Hessian is not positive definite at column %d (raise the dampening)", j));
+    }
+    const double pivot = std::sqrt(diagonal);
+    a[j * k + j] = pivot;
+    for (int64_t i = j + 1; i < k; ++i) {
+      double sum = a[i * k + j];
+      for (int64_t p = 0; p < j; ++p) sum -= a[i * k + p] * a[j * k + p];
+      a[i * k + j] = sum / pivot;
+    }
+    for (int64_t i = 0; i < j; ++i) a[i * k + j] = 0.0;
   }
   return absl::OkStatus();
+}
+
+// U (upper, row-major) with H^-1 = U^T U, from H.
+absl::StatusOr<std::vector<double>> UpperCholeskyOfInverse(std::vector<double> h, int64_t k) {
+  FF_RETURN_IF_ERROR(CholeskyLower(h, k));  // H = L L^T
+  // L^-1 (lower), column by column by forward substitution.
+  std::vector<double> inv(k * k, 0.0);
+  for (int64_t c = 0; c < k; ++c) {
+    inv[c * k + c] = 1.0 / h[c * k + c];
+    for (int64_t i = c + 1; i < k; ++i) {
+      double sum = 0.0;
+      for (int64_t p = c; p < i; ++p) sum += h[i * k + p] * inv[p * k + c];
+      inv[i * k + c] = -sum / h[i * k + i];
+    }
+  }
+  // H^-1 = L^-T L^-1.
+  std::vector<double> hinv(k * k, 0.0);
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = 0; j <= i; ++j) {
+      double sum = 0.0;
+      for (int64_t p = i; p < k; ++p) sum += inv[p * k + i] * inv[p * k + j];
+      hinv[i * k + j] = hinv[j * k + i] = sum;
+    }
+  }
+  FF_RETURN_IF_ERROR(CholeskyLower(hinv, k));  // H^-1 = M M^T, U = M^T
+  std::vector<double> upper(k * k, 0.0);
+  for (int64_t i = 0; i < k; ++i) {
+    for (int64_t j = 0; j <= i; ++j) upper[j * k + i] = hinv[i * k + j];
+  }
+  return upper;
 }
 
 struct GroupParameters {
@@ -95,39 +119,31 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(std::span<const float> weight, int6
   const int64_t groups = cols / group_size;
   const bool per_channel = format.group_size == 0;
 
-  // The caller's H plus ONE working [cols, cols] double buffer (damped, permuted, then factored
-  // in place into U): peak 2 * 8 * cols^2 bytes of Hessian, e.g. 13.2 GB for Llama-3-70B's
-  // down_proj (cols = 28672), besides the weight's copies (8 * rows * cols for the double working
-  // copy, 4 * rows * cols for the float original).
+  std::vector<double> h(hessian.begin(), hessian.end());
   std::vector<float> original(weight.begin(), weight.end());
-  std::vector<double> diagonal(cols);
   double mean_diagonal = 0.0;
   for (int64_t i = 0; i < cols; ++i) {
-    diagonal[i] = hessian[i * cols + i];
-    if (diagonal[i] <= 0.0) {  // an input that is always zero: its column is irrelevant
-      diagonal[i] = 1.0;
+    if (h[i * cols + i] <= 0.0) {  // an input that is always zero: its column is irrelevant
+      h[i * cols + i] = 1.0;
       for (int64_t r = 0; r < rows; ++r) original[r * cols + i] = 0.0f;
     }
-    mean_diagonal += diagonal[i];
+    mean_diagonal += h[i * cols + i];
   }
   mean_diagonal /= static_cast<double>(cols);
-  for (int64_t i = 0; i < cols; ++i) diagonal[i] += options.damp * mean_diagonal;
+  for (int64_t i = 0; i < cols; ++i) h[i * cols + i] += options.damp * mean_diagonal;
 
   // Column visiting order (act_order: decreasing H_ii, ties by index).
   std::vector<int64_t> order(cols);
   std::iota(order.begin(), order.end(), 0);
   if (options.act_order) {
     std::stable_sort(order.begin(), order.end(),
-                     [&](int64_t a, int64_t b) { return diagonal[a] > diagonal[b]; });
+                     [&](int64_t a, int64_t b) { return h[a * cols + a] > h[b * cols + b]; });
   }
-  std::vector<double> u(cols * cols);
+  std::vector<double> hp(cols * cols);
   for (int64_t i = 0; i < cols; ++i) {
-    const double* source = hessian.data() + order[i] * cols;
-    double* target = u.data() + i * cols;
-    for (int64_t j = 0; j < cols; ++j) target[j] = source[order[j]];
-    target[i] = diagonal[order[i]];
+    for (int64_t j = 0; j < cols; ++j) hp[i * cols + j] = h[order[i] * cols + order[j]];
   }
-  FF_RETURN_IF_ERROR(UpperCholeskyOfInverseInPlace(u, cols));
+  FF_ASSIGN_OR_RETURN(std::vector<double> u, UpperCholeskyOfInverse(std::move(hp), cols));
 
   // Working copy in visiting order.
   std::vector<double> w(rows * cols);
@@ -214,13 +230,15 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(std::span<const float> weight, int6
         for (int64_t j = p + 1; j < b2; ++j) row[j] -= error * u_row[j];
       }
     }
-    // The block's errors onto every later column at once: W[:, b2:] -= E U[b1:b2, b2:] (dgemm,
-    // multithreaded by OpenBLAS; this is GPTQ's O(rows * cols^2) part).
-    if (b2 < cols) {
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
-                  static_cast<int>(cols - b2), static_cast<int>(width), -1.0, errors.data(),
-                  static_cast<int>(width), u.data() + b1 * cols + b2, static_cast<int>(cols), 1.0,
-                  w.data() + b2, static_cast<int>(cols));
+    // The block's errors onto every later column at once.
+    for (int64_t r = 0; r < rows; ++r) {
+      double* row = w.data() + r * cols;
+      for (int64_t p = b1; p < b2; ++p) {
+        const double error = errors[r * width + (p - b1)];
+        if (error == 0.0) continue;
+        const double* u_row = u.data() + p * cols;
+        for (int64_t j = b2; j < cols; ++j) row[j] -= error * u_row[j];
+      }
     }
   }
   FF_RETURN_IF_ERROR(out.Validate());

@@ -24,9 +24,7 @@
 // Codes are clamp(rne(float(w) / s) + z, qmin, qmax), RTN's rounding. With a diagonal H no error
 // is propagated and the result equals RTN's bit for bit.
 //
-// Arithmetic is double. Cost O(k^3 + n k^2); the Cholesky factorisations and the inverse are
-// LAPACKE's dpotrf / dpotri (multithreaded by OpenBLAS) in place in one [k, k] buffer, so the
-// Hessian memory is the caller's H plus that buffer: 16 k^2 bytes (13.2 GB at k = 28672).
+// Arithmetic is double. Cost O(k^3 + n k^2).
 #pragma once
 
 #include <cstdint>
