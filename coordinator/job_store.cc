@@ -3,13 +3,13 @@
 #include <algorithm>
 #include <chrono>
 #include <limits>
-#include <random>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "coordinator/batch_output_line.h"
+#include "coordinator/random_id.h"
 #include "nlohmann/json.hpp"
 
 namespace flatfleet::coordinator {
@@ -80,12 +80,7 @@ absl::Status Annotate(const absl::Status& status, std::string_view operation,
                                                   std::string(job_id), "): ", status.message()));
 }
 
-std::string NewJobId() {
-  std::random_device device;
-  std::mt19937_64 generator((static_cast<uint64_t>(device()) << 32) ^ device() ^
-                            std::chrono::steady_clock::now().time_since_epoch().count());
-  return absl::StrFormat("batch_%016x%08x", generator(), static_cast<uint32_t>(generator()));
-}
+std::string NewJobId() { return absl::StrCat("batch_", RandomHexId()); }
 
 // The output line of a request that never finished because its job was cancelled.
 std::string CancelledLine(std::string_view custom_id) {

@@ -1,14 +1,13 @@
 #include "coordinator/http/file_store.h"
 
 #include <algorithm>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "coordinator/random_id.h"
 #include "nlohmann/json.hpp"
 
 namespace flatfleet::coordinator::http {
@@ -17,12 +16,7 @@ namespace {
 constexpr std::string_view kIdPrefix = "file-";
 constexpr size_t kIdHexDigits = 24;
 
-std::string NewFileId() {
-  std::random_device device;
-  std::mt19937_64 generator((static_cast<uint64_t>(device()) << 32) ^ device() ^
-                            std::chrono::steady_clock::now().time_since_epoch().count());
-  return absl::StrFormat("file-%016x%08x", generator(), static_cast<uint32_t>(generator()));
-}
+std::string NewFileId() { return absl::StrCat("file-", RandomHexId()); }
 
 absl::Status WriteAtomically(const std::string& path, std::string_view content) {
   const std::string temporary = absl::StrCat(path, ".tmp");

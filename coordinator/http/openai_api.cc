@@ -1,9 +1,7 @@
 #include "coordinator/http/openai_api.h"
 
 #include <charconv>
-#include <chrono>
 #include <cstdio>
-#include <random>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +11,7 @@
 #include "coordinator/batch_output_line.h"
 #include "coordinator/http/multipart_form.h"
 #include "coordinator/http/openai_error.h"
+#include "coordinator/random_id.h"
 #include "coordinator/server/work_conversion.h"
 #include "nlohmann/json.hpp"
 
@@ -74,13 +73,6 @@ std::optional<Int> ParseDecimal(std::string_view text) {
     return std::nullopt;
   }
   return value;
-}
-
-std::string RandomHex() {
-  std::random_device device;
-  std::mt19937_64 generator((static_cast<uint64_t>(device()) << 32) ^ device() ^
-                            std::chrono::steady_clock::now().time_since_epoch().count());
-  return absl::StrFormat("%016x%08x", generator(), static_cast<uint32_t>(generator()));
 }
 
 // The value of `key` in an application/x-www-form-urlencoded query (no decoding needed for
@@ -826,7 +818,7 @@ HttpResponse OpenAiApi::Complete(const HttpRequest& request, bool chat) {
     return ErrorResponse(400, "n > 1 is not supported with stream: true; set n to 1 or omit stream",
                          "n");
   }
-  const std::string id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", RandomHex());
+  const std::string id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", RandomHexId());
   const int64_t created = NowS();
   if (stream && backend_.stream_generate) {
     HttpResponse events;
