@@ -129,15 +129,20 @@ TEST(JobStoreCrashTest, KillNineAtAnyMomentKeepsTheStoreConsistent) {
   }
   const pid_t pid = fork();
   if (pid == 0) {
-    // Claims and answers as fast as it can until killed.
+    // Claims and answers as fast as it can until killed; past half the job it pauses 2 ms
+    // between claims, so the rest takes >= 0.2 s and the kill still lands mid-stream when the
+    // parent is scheduled late (on a loaded machine the child could otherwise finish first).
     auto store = JobStore::Open(path);
     if (!store.ok()) _exit(1);
+    int answered = 0;
     while (true) {
       auto claimed = (*store)->ClaimPending("tiny", 3, "child", 60'000);
       if (!claimed.ok() || claimed->empty()) _exit(2);
       for (const ClaimedRequest& request : *claimed) {
         if (!(*store)->RecordResult(request.key, Success(request.custom_id)).ok()) _exit(3);
+        ++answered;
       }
+      if (answered > kRequests / 2) std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
   }
   // Kill only once some results exist, so the kill lands mid-stream.

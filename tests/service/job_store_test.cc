@@ -342,23 +342,36 @@ TEST(JobStoreTest, ConcurrentClaimersNeverGetTheSameRequest) {
   std::vector<std::thread> threads;
   std::atomic<int> errors{0};
   std::latch both_open(2);
+  // Each claimer waits after its first claim until the other has claimed too, so both really
+  // compete for the same rows however the scheduler runs them (under load one thread could
+  // otherwise drain the job before the other claims once).
+  std::latch both_claimed(2);
   for (int t = 0; t < 2; ++t) {
     threads.emplace_back([&, t] {
       JobStore::Options options;
       options.recover_in_flight = false;      // Never undo the other thread's claims.
       auto store = OpenStore(path, options);  // Separate connection per thread.
       both_open.arrive_and_wait();
-      if (store == nullptr) return errors.fetch_add(1), void();
+      bool arrived = false;
+      auto arrive_once = [&] {
+        if (!arrived) both_claimed.count_down();
+        arrived = true;
+      };
+      if (store == nullptr) return arrive_once(), errors.fetch_add(1), void();
       while (true) {
         auto claimed = store->ClaimPending("tiny", 3, absl::StrCat("w", t), 60'000);
         if (!claimed.ok()) {
           ADD_FAILURE() << claimed.status();
           errors.fetch_add(1);
-          return;
+          return arrive_once();
         }
-        if (claimed->empty()) return;
+        if (claimed->empty()) return arrive_once();
         for (const ClaimedRequest& request : *claimed) {
           claimed_by[t].push_back(request.key.line_number);
+        }
+        if (!arrived) {
+          arrive_once();
+          both_claimed.wait();
         }
         // Stands in for dispatching; lets the other claimer take the write lock.
         std::this_thread::sleep_for(std::chrono::microseconds(300));
