@@ -76,8 +76,28 @@ bool W4A8StreamingWins(int64_t m, int64_t n, int64_t k) {
 }
 }  // namespace
 
+bool W4A8PipelinedSupports(int64_t k, int64_t group_size) {
+  return group_size > 0 && group_size % 128 == 0 && k % group_size == 0;
+}
+
+// 32 channels per CTA halve the activation reads per weight byte (every CTA reads all m x k
+// activation bytes) but halve the CTAs: only where two or more per SM remain. Not yet measured.
+int ChooseW4A8PipelinedChannels(int64_t n, int sm_count) {
+  return sm_count > 0 && n >= int64_t{64} * sm_count ? 32 : 16;
+}
+
+// The pipelined kernel everywhere it runs: designed to stream at HBM speed on every shape (its
+// header), unmeasured when written; BM_W4A8DecodePipelined times it beside the previous choice
+// (W4A8DecodePreviousAutoKernel) on every real shape at m = 1, 4, 8, 16, and this rule is to be
+// narrowed to where it wins.
 W4A8DecodeKernel ChooseW4A8DecodeAutoKernel(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                             int sm_count) {
+  if (W4A8PipelinedSupports(k, group_size)) return W4A8DecodeKernel::kPipelined;
+  return W4A8DecodePreviousAutoKernel(m, n, k, group_size, sm_count);
+}
+
+W4A8DecodeKernel W4A8DecodePreviousAutoKernel(int64_t m, int64_t n, int64_t k, int64_t group_size,
+                                              int sm_count) {
   if (W4A8StreamingSupports(k, group_size) && W4A8StreamingWins(m, n, k)) {
     return W4A8DecodeKernel::kStreaming;
   }
@@ -124,6 +144,15 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
                    internal::kW4A8StreamingMaxGroups, " groups, got group_size ", args.group_size,
                    " for k = ", args.k);
   }
+  if (args.kernel == W4A8DecodeKernel::kPipelined) {
+    if (!W4A8PipelinedSupports(args.k, args.group_size)) {
+      return Invalid("kPipelined needs group_size a multiple of 128, got ", args.group_size);
+    }
+    if (args.pipelined_channels != 0 && args.pipelined_channels != 16 &&
+        args.pipelined_channels != 32) {
+      return Invalid("pipelined_channels must be 0, 16 or 32, got ", args.pipelined_channels);
+    }
+  }
   const bool y_is_bf16 = args.y_type == GemmElementType::kBf16;
   if ((args.m - 1) * y_stride + args.n > std::numeric_limits<int64_t>::max() / 4) {
     return Invalid("y_stride = ", y_stride, " is too large");
@@ -143,6 +172,14 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
   internal::W4A8DecodeVariant variant;
   W4A8DecodeKernel kernel = args.kernel;
   int split = args.split;
+  if (kernel == W4A8DecodeKernel::kAuto && W4A8PipelinedSupports(args.k, args.group_size)) {
+    kernel = W4A8DecodeKernel::kPipelined;  // ChooseW4A8DecodeAutoKernel's rule
+  }
+  int pipelined_channels = args.pipelined_channels;
+  if (kernel == W4A8DecodeKernel::kPipelined && pipelined_channels == 0) {
+    const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentSmCount();
+    pipelined_channels = ChooseW4A8PipelinedChannels(args.n, sm_count);
+  }
   if (kernel == W4A8DecodeKernel::kAuto && W4A8StreamingSupports(args.k, args.group_size) &&
       W4A8StreamingWins(args.m, args.n, args.k)) {
     kernel = W4A8DecodeKernel::kStreaming;  // ChooseW4A8DecodeAutoKernel's first rule
@@ -171,6 +208,9 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
     case W4A8DecodeKernel::kStreaming:
       variant = internal::W4A8DecodeVariant::kStreaming;
       break;
+    case W4A8DecodeKernel::kPipelined:
+      variant = internal::W4A8DecodeVariant::kPipelined;
+      break;
     default:
       return Invalid("unknown kernel");
   }
@@ -191,6 +231,7 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
   params.group_size = static_cast<int32_t>(args.group_size);
   params.variant = variant;
   params.split = variant == internal::W4A8DecodeVariant::kSplitK ? split : 1;
+  params.pipelined_channels = pipelined_channels == 32 ? 32 : 16;
   if (const cudaError_t error = internal::LaunchW4A8Decode(params, stream); error != cudaSuccess) {
     return absl::InternalError(absl::StrCat(kName, " launch: ", cudaGetErrorString(error)));
   }

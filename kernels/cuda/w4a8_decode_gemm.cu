@@ -674,6 +674,8 @@ cudaError_t LaunchForOutput(const W4A8DecodeParams& p, cudaStream_t stream) {
       return LaunchSplitK<Out>(p, stream);
     case W4A8DecodeVariant::kStreaming:
       return LaunchW4A8DecodeStreaming(p, stream);
+    case W4A8DecodeVariant::kPipelined:
+      return LaunchW4A8DecodePipelined(p, stream);
     case W4A8DecodeVariant::kSimple: {
       const dim3 grid(static_cast<unsigned>((p.n + kThreads - 1) / kThreads),
                       static_cast<unsigned>(p.m));

@@ -16,9 +16,9 @@
 
 namespace flatfleet::cuda {
 
-// Which kernel runs. kAuto takes ChooseW4A8DecodeAutoKernel's choice (the streaming kernel
-// where it can run and measured faster; else the split-K kernel when ChooseW4A8DecodeSplit says 2
-// or more, else ChooseW4A8DecodeKernel(n)); the others force one (tests and benchmarks).
+// Which kernel runs. kAuto takes ChooseW4A8DecodeAutoKernel's choice (the pipelined kernel
+// wherever it can run, i.e. group_size % 128 == 0; else the narrow kernel); the others force one
+// (tests and benchmarks).
 // kTensorCoreNarrow is the reference path the split kernel is compared with (the same numerics, one
 // warp per 8 channels over all of K). kSimple is a one-thread-per-output reference kernel: slow,
 // obviously right, and a fallback should the tensor-core kernels ever be in doubt.
@@ -39,6 +39,13 @@ enum class W4A8DecodeKernel {
   // order, no workspace). Needs group_size % 128 == 0 and k / group_size <= 512 (every real
   // model); InvalidArgument otherwise.
   kStreaming,
+  // Pipelined (w4a8_decode_pipelined.cu, whose header says why the kernels above are slow): one
+  // CTA of 4 warps per 16 or 32 output channels (pipelined_channels) over all of K, the weights
+  // streamed through a 6-8 stage cp.async ring in shared memory (28-40 KB in flight per CTA,
+  // 512 contiguous bytes per warp copy), weights as the MMA's A operand and the tokens as B, the
+  // exact int32 window sums folded in ascending K order after each stage's barrier. Needs
+  // group_size % 128 == 0 (every real model); InvalidArgument otherwise.
+  kPipelined,
 };
 
 struct DeviceW4A8DecodeGemm {
@@ -63,6 +70,8 @@ struct DeviceW4A8DecodeGemm {
   // kSplitK only: warps per CTA splitting K, 2, 4 or 8; 0 takes ChooseW4A8DecodeSplit (at
   // least 2).
   int split = 0;
+  // kPipelined only: output channels per CTA, 16 or 32; 0 takes ChooseW4A8PipelinedChannels.
+  int pipelined_channels = 0;
   // SM count for the heuristics; 0 queries the current device (a host attribute read, no sync).
   int sm_count = 0;
 };
@@ -88,12 +97,23 @@ int ChooseW4A8DecodeSplit(int64_t m, int64_t n, int64_t k, int64_t group_size, i
 // Whether kStreaming can run the shape: group_size % 128 == 0 and k / group_size <= 512.
 bool W4A8StreamingSupports(int64_t k, int64_t group_size);
 
-// The kernel kAuto runs (never kAuto): kStreaming when W4A8StreamingSupports and the shape is one
-// it measured faster on (n < 14336, k > 2048, and k >= 2n above 8 rows), else kSplitK when
-// ChooseW4A8DecodeSplit says 2 or more, else ChooseW4A8DecodeKernel(n). The table is in
-// docs/GPU_ENGINE.md.
+// Whether kPipelined can run the shape: group_size % 128 == 0 (k is a multiple of group_size).
+bool W4A8PipelinedSupports(int64_t k, int64_t group_size);
+
+// Output channels per CTA of kPipelined: 32 when ceil(n / 32) CTAs still give every SM at least
+// two (n >= 64 * sm_count: 8448 on an H200), else 16 (twice the CTAs for the narrow layers).
+int ChooseW4A8PipelinedChannels(int64_t n, int sm_count);
+
+// The kernel kAuto runs (never kAuto): kPipelined wherever W4A8PipelinedSupports (every m <= 16;
+// to be confirmed by BM_W4A8DecodePipelined against the previous choice, which it names), else
+// ChooseW4A8DecodeKernel(n). The previous rule, still what W4A8DecodePreviousAutoKernel returns
+// (for the benchmark): kStreaming when W4A8StreamingSupports and n < 14336, k > 2048, and k >= 2n
+// above 8 rows, else kSplitK when ChooseW4A8DecodeSplit says 2 or more, else
+// ChooseW4A8DecodeKernel(n). The table is in docs/GPU_ENGINE.md.
 W4A8DecodeKernel ChooseW4A8DecodeAutoKernel(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                             int sm_count);
+W4A8DecodeKernel W4A8DecodePreviousAutoKernel(int64_t m, int64_t n, int64_t k, int64_t group_size,
+                                              int sm_count);
 
 // Validates (InvalidArgument naming the field, OutOfRange when int32 could overflow) and enqueues
 // on `stream`.

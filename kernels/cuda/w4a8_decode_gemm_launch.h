@@ -8,7 +8,7 @@
 
 namespace flatfleet::cuda::internal {
 
-enum class W4A8DecodeVariant { kNarrow, kWide, kSimple, kSplitK, kStreaming };
+enum class W4A8DecodeVariant { kNarrow, kWide, kSimple, kSplitK, kStreaming, kPipelined };
 
 // kStreaming keeps its CTA's scales and zero points in static shared memory: at most this many
 // groups (k / group_size) per row.
@@ -27,7 +27,8 @@ struct W4A8DecodeParams {
   bool y_is_bf16 = false;
   int32_t m = 0, n = 0, k = 0, group_size = 0;
   W4A8DecodeVariant variant = W4A8DecodeVariant::kNarrow;
-  int32_t split = 1;  // kSplitK: warps per CTA (2, 4 or 8); group_size % 128 == 0
+  int32_t split = 1;                // kSplitK: warps per CTA (2, 4 or 8); group_size % 128 == 0
+  int32_t pipelined_channels = 16;  // kPipelined: output channels per CTA, 16 or 32
 };
 cudaError_t LaunchW4A8Decode(const W4A8DecodeParams& params, cudaStream_t stream);
 
@@ -43,5 +44,15 @@ cudaError_t LaunchW4A8DecodeStreaming(const W4A8DecodeParams& params, cudaStream
 // SM of the current device (0 on error), and what its __launch_bounds__ ask for (2 and 3).
 int W4A8StreamingKernelResidentCtas(bool high_rows);
 int W4A8StreamingExpectedResidentCtas(bool high_rows);
+
+// The pipelined kernel (w4a8_decode_pipelined.cu): group_size % 128 == 0 and
+// pipelined_channels 16 or 32, else cudaErrorInvalidValue. Its dynamic shared memory above 48 KB
+// is opted into on every launch (cudaFuncSetAttribute, a host call that is fine under capture).
+cudaError_t LaunchW4A8DecodePipelined(const W4A8DecodeParams& params, cudaStream_t stream);
+// CTAs of the pipelined kernel (bf16 output; m > 8 when high_rows) resident per SM of the current
+// device (0 on error), and the minimum its __launch_bounds__ ask for (4 for 16 channels per CTA,
+// 3 for 32).
+int W4A8PipelinedKernelResidentCtas(int channels, bool high_rows);
+int W4A8PipelinedExpectedResidentCtas(int channels);
 
 }  // namespace flatfleet::cuda::internal
