@@ -1,5 +1,6 @@
 // The decode W4A8 GEMM (kernels/cuda/w4a8_decode_gemm.h), every kernel (auto, narrow, wide,
-// simple, and split-K with 2, 4, 8 warps and the heuristic's split), against the CPU reference
+// simple, split-K with 2, 4, 8 warps and the heuristic's split, streaming, and pipelined with 16
+// and 32 channels per CTA), against the CPU reference
 // quant::GemmW4A8 followed by the epilogue addition, and against today's two-kernel GPU path
 // (GemmW4A8 into float32, then AddBias with a float32 bias). Tolerance 0 everywhere: the integer
 // group sums are exact, the fold uses the reference's order and fmaf, and the epilogue is one
@@ -12,6 +13,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -80,13 +82,16 @@ const char* KernelName(W4A8DecodeKernel kernel) {
       return "split-K";
     case W4A8DecodeKernel::kStreaming:
       return "streaming";
+    case W4A8DecodeKernel::kPipelined:
+      return "pipelined";
   }
   return "?";
 }
 
 struct KernelChoice {
   W4A8DecodeKernel kernel;
-  int split;  // kSplitK only; 0: the heuristic's
+  int split;                   // kSplitK only; 0: the heuristic's
+  int pipelined_channels = 0;  // kPipelined only; 0: the heuristic's
 };
 
 // Every kernel that can run the case: split-K only when its groups are whole windows, streaming
@@ -101,6 +106,9 @@ std::vector<KernelChoice> KernelsFor(const DecodeCase& c) {
   }
   if (W4A8StreamingSupports(c.k, c.group_size)) {
     kernels.push_back({W4A8DecodeKernel::kStreaming, 0});
+  }
+  if (W4A8PipelinedSupports(c.k, c.group_size)) {
+    for (int channels : {0, 16, 32}) kernels.push_back({W4A8DecodeKernel::kPipelined, 0, channels});
   }
   return kernels;
 }
@@ -172,8 +180,8 @@ void CheckCase(const DecodeCase& c) {
           FF_CUDA_ASSERT(cudaDeviceSynchronize());
           EXPECT_TRUE(testing::SameBytes(want, d_two.ToHost(), size)) << "GemmW4A8 + AddBias";
         }
-        for (const auto [kernel, split] : KernelsFor(c)) {
-          SCOPED_TRACE(absl::StrCat(KernelName(kernel), " split ", split,
+        for (const auto [kernel, split, channels] : KernelsFor(c)) {
+          SCOPED_TRACE(absl::StrCat(KernelName(kernel), " split ", split, " channels ", channels,
                                     y_type == GemmElementType::kBf16 ? " bf16" : " float32",
                                     " y_stride ", y_stride, with_add ? " with add" : ""));
           DeviceBuffer<uint8_t> d_y(y_bytes);
@@ -194,7 +202,8 @@ void CheckCase(const DecodeCase& c) {
                               .y_stride = y_stride,
                               .y_type = y_type,
                               .kernel = kernel,
-                              .split = split},
+                              .split = split,
+                              .pipelined_channels = channels},
                              nullptr);
           ASSERT_TRUE(status.ok()) << status;
           FF_CUDA_ASSERT(cudaDeviceSynchronize());
@@ -271,6 +280,128 @@ INSTANTIATE_TEST_SUITE_P(
                       DecodeCase{16, 8192, 8192, 128, true},
                       DecodeCase{16, 10240, 8192, 128, false}),
     [](const auto& info) { return CaseName(info.param); });
+
+// kPipelined, the kernel kAuto runs on every real layer, at every m = 1..16: one random problem
+// of 16 rows per shape and one CPU reference of it (rows are independent, so the first m rows of
+// x give the first m rows of the result), then every m with 16 and 32 channels per CTA, float32
+// and bf16 outputs, with and without the epilogue addition and a row stride (odd strides), and
+// kAuto once per m. Tolerance 0, as above (exact int32 sums, the reference's fold order and
+// fmaf, one rounding per epilogue operation). Outputs poisoned (0xFF), stride gaps checked.
+struct RealShape {
+  int64_t n, k;
+  bool zero_points;
+};
+
+class W4A8DecodePipelinedGpuTest : public ::testing::TestWithParam<RealShape> {};
+
+TEST_P(W4A8DecodePipelinedGpuTest, EveryRowCountMatchesTheReferenceBitExactly) {
+  FF_SKIP_WITHOUT_GPU();
+  const RealShape shape = GetParam();
+  constexpr int64_t kRows = 16, kGroup = 128;
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 rng(seed);
+  const auto x = testing::RandomInt8PerRow(kRows, shape.k, rng);
+  const auto w = RandomInt4Weights(shape.n, shape.k, kGroup, shape.zero_points, rng);
+  std::vector<float> add(shape.n);
+  for (float& v : add) {
+    v = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
+    if (v == 0.0f) v = 0.5f;
+  }
+  const auto expected = quant::GemmW4A8(x, w);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  const auto packed = quant::PackInt4Matrix(w);
+  ASSERT_TRUE(packed.ok()) << packed.status();
+  const bool unsigned_nibbles = packed->signedness == quant::Signedness::kUnsigned;
+
+  DeviceBuffer<int8_t> d_x(x.codes);
+  DeviceBuffer<uint16_t> d_xs(x.scales), d_ws(w.scales);
+  DeviceBuffer<uint32_t> d_w(packed->words);
+  DeviceBuffer<int8_t> d_zeros(shape.zero_points ? w.zero_points : std::vector<int8_t>{0});
+  DeviceBuffer<float> d_add(add);
+  ASSERT_NE(d_w.get(), nullptr) << "out of device memory";
+
+  struct Run {
+    W4A8DecodeKernel kernel;
+    int channels;
+    GemmElementType y_type;
+    int64_t pad;
+    bool with_add;
+  };
+  for (int64_t m = 1; m <= kRows; ++m) {
+    const std::vector<float> want_rows(expected->output.begin(),
+                                       expected->output.begin() + m * shape.n);
+    std::vector<Run> runs = {{W4A8DecodeKernel::kAuto, 0, GemmElementType::kBf16, 0, true}};
+    for (int channels : {16, 32}) {
+      for (GemmElementType y_type : {GemmElementType::kFloat32, GemmElementType::kBf16}) {
+        // Across m, every combination of stride (none, odd) and addition (off, on) per type.
+        const int64_t pad = m % 3 == 0 ? 0 : 2 * m + 1;
+        const bool with_add = (m % 2 == 1) != (y_type == GemmElementType::kBf16);
+        runs.push_back({W4A8DecodeKernel::kPipelined, channels, y_type, pad, with_add});
+      }
+    }
+    for (const Run& run : runs) {
+      SCOPED_TRACE(absl::StrCat("m ", m, " ", KernelName(run.kernel), " channels ", run.channels,
+                                run.y_type == GemmElementType::kBf16 ? " bf16" : " float32",
+                                " pad ", run.pad, run.with_add ? " with add" : ""));
+      const int64_t size = run.y_type == GemmElementType::kBf16 ? 2 : 4;
+      const int64_t y_stride = shape.n + run.pad;
+      const int64_t y_bytes = ((m - 1) * y_stride + shape.n) * size;
+      const std::vector<uint8_t> want = testing::ExpectedBytes(
+          want_rows, run.with_add ? add.data() : nullptr, m, shape.n, y_stride, run.y_type);
+      DeviceBuffer<uint8_t> d_y(y_bytes);
+      FF_CUDA_ASSERT(cudaMemset(d_y.get(), 0xff, y_bytes));
+      const absl::Status status =
+          GemmW4A8Decode({.m = m,
+                          .n = shape.n,
+                          .k = shape.k,
+                          .group_size = kGroup,
+                          .x_codes = d_x.get(),
+                          .x_scales = d_xs.get(),
+                          .w_words = d_w.get(),
+                          .w_unsigned_nibbles = unsigned_nibbles,
+                          .w_scales = d_ws.get(),
+                          .w_zero_points = shape.zero_points ? d_zeros.get() : nullptr,
+                          .epilogue_add = run.with_add ? d_add.get() : nullptr,
+                          .y = d_y.get(),
+                          .y_stride = y_stride,
+                          .y_type = run.y_type,
+                          .kernel = run.kernel,
+                          .pipelined_channels = run.channels},
+                         nullptr);
+      ASSERT_TRUE(status.ok()) << status;
+      FF_CUDA_ASSERT(cudaDeviceSynchronize());
+      ASSERT_TRUE(testing::SameBytes(want, d_y.ToHost(), size));
+    }
+  }
+}
+
+std::string RealShapeName(const ::testing::TestParamInfo<RealShape>& info) {
+  return absl::StrCat("n", info.param.n, "_k", info.param.k,
+                      info.param.zero_points ? "_zp" : "_sym");
+}
+
+// Llama-3-8B / Mixtral-8x7B (q/k/v, o, gate|up, down) and their TP2 halves, plus odd n and K
+// that is no whole number of 512-element stages (4224: 33 windows; 2176: 17).
+INSTANTIATE_TEST_SUITE_P(
+    Llama8B, W4A8DecodePipelinedGpuTest,
+    ::testing::Values(RealShape{6144, 4096, false}, RealShape{4096, 4096, true},
+                      RealShape{28672, 4096, false}, RealShape{4096, 14336, true},
+                      RealShape{3072, 4096, true}, RealShape{4096, 2048, false},
+                      RealShape{14336, 4096, true}, RealShape{4096, 7168, false},
+                      RealShape{4099, 4224, true}, RealShape{1001, 2176, false},
+                      RealShape{8463, 1024, true}),
+    RealShapeName);
+
+// Llama-3-70B (q/k/v, o, gate|up, down) and their TP2 halves: the CPU reference of 16 rows of
+// these is the bulk of the suite's time.
+INSTANTIATE_TEST_SUITE_P(
+    Llama70B, W4A8DecodePipelinedGpuTest,
+    ::testing::Values(RealShape{10240, 8192, true}, RealShape{8192, 8192, false},
+                      RealShape{57344, 8192, false}, RealShape{8192, 28672, true},
+                      RealShape{5120, 8192, false}, RealShape{28672, 8192, true},
+                      RealShape{8192, 4096, false}, RealShape{8192, 14336, true}),
+    RealShapeName);
 
 // Argument checks run on the host before any launch: no GPU needed. Fake, never dereferenced,
 // 16-byte aligned addresses stand in for device buffers.
@@ -446,16 +577,16 @@ TEST(W4A8DecodeGemmArgsTest, RejectsStreamingWhereItCannotRun) {
   EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
 }
 
-// The choice table of docs/GPU_ENGINE.md: streaming wherever it runs, else the split heuristic,
-// else the narrow kernel.
-TEST(W4A8DecodeGemmArgsTest, AutoKernelFollowsTheDocumentedTable) {
+// The previous kAuto rule (docs/GPU_ENGINE.md; W4A8DecodePreviousAutoKernel, the benchmark's
+// comparison): streaming where it measured faster, else the split heuristic, else narrow.
+TEST(W4A8DecodeGemmArgsTest, PreviousAutoKernelFollowsTheDocumentedTable) {
   // Streaming where it measured faster: n < 14336, k > 2048, and k >= 2n above 8 rows.
   for (int64_t m : {1, 8, 16}) {
     for (int64_t n : {4096, 8192, 10240}) {
       for (int64_t k : {4096, 8192, 28672}) {
         const bool streaming = m <= 8 || k >= 2 * n;
         for (int64_t group : {int64_t{128}, k}) {
-          const W4A8DecodeKernel chosen = ChooseW4A8DecodeAutoKernel(m, n, k, group, 132);
+          const W4A8DecodeKernel chosen = W4A8DecodePreviousAutoKernel(m, n, k, group, 132);
           EXPECT_EQ(chosen == W4A8DecodeKernel::kStreaming, streaming)
               << m << " x " << n << " x " << k << " g" << group;
         }
@@ -464,19 +595,98 @@ TEST(W4A8DecodeGemmArgsTest, AutoKernelFollowsTheDocumentedTable) {
   }
   // The wide layers and short K keep the split-K / narrow rule.
   for (int64_t m : {1, 16}) {
-    EXPECT_NE(ChooseW4A8DecodeAutoKernel(m, 57344, 8192, 128, 132), W4A8DecodeKernel::kStreaming);
-    EXPECT_NE(ChooseW4A8DecodeAutoKernel(m, 28672, 4096, 128, 132), W4A8DecodeKernel::kStreaming);
-    EXPECT_NE(ChooseW4A8DecodeAutoKernel(m, 14336, 4096, 128, 132), W4A8DecodeKernel::kStreaming);
-    EXPECT_NE(ChooseW4A8DecodeAutoKernel(m, 4096, 2048, 128, 132), W4A8DecodeKernel::kStreaming);
+    EXPECT_NE(W4A8DecodePreviousAutoKernel(m, 57344, 8192, 128, 132), W4A8DecodeKernel::kStreaming);
+    EXPECT_NE(W4A8DecodePreviousAutoKernel(m, 28672, 4096, 128, 132), W4A8DecodeKernel::kStreaming);
+    EXPECT_NE(W4A8DecodePreviousAutoKernel(m, 14336, 4096, 128, 132), W4A8DecodeKernel::kStreaming);
+    EXPECT_NE(W4A8DecodePreviousAutoKernel(m, 4096, 2048, 128, 132), W4A8DecodeKernel::kStreaming);
   }
   EXPECT_TRUE(W4A8StreamingSupports(512 * 128, 128));
   EXPECT_FALSE(W4A8StreamingSupports(513 * 128, 128));
   // Not streaming: groups that are not whole windows (split-K cannot run either), or too many.
-  EXPECT_EQ(ChooseW4A8DecodeAutoKernel(1, 4096, 4096, 64, 132),
+  EXPECT_EQ(W4A8DecodePreviousAutoKernel(1, 4096, 4096, 64, 132),
             W4A8DecodeKernel::kTensorCoreNarrow);
-  EXPECT_EQ(ChooseW4A8DecodeAutoKernel(1, 64, 513 * 128, 128, 132), W4A8DecodeKernel::kSplitK);
-  EXPECT_EQ(ChooseW4A8DecodeAutoKernel(1, 57344, 513 * 128, 128, 132),
+  EXPECT_EQ(W4A8DecodePreviousAutoKernel(1, 64, 513 * 128, 128, 132), W4A8DecodeKernel::kSplitK);
+  EXPECT_EQ(W4A8DecodePreviousAutoKernel(1, 57344, 513 * 128, 128, 132),
             W4A8DecodeKernel::kTensorCoreNarrow);
+}
+
+// kAuto now: the pipelined kernel wherever group_size % 128 == 0 (every m <= 16, every shape),
+// else the previous rule (whose only choice then is the narrow kernel); 32 channels per CTA from
+// n >= 64 * SMs.
+TEST(W4A8DecodeGemmArgsTest, AutoKernelFollowsTheDocumentedTable) {
+  for (int64_t m = 1; m <= 16; ++m) {
+    for (auto [n, k] : {std::pair<int64_t, int64_t>{4096, 4096},
+                        {6144, 4096},
+                        {28672, 4096},
+                        {4096, 14336},
+                        {10240, 8192},
+                        {8192, 8192},
+                        {57344, 8192},
+                        {8192, 28672},
+                        {3072, 4096},
+                        {4096, 2048},
+                        {14336, 4096},
+                        {4096, 7168},
+                        {64, 128}}) {
+      for (int64_t group : {int64_t{128}, int64_t{256}, k}) {
+        if (k % group != 0) continue;
+        EXPECT_EQ(ChooseW4A8DecodeAutoKernel(m, n, k, group, 132), W4A8DecodeKernel::kPipelined)
+            << m << " x " << n << " x " << k << " g" << group;
+      }
+      EXPECT_EQ(ChooseW4A8DecodeAutoKernel(m, n, k, 64, 132), W4A8DecodeKernel::kTensorCoreNarrow);
+      EXPECT_EQ(ChooseW4A8DecodeAutoKernel(m, n, k, 32, 132), W4A8DecodeKernel::kTensorCoreNarrow);
+    }
+  }
+  EXPECT_TRUE(W4A8PipelinedSupports(4096, 128));
+  EXPECT_TRUE(W4A8PipelinedSupports(4096, 4096));
+  EXPECT_TRUE(W4A8PipelinedSupports(1152, 384));
+  EXPECT_FALSE(W4A8PipelinedSupports(4096, 64));
+  EXPECT_FALSE(W4A8PipelinedSupports(4096, 96));
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(4096, 132), 16);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(8192, 132), 16);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(8447, 132), 16);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(8448, 132), 32);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(10240, 132), 32);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(57344, 132), 32);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(4096, 8), 32);
+}
+
+TEST(W4A8DecodeGemmArgsTest, RejectsPipelinedWhereItCannotRun) {
+  for (auto [group_size, k] : {std::pair<int64_t, int64_t>{32, 512}, {64, 512}, {288, 576}}) {
+    auto args = ShapeArgs();
+    args.k = k;
+    args.group_size = group_size;
+    args.kernel = W4A8DecodeKernel::kPipelined;
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "kPipelined needs group_size a multiple of 128"))
+        << group_size;
+  }
+  for (int channels : {8, 64, -16, 1}) {
+    auto args = ShapeArgs();
+    args.kernel = W4A8DecodeKernel::kPipelined;
+    args.pipelined_channels = channels;
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "pipelined_channels must be 0, 16 or 32"))
+        << channels;
+  }
+  for (int channels : {0, 16, 32}) {  // valid: the call stops at the null y
+    auto args = ShapeArgs();
+    args.kernel = W4A8DecodeKernel::kPipelined;
+    args.pipelined_channels = channels;
+    EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null")) << channels;
+  }
+}
+
+// The residency the in-flight bytes assume (the kernel's header): at least what its
+// __launch_bounds__ ask for (4 CTAs per SM with 16 channels, 3 with 32), for m <= 8 and m > 8,
+// with the dynamic shared memory opted in.
+TEST(W4A8DecodePipelinedResidencyGpuTest, MeetsTheLaunchBounds) {
+  FF_SKIP_WITHOUT_GPU();
+  for (int channels : {16, 32}) {
+    for (bool high_rows : {false, true}) {
+      EXPECT_GE(internal::W4A8PipelinedKernelResidentCtas(channels, high_rows),
+                internal::W4A8PipelinedExpectedResidentCtas(channels))
+          << channels << " channels, " << (high_rows ? "m > 8" : "m <= 8");
+    }
+  }
 }
 
 // 2 CTAs of 256 threads per SM for m > 8, 3 for m <= 8: what the kernel's __launch_bounds__ ask
