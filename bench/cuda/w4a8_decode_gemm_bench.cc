@@ -14,6 +14,12 @@
 //   BM_CublasInt8Decode      cublasGemmEx s8 x s8 -> s32 on the same shapes (no scales, no
 //                            epilogue: strictly less work), the INT8 peer;
 //   BM_CublasLtBf16DecodeTP  cuBLASLt bf16 on the same shapes, the bf16 peer.
+//   BM_W4A8DecodePipelined   GemmW4A8Decode: kernel 0 kAuto (kPipelined, its channel heuristic),
+//                            1 kPipelined with 16 channels per CTA, 2 with 32, 3 the previous kAuto
+//                            choice (W4A8DecodePreviousAutoKernel), on every real layer and TP2
+//                            half at m = 1, 4, 8, 16; kernel 0 also times cuBLASLt bf16 and cuBLAS
+//                            INT8 on the shape in the same process (counters bf16_us, int8_us,
+//                            and the speed-ups x_bf16, x_int8 over them; us is this kernel's mean).
 // All are memory-bound: reported as weight bytes per second (INT4: packed codes + FP16 scales;
 // INT8: codes + scales; bf16: 2 n k) and as a fraction of 4.3 TB/s. The L2 is flushed (by reading a
 // buffer of twice its size) before every timed call, so the weights come from HBM as in a decode
@@ -126,6 +132,30 @@ void TimeCold(benchmark::State& state, const L2Flush& flush, Launch launch) {
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
+}
+
+// Mean microseconds of `iterations` calls of `launch`, each after an (untimed) L2 flush; -1 on
+// failure.
+template <typename Launch>
+double ColdMicros(const L2Flush& flush, Launch launch, int iterations = 50) {
+  if (!flush.ok() || !launch() || cudaDeviceSynchronize() != cudaSuccess) return -1;
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  double total_ms = 0;
+  for (int i = 0; i < iterations; ++i) {
+    flush.Run();
+    cudaEventRecord(start, nullptr);
+    launch();
+    cudaEventRecord(stop, nullptr);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    total_ms += ms;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return cudaGetLastError() == cudaSuccess ? 1e3 * total_ms / iterations : -1;
 }
 
 double Int4WeightBytes(int64_t n, int64_t k) { return n * k / 2.0 + 2.0 * n * (k / kGroupSize); }
@@ -421,6 +451,100 @@ void BM_W4A8DecodeStreaming(benchmark::State& state) {
   state.counters["streaming"] = streaming ? 1 : 0;
 }
 
+// cuBLASLt bf16 (autotuned, bf16 output) on an m x n x k problem: mean cold microseconds, -1 on
+// failure.
+double CublasLtBf16Micros(const L2Flush& flush, int64_t m, int64_t n, int64_t k) {
+  using flatfleet::cuda::CublasLtGemm;
+  flatfleet::bench::DeviceBf16 x(m * k, 1), w(n * k, 2, 0.05f);
+  void* y = nullptr;
+  void* workspace = nullptr;
+  double micros = -1;
+  if (x.ok() && w.ok() && cudaMalloc(&y, m * n * 2) == cudaSuccess &&
+      cudaMalloc(&workspace, CublasLtGemm::WorkspaceBytes()) == cudaSuccess) {
+    auto gemm = CublasLtGemm::Create(workspace, CublasLtGemm::WorkspaceBytes(), {.autotune = true});
+    const flatfleet::cuda::Bf16GemmArgs args{.m = m,
+                                             .n = n,
+                                             .k = k,
+                                             .x = x.get(),
+                                             .w = w.get(),
+                                             .y = y,
+                                             .y_type = GemmElementType::kBf16};
+    if (gemm.ok() && (*gemm)->Prepare(args, nullptr).ok() &&
+        cudaDeviceSynchronize() == cudaSuccess) {
+      micros = ColdMicros(flush, [&] { return (*gemm)->Run(args, nullptr).ok(); });
+    }
+  }
+  cudaFree(y);
+  cudaFree(workspace);
+  return micros;
+}
+
+// cuBLAS s8 x s8 -> s32 (no scales, no epilogue) on an m x n x k problem: mean cold
+// microseconds, -1 on failure.
+double CublasInt8Micros(const L2Flush& flush, int64_t m, int64_t n, int64_t k);
+
+// Args: m, n, k, kernel (0 kAuto, 1 kPipelined 16 channels, 2 kPipelined 32 channels, 3 the
+// previous kAuto choice). kernel 0 also measures the bf16 and INT8 peers (see the file comment).
+void BM_W4A8DecodePipelined(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const int64_t which = state.range(3);
+  using flatfleet::cuda::W4A8DecodeKernel;
+  const L2Flush flush;
+  int device = 0, sm_count = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
+  // The peers first, each with its own buffers (freed before the W4A8 operands are made).
+  double bf16_us = -1, int8_us = -1;
+  if (which == 0) {
+    bf16_us = CublasLtBf16Micros(flush, m, n, k);
+    int8_us = CublasInt8Micros(flush, m, n, k);
+  }
+  const W4A8Problem problem(m, n, k);
+  if (!problem.ok()) {
+    state.SkipWithError("out of device memory");
+    return;
+  }
+  const W4A8DecodeKernel kernel =
+      which == 0   ? W4A8DecodeKernel::kAuto
+      : which <= 2 ? W4A8DecodeKernel::kPipelined
+                   : flatfleet::cuda::W4A8DecodePreviousAutoKernel(m, n, k, kGroupSize, sm_count);
+  const flatfleet::cuda::DeviceW4A8DecodeGemm args{
+      .m = m,
+      .n = n,
+      .k = k,
+      .group_size = kGroupSize,
+      .x_codes = static_cast<const int8_t*>(problem.x),
+      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
+      .w_words = static_cast<const uint32_t*>(problem.w),
+      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
+      .epilogue_add = static_cast<const float*>(problem.add),
+      .y = problem.y,
+      .y_type = GemmElementType::kBf16,
+      .kernel = kernel,
+      .split = 0,
+      .pipelined_channels = which == 1   ? 16
+                            : which == 2 ? 32
+                                         : 0};
+  auto launch = [&] { return flatfleet::cuda::GemmW4A8Decode(args, nullptr).ok(); };
+  TimeCold(state, flush, launch);
+  flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));
+  state.counters["kernel_value"] = static_cast<double>(kernel);  // the W4A8DecodeKernel enum
+  state.counters["channels"] = which == 1   ? 16
+                               : which == 2 ? 32
+                               : which == 0
+                                   ? flatfleet::cuda::ChooseW4A8PipelinedChannels(n, sm_count)
+                                   : 0;
+  if (which == 0) {
+    const double us = ColdMicros(flush, launch);
+    state.counters["us"] = us;
+    state.counters["bf16_us"] = bf16_us;
+    state.counters["int8_us"] = int8_us;
+    state.counters["x_bf16"] = us > 0 && bf16_us > 0 ? bf16_us / us : 0;
+    state.counters["x_int8"] = us > 0 && int8_us > 0 ? int8_us / us : 0;
+  }
+}
+
 // Args: m, n, k. int32 output, no scales: cuBLAS's INT8 GEMM reads 1 byte per weight.
 void BM_CublasInt8Decode(benchmark::State& state) {
   if (!flatfleet::bench::HasGpu(state)) return;
@@ -449,6 +573,29 @@ void BM_CublasInt8Decode(benchmark::State& state) {
     cublasDestroy(handle);
   }
   for (void* p : {x, w, y}) cudaFree(p);
+}
+
+double CublasInt8Micros(const L2Flush& flush, int64_t m, int64_t n, int64_t k) {
+  void* x = RandomBytes(m * k);
+  void* w = RandomBytes(n * k);
+  void* y = nullptr;
+  cudaMalloc(&y, m * n * 4);
+  cublasHandle_t handle = nullptr;
+  double micros = -1;
+  if (x != nullptr && w != nullptr && y != nullptr &&
+      cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS) {
+    const int32_t alpha = 1, beta = 0;
+    micros = ColdMicros(flush, [&] {
+      return cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                          static_cast<int>(m), static_cast<int>(k), &alpha, w, CUDA_R_8I,
+                          static_cast<int>(k), x, CUDA_R_8I, static_cast<int>(k), &beta, y,
+                          CUDA_R_32I, static_cast<int>(n), CUBLAS_COMPUTE_32I,
+                          CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
+    });
+    cublasDestroy(handle);
+  }
+  for (void* p : {x, w, y}) cudaFree(p);
+  return micros;
 }
 
 // Llama-3-8B: fused q/k/v, o, fused gate|up, down; Llama-3-70B: the same four.
@@ -496,6 +643,14 @@ void SplitShapesByStreaming(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k", "kernel"});
 }
 
+void PipelinedShapes(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kSplitShapes)
+    for (int64_t m : {1, 4, 8, 16})
+      for (int64_t kernel : {0, 1, 2, 3}) b->Args({m, n, k, kernel});
+  b->ArgNames({"m", "n", "k", "kernel"});
+}
+
+BENCHMARK(BM_W4A8DecodePipelined)->UseManualTime()->MinTime(0.1)->Apply(PipelinedShapes);
 BENCHMARK(BM_W4A8DecodeSplitK)->UseManualTime()->MinTime(0.1)->Apply(SplitShapesBySplit);
 BENCHMARK(BM_W4A8DecodeStreaming)->UseManualTime()->MinTime(0.1)->Apply(SplitShapesByStreaming);
 BENCHMARK(BM_CublasInt8Decode)->UseManualTime()->MinTime(0.1)->Apply(SplitShapes);
