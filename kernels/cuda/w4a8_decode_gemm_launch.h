@@ -47,7 +47,7 @@ int W4A8StreamingExpectedResidentCtas(bool high_rows);
 
 // The pipelined kernel (w4a8_decode_pipelined.cu): group_size % 128 == 0 and
 // pipelined_channels 16 or 32, else cudaErrorInvalidValue. Its dynamic shared memory above 48 KB
-// is opted into on every launch (cudaFuncSetAttribute, a host call that is fine under capture).
+// is opted into once per device and kernel (cudaFuncSetAttribute under a lock).
 cudaError_t LaunchW4A8DecodePipelined(const W4A8DecodeParams& params, cudaStream_t stream);
 // CTAs of the pipelined kernel (bf16 output; m > 8 when high_rows) resident per SM of the current
 // device (0 on error), and the minimum its __launch_bounds__ ask for (4 for 16 channels per CTA,

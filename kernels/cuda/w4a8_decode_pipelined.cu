@@ -46,6 +46,8 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <mutex>
+#include <vector>
 
 #include "kernels/cuda/decode_gemm_device.cuh"
 #include "kernels/cuda/int4_unpack.h"
@@ -346,20 +348,38 @@ __global__ void __launch_bounds__(kThreads, (Layout<kBlocks, kHighRows>::kMinBlo
     }
 }
 
+// The dynamic shared memory above 48 KB: cudaFuncSetAttribute applies to one kernel on the
+// current device, so each instantiation opts in once per device, under a lock, remembering only
+// successes (as w4a8_prefill_gemm.cu does; a host call, no stream work).
+template <int kBlocks, bool kHighRows, typename Out>
+cudaError_t OptInSharedMemory() {
+  using L = Layout<kBlocks, kHighRows>;
+  if (L::kBytes <= 48 * 1024) return cudaSuccess;
+  static std::mutex mutex;
+  static std::vector<bool> opted_in;  // indexed by device ordinal
+  int device = 0;
+  if (const cudaError_t error = cudaGetDevice(&device); error != cudaSuccess) return error;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (device < static_cast<int>(opted_in.size()) && opted_in[device]) return cudaSuccess;
+  const cudaError_t error =
+      cudaFuncSetAttribute(W4A8DecodePipelinedKernel<kBlocks, kHighRows, Out>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes);
+  if (error != cudaSuccess) return error;
+  if (device >= static_cast<int>(opted_in.size())) opted_in.resize(device + 1, false);
+  opted_in[device] = true;
+  return cudaSuccess;
+}
+
 template <int kBlocks, bool kHighRows, typename Out>
 cudaError_t LaunchFor(const W4A8DecodeParams& p, cudaStream_t stream) {
   using L = Layout<kBlocks, kHighRows>;
-  const auto kernel = W4A8DecodePipelinedKernel<kBlocks, kHighRows, Out>;
-  if (L::kBytes > 48 * 1024) {
-    // Per launch (a host-side function attribute, no stream work: fine under graph capture),
-    // so that every device the process uses gets it.
-    const cudaError_t error =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes);
-    if (error != cudaSuccess) return error;
+  if (const cudaError_t error = OptInSharedMemory<kBlocks, kHighRows, Out>();
+      error != cudaSuccess) {
+    return error;
   }
   const unsigned grid =
       static_cast<unsigned>((static_cast<int64_t>(p.n) + L::kChannels - 1) / L::kChannels);
-  kernel<<<grid, kThreads, L::kBytes, stream>>>(p);
+  W4A8DecodePipelinedKernel<kBlocks, kHighRows, Out><<<grid, kThreads, L::kBytes, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -372,15 +392,11 @@ cudaError_t LaunchForRows(const W4A8DecodeParams& p, cudaStream_t stream) {
 template <int kBlocks, bool kHighRows>
 int ResidentCtas() {
   using L = Layout<kBlocks, kHighRows>;
-  const auto kernel = W4A8DecodePipelinedKernel<kBlocks, kHighRows, __nv_bfloat16>;
-  if (L::kBytes > 48 * 1024 &&
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes) !=
-          cudaSuccess) {
-    return 0;
-  }
+  if (OptInSharedMemory<kBlocks, kHighRows, __nv_bfloat16>() != cudaSuccess) return 0;
   int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, L::kBytes) !=
-      cudaSuccess) {
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &blocks, W4A8DecodePipelinedKernel<kBlocks, kHighRows, __nv_bfloat16>, kThreads,
+          L::kBytes) != cudaSuccess) {
     return 0;
   }
   return blocks;
