@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/dtype.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/quant/packed_int4_matrix.h"
 #include "kernels/cpu/quant/quantized_matrix.h"
@@ -81,6 +82,55 @@ Gemm W4A8Operands(const CudaQuantizedLinearWeight& weight, int64_t rows, const v
   return gemm;
 }
 
+// The activation quantizer's settings of `source` (int8_activation_quantizer.h), checked on the
+// host so that the device gather never reads outside x.
+absl::Status CheckActivationSide(const QuantizedLinearSource& source) {
+  const std::string name(source.name);
+  const int64_t k = source.weight->cols;
+  if (source.activation_bits < 2 || source.activation_bits > 8) {
+    return absl::InvalidArgumentError(absl::StrCat("layer '", name, "': ", source.activation_bits,
+                                                   "-bit activations (2..8 run)"));
+  }
+  if (source.static_activation_scale != 0) {
+    const float scale = HalfToFloat(source.static_activation_scale);
+    if (!(scale > 0.0f) || !std::isfinite(scale)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer '", name, "': static activation scale ", scale));
+    }
+  }
+  const int64_t in = source.in_features == 0 ? k : source.in_features;
+  if (in <= 0 || (source.input_sources.empty() && in != k)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer '", name, "': ", in, " inputs for a weight of ", k, " columns"));
+  }
+  if (!source.input_sources.empty()) {
+    if (static_cast<int64_t>(source.input_sources.size()) != k) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer '", name, "': ", source.input_sources.size(), " input sources for K = ", k));
+    }
+    for (int64_t c = 0; c < k; ++c) {
+      if (source.input_sources[c] < 0 || source.input_sources[c] >= in) {
+        return absl::InvalidArgumentError(absl::StrCat("layer '", name, "': input source ",
+                                                       source.input_sources[c], " of column ", c,
+                                                       " is outside [0, ", in, ")"));
+      }
+    }
+  }
+  if (!source.input_divisors.empty()) {
+    if (static_cast<int64_t>(source.input_divisors.size()) != k) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer '", name, "': ", source.input_divisors.size(), " input divisors for K = ", k));
+    }
+    for (float divisor : source.input_divisors) {
+      if (!(divisor > 0.0f) || !std::isfinite(divisor)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("layer '", name, "': input divisor ", divisor));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear(
@@ -115,9 +165,26 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear
                                                    "': ", source.epilogue_add.size(),
                                                    " epilogue values for ", w.rows, " outputs"));
   }
-  auto handle = std::make_unique<CudaQuantizedLinearWeight>(w.rows, w.cols);
+  FF_RETURN_IF_ERROR(CheckActivationSide(source));
+  const int64_t in_features = source.in_features == 0 ? w.cols : source.in_features;
+  auto handle = std::make_unique<CudaQuantizedLinearWeight>(w.rows, in_features);
   handle->weight_bits = format.bits;
   handle->activation_clip_ratio = source.activation_clip_ratio;
+  handle->activation_qmax = (1 << (source.activation_bits - 1)) - 1;
+  handle->static_activation_scale = source.static_activation_scale;
+  handle->gemm_in = w.cols;
+  if (!source.input_sources.empty()) {
+    FF_ASSIGN_OR_RETURN(
+        handle->input_sources,
+        UploadVector(std::vector<int32_t>(source.input_sources.begin(), source.input_sources.end()),
+                     device));
+  }
+  if (!source.input_divisors.empty()) {
+    FF_ASSIGN_OR_RETURN(
+        handle->input_divisors,
+        UploadVector(std::vector<float>(source.input_divisors.begin(), source.input_divisors.end()),
+                     device));
+  }
   if (per_channel) {
     handle->padded_in = RoundUp(w.cols, kKMultiple);
     handle->group_size = handle->padded_in;
@@ -165,6 +232,7 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> RandomQuantizedLinear
   }
   auto handle = std::make_unique<CudaQuantizedLinearWeight>(out, in);
   handle->weight_bits = format.weight_bits;
+  handle->gemm_in = in;
   const bool per_channel = format.group_size == 0 || format.group_size >= in ||
                            format.weight_bits == 8 || in % format.group_size != 0;
   if (!per_channel && format.group_size % kKMultiple != 0) {
@@ -209,6 +277,11 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
                                 runtime::WorkspaceArena& arena, cudaStream_t stream,
                                 cuda::CublasLtInt8Gemm* int8_gemm) {
   const int64_t rows = x.rows;
+  if (x.cols != weight.in_features() || x.row_stride < x.cols) {
+    return absl::InvalidArgumentError(absl::StrCat("quantized linear: x is ", x.rows, " x ", x.cols,
+                                                   " (row stride ", x.row_stride, ") for ",
+                                                   weight.in_features(), " inputs"));
+  }
   const runtime::WorkspaceArena::Mark mark = arena.mark();
   FF_ASSIGN_OR_RETURN(void* codes, arena.TakeBytes(rows * weight.padded_in));
   FF_ASSIGN_OR_RETURN(void* scales, arena.TakeBytes(rows * 2));
@@ -216,12 +289,21 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
   quantize.x = x.data;
   quantize.type = cuda::ActivationType::kBfloat16;
   quantize.rows = rows;
-  quantize.cols = x.cols;
+  quantize.cols = weight.gemm_in;
   quantize.x_stride = x.row_stride;
   quantize.clip_ratio = weight.activation_clip_ratio;
   quantize.codes = static_cast<int8_t*>(codes);
   quantize.codes_stride = weight.padded_in;
   quantize.scales = static_cast<uint16_t*>(scales);
+  quantize.qmax = weight.activation_qmax;
+  quantize.static_scale = weight.static_activation_scale;
+  if (weight.input_sources.bytes() > 0) {
+    quantize.channel_sources = static_cast<const int32_t*>(weight.input_sources.data());
+    quantize.x_cols = x.cols;
+  }
+  if (weight.input_divisors.bytes() > 0) {
+    quantize.channel_divisors = static_cast<const float*>(weight.input_divisors.data());
+  }
   FF_RETURN_IF_ERROR(cuda::QuantizeActivationsInt8(quantize, stream));
   FF_RETURN_IF_ERROR(RunQuantizedLinearOnCodes(weight, rows, static_cast<const int8_t*>(codes),
                                                static_cast<const uint16_t*>(scales), y, arena,
