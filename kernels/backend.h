@@ -23,7 +23,8 @@
 #include "runtime/tensor_view.h"
 
 namespace flatfleet::quant {
-struct QuantizedMatrix;  // kernels/cpu/quant/quantized_matrix.h
+struct QuantizedMatrix;    // kernels/cpu/quant/quantized_matrix.h
+class RandomizedHadamard;  // kernels/cpu/quant/hadamard.h
 }  // namespace flatfleet::quant
 
 namespace flatfleet::kernels {
@@ -107,7 +108,8 @@ struct LinearSource {
 // memory) and Q symmetric codes of activation_bits: per token (clipped by activation_clip_ratio)
 // or with one static per-tensor scale. t = x when input_divisors and input_sources are empty;
 // else t_c = x[input_sources_c] / input_divisors_c (an IEEE division, before quantizing):
-// SmoothQuant's smoothing and FlattenQuant's channel split. Layers with other online transforms,
+// SmoothQuant's smoothing and FlattenQuant's channel split; or t = x Q, the randomized Hadamard
+// rotation (`rotation`). Layers with other online transforms,
 // integer group scales or QUIK outliers are not of this form (quant/ says which run where).
 struct QuantizedLinearSource {
   std::string_view name;
@@ -119,6 +121,9 @@ struct QuantizedLinearSource {
   int64_t in_features = 0;                 // x's width; 0: K (weight->cols)
   std::span<const int32_t> input_sources;  // [K] x column of each GEMM input, or empty (c -> c)
   std::span<const float> input_divisors;   // [K] positive, or empty (no division)
+  // An online randomized Hadamard rotation t = x Q (QuaRot; kernels/cpu/quant/hadamard.h) of
+  // size K, or null; not combined with input_sources / input_divisors.
+  const quant::RandomizedHadamard* rotation = nullptr;
 };
 
 // The weight format of a seeded random quantized layer (benchmarks): symmetric codes of

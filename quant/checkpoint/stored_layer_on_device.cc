@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "quant/flatten_input_transform.h"
+#include "quant/hadamard_input_transform.h"
 #include "quant/smooth_input_transform.h"
 
 namespace flatfleet::quant {
@@ -18,11 +19,12 @@ absl::Status Lacks(std::string_view name, std::string_view feature) {
       "reference runs every recipe)"));
 }
 
-// What the activation quantizer gathers and divides before quantizing (the whole transform
-// chain, which the device runs only when it is one smoothing or one flattening step).
+// What the device applies to x before quantizing: a gather and division in the activation
+// quantizer (one smoothing or one flattening step) or the Hadamard rotation kernel.
 struct ActivationPrologue {
-  std::vector<int32_t> sources;  // [K] or empty
-  std::vector<float> divisors;   // [K] or empty
+  std::vector<int32_t> sources;                  // [K] or empty
+  std::vector<float> divisors;                   // [K] or empty
+  const RandomizedHadamard* rotation = nullptr;  // the layer's own (it outlives the upload)
 };
 
 absl::StatusOr<ActivationPrologue> PrologueOf(std::string_view name, const QuantizedLinear& layer) {
@@ -39,6 +41,10 @@ absl::StatusOr<ActivationPrologue> PrologueOf(std::string_view name, const Quant
   const InputTransform& transform = *chain.front();
   if (const auto* smooth = dynamic_cast<const SmoothInputTransform*>(&transform)) {
     prologue.divisors = smooth->scales();  // t_j = x_j / s_j
+    return prologue;
+  }
+  if (const auto* hadamard = dynamic_cast<const HadamardInputTransform*>(&transform)) {
+    prologue.rotation = &hadamard->rotation();  // t = x Q (hadamard_transform.h)
     return prologue;
   }
   if (const auto* flatten = dynamic_cast<const FlattenInputTransform*>(&transform)) {
@@ -64,8 +70,8 @@ absl::StatusOr<ActivationPrologue> PrologueOf(std::string_view name, const Quant
     return prologue;
   }
   return Lacks(name, absl::StrCat("the online input transform '", std::string(transform.kind()),
-                                  "' (only smoothing and FlattenQuant's channel split run on the "
-                                  "GPU; a rotation needs its own kernel)"));
+                                  "' (the GPU runs smoothing, FlattenQuant's channel split and the "
+                                  "randomized Hadamard rotation)"));
 }
 
 }  // namespace
@@ -121,6 +127,7 @@ absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> PrepareStoredLayerOnDevic
   source.in_features = layer.in_features();
   source.input_sources = prologue.sources;
   source.input_divisors = prologue.divisors;
+  source.rotation = prologue.rotation;
   return backend.PrepareQuantizedLinear(source);
 }
 

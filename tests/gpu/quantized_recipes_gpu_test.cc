@@ -6,7 +6,8 @@
 //     QuantizeRtn / QuantizeWithStaticScale on the same bf16-exact inputs. Codes, the zero tail up
 //     to the padded K and the FP16 scales must be identical (tolerance 0: every step is an IEEE
 //     float32 operation the kernel performs in the CPU's order); outputs are poisoned first.
-//   * a stored layer of each recipe prepared by PrepareStoredLayerOnDevice and run by the CUDA
+//   * a stored layer of each recipe (and of the Hadamard rotation at power-of-two widths)
+//     prepared by PrepareStoredLayerOnDevice and run by the CUDA
 //     backend's Linear at decode and prefill row counts (every GEMM path): the float32 output must
 //     equal QuantizedLinear::Forward's bit for bit (codes, integer sums and the epilogue are each
 //     exact, as in cuda_quantized_linear_test.cc).
@@ -26,6 +27,7 @@
 #include "kernels/cuda/int8_activation_quantizer.h"
 #include "quant/checkpoint/stored_layer_on_device.h"
 #include "quant/flatten_input_transform.h"
+#include "quant/hadamard_input_transform.h"
 #include "quant/input_transform.h"
 #include "quant/quantized_linear.h"
 #include "quant/smooth_input_transform.h"
@@ -39,7 +41,8 @@ namespace {
 using testing::BitwiseEqual;
 using testing::DeviceBuffer;
 
-enum class Prologue { kNone, kSmooth, kFlatten };
+// kHadamard: the randomized Hadamard rotation (hadamard_transform.h), stored layers only.
+enum class Prologue { kNone, kSmooth, kFlatten, kHadamard };
 
 struct RecipeCase {
   int64_t rows, cols;
@@ -83,6 +86,12 @@ Transform MakeTransform(Prologue prologue, int64_t in, std::mt19937_64& rng) {
     EXPECT_TRUE(smooth.ok()) << smooth.status();
     t.divisors = (*smooth)->scales();
     auto chain = quant::InputTransformChain::Create({*smooth});
+    EXPECT_TRUE(chain.ok()) << chain.status();
+    t.chain = *std::move(chain);
+  } else if (prologue == Prologue::kHadamard) {
+    auto rotation = quant::HadamardInputTransform::Create(in, rng());
+    EXPECT_TRUE(rotation.ok()) << rotation.status();
+    auto chain = quant::InputTransformChain::Create({*rotation});
     EXPECT_TRUE(chain.ok()) << chain.status();
     t.chain = *std::move(chain);
   } else if (prologue == Prologue::kFlatten) {
@@ -200,7 +209,10 @@ TEST_P(ActivationQuantizerRecipesTest, CodesAndScalesMatchTheCpuBitForBit) {
 }
 
 std::string PrologueName(Prologue p) {
-  return p == Prologue::kSmooth ? "_smooth" : p == Prologue::kFlatten ? "_flatten" : "";
+  return p == Prologue::kSmooth     ? "_smooth"
+         : p == Prologue::kFlatten  ? "_flatten"
+         : p == Prologue::kHadamard ? "_hadamard"
+                                    : "";
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -355,7 +367,14 @@ INSTANTIATE_TEST_SUITE_P(
         StoredCase{80, 256, 512, 4, 128, 8, false, Prologue::kSmooth},
         // w4a4-flatten and w8a8-flatten: K grows past the layer's inputs (per-channel weights).
         StoredCase{4, 64, 256, 4, 0, 4, true, Prologue::kFlatten},
-        StoredCase{33, 96, 172, 8, 0, 8, true, Prologue::kFlatten}),
+        StoredCase{33, 96, 172, 8, 0, 8, true, Prologue::kFlatten},
+        // w4a4-hadamard and w8a8-hadamard-gptq's rotation at power-of-two widths, where the
+        // rotation is bit-exact (hadamard_transform_test.cc covers the blocked sizes): decode,
+        // the W4A8 prefill kernel, W8A8 on cuBLASLt.
+        StoredCase{3, 128, 256, 4, 0, 4, false, Prologue::kHadamard},
+        StoredCase{70, 256, 256, 4, 0, 4, false, Prologue::kHadamard},
+        StoredCase{5, 512, 4096, 8, 0, 8, false, Prologue::kHadamard},
+        StoredCase{300, 64, 256, 8, 0, 8, false, Prologue::kHadamard}),
     [](const ::testing::TestParamInfo<StoredCase>& info) {
       const StoredCase& c = info.param;
       return absl::StrCat("W", c.weight_bits, "A", c.activation_bits, "_m", c.m, "_", c.out, "x",

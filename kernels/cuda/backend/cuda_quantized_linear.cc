@@ -7,9 +7,11 @@
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
 #include "common/status_macros.h"
+#include "kernels/cpu/quant/hadamard.h"
 #include "kernels/cpu/quant/packed_int4_matrix.h"
 #include "kernels/cpu/quant/quantized_matrix.h"
 #include "kernels/cuda/bias_add.h"
+#include "kernels/cuda/hadamard_transform.h"
 #include "kernels/cuda/int8_activation_quantizer.h"
 #include "kernels/cuda/int8_dequant_epilogue.h"
 #include "kernels/cuda/int8_gemm.h"
@@ -116,6 +118,25 @@ absl::Status CheckActivationSide(const QuantizedLinearSource& source) {
       }
     }
   }
+  if (source.rotation != nullptr) {
+    const quant::RandomizedHadamard& rotation = *source.rotation;
+    if (!source.input_sources.empty() || !source.input_divisors.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer '", name, "': a Hadamard rotation with a gather or divisors (one transform)"));
+    }
+    if (rotation.size() != k || in != k || static_cast<int64_t>(rotation.signs().size()) != k ||
+        static_cast<int64_t>(rotation.block().size()) !=
+            rotation.block_size() * rotation.block_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("layer '", name, "': a Hadamard rotation of ",
+                                                     rotation.size(), " for K = ", k));
+    }
+    if (k > cuda::kHadamardMaxSize) {
+      return Refuse(source.name, absl::StrCat("a Hadamard rotation of ", k,
+                                              " inputs (the kernel keeps a row of doubles in "
+                                              "shared memory: at most ",
+                                              cuda::kHadamardMaxSize, ")"));
+    }
+  }
   if (!source.input_divisors.empty()) {
     if (static_cast<int64_t>(source.input_divisors.size()) != k) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -178,6 +199,15 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear
         handle->input_sources,
         UploadVector(std::vector<int32_t>(source.input_sources.begin(), source.input_sources.end()),
                      device));
+  }
+  if (source.rotation != nullptr) {
+    const quant::RandomizedHadamard& rotation = *source.rotation;
+    handle->hadamard_power_of_two = rotation.power_of_two();
+    handle->hadamard_block_size = rotation.block_size();
+    // The CPU's own expression (RandomizedHadamard::ApplyToRow), so the bits agree.
+    handle->hadamard_norm = 1.0 / std::sqrt(static_cast<double>(rotation.power_of_two()));
+    FF_ASSIGN_OR_RETURN(handle->hadamard_signs, UploadVector(rotation.signs(), device));
+    FF_ASSIGN_OR_RETURN(handle->hadamard_block, UploadVector(rotation.block(), device));
   }
   if (!source.input_divisors.empty()) {
     FF_ASSIGN_OR_RETURN(
@@ -268,7 +298,9 @@ int64_t QuantizedLinearOnCodesScratchBytes(const CudaQuantizedLinearWeight& weig
 
 int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows) {
   const int64_t align = runtime::WorkspaceArena::kAlignment;
-  return RoundUp(rows * weight.padded_in, align) + RoundUp(rows * 2, align) +
+  const int64_t rotated =
+      weight.hadamard_power_of_two > 0 ? RoundUp(rows * weight.gemm_in * 4, align) : 0;
+  return rotated + RoundUp(rows * weight.padded_in, align) + RoundUp(rows * 2, align) +
          QuantizedLinearOnCodesScratchBytes(weight, rows);
 }
 
@@ -291,6 +323,26 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
   quantize.rows = rows;
   quantize.cols = weight.gemm_in;
   quantize.x_stride = x.row_stride;
+  if (weight.hadamard_power_of_two > 0) {
+    // x Q into float32 scratch (the CPU rounds the rotated row to float32 too), then quantized.
+    FF_ASSIGN_OR_RETURN(void* rotated, arena.TakeBytes(rows * weight.gemm_in * 4));
+    cuda::DeviceHadamardRows rotate;
+    rotate.x = x.data;
+    rotate.type = cuda::ActivationType::kBfloat16;
+    rotate.rows = rows;
+    rotate.x_stride = x.row_stride;
+    rotate.power_of_two = weight.hadamard_power_of_two;
+    rotate.block_size = weight.hadamard_block_size;
+    rotate.signs = static_cast<const double*>(weight.hadamard_signs.data());
+    rotate.block = static_cast<const double*>(weight.hadamard_block.data());
+    rotate.norm = weight.hadamard_norm;
+    rotate.y = static_cast<float*>(rotated);
+    rotate.y_stride = weight.gemm_in;
+    FF_RETURN_IF_ERROR(cuda::ApplyHadamardRows(rotate, stream));
+    quantize.x = rotated;
+    quantize.type = cuda::ActivationType::kFloat32;
+    quantize.x_stride = weight.gemm_in;
+  }
   quantize.clip_ratio = weight.activation_clip_ratio;
   quantize.codes = static_cast<int8_t*>(codes);
   quantize.codes_stride = weight.padded_in;

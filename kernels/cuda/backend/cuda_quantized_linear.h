@@ -1,8 +1,8 @@
 // Quantized linear layers on the CUDA backend (kernels::QuantizedLinearSource): the bf16 input is
 // quantized on the device (int8_activation_quantizer.h: per token or with a static scale, codes of
-// 2..8 bits in int8, after SmoothQuant's / FlattenQuant's gather and division where the layer has
-// one), then the integer GEMM by row count (each bit-exact with the CPU reference, so the choice
-// never changes a result):
+// 2..8 bits in int8, after SmoothQuant's / FlattenQuant's gather and division or the randomized
+// Hadamard rotation (hadamard_transform.h) where the layer has one), then the integer GEMM by row
+// count (each bit-exact with the CPU reference, so the choice never changes a result):
 //   * W4A8 up to kDecodeGemmMaxRows: the weight-streaming decode GEMM with the epilogue (bias
 //     plus output correction, one rounding to the output type) fused; kAuto runs the streaming
 //     kernel where it can, else splits K over the warps of a CTA on narrow layers
@@ -55,6 +55,14 @@ class CudaQuantizedLinearWeight final : public LinearWeight {
   int64_t gemm_in = 0;
   runtime::Buffer input_sources;   // int32 [gemm_in] or empty
   runtime::Buffer input_divisors;  // float32 [gemm_in] or empty
+  // The online randomized Hadamard rotation of x before quantizing (hadamard_transform.h), of
+  // size gemm_in = hadamard_power_of_two * hadamard_block_size; none when hadamard_power_of_two
+  // is 0. The rotated rows pass through float32 op scratch.
+  int64_t hadamard_power_of_two = 0;
+  int64_t hadamard_block_size = 1;
+  double hadamard_norm = 1.0;
+  runtime::Buffer hadamard_signs;  // double [gemm_in]
+  runtime::Buffer hadamard_block;  // double [block_size^2]
   runtime::Buffer codes;           // int8 [out, padded_in] or uint32 [out, padded_in / 8]
   runtime::Buffer scales;          // FP16 bits [out, padded_in / group_size]
   runtime::Buffer zero_points;     // int8 [out, groups] (asymmetric 4-bit) or empty
@@ -62,13 +70,14 @@ class CudaQuantizedLinearWeight final : public LinearWeight {
 
   int64_t device_bytes() const {
     return static_cast<int64_t>(codes.bytes() + scales.bytes() + zero_points.bytes() +
-                                epilogue.bytes() + input_sources.bytes() + input_divisors.bytes());
+                                epilogue.bytes() + input_sources.bytes() + input_divisors.bytes() +
+                                hadamard_signs.bytes() + hadamard_block.bytes());
   }
   // Whether the activations are the plain per-token INT8 codes of x itself, which is what
   // RunQuantizedLinearOnCodes' other producers (add_rmsnorm_quantize.h) write.
   bool plain_int8_activations() const {
     return activation_qmax == 127 && static_activation_scale == 0 && input_sources.bytes() == 0 &&
-           input_divisors.bytes() == 0;
+           input_divisors.bytes() == 0 && hadamard_power_of_two == 0;
   }
 };
 
