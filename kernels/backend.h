@@ -23,8 +23,9 @@
 #include "runtime/tensor_view.h"
 
 namespace flatfleet::quant {
-struct QuantizedMatrix;    // kernels/cpu/quant/quantized_matrix.h
-class RandomizedHadamard;  // kernels/cpu/quant/hadamard.h
+struct QuantizedMatrix;      // kernels/cpu/quant/quantized_matrix.h
+class RandomizedHadamard;    // kernels/cpu/quant/hadamard.h
+struct IntegerScaledWeight;  // kernels/cpu/quant/integer_scale.h
 }  // namespace flatfleet::quant
 
 namespace flatfleet::kernels {
@@ -109,8 +110,8 @@ struct LinearSource {
 // or with one static per-tensor scale. t = x when input_divisors and input_sources are empty;
 // else t_c = x[input_sources_c] / input_divisors_c (an IEEE division, before quantizing):
 // SmoothQuant's smoothing and FlattenQuant's channel split; or t = x Q, the randomized Hadamard
-// rotation (`rotation`). Layers with other online transforms,
-// integer group scales or QUIK outliers are not of this form (quant/ says which run where).
+// rotation (`rotation`). Layers with other online transforms or QUIK outliers are not of this
+// form (quant/ says which run where).
 struct QuantizedLinearSource {
   std::string_view name;
   const quant::QuantizedMatrix* weight = nullptr;
@@ -124,6 +125,9 @@ struct QuantizedLinearSource {
   // An online randomized Hadamard rotation t = x Q (QuaRot; kernels/cpu/quant/hadamard.h) of
   // size K, or null; not combined with input_sources / input_divisors.
   const quant::RandomizedHadamard* rotation = nullptr;
+  // Integer Scale's integer group multipliers (W4A8 groups; the GEMM keeps int32 until one float
+  // scale per output), or null. Its weight must be `weight`'s codes and scales.
+  const quant::IntegerScaledWeight* integer_scaled = nullptr;
 };
 
 // The weight format of a seeded random quantized layer (benchmarks): symmetric codes of

@@ -74,6 +74,13 @@ absl::StatusOr<ActivationPrologue> PrologueOf(std::string_view name, const Quant
                                   "randomized Hadamard rotation)"));
 }
 
+// The codes and float group scales the GEMM reads (an Integer Scale layer keeps them inside its
+// integer_scaled()).
+const QuantizedMatrix& StoredWeight(const QuantizedLinear& layer) {
+  return layer.gemm_kind() == LinearGemmKind::kIntegerScales ? layer.integer_scaled().weight
+                                                             : layer.weight();
+}
+
 }  // namespace
 
 absl::Status CheckRunsOnDevice(std::string_view name, const QuantizedLinear& layer) {
@@ -82,7 +89,12 @@ absl::Status CheckRunsOnDevice(std::string_view name, const QuantizedLinear& lay
   }
   switch (layer.gemm_kind()) {
     case LinearGemmKind::kIntegerScales:
-      return Lacks(name, "integer group scales (Integer Scale)");
+      // GemmW4A8's group sums folded in int32 (integer_scale_epilogue.h): 4-bit groups only.
+      if (layer.integer_scaled().weight.format.bits != 4 ||
+          layer.integer_scaled().weight.format.group_size == 0) {
+        return Lacks(name, "integer group scales on a weight that is not 4-bit in groups");
+      }
+      break;
     case LinearGemmKind::kQuik:
       return Lacks(name, "QUIK's FP16 outlier channels");
     case LinearGemmKind::kFloatScales:
@@ -96,7 +108,7 @@ absl::Status CheckRunsOnDevice(std::string_view name, const QuantizedLinear& lay
         name, absl::StrCat(activations.bits, "-bit ", activations.group_size != 0 ? "grouped " : "",
                            activations.symmetric ? "" : "asymmetric ", "activations"));
   }
-  const QuantFormat& weights = layer.weight().format;
+  const QuantFormat& weights = StoredWeight(layer).format;
   if (weights.bits != 8 && weights.bits != 4) {
     return Lacks(name, absl::StrCat(weights.bits, "-bit weights"));
   }
@@ -119,7 +131,10 @@ absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> PrepareStoredLayerOnDevic
   }
   kernels::QuantizedLinearSource source;
   source.name = name;
-  source.weight = &layer.weight();
+  source.weight = &StoredWeight(layer);
+  if (layer.gemm_kind() == LinearGemmKind::kIntegerScales) {
+    source.integer_scaled = &layer.integer_scaled();
+  }
   source.activation_clip_ratio = layer.activation_format().clip_ratio;
   source.epilogue_add = epilogue;
   source.activation_bits = layer.activation_format().bits;

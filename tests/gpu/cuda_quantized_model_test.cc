@@ -124,7 +124,10 @@ INSTANTIATE_TEST_SUITE_P(
         // are a power of two, its 172-wide down_proj input 4 x a random 43 x 43 block.
         QuantizedCase{"models/stories260K", "w4a4-hadamard", 2e-1},
         QuantizedCase{"models/stories260K", "w8a8-hadamard-gptq"},
-        QuantizedCase{"fixtures/llama-tiny", "w4a4-hadamard", 2e-1}),
+        QuantizedCase{"fixtures/llama-tiny", "w4a4-hadamard", 2e-1},
+        // Integer Scale: llama-tiny's 256-wide inputs in groups of 128 take the integer
+        // multipliers (its 688-wide down_proj falls back to per-channel float scales).
+        QuantizedCase{"fixtures/llama-tiny", "w4a8-intscale"}),
     [](const ::testing::TestParamInfo<QuantizedCase>& info) {
       std::string name = std::string(info.param.model) + "_" + info.param.recipe;
       for (char& ch : name) {

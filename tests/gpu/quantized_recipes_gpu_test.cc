@@ -10,7 +10,8 @@
 //     prepared by PrepareStoredLayerOnDevice and run by the CUDA
 //     backend's Linear at decode and prefill row counts (every GEMM path): the float32 output must
 //     equal QuantizedLinear::Forward's bit for bit (codes, integer sums and the epilogue are each
-//     exact, as in cuda_quantized_linear_test.cc).
+//     exact, as in cuda_quantized_linear_test.cc; Integer Scale layers: the int32 fold and the
+//     CPU's float epilogue order, integer_scale_epilogue.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -22,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/quant/integer_scale.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
 #include "kernels/cuda/backend/cuda_backend.h"
 #include "kernels/cuda/int8_activation_quantizer.h"
@@ -289,6 +291,8 @@ struct StoredCase {
   int activation_bits;
   bool static_scale;
   Prologue prologue;
+  bool integer_scales = false;  // Integer Scale's multipliers (w4a8-intscale)
+  bool symmetric = true;        // of the weight (false: zero points)
 };
 
 class StoredRecipeLayerTest : public ::testing::TestWithParam<StoredCase> {};
@@ -310,10 +314,17 @@ TEST_P(StoredRecipeLayerTest, LinearEqualsTheCpuForwardBitForBit) {
   quant::QuantizedLinearParts parts;
   parts.in_features = c.in;
   parts.activation_format = {.bits = c.activation_bits, .symmetric = true, .group_size = 0};
-  auto weight =
-      quant::QuantizeRtn(w, c.out, k, {.bits = c.weight_bits, .group_size = c.group_size});
+  auto weight = quant::QuantizeRtn(
+      w, c.out, k, {.bits = c.weight_bits, .symmetric = c.symmetric, .group_size = c.group_size});
   ASSERT_TRUE(weight.ok()) << weight.status();
-  parts.weight = *std::move(weight);
+  if (c.integer_scales) {
+    auto scaled = quant::MakeIntegerScaledWeight(*weight, parts.activation_format);
+    ASSERT_TRUE(scaled.ok()) << scaled.status();
+    parts.gemm_kind = quant::LinearGemmKind::kIntegerScales;
+    parts.integer_scaled = *std::move(scaled);
+  } else {
+    parts.weight = *std::move(weight);
+  }
   parts.bias.resize(c.out);
   for (float& b : parts.bias) b = 10.0f * u(rng);
   if (c.static_scale) {
@@ -374,12 +385,23 @@ INSTANTIATE_TEST_SUITE_P(
         StoredCase{3, 128, 256, 4, 0, 4, false, Prologue::kHadamard},
         StoredCase{70, 256, 256, 4, 0, 4, false, Prologue::kHadamard},
         StoredCase{5, 512, 4096, 8, 0, 8, false, Prologue::kHadamard},
-        StoredCase{300, 64, 256, 8, 0, 8, false, Prologue::kHadamard}),
+        StoredCase{300, 64, 256, 8, 0, 8, false, Prologue::kHadamard},
+        // w4a8-intscale: GemmW4A8's group sums folded with the integer multipliers
+        // (integer_scale_epilogue.h) at decode and prefill row counts, groups of 128 and 32,
+        // zero points, and 70 rows of 2048 x 8192 in groups of 32, which run as 3 chunks of the
+        // 64 MiB group-sum scratch (32 rows each).
+        StoredCase{1, 256, 512, 4, 128, 8, false, Prologue::kNone, true},
+        StoredCase{24, 130, 256, 4, 32, 8, false, Prologue::kNone, true},
+        StoredCase{70, 256, 1024, 4, 128, 8, false, Prologue::kNone, true, false},
+        StoredCase{70, 2048, 8192, 4, 32, 8, false, Prologue::kNone, true},
+        // ... with the Hadamard rotation and 4-bit activations in front.
+        StoredCase{5, 128, 256, 4, 128, 4, false, Prologue::kHadamard, true}),
     [](const ::testing::TestParamInfo<StoredCase>& info) {
       const StoredCase& c = info.param;
       return absl::StrCat("W", c.weight_bits, "A", c.activation_bits, "_m", c.m, "_", c.out, "x",
                           c.in, "_g", c.group_size, c.static_scale ? "_static" : "",
-                          PrologueName(c.prologue));
+                          PrologueName(c.prologue), c.integer_scales ? "_intscale" : "",
+                          c.symmetric ? "" : "_zp");
     });
 
 }  // namespace

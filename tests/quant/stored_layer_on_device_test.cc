@@ -10,6 +10,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/quant/integer_scale.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
 #include "quant/flatten_input_transform.h"
 #include "quant/recipes.h"
@@ -56,7 +57,8 @@ TEST(StoredLayerOnDeviceTest, PlainW8A8AndW4A8Run) {
 
 // The activation-side recipes the GPU runs (int8_activation_quantizer.h, hadamard_transform.h):
 // low-bit symmetric per-token codes (W4A4), the randomized Hadamard rotation, static per-tensor
-// scales, SmoothQuant's smoothing and FlattenQuant's channel split.
+// scales, SmoothQuant's smoothing, FlattenQuant's channel split, and Integer Scale's
+// multipliers (integer_scale_epilogue.h).
 TEST(StoredLayerOnDeviceTest, ActivationRecipesOfTheQuantizerRun) {
   const uint64_t seed = test_util::FreshSeed();
   SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
@@ -107,6 +109,17 @@ TEST(StoredLayerOnDeviceTest, ActivationRecipesOfTheQuantizerRun) {
   flattened.transforms = *flatten_chain;
   flattened.static_activation_scale = 0x2000;
   EXPECT_TRUE(Check(name, flattened).ok());
+
+  // Integer Scale's multipliers on 4-bit groups.
+  QuantizedLinearParts grouped = PlainParts(4, 128, rng);
+  auto scaled = MakeIntegerScaledWeight(grouped.weight, grouped.activation_format);
+  ASSERT_TRUE(scaled.ok()) << scaled.status();
+  QuantizedLinearParts intscale;
+  intscale.in_features = kIn;
+  intscale.activation_format = grouped.activation_format;
+  intscale.gemm_kind = LinearGemmKind::kIntegerScales;
+  intscale.integer_scaled = *scaled;
+  EXPECT_TRUE(Check(name, intscale).ok());
 }
 
 TEST(StoredLayerOnDeviceTest, FeaturesWithoutAGpuKernelAreRefused) {

@@ -1,5 +1,6 @@
 #include "kernels/cuda/backend/cuda_quantized_linear.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -8,6 +9,7 @@
 #include "common/dtype.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/quant/hadamard.h"
+#include "kernels/cpu/quant/integer_scale.h"
 #include "kernels/cpu/quant/packed_int4_matrix.h"
 #include "kernels/cpu/quant/quantized_matrix.h"
 #include "kernels/cuda/bias_add.h"
@@ -15,6 +17,7 @@
 #include "kernels/cuda/int8_activation_quantizer.h"
 #include "kernels/cuda/int8_dequant_epilogue.h"
 #include "kernels/cuda/int8_gemm.h"
+#include "kernels/cuda/integer_scale_epilogue.h"
 #include "kernels/cuda/random_fill.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
 #include "kernels/cuda/w4a8_prefill_gemm.h"
@@ -152,6 +155,51 @@ absl::Status CheckActivationSide(const QuantizedLinearSource& source) {
   return absl::OkStatus();
 }
 
+// Integer Scale: per chunk of rows, GemmW4A8's exact group sums, then the int32 fold and one
+// float scale per output (integer_scale_epilogue.h), written to y.
+absl::Status RunIntegerScaleOnCodes(const CudaQuantizedLinearWeight& weight, int64_t rows,
+                                    const int8_t* codes, const uint16_t* scales,
+                                    const runtime::TensorView& y, runtime::WorkspaceArena& arena,
+                                    cudaStream_t stream) {
+  if (rows != y.rows || weight.out_features() != y.cols) {
+    return absl::InvalidArgumentError(absl::StrCat("quantized linear: y is ", y.rows, " x ", y.cols,
+                                                   ", expected ", rows, " x ",
+                                                   weight.out_features()));
+  }
+  const int64_t out = weight.out_features();
+  const int64_t groups = weight.padded_in / weight.group_size;
+  const int64_t chunk = IntegerScaleChunkRows(weight, rows);
+  const runtime::WorkspaceArena::Mark mark = arena.mark();
+  FF_ASSIGN_OR_RETURN(void* group_sums, arena.TakeBytes(chunk * out * groups * 4));
+  FF_ASSIGN_OR_RETURN(void* float_sums, arena.TakeBytes(chunk * out * 4));
+  const size_t element = y.type == runtime::ScalarType::kFloat32 ? 4 : 2;
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t m = std::min(chunk, rows - r0);
+    auto gemm =
+        W4A8Operands<cuda::DeviceW4A8Gemm>(weight, m, codes + r0 * weight.padded_in, scales + r0);
+    gemm.y = static_cast<float*>(float_sums);  // the float-scale result, not used
+    gemm.group_accumulators = static_cast<int32_t*>(group_sums);
+    FF_RETURN_IF_ERROR(cuda::GemmW4A8(gemm, stream));
+    cuda::DeviceIntegerScaleEpilogue epilogue;
+    epilogue.rows = m;
+    epilogue.cols = out;
+    epilogue.groups = groups;
+    epilogue.group_sums = static_cast<const int32_t*>(group_sums);
+    epilogue.multipliers = static_cast<const int32_t*>(weight.integer_multipliers.data());
+    epilogue.x_scales = scales + r0;
+    epilogue.base_scales = static_cast<const uint16_t*>(weight.integer_base_scales.data());
+    epilogue.amplifier_bits = weight.integer_amplifier_bits;
+    epilogue.add = static_cast<const float*>(weight.epilogue.data());
+    epilogue.y = static_cast<char*>(y.data) + r0 * y.row_stride * element;
+    epilogue.y_stride = y.row_stride;
+    epilogue.y_type = y.type == runtime::ScalarType::kFloat32 ? cuda::GemmElementType::kFloat32
+                                                              : cuda::GemmElementType::kBf16;
+    FF_RETURN_IF_ERROR(cuda::IntegerScaleEpilogue(epilogue, stream));
+  }
+  arena.Release(mark);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear(
@@ -187,6 +235,21 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear
                                                    " epilogue values for ", w.rows, " outputs"));
   }
   FF_RETURN_IF_ERROR(CheckActivationSide(source));
+  if (source.integer_scaled != nullptr) {
+    const quant::IntegerScaledWeight& scaled = *source.integer_scaled;
+    const int64_t groups = w.GroupsPerRow();
+    if (format.bits != 4 || per_channel) {
+      return Refuse(source.name, "integer scales on a weight that is not 4-bit in groups");
+    }
+    if (static_cast<int64_t>(scaled.multipliers.size()) != w.rows * groups ||
+        static_cast<int64_t>(scaled.base_scales.size()) != w.rows || scaled.amplifier_bits < 0 ||
+        scaled.amplifier_bits > 30) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer '", std::string(source.name),
+          "': integer scales do not match the weight (multipliers ", scaled.multipliers.size(),
+          ", base scales ", scaled.base_scales.size(), ", amplifier ", scaled.amplifier_bits, ")"));
+    }
+  }
   const int64_t in_features = source.in_features == 0 ? w.cols : source.in_features;
   auto handle = std::make_unique<CudaQuantizedLinearWeight>(w.rows, in_features);
   handle->weight_bits = format.bits;
@@ -242,6 +305,13 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear
     }
   }
   FF_ASSIGN_OR_RETURN(handle->scales, UploadVector(w.scales, device));
+  if (source.integer_scaled != nullptr) {
+    FF_ASSIGN_OR_RETURN(handle->integer_multipliers,
+                        UploadVector(source.integer_scaled->multipliers, device));
+    FF_ASSIGN_OR_RETURN(handle->integer_base_scales,
+                        UploadVector(source.integer_scaled->base_scales, device));
+    handle->integer_amplifier_bits = source.integer_scaled->amplifier_bits;
+  }
   std::vector<float> epilogue(w.rows, 0.0f);
   if (!source.epilogue_add.empty()) {
     std::copy(source.epilogue_add.begin(), source.epilogue_add.end(), epilogue.begin());
@@ -293,7 +363,21 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> RandomQuantizedLinear
 }
 
 int64_t QuantizedLinearOnCodesScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows) {
-  return RoundUp(rows * weight.out_features() * 4, runtime::WorkspaceArena::kAlignment);
+  const int64_t align = runtime::WorkspaceArena::kAlignment;
+  if (weight.integer_multipliers.bytes() > 0) {
+    // One chunk's group sums and GemmW4A8's float32 output (RunIntegerScaleOnCodes).
+    const int64_t chunk = IntegerScaleChunkRows(weight, rows);
+    const int64_t groups = weight.padded_in / weight.group_size;
+    return RoundUp(chunk * weight.out_features() * groups * 4, align) +
+           RoundUp(chunk * weight.out_features() * 4, align);
+  }
+  return RoundUp(rows * weight.out_features() * 4, align);
+}
+
+int64_t IntegerScaleChunkRows(const CudaQuantizedLinearWeight& weight, int64_t rows) {
+  const int64_t groups = weight.padded_in / weight.group_size;
+  const int64_t per_row = weight.out_features() * groups * 4;
+  return std::clamp<int64_t>(std::min(rows, kIntegerScaleChunkBytes / per_row), 1, 65535);
 }
 
 int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows) {
@@ -368,6 +452,9 @@ absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, 
                                        const int8_t* codes, const uint16_t* scales,
                                        const runtime::TensorView& y, runtime::WorkspaceArena& arena,
                                        cudaStream_t stream, cuda::CublasLtInt8Gemm* int8_gemm) {
+  if (weight.integer_multipliers.bytes() > 0) {
+    return RunIntegerScaleOnCodes(weight, rows, codes, scales, y, arena, stream);
+  }
   if (rows != y.rows || weight.out_features() != y.cols) {
     return absl::InvalidArgumentError(absl::StrCat("quantized linear: y is ", y.rows, " x ", y.cols,
                                                    ", expected ", rows, " x ",

@@ -63,15 +63,22 @@ class CudaQuantizedLinearWeight final : public LinearWeight {
   double hadamard_norm = 1.0;
   runtime::Buffer hadamard_signs;  // double [gemm_in]
   runtime::Buffer hadamard_block;  // double [block_size^2]
-  runtime::Buffer codes;           // int8 [out, padded_in] or uint32 [out, padded_in / 8]
-  runtime::Buffer scales;          // FP16 bits [out, padded_in / group_size]
-  runtime::Buffer zero_points;     // int8 [out, groups] (asymmetric 4-bit) or empty
-  runtime::Buffer epilogue;        // float32 [out]: bias + output correction (zeros when neither)
+  // Integer Scale (W4A8 groups): the GEMM's exact group sums folded in int32 with these
+  // multipliers, then one float scale per output (integer_scale_epilogue.h); none when
+  // integer_multipliers is empty. `scales` stays the float group scales (unused then).
+  runtime::Buffer integer_multipliers;  // int32 [out, groups]
+  runtime::Buffer integer_base_scales;  // FP16 bits [out]
+  int integer_amplifier_bits = 0;
+  runtime::Buffer codes;        // int8 [out, padded_in] or uint32 [out, padded_in / 8]
+  runtime::Buffer scales;       // FP16 bits [out, padded_in / group_size]
+  runtime::Buffer zero_points;  // int8 [out, groups] (asymmetric 4-bit) or empty
+  runtime::Buffer epilogue;     // float32 [out]: bias + output correction (zeros when neither)
 
   int64_t device_bytes() const {
     return static_cast<int64_t>(codes.bytes() + scales.bytes() + zero_points.bytes() +
                                 epilogue.bytes() + input_sources.bytes() + input_divisors.bytes() +
-                                hadamard_signs.bytes() + hadamard_block.bytes());
+                                hadamard_signs.bytes() + hadamard_block.bytes() +
+                                integer_multipliers.bytes() + integer_base_scales.bytes());
   }
   // Whether the activations are the plain per-token INT8 codes of x itself, which is what
   // RunQuantizedLinearOnCodes' other producers (add_rmsnorm_quantize.h) write.
@@ -92,6 +99,11 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear
 absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> RandomQuantizedLinear(
     std::string_view name, int64_t out, int64_t in, uint64_t seed, float stddev,
     const RandomQuantizedFormat& format, int device);
+
+// Rows per chunk of an Integer Scale layer: its [rows, out, groups] int32 group sums are kept
+// within kIntegerScaleChunkBytes (at least one row, at most 65535).
+inline constexpr int64_t kIntegerScaleChunkBytes = int64_t{64} << 20;
+int64_t IntegerScaleChunkRows(const CudaQuantizedLinearWeight& weight, int64_t rows);
 
 // Scratch bytes RunQuantizedLinear takes from the arena for `rows` rows.
 int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows);
