@@ -7,11 +7,11 @@
 //     to the padded K and the FP16 scales must be identical (tolerance 0: every step is an IEEE
 //     float32 operation the kernel performs in the CPU's order); outputs are poisoned first.
 //   * a stored layer of each recipe (and of the Hadamard rotation at power-of-two widths)
-//     prepared by PrepareStoredLayerOnDevice and run by the CUDA
-//     backend's Linear at decode and prefill row counts (every GEMM path): the float32 output must
-//     equal QuantizedLinear::Forward's bit for bit (codes, integer sums and the epilogue are each
-//     exact, as in cuda_quantized_linear_test.cc; Integer Scale layers: the int32 fold and the
-//     CPU's float epilogue order, integer_scale_epilogue.h).
+//     prepared by PrepareStoredLayerOnDevice and run by the CUDA backend's Linear at decode and
+//     prefill row counts (every GEMM path): the float32 output must equal
+//     QuantizedLinear::Forward's bit for bit and the bf16 output must be it rounded once (codes,
+//     integer sums and the epilogue are each exact, as in cuda_quantized_linear_test.cc; Integer
+//     Scale layers: the int32 fold and the CPU's float epilogue order, integer_scale_epilogue.h).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -356,8 +356,17 @@ TEST_P(StoredRecipeLayerTest, LinearEqualsTheCpuForwardBitForBit) {
                          c.m, c.out);
   const absl::Status ran = (*backend)->Linear(**context, **prepared, xv, yv);
   ASSERT_TRUE(ran.ok()) << ran;
+  // The bf16 output: the reference rounded once (RNE).
+  DeviceBuffer<uint16_t> d_y16(std::vector<uint16_t>(c.m * c.out, 0xffff));  // NaN bits
+  runtime::TensorView y16(d_y16.get(), runtime::ScalarType::kBFloat16, runtime::MemoryKind::kDevice,
+                          c.m, c.out);
+  const absl::Status ran16 = (*backend)->Linear(**context, **prepared, xv, y16);
+  ASSERT_TRUE(ran16.ok()) << ran16;
   ASSERT_TRUE((*context)->Synchronize().ok());
   EXPECT_TRUE(BitwiseEqual(expected, d_y.ToHost()));
+  std::vector<uint16_t> expected16(expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) expected16[i] = FloatToBF16(expected[i]);
+  EXPECT_TRUE(BitwiseEqual(expected16, d_y16.ToHost()));
 }
 
 INSTANTIATE_TEST_SUITE_P(
