@@ -23,7 +23,9 @@
 #include "runtime/tensor_view.h"
 
 namespace flatfleet::quant {
-struct QuantizedMatrix;  // kernels/cpu/quant/quantized_matrix.h
+struct QuantizedMatrix;      // kernels/cpu/quant/quantized_matrix.h
+class RandomizedHadamard;    // kernels/cpu/quant/hadamard.h
+struct IntegerScaledWeight;  // kernels/cpu/quant/integer_scale.h
 }  // namespace flatfleet::quant
 
 namespace flatfleet::kernels {
@@ -102,16 +104,30 @@ struct LinearSource {
   const runtime::ConstTensorView* bias = nullptr;  // [1, out] or null
 };
 
-// A linear layer in the integer GEMMs' plainest form (W8A8 / W4A8 of docs/QUANT_FORMATS.md):
-// y = dequant(Q8(x) . W^T) + epilogue_add, with x quantized per token (symmetric INT8, clipped by
-// activation_clip_ratio) when the layer runs and `weight` the stored integer weight [out, in]
-// (host memory). Layers with online transforms, static activation scales, integer group scales or
-// QUIK outliers are not of this form (quant/ says which run where).
+// A linear layer on the integer GEMMs (W8A8 / W4A8 of docs/QUANT_FORMATS.md):
+// y = dequant(Q(t) . W^T) + epilogue_add, with `weight` the stored integer weight [out, K] (host
+// memory) and Q symmetric codes of activation_bits: per token (clipped by activation_clip_ratio)
+// or with one static per-tensor scale. t = x when input_divisors and input_sources are empty;
+// else t_c = x[input_sources_c] / input_divisors_c (an IEEE division, before quantizing):
+// SmoothQuant's smoothing and FlattenQuant's channel split; or t = x Q, the randomized Hadamard
+// rotation (`rotation`). Layers with other online transforms or QUIK outliers are not of this
+// form (quant/ says which run where).
 struct QuantizedLinearSource {
   std::string_view name;
   const quant::QuantizedMatrix* weight = nullptr;
   float activation_clip_ratio = 1.0f;
-  std::span<const float> epilogue_add;  // [out] (bias plus output correction) or empty
+  std::span<const float> epilogue_add;     // [out] (bias plus output correction) or empty
+  int activation_bits = 8;                 // 2..8 (qmax = 2^(bits - 1) - 1)
+  uint16_t static_activation_scale = 0;    // FP16 bits; 0: per-token dynamic
+  int64_t in_features = 0;                 // x's width; 0: K (weight->cols)
+  std::span<const int32_t> input_sources;  // [K] x column of each GEMM input, or empty (c -> c)
+  std::span<const float> input_divisors;   // [K] positive, or empty (no division)
+  // An online randomized Hadamard rotation t = x Q (QuaRot; kernels/cpu/quant/hadamard.h) of
+  // size K, or null; not combined with input_sources / input_divisors.
+  const quant::RandomizedHadamard* rotation = nullptr;
+  // Integer Scale's integer group multipliers (W4A8 groups; the GEMM keeps int32 until one float
+  // scale per output), or null. Its weight must be `weight`'s codes and scales.
+  const quant::IntegerScaledWeight* integer_scaled = nullptr;
 };
 
 // The weight format of a seeded random quantized layer (benchmarks): symmetric codes of

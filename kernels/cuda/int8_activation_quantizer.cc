@@ -22,12 +22,26 @@ absl::Status QuantizeActivationsInt8(const DeviceActivationQuantization& args,
     return absl::InvalidArgumentError(absl::StrCat(
         "activation quantization: clip_ratio must be in (0, 1], got ", args.clip_ratio));
   }
-  const int64_t x_stride = args.x_stride == 0 ? args.cols : args.x_stride;
-  const int64_t codes_stride = args.codes_stride == 0 ? args.cols : args.codes_stride;
-  if (x_stride < args.cols || codes_stride < args.cols) {
+  if (args.qmax < 1 || args.qmax > 127) {
     return absl::InvalidArgumentError(
-        absl::StrCat("activation quantization: x_stride ", args.x_stride, " and codes_stride ",
-                     args.codes_stride, " must be 0 or at least cols = ", args.cols));
+        absl::StrCat("activation quantization: qmax must be in 1..127, got ", args.qmax));
+  }
+  if (args.static_scale != 0 && args.static_scale >= 0x7c00) {
+    return absl::InvalidArgumentError(absl::StrCat("activation quantization: static_scale 0x",
+                                                   absl::Hex(args.static_scale),
+                                                   " is not a positive finite FP16 value"));
+  }
+  const int64_t x_cols = args.channel_sources != nullptr ? args.x_cols : args.cols;
+  if (args.channel_sources != nullptr && x_cols <= 0) {
+    return absl::InvalidArgumentError(
+        "activation quantization: x_cols must be positive with channel_sources");
+  }
+  const int64_t x_stride = args.x_stride == 0 ? x_cols : args.x_stride;
+  const int64_t codes_stride = args.codes_stride == 0 ? args.cols : args.codes_stride;
+  if (x_stride < x_cols || codes_stride < args.cols) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "activation quantization: x_stride ", args.x_stride, " must be 0 or at least ", x_cols,
+        " and codes_stride ", args.codes_stride, " must be 0 or at least cols = ", args.cols));
   }
   if (args.rows > 0 && (args.x == nullptr || args.codes == nullptr || args.scales == nullptr)) {
     return absl::InvalidArgumentError(
@@ -44,6 +58,10 @@ absl::Status QuantizeActivationsInt8(const DeviceActivationQuantization& args,
   params.codes = args.codes;
   params.scales = args.scales;
   params.status = args.status;
+  params.qmax = args.qmax;
+  params.static_scale = args.static_scale;
+  params.channel_sources = args.channel_sources;
+  params.channel_divisors = args.channel_divisors;
   if (const cudaError_t error = internal::LaunchQuantizeRowsInt8(params, stream);
       error != cudaSuccess) {
     return absl::InternalError(

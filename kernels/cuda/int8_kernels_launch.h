@@ -20,10 +20,14 @@ struct QuantizeRowsParams {
   int64_t cols = 0;
   int64_t x_stride = 0;  // >= cols
   float clip_ratio = 1.0f;
-  int8_t* codes = nullptr;     // [rows, codes_stride]; zeros after the first cols
-  int64_t codes_stride = 0;    // >= cols
-  uint16_t* scales = nullptr;  // [rows] FP16 bits
-  int32_t* status = nullptr;   // optional
+  int8_t* codes = nullptr;                   // [rows, codes_stride]; zeros after the first cols
+  int64_t codes_stride = 0;                  // >= cols
+  uint16_t* scales = nullptr;                // [rows] FP16 bits
+  int32_t* status = nullptr;                 // optional
+  int qmax = 127;                            // largest code: 2^(bits - 1) - 1 for 2..8 bits
+  uint16_t static_scale = 0;                 // FP16 bits of a per-tensor scale; 0: per-token max
+  const int32_t* channel_sources = nullptr;  // [cols]: x column code column c reads; null: c
+  const float* channel_divisors = nullptr;   // [cols]: divided into column c first; null: none
 };
 cudaError_t LaunchQuantizeRowsInt8(const QuantizeRowsParams& params, cudaStream_t stream);
 

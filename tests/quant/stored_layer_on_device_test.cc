@@ -1,6 +1,7 @@
 // Which stored quantized layers the GPU's integer GEMMs run (quant/checkpoint/
-// stored_layer_on_device.h): the plain W8A8 / W4A8 form loads, every other feature is refused
-// with an error naming the layer and the feature, and a backend without integer GEMMs says so.
+// stored_layer_on_device.h): the plain W8A8 / W4A8 form and the activation recipes of the GPU
+// quantizer load, every other feature is refused with an error naming the layer and the feature,
+// and a backend without integer GEMMs says so.
 #include "quant/checkpoint/stored_layer_on_device.h"
 
 #include <random>
@@ -9,8 +10,11 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/quant/integer_scale.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
+#include "quant/flatten_input_transform.h"
 #include "quant/recipes.h"
+#include "quant/smooth_input_transform.h"
 #include "tests/quant/test_random.h"
 
 namespace flatfleet::quant {
@@ -51,12 +55,20 @@ TEST(StoredLayerOnDeviceTest, PlainW8A8AndW4A8Run) {
   EXPECT_TRUE(Check("model.layers.0.mlp.down_proj", PlainParts(4, 0, rng)).ok());
 }
 
-TEST(StoredLayerOnDeviceTest, FeaturesWithoutAGpuKernelAreRefused) {
+// The activation-side recipes the GPU runs (int8_activation_quantizer.h, hadamard_transform.h):
+// low-bit symmetric per-token codes (W4A4), the randomized Hadamard rotation, static per-tensor
+// scales, SmoothQuant's smoothing, FlattenQuant's channel split, and Integer Scale's
+// multipliers (integer_scale_epilogue.h).
+TEST(StoredLayerOnDeviceTest, ActivationRecipesOfTheQuantizerRun) {
   const uint64_t seed = test_util::FreshSeed();
   SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
   std::mt19937_64 rng(seed);
-  const std::string name = "model.layers.2.self_attn.o_proj";
-
+  const std::string name = "model.layers.1.mlp.gate_up_proj";
+  for (int bits : {2, 3, 4, 6}) {
+    QuantizedLinearParts low = PlainParts(4, 0, rng);
+    low.activation_format.bits = bits;
+    EXPECT_TRUE(Check(name, low).ok()) << bits;
+  }
   QuantizedLinearParts rotated = PlainParts(4, 0, rng);
   absl::StatusOr<QuantRecipe> hadamard = RecipeByName("w4a4-hadamard");
   ASSERT_TRUE(hadamard.ok()) << hadamard.status();
@@ -64,15 +76,73 @@ TEST(StoredLayerOnDeviceTest, FeaturesWithoutAGpuKernelAreRefused) {
   ASSERT_TRUE(chain.ok()) << chain.status();
   ASSERT_FALSE(chain->empty());
   rotated.transforms = *chain;
-  ExpectRefused(Check(name, rotated), name, "online input transform");
+  EXPECT_TRUE(Check(name, rotated).ok());
 
   QuantizedLinearParts static_scale = PlainParts(8, 0, rng);
   static_scale.static_activation_scale = 0x2000;  // an FP16 scale
-  ExpectRefused(Check(name, static_scale), name, "static per-tensor activation scale");
+  EXPECT_TRUE(Check(name, static_scale).ok());
 
-  QuantizedLinearParts a4 = PlainParts(4, 0, rng);
-  a4.activation_format.bits = 4;
-  ExpectRefused(Check(name, a4), name, "4-bit activations");
+  QuantizedLinearParts smoothed = PlainParts(4, 128, rng);
+  auto smooth = SmoothInputTransform::Create(std::vector<float>(kIn, 0.5f), 0.5);
+  ASSERT_TRUE(smooth.ok()) << smooth.status();
+  auto smooth_chain = InputTransformChain::Create({*smooth});
+  ASSERT_TRUE(smooth_chain.ok()) << smooth_chain.status();
+  smoothed.transforms = *smooth_chain;
+  smoothed.static_activation_scale = 0x2400;
+  EXPECT_TRUE(Check(name, smoothed).ok());
+
+  // A flattened layer's weight has the grown K: two inputs split in 3 give kIn + 4 columns.
+  std::vector<int32_t> splits(kIn, 1);
+  splits[5] = 3;
+  splits[200] = 3;
+  auto flatten = FlattenInputTransform::Create(splits);
+  ASSERT_TRUE(flatten.ok()) << flatten.status();
+  auto flatten_chain = InputTransformChain::Create({*flatten});
+  ASSERT_TRUE(flatten_chain.ok()) << flatten_chain.status();
+  std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+  std::vector<float> w(kOut * (kIn + 4));
+  for (float& v : w) v = u(rng);
+  QuantizedLinearParts flattened;
+  flattened.in_features = kIn;
+  flattened.activation_format = {.bits = 4, .symmetric = true, .group_size = 0};
+  flattened.weight = *QuantizeRtn(w, kOut, kIn + 4, {.bits = 4, .group_size = 0});
+  flattened.transforms = *flatten_chain;
+  flattened.static_activation_scale = 0x2000;
+  EXPECT_TRUE(Check(name, flattened).ok());
+
+  // Integer Scale's multipliers on 4-bit groups.
+  QuantizedLinearParts grouped = PlainParts(4, 128, rng);
+  auto scaled = MakeIntegerScaledWeight(grouped.weight, grouped.activation_format);
+  ASSERT_TRUE(scaled.ok()) << scaled.status();
+  QuantizedLinearParts intscale;
+  intscale.in_features = kIn;
+  intscale.activation_format = grouped.activation_format;
+  intscale.gemm_kind = LinearGemmKind::kIntegerScales;
+  intscale.integer_scaled = *scaled;
+  EXPECT_TRUE(Check(name, intscale).ok());
+}
+
+TEST(StoredLayerOnDeviceTest, FeaturesWithoutAGpuKernelAreRefused) {
+  const uint64_t seed = test_util::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
+  std::mt19937_64 rng(seed);
+  const std::string name = "model.layers.2.self_attn.o_proj";
+
+  QuantizedLinearParts asymmetric = PlainParts(4, 0, rng);
+  asymmetric.activation_format.bits = 4;
+  asymmetric.activation_format.symmetric = false;
+  ExpectRefused(Check(name, asymmetric), name, "4-bit asymmetric activations");
+
+  // Two transforms in a row (smoothing then flattening) are not one gather-and-divide.
+  QuantizedLinearParts chained = PlainParts(8, 0, rng);
+  auto smooth = SmoothInputTransform::Create(std::vector<float>(kIn, 2.0f), 0.5);
+  ASSERT_TRUE(smooth.ok()) << smooth.status();
+  auto flatten = FlattenInputTransform::Create(std::vector<int32_t>(kIn, 1));
+  ASSERT_TRUE(flatten.ok()) << flatten.status();
+  auto two = InputTransformChain::Create({*smooth, *flatten});
+  ASSERT_TRUE(two.ok()) << two.status();
+  chained.transforms = *two;
+  ExpectRefused(Check(name, chained), name, "chain of online input transforms (smooth + flatten)");
 
   QuantizedLinearParts w3 = PlainParts(3, 128, rng);
   ExpectRefused(Check(name, w3), name, "3-bit weights");

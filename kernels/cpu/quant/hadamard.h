@@ -42,6 +42,10 @@ class RandomizedHadamard {
   int64_t power_of_two() const { return power_of_two_; }
   int64_t block_size() const { return block_size_; }
   bool block_is_paley() const { return block_is_paley_; }
+  // D's diagonal ([size()], +-1) and B_m ([block_size()^2] row-major, {1} when m = 1): what a
+  // device kernel needs to apply the same rotation.
+  const std::vector<double>& signs() const { return signs_; }
+  const std::vector<double>& block() const { return block_; }
 
   // rows ([num_rows, size()], row-major) <- rows * Q.
   void ApplyToActivationRows(std::span<float> rows, int64_t num_rows) const;

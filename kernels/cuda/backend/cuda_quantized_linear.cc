@@ -1,17 +1,23 @@
 #include "kernels/cuda/backend/cuda_quantized_linear.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/dtype.h"
 #include "common/status_macros.h"
+#include "kernels/cpu/quant/hadamard.h"
+#include "kernels/cpu/quant/integer_scale.h"
 #include "kernels/cpu/quant/packed_int4_matrix.h"
 #include "kernels/cpu/quant/quantized_matrix.h"
 #include "kernels/cuda/bias_add.h"
+#include "kernels/cuda/hadamard_transform.h"
 #include "kernels/cuda/int8_activation_quantizer.h"
 #include "kernels/cuda/int8_dequant_epilogue.h"
 #include "kernels/cuda/int8_gemm.h"
+#include "kernels/cuda/integer_scale_epilogue.h"
 #include "kernels/cuda/random_fill.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
 #include "kernels/cuda/w4a8_prefill_gemm.h"
@@ -81,6 +87,119 @@ Gemm W4A8Operands(const CudaQuantizedLinearWeight& weight, int64_t rows, const v
   return gemm;
 }
 
+// The activation quantizer's settings of `source` (int8_activation_quantizer.h), checked on the
+// host so that the device gather never reads outside x.
+absl::Status CheckActivationSide(const QuantizedLinearSource& source) {
+  const std::string name(source.name);
+  const int64_t k = source.weight->cols;
+  if (source.activation_bits < 2 || source.activation_bits > 8) {
+    return absl::InvalidArgumentError(absl::StrCat("layer '", name, "': ", source.activation_bits,
+                                                   "-bit activations (2..8 run)"));
+  }
+  if (source.static_activation_scale != 0) {
+    const float scale = HalfToFloat(source.static_activation_scale);
+    if (!(scale > 0.0f) || !std::isfinite(scale)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer '", name, "': static activation scale ", scale));
+    }
+  }
+  const int64_t in = source.in_features == 0 ? k : source.in_features;
+  if (in <= 0 || (source.input_sources.empty() && in != k)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer '", name, "': ", in, " inputs for a weight of ", k, " columns"));
+  }
+  if (!source.input_sources.empty()) {
+    if (static_cast<int64_t>(source.input_sources.size()) != k) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer '", name, "': ", source.input_sources.size(), " input sources for K = ", k));
+    }
+    for (int64_t c = 0; c < k; ++c) {
+      if (source.input_sources[c] < 0 || source.input_sources[c] >= in) {
+        return absl::InvalidArgumentError(absl::StrCat("layer '", name, "': input source ",
+                                                       source.input_sources[c], " of column ", c,
+                                                       " is outside [0, ", in, ")"));
+      }
+    }
+  }
+  if (source.rotation != nullptr) {
+    const quant::RandomizedHadamard& rotation = *source.rotation;
+    if (!source.input_sources.empty() || !source.input_divisors.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer '", name, "': a Hadamard rotation with a gather or divisors (one transform)"));
+    }
+    if (rotation.size() != k || in != k || static_cast<int64_t>(rotation.signs().size()) != k ||
+        static_cast<int64_t>(rotation.block().size()) !=
+            rotation.block_size() * rotation.block_size()) {
+      return absl::InvalidArgumentError(absl::StrCat("layer '", name, "': a Hadamard rotation of ",
+                                                     rotation.size(), " for K = ", k));
+    }
+    if (k > cuda::kHadamardMaxSize) {
+      return Refuse(source.name, absl::StrCat("a Hadamard rotation of ", k,
+                                              " inputs (the kernel keeps a row of doubles in "
+                                              "shared memory: at most ",
+                                              cuda::kHadamardMaxSize, ")"));
+    }
+  }
+  if (!source.input_divisors.empty()) {
+    if (static_cast<int64_t>(source.input_divisors.size()) != k) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer '", name, "': ", source.input_divisors.size(), " input divisors for K = ", k));
+    }
+    for (float divisor : source.input_divisors) {
+      if (!(divisor > 0.0f) || !std::isfinite(divisor)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("layer '", name, "': input divisor ", divisor));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Integer Scale: per chunk of rows, GemmW4A8's exact group sums, then the int32 fold and one
+// float scale per output (integer_scale_epilogue.h), written to y.
+absl::Status RunIntegerScaleOnCodes(const CudaQuantizedLinearWeight& weight, int64_t rows,
+                                    const int8_t* codes, const uint16_t* scales,
+                                    const runtime::TensorView& y, runtime::WorkspaceArena& arena,
+                                    cudaStream_t stream) {
+  if (rows != y.rows || weight.out_features() != y.cols) {
+    return absl::InvalidArgumentError(absl::StrCat("quantized linear: y is ", y.rows, " x ", y.cols,
+                                                   ", expected ", rows, " x ",
+                                                   weight.out_features()));
+  }
+  const int64_t out = weight.out_features();
+  const int64_t groups = weight.padded_in / weight.group_size;
+  const int64_t chunk = IntegerScaleChunkRows(weight, rows);
+  const runtime::WorkspaceArena::Mark mark = arena.mark();
+  FF_ASSIGN_OR_RETURN(void* group_sums, arena.TakeBytes(chunk * out * groups * 4));
+  FF_ASSIGN_OR_RETURN(void* float_sums, arena.TakeBytes(chunk * out * 4));
+  const size_t element = y.type == runtime::ScalarType::kFloat32 ? 4 : 2;
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t m = std::min(chunk, rows - r0);
+    auto gemm =
+        W4A8Operands<cuda::DeviceW4A8Gemm>(weight, m, codes + r0 * weight.padded_in, scales + r0);
+    gemm.y = static_cast<float*>(float_sums);  // the float-scale result, not used
+    gemm.group_accumulators = static_cast<int32_t*>(group_sums);
+    FF_RETURN_IF_ERROR(cuda::GemmW4A8(gemm, stream));
+    cuda::DeviceIntegerScaleEpilogue epilogue;
+    epilogue.rows = m;
+    epilogue.cols = out;
+    epilogue.groups = groups;
+    epilogue.group_sums = static_cast<const int32_t*>(group_sums);
+    epilogue.multipliers = static_cast<const int32_t*>(weight.integer_multipliers.data());
+    epilogue.x_scales = scales + r0;
+    epilogue.base_scales = static_cast<const uint16_t*>(weight.integer_base_scales.data());
+    epilogue.amplifier_bits = weight.integer_amplifier_bits;
+    epilogue.add = static_cast<const float*>(weight.epilogue.data());
+    epilogue.y = static_cast<char*>(y.data) + r0 * y.row_stride * element;
+    epilogue.y_stride = y.row_stride;
+    epilogue.y_type = y.type == runtime::ScalarType::kFloat32 ? cuda::GemmElementType::kFloat32
+                                                              : cuda::GemmElementType::kBf16;
+    FF_RETURN_IF_ERROR(cuda::IntegerScaleEpilogue(epilogue, stream));
+  }
+  arena.Release(mark);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear(
@@ -115,9 +234,50 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear
                                                    "': ", source.epilogue_add.size(),
                                                    " epilogue values for ", w.rows, " outputs"));
   }
-  auto handle = std::make_unique<CudaQuantizedLinearWeight>(w.rows, w.cols);
+  FF_RETURN_IF_ERROR(CheckActivationSide(source));
+  if (source.integer_scaled != nullptr) {
+    const quant::IntegerScaledWeight& scaled = *source.integer_scaled;
+    const int64_t groups = w.GroupsPerRow();
+    if (format.bits != 4 || per_channel) {
+      return Refuse(source.name, "integer scales on a weight that is not 4-bit in groups");
+    }
+    if (static_cast<int64_t>(scaled.multipliers.size()) != w.rows * groups ||
+        static_cast<int64_t>(scaled.base_scales.size()) != w.rows || scaled.amplifier_bits < 0 ||
+        scaled.amplifier_bits > 30) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer '", std::string(source.name),
+          "': integer scales do not match the weight (multipliers ", scaled.multipliers.size(),
+          ", base scales ", scaled.base_scales.size(), ", amplifier ", scaled.amplifier_bits, ")"));
+    }
+  }
+  const int64_t in_features = source.in_features == 0 ? w.cols : source.in_features;
+  auto handle = std::make_unique<CudaQuantizedLinearWeight>(w.rows, in_features);
   handle->weight_bits = format.bits;
   handle->activation_clip_ratio = source.activation_clip_ratio;
+  handle->activation_qmax = (1 << (source.activation_bits - 1)) - 1;
+  handle->static_activation_scale = source.static_activation_scale;
+  handle->gemm_in = w.cols;
+  if (!source.input_sources.empty()) {
+    FF_ASSIGN_OR_RETURN(
+        handle->input_sources,
+        UploadVector(std::vector<int32_t>(source.input_sources.begin(), source.input_sources.end()),
+                     device));
+  }
+  if (source.rotation != nullptr) {
+    const quant::RandomizedHadamard& rotation = *source.rotation;
+    handle->hadamard_power_of_two = rotation.power_of_two();
+    handle->hadamard_block_size = rotation.block_size();
+    // The CPU's own expression (RandomizedHadamard::ApplyToRow), so the bits agree.
+    handle->hadamard_norm = 1.0 / std::sqrt(static_cast<double>(rotation.power_of_two()));
+    FF_ASSIGN_OR_RETURN(handle->hadamard_signs, UploadVector(rotation.signs(), device));
+    FF_ASSIGN_OR_RETURN(handle->hadamard_block, UploadVector(rotation.block(), device));
+  }
+  if (!source.input_divisors.empty()) {
+    FF_ASSIGN_OR_RETURN(
+        handle->input_divisors,
+        UploadVector(std::vector<float>(source.input_divisors.begin(), source.input_divisors.end()),
+                     device));
+  }
   if (per_channel) {
     handle->padded_in = RoundUp(w.cols, kKMultiple);
     handle->group_size = handle->padded_in;
@@ -145,6 +305,13 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear
     }
   }
   FF_ASSIGN_OR_RETURN(handle->scales, UploadVector(w.scales, device));
+  if (source.integer_scaled != nullptr) {
+    FF_ASSIGN_OR_RETURN(handle->integer_multipliers,
+                        UploadVector(source.integer_scaled->multipliers, device));
+    FF_ASSIGN_OR_RETURN(handle->integer_base_scales,
+                        UploadVector(source.integer_scaled->base_scales, device));
+    handle->integer_amplifier_bits = source.integer_scaled->amplifier_bits;
+  }
   std::vector<float> epilogue(w.rows, 0.0f);
   if (!source.epilogue_add.empty()) {
     std::copy(source.epilogue_add.begin(), source.epilogue_add.end(), epilogue.begin());
@@ -165,6 +332,7 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> RandomQuantizedLinear
   }
   auto handle = std::make_unique<CudaQuantizedLinearWeight>(out, in);
   handle->weight_bits = format.weight_bits;
+  handle->gemm_in = in;
   const bool per_channel = format.group_size == 0 || format.group_size >= in ||
                            format.weight_bits == 8 || in % format.group_size != 0;
   if (!per_channel && format.group_size % kKMultiple != 0) {
@@ -195,12 +363,28 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> RandomQuantizedLinear
 }
 
 int64_t QuantizedLinearOnCodesScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows) {
-  return RoundUp(rows * weight.out_features() * 4, runtime::WorkspaceArena::kAlignment);
+  const int64_t align = runtime::WorkspaceArena::kAlignment;
+  if (weight.integer_multipliers.bytes() > 0) {
+    // One chunk's group sums and GemmW4A8's float32 output (RunIntegerScaleOnCodes).
+    const int64_t chunk = IntegerScaleChunkRows(weight, rows);
+    const int64_t groups = weight.padded_in / weight.group_size;
+    return RoundUp(chunk * weight.out_features() * groups * 4, align) +
+           RoundUp(chunk * weight.out_features() * 4, align);
+  }
+  return RoundUp(rows * weight.out_features() * 4, align);
+}
+
+int64_t IntegerScaleChunkRows(const CudaQuantizedLinearWeight& weight, int64_t rows) {
+  const int64_t groups = weight.padded_in / weight.group_size;
+  const int64_t per_row = weight.out_features() * groups * 4;
+  return std::clamp<int64_t>(std::min(rows, kIntegerScaleChunkBytes / per_row), 1, 65535);
 }
 
 int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows) {
   const int64_t align = runtime::WorkspaceArena::kAlignment;
-  return RoundUp(rows * weight.padded_in, align) + RoundUp(rows * 2, align) +
+  const int64_t rotated =
+      weight.hadamard_power_of_two > 0 ? RoundUp(rows * weight.gemm_in * 4, align) : 0;
+  return rotated + RoundUp(rows * weight.padded_in, align) + RoundUp(rows * 2, align) +
          QuantizedLinearOnCodesScratchBytes(weight, rows);
 }
 
@@ -209,6 +393,11 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
                                 runtime::WorkspaceArena& arena, cudaStream_t stream,
                                 cuda::CublasLtInt8Gemm* int8_gemm) {
   const int64_t rows = x.rows;
+  if (x.cols != weight.in_features() || x.row_stride < x.cols) {
+    return absl::InvalidArgumentError(absl::StrCat("quantized linear: x is ", x.rows, " x ", x.cols,
+                                                   " (row stride ", x.row_stride, ") for ",
+                                                   weight.in_features(), " inputs"));
+  }
   const runtime::WorkspaceArena::Mark mark = arena.mark();
   FF_ASSIGN_OR_RETURN(void* codes, arena.TakeBytes(rows * weight.padded_in));
   FF_ASSIGN_OR_RETURN(void* scales, arena.TakeBytes(rows * 2));
@@ -216,12 +405,41 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
   quantize.x = x.data;
   quantize.type = cuda::ActivationType::kBfloat16;
   quantize.rows = rows;
-  quantize.cols = x.cols;
+  quantize.cols = weight.gemm_in;
   quantize.x_stride = x.row_stride;
+  if (weight.hadamard_power_of_two > 0) {
+    // x Q into float32 scratch (the CPU rounds the rotated row to float32 too), then quantized.
+    FF_ASSIGN_OR_RETURN(void* rotated, arena.TakeBytes(rows * weight.gemm_in * 4));
+    cuda::DeviceHadamardRows rotate;
+    rotate.x = x.data;
+    rotate.type = cuda::ActivationType::kBfloat16;
+    rotate.rows = rows;
+    rotate.x_stride = x.row_stride;
+    rotate.power_of_two = weight.hadamard_power_of_two;
+    rotate.block_size = weight.hadamard_block_size;
+    rotate.signs = static_cast<const double*>(weight.hadamard_signs.data());
+    rotate.block = static_cast<const double*>(weight.hadamard_block.data());
+    rotate.norm = weight.hadamard_norm;
+    rotate.y = static_cast<float*>(rotated);
+    rotate.y_stride = weight.gemm_in;
+    FF_RETURN_IF_ERROR(cuda::ApplyHadamardRows(rotate, stream));
+    quantize.x = rotated;
+    quantize.type = cuda::ActivationType::kFloat32;
+    quantize.x_stride = weight.gemm_in;
+  }
   quantize.clip_ratio = weight.activation_clip_ratio;
   quantize.codes = static_cast<int8_t*>(codes);
   quantize.codes_stride = weight.padded_in;
   quantize.scales = static_cast<uint16_t*>(scales);
+  quantize.qmax = weight.activation_qmax;
+  quantize.static_scale = weight.static_activation_scale;
+  if (weight.input_sources.bytes() > 0) {
+    quantize.channel_sources = static_cast<const int32_t*>(weight.input_sources.data());
+    quantize.x_cols = x.cols;
+  }
+  if (weight.input_divisors.bytes() > 0) {
+    quantize.channel_divisors = static_cast<const float*>(weight.input_divisors.data());
+  }
   FF_RETURN_IF_ERROR(cuda::QuantizeActivationsInt8(quantize, stream));
   FF_RETURN_IF_ERROR(RunQuantizedLinearOnCodes(weight, rows, static_cast<const int8_t*>(codes),
                                                static_cast<const uint16_t*>(scales), y, arena,
@@ -234,6 +452,9 @@ absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, 
                                        const int8_t* codes, const uint16_t* scales,
                                        const runtime::TensorView& y, runtime::WorkspaceArena& arena,
                                        cudaStream_t stream, cuda::CublasLtInt8Gemm* int8_gemm) {
+  if (weight.integer_multipliers.bytes() > 0) {
+    return RunIntegerScaleOnCodes(weight, rows, codes, scales, y, arena, stream);
+  }
   if (rows != y.rows || weight.out_features() != y.cols) {
     return absl::InvalidArgumentError(absl::StrCat("quantized linear: y is ", y.rows, " x ", y.cols,
                                                    ", expected ", rows, " x ",

@@ -1,6 +1,8 @@
 // Quantized linear layers on the CUDA backend (kernels::QuantizedLinearSource): the bf16 input is
-// quantized per token to INT8 on the device, then the integer GEMM by row count (each bit-exact
-// with the CPU reference, so the choice never changes a result):
+// quantized on the device (int8_activation_quantizer.h: per token or with a static scale, codes of
+// 2..8 bits in int8, after SmoothQuant's / FlattenQuant's gather and division or the randomized
+// Hadamard rotation (hadamard_transform.h) where the layer has one), then the integer GEMM by row
+// count (each bit-exact with the CPU reference, so the choice never changes a result):
 //   * W4A8 up to kDecodeGemmMaxRows: the weight-streaming decode GEMM with the epilogue (bias
 //     plus output correction, one rounding to the output type) fused; kAuto runs the streaming
 //     kernel where it can, else splits K over the warps of a CTA on narrow layers
@@ -44,6 +46,29 @@ class CudaQuantizedLinearWeight final : public LinearWeight {
   int64_t group_size = 0;         // of the GEMM (padded_in when per output channel)
   bool unsigned_nibbles = false;  // asymmetric 4-bit: nibbles hold code + 8
   float activation_clip_ratio = 1.0f;
+  // The activation side (int8_activation_quantizer.h): codes up to activation_qmax (127 for A8,
+  // 7 for W4A4), a static per-tensor FP16 scale or 0 (per token), and the optional column gather
+  // and divisors of SmoothQuant / FlattenQuant over the gemm_in transformed inputs (gemm_in >
+  // in_features() where FlattenQuant split channels).
+  int activation_qmax = 127;
+  uint16_t static_activation_scale = 0;
+  int64_t gemm_in = 0;
+  runtime::Buffer input_sources;   // int32 [gemm_in] or empty
+  runtime::Buffer input_divisors;  // float32 [gemm_in] or empty
+  // The online randomized Hadamard rotation of x before quantizing (hadamard_transform.h), of
+  // size gemm_in = hadamard_power_of_two * hadamard_block_size; none when hadamard_power_of_two
+  // is 0. The rotated rows pass through float32 op scratch.
+  int64_t hadamard_power_of_two = 0;
+  int64_t hadamard_block_size = 1;
+  double hadamard_norm = 1.0;
+  runtime::Buffer hadamard_signs;  // double [gemm_in]
+  runtime::Buffer hadamard_block;  // double [block_size^2]
+  // Integer Scale (W4A8 groups): the GEMM's exact group sums folded in int32 with these
+  // multipliers, then one float scale per output (integer_scale_epilogue.h); none when
+  // integer_multipliers is empty. `scales` stays the float group scales (unused then).
+  runtime::Buffer integer_multipliers;  // int32 [out, groups]
+  runtime::Buffer integer_base_scales;  // FP16 bits [out]
+  int integer_amplifier_bits = 0;
   runtime::Buffer codes;        // int8 [out, padded_in] or uint32 [out, padded_in / 8]
   runtime::Buffer scales;       // FP16 bits [out, padded_in / group_size]
   runtime::Buffer zero_points;  // int8 [out, groups] (asymmetric 4-bit) or empty
@@ -51,7 +76,15 @@ class CudaQuantizedLinearWeight final : public LinearWeight {
 
   int64_t device_bytes() const {
     return static_cast<int64_t>(codes.bytes() + scales.bytes() + zero_points.bytes() +
-                                epilogue.bytes());
+                                epilogue.bytes() + input_sources.bytes() + input_divisors.bytes() +
+                                hadamard_signs.bytes() + hadamard_block.bytes() +
+                                integer_multipliers.bytes() + integer_base_scales.bytes());
+  }
+  // Whether the activations are the plain per-token INT8 codes of x itself, which is what
+  // RunQuantizedLinearOnCodes' other producers (add_rmsnorm_quantize.h) write.
+  bool plain_int8_activations() const {
+    return activation_qmax == 127 && static_activation_scale == 0 && input_sources.bytes() == 0 &&
+           input_divisors.bytes() == 0 && hadamard_power_of_two == 0;
   }
 };
 
@@ -66,6 +99,11 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear
 absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> RandomQuantizedLinear(
     std::string_view name, int64_t out, int64_t in, uint64_t seed, float stddev,
     const RandomQuantizedFormat& format, int device);
+
+// Rows per chunk of an Integer Scale layer: its [rows, out, groups] int32 group sums are kept
+// within kIntegerScaleChunkBytes (at least one row, at most 65535).
+inline constexpr int64_t kIntegerScaleChunkBytes = int64_t{64} << 20;
+int64_t IntegerScaleChunkRows(const CudaQuantizedLinearWeight& weight, int64_t rows);
 
 // Scratch bytes RunQuantizedLinear takes from the arena for `rows` rows.
 int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows);
@@ -88,10 +126,11 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
                                 cuda::CublasLtInt8Gemm* int8_gemm = nullptr);
 
 // The GEMM half of RunQuantizedLinear, for INT8 activations quantized elsewhere: codes
-// [rows, weight.padded_in] (zeros past in_features()) and FP16 scales [rows], as
-// QuantizeActivationsInt8 writes them with codes_stride = padded_in and clip_ratio =
-// activation_clip_ratio -- or the fused add + RMSNorm + quantize kernel
-// (kernels/cuda/add_rmsnorm_quantize.h) with the same two settings, which saves the norm's bf16
+// [rows, weight.padded_in] (zeros past gemm_in) and FP16 scales [rows], as
+// QuantizeActivationsInt8 writes them with codes_stride = padded_in and the layer's activation
+// settings above -- or, for plain_int8_activations() layers only, the fused add + RMSNorm +
+// quantize kernel (kernels/cuda/add_rmsnorm_quantize.h) with clip_ratio = activation_clip_ratio
+// and codes_stride = padded_in, which saves the norm's bf16
 // output and the quantizer's pass over it. The same bits as RunQuantizedLinear on the bf16 x
 // those codes quantize. Takes QuantizedLinearOnCodesScratchBytes from the arena (released
 // before returning).
