@@ -109,7 +109,7 @@ absl::Status GemmW4A8Midm(const DeviceW4A8MidmGemm& args, cudaStream_t stream) {
   }
   if (midm && !shape->group_sums_below_2_22) {
     return Invalid(
-        "the kMma* kernels need group_size * 127 * max |w - zero| < 2^22 (groups up to 4608, or "
+        "the kMma* kernels need group_size * 127 * max |w - zero| < 2^22 (groups up to 4704, or "
         "2176 with zero points), got group_size = ",
         args.group_size, zero_points ? " with zero points" : "");
   }

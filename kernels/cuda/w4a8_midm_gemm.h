@@ -32,7 +32,7 @@ inline constexpr int64_t kW4A8MidmMaxRows = 256;
 
 // Which kernel runs. kAuto takes ChooseW4A8MidmKernel's choice. The kMma* tiles (rows x columns
 // of outputs per block, its cp.async ring depth, blocks per SM) need group sums below 2^22
-// (group_size * 127 * 7, or * 15 with zero points, < 2^22: groups up to 4608, or 2176 with zero
+// (group_size * 127 * 7, or * 15 with zero points, < 2^22: groups up to 4704, or 2176 with zero
 // points), else InvalidArgument; kAuto then runs kPrefillMmaSync. kSimple is the prefill GEMM's
 // one-thread-per-output reference kernel: slow, obviously right, a fallback should a tensor-core
 // kernel ever be in doubt.

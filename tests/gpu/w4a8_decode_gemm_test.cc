@@ -25,6 +25,7 @@
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/ops_test_util.h"
+#include "tests/gpu/w4a8_gemm_test_util.h"
 
 namespace flatfleet::cuda {
 namespace {
@@ -272,40 +273,15 @@ INSTANTIATE_TEST_SUITE_P(
                       DecodeCase{16, 10240, 8192, 128, false}),
     [](const auto& info) { return CaseName(info.param); });
 
-// Argument checks run on the host before any launch: no GPU needed. Fake, never dereferenced,
-// 16-byte aligned addresses stand in for device buffers.
-template <typename T>
-T* FakeDevicePointer(uintptr_t offset = 0) {
-  return reinterpret_cast<T*>(uintptr_t{1} << 20 | offset);
-}
+// Argument checks run on the host before any launch: no GPU needed (fake device pointers).
+using testing::FakeDevicePointer;
 
-DeviceW4A8DecodeGemm ValidArgs() {
-  return {.m = 4,
-          .n = 64,
-          .k = 512,
-          .group_size = 128,
-          .x_codes = FakeDevicePointer<int8_t>(),
-          .x_scales = FakeDevicePointer<uint16_t>(),
-          .w_words = FakeDevicePointer<uint32_t>(),
-          .w_scales = FakeDevicePointer<uint16_t>(),
-          .y = FakeDevicePointer<float>()};
-}
+DeviceW4A8DecodeGemm ValidArgs() { return testing::FakeW4A8Args<DeviceW4A8DecodeGemm>(4); }
+DeviceW4A8DecodeGemm ShapeArgs() { return testing::FakeW4A8ShapeArgs<DeviceW4A8DecodeGemm>(4); }
 
 ::testing::AssertionResult FailsMentioning(const DeviceW4A8DecodeGemm& args, absl::StatusCode code,
                                            const std::string& text) {
-  const absl::Status status = GemmW4A8Decode(args, nullptr);
-  if (status.code() == code && std::string(status.message()).find(text) != std::string::npos) {
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure() << "got " << status;
-}
-
-// Valid but for y (null): the shape checks come first, and should one wrongly pass, the call
-// still stops at the pointers instead of launching on fake addresses.
-DeviceW4A8DecodeGemm ShapeArgs() {
-  DeviceW4A8DecodeGemm args = ValidArgs();
-  args.y = nullptr;
-  return args;
+  return testing::StatusMentions(GemmW4A8Decode(args, nullptr), code, text);
 }
 
 constexpr absl::StatusCode kInvalid = absl::StatusCode::kInvalidArgument;
