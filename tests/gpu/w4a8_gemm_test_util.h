@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -323,6 +324,88 @@ inline ::testing::AssertionResult StatusMentions(const absl::Status& status, abs
     return ::testing::AssertionSuccess();
   }
   return ::testing::AssertionFailure() << "got " << status;
+}
+
+// The checks every W4A8 GEMM shares (CheckW4A8Shape, CheckW4A8Pointers in
+// kernels/cuda/w4a8_gemm_checks.h), through `gemm(args)` (the wrapper on the null stream) on fake
+// arguments of `valid_m` rows: each of `bad_ms` is refused with `m_message`, then n, k,
+// group_size, the int32 bound, y_stride, y_type and an unknown kernel.
+template <typename Args, typename Gemm>
+void ExpectSharedW4A8ShapeChecks(Gemm gemm, int64_t valid_m, std::initializer_list<int64_t> bad_ms,
+                                 const std::string& m_message) {
+  constexpr absl::StatusCode kInvalid = absl::StatusCode::kInvalidArgument;
+  auto fails = [&](const Args& args, absl::StatusCode code, const std::string& text) {
+    return StatusMentions(gemm(args), code, text);
+  };
+  for (int64_t m : bad_ms) {
+    auto args = FakeW4A8ShapeArgs<Args>(valid_m);
+    args.m = m;
+    EXPECT_TRUE(fails(args, kInvalid, m_message)) << m;
+  }
+  auto args = FakeW4A8ShapeArgs<Args>(valid_m);
+  args.n = 0;
+  EXPECT_TRUE(fails(args, kInvalid, "n must be"));
+  for (int64_t k : {0, 48, 496}) {
+    args = FakeW4A8ShapeArgs<Args>(valid_m);
+    args.k = k;
+    args.group_size = 32;
+    EXPECT_TRUE(fails(args, kInvalid, "k must be a positive multiple of 32")) << k;
+  }
+  for (int64_t group_size : {0, 48, 96, 1024}) {  // 96 and 1024 do not divide 512
+    args = FakeW4A8ShapeArgs<Args>(valid_m);
+    args.group_size = group_size;
+    EXPECT_TRUE(fails(args, kInvalid, "group_size")) << group_size;
+  }
+  args = FakeW4A8ShapeArgs<Args>(valid_m);
+  args.k = 2415648;  // 2415648 * 127 * 7 > 2^31 - 1 (2415616 would fit)
+  args.group_size = 32;
+  EXPECT_TRUE(fails(args, absl::StatusCode::kOutOfRange, "overflow"));
+  args.k = 1127360;  // fine symmetric, but 1127360 * 127 * 15 > 2^31 - 1 with zero points
+  EXPECT_TRUE(fails(args, kInvalid, "y is null"));
+  args.w_zero_points = FakeDevicePointer<int8_t>();
+  EXPECT_TRUE(fails(args, absl::StatusCode::kOutOfRange, "overflow"));
+  args = FakeW4A8ShapeArgs<Args>(valid_m);
+  args.y_stride = 63;
+  EXPECT_TRUE(fails(args, kInvalid, "y_stride"));
+  args = FakeW4A8ShapeArgs<Args>(valid_m);
+  args.y_type = static_cast<GemmElementType>(7);
+  EXPECT_TRUE(fails(args, kInvalid, "y_type"));
+  args = FakeW4A8Args<Args>(valid_m);
+  args.kernel = static_cast<decltype(args.kernel)>(9);
+  EXPECT_TRUE(fails(args, kInvalid, "kernel"));
+}
+
+// Null operands and misaligned x_codes, w_words, y are refused (fake arguments of `valid_m` rows).
+template <typename Args, typename Gemm>
+void ExpectSharedW4A8PointerChecks(Gemm gemm, int64_t valid_m) {
+  constexpr absl::StatusCode kInvalid = absl::StatusCode::kInvalidArgument;
+  auto fails = [&](const Args& args, const std::string& text) {
+    return StatusMentions(gemm(args), kInvalid, text);
+  };
+  auto args = FakeW4A8Args<Args>(valid_m);
+  args.x_codes = nullptr;
+  EXPECT_TRUE(fails(args, "x_codes is null"));
+  args = FakeW4A8Args<Args>(valid_m);
+  args.x_scales = nullptr;
+  EXPECT_TRUE(fails(args, "x_scales is null"));
+  args = FakeW4A8Args<Args>(valid_m);
+  args.w_words = nullptr;
+  EXPECT_TRUE(fails(args, "w_words is null"));
+  args = FakeW4A8Args<Args>(valid_m);
+  args.w_scales = nullptr;
+  EXPECT_TRUE(fails(args, "w_scales is null"));
+  args = FakeW4A8Args<Args>(valid_m);
+  args.y = nullptr;
+  EXPECT_TRUE(fails(args, "y is null"));
+  args = FakeW4A8Args<Args>(valid_m);
+  args.x_codes = FakeDevicePointer<int8_t>(8);
+  EXPECT_TRUE(fails(args, "x_codes must be 16-byte aligned"));
+  args = FakeW4A8Args<Args>(valid_m);
+  args.w_words = FakeDevicePointer<uint32_t>(4);
+  EXPECT_TRUE(fails(args, "w_words must be 16-byte aligned"));
+  args = FakeW4A8Args<Args>(valid_m);
+  args.y = FakeDevicePointer<uint8_t>(2);  // 2-byte aligned: fine for bf16, not for float32
+  EXPECT_TRUE(fails(args, "y is not aligned"));
 }
 
 }  // namespace flatfleet::cuda::testing
