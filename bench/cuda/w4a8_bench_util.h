@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "benchmark/benchmark.h"
+#include "kernels/cuda/bias_add.h"
+#include "kernels/cuda/int8_gemm.h"
 #include "kernels/cuda/l2_flush_launch.h"
 
 namespace flatfleet::bench {
@@ -91,6 +93,29 @@ struct W4A8Problem {
   void* w_scales;
   void* add;
   void* y = nullptr;
+};
+
+// The previous W4A8 path over a W4A8Problem: GemmW4A8 (int8_gemm.h, mma.sync tiles) into float32
+// `gemm_out` [m, n], then AddBias (float32 bias) into the bf16 y -- the fused kernels' bits.
+struct W4A8TwoKernelPath {
+  W4A8TwoKernelPath(const W4A8Problem& problem, int64_t m, int64_t n, int64_t k, float* gemm_out)
+      : gemm(problem.Operands<flatfleet::cuda::DeviceW4A8Gemm>(m, n, k)),
+        bias{.rows = m,
+             .cols = n,
+             .x = gemm_out,
+             .bias = problem.add,
+             .bias_type = flatfleet::cuda::GemmElementType::kFloat32,
+             .y = problem.y,
+             .y_type = flatfleet::cuda::GemmElementType::kBf16} {
+    gemm.y = gemm_out;
+  }
+  bool Run() const {
+    return flatfleet::cuda::GemmW4A8(gemm, nullptr).ok() &&
+           flatfleet::cuda::AddBias(bias, nullptr).ok();
+  }
+
+  flatfleet::cuda::DeviceW4A8Gemm gemm;
+  flatfleet::cuda::DeviceBiasAdd bias;
 };
 
 // Reads twice the L2 before each timed call.

@@ -89,27 +89,8 @@ void BM_W4A8MmaSyncAddBias(benchmark::State& state) {
     state.SkipWithError("out of device memory");
     return;
   }
-  const flatfleet::cuda::DeviceW4A8Gemm gemm{
-      .m = m,
-      .n = n,
-      .k = k,
-      .group_size = kGroupSize,
-      .x_codes = static_cast<const int8_t*>(problem.x),
-      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
-      .w_words = static_cast<const uint32_t*>(problem.w),
-      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
-      .y = gemm_out};
-  const flatfleet::cuda::DeviceBiasAdd bias{.rows = m,
-                                            .cols = n,
-                                            .x = gemm_out,
-                                            .bias = problem.add,
-                                            .bias_type = GemmElementType::kFloat32,
-                                            .y = problem.y,
-                                            .y_type = GemmElementType::kBf16};
-  TimeCold(state, flush, [&] {
-    return flatfleet::cuda::GemmW4A8(gemm, nullptr).ok() &&
-           flatfleet::cuda::AddBias(bias, nullptr).ok();
-  });
+  const flatfleet::bench::W4A8TwoKernelPath path(problem, m, n, k, gemm_out);
+  TimeCold(state, flush, [&] { return path.Run(); });
   flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));
   cudaFree(gemm_out);
 }

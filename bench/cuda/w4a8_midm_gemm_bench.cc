@@ -132,19 +132,8 @@ void BM_W4A8MidmGemm(benchmark::State& state) {
     const auto args = fused(problem.Operands<flatfleet::cuda::DeviceW4A8DecodeGemm>(m, n, k));
     seconds = TimeCold(state, flush, [&] { return GemmW4A8Decode(args, nullptr).ok(); });
   } else {
-    auto gemm = problem.Operands<flatfleet::cuda::DeviceW4A8Gemm>(m, n, k);
-    gemm.y = gemm_out;
-    const flatfleet::cuda::DeviceBiasAdd bias{.rows = m,
-                                              .cols = n,
-                                              .x = gemm_out,
-                                              .bias = problem.add,
-                                              .bias_type = GemmElementType::kFloat32,
-                                              .y = problem.y,
-                                              .y_type = GemmElementType::kBf16};
-    seconds = TimeCold(state, flush, [&] {
-      return flatfleet::cuda::GemmW4A8(gemm, nullptr).ok() &&
-             flatfleet::cuda::AddBias(bias, nullptr).ok();
-    });
+    const flatfleet::bench::W4A8TwoKernelPath path(problem, m, n, k, gemm_out);
+    seconds = TimeCold(state, flush, [&] { return path.Run(); });
   }
   cudaFree(gemm_out);
   if (seconds <= 0) return;  // skipped with an error

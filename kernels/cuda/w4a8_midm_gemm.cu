@@ -35,13 +35,12 @@ cudaError_t LaunchTile(const W4A8PrefillParams& p, cudaStream_t stream) {
 
 template <class T>
 int ResidentBlocks() {
+  const auto kernel = w4a8_mma::W4A8MmaSyncKernel<T, __nv_bfloat16, true>;
   int blocks = 0;
-  if (cudaFuncSetAttribute(w4a8_mma::W4A8MmaSyncKernel<T, __nv_bfloat16, true>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           T::kSmemBytes) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &blocks, w4a8_mma::W4A8MmaSyncKernel<T, __nv_bfloat16, true>, T::kThreads,
-          T::kSmemBytes) != cudaSuccess) {
+  if (w4a8_mma::OptInDynamicSharedMemory(reinterpret_cast<const void*>(kernel), T::kSmemBytes) !=
+          cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, T::kThreads, T::kSmemBytes) !=
+          cudaSuccess) {
     return 0;
   }
   return blocks;

@@ -24,8 +24,10 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/int4_unpack.h"
@@ -332,24 +334,29 @@ int64_t MmaSyncBlocks(int32_t m, int32_t n) {
          static_cast<int64_t>((n + T::kBN - 1) / T::kBN);
 }
 
-// cudaFuncSetAttribute applies to one kernel on the current device: each instantiation opts in
-// once per device, under a lock, remembering only successes.
-template <class T, typename Out, bool kMagic>
-cudaError_t LaunchMmaSync(const W4A8PrefillParams& p, cudaStream_t stream) {
+// Opts `kernel` in to `bytes` of dynamic shared memory on the current device. The attribute applies
+// to one kernel on one device: each (device, kernel) pair is set once, under a lock, remembering
+// only successes.
+inline cudaError_t OptInDynamicSharedMemory(const void* kernel, int bytes) {
   static std::mutex mutex;
-  static std::vector<bool> opted_in;  // indexed by device ordinal
+  static std::vector<std::pair<int, const void*>> opted_in;
   int device = 0;
   if (const cudaError_t error = cudaGetDevice(&device); error != cudaSuccess) return error;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (device >= static_cast<int>(opted_in.size()) || !opted_in[device]) {
-      const cudaError_t error =
-          cudaFuncSetAttribute(W4A8MmaSyncKernel<T, Out, kMagic>,
-                               cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
-      if (error != cudaSuccess) return error;
-      if (device >= static_cast<int>(opted_in.size())) opted_in.resize(device + 1, false);
-      opted_in[device] = true;
-    }
+  std::lock_guard<std::mutex> lock(mutex);
+  const std::pair<int, const void*> key(device, kernel);
+  if (std::find(opted_in.begin(), opted_in.end(), key) != opted_in.end()) return cudaSuccess;
+  const cudaError_t error =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (error == cudaSuccess) opted_in.push_back(key);
+  return error;
+}
+
+template <class T, typename Out, bool kMagic>
+cudaError_t LaunchMmaSync(const W4A8PrefillParams& p, cudaStream_t stream) {
+  const void* kernel = reinterpret_cast<const void*>(&W4A8MmaSyncKernel<T, Out, kMagic>);
+  if (const cudaError_t error = OptInDynamicSharedMemory(kernel, T::kSmemBytes);
+      error != cudaSuccess) {
+    return error;
   }
   W4A8MmaSyncKernel<T, Out, kMagic>
       <<<static_cast<unsigned>(MmaSyncBlocks<T>(p.m, p.n)), T::kThreads, T::kSmemBytes, stream>>>(

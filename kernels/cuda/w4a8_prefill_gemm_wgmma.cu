@@ -575,23 +575,14 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 #endif
 }
 
-// Opts `kernel` in to `smem_bytes` of dynamic shared memory once per device (each instantiation
-// of this template has its own record), then launches one block per rows x 128 tile.
+// Opts `kernel` in to `smem_bytes` of dynamic shared memory (once per device and kernel), then
+// launches one block per rows x 128 tile.
 template <auto kernel, int smem_bytes, int rows = kBM, int threads = kThreads>
 cudaError_t OptInAndLaunch(const W4A8PrefillParams& p, cudaStream_t stream) {
-  static std::mutex mutex;
-  static std::vector<bool> opted_in;  // indexed by device ordinal
-  int device = 0;
-  if (const cudaError_t error = cudaGetDevice(&device); error != cudaSuccess) return error;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (device >= static_cast<int>(opted_in.size()) || !opted_in[device]) {
-      const cudaError_t error =
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
-      if (error != cudaSuccess) return error;
-      if (device >= static_cast<int>(opted_in.size())) opted_in.resize(device + 1, false);
-      opted_in[device] = true;
-    }
+  if (const cudaError_t error =
+          w4a8_mma::OptInDynamicSharedMemory(reinterpret_cast<const void*>(kernel), smem_bytes);
+      error != cudaSuccess) {
+    return error;
   }
   const int64_t blocks =
       static_cast<int64_t>((p.m + rows - 1) / rows) * static_cast<int64_t>((p.n + kBN - 1) / kBN);
