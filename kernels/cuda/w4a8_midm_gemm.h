@@ -38,10 +38,10 @@ inline constexpr int64_t kW4A8MidmMaxRows = 256;
 // kernel ever be in doubt.
 enum class W4A8MidmKernel {
   kAuto,
-  kMma64x32,    // 1 warp, 9 stages (10 KiB each), 2 blocks per SM
-  kMma64x64,    // 2 warps, 7 stages (14 KiB each), 2 blocks per SM
-  kMma64x128,   // 4 warps, 5 stages (19 KiB each), 2 blocks per SM
-  kMma128x128,  // 8 warps, 6 stages (28 KiB each), 1 block per SM
+  kMma64x32,    // 4 warps of 16 x 32, 8 stages (11.5 KiB each), 2 blocks per SM
+  kMma64x64,    // 4 warps of 32 x 32, 7 stages (14 KiB each), 2 blocks per SM
+  kMma64x128,   // 4 warps of 64 x 32, 5 stages (19 KiB each), 2 blocks per SM
+  kMma128x128,  // 8 warps of 64 x 32, 6 stages (28 KiB each), 1 block per SM
   // The prefill GEMM's kMmaSync128x128 (4 stages; any group size, conversion-unit path for
   // large groups).
   kPrefillMmaSync,

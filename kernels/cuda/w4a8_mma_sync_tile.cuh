@@ -10,15 +10,15 @@
 // the reference's whatever the tile. No float32 result goes through memory.
 //
 // Per block: kWarpsM x kWarpsN warps of 64 x 32 outputs each (4 x 4 m16n8k32 MMA tiles: 16 MMAs
-// per four A ldmatrix.x4 and eight B word pairs), K in tiles of 128 through a ring of kStages
-// cp.async stages. All warps of a block column (kWarpsM of them) read the same packed weight
-// tile from shared memory, so weights come from global memory once per block. INT4 weights
-// travel packed (half the bytes of INT8) and are unpacked to int8x4 registers right before the
-// MMA: one shift, one mask-and-flip (lop3), one byte-wise subtraction of the zero point and one
-// xor per four weights (int4_unpack.h). Scales and zero points of the next group are fetched into
-// registers at the start of the current one, so their loads overlap a whole group of MMAs.
-// Blocks are rasterised in groups of 8 tile rows (m fastest inside a group), so blocks that share
-// a weight tile run together and share it through L2.
+// per four A ldmatrix.x4 and eight B word pairs; or 16 or 32 rows, for more warps per block), K in
+// tiles of 128 through a ring of kStages cp.async stages. All warps of a block column (kWarpsM of
+// them) read the same packed weight tile from shared memory, so weights come from global memory
+// once per block. INT4 weights travel packed (half the bytes of INT8) and are unpacked to int8x4
+// registers right before the MMA: one shift, one mask-and-flip (lop3), one byte-wise subtraction of
+// the zero point and one xor per four weights (int4_unpack.h). Scales and zero points of the next
+// group are fetched into registers at the start of the current one, so their loads overlap a whole
+// group of MMAs. Blocks are rasterised in groups of 8 tile rows (m fastest inside a group), so
+// blocks that share a weight tile run together and share it through L2.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -72,14 +72,14 @@ __device__ __forceinline__ void StorePair(__nv_bfloat16* y, float a, float b) {
 constexpr int32_t kMagicBits = 0x4b400000;
 constexpr float kMagicFloat = 12582912.0f;  // 1.5 * 2^23
 
-// A block of kWarpsM x kWarpsN warps (64 x 32 outputs each), a ring of kStages K tiles of 128,
-// and at least kMinBlocks blocks per SM (__launch_bounds__).
-template <int kWarpsMArg, int kWarpsNArg, int kStagesArg, int kMinBlocksArg>
+// A block of kWarpsM x kWarpsN warps (kWarpMRows x 32 outputs each: 16, 32 or 64 rows), a ring of
+// kStages K tiles of 128, and at least kMinBlocks blocks per SM (__launch_bounds__).
+template <int kWarpsMArg, int kWarpsNArg, int kStagesArg, int kMinBlocksArg, int kWarpMRows = 64>
 struct Tile {
   static constexpr int kWarpsM = kWarpsMArg, kWarpsN = kWarpsNArg;
   static constexpr int kStages = kStagesArg, kMinBlocks = kMinBlocksArg;
-  static constexpr int kWarpM = 64, kWarpN = 32;
-  static constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;  // 4 x 4 MMA tiles
+  static constexpr int kWarpM = kWarpMRows, kWarpN = 32;
+  static constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;  // (1, 2 or 4) x 4 MMA tiles
   static constexpr int kBM = kWarpsM * kWarpM, kBN = kWarpsN * kWarpN, kBK = 128;
   static constexpr int kThreads = kWarpsM * kWarpsN * 32;
   // Rows padded by 16 bytes: the 8 row addresses of an ldmatrix (A: 144-byte rows, banks 4r) and
@@ -92,6 +92,7 @@ struct Tile {
   static constexpr int kSmemBytes = kStages * (kAStageBytes + kBStageBytes);
   static constexpr int kRasterGroupM = 8;  // tile rows per rasterisation group
   static_assert(kStages >= 2, "the ring needs two stages");
+  static_assert(kWarpM == 16 || kWarpM == 32 || kWarpM == 64, "warp rows");
   static_assert((kBM * kBK / 16) % kThreads == 0 && (kBN * kBK / 32) % kThreads == 0,
                 "every thread copies the same number of 16-byte chunks");
   static_assert(kSmemBytes <= 227 * 1024, "dynamic shared memory of one block");
