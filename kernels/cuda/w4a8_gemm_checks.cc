@@ -1,5 +1,7 @@
 #include "kernels/cuda/w4a8_gemm_checks.h"
 
+#include <cuda_runtime.h>
+
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -74,6 +76,25 @@ absl::Status CheckW4A8Pointers(std::string_view name, const W4A8GemmFields& args
     return Invalid(name, "y is not aligned to its element type");
   }
   return absl::OkStatus();
+}
+
+int CurrentDeviceSmCount() {
+  int device = 0, count = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    return 0;
+  }
+  return count;
+}
+
+bool CurrentDeviceIsHopper() {
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    return false;
+  }
+  return major == 9 && minor == 0;
 }
 
 }  // namespace flatfleet::cuda

@@ -1,7 +1,7 @@
 // The argument checks the W4A8 GEMMs (decode, mid-M, prefill) share: shapes, the int32 bound,
 // the output's stride and type, and the pointers. Each wrapper runs CheckW4A8Shape first, then its
 // own kernel-specific checks, then CheckW4A8Pointers (so a bad shape is reported even when a
-// pointer is null too). Host-only.
+// pointer is null too); and the device queries their kernel choices need. Host-only.
 #pragma once
 
 #include <cstdint>
@@ -61,5 +61,11 @@ absl::StatusOr<W4A8CheckedShape> CheckW4A8Shape(std::string_view name, const W4A
 
 // Non-null operands, x_codes and w_words 16-byte aligned, y aligned to its element type.
 absl::Status CheckW4A8Pointers(std::string_view name, const W4A8GemmFields& args);
+
+// The current device's SM count (0 on error) and whether it is a Hopper (compute capability 9.0,
+// where the sm_90a build's wgmma kernels run): cached host attribute reads, no sync, fine under a
+// stream capture.
+int CurrentDeviceSmCount();
+bool CurrentDeviceIsHopper();
 
 }  // namespace flatfleet::cuda

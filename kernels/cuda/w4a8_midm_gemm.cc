@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/w4a8_gemm_checks.h"
 #include "kernels/cuda/w4a8_midm_gemm_launch.h"
+#include "kernels/cuda/w4a8_prefill_gemm.h"
 #include "kernels/cuda/w4a8_prefill_gemm_launch.h"
 #include "kernels/cuda/w4a8_prefill_params.h"
 
@@ -18,16 +19,6 @@ constexpr int64_t kSmallestTile = 32;  // 64 x 32: the most blocks any variant l
 
 absl::Status Invalid(const auto&... parts) {
   return absl::InvalidArgumentError(absl::StrCat(kName, ": ", parts...));
-}
-
-// The SM count of the current device (a cached host attribute: no sync, fine under capture).
-int CurrentSmCount() {
-  int device = 0, count = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    return 0;
-  }
-  return count;
 }
 
 int64_t Blocks(W4A8MidmTileShape tile, int64_t m, int64_t n) {
@@ -56,8 +47,14 @@ bool W4A8MidmSupports(int64_t group_size, bool zero_points) {
 }
 
 W4A8MidmKernel ChooseW4A8MidmKernel(int64_t m, int64_t n, int64_t group_size, bool zero_points,
-                                    int sm_count) {
+                                    int sm_count, bool prefill_wgmma) {
   if (!W4A8MidmSupports(group_size, zero_points)) return W4A8MidmKernel::kPrefillMmaSync;
+  // The prefill wgmma kernel's 128-row tiles at least 3/4 full, and enough of them.
+  const int64_t prefill_tile_rows = 128 * ((m + 127) / 128);
+  if (prefill_wgmma && 4 * m >= 3 * prefill_tile_rows &&
+      Blocks({128, 128}, m, n) * 10 >= int64_t{sm_count} * 9) {
+    return W4A8MidmKernel::kPrefillAuto;
+  }
   for (W4A8MidmKernel kernel :
        {W4A8MidmKernel::kMma128x128, W4A8MidmKernel::kMma64x128, W4A8MidmKernel::kMma64x64}) {
     if (kernel == W4A8MidmKernel::kMma128x128 && m <= 64) continue;
@@ -78,8 +75,31 @@ absl::Status GemmW4A8Midm(const DeviceW4A8MidmGemm& args, cudaStream_t stream) {
   const bool zero_points = args.w_zero_points != nullptr;
   W4A8MidmKernel kernel = args.kernel;
   if (kernel == W4A8MidmKernel::kAuto) {
-    const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentSmCount();
-    kernel = ChooseW4A8MidmKernel(args.m, args.n, args.group_size, zero_points, sm_count);
+    const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentDeviceSmCount();
+    // The prefill GEMM's kAuto runs its wgmma kernel where these hold.
+    const bool prefill_wgmma = args.k % 128 == 0 && args.group_size % 128 == 0 &&
+                               shape->group_sums_below_2_22 && CurrentDeviceIsHopper();
+    kernel =
+        ChooseW4A8MidmKernel(args.m, args.n, args.group_size, zero_points, sm_count, prefill_wgmma);
+  }
+  if (kernel == W4A8MidmKernel::kPrefillAuto) {  // the prefill GEMM validates and runs it all
+    DeviceW4A8PrefillGemm prefill;
+    prefill.m = args.m;
+    prefill.n = args.n;
+    prefill.k = args.k;
+    prefill.group_size = args.group_size;
+    prefill.x_codes = args.x_codes;
+    prefill.x_scales = args.x_scales;
+    prefill.w_words = args.w_words;
+    prefill.w_unsigned_nibbles = args.w_unsigned_nibbles;
+    prefill.w_scales = args.w_scales;
+    prefill.w_zero_points = args.w_zero_points;
+    prefill.epilogue_add = args.epilogue_add;
+    prefill.y = args.y;
+    prefill.y_stride = args.y_stride;
+    prefill.y_type = args.y_type;
+    prefill.kernel = W4A8PrefillKernel::kAuto;
+    return GemmW4A8Prefill(prefill, stream);
   }
   internal::W4A8MidmTileVariant tile = internal::W4A8MidmTileVariant::k64x32;
   internal::W4A8PrefillVariant prefill_variant = internal::W4A8PrefillVariant::kMmaSync128x128;

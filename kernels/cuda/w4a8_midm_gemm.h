@@ -45,6 +45,9 @@ enum class W4A8MidmKernel {
   // The prefill GEMM's kMmaSync128x128 (4 stages; any group size, conversion-unit path for
   // large groups).
   kPrefillMmaSync,
+  // GemmW4A8Prefill with its kAuto: the wgmma kernel on Hopper where it applies (faster than
+  // the mma.sync kernels on full 128-row tiles), else kMmaSync128x128.
+  kPrefillAuto,
   kSimple,
 };
 
@@ -81,20 +84,23 @@ W4A8MidmTileShape W4A8MidmTile(W4A8MidmKernel kernel);
 bool W4A8MidmSupports(int64_t group_size, bool zero_points);
 
 // The kernel kAuto runs (never kAuto). Not yet measured (bench/cuda/w4a8_midm_gemm_bench.cc runs
-// every tile beside cuBLAS bf16 and the prefill/decode kernels): a bandwidth-bound GEMM wants
-// every SM streaming weights, and a block's activation reads from L2 are 2 m / cols times its
-// weight bytes, so take the widest tile that still gives at least 9/10 of sm_count blocks, trying
-// 128 x 128 (only above 64 rows: its two warp rows share each weight tile), 64 x 128, 64 x 64,
-// and 64 x 32 when none does. kPrefillMmaSync when !W4A8MidmSupports. On an H200 (132 SMs: at
-// least 119 blocks), by n (rows m):
-//   n \ m        17..64     65..128    129..192   193..256
-//   4096         64 x 32    64 x 64    64 x 64    64 x 128
-//   6144         64 x 32    64 x 64    64 x 128   64 x 128
-//   8192-14336   64 x 64    64 x 128   128 x 128  128 x 128
-//   28672-57344  64 x 128   128 x 128  128 x 128  128 x 128
-// (a host test checks this table against the function).
+// every candidate beside cuBLAS bf16). At these row counts the mma.sync kernels are bound by the
+// INT8 MMAs as much as by the weights (64 rows are 256 operations per weight byte: 1 POP/s at 4
+// TB/s), so what counts is every SM busy and no MMA wasted: kPrefillAuto where prefill_wgmma (the
+// prefill GEMM would run wgmma: Hopper, k and group_size multiples of 128, group sums below 2^22)
+// and its 128-row tiles are at least 3/4 full (m in 96..128 or 192..256) and number at least 9/10
+// of sm_count; else the widest tile that still gives at least 9/10 of sm_count blocks (a block's
+// activation reads from L2 are 2 m / cols times its weight bytes), trying 128 x 128 (only above
+// 64 rows), 64 x 128, 64 x 64, and 64 x 32 when none does. kPrefillMmaSync when
+// !W4A8MidmSupports. On an H200 (132 SMs: at least 119 blocks), group 128, by n (rows m):
+//   4096            17..64: 64 x 32, 65..192: 64 x 64, 193..256: 64 x 128
+//   6144            17..64: 64 x 32, 65..128: 64 x 64, 129..256: 64 x 128
+//   8192..14336     17..64: 64 x 64, 65..128: 64 x 128, 129..191: 128 x 128, 192..256: prefill
+//   28672, 57344    17..64: 64 x 128, 65..95: 128 x 128, 96..128: prefill, 129..191: 128 x 128,
+//                   192..256: prefill
+// (without wgmma, 128 x 128 where it says prefill; a host test checks this table).
 W4A8MidmKernel ChooseW4A8MidmKernel(int64_t m, int64_t n, int64_t group_size, bool zero_points,
-                                    int sm_count);
+                                    int sm_count, bool prefill_wgmma);
 
 // Validates (InvalidArgument naming the field, OutOfRange when int32 could overflow) and enqueues
 // on `stream`.

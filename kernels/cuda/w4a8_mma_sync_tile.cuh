@@ -228,6 +228,13 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
     CopyAsyncCommit();
   }
 
+  // Warps of 16 or 32 rows skip MMA row tiles wholly past m (a 17-row problem in a 64-row block
+  // tile): no ldmatrix, no MMA, warp-uniform, and their sums stay zero (rows never stored). Tiles
+  // mt < live_tiles are the live ones. (64-row warps skip nothing: the branches cost them spills
+  // at 255 registers.)
+  constexpr bool kSkipDeadTiles = T::kMTiles <= 2;
+  const int live_tiles = kSkipDeadTiles ? (p.m - (m0 + warp_m * T::kWarpM) + 15) / 16 : kMTiles;
+
   const uint32_t flip = p.w_unsigned_nibbles ? kUnsignedNibbleFlip : kSignedNibbleFlip;
   const int nibble_shift = (t % 2) * 4;
   int group = 0, step_in_group = 0;
@@ -256,6 +263,7 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
       uint32_t a_frag[kMTiles][4];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
+        if (kSkipDeadTiles && mt >= live_tiles) continue;
         const int row = warp_m * T::kWarpM + mt * 16 + lane % 16;
         LoadMatrixX4(SharedAddress(a_stage + row * T::kAStride + ks * 32 + (lane / 16) * 16),
                      a_frag[mt]);
@@ -274,10 +282,12 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
         b_frag[nt][1] = CenteredInt8x4((w1 >> nibble_shift) & 0x0f0f0f0fu, flip, zero_plus_8[nt]);
       }
 #pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt)
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        if (kSkipDeadTiles && mt >= live_tiles) continue;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt)
           MmaInt8(acc[mt][nt], a_frag[mt], b_frag[nt][0], b_frag[nt][1]);
+      }
       if (++step_in_group == steps_per_group) {
         fold_group();
         ++group;

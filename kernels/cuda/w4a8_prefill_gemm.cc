@@ -19,18 +19,6 @@ absl::Status Invalid(const auto&... parts) {
   return absl::InvalidArgumentError(absl::StrCat(kName, ": ", parts...));
 }
 
-// The current device is a Hopper (compute capability 9.0), on which the sm_90a build's wgmma
-// kernel runs. Attribute queries neither synchronise nor break a stream capture.
-bool OnHopper() {
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
-    return false;
-  }
-  return major == 9 && minor == 0;
-}
-
 }  // namespace
 
 absl::Status GemmW4A8Prefill(const DeviceW4A8PrefillGemm& args, cudaStream_t stream) {
@@ -47,7 +35,7 @@ absl::Status GemmW4A8Prefill(const DeviceW4A8PrefillGemm& args, cudaStream_t str
   internal::W4A8PrefillVariant variant;
   switch (args.kernel) {
     case W4A8PrefillKernel::kAuto:
-      variant = wgmma_shape && args.group_accumulators == nullptr && OnHopper()
+      variant = wgmma_shape && args.group_accumulators == nullptr && CurrentDeviceIsHopper()
                     ? internal::W4A8PrefillVariant::kWgmmaExperimental
                     : internal::W4A8PrefillVariant::kMmaSync128x128;
       break;

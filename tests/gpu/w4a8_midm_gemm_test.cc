@@ -44,6 +44,8 @@ const char* KernelName(W4A8MidmKernel kernel) {
       return "mma 128x128";
     case W4A8MidmKernel::kPrefillMmaSync:
       return "prefill mma.sync";
+    case W4A8MidmKernel::kPrefillAuto:
+      return "prefill auto";
     case W4A8MidmKernel::kSimple:
       return "simple";
   }
@@ -58,7 +60,8 @@ class W4A8MidmGemmGpuTest : public ::testing::TestWithParam<MidmCase> {};
 TEST_P(W4A8MidmGemmGpuTest, EveryKernelMatchesReferenceAndTwoKernelPathBitExactly) {
   FF_SKIP_WITHOUT_GPU();
   const MidmCase& c = GetParam();
-  std::vector<W4A8MidmKernel> kernels = {W4A8MidmKernel::kAuto, W4A8MidmKernel::kPrefillMmaSync};
+  std::vector<W4A8MidmKernel> kernels = {W4A8MidmKernel::kAuto, W4A8MidmKernel::kPrefillMmaSync,
+                                         W4A8MidmKernel::kPrefillAuto};
   if (W4A8MidmSupports(c.group_size, c.zero_points)) {
     kernels.insert(kernels.end(), std::begin(kTiles), std::end(kTiles));
   }
@@ -130,30 +133,50 @@ TEST(W4A8MidmGemmGpuTest, TilesRunTheirBlocksPerSm) {
 TEST(W4A8MidmGemmChoiceTest, MatchesTheDocumentedTable) {
   constexpr int kSms = 132;
   const W4A8MidmKernel k32 = W4A8MidmKernel::kMma64x32, k64 = W4A8MidmKernel::kMma64x64,
-                       k128 = W4A8MidmKernel::kMma64x128, k2x = W4A8MidmKernel::kMma128x128;
+                       k128 = W4A8MidmKernel::kMma64x128, k2x = W4A8MidmKernel::kMma128x128,
+                       pre = W4A8MidmKernel::kPrefillAuto;
+  struct Run {
+    int64_t first_m, last_m;
+    W4A8MidmKernel kernel;
+  };
   struct Row {
     int64_t n;
-    W4A8MidmKernel by_rows[4];  // 17..64, 65..128, 129..192, 193..256
+    std::vector<Run> runs;  // covering 17..256
   };
-  const Row table[] = {{4096, {k32, k64, k64, k128}},  {6144, {k32, k64, k128, k128}},
-                       {8192, {k64, k128, k2x, k2x}},  {10240, {k64, k128, k2x, k2x}},
-                       {14336, {k64, k128, k2x, k2x}}, {28672, {k128, k2x, k2x, k2x}},
-                       {57344, {k128, k2x, k2x, k2x}}};
-  const int64_t row_ranges[4][2] = {{17, 64}, {65, 128}, {129, 192}, {193, 256}};
+  const std::vector<Row> table = {
+      {4096, {{17, 64, k32}, {65, 192, k64}, {193, 256, k128}}},
+      {6144, {{17, 64, k32}, {65, 128, k64}, {129, 256, k128}}},
+      {8192, {{17, 64, k64}, {65, 128, k128}, {129, 191, k2x}, {192, 256, pre}}},
+      {10240, {{17, 64, k64}, {65, 128, k128}, {129, 191, k2x}, {192, 256, pre}}},
+      {14336, {{17, 64, k64}, {65, 128, k128}, {129, 191, k2x}, {192, 256, pre}}},
+      {28672, {{17, 64, k128}, {65, 95, k2x}, {96, 128, pre}, {129, 191, k2x}, {192, 256, pre}}},
+      {57344, {{17, 64, k128}, {65, 95, k2x}, {96, 128, pre}, {129, 191, k2x}, {192, 256, pre}}}};
   for (const Row& row : table) {
-    for (int range = 0; range < 4; ++range) {
-      for (int64_t m = row_ranges[range][0]; m <= row_ranges[range][1]; ++m) {
-        ASSERT_EQ(ChooseW4A8MidmKernel(m, row.n, 128, false, kSms), row.by_rows[range])
-            << "m = " << m << ", n = " << row.n;
-        ASSERT_EQ(ChooseW4A8MidmKernel(m, row.n, 128, true, kSms), row.by_rows[range])
-            << "m = " << m << ", n = " << row.n << " with zero points";
+    int64_t next_m = 17;
+    for (const Run& run : row.runs) {
+      ASSERT_EQ(run.first_m, next_m) << "the table's runs must cover 17..256";
+      next_m = run.last_m + 1;
+      for (int64_t m = run.first_m; m <= run.last_m; ++m) {
+        for (bool zero_points : {false, true}) {
+          ASSERT_EQ(ChooseW4A8MidmKernel(m, row.n, 128, zero_points, kSms, true), run.kernel)
+              << "m = " << m << ", n = " << row.n << (zero_points ? " with zero points" : "");
+          // Without wgmma, 128 x 128 where the table says prefill.
+          ASSERT_EQ(ChooseW4A8MidmKernel(m, row.n, 128, zero_points, kSms, false),
+                    run.kernel == pre ? k2x : run.kernel)
+              << "m = " << m << ", n = " << row.n << " without wgmma";
+        }
       }
     }
+    ASSERT_EQ(next_m, 257);
   }
   // Group sums that may reach 2^22: the prefill kernel.
-  EXPECT_EQ(ChooseW4A8MidmKernel(64, 4096, 4096, true, kSms), W4A8MidmKernel::kPrefillMmaSync);
-  EXPECT_EQ(ChooseW4A8MidmKernel(64, 4096, 8192, false, kSms), W4A8MidmKernel::kPrefillMmaSync);
-  EXPECT_EQ(ChooseW4A8MidmKernel(64, 4096, 4608, false, kSms), W4A8MidmKernel::kMma64x32);
+  for (bool wgmma : {false, true}) {
+    EXPECT_EQ(ChooseW4A8MidmKernel(64, 4096, 4096, true, kSms, wgmma),
+              W4A8MidmKernel::kPrefillMmaSync);
+    EXPECT_EQ(ChooseW4A8MidmKernel(256, 8192, 8192, false, kSms, wgmma),
+              W4A8MidmKernel::kPrefillMmaSync);
+    EXPECT_EQ(ChooseW4A8MidmKernel(64, 4096, 4608, false, kSms, wgmma), W4A8MidmKernel::kMma64x32);
+  }
   EXPECT_TRUE(W4A8MidmSupports(2176, true));
   EXPECT_FALSE(W4A8MidmSupports(2208, true));
   EXPECT_TRUE(W4A8MidmSupports(4704, false));
