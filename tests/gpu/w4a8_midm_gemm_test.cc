@@ -118,7 +118,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 // The registers and shared memory of each tile allow the blocks per SM its __launch_bounds__ ask
 // for (the bandwidth design counts on them).
-TEST(W4A8MidmGemmGpuTest, TilesRunTheirBlocksPerSm) {
+TEST(W4A8MidmGemmOccupancyTest, TilesRunTheirBlocksPerSm) {
   FF_SKIP_WITHOUT_GPU();
   for (auto tile :
        {internal::W4A8MidmTileVariant::k64x32, internal::W4A8MidmTileVariant::k64x64,
