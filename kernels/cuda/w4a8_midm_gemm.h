@@ -1,8 +1,8 @@
 // W4A8 GEMM for mid-sized batches (17..256 rows: many requests decoding together, short prefill
-// chunks), where streaming the INT4 weights still costs more than the INT8 MMAs, with the fused
-// epilogue of the prefill GEMM. Any m >= 1 is computed correctly. Bit-exact with the CPU
-// reference quant::GemmW4A8 (kernels/cpu/quant/quantized_gemm.h) followed by AddBias
-// (bias_add.h) with a float32 vector:
+// chunks), where streaming the INT4 weights and the INT8 MMAs both weigh (see kAuto below) and
+// the prefill GEMM's 128 x 128 tiles leave SMs idle, with the fused epilogue of the prefill GEMM.
+// Any m >= 1 is computed correctly. Bit-exact with the CPU reference quant::GemmW4A8
+// (kernels/cpu/quant/quantized_gemm.h) followed by AddBias (bias_add.h) with a float32 vector:
 //   y[r, j] = round_to_y_type(gemm[r, j] + epilogue_add[j])       (no addition when null)
 // where gemm[r, j] is the reference's float32 result (same int32 group sums, same fold order):
 // every block walks all of K for its outputs, so there is no split-K and no workspace. (Why no
