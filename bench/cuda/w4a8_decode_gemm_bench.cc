@@ -32,11 +32,11 @@
 #include <vector>
 
 #include "bench/cuda/bf16_bench_util.h"
+#include "bench/cuda/w4a8_bench_util.h"
 #include "benchmark/benchmark.h"
 #include "kernels/cuda/bf16_gemm.h"
 #include "kernels/cuda/bias_add.h"
 #include "kernels/cuda/int8_gemm.h"
-#include "kernels/cuda/l2_flush_launch.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
 #include "kernels/cuda/w8a8_decode_gemm.h"
 
@@ -44,146 +44,15 @@ namespace {
 
 using flatfleet::cuda::GemmElementType;
 
-constexpr int64_t kGroupSize = 128;
+constexpr int64_t kGroupSize = flatfleet::bench::kW4A8BenchGroupSize;
 
-// A device buffer of `count` 16-bit words from `make(i)` over a 4M-word pattern repeated (fast
-// for hundreds of MB).
-template <typename Make>
-void* DevicePattern16(int64_t count, Make make) {
-  void* pointer = nullptr;
-  if (cudaMalloc(&pointer, std::max<int64_t>(count, 1) * 2) != cudaSuccess) return nullptr;
-  const int64_t pattern_count = std::min<int64_t>(count, int64_t{4} << 20);
-  std::vector<uint16_t> pattern(pattern_count);
-  uint32_t state = 0x2545f491u;
-  for (auto& v : pattern) {
-    state ^= state << 13;
-    state ^= state >> 17;
-    state ^= state << 5;
-    v = make(state);
-  }
-  for (int64_t at = 0; at < count; at += pattern_count) {
-    cudaMemcpy(static_cast<uint16_t*>(pointer) + at, pattern.data(),
-               std::min(pattern_count, count - at) * 2, cudaMemcpyHostToDevice);
-  }
-  return pointer;
-}
-
-// Random bytes (weights, activation codes) and FP16 scales in [2^-8, 2^-7).
-void* RandomBytes(int64_t bytes) {
-  return DevicePattern16((bytes + 1) / 2, [](uint32_t r) { return static_cast<uint16_t>(r); });
-}
-void* RandomScales(int64_t count) {
-  return DevicePattern16(count,
-                         [](uint32_t r) { return static_cast<uint16_t>(0x1c00 | (r & 0x3ff)); });
-}
-
-// Reads twice the L2 before each timed call.
-class L2Flush {
- public:
-  L2Flush() {
-    int device = 0, l2_bytes = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device);
-    bytes_ = (2 * static_cast<size_t>(std::max(l2_bytes, 1 << 20)) + 255) / 256 * 256;
-    if (cudaMalloc(&buffer_, bytes_ + 256) != cudaSuccess) {
-      buffer_ = nullptr;
-      return;
-    }
-    cudaMemset(buffer_, 0, bytes_ + 256);
-  }
-  ~L2Flush() { cudaFree(buffer_); }
-  L2Flush(const L2Flush&) = delete;
-  L2Flush& operator=(const L2Flush&) = delete;
-  bool ok() const { return buffer_ != nullptr; }
-  void Run() const {
-    flatfleet::cuda::internal::LaunchL2FlushRead(
-        buffer_, bytes_, reinterpret_cast<uint32_t*>(static_cast<char*>(buffer_) + bytes_),
-        nullptr);
-  }
-
- private:
-  void* buffer_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-// Times `launch` (true on success) with CUDA events, the L2 flushed before each call (untimed).
-template <typename Launch>
-void TimeCold(benchmark::State& state, const L2Flush& flush, Launch launch) {
-  if (!flush.ok()) {
-    state.SkipWithError("no memory for the L2 flush");
-    return;
-  }
-  if (!launch() || cudaDeviceSynchronize() != cudaSuccess) {
-    state.SkipWithError("launch failed");
-    return;
-  }
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  for (auto _ : state) {
-    flush.Run();
-    cudaEventRecord(start, nullptr);
-    launch();
-    cudaEventRecord(stop, nullptr);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    state.SetIterationTime(ms / 1e3);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-}
-
-// Mean microseconds of `iterations` calls of `launch`, each after an (untimed) L2 flush; -1 on
-// failure.
-template <typename Launch>
-double ColdMicros(const L2Flush& flush, Launch launch, int iterations = 50) {
-  if (!flush.ok() || !launch() || cudaDeviceSynchronize() != cudaSuccess) return -1;
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  double total_ms = 0;
-  for (int i = 0; i < iterations; ++i) {
-    flush.Run();
-    cudaEventRecord(start, nullptr);
-    launch();
-    cudaEventRecord(stop, nullptr);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    total_ms += ms;
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return cudaGetLastError() == cudaSuccess ? 1e3 * total_ms / iterations : -1;
-}
-
-double Int4WeightBytes(int64_t n, int64_t k) { return n * k / 2.0 + 2.0 * n * (k / kGroupSize); }
-
-// The operands of one W4A8 problem (group 128, symmetric), device memory.
-struct W4A8Problem {
-  W4A8Problem(int64_t m, int64_t n, int64_t k)
-      : x(RandomBytes(m * k)),
-        x_scales(RandomScales(m)),
-        w(RandomBytes(n * k / 2)),
-        w_scales(RandomScales(n * (k / kGroupSize))),
-        add(RandomScales(2 * n)) {  // any finite float bits: 0x1cxx1cxx
-    cudaMalloc(&y, m * n * 2);
-  }
-  ~W4A8Problem() {
-    for (void* p : {x, x_scales, w, w_scales, add, y}) cudaFree(p);
-  }
-  W4A8Problem(const W4A8Problem&) = delete;
-  W4A8Problem& operator=(const W4A8Problem&) = delete;
-  bool ok() const { return x && x_scales && w && w_scales && add && y; }
-
-  void* x;
-  void* x_scales;
-  void* w;
-  void* w_scales;
-  void* add;
-  void* y = nullptr;
-};
+using flatfleet::bench::ColdMicros;
+using flatfleet::bench::Int4WeightBytes;
+using flatfleet::bench::L2Flush;
+using flatfleet::bench::RandomBytes;
+using flatfleet::bench::RandomScales;
+using flatfleet::bench::TimeCold;
+using flatfleet::bench::W4A8Problem;
 
 // Args: m, n, k, kernel (0 auto, 1 narrow, 2 wide).
 void BM_W4A8DecodeGemm(benchmark::State& state) {
@@ -227,27 +96,8 @@ void BM_W4A8MmaSyncAddBias(benchmark::State& state) {
     state.SkipWithError("out of device memory");
     return;
   }
-  const flatfleet::cuda::DeviceW4A8Gemm gemm{
-      .m = m,
-      .n = n,
-      .k = k,
-      .group_size = kGroupSize,
-      .x_codes = static_cast<const int8_t*>(problem.x),
-      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
-      .w_words = static_cast<const uint32_t*>(problem.w),
-      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
-      .y = gemm_out};
-  const flatfleet::cuda::DeviceBiasAdd bias{.rows = m,
-                                            .cols = n,
-                                            .x = gemm_out,
-                                            .bias = problem.add,
-                                            .bias_type = GemmElementType::kFloat32,
-                                            .y = problem.y,
-                                            .y_type = GemmElementType::kBf16};
-  TimeCold(state, flush, [&] {
-    return flatfleet::cuda::GemmW4A8(gemm, nullptr).ok() &&
-           flatfleet::cuda::AddBias(bias, nullptr).ok();
-  });
+  const flatfleet::bench::W4A8TwoKernelPath path(problem, m, n, k, gemm_out);
+  TimeCold(state, flush, [&] { return path.Run(); });
   flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));
   cudaFree(gemm_out);
 }

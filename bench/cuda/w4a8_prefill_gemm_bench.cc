@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "bench/cuda/bf16_bench_util.h"
+#include "bench/cuda/w4a8_bench_util.h"
 #include "benchmark/benchmark.h"
 #include "kernels/cuda/bf16_gemm.h"
 #include "kernels/cuda/bias_add.h"
@@ -30,68 +31,15 @@ namespace {
 
 using flatfleet::cuda::GemmElementType;
 
-constexpr int64_t kGroupSize = 128;
+constexpr int64_t kGroupSize = flatfleet::bench::kW4A8BenchGroupSize;
 
-// A device buffer of `count` 16-bit words from `make(r)` (r: xorshift output) over a 4M-word
-// pattern repeated (fast for gigabytes).
-template <typename Make>
-void* DevicePattern16(int64_t count, Make make) {
-  void* pointer = nullptr;
-  if (cudaMalloc(&pointer, std::max<int64_t>(count, 1) * 2) != cudaSuccess) return nullptr;
-  const int64_t pattern_count = std::min<int64_t>(count, int64_t{4} << 20);
-  std::vector<uint16_t> pattern(pattern_count);
-  uint32_t state = 0x9e3779b9u;
-  for (auto& v : pattern) {
-    state ^= state << 13;
-    state ^= state >> 17;
-    state ^= state << 5;
-    v = make(state);
-  }
-  for (int64_t at = 0; at < count; at += pattern_count) {
-    cudaMemcpy(static_cast<uint16_t*>(pointer) + at, pattern.data(),
-               std::min(pattern_count, count - at) * 2, cudaMemcpyHostToDevice);
-  }
-  return pointer;
-}
-
-// Random bytes (weights, activation codes) and FP16 scales in [2^-8, 2^-7).
-void* RandomBytes(int64_t bytes) {
-  return DevicePattern16((bytes + 1) / 2, [](uint32_t r) { return static_cast<uint16_t>(r); });
-}
-void* RandomScales(int64_t count) {
-  return DevicePattern16(count,
-                         [](uint32_t r) { return static_cast<uint16_t>(0x1c00 | (r & 0x3ff)); });
-}
+using flatfleet::bench::RandomBytes;
+using flatfleet::bench::W4A8Problem;
 
 void SetTopCounter(benchmark::State& state, int64_t m, int64_t n, int64_t k) {
   state.counters["TOPS"] =
       benchmark::Counter(2.0 * m * n * k * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
 }
-
-// The operands of one W4A8 problem (group 128, symmetric), device memory.
-struct W4A8Problem {
-  W4A8Problem(int64_t m, int64_t n, int64_t k)
-      : x(RandomBytes(m * k)),
-        x_scales(RandomScales(m)),
-        w(RandomBytes(n * k / 2)),
-        w_scales(RandomScales(n * (k / kGroupSize))),
-        add(RandomScales(2 * n)) {  // any finite float bits: 0x1cxx1cxx
-    if (cudaMalloc(&y, m * n * 2) != cudaSuccess) y = nullptr;
-  }
-  ~W4A8Problem() {
-    for (void* p : {x, x_scales, w, w_scales, add, y}) cudaFree(p);
-  }
-  W4A8Problem(const W4A8Problem&) = delete;
-  W4A8Problem& operator=(const W4A8Problem&) = delete;
-  bool ok() const { return x && x_scales && w && w_scales && add && y; }
-
-  void* x;
-  void* x_scales;
-  void* w;
-  void* w_scales;
-  void* add;
-  void* y = nullptr;
-};
 
 // Args: m, n, k, kernel (0 auto, 1 wgmma, 2 mma.sync, 3 wgmma 64x128 two per SM,
 // 4 wgmma warp-specialised).
@@ -141,27 +89,8 @@ void BM_W4A8PrefillTwoKernel(benchmark::State& state) {
     state.SkipWithError("out of device memory");
     return;
   }
-  const flatfleet::cuda::DeviceW4A8Gemm gemm{
-      .m = m,
-      .n = n,
-      .k = k,
-      .group_size = kGroupSize,
-      .x_codes = static_cast<const int8_t*>(problem.x),
-      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
-      .w_words = static_cast<const uint32_t*>(problem.w),
-      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
-      .y = gemm_out};
-  const flatfleet::cuda::DeviceBiasAdd bias{.rows = m,
-                                            .cols = n,
-                                            .x = gemm_out,
-                                            .bias = problem.add,
-                                            .bias_type = GemmElementType::kFloat32,
-                                            .y = problem.y,
-                                            .y_type = GemmElementType::kBf16};
-  flatfleet::bench::TimeWithEvents(state, nullptr, [&] {
-    return flatfleet::cuda::GemmW4A8(gemm, nullptr).ok() &&
-           flatfleet::cuda::AddBias(bias, nullptr).ok();
-  });
+  const flatfleet::bench::W4A8TwoKernelPath path(problem, m, n, k, gemm_out);
+  flatfleet::bench::TimeWithEvents(state, nullptr, [&] { return path.Run(); });
   SetTopCounter(state, m, n, k);
   cudaFree(gemm_out);
 }

@@ -2,17 +2,15 @@
 
 #include <cstdint>
 #include <limits>
-#include <tuple>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cuda/alignment.h"
 #include "kernels/cuda/w4a8_decode_gemm_launch.h"
+#include "kernels/cuda/w4a8_gemm_checks.h"
 
 namespace flatfleet::cuda {
 namespace {
 
 constexpr char kName[] = "W4A8 decode GEMM";
-constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxRows = 16;
 // From this many output channels on, one warp takes 16 of them: 1024+ warps still fill an H200
 // (132 SMs) several times, and each activation read from L1 serves twice the weights. Below it,
@@ -106,30 +104,9 @@ W4A8DecodeKernel W4A8DecodePreviousAutoKernel(int64_t m, int64_t n, int64_t k, i
 }
 
 absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t stream) {
-  if (args.m < 1 || args.m > kMaxRows) return Invalid("m must be in 1..16, got ", args.m);
-  if (args.n < 1 || args.n > kMaxInt32) return Invalid("n must be in 1..2^31-1, got ", args.n);
-  if (args.k < 32 || args.k % 32 != 0 || args.k > kMaxInt32) {
-    return Invalid("k must be a positive multiple of 32, got ", args.k);
-  }
-  if (args.group_size < 32 || args.group_size % 32 != 0 || args.k % args.group_size != 0) {
-    return Invalid("group_size must be a multiple of 32 dividing k = ", args.k, ", got ",
-                   args.group_size);
-  }
-  // The reference's bound: |x code| <= 127, |w code - zero| <= 15 (7 when symmetric), so every
-  // int32 partial sum stays representable.
-  const int64_t max_abs_weight = args.w_zero_points != nullptr ? 15 : 7;
-  if (args.k * 127 * max_abs_weight > kMaxInt32) {
-    return absl::OutOfRangeError(absl::StrCat(kName, ": k = ", args.k,
-                                              " could overflow int32 accumulation (worst case ",
-                                              args.k * 127 * max_abs_weight, ")"));
-  }
-  const int64_t y_stride = args.y_stride == 0 ? args.n : args.y_stride;
-  if (y_stride < args.n) {
-    return Invalid("y_stride = ", y_stride, " is less than n = ", args.n);
-  }
-  if (args.y_type != GemmElementType::kFloat32 && args.y_type != GemmElementType::kBf16) {
-    return Invalid("unknown y_type");
-  }
+  const W4A8GemmFields fields = W4A8Fields(args);
+  absl::StatusOr<W4A8CheckedShape> shape = CheckW4A8Shape(kName, fields, kMaxRows);
+  if (!shape.ok()) return shape.status();
   if (args.kernel == W4A8DecodeKernel::kSplitK) {
     if (args.group_size % 128 != 0) {
       return Invalid("kSplitK needs group_size a multiple of 128, got ", args.group_size);
@@ -153,22 +130,9 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
       return Invalid("pipelined_channels must be 0, 16 or 32, got ", args.pipelined_channels);
     }
   }
-  const bool y_is_bf16 = args.y_type == GemmElementType::kBf16;
-  if ((args.m - 1) * y_stride + args.n > std::numeric_limits<int64_t>::max() / 4) {
-    return Invalid("y_stride = ", y_stride, " is too large");
-  }
-  for (auto [name, pointer, aligned] :
-       {std::tuple<const char*, const void*, bool>{"x_codes", args.x_codes, true},
-        {"x_scales", args.x_scales, false},
-        {"w_words", args.w_words, true},
-        {"w_scales", args.w_scales, false},
-        {"y", args.y, false}}) {
-    if (pointer == nullptr) return Invalid(name, " is null");
-    if (aligned && !Aligned16(pointer)) return Invalid(name, " must be 16-byte aligned");
-  }
-  if (reinterpret_cast<uintptr_t>(args.y) % (y_is_bf16 ? 2 : 4) != 0) {
-    return Invalid("y is not aligned to its element type");
-  }
+  if (absl::Status pointers = CheckW4A8Pointers(kName, fields); !pointers.ok()) return pointers;
+  const int64_t y_stride = shape->y_stride;
+  const bool y_is_bf16 = shape->y_is_bf16;
   internal::W4A8DecodeVariant variant;
   W4A8DecodeKernel kernel = args.kernel;
   int split = args.split;

@@ -1,22 +1,9 @@
 // Prefill W4A8 GEMM (m >= 64): compute-bound, so the design is about feeding the INT8 tensor cores
-// (mma.sync m16n8k32 s8) with as little other work per MMA as possible.
-//
-// Numerics are those of the CPU reference quant::GemmW4A8 and of GemmW4A8 (int8_gemm.cu): every
-// output's int32 sum per scale group is exact (integer addition is order-free), and the groups
-// are folded in ascending order, partial = fmaf(float(acc_g), s_w[n, g], partial); then
-// y = partial * s_x[m] (+ add[n]), one float32 rounding each, then one round-to-nearest-even to
-// bf16 when asked. No float32 result goes through memory.
-//
-// Tiles: 128 x 128 outputs per block, eight warps of 64 x 32 (4 x 4 MMA tiles: 16 MMAs per four
-// A ldmatrix.x4 and eight B word pairs), K in tiles of 128 through a ring of four cp.async stages
-// (112 KiB of dynamic shared memory, one block per SM: the int32 sums and the float partials are
-// 128 registers per thread). INT4 weights travel packed (half the bytes of INT8) and are unpacked
-// to int8x4 registers right before the MMA: one shift, one mask-and-flip (lop3), one byte-wise
-// subtraction of the zero point and one xor per four weights (int4_unpack.h), the same words and
-// nibbles the GemmW4A8 kernel reads. Scales and zero points of the next group are fetched into
-// registers at the start of the current one, so their loads overlap a whole group of MMAs.
-// Blocks are rasterised in groups of 8 tile rows (m fastest inside a group), so one wave of
-// blocks shares its activation and weight tiles through L2.
+// (mma.sync m16n8k32 s8) with as little other work per MMA as possible. The kernel itself is the
+// shared mma.sync template (w4a8_mma_sync_tile.cuh, where its numerics are spelled out); here it
+// runs with 128 x 128 tiles, eight warps of 64 x 32, and a ring of four 128-wide K tiles (112 KiB
+// of dynamic shared memory, one block per SM: the int32 sums and the float partials are 128
+// registers per thread).
 //
 // kSimple: one thread per output, a plain loop over K with the same integer and float order:
 // slow, obviously right, the reference for the fast kernel and a fallback should it be in doubt.
@@ -24,294 +11,20 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <mutex>
-#include <vector>
 
-#include "kernels/cuda/int4_unpack.h"
+#include "kernels/cuda/w4a8_mma_sync_tile.cuh"
 #include "kernels/cuda/w4a8_prefill_gemm_launch.h"
-#include "kernels/cuda/warp_mma.cuh"
 
 namespace flatfleet::cuda::internal {
 namespace {
 
-__device__ __forceinline__ void MmaInt8(int32_t (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};\n"
-      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+using w4a8_mma::Finish;
+using w4a8_mma::HalfBitsToFloat;
+using w4a8_mma::Store;
 
-__device__ __forceinline__ float HalfBitsToFloat(uint32_t bits) {
-  return __half2float(__ushort_as_half(static_cast<unsigned short>(bits)));
-}
-
-// y = round(partial * x_scale [+ add]): each operation one float32 rounding (never contracted).
-__device__ __forceinline__ float Finish(float partial, float x_scale, float add, bool has_add) {
-  const float v = __fmul_rn(partial, x_scale);
-  return has_add ? __fadd_rn(v, add) : v;
-}
-
-__device__ __forceinline__ void Store(float* y, float v) { *y = v; }
-__device__ __forceinline__ void Store(__nv_bfloat16* y, float v) { *y = __float2bfloat16_rn(v); }
-__device__ __forceinline__ void StorePair(float* y, float a, float b) {
-  *reinterpret_cast<float2*>(y) = make_float2(a, b);
-}
-__device__ __forceinline__ void StorePair(__nv_bfloat16* y, float a, float b) {
-  *reinterpret_cast<__nv_bfloat162*>(y) =
-      __floats2bfloat162_rn(a, b);  // .x = a at the lower address
-}
-
-// ---------------------------------------------------------------------------------------------
-// The tensor-core kernel.
-
-constexpr int kBM = 128, kBN = 128, kBK = 128;
-constexpr int kWarpsM = 2, kWarpsN = 4;
-constexpr int kThreads = kWarpsM * kWarpsN * 32;
-constexpr int kWarpM = kBM / kWarpsM, kWarpN = kBN / kWarpsN;  // 64 x 32
-constexpr int kMTiles = kWarpM / 16, kNTiles = kWarpN / 8;     // 4 x 4 MMA tiles
-constexpr int kStages = 4;
-// Rows padded by 16 bytes: the 8 row addresses of an ldmatrix (A: 144-byte rows, banks 4r) and the
-// 8 rows of B words one warp reads together (80-byte rows, banks 20r) fall into different banks.
-constexpr int kAStride = kBK + 16;
-constexpr int kBStride = kBK / 2 + 16;
-constexpr int kAStageBytes = kBM * kAStride;  // 18 KiB
-constexpr int kBStageBytes = kBN * kBStride;  // 10 KiB
-constexpr int kSmemBytes = kStages * (kAStageBytes + kBStageBytes);
-constexpr int kRasterGroupM = 8;  // tile rows per rasterisation group
-static_assert(kBK % 32 == 0 && kWarpM % 16 == 0 && kWarpN % 8 == 0, "tile shape");
-static_assert((kBM * kBK / 16) % kThreads == 0 && (kBN * kBK / 32) % kThreads == 0,
-              "every thread copies the same number of 16-byte chunks");
-
-// Copies the A tile [m0, m0 + 128) x [k0, k0 + 128) and the B tile [n0, n0 + 128) x the same K
-// (64 bytes of packed words per row) into one stage. Chunks past m, n or k are zero-filled (k is
-// a multiple of 32, so every 16-byte chunk lies wholly inside or outside it).
-__device__ __forceinline__ void LoadTile(const W4A8PrefillParams& p, uint8_t* a_stage,
-                                         uint8_t* b_stage, int m0, int n0, int k0) {
-  constexpr int kAChunksPerRow = kBK / 16;  // 8
-#pragma unroll
-  for (int i = threadIdx.x; i < kBM * kAChunksPerRow; i += kThreads) {
-    const int row = i / kAChunksPerRow, chunk = i % kAChunksPerRow;
-    const int gm = m0 + row, gk = k0 + chunk * 16;
-    const bool valid = gm < p.m && gk < p.k;
-    const int8_t* src = valid ? p.x_codes + static_cast<int64_t>(gm) * p.k + gk : p.x_codes;
-    CopyAsync16(SharedAddress(a_stage + row * kAStride + chunk * 16), src, valid);
-  }
-  constexpr int kBChunksPerRow = kBK / 32;  // 4 (16 bytes = 32 nibbles each)
-  const int64_t w_row_bytes = p.k / 2;
-  const auto* w = reinterpret_cast<const uint8_t*>(p.w_words);
-#pragma unroll
-  for (int i = threadIdx.x; i < kBN * kBChunksPerRow; i += kThreads) {
-    const int row = i / kBChunksPerRow, chunk = i % kBChunksPerRow;
-    const int gn = n0 + row;
-    const int gb = k0 / 2 + chunk * 16;
-    const bool valid = gn < p.n && gb < w_row_bytes;
-    const uint8_t* src = valid ? w + static_cast<int64_t>(gn) * w_row_bytes + gb : w;
-    CopyAsync16(SharedAddress(b_stage + row * kBStride + chunk * 16), src, valid);
-  }
-}
-
-// Exact int32 -> float32 without the conversion unit (a quarter or less of the FMA rate, and 64
-// conversions per thread per group): the MMAs accumulate onto kMagicBits, the bits of 1.5 * 2^23,
-// so for |sum| < 2^22 the int32 result is the bit pattern of the float 1.5 * 2^23 + sum (floats
-// in [2^23, 2^24) are the integers), and subtracting 1.5 * 2^23 leaves float(sum) exactly.
-constexpr int32_t kMagicBits = 0x4b400000;
-constexpr float kMagicFloat = 12582912.0f;  // 1.5 * 2^23
-
-// kMagic: the group sums are known to stay below 2^22 in magnitude (see W4A8PrefillParams).
-template <typename Out, bool kMagic>
-__global__ void __launch_bounds__(kThreads, 1) W4A8PrefillKernel(const W4A8PrefillParams p) {
-  extern __shared__ __align__(16) uint8_t shared[];
-  uint8_t* a_shared = shared;
-  uint8_t* b_shared = shared + kStages * kAStageBytes;
-
-  // Grouped rasterisation: blocks [g * 8 * n_tiles, (g + 1) * 8 * n_tiles) cover tile rows
-  // 8g .. 8g + 7 (fewer in the last group), m fastest.
-  const int m_tiles = (p.m + kBM - 1) / kBM, n_tiles = (p.n + kBN - 1) / kBN;
-  const int linear = blockIdx.x;
-  const int per_group = kRasterGroupM * n_tiles;
-  const int first_m = (linear / per_group) * kRasterGroupM;
-  const int group_rows = min(m_tiles - first_m, kRasterGroupM);
-  const int local = linear % per_group;
-  const int m0 = (first_m + local % group_rows) * kBM;
-  const int n0 = (local / group_rows) * kBN;
-
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int warp_m = warp / kWarpsN, warp_n = warp % kWarpsN;
-  // This thread's place in the MMA fragments: C rows g, g + 8 and columns 2t, 2t + 1; B column g.
-  const int frag_row = lane / 4, frag_col = (lane % 4) * 2;
-  const int t = lane % 4;
-  const int groups = p.k / p.group_size;
-  const int steps_per_group = p.group_size / 32;
-  const int k_tiles = (p.k + kBK - 1) / kBK;
-  const int warp_n0 = n0 + warp_n * kWarpN;
-
-  constexpr int32_t kAccStart = kMagic ? kMagicBits : 0;
-  int32_t acc[kMTiles][kNTiles][4];
-  float partial[kMTiles][kNTiles][4];
-#pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        acc[mt][nt][c] = kAccStart;
-        partial[mt][nt][c] = 0.0f;
-      }
-
-  // Scales of this thread's C columns and zero point of its B column: current group, and the raw
-  // bits of the next one (fetched a group ahead).
-  float w_scale[kNTiles][2];
-  uint32_t scale_next[kNTiles][2];
-  uint32_t zero_plus_8[kNTiles];
-  int32_t zero_next[kNTiles];
-  auto fetch_group = [&](int g) {
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt) {
-#pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int n = warp_n0 + nt * 8 + frag_col + j;
-        scale_next[nt][j] =
-            n < p.n && g < groups ? p.w_scales[static_cast<int64_t>(n) * groups + g] : 0u;
-      }
-      const int n = warp_n0 + nt * 8 + frag_row;
-      zero_next[nt] = p.w_zero_points != nullptr && n < p.n && g < groups
-                          ? p.w_zero_points[static_cast<int64_t>(n) * groups + g]
-                          : 0;
-    }
-  };
-  auto start_group = [&](int g) {
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt) {
-#pragma unroll
-      for (int j = 0; j < 2; ++j) w_scale[nt][j] = HalfBitsToFloat(scale_next[nt][j]);
-      zero_plus_8[nt] = ZeroPlus8x4(zero_next[nt]);
-    }
-    fetch_group(g + 1);
-  };
-  // The finished group's int32 sums into the float partials (reference order). They are not
-  // stored: the 64 address computations alone made this kernel spill (1.2 KB of stack at 255
-  // registers); the simple kernel writes them for tests.
-  auto fold_group = [&]() {
-#pragma unroll
-    for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          const float sum = kMagic ? __fsub_rn(__int_as_float(acc[mt][nt][c]), kMagicFloat)
-                                   : __int2float_rn(acc[mt][nt][c]);
-          partial[mt][nt][c] = fmaf(sum, w_scale[nt][c % 2], partial[mt][nt][c]);
-          acc[mt][nt][c] = kAccStart;
-        }
-  };
-  fetch_group(0);
-
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < k_tiles) {
-      LoadTile(p, a_shared + s * kAStageBytes, b_shared + s * kBStageBytes, m0, n0, s * kBK);
-    }
-    CopyAsyncCommit();
-  }
-
-  const uint32_t flip = p.w_unsigned_nibbles ? kUnsignedNibbleFlip : kSignedNibbleFlip;
-  const int nibble_shift = (t % 2) * 4;
-  int group = 0, step_in_group = 0;
-  for (int kt = 0; kt < k_tiles; ++kt) {
-    CopyAsyncWait<kStages - 2>();
-    __syncthreads();  // tile kt has landed for everyone, and everyone is done with tile kt - 1
-    const int next = kt + kStages - 1;
-    if (next < k_tiles) {
-      const int s = next % kStages;
-      LoadTile(p, a_shared + s * kAStageBytes, b_shared + s * kBStageBytes, m0, n0, next * kBK);
-    }
-    CopyAsyncCommit();
-
-    const int stage = kt % kStages;
-    const uint8_t* a_stage = a_shared + stage * kAStageBytes;
-    const uint8_t* b_stage = b_shared + stage * kBStageBytes;
-    const int k_steps = min(kBK, p.k - kt * kBK) / 32;  // the last tile may be short
-#pragma unroll
-    for (int ks = 0; ks < kBK / 32; ++ks) {
-      if (ks >= k_steps) break;
-      if (step_in_group == 0) start_group(group);
-      // A (m16 x k32 each): ldmatrix matrices 0..3 = rows 0-7 / 8-15 x k 0-15 / 16-31.
-      uint32_t a_frag[kMTiles][4];
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt) {
-        const int row = warp_m * kWarpM + mt * 16 + lane % 16;
-        LoadMatrixX4(SharedAddress(a_stage + row * kAStride + ks * 32 + (lane / 16) * 16),
-                     a_frag[mt]);
-      }
-      // B (k32 x n8): b0 = k 4t..4t+3, b1 = k 16+4t..16+4t+3 of column g. Word j of the step
-      // holds k 8j..8j+7 (low nibbles k 8j..8j+3), so thread t takes nibble half t % 2 of words
-      // t / 2 (b0) and 2 + t / 2 (b1).
-      uint32_t b_frag[kNTiles][2];
-#pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt) {
-        const int row = warp_n * kWarpN + nt * 8 + frag_row;
-        const uint8_t* words = b_stage + row * kBStride + ks * 16 + (t / 2) * 4;
-        const uint32_t w0 = *reinterpret_cast<const uint32_t*>(words);
-        const uint32_t w1 = *reinterpret_cast<const uint32_t*>(words + 8);
-        b_frag[nt][0] = CenteredInt8x4((w0 >> nibble_shift) & 0x0f0f0f0fu, flip, zero_plus_8[nt]);
-        b_frag[nt][1] = CenteredInt8x4((w1 >> nibble_shift) & 0x0f0f0f0fu, flip, zero_plus_8[nt]);
-      }
-#pragma unroll
-      for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < kNTiles; ++nt)
-          MmaInt8(acc[mt][nt], a_frag[mt], b_frag[nt][0], b_frag[nt][1]);
-      if (++step_in_group == steps_per_group) {
-        fold_group();
-        ++group;
-        step_in_group = 0;
-      }
-    }
-  }
-  CopyAsyncWait<0>();
-
-  // Epilogue straight from the registers: y = round(partial * s_x [+ add]).
-  const bool has_add = p.epilogue_add != nullptr;
-  float x_scale[kMTiles][2];
-#pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int m = m0 + warp_m * kWarpM + mt * 16 + frag_row + h * 8;
-      x_scale[mt][h] = m < p.m ? HalfBitsToFloat(p.x_scales[m]) : 0.0f;
-    }
-  float add[kNTiles][2];
-#pragma unroll
-  for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const int n = warp_n0 + nt * 8 + frag_col + j;
-      add[nt][j] = has_add && n < p.n ? p.epilogue_add[n] : 0.0f;
-    }
-  Out* y = static_cast<Out*>(p.y);
-#pragma unroll
-  for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int m = m0 + warp_m * kWarpM + mt * 16 + frag_row + h * 8;
-      if (m >= p.m) continue;
-#pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt) {
-        const int n = warp_n0 + nt * 8 + frag_col;  // even
-        const float v0 = Finish(partial[mt][nt][2 * h], x_scale[mt][h], add[nt][0], has_add);
-        const float v1 = Finish(partial[mt][nt][2 * h + 1], x_scale[mt][h], add[nt][1], has_add);
-        Out* at = y + static_cast<int64_t>(m) * p.y_stride + n;
-        if (p.y_pairs_aligned && n + 1 < p.n) {
-          StorePair(at, v0, v1);
-        } else {
-          if (n < p.n) Store(at, v0);
-          if (n + 1 < p.n) Store(at + 1, v1);
-        }
-      }
-    }
-}
+// 128 x 128 outputs per block (2 x 4 warps), 4 stages, one block per SM.
+using PrefillTile = w4a8_mma::Tile<2, 4, 4, 1>;
+static_assert(PrefillTile::kSmemBytes == 4 * (128 * 144 + 128 * 80), "112 KiB");
 
 // ---------------------------------------------------------------------------------------------
 // The simple kernel: one thread per output.
@@ -358,31 +71,6 @@ __global__ void __launch_bounds__(256) W4A8PrefillSimpleKernel(const W4A8Prefill
 // ---------------------------------------------------------------------------------------------
 // Launch.
 
-// cudaFuncSetAttribute applies to one kernel on the current device: each instantiation opts in
-// once per device, under a lock, remembering only successes.
-template <typename Out, bool kMagic>
-cudaError_t LaunchTensorCore(const W4A8PrefillParams& p, cudaStream_t stream) {
-  static std::mutex mutex;
-  static std::vector<bool> opted_in;  // indexed by device ordinal
-  int device = 0;
-  if (const cudaError_t error = cudaGetDevice(&device); error != cudaSuccess) return error;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (device >= static_cast<int>(opted_in.size()) || !opted_in[device]) {
-      const cudaError_t error = cudaFuncSetAttribute(
-          W4A8PrefillKernel<Out, kMagic>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-      if (error != cudaSuccess) return error;
-      if (device >= static_cast<int>(opted_in.size())) opted_in.resize(device + 1, false);
-      opted_in[device] = true;
-    }
-  }
-  const int64_t blocks =
-      static_cast<int64_t>((p.m + kBM - 1) / kBM) * static_cast<int64_t>((p.n + kBN - 1) / kBN);
-  W4A8PrefillKernel<Out, kMagic>
-      <<<static_cast<unsigned>(blocks), kThreads, kSmemBytes, stream>>>(p);
-  return cudaGetLastError();
-}
-
 template <typename Out>
 cudaError_t LaunchForOutput(const W4A8PrefillParams& p, cudaStream_t stream) {
   if (p.variant == W4A8PrefillVariant::kSimple) {
@@ -392,8 +80,8 @@ cudaError_t LaunchForOutput(const W4A8PrefillParams& p, cudaStream_t stream) {
         <<<static_cast<unsigned>(blocks < 65536 ? blocks : 65536), 256, 0, stream>>>(p);
     return cudaGetLastError();
   }
-  return p.group_sums_below_2_22 ? LaunchTensorCore<Out, true>(p, stream)
-                                 : LaunchTensorCore<Out, false>(p, stream);
+  return p.group_sums_below_2_22 ? w4a8_mma::LaunchMmaSync<PrefillTile, Out, true>(p, stream)
+                                 : w4a8_mma::LaunchMmaSync<PrefillTile, Out, false>(p, stream);
 }
 
 }  // namespace

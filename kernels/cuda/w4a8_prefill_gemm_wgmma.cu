@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "kernels/cuda/int4_unpack.h"
+#include "kernels/cuda/w4a8_mma_sync_tile.cuh"
 #include "kernels/cuda/w4a8_prefill_gemm_launch.h"
 #include "kernels/cuda/warp_mma.cuh"
 
@@ -47,8 +48,13 @@ constexpr int kSmemBytes =
 constexpr int kSmemBytes64 =
     1024 + kStages * (kTileBytes / 2 + kPackedBytes) + 2 * kTileBytes + kScaleBytes;
 constexpr int kRasterGroupM = 8;
-constexpr int32_t kMagicBits = 0x4b400000;  // 1.5 * 2^23
-constexpr float kMagicFloat = 12582912.0f;
+// The exact magic-number int32 -> float32 conversion and the epilogue's roundings and stores are
+// the mma.sync kernel's (w4a8_mma_sync_tile.cuh).
+using w4a8_mma::Finish;
+using w4a8_mma::kMagicBits;
+using w4a8_mma::kMagicFloat;
+using w4a8_mma::Store;
+using w4a8_mma::StorePair;
 
 __device__ __forceinline__ float HalfBitsToFloat(uint32_t bits) {
   return __half2float(__ushort_as_half(static_cast<unsigned short>(bits & 0xffffu)));
@@ -142,19 +148,6 @@ __device__ __forceinline__ void FenceProxyAsync() {
 // Pins a register's value at this point of the instruction stream: no read of an accumulator may
 // move above the wgmma wait, and no write below the wgmma fence.
 __device__ __forceinline__ void FenceRegister(int32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
-
-__device__ __forceinline__ float Finish(float partial, float x_scale, float add, bool has_add) {
-  const float v = __fmul_rn(partial, x_scale);
-  return has_add ? __fadd_rn(v, add) : v;
-}
-__device__ __forceinline__ void Store(float* y, float v) { *y = v; }
-__device__ __forceinline__ void Store(__nv_bfloat16* y, float v) { *y = __float2bfloat16_rn(v); }
-__device__ __forceinline__ void StorePair(float* y, float a, float b) {
-  *reinterpret_cast<float2*>(y) = make_float2(a, b);
-}
-__device__ __forceinline__ void StorePair(__nv_bfloat16* y, float a, float b) {
-  *reinterpret_cast<__nv_bfloat162*>(y) = __floats2bfloat162_rn(a, b);
-}
 
 // kWarpgroups = 2: one block of 128 x 128 outputs per SM (kWgmmaExperimental). kWarpgroups = 1:
 // blocks of 64 x 128 outputs and one warpgroup, two per SM (kWgmma64x128TwoPerSm), which no
@@ -582,23 +575,14 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 #endif
 }
 
-// Opts `kernel` in to `smem_bytes` of dynamic shared memory once per device (each instantiation
-// of this template has its own record), then launches one block per rows x 128 tile.
+// Opts `kernel` in to `smem_bytes` of dynamic shared memory (once per device and kernel), then
+// launches one block per rows x 128 tile.
 template <auto kernel, int smem_bytes, int rows = kBM, int threads = kThreads>
 cudaError_t OptInAndLaunch(const W4A8PrefillParams& p, cudaStream_t stream) {
-  static std::mutex mutex;
-  static std::vector<bool> opted_in;  // indexed by device ordinal
-  int device = 0;
-  if (const cudaError_t error = cudaGetDevice(&device); error != cudaSuccess) return error;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (device >= static_cast<int>(opted_in.size()) || !opted_in[device]) {
-      const cudaError_t error =
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
-      if (error != cudaSuccess) return error;
-      if (device >= static_cast<int>(opted_in.size())) opted_in.resize(device + 1, false);
-      opted_in[device] = true;
-    }
+  if (const cudaError_t error =
+          w4a8_mma::OptInDynamicSharedMemory(reinterpret_cast<const void*>(kernel), smem_bytes);
+      error != cudaSuccess) {
+    return error;
   }
   const int64_t blocks =
       static_cast<int64_t>((p.m + rows - 1) / rows) * static_cast<int64_t>((p.n + kBN - 1) / kBN);

@@ -27,6 +27,7 @@
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/ops_test_util.h"
+#include "tests/gpu/w4a8_gemm_test_util.h"
 
 namespace flatfleet::cuda {
 namespace {
@@ -43,30 +44,7 @@ std::string CaseName(const DecodeCase& c) {
                       c.zero_points ? "_zp" : "_sym");
 }
 
-// INT4 weights: symmetric codes in [-7, 7], or asymmetric codes and zero points in [-8, 7].
-quant::QuantizedMatrix RandomInt4Weights(int64_t n, int64_t k, int64_t group_size, bool zero_points,
-                                         std::mt19937_64& rng) {
-  quant::QuantizedMatrix w;
-  w.rows = n;
-  w.cols = k;
-  w.format = {.bits = 4, .symmetric = !zero_points, .group_size = group_size == k ? 0 : group_size};
-  w.codes.resize(n * k);
-  for (int64_t i = 0; i < n * k; i += 16) {
-    uint64_t r = rng();
-    for (int64_t j = i; j < i + 16 && j < n * k; ++j, r >>= 4) {
-      const int nibble = static_cast<int>(r & 0xf);
-      w.codes[j] = static_cast<int8_t>(zero_points ? nibble - 8 : nibble % 15 - 7);
-    }
-  }
-  const int64_t groups = k / group_size;
-  for (int64_t i = 0; i < n * groups; ++i) w.scales.push_back(testing::RandomScaleBits(rng));
-  if (zero_points) {
-    for (int64_t i = 0; i < n * groups; ++i) {
-      w.zero_points.push_back(static_cast<int8_t>(static_cast<int>(rng() & 0xf) - 8));
-    }
-  }
-  return w;
-}
+using testing::RandomInt4Weights;
 
 const char* KernelName(W4A8DecodeKernel kernel) {
   switch (kernel) {
@@ -403,108 +381,27 @@ INSTANTIATE_TEST_SUITE_P(
                       RealShape{8192, 4096, false}, RealShape{8192, 14336, true}),
     RealShapeName);
 
-// Argument checks run on the host before any launch: no GPU needed. Fake, never dereferenced,
-// 16-byte aligned addresses stand in for device buffers.
-template <typename T>
-T* FakeDevicePointer(uintptr_t offset = 0) {
-  return reinterpret_cast<T*>(uintptr_t{1} << 20 | offset);
-}
+// Argument checks run on the host before any launch: no GPU needed (fake device pointers).
+using testing::FakeDevicePointer;
 
-DeviceW4A8DecodeGemm ValidArgs() {
-  return {.m = 4,
-          .n = 64,
-          .k = 512,
-          .group_size = 128,
-          .x_codes = FakeDevicePointer<int8_t>(),
-          .x_scales = FakeDevicePointer<uint16_t>(),
-          .w_words = FakeDevicePointer<uint32_t>(),
-          .w_scales = FakeDevicePointer<uint16_t>(),
-          .y = FakeDevicePointer<float>()};
-}
+DeviceW4A8DecodeGemm ShapeArgs() { return testing::FakeW4A8ShapeArgs<DeviceW4A8DecodeGemm>(4); }
 
 ::testing::AssertionResult FailsMentioning(const DeviceW4A8DecodeGemm& args, absl::StatusCode code,
                                            const std::string& text) {
-  const absl::Status status = GemmW4A8Decode(args, nullptr);
-  if (status.code() == code && std::string(status.message()).find(text) != std::string::npos) {
-    return ::testing::AssertionSuccess();
-  }
-  return ::testing::AssertionFailure() << "got " << status;
-}
-
-// Valid but for y (null): the shape checks come first, and should one wrongly pass, the call
-// still stops at the pointers instead of launching on fake addresses.
-DeviceW4A8DecodeGemm ShapeArgs() {
-  DeviceW4A8DecodeGemm args = ValidArgs();
-  args.y = nullptr;
-  return args;
+  return testing::StatusMentions(GemmW4A8Decode(args, nullptr), code, text);
 }
 
 constexpr absl::StatusCode kInvalid = absl::StatusCode::kInvalidArgument;
 
 TEST(W4A8DecodeGemmArgsTest, RejectsShapesItCannotRun) {
-  for (int64_t m : {0, 17, -1}) {
-    auto args = ShapeArgs();
-    args.m = m;
-    EXPECT_TRUE(FailsMentioning(args, kInvalid, "m must be in 1..16")) << m;
-  }
-  auto args = ShapeArgs();
-  args.n = 0;
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "n must be"));
-  for (int64_t k : {0, 48, 496}) {
-    args = ShapeArgs();
-    args.k = k;
-    args.group_size = 32;
-    EXPECT_TRUE(FailsMentioning(args, kInvalid, "k must be a positive multiple of 32")) << k;
-  }
-  for (int64_t group_size : {0, 48, 96, 1024}) {  // 96 and 1024 do not divide 512
-    args = ShapeArgs();
-    args.group_size = group_size;
-    EXPECT_TRUE(FailsMentioning(args, kInvalid, "group_size")) << group_size;
-  }
-  args = ShapeArgs();
-  args.k = 2415648;  // 2415648 * 127 * 7 > 2^31 - 1 (2415616 would fit)
-  args.group_size = 32;
-  EXPECT_TRUE(FailsMentioning(args, absl::StatusCode::kOutOfRange, "overflow"));
-  args.k = 1127360;  // fine symmetric, but 1127360 * 127 * 15 > 2^31 - 1 with zero points
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
-  args.w_zero_points = FakeDevicePointer<int8_t>();
-  EXPECT_TRUE(FailsMentioning(args, absl::StatusCode::kOutOfRange, "overflow"));
-  args = ShapeArgs();
-  args.y_stride = 63;
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y_stride"));
-  args = ShapeArgs();
-  args.y_type = static_cast<GemmElementType>(7);
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y_type"));
-  args = ValidArgs();
-  args.kernel = static_cast<W4A8DecodeKernel>(9);
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "kernel"));
+  testing::ExpectSharedW4A8ShapeChecks<DeviceW4A8DecodeGemm>(
+      [](const DeviceW4A8DecodeGemm& args) { return GemmW4A8Decode(args, nullptr); }, 4,
+      {0, 17, -1}, "m must be in 1..16");
 }
 
 TEST(W4A8DecodeGemmArgsTest, RejectsNullAndMisalignedPointers) {
-  auto args = ValidArgs();
-  args.x_codes = nullptr;
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "x_codes is null"));
-  args = ValidArgs();
-  args.x_scales = nullptr;
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "x_scales is null"));
-  args = ValidArgs();
-  args.w_words = nullptr;
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "w_words is null"));
-  args = ValidArgs();
-  args.w_scales = nullptr;
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "w_scales is null"));
-  args = ValidArgs();
-  args.y = nullptr;
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is null"));
-  args = ValidArgs();
-  args.x_codes = FakeDevicePointer<int8_t>(8);
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "x_codes must be 16-byte aligned"));
-  args = ValidArgs();
-  args.w_words = FakeDevicePointer<uint32_t>(4);
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "w_words must be 16-byte aligned"));
-  args = ValidArgs();
-  args.y = FakeDevicePointer<uint8_t>(2);  // 2-byte aligned: fine for bf16, not for float32
-  EXPECT_TRUE(FailsMentioning(args, kInvalid, "y is not aligned"));
+  testing::ExpectSharedW4A8PointerChecks<DeviceW4A8DecodeGemm>(
+      [](const DeviceW4A8DecodeGemm& args) { return GemmW4A8Decode(args, nullptr); }, 4);
 }
 
 TEST(W4A8DecodeGemmArgsTest, RejectsSplitKWhereItCannotRun) {

@@ -20,6 +20,7 @@
 #include "kernels/cuda/integer_scale_epilogue.h"
 #include "kernels/cuda/random_fill.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
+#include "kernels/cuda/w4a8_midm_gemm.h"
 #include "kernels/cuda/w4a8_prefill_gemm.h"
 #include "runtime/cuda/cuda_status.h"
 #include "runtime/cuda/device_allocators.h"
@@ -505,9 +506,22 @@ absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, 
     // No IMMA algorithm for this shape: the mma.sync kernel below computes the same bits.
     if (imma.code() != absl::StatusCode::kUnimplemented) return imma;
   }
+  if (weight.weight_bits == 4 && rows >= cuda::kW4A8MidmMinRows && rows <= cuda::kW4A8MidmMaxRows) {
+    // 17..256 rows (batched decode, short prefill chunks): the weight-bandwidth W4A8 GEMM with
+    // 64-row tiles and the epilogue fused; kAuto picks the tile (w4a8_midm_gemm.h's table).
+    auto gemm = W4A8Operands<cuda::DeviceW4A8MidmGemm>(weight, rows, codes, scales);
+    gemm.kernel = cuda::W4A8MidmKernel::kAuto;
+    gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
+    gemm.y = y.data;
+    gemm.y_stride = y.row_stride;
+    gemm.y_type = y_type;
+    FF_RETURN_IF_ERROR(cuda::GemmW4A8Midm(gemm, stream));
+    arena.Release(mark);
+    return absl::OkStatus();
+  }
   if (weight.weight_bits == 4 && rows >= cuda::kW4A8PrefillMinRows) {
-    // Prefill: the 128 x 128-tile W4A8 GEMM with the epilogue fused (the same bits as GemmW4A8 +
-    // AddBias below, without the float32 pass; 17..63 rows keep GemmW4A8's smaller tiles).
+    // Prefill (257 rows on): the 128 x 128-tile W4A8 GEMM with the epilogue fused (the same bits
+    // as GemmW4A8 + AddBias below, without the float32 pass).
     auto gemm = W4A8Operands<cuda::DeviceW4A8PrefillGemm>(weight, rows, codes, scales);
     gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
     gemm.y = y.data;

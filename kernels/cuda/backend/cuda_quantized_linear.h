@@ -12,8 +12,11 @@
 //   * otherwise the mma.sync W8A8 / W4A8 GEMMs (kernels/cuda/int8_gemm.h) into float32 op
 //     scratch, then the epilogue kernel (kernels/cuda/bias_add.h);
 //   * W8A8 above kCublasInt8MinRows: cuBLASLt's exact int32 sums and a dequantising epilogue;
-//   * W4A8 from cuda::kW4A8PrefillMinRows (64) rows: the 128 x 128-tile prefill GEMM
-//     (kernels/cuda/w4a8_prefill_gemm.h) with the epilogue fused (no float32 pass).
+//   * W4A8 at cuda::kW4A8MidmMinRows..kW4A8MidmMaxRows (17..256) rows: the weight-bandwidth
+//     mid-M GEMM (kernels/cuda/w4a8_midm_gemm.h, 64-row tiles, kAuto's tile table there) with
+//     the epilogue fused;
+//   * W4A8 from 257 rows: the 128 x 128-tile prefill GEMM (kernels/cuda/w4a8_prefill_gemm.h)
+//     with the epilogue fused (no float32 pass).
 //
 // Layout at load: 8-bit codes stay row-major int8 [out, K]; 4-bit codes are repacked into the
 // interleaved INT4 words the GEMM reads (kernels/cpu/quant/int4_interleaved.h). K is the layer's
