@@ -26,8 +26,10 @@ class DevicePenaltyTokens {
   // A sampled token (its count feeds the frequency and presence penalties).
   void Record(int32_t token);
 
-  // This step's entries, in first-seen order: empty exactly when engine::Sampler::
-  // ProcessesLogits() is false (no penalty, and min_tokens reached or no stop ids).
+  // This step's entries, in first-seen order; empty when engine::Sampler::ProcessesLogits() is
+  // false (no penalty, and min_tokens reached or no stop ids), and when it is true but changes
+  // nothing yet (frequency or presence penalties alone before the first token): an empty list
+  // means the raw row is the processed one.
   std::span<const kernels::DevicePenaltyEntry> Entries();
 
  private:
