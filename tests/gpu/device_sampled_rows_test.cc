@@ -66,7 +66,9 @@ void ExpectTopLogprobsNear(const SampledToken& got, const SampledToken& want, si
       EXPECT_EQ(got.top[s].token, want.top[s].token) << "rank " << s;
     }
     EXPECT_TRUE(std::isfinite(got.top[s].logprob) && got.top[s].logprob <= 0) << "rank " << s;
-    if (s > 0) EXPECT_LE(got.top[s].logprob, got.top[s - 1].logprob) << "rank " << s;
+    if (s > 0) {
+      EXPECT_LE(got.top[s].logprob, got.top[s - 1].logprob) << "rank " << s;
+    }
   }
 }
 
