@@ -82,7 +82,8 @@ absl::StatusOr<std::unique_ptr<LinearWeight>> Backend::PrepareRandomQuantizedLin
 absl::Status Backend::SampleTokens(ExecutionContext& context,
                                    const runtime::ConstTensorView& logits,
                                    std::span<const DeviceSamplingParams> params,
-                                   std::span<int32_t> tokens, std::span<float> logprobs) {
+                                   std::span<int32_t> tokens, std::span<float> logprobs,
+                                   std::span<DeviceTopLogprob> top_logprobs) {
   return absl::UnimplementedError(
       absl::StrCat("backend ", std::string(name()), " samples on the host (engine::Sampler)"));
 }

@@ -86,6 +86,22 @@ struct ExpertWeights {
   const LinearWeight* down = nullptr;
 };
 
+// One token a row's penalties or min_tokens mask touch (engine::Sampler::Processed's inputs).
+struct DevicePenaltyEntry {
+  static constexpr uint32_t kInPrompt = 1;  // the token occurs in the prompt
+  static constexpr uint32_t kMasked = 2;    // a stop id held back by min_tokens: -inf
+  int32_t token = 0;
+  int32_t completion_count = 0;  // occurrences in the completion so far
+  uint32_t flags = 0;
+};
+
+// One of the most likely tokens of a row, with its log-softmax under the raw logits.
+struct DeviceTopLogprob {
+  int32_t token = -1;
+  float logprob = 0.0f;
+};
+inline constexpr int kMaxDeviceTopLogprobs = 20;  // engine::kMaxTopLogprobs
+
 // Per logit row: how a backend that samples on the device chooses it (engine::SamplingParams).
 struct DeviceSamplingParams {
   float temperature = 0.0f;  // 0: greedy (argmax, first index on ties)
@@ -93,6 +109,16 @@ struct DeviceSamplingParams {
   float top_p = 1.0f;        // 1: off
   uint64_t seed = 0;
   uint64_t step = 0;  // tokens the request sampled so far: the draw depends on (seed, step) only
+  // Penalties and min_tokens masking (engine::SamplingParams' formulas), applied to a copy of
+  // the row before the draw when `penalties` is not empty: each distinct token of the prompt
+  // and completion that a penalty touches, and the stop ids while min_tokens holds them back
+  // (host memory, read during the call only).
+  float repetition_penalty = 1.0f;
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
+  std::span<const DevicePenaltyEntry> penalties = {};
+  // >= 0: also report the row's this many (<= kMaxDeviceTopLogprobs) most likely tokens.
+  int32_t top_logprobs = -1;
 };
 
 // A linear layer's weight as the loader hands it over: host memory in the checkpoint's type
@@ -250,10 +276,15 @@ class Backend {
   // ---- Sampling on the backend (GPUs): only the chosen ids leave the device. Backends that
   // return false here leave sampling to the host (engine::Sampler, the CPU's numerics spec).
   virtual bool samples_on_device() const { return false; }
+  // `logprobs` (empty, or one per row): the chosen ids' log-softmax under the raw logits.
+  // `top_logprobs` (empty, or kMaxDeviceTopLogprobs per row): row r's first
+  // min(params[r].top_logprobs, vocab) entries, most likely first (lower id first on ties), the
+  // rest token -1.
   virtual absl::Status SampleTokens(ExecutionContext& context,
                                     const runtime::ConstTensorView& logits,
                                     std::span<const DeviceSamplingParams> params,
-                                    std::span<int32_t> tokens, std::span<float> logprobs);
+                                    std::span<int32_t> tokens, std::span<float> logprobs,
+                                    std::span<DeviceTopLogprob> top_logprobs = {});
 };
 
 }  // namespace flatfleet::kernels

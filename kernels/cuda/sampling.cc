@@ -36,6 +36,10 @@ absl::Status SampleTokens(const DeviceSampling& args, cudaStream_t stream) {
   if (args.tokens == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(kName, ": tokens is null"));
   }
+  if ((args.processed_logits == nullptr) != (args.processed_row == nullptr)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(kName, ": processed_logits and processed_row go together"));
+  }
   internal::SamplingParams params;
   params.logits = args.logits;
   params.rows = args.rows;
@@ -48,6 +52,8 @@ absl::Status SampleTokens(const DeviceSampling& args, cudaStream_t stream) {
   params.step = args.step;
   params.tokens = args.tokens;
   params.logprobs = args.logprobs;
+  params.processed_logits = args.processed_logits;
+  params.processed_row = args.processed_row;
   params.bisection = args.algorithm == SamplingAlgorithm::kBisection;
   if (const cudaError_t error = internal::LaunchSampling(params, stream); error != cudaSuccess) {
     return absl::InternalError(absl::StrCat(kName, " launch: ", cudaGetErrorString(error)));

@@ -53,6 +53,12 @@ struct DeviceSampling {
   // Optional [rows]: log-softmax of the chosen id under the raw logits (temperature 1), as the
   // OpenAI API reports logprobs.
   float* logprobs = nullptr;
+  // Optional: rows drawn from a processed copy of their logits (penalties and min_tokens
+  // masking, logit_penalties.h). Row r with processed_row[r] = j >= 0 draws from
+  // processed_logits + j * vocab (dense rows); its logprob stays under the raw row. Both null:
+  // every row draws from its raw logits.
+  const float* processed_logits = nullptr;
+  const int32_t* processed_row = nullptr;  // [rows], device memory; -1: the raw row
   SamplingAlgorithm algorithm = SamplingAlgorithm::kRadixSelect;
 };
 

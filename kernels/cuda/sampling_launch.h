@@ -20,6 +20,8 @@ struct SamplingParams {
   const uint64_t* step = nullptr;
   int32_t* tokens = nullptr;
   float* logprobs = nullptr;
+  const float* processed_logits = nullptr;  // [processed rows, vocab], dense
+  const int32_t* processed_row = nullptr;   // [rows]; -1: draw from the raw row
   bool bisection = false;  // the reference threshold search instead of radix select
 };
 cudaError_t LaunchSampling(const SamplingParams& params, cudaStream_t stream);

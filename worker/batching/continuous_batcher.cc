@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "worker/batching/device_penalties.h"
 #include "worker/sampling/stop_conditions.h"
 
 namespace flatfleet::engine {
@@ -40,6 +41,9 @@ struct ContinuousBatcher::Request {
   int32_t choice = 0;
   std::vector<int32_t> stop_ids;
   Sampler sampler{SamplingParams{}};
+  // The device sampler's view of the penalties and min_tokens mask (GPU engine only; made at
+  // the request's first device step).
+  std::optional<DevicePenaltyTokens> device_penalties;
   // The prompt followed by every sampled token; the last sampled one is fed at the next decode.
   std::vector<int32_t> context;
   int64_t computed = 0;  // leading context tokens held in the cache
@@ -305,10 +309,6 @@ void ContinuousBatcher::Retire(Request* request, absl::Status status,
   done.push_back(std::move(merged));
 }
 
-bool ContinuousBatcher::NeedsHostSampling(const Request& request) {
-  return request.request.params.logprobs >= 0 || request.sampler.ProcessesLogits();
-}
-
 void ContinuousBatcher::Preempt(Request* request) {
   cache_->RemoveSequence(*request->sequence);
   released_.push_back(*request->sequence);
@@ -499,35 +499,47 @@ std::vector<EngineResult> ContinuousBatcher::Step() {
 
 // The GPU path: the forward and the sampling run on the device and only the ids come back.
 // Each request's draw depends on (its seed, its sampled-token count), so results do not depend
-// on the batch (the device sampler's stream, not engine::Sampler's).
-// Requests that need what the device sampler does not do yet (penalties, min_tokens masking,
-// logprobs with top alternatives) get their logits row copied to the host and are sampled by
-// engine::Sampler there, whatever else the batch holds: their tokens depend on their own
-// parameters, seed and step only, as on the CPU engine. Device-side penalties and top-logprobs
-// are not implemented: such rows cost a device-to-host copy of one vocabulary row each.
+// on the batch (the device sampler's stream, not engine::Sampler's). Every sampling feature runs
+// there: penalties and min_tokens masking on a device copy of the row (bit-identical to
+// engine::Sampler::Processed), and logprobs (the chosen id and up to kMaxTopLogprobs
+// alternatives under the raw logits, engine::TopLogprobs's order), which come back as small
+// arrays with the ids. No logits row is copied to the host any more; engine::Sampler still
+// records every token (its count of sampled tokens is min_tokens's clock for stop strings).
 std::vector<EngineResult> ContinuousBatcher::FinishDeviceStep(StepPlan plan,
                                                               std::span<const SequenceChunk> chunks,
                                                               std::span<Request* const> owners,
                                                               absl::Status status,
                                                               std::vector<EngineResult> finished) {
   std::vector<kernels::DeviceSamplingParams> params(chunks.size());
+  bool any_logprobs = false;
   for (size_t c = 0; c < owners.size(); ++c) {
-    const SamplingParams& p = owners[c]->request.params;
-    params[c] = {p.temperature, static_cast<int32_t>(p.top_k), p.top_p, p.seed,
-                 static_cast<uint64_t>(owners[c]->result.completion_tokens)};
-  }
-  std::vector<int64_t> host_rows;
-  std::vector<int64_t> host_row_of(chunks.size(), -1);
-  for (size_t c = 0; c < owners.size(); ++c) {
-    if (plan.chunks[c].sample && NeedsHostSampling(*owners[c])) {
-      host_row_of[c] = static_cast<int64_t>(host_rows.size());
-      host_rows.push_back(static_cast<int64_t>(c));
+    Request& r = *owners[c];
+    const SamplingParams& p = r.request.params;
+    kernels::DeviceSamplingParams& row = params[c];
+    row.temperature = p.temperature;
+    row.top_k = static_cast<int32_t>(p.top_k);
+    row.top_p = p.top_p;
+    row.seed = p.seed;
+    row.step = static_cast<uint64_t>(r.result.completion_tokens);
+    if (!plan.chunks[c].sample) continue;
+    if (!r.device_penalties) {
+      const std::span<const int32_t> context(r.context);
+      const size_t prompt = r.request.prompt.size();
+      r.device_penalties.emplace(p, context.first(prompt), context.subspan(prompt), r.stop_ids);
     }
+    row.repetition_penalty = p.repetition_penalty;
+    row.frequency_penalty = p.frequency_penalty;
+    row.presence_penalty = p.presence_penalty;
+    row.penalties = r.device_penalties->Entries();
+    row.top_logprobs = p.logprobs;
+    any_logprobs = any_logprobs || p.logprobs >= 0;
   }
-  Tensor host_logits;
+  std::vector<float> logprobs;
+  std::vector<kernels::DeviceTopLogprob> top;
   absl::StatusOr<std::vector<int32_t>> tokens =
       status.ok()
-          ? model_.ForwardAndSample(chunks, *cache_, params, nullptr, host_rows, &host_logits)
+          ? model_.ForwardAndSample(chunks, *cache_, params, any_logprobs ? &logprobs : nullptr, {},
+                                    nullptr, any_logprobs ? &top : nullptr)
           : absl::StatusOr<std::vector<int32_t>>(status);
   ++steps_total_;
   last_plan_ = std::move(plan);
@@ -540,20 +552,28 @@ std::vector<EngineResult> ContinuousBatcher::FinishDeviceStep(StepPlan plan,
     }
     return finished;
   }
+  const int64_t vocab = model_.config().vocab_size;
   for (size_t c = 0; c < owners.size(); ++c) {
     Request* r = owners[c];
     const PlannedChunk& chunk = last_plan_.chunks[c];
     r->computed += static_cast<int64_t>(chunk.tokens.size());
     if (!chunk.sample) continue;
-    bool done = false;
-    if (host_row_of[c] >= 0) {
-      done = SampleNext(
-          *r, std::span<const float>(host_logits.row(host_row_of[c]), model_.config().vocab_size));
-    } else {
-      r->sampler.Record((*tokens)[c]);
-      done = AcceptToken(*r, (*tokens)[c]);
+    const int32_t token = (*tokens)[c];
+    const int32_t wanted = r->request.params.logprobs;
+    if (wanted >= 0) {
+      SampledToken sampled;
+      sampled.token = token;
+      sampled.logprob = logprobs[c];
+      const int64_t reported = std::min<int64_t>(wanted, vocab);
+      for (int64_t s = 0; s < reported; ++s) {
+        const kernels::DeviceTopLogprob& entry = top[c * kernels::kMaxDeviceTopLogprobs + s];
+        sampled.top.push_back({entry.token, entry.logprob});
+      }
+      r->result.logprobs.push_back(std::move(sampled));
     }
-    if (done) Retire(r, absl::OkStatus(), finished);
+    r->sampler.Record(token);
+    r->device_penalties->Record(token);
+    if (AcceptToken(*r, token)) Retire(r, absl::OkStatus(), finished);
   }
   return finished;
 }

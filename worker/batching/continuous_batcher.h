@@ -112,8 +112,6 @@ class ContinuousBatcher final : public InferenceEngine {
   // Frees the request's cache and removes it from every queue; appends its result to
   // `done` (for a choice of an n > 1 request, the merged result once its last choice retired).
   void Retire(Request* request, absl::Status status, std::vector<EngineResult>& done);
-  // Whether the host must sample this request's next token on a device-sampling backend.
-  static bool NeedsHostSampling(const Request& request);
 
   const LlamaModel& model_;
   const tokenizer::Tokenizer* tokenizer_;

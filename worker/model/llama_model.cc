@@ -416,7 +416,8 @@ absl::StatusOr<Tensor> LlamaModel::Forward(std::span<const SequenceChunk> chunks
 absl::StatusOr<std::vector<int32_t>> LlamaModel::ForwardAndSample(
     std::span<const SequenceChunk> chunks, KvCache& cache,
     std::span<const kernels::DeviceSamplingParams> params, std::vector<float>* logprobs,
-    std::span<const int64_t> host_rows, Tensor* host_logits) const {
+    std::span<const int64_t> host_rows, Tensor* host_logits,
+    std::vector<kernels::DeviceTopLogprob>* top_logprobs) const {
   if (!backend_.samples_on_device()) {
     return absl::FailedPreconditionError(absl::StrCat("backend ", std::string(backend_.name()),
                                                       " samples on the host: use Forward"));
@@ -439,10 +440,14 @@ absl::StatusOr<std::vector<int32_t>> LlamaModel::ForwardAndSample(
   FF_ASSIGN_OR_RETURN(runtime::TensorView logits, RunForward(chunks, cache));
   std::vector<int32_t> tokens(chunks.size());
   std::vector<float> chosen_logprobs(logprobs != nullptr ? chunks.size() : 0);
+  std::vector<kernels::DeviceTopLogprob> top(
+      top_logprobs != nullptr ? chunks.size() * kernels::kMaxDeviceTopLogprobs : 0);
   if (!chunks.empty()) {
-    FF_RETURN_IF_ERROR(backend_.SampleTokens(*context_, logits, params, tokens, chosen_logprobs));
+    FF_RETURN_IF_ERROR(
+        backend_.SampleTokens(*context_, logits, params, tokens, chosen_logprobs, top));
   }
   if (logprobs != nullptr) *logprobs = std::move(chosen_logprobs);
+  if (top_logprobs != nullptr) *top_logprobs = std::move(top);
   if (!host_rows.empty()) {
     if (host_logits == nullptr) {
       return absl::InvalidArgumentError("forward: host_rows need host_logits");

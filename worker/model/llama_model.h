@@ -103,14 +103,17 @@ class LlamaModel {
   absl::StatusOr<Tensor> Forward(std::span<const SequenceChunk> chunks, KvCache& cache) const;
 
   // Forward and sampling on the backend (backend().samples_on_device()): one params entry per
-  // chunk (each chunk's last token is sampled; all_logits must be off). Only the ids (and,
-  // when `logprobs` is given, their log-probabilities) come back to the host, and the logits
-  // rows listed in `host_rows` (chunk indices), copied into `host_logits` [host_rows, vocab] for
-  // requests the host samples itself (penalties, min_tokens, top logprobs).
+  // chunk (each chunk's last token is sampled; all_logits must be off), penalties, min_tokens
+  // masking and top logprobs included (kernels::DeviceSamplingParams). Only the ids come back
+  // to the host, with, when given: `logprobs` (the ids' log-probabilities under the raw logits,
+  // one per chunk), `top_logprobs` (kernels::kMaxDeviceTopLogprobs per chunk, filled for the
+  // chunks whose params ask), and the logits rows listed in `host_rows` (chunk indices) copied
+  // into `host_logits` [host_rows, vocab] for a caller that samples some rows itself.
   absl::StatusOr<std::vector<int32_t>> ForwardAndSample(
       std::span<const SequenceChunk> chunks, KvCache& cache,
       std::span<const kernels::DeviceSamplingParams> params, std::vector<float>* logprobs = nullptr,
-      std::span<const int64_t> host_rows = {}, Tensor* host_logits = nullptr) const;
+      std::span<const int64_t> host_rows = {}, Tensor* host_logits = nullptr,
+      std::vector<kernels::DeviceTopLogprob>* top_logprobs = nullptr) const;
 
  private:
   struct Activations;  // per-forward scratch views from the context's workspace

@@ -4,7 +4,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <vector>
 
@@ -19,6 +21,7 @@
 #include "kernels/cuda/fused_add_rmsnorm.h"
 #include "kernels/cuda/grouped_gemm.h"
 #include "kernels/cuda/kv_cache_layer.h"
+#include "kernels/cuda/logit_penalties.h"
 #include "kernels/cuda/moe_permute.h"
 #include "kernels/cuda/moe_routing.h"
 #include "kernels/cuda/moe_unpermute.h"
@@ -26,6 +29,7 @@
 #include "kernels/cuda/random_fill.h"
 #include "kernels/cuda/rotary_kv_write.h"
 #include "kernels/cuda/sampling.h"
+#include "kernels/cuda/top_logprobs.h"
 #include "runtime/cuda/cuda_graph.h"
 #include "runtime/cuda/cuda_status.h"
 #include "runtime/cuda/cuda_stream.h"
@@ -942,63 +946,206 @@ absl::Status CudaBackend::CopyFromHost(ExecutionContext& context, std::span<cons
   return cuda.Synchronize();
 }
 
+namespace {
+
+// Segments of one staging area (pinned host and device alike), each at a 16-byte aligned offset.
+class StagingLayout {
+ public:
+  size_t Add(size_t bytes) {
+    const size_t offset = (bytes_ + 15) / 16 * 16;
+    bytes_ = offset + bytes;
+    return offset;
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  size_t bytes_ = 0;
+};
+
+static_assert(sizeof(DevicePenaltyEntry) == sizeof(cuda::LogitPenaltyEntry) &&
+              offsetof(DevicePenaltyEntry, token) == offsetof(cuda::LogitPenaltyEntry, token) &&
+              offsetof(DevicePenaltyEntry, completion_count) ==
+                  offsetof(cuda::LogitPenaltyEntry, completion_count) &&
+              offsetof(DevicePenaltyEntry, flags) == offsetof(cuda::LogitPenaltyEntry, flags) &&
+              DevicePenaltyEntry::kInPrompt == cuda::LogitPenaltyEntry::kInPrompt &&
+              DevicePenaltyEntry::kMasked == cuda::LogitPenaltyEntry::kMasked &&
+              kMaxDeviceTopLogprobs == cuda::kMaxTopLogprobs);
+
+template <typename T>
+T* At(char* base, size_t offset) {
+  return reinterpret_cast<T*>(base + offset);
+}
+
+}  // namespace
+
+// One step's sampling: [penalties on copies of the rows that have them] -> the draw ->
+// [top logprobs of the rows that ask] -> ids and small logprob arrays back. Every per-row input
+// goes up in one host-to-device copy from pinned memory and every output comes back in one.
 absl::Status CudaBackend::SampleTokens(ExecutionContext& context, const ConstTensorView& logits,
                                        std::span<const DeviceSamplingParams> params,
-                                       std::span<int32_t> tokens, std::span<float> logprobs) {
+                                       std::span<int32_t> tokens, std::span<float> logprobs,
+                                       std::span<DeviceTopLogprob> top_logprobs) {
   OpTimer timer(context, "sampling");
   FF_RETURN_IF_ERROR(Expect(logits, ScalarType::kFloat32, false, "SampleTokens", "logits"));
   const int64_t rows = logits.rows;
+  const int64_t vocab = logits.cols;
   if (static_cast<int64_t>(params.size()) != rows || static_cast<int64_t>(tokens.size()) != rows ||
       (!logprobs.empty() && static_cast<int64_t>(logprobs.size()) != rows)) {
     return Misuse("SampleTokens", "one params, token and logprob entry per logits row");
   }
+  if (!top_logprobs.empty() &&
+      static_cast<int64_t>(top_logprobs.size()) != rows * kMaxDeviceTopLogprobs) {
+    return Misuse("SampleTokens", "top_logprobs holds kMaxDeviceTopLogprobs entries per row");
+  }
   if (rows == 0) return absl::OkStatus();
+  // The rows drawn from a penalised copy, and the rows that report top logprobs.
+  std::vector<int32_t> processed, listed;
+  int64_t entries = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (!params[r].penalties.empty()) {
+      processed.push_back(static_cast<int32_t>(r));
+      entries += static_cast<int64_t>(params[r].penalties.size());
+    }
+    if (params[r].top_logprobs >= 0) {
+      if (top_logprobs.empty() || params[r].top_logprobs > kMaxDeviceTopLogprobs) {
+        return Misuse("SampleTokens",
+                      "top_logprobs asked beyond kMaxDeviceTopLogprobs or without an output");
+      }
+      listed.push_back(static_cast<int32_t>(r));
+    }
+  }
+  if (entries > std::numeric_limits<int32_t>::max()) {
+    return Misuse("SampleTokens", "too many penalty entries");
+  }
+  const int64_t num_processed = static_cast<int64_t>(processed.size());
+  const int64_t num_listed = static_cast<int64_t>(listed.size());
+  StagingLayout layout;
+  const size_t seeds_at = layout.Add(rows * 8), steps_at = layout.Add(rows * 8);
+  const size_t temperature_at = layout.Add(rows * 4), top_p_at = layout.Add(rows * 4);
+  const size_t top_k_at = layout.Add(rows * 4), processed_row_at = layout.Add(rows * 4);
+  const size_t source_at = layout.Add(num_processed * 4);
+  const size_t repetition_at = layout.Add(num_processed * 4);
+  const size_t frequency_at = layout.Add(num_processed * 4);
+  const size_t presence_at = layout.Add(num_processed * 4);
+  const size_t offsets_at = layout.Add((num_processed + 1) * 4);
+  const size_t entries_at = layout.Add(entries * sizeof(cuda::LogitPenaltyEntry));
+  const size_t listed_at = layout.Add(num_listed * 4), count_at = layout.Add(num_listed * 4);
+  const size_t inputs = layout.bytes();
+  const size_t tokens_at = layout.Add(rows * 4), logprobs_at = layout.Add(rows * 4);
+  const size_t chosen_at = layout.Add(num_listed * 4);
+  const size_t top_ids_at = layout.Add(num_listed * kMaxDeviceTopLogprobs * 4);
+  const size_t top_values_at = layout.Add(num_listed * kMaxDeviceTopLogprobs * 4);
+  const size_t outputs_at = tokens_at;
   CudaExecutionContext& cuda = Cuda(context);
-  // Layout (host pinned and device alike): seeds, steps (u64), temperatures, top_p (f32), top_k,
-  // tokens (i32), logprobs (f32).
-  const int64_t padded = (rows + 1) / 2 * 2;
-  const size_t bytes = padded * (8 + 8 + 4 + 4 + 4 + 4 + 4);
-  FF_ASSIGN_OR_RETURN(void* pinned, cuda.PinnedScratch(bytes));
-  FF_ASSIGN_OR_RETURN(void* device, cuda.ScratchBytes(bytes));
-  auto* seeds = static_cast<uint64_t*>(pinned);
-  uint64_t* steps = seeds + padded;
-  auto* temperatures = reinterpret_cast<float*>(steps + padded);
-  float* top_p = temperatures + padded;
-  auto* top_k = reinterpret_cast<int32_t*>(top_p + padded);
-  int32_t* out_tokens = top_k + padded;
-  auto* out_logprobs = reinterpret_cast<float*>(out_tokens + padded);
+  FF_ASSIGN_OR_RETURN(void* pinned_bytes, cuda.PinnedScratch(layout.bytes()));
+  FF_ASSIGN_OR_RETURN(void* device_bytes, cuda.ScratchBytes(layout.bytes()));
+  char* const pinned = static_cast<char*>(pinned_bytes);
+  char* const device = static_cast<char*>(device_bytes);
+  uint64_t* const seeds = At<uint64_t>(pinned, seeds_at);
+  uint64_t* const steps = At<uint64_t>(pinned, steps_at);
+  float* const temperatures = At<float>(pinned, temperature_at);
+  float* const top_p = At<float>(pinned, top_p_at);
+  int32_t* const top_k = At<int32_t>(pinned, top_k_at);
+  int32_t* const processed_row = At<int32_t>(pinned, processed_row_at);
   for (int64_t r = 0; r < rows; ++r) {
     seeds[r] = params[r].seed;
     steps[r] = params[r].step;
     temperatures[r] = params[r].temperature;
     top_p[r] = params[r].top_p;
     top_k[r] = params[r].top_k;
+    processed_row[r] = -1;
   }
-  const size_t inputs = reinterpret_cast<char*>(out_tokens) - static_cast<char*>(pinned);
+  int32_t* const offsets = At<int32_t>(pinned, offsets_at);
+  offsets[0] = 0;
+  for (int64_t j = 0; j < num_processed; ++j) {
+    const DeviceSamplingParams& p = params[processed[j]];
+    processed_row[processed[j]] = static_cast<int32_t>(j);
+    At<int32_t>(pinned, source_at)[j] = processed[j];
+    At<float>(pinned, repetition_at)[j] = p.repetition_penalty;
+    At<float>(pinned, frequency_at)[j] = p.frequency_penalty;
+    At<float>(pinned, presence_at)[j] = p.presence_penalty;
+    std::memcpy(pinned + entries_at + offsets[j] * sizeof(cuda::LogitPenaltyEntry),
+                p.penalties.data(), p.penalties.size() * sizeof(DevicePenaltyEntry));
+    offsets[j + 1] = offsets[j] + static_cast<int32_t>(p.penalties.size());
+  }
+  for (int64_t j = 0; j < num_listed; ++j) {
+    At<int32_t>(pinned, listed_at)[j] = listed[j];
+    At<int32_t>(pinned, count_at)[j] = params[listed[j]].top_logprobs;
+  }
   FF_CUDA_RETURN_IF_ERROR(
       cudaMemcpyAsync(device, pinned, inputs, cudaMemcpyHostToDevice, cuda.stream()));
-  auto on_device = [&](const void* host_pointer) {
-    return static_cast<char*>(device) +
-           (static_cast<const char*>(host_pointer) - static_cast<char*>(pinned));
-  };
+  float* processed_logits = nullptr;
+  if (num_processed > 0) {
+    FF_ASSIGN_OR_RETURN(void* scratch,
+                        cuda.ScratchBytes(static_cast<size_t>(num_processed * vocab) * 4));
+    processed_logits = static_cast<float*>(scratch);
+    cuda::LogitPenalties penalties;
+    penalties.logits = logits.as<float>();
+    penalties.vocab = vocab;
+    penalties.logits_row_stride = logits.row_stride;
+    penalties.rows = num_processed;
+    penalties.source_row = At<int32_t>(device, source_at);
+    penalties.repetition_penalty = At<float>(device, repetition_at);
+    penalties.frequency_penalty = At<float>(device, frequency_at);
+    penalties.presence_penalty = At<float>(device, presence_at);
+    penalties.entry_offsets = At<int32_t>(device, offsets_at);
+    penalties.entries = At<cuda::LogitPenaltyEntry>(device, entries_at);
+    penalties.processed = processed_logits;
+    FF_RETURN_IF_ERROR(cuda::ApplyLogitPenalties(penalties, cuda.stream()));
+  }
+  int32_t* const device_tokens = At<int32_t>(device, tokens_at);
   cuda::DeviceSampling args;
   args.logits = logits.as<float>();
   args.rows = rows;
-  args.vocab = logits.cols;
+  args.vocab = vocab;
   args.logits_row_stride = logits.row_stride;
-  args.temperature = reinterpret_cast<const float*>(on_device(temperatures));
-  args.top_k = reinterpret_cast<const int32_t*>(on_device(top_k));
-  args.top_p = reinterpret_cast<const float*>(on_device(top_p));
-  args.seed = reinterpret_cast<const uint64_t*>(on_device(seeds));
-  args.step = reinterpret_cast<const uint64_t*>(on_device(steps));
-  args.tokens = reinterpret_cast<int32_t*>(on_device(out_tokens));
-  args.logprobs = reinterpret_cast<float*>(on_device(out_logprobs));
+  args.temperature = At<float>(device, temperature_at);
+  args.top_k = At<int32_t>(device, top_k_at);
+  args.top_p = At<float>(device, top_p_at);
+  args.seed = At<uint64_t>(device, seeds_at);
+  args.step = At<uint64_t>(device, steps_at);
+  args.tokens = device_tokens;
+  args.logprobs = logprobs.empty() ? nullptr : At<float>(device, logprobs_at);
+  if (num_processed > 0) {
+    args.processed_logits = processed_logits;
+    args.processed_row = At<int32_t>(device, processed_row_at);
+  }
   FF_RETURN_IF_ERROR(cuda::SampleTokens(args, cuda.stream()));
-  FF_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(out_tokens, on_device(out_tokens), padded * 8,
-                                          cudaMemcpyDeviceToHost, cuda.stream()));
+  if (num_listed > 0) {
+    cuda::TopLogprobs top;
+    top.logits = logits.as<float>();
+    top.vocab = vocab;
+    top.logits_row_stride = logits.row_stride;
+    top.rows = num_listed;
+    top.source_row = At<int32_t>(device, listed_at);
+    top.count = At<int32_t>(device, count_at);
+    top.tokens = device_tokens;
+    top.chosen_logprob = At<float>(device, chosen_at);
+    top.top_tokens = At<int32_t>(device, top_ids_at);
+    top.top_logprobs = At<float>(device, top_values_at);
+    FF_RETURN_IF_ERROR(cuda::ComputeTopLogprobs(top, cuda.stream()));
+  }
+  FF_CUDA_RETURN_IF_ERROR(cudaMemcpyAsync(pinned + outputs_at, device + outputs_at,
+                                          layout.bytes() - outputs_at, cudaMemcpyDeviceToHost,
+                                          cuda.stream()));
   FF_RETURN_IF_ERROR(cuda.Synchronize());
+  const int32_t* out_tokens = At<int32_t>(pinned, tokens_at);
   std::copy(out_tokens, out_tokens + rows, tokens.begin());
-  if (!logprobs.empty()) std::copy(out_logprobs, out_logprobs + rows, logprobs.begin());
+  if (!logprobs.empty()) {
+    const float* out_logprobs = At<float>(pinned, logprobs_at);
+    std::copy(out_logprobs, out_logprobs + rows, logprobs.begin());
+  }
+  if (!top_logprobs.empty()) {
+    std::fill(top_logprobs.begin(), top_logprobs.end(), DeviceTopLogprob{});
+    const int32_t* ids = At<int32_t>(pinned, top_ids_at);
+    const float* values = At<float>(pinned, top_values_at);
+    for (int64_t j = 0; j < num_listed; ++j) {
+      for (int s = 0; s < kMaxDeviceTopLogprobs; ++s) {
+        top_logprobs[listed[j] * kMaxDeviceTopLogprobs + s] = {
+            ids[j * kMaxDeviceTopLogprobs + s], values[j * kMaxDeviceTopLogprobs + s]};
+      }
+    }
+  }
   return absl::OkStatus();
 }
 

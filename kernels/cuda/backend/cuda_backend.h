@@ -88,7 +88,8 @@ class CudaBackend final : public Backend {
                             const runtime::TensorView& to) override;
   absl::Status SampleTokens(ExecutionContext& context, const runtime::ConstTensorView& logits,
                             std::span<const DeviceSamplingParams> params, std::span<int32_t> tokens,
-                            std::span<float> logprobs) override;
+                            std::span<float> logprobs,
+                            std::span<DeviceTopLogprob> top_logprobs = {}) override;
 
  private:
   explicit CudaBackend(const CudaBackendOptions& options, std::string name);
