@@ -183,6 +183,7 @@ absl::Status PagedKvCache::Append(SequenceId sequence, int64_t count) {
     block_users_[free_list_.back()] = 1;
     free_list_.pop_back();
   }
+  peak_used_blocks_ = std::max(peak_used_blocks_, used_blocks());
   seq.length += count;
   return absl::OkStatus();
 }

@@ -77,6 +77,8 @@ class PagedKvCache final : public KvCache {
   int64_t total_blocks() const { return pool_->num_blocks(); }
   int64_t free_blocks() const { return static_cast<int64_t>(free_list_.size()); }
   int64_t used_blocks() const { return total_blocks() - free_blocks(); }
+  // The most blocks in use at once since creation (a shared block counts once).
+  int64_t peak_used_blocks() const { return peak_used_blocks_; }
   // Blocks a sequence of `positions` positions occupies.
   int64_t BlocksFor(int64_t positions) const;
   // Extra blocks that Append(sequence, count) would take from the pool.
@@ -96,6 +98,7 @@ class PagedKvCache final : public KvCache {
   std::unique_ptr<kernels::KvPool> pool_;
   std::vector<int32_t> free_list_;    // a stack; the lowest ids are handed out first
   std::vector<int32_t> block_users_;  // by block id: how many block tables hold it
+  int64_t peak_used_blocks_ = 0;
   SequenceId next_id_ = 0;
   std::map<SequenceId, Sequence> sequences_;
 };
