@@ -169,7 +169,7 @@ absl::StatusOr<Serving> StartServing(const ServeCoordinatorOptions& options,
       return scheduler->Generate(body, timeout);
     };
     backend.stream_generate = [scheduler](const v1::RequestBody& body, absl::Duration timeout,
-                                          const std::function<void(const std::string&)>& on_text) {
+                                          const std::function<bool(const std::string&)>& on_text) {
       return scheduler->Generate(body, timeout, on_text);
     };
     backend.wake = [scheduler] { scheduler->WakeAll(); };

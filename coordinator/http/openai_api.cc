@@ -328,7 +328,9 @@ HttpResponse StreamCompletion(const OpenAiApiBackend::StreamGenerate& generate,
         start();
         sent += text;
         send(chunks.Text(text));
+        return client_open;  // false: the client is gone, cancel the request
       });
+  if (!client_open) return {};  // nobody to tell how it ended
   if (!response.ok()) {
     const int status = HttpStatusFor(response.status().code());
     HttpResponse error = ErrorResponse(status, std::string(response.status().message()));
@@ -393,7 +395,7 @@ HttpResponse OpenAiApi::Route(const HttpRequest& request) {
   const size_t n = parts.size();
   if (n == 2 && parts[1] == "files") {
     if (post) return UploadFile(request);
-    if (get) return ListFiles();
+    if (get) return ListFiles(request);
     return MethodNotAllowed(request, "GET, POST");
   }
   if (n == 3 && parts[1] == "files") {
@@ -480,14 +482,58 @@ HttpResponse OpenAiApi::UploadFile(const HttpRequest& request) {
                                  stored->purpose));
 }
 
-HttpResponse OpenAiApi::ListFiles() {
+// OpenAI's file list: `order` by creation (desc by default), a page of `limit` files after the
+// file id `after`, optionally only those of one `purpose`.
+HttpResponse OpenAiApi::ListFiles(const HttpRequest& request) {
+  uint32_t limit = options_.max_file_page_size;
+  if (std::optional<std::string> text = QueryValue(request.query, "limit")) {
+    const std::optional<uint32_t> parsed = ParseDecimal<uint32_t>(*text);
+    if (parsed) limit = *parsed;
+    if (!parsed || limit < 1 || limit > options_.max_file_page_size) {
+      return ErrorResponse(
+          400, absl::StrCat("limit must be an integer from 1 to ", options_.max_file_page_size),
+          "limit");
+    }
+  }
+  bool ascending = false;
+  if (std::optional<std::string> order = QueryValue(request.query, "order")) {
+    if (*order != "asc" && *order != "desc") {
+      return ErrorResponse(400, absl::StrCat("order must be 'asc' or 'desc', got '", *order, "'"),
+                           "order");
+    }
+    ascending = *order == "asc";
+  }
+  const std::optional<std::string> purpose = QueryValue(request.query, "purpose");
   absl::StatusOr<std::vector<StoredFile>> files = backend_.files->List();
   if (!files.ok()) return ErrorResponse(files.status());
-  Json data = Json::array();
-  for (const StoredFile& file : *files) {
-    data.push_back(FileObject(file.id, file.bytes, file.created_at_s, file.filename, file.purpose));
+  if (ascending) std::reverse(files->begin(), files->end());
+  if (purpose) std::erase_if(*files, [&](const StoredFile& f) { return f.purpose != *purpose; });
+  auto begin = files->begin();
+  if (std::optional<std::string> after = QueryValue(request.query, "after");
+      after && !after->empty()) {
+    begin = std::find_if(files->begin(), files->end(),
+                         [&](const StoredFile& f) { return f.id == *after; });
+    if (begin == files->end()) {
+      return ErrorResponse(
+          400, absl::StrCat("after must be the id of a listed file; no file '", *after, "'"),
+          "after");
+    }
+    ++begin;
   }
-  return JsonResponse({{"object", "list"}, {"data", std::move(data)}, {"has_more", false}});
+  const auto end =
+      files->end() - begin > static_cast<std::ptrdiff_t>(limit) ? begin + limit : files->end();
+  Json data = Json::array();
+  for (auto file = begin; file != end; ++file) {
+    data.push_back(
+        FileObject(file->id, file->bytes, file->created_at_s, file->filename, file->purpose));
+  }
+  Json page;
+  page["object"] = "list";
+  page["data"] = std::move(data);
+  page["first_id"] = begin == end ? Json() : Json(begin->id);
+  page["last_id"] = begin == end ? Json() : Json((end - 1)->id);
+  page["has_more"] = end != files->end();
+  return JsonResponse(page);
 }
 
 HttpResponse OpenAiApi::GetFile(const std::string& id) {

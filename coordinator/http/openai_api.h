@@ -28,6 +28,8 @@ struct OpenAiApiOptions {
   absl::Duration generate_timeout = absl::Minutes(5);
   uint32_t default_page_size = 20;
   uint32_t max_page_size = 100;
+  // GET /v1/files: OpenAI's default and largest page.
+  uint32_t max_file_page_size = 10000;
   int64_t created_at_s = 0;  // Reported as the model's "created".
 };
 
@@ -38,9 +40,11 @@ struct OpenAiApiBackend {
   std::function<absl::StatusOr<v1::Response>(const v1::RequestBody&, absl::Duration)> generate;
   // Runs one interactive request, passing each piece of text the worker releases to the
   // callback (Scheduler::Generate with a TextCallback). Streaming calls use it when set, one
-  // event per piece; otherwise they get the whole text in one event once it is done.
+  // event per piece; otherwise they get the whole text in one event once it is done. The
+  // callback returns false once the client has gone: the backend then cancels the request
+  // (nothing more is generated for it) and returns Cancelled.
   using StreamGenerate = std::function<absl::StatusOr<v1::Response>(
-      const v1::RequestBody&, absl::Duration, const std::function<void(const std::string&)>&)>;
+      const v1::RequestBody&, absl::Duration, const std::function<bool(const std::string&)>&)>;
   StreamGenerate stream_generate;
   // New pending work exists (Scheduler::WakeAll).
   std::function<void()> wake;
@@ -65,7 +69,7 @@ class OpenAiApi {
  private:
   HttpResponse Route(const HttpRequest& request);
   HttpResponse UploadFile(const HttpRequest& request);
-  HttpResponse ListFiles();
+  HttpResponse ListFiles(const HttpRequest& request);
   HttpResponse GetFile(const std::string& id);
   HttpResponse GetFileContent(const std::string& id);
   HttpResponse DeleteFile(const std::string& id);

@@ -101,7 +101,8 @@ absl::StatusOr<v1::Response> Scheduler::Generate(const v1::RequestBody& body,
       outcome->texts.push_back(std::move(text));
     };
   }
-  // Runs on_text for what arrived; true once the final result is in.
+  // Runs on_text for what arrived; true once the final result is in (or on_text refused more).
+  bool refused = false;
   const auto wait_until = [&](absl::Time deadline) {
     while (true) {
       std::deque<std::string> texts;
@@ -115,7 +116,12 @@ absl::StatusOr<v1::Response> Scheduler::Generate(const v1::RequestBody& body,
         texts.swap(outcome->texts);
         done = outcome->done;
       }
-      for (const std::string& text : texts) on_text(text);
+      for (const std::string& text : texts) {
+        if (!on_text(text)) {
+          refused = true;
+          return true;
+        }
+      }
       if (done) return true;
       if (texts.empty() && absl::Now() >= deadline) return false;
     }
@@ -138,6 +144,11 @@ absl::StatusOr<v1::Response> Scheduler::Generate(const v1::RequestBody& body,
       session.CancelInteractive(*work_id);
       if (context_.metrics) context_.metrics->CountRequest("failed");
       return absl::DeadlineExceededError("no answer from the worker in time");
+    }
+    if (refused) {
+      session.CancelInteractive(*work_id);
+      if (context_.metrics) context_.metrics->CountRequest("cancelled");
+      return absl::CancelledError("the streaming client disconnected; the request was cancelled");
     }
     if (!outcome->result.ok()) return outcome->result.status();
     const v1::WorkResult& result = *outcome->result;

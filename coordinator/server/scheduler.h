@@ -44,11 +44,13 @@ class Scheduler {
   // Stops `requests` of `job_id` wherever they run; later claims of the job are released.
   void StopJob(const std::string& job_id, const std::vector<RequestKey>& requests);
 
-  // Called on Generate's thread with each piece of text the worker released, in order.
-  using TextCallback = std::function<void(const std::string& text)>;
+  // Called on Generate's thread with each piece of text the worker released, in order; returns
+  // false to cancel the request (a streaming client that disconnected).
+  using TextCallback = std::function<bool(const std::string& text)>;
   // Runs one request on a connected group (round-robin), waiting at most `timeout`. With
   // `on_text` the worker streams the text: the pieces concatenated are a prefix of the final
-  // response's text (the rest arrives only with it).
+  // response's text (the rest arrives only with it). When on_text returns false the worker is
+  // told to stop the request and Generate returns Cancelled.
   absl::StatusOr<v1::Response> Generate(const v1::RequestBody& body, absl::Duration timeout,
                                         TextCallback on_text = nullptr);
 

@@ -64,6 +64,28 @@ TEST(StepPlanTest, RejectsMalformedFields) {
   EXPECT_EQ(ParseStepPlan(huge_count).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(StepPlanTest, ForkedChunksRoundTripAndBadForksAreRefused) {
+  StepPlan plan = SamplePlan();
+  plan.chunks.push_back(
+      {.sequence = 12, .begin = 16, .tokens = {8, 9}, .new_sequence = true, .fork_of = 11});
+  auto parsed = ParseStepPlan(SerializeStepPlan(plan));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(*parsed, plan);
+  EXPECT_EQ(parsed->chunks[2].fork_of, 11);
+  EXPECT_EQ(parsed->chunks[0].fork_of, kNoFork);
+  // A live (not new) sequence cannot fork, nor a sequence from itself.
+  StepPlan live_fork = plan;
+  live_fork.chunks[2].new_sequence = false;
+  auto refused = ParseStepPlan(SerializeStepPlan(live_fork));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("forks from 11"), std::string::npos)
+      << refused.status();
+  StepPlan self_fork = plan;
+  self_fork.chunks[2].fork_of = 12;
+  EXPECT_EQ(ParseStepPlan(SerializeStepPlan(self_fork)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(StepPlanTest, GarbageFailsCleanly) {
   std::mt19937 rng(3);
   for (int trial = 0; trial < 2000; ++trial) {

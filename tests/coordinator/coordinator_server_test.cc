@@ -298,6 +298,41 @@ TEST(CoordinatorServerTest, CancelStopsInFlightWork) {
   EXPECT_EQ(again.state(), v1::BATCH_STATE_CANCELLED);
 }
 
+// A streaming caller that refuses more text (its HTTP client disconnected) cancels the
+// request: Generate returns Cancelled and the worker receives the cancel.
+TEST(CoordinatorServerTest, AStreamingCallerThatRefusesTextCancelsTheRequest) {
+  FakeWorkerOptions holding;
+  holding.hold_answers = true;  // the request would never finish by itself
+  holding.partial_text = "first piece";
+  FakeWorker worker(holding);
+  auto server =
+      StartCoordinator(TestCoordinatorOptions(FreshDatabasePath("stream_refused"), {&worker}));
+  ASSERT_NE(server, nullptr);
+  ASSERT_TRUE(server->WaitForPlan(absl::Seconds(20)).ok());
+  v1::RequestBody body;
+  body.set_prompt("hello");
+  body.mutable_sampling()->set_max_tokens(3);
+  std::vector<std::string> texts;
+  absl::StatusOr<v1::Response> response;
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  do {  // the group connects asynchronously
+    response = server->scheduler().Generate(body, absl::Seconds(20), [&](const std::string& text) {
+      texts.push_back(text);
+      return false;
+    });
+    if (!absl::IsUnavailable(response.status())) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  } while (absl::Now() < deadline);
+  EXPECT_EQ(response.status().code(), absl::StatusCode::kCancelled) << response.status();
+  EXPECT_EQ(texts, std::vector<std::string>{"first piece"});
+  while (worker.cancels() < 1 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_EQ(worker.cancels(), 1);
+  EXPECT_EQ(worker.submits(), 1);
+  EXPECT_EQ(worker.answers(), 1);  // only the cancel's answer
+  EXPECT_NE(server->metrics().Expose().find(R"(outcome="cancelled"} 1)"), std::string::npos)
+      << server->metrics().Expose();
+}
+
 TEST(CoordinatorServerTest, StreamResultsResumesFromAnOffsetAndFollows) {
   FakeWorkerOptions slow;
   slow.answer_delay = absl::Milliseconds(5);

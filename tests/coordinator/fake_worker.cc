@@ -146,6 +146,7 @@ grpc::Status FakeWorker::RunWork(grpc::ServerContext* context,
     uint64_t work_id;
     v1::RequestBody body;
     bool cancelled = false;
+    bool partial_due = false;  // a stream_text submit whose Partial is not sent yet
   };
   absl::Mutex queue_mutex;
   std::deque<Queued> queue;
@@ -179,13 +180,26 @@ grpc::Status FakeWorker::RunWork(grpc::ServerContext* context,
         if (!stream->Write(heartbeat)) return;
         next_heartbeat = absl::Now() + options_.heartbeat_interval;
       }
+      std::optional<v1::WorkResult> partial;
+      {
+        absl::MutexLock lock(&queue_mutex);
+        for (Queued& q : queue) {
+          if (!q.partial_due) continue;
+          q.partial_due = false;
+          partial.emplace();
+          partial->set_work_id(q.work_id);
+          partial->mutable_partial()->set_text(options_.partial_text);
+          break;
+        }
+      }
+      if (partial && !stream->Write(*partial)) return;
       std::optional<Queued> next;
       {
         absl::MutexLock lock(&queue_mutex);
         auto ready = [&] {
           if (reading_done) return true;
           for (const Queued& q : queue) {
-            if (q.cancelled || !options_.hold_answers) return true;
+            if (q.cancelled || q.partial_due || !options_.hold_answers) return true;
           }
           return false;
         };
@@ -231,7 +245,8 @@ grpc::Status FakeWorker::RunWork(grpc::ServerContext* context,
   while (stream->Read(&item)) {
     absl::MutexLock lock(&queue_mutex);
     if (item.has_submit()) {
-      queue.push_back(Queued{item.work_id(), item.submit()});
+      queue.push_back(Queued{item.work_id(), item.submit(), /*cancelled=*/false,
+                             item.stream_text() && !options_.partial_text.empty()});
       queue_signal.SignalAll();
       absl::MutexLock counts(&mutex_);
       ++submits_;

@@ -21,7 +21,9 @@ struct FakeWorkerOptions {
   bool start_idle = true;                              // Needs LoadShard before RunWork.
   absl::Duration answer_delay = absl::ZeroDuration();  // Per answer.
   bool hold_answers = false;                           // Answer only cancels.
-  int64_t disconnect_after_answers = -1;               // Drop the (first) stream after this many.
+  // Sent once as a Partial for every stream_text submit (held or not); empty sends none.
+  std::string partial_text;
+  int64_t disconnect_after_answers = -1;  // Drop the (first) stream after this many.
   // Heartbeats on RunWork streams, as a real worker sends; zero sends none (an older worker).
   // engine_steps_total counts answers, so a worker holding answers makes no progress.
   absl::Duration heartbeat_interval = absl::ZeroDuration();

@@ -497,6 +497,65 @@ TEST_F(HttpApiTest, InteractiveCallsPlainAndStreamed) {
   ExpectErrorShape(json::parse(unavailable.body));
 }
 
+// GET /v1/files pages as OpenAI defines: newest first unless order=asc, `limit` files after the
+// id `after`, first_id/last_id/has_more, an optional purpose filter, 400 naming a bad value.
+TEST_F(HttpApiTest, FileListPagesWithAfterLimitAndOrder) {
+  std::vector<std::string> ids;  // oldest first
+  for (int i = 0; i < 5; ++i) {
+    ids.push_back(Upload(R"({"custom_id":"a","body":{"prompt":"p"}})"));
+    now_s_ += 1;
+  }
+  const auto page_ids = [](const json& page) {
+    std::vector<std::string> out;
+    for (const json& file : page["data"]) out.push_back(file["id"]);
+    return out;
+  };
+  const json all = CallJson("GET", "/v1/files");
+  EXPECT_EQ(page_ids(all), (std::vector<std::string>{ids[4], ids[3], ids[2], ids[1], ids[0]}));
+  EXPECT_EQ(all["has_more"], false);
+  EXPECT_EQ(all["first_id"], ids[4]);
+  EXPECT_EQ(all["last_id"], ids[0]);
+
+  const json first = CallJson("GET", "/v1/files", "", "limit=2");
+  EXPECT_EQ(page_ids(first), (std::vector<std::string>{ids[4], ids[3]}));
+  EXPECT_EQ(first["has_more"], true);
+  EXPECT_EQ(first["last_id"], ids[3]);
+  const json second = CallJson("GET", "/v1/files", "", "limit=2&after=" + ids[3]);
+  EXPECT_EQ(page_ids(second), (std::vector<std::string>{ids[2], ids[1]}));
+  EXPECT_EQ(second["has_more"], true);
+  const json last = CallJson("GET", "/v1/files", "", "limit=2&after=" + ids[1]);
+  EXPECT_EQ(page_ids(last), (std::vector<std::string>{ids[0]}));
+  EXPECT_EQ(last["has_more"], false);
+  const json past_end = CallJson("GET", "/v1/files", "", "after=" + ids[0]);
+  EXPECT_TRUE(past_end["data"].empty());
+  EXPECT_TRUE(past_end["first_id"].is_null());
+  EXPECT_EQ(past_end["has_more"], false);
+
+  const json ascending = CallJson("GET", "/v1/files", "", "order=asc&limit=3&after=" + ids[0]);
+  EXPECT_EQ(page_ids(ascending), (std::vector<std::string>{ids[1], ids[2], ids[3]}));
+  EXPECT_EQ(ascending["has_more"], true);
+  EXPECT_EQ(page_ids(CallJson("GET", "/v1/files", "", "order=desc&limit=1")),
+            (std::vector<std::string>{ids[4]}));
+  EXPECT_EQ(CallJson("GET", "/v1/files", "", "purpose=batch")["data"].size(), 5u);
+  EXPECT_TRUE(CallJson("GET", "/v1/files", "", "purpose=fine-tune")["data"].empty());
+
+  for (const auto& [query, param] : std::vector<std::pair<std::string, std::string>>{
+           {"limit=0", "limit"},
+           {"limit=10001", "limit"},
+           {"limit=two", "limit"},
+           {"limit=-1", "limit"},
+           {"order=newest", "order"},
+           {"order=", "order"},
+           {"after=file-000000000000000000000000", "after"},
+           {"after=../etc", "after"}}) {
+    SCOPED_TRACE(query);
+    const json error = CallJson("GET", "/v1/files", "", query, 400);
+    ExpectErrorShape(error);
+    EXPECT_EQ(error["error"]["param"], param);
+  }
+  EXPECT_EQ(page_ids(CallJson("GET", "/v1/files", "", "limit=10000")).size(), 5u);
+}
+
 // With a streaming backend, each piece of text is its own event as it arrives, the text held
 // back until the end follows in one more, and an error before the first piece keeps its status.
 TEST_F(HttpApiTest, StreamedCallsSendAnEventPerPiece) {

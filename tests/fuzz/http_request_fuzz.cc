@@ -52,7 +52,7 @@ Fixture& GetFixture() {
     };
     // Streams the same text in pieces of 3 bytes.
     backend.stream_generate = [](const flatfleet::v1::RequestBody& body, absl::Duration,
-                                 const std::function<void(const std::string&)>& on_text)
+                                 const std::function<bool(const std::string&)>& on_text)
         -> absl::StatusOr<flatfleet::v1::Response> {
       flatfleet::v1::Response response;
       response.set_text(body.has_messages() ? "chat" : body.prompt().substr(0, 8));

@@ -118,5 +118,64 @@ TEST(CudaEngineTest, BatcherGreedyWithGraphsEqualsTheCpu) {
   EXPECT_EQ(actual, expected);
 }
 
+// n > 1 choices sharing the prompt's KV blocks on the device pool (PagedKvCache::Fork; the
+// forked choices compute only the prompt's last partial block): greedy choices equal the CPU's,
+// and the pool's peak is lower than with every choice prefilling the prompt itself.
+TEST(CudaEngineTest, BatcherGreedyChoicesSharingThePromptEqualTheCpu) {
+  FF_SKIP_WITHOUT_GPU();
+  const std::filesystem::path dir = SharedDir() / "models/stories260K";
+  auto backend = kernels::cuda_backend::CudaBackend::Create({});
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto cpu = LoadLlamaModel(dir, kernels::cpu::DefaultCpuBackend());
+  auto gpu = LoadLlamaModel(dir, **backend);
+  ASSERT_TRUE(cpu.ok() && gpu.ok());
+  const std::vector<int32_t> prompt = {1,   394, 265, 262, 415, 271, 422, 280, 295, 269,
+                                       336, 301, 427, 309, 426, 301, 427, 309, 394, 432};
+  struct Run {
+    std::vector<std::vector<int32_t>> choices;
+    int64_t peak_blocks = 0;
+    int64_t forks = 0;
+  };
+  auto run = [&](const LlamaModel& model, bool share) {
+    ContinuousBatcherOptions options;
+    options.kv_cache_blocks = 64;
+    options.kv_block_size = 4;
+    options.share_prompt_blocks = share;
+    auto batcher = ContinuousBatcher::Create(model, nullptr, options);
+    EXPECT_TRUE(batcher.ok()) << batcher.status();
+    Run out;
+    if (!batcher.ok()) return out;
+    EngineRequest request;
+    request.id = "n3";
+    request.prompt = prompt;
+    request.params.max_tokens = 16;
+    request.params.ignore_eos = true;
+    request.params.n = 3;
+    EXPECT_TRUE((*batcher)->Submit(std::move(request)).ok());
+    while (!(*batcher)->Idle()) {
+      for (const EngineResult& result : (*batcher)->Step()) {
+        EXPECT_TRUE(result.status.ok()) << result.status;
+        out.choices.push_back(result.result.tokens);
+        for (const GenerationResult& other : result.other_choices) {
+          out.choices.push_back(other.tokens);
+        }
+      }
+    }
+    out.peak_blocks = (*batcher)->cache().peak_used_blocks();
+    out.forks = (*batcher)->forked_choices();
+    return out;
+  };
+  const Run expected = run(**cpu, /*share=*/false);
+  const Run shared = run(**gpu, /*share=*/true);
+  const Run unshared = run(**gpu, /*share=*/false);
+  ASSERT_EQ(expected.choices.size(), 3u);
+  EXPECT_EQ(shared.choices, expected.choices);
+  EXPECT_EQ(unshared.choices, expected.choices);
+  EXPECT_EQ(shared.forks, 2);
+  // 20 prompt tokens (4 whole blocks shared of 5), 15 fed tokens: 9 blocks per choice alone.
+  EXPECT_EQ(unshared.peak_blocks, 3 * 9);
+  EXPECT_EQ(shared.peak_blocks, 4 + 3 * 5);
+}
+
 }  // namespace
 }  // namespace flatfleet::engine

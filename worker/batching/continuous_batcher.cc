@@ -320,17 +320,40 @@ void ContinuousBatcher::Preempt(Request* request) {
   ++preemptions_;
 }
 
+int64_t ContinuousBatcher::SharedPromptPositions(const Request& request) const {
+  if (request.group == nullptr || !options_.share_prompt_blocks) return 0;
+  const int64_t block = cache_->block_size();
+  // Whole blocks only, and at least one prompt token left for the choice's own logits.
+  return (static_cast<int64_t>(request.request.prompt.size()) - 1) / block * block;
+}
+
+const ContinuousBatcher::Request* ContinuousBatcher::ForkSource(const Request& request,
+                                                                int64_t positions,
+                                                                bool& wait) const {
+  wait = false;
+  for (const std::string& key : request.group->keys) {
+    auto it = live_.find(key);
+    if (it == live_.end() || it->second.get() == &request) continue;
+    const Request& sibling = *it->second;
+    if (!sibling.sequence.has_value()) continue;  // waiting
+    if (sibling.computed >= positions) return &sibling;
+    wait = true;
+  }
+  return nullptr;
+}
+
 bool ContinuousBatcher::TrySchedule(StepPlan& plan, std::vector<Request*>& owners) {
   int64_t budget = options_.max_step_tokens;
   int64_t planned_blocks = 0;  // taken from the pool by this plan's chunks
   std::map<const Request*, int64_t> planned_tokens;
   auto free_blocks = [&] { return cache_->free_blocks() - planned_blocks; };
-  auto add_chunk = [&](Request* r, int64_t take, bool new_sequence) {
+  auto add_chunk = [&](Request* r, int64_t take, bool new_sequence, SequenceId fork_of = kNoFork) {
     PlannedChunk chunk;
     chunk.sequence = *r->sequence;
     chunk.begin = r->computed;
     chunk.tokens.assign(r->context.begin() + r->computed, r->context.begin() + r->computed + take);
     chunk.new_sequence = new_sequence;
+    chunk.fork_of = fork_of;
     chunk.sample = take == r->pending();
     planned_blocks += cache_->BlocksToAppend(*r->sequence, take);
     planned_tokens[r] = take;
@@ -378,17 +401,38 @@ bool ContinuousBatcher::TrySchedule(StepPlan& plan, std::vector<Request*>& owner
           std::max<int64_t>(0, cache_->BlocksFor(static_cast<int64_t>(other->context.size())) -
                                    cache_->BlocksFor(after_step));
     }
-    const int64_t needed = cache_->BlocksFor(static_cast<int64_t>(r->context.size())) +
-                           static_cast<int64_t>(running_.size());
+    // A choice of an n > 1 request forks its prompt's leading blocks from a running sibling.
+    const int64_t shared = SharedPromptPositions(*r);
+    const Request* source = nullptr;
+    if (shared > 0) {
+      bool wait = false;
+      source = ForkSource(*r, shared, wait);
+      if (source == nullptr && wait) break;  // the sibling computes them within a few steps
+    }
+    const int64_t shared_blocks = source != nullptr ? cache_->BlocksFor(shared) : 0;
+    const int64_t needed = cache_->BlocksFor(static_cast<int64_t>(r->context.size())) -
+                           shared_blocks + static_cast<int64_t>(running_.size());
     if (free_blocks() - promised < needed) break;
-    absl::StatusOr<SequenceId> sequence = cache_->AddSequence();
+    std::optional<SequenceId> forked_from;
+    absl::StatusOr<SequenceId> sequence = absl::UnimplementedError("no sibling to fork from");
+    if (source != nullptr) {
+      sequence = cache_->Fork(*source->sequence, shared);
+      if (sequence.ok()) forked_from = *source->sequence;
+    }
+    // Without a fork (a cache that cannot) the choice computes its whole prompt: more blocks.
+    if (!forked_from && source != nullptr && free_blocks() - promised < needed + shared_blocks) {
+      break;
+    }
+    if (!forked_from) sequence = cache_->AddSequence();
     if (!sequence.ok()) break;
     waiting_.pop_front();
     r->sequence = *sequence;
-    r->computed = 0;
+    r->computed = forked_from ? shared : 0;
+    if (forked_from) ++forked_choices_;
     if (!r->admitted) r->admitted = Clock::now();
     running_.push_back(r);
-    add_chunk(r, std::min({r->pending(), budget, room(r)}), /*new_sequence=*/true);
+    add_chunk(r, std::min({r->pending(), budget, room(r)}), /*new_sequence=*/true,
+              forked_from.value_or(kNoFork));
   }
   return !plan.chunks.empty();
 }

@@ -17,9 +17,18 @@
 // A request always fits the pool alone (checked at Submit), so a step always makes progress.
 //
 // A request with n > 1 runs as n sequences ("choices"), choice i drawing from
-// ChoiceSeed(seed, i); its result comes back once all n finished. Each choice prefills the prompt
-// itself: the paged cache has no block sharing (reference counts and copy-on-write of the last
-// partial block) yet, so n choices cost n prefills and n copies of the prompt's blocks.
+// ChoiceSeed(seed, i); its result comes back once all n finished. The choices share the prompt's
+// KV blocks: the first choice admitted prefills the prompt; once a live sibling holds the prompt
+// through P = floor((len - 1) / block_size) * block_size positions, each other choice is
+// admitted as PagedKvCache::Fork(sibling, P) and computes only the prompt's last len - P tokens
+// (1 to block_size) itself, so it samples its first token from its own last-position logits and
+// no block is ever written by two sequences. Admission of a choice, one at a time in queue
+// order: the first needs its whole prompt, a forked one only its tail blocks, plus the usual one
+// decode block per running sequence; a choice whose sibling is still prefilling the shared part
+// waits at the head of the queue (it holds nothing, so the pool cannot deadlock). Preempting or
+// retiring a choice frees only the blocks no sibling shares; a preempted choice comes back as a
+// fork too when a sibling still holds the prompt. With share_prompt_blocks off (or a cache
+// without Fork) every choice prefills the prompt itself.
 //
 // Every step is described by a StepPlan, handed to an optional hook before the forward pass so
 // that rank 0 can broadcast it and tensor-parallel peers replay it (StepReplayer).
@@ -59,6 +68,8 @@ struct ContinuousBatcherOptions {
   // INT8 stores ~3.9x more positions in the same bytes, at a small accuracy cost
   // (docs/ACCURACY.md).
   KvCacheDtype kv_cache_dtype = KvCacheDtype::kFloat32;
+  // n > 1 choices fork the prompt's KV blocks from a sibling instead of prefilling them again.
+  bool share_prompt_blocks = true;
 };
 
 // The paged KV cache a batcher with `options` uses for `model`: tensor-parallel followers build
@@ -87,6 +98,8 @@ class ContinuousBatcher final : public InferenceEngine {
   // The plan of the last step that ran a forward pass.
   const StepPlan& last_plan() const { return last_plan_; }
   int64_t preemptions() const { return preemptions_; }
+  // Choices admitted as forks of a sibling's prompt blocks (n > 1 sharing).
+  int64_t forked_choices() const { return forked_choices_; }
   const PagedKvCache& cache() const { return *cache_; }
 
  private:
@@ -102,6 +115,11 @@ class ContinuousBatcher final : public InferenceEngine {
   StepPlan Schedule(std::vector<Request*>& owners);
   bool TrySchedule(StepPlan& plan, std::vector<Request*>& owners);
   void Preempt(Request* request);
+  // For a choice of an n > 1 request: the prompt positions it can fork (0: none), and the
+  // running sibling holding them (null: none yet). Sets `wait` when a running sibling is still
+  // prefilling those positions, so the choice should wait for it rather than prefill them.
+  int64_t SharedPromptPositions(const Request& request) const;
+  const Request* ForkSource(const Request& request, int64_t positions, bool& wait) const;
   // Samples the next token after a completed context; true when the request finished.
   bool SampleNext(Request& request, std::span<const float> logits);
   // Records a sampled token; true when the request finished.
@@ -133,6 +151,7 @@ class ContinuousBatcher final : public InferenceEngine {
   StepPlan last_plan_;
 
   int64_t preemptions_ = 0;
+  int64_t forked_choices_ = 0;
   int64_t prompt_tokens_total_ = 0;
   int64_t generated_tokens_total_ = 0;
   int64_t steps_total_ = 0;

@@ -9,7 +9,7 @@ namespace flatfleet::engine {
 namespace {
 
 constexpr char kMagic[4] = {'F', 'F', 'S', 'P'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: chunks carry fork_of
 
 void PutU64(std::string& out, uint64_t value) {
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
@@ -99,6 +99,7 @@ std::string SerializeStepPlan(const StepPlan& plan) {
     PutU64(out, static_cast<uint64_t>(chunk.begin));
     out.push_back(chunk.new_sequence ? 1 : 0);
     out.push_back(chunk.sample ? 1 : 0);
+    PutU64(out, static_cast<uint64_t>(chunk.fork_of));
     PutU64(out, chunk.tokens.size());
     for (int32_t token : chunk.tokens) PutU32(out, static_cast<uint32_t>(token));
   }
@@ -119,18 +120,25 @@ absl::StatusOr<StepPlan> ParseStepPlan(std::string_view bytes) {
   plan.step = reader.U64("step");
   plan.released = ReadIds(reader, "released ids");
   plan.preempted = ReadIds(reader, "preempted ids");
-  // The smallest encoded chunk is 26 bytes (ids, flags and an empty token count).
-  plan.chunks.resize(reader.Count(26, "chunk count"));
+  // The smallest encoded chunk is 34 bytes (ids, flags, fork and an empty token count).
+  plan.chunks.resize(reader.Count(34, "chunk count"));
   for (PlannedChunk& chunk : plan.chunks) {
     chunk.sequence = static_cast<SequenceId>(reader.U64("chunk sequence"));
     chunk.begin = static_cast<int64_t>(reader.U64("chunk begin"));
     chunk.new_sequence = reader.Bool("new_sequence flag");
     chunk.sample = reader.Bool("sample flag");
+    chunk.fork_of = static_cast<SequenceId>(reader.U64("fork_of"));
     chunk.tokens.resize(reader.Count(4, "token count"));
     for (int32_t& token : chunk.tokens) token = static_cast<int32_t>(reader.U32("token"));
     if (reader.ok() && (chunk.begin < 0 || chunk.tokens.empty())) {
       reader.Fail(absl::StrFormat("chunk of sequence %d has begin %d and %d tokens", chunk.sequence,
                                   chunk.begin, chunk.tokens.size()));
+    }
+    // Only a new sequence forks, from another one (ids are never negative but for kNoFork).
+    if (reader.ok() && chunk.fork_of != kNoFork &&
+        (!chunk.new_sequence || chunk.fork_of < 0 || chunk.fork_of == chunk.sequence)) {
+      reader.Fail(
+          absl::StrFormat("chunk of sequence %d forks from %d", chunk.sequence, chunk.fork_of));
     }
   }
   if (reader.ok() && reader.remaining() != 0) {

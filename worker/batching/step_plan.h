@@ -14,6 +14,9 @@
 
 namespace flatfleet::engine {
 
+// PlannedChunk::fork_of of a sequence that does not start as a fork.
+inline constexpr SequenceId kNoFork = -1;
+
 struct PlannedChunk {
   SequenceId sequence = 0;
   // The cache must hold exactly `begin` positions of the sequence before the step.
@@ -21,6 +24,9 @@ struct PlannedChunk {
   std::vector<int32_t> tokens;
   // The sequence enters the cache with this chunk (admission or re-admission after preemption).
   bool new_sequence = false;
+  // A new sequence that starts as KvCache::Fork(fork_of, begin): its first `begin` positions
+  // are those of live sequence `fork_of` (n > 1 choices sharing their prompt's blocks).
+  SequenceId fork_of = kNoFork;
   // Rank 0 samples from the logits of the chunk's last token (the prompt or recompute ends).
   bool sample = false;
 

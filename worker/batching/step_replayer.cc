@@ -21,7 +21,15 @@ absl::StatusOr<Tensor> StepReplayer::Replay(const StepPlan& plan) {
           "step %d: sequence %d is %s here but the plan says it is %s", plan.step, chunk.sequence,
           it == local_.end() ? "unknown" : "live", chunk.new_sequence ? "new" : "live"));
     }
-    const int64_t length = it == local_.end() ? 0 : cache_.Length(it->second);
+    if (chunk.fork_of != kNoFork && !local_.contains(chunk.fork_of)) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("step %d: sequence %d forks from %d, which is not live here", plan.step,
+                          chunk.sequence, chunk.fork_of));
+    }
+    // A fork starts holding `begin` positions of its parent.
+    const int64_t length = it != local_.end()         ? cache_.Length(it->second)
+                           : chunk.fork_of != kNoFork ? chunk.begin
+                                                      : 0;
     if (length != chunk.begin) {
       return absl::FailedPreconditionError(
           absl::StrFormat("step %d: sequence %d holds %d positions, the plan starts at %d",
@@ -32,7 +40,9 @@ absl::StatusOr<Tensor> StepReplayer::Replay(const StepPlan& plan) {
   chunks.reserve(plan.chunks.size());
   for (const PlannedChunk& chunk : plan.chunks) {
     if (chunk.new_sequence) {
-      absl::StatusOr<SequenceId> sequence = cache_.AddSequence();
+      absl::StatusOr<SequenceId> sequence =
+          chunk.fork_of == kNoFork ? cache_.AddSequence()
+                                   : cache_.Fork(local_.at(chunk.fork_of), chunk.begin);
       if (!sequence.ok()) return sequence.status();
       local_[chunk.sequence] = *sequence;
     }

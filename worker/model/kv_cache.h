@@ -20,6 +20,13 @@ class KvCache {
   virtual ~KvCache() = default;
 
   virtual absl::StatusOr<SequenceId> AddSequence() = 0;
+  // A new sequence whose first `positions` positions are the parent's, sharing the parent's
+  // storage instead of recomputing it (n > 1 choices of one prompt). Caches that cannot share
+  // answer Unimplemented and the caller computes those positions itself.
+  virtual absl::StatusOr<SequenceId> Fork(SequenceId /*parent*/, int64_t /*positions*/) {
+    return absl::UnimplementedError("this KV cache cannot share positions between sequences");
+  }
+  // Frees the sequence's storage, except what a forked sequence still shares.
   virtual void RemoveSequence(SequenceId sequence) = 0;
   virtual bool Contains(SequenceId sequence) const = 0;
   // Positions stored (or reserved by Append) for the sequence.

@@ -85,6 +85,7 @@ PagedKvCache::PagedKvCache(const PagedKvCacheShape& shape, std::unique_ptr<kerne
     : shape_(shape), pool_(std::move(pool)) {
   const int64_t num_blocks = pool_->num_blocks();
   free_list_.reserve(num_blocks);
+  block_users_.assign(num_blocks, 0);
   for (int64_t block = num_blocks - 1; block >= 0; --block) {
     free_list_.push_back(static_cast<int32_t>(block));
   }
@@ -100,12 +101,36 @@ absl::StatusOr<SequenceId> PagedKvCache::AddSequence() {
   return id;
 }
 
+absl::StatusOr<SequenceId> PagedKvCache::Fork(SequenceId parent, int64_t positions) {
+  auto it = sequences_.find(parent);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(
+        absl::StrFormat("paged KV cache: cannot fork unknown sequence %d", parent));
+  }
+  if (positions < 0 || positions % shape_.block_size != 0 || positions > it->second.length) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "paged KV cache: a fork shares whole blocks: %d positions is not a multiple of %d "
+        "within sequence %d's %d",
+        positions, shape_.block_size, parent, it->second.length));
+  }
+  const SequenceId id = next_id_++;
+  Sequence& child = sequences_[id];
+  const std::vector<int32_t>& table = sequences_.at(parent).block_table;
+  child.block_table.assign(table.begin(), table.begin() + positions / shape_.block_size);
+  child.length = positions;
+  for (int32_t block : child.block_table) ++block_users_[block];
+  return id;
+}
+
 void PagedKvCache::RemoveSequence(SequenceId sequence) {
   auto it = sequences_.find(sequence);
   if (it == sequences_.end()) return;
-  // Return blocks in reverse so the sequence's first block is handed out first next time.
+  // Return blocks in reverse so the sequence's first block is handed out first next time; a
+  // block another sequence still shares stays out of the pool.
   const std::vector<int32_t>& table = it->second.block_table;
-  free_list_.insert(free_list_.end(), table.rbegin(), table.rend());
+  for (auto block = table.rbegin(); block != table.rend(); ++block) {
+    if (--block_users_[*block] == 0) free_list_.push_back(*block);
+  }
   sequences_.erase(it);
 }
 
@@ -143,6 +168,7 @@ absl::Status PagedKvCache::Append(SequenceId sequence, int64_t count) {
     const int64_t old_blocks = pool_->num_blocks();
     const int64_t grow = std::max(needed - free_blocks(), old_blocks);
     FF_RETURN_IF_ERROR(pool_->Grow(grow));
+    block_users_.resize(old_blocks + grow, 0);
     for (int64_t block = old_blocks + grow - 1; block >= old_blocks; --block) {
       free_list_.insert(free_list_.begin(), static_cast<int32_t>(block));
     }
@@ -154,8 +180,10 @@ absl::Status PagedKvCache::Append(SequenceId sequence, int64_t count) {
   }
   for (int64_t i = 0; i < needed; ++i) {
     seq.block_table.push_back(free_list_.back());
+    block_users_[free_list_.back()] = 1;
     free_list_.pop_back();
   }
+  peak_used_blocks_ = std::max(peak_used_blocks_, used_blocks());
   seq.length += count;
   return absl::OkStatus();
 }

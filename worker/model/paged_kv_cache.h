@@ -1,6 +1,9 @@
 // A KV cache that stores keys and values in fixed-size blocks taken from one preallocated pool.
-// Each sequence owns a block table; blocks return to the pool when the sequence is removed, so
+// Each sequence has a block table; blocks return to the pool when the sequence is removed, so
 // memory is bounded up front and shared between sequences without fragmentation.
+// Fork lets a sequence start with another's leading full blocks (the prompt of n > 1 choices):
+// blocks are reference counted, only whole blocks are shared (a sharer never writes into a
+// shared block, so no copy-on-write is needed) and a shared block counts once in the counts.
 #pragma once
 
 #include <cstdint>
@@ -51,6 +54,9 @@ class PagedKvCache final : public KvCache {
   static int64_t BytesPerBlock(const PagedKvCacheShape& shape);
 
   absl::StatusOr<SequenceId> AddSequence() override;
+  // `positions` must be a multiple of block_size and at most the parent's length; the child's
+  // Append then takes fresh blocks. Takes no block from the pool.
+  absl::StatusOr<SequenceId> Fork(SequenceId parent, int64_t positions) override;
   void RemoveSequence(SequenceId sequence) override;
   bool Contains(SequenceId sequence) const override;
   int64_t Length(SequenceId sequence) const override;
@@ -71,10 +77,14 @@ class PagedKvCache final : public KvCache {
   int64_t total_blocks() const { return pool_->num_blocks(); }
   int64_t free_blocks() const { return static_cast<int64_t>(free_list_.size()); }
   int64_t used_blocks() const { return total_blocks() - free_blocks(); }
+  // The most blocks in use at once since creation (a shared block counts once).
+  int64_t peak_used_blocks() const { return peak_used_blocks_; }
   // Blocks a sequence of `positions` positions occupies.
   int64_t BlocksFor(int64_t positions) const;
   // Extra blocks that Append(sequence, count) would take from the pool.
   int64_t BlocksToAppend(SequenceId sequence, int64_t count) const;
+  // Sequences whose tables hold `block` (0 when it is free).
+  int32_t BlockUsers(int32_t block) const { return block_users_.at(block); }
 
  private:
   PagedKvCache(const PagedKvCacheShape& shape, std::unique_ptr<kernels::KvPool> pool);
@@ -86,7 +96,9 @@ class PagedKvCache final : public KvCache {
 
   PagedKvCacheShape shape_;
   std::unique_ptr<kernels::KvPool> pool_;
-  std::vector<int32_t> free_list_;  // a stack; the lowest ids are handed out first
+  std::vector<int32_t> free_list_;    // a stack; the lowest ids are handed out first
+  std::vector<int32_t> block_users_;  // by block id: how many block tables hold it
+  int64_t peak_used_blocks_ = 0;
   SequenceId next_id_ = 0;
   std::map<SequenceId, Sequence> sequences_;
 };
