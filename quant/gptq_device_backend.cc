@@ -143,6 +143,14 @@ absl::Status SetGptqDevice(GptqDevice device) {
   return absl::OkStatus();
 }
 
+bool GptqDeviceCompiledIn() {
+#if defined(FLATFLEET_GPTQ_CUDA)
+  return true;
+#else
+  return false;
+#endif
+}
+
 GptqDevice SelectedGptqDevice() { return selected_device.load(); }
 
 int64_t GptqDevicePeakBytes() { return device_bytes_peak.load(); }
@@ -150,7 +158,8 @@ int64_t GptqDevicePeakBytes() { return device_bytes_peak.load(); }
 absl::StatusOr<QuantizedMatrix> QuantizeGptqOnDevice(std::span<const float> weight, int64_t rows,
                                                      int64_t cols, std::span<const double> hessian,
                                                      const QuantFormat& format,
-                                                     const GptqOptions& options) {
+                                                     const GptqOptions& options,
+                                                     std::vector<float>* pre_rounding) {
   // The CPU's argument checks, with its messages.
   if (rows <= 0 || cols <= 0 || static_cast<int64_t>(weight.size()) != rows * cols ||
       static_cast<int64_t>(hessian.size()) != cols * cols) {
@@ -177,7 +186,7 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptqOnDevice(std::span<const float> weig
   FF_ASSIGN_OR_RETURN(
       size_t workspace_bytes,
       cuda::GptqSolverWorkspaceBytes(rows, cols, options.block_size, context->cusolver));
-  DeviceBytes d_weight, d_hessian, d_codes, d_scales, d_zeros, d_status, d_workspace;
+  DeviceBytes d_weight, d_hessian, d_codes, d_scales, d_zeros, d_status, d_workspace, d_pre;
   FF_RETURN_IF_ERROR(d_weight.Allocate(sizeof(float) * rows * cols));
   FF_RETURN_IF_ERROR(d_hessian.Allocate(sizeof(double) * cols * cols));
   FF_RETURN_IF_ERROR(d_codes.Allocate(rows * cols));
@@ -185,6 +194,10 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptqOnDevice(std::span<const float> weig
   FF_RETURN_IF_ERROR(d_zeros.Allocate(rows * groups));
   FF_RETURN_IF_ERROR(d_status.Allocate(sizeof(cuda::GptqSolverStatus)));
   FF_RETURN_IF_ERROR(d_workspace.Allocate(workspace_bytes));
+  if (pre_rounding != nullptr) {
+    FF_RETURN_IF_ERROR(d_pre.Allocate(sizeof(float) * rows * cols));
+    pre_rounding->resize(rows * cols);
+  }
   cudaStream_t stream = context->stream;
   FF_RETURN_IF_ERROR(
       Cuda("upload weight", cudaMemcpyAsync(d_weight.as<void>(), weight.data(), d_weight.size(),
@@ -212,6 +225,7 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptqOnDevice(std::span<const float> weig
   solve.status = d_status.as<cuda::GptqSolverStatus>();
   solve.workspace = d_workspace.as<void>();
   solve.workspace_bytes = workspace_bytes;
+  solve.pre_rounding = pre_rounding != nullptr ? d_pre.as<float>() : nullptr;
   solve.cublas = context->cublas;
   solve.cusolver = context->cusolver;
   FF_RETURN_IF_ERROR(cuda::SolveGptqOnDevice(solve, stream));
@@ -238,6 +252,11 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptqOnDevice(std::span<const float> weig
         Cuda("download zero points",
              cudaMemcpyAsync(out.zero_points.data(), d_zeros.as<void>(), out.zero_points.size(),
                              cudaMemcpyDeviceToHost, stream)));
+  }
+  if (pre_rounding != nullptr) {
+    FF_RETURN_IF_ERROR(Cuda("download pre-rounding values",
+                            cudaMemcpyAsync(pre_rounding->data(), d_pre.as<void>(), d_pre.size(),
+                                            cudaMemcpyDeviceToHost, stream)));
   }
   FF_RETURN_IF_ERROR(Cuda("solve", cudaStreamSynchronize(stream)));
   FF_RETURN_IF_ERROR(cuda::GptqSolverError(status));

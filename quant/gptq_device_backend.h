@@ -26,6 +26,8 @@ enum class GptqDevice { kCpu, kCuda };
 // Selects where GPTQ's Gram accumulation and solver run. kCuda errors (FailedPrecondition) when
 // the binary was built without CUDA or no GPU is usable.
 absl::Status SetGptqDevice(GptqDevice device);
+// Whether this binary has the GPU path at all (FLATFLEET_CUDA builds).
+bool GptqDeviceCompiledIn();
 GptqDevice SelectedGptqDevice();
 
 // Peak bytes of device memory the GPTQ backend has held at once (Gram matrices, solver buffers);
@@ -34,10 +36,12 @@ int64_t GptqDevicePeakBytes();
 
 // QuantizeGptq's contract, on the GPU: the same errors for bad shapes and a Hessian that is not
 // positive definite; Unimplemented for act_order or clip_search; FailedPrecondition without CUDA.
+// `pre_rounding` (tests) receives [rows, cols] float(w) / scale of every element before rounding.
 absl::StatusOr<QuantizedMatrix> QuantizeGptqOnDevice(std::span<const float> weight, int64_t rows,
                                                      int64_t cols, std::span<const double> hessian,
                                                      const QuantFormat& format,
-                                                     const GptqOptions& options = {});
+                                                     const GptqOptions& options = {},
+                                                     std::vector<float>* pre_rounding = nullptr);
 
 // The pipeline's call: the GPU when selected and it covers the options, else QuantizeGptq.
 absl::StatusOr<QuantizedMatrix> QuantizeGptqOnSelectedDevice(std::span<const float> weight,

@@ -182,9 +182,9 @@ absl::Status SolveGptqOnDevice(const DeviceGptqSolve& args, cudaStream_t stream)
   for (int64_t b1 = 0; b1 < k; b1 += args.block_size) {
     const int64_t b2 = std::min(k, b1 + args.block_size);
     FF_GPTQ_RETURN_IF_ERROR(CudaError(
-        "quantize block",
-        internal::LaunchGptqQuantizeBlock(ws.wt, n, k, u, b1, b2, f, args.codes, args.scales,
-                                          args.zero_points, ws.errors, flags, stream)));
+        "quantize block", internal::LaunchGptqQuantizeBlock(
+                              ws.wt, n, k, u, b1, b2, f, args.codes, args.scales, args.zero_points,
+                              ws.errors, args.pre_rounding, flags, stream)));
     if (b2 == k) break;
     // W[:, b2:] -= E U[b1:b2, b2:], column-major: W is wt (ld n), U(p, j) at u[p + j k].
     FF_GPTQ_RETURN_IF_ERROR(CublasError(

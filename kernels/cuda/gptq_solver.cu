@@ -114,7 +114,8 @@ __global__ void PerChannelParametersKernel(const double* wt, int64_t n, int64_t 
 
 __global__ void QuantizeBlockKernel(double* wt, int64_t n, int64_t k, const double* u, int64_t b1,
                                     int64_t b2, GptqFormatParams f, int8_t* codes, uint16_t* scales,
-                                    int8_t* zero_points, double* e, int* flags) {
+                                    int8_t* zero_points, double* e, float* pre_rounding,
+                                    int* flags) {
   const int64_t r = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (r >= n) return;
   int64_t loaded_group = -1;
@@ -153,7 +154,9 @@ __global__ void QuantizeBlockKernel(double* wt, int64_t n, int64_t k, const doub
       loaded_group = g;
     }
     const double w = wt[p * n + r];
-    int32_t code = __float2int_rn(__fdiv_rn(static_cast<float>(w), scale)) + zero;
+    const float in_steps = __fdiv_rn(static_cast<float>(w), scale);
+    if (pre_rounding != nullptr) pre_rounding[r * k + p] = in_steps;
+    int32_t code = __float2int_rn(in_steps) + zero;
     code = code < f.qmin ? f.qmin : (code > f.qmax ? f.qmax : code);
     codes[r * k + p] = static_cast<int8_t>(code);
     const double dequantized =
@@ -227,11 +230,11 @@ cudaError_t LaunchGptqPerChannelParameters(const double* wt, int64_t n, int64_t 
 
 cudaError_t LaunchGptqQuantizeBlock(double* wt, int64_t n, int64_t k, const double* u, int64_t b1,
                                     int64_t b2, const GptqFormatParams& format, int8_t* codes,
-                                    uint16_t* scales, int8_t* zero_points, double* e, int* flags,
-                                    cudaStream_t stream) {
+                                    uint16_t* scales, int8_t* zero_points, double* e,
+                                    float* pre_rounding, int* flags, cudaStream_t stream) {
   QuantizeBlockKernel<<<static_cast<unsigned>((n + kRowThreads - 1) / kRowThreads), kRowThreads, 0,
                         stream>>>(wt, n, k, u, b1, b2, format, codes, scales, zero_points, e,
-                                  flags);
+                                  pre_rounding, flags);
   return cudaGetLastError();
 }
 

@@ -63,6 +63,9 @@ struct DeviceGptqSolve {
   uint16_t* scales = nullptr;          // [rows, groups] FP16 bits out
   int8_t* zero_points = nullptr;       // [rows, groups] out, asymmetric only (else ignored)
   GptqSolverStatus* status = nullptr;  // device, zero-initialised
+  // Optional [rows, cols] out (tests): float(w) / scale of each element before rounding, to tell
+  // rounding ties from errors when comparing with the CPU.
+  float* pre_rounding = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;  // >= GptqSolverWorkspaceBytes
   cublasHandle_t cublas = nullptr;

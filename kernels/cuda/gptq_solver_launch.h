@@ -43,8 +43,8 @@ cudaError_t LaunchGptqPerChannelParameters(const double* wt, int64_t n, int64_t 
 // parameters are computed when a group's first column is reached.
 cudaError_t LaunchGptqQuantizeBlock(double* wt, int64_t n, int64_t k, const double* u, int64_t b1,
                                     int64_t b2, const GptqFormatParams& format, int8_t* codes,
-                                    uint16_t* scales, int8_t* zero_points, double* e, int* flags,
-                                    cudaStream_t stream);
+                                    uint16_t* scales, int8_t* zero_points, double* e,
+                                    float* pre_rounding, int* flags, cudaStream_t stream);
 
 // x [rows, cols] float -> y [rows, cols] double (exact).
 cudaError_t LaunchWidenToDouble(const float* x, int64_t count, double* y, cudaStream_t stream);
