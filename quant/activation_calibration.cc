@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/cpu/quant/seeded_random.h"
+#include "quant/gptq_device_backend.h"
 
 namespace flatfleet::quant {
 
@@ -21,7 +22,15 @@ void ActivationCalibration::Record(std::span<const float> rows, int64_t num_rows
 void ActivationCalibration::RecordRaw(std::span<const float> rows, int64_t num_rows, int64_t cols,
                                       const CalibrationOptions& options) {
   if (raw_channel_absmax.empty()) raw_channel_absmax.assign(cols, 0.0f);
-  if (options.record_gram && raw_gram.empty()) raw_gram.assign(cols * cols, 0.0);
+  if (options.record_gram && raw_gram.empty() && device_gram == nullptr) {
+    if (SelectedGptqDevice() == GptqDevice::kCuda) {
+      // Falls back to the CPU sum when the device cannot hold it; a later device failure is
+      // reported when the Gram is read (DeviceGram::ToHost).
+      if (auto created = DeviceGram::Create(cols); created.ok()) device_gram = std::move(*created);
+    }
+    if (device_gram == nullptr) raw_gram.assign(cols * cols, 0.0);
+  }
+  if (device_gram != nullptr) device_gram->Add(rows.first(num_rows * cols), num_rows).IgnoreError();
   for (int64_t r = 0; r < num_rows; ++r, ++raw_rows_seen) {
     const float* row = rows.data() + r * cols;
     for (int64_t k = 0; k < cols; ++k) {

@@ -12,10 +12,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
 namespace flatfleet::quant {
+
+class DeviceGram;  // gptq_device_backend.h
 
 struct CalibrationOptions {
   // Rows kept in `raw_samples` (reservoir sampling beyond that; 0 keeps none).
@@ -38,6 +41,8 @@ struct ActivationCalibration {
   std::vector<float> raw_channel_absmax;  // [in_features], over all raw rows
   // sum over all raw rows of x^T x, [in_features, in_features] row-major (empty unless asked).
   std::vector<double> raw_gram;
+  // Instead of raw_gram when GPTQ runs on the GPU (SetGptqDevice): the same sum, on the device.
+  std::shared_ptr<DeviceGram> device_gram;
 
   // Folds rows ([num_rows, cols], row-major) of TRANSFORMED inputs into channel_absmax.
   void Record(std::span<const float> rows, int64_t num_rows, int64_t cols);

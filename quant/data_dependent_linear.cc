@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "quant/flatten_input_transform.h"
+#include "quant/gptq_device_backend.h"
 #include "quant/smooth_input_transform.h"
 
 namespace flatfleet::quant {
@@ -150,6 +151,9 @@ absl::StatusOr<DataDependentInputs> BuildDataDependentInputs(
   }
   if (spec.weight_quantizer == WeightQuantizer::kGptq) {
     std::vector<double> gram = calibration.raw_gram;
+    if (calibration.device_gram != nullptr) {
+      FF_ASSIGN_OR_RETURN(gram, calibration.device_gram->ToHost());
+    }
     if (gram.empty()) {  // from the sample
       gram.assign(in * in, 0.0);
       for (int64_t r = 0; r < calibration.raw_sample_rows(in); ++r) {

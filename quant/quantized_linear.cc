@@ -9,6 +9,7 @@
 #include "common/status_macros.h"
 #include "kernels/cpu/quant/quantized_gemm.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
+#include "quant/gptq_device_backend.h"
 #include "quant/gptq_quantizer.h"
 #include "quant/hadamard_input_transform.h"
 #include "quant/weight_clip_search.h"
@@ -168,7 +169,8 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
     options.act_order = spec.gptq.act_order;
     options.clip_search = recipe.weight_clip_search;
     FF_ASSIGN_OR_RETURN(layer.weight_,
-                        QuantizeGptq(layer.folded_weight_, n, k, *hessian, weight_format, options));
+                        QuantizeGptqOnSelectedDevice(layer.folded_weight_, n, k, *hessian,
+                                                     weight_format, options));
   } else if (recipe.weight_clip_search) {
     FF_ASSIGN_OR_RETURN(ClipSearchResult searched,
                         QuantizeRtnWithClipSearch(layer.folded_weight_, n, k, weight_format));

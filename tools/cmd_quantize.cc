@@ -21,6 +21,7 @@
 #include "quant/checkpoint/runnable_model.h"
 #include "quant/checkpoint/sequential_quantizer.h"
 #include "quant/eval/model_under_test.h"
+#include "quant/gptq_device_backend.h"
 #include "quant/quantized_checkpoint_manifest.h"
 #include "quant/recipes.h"
 #include "tools/commands.h"
@@ -46,6 +47,7 @@ struct QuantizeOptions {
   int64_t batch_tokens = 512;
   std::string calib_inputs = "quantized";
   int64_t stop_after_layers = -1;  // hidden test hook
+  std::string device = "cpu";
 };
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -92,10 +94,15 @@ absl::Status RunSequential(const QuantizeOptions& options, const quant::QuantRec
                    static_cast<long long>(progress.layer), static_cast<long long>(progress.layers));
       return;
     }
-    std::fprintf(stderr, "[layer %lld/%lld] %s  elapsed %s  ETA %s  peak RSS %.2f GiB\n",
+    const std::string device =
+        quant::SelectedGptqDevice() == quant::GptqDevice::kCuda
+            ? absl::StrFormat("  peak device %.2f GiB",
+                              static_cast<double>(quant::GptqDevicePeakBytes()) / double(1 << 30))
+            : std::string();
+    std::fprintf(stderr, "[layer %lld/%lld] %s  elapsed %s  ETA %s  peak RSS %.2f GiB%s\n",
                  static_cast<long long>(progress.layer), static_cast<long long>(progress.layers),
                  Seconds(progress.layer_seconds).c_str(), Seconds(progress.elapsed_seconds).c_str(),
-                 Seconds(progress.eta_seconds).c_str(), peak_gib);
+                 Seconds(progress.eta_seconds).c_str(), peak_gib, device.c_str());
   };
   if (options.resume) {
     std::fprintf(stderr, "quantize: --resume from %s\n",
@@ -116,6 +123,7 @@ absl::Status RunQuantize(const QuantizeOptions& options) {
     return absl::InvalidArgumentError("--shard-size must be positive");
   }
   FF_ASSIGN_OR_RETURN(quant::QuantRecipe recipe, ResolveRecipe(options.recipe));
+  if (options.device == "cuda") FF_RETURN_IF_ERROR(quant::SetGptqDevice(quant::GptqDevice::kCuda));
   FF_ASSIGN_OR_RETURN(quant::ModelUnderTest model,
                       quant::CheckpointModel(options.model_dir, options.bf16_rope));
   std::fprintf(stderr, "quantize: %s with recipe %s -> %s (%s)\n", options.model_dir.c_str(),
@@ -227,6 +235,11 @@ CommandRunner RegisterQuantizeCommand(CLI::App& app) {
                   "GPTQ's practice) or float (the float model's activations, as --all-at-once)")
       ->capture_default_str()
       ->check(CLI::IsMember({"quantized", "float"}));
+  cmd->add_option("--device", options->device,
+                  "Where GPTQ's Gram accumulation and solver run: cpu, or cuda (a GPU; act_order "
+                  "and clip-search GPTQ stay on the CPU, as does everything else)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--stop-after-layers", options->stop_after_layers)
       ->group("");  // test hook: simulate a crash after N layers
   return [options, cmd] {

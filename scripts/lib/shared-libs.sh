@@ -7,8 +7,8 @@
 # The C runtime and the dynamic loader: a bundled copy would not match the host's loader.
 FLATFLEET_SYSTEM_LIBS='/(ld-linux[^/]*|libc|libm|libdl|libpthread|librt|libresolv|libutil|libanl)\.so'
 # The GPU driver and the CUDA libraries a GPU machine (or a CUDA runtime image) has in a version
-# matching its driver.
-FLATFLEET_CUDA_LIBS='/(libcuda|libnvidia-[^/]*|libnccl|libcublas[^/]*|libcudart)\.so'
+# matching its driver (cuSOLVER, with its cuSPARSE and nvJitLink, for GPTQ on the GPU).
+FLATFLEET_CUDA_LIBS='/(libcuda|libnvidia-[^/]*|libnccl|libcublas[^/]*|libcudart|libcusolver|libcusparse|libnvJitLink)\.so'
 
 copy_shared_libs() {
   local dest=$1 extra='' file missing
