@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/cpu/quant/seeded_random.h"
+#include "quant/gram_accumulation.h"
 
 namespace flatfleet::quant {
 
@@ -22,18 +23,11 @@ void ActivationCalibration::RecordRaw(std::span<const float> rows, int64_t num_r
                                       const CalibrationOptions& options) {
   if (raw_channel_absmax.empty()) raw_channel_absmax.assign(cols, 0.0f);
   if (options.record_gram && raw_gram.empty()) raw_gram.assign(cols * cols, 0.0);
+  if (!raw_gram.empty()) AccumulateGram(rows, num_rows, cols, raw_gram);
   for (int64_t r = 0; r < num_rows; ++r, ++raw_rows_seen) {
     const float* row = rows.data() + r * cols;
     for (int64_t k = 0; k < cols; ++k) {
       raw_channel_absmax[k] = std::max(raw_channel_absmax[k], std::fabs(row[k]));
-    }
-    if (!raw_gram.empty()) {
-      for (int64_t i = 0; i < cols; ++i) {
-        const double xi = row[i];
-        if (xi == 0.0) continue;
-        double* gram_row = raw_gram.data() + i * cols;
-        for (int64_t j = 0; j < cols; ++j) gram_row[j] += xi * row[j];
-      }
     }
     if (options.max_raw_samples <= 0) continue;
     int64_t slot = raw_rows_seen;
