@@ -8,7 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "common/tokenizer/tokenizer.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "quant/checkpoint/runnable_model.h"
+#include "worker/quantized/runnable_model.h"
 #include "tools/commands.h"
 #include "tools/device_flags.h"
 #include "worker/generate/generator.h"

@@ -11,9 +11,9 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "quant/eval/model_under_test.h"
-#include "quant/eval/outlier_stress_model.h"
-#include "quant/eval/recipe_accuracy.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/eval/outlier_stress_model.h"
+#include "quantize/eval/recipe_accuracy.h"
 #include "quant/recipes.h"
 #include "worker/model/llama_weights.h"
 

@@ -1,7 +1,7 @@
-// Which stored quantized layers the GPU's integer GEMMs run (quant/checkpoint/
-// stored_layer_on_device.h): the plain W8A8 / W4A8 form loads, every other feature is refused
+// Which stored quantized layers the GPU's integer GEMMs run (quant/stored_layer_on_device.h):
+// the plain W8A8 / W4A8 form loads, every other feature is refused
 // with an error naming the layer and the feature, and a backend without integer GEMMs says so.
-#include "quant/checkpoint/stored_layer_on_device.h"
+#include "quant/stored_layer_on_device.h"
 
 #include <random>
 #include <string>

@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "quant/checkpoint/quantized_checkpoint.h"
+#include "worker/quantized/quantized_checkpoint.h"
 #include "worker/collectives/failure_tracking_stream_collectives.h"
 #include "worker/collectives/gloo_communicator.h"
 #if FLATFLEET_HAVE_CUDA

@@ -12,7 +12,7 @@
 #include "absl/status/statusor.h"
 #include "common/tokenizer/tokenizer.h"
 #include "nlohmann/json.hpp"
-#include "quant/eval/model_under_test.h"
+#include "quantize/eval/model_under_test.h"
 #include "quant/quantized_backend.h"
 #include "quant/recipes.h"
 #include "worker/model/llama_model.h"

@@ -9,7 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/tokenizer/tokenizer.h"
-#include "quant/checkpoint/quantized_checkpoint.h"
+#include "worker/quantized/quantized_checkpoint.h"
 #include "worker/model/llama_model.h"
 
 namespace flatfleet::quant {

@@ -35,7 +35,7 @@
 
 #include "absl/status/status.h"
 #include "nlohmann/json.hpp"
-#include "quant/checkpoint/quantize_model.h"
+#include "quantize/quantize_model.h"
 #include "quant/recipes.h"
 #include "worker/model/llama_model.h"
 
