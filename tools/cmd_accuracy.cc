@@ -20,15 +20,15 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
-#include "worker/quantized/runnable_model.h"
-#include "quantize/text_accuracy.h"
-#include "quantize/eval/model_under_test.h"
-#include "quantize/eval/outlier_stress_model.h"
-#include "quantize/eval/recipe_accuracy.h"
 #include "quant/logit_agreement.h"
 #include "quant/quantized_checkpoint_manifest.h"
 #include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/eval/outlier_stress_model.h"
+#include "quantize/eval/recipe_accuracy.h"
+#include "quantize/text_accuracy.h"
 #include "tools/commands.h"
+#include "worker/quantized/runnable_model.h"
 
 namespace flatfleet::tools {
 namespace {

@@ -16,14 +16,14 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
-#include "quantize/quantize_model.h"
-#include "worker/quantized/quantized_checkpoint.h"
-#include "worker/quantized/runnable_model.h"
-#include "quantize/sequential_quantizer.h"
-#include "quantize/eval/model_under_test.h"
 #include "quant/quantized_checkpoint_manifest.h"
 #include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/quantize_model.h"
+#include "quantize/sequential_quantizer.h"
 #include "tools/commands.h"
+#include "worker/quantized/quantized_checkpoint.h"
+#include "worker/quantized/runnable_model.h"
 
 namespace flatfleet::tools {
 namespace {

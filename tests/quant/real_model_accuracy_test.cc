@@ -17,12 +17,12 @@
 
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
+#include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
 #include "quantize/quantize_model.h"
+#include "quantize/text_accuracy.h"
 #include "worker/quantized/quantized_checkpoint.h"
 #include "worker/quantized/runnable_model.h"
-#include "quantize/text_accuracy.h"
-#include "quantize/eval/model_under_test.h"
-#include "quant/recipes.h"
 
 namespace flatfleet::quant {
 namespace {

@@ -18,13 +18,13 @@
 #include "common/safetensors.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "quantize/quantize_model.h"
-#include "worker/quantized/quantized_checkpoint.h"
-#include "worker/quantized/runnable_model.h"
-#include "quantize/text_accuracy.h"
+#include "quant/recipes.h"
 #include "quantize/eval/model_under_test.h"
 #include "quantize/eval/recipe_accuracy.h"
-#include "quant/recipes.h"
+#include "quantize/quantize_model.h"
+#include "quantize/text_accuracy.h"
+#include "worker/quantized/quantized_checkpoint.h"
+#include "worker/quantized/runnable_model.h"
 
 namespace flatfleet::quant {
 namespace {
