@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/quant/seeded_random.h"
 #include "quant/gptq_device_backend.h"
+#include "quant/gram_accumulation.h"
 
 namespace flatfleet::quant {
 
@@ -31,18 +32,11 @@ void ActivationCalibration::RecordRaw(std::span<const float> rows, int64_t num_r
     if (device_gram == nullptr) raw_gram.assign(cols * cols, 0.0);
   }
   if (device_gram != nullptr) device_gram->Add(rows.first(num_rows * cols), num_rows).IgnoreError();
+  if (!raw_gram.empty()) AccumulateGram(rows, num_rows, cols, raw_gram);
   for (int64_t r = 0; r < num_rows; ++r, ++raw_rows_seen) {
     const float* row = rows.data() + r * cols;
     for (int64_t k = 0; k < cols; ++k) {
       raw_channel_absmax[k] = std::max(raw_channel_absmax[k], std::fabs(row[k]));
-    }
-    if (!raw_gram.empty()) {
-      for (int64_t i = 0; i < cols; ++i) {
-        const double xi = row[i];
-        if (xi == 0.0) continue;
-        double* gram_row = raw_gram.data() + i * cols;
-        for (int64_t j = 0; j < cols; ++j) gram_row[j] += xi * row[j];
-      }
     }
     if (options.max_raw_samples <= 0) continue;
     int64_t slot = raw_rows_seen;

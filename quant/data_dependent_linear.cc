@@ -23,18 +23,24 @@ bool IsChannelwise(const InputTransformChain& chain) {
   return true;
 }
 
-// M^T G M for the linear map x -> x M of `chain`, G [in, in] symmetric.
+// M^T G M for the linear map x -> x M of a non-empty `chain`, G [in, in] symmetric. Each float
+// intermediate ([in, k] or [k, k]) is freed as soon as the next one exists, so the peak is G, two
+// float intermediates and the result.
 std::vector<double> TransformGram(const InputTransformChain& chain, const std::vector<double>& gram,
                                   int64_t in) {
-  if (chain.empty()) return gram;
   const int64_t k = chain.OutFeatures(in);
-  std::vector<float> rows(gram.begin(), gram.end());
-  const std::vector<float> right = chain.ApplyToActivations(rows, in);  // G M, [in, k]
+  std::vector<float> right;  // G M, [in, k]
+  {
+    const std::vector<float> rows(gram.begin(), gram.end());
+    right = chain.ApplyToActivations(rows, in);
+  }
   std::vector<float> transposed(k * in);
   for (int64_t i = 0; i < in; ++i) {
     for (int64_t j = 0; j < k; ++j) transposed[j * in + i] = right[i * k + j];
   }
-  const std::vector<float> both = chain.ApplyToActivations(transposed, k);  // M^T G M, [k, k]
+  right = {};
+  std::vector<float> both = chain.ApplyToActivations(transposed, k);  // M^T G M, [k, k]
+  transposed = {};
   std::vector<double> out(k * k);
   for (int64_t i = 0; i < k; ++i) {
     for (int64_t j = 0; j < k; ++j) {
@@ -150,20 +156,29 @@ absl::StatusOr<DataDependentInputs> BuildDataDependentInputs(
     }
   }
   if (spec.weight_quantizer == WeightQuantizer::kGptq) {
-    std::vector<double> gram = calibration.raw_gram;
     if (calibration.device_gram != nullptr) {
-      FF_ASSIGN_OR_RETURN(gram, calibration.device_gram->ToHost());
-    }
-    if (gram.empty()) {  // from the sample
-      gram.assign(in * in, 0.0);
+      // Accumulated on the GPU (quantize --device cuda): one copy down, owned here.
+      FF_ASSIGN_OR_RETURN(std::vector<double> gram, calibration.device_gram->ToHost());
+      result.hessian =
+          result.transforms.empty() ? std::move(gram) : TransformGram(result.transforms, gram, in);
+    } else if (!calibration.raw_gram.empty()) {
+      // No copy when no transform changes the inputs: GPTQ reads the calibration's own Gram.
+      if (result.transforms.empty()) {
+        result.raw_hessian = &calibration.raw_gram;
+      } else {
+        result.hessian = TransformGram(result.transforms, calibration.raw_gram, in);
+      }
+    } else {  // from the sample
+      std::vector<double> gram(in * in, 0.0);
       for (int64_t r = 0; r < calibration.raw_sample_rows(in); ++r) {
         const float* row = calibration.raw_samples.data() + r * in;
         for (int64_t i = 0; i < in; ++i) {
           for (int64_t j = 0; j < in; ++j) gram[i * in + j] += double{row[i]} * row[j];
         }
       }
+      result.hessian =
+          result.transforms.empty() ? std::move(gram) : TransformGram(result.transforms, gram, in);
     }
-    result.hessian = TransformGram(result.transforms, gram, in);
   }
   return result;
 }
@@ -214,10 +229,10 @@ absl::StatusOr<QuantizedLinear> QuantizeDataDependentLinear(
   for (double alpha : alphas) {
     FF_ASSIGN_OR_RETURN(DataDependentInputs inputs,
                         BuildDataDependentInputs(weight, recipe, *calibration, base, alpha));
-    FF_ASSIGN_OR_RETURN(QuantizedLinear layer,
-                        QuantizedLinear::Create(
-                            weight, bias, recipe, &inputs.transformed, std::move(inputs.transforms),
-                            inputs.hessian.empty() ? nullptr : &inputs.hessian));
+    FF_ASSIGN_OR_RETURN(
+        QuantizedLinear layer,
+        QuantizedLinear::Create(weight, bias, recipe, &inputs.transformed,
+                                std::move(inputs.transforms), inputs.gptq_hessian()));
     if (alphas.size() == 1) return layer;
     FF_ASSIGN_OR_RETURN(double error, OutputError(layer, exact, search_rows, search_count));
     if (error < best_error) {  // strict: ties keep the earlier (smaller) alpha

@@ -12,6 +12,11 @@
 // (Hadamard). The transformed channel maxima that static scales and QUIK use are recomputed for
 // the full chain: exactly for channel-wise chains (smooth, flatten), otherwise from the raw
 // sample (exact while it holds every calibration row).
+//
+// GPTQ memory while one linear is quantized (in = K inputs): the calibration's Gram (8 K^2 bytes,
+// accumulated once, freed with the calibration by QuantizedCpuLinearWeight::ReleaseFloat), plus
+// QuantizeGptq's one working buffer (8 K^2); a transformed chain (Hadamard, smoothing) adds the
+// transformed Hessian (8 K^2) and, while forming it, two float [K, K] intermediates (8 K^2).
 #pragma once
 
 #include <cstdint>
@@ -29,9 +34,8 @@ namespace flatfleet::quant {
 // Whether the recipe builds transforms or weights from raw-input calibration statistics.
 bool NeedsRawStatistics(const QuantRecipe& recipe);
 // What kCalibrate records for the recipe when it records raw statistics at all: the bounded row
-// sample, and the Gram matrix (in^2 doubles per layer) only for GPTQ. The CPU reference keeps
-// every layer's statistics at once, fine for the test models; a 7B-scale model would need
-// layer-by-layer calibration instead.
+// sample, and the Gram matrix (in^2 doubles per layer) only for GPTQ. Layer-by-layer calibration
+// (sequential_quantizer.h) holds one decoder layer's statistics at a time.
 CalibrationOptions CalibrationOptionsFor(const QuantRecipe& recipe);
 
 // The candidates of SmoothQuant's per-layer alpha search.
@@ -49,6 +53,14 @@ struct DataDependentInputs {
   InputTransformChain transforms;     // data-dependent transforms, then `base`
   ActivationCalibration transformed;  // channel_absmax and rows_seen of the transformed inputs
   std::vector<double> hessian;        // [K, K] X^T X of the transformed inputs (GPTQ only)
+  // Instead of `hessian`, when the chain leaves the inputs as they are: the calibration's own
+  // Gram (not copied; valid while that calibration lives).
+  const std::vector<double>* raw_hessian = nullptr;
+  // What GPTQ uses: raw_hessian, else hessian, else null (not GPTQ).
+  const std::vector<double>* gptq_hessian() const {
+    if (raw_hessian != nullptr) return raw_hessian;
+    return hessian.empty() ? nullptr : &hessian;
+  }
 };
 // With a fixed SmoothQuant alpha (the search calls it per candidate).
 absl::StatusOr<DataDependentInputs> BuildDataDependentInputs(

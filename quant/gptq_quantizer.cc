@@ -9,62 +9,11 @@
 #include "common/dtype.h"
 #include "common/status_macros.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
+#include "quant/gptq_solver.h"
 #include "quant/weight_clip_search.h"
 
 namespace flatfleet::quant {
 namespace {
-
-// In-place lower Cholesky factor of a symmetric positive definite [k, k] matrix (the upper
-// triangle is zeroed). Errors when a pivot is not positive.
-absl::Status CholeskyLower(std::vector<double>& a, int64_t k) {
-  for (int64_t j = 0; j < k; ++j) {
-    double diagonal = a[j * k + j];
-    for (int64_t p = 0; p < j; ++p) diagonal -= a[j * k + p] * a[j * k + p];
-    if (!(diagonal > 0.0) || !std::isfinite(diagonal)) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "GPTQ: the Hessian is not positive definite at column %d (raise the dampening)", j));
-    }
-    const double pivot = std::sqrt(diagonal);
-    a[j * k + j] = pivot;
-    for (int64_t i = j + 1; i < k; ++i) {
-      double sum = a[i * k + j];
-      for (int64_t p = 0; p < j; ++p) sum -= a[i * k + p] * a[j * k + p];
-      a[i * k + j] = sum / pivot;
-    }
-    for (int64_t i = 0; i < j; ++i) a[i * k + j] = 0.0;
-  }
-  return absl::OkStatus();
-}
-
-// U (upper, row-major) with H^-1 = U^T U, from H.
-absl::StatusOr<std::vector<double>> UpperCholeskyOfInverse(std::vector<double> h, int64_t k) {
-  FF_RETURN_IF_ERROR(CholeskyLower(h, k));  // H = L L^T
-  // L^-1 (lower), column by column by forward substitution.
-  std::vector<double> inv(k * k, 0.0);
-  for (int64_t c = 0; c < k; ++c) {
-    inv[c * k + c] = 1.0 / h[c * k + c];
-    for (int64_t i = c + 1; i < k; ++i) {
-      double sum = 0.0;
-      for (int64_t p = c; p < i; ++p) sum += h[i * k + p] * inv[p * k + c];
-      inv[i * k + c] = -sum / h[i * k + i];
-    }
-  }
-  // H^-1 = L^-T L^-1.
-  std::vector<double> hinv(k * k, 0.0);
-  for (int64_t i = 0; i < k; ++i) {
-    for (int64_t j = 0; j <= i; ++j) {
-      double sum = 0.0;
-      for (int64_t p = i; p < k; ++p) sum += inv[p * k + i] * inv[p * k + j];
-      hinv[i * k + j] = hinv[j * k + i] = sum;
-    }
-  }
-  FF_RETURN_IF_ERROR(CholeskyLower(hinv, k));  // H^-1 = M M^T, U = M^T
-  std::vector<double> upper(k * k, 0.0);
-  for (int64_t i = 0; i < k; ++i) {
-    for (int64_t j = 0; j <= i; ++j) upper[j * k + i] = hinv[i * k + j];
-  }
-  return upper;
-}
 
 struct GroupParameters {
   std::vector<float> scale;   // [rows]
@@ -119,31 +68,41 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(std::span<const float> weight, int6
   const int64_t groups = cols / group_size;
   const bool per_channel = format.group_size == 0;
 
-  std::vector<double> h(hessian.begin(), hessian.end());
+  // The caller's H plus ONE working [cols, cols] double buffer (damped, permuted, then factored
+  // in place into U by the solver): 8 cols^2 bytes besides H (6.1 GiB at cols = 28672,
+  // Llama-3-70B's down_proj), and the weight's copies (8 rows cols for the double working copy, 4
+  // rows cols for the float original). The scalar solver adds one more [cols, cols] while
+  // inverting.
   std::vector<float> original(weight.begin(), weight.end());
+  std::vector<double> diagonal(cols);
   double mean_diagonal = 0.0;
   for (int64_t i = 0; i < cols; ++i) {
-    if (h[i * cols + i] <= 0.0) {  // an input that is always zero: its column is irrelevant
-      h[i * cols + i] = 1.0;
+    diagonal[i] = hessian[i * cols + i];
+    if (diagonal[i] <= 0.0) {  // an input that is always zero: its column is irrelevant
+      diagonal[i] = 1.0;
       for (int64_t r = 0; r < rows; ++r) original[r * cols + i] = 0.0f;
     }
-    mean_diagonal += h[i * cols + i];
+    mean_diagonal += diagonal[i];
   }
   mean_diagonal /= static_cast<double>(cols);
-  for (int64_t i = 0; i < cols; ++i) h[i * cols + i] += options.damp * mean_diagonal;
+  for (int64_t i = 0; i < cols; ++i) diagonal[i] += options.damp * mean_diagonal;
 
   // Column visiting order (act_order: decreasing H_ii, ties by index).
   std::vector<int64_t> order(cols);
   std::iota(order.begin(), order.end(), 0);
   if (options.act_order) {
     std::stable_sort(order.begin(), order.end(),
-                     [&](int64_t a, int64_t b) { return h[a * cols + a] > h[b * cols + b]; });
+                     [&](int64_t a, int64_t b) { return diagonal[a] > diagonal[b]; });
   }
-  std::vector<double> hp(cols * cols);
+  const GptqSolver& solver = options.solver != nullptr ? *options.solver : DefaultGptqSolver();
+  std::vector<double> u(cols * cols);
   for (int64_t i = 0; i < cols; ++i) {
-    for (int64_t j = 0; j < cols; ++j) hp[i * cols + j] = h[order[i] * cols + order[j]];
+    const double* source = hessian.data() + order[i] * cols;
+    double* target = u.data() + i * cols;
+    for (int64_t j = 0; j < cols; ++j) target[j] = source[order[j]];
+    target[i] = diagonal[order[i]];
   }
-  FF_ASSIGN_OR_RETURN(std::vector<double> u, UpperCholeskyOfInverse(std::move(hp), cols));
+  FF_RETURN_IF_ERROR(solver.UpperCholeskyOfInverse(u, cols));
 
   // Working copy in visiting order.
   std::vector<double> w(rows * cols);
@@ -231,15 +190,7 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(std::span<const float> weight, int6
       }
     }
     // The block's errors onto every later column at once.
-    for (int64_t r = 0; r < rows; ++r) {
-      double* row = w.data() + r * cols;
-      for (int64_t p = b1; p < b2; ++p) {
-        const double error = errors[r * width + (p - b1)];
-        if (error == 0.0) continue;
-        const double* u_row = u.data() + p * cols;
-        for (int64_t j = b2; j < cols; ++j) row[j] -= error * u_row[j];
-      }
-    }
+    solver.PropagateBlockErrors(errors, rows, width, u, cols, b1, w);
   }
   FF_RETURN_IF_ERROR(out.Validate());
   return out;

@@ -8,7 +8,7 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libgloo-dev libsqlite3-dev libcivetweb-dev nlohmann-json3-dev libcli11-dev
-  libsentencepiece-dev libpcre2-dev
+  libsentencepiece-dev libpcre2-dev libopenblas0
   clang-14 libclang-rt-14-dev clang-format
   prometheus python3-grpcio python3-yaml yamllint
   openssl libssl-dev

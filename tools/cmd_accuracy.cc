@@ -2,7 +2,7 @@
 // model through QuantizedCpuBackend per recipe and prints a markdown table of KL(p_ref || p_quant)
 // and top-1 agreement against reference logits (a reference file made by Hugging Face in
 // float32, or for `--model stress` the float32 engine on the synthetic outlier model).
-// With `--text`, the real-text protocol of quant/checkpoint/text_accuracy.h instead: calibrated
+// With `--text`, the real-text protocol of quantize/text_accuracy.h instead: calibrated
 // on the text's first part, perplexity, KL and top-1 against the float32 model on the rest, and
 // the weight bits per parameter stored.
 #include <cmath>
@@ -20,15 +20,15 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
-#include "quant/checkpoint/runnable_model.h"
-#include "quant/checkpoint/text_accuracy.h"
-#include "quant/eval/model_under_test.h"
-#include "quant/eval/outlier_stress_model.h"
-#include "quant/eval/recipe_accuracy.h"
 #include "quant/logit_agreement.h"
 #include "quant/quantized_checkpoint_manifest.h"
 #include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/eval/outlier_stress_model.h"
+#include "quantize/eval/recipe_accuracy.h"
+#include "quantize/text_accuracy.h"
 #include "tools/commands.h"
+#include "worker/quantized/runnable_model.h"
 
 namespace flatfleet::tools {
 namespace {

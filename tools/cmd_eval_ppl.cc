@@ -16,9 +16,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
-#include "quant/checkpoint/runnable_model.h"
 #include "tools/commands.h"
 #include "tools/device_flags.h"
+#include "worker/quantized/runnable_model.h"
 
 namespace flatfleet::tools {
 namespace {

@@ -14,12 +14,12 @@
 #include "common/model_config.h"
 #include "common/status_macros.h"
 #include "nlohmann/json.hpp"
-#include "quant/checkpoint/quantized_checkpoint.h"
-#include "quant/checkpoint/sharded_tensor_writer.h"
+#include "quant/sharded_tensor_writer.h"
 #include "tools/architecture_shapes.h"
 #include "tools/commands.h"
 #include "worker/model/llama_weights.h"
 #include "worker/model/seeded_weight_source.h"
+#include "worker/quantized/quantized_checkpoint.h"
 
 namespace flatfleet::tools {
 namespace {

@@ -16,15 +16,15 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
-#include "quant/checkpoint/quantize_model.h"
-#include "quant/checkpoint/quantized_checkpoint.h"
-#include "quant/checkpoint/runnable_model.h"
-#include "quant/checkpoint/sequential_quantizer.h"
-#include "quant/eval/model_under_test.h"
 #include "quant/gptq_device_backend.h"
 #include "quant/quantized_checkpoint_manifest.h"
 #include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/quantize_model.h"
+#include "quantize/sequential_quantizer.h"
 #include "tools/commands.h"
+#include "worker/quantized/quantized_checkpoint.h"
+#include "worker/quantized/runnable_model.h"
 
 namespace flatfleet::tools {
 namespace {

@@ -31,7 +31,30 @@ Fmax=$(( 4 * 2 * inter * hidden ))
 # statistics of the non-GPTQ recipes, the float tensors streamed through the writer).
 activations=$(( tokens * (6 * hidden + 4 * (q + 2 * kv) + 6 * inter) * 4 ))
 margin=$(( 512 * 1024 * 1024 ))
-bound=$(( F * 3 + Fmax + activations + margin ))
+# GPTQ recipes add S_gptq (docs/QUANTIZATION.md, "GPTQ memory and solvers"): at linear j (model
+# order qkv, o, gate|up, down) the Grams not yet freed, 8 sum_{i>=j} in_i^2, plus the solver's
+# buffer 8 in_j^2 and the weight copies 12 out_j in_j; the maximum over j.
+gptq=0
+case $recipe in
+  *gptq*)
+    set -- "$hidden $(( q + 2 * kv ))" "$q $hidden" "$hidden $(( 2 * inter ))" "$inter $hidden"
+    j=0
+    for linear in "$@"; do
+      j=$(( j + 1 ))
+      grams=0 i=0
+      for pair in "$@"; do
+        i=$(( i + 1 ))
+        [ "$i" -ge "$j" ] || continue
+        in_i=${pair% *}
+        grams=$(( grams + 8 * in_i * in_i ))
+      done
+      in_j=${linear% *} out_j=${linear#* }
+      at=$(( grams + 8 * in_j * in_j + 12 * out_j * in_j ))
+      [ "$at" -le "$gptq" ] || gptq=$at
+    done
+    ;;
+esac
+bound=$(( F * 3 + Fmax + activations + margin + gptq ))
 
 start=$(date +%s)
 "$flatfleet" make-checkpoint --arch "$arch" --layers "$layers" --vocab "$vocab" --random \
@@ -41,10 +64,11 @@ made=$(date +%s)
     --calib-tokens "$tokens" --calib-length 32 --out "$work/q" > "$work/rss.txt"
 quantized=$(date +%s)
 peak=$(sed -n 's/^peak_rss_bytes //p' "$work/rss.txt")
-awk -v f="$F" -v m="$Fmax" -v p="$peak" -v b="$bound" 'BEGIN {
+awk -v f="$F" -v m="$Fmax" -v p="$peak" -v b="$bound" -v s="$gptq" 'BEGIN {
   g = 1073741824
+  if (s > 0) printf "GPTQ statistics and solver S_gptq = %.2f GiB\n", s / g
   printf "layer float32 F = %.2f GiB, largest linear Fmax = %.2f GiB\n", f / g, m / g
-  printf "peak RSS %.2f GiB, bound 3 F + Fmax + activations + 512 MiB = %.2f GiB\n", p / g, b / g
+  printf "peak RSS %.2f GiB, bound 3 F + Fmax + activations + 512 MiB + S_gptq = %.2f GiB\n", p / g, b / g
 }'
 echo "make-checkpoint $((made - start)) s, quantize $((quantized - made)) s ($layers layers)"
 if [ "$peak" -gt "$bound" ]; then

@@ -14,13 +14,13 @@
 #include "common/status_macros.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda/backend/cuda_backend.h"
-#include "quant/checkpoint/quantize_model.h"
-#include "quant/checkpoint/quantized_checkpoint.h"
-#include "quant/eval/model_under_test.h"
 #include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/quantize_model.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/model_comparison.h"
 #include "tests/quant/test_random.h"
+#include "worker/quantized/quantized_checkpoint.h"
 
 namespace flatfleet::quant {
 namespace {

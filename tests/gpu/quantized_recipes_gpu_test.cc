@@ -1,5 +1,5 @@
 // The recipes' activation side on the GPU (kernels/cuda/int8_activation_quantizer.h and
-// quant/checkpoint/stored_layer_on_device.h) against the CPU reference:
+// quant/stored_layer_on_device.h) against the CPU reference:
 //   * the quantizer alone: low-bit per-token codes (W4A4's qmax 7 and the other widths), a static
 //     per-tensor scale, SmoothQuant's x / s and FlattenQuant's channel split, each against the
 //     CPU transform (quant/smooth_input_transform.h, quant/flatten_input_transform.h) followed by
@@ -27,7 +27,7 @@
 #include "kernels/cpu/quant/rtn_quantizer.h"
 #include "kernels/cuda/backend/cuda_backend.h"
 #include "kernels/cuda/int8_activation_quantizer.h"
-#include "quant/checkpoint/stored_layer_on_device.h"
+#include "quant/stored_layer_on_device.h"
 #include "quant/flatten_input_transform.h"
 #include "quant/hadamard_input_transform.h"
 #include "quant/input_transform.h"

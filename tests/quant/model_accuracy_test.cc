@@ -11,10 +11,10 @@
 
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "quant/eval/model_under_test.h"
-#include "quant/eval/outlier_stress_model.h"
-#include "quant/eval/recipe_accuracy.h"
 #include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/eval/outlier_stress_model.h"
+#include "quantize/eval/recipe_accuracy.h"
 #include "worker/model/llama_weights.h"
 
 namespace flatfleet::quant {

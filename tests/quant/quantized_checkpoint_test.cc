@@ -3,7 +3,7 @@
 // model holds no float weights of quantized layers; tensor-parallel ranks slice the stored
 // tensors (TP=2 matches TP=1 within quantization noise) or refuse layers they cannot split; and
 // damaged directories give errors naming the layer, tensor and file.
-#include "quant/checkpoint/quantized_checkpoint.h"
+#include "worker/quantized/quantized_checkpoint.h"
 
 #include <unistd.h>
 
@@ -20,11 +20,11 @@
 #include "absl/strings/str_format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "quant/checkpoint/quantize_model.h"
-#include "quant/checkpoint/stored_layer_slicing.h"
-#include "quant/eval/model_under_test.h"
-#include "quant/eval/recipe_accuracy.h"
 #include "quant/recipes.h"
+#include "quant/stored_layer_slicing.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/eval/recipe_accuracy.h"
+#include "quantize/quantize_model.h"
 #include "tests/collectives/collectives_test_support.h"
 #include "tests/quant/test_random.h"
 #include "worker/generate/generator.h"

@@ -1,7 +1,7 @@
 // Quantization on a real pretrained model, stories260K (TinyStories Llama; hidden 64,
 // intermediate 172, tied embeddings; ../shared/models): every recipe quantizes, writes and loads
 // back (widths no weight group of 128 divides fall back as recorded in quantization.json), and
-// the real-text accuracy table (quant/checkpoint/text_accuracy.h) on a small slice of
+// the real-text accuracy table (quantize/text_accuracy.h) on a small slice of
 // TinyStories' valid.txt stays within stated bands of the committed numbers. The shared model
 // and text are required: without them these tests fail, they do not skip.
 #include <unistd.h>
@@ -17,12 +17,12 @@
 
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
-#include "quant/checkpoint/quantize_model.h"
-#include "quant/checkpoint/quantized_checkpoint.h"
-#include "quant/checkpoint/runnable_model.h"
-#include "quant/checkpoint/text_accuracy.h"
-#include "quant/eval/model_under_test.h"
 #include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/quantize_model.h"
+#include "quantize/text_accuracy.h"
+#include "worker/quantized/quantized_checkpoint.h"
+#include "worker/quantized/runnable_model.h"
 
 namespace flatfleet::quant {
 namespace {

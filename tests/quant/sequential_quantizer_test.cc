@@ -1,9 +1,9 @@
-// Layer-by-layer quantization (quant/checkpoint/sequential_quantizer.h) against the all-at-once
+// Layer-by-layer quantization (quantize/sequential_quantizer.h) against the all-at-once
 // path: the same codes where calibration cannot differ, the same or better accuracy where it
 // does, sharded output the loader reads, --resume identical to an uninterrupted run, and clear
 // errors naming the tensor. Fixtures and stories260K come from ../shared (the tests fail, not
 // skip, without them).
-#include "quant/checkpoint/sequential_quantizer.h"
+#include "quantize/sequential_quantizer.h"
 
 #include <unistd.h>
 
@@ -18,13 +18,13 @@
 #include "common/safetensors.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "quant/checkpoint/quantize_model.h"
-#include "quant/checkpoint/quantized_checkpoint.h"
-#include "quant/checkpoint/runnable_model.h"
-#include "quant/checkpoint/text_accuracy.h"
-#include "quant/eval/model_under_test.h"
-#include "quant/eval/recipe_accuracy.h"
 #include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/eval/recipe_accuracy.h"
+#include "quantize/quantize_model.h"
+#include "quantize/text_accuracy.h"
+#include "worker/quantized/quantized_checkpoint.h"
+#include "worker/quantized/runnable_model.h"
 
 namespace flatfleet::quant {
 namespace {

@@ -1,8 +1,8 @@
-// Which stored quantized layers the GPU's integer GEMMs run (quant/checkpoint/
-// stored_layer_on_device.h): the plain W8A8 / W4A8 form and the activation recipes of the GPU
-// quantizer load, every other feature is refused with an error naming the layer and the feature,
-// and a backend without integer GEMMs says so.
-#include "quant/checkpoint/stored_layer_on_device.h"
+// Which stored quantized layers the GPU's integer GEMMs run (quant/stored_layer_on_device.h): the
+// plain W8A8 / W4A8 form and the activation recipes of the GPU quantizer load, every other
+// feature is refused with an error naming the layer and the feature, and a backend without
+// integer GEMMs says so.
+#include "quant/stored_layer_on_device.h"
 
 #include <random>
 #include <string>

@@ -11,11 +11,11 @@
 
 #include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
-#include "quant/checkpoint/quantize_model.h"
-#include "quant/checkpoint/quantized_checkpoint.h"
-#include "quant/eval/model_under_test.h"
 #include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/quantize_model.h"
 #include "tests/quant/test_random.h"
+#include "worker/quantized/quantized_checkpoint.h"
 #include "worker/serving/model_loader.h"
 
 namespace flatfleet::engine {

@@ -12,9 +12,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/cpu_backend.h"
-#include "quant/checkpoint/quantized_checkpoint.h"
 #include "worker/collectives/failure_tracking_stream_collectives.h"
 #include "worker/collectives/gloo_communicator.h"
+#include "worker/quantized/quantized_checkpoint.h"
 #if FLATFLEET_HAVE_CUDA
 #include "worker/collectives/nccl_group.h"
 #endif

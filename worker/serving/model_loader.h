@@ -21,7 +21,7 @@ namespace flatfleet::engine {
 inline constexpr std::string_view kBuiltinDemoModel = "builtin:demo";
 
 struct LoadedModel {
-  // The backend of a quantized checkpoint's model (quant/checkpoint/quantized_checkpoint.h),
+  // The backend of a quantized checkpoint's model (worker/quantized/quantized_checkpoint.h),
   // null for float models (the shared CPU backend). Declared before `model`: it outlives it.
   std::shared_ptr<kernels::Backend> backend;
   // Tensor-parallel ranks only: the group's communicator, which the model runs its collectives

@@ -1,4 +1,4 @@
-#include "quant/checkpoint/stored_layer_on_device.h"
+#include "quant/stored_layer_on_device.h"
 
 #include <string>
 #include <vector>

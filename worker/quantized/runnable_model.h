@@ -9,8 +9,8 @@
 
 #include "absl/status/statusor.h"
 #include "common/tokenizer/tokenizer.h"
-#include "quant/checkpoint/quantized_checkpoint.h"
 #include "worker/model/llama_model.h"
+#include "worker/quantized/quantized_checkpoint.h"
 
 namespace flatfleet::quant {
 

@@ -1,4 +1,4 @@
-#include "quant/checkpoint/quantized_checkpoint.h"
+#include "worker/quantized/quantized_checkpoint.h"
 
 #include <unistd.h>
 
@@ -17,8 +17,8 @@
 #include "common/status_macros.h"
 #include "common/tensor_slicing.h"
 #include "kernels/cpu/quant/bit_packing.h"
-#include "quant/checkpoint/stored_layer_on_device.h"
-#include "quant/checkpoint/stored_layer_slicing.h"
+#include "quant/stored_layer_on_device.h"
+#include "quant/stored_layer_slicing.h"
 
 namespace flatfleet::quant {
 namespace {

@@ -1,4 +1,4 @@
-#include "quant/checkpoint/sequential_quantizer.h"
+#include "quantize/sequential_quantizer.h"
 
 #include <malloc.h>
 #include <sys/resource.h>
@@ -21,13 +21,13 @@
 #include "common/safetensors.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
-#include "quant/checkpoint/decoder_layer_window.h"
-#include "quant/checkpoint/mapped_pages.h"
-#include "quant/checkpoint/quantized_checkpoint.h"
-#include "quant/checkpoint/sharded_tensor_writer.h"
 #include "quant/float_linear_filter.h"
+#include "quant/mapped_pages.h"
 #include "quant/quantized_backend.h"
 #include "quant/quantized_checkpoint_manifest.h"
+#include "quant/sharded_tensor_writer.h"
+#include "quantize/decoder_layer_window.h"
+#include "worker/quantized/quantized_checkpoint.h"
 
 namespace flatfleet::quant {
 namespace {

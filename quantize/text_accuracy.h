@@ -17,11 +17,11 @@
 
 #include "absl/status/statusor.h"
 #include "common/tokenizer/tokenizer.h"
-#include "quant/checkpoint/quantize_model.h"
-#include "quant/checkpoint/quantized_checkpoint.h"
-#include "quant/eval/model_under_test.h"
 #include "quant/logit_agreement.h"
 #include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/quantize_model.h"
+#include "worker/quantized/quantized_checkpoint.h"
 
 namespace flatfleet::quant {
 

@@ -1,4 +1,4 @@
-#include "quant/checkpoint/mapped_pages.h"
+#include "quant/mapped_pages.h"
 
 #include <sys/mman.h>
 #include <unistd.h>

@@ -6,9 +6,9 @@
 #include <span>
 
 #include "absl/status/statusor.h"
-#include "quant/eval/model_under_test.h"
 #include "quant/logit_agreement.h"
 #include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
 
 namespace flatfleet::quant {
 

@@ -1,4 +1,4 @@
-#include "quant/checkpoint/stored_layer_slicing.h"
+#include "quant/stored_layer_slicing.h"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "quant/eval/recipe_accuracy.h"
+#include "quantize/eval/recipe_accuracy.h"
 
 #include "common/status_macros.h"
 #include "kernels/cpu/cpu_backend.h"

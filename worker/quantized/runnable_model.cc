@@ -1,4 +1,4 @@
-#include "quant/checkpoint/runnable_model.h"
+#include "worker/quantized/runnable_model.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"

@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "quant/eval/model_under_test.h"
+#include "quantize/eval/model_under_test.h"
 
 namespace flatfleet::quant {
 

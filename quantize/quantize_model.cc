@@ -1,10 +1,10 @@
-#include "quant/checkpoint/quantize_model.h"
+#include "quantize/quantize_model.h"
 
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
-#include "quant/eval/recipe_accuracy.h"
+#include "quantize/eval/recipe_accuracy.h"
 
 namespace flatfleet::quant {
 

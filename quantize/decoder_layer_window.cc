@@ -1,4 +1,4 @@
-#include "quant/checkpoint/decoder_layer_window.h"
+#include "quantize/decoder_layer_window.h"
 
 #include <algorithm>
 

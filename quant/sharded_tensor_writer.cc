@@ -1,4 +1,4 @@
-#include "quant/checkpoint/sharded_tensor_writer.h"
+#include "quant/sharded_tensor_writer.h"
 
 #include <unistd.h>
 

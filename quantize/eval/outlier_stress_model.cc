@@ -1,4 +1,4 @@
-#include "quant/eval/outlier_stress_model.h"
+#include "quantize/eval/outlier_stress_model.h"
 
 #include <memory>
 #include <string>

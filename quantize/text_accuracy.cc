@@ -1,11 +1,11 @@
-#include "quant/checkpoint/text_accuracy.h"
+#include "quantize/text_accuracy.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
-#include "quant/eval/recipe_accuracy.h"
+#include "quantize/eval/recipe_accuracy.h"
 
 namespace flatfleet::quant {
 

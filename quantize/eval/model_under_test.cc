@@ -1,4 +1,4 @@
-#include "quant/eval/model_under_test.h"
+#include "quantize/eval/model_under_test.h"
 
 #include <algorithm>
 #include <cmath>

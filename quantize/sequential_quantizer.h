@@ -35,8 +35,8 @@
 
 #include "absl/status/status.h"
 #include "nlohmann/json.hpp"
-#include "quant/checkpoint/quantize_model.h"
 #include "quant/recipes.h"
+#include "quantize/quantize_model.h"
 #include "worker/model/llama_model.h"
 
 namespace flatfleet::quant {
