@@ -179,6 +179,14 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptqOnDevice(std::span<const float> weig
     return absl::UnimplementedError(
         "GPTQ on the GPU covers neither act_order nor clip search (they run on the CPU)");
   }
+  // Checked here so that a non-finite value the device sees can only come from the error updates
+  // (a numerically singular Hessian), which the solver reports as such.
+  for (size_t i = 0; i < weight.size(); ++i) {
+    if (!std::isfinite(weight[i])) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "GPTQ: non-finite weight value at row %d, column %d", i / cols, i % cols));
+    }
+  }
 #if defined(FLATFLEET_GPTQ_CUDA)
   FF_ASSIGN_OR_RETURN(DeviceContext * context, Context());
   std::lock_guard<std::mutex> lock(context->mutex);

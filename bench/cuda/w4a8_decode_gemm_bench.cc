@@ -383,7 +383,7 @@ void BM_W4A8DecodePipelined(benchmark::State& state) {
   state.counters["channels"] = which == 1   ? 16
                                : which == 2 ? 32
                                : which == 0
-                                   ? flatfleet::cuda::ChooseW4A8PipelinedChannels(n, sm_count)
+                                   ? flatfleet::cuda::ChooseW4A8PipelinedChannels(m, n, sm_count)
                                    : 0;
   if (which == 0) {
     const double us = ColdMicros(flush, launch);

@@ -201,7 +201,11 @@ absl::Status GptqSolverError(const GptqSolverStatus& status) {
     return absl::InvalidArgumentError("GPTQ: non-finite Hessian entry");
   }
   if (status.flags & internal::kGptqNonFiniteWeight) {
-    return absl::InvalidArgumentError("GPTQ: non-finite weight (or error-updated weight) value");
+    // Callers check the input weights (quant/gptq_device_backend.cc), so this is the error
+    // updates overflowing: a Hessian whose Cholesky factor has pivots cuSOLVER still took.
+    return absl::FailedPreconditionError(
+        "GPTQ: a weight became non-finite in the error updates: the Hessian is numerically "
+        "singular (raise the dampening), or the weights were not finite");
   }
   if (status.cholesky_info > 0 || status.inverse_info > 0 || status.inverse_cholesky_info > 0) {
     const int at = status.cholesky_info > 0  ? status.cholesky_info

@@ -79,18 +79,31 @@ bool W4A8PipelinedSupports(int64_t k, int64_t group_size) {
 }
 
 // 32 channels per CTA halve the activation reads per weight byte (every CTA reads all m x k
-// activation bytes) but halve the CTAs: only where two or more per SM remain. Not yet measured.
-int ChooseW4A8PipelinedChannels(int64_t n, int sm_count) {
+// activation bytes) but halve the CTAs: only where two or more per SM remain, and above 8 rows
+// (measured on the H200, session 6: at m = 16 32 channels won or tied on every shape kAuto sends
+// here, e.g. 10240 x 8192: 37.0 against 55.1 us).
+int ChooseW4A8PipelinedChannels(int64_t m, int64_t n, int sm_count) {
+  if (m > 8) return 32;
   return sm_count > 0 && n >= int64_t{64} * sm_count ? 32 : 16;
 }
 
-// The pipelined kernel everywhere it runs: designed to stream at HBM speed on every shape (its
-// header), unmeasured when written; BM_W4A8DecodePipelined times it beside the previous choice
-// (W4A8DecodePreviousAutoKernel) on every real shape at m = 1, 4, 8, 16, and this rule is to be
-// narrowed to where it wins.
+// Where the pipelined kernel measured faster than the previous choice (bench/RESULTS.md, session
+// 6, BM_W4A8DecodePipelined kernel:1/2 against kernel:3, L2 flushed): on layers of at least
+// 8192 outputs and 8192 x 8192 weights, above 8 rows (e.g. 57344 x 8192 at m = 16: 155 against
+// 171 us; 8192 x 28672: 96 against 108), and at 5..8 rows where k <= 8192 as well (10240 x 8192
+// at m = 8: 34.6 against 40.0 us). At up to 4 rows, and on the narrower layers, the previous
+// split-K / streaming kernels stayed faster (4096 x 14336 at m = 1: 27.5 against 36.9 us).
+bool W4A8PipelinedWins(int64_t m, int64_t n, int64_t k) {
+  const bool big = n >= 8192 && n * k >= int64_t{8192} * 8192;
+  if (m > 8) return big;
+  return m > 4 && big && k <= 8192;
+}
+
 W4A8DecodeKernel ChooseW4A8DecodeAutoKernel(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                             int sm_count) {
-  if (W4A8PipelinedSupports(k, group_size)) return W4A8DecodeKernel::kPipelined;
+  if (W4A8PipelinedSupports(k, group_size) && W4A8PipelinedWins(m, n, k)) {
+    return W4A8DecodeKernel::kPipelined;
+  }
   return W4A8DecodePreviousAutoKernel(m, n, k, group_size, sm_count);
 }
 
@@ -136,13 +149,14 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
   internal::W4A8DecodeVariant variant;
   W4A8DecodeKernel kernel = args.kernel;
   int split = args.split;
-  if (kernel == W4A8DecodeKernel::kAuto && W4A8PipelinedSupports(args.k, args.group_size)) {
-    kernel = W4A8DecodeKernel::kPipelined;  // ChooseW4A8DecodeAutoKernel's rule
+  if (kernel == W4A8DecodeKernel::kAuto && W4A8PipelinedSupports(args.k, args.group_size) &&
+      W4A8PipelinedWins(args.m, args.n, args.k)) {
+    kernel = W4A8DecodeKernel::kPipelined;  // ChooseW4A8DecodeAutoKernel's first rule
   }
   int pipelined_channels = args.pipelined_channels;
   if (kernel == W4A8DecodeKernel::kPipelined && pipelined_channels == 0) {
     const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentSmCount();
-    pipelined_channels = ChooseW4A8PipelinedChannels(args.n, sm_count);
+    pipelined_channels = ChooseW4A8PipelinedChannels(args.m, args.n, sm_count);
   }
   if (kernel == W4A8DecodeKernel::kAuto && W4A8StreamingSupports(args.k, args.group_size) &&
       W4A8StreamingWins(args.m, args.n, args.k)) {

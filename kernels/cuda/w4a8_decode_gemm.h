@@ -100,14 +100,16 @@ bool W4A8StreamingSupports(int64_t k, int64_t group_size);
 // Whether kPipelined can run the shape: group_size % 128 == 0 (k is a multiple of group_size).
 bool W4A8PipelinedSupports(int64_t k, int64_t group_size);
 
-// Output channels per CTA of kPipelined: 32 when ceil(n / 32) CTAs still give every SM at least
-// two (n >= 64 * sm_count: 8448 on an H200), else 16 (twice the CTAs for the narrow layers).
-int ChooseW4A8PipelinedChannels(int64_t n, int sm_count);
+// Output channels per CTA of kPipelined: 32 above 8 rows, or when ceil(n / 32) CTAs still give
+// every SM at least two (n >= 64 * sm_count: 8448 on an H200), else 16.
+int ChooseW4A8PipelinedChannels(int64_t m, int64_t n, int sm_count);
+// Where kAuto takes kPipelined (given W4A8PipelinedSupports), as measured on the H200: n >= 8192
+// and n * k >= 8192 * 8192, at more than 8 rows, or at 5..8 rows with k <= 8192 too.
+bool W4A8PipelinedWins(int64_t m, int64_t n, int64_t k);
 
-// The kernel kAuto runs (never kAuto): kPipelined wherever W4A8PipelinedSupports (every m <= 16;
-// to be confirmed by BM_W4A8DecodePipelined against the previous choice, which it names), else
-// ChooseW4A8DecodeKernel(n). The previous rule, still what W4A8DecodePreviousAutoKernel returns
-// (for the benchmark): kStreaming when W4A8StreamingSupports and n < 14336, k > 2048, and k >= 2n
+// The kernel kAuto runs (never kAuto): kPipelined where W4A8PipelinedSupports and
+// W4A8PipelinedWins, else the previous rule, which W4A8DecodePreviousAutoKernel returns (and the
+// benchmark names): kStreaming when W4A8StreamingSupports and n < 14336, k > 2048, and k >= 2n
 // above 8 rows, else kSplitK when ChooseW4A8DecodeSplit says 2 or more, else
 // ChooseW4A8DecodeKernel(n). The table is in docs/GPU_ENGINE.md.
 W4A8DecodeKernel ChooseW4A8DecodeAutoKernel(int64_t m, int64_t n, int64_t k, int64_t group_size,

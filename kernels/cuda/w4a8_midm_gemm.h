@@ -83,21 +83,19 @@ W4A8MidmTileShape W4A8MidmTile(W4A8MidmKernel kernel);
 // Whether the kMma* kernels can run: group sums below 2^22 (see above).
 bool W4A8MidmSupports(int64_t group_size, bool zero_points);
 
-// The kernel kAuto runs (never kAuto). Not yet measured (bench/cuda/w4a8_midm_gemm_bench.cc runs
-// every candidate beside cuBLAS bf16). At these row counts the mma.sync kernels are bound by the
+// The kernel kAuto runs (never kAuto). At these row counts the mma.sync kernels are bound by the
 // INT8 MMAs as much as by the weights (64 rows are 256 operations per weight byte: 1 POP/s at 4
 // TB/s), so what counts is every SM busy and no MMA wasted: kPrefillAuto where prefill_wgmma (the
 // prefill GEMM would run wgmma: Hopper, k and group_size multiples of 128, group sums below 2^22)
-// and its 128-row tiles are at least 3/4 full (m in 96..128 or 192..256) and number at least 9/10
-// of sm_count; else the widest tile that still gives at least 9/10 of sm_count blocks (a block's
-// activation reads from L2 are 2 m / cols times its weight bytes), trying 128 x 128 (only above
-// 64 rows), 64 x 128, 64 x 64, and 64 x 32 when none does. kPrefillMmaSync when
-// !W4A8MidmSupports. On an H200 (132 SMs: at least 119 blocks), group 128, by n (rows m):
-//   4096            17..64: 64 x 32, 65..192: 64 x 64, 193..256: 64 x 128
-//   6144            17..64: 64 x 32, 65..128: 64 x 64, 129..256: 64 x 128
-//   8192..14336     17..64: 64 x 64, 65..128: 64 x 128, 129..191: 128 x 128, 192..256: prefill
-//   28672, 57344    17..64: 64 x 128, 65..95: 128 x 128, 96..128: prefill, 129..191: 128 x 128,
-//                   192..256: prefill
+// and its 128-row tiles are at least 3/4 full (m in 96..128 or 192..256) and give at least 45% of
+// sm_count a block (measured faster there, bench/RESULTS.md session 6); else the widest tile that
+// still gives at least 9/10 of sm_count blocks (a block's activation reads from L2 are 2 m / cols
+// times its weight bytes), trying 128 x 128 (only above 64 rows), 64 x 128, 64 x 64, and 64 x 32
+// when none does. kPrefillMmaSync when !W4A8MidmSupports. On an H200 (132 SMs), group 128, by n:
+//   4096            17..64: 64 x 32, 65..191: 64 x 64, 192..256: prefill
+//   6144            17..64: 64 x 32, 65..128: 64 x 64, 129..191: 64 x 128, 192..256: prefill
+//   8192..57344     17..64: 64 x 64 (64 x 128 from 28672), 65..95: 64 x 128 (128 x 128 from
+//                   28672), 96..128: prefill, 129..191: 128 x 128, 192..256: prefill
 // (without wgmma, 128 x 128 where it says prefill; a host test checks this table).
 W4A8MidmKernel ChooseW4A8MidmKernel(int64_t m, int64_t n, int64_t group_size, bool zero_points,
                                     int sm_count, bool prefill_wgmma);

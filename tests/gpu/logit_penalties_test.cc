@@ -50,7 +50,8 @@ PenalisedRow MakeRow(int64_t index, int64_t vocab, std::mt19937_64& rng) {
   std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(vocab - 1));
   // Few distinct tokens in a small vocabulary: repeats and prompt/completion overlap.
   const int prompt_length = 1 + static_cast<int>(rng() % 40);
-  const int completion_length = static_cast<int>(rng() % 30);
+  // At least one completion token, so the frequency and presence penalties change some logit.
+  const int completion_length = 1 + static_cast<int>(rng() % 30);
   for (int i = 0; i < prompt_length; ++i) row.prompt.push_back(token(rng));
   for (int i = 0; i < completion_length; ++i) row.completion.push_back(token(rng));
   row.prompt.push_back(-1);  // outside the vocabulary: ignored by both

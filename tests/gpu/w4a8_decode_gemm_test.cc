@@ -507,9 +507,9 @@ TEST(W4A8DecodeGemmArgsTest, PreviousAutoKernelFollowsTheDocumentedTable) {
             W4A8DecodeKernel::kTensorCoreNarrow);
 }
 
-// kAuto now: the pipelined kernel wherever group_size % 128 == 0 (every m <= 16, every shape),
-// else the previous rule (whose only choice then is the narrow kernel); 32 channels per CTA from
-// n >= 64 * SMs.
+// kAuto now: the pipelined kernel where it measured faster (W4A8PipelinedWins: n >= 8192 and
+// n * k >= 8192^2, above 8 rows, or at 5..8 rows with k <= 8192), else the previous rule; groups
+// of 32 or 64 always take the narrow kernel.
 TEST(W4A8DecodeGemmArgsTest, AutoKernelFollowsTheDocumentedTable) {
   for (int64_t m = 1; m <= 16; ++m) {
     for (auto [n, k] : {std::pair<int64_t, int64_t>{4096, 4096},
@@ -525,27 +525,43 @@ TEST(W4A8DecodeGemmArgsTest, AutoKernelFollowsTheDocumentedTable) {
                         {14336, 4096},
                         {4096, 7168},
                         {64, 128}}) {
+      const bool big = n >= 8192 && n * k >= 8192 * 8192;
+      const bool pipelined = m > 8 ? big : m > 4 && big && k <= 8192;
+      EXPECT_EQ(W4A8PipelinedWins(m, n, k), pipelined) << m << " x " << n << " x " << k;
       for (int64_t group : {int64_t{128}, int64_t{256}, k}) {
         if (k % group != 0) continue;
-        EXPECT_EQ(ChooseW4A8DecodeAutoKernel(m, n, k, group, 132), W4A8DecodeKernel::kPipelined)
+        const W4A8DecodeKernel want = pipelined ? W4A8DecodeKernel::kPipelined
+                                                : W4A8DecodePreviousAutoKernel(m, n, k, group, 132);
+        EXPECT_EQ(ChooseW4A8DecodeAutoKernel(m, n, k, group, 132), want)
             << m << " x " << n << " x " << k << " g" << group;
       }
       EXPECT_EQ(ChooseW4A8DecodeAutoKernel(m, n, k, 64, 132), W4A8DecodeKernel::kTensorCoreNarrow);
       EXPECT_EQ(ChooseW4A8DecodeAutoKernel(m, n, k, 32, 132), W4A8DecodeKernel::kTensorCoreNarrow);
     }
   }
+  // Spot checks of the measured table.
+  EXPECT_EQ(ChooseW4A8DecodeAutoKernel(16, 57344, 8192, 128, 132), W4A8DecodeKernel::kPipelined);
+  EXPECT_EQ(ChooseW4A8DecodeAutoKernel(8, 8192, 28672, 128, 132),
+            W4A8DecodePreviousAutoKernel(8, 8192, 28672, 128, 132));
+  EXPECT_EQ(ChooseW4A8DecodeAutoKernel(1, 10240, 8192, 128, 132),
+            W4A8DecodePreviousAutoKernel(1, 10240, 8192, 128, 132));
+  EXPECT_EQ(ChooseW4A8DecodeAutoKernel(16, 14336, 4096, 128, 132),
+            W4A8DecodePreviousAutoKernel(16, 14336, 4096, 128, 132));
   EXPECT_TRUE(W4A8PipelinedSupports(4096, 128));
   EXPECT_TRUE(W4A8PipelinedSupports(4096, 4096));
   EXPECT_TRUE(W4A8PipelinedSupports(1152, 384));
   EXPECT_FALSE(W4A8PipelinedSupports(4096, 64));
   EXPECT_FALSE(W4A8PipelinedSupports(4096, 96));
-  EXPECT_EQ(ChooseW4A8PipelinedChannels(4096, 132), 16);
-  EXPECT_EQ(ChooseW4A8PipelinedChannels(8192, 132), 16);
-  EXPECT_EQ(ChooseW4A8PipelinedChannels(8447, 132), 16);
-  EXPECT_EQ(ChooseW4A8PipelinedChannels(8448, 132), 32);
-  EXPECT_EQ(ChooseW4A8PipelinedChannels(10240, 132), 32);
-  EXPECT_EQ(ChooseW4A8PipelinedChannels(57344, 132), 32);
-  EXPECT_EQ(ChooseW4A8PipelinedChannels(4096, 8), 32);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(1, 4096, 132), 16);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(1, 8192, 132), 16);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(1, 8447, 132), 16);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(1, 8448, 132), 32);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(1, 10240, 132), 32);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(1, 57344, 132), 32);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(1, 4096, 8), 32);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(9, 4096, 132), 32);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(16, 8192, 132), 32);
+  EXPECT_EQ(ChooseW4A8PipelinedChannels(8, 8192, 132), 16);
 }
 
 TEST(W4A8DecodeGemmArgsTest, RejectsPipelinedWhereItCannotRun) {
