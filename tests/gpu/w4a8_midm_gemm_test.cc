@@ -151,6 +151,14 @@ TEST(W4A8MidmGemmChoiceTest, MatchesTheDocumentedTable) {
       {14336, {{17, 64, k64}, {65, 95, k128}, {96, 128, pre}, {129, 191, k2x}, {192, 256, pre}}},
       {28672, {{17, 64, k128}, {65, 95, k2x}, {96, 128, pre}, {129, 191, k2x}, {192, 256, pre}}},
       {57344, {{17, 64, k128}, {65, 95, k2x}, {96, 128, pre}, {129, 191, k2x}, {192, 256, pre}}}};
+  auto widest_tile = [&](int64_t m, int64_t n) {
+    for (W4A8MidmKernel kernel : {k2x, k128, k64}) {
+      const auto tile = W4A8MidmTile(kernel);
+      const int64_t blocks = ((m + tile.rows - 1) / tile.rows) * ((n + tile.cols - 1) / tile.cols);
+      if ((kernel != k2x || m > 64) && blocks * 10 >= kSms * 9) return kernel;
+    }
+    return k32;
+  };
   for (const Row& row : table) {
     int64_t next_m = 17;
     for (const Run& run : row.runs) {
@@ -160,9 +168,10 @@ TEST(W4A8MidmGemmChoiceTest, MatchesTheDocumentedTable) {
         for (bool zero_points : {false, true}) {
           ASSERT_EQ(ChooseW4A8MidmKernel(m, row.n, 128, zero_points, kSms, true), run.kernel)
               << "m = " << m << ", n = " << row.n << (zero_points ? " with zero points" : "");
-          // Without wgmma, 128 x 128 where the table says prefill.
+          // Without wgmma, where the table says prefill: the widest tile giving 9/10 of the SMs
+          // a block (128 x 128 only above 64 rows), as the documented rule says.
           ASSERT_EQ(ChooseW4A8MidmKernel(m, row.n, 128, zero_points, kSms, false),
-                    run.kernel == pre ? k2x : run.kernel)
+                    run.kernel == pre ? widest_tile(m, row.n) : run.kernel)
               << "m = " << m << ", n = " << row.n << " without wgmma";
         }
       }
