@@ -1,46 +1,33 @@
 #include "kernels/cuda/top_logprobs.h"
 
-#include <limits>
-#include <utility>
-
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/logit_rows_checks.h"
 #include "kernels/cuda/top_logprobs_launch.h"
 
 namespace flatfleet::cuda {
 
 absl::Status ComputeTopLogprobs(const TopLogprobs& args, cudaStream_t stream) {
   constexpr char kName[] = "top_logprobs";
-  if (args.rows < 0 || args.vocab <= 0 || args.vocab > std::numeric_limits<int32_t>::max()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(kName, ": bad shape rows = ", args.rows, ", vocab = ", args.vocab));
-  }
-  if (args.rows > std::numeric_limits<int32_t>::max()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(kName, ": rows = ", args.rows, " exceed one launch"));
-  }
+  absl::StatusOr<int64_t> stride =
+      internal::CheckLogitRows(kName, args.rows, args.vocab, args.logits_row_stride);
+  if (!stride.ok()) return stride.status();
   TopLogprobs resolved = args;
-  if (resolved.logits_row_stride == 0) resolved.logits_row_stride = args.vocab;
-  if (resolved.logits_row_stride < args.vocab) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(kName, ": logits_row_stride = ", resolved.logits_row_stride,
-                     " is shorter than vocab = ", args.vocab));
-  }
+  resolved.logits_row_stride = *stride;
   if (args.algorithm != TopLogprobsAlgorithm::kRadixSelect &&
       args.algorithm != TopLogprobsAlgorithm::kRepeatedArgmax) {
     return absl::InvalidArgumentError(absl::StrCat(kName, ": unknown algorithm"));
   }
   if (args.rows == 0) return absl::OkStatus();
-  const std::pair<const void*, const char*> required[] = {{args.logits, "logits"},
-                                                          {args.source_row, "source_row"},
-                                                          {args.count, "count"},
-                                                          {args.tokens, "tokens"},
-                                                          {args.chosen_logprob, "chosen_logprob"},
-                                                          {args.top_tokens, "top_tokens"},
-                                                          {args.top_logprobs, "top_logprobs"}};
-  for (const auto& [pointer, field] : required) {
-    if (pointer == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(kName, ": ", field, " is null"));
-    }
+  if (absl::Status pointers =
+          internal::CheckNonNull(kName, {{args.logits, "logits"},
+                                         {args.source_row, "source_row"},
+                                         {args.count, "count"},
+                                         {args.tokens, "tokens"},
+                                         {args.chosen_logprob, "chosen_logprob"},
+                                         {args.top_tokens, "top_tokens"},
+                                         {args.top_logprobs, "top_logprobs"}});
+      !pointers.ok()) {
+    return pointers;
   }
   if (const cudaError_t error = internal::LaunchTopLogprobs(resolved, stream);
       error != cudaSuccess) {
