@@ -17,41 +17,28 @@
 #include "absl/strings/str_format.h"
 #include "common/safetensors.h"
 #include "gtest/gtest.h"
-#include "quantize/quantize_model.h"
-#include "worker/quantized/quantized_checkpoint.h"
-#include "worker/quantized/runnable_model.h"
-#include "quantize/sequential_quantizer.h"
-#include "quantize/text_accuracy.h"
-#include "quantize/eval/model_under_test.h"
-#include "quantize/eval/recipe_accuracy.h"
 #include "quant/gptq_device_backend.h"
 #include "quant/recipes.h"
+#include "quantize/eval/model_under_test.h"
+#include "quantize/eval/recipe_accuracy.h"
+#include "quantize/quantize_model.h"
+#include "quantize/sequential_quantizer.h"
+#include "quantize/text_accuracy.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/quant/quant_test_files.h"
+#include "worker/quantized/quantized_checkpoint.h"
+#include "worker/quantized/runnable_model.h"
 
 namespace flatfleet::quant {
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path SharedDir() {
-  const char* env = std::getenv("FLATFLEET_SHARED_DIR");
-  return fs::path(env ? env : FLATFLEET_SHARED_DIR);
-}
+using testing_files::SharedDir;
 
-fs::path FreshDir(const std::string& label) {
-  static std::atomic<int> counter{0};
-  fs::path dir = fs::path(::testing::TempDir()) /
-                 absl::StrFormat("gpugptq-%s-%d-%d", label, getpid(), counter.fetch_add(1));
-  fs::remove_all(dir);
-  return dir;
-}
+fs::path FreshDir(const std::string& label) { return testing_files::FreshDir("gpugptq", label); }
 
-std::string ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using testing_files::ReadText;
 
 std::vector<float> LoadedLogits(const fs::path& dir, const TokenBatch& tokens) {
   auto loaded = LoadQuantizedLlamaModel(dir);

@@ -21,6 +21,7 @@
 #include "quantize/eval/model_under_test.h"
 #include "quantize/quantize_model.h"
 #include "quantize/text_accuracy.h"
+#include "tests/quant/quant_test_files.h"
 #include "worker/quantized/quantized_checkpoint.h"
 #include "worker/quantized/runnable_model.h"
 
@@ -29,19 +30,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path SharedDir() {
-  const char* env = std::getenv("FLATFLEET_SHARED_DIR");
-  return fs::path(env ? env : FLATFLEET_SHARED_DIR);
-}
+using testing_files::SharedDir;
 fs::path StoriesDir() { return SharedDir() / "models" / "stories260K"; }
 fs::path TinyStoriesText() { return SharedDir() / "data" / "tinystories" / "valid.txt"; }
 
-std::string ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using testing_files::ReadText;
 
 // The model, its tokenizer and the text; fails the test (never skips) when any is missing.
 struct Stories {
@@ -66,13 +59,7 @@ void LoadStories(Stories& stories) {
   ASSERT_GT(stories.text.size(), 100000u);
 }
 
-fs::path FreshDir(const std::string& label) {
-  static std::atomic<int> counter{0};
-  fs::path dir = fs::path(::testing::TempDir()) /
-                 absl::StrFormat("stories-%s-%d-%d", label, getpid(), counter.fetch_add(1));
-  fs::remove_all(dir);
-  return dir;
-}
+fs::path FreshDir(const std::string& label) { return testing_files::FreshDir("stories", label); }
 
 // Every recipe on widths 64 and 172: none divides into groups of 128, and no multiple of 32
 // divides 172, so group recipes fall back to per-channel scales (w4a8-intscale then runs the

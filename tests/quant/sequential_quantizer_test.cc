@@ -23,6 +23,7 @@
 #include "quantize/eval/recipe_accuracy.h"
 #include "quantize/quantize_model.h"
 #include "quantize/text_accuracy.h"
+#include "tests/quant/quant_test_files.h"
 #include "worker/quantized/quantized_checkpoint.h"
 #include "worker/quantized/runnable_model.h"
 
@@ -31,25 +32,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-fs::path SharedDir() {
-  const char* env = std::getenv("FLATFLEET_SHARED_DIR");
-  return fs::path(env ? env : FLATFLEET_SHARED_DIR);
-}
+using testing_files::SharedDir;
 
-fs::path FreshDir(const std::string& label) {
-  static std::atomic<int> counter{0};
-  fs::path dir = fs::path(::testing::TempDir()) /
-                 absl::StrFormat("seqq-%s-%d-%d", label, getpid(), counter.fetch_add(1));
-  fs::remove_all(dir);
-  return dir;
-}
+fs::path FreshDir(const std::string& label) { return testing_files::FreshDir("seqq", label); }
 
-std::string ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using testing_files::ReadText;
 
 CalibrationData Calibration(int64_t vocab) { return RandomCalibration(vocab, 256, 64); }
 
