@@ -86,6 +86,15 @@ struct W4A8Problem {
     args.w_scales = static_cast<const uint16_t*>(w_scales);
     return args;
   }
+  // Operands() with the fused epilogue every W4A8 bench times: `add` added, bf16 y.
+  template <typename Args>
+  Args FusedBf16Operands(int64_t m, int64_t n, int64_t k) const {
+    Args args = Operands<Args>(m, n, k);
+    args.epilogue_add = static_cast<const float*>(add);
+    args.y = y;
+    args.y_type = flatfleet::cuda::GemmElementType::kBf16;
+    return args;
+  }
 
   void* x;
   void* x_scales;

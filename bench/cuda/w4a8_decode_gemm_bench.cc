@@ -68,19 +68,8 @@ void BM_W4A8DecodeGemm(benchmark::State& state) {
     state.SkipWithError("out of device memory");
     return;
   }
-  const flatfleet::cuda::DeviceW4A8DecodeGemm args{
-      .m = m,
-      .n = n,
-      .k = k,
-      .group_size = kGroupSize,
-      .x_codes = static_cast<const int8_t*>(problem.x),
-      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
-      .w_words = static_cast<const uint32_t*>(problem.w),
-      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
-      .epilogue_add = static_cast<const float*>(problem.add),
-      .y = problem.y,
-      .y_type = GemmElementType::kBf16,
-      .kernel = kernel};
+  auto args = problem.FusedBf16Operands<flatfleet::cuda::DeviceW4A8DecodeGemm>(m, n, k);
+  args.kernel = kernel;
   TimeCold(state, flush, [&] { return flatfleet::cuda::GemmW4A8Decode(args, nullptr).ok(); });
   flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));
 }
@@ -231,22 +220,11 @@ void BM_W4A8DecodeSplitK(benchmark::State& state) {
     state.SkipWithError("out of device memory");
     return;
   }
-  const flatfleet::cuda::DeviceW4A8DecodeGemm args{
-      .m = m,
-      .n = n,
-      .k = k,
-      .group_size = kGroupSize,
-      .x_codes = static_cast<const int8_t*>(problem.x),
-      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
-      .w_words = static_cast<const uint32_t*>(problem.w),
-      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
-      .epilogue_add = static_cast<const float*>(problem.add),
-      .y = problem.y,
-      .y_type = GemmElementType::kBf16,
-      .kernel = split == 0   ? W4A8DecodeKernel::kAuto
+  auto args = problem.FusedBf16Operands<flatfleet::cuda::DeviceW4A8DecodeGemm>(m, n, k);
+  args.kernel = split == 0   ? W4A8DecodeKernel::kAuto
                 : split == 1 ? W4A8DecodeKernel::kTensorCoreNarrow
-                             : W4A8DecodeKernel::kSplitK,
-      .split = split >= 2 ? split : 0};
+                             : W4A8DecodeKernel::kSplitK;
+  args.split = split >= 2 ? split : 0;
   TimeCold(state, flush, [&] { return flatfleet::cuda::GemmW4A8Decode(args, nullptr).ok(); });
   flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));
   int device = 0, sm_count = 0;
@@ -280,22 +258,11 @@ void BM_W4A8DecodeStreaming(benchmark::State& state) {
   cudaGetDevice(&device);
   cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device);
   const int split = flatfleet::cuda::ChooseW4A8DecodeSplit(m, n, k, kGroupSize, sm_count);
-  const flatfleet::cuda::DeviceW4A8DecodeGemm args{
-      .m = m,
-      .n = n,
-      .k = k,
-      .group_size = kGroupSize,
-      .x_codes = static_cast<const int8_t*>(problem.x),
-      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
-      .w_words = static_cast<const uint32_t*>(problem.w),
-      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
-      .epilogue_add = static_cast<const float*>(problem.add),
-      .y = problem.y,
-      .y_type = GemmElementType::kBf16,
-      .kernel = streaming    ? W4A8DecodeKernel::kStreaming
+  auto args = problem.FusedBf16Operands<flatfleet::cuda::DeviceW4A8DecodeGemm>(m, n, k);
+  args.kernel = streaming    ? W4A8DecodeKernel::kStreaming
                 : split >= 2 ? W4A8DecodeKernel::kSplitK
-                             : W4A8DecodeKernel::kTensorCoreNarrow,
-      .split = split >= 2 ? split : 0};
+                             : W4A8DecodeKernel::kTensorCoreNarrow;
+  args.split = split >= 2 ? split : 0;
   TimeCold(state, flush, [&] { return flatfleet::cuda::GemmW4A8Decode(args, nullptr).ok(); });
   flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));
   state.counters["streaming"] = streaming ? 1 : 0;
@@ -359,23 +326,10 @@ void BM_W4A8DecodePipelined(benchmark::State& state) {
       which == 0   ? W4A8DecodeKernel::kAuto
       : which <= 2 ? W4A8DecodeKernel::kPipelined
                    : flatfleet::cuda::W4A8DecodePreviousAutoKernel(m, n, k, kGroupSize, sm_count);
-  const flatfleet::cuda::DeviceW4A8DecodeGemm args{
-      .m = m,
-      .n = n,
-      .k = k,
-      .group_size = kGroupSize,
-      .x_codes = static_cast<const int8_t*>(problem.x),
-      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
-      .w_words = static_cast<const uint32_t*>(problem.w),
-      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
-      .epilogue_add = static_cast<const float*>(problem.add),
-      .y = problem.y,
-      .y_type = GemmElementType::kBf16,
-      .kernel = kernel,
-      .split = 0,
-      .pipelined_channels = which == 1   ? 16
-                            : which == 2 ? 32
-                                         : 0};
+  auto args = problem.FusedBf16Operands<flatfleet::cuda::DeviceW4A8DecodeGemm>(m, n, k);
+  args.kernel = kernel;
+  args.split = 0;
+  args.pipelined_channels = which == 1 ? 16 : which == 2 ? 32 : 0;
   auto launch = [&] { return flatfleet::cuda::GemmW4A8Decode(args, nullptr).ok(); };
   TimeCold(state, flush, launch);
   flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));

@@ -113,23 +113,16 @@ void BM_W4A8MidmGemm(benchmark::State& state) {
     state.SkipWithError("out of device memory");
     return;
   }
-  // The fused-epilogue argument struct of any of the W4A8 GEMMs.
-  auto fused = [&]<typename Args>(Args args) {
-    args.epilogue_add = static_cast<const float*>(problem.add);
-    args.y = problem.y;
-    args.y_type = GemmElementType::kBf16;
-    return args;
-  };
   double seconds = 0;
   if (kernel < static_cast<int64_t>(std::size(kMidm))) {
-    auto args = fused(problem.Operands<flatfleet::cuda::DeviceW4A8MidmGemm>(m, n, k));
+    auto args = problem.FusedBf16Operands<flatfleet::cuda::DeviceW4A8MidmGemm>(m, n, k);
     args.kernel = kMidm[kernel];
     seconds = TimeCold(state, flush, [&] { return GemmW4A8Midm(args, nullptr).ok(); });
   } else if (kernel == 6) {
-    const auto args = fused(problem.Operands<flatfleet::cuda::DeviceW4A8PrefillGemm>(m, n, k));
+    const auto args = problem.FusedBf16Operands<flatfleet::cuda::DeviceW4A8PrefillGemm>(m, n, k);
     seconds = TimeCold(state, flush, [&] { return GemmW4A8Prefill(args, nullptr).ok(); });
   } else if (kernel == 7) {
-    const auto args = fused(problem.Operands<flatfleet::cuda::DeviceW4A8DecodeGemm>(m, n, k));
+    const auto args = problem.FusedBf16Operands<flatfleet::cuda::DeviceW4A8DecodeGemm>(m, n, k);
     seconds = TimeCold(state, flush, [&] { return GemmW4A8Decode(args, nullptr).ok(); });
   } else {
     const flatfleet::bench::W4A8TwoKernelPath path(problem, m, n, k, gemm_out);

@@ -61,19 +61,8 @@ void BM_W4A8PrefillGemm(benchmark::State& state) {
     state.SkipWithError("out of device memory");
     return;
   }
-  const flatfleet::cuda::DeviceW4A8PrefillGemm args{
-      .m = m,
-      .n = n,
-      .k = k,
-      .group_size = kGroupSize,
-      .x_codes = static_cast<const int8_t*>(problem.x),
-      .x_scales = static_cast<const uint16_t*>(problem.x_scales),
-      .w_words = static_cast<const uint32_t*>(problem.w),
-      .w_scales = static_cast<const uint16_t*>(problem.w_scales),
-      .epilogue_add = static_cast<const float*>(problem.add),
-      .y = problem.y,
-      .y_type = GemmElementType::kBf16,
-      .kernel = kernel};
+  auto args = problem.FusedBf16Operands<flatfleet::cuda::DeviceW4A8PrefillGemm>(m, n, k);
+  args.kernel = kernel;
   flatfleet::bench::TimeWithEvents(
       state, nullptr, [&] { return flatfleet::cuda::GemmW4A8Prefill(args, nullptr).ok(); });
   SetTopCounter(state, m, n, k);
