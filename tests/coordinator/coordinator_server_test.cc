@@ -325,7 +325,11 @@ TEST(CoordinatorServerTest, AStreamingCallerThatRefusesTextCancelsTheRequest) {
   } while (absl::Now() < deadline);
   EXPECT_EQ(response.status().code(), absl::StatusCode::kCancelled) << response.status();
   EXPECT_EQ(texts, std::vector<std::string>{"first piece"});
-  while (worker.cancels() < 1 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  // The fake worker counts a cancel when it reads it and an answer after it has written it, so
+  // wait for both: the cancel's answer may still be on its way when the cancel is counted.
+  while ((worker.cancels() < 1 || worker.answers() < 1) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   EXPECT_EQ(worker.cancels(), 1);
   EXPECT_EQ(worker.submits(), 1);
   EXPECT_EQ(worker.answers(), 1);  // only the cancel's answer
