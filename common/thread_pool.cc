@@ -4,6 +4,23 @@
 #include <cstdlib>
 
 namespace flatfleet {
+namespace {
+
+// Set while this thread runs a ParallelFor chunk (as a worker or as the calling thread): a nested
+// ParallelFor then runs inline instead of waiting for the pool it is part of.
+thread_local bool inside_parallel_for = false;
+
+// Marks the current thread as running pool work for its lifetime.
+class InsideParallelFor {
+ public:
+  InsideParallelFor() : previous_(inside_parallel_for) { inside_parallel_for = true; }
+  ~InsideParallelFor() { inside_parallel_for = previous_; }
+
+ private:
+  bool previous_;
+};
+
+}  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
   if (num_threads <= 0) num_threads = std::max(1u, std::thread::hardware_concurrency());
@@ -35,10 +52,11 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
   // A few chunks per thread balance uneven work without much scheduling cost.
   int64_t chunk = std::max(min_chunk, (n + 4 * num_threads() - 1) / (4 * num_threads()));
   int64_t chunks = (n + chunk - 1) / chunk;
-  if (chunks <= 1 || workers_.empty()) {
+  if (chunks <= 1 || workers_.empty() || inside_parallel_for) {
     fn(0, n);
     return;
   }
+  InsideParallelFor inside;
   std::lock_guard<std::mutex> call_lock(call_mutex_);
   std::unique_lock<std::mutex> lock(mutex_);
   task_ = &fn;
@@ -63,6 +81,7 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
 
 void ThreadPool::WorkerLoop(int /*index*/) {
   uint64_t seen_generation = 0;
+  InsideParallelFor inside;
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
     work_ready_.wait(lock, [&] { return stopping_ || generation_ != seen_generation; });

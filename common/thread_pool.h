@@ -21,8 +21,9 @@ class ThreadPool {
   int num_threads() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Calls fn(begin, end) over disjoint chunks covering [0, n), the calling thread included;
-  // returns when all chunks are done. Chunks are at least `min_chunk` long. Not reentrant:
-  // fn must not call ParallelFor on the same pool.
+  // returns when all chunks are done. Chunks are at least `min_chunk` long. A ParallelFor called
+  // from inside fn (on any pool) runs inline as fn(0, n) on that thread, so kernels that
+  // parallelise themselves can call each other.
   void ParallelFor(int64_t n, const std::function<void(int64_t, int64_t)>& fn,
                    int64_t min_chunk = 1);
 

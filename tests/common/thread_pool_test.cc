@@ -23,10 +23,13 @@ TEST(ThreadPoolTest, CoversEveryIndexExactlyOnce) {
 TEST(ThreadPoolTest, RespectsMinimumChunk) {
   ThreadPool pool(3);
   std::atomic<int> calls = 0;
-  pool.ParallelFor(100, [&](int64_t begin, int64_t end) {
-    calls++;
-    EXPECT_TRUE(end - begin >= 40 || end == 100);
-  }, 40);
+  pool.ParallelFor(
+      100,
+      [&](int64_t begin, int64_t end) {
+        calls++;
+        EXPECT_TRUE(end - begin >= 40 || end == 100);
+      },
+      40);
   EXPECT_LE(calls.load(), 3);
 }
 
@@ -39,6 +42,28 @@ TEST(ThreadPoolTest, ManyConsecutiveCallsFinish) {
     });
   }
   EXPECT_EQ(sum.load(), 2000 * (63 * 64 / 2));
+}
+
+TEST(ThreadPoolTest, ANestedCallRunsInlineInsteadOfDeadlocking) {
+  ThreadPool pool(3);
+  std::vector<std::atomic<int>> hits(40 * 50);
+  std::atomic<int> inner_calls = 0;
+  pool.ParallelFor(40, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      pool.ParallelFor(50, [&](int64_t inner_begin, int64_t inner_end) {
+        inner_calls++;
+        EXPECT_EQ(inner_begin, 0);  // one inline call over the whole range
+        EXPECT_EQ(inner_end, 50);
+        for (int64_t j = inner_begin; j < inner_end; ++j) hits[i * 50 + j]++;
+      });
+    }
+  });
+  EXPECT_EQ(inner_calls.load(), 40);
+  for (size_t i = 0; i < hits.size(); ++i) ASSERT_EQ(hits[i].load(), 1) << i;
+  // Afterwards the pool parallelises again from this thread.
+  std::atomic<int> chunks = 0;
+  pool.ParallelFor(1000, [&](int64_t, int64_t) { chunks++; });
+  EXPECT_GT(chunks.load(), 1);
 }
 
 }  // namespace
