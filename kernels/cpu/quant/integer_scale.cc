@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
+#include "kernels/cpu/quant/group_dot_products.h"
 #include "kernels/cpu/quant/quantized_gemm.h"
 
 namespace flatfleet::quant {
@@ -77,13 +78,16 @@ absl::StatusOr<IntegerScaledWeight> MakeIntegerScaledWeight(const QuantizedMatri
 }
 
 absl::StatusOr<IntegerScaleGemmResult> IntegerScaleGemm(const QuantizedMatrix& activations,
-                                                        const IntegerScaledWeight& weight) {
+                                                        const IntegerScaledWeight& weight,
+                                                        OperandChecks checks) {
   // The integer group partial sums are exactly those of the float-scale GEMM.
-  auto grouped = QuantizedGemm(activations, weight.weight);
-  if (!grouped.ok()) return grouped.status();
-  const int64_t groups = grouped->groups;
-  if (weight.multipliers.size() != static_cast<size_t>(grouped->n * groups) ||
-      weight.base_scales.size() != static_cast<size_t>(grouped->n)) {
+  if (auto status = CheckInt32Gemm(activations, weight.weight, checks); !status.ok()) {
+    return status;
+  }
+  const int64_t n_size = weight.weight.rows;
+  const int64_t groups = weight.weight.GroupsPerRow();
+  if (weight.multipliers.size() != static_cast<size_t>(n_size * groups) ||
+      weight.base_scales.size() != static_cast<size_t>(n_size)) {
     return absl::InvalidArgumentError("multipliers or base scales do not match the weight shape");
   }
   // Re-check the overflow bound for these activations (the format may differ from the one the
@@ -96,23 +100,27 @@ absl::StatusOr<IntegerScaleGemmResult> IntegerScaleGemm(const QuantizedMatrix& a
     return absl::OutOfRangeError("these activations could overflow the integer-scale accumulator");
   }
   IntegerScaleGemmResult result;
-  result.m = grouped->m;
-  result.n = grouped->n;
+  result.m = activations.rows;
+  result.n = n_size;
   result.accumulators.resize(result.m * result.n);
   result.output.resize(result.m * result.n);
-  for (int64_t m = 0; m < result.m; ++m) {
-    for (int64_t n = 0; n < result.n; ++n) {
-      int32_t acc = 0;  // cannot overflow: bounded above
-      for (int64_t g = 0; g < groups; ++g) {
-        acc += grouped->group_accumulators[(m * result.n + n) * groups + g] *
-               weight.multipliers[n * groups + g];
-      }
-      result.accumulators[m * result.n + n] = acc;
-      const float scaled =
-          (static_cast<float>(acc) * activations.Scale(m, 0)) * HalfToFloat(weight.base_scales[n]);
-      result.output[m * result.n + n] = std::ldexp(scaled, -weight.amplifier_bits);
-    }
-  }
+  std::vector<float> base_scales(n_size);  // converted once, not per (token, column)
+  for (int64_t n = 0; n < n_size; ++n) base_scales[n] = HalfToFloat(weight.base_scales[n]);
+  ForEachGroupDotProducts(
+      activations, weight.weight,
+      [&](int64_t m, int64_t n_begin, int64_t n_end, const int32_t* sums) {
+        const float activation_scale = activations.Scale(m, 0);
+        for (int64_t n = n_begin; n < n_end; ++n) {
+          const int32_t* group_sums = sums + (n - n_begin) * groups;
+          int32_t acc = 0;  // cannot overflow: bounded above
+          for (int64_t g = 0; g < groups; ++g) {
+            acc += group_sums[g] * weight.multipliers[n * groups + g];
+          }
+          result.accumulators[m * result.n + n] = acc;
+          const float scaled = (static_cast<float>(acc) * activation_scale) * base_scales[n];
+          result.output[m * result.n + n] = std::ldexp(scaled, -weight.amplifier_bits);
+        }
+      });
   return result;
 }
 

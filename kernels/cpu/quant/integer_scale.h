@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/cpu/quant/quantized_gemm.h"
 #include "kernels/cpu/quant/quantized_matrix.h"
 
 namespace flatfleet::quant {
@@ -50,7 +51,8 @@ struct IntegerScaleGemmResult {
   std::vector<float> output;          // [m][n]
 };
 
-absl::StatusOr<IntegerScaleGemmResult> IntegerScaleGemm(const QuantizedMatrix& activations,
-                                                        const IntegerScaledWeight& weight);
+absl::StatusOr<IntegerScaleGemmResult> IntegerScaleGemm(
+    const QuantizedMatrix& activations, const IntegerScaledWeight& weight,
+    OperandChecks checks = OperandChecks::kFull);
 
 }  // namespace flatfleet::quant

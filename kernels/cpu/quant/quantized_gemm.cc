@@ -1,10 +1,13 @@
 #include "kernels/cpu/quant/quantized_gemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/dtype.h"
+#include "kernels/cpu/quant/group_dot_products.h"
 
 namespace flatfleet::quant {
 namespace {
@@ -26,9 +29,15 @@ absl::Status CheckFormatIs(const QuantizedMatrix& matrix, const char* role, int 
 
 }  // namespace
 
-absl::Status CheckInt32Gemm(const QuantizedMatrix& activations, const QuantizedMatrix& weights) {
-  if (auto status = activations.Validate(); !status.ok()) return status;
-  if (auto status = weights.Validate(); !status.ok()) return status;
+absl::Status CheckInt32Gemm(const QuantizedMatrix& activations, const QuantizedMatrix& weights,
+                            OperandChecks checks) {
+  const bool full = checks == OperandChecks::kFull;
+  if (auto status = full ? activations.Validate() : activations.ValidateShape(); !status.ok()) {
+    return status;
+  }
+  if (auto status = full ? weights.Validate() : weights.ValidateShape(); !status.ok()) {
+    return status;
+  }
   if (activations.cols != weights.cols) {
     return absl::InvalidArgumentError(absl::StrCat("activations have K = ", activations.cols,
                                                    " but weights have K = ", weights.cols));
@@ -46,11 +55,35 @@ absl::Status CheckInt32Gemm(const QuantizedMatrix& activations, const QuantizedM
   return absl::OkStatus();
 }
 
+namespace {
+
+// The weights' FP16 group scales as floats, [n][groups]: converted once per call, not once per
+// (token, column, group).
+std::vector<float> FloatScales(const QuantizedMatrix& weights) {
+  std::vector<float> scales(weights.scales.size());
+  for (size_t i = 0; i < scales.size(); ++i) scales[i] = HalfToFloat(weights.scales[i]);
+  return scales;
+}
+
+// The float epilogue of one output element, in the documented order (header).
+inline float FoldFloatScales(const int32_t* group_sums, const float* scales, int64_t groups,
+                             float activation_scale) {
+  float partial = 0.0f;
+  for (int64_t g = 0; g < groups; ++g) {
+    // One fused multiply-add (what -march=x86-64-v3 contracted this to anyway), spelled out so
+    // the result does not depend on compiler flags and the GPU can repeat it with fmaf.
+    partial = std::fma(static_cast<float>(group_sums[g]), scales[g], partial);
+  }
+  return partial * activation_scale;
+}
+
+}  // namespace
+
 absl::StatusOr<QuantizedGemmResult> QuantizedGemm(const QuantizedMatrix& activations,
-                                                  const QuantizedMatrix& weights) {
-  if (auto status = CheckInt32Gemm(activations, weights); !status.ok()) return status;
-  const int64_t m_size = activations.rows, n_size = weights.rows, k_size = weights.cols;
-  const int64_t group_size = weights.GroupSize();
+                                                  const QuantizedMatrix& weights,
+                                                  OperandChecks checks) {
+  if (auto status = CheckInt32Gemm(activations, weights, checks); !status.ok()) return status;
+  const int64_t m_size = activations.rows, n_size = weights.rows;
   const int64_t groups = weights.GroupsPerRow();
   QuantizedGemmResult result;
   result.m = m_size;
@@ -58,31 +91,41 @@ absl::StatusOr<QuantizedGemmResult> QuantizedGemm(const QuantizedMatrix& activat
   result.groups = groups;
   result.group_accumulators.resize(m_size * n_size * groups);
   result.output.resize(m_size * n_size);
-
-  // Centre the operands once: code - zero.
-  std::vector<int32_t> x(m_size * k_size), w(n_size * k_size);
-  for (int64_t m = 0; m < m_size; ++m)
-    for (int64_t k = 0; k < k_size; ++k) x[m * k_size + k] = activations.Centered(m, k);
-  for (int64_t n = 0; n < n_size; ++n)
-    for (int64_t k = 0; k < k_size; ++k) w[n * k_size + k] = weights.Centered(n, k);
-
-  for (int64_t m = 0; m < m_size; ++m) {
-    for (int64_t n = 0; n < n_size; ++n) {
-      float partial = 0.0f;
-      for (int64_t g = 0; g < groups; ++g) {
-        int32_t acc = 0;  // cannot overflow: checked by CheckInt32Gemm
-        for (int64_t k = g * group_size; k < (g + 1) * group_size; ++k) {
-          acc += x[m * k_size + k] * w[n * k_size + k];
+  const std::vector<float> scales = FloatScales(weights);
+  ForEachGroupDotProducts(
+      activations, weights, [&](int64_t m, int64_t n_begin, int64_t n_end, const int32_t* sums) {
+        const float activation_scale = activations.Scale(m, 0);
+        for (int64_t n = n_begin; n < n_end; ++n) {
+          const int32_t* group_sums = sums + (n - n_begin) * groups;
+          std::copy(group_sums, group_sums + groups,
+                    result.group_accumulators.begin() + (m * n_size + n) * groups);
+          result.output[m * n_size + n] =
+              FoldFloatScales(group_sums, &scales[n * groups], groups, activation_scale);
         }
-        result.group_accumulators[(m * n_size + n) * groups + g] = acc;
-        // One fused multiply-add (what -march=x86-64-v3 contracted this to anyway), spelled out so
-        // the result does not depend on compiler flags and the GPU can repeat it with fmaf.
-        partial = std::fma(static_cast<float>(acc), weights.Scale(n, g), partial);
-      }
-      result.output[m * n_size + n] = partial * activations.Scale(m, 0);
-    }
-  }
+      });
   return result;
+}
+
+absl::Status QuantizedGemmOutput(const QuantizedMatrix& activations, const QuantizedMatrix& weights,
+                                 std::span<float> output, OperandChecks checks) {
+  if (auto status = CheckInt32Gemm(activations, weights, checks); !status.ok()) return status;
+  const int64_t n_size = weights.rows;
+  if (static_cast<int64_t>(output.size()) != activations.rows * n_size) {
+    return absl::InvalidArgumentError(absl::StrCat("QuantizedGemmOutput: output has ",
+                                                   output.size(), " values for [", activations.rows,
+                                                   ", ", n_size, "]"));
+  }
+  const int64_t groups = weights.GroupsPerRow();
+  const std::vector<float> scales = FloatScales(weights);
+  ForEachGroupDotProducts(
+      activations, weights, [&](int64_t m, int64_t n_begin, int64_t n_end, const int32_t* sums) {
+        const float activation_scale = activations.Scale(m, 0);
+        for (int64_t n = n_begin; n < n_end; ++n) {
+          output[m * n_size + n] = FoldFloatScales(sums + (n - n_begin) * groups,
+                                                   &scales[n * groups], groups, activation_scale);
+        }
+      });
+  return absl::OkStatus();
 }
 
 absl::StatusOr<QuantizedGemmResult> GemmW8A8(const QuantizedMatrix& activations,

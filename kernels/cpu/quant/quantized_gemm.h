@@ -1,5 +1,7 @@
-// Integer GEMM references: Y[m, n] = sum_k Xhat[m, k] * What[n, k], with X quantized per token and
-// W per output channel or per group along K (both any of 2..8 bits, symmetric or with zero points).
+// Integer GEMM references (computed in parallel tiles by group_dot_products.h; the results do not
+// depend on the tiling or the thread count): Y[m, n] = sum_k Xhat[m, k] * What[n, k], with X
+// quantized per token and W per output channel or per group along K (both any of 2..8 bits,
+// symmetric or with zero points).
 //
 // Integer part (exact): for each scale group g of K,
 //   acc[m, n, g] = sum_{k in g} (xcode - xzero)[m, k] * (wcode - wzero)[n, k]      (int32)
@@ -15,12 +17,19 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/cpu/quant/quantized_matrix.h"
 
 namespace flatfleet::quant {
+
+// How much of its operands a GEMM checks: everything (codes, zero points and scales in range: a
+// pass over every element), or the shapes, sizes and the int32 bound only — for a layer whose
+// weights were validated when it was built (QuantizedLinear::Create / FromParts) and activations
+// fresh from the quantizer, which the serving path runs on every step.
+enum class OperandChecks { kFull, kShapesOnly };
 
 struct QuantizedGemmResult {
   int64_t m = 0;
@@ -33,7 +42,14 @@ struct QuantizedGemmResult {
 // Generic Wb-Aa (ABQ-LLM style; also W4A4, W8A8, W4A8). `activations` must be per token (one
 // group per row); `weights` has activations.cols columns and any group size.
 absl::StatusOr<QuantizedGemmResult> QuantizedGemm(const QuantizedMatrix& activations,
-                                                  const QuantizedMatrix& weights);
+                                                  const QuantizedMatrix& weights,
+                                                  OperandChecks checks = OperandChecks::kFull);
+
+// QuantizedGemm's `output` alone, into `output` ([m][n]): the same values bit for bit, without the
+// [m][n][groups] accumulators (at 512 tokens x 14336 x 32 groups those are 940 MB).
+absl::Status QuantizedGemmOutput(const QuantizedMatrix& activations, const QuantizedMatrix& weights,
+                                 std::span<float> output,
+                                 OperandChecks checks = OperandChecks::kFull);
 
 // The same computation restricted to the named formats (errors otherwise), as the GPU kernels are.
 // W8A8: INT8 symmetric per-token activations x INT8 symmetric per-channel weights.
@@ -48,6 +64,7 @@ absl::StatusOr<QuantizedGemmResult> GemmW4A4(const QuantizedMatrix& activations,
 
 // Checks K * max|x operand| * max|w operand| <= 2^31 - 1 and the shapes; shared with the
 // integer-scale GEMM.
-absl::Status CheckInt32Gemm(const QuantizedMatrix& activations, const QuantizedMatrix& weights);
+absl::Status CheckInt32Gemm(const QuantizedMatrix& activations, const QuantizedMatrix& weights,
+                            OperandChecks checks = OperandChecks::kFull);
 
 }  // namespace flatfleet::quant

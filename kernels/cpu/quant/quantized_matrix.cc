@@ -45,7 +45,7 @@ std::vector<float> QuantizedMatrix::Dequantize() const {
   return values;
 }
 
-absl::Status QuantizedMatrix::Validate() const {
+absl::Status QuantizedMatrix::ValidateShape() const {
   if (format.bits < 2 || format.bits > 8) {
     return absl::InvalidArgumentError(absl::StrCat("bits must be in 2..8, got ", format.bits));
   }
@@ -64,13 +64,19 @@ absl::Status QuantizedMatrix::Validate() const {
                                                    scales.size(), " scales, ", zero_points.size(),
                                                    " zero points for [", rows, ", ", cols, "]"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status QuantizedMatrix::Validate() const {
+  if (absl::Status shape = ValidateShape(); !shape.ok()) return shape;
+  const int32_t min_code = MinCode(format), max_code = MaxCode(format);  // hoisted: a hot scan
   for (int8_t code : codes) {
-    if (code < MinCode(format) || code > MaxCode(format)) {
+    if (code < min_code || code > max_code) {
       return absl::OutOfRangeError(absl::StrCat("code ", code, " outside the format's range"));
     }
   }
   for (int8_t zero : zero_points) {
-    if (zero < MinCode(format) || zero > MaxCode(format)) {
+    if (zero < min_code || zero > max_code) {
       return absl::OutOfRangeError(
           absl::StrCat("zero point ", zero, " outside the format's range"));
     }

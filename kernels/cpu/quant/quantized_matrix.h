@@ -57,6 +57,9 @@ struct QuantizedMatrix {
   // Checks the invariants the kernels rely on: bits 2..8, group size dividing cols, vector sizes,
   // codes and zero points within the format's range, scales positive and finite.
   absl::Status Validate() const;
+  // Validate's shape part alone (bits, group size, vector sizes; no pass over the elements): what
+  // a kernel needs to stay in bounds on a matrix validated once when it was built.
+  absl::Status ValidateShape() const;
 };
 
 }  // namespace flatfleet::quant

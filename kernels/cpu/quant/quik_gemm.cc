@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
+#include "common/thread_pool.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
 
 namespace flatfleet::quant {
@@ -83,7 +84,8 @@ absl::StatusOr<QuikWeight> QuantizeQuikWeight(std::span<const float> weight, int
 
 absl::StatusOr<QuikGemmResult> QuikGemm(std::span<const float> activations, int64_t m,
                                         const QuikWeight& weight,
-                                        const QuantFormat& activation_format) {
+                                        const QuantFormat& activation_format,
+                                        OperandChecks checks) {
   if (static_cast<int64_t>(activations.size()) != m * weight.k) {
     return absl::InvalidArgumentError("activation size does not match [m, k]");
   }
@@ -98,23 +100,32 @@ absl::StatusOr<QuikGemmResult> QuikGemm(std::span<const float> activations, int6
   auto base_x = QuantizeRtn(rest, m, weight.k - outliers, activation_format);
   if (!base_x.ok()) return base_x.status();
   result.base_activations = *std::move(base_x);
-  auto base = QuantizedGemm(result.base_activations, weight.base);
+  auto base = QuantizedGemm(result.base_activations, weight.base, checks);
   if (!base.ok()) return base.status();
   result.base = *std::move(base);
 
   result.outlier_output.resize(m * weight.n);
   result.output.resize(m * weight.n);
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < weight.n; ++j) {
-      float sum = 0.0f;
-      for (int64_t o = 0; o < outliers; ++o) {
-        sum += HalfToFloat(outlier_x[i * outliers + o]) *
-               HalfToFloat(weight.outlier_weights[j * outliers + o]);
-      }
-      result.outlier_output[i * weight.n + j] = sum;
-      result.output[i * weight.n + j] = result.base.output[i * weight.n + j] + sum;
-    }
-  }
+  // Rows in parallel; each element's sum keeps its order, so the result does not depend on the
+  // thread count.
+  ThreadPool::Default().ParallelFor(
+      m,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          for (int64_t j = 0; j < weight.n; ++j) {
+            float sum = 0.0f;
+            for (int64_t o = 0; o < outliers; ++o) {
+              // One fused multiply-add, spelled out as the integer GEMMs' epilogue is, so the
+              // result does not depend on compiler flags (x86-64-v3 contracted it anyway).
+              sum = std::fma(HalfToFloat(outlier_x[i * outliers + o]),
+                             HalfToFloat(weight.outlier_weights[j * outliers + o]), sum);
+            }
+            result.outlier_output[i * weight.n + j] = sum;
+            result.output[i * weight.n + j] = result.base.output[i * weight.n + j] + sum;
+          }
+        }
+      },
+      std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, weight.n * outliers)));
   return result;
 }
 

@@ -46,6 +46,7 @@ struct QuikGemmResult {
 // the mixed GEMM.
 absl::StatusOr<QuikGemmResult> QuikGemm(std::span<const float> activations, int64_t m,
                                         const QuikWeight& weight,
-                                        const QuantFormat& activation_format);
+                                        const QuantFormat& activation_format,
+                                        OperandChecks checks = OperandChecks::kFull);
 
 }  // namespace flatfleet::quant
