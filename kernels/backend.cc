@@ -1,9 +1,11 @@
 #include "kernels/backend.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
+#include "common/thread_pool.h"
 #include "kernels/random_hash.h"
 
 namespace flatfleet::kernels {
@@ -35,10 +37,16 @@ absl::StatusOr<Tensor> WidenToFloat(const runtime::ConstTensorView& view, std::s
                                                    " tensor is not a float weight"));
   }
   Tensor out({view.rows, view.cols});
-  for (int64_t r = 0; r < view.rows; ++r) {
-    float* dst = out.row(r);
-    for (int64_t c = 0; c < view.cols; ++c) dst[c] = ElementAsFloat(view, r, c);
-  }
+  // Rows in parallel: a layer's weights are widened on every load and every quantization pass.
+  ThreadPool::Default().ParallelFor(
+      view.rows,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          float* dst = out.row(r);
+          for (int64_t c = 0; c < view.cols; ++c) dst[c] = ElementAsFloat(view, r, c);
+        }
+      },
+      std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, view.cols)));
   return out;
 }
 

@@ -113,11 +113,17 @@ void GemmTile(const float* x, const PackedMatrix& w, float* y, int64_t row_begin
 
 PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, const float* bias)
     : n_(n), k_(k), data_(static_cast<size_t>(num_panels() * k * kPanelWidth), 0.0f) {
-  for (int64_t row = 0; row < n; ++row) {
-    float* panel = data_.data() + (row / kPanelWidth) * k * kPanelWidth;
-    const int64_t lane = row % kPanelWidth;
-    for (int64_t i = 0; i < k; ++i) panel[i * kPanelWidth + lane] = w[row * k + i];
-  }
+  // Panels in parallel (each is written by one thread): every prepared linear is packed once.
+  ThreadPool::Default().ParallelFor(
+      num_panels(),
+      [&](int64_t begin, int64_t end) {
+        for (int64_t row = begin * kPanelWidth; row < std::min(n, end * kPanelWidth); ++row) {
+          float* panel = data_.data() + (row / kPanelWidth) * k * kPanelWidth;
+          const int64_t lane = row % kPanelWidth;
+          for (int64_t i = 0; i < k; ++i) panel[i * kPanelWidth + lane] = w[row * k + i];
+        }
+      },
+      std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, k * kPanelWidth)));
   if (bias != nullptr) bias_.assign(bias, bias + n);
 }
 

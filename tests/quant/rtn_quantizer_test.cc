@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/dtype.h"
 #include "gtest/gtest.h"
 #include "tests/quant/test_random.h"
@@ -151,6 +152,44 @@ TEST(RtnQuantizerErrors, RejectsBadFormats) {
   EXPECT_FALSE(QuantizeRtn(values, 2, 6, {.bits = 9}).ok());
   EXPECT_FALSE(QuantizeRtn(values, 2, 6, {.bits = 4, .clip_ratio = 0.0f}).ok());
   EXPECT_FALSE(QuantizeRtn(values, 3, 6, {.bits = 4}).ok());
+}
+
+}  // namespace
+}  // namespace flatfleet::quant
+
+namespace flatfleet::quant {
+namespace {
+
+// Rows are quantized in parallel: the result equals quantizing each row alone, and a bad input
+// is reported at the first bad row whatever order the threads ran in.
+TEST_F(RtnQuantizerTest, ParallelRowsEqualRowsAloneAndTheFirstBadRowIsReported) {
+  const int64_t rows = UniformInt(300, 600), cols = 64 * UniformInt(1, 4);
+  const QuantFormat format{.bits = 4, .symmetric = false, .group_size = 32};
+  std::vector<float> values = Gaussian(rows * cols);
+  auto all = QuantizeRtn(values, rows, cols, format);
+  ASSERT_TRUE(all.ok()) << all.status();
+  for (int64_t r = 0; r < rows; r += UniformInt(1, 40)) {
+    auto alone =
+        QuantizeRtn(std::span<const float>(values).subspan(r * cols, cols), 1, cols, format);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    ASSERT_TRUE(std::equal(alone->codes.begin(), alone->codes.end(), all->codes.begin() + r * cols))
+        << r;
+    ASSERT_TRUE(std::equal(alone->scales.begin(), alone->scales.end(),
+                           all->scales.begin() + r * (cols / 32)))
+        << r;
+    ASSERT_TRUE(std::equal(alone->zero_points.begin(), alone->zero_points.end(),
+                           all->zero_points.begin() + r * (cols / 32)))
+        << r;
+  }
+  const int64_t first_bad = UniformInt(0, rows / 2);
+  values[first_bad * cols + 3] = std::nanf("");
+  values[(rows - 1) * cols + 5] = INFINITY;  // a later bad row, likely another thread's chunk
+  auto bad = QuantizeRtn(values, rows, cols, format);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find(absl::StrCat("at row ", first_bad, ", column 3")),
+            std::string::npos)
+      << bad.status();
 }
 
 }  // namespace

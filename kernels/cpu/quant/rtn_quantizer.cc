@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
+#include "common/thread_pool.h"
 
 namespace flatfleet::quant {
 namespace {
@@ -68,7 +70,9 @@ absl::StatusOr<QuantizedMatrix> QuantizeRtn(std::span<const float> values, int64
   const int32_t qmin = MinCode(format);
   const int32_t qmax = MaxCode(format);
 
-  for (int64_t r = 0; r < rows; ++r) {
+  // Rows are independent: quantized in parallel, each exactly as alone. The error reported is
+  // the first bad row's, as a sequential pass would find it.
+  auto quantize_row = [&](int64_t r) -> absl::Status {
     for (int64_t g = 0; g < groups; ++g) {
       const float* group = values.data() + r * cols + g * group_size;
       float lo = 0.0f, hi = 0.0f;  // the range always includes 0 so the zero point is storable
@@ -106,7 +110,27 @@ absl::StatusOr<QuantizedMatrix> QuantizeRtn(std::span<const float> values, int64
         out.codes[r * cols + g * group_size + i] = static_cast<int8_t>(code);
       }
     }
-  }
+    return absl::OkStatus();
+  };
+  std::mutex error_mutex;
+  int64_t error_row = rows;
+  absl::Status error;
+  ThreadPool::Default().ParallelFor(
+      rows,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          absl::Status status = quantize_row(r);
+          if (status.ok()) continue;
+          std::lock_guard<std::mutex> lock(error_mutex);
+          if (r < error_row) {
+            error_row = r;
+            error = std::move(status);
+          }
+          return;  // this chunk's first bad row; a later chunk may hold none earlier
+        }
+      },
+      std::max<int64_t>(1, (int64_t{1} << 15) / cols));
+  if (!error.ok()) return error;
   return out;
 }
 
