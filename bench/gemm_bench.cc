@@ -3,6 +3,7 @@
 #include <random>
 #include <vector>
 
+#include "bench/normal_values.h"
 #include "benchmark/benchmark.h"
 #include "kernels/cpu/gemm.h"
 
@@ -10,17 +11,8 @@ namespace flatfleet::kernels::cpu {
 namespace {
 
 void BM_Gemm(benchmark::State& state) {
+  bench::TimeFloatGemm(state);
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> normal;
-  std::vector<float> x(m * k), w(n * k), y(m * n);
-  for (float& v : x) v = normal(rng);
-  for (float& v : w) v = normal(rng);
-  PackedMatrix packed(w.data(), n, k, nullptr);
-  for (auto _ : state) {
-    Gemm(x.data(), m, packed, y.data());
-    benchmark::DoNotOptimize(y.data());
-  }
   state.counters["GFLOP/s"] = benchmark::Counter(
       2.0 * m * n * k, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
   state.counters["weight GB/s"] = benchmark::Counter(

@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "bench/normal_values.h"
 #include "benchmark/benchmark.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/quant/quantized_gemm.h"
@@ -23,10 +24,8 @@ struct Operands {
 
 Operands MakeOperands(int64_t m, int64_t n, int64_t k) {
   std::mt19937 rng(1);
-  std::normal_distribution<float> normal;
-  std::vector<float> x(m * k), w(n * k);
-  for (float& v : x) v = normal(rng);
-  for (float& v : w) v = normal(rng);
+  const std::vector<float> x = bench::NormalValues(m * k, rng);
+  const std::vector<float> w = bench::NormalValues(n * k, rng);
   return {*QuantizeRtn(x, m, k, {.bits = 8}),
           *QuantizeRtn(w, n, k, {.bits = 4, .symmetric = false, .group_size = 128})};
 }
@@ -85,18 +84,8 @@ void BM_ScalarQuantizedGemmOutput(benchmark::State& state) {
 }
 
 void BM_FloatGemm(benchmark::State& state) {
-  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> normal;
-  std::vector<float> x(m * k), w(n * k), y(m * n);
-  for (float& v : x) v = normal(rng);
-  for (float& v : w) v = normal(rng);
-  const kernels::cpu::PackedMatrix packed(w.data(), n, k, nullptr);
-  for (auto _ : state) {
-    kernels::cpu::Gemm(x.data(), m, packed, y.data());
-    benchmark::DoNotOptimize(y.data());
-  }
-  SetCounters(state, m, n, k);
+  bench::TimeFloatGemm(state);
+  SetCounters(state, state.range(0), state.range(1), state.range(2));
 }
 
 void Shapes(benchmark::internal::Benchmark* bench) {
