@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/safetensors_header.h"
 #include "common/shape_string.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"

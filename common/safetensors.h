@@ -67,13 +67,6 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// The tensors a safetensors file declares (name, dtype, shape, file; `data` empty), read from its
-// 8-byte length and JSON header alone: the data region need not be there (a header-only file
-// describes a model without its weights). Each entry is validated as by SafetensorsFile::Open
-// (known dtype, offsets matching the shape's byte size, no two tensors overlapping); errors name
-// the file and the tensor.
-absl::StatusOr<std::vector<TensorInfo>> ReadSafetensorsHeader(const std::filesystem::path& path);
-
 // Converts any float or integer tensor to float32 (bf16/f16 widened exactly).
 absl::StatusOr<Tensor> ToFloat32(const TensorInfo& info);
 // Rows [row_begin, row_end) of the first dimension, converted to float32 (for tensor-parallel
@@ -92,8 +85,7 @@ class WeightStore {
   // Error names the tensor and the checkpoint when absent.
   absl::StatusOr<const TensorInfo*> Get(std::string_view name) const;
   // Get + ToFloat32, checking the expected shape (error names the tensor and both shapes).
-  absl::StatusOr<Tensor> LoadF32(std::string_view name,
-                                 const std::vector<int64_t>& expected_shape) const;
+  absl::StatusOr<Tensor> LoadF32(std::string_view name, const std::vector<int64_t>& expected_shape) const;
   std::vector<std::string> TensorNames() const;
   const std::filesystem::path& path() const { return path_; }
 
@@ -113,8 +105,7 @@ struct TensorToWrite {
 TensorToWrite FromFloat32(std::string name, const Tensor& tensor, DType dtype = DType::kF32);
 
 // Writes a safetensors file (written to a temporary name, then renamed into place).
-absl::Status WriteSafetensors(const std::filesystem::path& path,
-                              const std::vector<TensorToWrite>& tensors,
+absl::Status WriteSafetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,
                               const std::map<std::string, std::string>& metadata = {});
 
 }  // namespace flatfleet

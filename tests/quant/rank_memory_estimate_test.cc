@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/safetensors_header.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/cpu_backend.h"

@@ -319,7 +319,7 @@ class RankCounter {
           (hadamard ? RoundUp(m * layer.transformed_features * 4, kWorkspaceAlignment) : 0) +
           RoundUp(m * padded, kWorkspaceAlignment) + RoundUp(m * 2, kWorkspaceAlignment);
       if (integer_scales && group > 0) {
-        const int64_t per_row = rows * groups * 4;
+        const int64_t per_row = std::max<int64_t>(1, rows * groups * 4);
         const int64_t chunk =
             std::clamp<int64_t>(std::min(m, kCudaIntegerScaleChunkBytes / per_row), 1, 65535);
         scratch += RoundUp(chunk * per_row, kWorkspaceAlignment) +
@@ -503,6 +503,11 @@ absl::StatusOr<RankMemoryEstimate> EstimateOneRank(const CheckpointShapes& shape
                  (config.num_local_experts + 1) * 4 + 8 * kWorkspaceAlignment;
   }
   estimate.workspace_bytes = workspace + count.quantized_scratch();
+  if (options.engine == EngineKind::kCuda) {
+    // CudaExecutionContext::ReserveWorkspace reserves a quarter more and 16 MiB for the
+    // backend's own scratch (attention split-K partials, MoE permutation buffers).
+    estimate.workspace_bytes += estimate.workspace_bytes / 4 + (int64_t{16} << 20);
+  }
   estimate.overhead_bytes = options.runtime_overhead_bytes.value_or(
       options.engine == EngineKind::kCuda ? kCudaRuntimeOverheadBytes : kCpuRuntimeOverheadBytes);
   return estimate;

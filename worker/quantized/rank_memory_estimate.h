@@ -19,8 +19,9 @@
 //     norms and routers whole; row-parallel biases on rank 0 only;
 //   * a paged KV cache of `kv_cache_tokens` positions (rounded up to 16-position blocks) of this
 //     rank's KV heads, the activation workspace LlamaModel::ReserveWorkspace takes for the
-//     continuous batcher's step (plus the largest quantized layer's scratch on CUDA), and a
-//     fixed runtime overhead (CUDA context, cuBLAS and NCCL buffers).
+//     continuous batcher's step (plus the largest quantized layer's scratch, a quarter more and
+//     16 MiB on CUDA: CudaExecutionContext::ReserveWorkspace), and a fixed runtime overhead
+//     (CUDA context, cuBLAS and NCCL buffers).
 #pragma once
 
 #include <cstdint>
@@ -32,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "common/model_config.h"
 #include "common/safetensors.h"
+#include "common/safetensors_header.h"
 #include "kernels/kv_pool.h"
 #include "quant/quantized_checkpoint_manifest.h"
 
