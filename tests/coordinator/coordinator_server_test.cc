@@ -442,7 +442,7 @@ TEST(CoordinatorServerTest, AModelThatFitsNoGroupIsRefusedWithTheNumbers) {
               std::string::npos)
         << plan.status();
   }
-  EXPECT_NE(plan.status().message().find("tp=1: each rank needs 1.09 GB = "), std::string::npos)
+  EXPECT_NE(plan.status().message().find("tp=1: each rank needs 1.11 GB = "), std::string::npos)
       << plan.status();
   EXPECT_NE(server->NotReadyReason().find("cannot plan worker groups"), std::string::npos);
 }

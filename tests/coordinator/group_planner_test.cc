@@ -166,7 +166,7 @@ TEST(GroupPlannerTest, Llama70bNeedsTwoH200sInBf16AndOneInW4A8) {
   EXPECT_EQ(bf16_one.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(std::string(bf16_one.status().message()),
               AllOf(HasSubstr("needs tp=2 but only 1 workers"),
-                    HasSubstr("tp=1: each rank needs 145.05 GB = 141.11 GB weights"),
+                    HasSubstr("tp=1: each rank needs 145.11 GB = 141.11 GB weights"),
                     HasSubstr("but w0 (GPU) offers 135.10 GB (90% of 150.11 GB)")));
   absl::StatusOr<ClusterPlan> bf16_two = plan("bf16", 2, WorkerDevice::kGpu);
   ASSERT_TRUE(bf16_two.ok()) << bf16_two.status();
@@ -174,7 +174,7 @@ TEST(GroupPlannerTest, Llama70bNeedsTwoH200sInBf16AndOneInW4A8) {
   absl::StatusOr<ClusterPlan> w4a8 = plan("w4a8", 1, WorkerDevice::kGpu);
   ASSERT_TRUE(w4a8.ok()) << w4a8.status();
   EXPECT_EQ(w4a8->tp_size, 1u);
-  EXPECT_THAT(w4a8->reason, HasSubstr("tp=1: each rank needs 45.70 GB = 41.68 GB weights"));
+  EXPECT_THAT(w4a8->reason, HasSubstr("tp=1: each rank needs 45.79 GB = 41.68 GB weights"));
   // CPU workers of the same memory hold float32: 288 GB per rank at tp=1, 4 ranks of ~74 GB.
   absl::StatusOr<ClusterPlan> cpu = plan("bf16", 4, WorkerDevice::kCpu);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
