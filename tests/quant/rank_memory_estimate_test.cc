@@ -194,6 +194,21 @@ TEST(RankMemoryEstimateTest, ShardingMatchesWhatTheLoaderReadsPerRank) {
   }
 }
 
+// The workspace is what the loaded model reserves for the continuous batcher's defaults
+// (ReserveWorkspace(512 tokens, 64 logit rows)).
+TEST(RankMemoryEstimateTest, WorkspaceIsWhatTheLoadedModelReserves) {
+  for (const std::string fixture : {"llama-tiny", "mixtral-tiny"}) {
+    absl::StatusOr<CheckpointShapes> shapes = ReadCheckpointShapes(Fixture(fixture));
+    ASSERT_TRUE(shapes.ok()) << shapes.status();
+    absl::StatusOr<std::unique_ptr<engine::LlamaModel>> model =
+        engine::LoadLlamaModel(Fixture(fixture), kernels::cpu::DefaultCpuBackend());
+    ASSERT_TRUE(model.ok()) << model.status();
+    EXPECT_EQ(Estimate(*shapes, EngineKind::kCpu, 1).workspace_bytes,
+              (*model)->WorkspaceBytes(512, 64))
+        << fixture;
+  }
+}
+
 TEST(RankMemoryEstimateTest, HeaderOnlyReadAgreesWithTheFullParser) {
   const fs::path file = Fixture("mixtral-tiny") / "model.safetensors";
   absl::StatusOr<std::vector<TensorInfo>> headers = ReadSafetensorsHeader(file);
@@ -272,6 +287,9 @@ TEST(RankMemoryEstimateTest, QuantizedLlamaTinyW4A8IntScale) {
   const RankMemoryEstimate cpu = Estimate(*shapes, EngineKind::kCpu, 1);
   EXPECT_EQ(cpu.linear_bytes, layers * cpu_layer);
   EXPECT_EQ(cpu.lm_head_bytes, 8 * vocab * hidden);
+  absl::StatusOr<LoadedQuantizedModel> loaded = LoadQuantizedLlamaModel(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(cpu.workspace_bytes, loaded->model->WorkspaceBytes(512, 64));
   // tp=2 (CUDA): qkv 256 rows, o_proj columns 128 (one group), gate_up 688 rows, down_proj 344
   // columns per channel (padded to 352).
   const int64_t cuda_layer_two = CudaIntScaleBytes(256, 256) + CudaIntScaleBytes(256, 128) +
