@@ -175,7 +175,8 @@ TEST(GroupPlannerTest, Llama70bNeedsTwoH200sInBf16AndOneInW4A8) {
   ASSERT_TRUE(w4a8.ok()) << w4a8.status();
   EXPECT_EQ(w4a8->tp_size, 1u);
   EXPECT_THAT(w4a8->reason, HasSubstr("tp=1: each rank needs 45.79 GB = 41.68 GB weights"));
-  // CPU workers of the same memory hold float32: 288 GB per rank at tp=1, 4 ranks of ~74 GB.
+  // CPU workers of the same memory hold float32 (and a 16384-position KV pool): ~293 GB per rank at
+  // tp=1, 4 ranks of ~75 GB.
   absl::StatusOr<ClusterPlan> cpu = plan("bf16", 4, WorkerDevice::kCpu);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   EXPECT_EQ(cpu->tp_size, 4u);

@@ -94,7 +94,9 @@ TEST(RankMemoryEstimateTest, Llama70bInBf16NeedsAbout141GbOfWeightsOnOneGpu) {
   const RankMemoryEstimate cpu = Estimate(*shapes, EngineKind::kCpu, 1);
   EXPECT_EQ(cpu.linear_bytes, 4 * linear_params);
   EXPECT_EQ(cpu.embedding_bytes + cpu.lm_head_bytes, 8 * kVocab * kHidden);
-  EXPECT_EQ(cpu.kv_cache_bytes, 8192 * kLayers * 2 * kKv * 4);
+  // A CPU worker's pool is its fixed 1024 blocks of 16 positions, more than the 8192 asked for.
+  EXPECT_EQ(cpu.kv_cache_tokens, 16384);
+  EXPECT_EQ(cpu.kv_cache_bytes, 16384 * kLayers * 2 * kKv * 4);
   EXPECT_EQ(cpu.overhead_bytes, kCpuRuntimeOverheadBytes);
 }
 
@@ -158,7 +160,7 @@ TEST(RankMemoryEstimateTest, LlamaTinyFixtureInBf16AndFloat32) {
   EXPECT_EQ(cuda.kv_cache_bytes, 8192 * layers * 2 * kv * 2);
   const RankMemoryEstimate cpu = Estimate(*shapes, EngineKind::kCpu, 1);
   EXPECT_EQ(cpu.linear_bytes, 4 * linear_params);  // 512, 256, 1376: whole 16-row panels
-  EXPECT_EQ(cpu.kv_cache_bytes, 8192 * layers * 2 * kv * 4);
+  EXPECT_EQ(cpu.kv_cache_bytes, 16384 * layers * 2 * kv * 4);
   // tp=2 on the CPU: o_proj [256, 128] and down_proj [256, 344] column slices, qkv 256 rows,
   // gate_up 688 rows (43 panels), vocabulary rows 256.
   const RankMemoryEstimate two = Estimate(*shapes, EngineKind::kCpu, 2);
@@ -187,7 +189,7 @@ TEST(RankMemoryEstimateTest, ShardingMatchesWhatTheLoaderReadsPerRank) {
       const int64_t loaded =
           weights->load_stats.sharded_bytes + weights->load_stats.replicated_bytes;
       EXPECT_EQ(4 * estimate.weight_elements, loaded) << fixture << " tp=" << tp;
-      EXPECT_EQ(estimate.kv_cache_bytes, 8192 * shapes->config.num_hidden_layers * 2 *
+      EXPECT_EQ(estimate.kv_cache_bytes, 16384 * shapes->config.num_hidden_layers * 2 *
                                              layout->kv_heads.size() * shapes->config.head_dim * 4)
           << fixture << " tp=" << tp;
     }

@@ -33,8 +33,10 @@ constexpr int64_t kCudaKMultiple = 32;
 constexpr int64_t kCudaIntegerScaleChunkBytes = int64_t{64} << 20;
 // runtime/workspace_arena.h: every workspace view is aligned to this.
 constexpr int64_t kWorkspaceAlignment = 256;
-// worker/batching/continuous_batcher.h: ContinuousBatcherOptions::kv_block_size.
+// worker/batching/continuous_batcher.h: ContinuousBatcherOptions::kv_block_size, and
+// kv_cache_blocks, the pool of a CPU worker (`serve worker` sizes it from the device on GPUs).
 constexpr int64_t kKvBlockPositions = 16;
+constexpr int64_t kCpuWorkerKvBlocks = 1024;
 
 int64_t RoundUp(int64_t value, int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
@@ -465,7 +467,10 @@ absl::StatusOr<RankMemoryEstimate> EstimateOneRank(const CheckpointShapes& shape
   kv.dtype =
       options.kv_dtype.value_or(options.engine == EngineKind::kCuda ? kernels::KvDtype::kBFloat16
                                                                     : kernels::KvDtype::kFloat32);
-  const int64_t blocks = (options.kv_cache_tokens + kv.block_size - 1) / kv.block_size;
+  int64_t blocks = (options.kv_cache_tokens + kv.block_size - 1) / kv.block_size;
+  // A CPU worker's pool is a fixed block count (no device memory to size it from), allocated
+  // up front: it holds at least that many.
+  if (options.engine == EngineKind::kCpu) blocks = std::max(blocks, kCpuWorkerKvBlocks);
   estimate.kv_cache_tokens = blocks * kv.block_size;
   estimate.kv_cache_bytes = blocks * kv.bytes_per_block();
 

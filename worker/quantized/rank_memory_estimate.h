@@ -17,11 +17,12 @@
 //     rows of qkv_proj and columns of o_proj, its intermediate rows/columns of the MLP and every
 //     expert, its vocabulary rows of the embedding and LM head (a tied LM head is a second copy);
 //     norms and routers whole; row-parallel biases on rank 0 only;
-//   * a paged KV cache of `kv_cache_tokens` positions (rounded up to 16-position blocks) of this
-//     rank's KV heads, the activation workspace LlamaModel::ReserveWorkspace takes for the
-//     continuous batcher's step (plus the largest quantized layer's scratch, a quarter more and
-//     16 MiB on CUDA: CudaExecutionContext::ReserveWorkspace), and a fixed runtime overhead
-//     (CUDA context, cuBLAS and NCCL buffers).
+//   * a paged KV cache of `kv_cache_tokens` positions (rounded up to 16-position blocks; on the
+//     CPU at least the worker's fixed pool of 1024 blocks) of this rank's KV heads, the activation
+//     workspace LlamaModel::ReserveWorkspace takes for the continuous batcher's step (plus the
+//     largest quantized layer's scratch, a quarter more and 16 MiB on CUDA:
+//     CudaExecutionContext::ReserveWorkspace), and a fixed runtime overhead (CUDA context, cuBLAS
+//     and NCCL buffers).
 #pragma once
 
 #include <cstdint>
@@ -68,7 +69,8 @@ inline constexpr int64_t kCpuRuntimeOverheadBytes = int64_t{256} << 20;
 struct RankMemoryOptions {
   EngineKind engine = EngineKind::kCuda;
   int tp_size = 1;
-  // The KV cache the rank must hold at least: positions over all running sequences.
+  // The KV cache the rank must hold at least: positions over all running sequences (a CPU
+  // worker's fixed pool of 16384 positions counts when larger).
   int64_t kv_cache_tokens = 8192;
   // nullopt: the engine's default (bf16 on CUDA, float32 on the CPU; `serve worker`).
   std::optional<kernels::KvDtype> kv_dtype;
