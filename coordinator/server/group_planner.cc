@@ -10,11 +10,10 @@
 namespace flatfleet::coordinator {
 namespace {
 
+// Megabytes below a gigabyte, so that small models do not read as 0.00 GB.
 std::string FormatBytes(double bytes) {
-  // Megabytes below a gigabyte, so that small models do not read as 0.00 GB.
-  const double value = bytes;
-  return value >= 1e9 ? absl::StrFormat("%.2f GB", value / 1e9)
-                      : absl::StrFormat("%.1f MB", value / 1e6);
+  return bytes >= 1e9 ? absl::StrFormat("%.2f GB", bytes / 1e9)
+                      : absl::StrFormat("%.1f MB", bytes / 1e6);
 }
 
 // Workers of unknown kind are planned as GPU workers, the engine the planner sizes groups for.
