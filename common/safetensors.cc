@@ -10,11 +10,13 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/safetensors_header.h"
 #include "common/shape_string.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
@@ -305,6 +307,50 @@ absl::Status SafetensorsFile::ParseImage() {
     tensors_.push_back(std::move(entry.info));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<TensorInfo>> ReadSafetensorsHeader(const std::filesystem::path& path) {
+  const std::string file = path.string();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(file, ": cannot open"));
+  std::byte length_bytes[8];
+  if (!in.read(reinterpret_cast<char*>(length_bytes), sizeof(length_bytes))) {
+    return Invalid(file, "too small for the 8-byte header length");
+  }
+  const uint64_t header_size = LoadUnaligned<uint64_t>(length_bytes);
+  if (header_size > kMaxHeaderBytes) {
+    return Invalid(file, absl::StrCat("header length ", header_size, " exceeds the ",
+                                      kMaxHeaderBytes, "-byte limit"));
+  }
+  std::string header_text(header_size, '\0');
+  if (!in.read(header_text.data(), static_cast<std::streamsize>(header_size))) {
+    return Invalid(file,
+                   absl::StrCat("header length ", header_size, " runs past the end of the file"));
+  }
+  FF_ASSIGN_OR_RETURN(nlohmann::json header, ParseStrictJson(header_text, file));
+  if (!header.is_object()) return Invalid(file, "header is not a JSON object");
+  std::vector<ParsedEntry> entries;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == kMetadataKey) continue;
+    FF_ASSIGN_OR_RETURN(ParsedEntry parsed,
+                        ParseEntry(name, entry, file, std::numeric_limits<uint64_t>::max()));
+    entries.push_back(std::move(parsed));
+  }
+  std::sort(entries.begin(), entries.end(), [](const ParsedEntry& a, const ParsedEntry& b) {
+    return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
+  });
+  std::vector<TensorInfo> tensors;
+  tensors.reserve(entries.size());
+  uint64_t covered_until = 0;
+  for (ParsedEntry& entry : entries) {
+    if (entry.begin < covered_until) {
+      return InvalidTensor(file, entry.info.name,
+                           absl::StrCat("data overlaps tensor '", tensors.back().name, "'"));
+    }
+    covered_until = entry.end;
+    tensors.push_back(std::move(entry.info));
+  }
+  return tensors;
 }
 
 const TensorInfo* SafetensorsFile::Find(std::string_view name) const {

@@ -48,6 +48,8 @@ struct ServeCoordinatorOptions {
   std::string chat_template;
   std::vector<std::string> input_dirs;
   double worker_memory_gib = 0;
+  int64_t plan_kv_cache_tokens = 8192;
+  double plan_memory_fraction = 0.9;
   int in_flight_window = 32;
   double lease_seconds = 30 * 60;
   coordinator::BatchInputLimits input_limits;
@@ -138,6 +140,8 @@ absl::StatusOr<Serving> StartServing(const ServeCoordinatorOptions& options,
   if (!worker_channel.ok()) return worker_channel.status();
   server_options.scheduler.worker_channel = *std::move(worker_channel);
   server_options.planner.forced_tp = options.tp;
+  server_options.planner.device_memory_fraction = options.plan_memory_fraction;
+  server_options.rank_memory.kv_cache_tokens = options.plan_kv_cache_tokens;
   server_options.scheduler.compress_all_reduce = options.all_reduce_compression == "int8";
   server_options.scheduler.group_timeout = absl::Seconds(options.group_timeout_seconds);
   server_options.scheduler.liveness_timeout = absl::Seconds(options.liveness_timeout_seconds);
@@ -394,9 +398,19 @@ CommandRunner RegisterServeCoordinatorCommand(CLI::App& serve) {
                   "Device memory per worker for planning tensor parallelism (0: ask each "
                   "worker's Health)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--plan-kv-cache-tokens", options->plan_kv_cache_tokens,
+                  "KV-cache positions every rank must hold beside its weights when the planner "
+                  "chooses tp (docs/TENSOR_PARALLEL.md, \"Planning\")")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--plan-memory-fraction", options->plan_memory_fraction,
+                  "Share of each worker's reported memory a rank may fill when the planner "
+                  "chooses tp (match the workers' --gpu-memory-fraction)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 1.0));
   cmd->add_option("--tp", options->tp,
-                  "Tensor-parallel ranks per worker group (0: the planner chooses from model "
-                  "size and worker memory)")
+                  "Tensor-parallel ranks per worker group (0: the planner chooses from what a "
+                  "rank of the model holds on its device and the workers' memory)")
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
   cmd->add_option("--all-reduce-compression", options->all_reduce_compression,

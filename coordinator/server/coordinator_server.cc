@@ -20,7 +20,9 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
     metrics->CountStoreError(operation);
   };
   FF_ASSIGN_OR_RETURN(server->store_, JobStore::Open(options.db_path, std::move(store_options)));
-  FF_ASSIGN_OR_RETURN(const uint64_t model_bytes, ModelWeightBytes(options.model));
+  // Read before listening: a model directory the planner cannot size is a startup error.
+  FF_ASSIGN_OR_RETURN(quant::CheckpointShapes shapes, ReadModelShapes(options.model));
+  RankMemoryNeed need = ModelRankNeed(std::move(shapes), options.rank_memory);
   server->scheduler_ = std::make_unique<Scheduler>(server->store_.get(), server->metrics_.get(),
                                                    options.model, options.scheduler);
   server->service_ = std::make_unique<BatchServiceImpl>(server->store_.get(),
@@ -35,20 +37,22 @@ absl::StatusOr<std::unique_ptr<CoordinatorServer>> CoordinatorServer::Start(
   server->scheduler_->Start();
   // Listening first: a stalled worker delays only its own group, never the API.
   CoordinatorServer* self = server.get();
-  server->planner_ = std::thread([self, options = std::move(options), model_bytes]() mutable {
-    self->PlanAndStartGroups(std::move(options), model_bytes);
-  });
+  server->planner_ =
+      std::thread([self, options = std::move(options), need = std::move(need)]() mutable {
+        self->PlanAndStartGroups(std::move(options), std::move(need));
+      });
   return server;
 }
 
-void CoordinatorServer::PlanAndStartGroups(CoordinatorOptions options, uint64_t model_bytes) {
+void CoordinatorServer::PlanAndStartGroups(CoordinatorOptions options, RankMemoryNeed need) {
   if (options.planner.forced_tp == 0) {
     ProbeWorkerMemory(options.workers, options.worker_probe_timeout,
                       options.scheduler.worker_channel);
   }
-  absl::StatusOr<ClusterPlan> plan =
-      PlanWorkerGroups(model_bytes, options.workers, options.planner);
+  absl::StatusOr<ClusterPlan> plan = PlanWorkerGroups(need, options.workers, options.planner);
   if (plan.ok()) {
+    std::fprintf(stderr, "coordinator: planned tp=%u, %zu group(s): %s\n", plan->tp_size,
+                 plan->groups.size(), plan->reason.c_str());
     scheduler_->StartGroups(*plan);
   } else {
     std::fprintf(stderr, "coordinator: cannot plan worker groups: %s\n",

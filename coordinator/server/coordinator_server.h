@@ -14,6 +14,7 @@
 #include "coordinator/server/batch_service.h"
 #include "coordinator/server/coordinator_metrics.h"
 #include "coordinator/server/group_planner.h"
+#include "coordinator/server/model_memory.h"
 #include "coordinator/server/model_spec.h"
 #include "coordinator/server/scheduler.h"
 #include "grpcpp/grpcpp.h"
@@ -27,6 +28,9 @@ struct CoordinatorOptions {
   ModelSpec model;
   std::vector<WorkerInfo> workers;
   PlannerOptions planner;
+  // What the planner counts per rank beside the weights (the minimum KV cache, the batcher's
+  // step); its engine and tp_size are set per candidate.
+  quant::RankMemoryOptions rank_memory;
   // How long planning waits for workers to report their memory (Health); unless planner.forced_tp
   // is set, workers with device_memory_bytes 0 are asked, all at once and after the API listens.
   absl::Duration worker_probe_timeout = absl::Seconds(10);
@@ -63,7 +67,7 @@ class CoordinatorServer {
   CoordinatorServer() = default;
 
   // Probes the workers (unless their memory is known) and starts the scheduler's groups.
-  void PlanAndStartGroups(CoordinatorOptions options, uint64_t model_bytes);
+  void PlanAndStartGroups(CoordinatorOptions options, RankMemoryNeed need);
 
   std::unique_ptr<JobStore> store_;
   std::unique_ptr<CoordinatorMetrics> metrics_;

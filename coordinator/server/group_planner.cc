@@ -1,12 +1,82 @@
 #include "coordinator/server/group_planner.h"
 
-#include <algorithm>
 #include <limits>
+#include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace flatfleet::coordinator {
+namespace {
+
+// Megabytes below a gigabyte, so that small models do not read as 0.00 GB.
+std::string FormatBytes(double bytes) {
+  return bytes >= 1e9 ? absl::StrFormat("%.2f GB", bytes / 1e9)
+                      : absl::StrFormat("%.1f MB", bytes / 1e6);
+}
+
+// Workers of unknown kind are planned as GPU workers, the engine the planner sizes groups for.
+WorkerDevice PlannedDevice(WorkerDevice device) {
+  return device == WorkerDevice::kCpu ? WorkerDevice::kCpu : WorkerDevice::kGpu;
+}
+
+std::string DeviceName(WorkerDevice device) { return device == WorkerDevice::kCpu ? "CPU" : "GPU"; }
+
+// Whether one rank of a tp-way group fits every worker, and the numbers that say so.
+struct Fit {
+  bool fits = false;
+  std::string text;
+};
+
+Fit Evaluate(const RankMemoryNeed& need, uint32_t tp, const std::vector<WorkerInfo>& workers,
+             const PlannerOptions& options) {
+  std::map<WorkerDevice, RankNeed> needs;
+  for (const WorkerInfo& worker : workers) {
+    const WorkerDevice device = PlannedDevice(worker.device);
+    if (needs.contains(device)) continue;
+    absl::StatusOr<RankNeed> rank_need = need(tp, device);
+    if (!rank_need.ok())
+      return {false, absl::StrCat("tp=", tp, ": ", rank_need.status().message())};
+    needs[device] = *std::move(rank_need);
+  }
+  std::vector<std::string> needed;
+  for (const auto& [device, rank_need] : needs) {
+    needed.push_back(absl::StrCat(rank_need.breakdown, " on a ", DeviceName(device), " worker"));
+  }
+  const std::string each =
+      absl::StrCat("tp=", tp, ": each rank needs ", absl::StrJoin(needed, "; "));
+  bool fits = true;
+  std::vector<std::string> short_of;
+  const WorkerInfo* tightest = nullptr;
+  double tightest_margin = std::numeric_limits<double>::infinity();
+  auto offers = [&](const WorkerInfo& worker) {
+    return absl::StrCat(worker.address, " (", DeviceName(PlannedDevice(worker.device)), ") offers ",
+                        FormatBytes(static_cast<double>(worker.device_memory_bytes) *
+                                    options.device_memory_fraction),
+                        " (", options.device_memory_fraction * 100, "% of ",
+                        FormatBytes(static_cast<double>(worker.device_memory_bytes)), ")");
+  };
+  for (const WorkerInfo& worker : workers) {
+    if (worker.device_memory_bytes == 0) continue;  // unknown: taken as large enough
+    const double usable =
+        static_cast<double>(worker.device_memory_bytes) * options.device_memory_fraction;
+    const double margin = usable - static_cast<double>(needs[PlannedDevice(worker.device)].bytes);
+    if (margin < 0) {
+      fits = false;
+      short_of.push_back(offers(worker));
+    }
+    if (margin < tightest_margin) {
+      tightest_margin = margin;
+      tightest = &worker;
+    }
+  }
+  if (!fits) return {false, absl::StrCat(each, ", but ", absl::StrJoin(short_of, ", "))};
+  if (tightest == nullptr) return {true, absl::StrCat(each, "; no worker reported its memory")};
+  return {true, absl::StrCat(each, "; the tightest worker, ", offers(*tightest))};
+}
+
+}  // namespace
 
 absl::StatusOr<GroupBackend> ChooseGroupBackend(const std::vector<bool>& rank_needs_nccl) {
   std::vector<size_t> gpu, cpu;
@@ -20,34 +90,41 @@ absl::StatusOr<GroupBackend> ChooseGroupBackend(const std::vector<bool>& rank_ne
       absl::StrJoin(cpu, ", "), "); give each group workers of one kind"));
 }
 
-absl::StatusOr<ClusterPlan> PlanWorkerGroups(uint64_t model_bytes,
+absl::StatusOr<ClusterPlan> PlanWorkerGroups(const RankMemoryNeed& need,
                                              const std::vector<WorkerInfo>& workers,
                                              const PlannerOptions& options) {
   if (workers.empty()) return absl::InvalidArgumentError("no workers to plan groups for");
-  uint64_t smallest = std::numeric_limits<uint64_t>::max();
-  for (const WorkerInfo& worker : workers) {
-    if (worker.device_memory_bytes > 0) smallest = std::min(smallest, worker.device_memory_bytes);
-  }
-  // The shard must leave the headroom fraction of the device free.
-  const double usable = static_cast<double>(smallest) * (1.0 - options.kv_cache_headroom_fraction);
-  uint32_t tp = 1;
+  ClusterPlan plan;
+  uint32_t tp = 0;
   if (options.forced_tp > 0) {
     tp = options.forced_tp;
+    plan.reason =
+        absl::StrCat("forced tp=", tp, " (", Evaluate(need, tp, workers, options).text, ")");
   } else {
-    while (static_cast<double>(model_bytes) / tp > usable) {
-      tp *= 2;
-      if (tp > options.max_tp) {
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "a model of ", model_bytes, " bytes does not fit ", options.max_tp, " workers of ",
-            smallest, " bytes with ", options.kv_cache_headroom_fraction * 100, "% headroom"));
+    std::vector<std::string> rejected;
+    for (uint32_t candidate = 1; candidate <= options.max_tp; candidate *= 2) {
+      Fit fit = Evaluate(need, candidate, workers, options);
+      if (fit.fits) {
+        tp = candidate;
+        plan.reason =
+            rejected.empty()
+                ? fit.text
+                : absl::StrCat(fit.text, "; not fewer ranks: ", absl::StrJoin(rejected, "; "));
+        break;
       }
+      rejected.push_back(std::move(fit.text));
+    }
+    if (tp == 0) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the model fits no tensor-parallel degree up to ", options.max_tp, ": ",
+                       absl::StrJoin(rejected, "; ")));
     }
   }
   if (tp > workers.size()) {
     return absl::ResourceExhaustedError(absl::StrCat("the model needs tp=", tp, " but only ",
-                                                     workers.size(), " workers are configured"));
+                                                     workers.size(),
+                                                     " workers are configured: ", plan.reason));
   }
-  ClusterPlan plan;
   plan.tp_size = tp;
   const size_t group_count = workers.size() / tp;
   for (size_t g = 0; g < group_count; ++g) {

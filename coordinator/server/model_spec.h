@@ -1,7 +1,6 @@
 // A model the coordinator serves: the name clients use and where workers load it from.
 #pragma once
 
-#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -21,9 +20,5 @@ struct ModelSpec {
 
 // "NAME=DIR" or "NAME=builtin:demo"; a bare "builtin:demo" is named "demo".
 absl::StatusOr<ModelSpec> ParseModelSpec(std::string_view flag);
-
-// Bytes of the model's weights: the safetensors files of its directory (config.json must be
-// there too), or a nominal size for the built-in demo model.
-absl::StatusOr<uint64_t> ModelWeightBytes(const ModelSpec& model);
 
 }  // namespace flatfleet::coordinator

@@ -27,6 +27,9 @@ bool Probe(WorkerInfo& worker, absl::Time deadline, const security::ChannelSecur
     return false;
   }
   worker.device_memory_bytes = health.device_memory_bytes_total();
+  // GPU workers' groups need NCCL; CPU workers (and older ones, UNSPECIFIED) run on the host.
+  worker.device = health.collective_backend() == v1::COLLECTIVE_BACKEND_NCCL ? WorkerDevice::kGpu
+                                                                             : WorkerDevice::kCpu;
   return true;
 }
 

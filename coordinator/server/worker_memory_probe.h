@@ -11,7 +11,8 @@
 
 namespace flatfleet::coordinator {
 
-// Fills device_memory_bytes of every worker whose value is 0 from its Health reply. Returns how
+// Fills device_memory_bytes and device (GPU or CPU) of every worker whose memory is 0 from its
+// Health reply. Returns how
 // many workers answered. `security` is the coordinator's channel security towards workers (TLS,
 // cluster secret), as for every other call to them.
 int ProbeWorkerMemory(std::vector<WorkerInfo>& workers, absl::Duration timeout,

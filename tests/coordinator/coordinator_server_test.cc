@@ -416,12 +416,47 @@ TEST(CoordinatorServerTest, RestartResumesTheJobWithEarlierResultsIntact) {
   }
 }
 
+// Device memory in which a rank of the demo model (planned as on a GPU worker: memory configured,
+// kind unknown) fits at tp=2 but not at tp=1: halfway between the two needs.
+uint64_t DemoNeedsTwoRanks() {
+  absl::StatusOr<quant::CheckpointShapes> shapes =
+      ReadModelShapes(ModelSpec{"demo", std::string(kBuiltinDemoModel)});
+  EXPECT_TRUE(shapes.ok()) << shapes.status();
+  RankMemoryNeed need = ModelRankNeed(*std::move(shapes), quant::RankMemoryOptions());
+  const uint64_t one = need(1, WorkerDevice::kGpu)->bytes;
+  const uint64_t two = need(2, WorkerDevice::kGpu)->bytes;
+  EXPECT_LT(two, one);
+  return static_cast<uint64_t>(static_cast<double>(one + two) / 2 /
+                               PlannerOptions().device_memory_fraction);
+}
+
+TEST(CoordinatorServerTest, AModelThatFitsNoGroupIsRefusedWithTheNumbers) {
+  FakeWorker rank0({}), rank1({});
+  CoordinatorOptions options =
+      TestCoordinatorOptions(FreshDatabasePath("fits_nothing"), {&rank0, &rank1});
+  for (WorkerInfo& worker : options.workers) worker.device_memory_bytes = 64ull << 20;
+  auto server = StartCoordinator(options);
+  ASSERT_NE(server, nullptr);
+  absl::StatusOr<ClusterPlan> plan = server->WaitForPlan();
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kResourceExhausted);
+  for (const FakeWorker* worker : {&rank0, &rank1}) {
+    EXPECT_NE(plan.status().message().find(
+                  absl::StrCat(worker->address(), " (GPU) offers 60.4 MB (90% of 67.1 MB)")),
+              std::string::npos)
+        << plan.status();
+  }
+  EXPECT_NE(plan.status().message().find("tp=1: each rank needs 1.11 GB = "), std::string::npos)
+      << plan.status();
+  EXPECT_NE(server->NotReadyReason().find("cannot plan worker groups"), std::string::npos);
+}
+
 TEST(CoordinatorServerTest, ModelTooLargeForOneWorkerIsShardedOverAGroup) {
   FakeWorker rank0({}), rank1({});
   CoordinatorOptions options =
       TestCoordinatorOptions(FreshDatabasePath("tensor_parallel"), {&rank0, &rank1});
-  // The demo model counts as 8 MiB; 10 MiB devices keeping 30% headroom need two ranks.
-  for (WorkerInfo& worker : options.workers) worker.device_memory_bytes = 10ull << 20;
+  // Devices where a rank of the demo model fits at tp=2 but not at tp=1.
+  for (WorkerInfo& worker : options.workers) worker.device_memory_bytes = DemoNeedsTwoRanks();
   auto server = StartCoordinator(options);
   ASSERT_NE(server, nullptr);
   absl::StatusOr<ClusterPlan> plan = server->WaitForPlan();
@@ -459,7 +494,7 @@ TEST(CoordinatorServerTest, AGroupOfGpuWorkersRendezvousesOverNccl) {
   FakeWorker rank0({.gpu = true}), rank1({.gpu = true});
   CoordinatorOptions options =
       TestCoordinatorOptions(FreshDatabasePath("tensor_parallel_nccl"), {&rank0, &rank1});
-  for (WorkerInfo& worker : options.workers) worker.device_memory_bytes = 10ull << 20;
+  for (WorkerInfo& worker : options.workers) worker.device_memory_bytes = DemoNeedsTwoRanks();
   auto server = StartCoordinator(options);
   ASSERT_NE(server, nullptr);
   Client client(server->address());
@@ -481,7 +516,7 @@ TEST(CoordinatorServerTest, AGroupMixingGpuAndCpuWorkersIsNotLoaded) {
   FakeWorker rank0({.gpu = true}), rank1({});
   CoordinatorOptions options =
       TestCoordinatorOptions(FreshDatabasePath("tensor_parallel_mixed"), {&rank0, &rank1});
-  for (WorkerInfo& worker : options.workers) worker.device_memory_bytes = 10ull << 20;
+  for (WorkerInfo& worker : options.workers) worker.device_memory_bytes = DemoNeedsTwoRanks();
   auto server = StartCoordinator(options);
   ASSERT_NE(server, nullptr);
   absl::StatusOr<ClusterPlan> plan = server->WaitForPlan();
