@@ -71,7 +71,7 @@ ExpertQuantMethod ChooseExpertQuantMethod(const QuantRecipe& recipe, int64_t row
   return ExpertQuantMethod::kCalibrated;
 }
 
-QuantRecipe ExpertQuantRecipe(const QuantRecipe& recipe, ExpertQuantMethod method) {
+QuantRecipe ExpertQuantRecipe(const QuantRecipe& recipe, ExpertQuantMethod method, int64_t rows) {
   QuantRecipe effective = recipe;
   if (method == ExpertQuantMethod::kCalibrated) return effective;
   if (method == ExpertQuantMethod::kDampedGptq) {
@@ -85,8 +85,13 @@ QuantRecipe ExpertQuantRecipe(const QuantRecipe& recipe, ExpertQuantMethod metho
   spec.smooth.enabled = false;
   spec.flatten.enabled = false;
   if (spec.transform.kind == TransformKind::kKronecker) spec.transform.kind = TransformKind::kNone;
-  spec.activation.granularity = ActivationGranularity::kPerToken;
+  if (rows == 0) spec.activation.granularity = ActivationGranularity::kPerToken;
   return effective;
+}
+
+bool ExpertQuantUsesStatistics(const QuantRecipe& effective, ExpertQuantMethod method) {
+  return method != ExpertQuantMethod::kRtnClipSearch ||
+         effective.spec.activation.granularity == ActivationGranularity::kPerTensor;
 }
 
 }  // namespace flatfleet::quant

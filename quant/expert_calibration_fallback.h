@@ -8,11 +8,12 @@
 //                                              kRankDeficientGptqDamp (if the recipe's is lower)
 //   otherwise                                  kCalibrated: the recipe's own
 //
-// The data-free fallback: RTN in the recipe's weight format with the per-group clip search
-// (weight_clip_search.h); the recipe's data-independent transforms (Hadamard) stay; nothing is
-// built from rows: no SmoothQuant scales or FlattenQuant splits, no trained FlatQuant transform,
-// per-token dynamic activation scales instead of a per-tensor static one, no output correction;
-// QUIK picks its outlier channels by weight column norm.
+// The fallback: weights data-free, RTN in the recipe's weight format with the per-group clip
+// search (weight_clip_search.h); the recipe's data-independent transforms (Hadamard) stay; no
+// SmoothQuant scales, FlattenQuant splits, trained FlatQuant transform or output correction;
+// QUIK picks its outlier channels by weight column norm. A per-tensor static activation scale
+// (a property of the deployment: kernels and tensor-parallel slicing rely on it) still comes
+// from the rows the linear saw; with none it runs per-token dynamic scales instead.
 #pragma once
 
 #include <cstdint>
@@ -55,8 +56,12 @@ bool IsExpertQuantMethodName(std::string_view name);
 ExpertQuantMethod ChooseExpertQuantMethod(const QuantRecipe& recipe, int64_t rows,
                                           int64_t in_features);
 
-// The recipe that `method` quantizes with: `recipe` itself, with raised dampening, or the
-// data-free fallback (which needs no calibration).
-QuantRecipe ExpertQuantRecipe(const QuantRecipe& recipe, ExpertQuantMethod method);
+// The recipe that `method` quantizes a linear that saw `rows` rows with: `recipe` itself, with
+// raised dampening, or the fallback above.
+QuantRecipe ExpertQuantRecipe(const QuantRecipe& recipe, ExpertQuantMethod method, int64_t rows);
+// Whether quantizing with `effective` (ExpertQuantRecipe's) under `method` reads the linear's
+// calibration statistics: always but for the fallback, which reads them only for a static
+// activation scale.
+bool ExpertQuantUsesStatistics(const QuantRecipe& effective, ExpertQuantMethod method);
 
 }  // namespace flatfleet::quant

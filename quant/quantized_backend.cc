@@ -102,16 +102,16 @@ absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
   if (stored_) return &*quantized_;  // immutable once loaded
   std::lock_guard<std::mutex> lock(mutex_);
   if (stale_ || !quantized_) {
-    // An expert the router sent (almost) no calibration tokens to is quantized data-free.
+    // An expert the router sent few or no calibration tokens to is quantized data-free or by
+    // GPTQ with more dampening (expert_calibration_fallback.h).
     const ExpertQuantMethod method =
         expert_ ? ChooseExpertQuantMethod(recipe, calibration_.rows_seen, in_features())
                 : ExpertQuantMethod::kCalibrated;
-    const bool data_free = method == ExpertQuantMethod::kRtnClipSearch;
-    FF_ASSIGN_OR_RETURN(
-        QuantizedLinear layer,
-        BuildCalibratedLinear(weight_, bias_ ? &*bias_ : nullptr, ExpertQuantRecipe(recipe, method),
-                              calibration_.empty() || data_free ? nullptr : &calibration_,
-                              transforms_));
+    const QuantRecipe effective = ExpertQuantRecipe(recipe, method, calibration_.rows_seen);
+    const bool statistics = !calibration_.empty() && ExpertQuantUsesStatistics(effective, method);
+    FF_ASSIGN_OR_RETURN(QuantizedLinear layer,
+                        BuildCalibratedLinear(weight_, bias_ ? &*bias_ : nullptr, effective,
+                                              statistics ? &calibration_ : nullptr, transforms_));
     quantized_ = std::move(layer);
     stale_ = false;
     quantized_rows_ = calibration_.rows_seen;

@@ -80,20 +80,29 @@ TEST(ExpertQuantMethodTest, FallsBackExactlyBelowTheThresholds) {
   EXPECT_FALSE(IsExpertQuantMethodName("rtn"));
 }
 
-// The fallback keeps the formats and the data-independent transform and drops everything that
-// needs calibration data; damped GPTQ changes the dampening only.
+// The fallback keeps the formats and the data-independent transform and drops everything else
+// built from calibration data but a static activation scale (while there are rows); damped GPTQ
+// changes the dampening only.
 TEST(ExpertQuantRecipeTest, KeepsFormatsAndDropsDataDependentParts) {
   for (const std::string& name : ImplementedRecipeNames()) {
     SCOPED_TRACE(name);
     const QuantRecipe recipe = *RecipeByName(name);
-    EXPECT_EQ(RecipeToJson(ExpertQuantRecipe(recipe, ExpertQuantMethod::kCalibrated)),
+    EXPECT_EQ(RecipeToJson(ExpertQuantRecipe(recipe, ExpertQuantMethod::kCalibrated, 5)),
               RecipeToJson(recipe));
-    QuantRecipe damped = ExpertQuantRecipe(recipe, ExpertQuantMethod::kDampedGptq);
+    EXPECT_TRUE(ExpertQuantUsesStatistics(recipe, ExpertQuantMethod::kCalibrated));
+    QuantRecipe damped = ExpertQuantRecipe(recipe, ExpertQuantMethod::kDampedGptq, 5);
+    EXPECT_TRUE(ExpertQuantUsesStatistics(damped, ExpertQuantMethod::kDampedGptq));
     EXPECT_EQ(damped.spec.gptq.damp, kRankDeficientGptqDamp);
     damped.spec.gptq.damp = recipe.spec.gptq.damp;
     EXPECT_EQ(RecipeToJson(damped), RecipeToJson(recipe));
     EXPECT_EQ(damped.output_correction, recipe.output_correction);
-    const QuantRecipe fallback = ExpertQuantRecipe(recipe, ExpertQuantMethod::kRtnClipSearch);
+    // A static activation scale stays while there are rows to take it from.
+    const QuantRecipe some_rows = ExpertQuantRecipe(recipe, ExpertQuantMethod::kRtnClipSearch, 3);
+    EXPECT_EQ(some_rows.spec.activation.granularity, recipe.spec.activation.granularity);
+    EXPECT_EQ(ExpertQuantUsesStatistics(some_rows, ExpertQuantMethod::kRtnClipSearch),
+              recipe.spec.activation.granularity == ActivationGranularity::kPerTensor);
+    const QuantRecipe fallback = ExpertQuantRecipe(recipe, ExpertQuantMethod::kRtnClipSearch, 0);
+    EXPECT_FALSE(ExpertQuantUsesStatistics(fallback, ExpertQuantMethod::kRtnClipSearch));
     EXPECT_EQ(fallback.spec.weight.bits, recipe.spec.weight.bits);
     EXPECT_EQ(fallback.spec.weight.group_size, recipe.spec.weight.group_size);
     EXPECT_EQ(fallback.spec.weight.symmetric, recipe.spec.weight.symmetric);
@@ -177,7 +186,8 @@ TEST_P(ExpertLinearTest, ZeroFewAndEnoughRowsQuantize) {
       }
       continue;
     }
-    EXPECT_FALSE((*layer)->static_activation_scale().has_value());
+    EXPECT_EQ((*layer)->static_activation_scale().has_value(),
+              rows > 0 && recipe.spec.activation.granularity == ActivationGranularity::kPerTensor);
     EXPECT_TRUE((*layer)->output_shift().empty());
     if (recipe.spec.outlier_channels > 0) continue;  // QUIK's weight: not a QuantizedMatrix
     // The reference: RTN with the clip search of the weight as the GEMM sees it.
