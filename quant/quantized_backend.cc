@@ -61,6 +61,7 @@ QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(const Tensor& weight, const T
                                                    bool kept_float, std::string name)
     : kernels::LinearWeight(weight.dim(0), weight.dim(1)),
       name_(std::move(name)),
+      expert_(ParseExpertLinearName(name_).has_value()),
       weight_(weight),
       kept_float_(kept_float),
       float_linear_(kernels::cpu::DefaultCpuBackend().PrepareLinear(weight, bias)) {
@@ -101,14 +102,32 @@ absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
   if (stored_) return &*quantized_;  // immutable once loaded
   std::lock_guard<std::mutex> lock(mutex_);
   if (stale_ || !quantized_) {
-    FF_ASSIGN_OR_RETURN(
-        QuantizedLinear layer,
-        BuildCalibratedLinear(weight_, bias_ ? &*bias_ : nullptr, recipe,
-                              calibration_.empty() ? nullptr : &calibration_, transforms_));
+    // An expert the router sent few or no calibration tokens to is quantized data-free or by
+    // GPTQ with more dampening (expert_calibration_fallback.h).
+    const ExpertQuantMethod method =
+        expert_ ? ChooseExpertQuantMethod(recipe, calibration_.rows_seen, in_features())
+                : ExpertQuantMethod::kCalibrated;
+    const QuantRecipe effective = ExpertQuantRecipe(recipe, method, calibration_.rows_seen);
+    const bool statistics = !calibration_.empty() && ExpertQuantUsesStatistics(effective, method);
+    FF_ASSIGN_OR_RETURN(QuantizedLinear layer,
+                        BuildCalibratedLinear(weight_, bias_ ? &*bias_ : nullptr, effective,
+                                              statistics ? &calibration_ : nullptr, transforms_));
     quantized_ = std::move(layer);
     stale_ = false;
+    quantized_rows_ = calibration_.rows_seen;
+    expert_method_ = method;
   }
   return &*quantized_;
+}
+
+int64_t QuantizedCpuLinearWeight::quantized_rows() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return quantized_rows_;
+}
+
+ExpertQuantMethod QuantizedCpuLinearWeight::expert_method() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return expert_method_;
 }
 
 absl::Status QuantizedCpuLinearWeight::ReleaseFloat(const QuantRecipe& recipe) {

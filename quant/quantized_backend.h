@@ -32,6 +32,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "quant/activation_calibration.h"
+#include "quant/expert_calibration_fallback.h"
 #include "quant/float_linear_filter.h"
 #include "quant/quantized_linear.h"
 #include "quant/recipes.h"
@@ -61,6 +62,12 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   // float.
   absl::StatusOr<const QuantizedLinear*> Quantized(const QuantRecipe& recipe) const;
   ActivationCalibration calibration() const;
+  // Whether the name is a sparse-MoE expert's (expert_calibration_fallback.h), and for the last
+  // quantization of one: the calibration rows it recorded and the method they chose (also
+  // after ReleaseFloat).
+  bool is_expert() const { return expert_; }
+  int64_t quantized_rows() const;
+  ExpertQuantMethod expert_method() const;
   // Quantizes (if calibration changed) and then drops the float weight, the float handle and
   // the calibration statistics: the layer runs quantized only from then on, like a stored one
   // (layer-by-layer quantization frees a layer's float copies one linear at a time).
@@ -73,6 +80,7 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   QuantizedCpuLinearWeight(int64_t out_features, int64_t in_features, absl::Status error);
 
   std::string name_;
+  bool expert_ = false;
   Tensor weight_;
   std::optional<Tensor> bias_;
   bool kept_float_;
@@ -85,6 +93,8 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   mutable ActivationCalibration calibration_;
   mutable std::optional<QuantizedLinear> quantized_;
   mutable bool stale_ = true;
+  mutable int64_t quantized_rows_ = 0;
+  mutable ExpertQuantMethod expert_method_ = ExpertQuantMethod::kCalibrated;
 };
 
 enum class LinearMode { kQuantized, kCalibrate, kFloatPassthrough };

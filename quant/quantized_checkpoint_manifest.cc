@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
+#include "quant/expert_calibration_fallback.h"
 
 namespace flatfleet::quant {
 namespace {
@@ -336,6 +337,52 @@ std::string StoredTransformArrayName(std::string_view layer, size_t index, std::
   return absl::StrFormat("%s.transforms.%d.%s", layer, index, array);
 }
 
+namespace {
+
+absl::StatusOr<std::vector<LayerExpertCalibration>> ReadExpertCalibration(const Json& json) {
+  if (!json.is_array()) return FieldError("expert_calibration", "expected an array");
+  std::vector<LayerExpertCalibration> out;
+  std::set<int64_t> layers;
+  for (size_t i = 0; i < json.size(); ++i) {
+    Fields fields(json[i], absl::StrCat("expert_calibration[", i, "]"));
+    FF_RETURN_IF_ERROR(fields.CheckObject({"layer", "experts"}));
+    LayerExpertCalibration layer;
+    FF_ASSIGN_OR_RETURN(layer.layer, fields.Int("layer", 0, 1 << 20));
+    if (!layers.insert(layer.layer).second) {
+      return FieldError(fields.Path("layer"),
+                        absl::StrFormat("layer %d appears twice", layer.layer));
+    }
+    FF_ASSIGN_OR_RETURN(const Json* experts, fields.Require("experts"));
+    if (!experts->is_array()) return FieldError(fields.Path("experts"), "expected an array");
+    for (size_t e = 0; e < experts->size(); ++e) {
+      Fields entry((*experts)[e], absl::StrCat(fields.Path("experts"), "[", e, "]"));
+      FF_RETURN_IF_ERROR(entry.CheckObject({"expert", "tokens", "methods"}));
+      ExpertCalibration expert;
+      FF_ASSIGN_OR_RETURN(expert.expert, entry.Int("expert", 0, 1 << 20));
+      if (expert.expert != static_cast<int64_t>(e)) {
+        return FieldError(entry.Path("expert"), absl::StrFormat("expected %d (by index)", e));
+      }
+      FF_ASSIGN_OR_RETURN(expert.tokens, entry.Int("tokens", 0, int64_t{1} << 40));
+      FF_ASSIGN_OR_RETURN(const Json* methods, entry.Require("methods"));
+      Fields projections(*methods, entry.Path("methods"));
+      FF_RETURN_IF_ERROR(projections.CheckObject({"w1", "w2", "w3"}));
+      for (const char* projection : {"w1", "w2", "w3"}) {
+        FF_ASSIGN_OR_RETURN(std::string method, projections.String(projection));
+        if (!IsExpertQuantMethodName(method)) {
+          return FieldError(projections.Path(projection),
+                            "expected gptq, gptq-damped, calibrated or rtn-clip-search");
+        }
+        expert.methods[projection] = std::move(method);
+      }
+      layer.experts.push_back(std::move(expert));
+    }
+    out.push_back(std::move(layer));
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<QuantRecipe> RecipeFromJson(const Json& json, std::string_view default_name,
                                            std::string_view source) {
   if (json.is_object() && json.contains("method")) {
@@ -346,7 +393,8 @@ absl::StatusOr<QuantRecipe> RecipeFromJson(const Json& json, std::string_view de
     return recipe;
   }
   Fields fields(json, "recipe", source);
-  FF_RETURN_IF_ERROR(fields.CheckObject({"name", "spec", "weight_clip_search"}));
+  FF_RETURN_IF_ERROR(
+      fields.CheckObject({"name", "spec", "weight_clip_search", "min_expert_tokens"}));
   QuantRecipe recipe;
   FF_ASSIGN_OR_RETURN(recipe.name, fields.String("name"));
   if (recipe.name.empty()) return FieldError(fields.Path("name"), "empty", source);
@@ -359,21 +407,27 @@ absl::StatusOr<QuantRecipe> RecipeFromJson(const Json& json, std::string_view de
   if (fields.Find("weight_clip_search") != nullptr) {
     FF_ASSIGN_OR_RETURN(recipe.weight_clip_search, fields.Bool("weight_clip_search"));
   }
+  if (fields.Find("min_expert_tokens") != nullptr) {
+    FF_ASSIGN_OR_RETURN(recipe.min_expert_tokens,
+                        fields.Int("min_expert_tokens", -1, int64_t{1} << 40));
+  }
   return recipe;
 }
 
 Json RecipeToJson(const QuantRecipe& recipe) {
   return {{"name", recipe.name},
           {"spec", QuantSpecToJson(recipe.spec)},
-          {"weight_clip_search", recipe.weight_clip_search}};
+          {"weight_clip_search", recipe.weight_clip_search},
+          {"min_expert_tokens", recipe.min_expert_tokens}};
 }
 
 absl::StatusOr<QuantizedCheckpointManifest> ParseQuantizedCheckpointManifest(
     std::string_view text) {
   FF_ASSIGN_OR_RETURN(Json json, ParseStrictJson(text, kQuantizationJsonName));
   Fields fields(json, "");
-  FF_RETURN_IF_ERROR(fields.CheckObject({"format", "format_version", "recipe", "source_model",
-                                         "calibration", "tensor_files", "layers", "float_layers"}));
+  FF_RETURN_IF_ERROR(
+      fields.CheckObject({"format", "format_version", "recipe", "source_model", "calibration",
+                          "tensor_files", "layers", "float_layers", "expert_calibration"}));
   FF_ASSIGN_OR_RETURN(std::string format, fields.String("format"));
   if (format != kQuantizedCheckpointFormat) {
     return FieldError("format", absl::StrFormat("expected \"%s\", got \"%s\"",
@@ -420,6 +474,9 @@ absl::StatusOr<QuantizedCheckpointManifest> ParseQuantizedCheckpointManifest(
                         absl::StrFormat("layer \"%s\" is also listed as quantized", name));
     }
   }
+  if (const Json* experts = fields.Find("expert_calibration"); experts != nullptr) {
+    FF_ASSIGN_OR_RETURN(manifest.expert_calibration, ReadExpertCalibration(*experts));
+  }
   return manifest;
 }
 
@@ -463,6 +520,18 @@ std::string SerializeQuantizedCheckpointManifest(const QuantizedCheckpointManife
                {"tensor_files", manifest.tensor_files},
                {"layers", layers},
                {"float_layers", manifest.float_layers}};
+  if (!manifest.expert_calibration.empty()) {
+    Json per_layer = Json::array();
+    for (const LayerExpertCalibration& layer : manifest.expert_calibration) {
+      Json experts = Json::array();
+      for (const ExpertCalibration& expert : layer.experts) {
+        experts.push_back(
+            {{"expert", expert.expert}, {"tokens", expert.tokens}, {"methods", expert.methods}});
+      }
+      per_layer.push_back({{"layer", layer.layer}, {"experts", std::move(experts)}});
+    }
+    json["expert_calibration"] = std::move(per_layer);
+  }
   return json.dump(2) + "\n";
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -59,6 +60,21 @@ struct StoredLinearLayer {
   std::vector<StoredTransform> transforms;
 };
 
+// Layer-by-layer quantization of a sparse-MoE model: per decoder layer, the calibration tokens
+// the router sent to each expert (the rows its linears saw) and how its linears were quantized
+// (quant/expert_calibration_fallback.h).
+struct ExpertCalibration {
+  int64_t expert = 0;
+  int64_t tokens = 0;
+  // Per projection ("w1", "w2", "w3"): ExpertQuantMethodName, "gptq", "gptq-damped",
+  // "calibrated" or "rtn-clip-search".
+  std::map<std::string, std::string> methods;
+};
+struct LayerExpertCalibration {
+  int64_t layer = 0;
+  std::vector<ExpertCalibration> experts;  // by expert index
+};
+
 struct QuantizedCheckpointManifest {
   int format_version = kQuantizedCheckpointFormatVersion;
   QuantRecipe recipe;
@@ -68,9 +84,12 @@ struct QuantizedCheckpointManifest {
   std::vector<std::string> tensor_files;  // safetensors files, relative to the directory
   std::vector<StoredLinearLayer> layers;  // quantized layers, in model load order
   std::vector<std::string> float_layers;  // linear layers kept in float (LM head, routers)
+  // "expert_calibration", present when not empty (sparse-MoE models quantized layer by layer).
+  std::vector<LayerExpertCalibration> expert_calibration;
 };
 
-// A recipe as JSON: {"name": ..., "spec": <QuantSpec JSON>, "weight_clip_search": bool}
+// A recipe as JSON: {"name": ..., "spec": <QuantSpec JSON>, "weight_clip_search": bool,
+// "min_expert_tokens": int (optional, default kAutoMinExpertTokens = -1)}
 // (also the format of `flatfleet quantize --recipe FILE.json`). A bare QuantSpec object (one with
 // "method") is accepted too and named `default_name`. Errors start with `source` (the file).
 absl::StatusOr<QuantRecipe> RecipeFromJson(const nlohmann::json& json,

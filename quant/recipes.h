@@ -2,6 +2,7 @@
 // to its QuantSpec. The QuantizedCpuBackend (quantized_backend.h) runs any recipe listed here.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -10,6 +11,10 @@
 #include "quant/quant_spec.h"
 
 namespace flatfleet::quant {
+
+// QuantRecipe::min_expert_tokens unless a recipe file or `quantize --min-expert-tokens` says
+// otherwise: per expert linear, ceil(in_features / 16) (expert_calibration_fallback.h).
+inline constexpr int64_t kAutoMinExpertTokens = -1;
 
 struct QuantRecipe {
   std::string name;
@@ -20,6 +25,10 @@ struct QuantRecipe {
   // ABQ-LLM-style distribution correction: fit a per-output-channel affine map of the quantized
   // output to the float output on calibration inputs and fold it in (calibrated_linear.h).
   bool output_correction = false;
+  // A sparse-MoE expert linear that saw fewer calibration rows (tokens routed to its expert) is
+  // quantized data-free: RTN with the clip search (expert_calibration_fallback.h). One with no
+  // rows always is (0: only those); kAutoMinExpertTokens: ceil(in_features / 16).
+  int64_t min_expert_tokens = kAutoMinExpertTokens;
 };
 
 // Recipes the backend implements, in table order.

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -21,6 +22,7 @@
 #include "common/safetensors.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
+#include "quant/expert_calibration_fallback.h"
 #include "quant/float_linear_filter.h"
 #include "quant/mapped_pages.h"
 #include "quant/quantized_backend.h"
@@ -160,13 +162,12 @@ struct RunState {
   int64_t layers_done = 0;
   std::vector<StoredLinearLayer> layers;
   std::vector<std::string> float_layers;
+  std::vector<LayerExpertCalibration> expert_calibration;
   nlohmann::json writer;
 };
 
 std::string ManifestOf(const QuantRecipe& recipe, const SequentialQuantizeOptions& options,
-                       std::vector<std::string> tensor_files,
-                       const std::vector<StoredLinearLayer>& layers,
-                       const std::vector<std::string>& float_layers) {
+                       std::vector<std::string> tensor_files, const RunState& state) {
   QuantizedCheckpointManifest manifest;
   manifest.recipe = recipe;
   manifest.source_model = fs::absolute(options.source_dir).lexically_normal().string();
@@ -175,8 +176,9 @@ std::string ManifestOf(const QuantRecipe& recipe, const SequentialQuantizeOption
   manifest.calibration["layer_inputs"] =
       options.calibration_inputs == CalibrationInputs::kFloatPrefix ? "float" : "quantized";
   manifest.tensor_files = std::move(tensor_files);
-  manifest.layers = layers;
-  manifest.float_layers = float_layers;
+  manifest.layers = state.layers;
+  manifest.float_layers = state.float_layers;
+  manifest.expert_calibration = state.expert_calibration;
   return SerializeQuantizedCheckpointManifest(manifest);
 }
 
@@ -184,12 +186,11 @@ absl::Status SaveState(const fs::path& work, const QuantRecipe& recipe,
                        const SequentialQuantizeOptions& options, const RunState& state,
                        std::span<const float> hidden) {
   FF_RETURN_IF_ERROR(WriteAtomically(work / kHiddenFile, std::as_bytes(hidden)));
-  const nlohmann::json json = {
-      {"layers_done", state.layers_done},
-      {"hidden_values", hidden.size()},
-      {"manifest", nlohmann::json::parse(ManifestOf(recipe, options, {"pending.safetensors"},
-                                                    state.layers, state.float_layers))},
-      {"writer", state.writer}};
+  const nlohmann::json json = {{"layers_done", state.layers_done},
+                               {"hidden_values", hidden.size()},
+                               {"manifest", nlohmann::json::parse(ManifestOf(
+                                                recipe, options, {"pending.safetensors"}, state))},
+                               {"writer", state.writer}};
   return WriteTextAtomically(work / kStateFile, json.dump(1));
 }
 
@@ -207,7 +208,7 @@ absl::StatusOr<std::optional<RunState>> LoadState(const fs::path& work, const Qu
     state.writer = json.at("writer");
     FF_ASSIGN_OR_RETURN(QuantizedCheckpointManifest manifest,
                         ParseQuantizedCheckpointManifest(json.at("manifest").dump()));
-    const std::string expected = ManifestOf(recipe, options, {"pending.safetensors"}, {}, {});
+    const std::string expected = ManifestOf(recipe, options, {"pending.safetensors"}, RunState());
     const nlohmann::json want = nlohmann::json::parse(expected);
     const nlohmann::json have = json.at("manifest");
     for (const char* field : {"recipe", "source_model", "calibration"}) {
@@ -219,6 +220,7 @@ absl::StatusOr<std::optional<RunState>> LoadState(const fs::path& work, const Qu
     }
     state.layers = std::move(manifest.layers);
     state.float_layers = std::move(manifest.float_layers);
+    state.expert_calibration = std::move(manifest.expert_calibration);
     const size_t values = json.at("hidden_values").get<size_t>();
     FF_ASSIGN_OR_RETURN(std::string bytes, ReadText(work / kHiddenFile));
     if (bytes.size() != values * sizeof(float)) {
@@ -232,6 +234,64 @@ absl::StatusOr<std::optional<RunState>> LoadState(const fs::path& work, const Qu
     return absl::InvalidArgumentError(absl::StrCat((work / kStateFile).string(), ": ", e.what()));
   }
   return std::optional<RunState>(std::move(state));
+}
+
+// The window's experts: the calibration rows each one's linears recorded (the tokens routed to
+// it) and the method they chose. The three linears of an expert see the same rows.
+absl::Status RecordExperts(const QuantRecipe& recipe, const engine::LlamaModel& model,
+                           int64_t layer, RunState& state) {
+  LayerExpertCalibration record;
+  record.layer = layer;
+  for (const engine::NamedLinear& linear : model.linears()) {
+    const auto* handle = dynamic_cast<const QuantizedCpuLinearWeight*>(linear.handle);
+    if (handle == nullptr || !handle->is_expert()) continue;
+    const std::optional<ExpertLinearName> name = ParseExpertLinearName(handle->name());
+    if (!name.has_value()) return absl::InternalError("an expert linear without an expert name");
+    const size_t e = static_cast<size_t>(name->expert);
+    ExpertCalibration unseen;
+    unseen.tokens = -1;  // no linear of it met yet
+    if (record.experts.size() <= e) record.experts.resize(e + 1, unseen);
+    ExpertCalibration& expert = record.experts[e];
+    if (expert.tokens >= 0 && expert.tokens != handle->quantized_rows()) {
+      return absl::InternalError(absl::StrFormat(
+          "layer %s: %d calibration rows, but %d for the expert's other linears",
+          RenameLayer(handle->name(), 0, layer), handle->quantized_rows(), expert.tokens));
+    }
+    expert.expert = name->expert;
+    expert.tokens = handle->quantized_rows();
+    expert.methods[name->projection] = ExpertQuantMethodName(recipe, handle->expert_method());
+  }
+  if (record.experts.empty()) return absl::OkStatus();
+  for (size_t e = 0; e < record.experts.size(); ++e) {
+    if (record.experts[e].methods.size() != 3) {
+      return absl::InternalError(
+          absl::StrFormat("layer %d: expert %d has %d of its linears w1, w2, w3", layer, e,
+                          record.experts[e].methods.size()));
+    }
+  }
+  state.expert_calibration.push_back(std::move(record));
+  return absl::OkStatus();
+}
+
+// The progress line's summary of one layer's experts.
+void SummarizeExperts(const RunState& state, int64_t layer, LayerProgress& progress) {
+  for (const LayerExpertCalibration& record : state.expert_calibration) {
+    if (record.layer != layer || record.experts.empty()) continue;
+    std::vector<int64_t> tokens;
+    for (const ExpertCalibration& expert : record.experts) {
+      tokens.push_back(expert.tokens);
+      for (const auto& [projection, method] : expert.methods) {
+        ++progress.expert_linears;
+        progress.expert_linears_rtn += method == kExpertFallbackMethodName;
+        progress.expert_linears_damped += method == kExpertDampedGptqMethodName;
+      }
+    }
+    std::sort(tokens.begin(), tokens.end());
+    progress.experts = static_cast<int64_t>(tokens.size());
+    progress.expert_tokens_min = tokens.front();
+    progress.expert_tokens_median = tokens[(tokens.size() - 1) / 2];
+    progress.expert_tokens_max = tokens.back();
+  }
 }
 
 // Quantizes decoder layer `layer` on `hidden` (replaced by the layer's quantized output) and
@@ -277,6 +337,7 @@ absl::Status QuantizeLayer(const QuantRecipe& recipe, const CalibrationData& cal
                                          released.message()));
       }
     }
+    FF_RETURN_IF_ERROR(RecordExperts(recipe, *model, layer, state));
     if (!float_prefix) {  // the next layer's inputs come out of this quantized layer
       backend->set_residual_capture(&output);
       FF_RETURN_IF_ERROR(RunWindow(*model, calibration, options.batch_tokens));
@@ -395,6 +456,7 @@ absl::Status QuantizeSequentially(const QuantRecipe& recipe, const CalibrationDa
     progress.layers = layers;
     progress.resumed = true;
     progress.peak_rss_bytes = PeakRssBytes();
+    SummarizeExperts(state, l, progress);
     options.progress(progress);
   }
   int64_t done_this_run = 0;
@@ -419,6 +481,7 @@ absl::Status QuantizeSequentially(const QuantRecipe& recipe, const CalibrationDa
       progress.eta_seconds =
           progress.elapsed_seconds / static_cast<double>(done_this_run) * (layers - l - 1);
       progress.peak_rss_bytes = PeakRssBytes();
+      SummarizeExperts(state, l, progress);
       options.progress(progress);
     }
   }
@@ -435,9 +498,8 @@ absl::Status QuantizeSequentially(const QuantRecipe& recipe, const CalibrationDa
   const nlohmann::json index = {{"metadata", {{"total_size", shards.total_bytes}}},
                                 {"weight_map", shards.weight_map}};
   FF_RETURN_IF_ERROR(WriteTextFile(output_dir / kIndexFile, index.dump(1)));
-  FF_RETURN_IF_ERROR(
-      WriteTextFile(output_dir / std::string(kQuantizationJsonName),
-                    ManifestOf(recipe, options, shards.files, state.layers, state.float_layers)));
+  FF_RETURN_IF_ERROR(WriteTextFile(output_dir / std::string(kQuantizationJsonName),
+                                   ManifestOf(recipe, options, shards.files, state)));
   FF_RETURN_IF_ERROR(CopySideFiles(options.source_dir, output_dir));
   FF_RETURN_IF_ERROR(CheckOutputDirectory(options.out_dir, options.force));
   FF_RETURN_IF_ERROR(MoveIntoPlace(output_dir, options.out_dir));

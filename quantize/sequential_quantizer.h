@@ -23,6 +23,11 @@
 // in_features^2 doubles per linear), plus the hidden states (a few P x hidden float32 arrays);
 // never the whole model.
 //
+// Sparse-MoE experts: each expert's routed calibration tokens are counted; an expert linear with
+// too few is quantized data-free, or by GPTQ with more dampening
+// (quant/expert_calibration_fallback.h). Both go to the progress line and quantization.json's
+// "expert_calibration".
+//
 // Resumable: after each layer the partial output (shards so far, the hidden states X_{l+1} and
 // the manifest so far) is made durable in the work directory, never in `out_dir`; `resume`
 // continues from the last finished layer (the result is identical to an uninterrupted run).
@@ -50,6 +55,17 @@ struct LayerProgress {
   double eta_seconds = 0.0;
   int64_t peak_rss_bytes = 0;  // of this process so far (getrusage)
   bool resumed = false;        // true for the layers a resumed run found done
+  // Sparse-MoE layers (else experts == 0): calibration tokens the router sent to each expert
+  // (the rows its linears saw), and of the experts' linears how many were quantized by the
+  // data-free fallback (RTN with the clip search) and by GPTQ with raised dampening
+  // (quant/expert_calibration_fallback.h).
+  int64_t experts = 0;
+  int64_t expert_tokens_min = 0;
+  int64_t expert_tokens_median = 0;  // the lower median for an even count
+  int64_t expert_tokens_max = 0;
+  int64_t expert_linears = 0;
+  int64_t expert_linears_rtn = 0;
+  int64_t expert_linears_damped = 0;
 };
 
 // What each layer is calibrated on.

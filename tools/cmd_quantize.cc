@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
+#include "quant/expert_calibration_fallback.h"
 #include "quant/gptq_device_backend.h"
 #include "quant/quantized_checkpoint_manifest.h"
 #include "quant/recipes.h"
@@ -48,6 +49,7 @@ struct QuantizeOptions {
   std::string calib_inputs = "quantized";
   int64_t stop_after_layers = -1;  // hidden test hook
   std::string device = "cpu";
+  int64_t min_expert_tokens = -1;  // -1: not given (the recipe's)
 };
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -67,6 +69,17 @@ absl::StatusOr<quant::QuantRecipe> ResolveRecipe(const std::string& recipe) {
 }
 
 std::string Seconds(double seconds) { return absl::StrFormat("%.1fs", seconds); }
+
+// "  experts 8: tokens min 0 median 5 max 11; of 24 linears 4 rtn-clip-search, 20 gptq-damped"
+// (MoE layers only).
+std::string ExpertSummary(const quant::LayerProgress& progress) {
+  if (progress.experts == 0) return "";
+  return absl::StrFormat(
+      "  experts %d: tokens min %d median %d max %d; of %d linears %d %s, %d %s", progress.experts,
+      progress.expert_tokens_min, progress.expert_tokens_median, progress.expert_tokens_max,
+      progress.expert_linears, progress.expert_linears_rtn, quant::kExpertFallbackMethodName,
+      progress.expert_linears_damped, quant::kExpertDampedGptqMethodName);
+}
 
 absl::Status RunSequential(const QuantizeOptions& options, const quant::QuantRecipe& recipe,
                            const quant::CalibrationData& calibration) {
@@ -90,8 +103,9 @@ absl::Status RunSequential(const QuantizeOptions& options, const quant::QuantRec
   run.progress = [](const quant::LayerProgress& progress) {
     const double peak_gib = static_cast<double>(progress.peak_rss_bytes) / double(1 << 30);
     if (progress.resumed) {
-      std::fprintf(stderr, "[layer %lld/%lld] done by the interrupted run (resumed)\n",
-                   static_cast<long long>(progress.layer), static_cast<long long>(progress.layers));
+      std::fprintf(stderr, "[layer %lld/%lld] done by the interrupted run (resumed)%s\n",
+                   static_cast<long long>(progress.layer), static_cast<long long>(progress.layers),
+                   ExpertSummary(progress).c_str());
       return;
     }
     const std::string device =
@@ -99,10 +113,11 @@ absl::Status RunSequential(const QuantizeOptions& options, const quant::QuantRec
             ? absl::StrFormat("  peak device %.2f GiB",
                               static_cast<double>(quant::GptqDevicePeakBytes()) / double(1 << 30))
             : std::string();
-    std::fprintf(stderr, "[layer %lld/%lld] %s  elapsed %s  ETA %s  peak RSS %.2f GiB%s\n",
+    std::fprintf(stderr, "[layer %lld/%lld] %s  elapsed %s  ETA %s  peak RSS %.2f GiB%s%s\n",
                  static_cast<long long>(progress.layer), static_cast<long long>(progress.layers),
                  Seconds(progress.layer_seconds).c_str(), Seconds(progress.elapsed_seconds).c_str(),
-                 Seconds(progress.eta_seconds).c_str(), peak_gib, device.c_str());
+                 Seconds(progress.eta_seconds).c_str(), peak_gib, device.c_str(),
+                 ExpertSummary(progress).c_str());
   };
   if (options.resume) {
     std::fprintf(stderr, "quantize: --resume from %s\n",
@@ -123,6 +138,7 @@ absl::Status RunQuantize(const QuantizeOptions& options) {
     return absl::InvalidArgumentError("--shard-size must be positive");
   }
   FF_ASSIGN_OR_RETURN(quant::QuantRecipe recipe, ResolveRecipe(options.recipe));
+  if (options.min_expert_tokens >= 0) recipe.min_expert_tokens = options.min_expert_tokens;
   if (options.device == "cuda") FF_RETURN_IF_ERROR(quant::SetGptqDevice(quant::GptqDevice::kCuda));
   FF_ASSIGN_OR_RETURN(quant::ModelUnderTest model,
                       quant::CheckpointModel(options.model_dir, options.bf16_rope));
@@ -195,7 +211,7 @@ CommandRunner RegisterQuantizeCommand(CLI::App& app) {
   cmd->add_option("--model", options->model_dir, "Hugging Face checkpoint directory")->required();
   cmd->add_option("--recipe", options->recipe,
                   "Recipe name (see `flatfleet accuracy --help`) or a JSON file "
-                  "{\"name\", \"spec\", \"weight_clip_search\"}")
+                  "{\"name\", \"spec\", \"weight_clip_search\", \"min_expert_tokens\"}")
       ->required();
   cmd->add_option("--calib", options->calib_file,
                   "Calibration text (default: seeded random token ids)")
@@ -240,6 +256,11 @@ CommandRunner RegisterQuantizeCommand(CLI::App& app) {
                   "and clip-search GPTQ stay on the CPU, as does everything else)")
       ->capture_default_str()
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--min-expert-tokens", options->min_expert_tokens,
+                  "A Mixtral expert linear that fewer calibration tokens are routed to is "
+                  "quantized data-free (RTN with the clip search) instead of by the recipe "
+                  "(always one with none; default: the recipe file's, else in_features / 16)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--stop-after-layers", options->stop_after_layers)
       ->group("");  // test hook: simulate a crash after N layers
   return [options, cmd] {

@@ -2,7 +2,7 @@
 # The quantized-checkpoint CLI end to end on llama-tiny: quantize layer by layer (with text
 # calibration; sharded output), and all at once, refuse to overwrite without --force, then score,
 # eval-ppl and generate on the quantized dir; an interrupted run continued with --resume; a
-# make-checkpoint random model quantized and run.
+# make-checkpoint random model quantized and run; Mixtral experts that get no calibration tokens.
 # Usage: cli_quantize_test.sh FLATFLEET SHARED_DIR
 set -eu
 flatfleet=$1
@@ -79,5 +79,17 @@ head -c 20000 "$shared/data/tinystories/valid.txt" > "$work/calib.txt"
     --calib-tokens 256 --out "$work/s" 2> "$work/stories.log"
 grep -q '"rule": "per_channel"' "$work/s/quantization.json"
 "$flatfleet" generate --device cpu --model "$work/s" --prompt "Once upon a time" --max-tokens 4 \
+    2> /dev/null > /dev/null
+# Mixtral experts on 3 calibration tokens (at least two experts per layer get none): the progress
+# line reports the experts' token counts and fallbacks, quantization.json their records, and the
+# result runs.
+mixtral=$shared/fixtures/mixtral-tiny
+"$flatfleet" quantize --model "$mixtral" --recipe w4a8-gptq --calib-tokens 3 --calib-length 3 \
+    --min-expert-tokens 2 --out "$work/x" 2> "$work/mixtral.log"
+grep -q '^\[layer 2/2\] .*peak RSS [0-9.]* GiB  experts 8: tokens min 0 median [0-9]* max [0-3]; of 24 linears [0-9]* rtn-clip-search, [0-9]* gptq-damped$' \
+    "$work/mixtral.log"
+grep -q '"rtn-clip-search"' "$work/x/quantization.json"
+grep -q '"min_expert_tokens": 2' "$work/x/quantization.json"
+"$flatfleet" generate --device cpu --model "$work/x" --prompt "Hi" --max-tokens 2 --ignore-eos \
     2> /dev/null > /dev/null
 echo PASS
