@@ -61,9 +61,8 @@ QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(const Tensor& weight, const T
                                                    bool kept_float, std::string name)
     : kernels::LinearWeight(weight.dim(0), weight.dim(1)),
       name_(std::move(name)),
-      weight_(weight),
       kept_float_(kept_float),
-      float_linear_(kernels::cpu::DefaultCpuBackend().PrepareLinear(weight, bias)) {
+      float_linear_(std::make_unique<kernels::cpu::CpuLinearWeight>(weight, bias)) {
   if (bias != nullptr) bias_ = *bias;
 }
 
@@ -94,6 +93,25 @@ std::unique_ptr<QuantizedCpuLinearWeight> QuantizedCpuLinearWeight::FromStored(
   return std::unique_ptr<QuantizedCpuLinearWeight>(new QuantizedCpuLinearWeight(std::move(layer)));
 }
 
+Tensor QuantizedCpuLinearWeight::FloatWeight() const {
+  Tensor weight({out_features(), in_features()});
+  float_linear_->packed().Unpack(weight.span());
+  return weight;
+}
+
+absl::Status QuantizedCpuLinearWeight::QuantizeLocked(const QuantRecipe& recipe,
+                                                      const Tensor& weight, bool last) const {
+  std::vector<double>* consumable_gram =
+      last && !calibration_.raw_gram.empty() ? &calibration_.raw_gram : nullptr;
+  FF_ASSIGN_OR_RETURN(QuantizedLinear layer,
+                      BuildCalibratedLinear(weight, bias_ ? &*bias_ : nullptr, recipe,
+                                            calibration_.empty() ? nullptr : &calibration_,
+                                            transforms_, consumable_gram));
+  quantized_ = std::move(layer);
+  stale_ = false;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
     const QuantRecipe& recipe) const {
   if (!prepare_error_.ok()) return prepare_error_;
@@ -101,21 +119,25 @@ absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
   if (stored_) return &*quantized_;  // immutable once loaded
   std::lock_guard<std::mutex> lock(mutex_);
   if (stale_ || !quantized_) {
-    FF_ASSIGN_OR_RETURN(
-        QuantizedLinear layer,
-        BuildCalibratedLinear(weight_, bias_ ? &*bias_ : nullptr, recipe,
-                              calibration_.empty() ? nullptr : &calibration_, transforms_));
-    quantized_ = std::move(layer);
-    stale_ = false;
+    FF_RETURN_IF_ERROR(QuantizeLocked(recipe, FloatWeight(), /*last=*/false));
   }
   return &*quantized_;
 }
 
 absl::Status QuantizedCpuLinearWeight::ReleaseFloat(const QuantRecipe& recipe) {
+  if (!prepare_error_.ok()) return prepare_error_;
   if (kept_float_ || stored_) return absl::OkStatus();
-  FF_RETURN_IF_ERROR(Quantized(recipe).status());
   std::lock_guard<std::mutex> lock(mutex_);
-  weight_ = Tensor();
+  if (stale_ || !quantized_) {
+    // One float copy at a time: the row-major weight replaces the packed handle.
+    const Tensor weight = FloatWeight();
+    float_linear_.reset();
+    if (absl::Status status = QuantizeLocked(recipe, weight, /*last=*/true); !status.ok()) {
+      prepare_error_ = status;
+      calibration_ = ActivationCalibration();
+      return status;
+    }
+  }
   bias_.reset();
   float_linear_.reset();
   calibration_ = ActivationCalibration();
