@@ -83,15 +83,18 @@ FlatQuantOptions RecipeFlatQuantOptions(const QuantRecipe& recipe) {
 absl::StatusOr<QuantizedLinear> BuildCalibratedLinear(const Tensor& weight, const Tensor* bias,
                                                       const QuantRecipe& recipe,
                                                       const ActivationCalibration* calibration,
-                                                      InputTransformChain online_transforms) {
+                                                      InputTransformChain online_transforms,
+                                                      std::vector<double>* consumable_gram) {
   if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
   if (calibration != nullptr && calibration->empty() && calibration->raw_samples.empty()) {
     calibration = nullptr;
   }
+  if (calibration == nullptr) consumable_gram = nullptr;
   absl::StatusOr<QuantizedLinear> layer =
       recipe.spec.transform.kind == TransformKind::kKronecker
           ? BuildFlatQuantLinear(weight, bias, recipe, calibration)
-          : QuantizeDataDependentLinear(weight, bias, recipe, calibration, online_transforms);
+          : QuantizeDataDependentLinear(weight, bias, recipe, calibration, online_transforms,
+                                        consumable_gram);
   if (!layer.ok() || !recipe.output_correction || calibration == nullptr) return layer;
   FF_RETURN_IF_ERROR(CorrectOutputs(weight, bias, *calibration, *layer));
   return layer;

@@ -34,11 +34,12 @@ bool NeedsRawCalibration(const QuantRecipe& recipe);
 FlatQuantOptions RecipeFlatQuantOptions(const QuantRecipe& recipe);
 
 // `online_transforms`: the recipe's data-independent transforms (OnlineTransformsFor); unused for
-// kKronecker. `calibration` may be null.
-absl::StatusOr<QuantizedLinear> BuildCalibratedLinear(const Tensor& weight, const Tensor* bias,
-                                                      const QuantRecipe& recipe,
-                                                      const ActivationCalibration* calibration,
-                                                      InputTransformChain online_transforms);
+// kKronecker. `calibration` may be null. `consumable_gram`: calibration->raw_gram when the caller
+// no longer needs it (GPTQ then factors it in place: QuantizeDataDependentLinear).
+absl::StatusOr<QuantizedLinear> BuildCalibratedLinear(
+    const Tensor& weight, const Tensor* bias, const QuantRecipe& recipe,
+    const ActivationCalibration* calibration, InputTransformChain online_transforms,
+    std::vector<double>* consumable_gram = nullptr);
 
 struct OutputCorrection {
   std::vector<float> scale;  // a_j

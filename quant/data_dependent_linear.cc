@@ -25,13 +25,15 @@ bool IsChannelwise(const InputTransformChain& chain) {
 
 // M^T G M for the linear map x -> x M of a non-empty `chain`, G [in, in] symmetric. Each float
 // intermediate ([in, k] or [k, k]) is freed as soon as the next one exists, so the peak is G, two
-// float intermediates and the result.
+// float intermediates and the result; `consumable` (G itself, no longer needed) is freed once its
+// float copy exists.
 std::vector<double> TransformGram(const InputTransformChain& chain, const std::vector<double>& gram,
-                                  int64_t in) {
+                                  int64_t in, std::vector<double>* consumable = nullptr) {
   const int64_t k = chain.OutFeatures(in);
   std::vector<float> right;  // G M, [in, k]
   {
     const std::vector<float> rows(gram.begin(), gram.end());
+    if (consumable != nullptr) std::vector<double>().swap(*consumable);
     right = chain.ApplyToActivations(rows, in);
   }
   std::vector<float> transposed(k * in);
@@ -105,7 +107,10 @@ std::vector<double> SmoothAlphaCandidates(double configured_alpha) {
 
 absl::StatusOr<DataDependentInputs> BuildDataDependentInputs(
     const Tensor& weight, const QuantRecipe& recipe, const ActivationCalibration& calibration,
-    const InputTransformChain& base, double smooth_alpha) {
+    const InputTransformChain& base, double smooth_alpha, std::vector<double>* consumable_gram) {
+  if (consumable_gram != nullptr && consumable_gram != &calibration.raw_gram) {
+    return absl::InternalError("a consumable Gram must be the calibration's own");
+  }
   const QuantSpec& spec = recipe.spec;
   const int64_t n = weight.dim(0);
   const int64_t in = weight.dim(1);
@@ -162,11 +167,17 @@ absl::StatusOr<DataDependentInputs> BuildDataDependentInputs(
       result.hessian =
           result.transforms.empty() ? std::move(gram) : TransformGram(result.transforms, gram, in);
     } else if (!calibration.raw_gram.empty()) {
-      // No copy when no transform changes the inputs: GPTQ reads the calibration's own Gram.
+      // No copy when no transform changes the inputs: GPTQ factors the calibration's own Gram
+      // when it may (consumable), else copies it once into its working buffer.
       if (result.transforms.empty()) {
-        result.raw_hessian = &calibration.raw_gram;
+        if (consumable_gram != nullptr) {
+          result.hessian = std::move(*consumable_gram);
+        } else {
+          result.raw_hessian = &calibration.raw_gram;
+        }
       } else {
-        result.hessian = TransformGram(result.transforms, calibration.raw_gram, in);
+        result.hessian =
+            TransformGram(result.transforms, calibration.raw_gram, in, consumable_gram);
       }
     } else {  // from the sample
       std::vector<double> gram(in * in, 0.0);
@@ -193,7 +204,8 @@ absl::StatusOr<double> LayerOutputError(const QuantizedLinear& layer, const Tens
 
 absl::StatusOr<QuantizedLinear> QuantizeDataDependentLinear(
     const Tensor& weight, const Tensor* bias, const QuantRecipe& recipe,
-    const ActivationCalibration* calibration, const InputTransformChain& base) {
+    const ActivationCalibration* calibration, const InputTransformChain& base,
+    std::vector<double>* consumable_gram) {
   if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
   const bool calibrated = calibration != nullptr && !calibration->empty();
   if (!calibrated) {
@@ -227,8 +239,10 @@ absl::StatusOr<QuantizedLinear> QuantizeDataDependentLinear(
   std::optional<QuantizedLinear> best;
   double best_error = std::numeric_limits<double>::infinity();
   for (double alpha : alphas) {
+    // Every candidate of a search reads the Gram: only a single one may consume it.
     FF_ASSIGN_OR_RETURN(DataDependentInputs inputs,
-                        BuildDataDependentInputs(weight, recipe, *calibration, base, alpha));
+                        BuildDataDependentInputs(weight, recipe, *calibration, base, alpha,
+                                                 alphas.size() == 1 ? consumable_gram : nullptr));
     FF_ASSIGN_OR_RETURN(
         QuantizedLinear layer,
         QuantizedLinear::Create(weight, bias, recipe, &inputs.transformed,

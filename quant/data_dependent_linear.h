@@ -13,10 +13,13 @@
 // the full chain: exactly for channel-wise chains (smooth, flatten), otherwise from the raw
 // sample (exact while it holds every calibration row).
 //
-// GPTQ memory while one linear is quantized (in = K inputs): the calibration's Gram (8 K^2 bytes,
-// accumulated once, freed with the calibration by QuantizedCpuLinearWeight::ReleaseFloat), plus
-// QuantizeGptq's one working buffer (8 K^2); a transformed chain (Hadamard, smoothing) adds the
-// transformed Hessian (8 K^2) and, while forming it, two float [K, K] intermediates (8 K^2).
+// GPTQ memory while one linear is quantized (in = K inputs), besides the calibration's Gram (8 K^2
+// bytes, accumulated once): when the caller hands the Gram over (`consumable_gram`: the layer is
+// quantized for the last time, QuantizedCpuLinearWeight::ReleaseFloat) and no transform changes
+// the inputs, nothing: GPTQ factors the Gram itself. Otherwise GPTQ's copy (8 K^2). A transformed
+// chain (Hadamard, smoothing) forms the transformed Hessian (8 K^2, then factored in place) through
+// two float [K, K] intermediates (8 K^2 at once); with a consumable Gram the Gram is freed once the
+// first of them exists, so that step peaks at 12 K^2 bytes (else 20 K^2 with the Gram).
 #pragma once
 
 #include <cstdint>
@@ -44,28 +47,34 @@ std::vector<double> SmoothAlphaCandidates(double configured_alpha);
 // Quantizes `weight` [out, in] for `recipe`. `base` is the recipe's data-independent chain
 // (OnlineTransformsFor). `calibration` may be null: recipes that need it then fail with
 // FailedPrecondition (like per-tensor static scales do).
+// `consumable_gram`, when not null, is calibration->raw_gram, which the caller no longer needs:
+// GPTQ uses it as its working buffer (it is left empty or unspecified).
 absl::StatusOr<QuantizedLinear> QuantizeDataDependentLinear(
     const Tensor& weight, const Tensor* bias, const QuantRecipe& recipe,
-    const ActivationCalibration* calibration, const InputTransformChain& base);
+    const ActivationCalibration* calibration, const InputTransformChain& base,
+    std::vector<double>* consumable_gram = nullptr);
 
 // The pieces, for tests and tools.
 struct DataDependentInputs {
   InputTransformChain transforms;     // data-dependent transforms, then `base`
   ActivationCalibration transformed;  // channel_absmax and rows_seen of the transformed inputs
-  std::vector<double> hessian;        // [K, K] X^T X of the transformed inputs (GPTQ only)
-  // Instead of `hessian`, when the chain leaves the inputs as they are: the calibration's own
-  // Gram (not copied; valid while that calibration lives).
+  // [K, K] X^T X of the transformed inputs (GPTQ only), owned: GPTQ factors it in place.
+  std::vector<double> hessian;
+  // Instead of `hessian`, when the chain leaves the inputs as they are and the Gram is not
+  // consumable: the calibration's own Gram (not copied; valid while that calibration lives).
   const std::vector<double>* raw_hessian = nullptr;
-  // What GPTQ uses: raw_hessian, else hessian, else null (not GPTQ).
-  const std::vector<double>* gptq_hessian() const {
-    if (raw_hessian != nullptr) return raw_hessian;
-    return hessian.empty() ? nullptr : &hessian;
+  // What GPTQ uses: raw_hessian (read), else hessian (consumed), else nothing (not GPTQ).
+  GptqHessian gptq_hessian() {
+    if (raw_hessian != nullptr) return GptqHessian(raw_hessian);
+    return hessian.empty() ? GptqHessian() : GptqHessian::Consume(hessian);
   }
 };
-// With a fixed SmoothQuant alpha (the search calls it per candidate).
+// With a fixed SmoothQuant alpha (the search calls it per candidate). `consumable_gram` as for
+// QuantizeDataDependentLinear: moved into `hessian`, or freed while the transformed one is formed.
 absl::StatusOr<DataDependentInputs> BuildDataDependentInputs(
     const Tensor& weight, const QuantRecipe& recipe, const ActivationCalibration& calibration,
-    const InputTransformChain& base, double smooth_alpha);
+    const InputTransformChain& base, double smooth_alpha,
+    std::vector<double>* consumable_gram = nullptr);
 
 // sum of squared differences between the float layer x W^T (+ b) and `layer` on `rows`
 // [m, in]: the alpha search's objective.

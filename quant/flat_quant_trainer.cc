@@ -473,6 +473,71 @@ absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
   return loss / target_norm2;
 }
 
+absl::StatusOr<double> FlatQuantObjective::Loss(const FlatQuantParams& params,
+                                                int64_t chunk_values) const {
+  // Every step of the quantized forward is row-local on the weight side (scaling, sandwich,
+  // group quantization, each output's dot product), so chunks of weight rows give the same
+  // errors; they are summed in Evaluate's order.
+  const FlatQuantProblem& pr = problem_;
+  const int64_t n = pr.in_features, m = pr.rows, out = pr.out_features;
+  FF_RETURN_IF_ERROR(CheckParams(params, n));
+  const int64_t n1 = params.n1, n2 = params.n2;
+  auto p1_inverse = InvertMatrix(params.p1, n1);
+  if (!p1_inverse.ok()) return absl::InvalidArgumentError("FlatQuant: P1 is singular");
+  auto p2_inverse = InvertMatrix(params.p2, n2);
+  if (!p2_inverse.ok()) return absl::InvalidArgumentError("FlatQuant: P2 is singular");
+  const Matrix& a1 = *p1_inverse;                // P1^-1
+  const Matrix a2 = Transpose(*p2_inverse, n2);  // P2^-T
+  const Matrix p1t = Transpose(params.p1, n1);   // P1^T
+
+  Matrix qa;
+  {
+    Matrix z(m * n);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t k = 0; k < n; ++k) {
+        z[i * n + k] = pr.inputs[i * n + k] / std::exp(params.log_scales[k]);
+      }
+    }
+    const Matrix x_t = Sandwich(z, m, p1t, params.p2, n1, n2);
+    QuantizerTape tape;
+    qa = FakeQuantize(x_t, m, n, n, pr.activation_bits, params.activation_clip(), nullptr, nullptr,
+                      nullptr, nullptr, tape);
+  }
+  const int64_t wgroup = pr.weight_group_size == 0 ? n : pr.weight_group_size;
+  const int64_t chunk = std::clamp<int64_t>(chunk_values / n, 1, out);
+  std::vector<double> errors(m * out);
+  for (int64_t j0 = 0; j0 < out; j0 += chunk) {
+    const int64_t c = std::min(chunk, out - j0);
+    Matrix v(c * n);
+    for (int64_t j = 0; j < c; ++j) {
+      for (int64_t k = 0; k < n; ++k) {
+        v[j * n + k] = pr.weight[(j0 + j) * n + k] * std::exp(params.log_scales[k]);
+      }
+    }
+    Matrix qw;
+    {
+      const Matrix w_t = Sandwich(v, c, a1, a2, n1, n2);
+      v = {};
+      QuantizerTape tape;
+      qw = FakeQuantize(w_t, c, n, wgroup, pr.weight_bits, params.weight_clip(), nullptr, nullptr,
+                        nullptr, nullptr, tape);
+    }
+    Matrix qw_t(n * c);
+    for (int64_t j = 0; j < c; ++j)
+      for (int64_t k = 0; k < n; ++k) qw_t[k * c + j] = qw[j * n + k];
+    qw = {};
+    const Matrix y = MatMul(qa, qw_t, m, n, c);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < c; ++j) {
+        errors[i * out + j0 + j] = y[i * c + j] - target_[i * out + j0 + j];
+      }
+    }
+  }
+  double loss = 0.0;
+  for (double e : errors) loss += e * e;
+  return loss / target_norm2_;
+}
+
 FlatQuantParams InitialFlatQuantParams(const FlatQuantProblem& problem,
                                        const FlatQuantOptions& options) {
   const int64_t n = problem.in_features;
@@ -528,10 +593,10 @@ absl::StatusOr<FlatQuantResult> TrainFlatQuant(const FlatQuantProblem& full_prob
   constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEpsilon = 1e-8;
 
   FlatQuantResult result;
-  FF_ASSIGN_OR_RETURN(FlatQuantLoss initial, objective.Evaluate(params, QuantizerMode::kSte));
-  result.initial_loss = initial.loss;
+  // The full objective's loss only (no gradient), in chunks of output channels.
+  FF_ASSIGN_OR_RETURN(result.initial_loss, objective.Loss(params));
   result.params = params;
-  result.final_loss = initial.loss;
+  result.final_loss = result.initial_loss;
 
   // Each step: a seeded random subset of output channels (a fresh shuffle per epoch over them).
   const int64_t out = problem.out_features;
@@ -583,18 +648,18 @@ absl::StatusOr<FlatQuantResult> TrainFlatQuant(const FlatQuantProblem& full_prob
   }
   // Judge the final iterate on the full objective; keep the initialisation if it is not better.
   Unflatten(theta, params);
-  absl::StatusOr<FlatQuantLoss> final_loss = objective.Evaluate(params, QuantizerMode::kSte);
+  absl::StatusOr<double> final_loss = objective.Loss(params);
   if (!final_loss.ok()) {
     return absl::Status(
         final_loss.status().code(),
         absl::StrCat("FlatQuant: the trained transform: ", final_loss.status().message()));
   }
-  if (!std::isfinite(final_loss->loss)) {
+  if (!std::isfinite(*final_loss)) {
     return absl::InternalError("FlatQuant: the trained transform's loss is not finite");
   }
-  result.trained_loss = final_loss->loss;
-  if (final_loss->loss < result.final_loss) {
-    result.final_loss = final_loss->loss;
+  result.trained_loss = *final_loss;
+  if (*final_loss < result.final_loss) {
+    result.final_loss = *final_loss;
     result.params = params;
   }
   return result;

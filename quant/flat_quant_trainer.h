@@ -94,6 +94,13 @@ class FlatQuantObjective {
                                          RoundingState* record = nullptr,
                                          std::span<const int64_t> output_rows = {}) const;
 
+  // Evaluate(params, kSte).loss, bit for bit, without the gradient and over the weight rows in
+  // chunks of about kLossChunkValues values: the full objective's [out, in] double arrays (about
+  // nine at once with the gradient) are never held, only the chunk's (about six).
+  static constexpr int64_t kLossChunkValues = int64_t{4} << 20;
+  absl::StatusOr<double> Loss(const FlatQuantParams& params,
+                              int64_t chunk_values = kLossChunkValues) const;
+
   // The same loss with the activation side (P, s, alpha_a of `activation_side`) and the weight
   // side (P, s, alpha_w of `weight_side`) parameterised separately; Evaluate's gradient is the
   // sum of the two. Without quantization the tied loss is identically 0 (the transform is exact),

@@ -286,6 +286,17 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptqOnSelectedDevice(std::span<const flo
   return QuantizeGptq(weight, rows, cols, hessian, format, options);
 }
 
+absl::StatusOr<QuantizedMatrix> QuantizeGptqInPlaceOnSelectedDevice(std::span<const float> weight,
+                                                                    int64_t rows, int64_t cols,
+                                                                    std::span<double> hessian,
+                                                                    const QuantFormat& format,
+                                                                    const GptqOptions& options) {
+  if (SelectedGptqDevice() == GptqDevice::kCuda && !options.act_order && !options.clip_search) {
+    return QuantizeGptqOnDevice(weight, rows, cols, hessian, format, options);
+  }
+  return QuantizeGptqInPlace(weight, rows, cols, hessian, format, options);
+}
+
 absl::StatusOr<std::unique_ptr<DeviceGram>> DeviceGram::Create(int64_t cols) {
   if (cols <= 0) return absl::InvalidArgumentError("DeviceGram: cols must be positive");
 #if defined(FLATFLEET_GPTQ_CUDA)

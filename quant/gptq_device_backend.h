@@ -49,6 +49,11 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptqOnSelectedDevice(std::span<const flo
                                                              std::span<const double> hessian,
                                                              const QuantFormat& format,
                                                              const GptqOptions& options = {});
+// As above, but a CPU solve uses `hessian` as its working buffer (QuantizeGptqInPlace): for a
+// caller that no longer needs it. The GPU copies it to the device and leaves it as it is.
+absl::StatusOr<QuantizedMatrix> QuantizeGptqInPlaceOnSelectedDevice(
+    std::span<const float> weight, int64_t rows, int64_t cols, std::span<double> hessian,
+    const QuantFormat& format, const GptqOptions& options = {});
 
 // sum of x^T x over float32 rows, held on the device. A failed step is remembered and returned
 // by ToHost (RecordRaw, which feeds it, cannot fail).

@@ -42,12 +42,44 @@ absl::StatusOr<GroupParameters> ParametersOf(const std::vector<float>& values, i
   return params;
 }
 
+// The rows of a symmetric [n, n] matrix and then its columns reordered in place, so that entry
+// (i, j) becomes the old (order[i], order[j]): rows by cycles through one row buffer, then each
+// row through the same buffer. Pure moves: the values are bit for bit the permuted copy's.
+void PermuteSymmetric(std::span<double> a, int64_t n, const std::vector<int64_t>& order) {
+  std::vector<double> buffer(n);
+  std::vector<bool> placed(n, false);
+  for (int64_t start = 0; start < n; ++start) {
+    if (placed[start] || order[start] == start) continue;
+    std::copy_n(a.begin() + start * n, n, buffer.begin());
+    int64_t i = start;
+    for (; order[i] != start; i = order[i]) {
+      std::copy_n(a.begin() + order[i] * n, n, a.begin() + i * n);
+      placed[i] = true;
+    }
+    std::copy_n(buffer.begin(), n, a.begin() + i * n);
+    placed[i] = true;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    double* row = a.data() + i * n;
+    for (int64_t j = 0; j < n; ++j) buffer[j] = row[order[j]];
+    std::copy_n(buffer.begin(), n, row);
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<QuantizedMatrix> QuantizeGptq(std::span<const float> weight, int64_t rows,
                                              int64_t cols, std::span<const double> hessian,
                                              const QuantFormat& format,
                                              const GptqOptions& options) {
+  std::vector<double> working(hessian.begin(), hessian.end());
+  return QuantizeGptqInPlace(weight, rows, cols, working, format, options);
+}
+
+absl::StatusOr<QuantizedMatrix> QuantizeGptqInPlace(std::span<const float> weight, int64_t rows,
+                                                    int64_t cols, std::span<double> hessian,
+                                                    const QuantFormat& format,
+                                                    const GptqOptions& options) {
   if (rows <= 0 || cols <= 0 || static_cast<int64_t>(weight.size()) != rows * cols ||
       static_cast<int64_t>(hessian.size()) != cols * cols) {
     return absl::InvalidArgumentError(
@@ -68,24 +100,24 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(std::span<const float> weight, int6
   const int64_t groups = cols / group_size;
   const bool per_channel = format.group_size == 0;
 
-  // The caller's H plus ONE working [cols, cols] double buffer (damped, permuted, then factored
-  // in place into U by the solver): 8 cols^2 bytes besides H (6.1 GiB at cols = 28672,
-  // Llama-3-70B's down_proj), and the weight's copies (8 rows cols for the double working copy, 4
-  // rows cols for the float original). The scalar solver adds one more [cols, cols] while
-  // inverting.
-  std::vector<float> original(weight.begin(), weight.end());
+  // Memory besides `hessian` (factored into U in place) and `weight`: one byte per code, the
+  // double working copy of a chunk of rows (GPTQ treats rows independently once U is known) and
+  // O(cols) vectors.
+  std::vector<bool> dead(cols, false);  // an input that is always zero: its column is irrelevant
   std::vector<double> diagonal(cols);
   double mean_diagonal = 0.0;
   for (int64_t i = 0; i < cols; ++i) {
     diagonal[i] = hessian[i * cols + i];
-    if (diagonal[i] <= 0.0) {  // an input that is always zero: its column is irrelevant
+    if (diagonal[i] <= 0.0) {
       diagonal[i] = 1.0;
-      for (int64_t r = 0; r < rows; ++r) original[r * cols + i] = 0.0f;
+      dead[i] = true;
     }
     mean_diagonal += diagonal[i];
   }
   mean_diagonal /= static_cast<double>(cols);
   for (int64_t i = 0; i < cols; ++i) diagonal[i] += options.damp * mean_diagonal;
+  // The weight with the dead inputs' columns zeroed.
+  auto original = [&](int64_t r, int64_t c) { return dead[c] ? 0.0f : weight[r * cols + c]; };
 
   // Column visiting order (act_order: decreasing H_ii, ties by index).
   std::vector<int64_t> order(cols);
@@ -95,20 +127,10 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(std::span<const float> weight, int6
                      [&](int64_t a, int64_t b) { return diagonal[a] > diagonal[b]; });
   }
   const GptqSolver& solver = options.solver != nullptr ? *options.solver : DefaultGptqSolver();
-  std::vector<double> u(cols * cols);
-  for (int64_t i = 0; i < cols; ++i) {
-    const double* source = hessian.data() + order[i] * cols;
-    double* target = u.data() + i * cols;
-    for (int64_t j = 0; j < cols; ++j) target[j] = source[order[j]];
-    target[i] = diagonal[order[i]];
-  }
-  FF_RETURN_IF_ERROR(solver.UpperCholeskyOfInverse(u, cols));
-
-  // Working copy in visiting order.
-  std::vector<double> w(rows * cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t p = 0; p < cols; ++p) w[r * cols + p] = original[r * cols + order[p]];
-  }
+  for (int64_t i = 0; i < cols; ++i) hessian[i * cols + i] = diagonal[i];
+  if (options.act_order) PermuteSymmetric(hessian, cols, order);
+  FF_RETURN_IF_ERROR(solver.UpperCholeskyOfInverse(hessian, cols));
+  const std::span<const double> u = hessian;
 
   QuantizedMatrix out;
   out.rows = rows;
@@ -121,76 +143,89 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(std::span<const float> weight, int6
   const int32_t qmin = MinCode(format);
   const int32_t qmax = MaxCode(format);
 
-  std::vector<GroupParameters> params(groups);
-  std::vector<bool> have_params(groups, false);
-  auto set_params = [&](int64_t g, const std::vector<float>& values) -> absl::Status {
-    FF_ASSIGN_OR_RETURN(params[g],
-                        ParametersOf(values, rows, group_size, format, options.clip_search));
-    have_params[g] = true;
-    for (int64_t r = 0; r < rows; ++r) {
-      out.scales[r * groups + g] = params[g].scale_bits[r];
-      if (!format.symmetric) out.zero_points[r * groups + g] = int8_t(params[g].zero[r]);
-    }
-    return absl::OkStatus();
-  };
-  auto original_group = [&](int64_t g) {
-    std::vector<float> values(rows * group_size);
-    for (int64_t r = 0; r < rows; ++r) {
-      std::copy_n(original.begin() + r * cols + g * group_size, group_size,
-                  values.begin() + r * group_size);
-    }
-    return values;
-  };
-  if (per_channel || options.act_order) {
-    for (int64_t g = 0; g < groups; ++g) FF_RETURN_IF_ERROR(set_params(g, original_group(g)));
-  }
-
+  const int64_t chunk_rows = std::clamp<int64_t>(
+      options.working_rows > 0 ? options.working_rows : kGptqWorkingBytes / (8 * cols), 1, rows);
+  std::vector<double> w;
   std::vector<double> errors;
-  for (int64_t b1 = 0; b1 < cols; b1 += options.block_size) {
-    const int64_t b2 = std::min(cols, b1 + options.block_size);
-    const int64_t width = b2 - b1;
-    errors.assign(rows * width, 0.0);
-    for (int64_t p = b1; p < b2; ++p) {
-      const int64_t col = order[p];
-      const int64_t g = col / group_size;
-      if (!have_params[g]) {
-        // Without act_order columns come in order: the group's columns are all still pending
-        // and hold their error-updated values.
-        // Columns past the block have not received this block's errors yet (lazy update):
-        // add them here so the parameters do not depend on the block size.
-        std::vector<float> values(rows * group_size);
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t c = 0; c < group_size; ++c) {
-            const int64_t j = g * group_size + c;
-            double value = w[r * cols + j];
-            if (j >= b2) {
-              for (int64_t q = b1; q < p; ++q)
-                value -= errors[r * width + (q - b1)] * u[q * cols + j];
-            }
-            values[r * group_size + c] = static_cast<float>(value);
-          }
-        }
-        FF_RETURN_IF_ERROR(set_params(g, values));
-      }
-      const double pivot = u[p * cols + p];
-      for (int64_t r = 0; r < rows; ++r) {
-        const float value = static_cast<float>(w[r * cols + p]);
-        const float scale = params[g].scale[r];
-        const int32_t zero = params[g].zero[r];
-        const int32_t code =
-            std::clamp(static_cast<int32_t>(std::nearbyint(value / scale)) + zero, qmin, qmax);
-        out.codes[r * cols + col] = static_cast<int8_t>(code);
-        const double dequantized = double{scale} * (code - zero);
-        const double error = (w[r * cols + p] - dequantized) / pivot;
-        errors[r * width + (p - b1)] = error;
-        if (error == 0.0) continue;
-        double* row = w.data() + r * cols;
-        const double* u_row = u.data() + p * cols;
-        for (int64_t j = p + 1; j < b2; ++j) row[j] -= error * u_row[j];
-      }
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows) {
+    const int64_t n = std::min(chunk_rows, rows - r0);  // rows r0 .. r0 + n of the weight
+    // Working copy in visiting order.
+    w.resize(n * cols);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t p = 0; p < cols; ++p) w[r * cols + p] = original(r0 + r, order[p]);
     }
-    // The block's errors onto every later column at once.
-    solver.PropagateBlockErrors(errors, rows, width, u, cols, b1, w);
+
+    std::vector<GroupParameters> params(groups);
+    std::vector<bool> have_params(groups, false);
+    auto set_params = [&](int64_t g, const std::vector<float>& values) -> absl::Status {
+      FF_ASSIGN_OR_RETURN(params[g],
+                          ParametersOf(values, n, group_size, format, options.clip_search));
+      have_params[g] = true;
+      for (int64_t r = 0; r < n; ++r) {
+        out.scales[(r0 + r) * groups + g] = params[g].scale_bits[r];
+        if (!format.symmetric) out.zero_points[(r0 + r) * groups + g] = int8_t(params[g].zero[r]);
+      }
+      return absl::OkStatus();
+    };
+    auto original_group = [&](int64_t g) {
+      std::vector<float> values(n * group_size);
+      for (int64_t r = 0; r < n; ++r) {
+        for (int64_t c = 0; c < group_size; ++c) {
+          values[r * group_size + c] = original(r0 + r, g * group_size + c);
+        }
+      }
+      return values;
+    };
+    if (per_channel || options.act_order) {
+      for (int64_t g = 0; g < groups; ++g) FF_RETURN_IF_ERROR(set_params(g, original_group(g)));
+    }
+
+    for (int64_t b1 = 0; b1 < cols; b1 += options.block_size) {
+      const int64_t b2 = std::min(cols, b1 + options.block_size);
+      const int64_t width = b2 - b1;
+      errors.assign(n * width, 0.0);
+      for (int64_t p = b1; p < b2; ++p) {
+        const int64_t col = order[p];
+        const int64_t g = col / group_size;
+        if (!have_params[g]) {
+          // Without act_order columns come in order: the group's columns are all still pending
+          // and hold their error-updated values.
+          // Columns past the block have not received this block's errors yet (lazy update):
+          // add them here so the parameters do not depend on the block size.
+          std::vector<float> values(n * group_size);
+          for (int64_t r = 0; r < n; ++r) {
+            for (int64_t c = 0; c < group_size; ++c) {
+              const int64_t j = g * group_size + c;
+              double value = w[r * cols + j];
+              if (j >= b2) {
+                for (int64_t q = b1; q < p; ++q)
+                  value -= errors[r * width + (q - b1)] * u[q * cols + j];
+              }
+              values[r * group_size + c] = static_cast<float>(value);
+            }
+          }
+          FF_RETURN_IF_ERROR(set_params(g, values));
+        }
+        const double pivot = u[p * cols + p];
+        for (int64_t r = 0; r < n; ++r) {
+          const float value = static_cast<float>(w[r * cols + p]);
+          const float scale = params[g].scale[r];
+          const int32_t zero = params[g].zero[r];
+          const int32_t code =
+              std::clamp(static_cast<int32_t>(std::nearbyint(value / scale)) + zero, qmin, qmax);
+          out.codes[(r0 + r) * cols + col] = static_cast<int8_t>(code);
+          const double dequantized = double{scale} * (code - zero);
+          const double error = (w[r * cols + p] - dequantized) / pivot;
+          errors[r * width + (p - b1)] = error;
+          if (error == 0.0) continue;
+          double* row = w.data() + r * cols;
+          const double* u_row = u.data() + p * cols;
+          for (int64_t j = p + 1; j < b2; ++j) row[j] -= error * u_row[j];
+        }
+      }
+      // The block's errors onto every later column at once.
+      solver.PropagateBlockErrors(errors, n, width, u, cols, b1, w);
+    }
   }
   FF_RETURN_IF_ERROR(out.Validate());
   return out;

@@ -25,8 +25,13 @@
 // is propagated and the result equals RTN's bit for bit.
 //
 // Arithmetic is double. Cost O(k^3 + n k^2), in gptq_solver.h's two steps: OpenBLAS (loaded at
-// first use, multithreaded) when available, else scalar loops. Hessian memory: the caller's H plus
-// one [k, k] working buffer (OpenBLAS factors it in place): 16 k^2 bytes, 12.25 GiB at k = 28672.
+// first use, multithreaded) when available, else scalar loops.
+//
+// Memory: QuantizeGptqInPlace damps, permutes (act_order) and factors the caller's H itself, so
+// GPTQ holds no [k, k] buffer of its own; QuantizeGptq copies H first (8 k^2 bytes, 6.1 GiB at
+// k = 28672). Besides that: the codes (n k bytes) and a double working copy of at most
+// kGptqWorkingBytes of weight rows (rows are independent once U is known: they are quantized
+// chunk by chunk, and the scalar solver's codes do not depend on the chunking).
 #pragma once
 
 #include <cstdint>
@@ -38,12 +43,16 @@
 
 namespace flatfleet::quant {
 
+// The double working copy of the weight rows GPTQ updates at a time.
+inline constexpr int64_t kGptqWorkingBytes = int64_t{256} << 20;
+
 struct GptqOptions {
   double damp = 0.01;
   int64_t block_size = 128;
   bool act_order = false;
   bool clip_search = false;            // choose each group's clip ratio by weight MSE (as for RTN)
   const GptqSolver* solver = nullptr;  // null: DefaultGptqSolver() (OpenBLAS, else scalar)
+  int64_t working_rows = 0;            // rows per working chunk; 0: kGptqWorkingBytes / (8 cols)
 };
 
 // `weight` [rows, cols] row-major, `hessian` [cols, cols] row-major symmetric positive
@@ -53,6 +62,12 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptq(std::span<const float> weight, int6
                                              int64_t cols, std::span<const double> hessian,
                                              const QuantFormat& format,
                                              const GptqOptions& options = {});
+// The same result (bit for bit), with `hessian` as GPTQ's working buffer: on return it holds U
+// (unspecified after an error). For a caller that no longer needs H.
+absl::StatusOr<QuantizedMatrix> QuantizeGptqInPlace(std::span<const float> weight, int64_t rows,
+                                                    int64_t cols, std::span<double> hessian,
+                                                    const QuantFormat& format,
+                                                    const GptqOptions& options = {});
 
 // sum over samples of ||x W^T - x What^T||^2 expressed through H = X^T X:
 // trace((W - What) H (W - What)^T). For comparing quantizers on the same H.

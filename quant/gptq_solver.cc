@@ -17,7 +17,7 @@ absl::Status NotPositiveDefinite(std::string_view what, int64_t column) {
 
 // In-place lower Cholesky factor of a symmetric positive definite [k, k] matrix (the upper
 // triangle is zeroed).
-absl::Status CholeskyLower(std::vector<double>& a, int64_t k, std::string_view what) {
+absl::Status CholeskyLower(std::span<double> a, int64_t k, std::string_view what) {
   for (int64_t j = 0; j < k; ++j) {
     double diagonal = a[j * k + j];
     for (int64_t p = 0; p < j; ++p) diagonal -= a[j * k + p] * a[j * k + p];
@@ -38,28 +38,35 @@ class ScalarSolver final : public GptqSolver {
  public:
   std::string_view name() const override { return "scalar"; }
 
-  absl::Status UpperCholeskyOfInverse(std::vector<double>& h, int64_t k) const override {
+  // Every step overwrites only entries no later step of it reads, so the arithmetic (and its
+  // order) is that of the textbook version with separate L^-1 and H^-1 buffers, in h alone.
+  absl::Status UpperCholeskyOfInverse(std::span<double> h, int64_t k) const override {
     absl::Status status = CholeskyLower(h, k, "Hessian");  // H = L L^T
     if (!status.ok()) return status;
-    // L^-1 (lower), column by column by forward substitution.
-    std::vector<double> inv(k * k, 0.0);
+    // L^-1 (lower) over L, column by column by forward substitution: entry (i, c) needs L's
+    // columns c..i-1 of row i (not yet overwritten: this column is done top down, later columns
+    // not at all) and L^-1's entries (c..i-1, c) (already written).
     for (int64_t c = 0; c < k; ++c) {
-      inv[c * k + c] = 1.0 / h[c * k + c];
+      h[c * k + c] = 1.0 / h[c * k + c];
       for (int64_t i = c + 1; i < k; ++i) {
         double sum = 0.0;
-        for (int64_t p = c; p < i; ++p) sum += h[i * k + p] * inv[p * k + c];
-        inv[i * k + c] = -sum / h[i * k + i];
+        for (int64_t p = c; p < i; ++p) sum += h[i * k + p] * h[p * k + c];
+        h[i * k + c] = -sum / h[i * k + i];
       }
     }
-    // H^-1 = L^-T L^-1, into h (L is no longer needed).
+    // H^-1 = L^-T L^-1 into the upper triangle (zero after the factorisation; L^-1 is lower):
+    // entry (i, j), j <= i, reads L^-1's rows i.. only, and the diagonal (i, i) is written last
+    // in its row, after the row's last read of L^-1 (i, i).
     for (int64_t i = 0; i < k; ++i) {
       for (int64_t j = 0; j <= i; ++j) {
         double sum = 0.0;
-        for (int64_t p = i; p < k; ++p) sum += inv[p * k + i] * inv[p * k + j];
-        h[i * k + j] = h[j * k + i] = sum;
+        for (int64_t p = i; p < k; ++p) sum += h[p * k + i] * h[p * k + j];
+        h[j * k + i] = sum;
       }
     }
-    inv = {};
+    for (int64_t i = 0; i < k; ++i) {
+      for (int64_t j = 0; j < i; ++j) h[i * k + j] = h[j * k + i];
+    }
     status = CholeskyLower(h, k, "inverse Hessian");  // H^-1 = M M^T, U = M^T
     if (!status.ok()) return status;
     for (int64_t i = 0; i < k; ++i) {
@@ -93,7 +100,7 @@ class BlasSolver final : public GptqSolver {
   // triangle is a column-major upper one: dpotrf('U') leaves row-major L with H = L L^T, dpotri
   // turns it into H^-1 (row-major lower), dpotrf('L') of H^-1 leaves row-major upper U with
   // H^-1 = U^T U.
-  absl::Status UpperCholeskyOfInverse(std::vector<double>& h, int64_t k) const override {
+  absl::Status UpperCholeskyOfInverse(std::span<double> h, int64_t k) const override {
     const int n = static_cast<int>(k);
     int info = 0;
     blas_.dpotrf("U", &n, h.data(), &n, &info, 1);

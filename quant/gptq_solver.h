@@ -24,9 +24,10 @@ class GptqSolver {
   virtual std::string_view name() const = 0;
 
   // `h` [k, k] row-major, full symmetric positive definite. On return its upper triangle (j >= i)
-  // holds U; the lower triangle is unspecified. Errors (FailedPrecondition) when H or H^-1 is not
-  // positive definite.
-  virtual absl::Status UpperCholeskyOfInverse(std::vector<double>& h, int64_t k) const = 0;
+  // holds U; the lower triangle is unspecified. In place: no [k, k] buffer besides `h` (both
+  // solvers; tests/quant/gptq_memory_test.cc counts). Errors (FailedPrecondition) when H or H^-1
+  // is not positive definite.
+  virtual absl::Status UpperCholeskyOfInverse(std::span<double> h, int64_t k) const = 0;
 
   // w [rows, k] row-major -= errors [rows, width] times the rows b1..b1+width of u, columns
   // b2..k (b2 = b1 + width).
@@ -35,10 +36,9 @@ class GptqSolver {
                                     std::span<double> w) const = 0;
 };
 
-// Scalar double loops (no dependencies). Holds three [k, k] buffers while inverting.
+// Scalar double loops (no dependencies).
 const GptqSolver& ScalarGptqSolver();
-// OpenBLAS (blas_library.h), multithreaded; null when the library is not available. In place: no
-// buffer besides `h`.
+// OpenBLAS (blas_library.h), multithreaded; null when the library is not available.
 const GptqSolver* BlasGptqSolver();
 // What QuantizeGptq uses when GptqOptions::solver is null: OpenBLAS when it loads, else scalar.
 const GptqSolver& DefaultGptqSolver();

@@ -53,10 +53,12 @@ std::vector<float> InputTransformChain::ApplyToActivations(std::span<const float
 
 std::vector<float> InputTransformChain::TransformWeight(std::span<const float> weight,
                                                         int64_t n) const {
-  std::vector<float> current(weight.begin(), weight.end());
-  for (const auto& transform : transforms_) {
-    std::vector<float> next(static_cast<size_t>(n * transform->out_features()));
-    transform->TransformWeight(current, n, next);
+  if (transforms_.empty()) return std::vector<float>(weight.begin(), weight.end());
+  // The first transform reads `weight` itself: one [n, k] copy less at the peak.
+  std::vector<float> current;
+  for (size_t t = 0; t < transforms_.size(); ++t) {
+    std::vector<float> next(static_cast<size_t>(n * transforms_[t]->out_features()));
+    transforms_[t]->TransformWeight(t == 0 ? weight : std::span<const float>(current), n, next);
     current = std::move(next);
   }
   return current;

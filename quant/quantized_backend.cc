@@ -62,9 +62,8 @@ QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(const Tensor& weight, const T
     : kernels::LinearWeight(weight.dim(0), weight.dim(1)),
       name_(std::move(name)),
       expert_(ParseExpertLinearName(name_).has_value()),
-      weight_(weight),
       kept_float_(kept_float),
-      float_linear_(kernels::cpu::DefaultCpuBackend().PrepareLinear(weight, bias)) {
+      float_linear_(std::make_unique<kernels::cpu::CpuLinearWeight>(weight, bias)) {
   if (bias != nullptr) bias_ = *bias;
 }
 
@@ -95,6 +94,34 @@ std::unique_ptr<QuantizedCpuLinearWeight> QuantizedCpuLinearWeight::FromStored(
   return std::unique_ptr<QuantizedCpuLinearWeight>(new QuantizedCpuLinearWeight(std::move(layer)));
 }
 
+Tensor QuantizedCpuLinearWeight::FloatWeight() const {
+  Tensor weight({out_features(), in_features()});
+  float_linear_->packed().Unpack(weight.span());
+  return weight;
+}
+
+absl::Status QuantizedCpuLinearWeight::QuantizeLocked(const QuantRecipe& recipe,
+                                                      const Tensor& weight, bool last) const {
+  // An expert the router sent few or no calibration tokens to is quantized data-free or by
+  // GPTQ with more dampening (expert_calibration_fallback.h).
+  const ExpertQuantMethod method =
+      expert_ ? ChooseExpertQuantMethod(recipe, calibration_.rows_seen, in_features())
+              : ExpertQuantMethod::kCalibrated;
+  const QuantRecipe effective = ExpertQuantRecipe(recipe, method, calibration_.rows_seen);
+  const bool statistics = !calibration_.empty() && ExpertQuantUsesStatistics(effective, method);
+  std::vector<double>* consumable_gram =
+      last && statistics && !calibration_.raw_gram.empty() ? &calibration_.raw_gram : nullptr;
+  FF_ASSIGN_OR_RETURN(QuantizedLinear layer,
+                      BuildCalibratedLinear(weight, bias_ ? &*bias_ : nullptr, effective,
+                                            statistics ? &calibration_ : nullptr, transforms_,
+                                            consumable_gram));
+  quantized_ = std::move(layer);
+  stale_ = false;
+  quantized_rows_ = calibration_.rows_seen;
+  expert_method_ = method;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
     const QuantRecipe& recipe) const {
   if (!prepare_error_.ok()) return prepare_error_;
@@ -102,20 +129,7 @@ absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
   if (stored_) return &*quantized_;  // immutable once loaded
   std::lock_guard<std::mutex> lock(mutex_);
   if (stale_ || !quantized_) {
-    // An expert the router sent few or no calibration tokens to is quantized data-free or by
-    // GPTQ with more dampening (expert_calibration_fallback.h).
-    const ExpertQuantMethod method =
-        expert_ ? ChooseExpertQuantMethod(recipe, calibration_.rows_seen, in_features())
-                : ExpertQuantMethod::kCalibrated;
-    const QuantRecipe effective = ExpertQuantRecipe(recipe, method, calibration_.rows_seen);
-    const bool statistics = !calibration_.empty() && ExpertQuantUsesStatistics(effective, method);
-    FF_ASSIGN_OR_RETURN(QuantizedLinear layer,
-                        BuildCalibratedLinear(weight_, bias_ ? &*bias_ : nullptr, effective,
-                                              statistics ? &calibration_ : nullptr, transforms_));
-    quantized_ = std::move(layer);
-    stale_ = false;
-    quantized_rows_ = calibration_.rows_seen;
-    expert_method_ = method;
+    FF_RETURN_IF_ERROR(QuantizeLocked(recipe, FloatWeight(), /*last=*/false));
   }
   return &*quantized_;
 }
@@ -131,10 +145,19 @@ ExpertQuantMethod QuantizedCpuLinearWeight::expert_method() const {
 }
 
 absl::Status QuantizedCpuLinearWeight::ReleaseFloat(const QuantRecipe& recipe) {
+  if (!prepare_error_.ok()) return prepare_error_;
   if (kept_float_ || stored_) return absl::OkStatus();
-  FF_RETURN_IF_ERROR(Quantized(recipe).status());
   std::lock_guard<std::mutex> lock(mutex_);
-  weight_ = Tensor();
+  if (stale_ || !quantized_) {
+    // One float copy at a time: the row-major weight replaces the packed handle.
+    const Tensor weight = FloatWeight();
+    float_linear_.reset();
+    if (absl::Status status = QuantizeLocked(recipe, weight, /*last=*/true); !status.ok()) {
+      prepare_error_ = status;
+      calibration_ = ActivationCalibration();
+      return status;
+    }
+  }
   bias_.reset();
   float_linear_.reset();
   calibration_ = ActivationCalibration();

@@ -2,10 +2,11 @@
 // a quantization recipe (recipes.h) and every other op (norms, rotary, attention, pointwise,
 // embedding lookup) through the float32 CPU backend. The model code runs on it unchanged.
 //
-// PrepareLinear keeps the float weight and quantizes it (QuantizedLinear); Linear quantizes the
-// activations on the fly. Linears whose name the keep-float filter matches (the model's LM head
-// and MoE routers; float_linear_filter.h) run in float32; the unnamed legacy PrepareLinear
-// passes an empty name.
+// PrepareLinear keeps the float weight (once: the packed cpu-f32 handle that calibration and
+// kept-float layers run on; the quantizer reads it unpacked) and quantizes it (QuantizedLinear);
+// Linear quantizes the activations on the fly. Linears whose name the keep-float filter matches
+// (the model's LM head and MoE routers; float_linear_filter.h) run in float32; the unnamed legacy
+// PrepareLinear passes an empty name.
 //
 // Modes (set_mode), for calibration and tests:
 //   kQuantized        the quantized layer (default);
@@ -68,9 +69,11 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   bool is_expert() const { return expert_; }
   int64_t quantized_rows() const;
   ExpertQuantMethod expert_method() const;
-  // Quantizes (if calibration changed) and then drops the float weight, the float handle and
-  // the calibration statistics: the layer runs quantized only from then on, like a stored one
-  // (layer-by-layer quantization frees a layer's float copies one linear at a time).
+  // Quantizes (if calibration changed) and then drops the float handle and the calibration
+  // statistics: the layer runs quantized only from then on, like a stored one (layer-by-layer
+  // quantization frees a layer's float copies one linear at a time). This last quantization
+  // frees the float handle before it starts and hands GPTQ the calibration's Gram to factor in
+  // place; if it fails, the layer is left failed (prepare_error()).
   absl::Status ReleaseFloat(const QuantRecipe& recipe);
 
  private:
@@ -79,14 +82,21 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   explicit QuantizedCpuLinearWeight(QuantizedLinear stored);
   QuantizedCpuLinearWeight(int64_t out_features, int64_t in_features, absl::Status error);
 
+  // The float weight [out, in] row-major, unpacked from float_linear_.
+  Tensor FloatWeight() const;
+  // (Re)builds quantized_ from `weight` and the calibration; mutex_ held. `last`: the calibration
+  // is not needed afterwards (its Gram may be consumed).
+  absl::Status QuantizeLocked(const QuantRecipe& recipe, const Tensor& weight, bool last) const;
+
   std::string name_;
   bool expert_ = false;
-  Tensor weight_;
   std::optional<Tensor> bias_;
   bool kept_float_;
   bool stored_ = false;
   absl::Status prepare_error_;
-  std::unique_ptr<kernels::LinearWeight> float_linear_;  // cpu-f32 handle of the original
+  // The cpu-f32 handle calibration runs on: the only float copy of the weight (packed; the
+  // row-major weight the quantizer reads is unpacked from it when it is needed).
+  std::unique_ptr<kernels::cpu::CpuLinearWeight> float_linear_;
   InputTransformChain transforms_;  // the recipe's data-independent online transforms
 
   mutable std::mutex mutex_;

@@ -96,7 +96,7 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
                                                         const QuantRecipe& recipe,
                                                         const ActivationCalibration* calibration,
                                                         InputTransformChain transforms,
-                                                        const std::vector<double>* hessian) {
+                                                        GptqHessian hessian) {
   if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
   const QuantSpec& spec = recipe.spec;
   QuantizedLinear layer;
@@ -157,10 +157,10 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
 
   weight_format.group_size = EffectiveGroupSize(spec.weight.group_size, k);
   if (spec.weight_quantizer == WeightQuantizer::kGptq) {
-    if (hessian == nullptr) {
+    if (hessian.empty()) {
       return absl::FailedPreconditionError("GPTQ needs calibration data (the inputs' X^T X)");
     }
-    if (static_cast<int64_t>(hessian->size()) != k * k) {
+    if (hessian.size() != k * k) {
       return absl::InvalidArgumentError("GPTQ Hessian does not match the layer's inputs");
     }
     GptqOptions options;
@@ -168,9 +168,15 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
     options.block_size = spec.gptq.block_size;
     options.act_order = spec.gptq.act_order;
     options.clip_search = recipe.weight_clip_search;
-    FF_ASSIGN_OR_RETURN(
-        layer.weight_,
-        QuantizeGptqOnSelectedDevice(layer.folded_weight_, n, k, *hessian, weight_format, options));
+    if (hessian.consumed != nullptr) {
+      FF_ASSIGN_OR_RETURN(layer.weight_, QuantizeGptqInPlaceOnSelectedDevice(
+                                             layer.folded_weight_, n, k, *hessian.consumed,
+                                             weight_format, options));
+    } else {
+      FF_ASSIGN_OR_RETURN(layer.weight_,
+                          QuantizeGptqOnSelectedDevice(layer.folded_weight_, n, k, *hessian.read,
+                                                       weight_format, options));
+    }
   } else if (recipe.weight_clip_search) {
     FF_ASSIGN_OR_RETURN(ClipSearchResult searched,
                         QuantizeRtnWithClipSearch(layer.folded_weight_, n, k, weight_format));

@@ -89,6 +89,27 @@ struct QuantizedLinearParts {
   std::vector<float> output_shift;
 };
 
+// GPTQ's [K, K] Hessian X^T X for QuantizedLinear::Create, either read (GPTQ copies it into its
+// working buffer: 8 K^2 bytes more) or handed over (`consumed`: factored in place, unspecified
+// afterwards; for a Hessian the caller no longer needs).
+struct GptqHessian {
+  GptqHessian() = default;
+  GptqHessian(const std::vector<double>* read) : read(read) {}  // NOLINT: implicit on purpose
+  static GptqHessian Consume(std::vector<double>& scratch) {
+    GptqHessian hessian;
+    hessian.consumed = &scratch;
+    return hessian;
+  }
+  const std::vector<double>* read = nullptr;
+  std::vector<double>* consumed = nullptr;
+  int64_t size() const {
+    return static_cast<int64_t>(consumed != nullptr ? consumed->size()
+                                : read != nullptr   ? read->size()
+                                                    : 0);
+  }
+  bool empty() const { return read == nullptr && consumed == nullptr; }
+};
+
 class QuantizedLinear {
  public:
   // `weight` [out, in], `bias` [out] or null. `calibration` (of this layer's transformed inputs)
@@ -100,7 +121,7 @@ class QuantizedLinear {
                                                 const QuantRecipe& recipe,
                                                 const ActivationCalibration* calibration,
                                                 InputTransformChain transforms,
-                                                const std::vector<double>* hessian = nullptr);
+                                                GptqHessian hessian = {});
   // As above with the recipe's own data-independent transforms.
   static absl::StatusOr<QuantizedLinear> Create(const Tensor& weight, const Tensor* bias,
                                                 const QuantRecipe& recipe,

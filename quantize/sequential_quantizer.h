@@ -18,10 +18,11 @@
 //   model.safetensors.index.json, and move the directory into place atomically.
 //
 // Peak memory (docs/QUANTIZATION.md states and measures it): one layer's float32 weights held
-// three times (the widened weight, the float handle calibration runs on, the quantized layer's
-// folded weight) plus one byte per code, plus the calibration statistics of that layer (GPTQ:
-// in_features^2 doubles per linear), plus the hidden states (a few P x hidden float32 arrays);
-// never the whole model.
+// once (the float handle calibration runs on), plus, for the one linear being quantized, its
+// row-major weight (unpacked from its handle, which is freed first), folded weight and codes,
+// plus the calibration statistics of that layer (GPTQ: in_features^2 doubles per linear,
+// factored in place by GPTQ), plus the hidden states (a few P x hidden float32 arrays); never
+// the whole model.
 //
 // Sparse-MoE experts: each expert's routed calibration tokens are counted; an expert linear with
 // too few is quantized data-free, or by GPTQ with more dampening

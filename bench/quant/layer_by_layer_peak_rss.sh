@@ -23,38 +23,80 @@ case $arch in
   tiny) hidden=256 inter=688 q=256 kv=128 ;;
   *) echo "unknown arch $arch" >&2; exit 2 ;;
 esac
+# The bound of docs/QUANTIZATION.md ("Peak memory"): the largest of what the steps of one layer
+# hold, plus the activations and a margin.
 # F: one layer's float32 weight bytes; Fmax: its largest linear (the stacked gate|up).
 F=$(( 4 * (hidden * (q + 2 * kv) + q * hidden + 3 * hidden * inter) ))
 Fmax=$(( 4 * 2 * inter * hidden ))
 # Activations: P x hidden float32 hidden states (input, output, the window's embedding table and
 # its tied LM head twice) plus one forward's workspace; margin 512 MiB (binary, allocator,
-# statistics of the non-GPTQ recipes, the float tensors streamed through the writer).
+# the float tensors streamed through the writer).
 activations=$(( tokens * (6 * hidden + 4 * (q + 2 * kv) + 6 * inter) * 4 ))
 margin=$(( 512 * 1024 * 1024 ))
-# GPTQ recipes add S_gptq (docs/QUANTIZATION.md, "GPTQ memory and solvers"): at linear j (model
-# order qkv, o, gate|up, down) the Grams not yet freed, 8 sum_{i>=j} in_i^2, plus the solver's
-# buffer 8 in_j^2 and the weight copies 12 out_j in_j; the maximum over j.
-gptq=0
-case $recipe in
-  *gptq*)
-    set -- "$hidden $(( q + 2 * kv ))" "$q $hidden" "$hidden $(( 2 * inter ))" "$inter $hidden"
-    j=0
-    for linear in "$@"; do
-      j=$(( j + 1 ))
-      grams=0 i=0
-      for pair in "$@"; do
-        i=$(( i + 1 ))
-        [ "$i" -ge "$j" ] || continue
-        in_i=${pair% *}
-        grams=$(( grams + 8 * in_i * in_i ))
-      done
-      in_j=${linear% *} out_j=${linear#* }
-      at=$(( grams + 8 * in_j * in_j + 12 * out_j * in_j ))
-      [ "$at" -le "$gptq" ] || gptq=$at
-    done
-    ;;
-esac
-bound=$(( F * 3 + Fmax + activations + margin + gptq ))
+case $recipe in *gptq*) gram=1 ;; *) gram=0 ;; esac
+case $recipe in *flatquant*) flat=1 ;; *) flat=0 ;; esac
+# The linears in model order (qkv, o, gate|up, down) as "in out". Statistics of linear i:
+# its Gram 8 in_i^2 (GPTQ), its raw row sample 4 * 256 in_i and O(in_i) maxima.
+set -- "$hidden $(( q + 2 * kv ))" "$q $hidden" "$hidden $(( 2 * inter ))" "$inter $hidden"
+stats_of() { echo $(( gram * 8 * $1 * $1 + 4 * 256 * $1 + 16 * $1 )); }
+# Loading: the layer's mapped bf16 pages (F / 2), the float handles built so far (F) and the
+# linear being prepared: its parts stacked in bf16 (Fmax / 2) and widened (Fmax).
+load=$(( F / 2 + F + 3 * Fmax / 2 ))
+# Calibrating: the float handles and every linear's statistics.
+stats=0
+for linear in "$@"; do stats=$(( stats + $(stats_of "${linear% *}") )); done
+calibrate=$(( F + stats ))
+# Quantizing linear j: the other linears' handles or codes (< F - F_j), its weight unpacked from
+# its handle (freed first), its folded copy and codes, twice for integer-scale recipes (the
+# QuantizedMatrix and IntegerScaledWeight's copy): 5/2 F_j; the statistics not yet freed
+# (linears j and later; GPTQ factors the Gram in place) and the quantizer's own working memory:
+# GPTQ's double rows, at most 256 MiB (and a rotated recipe's transformed Hessian); FlatQuant's
+# training (flat_quant_trainer.h: the loss in
+# chunks of 4 Mi weight values, six double arrays of them, and 64-row steps).
+quantize=0 j=0 worst=""
+for linear in "$@"; do
+  j=$(( j + 1 ))
+  in_j=${linear% *} out_j=${linear#* }
+  held=0 i=0
+  for later in "$@"; do
+    i=$(( i + 1 ))
+    [ "$i" -ge "$j" ] || continue
+    held=$(( held + $(stats_of "${later% *}") ))
+  done
+  working=0
+  if [ "$gram" -eq 1 ]; then
+    working=$(( 8 * out_j * in_j ))
+    [ "$working" -le $(( 256 * 1024 * 1024 )) ] || working=$(( 256 * 1024 * 1024 ))
+    # A rotated recipe forms its transformed Hessian: 4 in_j^2 bytes beyond the Gram at once.
+    case $recipe in *hadamard*) working=$(( working + 4 * in_j * in_j )) ;; esac
+  fi
+  if [ "$flat" -eq 1 ]; then
+    working=$(( 8 * (6 * 4 * 1024 * 1024 + 24 * 64 * in_j + 3 * 64 * out_j) ))
+  fi
+  at=$(( F + 3 * 4 * out_j * in_j / 2 + held + working ))
+  if [ "$at" -gt "$quantize" ]; then quantize=$at worst=$j; fi
+done
+steps=$load
+[ "$calibrate" -le "$steps" ] || steps=$calibrate
+[ "$quantize" -le "$steps" ] || steps=$quantize
+bound=$(( steps + activations + margin ))
+
+# Prints the terms and the bound (and the peak, when given).
+report() {
+  awk -v f="$F" -v m="$Fmax" -v p="${1:-0}" -v b="$bound" -v l="$load" -v c="$calibrate" \
+      -v q="$quantize" -v w="$worst" -v s="$stats" 'BEGIN {
+    g = 1073741824
+    printf "layer float32 F = %.2f GiB, largest linear Fmax = %.2f GiB, statistics %.2f GiB\n", f / g, m / g, s / g
+    printf "steps: load %.2f GiB, calibrate %.2f GiB, quantize %.2f GiB (linear %d)\n", l / g, c / g, q / g, w
+    if (p > 0) printf "peak RSS %.2f GiB, ", p / g
+    printf "bound max(steps) + activations + 512 MiB = %.2f GiB\n", b / g
+  }'
+}
+# PEAK_RSS_BOUND_ONLY=1: the bound alone, nothing run.
+if [ -n "${PEAK_RSS_BOUND_ONLY:-}" ]; then
+  report
+  exit 0
+fi
 
 start=$(date +%s)
 "$flatfleet" make-checkpoint --arch "$arch" --layers "$layers" --vocab "$vocab" --random \
@@ -64,12 +106,7 @@ made=$(date +%s)
     --calib-tokens "$tokens" --calib-length 32 --out "$work/q" > "$work/rss.txt"
 quantized=$(date +%s)
 peak=$(sed -n 's/^peak_rss_bytes //p' "$work/rss.txt")
-awk -v f="$F" -v m="$Fmax" -v p="$peak" -v b="$bound" -v s="$gptq" 'BEGIN {
-  g = 1073741824
-  if (s > 0) printf "GPTQ statistics and solver S_gptq = %.2f GiB\n", s / g
-  printf "layer float32 F = %.2f GiB, largest linear Fmax = %.2f GiB\n", f / g, m / g
-  printf "peak RSS %.2f GiB, bound 3 F + Fmax + activations + 512 MiB + S_gptq = %.2f GiB\n", p / g, b / g
-}'
+report "$peak"
 echo "make-checkpoint $((made - start)) s, quantize $((quantized - made)) s ($layers layers)"
 if [ "$peak" -gt "$bound" ]; then
   echo "FAIL: peak RSS above the bound" >&2

@@ -127,6 +127,14 @@ PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, const float* bi
   if (bias != nullptr) bias_.assign(bias, bias + n);
 }
 
+void PackedMatrix::Unpack(std::span<float> w) const {
+  for (int64_t row = 0; row < n_; ++row) {
+    const float* panel = data_.data() + (row / kPanelWidth) * k_ * kPanelWidth;
+    const int64_t lane = row % kPanelWidth;
+    for (int64_t i = 0; i < k_; ++i) w[row * k_ + i] = panel[i * kPanelWidth + lane];
+  }
+}
+
 void Gemm(const float* x, int64_t m, const PackedMatrix& w, float* y) {
   if (m <= 0) return;
   const int64_t panels = w.num_panels();

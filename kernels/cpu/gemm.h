@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace flatfleet::kernels::cpu {
@@ -21,6 +22,8 @@ class PackedMatrix {
   int64_t num_panels() const { return (n_ + kPanelWidth - 1) / kPanelWidth; }
   const float* panel(int64_t p) const { return data_.data() + p * k_ * kPanelWidth; }
   const float* bias() const { return bias_.empty() ? nullptr : bias_.data(); }
+  // W back as row-major [n, k] (the values packing moved, bit for bit), into `w`.
+  void Unpack(std::span<float> w) const;
 
  private:
   int64_t n_;

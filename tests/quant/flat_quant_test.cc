@@ -190,6 +190,34 @@ TEST_F(FlatQuantTest, OutputChannelSubsetGradientMatchesFiniteDifferences) {
   EXPECT_FALSE(objective->Evaluate(params, QuantizerMode::kSte, nullptr, nullptr, bad).ok());
 }
 
+TEST_F(FlatQuantTest, ChunkedLossIsTheFullObjectivesBitForBit) {
+  // Loss (what training judges the initial and final transforms by) against Evaluate's loss, in
+  // chunks of 1, 3 and all output channels (out = 11: a short last chunk), grouped weights.
+  const int64_t n1 = 3, n2 = 4, n = n1 * n2, m = 9, out = 11;
+  const std::vector<float> x = Gaussian(m * n), w = Gaussian(out * n);
+  FlatQuantProblem problem{.inputs = x,
+                           .rows = m,
+                           .weight = w,
+                           .out_features = out,
+                           .in_features = n,
+                           .activation_bits = 4,
+                           .weight_bits = 3,
+                           .weight_group_size = 6};
+  auto objective = FlatQuantObjective::Create(problem);
+  ASSERT_TRUE(objective.ok()) << objective.status();
+  const FlatQuantParams params = RandomParams(n1, n2, 0);
+  auto full = objective->Evaluate(params, QuantizerMode::kSte);
+  ASSERT_TRUE(full.ok()) << full.status();
+  for (int64_t chunk_rows : {1, 3, 100}) {
+    auto chunked = objective->Loss(params, chunk_rows * n);
+    ASSERT_TRUE(chunked.ok()) << chunked.status();
+    EXPECT_EQ(*chunked, full->loss) << chunk_rows << " rows per chunk";
+  }
+  FlatQuantParams singular = params;
+  std::fill(singular.p1.begin(), singular.p1.end(), 0.0);
+  EXPECT_FALSE(objective->Loss(singular).ok());
+}
+
 TEST_F(FlatQuantTest, SaveLoadRoundTripsAndPreservesTheLayer) {
   const int64_t n1 = UniformInt(2, 6), n2 = UniformInt(2, 6), n = n1 * n2, m = 4, out = 3;
   auto transform = FlatQuantInputTransform::FromParams(RandomParams(n1, n2, 0));
