@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/safetensors.h"
+#include "common/safetensors_index.h"
 #include "common/shape_string.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
@@ -14,30 +15,6 @@ namespace {
 
 constexpr char kSingleFileName[] = "model.safetensors";
 constexpr char kIndexFileName[] = "model.safetensors.index.json";
-
-absl::StatusOr<std::string> ReadWholeFile(const std::filesystem::path& path) {
-  std::FILE* stream = std::fopen(path.c_str(), "rb");
-  if (stream == nullptr) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open"));
-  std::string contents;
-  char buffer[1 << 16];
-  size_t read;
-  while ((read = std::fread(buffer, 1, sizeof(buffer), stream)) > 0) contents.append(buffer, read);
-  const bool failed = std::ferror(stream) != 0;
-  std::fclose(stream);
-  if (failed) return absl::DataLossError(absl::StrCat(path.string(), ": read error"));
-  return contents;
-}
-
-// Shard names come from the index file and must stay inside the checkpoint directory.
-bool IsContainedRelativePath(const std::filesystem::path& shard) {
-  if (shard.empty() || shard.is_absolute() || shard.has_root_name() || shard.has_root_directory()) {
-    return false;
-  }
-  for (const auto& component : shard) {
-    if (component == "..") return false;
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -72,42 +49,21 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(const std::filesy
   }
 
   const std::string index_name = index_path.string();
-  FF_ASSIGN_OR_RETURN(std::string index_text, ReadWholeFile(index_path));
-  FF_ASSIGN_OR_RETURN(nlohmann::json index, ParseStrictJson(index_text, index_name));
-  if (!index.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(index_name, ": not a JSON object"));
-  }
-  auto weight_map = index.find("weight_map");
-  if (weight_map == index.end() || !weight_map->is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(index_name, ": missing or non-object 'weight_map'"));
-  }
-  // Tensor name -> shard file name, and each distinct shard opened once.
-  std::map<std::string, std::string> shard_of_tensor;
+  FF_ASSIGN_OR_RETURN(SafetensorsIndex index, ReadSafetensorsIndex(index_path));
+  // Each distinct shard opened once.
   std::map<std::string, SafetensorsFile*> open_shards;
   const std::filesystem::path directory = index_path.parent_path();
-  for (const auto& [tensor, shard_json] : weight_map->items()) {
-    if (!shard_json.is_string()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(index_name, ": weight_map entry of tensor '", tensor, "' is not a string"));
-    }
-    const std::string& shard = shard_json.get_ref<const std::string&>();
-    if (!IsContainedRelativePath(shard)) {
-      return absl::InvalidArgumentError(absl::StrCat(index_name, ": shard '", shard,
-                                                     "' of tensor '", tensor,
-                                                     "' escapes the checkpoint directory"));
-    }
-    shard_of_tensor.emplace(tensor, shard);
-    if (open_shards.contains(shard)) continue;
-    auto file = SafetensorsFile::Open(directory / shard);
+  for (const SafetensorsIndexShard& shard : index.shards) {
+    auto file = SafetensorsFile::Open(directory / shard.file);
     if (!file.ok()) {
       return absl::Status(file.status().code(),
-                          absl::StrCat(index_name, ": shard '", shard, "' of tensor '", tensor,
-                                       "': ", file.status().message()));
+                          absl::StrCat(index_name, ": shard '", shard.file, "' of tensor '",
+                                       shard.first_tensor, "': ", file.status().message()));
     }
-    open_shards.emplace(shard, file->get());
+    open_shards.emplace(shard.file, file->get());
     store->files_.push_back(*std::move(file));
   }
+  const std::map<std::string, std::string>& shard_of_tensor = index.shard_of_tensor;
   // Every tensor of every shard must be listed in the index, for exactly that shard.
   for (const auto& file : store->files_) {
     for (const TensorInfo& tensor : file->tensors()) {

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/safetensors_index.h"
 #include "common/shape_string.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
@@ -49,48 +50,6 @@ absl::StatusOr<std::string> ReadText(const fs::path& path) {
   text << in.rdbuf();
   if (in.bad()) return absl::DataLossError(absl::StrCat(path.string(), ": read error"));
   return text.str();
-}
-
-// Relative, inside the directory (as WeightStore requires of index shards).
-bool IsContainedRelativePath(const fs::path& file) {
-  if (file.empty() || file.is_absolute() || file.has_root_name() || file.has_root_directory()) {
-    return false;
-  }
-  for (const auto& component : file) {
-    if (component == "..") return false;
-  }
-  return true;
-}
-
-// The shards model.safetensors.index.json names, each once, in first-seen order.
-absl::StatusOr<std::vector<std::string>> IndexShards(const fs::path& index_path) {
-  const std::string index_name = index_path.string();
-  FF_ASSIGN_OR_RETURN(std::string text, ReadText(index_path));
-  FF_ASSIGN_OR_RETURN(nlohmann::json index, ParseStrictJson(text, index_name));
-  if (!index.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(index_name, ": not a JSON object"));
-  }
-  auto weight_map = index.find("weight_map");
-  if (weight_map == index.end() || !weight_map->is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(index_name, ": missing or non-object 'weight_map'"));
-  }
-  std::vector<std::string> shards;
-  std::set<std::string> seen;
-  for (const auto& [tensor, shard_json] : weight_map->items()) {
-    if (!shard_json.is_string()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(index_name, ": weight_map entry of tensor '", tensor, "' is not a string"));
-    }
-    const std::string& shard = shard_json.get_ref<const std::string&>();
-    if (!IsContainedRelativePath(shard)) {
-      return absl::InvalidArgumentError(absl::StrCat(index_name, ": shard '", shard,
-                                                     "' of tensor '", tensor,
-                                                     "' escapes the checkpoint directory"));
-    }
-    if (seen.insert(shard).second) shards.push_back(shard);
-  }
-  return shards;
 }
 
 bool IsFloat(DType dtype) {
@@ -556,7 +515,9 @@ absl::StatusOr<CheckpointShapes> ReadCheckpointShapes(const fs::path& dir) {
     shapes.manifest = *std::move(manifest);
     files = shapes.manifest->tensor_files;
   } else if (fs::exists(dir / "model.safetensors.index.json", error)) {
-    FF_ASSIGN_OR_RETURN(files, IndexShards(dir / "model.safetensors.index.json"));
+    FF_ASSIGN_OR_RETURN(SafetensorsIndex index,
+                        ReadSafetensorsIndex(dir / "model.safetensors.index.json"));
+    for (const SafetensorsIndexShard& shard : index.shards) files.push_back(shard.file);
   } else if (fs::exists(dir / "model.safetensors", error)) {
     files = {"model.safetensors"};
   } else {

@@ -1,0 +1,75 @@
+#include "common/safetensors_index.h"
+
+#include <cstdio>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/strict_json.h"
+
+namespace flatfleet {
+namespace {
+
+absl::StatusOr<std::string> ReadWholeFile(const std::filesystem::path& path) {
+  std::FILE* stream = std::fopen(path.c_str(), "rb");
+  if (stream == nullptr) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open"));
+  std::string contents;
+  char buffer[1 << 16];
+  size_t read;
+  while ((read = std::fread(buffer, 1, sizeof(buffer), stream)) > 0) contents.append(buffer, read);
+  const bool failed = std::ferror(stream) != 0;
+  std::fclose(stream);
+  if (failed) return absl::DataLossError(absl::StrCat(path.string(), ": read error"));
+  return contents;
+}
+
+// Shard names come from the index file and must stay inside the checkpoint directory.
+bool IsContainedRelativePath(const std::filesystem::path& shard) {
+  if (shard.empty() || shard.is_absolute() || shard.has_root_name() || shard.has_root_directory()) {
+    return false;
+  }
+  for (const auto& component : shard) {
+    if (component == "..") return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<SafetensorsIndex> ReadSafetensorsIndex(const std::filesystem::path& index_path) {
+  FF_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(index_path));
+  return ParseSafetensorsIndex(text, index_path.string());
+}
+
+absl::StatusOr<SafetensorsIndex> ParseSafetensorsIndex(std::string_view text,
+                                                       std::string_view source_name) {
+  const std::string index_name(source_name);
+  FF_ASSIGN_OR_RETURN(nlohmann::json index, ParseStrictJson(text, index_name));
+  if (!index.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(index_name, ": not a JSON object"));
+  }
+  auto weight_map = index.find("weight_map");
+  if (weight_map == index.end() || !weight_map->is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(index_name, ": missing or non-object 'weight_map'"));
+  }
+  SafetensorsIndex result;
+  std::set<std::string> seen;
+  for (const auto& [tensor, shard_json] : weight_map->items()) {
+    if (!shard_json.is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_name, ": weight_map entry of tensor '", tensor, "' is not a string"));
+    }
+    const std::string& shard = shard_json.get_ref<const std::string&>();
+    if (!IsContainedRelativePath(shard)) {
+      return absl::InvalidArgumentError(absl::StrCat(index_name, ": shard '", shard,
+                                                     "' of tensor '", tensor,
+                                                     "' escapes the checkpoint directory"));
+    }
+    if (seen.insert(shard).second) result.shards.push_back({shard, tensor});
+    result.shard_of_tensor.emplace(tensor, shard);
+  }
+  return result;
+}
+
+}  // namespace flatfleet
