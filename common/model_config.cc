@@ -1,12 +1,12 @@
 #include "common/model_config.h"
 
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <optional>
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "common/read_whole_file.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
 
@@ -256,15 +256,7 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::filesystem::path& dir_or_
   std::error_code error;
   std::filesystem::path path = dir_or_file;
   if (std::filesystem::is_directory(path, error)) path /= "config.json";
-  std::FILE* stream = std::fopen(path.c_str(), "rb");
-  if (stream == nullptr) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open"));
-  std::string text;
-  char buffer[1 << 14];
-  size_t read;
-  while ((read = std::fread(buffer, 1, sizeof(buffer), stream)) > 0) text.append(buffer, read);
-  const bool failed = std::ferror(stream) != 0;
-  std::fclose(stream);
-  if (failed) return absl::DataLossError(absl::StrCat(path.string(), ": read error"));
+  FF_ASSIGN_OR_RETURN(const std::string text, ReadWholeFile(path));
   return ParseModelConfig(text, path.string());
 }
 

@@ -1,14 +1,13 @@
 #include "worker/quantized/rank_memory_estimate.h"
 
 #include <algorithm>
-#include <fstream>
 #include <set>
-#include <sstream>
 #include <system_error>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/read_whole_file.h"
 #include "common/safetensors_index.h"
 #include "common/shape_string.h"
 #include "common/status_macros.h"
@@ -41,15 +40,6 @@ constexpr int64_t kCpuWorkerKvBlocks = 1024;
 
 int64_t RoundUp(int64_t value, int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
-}
-
-absl::StatusOr<std::string> ReadText(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open"));
-  std::stringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path.string(), ": read error"));
-  return text.str();
 }
 
 bool IsFloat(DType dtype) {
@@ -506,7 +496,7 @@ absl::StatusOr<CheckpointShapes> ReadCheckpointShapes(const fs::path& dir) {
   std::vector<std::string> files;
   const fs::path manifest_path = dir / std::string(kQuantizationJsonName);
   if (fs::exists(manifest_path, error)) {
-    FF_ASSIGN_OR_RETURN(std::string text, ReadText(manifest_path));
+    FF_ASSIGN_OR_RETURN(std::string text, ReadWholeFile(manifest_path));
     absl::StatusOr<QuantizedCheckpointManifest> manifest = ParseQuantizedCheckpointManifest(text);
     if (!manifest.ok()) {
       return absl::Status(manifest.status().code(),
