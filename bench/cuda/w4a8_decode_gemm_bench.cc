@@ -20,6 +20,13 @@
 //                            half at m = 1, 4, 8, 16; kernel 0 also times cuBLASLt bf16 and cuBLAS
 //                            INT8 on the shape in the same process (counters bf16_us, int8_us,
 //                            and the speed-ups x_bf16, x_int8 over them; us is this kernel's mean).
+//   BM_W4A8FragmentGemm      GemmW4A8Fragment (w4a8_fragment_gemm.h): config 0 = kAuto's
+//                            configuration, else split * 100 + blocks per warp * 10 + ring depth,
+//                            on every real layer
+//                            and TP2 half; config 0 also times cuBLASLt bf16, cuBLAS INT8 and the
+//                            previous W4A8 path (GemmW4A8Decode kAuto up to 16 rows, GemmW4A8Midm
+//                            kAuto above) in the same process (bf16_us, int8_us, previous_us and
+//                            the speed-ups x_bf16, x_int8, x_previous).
 // All are memory-bound: reported as weight bytes per second (INT4: packed codes + FP16 scales;
 // INT8: codes + scales; bf16: 2 n k) and as a fraction of 4.3 TB/s. The L2 is flushed (by reading a
 // buffer of twice its size) before every timed call, so the weights come from HBM as in a decode
@@ -38,6 +45,9 @@
 #include "kernels/cuda/bias_add.h"
 #include "kernels/cuda/int8_gemm.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
+#include "kernels/cuda/w4a8_fragment_gemm.h"
+#include "kernels/cuda/w4a8_fragment_layout.h"
+#include "kernels/cuda/w4a8_midm_gemm.h"
 #include "kernels/cuda/w8a8_decode_gemm.h"
 
 namespace {
@@ -454,6 +464,112 @@ void PipelinedShapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k", "kernel"});
 }
 
+// Args: m, n, k, config (0: kAuto's configuration; else split * 100 + blocks per warp * 10 + ring
+// depth). See the file comment.
+void BM_W4A8FragmentGemm(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const int64_t which = state.range(3);
+  namespace cuda = flatfleet::cuda;
+  const L2Flush flush;
+  double bf16_us = -1, int8_us = -1, previous_us = -1;
+  if (which == 0) {
+    bf16_us = CublasLtBf16Micros(flush, m, n, k);
+    int8_us = CublasInt8Micros(flush, m, n, k);
+  }
+  const W4A8Problem problem(m, n, k);
+  void* fragments = nullptr;
+  void* fragment_scales = nullptr;
+  void* partials = nullptr;
+  void* counters = nullptr;
+  const int64_t partial_floats = cuda::W4A8FragmentPartialFloats(m, n, cuda::kW4A8FragmentMaxSplit);
+  const bool allocated =
+      problem.ok() &&
+      cudaMalloc(&fragments, cuda::W4A8FragmentWordCount(n, k) * 4) == cudaSuccess &&
+      cudaMalloc(&fragment_scales, cuda::W4A8FragmentScaleWordCount(n, k, kGroupSize) * 4) ==
+          cudaSuccess &&
+      cudaMalloc(&partials, partial_floats * 4) == cudaSuccess &&
+      cudaMalloc(&counters, cuda::W4A8FragmentCounterCount(n) * 4) == cudaSuccess &&
+      cudaMemset(counters, 0, cuda::W4A8FragmentCounterCount(n) * 4) == cudaSuccess;
+  auto free_all = [&] {
+    for (void* p : {fragments, fragment_scales, partials, counters}) cudaFree(p);
+  };
+  if (!allocated) {
+    free_all();
+    state.SkipWithError("out of device memory");
+    return;
+  }
+  if (!cuda::PackW4A8Fragments({.n = n,
+                                .k = k,
+                                .group_size = kGroupSize,
+                                .words = static_cast<const uint32_t*>(problem.w),
+                                .scales = static_cast<const uint16_t*>(problem.w_scales)},
+                               static_cast<uint32_t*>(fragments),
+                               static_cast<uint32_t*>(fragment_scales), nullptr)
+           .ok()) {
+    free_all();
+    state.SkipWithError("repack failed");
+    return;
+  }
+  if (which == 0) {  // the previous path on the same operands
+    if (m <= 16) {
+      auto previous = problem.FusedBf16Operands<cuda::DeviceW4A8DecodeGemm>(m, n, k);
+      previous_us = ColdMicros(flush, [&] { return cuda::GemmW4A8Decode(previous, nullptr).ok(); });
+    } else {
+      auto previous = problem.FusedBf16Operands<cuda::DeviceW4A8MidmGemm>(m, n, k);
+      previous_us = ColdMicros(flush, [&] { return cuda::GemmW4A8Midm(previous, nullptr).ok(); });
+    }
+  }
+  cuda::DeviceW4A8FragmentGemm args;
+  args.m = m;
+  args.n = n;
+  args.k = k;
+  args.group_size = kGroupSize;
+  args.x_codes = static_cast<const int8_t*>(problem.x);
+  args.x_scales = static_cast<const uint16_t*>(problem.x_scales);
+  args.w_fragments = static_cast<const uint32_t*>(fragments);
+  args.w_fragment_scales = static_cast<const uint32_t*>(fragment_scales);
+  args.epilogue_add = static_cast<const float*>(problem.add);
+  args.y = problem.y;
+  args.y_type = GemmElementType::kBf16;
+  args.split_partials = static_cast<float*>(partials);
+  args.split_counters = static_cast<int32_t*>(counters);
+  if (which != 0) {
+    args.config = {.split = static_cast<int>(which / 100),
+                   .blocks_per_warp = static_cast<int>(which / 10 % 10),
+                   .ring_depth = static_cast<int>(which % 10)};
+  }
+  const cuda::W4A8FragmentConfig config = cuda::ResolveW4A8FragmentConfig(args);
+  auto launch = [&] { return cuda::GemmW4A8Fragment(args, nullptr).ok(); };
+  const double seconds = TimeCold(state, flush, launch);
+  flatfleet::bench::SetGemmCounters(state, 2.0 * m * n * k, Int4WeightBytes(n, k));
+  state.counters["split"] = config.split;
+  state.counters["blocks"] = config.blocks_per_warp;
+  state.counters["depth"] = config.ring_depth;
+  const double us = seconds * 1e6;
+  state.counters["us"] = us;
+  if (which == 0) {
+    state.counters["bf16_us"] = bf16_us;
+    state.counters["int8_us"] = int8_us;
+    state.counters["previous_us"] = previous_us;
+    state.counters["x_bf16"] = us > 0 && bf16_us > 0 ? bf16_us / us : 0;
+    state.counters["x_int8"] = us > 0 && int8_us > 0 ? int8_us / us : 0;
+    state.counters["x_previous"] = us > 0 && previous_us > 0 ? previous_us / us : 0;
+  }
+  free_all();
+}
+
+void FragmentShapes(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kSplitShapes) {
+    for (int64_t m : {1, 4, 8, 16, 32}) b->Args({m, n, k, 0});
+    for (int64_t m : {1, 16, 32})
+      for (int64_t config : {124, 224, 424, 824, 1624, 414, 814, 1614, 418, 818, 1618})
+        if (m <= 16 || config / 10 % 10 == 1) b->Args({m, n, k, config});
+  }
+  b->ArgNames({"m", "n", "k", "config"});
+}
+
+BENCHMARK(BM_W4A8FragmentGemm)->UseManualTime()->MinTime(0.02)->Apply(FragmentShapes);
 BENCHMARK(BM_W4A8DecodePipelined)->UseManualTime()->MinTime(0.1)->Apply(PipelinedShapes);
 BENCHMARK(BM_W4A8DecodeSplitK)->UseManualTime()->MinTime(0.1)->Apply(SplitShapesBySplit);
 BENCHMARK(BM_W4A8DecodeStreaming)->UseManualTime()->MinTime(0.1)->Apply(SplitShapesByStreaming);
