@@ -5,6 +5,7 @@
 // be the reference rounded once (RNE). Odd widths exercise the zero padding of K.
 #include "kernels/cuda/backend/cuda_quantized_linear.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -131,10 +132,45 @@ TEST_P(CudaQuantizedLinearTest, MatchesTheIntegerReference) {
   ASSERT_TRUE((*context)->Synchronize().ok());
   const std::vector<float> got32 = d_y32.ToHost();
   const std::vector<uint16_t> got16 = d_y16.ToHost();
+  // W4A8 decode rows through the fragment GEMM with K split over CTAs: the float sums are
+  // regrouped, so within w4a8_fragment_gemm.h's bound (groups + split) 2^-23 |s_x| sum_g |S_g s_w|
+  // (+ the bias addition's rounding), which is at most (groups + split) 2^-23 * 1.01 max_k |x_k| *
+  // sum_k |w_deq[j, k]| (per-token codes: |s_x code| <= max |x| up to the FP16 scale's rounding);
+  // and the bf16 output the float32 one rounded once. Every other path: bit for bit.
+  const auto* device_weight = dynamic_cast<const CudaQuantizedLinearWeight*>(weight->get());
+  ASSERT_NE(device_weight, nullptr);
+  const bool regrouped =
+      UsesW4A8FragmentGemm(*device_weight, c.m) && device_weight->fragment_split > 1;
+  std::vector<double> weight_abs_sums(c.out, 0.0);
+  const int64_t groups = device_weight->padded_in / device_weight->group_size;
+  if (regrouped) {
+    const quant::QuantizedMatrix& w = layer.weight;
+    const int64_t group = w.GroupSize();
+    for (int64_t j = 0; j < c.out; ++j) {
+      for (int64_t k = 0; k < c.in; ++k) {
+        const int64_t g = k / group;
+        const int zero = w.zero_points.empty() ? 0 : w.zero_points[j * (c.in / group) + g];
+        weight_abs_sums[j] +=
+            std::fabs((w.codes[j * c.in + k] - zero) *
+                      static_cast<double>(HalfToFloat(w.scales[j * (c.in / group) + g])));
+      }
+    }
+  }
   int64_t mismatches32 = 0, mismatches16 = 0;
   for (int64_t r = 0; r < c.m; ++r) {
+    double x_max = 0;
+    for (int64_t k = 0; k < c.in; ++k) x_max = std::max(x_max, std::fabs(double{x[r * c.in + k]}));
     for (int64_t j = 0; j < c.out; ++j) {
       const float want = expected[r * c.out + j];
+      if (regrouped) {
+        const float got = got32[r * y_stride + j];
+        const double bound = (groups + device_weight->fragment_split) * std::ldexp(1.0, -23) *
+                                 (1.01 * x_max * weight_abs_sums[j]) +
+                             std::ldexp(1.0, -23) * std::fabs(double{want});
+        mismatches32 += !(std::fabs(double{got} - want) <= bound);
+        mismatches16 += got16[r * y_stride + j] != FloatToBF16(got);
+        continue;
+      }
       mismatches32 += std::memcmp(&got32[r * y_stride + j], &want, 4) != 0;
       mismatches16 += got16[r * y_stride + j] != FloatToBF16(want);
     }
@@ -167,7 +203,13 @@ INSTANTIATE_TEST_SUITE_P(
         // W4A8 decode through kAuto's split-K kernel (narrow layers): zero points with a bias, and
         // per channel with K padded 1000 -> 1024 (one group of 8 windows) and strided x.
         LayerCase{1, 4096, 4096, 4, 128, false, true, 0},
-        LayerCase{9, 520, 1000, 4, 0, true, true, 3}),
+        LayerCase{9, 520, 1000, 4, 0, true, true, 3},
+        // W4A8 through the fragment GEMM with K split over CTAs (UsesW4A8FragmentGemm): one row
+        // of a 14336 x 4096 layer (split 4) with zero points and a bias, 12 rows of the 8B
+        // gate|up (split 2), 24 rows of a narrow layer (above 16 rows it always runs; split 16).
+        LayerCase{1, 14336, 4096, 4, 128, false, true, 0},
+        LayerCase{12, 28672, 4096, 4, 128, true, false, 0},
+        LayerCase{24, 512, 4096, 4, 128, true, true, 2}),
     [](const ::testing::TestParamInfo<LayerCase>& info) {
       const LayerCase& c = info.param;
       return absl::StrCat("W", c.bits, "A8_m", c.m, "_", c.out, "x", c.in, "_g", c.group_size,

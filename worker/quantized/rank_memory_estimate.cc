@@ -261,6 +261,12 @@ class RankCounter {
       *bytes += rows * groups * 2;                                  // FP16 scales
       *bytes += asymmetric ? rows * groups : 0;                     // int8 zero points
       *bytes += integer_scales ? rows * groups * 4 + rows * 2 : 0;  // multipliers, base scales
+      // AttachW4A8Fragments: the fragment layout's copy of the codes (rows padded to 16) and its
+      // 8-byte scale / zero-point entries per pair of rows and group.
+      if (bits == 4 && !integer_scales && (group == 0 ? padded : group) % 128 == 0) {
+        const int64_t blocks = (rows + 15) / 16;
+        *bytes += blocks * 16 * padded / 2 + blocks * groups * 64;
+      }
       *bytes += rows * 4;                  // float32 epilogue: bias + output shift
       *bytes += rows * kept_outliers * 2;  // QUIK's FP16 columns (as stored)
       *bytes += transform_array_bytes + (hadamard ? layer.transformed_features * 8 : 0);

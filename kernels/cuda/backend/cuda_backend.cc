@@ -148,6 +148,12 @@ class CudaExecutionContext final : public ExecutionContext {
     FF_ASSIGN_OR_RETURN(context->int8_gemm_,
                         cuda::CublasLtInt8Gemm::Create(context->gemm_workspace_.data(),
                                                        context->gemm_workspace_.bytes()));
+    // The W4A8 fragment GEMM's split counters: zero now, and every call leaves them zero.
+    FF_ASSIGN_OR_RETURN(context->split_counters_,
+                        runtime::Buffer::Allocate(runtime::cuda::DeviceAllocator(device),
+                                                  kSplitCounterCapacity * sizeof(int32_t)));
+    FF_CUDA_RETURN_IF_ERROR(
+        cudaMemset(context->split_counters_.data(), 0, context->split_counters_.bytes()));
     return context;
   }
 
@@ -276,6 +282,9 @@ class CudaExecutionContext final : public ExecutionContext {
   const DeviceStep& device_step() const { return device_step_; }
   cuda::CublasLtGemm& gemm() { return *gemm_; }
   cuda::CublasLtInt8Gemm& int8_gemm() { return *int8_gemm_; }
+  SplitCounters split_counters() {
+    return {static_cast<int32_t*>(split_counters_.data()), kSplitCounterCapacity};
+  }
   int device() const { return device_; }
 
   // Pinned host memory for small transfers (sampling parameters and results).
@@ -313,6 +322,7 @@ class CudaExecutionContext final : public ExecutionContext {
   runtime::Buffer gemm_workspace_;
   std::unique_ptr<cuda::CublasLtGemm> gemm_;
   std::unique_ptr<cuda::CublasLtInt8Gemm> int8_gemm_;
+  runtime::Buffer split_counters_;  // int32 [kSplitCounterCapacity], zero between calls
   runtime::Buffer metadata_host_, metadata_device_;
   runtime::Buffer pinned_scratch_;
   DeviceStep device_step_;
@@ -603,7 +613,8 @@ absl::Status CudaBackend::Linear(ExecutionContext& context, const LinearWeight& 
   if (x.rows == 0) return absl::OkStatus();
   if (const auto* quantized = dynamic_cast<const CudaQuantizedLinearWeight*>(&weight)) {
     CudaExecutionContext& cuda = Cuda(context);
-    return RunQuantizedLinear(*quantized, x, y, cuda.arena(), cuda.stream(), &cuda.int8_gemm());
+    return RunQuantizedLinear(*quantized, x, y, cuda.arena(), cuda.stream(), &cuda.int8_gemm(),
+                              cuda.split_counters());
   }
   const auto* dense = dynamic_cast<const CudaLinearWeight*>(&weight);
   if (dense == nullptr) return Misuse("Linear", "the weight was not prepared by this backend");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "kernels/cuda/integer_scale_epilogue.h"
 #include "kernels/cuda/random_fill.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
+#include "kernels/cuda/w4a8_fragment_layout.h"
 #include "kernels/cuda/w4a8_midm_gemm.h"
 #include "kernels/cuda/w4a8_prefill_gemm.h"
 #include "runtime/cuda/cuda_status.h"
@@ -201,6 +203,43 @@ absl::Status RunIntegerScaleOnCodes(const CudaQuantizedLinearWeight& weight, int
   return absl::OkStatus();
 }
 
+// Adds the fragment layout (and its configuration on `device`) to a W4A8 layer whose groups are a
+// multiple of 128 and that is not Integer Scale; other layers keep none.
+absl::Status AttachW4A8Fragments(CudaQuantizedLinearWeight& weight, int device) {
+  if (weight.weight_bits != 4 || weight.group_size % 128 != 0 ||
+      weight.integer_multipliers.bytes() > 0) {
+    return absl::OkStatus();
+  }
+  const int64_t n = weight.out_features(), k = weight.padded_in;
+  runtime::Allocator& allocator = runtime::cuda::DeviceAllocator(device);
+  FF_ASSIGN_OR_RETURN(weight.fragment_words,
+                      runtime::Buffer::Allocate(allocator, cuda::W4A8FragmentWordCount(n, k) * 4));
+  FF_ASSIGN_OR_RETURN(
+      weight.fragment_scales,
+      runtime::Buffer::Allocate(allocator,
+                                cuda::W4A8FragmentScaleWordCount(n, k, weight.group_size) * 4));
+  FF_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  FF_RETURN_IF_ERROR(cuda::PackW4A8Fragments(
+      {.n = n,
+       .k = k,
+       .group_size = weight.group_size,
+       .words = static_cast<const uint32_t*>(weight.codes.data()),
+       .scales = static_cast<const uint16_t*>(weight.scales.data()),
+       .zero_points = weight.zero_points.bytes() > 0
+                          ? static_cast<const int8_t*>(weight.zero_points.data())
+                          : nullptr},
+      static_cast<uint32_t*>(weight.fragment_words.data()),
+      static_cast<uint32_t*>(weight.fragment_scales.data()), nullptr));
+  FF_CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(nullptr));
+  int sm_count = 0;
+  FF_CUDA_RETURN_IF_ERROR(
+      cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+  weight.fragment_sm_count = sm_count;
+  weight.fragment_split =
+      cuda::ChooseW4A8FragmentConfig(1, n, k, weight.group_size, sm_count).split;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear(
@@ -318,6 +357,7 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear
     std::copy(source.epilogue_add.begin(), source.epilogue_add.end(), epilogue.begin());
   }
   FF_ASSIGN_OR_RETURN(handle->epilogue, UploadVector(epilogue, device));
+  FF_RETURN_IF_ERROR(AttachW4A8Fragments(*handle, device));
   return handle;
 }
 
@@ -360,6 +400,7 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> RandomQuantizedLinear
       nullptr));
   FF_CUDA_RETURN_IF_ERROR(cudaMemset(handle->epilogue.data(), 0, out * 4));
   FF_CUDA_RETURN_IF_ERROR(cudaDeviceSynchronize());
+  FF_RETURN_IF_ERROR(AttachW4A8Fragments(*handle, device));
   return handle;
 }
 
@@ -372,7 +413,27 @@ int64_t QuantizedLinearOnCodesScratchBytes(const CudaQuantizedLinearWeight& weig
     return RoundUp(chunk * weight.out_features() * groups * 4, align) +
            RoundUp(chunk * weight.out_features() * 4, align);
   }
-  return RoundUp(rows * weight.out_features() * 4, align);
+  const int64_t partials = UsesW4A8FragmentGemm(weight, rows)
+                               ? RoundUp(cuda::W4A8FragmentPartialFloats(
+                                             rows, weight.out_features(), weight.fragment_split) *
+                                             4,
+                                         align)
+                               : 0;
+  return RoundUp(rows * weight.out_features() * 4, align) + partials;
+}
+
+bool UsesW4A8FragmentGemm(const CudaQuantizedLinearWeight& weight, int64_t rows) {
+  return weight.fragment_words.bytes() > 0 && rows <= cuda::kW4A8FragmentMaxRows &&
+         W4A8FragmentGemmEnabled() &&
+         cuda::W4A8FragmentWins(rows, weight.out_features(), weight.padded_in);
+}
+
+bool W4A8FragmentGemmEnabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("FLATFLEET_W4A8_FRAGMENT_GEMM");
+    return value == nullptr || std::string_view(value) != "0";
+  }();
+  return enabled;
 }
 
 int64_t IntegerScaleChunkRows(const CudaQuantizedLinearWeight& weight, int64_t rows) {
@@ -392,7 +453,7 @@ int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int
 absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
                                 const runtime::ConstTensorView& x, const runtime::TensorView& y,
                                 runtime::WorkspaceArena& arena, cudaStream_t stream,
-                                cuda::CublasLtInt8Gemm* int8_gemm) {
+                                cuda::CublasLtInt8Gemm* int8_gemm, SplitCounters split_counters) {
   const int64_t rows = x.rows;
   if (x.cols != weight.in_features() || x.row_stride < x.cols) {
     return absl::InvalidArgumentError(absl::StrCat("quantized linear: x is ", x.rows, " x ", x.cols,
@@ -444,7 +505,7 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
   FF_RETURN_IF_ERROR(cuda::QuantizeActivationsInt8(quantize, stream));
   FF_RETURN_IF_ERROR(RunQuantizedLinearOnCodes(weight, rows, static_cast<const int8_t*>(codes),
                                                static_cast<const uint16_t*>(scales), y, arena,
-                                               stream, int8_gemm));
+                                               stream, int8_gemm, split_counters));
   arena.Release(mark);
   return absl::OkStatus();
 }
@@ -452,7 +513,8 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
 absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, int64_t rows,
                                        const int8_t* codes, const uint16_t* scales,
                                        const runtime::TensorView& y, runtime::WorkspaceArena& arena,
-                                       cudaStream_t stream, cuda::CublasLtInt8Gemm* int8_gemm) {
+                                       cudaStream_t stream, cuda::CublasLtInt8Gemm* int8_gemm,
+                                       SplitCounters split_counters) {
   if (weight.integer_multipliers.bytes() > 0) {
     return RunIntegerScaleOnCodes(weight, rows, codes, scales, y, arena, stream);
   }
@@ -467,6 +529,36 @@ absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, 
   const cuda::GemmElementType y_type = y.type == runtime::ScalarType::kFloat32
                                            ? cuda::GemmElementType::kFloat32
                                            : cuda::GemmElementType::kBf16;
+  if (UsesW4A8FragmentGemm(weight, rows) && split_counters.data != nullptr &&
+      split_counters.count >= cuda::W4A8FragmentCounterCount(out)) {
+    // Decode and small batches: the fragment GEMM, K split over CTAs as chosen at load.
+    cuda::DeviceW4A8FragmentGemm gemm;
+    gemm.m = rows;
+    gemm.n = out;
+    gemm.k = weight.padded_in;
+    gemm.group_size = weight.group_size;
+    gemm.x_codes = codes;
+    gemm.x_scales = scales;
+    gemm.w_fragments = static_cast<const uint32_t*>(weight.fragment_words.data());
+    gemm.w_fragment_scales = static_cast<const uint32_t*>(weight.fragment_scales.data());
+    gemm.w_unsigned_nibbles = weight.unsigned_nibbles;
+    gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
+    gemm.y = y.data;
+    gemm.y_stride = y.row_stride;
+    gemm.y_type = y_type;
+    // The split is the layer's (m does not enter the rule); blocks and ring depth follow m.
+    gemm.config = cuda::ChooseW4A8FragmentConfig(rows, out, weight.padded_in, weight.group_size,
+                                                 weight.fragment_sm_count);
+    const int64_t partial_floats = cuda::W4A8FragmentPartialFloats(rows, out, gemm.config.split);
+    if (partial_floats > 0) {
+      FF_ASSIGN_OR_RETURN(void* partials, arena.TakeBytes(partial_floats * 4));
+      gemm.split_partials = static_cast<float*>(partials);
+    }
+    gemm.split_counters = split_counters.data;
+    FF_RETURN_IF_ERROR(cuda::GemmW4A8Fragment(gemm, stream));
+    arena.Release(mark);
+    return absl::OkStatus();
+  }
   if (weight.weight_bits == 4 && rows <= kDecodeGemmMaxRows) {
     // Decode: the weight-streaming W4A8 kernel with the epilogue fused (no float32 pass); kAuto
     // takes the split-K kernel on narrow layers (no workspace: nothing more to take above).

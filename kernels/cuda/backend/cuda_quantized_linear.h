@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/int8_cublaslt_gemm.h"
+#include "kernels/cuda/w4a8_fragment_gemm.h"
 #include "runtime/buffer.h"
 #include "runtime/tensor_view.h"
 #include "runtime/workspace_arena.h"
@@ -76,12 +77,22 @@ class CudaQuantizedLinearWeight final : public LinearWeight {
   runtime::Buffer scales;       // FP16 bits [out, padded_in / group_size]
   runtime::Buffer zero_points;  // int8 [out, groups] (asymmetric 4-bit) or empty
   runtime::Buffer epilogue;     // float32 [out]: bias + output correction (zeros when neither)
+  // W4A8 layers with groups of a multiple of 128 (not Integer Scale): the codes, scales and zero
+  // points again in the fragment layout (kernels/cuda/w4a8_fragment_layout.h) that the decode /
+  // small-batch GEMM streams (up to cuda::kW4A8FragmentMaxRows rows), the SM count its rule is
+  // applied with and the split it gives (the split fixes the float summation order and does not
+  // depend on m, so a row's result never depends on the batch). Empty otherwise.
+  runtime::Buffer fragment_words;
+  runtime::Buffer fragment_scales;
+  int fragment_sm_count = 0;
+  int fragment_split = 1;
 
   int64_t device_bytes() const {
     return static_cast<int64_t>(codes.bytes() + scales.bytes() + zero_points.bytes() +
                                 epilogue.bytes() + input_sources.bytes() + input_divisors.bytes() +
                                 hadamard_signs.bytes() + hadamard_block.bytes() +
-                                integer_multipliers.bytes() + integer_base_scales.bytes());
+                                integer_multipliers.bytes() + integer_base_scales.bytes() +
+                                fragment_words.bytes() + fragment_scales.bytes());
   }
   // Whether the activations are the plain per-token INT8 codes of x itself, which is what
   // RunQuantizedLinearOnCodes' other producers (add_rmsnorm_quantize.h) write.
@@ -119,6 +130,26 @@ inline constexpr int64_t kDecodeGemmMaxRows = 16;
 // int8_dequant_epilogue.h: the same bits as the mma.sync kernel, several times faster.
 inline constexpr int64_t kCublasInt8MinRows = 256;
 
+// The zeroed int32 counters (one per tile, every call leaves them zero) with which the W4A8
+// fragment GEMM's CTAs find the last of a tile's splits. One set per stream: two streams running
+// at once must not share it. Without them (null) W4A8 decode takes the earlier kernels.
+struct SplitCounters {
+  int32_t* data = nullptr;
+  int64_t count = 0;
+};
+// Counters an execution context holds: enough for layers of up to 4M output channels.
+inline constexpr int64_t kSplitCounterCapacity = 65536;
+
+// Whether W4A8 layers of up to cuda::kW4A8FragmentMaxRows rows run the fragment GEMM (the
+// default), or, with FLATFLEET_W4A8_FRAGMENT_GEMM=0 in the environment (read once), the earlier
+// decode (w4a8_decode_gemm.h) and mid-M kernels: the A/B switch of the benchmarks.
+bool W4A8FragmentGemmEnabled();
+// Whether RunQuantizedLinearOnCodes runs the fragment GEMM for `rows` rows of this layer (given
+// counters): it has the layout, rows <= cuda::kW4A8FragmentMaxRows, the switch is on and
+// cuda::W4A8FragmentWins(rows, out, padded_in). Else the earlier W4A8 kernels (bit-exact with the
+// reference).
+bool UsesW4A8FragmentGemm(const CudaQuantizedLinearWeight& weight, int64_t rows);
+
 // y[rows, out] (bf16 or float32, any row stride) = the layer applied to x[rows, in] (bf16 device,
 // any row stride), on `stream`. `int8_gemm` (optional) serves W8A8 prefill as said above. The
 // scratch is released to the arena before returning (the next op's kernels run after these on
@@ -126,7 +157,8 @@ inline constexpr int64_t kCublasInt8MinRows = 256;
 absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
                                 const runtime::ConstTensorView& x, const runtime::TensorView& y,
                                 runtime::WorkspaceArena& arena, cudaStream_t stream,
-                                cuda::CublasLtInt8Gemm* int8_gemm = nullptr);
+                                cuda::CublasLtInt8Gemm* int8_gemm = nullptr,
+                                SplitCounters split_counters = {});
 
 // The GEMM half of RunQuantizedLinear, for INT8 activations quantized elsewhere: codes
 // [rows, weight.padded_in] (zeros past gemm_in) and FP16 scales [rows], as
@@ -141,7 +173,8 @@ absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, 
                                        const int8_t* codes, const uint16_t* scales,
                                        const runtime::TensorView& y, runtime::WorkspaceArena& arena,
                                        cudaStream_t stream,
-                                       cuda::CublasLtInt8Gemm* int8_gemm = nullptr);
+                                       cuda::CublasLtInt8Gemm* int8_gemm = nullptr,
+                                       SplitCounters split_counters = {});
 int64_t QuantizedLinearOnCodesScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows);
 
 }  // namespace flatfleet::kernels::cuda_backend
