@@ -1,15 +1,18 @@
 // FlatQuant's trainer (quant/flat_quant_trainer.h) at realistic linear shapes: the full objective's
-// loss (what judges the initial and final transforms; the bulk of a layer's time at 70B shapes), one
-// training step (Evaluate with its gradient over a 64-output-channel subset, as TrainFlatQuant
-// takes them) and one whole TrainFlatQuant with the recipe's options. bench/RESULTS.md has the
-// numbers and the command.
+// loss (what judges the initial and final transforms; the bulk of a layer's time at 70B shapes),
+// one training step (Evaluate with its gradient over a 64-output-channel subset, as TrainFlatQuant
+// takes them) and one whole TrainFlatQuant with the recipe's options, each on one thread and on
+// every hardware thread (the results are the same). bench/RESULTS.md has the numbers and the
+// command.
+#include <algorithm>
 #include <cstdint>
-#include <numeric>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "bench/normal_values.h"
 #include "benchmark/benchmark.h"
+#include "common/thread_pool.h"
 #include "quant/flat_quant_trainer.h"
 
 namespace flatfleet::quant {
@@ -48,7 +51,8 @@ void SetShapeCounters(benchmark::State& state, int64_t in, int64_t out, int64_t 
 void BM_FlatQuantLoss(benchmark::State& state) {
   const int64_t in = state.range(0), out = state.range(1), rows = state.range(2);
   const Layer layer = MakeLayer(in, out, rows);
-  auto objective = FlatQuantObjective::Create(layer.problem);
+  ThreadPool pool(static_cast<int>(state.range(3)));
+  auto objective = FlatQuantObjective::Create(layer.problem, &pool);
   if (!objective.ok()) return state.SkipWithError("objective");
   const FlatQuantParams params = InitialFlatQuantParams(layer.problem, {});
   for (auto _ : state) {
@@ -62,7 +66,8 @@ void BM_FlatQuantLoss(benchmark::State& state) {
 void BM_FlatQuantStep(benchmark::State& state) {
   const int64_t in = state.range(0), out = state.range(1), rows = state.range(2);
   const Layer layer = MakeLayer(in, out, rows);
-  auto objective = FlatQuantObjective::Create(layer.problem);
+  ThreadPool pool(static_cast<int>(state.range(3)));
+  auto objective = FlatQuantObjective::Create(layer.problem, &pool);
   if (!objective.ok()) return state.SkipWithError("objective");
   const FlatQuantParams params = InitialFlatQuantParams(layer.problem, {});
   // 64 output channels spread over the layer, as a training step samples them.
@@ -79,30 +84,43 @@ void BM_FlatQuantStep(benchmark::State& state) {
 void BM_TrainFlatQuant(benchmark::State& state) {
   const int64_t in = state.range(0), out = state.range(1), rows = state.range(2);
   const Layer layer = MakeLayer(in, out, rows);
+  ThreadPool pool(static_cast<int>(state.range(3)));
+  double final_loss = 0.0;
   for (auto _ : state) {
-    auto trained = TrainFlatQuant(layer.problem, {});
+    auto trained = TrainFlatQuant(layer.problem, {.pool = &pool});
     if (!trained.ok()) return state.SkipWithError("train");
-    benchmark::DoNotOptimize(trained->final_loss);
-    state.counters["final_loss"] = trained->final_loss;
+    final_loss = trained->final_loss;
+    benchmark::DoNotOptimize(final_loss);
   }
+  state.counters["final_loss"] = final_loss;
+}
+
+// Each shape on one thread and on all of them.
+void AddShape(benchmark::internal::Benchmark* bench, int64_t in, int64_t out, int64_t rows) {
+  const int64_t all = std::max(1u, std::thread::hardware_concurrency());
+  bench->Args({in, out, rows, 1});
+  if (all > 1) bench->Args({in, out, rows, all});
 }
 
 void LossShapes(benchmark::internal::Benchmark* bench) {
-  bench->ArgNames({"in", "out", "rows"});
-  bench->Args({4096, 4096, 256})->Args({8192, 8192, 256});
+  bench->ArgNames({"in", "out", "rows", "threads"});
+  AddShape(bench, 4096, 4096, 256);
+  AddShape(bench, 8192, 8192, 256);
   bench->Iterations(1)->UseRealTime()->Unit(benchmark::kSecond);
 }
 
 void StepShapes(benchmark::internal::Benchmark* bench) {
-  bench->ArgNames({"in", "out", "rows"});
-  bench->Args({4096, 4096, 256})->Args({8192, 8192, 256});
+  bench->ArgNames({"in", "out", "rows", "threads"});
+  AddShape(bench, 4096, 4096, 256);
+  AddShape(bench, 8192, 8192, 256);
   bench->Iterations(3)->UseRealTime()->Unit(benchmark::kMillisecond);
 }
 
 // The recipe's options (60 steps, 64 calibration rows, 64 output channels per step).
 void TrainShapes(benchmark::internal::Benchmark* bench) {
-  bench->ArgNames({"in", "out", "rows"});
-  bench->Args({2048, 2048, 64})->Args({4096, 4096, 64});
+  bench->ArgNames({"in", "out", "rows", "threads"});
+  AddShape(bench, 2048, 2048, 64);
+  AddShape(bench, 4096, 4096, 64);
   bench->Iterations(1)->UseRealTime()->Unit(benchmark::kSecond);
 }
 
