@@ -10,38 +10,29 @@
 #include "kernels/cpu/quant/dense_matrix.h"
 #include "kernels/cpu/quant/seeded_random.h"
 #include "quant/in_order_matmul.h"
+#include "quant/uninitialized_buffer.h"
 
 namespace flatfleet::quant {
 namespace {
 
 using Matrix = std::vector<double>;  // row-major
+// The [rows, n] arrays: every producer below writes all of a buffer's elements, in parallel.
+using Buffer = UninitializedBuffer;
 
 double Sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-
-// a (r x k) * b (k x c), for the small n1 x n1 and n2 x n2 products.
-Matrix MatMul(const Matrix& a, const Matrix& b, int64_t r, int64_t k, int64_t c) {
-  Matrix out(r * c, 0.0);
-  for (int64_t i = 0; i < r; ++i) {
-    for (int64_t j = 0; j < k; ++j) {
-      const double aij = a[i * k + j];
-      for (int64_t l = 0; l < c; ++l) out[i * c + l] += aij * b[j * c + l];
-    }
-  }
-  return out;
-}
 
 // Every heavy loop below runs on the objective's thread pool, split only over independent outputs
 // (rows, output elements): each value is computed by one thread in the order the single-threaded
 // scalar code used, so the results are bit-identical at any thread count (and to that code).
 
 // Per row viewed as n1 x n2: out_r = left (n1 x n1) * row * right (n2 x n2). An empty `left` or
-// `right` means the identity.
-Matrix Sandwich(ThreadPool& pool, const Matrix& rows, int64_t count, const Matrix& left,
-                const Matrix& right, int64_t n1, int64_t n2) {
+// `right` means the identity. `out` is resized (its storage reused: Loss calls this per chunk).
+void Sandwich(ThreadPool& pool, const Buffer& rows, int64_t count, const Matrix& left,
+              const Matrix& right, int64_t n1, int64_t n2, Buffer& out) {
   const int64_t n = n1 * n2;
-  Matrix out(count * n);
+  out.resize(count * n);
   pool.ParallelFor(count, [&](int64_t begin, int64_t end) {
-    Matrix tmp(left.empty() || right.empty() ? 0 : n);
+    Buffer tmp(left.empty() || right.empty() ? 0 : n);
     for (int64_t r = begin; r < end; ++r) {
       const double* z = rows.data() + r * n;
       double* o = out.data() + r * n;
@@ -60,12 +51,18 @@ Matrix Sandwich(ThreadPool& pool, const Matrix& rows, int64_t count, const Matri
       }
     }
   });
+}
+
+Buffer Sandwich(ThreadPool& pool, const Buffer& rows, int64_t count, const Matrix& left,
+                const Matrix& right, int64_t n1, int64_t n2) {
+  Buffer out;
+  Sandwich(pool, rows, count, left, right, n1, n2, out);
   return out;
 }
 
 // sum_r A_r B_r^T (n1 x n1) for n1 x n2 row views: each row's product (its own sum over the n2
 // columns), added in row order. The products of a wave of rows are computed in parallel.
-Matrix SumABt(ThreadPool& pool, const Matrix& a, const Matrix& b, int64_t count, int64_t n1,
+Matrix SumABt(ThreadPool& pool, const Buffer& a, const Buffer& b, int64_t count, int64_t n1,
               int64_t n2) {
   const int64_t n = n1 * n2, size = n1 * n1;
   constexpr int64_t kWaveRows = 64;  // bounds the products held to 64 n1 x n1 matrices
@@ -89,7 +86,7 @@ Matrix SumABt(ThreadPool& pool, const Matrix& a, const Matrix& b, int64_t count,
 
 // sum_r A_r^T B_r (n2 x n2) for n1 x n2 row views: with the rows stacked into [count * n1, n2]
 // matrices this is one product, A^T B, whose terms run over (r, i) in ascending order.
-Matrix SumAtB(ThreadPool& pool, const Matrix& a, const Matrix& b, int64_t count, int64_t n1,
+Matrix SumAtB(ThreadPool& pool, const Buffer& a, const Buffer& b, int64_t count, int64_t n1,
               int64_t n2) {
   Matrix out(n2 * n2);
   InOrderMatMul(pool, MatrixView::RowMajor(a.data(), count * n1, n2).Transposed(),
@@ -97,18 +94,59 @@ Matrix SumAtB(ThreadPool& pool, const Matrix& a, const Matrix& b, int64_t count,
   return out;
 }
 
-// values [rows, n] (floats, as doubles) times, or divided by, factor[k] per column.
-Matrix ScaleColumns(ThreadPool& pool, std::span<const float> values, int64_t rows,
-                    const std::vector<double>& factor, bool divide) {
+// values [rows, n] (floats, as doubles) times, or divided by, factor[k] per column, into `out`
+// (resized).
+void ScaleColumns(ThreadPool& pool, std::span<const float> values, int64_t rows,
+                  const std::vector<double>& factor, bool divide, Buffer& out) {
   const int64_t n = static_cast<int64_t>(factor.size());
-  Matrix out(rows * n);
+  out.resize(rows * n);
   pool.ParallelFor(rows, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin * n; i < end * n; ++i) {
-      const double value = values[i];
-      out[i] = divide ? value / factor[i % n] : value * factor[i % n];
+    for (int64_t r = begin; r < end; ++r) {
+      const float* in = values.data() + r * n;
+      double* o = out.data() + r * n;
+      if (divide) {
+        for (int64_t k = 0; k < n; ++k) o[k] = double{in[k]} / factor[k];
+      } else {
+        for (int64_t k = 0; k < n; ++k) o[k] = double{in[k]} * factor[k];
+      }
     }
   });
+}
+
+Buffer ScaleColumns(ThreadPool& pool, std::span<const float> values, int64_t rows,
+                    const std::vector<double>& factor, bool divide) {
+  Buffer out;
+  ScaleColumns(pool, values, rows, factor, divide, out);
   return out;
+}
+
+// a (r x k) * b (k x c), row-major.
+Matrix MatMul(ThreadPool& pool, const Matrix& a, const Matrix& b, int64_t r, int64_t k, int64_t c) {
+  Matrix out(r * c);
+  InOrderMatMul(pool, MatrixView::RowMajor(a.data(), r, k), MatrixView::RowMajor(b.data(), k, c),
+                out.data(), c);
+  return out;
+}
+
+// out[k] += sign * sum_r a[r][k] b[r][k] ([rows, n] arrays), the terms added one at a time in row
+// order; columns in parallel.
+void AddColumnProducts(ThreadPool& pool, const Buffer& a, const Buffer& b, int64_t rows,
+                       double sign, std::vector<double>& out) {
+  const int64_t n = static_cast<int64_t>(out.size());
+  pool.ParallelFor(
+      n,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const double* ar = a.data() + r * n;
+          const double* br = b.data() + r * n;
+          if (sign < 0) {
+            for (int64_t k = begin; k < end; ++k) out[k] -= ar[k] * br[k];
+          } else {
+            for (int64_t k = begin; k < end; ++k) out[k] += ar[k] * br[k];
+          }
+        }
+      },
+      /*min_chunk=*/256);
 }
 
 std::vector<double> Exp(const std::vector<double>& values) {
@@ -119,26 +157,25 @@ std::vector<double> Exp(const std::vector<double>& values) {
 
 // What the backward pass of one quantizer needs.
 struct QuantizerTape {
-  std::vector<double> t;      // u / s per element
-  std::vector<double> level;  // the quantized value / s (clamped, rounded or replayed)
+  Buffer t;      // u / s per element
+  Buffer level;  // the quantized value / s (clamped, rounded or replayed)
   std::vector<uint8_t> inside;
   std::vector<double> scale, max_abs;  // per group
   std::vector<int64_t> arg_max;        // per group, element index
 };
 
-// Symmetric b-bit fake quantization of `values` ([rows, cols]) in groups of `group` columns.
-std::vector<double> FakeQuantize(ThreadPool& pool, const Matrix& values, int64_t rows, int64_t cols,
-                                 int64_t group, int bits, double alpha,
-                                 const std::vector<double>* frozen_offsets,
-                                 const std::vector<uint8_t>* frozen_inside,
-                                 std::vector<double>* record_offsets,
-                                 std::vector<uint8_t>* record_inside, QuantizerTape& tape) {
+// Symmetric b-bit fake quantization of `values` ([rows, cols]) in groups of `group` columns, into
+// `out` (resized; `out` and `tape` keep their storage across calls).
+void FakeQuantize(ThreadPool& pool, const Buffer& values, int64_t rows, int64_t cols, int64_t group,
+                  int bits, double alpha, const std::vector<double>* frozen_offsets,
+                  const std::vector<uint8_t>* frozen_inside, std::vector<double>* record_offsets,
+                  std::vector<uint8_t>* record_inside, QuantizerTape& tape, Buffer& out) {
   const double qmax = static_cast<double>((1 << (bits - 1)) - 1);
   const int64_t groups = cols / group;
   const int64_t total = rows * cols;
-  std::vector<double> out(total, 0.0);
-  tape.t.assign(total, 0.0);
-  tape.level.assign(total, 0.0);
+  out.resize(total);
+  tape.t.resize(total);
+  tape.level.resize(total);
   tape.inside.assign(total, 0);
   tape.scale.assign(rows * groups, 0.0);
   tape.max_abs.assign(rows * groups, 0.0);
@@ -160,7 +197,12 @@ std::vector<double> FakeQuantize(ThreadPool& pool, const Matrix& values, int64_t
         const int64_t gi = r * groups + g;
         tape.max_abs[gi] = max_abs;
         tape.arg_max[gi] = arg_max;
-        if (max_abs == 0.0) continue;  // all zero: quantizes to zero, no gradient
+        if (max_abs == 0.0) {  // all zero: quantizes to zero, no gradient
+          std::fill(out.begin() + begin, out.begin() + begin + group, 0.0);
+          std::fill(tape.t.begin() + begin, tape.t.begin() + begin + group, 0.0);
+          std::fill(tape.level.begin() + begin, tape.level.begin() + begin + group, 0.0);
+          continue;
+        }
         const double s = alpha * max_abs / qmax;
         tape.scale[gi] = s;
         for (int64_t i = begin; i < begin + group; ++i) {
@@ -185,21 +227,20 @@ std::vector<double> FakeQuantize(ThreadPool& pool, const Matrix& values, int64_t
       }
     }
   });
-  return out;
 }
 
 // Straight-through backward of FakeQuantize: returns dL/dvalues, adds dL/dalpha.
-std::vector<double> FakeQuantizeBackward(ThreadPool& pool, const Matrix& values,
-                                         const std::vector<double>& grad, int64_t rows,
-                                         int64_t cols, int64_t group, int bits, double alpha,
-                                         const QuantizerTape& tape, double& grad_alpha) {
+Buffer FakeQuantizeBackward(ThreadPool& pool, const Buffer& values, const Buffer& grad,
+                            int64_t rows, int64_t cols, int64_t group, int bits, double alpha,
+                            const QuantizerTape& tape, double& grad_alpha) {
   const double qmax = static_cast<double>((1 << (bits - 1)) - 1);
   const int64_t groups = cols / group;
-  std::vector<double> out(rows * cols, 0.0);
+  Buffer out(rows * cols);
   // Each group's term of dL/dalpha, summed in group order after the parallel loop.
   std::vector<double> alpha_terms(rows * groups, 0.0);
   pool.ParallelFor(rows, [&](int64_t row_begin, int64_t row_end) {
     for (int64_t r = row_begin; r < row_end; ++r) {
+      std::fill(out.begin() + r * cols, out.begin() + (r + 1) * cols, 0.0);
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t gi = r * groups + g;
         if (tape.max_abs[gi] == 0.0) continue;
@@ -324,12 +365,12 @@ absl::StatusOr<FlatQuantObjective> FlatQuantObjective::Create(const FlatQuantPro
   objective.target_.assign(m * out, 0.0);
   // X W^T, the weight in chunks of rows as Loss takes them (the doubles of W are never all held).
   const std::vector<double> ones(n, 1.0);
-  const Matrix x = ScaleColumns(*objective.pool_, problem.inputs, m, ones, /*divide=*/false);
+  const Buffer x = ScaleColumns(*objective.pool_, problem.inputs, m, ones, /*divide=*/false);
   const int64_t chunk = std::clamp<int64_t>(kLossChunkValues / n, 1, out);
+  Buffer w;
   for (int64_t j0 = 0; j0 < out; j0 += chunk) {
     const int64_t c = std::min(chunk, out - j0);
-    const Matrix w =
-        ScaleColumns(*objective.pool_, problem.weight.subspan(j0 * n, c * n), c, ones, false);
+    ScaleColumns(*objective.pool_, problem.weight.subspan(j0 * n, c * n), c, ones, false, w);
     InOrderMatMul(*objective.pool_, MatrixView::RowMajor(x.data(), m, n),
                   MatrixView::RowMajor(w.data(), c, n).Transposed(), objective.target_.data() + j0,
                   out);
@@ -414,30 +455,30 @@ absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
   const Matrix p2t = Transpose(act.p2, n2);      // P2^T (activation side)
 
   ThreadPool& pool = *pool_;
-  const Matrix z = ScaleColumns(pool, pr.inputs, m, Exp(act.log_scales), /*divide=*/true);
-  const Matrix v = ScaleColumns(pool, weight, out, Exp(wgt.log_scales), /*divide=*/false);
-  const Matrix x_t = Sandwich(pool, z, m, p1t, act.p2, n1, n2);  // rows of X diag(s)^-1 P
-  const Matrix w_t = Sandwich(pool, v, out, a1, a2, n1, n2);     // rows of W diag(s) P^-T
+  const Buffer z = ScaleColumns(pool, pr.inputs, m, Exp(act.log_scales), /*divide=*/true);
+  const Buffer v = ScaleColumns(pool, weight, out, Exp(wgt.log_scales), /*divide=*/false);
+  const Buffer x_t = Sandwich(pool, z, m, p1t, act.p2, n1, n2);  // rows of X diag(s)^-1 P
+  const Buffer w_t = Sandwich(pool, v, out, a1, a2, n1, n2);     // rows of W diag(s) P^-T
 
   const double alpha_a = act.activation_clip(), alpha_w = wgt.weight_clip();
   const int64_t wgroup = pr.weight_group_size == 0 ? n : pr.weight_group_size;
   QuantizerTape tape_a, tape_w;
-  Matrix qa = x_t, qw = w_t;
+  Buffer qa = x_t, qw = w_t;
   if (quantize) {
-    qa = FakeQuantize(pool, x_t, m, n, n, pr.activation_bits, alpha_a,
-                      frozen ? &frozen->activation_offsets : nullptr,
-                      frozen ? &frozen->activation_inside : nullptr,
-                      record ? &record->activation_offsets : nullptr,
-                      record ? &record->activation_inside : nullptr, tape_a);
-    qw = FakeQuantize(pool, w_t, out, n, wgroup, pr.weight_bits, alpha_w,
-                      frozen ? &frozen->weight_offsets : nullptr,
-                      frozen ? &frozen->weight_inside : nullptr,
-                      record ? &record->weight_offsets : nullptr,
-                      record ? &record->weight_inside : nullptr, tape_w);
+    FakeQuantize(pool, x_t, m, n, n, pr.activation_bits, alpha_a,
+                 frozen ? &frozen->activation_offsets : nullptr,
+                 frozen ? &frozen->activation_inside : nullptr,
+                 record ? &record->activation_offsets : nullptr,
+                 record ? &record->activation_inside : nullptr, tape_a, qa);
+    FakeQuantize(pool, w_t, out, n, wgroup, pr.weight_bits, alpha_w,
+                 frozen ? &frozen->weight_offsets : nullptr,
+                 frozen ? &frozen->weight_inside : nullptr,
+                 record ? &record->weight_offsets : nullptr,
+                 record ? &record->weight_inside : nullptr, tape_w, qw);
   }
 
   // Y = Qa Qw^T, the O(rows * out * in) term.
-  Matrix grad_y(m * out);
+  Buffer grad_y(m * out);
   InOrderMatMul(pool, MatrixView::RowMajor(qa.data(), m, n),
                 MatrixView::RowMajor(qw.data(), out, n).Transposed(), grad_y.data(), out);
   double loss = 0.0;
@@ -449,17 +490,17 @@ absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
   if (act_grad_out == nullptr || wgt_grad_out == nullptr) return loss / target_norm2;
 
   // dL/dQa = G Qw, dL/dQw = G^T Qa.
-  Matrix grad_qa(m * n), grad_qw(out * n);
+  Buffer grad_qa(m * n), grad_qw(out * n);
   InOrderMatMul(pool, MatrixView::RowMajor(grad_y.data(), m, out),
                 MatrixView::RowMajor(qw.data(), out, n), grad_qa.data(), n);
   InOrderMatMul(pool, MatrixView::RowMajor(grad_y.data(), m, out).Transposed(),
                 MatrixView::RowMajor(qa.data(), m, n), grad_qw.data(), n);
   double grad_alpha_a = 0.0, grad_alpha_w = 0.0;
-  const Matrix grad_xt = quantize
+  const Buffer grad_xt = quantize
                              ? FakeQuantizeBackward(pool, x_t, grad_qa, m, n, n, pr.activation_bits,
                                                     alpha_a, tape_a, grad_alpha_a)
                              : grad_qa;
-  const Matrix grad_wt = quantize
+  const Buffer grad_wt = quantize
                              ? FakeQuantizeBackward(pool, w_t, grad_qw, out, n, wgroup,
                                                     pr.weight_bits, alpha_w, tape_w, grad_alpha_w)
                              : grad_qw;
@@ -478,20 +519,21 @@ absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
   FlatQuantParams& ga = *act_grad_out;
   ga.p1 = SumABt(pool, Sandwich(pool, z, m, {}, act.p2, n1, n2), grad_xt, m, n1, n2);
   ga.p2 = SumAtB(pool, z, Sandwich(pool, grad_xt, m, act.p1, {}, n1, n2), m, n1, n2);
-  const Matrix grad_z = Sandwich(pool, grad_xt, m, act.p1, p2t, n1, n2);
-  for (int64_t i = 0; i < m * n; ++i) ga.log_scales[i % n] -= grad_z[i] * z[i];  // dZ = -Z dsig
+  const Buffer grad_z = Sandwich(pool, grad_xt, m, act.p1, p2t, n1, n2);
+  AddColumnProducts(pool, grad_z, z, m, -1.0, ga.log_scales);           // dZ = -Z dsig
   ga.activation_clip_logit = grad_alpha_a * alpha_a * (1.0 - alpha_a);  // alpha = sigmoid(logit)
   // Weights: Wt_r = A1 V_r A2 with A1 = P1^-1, A2 = P2^-T.
   //   dL/dA1 = sum_r Gw_r (V_r A2)^T, dL/dA2 = sum_r (A1 V_r)^T Gw_r, dL/dV_r = A1^T Gw_r A2^T.
   FlatQuantParams& gw = *wgt_grad_out;
   const Matrix grad_a1 = SumABt(pool, grad_wt, Sandwich(pool, v, out, {}, a2, n1, n2), out, n1, n2);
   const Matrix grad_a2 = SumAtB(pool, Sandwich(pool, v, out, a1, {}, n1, n2), grad_wt, out, n1, n2);
-  const Matrix grad_v = Sandwich(pool, grad_wt, out, a1t, p2_inv, n1, n2);
-  for (int64_t i = 0; i < out * n; ++i) gw.log_scales[i % n] += grad_v[i] * v[i];  // dV = V dsig
+  const Buffer grad_v = Sandwich(pool, grad_wt, out, a1t, p2_inv, n1, n2);
+  AddColumnProducts(pool, grad_v, v, out, 1.0, gw.log_scales);  // dV = V dsig
   // d(P1^-1) = -P1^-1 dP1 P1^-1  =>  dL/dP1 = -P1^-T (dL/dA1) P1^-T.
   // A2 = P2^-T: dA2 = -P2^-T dP2^T P2^-T  =>  dL/dP2 = -P2^-T (dL/dA2)^T P2^-T.
-  const Matrix from_a1 = MatMul(MatMul(a1t, grad_a1, n1, n1, n1), a1t, n1, n1, n1);
-  const Matrix from_a2 = MatMul(MatMul(a2, Transpose(grad_a2, n2), n2, n2, n2), a2, n2, n2, n2);
+  const Matrix from_a1 = MatMul(pool, MatMul(pool, a1t, grad_a1, n1, n1, n1), a1t, n1, n1, n1);
+  const Matrix from_a2 =
+      MatMul(pool, MatMul(pool, a2, Transpose(grad_a2, n2), n2, n2, n2), a2, n2, n2, n2);
   for (int64_t i = 0; i < n1 * n1; ++i) gw.p1[i] = -from_a1[i];
   for (int64_t i = 0; i < n2 * n2; ++i) gw.p2[i] = -from_a2[i];
   gw.weight_clip_logit = grad_alpha_w * alpha_w * (1.0 - alpha_w);
@@ -516,30 +558,28 @@ absl::StatusOr<double> FlatQuantObjective::Loss(const FlatQuantParams& params,
   const Matrix p1t = Transpose(params.p1, n1);   // P1^T
 
   ThreadPool& pool = *pool_;
-  Matrix qa;
-  {
-    const Matrix z = ScaleColumns(pool, pr.inputs, m, Exp(params.log_scales), /*divide=*/true);
-    const Matrix x_t = Sandwich(pool, z, m, p1t, params.p2, n1, n2);
-    QuantizerTape tape;
-    qa = FakeQuantize(pool, x_t, m, n, n, pr.activation_bits, params.activation_clip(), nullptr,
-                      nullptr, nullptr, nullptr, tape);
-  }
   const std::vector<double> scales = Exp(params.log_scales);
+  Buffer qa;
+  {
+    const Buffer z = ScaleColumns(pool, pr.inputs, m, scales, /*divide=*/true);
+    const Buffer x_t = Sandwich(pool, z, m, p1t, params.p2, n1, n2);
+    QuantizerTape tape;
+    FakeQuantize(pool, x_t, m, n, n, pr.activation_bits, params.activation_clip(), nullptr, nullptr,
+                 nullptr, nullptr, tape, qa);
+  }
   const int64_t wgroup = pr.weight_group_size == 0 ? n : pr.weight_group_size;
   const int64_t chunk = std::clamp<int64_t>(chunk_values / n, 1, out);
-  std::vector<double> errors(m * out);
-  Matrix y(m * chunk);
+  Buffer errors(m * out);
+  // The chunk's arrays, allocated once: fresh ones per chunk cost as much in page faults as the
+  // quantizer's arithmetic.
+  Buffer v, w_t, qw, y(m * chunk);
+  QuantizerTape tape;
   for (int64_t j0 = 0; j0 < out; j0 += chunk) {
     const int64_t c = std::min(chunk, out - j0);
-    Matrix qw;
-    {
-      const Matrix w_t =
-          Sandwich(pool, ScaleColumns(pool, pr.weight.subspan(j0 * n, c * n), c, scales, false), c,
-                   a1, a2, n1, n2);
-      QuantizerTape tape;
-      qw = FakeQuantize(pool, w_t, c, n, wgroup, pr.weight_bits, params.weight_clip(), nullptr,
-                        nullptr, nullptr, nullptr, tape);
-    }
+    ScaleColumns(pool, pr.weight.subspan(j0 * n, c * n), c, scales, /*divide=*/false, v);
+    Sandwich(pool, v, c, a1, a2, n1, n2, w_t);
+    FakeQuantize(pool, w_t, c, n, wgroup, pr.weight_bits, params.weight_clip(), nullptr, nullptr,
+                 nullptr, nullptr, tape, qw);
     InOrderMatMul(pool, MatrixView::RowMajor(qa.data(), m, n),
                   MatrixView::RowMajor(qw.data(), c, n).Transposed(), y.data(), c);
     for (int64_t i = 0; i < m; ++i) {
