@@ -364,7 +364,7 @@ absl::StatusOr<FlatQuantObjective> FlatQuantObjective::Create(const FlatQuantPro
   const int64_t m = problem.rows, out = problem.out_features;
   objective.target_.assign(m * out, 0.0);
   // X W^T, the weight in chunks of rows as Loss takes them (the doubles of W are never all held).
-  const std::vector<double> ones(n, 1.0);
+  const std::vector<double> ones(n, 1.0);  // scaling by 1: the floats widened, exactly
   const Buffer x = ScaleColumns(*objective.pool_, problem.inputs, m, ones, /*divide=*/false);
   const int64_t chunk = std::clamp<int64_t>(kLossChunkValues / n, 1, out);
   Buffer w;
@@ -463,8 +463,11 @@ absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
   const double alpha_a = act.activation_clip(), alpha_w = wgt.weight_clip();
   const int64_t wgroup = pr.weight_group_size == 0 ? n : pr.weight_group_size;
   QuantizerTape tape_a, tape_w;
-  Buffer qa = x_t, qw = w_t;
-  if (quantize) {
+  Buffer qa, qw;
+  if (!quantize) {
+    qa = x_t;
+    qw = w_t;
+  } else {
     FakeQuantize(pool, x_t, m, n, n, pr.activation_bits, alpha_a,
                  frozen ? &frozen->activation_offsets : nullptr,
                  frozen ? &frozen->activation_inside : nullptr,
