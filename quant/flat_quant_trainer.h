@@ -85,8 +85,9 @@ struct FlatQuantLoss {
 class FlatQuantObjective {
  public:
   // Errors on inconsistent shapes, bits outside 2..8 or a group size that does not divide n.
-  // Everything runs on `pool` (null: ThreadPool::Default(), sized by FLATFLEET_THREADS); every
-  // result is bit-identical at any pool size, each value being summed in one fixed order.
+  // Everything runs on `pool` (null: ThreadPool::Default(), sized by FLATFLEET_THREADS), which
+  // must outlive the objective; every result is bit-identical at any pool size, each value being
+  // summed in one fixed order.
   static absl::StatusOr<FlatQuantObjective> Create(const FlatQuantProblem& problem,
                                                    ThreadPool* pool = nullptr);
 
