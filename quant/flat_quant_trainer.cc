@@ -6,193 +6,265 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/thread_pool.h"
 #include "kernels/cpu/quant/dense_matrix.h"
 #include "kernels/cpu/quant/seeded_random.h"
+#include "quant/in_order_matmul.h"
+#include "quant/uninitialized_buffer.h"
 
 namespace flatfleet::quant {
 namespace {
 
 using Matrix = std::vector<double>;  // row-major
+// The [rows, n] arrays: every producer below writes all of a buffer's elements, in parallel.
+using Buffer = UninitializedBuffer;
 
 double Sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
-// a (r x k) * b (k x c).
-Matrix MatMul(const Matrix& a, const Matrix& b, int64_t r, int64_t k, int64_t c) {
-  Matrix out(r * c, 0.0);
-  for (int64_t i = 0; i < r; ++i) {
-    for (int64_t j = 0; j < k; ++j) {
-      const double aij = a[i * k + j];
-      for (int64_t l = 0; l < c; ++l) out[i * c + l] += aij * b[j * c + l];
-    }
-  }
-  return out;
-}
+// Every heavy loop below runs on the objective's thread pool, split only over independent outputs
+// (rows, output elements): each value is computed by one thread in the order the single-threaded
+// scalar code used, so the results are bit-identical at any thread count (and to that code).
 
 // Per row viewed as n1 x n2: out_r = left (n1 x n1) * row * right (n2 x n2). An empty `left` or
-// `right` means the identity.
-Matrix Sandwich(const Matrix& rows, int64_t count, const Matrix& left, const Matrix& right,
-                int64_t n1, int64_t n2) {
+// `right` means the identity. `out` is resized (its storage reused: Loss calls this per chunk).
+void Sandwich(ThreadPool& pool, const Buffer& rows, int64_t count, const Matrix& left,
+              const Matrix& right, int64_t n1, int64_t n2, Buffer& out) {
   const int64_t n = n1 * n2;
-  Matrix out(count * n, 0.0);
-  Matrix tmp(n);
-  for (int64_t r = 0; r < count; ++r) {
-    const double* z = rows.data() + r * n;
-    if (left.empty()) {
-      std::copy(z, z + n, tmp.begin());
-    } else {
-      std::fill(tmp.begin(), tmp.end(), 0.0);
-      for (int64_t a = 0; a < n1; ++a) {
-        for (int64_t i = 0; i < n1; ++i) {
-          const double l = left[a * n1 + i];
-          for (int64_t j = 0; j < n2; ++j) tmp[a * n2 + j] += l * z[i * n2 + j];
-        }
+  out.resize(count * n);
+  pool.ParallelFor(count, [&](int64_t begin, int64_t end) {
+    Buffer tmp(left.empty() || right.empty() ? 0 : n);
+    for (int64_t r = begin; r < end; ++r) {
+      const double* z = rows.data() + r * n;
+      double* o = out.data() + r * n;
+      const double* middle = z;
+      if (!left.empty()) {
+        double* product = right.empty() ? o : tmp.data();
+        InOrderMatMulOnThisThread(MatrixView::RowMajor(left.data(), n1, n1),
+                                  MatrixView::RowMajor(z, n1, n2), product, n2);
+        middle = product;
+      }
+      if (!right.empty()) {
+        InOrderMatMulOnThisThread(MatrixView::RowMajor(middle, n1, n2),
+                                  MatrixView::RowMajor(right.data(), n2, n2), o, n2);
+      } else if (left.empty()) {
+        std::copy(z, z + n, o);
       }
     }
-    double* o = out.data() + r * n;
-    if (right.empty()) {
-      std::copy(tmp.begin(), tmp.end(), o);
-      continue;
-    }
-    for (int64_t a = 0; a < n1; ++a) {
-      for (int64_t j = 0; j < n2; ++j) {
-        const double t = tmp[a * n2 + j];
-        for (int64_t b = 0; b < n2; ++b) o[a * n2 + b] += t * right[j * n2 + b];
+  });
+}
+
+Buffer Sandwich(ThreadPool& pool, const Buffer& rows, int64_t count, const Matrix& left,
+                const Matrix& right, int64_t n1, int64_t n2) {
+  Buffer out;
+  Sandwich(pool, rows, count, left, right, n1, n2, out);
+  return out;
+}
+
+// sum_r A_r B_r^T (n1 x n1) for n1 x n2 row views: each row's product (its own sum over the n2
+// columns), added in row order. The products of a wave of rows are computed in parallel.
+Matrix SumABt(ThreadPool& pool, const Buffer& a, const Buffer& b, int64_t count, int64_t n1,
+              int64_t n2) {
+  const int64_t n = n1 * n2, size = n1 * n1;
+  constexpr int64_t kWaveRows = 64;  // bounds the products held to 64 n1 x n1 matrices
+  Matrix out(size, 0.0), products(std::min(count, kWaveRows) * size);
+  for (int64_t w0 = 0; w0 < count; w0 += kWaveRows) {
+    const int64_t wave = std::min(kWaveRows, count - w0);
+    pool.ParallelFor(wave, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        InOrderMatMulOnThisThread(
+            MatrixView::RowMajor(a.data() + (w0 + r) * n, n1, n2),
+            MatrixView::RowMajor(b.data() + (w0 + r) * n, n1, n2).Transposed(),
+            products.data() + r * size, n1);
       }
+    });
+    for (int64_t r = 0; r < wave; ++r) {
+      for (int64_t i = 0; i < size; ++i) out[i] += products[r * size + i];
     }
   }
   return out;
 }
 
-// out (n1 x n1) += sum_r A_r B_r^T for n1 x n2 row views.
-void AccumulateABt(const Matrix& a, const Matrix& b, int64_t count, int64_t n1, int64_t n2,
-                   Matrix& out) {
-  const int64_t n = n1 * n2;
-  for (int64_t r = 0; r < count; ++r) {
-    const double* ar = a.data() + r * n;
-    const double* br = b.data() + r * n;
-    for (int64_t i = 0; i < n1; ++i) {
-      for (int64_t k = 0; k < n1; ++k) {
-        double sum = 0.0;
-        for (int64_t j = 0; j < n2; ++j) sum += ar[i * n2 + j] * br[k * n2 + j];
-        out[i * n1 + k] += sum;
-      }
-    }
-  }
+// sum_r A_r^T B_r (n2 x n2) for n1 x n2 row views: with the rows stacked into [count * n1, n2]
+// matrices this is one product, A^T B, whose terms run over (r, i) in ascending order.
+Matrix SumAtB(ThreadPool& pool, const Buffer& a, const Buffer& b, int64_t count, int64_t n1,
+              int64_t n2) {
+  Matrix out(n2 * n2);
+  InOrderMatMul(pool, MatrixView::RowMajor(a.data(), count * n1, n2).Transposed(),
+                MatrixView::RowMajor(b.data(), count * n1, n2), out.data(), n2);
+  return out;
 }
 
-// out (n2 x n2) += sum_r A_r^T B_r for n1 x n2 row views.
-void AccumulateAtB(const Matrix& a, const Matrix& b, int64_t count, int64_t n1, int64_t n2,
-                   Matrix& out) {
-  const int64_t n = n1 * n2;
-  for (int64_t r = 0; r < count; ++r) {
-    const double* ar = a.data() + r * n;
-    const double* br = b.data() + r * n;
-    for (int64_t i = 0; i < n1; ++i) {
-      for (int64_t p = 0; p < n2; ++p) {
-        const double v = ar[i * n2 + p];
-        for (int64_t q = 0; q < n2; ++q) out[p * n2 + q] += v * br[i * n2 + q];
+// values [rows, n] (floats, as doubles) times, or divided by, factor[k] per column, into `out`
+// (resized).
+void ScaleColumns(ThreadPool& pool, std::span<const float> values, int64_t rows,
+                  const std::vector<double>& factor, bool divide, Buffer& out) {
+  const int64_t n = static_cast<int64_t>(factor.size());
+  out.resize(rows * n);
+  pool.ParallelFor(rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* in = values.data() + r * n;
+      double* o = out.data() + r * n;
+      if (divide) {
+        for (int64_t k = 0; k < n; ++k) o[k] = double{in[k]} / factor[k];
+      } else {
+        for (int64_t k = 0; k < n; ++k) o[k] = double{in[k]} * factor[k];
       }
     }
-  }
+  });
+}
+
+Buffer ScaleColumns(ThreadPool& pool, std::span<const float> values, int64_t rows,
+                    const std::vector<double>& factor, bool divide) {
+  Buffer out;
+  ScaleColumns(pool, values, rows, factor, divide, out);
+  return out;
+}
+
+// a (r x k) * b (k x c), row-major.
+Matrix MatMul(ThreadPool& pool, const Matrix& a, const Matrix& b, int64_t r, int64_t k, int64_t c) {
+  Matrix out(r * c);
+  InOrderMatMul(pool, MatrixView::RowMajor(a.data(), r, k), MatrixView::RowMajor(b.data(), k, c),
+                out.data(), c);
+  return out;
+}
+
+// out[k] += sign * sum_r a[r][k] b[r][k] ([rows, n] arrays), the terms added one at a time in row
+// order; columns in parallel.
+void AddColumnProducts(ThreadPool& pool, const Buffer& a, const Buffer& b, int64_t rows,
+                       double sign, std::vector<double>& out) {
+  const int64_t n = static_cast<int64_t>(out.size());
+  pool.ParallelFor(
+      n,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t r = 0; r < rows; ++r) {
+          const double* ar = a.data() + r * n;
+          const double* br = b.data() + r * n;
+          if (sign < 0) {
+            for (int64_t k = begin; k < end; ++k) out[k] -= ar[k] * br[k];
+          } else {
+            for (int64_t k = begin; k < end; ++k) out[k] += ar[k] * br[k];
+          }
+        }
+      },
+      /*min_chunk=*/256);
+}
+
+std::vector<double> Exp(const std::vector<double>& values) {
+  std::vector<double> out(values.size());
+  for (size_t i = 0; i < values.size(); ++i) out[i] = std::exp(values[i]);
+  return out;
 }
 
 // What the backward pass of one quantizer needs.
 struct QuantizerTape {
-  std::vector<double> t;      // u / s per element
-  std::vector<double> level;  // the quantized value / s (clamped, rounded or replayed)
+  Buffer t;      // u / s per element
+  Buffer level;  // the quantized value / s (clamped, rounded or replayed)
   std::vector<uint8_t> inside;
   std::vector<double> scale, max_abs;  // per group
   std::vector<int64_t> arg_max;        // per group, element index
 };
 
-// Symmetric b-bit fake quantization of `values` ([rows, cols]) in groups of `group` columns.
-std::vector<double> FakeQuantize(const Matrix& values, int64_t rows, int64_t cols, int64_t group,
-                                 int bits, double alpha, const std::vector<double>* frozen_offsets,
-                                 const std::vector<uint8_t>* frozen_inside,
-                                 std::vector<double>* record_offsets,
-                                 std::vector<uint8_t>* record_inside, QuantizerTape& tape) {
+// Symmetric b-bit fake quantization of `values` ([rows, cols]) in groups of `group` columns, into
+// `out` (resized; `out` and `tape` keep their storage across calls).
+void FakeQuantize(ThreadPool& pool, const Buffer& values, int64_t rows, int64_t cols, int64_t group,
+                  int bits, double alpha, const std::vector<double>* frozen_offsets,
+                  const std::vector<uint8_t>* frozen_inside, std::vector<double>* record_offsets,
+                  std::vector<uint8_t>* record_inside, QuantizerTape& tape, Buffer& out) {
   const double qmax = static_cast<double>((1 << (bits - 1)) - 1);
   const int64_t groups = cols / group;
   const int64_t total = rows * cols;
-  std::vector<double> out(total, 0.0);
-  tape.t.assign(total, 0.0);
-  tape.level.assign(total, 0.0);
+  out.resize(total);
+  tape.t.resize(total);
+  tape.level.resize(total);
   tape.inside.assign(total, 0);
   tape.scale.assign(rows * groups, 0.0);
   tape.max_abs.assign(rows * groups, 0.0);
   tape.arg_max.assign(rows * groups, -1);
   if (record_offsets != nullptr) record_offsets->assign(total, 0.0);
   if (record_inside != nullptr) record_inside->assign(total, 0);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t begin = r * cols + g * group;
-      double max_abs = 0.0;
-      int64_t arg_max = begin;
-      for (int64_t i = begin; i < begin + group; ++i) {
-        if (std::fabs(values[i]) > max_abs) {
-          max_abs = std::fabs(values[i]);
-          arg_max = i;
+  pool.ParallelFor(rows, [&](int64_t row_begin, int64_t row_end) {
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t begin = r * cols + g * group;
+        double max_abs = 0.0;
+        int64_t arg_max = begin;
+        for (int64_t i = begin; i < begin + group; ++i) {
+          if (std::fabs(values[i]) > max_abs) {
+            max_abs = std::fabs(values[i]);
+            arg_max = i;
+          }
         }
-      }
-      const int64_t gi = r * groups + g;
-      tape.max_abs[gi] = max_abs;
-      tape.arg_max[gi] = arg_max;
-      if (max_abs == 0.0) continue;  // all zero: quantizes to zero, no gradient
-      const double s = alpha * max_abs / qmax;
-      tape.scale[gi] = s;
-      for (int64_t i = begin; i < begin + group; ++i) {
-        const double t = values[i] / s;
-        double offset;
-        bool inside;
-        if (frozen_offsets != nullptr) {
-          offset = (*frozen_offsets)[i];
-          inside = (*frozen_inside)[i] != 0;
-        } else {
-          offset = std::nearbyint(t) - t;
-          inside = std::fabs(t) <= qmax;
+        const int64_t gi = r * groups + g;
+        tape.max_abs[gi] = max_abs;
+        tape.arg_max[gi] = arg_max;
+        if (max_abs == 0.0) {  // all zero: quantizes to zero, no gradient
+          std::fill(out.begin() + begin, out.begin() + begin + group, 0.0);
+          std::fill(tape.t.begin() + begin, tape.t.begin() + begin + group, 0.0);
+          std::fill(tape.level.begin() + begin, tape.level.begin() + begin + group, 0.0);
+          continue;
         }
-        const double level = inside ? t + offset : (t > 0 ? qmax : -qmax);
-        tape.t[i] = t;
-        tape.level[i] = level;
-        tape.inside[i] = inside ? 1 : 0;
-        out[i] = level * s;
-        if (record_offsets != nullptr) (*record_offsets)[i] = offset;
-        if (record_inside != nullptr) (*record_inside)[i] = inside ? 1 : 0;
+        const double s = alpha * max_abs / qmax;
+        tape.scale[gi] = s;
+        for (int64_t i = begin; i < begin + group; ++i) {
+          const double t = values[i] / s;
+          double offset;
+          bool inside;
+          if (frozen_offsets != nullptr) {
+            offset = (*frozen_offsets)[i];
+            inside = (*frozen_inside)[i] != 0;
+          } else {
+            offset = std::nearbyint(t) - t;
+            inside = std::fabs(t) <= qmax;
+          }
+          const double level = inside ? t + offset : (t > 0 ? qmax : -qmax);
+          tape.t[i] = t;
+          tape.level[i] = level;
+          tape.inside[i] = inside ? 1 : 0;
+          out[i] = level * s;
+          if (record_offsets != nullptr) (*record_offsets)[i] = offset;
+          if (record_inside != nullptr) (*record_inside)[i] = inside ? 1 : 0;
+        }
       }
     }
-  }
-  return out;
+  });
 }
 
 // Straight-through backward of FakeQuantize: returns dL/dvalues, adds dL/dalpha.
-std::vector<double> FakeQuantizeBackward(const Matrix& values, const std::vector<double>& grad,
-                                         int64_t rows, int64_t cols, int64_t group, int bits,
-                                         double alpha, const QuantizerTape& tape,
-                                         double& grad_alpha) {
+Buffer FakeQuantizeBackward(ThreadPool& pool, const Buffer& values, const Buffer& grad,
+                            int64_t rows, int64_t cols, int64_t group, int bits, double alpha,
+                            const QuantizerTape& tape, double& grad_alpha) {
   const double qmax = static_cast<double>((1 << (bits - 1)) - 1);
   const int64_t groups = cols / group;
-  std::vector<double> out(rows * cols, 0.0);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t gi = r * groups + g;
-      if (tape.max_abs[gi] == 0.0) continue;
-      const int64_t begin = r * cols + g * group;
-      double grad_scale = 0.0;
-      for (int64_t i = begin; i < begin + group; ++i) {
-        // value = level * s; inside: level = t + offset with t = u / s, so d value / du = 1 and
-        // d value / ds = offset = level - t; outside: d value / ds = level (= +-qmax).
-        if (tape.inside[i]) {
-          out[i] = grad[i];
-          grad_scale += grad[i] * (tape.level[i] - tape.t[i]);
-        } else {
-          grad_scale += grad[i] * tape.level[i];
+  Buffer out(rows * cols);
+  // Each group's term of dL/dalpha, summed in group order after the parallel loop.
+  std::vector<double> alpha_terms(rows * groups, 0.0);
+  pool.ParallelFor(rows, [&](int64_t row_begin, int64_t row_end) {
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      std::fill(out.begin() + r * cols, out.begin() + (r + 1) * cols, 0.0);
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t gi = r * groups + g;
+        if (tape.max_abs[gi] == 0.0) continue;
+        const int64_t begin = r * cols + g * group;
+        double grad_scale = 0.0;
+        for (int64_t i = begin; i < begin + group; ++i) {
+          // value = level * s; inside: level = t + offset with t = u / s, so d value / du = 1 and
+          // d value / ds = offset = level - t; outside: d value / ds = level (= +-qmax).
+          if (tape.inside[i]) {
+            out[i] = grad[i];
+            grad_scale += grad[i] * (tape.level[i] - tape.t[i]);
+          } else {
+            grad_scale += grad[i] * tape.level[i];
+          }
         }
+        // s = alpha * max|u| / qmax.
+        alpha_terms[gi] = grad_scale * tape.max_abs[gi] / qmax;
+        const int64_t arg_max = tape.arg_max[gi];
+        out[arg_max] += grad_scale * alpha / qmax * (values[arg_max] > 0 ? 1.0 : -1.0);
       }
-      // s = alpha * max|u| / qmax.
-      grad_alpha += grad_scale * tape.max_abs[gi] / qmax;
-      const int64_t arg_max = tape.arg_max[gi];
-      out[arg_max] += grad_scale * alpha / qmax * (values[arg_max] > 0 ? 1.0 : -1.0);
     }
+  });
+  for (int64_t gi = 0; gi < rows * groups; ++gi) {
+    if (tape.max_abs[gi] != 0.0) grad_alpha += alpha_terms[gi];
   }
   return out;
 }
@@ -265,7 +337,8 @@ int64_t KroneckerLeftFactor(int64_t n) {
   return best;
 }
 
-absl::StatusOr<FlatQuantObjective> FlatQuantObjective::Create(const FlatQuantProblem& problem) {
+absl::StatusOr<FlatQuantObjective> FlatQuantObjective::Create(const FlatQuantProblem& problem,
+                                                              ThreadPool* pool) {
   const int64_t n = problem.in_features;
   if (problem.rows < 1 || problem.out_features < 1 || n < 1 ||
       static_cast<int64_t>(problem.inputs.size()) != problem.rows * n ||
@@ -287,19 +360,23 @@ absl::StatusOr<FlatQuantObjective> FlatQuantObjective::Create(const FlatQuantPro
   }
   FlatQuantObjective objective;
   objective.problem_ = problem;
+  objective.pool_ = pool != nullptr ? pool : &ThreadPool::Default();
   const int64_t m = problem.rows, out = problem.out_features;
   objective.target_.assign(m * out, 0.0);
-  double norm2 = 0.0;
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < out; ++j) {
-      double sum = 0.0;
-      for (int64_t k = 0; k < n; ++k) {
-        sum += double{problem.inputs[i * n + k]} * problem.weight[j * n + k];
-      }
-      objective.target_[i * out + j] = sum;
-      norm2 += sum * sum;
-    }
+  // X W^T, the weight in chunks of rows as Loss takes them (the doubles of W are never all held).
+  const std::vector<double> ones(n, 1.0);  // scaling by 1: the floats widened, exactly
+  const Buffer x = ScaleColumns(*objective.pool_, problem.inputs, m, ones, /*divide=*/false);
+  const int64_t chunk = std::clamp<int64_t>(kLossChunkValues / n, 1, out);
+  Buffer w;
+  for (int64_t j0 = 0; j0 < out; j0 += chunk) {
+    const int64_t c = std::min(chunk, out - j0);
+    ScaleColumns(*objective.pool_, problem.weight.subspan(j0 * n, c * n), c, ones, false, w);
+    InOrderMatMul(*objective.pool_, MatrixView::RowMajor(x.data(), m, n),
+                  MatrixView::RowMajor(w.data(), c, n).Transposed(), objective.target_.data() + j0,
+                  out);
   }
+  double norm2 = 0.0;
+  for (double t : objective.target_) norm2 += t * t;
   objective.target_norm2_ = norm2 > 0.0 ? norm2 : 1.0;
   return objective;
 }
@@ -377,41 +454,36 @@ absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
   const Matrix p1t = Transpose(act.p1, n1);      // P1^T (activation side)
   const Matrix p2t = Transpose(act.p2, n2);      // P2^T (activation side)
 
-  Matrix z(m * n), v(out * n);
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t k = 0; k < n; ++k) {
-      z[i * n + k] = pr.inputs[i * n + k] / std::exp(act.log_scales[k]);
-    }
-  }
-  for (int64_t j = 0; j < out; ++j) {
-    for (int64_t k = 0; k < n; ++k) {
-      v[j * n + k] = weight[j * n + k] * std::exp(wgt.log_scales[k]);
-    }
-  }
-  const Matrix x_t = Sandwich(z, m, p1t, act.p2, n1, n2);  // rows of X diag(s)^-1 P
-  const Matrix w_t = Sandwich(v, out, a1, a2, n1, n2);     // rows of W diag(s) P^-T
+  ThreadPool& pool = *pool_;
+  const Buffer z = ScaleColumns(pool, pr.inputs, m, Exp(act.log_scales), /*divide=*/true);
+  const Buffer v = ScaleColumns(pool, weight, out, Exp(wgt.log_scales), /*divide=*/false);
+  const Buffer x_t = Sandwich(pool, z, m, p1t, act.p2, n1, n2);  // rows of X diag(s)^-1 P
+  const Buffer w_t = Sandwich(pool, v, out, a1, a2, n1, n2);     // rows of W diag(s) P^-T
 
   const double alpha_a = act.activation_clip(), alpha_w = wgt.weight_clip();
   const int64_t wgroup = pr.weight_group_size == 0 ? n : pr.weight_group_size;
   QuantizerTape tape_a, tape_w;
-  Matrix qa = x_t, qw = w_t;
-  if (quantize) {
-    qa = FakeQuantize(x_t, m, n, n, pr.activation_bits, alpha_a,
-                      frozen ? &frozen->activation_offsets : nullptr,
-                      frozen ? &frozen->activation_inside : nullptr,
-                      record ? &record->activation_offsets : nullptr,
-                      record ? &record->activation_inside : nullptr, tape_a);
-    qw = FakeQuantize(
-        w_t, out, n, wgroup, pr.weight_bits, alpha_w, frozen ? &frozen->weight_offsets : nullptr,
-        frozen ? &frozen->weight_inside : nullptr, record ? &record->weight_offsets : nullptr,
-        record ? &record->weight_inside : nullptr, tape_w);
+  Buffer qa, qw;
+  if (!quantize) {
+    qa = x_t;
+    qw = w_t;
+  } else {
+    FakeQuantize(pool, x_t, m, n, n, pr.activation_bits, alpha_a,
+                 frozen ? &frozen->activation_offsets : nullptr,
+                 frozen ? &frozen->activation_inside : nullptr,
+                 record ? &record->activation_offsets : nullptr,
+                 record ? &record->activation_inside : nullptr, tape_a, qa);
+    FakeQuantize(pool, w_t, out, n, wgroup, pr.weight_bits, alpha_w,
+                 frozen ? &frozen->weight_offsets : nullptr,
+                 frozen ? &frozen->weight_inside : nullptr,
+                 record ? &record->weight_offsets : nullptr,
+                 record ? &record->weight_inside : nullptr, tape_w, qw);
   }
 
-  // Y = Qa Qw^T via Qw^T (n x out) so the inner loop is contiguous.
-  Matrix qw_t(n * out);
-  for (int64_t j = 0; j < out; ++j)
-    for (int64_t k = 0; k < n; ++k) qw_t[k * out + j] = qw[j * n + k];
-  Matrix grad_y = MatMul(qa, qw_t, m, n, out);
+  // Y = Qa Qw^T, the O(rows * out * in) term.
+  Buffer grad_y(m * out);
+  InOrderMatMul(pool, MatrixView::RowMajor(qa.data(), m, n),
+                MatrixView::RowMajor(qw.data(), out, n).Transposed(), grad_y.data(), out);
   double loss = 0.0;
   for (int64_t i = 0; i < m * out; ++i) {
     const double e = grad_y[i] - target[i];
@@ -421,21 +493,19 @@ absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
   if (act_grad_out == nullptr || wgt_grad_out == nullptr) return loss / target_norm2;
 
   // dL/dQa = G Qw, dL/dQw = G^T Qa.
-  Matrix grad_qa = MatMul(grad_y, qw, m, out, n);
-  Matrix grad_qw(out * n, 0.0);
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < out; ++j) {
-      const double g = grad_y[i * out + j];
-      for (int64_t k = 0; k < n; ++k) grad_qw[j * n + k] += g * qa[i * n + k];
-    }
-  }
+  Buffer grad_qa(m * n), grad_qw(out * n);
+  InOrderMatMul(pool, MatrixView::RowMajor(grad_y.data(), m, out),
+                MatrixView::RowMajor(qw.data(), out, n), grad_qa.data(), n);
+  InOrderMatMul(pool, MatrixView::RowMajor(grad_y.data(), m, out).Transposed(),
+                MatrixView::RowMajor(qa.data(), m, n), grad_qw.data(), n);
   double grad_alpha_a = 0.0, grad_alpha_w = 0.0;
-  const Matrix grad_xt = quantize ? FakeQuantizeBackward(x_t, grad_qa, m, n, n, pr.activation_bits,
-                                                         alpha_a, tape_a, grad_alpha_a)
-                                  : grad_qa;
-  const Matrix grad_wt = quantize
-                             ? FakeQuantizeBackward(w_t, grad_qw, out, n, wgroup, pr.weight_bits,
-                                                    alpha_w, tape_w, grad_alpha_w)
+  const Buffer grad_xt = quantize
+                             ? FakeQuantizeBackward(pool, x_t, grad_qa, m, n, n, pr.activation_bits,
+                                                    alpha_a, tape_a, grad_alpha_a)
+                             : grad_qa;
+  const Buffer grad_wt = quantize
+                             ? FakeQuantizeBackward(pool, w_t, grad_qw, out, n, wgroup,
+                                                    pr.weight_bits, alpha_w, tape_w, grad_alpha_w)
                              : grad_qw;
 
   for (FlatQuantParams* g : {act_grad_out, wgt_grad_out}) {
@@ -450,23 +520,23 @@ absl::StatusOr<double> FlatQuantObjective::EvaluateUntied(
   // Activations: Xt_r = P1^T Z_r P2.
   //   dL/dP1 = sum_r Z_r P2 Gx_r^T, dL/dP2 = sum_r Z_r^T P1 Gx_r, dL/dZ_r = P1 Gx_r P2^T.
   FlatQuantParams& ga = *act_grad_out;
-  AccumulateABt(Sandwich(z, m, {}, act.p2, n1, n2), grad_xt, m, n1, n2, ga.p1);
-  AccumulateAtB(z, Sandwich(grad_xt, m, act.p1, {}, n1, n2), m, n1, n2, ga.p2);
-  const Matrix grad_z = Sandwich(grad_xt, m, act.p1, p2t, n1, n2);
-  for (int64_t i = 0; i < m * n; ++i) ga.log_scales[i % n] -= grad_z[i] * z[i];  // dZ = -Z dsig
+  ga.p1 = SumABt(pool, Sandwich(pool, z, m, {}, act.p2, n1, n2), grad_xt, m, n1, n2);
+  ga.p2 = SumAtB(pool, z, Sandwich(pool, grad_xt, m, act.p1, {}, n1, n2), m, n1, n2);
+  const Buffer grad_z = Sandwich(pool, grad_xt, m, act.p1, p2t, n1, n2);
+  AddColumnProducts(pool, grad_z, z, m, -1.0, ga.log_scales);           // dZ = -Z dsig
   ga.activation_clip_logit = grad_alpha_a * alpha_a * (1.0 - alpha_a);  // alpha = sigmoid(logit)
   // Weights: Wt_r = A1 V_r A2 with A1 = P1^-1, A2 = P2^-T.
   //   dL/dA1 = sum_r Gw_r (V_r A2)^T, dL/dA2 = sum_r (A1 V_r)^T Gw_r, dL/dV_r = A1^T Gw_r A2^T.
   FlatQuantParams& gw = *wgt_grad_out;
-  Matrix grad_a1(n1 * n1, 0.0), grad_a2(n2 * n2, 0.0);
-  AccumulateABt(grad_wt, Sandwich(v, out, {}, a2, n1, n2), out, n1, n2, grad_a1);
-  AccumulateAtB(Sandwich(v, out, a1, {}, n1, n2), grad_wt, out, n1, n2, grad_a2);
-  const Matrix grad_v = Sandwich(grad_wt, out, a1t, p2_inv, n1, n2);
-  for (int64_t i = 0; i < out * n; ++i) gw.log_scales[i % n] += grad_v[i] * v[i];  // dV = V dsig
+  const Matrix grad_a1 = SumABt(pool, grad_wt, Sandwich(pool, v, out, {}, a2, n1, n2), out, n1, n2);
+  const Matrix grad_a2 = SumAtB(pool, Sandwich(pool, v, out, a1, {}, n1, n2), grad_wt, out, n1, n2);
+  const Buffer grad_v = Sandwich(pool, grad_wt, out, a1t, p2_inv, n1, n2);
+  AddColumnProducts(pool, grad_v, v, out, 1.0, gw.log_scales);  // dV = V dsig
   // d(P1^-1) = -P1^-1 dP1 P1^-1  =>  dL/dP1 = -P1^-T (dL/dA1) P1^-T.
   // A2 = P2^-T: dA2 = -P2^-T dP2^T P2^-T  =>  dL/dP2 = -P2^-T (dL/dA2)^T P2^-T.
-  const Matrix from_a1 = MatMul(MatMul(a1t, grad_a1, n1, n1, n1), a1t, n1, n1, n1);
-  const Matrix from_a2 = MatMul(MatMul(a2, Transpose(grad_a2, n2), n2, n2, n2), a2, n2, n2, n2);
+  const Matrix from_a1 = MatMul(pool, MatMul(pool, a1t, grad_a1, n1, n1, n1), a1t, n1, n1, n1);
+  const Matrix from_a2 =
+      MatMul(pool, MatMul(pool, a2, Transpose(grad_a2, n2), n2, n2, n2), a2, n2, n2, n2);
   for (int64_t i = 0; i < n1 * n1; ++i) gw.p1[i] = -from_a1[i];
   for (int64_t i = 0; i < n2 * n2; ++i) gw.p2[i] = -from_a2[i];
   gw.weight_clip_logit = grad_alpha_w * alpha_w * (1.0 - alpha_w);
@@ -490,43 +560,31 @@ absl::StatusOr<double> FlatQuantObjective::Loss(const FlatQuantParams& params,
   const Matrix a2 = Transpose(*p2_inverse, n2);  // P2^-T
   const Matrix p1t = Transpose(params.p1, n1);   // P1^T
 
-  Matrix qa;
+  ThreadPool& pool = *pool_;
+  const std::vector<double> scales = Exp(params.log_scales);
+  Buffer qa;
   {
-    Matrix z(m * n);
-    for (int64_t i = 0; i < m; ++i) {
-      for (int64_t k = 0; k < n; ++k) {
-        z[i * n + k] = pr.inputs[i * n + k] / std::exp(params.log_scales[k]);
-      }
-    }
-    const Matrix x_t = Sandwich(z, m, p1t, params.p2, n1, n2);
+    const Buffer z = ScaleColumns(pool, pr.inputs, m, scales, /*divide=*/true);
+    const Buffer x_t = Sandwich(pool, z, m, p1t, params.p2, n1, n2);
     QuantizerTape tape;
-    qa = FakeQuantize(x_t, m, n, n, pr.activation_bits, params.activation_clip(), nullptr, nullptr,
-                      nullptr, nullptr, tape);
+    FakeQuantize(pool, x_t, m, n, n, pr.activation_bits, params.activation_clip(), nullptr, nullptr,
+                 nullptr, nullptr, tape, qa);
   }
   const int64_t wgroup = pr.weight_group_size == 0 ? n : pr.weight_group_size;
   const int64_t chunk = std::clamp<int64_t>(chunk_values / n, 1, out);
-  std::vector<double> errors(m * out);
+  Buffer errors(m * out);
+  // The chunk's arrays, allocated once: fresh ones per chunk cost as much in page faults as the
+  // quantizer's arithmetic.
+  Buffer v, w_t, qw, y(m * chunk);
+  QuantizerTape tape;
   for (int64_t j0 = 0; j0 < out; j0 += chunk) {
     const int64_t c = std::min(chunk, out - j0);
-    Matrix v(c * n);
-    for (int64_t j = 0; j < c; ++j) {
-      for (int64_t k = 0; k < n; ++k) {
-        v[j * n + k] = pr.weight[(j0 + j) * n + k] * std::exp(params.log_scales[k]);
-      }
-    }
-    Matrix qw;
-    {
-      const Matrix w_t = Sandwich(v, c, a1, a2, n1, n2);
-      v = {};
-      QuantizerTape tape;
-      qw = FakeQuantize(w_t, c, n, wgroup, pr.weight_bits, params.weight_clip(), nullptr, nullptr,
-                        nullptr, nullptr, tape);
-    }
-    Matrix qw_t(n * c);
-    for (int64_t j = 0; j < c; ++j)
-      for (int64_t k = 0; k < n; ++k) qw_t[k * c + j] = qw[j * n + k];
-    qw = {};
-    const Matrix y = MatMul(qa, qw_t, m, n, c);
+    ScaleColumns(pool, pr.weight.subspan(j0 * n, c * n), c, scales, /*divide=*/false, v);
+    Sandwich(pool, v, c, a1, a2, n1, n2, w_t);
+    FakeQuantize(pool, w_t, c, n, wgroup, pr.weight_bits, params.weight_clip(), nullptr, nullptr,
+                 nullptr, nullptr, tape, qw);
+    InOrderMatMul(pool, MatrixView::RowMajor(qa.data(), m, n),
+                  MatrixView::RowMajor(qw.data(), c, n).Transposed(), y.data(), c);
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t j = 0; j < c; ++j) {
         errors[i * out + j0 + j] = y[i * c + j] - target_[i * out + j0 + j];
@@ -581,7 +639,8 @@ absl::StatusOr<FlatQuantResult> TrainFlatQuant(const FlatQuantProblem& full_prob
     problem.rows = options.max_rows;
     problem.inputs = problem.inputs.first(problem.rows * problem.in_features);
   }
-  FF_ASSIGN_OR_RETURN(FlatQuantObjective objective, FlatQuantObjective::Create(problem));
+  FF_ASSIGN_OR_RETURN(FlatQuantObjective objective,
+                      FlatQuantObjective::Create(problem, options.pool));
   FlatQuantParams params = InitialFlatQuantParams(problem, options);
   std::vector<double> theta = Flatten(params);
   const size_t count = theta.size();

@@ -30,6 +30,10 @@
 
 #include "absl/status/statusor.h"
 
+namespace flatfleet {
+class ThreadPool;
+}  // namespace flatfleet
+
 namespace flatfleet::quant {
 
 // The factor n1 of n = n1 * n2 closest to sqrt(n) with n1 <= n2 (688 -> 16 x 43, 256 -> 16 x 16).
@@ -81,7 +85,11 @@ struct FlatQuantLoss {
 class FlatQuantObjective {
  public:
   // Errors on inconsistent shapes, bits outside 2..8 or a group size that does not divide n.
-  static absl::StatusOr<FlatQuantObjective> Create(const FlatQuantProblem& problem);
+  // Everything runs on `pool` (null: ThreadPool::Default(), sized by FLATFLEET_THREADS), which
+  // must outlive the objective; every result is bit-identical at any pool size, each value being
+  // summed in one fixed order.
+  static absl::StatusOr<FlatQuantObjective> Create(const FlatQuantProblem& problem,
+                                                   ThreadPool* pool = nullptr);
 
   const FlatQuantProblem& problem() const { return problem_; }
 
@@ -117,6 +125,7 @@ class FlatQuantObjective {
   FlatQuantObjective() = default;
 
   FlatQuantProblem problem_;
+  ThreadPool* pool_ = nullptr;
   std::vector<double> target_;  // X W^T, [rows, out_features]
   double target_norm2_ = 1.0;
 };
@@ -141,6 +150,9 @@ struct FlatQuantOptions {
   // which makes a step ~out/64 times cheaper than the full objective.
   int64_t output_rows_per_step = 64;
   uint64_t seed = 0;  // random orthogonal factors of non-power-of-two sizes
+  // The threads the objective runs on (null: ThreadPool::Default()); the result does not depend
+  // on their number.
+  ThreadPool* pool = nullptr;
 };
 
 FlatQuantParams InitialFlatQuantParams(const FlatQuantProblem& problem,

@@ -3,10 +3,12 @@
 #include <cstdio>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "common/thread_pool.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/quant/dense_matrix.h"
 #include "quant/calibrated_linear.h"
@@ -216,6 +218,78 @@ TEST_F(FlatQuantTest, ChunkedLossIsTheFullObjectivesBitForBit) {
   FlatQuantParams singular = params;
   std::fill(singular.p1.begin(), singular.p1.end(), 0.0);
   EXPECT_FALSE(objective->Loss(singular).ok());
+}
+
+// Every value of the parameters, for exact comparisons.
+std::vector<double> AllValues(const FlatQuantParams& p) {
+  std::vector<double> v = p.p1;
+  v.insert(v.end(), p.p2.begin(), p.p2.end());
+  v.insert(v.end(), p.log_scales.begin(), p.log_scales.end());
+  v.push_back(p.activation_clip_logit);
+  v.push_back(p.weight_clip_logit);
+  return v;
+}
+
+TEST_F(FlatQuantTest, LossGradientAndTrainingAreBitIdenticalAtAnyThreadCount) {
+  // n = n1 * n2 up to 320 (past the product's 256-deep blocks), sizes off its 4 x 8 tiles, and
+  // grouped or per-channel weights.
+  const int64_t n1 = UniformInt(2, 16), n2 = UniformInt(2, 20), n = n1 * n2;
+  const int64_t m = UniformInt(5, 40), out = UniformInt(5, 90);
+  const int64_t group = UniformInt(0, 1) == 1 ? n2 : 0;
+  SCOPED_TRACE(testing::Message() << "n1 " << n1 << ", n2 " << n2 << ", rows " << m << ", out "
+                                  << out << ", group " << group);
+  const std::vector<float> x = Gaussian(m * n), w = Gaussian(out * n);
+  const FlatQuantProblem problem{.inputs = x,
+                                 .rows = m,
+                                 .weight = w,
+                                 .out_features = out,
+                                 .in_features = n,
+                                 .activation_bits = 4,
+                                 .weight_bits = 4,
+                                 .weight_group_size = group};
+  const FlatQuantParams params = RandomParams(n1, n2, 0);
+  std::vector<int64_t> subset;
+  for (int64_t j = 0; j < out; j += UniformInt(1, 3)) subset.push_back(j);
+
+  struct Results {
+    double loss, chunked_loss, subset_loss, trained_loss;
+    std::vector<double> gradient, subset_gradient, trained;
+  };
+  auto run = [&](int threads) -> std::optional<Results> {
+    ThreadPool pool(threads);
+    auto objective = FlatQuantObjective::Create(problem, &pool);
+    EXPECT_TRUE(objective.ok()) << objective.status();
+    auto full = objective->Evaluate(params, QuantizerMode::kSte);
+    auto part = objective->Evaluate(params, QuantizerMode::kSte, nullptr, nullptr, subset);
+    auto chunked = objective->Loss(params, 7 * n);
+    FlatQuantOptions options{.steps = 5, .max_rows = 0, .output_rows_per_step = 16, .seed = 3};
+    options.pool = &pool;
+    auto trained = TrainFlatQuant(problem, options);
+    EXPECT_TRUE(full.ok() && part.ok() && chunked.ok() && trained.ok());
+    if (!full.ok() || !part.ok() || !chunked.ok() || !trained.ok()) return std::nullopt;
+    return Results{full->loss,
+                   *chunked,
+                   part->loss,
+                   trained->trained_loss,
+                   AllValues(full->gradient),
+                   AllValues(part->gradient),
+                   AllValues(trained->params)};
+  };
+  const std::optional<Results> one = run(1);
+  ASSERT_TRUE(one.has_value());
+  EXPECT_EQ(one->chunked_loss, one->loss);
+  for (int threads : {2, 3, 8}) {
+    SCOPED_TRACE(testing::Message() << threads << " threads");
+    const std::optional<Results> many = run(threads);
+    ASSERT_TRUE(many.has_value());
+    EXPECT_EQ(many->loss, one->loss);
+    EXPECT_EQ(many->chunked_loss, one->chunked_loss);
+    EXPECT_EQ(many->subset_loss, one->subset_loss);
+    EXPECT_EQ(many->trained_loss, one->trained_loss);
+    EXPECT_EQ(many->gradient, one->gradient);
+    EXPECT_EQ(many->subset_gradient, one->subset_gradient);
+    EXPECT_EQ(many->trained, one->trained);
+  }
 }
 
 TEST_F(FlatQuantTest, SaveLoadRoundTripsAndPreservesTheLayer) {
