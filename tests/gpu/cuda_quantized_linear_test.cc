@@ -121,6 +121,9 @@ TEST_P(CudaQuantizedLinearTest, MatchesTheIntegerReference) {
   cuda::testing::DeviceBuffer<uint16_t> d_y16(c.m * y_stride);
   FF_CUDA_ASSERT(cudaMemset(d_y32.get(), 0xFF, c.m * y_stride * 4));
   FF_CUDA_ASSERT(cudaMemset(d_y16.get(), 0xFF, c.m * y_stride * 2));
+  // The poison must land before the layer runs: the context's stream is non-blocking, so it does
+  // not wait for the legacy stream's memset (under load the memset ran after the GEMM).
+  FF_CUDA_ASSERT(cudaDeviceSynchronize());
   ConstTensorView xv(d_x.get(), ScalarType::kBFloat16, MemoryKind::kDevice, c.m, c.in);
   xv.row_stride = x_stride;
   TensorView y32(d_y32.get(), ScalarType::kFloat32, MemoryKind::kDevice, c.m, c.out);
@@ -264,6 +267,7 @@ TEST_P(CudaQuantizedLinearOnCodesTest, MatchesTheReferenceAndTheUnfusedNorm) {
   cuda::testing::DeviceBuffer<uint16_t> d_x(x_bits);
   FF_CUDA_ASSERT(cudaMemset(d_codes.get(), 0xFF, c.m * k));
   FF_CUDA_ASSERT(cudaMemset(d_y.get(), 0xFF, c.m * c.out * 4));
+  FF_CUDA_ASSERT(cudaDeviceSynchronize());  // before the non-blocking stream's kernels
   ASSERT_TRUE(cuda::QuantizeActivationsInt8({.x = d_x.get(),
                                              .type = cuda::ActivationType::kBfloat16,
                                              .rows = c.m,
@@ -293,6 +297,7 @@ TEST_P(CudaQuantizedLinearOnCodesTest, MatchesTheReferenceAndTheUnfusedNorm) {
   FF_CUDA_ASSERT(cudaMemset(d_codes.get(), 0xFF, c.m * k));
   FF_CUDA_ASSERT(cudaMemset(d_y.get(), 0xFF, c.m * c.out * 4));
   FF_CUDA_ASSERT(cudaMemset(d_y_unfused.get(), 0xFF, c.m * c.out * 4));
+  FF_CUDA_ASSERT(cudaDeviceSynchronize());  // before the non-blocking stream's kernels
   ASSERT_TRUE(cuda::AddRmsNormQuantizeInt8({.residual = d_residual.get(),
                                             .rows = c.m,
                                             .hidden = c.in,
@@ -433,6 +438,7 @@ TEST(CudaQuantizedLinearTest, RandomLayersHaveTheFloatSpreadAndRun) {
     cuda::testing::DeviceBuffer<uint16_t> d_x(x_bits);
     cuda::testing::DeviceBuffer<float> d_y(m * out);
     FF_CUDA_ASSERT(cudaMemset(d_y.get(), 0xFF, m * out * 4));
+    FF_CUDA_ASSERT(cudaDeviceSynchronize());  // before the non-blocking stream's kernels
     ASSERT_TRUE(
         (*backend)
             ->Linear(**context, **weight,

@@ -111,6 +111,26 @@ TEST_F(GroupDotProductsTest, GroupSumsAndOutputsEqualTheScalarDefinitionBitForBi
   }
 }
 
+// Exactly full activation tiles (64, 128 rows) and a partial weight tile (n = 130): the shapes the
+// GPU backend test compares against at 63 / 64 rows.
+TEST_F(GroupDotProductsTest, FullActivationTilesEqualTheScalarDefinition) {
+  for (const int64_t m : {int64_t{63}, int64_t{64}, int64_t{65}, int64_t{128}}) {
+    for (const Case& c : Cases()) {
+      const int64_t n = 130, k = 512;
+      SCOPED_TRACE(::testing::Message() << "m " << m << " weight bits " << c.weight.bits);
+      const QuantizedMatrix x = Quantize(m, k, c.activation);
+      const QuantizedMatrix w = Quantize(n, k, c.weight);
+      auto result = QuantizedGemm(x, w);
+      ASSERT_TRUE(result.ok()) << result.status();
+      const std::vector<int64_t> sums = ScalarGroupSums(x, w);
+      ASSERT_EQ(result->group_accumulators.size(), sums.size());
+      for (size_t i = 0; i < sums.size(); ++i) {
+        ASSERT_EQ(result->group_accumulators[i], sums[i]) << i;
+      }
+    }
+  }
+}
+
 TEST_F(GroupDotProductsTest, EveryTileIsFoldedOnceAndCoversEachOutput) {
   int64_t m, n, k;
   RandomShape(m, n, k);
