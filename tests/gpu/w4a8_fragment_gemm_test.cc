@@ -369,14 +369,7 @@ TEST_P(W4A8FragmentSplitGpuTest, StaysWithinTheBoundAndIsDeterministic) {
   ASSERT_TRUE(expected.ok()) << expected.status();
   const auto packed = quant::PackInt4Matrix(w);
   ASSERT_TRUE(packed.ok()) << packed.status();
-  testing::W4A8DeviceOperands d{
-      .x = DeviceBuffer<int8_t>(x.codes),
-      .x_scales = DeviceBuffer<uint16_t>(x.scales),
-      .w_scales = DeviceBuffer<uint16_t>(w.scales),
-      .w = DeviceBuffer<uint32_t>(packed->words),
-      .zeros = DeviceBuffer<int8_t>(c.zero_points ? w.zero_points : std::vector<int8_t>{0}),
-      .add = DeviceBuffer<float>(add),
-      .unsigned_nibbles = packed->signedness == quant::Signedness::kUnsigned};
+  const testing::W4A8DeviceOperands d = testing::UploadW4A8Operands(x, w, *packed, add);
   DeviceFragments f(c.n, c.k, c.group_size);
   ASSERT_TRUE(Repack(c, d, f).ok());
   DeviceW4A8FragmentGemm probe;

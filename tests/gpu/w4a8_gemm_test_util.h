@@ -122,6 +122,21 @@ struct W4A8DeviceOperands {
   bool unsigned_nibbles;
 };
 
+// x, w (its PackInt4Matrix words `packed`) and the epilogue addition in device memory.
+inline W4A8DeviceOperands UploadW4A8Operands(const quant::QuantizedMatrix& x,
+                                             const quant::QuantizedMatrix& w,
+                                             const quant::PackedInt4Matrix& packed,
+                                             const std::vector<float>& add) {
+  return W4A8DeviceOperands{
+      .x = DeviceBuffer<int8_t>(x.codes),
+      .x_scales = DeviceBuffer<uint16_t>(x.scales),
+      .w_scales = DeviceBuffer<uint16_t>(w.scales),
+      .w = DeviceBuffer<uint32_t>(packed.words),
+      .zeros = DeviceBuffer<int8_t>(w.zero_points.empty() ? std::vector<int8_t>{0} : w.zero_points),
+      .add = DeviceBuffer<float>(add),
+      .unsigned_nibbles = packed.signedness == quant::Signedness::kUnsigned};
+}
+
 // One output configuration of a launch.
 struct W4A8Output {
   void* y;
@@ -188,14 +203,7 @@ inline void CheckW4A8Case(const W4A8Case& c, const std::vector<W4A8Run>& runs) {
   const auto packed = quant::PackInt4Matrix(w);
   ASSERT_TRUE(packed.ok()) << packed.status();
 
-  W4A8DeviceOperands d{
-      .x = DeviceBuffer<int8_t>(x.codes),
-      .x_scales = DeviceBuffer<uint16_t>(x.scales),
-      .w_scales = DeviceBuffer<uint16_t>(w.scales),
-      .w = DeviceBuffer<uint32_t>(packed->words),
-      .zeros = DeviceBuffer<int8_t>(c.zero_points ? w.zero_points : std::vector<int8_t>{0}),
-      .add = DeviceBuffer<float>(add),
-      .unsigned_nibbles = packed->signedness == quant::Signedness::kUnsigned};
+  const W4A8DeviceOperands d = UploadW4A8Operands(x, w, *packed, add);
   ASSERT_NE(d.w.get(), nullptr) << "out of device memory";
 
   // Today's path, once: the float32 GEMM result, then AddBias per output configuration.
