@@ -1,11 +1,14 @@
 // The integer core of the quantized CPU GEMMs (quantized_gemm.h's integer part): for activation
 // row m and weight row n, the int32 sums over each weight group g of
 //   (x code - x zero)[m, k] * (w code - w zero)[n, k],   k in g.
-// Computed in tiles on the process thread pool with both operands centred into int16 once (so the
-// compiler emits vpmaddwd, 16 products per instruction), where the scalar definition re-centred
-// every element through QuantizedMatrix::Centered on one thread. Integer sums are exact in any
-// order, so every sum equals the scalar definition's bit for bit whatever the tiling or the
-// number of threads; the float epilogues that fold them stay per output element, in their order.
+// Computed in tiles on the process thread pool, where the scalar definition re-centred every
+// element through QuantizedMatrix::Centered on one thread: activations centred into int16 once;
+// from two activation rows on (AVX2, even group sizes), the weights' raw codes are packed per
+// tile of 16 rows into K-interleaved int16 panels and a 6 x 16 register tile of vpmaddwd
+// accumulators (one lane per weight row, as the float GEMM's 4 x 16) runs over each group. Integer
+// sums are exact in any order, so every sum equals the scalar definition's bit for bit whatever the
+// tiling or the number of threads; the float epilogues that fold them stay per output element, in
+// their order.
 #pragma once
 
 #include <cstdint>
