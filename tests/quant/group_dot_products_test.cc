@@ -150,10 +150,12 @@ TEST_F(GroupDotProductsTest, EveryTileIsFoldedOnceAndCoversEachOutput) {
   const QuantizedMatrix x = Quantize(m, k, {.bits = 8});
   const QuantizedMatrix w = Quantize(n, k, {.bits = 4, .group_size = 64});
   std::vector<int> visits(m * n, 0);  // each element is written by exactly one fold call
-  ForEachGroupDotProducts(x, w, [&](int64_t row, int64_t n_begin, int64_t n_end, const int32_t*) {
-    ASSERT_LT(n_begin, n_end);
-    for (int64_t j = n_begin; j < n_end; ++j) ++visits[row * n + j];
-  });
+  ForEachGroupDotProducts(
+      x, w, [&](int64_t row, int64_t n_begin, int64_t n_end, const int32_t*, int64_t group_stride) {
+        ASSERT_LT(n_begin, n_end);
+        ASSERT_GE(group_stride, n_end - n_begin);
+        for (int64_t j = n_begin; j < n_end; ++j) ++visits[row * n + j];
+      });
   for (int64_t i = 0; i < m * n; ++i) ASSERT_EQ(visits[i], 1) << i;
 }
 

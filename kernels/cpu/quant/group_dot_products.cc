@@ -174,30 +174,6 @@ inline void CenterPanelSums(bool balanced, const int32_t* zeros, int32_t x_sum, 
   }
 }
 
-// One activation row's panel sums from block[(g * kPanelMr) * 16 + r] (row i's block, `groups`
-// groups 16 * kPanelMr apart) to the fold's order out[r * groups + g], for all 16 panel rows:
-// 8 x 8 transposes while eight groups remain, single values after.
-void PanelSumsToFoldOrder(const int32_t* block, int64_t groups, int32_t* out) {
-  constexpr int64_t kStride = kPanelMr * kPanelRows;
-  int64_t g = 0;
-  for (; g + 8 <= groups; g += 8) {
-    for (int h = 0; h < 2; ++h) {  // panel rows 0-7, 8-15
-      __m256i in[8], transposed[8];
-      for (int j = 0; j < 8; ++j) {
-        in[j] =
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + (g + j) * kStride + 8 * h));
-      }
-      Transpose8x8(in, transposed);
-      for (int r = 0; r < 8; ++r) {
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (8 * h + r) * groups + g),
-                            transposed[r]);
-      }
-    }
-  }
-  for (; g < groups; ++g) {
-    for (int64_t r = 0; r < kPanelRows; ++r) out[r * groups + g] = block[g * kStride + r];
-  }
-}
 #endif
 
 }  // namespace
@@ -267,7 +243,7 @@ void ForEachGroupDotProducts(const QuantizedMatrix& activations, const Quantized
   pool.ParallelFor(
       weight_tiles * activation_tiles,
       [&](int64_t begin, int64_t end) {
-        // One row's sums for the tile in the fold's order (all 16 panel rows on the panel path).
+        // One row's sums for the tile on the direct path, in the fold's order.
         std::vector<int32_t> sums(static_cast<size_t>(kWeightRowsPerTile * groups));
 #if defined(__AVX2__)
         // The packed panel (32-byte aligned) and one micro-kernel call's sums per group,
@@ -289,7 +265,6 @@ void ForEachGroupDotProducts(const QuantizedMatrix& activations, const Quantized
           const int64_t n_end = std::min(n_size, n_begin + kWeightRowsPerTile);
           const int64_t m_begin = (task % activation_tiles) * rows_per_tile;
           const int64_t m_end = std::min(m_size, m_begin + rows_per_tile);
-          int32_t* out = sums.data();
 #if defined(__AVX2__)
           if (panels) {
             static_assert(kPanelRows == kWeightRowsPerTile);
@@ -321,8 +296,7 @@ void ForEachGroupDotProducts(const QuantizedMatrix& activations, const Quantized
                                     x_sums[g], row_block + g * kPanelMr * kPanelRows);
                   }
                 }
-                PanelSumsToFoldOrder(row_block, groups, out);
-                fold(m + i, n_begin, n_end, out);
+                fold(m + i, n_begin, n_end, row_block, kPanelMr * kPanelRows);
               }
             }
             continue;
@@ -334,7 +308,7 @@ void ForEachGroupDotProducts(const QuantizedMatrix& activations, const Quantized
               const int32_t* x_sums = &x_group_sums[m * groups];
               for (int64_t n = n_begin; n < n_end; ++n) {
                 for (int64_t g = 0; g < groups; ++g) {
-                  int32_t& sum = row_sums[(n - n_begin) * groups + g];
+                  int32_t& sum = row_sums[g * kWeightRowsPerTile + (n - n_begin)];
                   // In int64: the centred result fits int32 (checked), the terms need not.
                   const int64_t raw = sum;
                   sum = static_cast<int32_t>(
@@ -343,9 +317,10 @@ void ForEachGroupDotProducts(const QuantizedMatrix& activations, const Quantized
                 }
               }
             }
-            fold(m, n_begin, n_end, row_sums);
+            fold(m, n_begin, n_end, row_sums, kWeightRowsPerTile);
           };
-          // Row m's raw sums for the tile's weight rows, into out[(n - n_begin) * groups + g].
+          int32_t* out = sums.data();
+          // Row m's raw sums for the tile's weight rows, into out[g * 16 + (n - n_begin)].
           for (int64_t m = m_begin; m < m_end; ++m) {
             const int16_t* row = &x[m * k_size];
             for (int64_t g = 0; g < groups; ++g) {
@@ -357,11 +332,11 @@ void ForEachGroupDotProducts(const QuantizedMatrix& activations, const Quantized
                 int32_t four[kWeightRowsPerPass];
                 Dot4(xg, w, w + k_size, w + 2 * k_size, w + 3 * k_size, group_size, four);
                 for (int64_t r = 0; r < kWeightRowsPerPass; ++r) {
-                  out[(n - n_begin + r) * groups + g] = four[r];
+                  out[g * kWeightRowsPerTile + (n - n_begin + r)] = four[r];
                 }
               }
               for (; n < n_end; ++n) {
-                out[(n - n_begin) * groups + g] =
+                out[g * kWeightRowsPerTile + (n - n_begin)] =
                     Dot1(xg, weights.codes.data() + n * k_size + offset, group_size);
               }
             }

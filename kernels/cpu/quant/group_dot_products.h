@@ -18,11 +18,12 @@
 
 namespace flatfleet::quant {
 
-// Receives activation row m's sums for weight rows [n_begin, n_end):
-// sums[(n - n_begin) * groups + g]. Calls for disjoint (m, n) ranges run concurrently on the pool's
+// Receives activation row m's sums for weight rows [n_begin, n_end), group-major so that a fold
+// can run over consecutive weight rows in vectors: sums[g * group_stride + (n - n_begin)], with
+// group_stride >= n_end - n_begin. Calls for disjoint (m, n) ranges run concurrently on the pool's
 // threads: each must write only its own outputs.
-using GroupSumsFold =
-    absl::FunctionRef<void(int64_t m, int64_t n_begin, int64_t n_end, const int32_t* sums)>;
+using GroupSumsFold = absl::FunctionRef<void(int64_t m, int64_t n_begin, int64_t n_end,
+                                             const int32_t* sums, int64_t group_stride)>;
 
 // Requires CheckInt32Gemm(activations, weights) to hold (shapes, per-token activations, no int32
 // overflow); calls `fold` once for every (m, tile of n).

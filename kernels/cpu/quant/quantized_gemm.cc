@@ -57,46 +57,53 @@ absl::Status CheckInt32Gemm(const QuantizedMatrix& activations, const QuantizedM
 
 namespace {
 
-// The weights' FP16 group scales as floats, [n][groups]: converted once per call, not once per
-// (token, column, group).
-std::vector<float> FloatScales(const QuantizedMatrix& weights) {
+// The weights' FP16 group scales as floats, group-major [groups][n] as the fold reads them:
+// converted once per call, not once per (token, column, group).
+std::vector<float> FloatScalesByGroup(const QuantizedMatrix& weights) {
+  const int64_t n_size = weights.rows, groups = weights.GroupsPerRow();
   std::vector<float> scales(weights.scales.size());
-  for (size_t i = 0; i < scales.size(); ++i) scales[i] = HalfToFloat(weights.scales[i]);
+  // In blocks of 16 rows, so that the reads stay in L1 and each group's writes are contiguous.
+  constexpr int64_t kBlock = 16;
+  for (int64_t n_begin = 0; n_begin < n_size; n_begin += kBlock) {
+    const int64_t n_end = std::min(n_size, n_begin + kBlock);
+    for (int64_t g = 0; g < groups; ++g) {
+      for (int64_t n = n_begin; n < n_end; ++n) {
+        scales[g * n_size + n] = HalfToFloat(weights.scales[n * groups + g]);
+      }
+    }
+  }
   return scales;
 }
 
-// The float epilogue of one output element, in the documented order (header).
-inline float FoldFloatScales(const int32_t* group_sums, const float* scales, int64_t groups,
-                             float activation_scale) {
-  float partial = 0.0f;
-  for (int64_t g = 0; g < groups; ++g) {
-    // One fused multiply-add (what -march=x86-64-v3 contracted this to anyway), spelled out so
-    // the result does not depend on compiler flags and the GPU can repeat it with fmaf.
-    partial = std::fma(static_cast<float>(group_sums[g]), scales[g], partial);
-  }
-  return partial * activation_scale;
-}
-
-// FoldFloatScales for `count` consecutive weight rows (sums and scales `groups` apart), eight at a
-// time so that their independent chains of multiply-adds overlap instead of waiting on one
-// another's latency; each element's operations and order are FoldFloatScales' exactly.
-void FoldFloatScalesRows(const int32_t* sums, const float* scales, int64_t groups, int64_t count,
-                         float activation_scale, float* out) {
+// The float epilogue, in the documented order (header), of `count` consecutive output elements
+// of one row: sums[g * sum_stride + j], scales[g * scale_stride + j]. Eight elements at a time,
+// so that their independent chains of multiply-adds run in one vector (each lane is its own
+// element's sequence of fused multiply-adds, the same operations as one at a time).
+void FoldFloatScales(const int32_t* sums, int64_t sum_stride, const float* scales,
+                     int64_t scale_stride, int64_t groups, int64_t count, float activation_scale,
+                     float* out) {
   constexpr int64_t kLanes = 8;
-  int64_t n = 0;
-  for (; n + kLanes <= count; n += kLanes) {
+  int64_t j = 0;
+  for (; j + kLanes <= count; j += kLanes) {
     float partial[kLanes] = {};
     for (int64_t g = 0; g < groups; ++g) {
+      // One fused multiply-add (what -march=x86-64-v3 contracted this to anyway), spelled out so
+      // the result does not depend on compiler flags and the GPU can repeat it with fmaf.
 #pragma GCC unroll 8
-      for (int64_t j = 0; j < kLanes; ++j) {
-        partial[j] = std::fma(static_cast<float>(sums[(n + j) * groups + g]),
-                              scales[(n + j) * groups + g], partial[j]);
+      for (int64_t l = 0; l < kLanes; ++l) {
+        partial[l] = std::fma(static_cast<float>(sums[g * sum_stride + j + l]),
+                              scales[g * scale_stride + j + l], partial[l]);
       }
     }
-    for (int64_t j = 0; j < kLanes; ++j) out[n + j] = partial[j] * activation_scale;
+    for (int64_t l = 0; l < kLanes; ++l) out[j + l] = partial[l] * activation_scale;
   }
-  for (; n < count; ++n) {
-    out[n] = FoldFloatScales(sums + n * groups, scales + n * groups, groups, activation_scale);
+  for (; j < count; ++j) {
+    float partial = 0.0f;
+    for (int64_t g = 0; g < groups; ++g) {
+      partial = std::fma(static_cast<float>(sums[g * sum_stride + j]), scales[g * scale_stride + j],
+                         partial);
+    }
+    out[j] = partial * activation_scale;
   }
 }
 
@@ -114,13 +121,18 @@ absl::StatusOr<QuantizedGemmResult> QuantizedGemm(const QuantizedMatrix& activat
   result.groups = groups;
   result.group_accumulators.resize(m_size * n_size * groups);
   result.output.resize(m_size * n_size);
-  const std::vector<float> scales = FloatScales(weights);
+  const std::vector<float> scales = FloatScalesByGroup(weights);
   ForEachGroupDotProducts(
-      activations, weights, [&](int64_t m, int64_t n_begin, int64_t n_end, const int32_t* sums) {
-        std::copy(sums, sums + (n_end - n_begin) * groups,
-                  result.group_accumulators.begin() + (m * n_size + n_begin) * groups);
-        FoldFloatScalesRows(sums, &scales[n_begin * groups], groups, n_end - n_begin,
-                            activations.Scale(m, 0), &result.output[m * n_size + n_begin]);
+      activations, weights,
+      [&](int64_t m, int64_t n_begin, int64_t n_end, const int32_t* sums, int64_t group_stride) {
+        for (int64_t n = n_begin; n < n_end; ++n) {
+          for (int64_t g = 0; g < groups; ++g) {
+            result.group_accumulators[(m * n_size + n) * groups + g] =
+                sums[g * group_stride + (n - n_begin)];
+          }
+        }
+        FoldFloatScales(sums, group_stride, &scales[n_begin], n_size, groups, n_end - n_begin,
+                        activations.Scale(m, 0), &result.output[m * n_size + n_begin]);
       });
   return result;
 }
@@ -135,11 +147,12 @@ absl::Status QuantizedGemmOutput(const QuantizedMatrix& activations, const Quant
                                                    ", ", n_size, "]"));
   }
   const int64_t groups = weights.GroupsPerRow();
-  const std::vector<float> scales = FloatScales(weights);
+  const std::vector<float> scales = FloatScalesByGroup(weights);
   ForEachGroupDotProducts(
-      activations, weights, [&](int64_t m, int64_t n_begin, int64_t n_end, const int32_t* sums) {
-        FoldFloatScalesRows(sums, &scales[n_begin * groups], groups, n_end - n_begin,
-                            activations.Scale(m, 0), &output[m * n_size + n_begin]);
+      activations, weights,
+      [&](int64_t m, int64_t n_begin, int64_t n_end, const int32_t* sums, int64_t group_stride) {
+        FoldFloatScales(sums, group_stride, &scales[n_begin], n_size, groups, n_end - n_begin,
+                        activations.Scale(m, 0), &output[m * n_size + n_begin]);
       });
   return absl::OkStatus();
 }
