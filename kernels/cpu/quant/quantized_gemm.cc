@@ -4,6 +4,10 @@
 #include <cmath>
 #include <limits>
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
@@ -76,30 +80,30 @@ std::vector<float> FloatScalesByGroup(const QuantizedMatrix& weights) {
 }
 
 // The float epilogue, in the documented order (header), of `count` consecutive output elements
-// of one row: sums[g * sum_stride + j], scales[g * scale_stride + j]. Eight elements at a time,
-// so that their independent chains of multiply-adds run in one vector (each lane is its own
-// element's sequence of fused multiply-adds, the same operations as one at a time).
+// of one row: sums[g * sum_stride + j], scales[g * scale_stride + j]. With AVX2, eight elements
+// at a time in one vector: each lane is its own element's chain of fused multiply-adds, the same
+// operations as one element at a time, so the same bits.
 void FoldFloatScales(const int32_t* sums, int64_t sum_stride, const float* scales,
                      int64_t scale_stride, int64_t groups, int64_t count, float activation_scale,
                      float* out) {
-  constexpr int64_t kLanes = 8;
   int64_t j = 0;
-  for (; j + kLanes <= count; j += kLanes) {
-    float partial[kLanes] = {};
+#if defined(__AVX2__) && defined(__FMA__)
+  // vcvtdq2ps rounds to nearest as static_cast<float> does, and vfmadd is the fused std::fma.
+  for (; j + 8 <= count; j += 8) {
+    __m256 partial = _mm256_setzero_ps();
     for (int64_t g = 0; g < groups; ++g) {
-      // One fused multiply-add (what -march=x86-64-v3 contracted this to anyway), spelled out so
-      // the result does not depend on compiler flags and the GPU can repeat it with fmaf.
-#pragma GCC unroll 8
-      for (int64_t l = 0; l < kLanes; ++l) {
-        partial[l] = std::fma(static_cast<float>(sums[g * sum_stride + j + l]),
-                              scales[g * scale_stride + j + l], partial[l]);
-      }
+      const __m256 sum = _mm256_cvtepi32_ps(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums + g * sum_stride + j)));
+      partial = _mm256_fmadd_ps(sum, _mm256_loadu_ps(scales + g * scale_stride + j), partial);
     }
-    for (int64_t l = 0; l < kLanes; ++l) out[j + l] = partial[l] * activation_scale;
+    _mm256_storeu_ps(out + j, _mm256_mul_ps(partial, _mm256_set1_ps(activation_scale)));
   }
+#endif
   for (; j < count; ++j) {
     float partial = 0.0f;
     for (int64_t g = 0; g < groups; ++g) {
+      // One fused multiply-add (what -march=x86-64-v3 contracted this to anyway), spelled out so
+      // the result does not depend on compiler flags and the GPU can repeat it with fmaf.
       partial = std::fma(static_cast<float>(sums[g * sum_stride + j]), scales[g * scale_stride + j],
                          partial);
     }
