@@ -22,6 +22,9 @@ constexpr int64_t kWeightRowsPerTile = 16;
 constexpr int64_t kActivationRowsPerTile = 64;
 // Weight rows one pass over an activation row feeds (each x load serves four products).
 constexpr int64_t kWeightRowsPerPass = 4;
+// Activation rows per task on the panel path: the panel is packed once per task (and reused by
+// the thread's next task on the same weight tile), so a task spans many rows to amortise it.
+constexpr int64_t kPanelActivationRowsPerTile = 256;
 
 // sum x[i] * w_r[i] for four weight rows at once. Plain loops over int16 x int8 that GCC -O3
 // vectorises (widening, vpmaddwd). Exact: no partial sum can overflow int32 (the caller's
@@ -59,9 +62,6 @@ constexpr int64_t kPanelRows = 16;
 // Activation rows per micro-kernel call: 6 x 2 accumulators, two panel vectors and a broadcast
 // take 15 of the 16 ymm registers.
 constexpr int kPanelMr = 6;
-// Activation rows per task on the panel path: the panel is packed once per task (and reused by
-// the thread's next task on the same weight tile), so a task spans many rows to amortise it.
-constexpr int64_t kPanelActivationRowsPerTile = 256;
 
 // 8 x 8 transpose of 32-bit units: row r's unit p to out[p]'s lane r.
 inline void Transpose8x8(const __m256i* in, __m256i* out) {
