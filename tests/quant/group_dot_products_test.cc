@@ -1,6 +1,7 @@
 // The tiled, threaded integer core (group_dot_products.h) against the scalar definitions it
 // replaced: group sums exact, and every GEMM's float output bit for bit the scalar epilogue's, on
-// shapes that span several weight tiles (16 rows) and activation tiles (64 rows).
+// shapes that span several weight tiles (16 rows) and activation tiles (64 rows; 256 and register
+// tiles of 6 on the AVX2 panel path).
 #include "kernels/cpu/quant/group_dot_products.h"
 
 #include <cmath>
@@ -68,29 +69,16 @@ class GroupDotProductsTest : public test_util::RandomTest {
         {{.bits = 8, .symmetric = false}, {.bits = 3, .symmetric = false}},  // 8-bit zero points
     };
   }
-  // Shapes across the tile edges: m crosses 64, n crosses 16.
-  void RandomShape(int64_t& m, int64_t& n, int64_t& k) {
-    m = UniformInt(1, 3) == 1 ? UniformInt(1, 5) : UniformInt(60, 140);
-    n = UniformInt(1, 3) == 1 ? UniformInt(1, 15) : UniformInt(17, 70);
-    k = 128 * UniformInt(1, 3);
-  }
-};
-
-TEST_F(GroupDotProductsTest, GroupSumsAndOutputsEqualTheScalarDefinitionBitForBit) {
-  for (const Case& c : Cases()) {
-    int64_t m, n, k;
-    RandomShape(m, n, k);
-    SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << k << " weight bits "
-                                      << c.weight.bits << " group " << c.weight.group_size);
-    const QuantizedMatrix x = Quantize(m, k, c.activation);
-    const QuantizedMatrix w = Quantize(n, k, c.weight);
+  // QuantizedGemm's group sums equal the scalar definition's, and both GEMMs' outputs the scalar
+  // epilogue's in the header's order, bit for bit.
+  void ExpectScalarDefinition(const QuantizedMatrix& x, const QuantizedMatrix& w) {
+    const int64_t m = x.rows, n = w.rows;
     auto result = QuantizedGemm(x, w);
     ASSERT_TRUE(result.ok()) << result.status();
     const std::vector<int64_t> sums = ScalarGroupSums(x, w);
     const int64_t groups = w.GroupsPerRow();
     ASSERT_EQ(result->group_accumulators.size(), sums.size());
     for (size_t i = 0; i < sums.size(); ++i) ASSERT_EQ(result->group_accumulators[i], sums[i]) << i;
-    // The scalar epilogue in the header's order; the threaded one must equal it exactly.
     std::vector<float> expected(m * n);
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t j = 0; j < n; ++j) {
@@ -108,6 +96,51 @@ TEST_F(GroupDotProductsTest, GroupSumsAndOutputsEqualTheScalarDefinitionBitForBi
       ASSERT_TRUE(SameBits(result->output[i], expected[i])) << i;
       ASSERT_TRUE(SameBits(output_only[i], expected[i])) << i;
     }
+  }
+  // Shapes across the tile edges: m crosses 64, n crosses 16.
+  void RandomShape(int64_t& m, int64_t& n, int64_t& k) {
+    m = UniformInt(1, 3) == 1 ? UniformInt(1, 5) : UniformInt(60, 140);
+    n = UniformInt(1, 3) == 1 ? UniformInt(1, 15) : UniformInt(17, 70);
+    k = 128 * UniformInt(1, 3);
+  }
+};
+
+TEST_F(GroupDotProductsTest, GroupSumsAndOutputsEqualTheScalarDefinitionBitForBit) {
+  for (const Case& c : Cases()) {
+    int64_t m, n, k;
+    RandomShape(m, n, k);
+    SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << k << " weight bits "
+                                      << c.weight.bits << " group " << c.weight.group_size);
+    ExpectScalarDefinition(Quantize(m, k, c.activation), Quantize(n, k, c.weight));
+  }
+}
+
+// The AVX2 panel path's edges: 6-row register tiles (remainders 1-5), 256-row tasks, 16-row panels
+// (padding rows), K not a multiple of the 16-column packing step, groups of 2 to 128 with and
+// without whole 8-group transposes, the odd group sizes and single rows that take the direct loop.
+TEST_F(GroupDotProductsTest, PanelTileEdgesEqualTheScalarDefinitionBitForBit) {
+  struct Edge {
+    int64_t m, n, k;
+    QuantFormat activation, weight;
+  };
+  const std::vector<Edge> edges = {
+      {257, 33, 96, {.bits = 8}, {.bits = 4, .symmetric = false, .group_size = 32}},
+      {263, 17, 320, {.bits = 8}, {.bits = 4, .symmetric = false, .group_size = 32}},
+      {7, 16, 20, {.bits = 8}, {.bits = 8, .group_size = 10}},
+      {6, 5, 36, {.bits = 8}, {.bits = 2, .group_size = 2, .balanced = true}},
+      {13, 40, 21, {.bits = 8}, {.bits = 4, .symmetric = false, .group_size = 7}},
+      {1, 17, 256, {.bits = 8}, {.bits = 4, .symmetric = false, .group_size = 128}},
+      {2, 8, 48, {.bits = 4, .symmetric = false}, {.bits = 4, .group_size = 16}},
+      {11, 31, 1040, {.bits = 8, .symmetric = false}, {.bits = 3, .symmetric = false}},
+      {5, 18, 144, {.bits = 8}, {.bits = 8, .symmetric = false, .group_size = 8}},
+  };
+  for (const Edge& e : edges) {
+    // Random shifts around each edge shape keep the remainders moving between seeds.
+    const int64_t m = e.m + UniformInt(0, 1) * (e.m > 1 ? UniformInt(-1, 1) : 0);
+    const int64_t n = e.n + UniformInt(-1, 1) * (e.n > 1 ? 1 : 0);
+    SCOPED_TRACE(::testing::Message() << "m " << m << " n " << n << " k " << e.k << " weight bits "
+                                      << e.weight.bits << " group " << e.weight.group_size);
+    ExpectScalarDefinition(Quantize(m, e.k, e.activation), Quantize(n, e.k, e.weight));
   }
 }
 
@@ -137,10 +170,12 @@ TEST_F(GroupDotProductsTest, EveryTileIsFoldedOnceAndCoversEachOutput) {
   const QuantizedMatrix x = Quantize(m, k, {.bits = 8});
   const QuantizedMatrix w = Quantize(n, k, {.bits = 4, .group_size = 64});
   std::vector<int> visits(m * n, 0);  // each element is written by exactly one fold call
-  ForEachGroupDotProducts(x, w, [&](int64_t row, int64_t n_begin, int64_t n_end, const int32_t*) {
-    ASSERT_LT(n_begin, n_end);
-    for (int64_t j = n_begin; j < n_end; ++j) ++visits[row * n + j];
-  });
+  ForEachGroupDotProducts(
+      x, w, [&](int64_t row, int64_t n_begin, int64_t n_end, const int32_t*, int64_t group_stride) {
+        ASSERT_LT(n_begin, n_end);
+        ASSERT_GE(group_stride, n_end - n_begin);
+        for (int64_t j = n_begin; j < n_end; ++j) ++visits[row * n + j];
+      });
   for (int64_t i = 0; i < m * n; ++i) ASSERT_EQ(visits[i], 1) << i;
 }
 

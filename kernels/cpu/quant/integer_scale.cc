@@ -108,13 +108,12 @@ absl::StatusOr<IntegerScaleGemmResult> IntegerScaleGemm(const QuantizedMatrix& a
   for (int64_t n = 0; n < n_size; ++n) base_scales[n] = HalfToFloat(weight.base_scales[n]);
   ForEachGroupDotProducts(
       activations, weight.weight,
-      [&](int64_t m, int64_t n_begin, int64_t n_end, const int32_t* sums) {
+      [&](int64_t m, int64_t n_begin, int64_t n_end, const int32_t* sums, int64_t group_stride) {
         const float activation_scale = activations.Scale(m, 0);
         for (int64_t n = n_begin; n < n_end; ++n) {
-          const int32_t* group_sums = sums + (n - n_begin) * groups;
           int32_t acc = 0;  // cannot overflow: bounded above
           for (int64_t g = 0; g < groups; ++g) {
-            acc += group_sums[g] * weight.multipliers[n * groups + g];
+            acc += sums[g * group_stride + (n - n_begin)] * weight.multipliers[n * groups + g];
           }
           result.accumulators[m * result.n + n] = acc;
           const float scaled = (static_cast<float>(acc) * activation_scale) * base_scales[n];
