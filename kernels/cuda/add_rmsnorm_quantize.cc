@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/add_rmsnorm_quantize_launch.h"
+#include "kernels/cuda/alignment.h"
 
 namespace flatfleet::cuda {
 namespace {
@@ -15,10 +16,6 @@ constexpr char kName[] = "add + RMSNorm + INT8 quantize";
 
 absl::Status Invalid(const auto&... parts) {
   return absl::InvalidArgumentError(absl::StrCat(kName, ": ", parts...));
-}
-
-bool AlignedTo(const void* pointer, uintptr_t bytes) {
-  return reinterpret_cast<uintptr_t>(pointer) % bytes == 0;
 }
 
 }  // namespace

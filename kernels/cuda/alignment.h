@@ -5,8 +5,9 @@
 
 namespace flatfleet::cuda {
 
-inline bool Aligned16(const void* pointer) {
-  return reinterpret_cast<uintptr_t>(pointer) % 16 == 0;
+inline bool AlignedTo(const void* pointer, uintptr_t bytes) {
+  return reinterpret_cast<uintptr_t>(pointer) % bytes == 0;
 }
+inline bool Aligned16(const void* pointer) { return AlignedTo(pointer, 16); }
 
 }  // namespace flatfleet::cuda

@@ -4,14 +4,11 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/alignment.h"
 #include "kernels/cuda/moe_unpermute_launch.h"
 
 namespace flatfleet::cuda {
 namespace {
-
-bool AlignedTo(const void* pointer, size_t bytes) {
-  return reinterpret_cast<uintptr_t>(pointer) % bytes == 0;
-}
 
 size_t ElementBytes(GemmElementType type) { return type == GemmElementType::kBf16 ? 2 : 4; }
 

@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/alignment.h"
 #include "kernels/cuda/int4_unpack.h"
 #include "kernels/cuda/w4a8_fragment_gemm_launch.h"
 #include "kernels/cuda/w4a8_fragment_layout.h"
@@ -18,10 +19,6 @@ constexpr char kPackName[] = "W4A8 fragment repack";
 
 absl::Status Invalid(std::string_view name, const auto&... parts) {
   return absl::InvalidArgumentError(absl::StrCat(std::string(name), ": ", parts...));
-}
-
-bool Aligned(const void* pointer, uintptr_t bytes) {
-  return reinterpret_cast<uintptr_t>(pointer) % bytes == 0;
 }
 
 // Every split keeps at least this many chunks of 64 K elements per warp: one full ring of loads.
@@ -131,12 +128,13 @@ absl::Status GemmW4A8Fragment(const DeviceW4A8FragmentGemm& args, cudaStream_t s
   if (args.w_fragments == nullptr) return Invalid(kName, "w_fragments is null");
   if (args.w_fragment_scales == nullptr) return Invalid(kName, "w_fragment_scales is null");
   if (args.y == nullptr) return Invalid(kName, "y is null");
-  if (!Aligned(args.x_codes, 16)) return Invalid(kName, "x_codes must be 16-byte aligned");
-  if (!Aligned(args.w_fragments, 16)) return Invalid(kName, "w_fragments must be 16-byte aligned");
-  if (!Aligned(args.w_fragment_scales, 8)) {
+  if (!AlignedTo(args.x_codes, 16)) return Invalid(kName, "x_codes must be 16-byte aligned");
+  if (!AlignedTo(args.w_fragments, 16))
+    return Invalid(kName, "w_fragments must be 16-byte aligned");
+  if (!AlignedTo(args.w_fragment_scales, 8)) {
     return Invalid(kName, "w_fragment_scales must be 8-byte aligned");
   }
-  if (!Aligned(args.y, shape->y_is_bf16 ? 2 : 4)) {
+  if (!AlignedTo(args.y, shape->y_is_bf16 ? 2 : 4)) {
     return Invalid(kName, "y is not aligned to its element type");
   }
   if (config.split > 1) {
@@ -187,10 +185,10 @@ absl::Status PackW4A8Fragments(const DeviceW4A8Source& source, uint32_t* fragmen
   }
   if (source.words == nullptr) return Invalid(kPackName, "words is null");
   if (source.scales == nullptr) return Invalid(kPackName, "scales is null");
-  if (fragments == nullptr || !Aligned(fragments, 16)) {
+  if (fragments == nullptr || !AlignedTo(fragments, 16)) {
     return Invalid(kPackName, "fragments must be a 16-byte aligned buffer");
   }
-  if (fragment_scales == nullptr || !Aligned(fragment_scales, 8)) {
+  if (fragment_scales == nullptr || !AlignedTo(fragment_scales, 8)) {
     return Invalid(kPackName, "fragment_scales must be an 8-byte aligned buffer");
   }
   if (const cudaError_t error =
