@@ -31,6 +31,7 @@
 #include "kernels/cuda/w4a8_mma_sync_tile.cuh"
 #include "kernels/cuda/w4a8_prefill_gemm_launch.h"
 #include "kernels/cuda/warp_mma.cuh"
+#include "kernels/cuda/wgmma_device.cuh"
 
 namespace flatfleet::cuda::internal {
 namespace {
@@ -55,22 +56,10 @@ using w4a8_mma::kMagicBits;
 using w4a8_mma::kMagicFloat;
 using w4a8_mma::Store;
 using w4a8_mma::StorePair;
+using namespace wgmma;  // NOLINT: the shared Hopper helpers
 
 __device__ __forceinline__ float HalfBitsToFloat(uint32_t bits) {
   return __half2float(__ushort_as_half(static_cast<unsigned short>(bits & 0xffffu)));
-}
-
-// Byte offset of 16-byte chunk `chunk` (0..7) of row `row` in a 128-byte-swizzled tile.
-__device__ __forceinline__ int Swizzle128(int row, int chunk) {
-  return row * 128 + ((chunk ^ (row & 7)) << 4);
-}
-
-// Shared-memory matrix descriptor of a K-major operand in the 128-byte swizzle: start address,
-// leading byte offset (unused by this layout; 16 bytes), stride byte offset 1024 (from one 8-row
-// atom to the next), layout type 1 (128B swizzle) in bits 62-63.
-__device__ __forceinline__ uint64_t Descriptor(uint32_t shared_address) {
-  return static_cast<uint64_t>((shared_address & 0x3ffffu) >> 4) | (uint64_t{16 >> 4} << 16) |
-         (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -99,55 +88,6 @@ __device__ __forceinline__ void WgmmaS8(int32_t (&d)[64], uint64_t a, uint64_t b
       : "l"(a), "l"(b), "r"(1));
 }
 #endif
-
-__device__ __forceinline__ void WgmmaFence() {
-  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void WgmmaCommit() {
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void WgmmaWaitAll() {
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-}
-// Waits until at most one committed wgmma group of this warpgroup is still in flight.
-__device__ __forceinline__ void WgmmaWaitAllButOne() {
-  asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-}
-// mbarriers in shared memory (CTA scope): init with an arrival count, arrive (release), wait for
-// the phase of the given parity to complete (acquire).
-__device__ __forceinline__ void MbarrierInit(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
-}
-__device__ __forceinline__ void MbarrierArrive(uint32_t bar) {
-  asm volatile(
-      "{\n"
-      ".reg .b64 state;\n"
-      "mbarrier.arrive.shared::cta.b64 state, [%0];\n"
-      "}\n" ::"r"(bar)
-      : "memory");
-}
-__device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n"
-        ".reg .pred p;\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n"
-        "}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (done == 0);
-}
-// Makes this thread's generic-proxy shared-memory writes (stores, completed cp.async) visible to
-// the async proxy that wgmma reads through.
-__device__ __forceinline__ void FenceProxyAsync() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-// Pins a register's value at this point of the instruction stream: no read of an accumulator may
-// move above the wgmma wait, and no write below the wgmma fence.
-__device__ __forceinline__ void FenceRegister(int32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
 
 // kWarpgroups = 2: one block of 128 x 128 outputs per SM (kWgmmaExperimental). kWarpgroups = 1:
 // blocks of 64 x 128 outputs and one warpgroup, two per SM (kWgmma64x128TwoPerSm), which no
@@ -397,7 +337,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
       MbarrierInit(bars + 8 * s, 128);
       MbarrierInit(bars + 8 * (kWsStages + s), 256);
     }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    FenceMbarrierInit();
   }
   __syncthreads();
 
