@@ -1,7 +1,10 @@
-// Prefill-sized (m = 256 .. 16384) W4A8 linear layers on the real shapes, four ways in one binary:
+// Prefill-sized (m = 64 .. 16384) W4A8 linear layers on the real shapes, five ways in one binary:
 //   BM_W4A8PrefillGemm         GemmW4A8Prefill (w4a8_prefill_gemm.h), bf16 output, fused add;
 //                              kernel = 0 auto (wgmma on Hopper), 1 wgmma, 2 mma.sync,
 //                              3 wgmma 64 x 128 two blocks per SM, 4 wgmma warp-specialised;
+//   BM_W4A8FragmentWgmma       GemmW4A8FragmentWgmma (w4a8_fragment_wgmma_gemm.h) over the
+//                              fragment layout, bf16 output, fused add; tokens = 0 the rule,
+//                              64 or 128 tokens a tile;
 //   BM_W4A8PrefillTwoKernel    the previous path: GemmW4A8 (int8_gemm.h, 64 x 64 mma.sync tiles)
 //                              into float32, then AddBias (float32 bias) into bf16 -- the same
 //                              bits;
@@ -25,6 +28,8 @@
 #include "kernels/cuda/bf16_gemm.h"
 #include "kernels/cuda/bias_add.h"
 #include "kernels/cuda/int8_gemm.h"
+#include "kernels/cuda/w4a8_fragment_layout.h"
+#include "kernels/cuda/w4a8_fragment_wgmma_gemm.h"
 #include "kernels/cuda/w4a8_prefill_gemm.h"
 
 namespace {
@@ -66,6 +71,51 @@ void BM_W4A8PrefillGemm(benchmark::State& state) {
   flatfleet::bench::TimeWithEvents(
       state, nullptr, [&] { return flatfleet::cuda::GemmW4A8Prefill(args, nullptr).ok(); });
   SetTopCounter(state, m, n, k);
+}
+
+// Args: m, n, k, tokens per tile (0 = the rule, 64, 128).
+void BM_W4A8FragmentWgmma(benchmark::State& state) {
+  if (!flatfleet::bench::HasGpu(state)) return;
+  const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
+  const W4A8Problem problem(m, n, k);
+  void* fragments = nullptr;
+  void* fragment_scales = nullptr;
+  if (!problem.ok() ||
+      cudaMalloc(&fragments, flatfleet::cuda::W4A8FragmentWordCount(n, k) * 4) != cudaSuccess ||
+      cudaMalloc(&fragment_scales, flatfleet::cuda::W4A8FragmentScaleWordCount(n, k, kGroupSize) *
+                                       4) != cudaSuccess) {
+    state.SkipWithError("out of device memory");
+  } else if (!flatfleet::cuda::PackW4A8Fragments(
+                  {.n = n,
+                   .k = k,
+                   .group_size = kGroupSize,
+                   .words = static_cast<const uint32_t*>(problem.w),
+                   .scales = static_cast<const uint16_t*>(problem.w_scales)},
+                  static_cast<uint32_t*>(fragments), static_cast<uint32_t*>(fragment_scales),
+                  nullptr)
+                  .ok() ||
+             cudaDeviceSynchronize() != cudaSuccess) {
+    state.SkipWithError("PackW4A8Fragments failed");
+  } else {
+    flatfleet::cuda::DeviceW4A8FragmentWgmmaGemm args;
+    args.m = m;
+    args.n = n;
+    args.k = k;
+    args.group_size = kGroupSize;
+    args.x_codes = static_cast<const int8_t*>(problem.x);
+    args.x_scales = static_cast<const uint16_t*>(problem.x_scales);
+    args.w_fragments = static_cast<const uint32_t*>(fragments);
+    args.w_fragment_scales = static_cast<const uint32_t*>(fragment_scales);
+    args.w_has_zero_points = false;
+    args.epilogue_add = static_cast<const float*>(problem.add);
+    args.y = problem.y;
+    args.y_type = GemmElementType::kBf16;
+    args.tokens_per_tile = static_cast<int>(state.range(3));
+    flatfleet::bench::TimeWithEvents(
+        state, nullptr, [&] { return flatfleet::cuda::GemmW4A8FragmentWgmma(args, nullptr).ok(); });
+    SetTopCounter(state, m, n, k);
+  }
+  for (void* p : {fragments, fragment_scales}) cudaFree(p);
 }
 
 // Args: m, n, k.
@@ -148,8 +198,20 @@ constexpr int64_t kShapes[][2] = {{6144, 4096},  {4096, 4096}, {28672, 4096}, {4
 
 void PrefillShapes(benchmark::internal::Benchmark* b) {
   for (const auto& [n, k] : kShapes)
-    for (int64_t m : {256, 1024, 4096, 16384}) b->Args({m, n, k});
+    for (int64_t m : {64, 128, 256, 1024, 4096, 16384}) b->Args({m, n, k});
   b->ArgNames({"m", "n", "k"});
+}
+
+// The rule's tile everywhere, and both tiles where the rule could go either way.
+void FragmentWgmmaShapes(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kShapes) {
+    for (int64_t m : {64, 128, 256, 1024, 4096, 16384}) b->Args({m, n, k, 0});
+    for (int64_t m : {64, 128, 256}) {
+      b->Args({m, n, k, 64});
+      b->Args({m, n, k, 128});
+    }
+  }
+  b->ArgNames({"m", "n", "k", "tokens"});
 }
 
 void PrefillShapesByKernel(benchmark::internal::Benchmark* b) {
@@ -160,6 +222,7 @@ void PrefillShapesByKernel(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_W4A8PrefillGemm)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapesByKernel);
+BENCHMARK(BM_W4A8FragmentWgmma)->UseManualTime()->MinTime(0.1)->Apply(FragmentWgmmaShapes);
 BENCHMARK(BM_W4A8PrefillTwoKernel)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapes);
 BENCHMARK(BM_CublasLtBf16Prefill)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapes);
 BENCHMARK(BM_CublasInt8Prefill)->UseManualTime()->MinTime(0.1)->Apply(PrefillShapes);

@@ -22,6 +22,7 @@
 #include "kernels/cuda/random_fill.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
 #include "kernels/cuda/w4a8_fragment_layout.h"
+#include "kernels/cuda/w4a8_gemm_checks.h"
 #include "kernels/cuda/w4a8_midm_gemm.h"
 #include "kernels/cuda/w4a8_prefill_gemm.h"
 #include "runtime/cuda/cuda_status.h"
@@ -428,6 +429,21 @@ bool UsesW4A8FragmentGemm(const CudaQuantizedLinearWeight& weight, int64_t rows)
          cuda::W4A8FragmentWins(rows, weight.out_features(), weight.padded_in);
 }
 
+bool UsesW4A8FragmentWgmma(const CudaQuantizedLinearWeight& weight, int64_t rows) {
+  return weight.fragment_words.bytes() > 0 && rows > cuda::kW4A8FragmentMaxRows &&
+         W4A8FragmentWgmmaEnabled() && cuda::CurrentDeviceIsHopper() &&
+         cuda::W4A8FragmentWgmmaApplies(weight.padded_in, weight.group_size,
+                                        weight.zero_points.bytes() > 0);
+}
+
+bool W4A8FragmentWgmmaEnabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("FLATFLEET_W4A8_FRAGMENT_WGMMA");
+    return value == nullptr || std::string_view(value) != "0";
+  }();
+  return enabled;
+}
+
 bool W4A8FragmentGemmEnabled() {
   static const bool enabled = [] {
     const char* value = std::getenv("FLATFLEET_W4A8_FRAGMENT_GEMM");
@@ -556,6 +572,27 @@ absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, 
     }
     gemm.split_counters = split_counters.data;
     FF_RETURN_IF_ERROR(cuda::GemmW4A8Fragment(gemm, stream));
+    arena.Release(mark);
+    return absl::OkStatus();
+  }
+  if (UsesW4A8FragmentWgmma(weight, rows)) {
+    // Batched decode and prefill (33 rows on): wgmma over the same fragment layout.
+    cuda::DeviceW4A8FragmentWgmmaGemm gemm;
+    gemm.m = rows;
+    gemm.n = out;
+    gemm.k = weight.padded_in;
+    gemm.group_size = weight.group_size;
+    gemm.x_codes = codes;
+    gemm.x_scales = scales;
+    gemm.w_fragments = static_cast<const uint32_t*>(weight.fragment_words.data());
+    gemm.w_fragment_scales = static_cast<const uint32_t*>(weight.fragment_scales.data());
+    gemm.w_unsigned_nibbles = weight.unsigned_nibbles;
+    gemm.w_has_zero_points = weight.zero_points.bytes() > 0;
+    gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
+    gemm.y = y.data;
+    gemm.y_stride = y.row_stride;
+    gemm.y_type = y_type;
+    FF_RETURN_IF_ERROR(cuda::GemmW4A8FragmentWgmma(gemm, stream));
     arena.Release(mark);
     return absl::OkStatus();
   }

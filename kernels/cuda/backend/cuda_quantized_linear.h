@@ -35,6 +35,7 @@
 #include "kernels/backend.h"
 #include "kernels/cuda/int8_cublaslt_gemm.h"
 #include "kernels/cuda/w4a8_fragment_gemm.h"
+#include "kernels/cuda/w4a8_fragment_wgmma_gemm.h"
 #include "runtime/buffer.h"
 #include "runtime/tensor_view.h"
 #include "runtime/workspace_arena.h"
@@ -149,6 +150,16 @@ bool W4A8FragmentGemmEnabled();
 // cuda::W4A8FragmentWins(rows, out, padded_in). Else the earlier W4A8 kernels (bit-exact with the
 // reference).
 bool UsesW4A8FragmentGemm(const CudaQuantizedLinearWeight& weight, int64_t rows);
+
+// Whether W4A8 layers of more than cuda::kW4A8FragmentMaxRows rows run the fragment wgmma GEMM
+// (the default), or, with FLATFLEET_W4A8_FRAGMENT_WGMMA=0 in the environment (read once), the
+// earlier mid-M and prefill kernels: the A/B switch of the benchmarks.
+bool W4A8FragmentWgmmaEnabled();
+// Whether RunQuantizedLinearOnCodes runs the fragment wgmma GEMM for `rows` rows of this layer:
+// it has the fragment layout, rows > cuda::kW4A8FragmentMaxRows, the switch is on, the device is
+// a Hopper and cuda::W4A8FragmentWgmmaApplies to the layer. Bit-exact with the reference, as the
+// kernels it replaces.
+bool UsesW4A8FragmentWgmma(const CudaQuantizedLinearWeight& weight, int64_t rows);
 
 // y[rows, out] (bf16 or float32, any row stride) = the layer applied to x[rows, in] (bf16 device,
 // any row stride), on `stream`. `int8_gemm` (optional) serves W8A8 prefill as said above. The

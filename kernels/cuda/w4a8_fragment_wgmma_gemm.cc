@@ -1,0 +1,105 @@
+#include "kernels/cuda/w4a8_fragment_wgmma_gemm.h"
+
+#include <cstdint>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/alignment.h"
+#include "kernels/cuda/int4_unpack.h"
+#include "kernels/cuda/w4a8_fragment_wgmma_gemm_launch.h"
+#include "kernels/cuda/w4a8_gemm_checks.h"
+
+namespace flatfleet::cuda {
+namespace {
+
+constexpr char kName[] = "W4A8 fragment wgmma GEMM";
+constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
+constexpr int64_t kChannelsPerCta = 128;
+
+absl::Status Invalid(const auto&... parts) {
+  return absl::InvalidArgumentError(absl::StrCat(kName, ": ", parts...));
+}
+
+}  // namespace
+
+bool W4A8FragmentWgmmaApplies(int64_t k, int64_t group_size, bool has_zero_points) {
+  const int64_t max_abs_weight = has_zero_points ? 15 : 7;
+  return k > 0 && k % 128 == 0 && group_size > 0 && group_size % 128 == 0 && k % group_size == 0 &&
+         group_size * 127 * max_abs_weight < (int64_t{1} << 22);
+}
+
+absl::Status GemmW4A8FragmentWgmma(const DeviceW4A8FragmentWgmmaGemm& args, cudaStream_t stream) {
+  const W4A8GemmFields fields{.m = args.m,
+                              .n = args.n,
+                              .k = args.k,
+                              .group_size = args.group_size,
+                              .x_codes = args.x_codes,
+                              .x_scales = args.x_scales,
+                              .w_words = args.w_fragments,
+                              .w_scales = args.w_fragment_scales,
+                              .has_zero_points = args.w_has_zero_points,
+                              .y = args.y,
+                              .y_stride = args.y_stride,
+                              .y_type = args.y_type};
+  absl::StatusOr<W4A8CheckedShape> shape = CheckW4A8Shape(kName, fields, kMaxInt32);
+  if (!shape.ok()) return shape.status();
+  if (args.k % 128 != 0) return Invalid("k must be a multiple of 128, got ", args.k);
+  if (args.group_size % 128 != 0) {
+    return Invalid("group_size must be a multiple of 128, got ", args.group_size);
+  }
+  if (!shape->group_sums_below_2_22) {
+    return Invalid("group_size * 127 * max |w - zero| must stay below 2^22 (groups up to ",
+                   args.w_has_zero_points ? "2176 with" : "4608 without", " zero points), got ",
+                   args.group_size);
+  }
+  int tokens = args.tokens_per_tile;
+  if (tokens == 0) tokens = args.m <= 64 ? 64 : 128;
+  if (tokens != 64 && tokens != 128) {
+    return Invalid("tokens_per_tile must be 0, 64 or 128, got ", args.tokens_per_tile);
+  }
+  // One CTA per tile in a one-dimensional grid.
+  if (((args.m + tokens - 1) / tokens) * ((args.n + kChannelsPerCta - 1) / kChannelsPerCta) >
+      kMaxInt32) {
+    return Invalid("m = ", args.m, " x n = ", args.n, " exceeds one launch");
+  }
+  if (args.x_codes == nullptr) return Invalid("x_codes is null");
+  if (args.x_scales == nullptr) return Invalid("x_scales is null");
+  if (args.w_fragments == nullptr) return Invalid("w_fragments is null");
+  if (args.w_fragment_scales == nullptr) return Invalid("w_fragment_scales is null");
+  if (args.y == nullptr) return Invalid("y is null");
+  if (!AlignedTo(args.x_codes, 16)) return Invalid("x_codes must be 16-byte aligned");
+  if (!AlignedTo(args.w_fragments, 16)) return Invalid("w_fragments must be 16-byte aligned");
+  if (!AlignedTo(args.w_fragment_scales, 8)) {
+    return Invalid("w_fragment_scales must be 8-byte aligned");
+  }
+  const int64_t y_size = shape->y_is_bf16 ? 2 : 4;
+  if (!AlignedTo(args.y, y_size)) return Invalid("y is not aligned to its element type");
+  if (!CurrentDeviceIsHopper()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(kName, ": needs a Hopper GPU (compute capability 9.0, wgmma)"));
+  }
+  internal::W4A8FragmentWgmmaParams params;
+  params.x_codes = args.x_codes;
+  params.x_scales = args.x_scales;
+  params.w_fragments = reinterpret_cast<const uint4*>(args.w_fragments);
+  params.w_scales = reinterpret_cast<const uint2*>(args.w_fragment_scales);
+  params.nibble_flip = args.w_unsigned_nibbles ? kUnsignedNibbleFlip : kSignedNibbleFlip;
+  params.epilogue_add = args.epilogue_add;
+  params.y = args.y;
+  params.y_stride = shape->y_stride;
+  params.y_is_bf16 = shape->y_is_bf16;
+  // 8 channels of a row start at a multiple of 8 elements: 16-byte aligned when rows are.
+  params.y_vectors_aligned = AlignedTo(args.y, 16) && (shape->y_stride * y_size) % 16 == 0;
+  params.m = static_cast<int32_t>(args.m);
+  params.n = static_cast<int32_t>(args.n);
+  params.k = static_cast<int32_t>(args.k);
+  params.group_size = static_cast<int32_t>(args.group_size);
+  params.tokens_per_tile = tokens;
+  if (const cudaError_t error = internal::LaunchW4A8FragmentWgmma(params, stream);
+      error != cudaSuccess) {
+    return absl::InternalError(absl::StrCat(kName, " launch: ", cudaGetErrorString(error)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace flatfleet::cuda
