@@ -21,12 +21,15 @@
 //                            INT8 on the shape in the same process (counters bf16_us, int8_us,
 //                            and the speed-ups x_bf16, x_int8 over them; us is this kernel's mean).
 //   BM_W4A8FragmentGemm      GemmW4A8Fragment (w4a8_fragment_gemm.h): config 0 = kAuto's
-//                            configuration, else split * 100 + blocks per warp * 10 + ring depth,
+//                            configuration, else 10000 (8 warps per CTA; none: 4) + split * 100
+//                            (split 0: the rule's split) + blocks per warp * 10 + ring depth,
 //                            on every real layer
 //                            and TP2 half; config 0 also times cuBLASLt bf16, cuBLAS INT8 and the
 //                            previous W4A8 path (GemmW4A8Decode kAuto up to 16 rows, GemmW4A8Midm
 //                            kAuto above) in the same process (bf16_us, int8_us, previous_us and
 //                            the speed-ups x_bf16, x_int8, x_previous).
+//   BM_W4A8FragmentGemmWarps the same: 4 against 8 warps per CTA at the rule's split, each block
+//                            count and ring depth, on five layers at m = 1, 8, 16.
 // All are memory-bound: reported as weight bytes per second (INT4: packed codes + FP16 scales;
 // INT8: codes + scales; bf16: 2 n k) and as a fraction of 4.3 TB/s. The L2 is flushed (by reading a
 // buffer of twice its size) before every timed call, so the weights come from HBM as in a decode
@@ -464,8 +467,8 @@ void PipelinedShapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k", "kernel"});
 }
 
-// Args: m, n, k, config (0: kAuto's configuration; else split * 100 + blocks per warp * 10 + ring
-// depth). See the file comment.
+// Args: m, n, k, config (0: kAuto's configuration; else 10000 for 8 warps per CTA + split * 100
+// (0: the rule's split) + blocks per warp * 10 + ring depth). See the file comment.
 void BM_W4A8FragmentGemm(benchmark::State& state) {
   if (!flatfleet::bench::HasGpu(state)) return;
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
@@ -535,9 +538,15 @@ void BM_W4A8FragmentGemm(benchmark::State& state) {
   args.split_partials = static_cast<float*>(partials);
   args.split_counters = static_cast<int32_t*>(counters);
   if (which != 0) {
-    args.config = {.split = static_cast<int>(which / 100),
+    args.config = {.split = static_cast<int>(which % 10000 / 100),
                    .blocks_per_warp = static_cast<int>(which / 10 % 10),
-                   .ring_depth = static_cast<int>(which % 10)};
+                   .ring_depth = static_cast<int>(which % 10),
+                   .warps_per_cta = which >= 10000 ? 8 : 4};
+    if (args.config.split == 0) {  // the rule's split, the other fields as forced
+      cuda::DeviceW4A8FragmentGemm rule = args;
+      rule.config = {.split = 0};
+      args.config.split = cuda::ResolveW4A8FragmentConfig(rule).split;
+    }
   }
   const cuda::W4A8FragmentConfig config = cuda::ResolveW4A8FragmentConfig(args);
   auto launch = [&] { return cuda::GemmW4A8Fragment(args, nullptr).ok(); };
@@ -546,6 +555,7 @@ void BM_W4A8FragmentGemm(benchmark::State& state) {
   state.counters["split"] = config.split;
   state.counters["blocks"] = config.blocks_per_warp;
   state.counters["depth"] = config.ring_depth;
+  state.counters["warps"] = config.warps_per_cta;
   const double us = seconds * 1e6;
   state.counters["us"] = us;
   if (which == 0) {
@@ -569,7 +579,22 @@ void FragmentShapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k", "config"});
 }
 
+// 4 against 8 warps per CTA at the rule's split: codes 14, 24, 18 and 10014, 10024, 10018.
+void FragmentWarpShapes(benchmark::internal::Benchmark* b) {
+  constexpr int64_t kShapes[][2] = {
+      {8192, 8192}, {57344, 8192}, {8192, 28672}, {4096, 4096}, {14336, 4096}};
+  for (const auto& [n, k] : kShapes)
+    for (int64_t m : {1, 8, 16})
+      for (int64_t config : {14, 24, 18, 10014, 10024, 10018}) b->Args({m, n, k, config});
+  b->ArgNames({"m", "n", "k", "config"});
+}
+
 BENCHMARK(BM_W4A8FragmentGemm)->UseManualTime()->MinTime(0.02)->Apply(FragmentShapes);
+BENCHMARK(BM_W4A8FragmentGemm)
+    ->Name("BM_W4A8FragmentGemmWarps")
+    ->UseManualTime()
+    ->MinTime(0.02)
+    ->Apply(FragmentWarpShapes);
 BENCHMARK(BM_W4A8DecodePipelined)->UseManualTime()->MinTime(0.1)->Apply(PipelinedShapes);
 BENCHMARK(BM_W4A8DecodeSplitK)->UseManualTime()->MinTime(0.1)->Apply(SplitShapesBySplit);
 BENCHMARK(BM_W4A8DecodeStreaming)->UseManualTime()->MinTime(0.1)->Apply(SplitShapesByStreaming);

@@ -35,14 +35,15 @@ constexpr int64_t kMinChunksPerSplit = 4;
 // 9..16 rows the same where the split is at most 4 (the tiles give the CTAs: 57344 x 8192, 134
 // against 188 us with one block), one block per warp where it is more (twice the CTAs: 4096 x
 // 4096, 21.7 against 29.7 us); above 16 rows one block (the kernel's only choice there) and the
-// 8-deep ring.
+// 8-deep ring. Always 4 warps per CTA: the rule's measurements are of 4-warp CTAs.
 W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                             int sm_count) {
   W4A8FragmentConfig chosen{.split = 1, .blocks_per_warp = 2, .ring_depth = 4};
   if (n >= 1 && group_size > 0 && k % group_size == 0 && sm_count >= 1) {
     const int64_t groups = k / group_size;
     const int64_t chunks_per_group = group_size / 64;
-    const int64_t tiles = (n + W4A8FragmentTileChannels(2) - 1) / W4A8FragmentTileChannels(2);
+    const int64_t tile = W4A8FragmentTileChannels(2, 4);
+    const int64_t tiles = (n + tile - 1) / tile;
     for (int split = 1; split <= kW4A8FragmentMaxSplit; ++split) {
       if (groups % split != 0) continue;
       if (split > 1 && groups / split * chunks_per_group < kMinChunksPerSplit) break;
@@ -75,7 +76,8 @@ int64_t W4A8FragmentPartialFloats(int64_t m, int64_t n, int split) {
 }
 
 int64_t W4A8FragmentCounterCount(int64_t n) {
-  return (n + W4A8FragmentTileChannels(1) - 1) / W4A8FragmentTileChannels(1);
+  const int64_t smallest_tile = W4A8FragmentTileChannels(1, 4);
+  return (n + smallest_tile - 1) / smallest_tile;
 }
 
 W4A8FragmentConfig ResolveW4A8FragmentConfig(const DeviceW4A8FragmentGemm& args) {
@@ -123,6 +125,9 @@ absl::Status GemmW4A8Fragment(const DeviceW4A8FragmentGemm& args, cudaStream_t s
     return Invalid(kName, "ring_depth must be 4, or 8 with blocks_per_warp 1, got ",
                    config.ring_depth, " with ", config.blocks_per_warp);
   }
+  if (config.warps_per_cta != 4 && config.warps_per_cta != 8) {
+    return Invalid(kName, "warps_per_cta must be 4 or 8, got ", config.warps_per_cta);
+  }
   if (args.x_codes == nullptr) return Invalid(kName, "x_codes is null");
   if (args.x_scales == nullptr) return Invalid(kName, "x_scales is null");
   if (args.w_fragments == nullptr) return Invalid(kName, "w_fragments is null");
@@ -162,6 +167,7 @@ absl::Status GemmW4A8Fragment(const DeviceW4A8FragmentGemm& args, cudaStream_t s
   params.k = static_cast<int32_t>(args.k);
   params.group_size = static_cast<int32_t>(args.group_size);
   params.split = config.split;
+  params.warps_per_cta = config.warps_per_cta;
   params.blocks_per_warp = config.blocks_per_warp;
   params.ring_depth = config.ring_depth;
   params.split_partials = args.split_partials;

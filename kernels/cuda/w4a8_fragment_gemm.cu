@@ -1,14 +1,16 @@
 // The W4A8 fragment GEMM (w4a8_fragment_gemm.h) and the repack into its layout
 // (w4a8_fragment_layout.h).
 //
-// One CTA of 4 warps per (tile of 64 * kBlocks output channels, split of K). Warp w owns kBlocks
-// blocks of 16 channels and walks the split's chunks of 64 K elements in order:
+// One CTA of kWarps (4 or 8) warps per (tile of 16 * kWarps * kBlocks output channels, split of
+// K). Warp w owns kBlocks blocks of 16 channels and walks the split's chunks of 64 K elements in
+// order:
 //  * weights: lane l loads 16 bytes per block and chunk (its A registers of the chunk's two
 //    m16n8k32 MMAs), kDepth (4 or 8) chunks ahead, into a register ring; with the group's FP16
 //    scales and zero points (8 bytes, broadcast to the lane quad) beside them. Nothing waits on
 //    them but the MMAs that use them;
 //  * activations: the split's K range of every token, in slices of kSliceChunks chunks, copied
-//    with cp.async into a double buffer in shared memory one slice ahead (one barrier per slice);
+//    with cp.async by all kWarps warps into a double buffer in shared memory one slice ahead (one
+//    barrier per slice), read by all of them: 8 warps amortise one copy over twice the weights;
 //    rows padded by 32 bytes so that the lanes' 8-byte reads (token g, bytes 8t..8t+7) hit
 //    distinct banks per half-warp;
 //  * the weights are the MMA's A operand (16 channels) and the tokens its B (8 per MMA, kSets
@@ -31,8 +33,6 @@ namespace {
 
 using namespace decode_gemm;  // NOLINT: the shared device helpers
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
 constexpr int kChunkK = 64;  // K elements of one 16-byte lane load (two MMAs)
 constexpr uint32_t kNibbleMask = 0x0f0f0f0fu;
 
@@ -71,9 +71,14 @@ __device__ __forceinline__ void UnpackA(uint32_t row_lo, uint32_t row_hi, uint32
   a[3] = CenteredInt8x4((row_hi >> 4) & kNibbleMask, flip, zero_hi);
 }
 
-// kDepth: chunks of weight loads in flight per lane (4 or 8).
-template <int kSets, int kBlocks, int kDepth, typename Out>
-__global__ void __launch_bounds__(kThreads, 4) W4A8FragmentKernel(const W4A8FragmentParams p) {
+// The CTAs per SM the launch bounds ask for: 128 registers a thread at 4 and at 8 warps.
+constexpr int MinCtasPerSm(int warps) { return 16 / warps; }
+
+// kWarps: warps per CTA (4 or 8); kDepth: chunks of weight loads in flight per lane (4 or 8).
+template <int kWarps, int kSets, int kBlocks, int kDepth, typename Out>
+__global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
+    W4A8FragmentKernel(const W4A8FragmentParams p) {
+  constexpr int kThreads = kWarps * 32;
   using Slice = ActivationSlice<kSets>;
   static_assert(Slice::kChunks % kDepth == 0, "a slice starts where a ring turn starts");
   __shared__ __align__(16) uint8_t activations[2][Slice::kBufferBytes];
@@ -95,7 +100,8 @@ __global__ void __launch_bounds__(kThreads, 4) W4A8FragmentKernel(const W4A8Frag
   const int64_t blocks = (static_cast<int64_t>(p.n) + 15) / 16;
 
   // This lane's stream of each block: chunk i of the split at w_lane[b] + 32 i, the group's
-  // scales at s_lane[b] + 8 (i / chunks_per_group).
+  // scales at s_lane[b] + 8 (i / chunks_per_group). A warp whose blocks all lie past n (a tail
+  // tile) loads nothing but still copies activations and meets every barrier.
   const uint4* w_lane[kBlocks];
   const uint2* s_lane[kBlocks];
   bool block_valid[kBlocks];
@@ -269,28 +275,59 @@ __global__ void __launch_bounds__(kThreads, 4) W4A8FragmentKernel(const W4A8Frag
   if (threadIdx.x == 0) p.split_counters[tile] = 0;  // every split has arrived: ready again
 }
 
-template <int kSets, int kBlocks, int kDepth>
+template <int kWarps, int kSets, int kBlocks, int kDepth>
 cudaError_t LaunchShape(const W4A8FragmentParams& p, cudaStream_t stream) {
-  const int64_t channels = int64_t{64} * kBlocks;
+  const int64_t channels = int64_t{16} * kWarps * kBlocks;
   const dim3 grid(static_cast<unsigned>((p.n + channels - 1) / channels),
                   static_cast<unsigned>(p.split));
+  constexpr int kThreads = kWarps * 32;
   if (p.y_is_bf16) {
-    W4A8FragmentKernel<kSets, kBlocks, kDepth, __nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
+    W4A8FragmentKernel<kWarps, kSets, kBlocks, kDepth, __nv_bfloat16>
+        <<<grid, kThreads, 0, stream>>>(p);
   } else {
-    W4A8FragmentKernel<kSets, kBlocks, kDepth, float><<<grid, kThreads, 0, stream>>>(p);
+    W4A8FragmentKernel<kWarps, kSets, kBlocks, kDepth, float><<<grid, kThreads, 0, stream>>>(p);
   }
   return cudaGetLastError();
 }
 
-template <int kSets, int kBlocks, int kDepth>
+template <int kWarps, int kSets, int kBlocks, int kDepth>
 int ResidentCtas() {
   int ctas = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &ctas, W4A8FragmentKernel<kSets, kBlocks, kDepth, __nv_bfloat16>, kThreads, 0) !=
-      cudaSuccess) {
+          &ctas, W4A8FragmentKernel<kWarps, kSets, kBlocks, kDepth, __nv_bfloat16>, kWarps * 32,
+          0) != cudaSuccess) {
     return 0;
   }
   return ctas;
+}
+
+// More than 16 rows: one block per warp (the 4 sets' sums and partials take the registers a
+// second block's ring would need); two blocks only with the 4-deep ring (8 deep would spill).
+// Neither the channels per warp, the ring depth nor the warps per CTA changes a result.
+template <int kWarps>
+cudaError_t LaunchWarps(const W4A8FragmentParams& p, cudaStream_t stream) {
+  const bool deep = p.ring_depth == 8;
+  if (p.m > 16) {
+    return deep ? LaunchShape<kWarps, 4, 1, 8>(p, stream) : LaunchShape<kWarps, 4, 1, 4>(p, stream);
+  }
+  if (p.m > 8) {
+    if (p.blocks_per_warp == 2) return LaunchShape<kWarps, 2, 2, 4>(p, stream);
+    return deep ? LaunchShape<kWarps, 2, 1, 8>(p, stream) : LaunchShape<kWarps, 2, 1, 4>(p, stream);
+  }
+  if (p.blocks_per_warp == 2) return LaunchShape<kWarps, 1, 2, 4>(p, stream);
+  return deep ? LaunchShape<kWarps, 1, 1, 8>(p, stream) : LaunchShape<kWarps, 1, 1, 4>(p, stream);
+}
+
+template <int kWarps>
+int ResidentCtasWarps(int rows, int blocks_per_warp, int ring_depth) {
+  const bool deep = ring_depth == 8;
+  if (rows > 16) return deep ? ResidentCtas<kWarps, 4, 1, 8>() : ResidentCtas<kWarps, 4, 1, 4>();
+  if (rows > 8) {
+    if (blocks_per_warp == 2) return ResidentCtas<kWarps, 2, 2, 4>();
+    return deep ? ResidentCtas<kWarps, 2, 1, 8>() : ResidentCtas<kWarps, 2, 1, 4>();
+  }
+  if (blocks_per_warp == 2) return ResidentCtas<kWarps, 1, 2, 4>();
+  return deep ? ResidentCtas<kWarps, 1, 1, 8>() : ResidentCtas<kWarps, 1, 1, 4>();
 }
 
 __global__ void PackW4A8FragmentsKernel(const DeviceW4A8Source s, uint32_t* fragments,
@@ -328,28 +365,12 @@ __global__ void PackW4A8FragmentsKernel(const DeviceW4A8Source s, uint32_t* frag
 }  // namespace
 
 cudaError_t LaunchW4A8Fragment(const W4A8FragmentParams& p, cudaStream_t stream) {
-  // More than 16 rows: one block per warp (the 4 sets' sums and partials take the registers a
-  // second block's ring would need); two blocks only with the 4-deep ring (8 deep would spill).
-  // Neither the channels per warp nor the ring depth changes a result.
-  const bool deep = p.ring_depth == 8;
-  if (p.m > 16) return deep ? LaunchShape<4, 1, 8>(p, stream) : LaunchShape<4, 1, 4>(p, stream);
-  if (p.m > 8) {
-    if (p.blocks_per_warp == 2) return LaunchShape<2, 2, 4>(p, stream);
-    return deep ? LaunchShape<2, 1, 8>(p, stream) : LaunchShape<2, 1, 4>(p, stream);
-  }
-  if (p.blocks_per_warp == 2) return LaunchShape<1, 2, 4>(p, stream);
-  return deep ? LaunchShape<1, 1, 8>(p, stream) : LaunchShape<1, 1, 4>(p, stream);
+  return p.warps_per_cta == 8 ? LaunchWarps<8>(p, stream) : LaunchWarps<4>(p, stream);
 }
 
-int W4A8FragmentResidentCtas(int rows, int blocks_per_warp, int ring_depth) {
-  const bool deep = ring_depth == 8;
-  if (rows > 16) return deep ? ResidentCtas<4, 1, 8>() : ResidentCtas<4, 1, 4>();
-  if (rows > 8) {
-    if (blocks_per_warp == 2) return ResidentCtas<2, 2, 4>();
-    return deep ? ResidentCtas<2, 1, 8>() : ResidentCtas<2, 1, 4>();
-  }
-  if (blocks_per_warp == 2) return ResidentCtas<1, 2, 4>();
-  return deep ? ResidentCtas<1, 1, 8>() : ResidentCtas<1, 1, 4>();
+int W4A8FragmentResidentCtas(int rows, int warps_per_cta, int blocks_per_warp, int ring_depth) {
+  return warps_per_cta == 8 ? ResidentCtasWarps<8>(rows, blocks_per_warp, ring_depth)
+                            : ResidentCtasWarps<4>(rows, blocks_per_warp, ring_depth);
 }
 
 cudaError_t LaunchPackW4A8Fragments(const DeviceW4A8Source& source, uint32_t* fragments,

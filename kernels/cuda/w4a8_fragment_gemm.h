@@ -10,7 +10,8 @@
 //    16-byte load, a warp's load is 512 contiguous bytes, and a warp streams each of its 16-channel
 //    blocks as one contiguous run: no shuffles, no shared memory for the weights;
 //  * every lane keeps kDepth chunks of loads in flight in a register ring (no barrier ever waits
-//    on weights), 4 warps per CTA share their K slice's activations through shared memory;
+//    on weights), the 4 or 8 warps of a CTA (warps_per_cta) share their K slice's activations
+//    through shared memory;
 //  * K is split into `split` ranges of whole groups, one CTA each; the CTAs of a tile write their
 //    float partials to `split_partials`, and the last to arrive (a counter per tile) adds them in
 //    split order and applies the epilogue. No atomics on data: the result depends only on the
@@ -25,6 +26,8 @@
 // are regrouped: |y - y_ref| <= (groups + split) * 2^-23 * |s_x[r]| * sum_g |S_g s_w[j, g]| before
 // the output rounding (tests/gpu/w4a8_fragment_gemm_test.cc checks it). The split depends only on
 // (n, k, group_size, the SM count), never on m: a row's result does not depend on the batch's size.
+// Nor on blocks_per_warp, ring_depth or warps_per_cta: each output's group sums and their fold run
+// in one lane in the same order whatever the tile, and the splits add in split order.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -38,20 +41,27 @@ namespace flatfleet::cuda {
 
 inline constexpr int64_t kW4A8FragmentMaxRows = 32;
 
-// Output channels per CTA tile (4 warps x blocks_per_warp x 16).
-constexpr int64_t W4A8FragmentTileChannels(int blocks_per_warp) { return 64 * blocks_per_warp; }
+// Output channels per CTA tile (warps_per_cta x blocks_per_warp x 16).
+constexpr int64_t W4A8FragmentTileChannels(int blocks_per_warp, int warps_per_cta) {
+  return int64_t{16} * warps_per_cta * blocks_per_warp;
+}
 
 // How a call is cut: K into `split` CTAs of whole groups, channels into tiles of
-// W4A8FragmentTileChannels(blocks_per_warp).
-// blocks_per_warp and ring_depth change no result (only the split does): they may follow m.
+// W4A8FragmentTileChannels(blocks_per_warp, warps_per_cta).
+// blocks_per_warp, ring_depth and warps_per_cta change no result (only the split does): they may
+// follow m.
 struct W4A8FragmentConfig {
   int split = 1;
   int blocks_per_warp = 2;  // 1 or 2
   int ring_depth = 4;       // chunks of weight loads in flight per lane: 4, or 8 with 1 block
+  // 4 (launch bounds: 4 CTAs per SM) or 8 (2 per SM; one activation copy for twice the weight
+  // streams). Both at most 128 registers a thread.
+  int warps_per_cta = 4;
 };
 
 // The configuration kAuto takes for m rows (see the .cc for the rule and bench/RESULTS.md for the
-// table it was taken from). The split does not depend on m; the other two fields do.
+// table it was taken from). The split does not depend on m; blocks_per_warp and ring_depth do;
+// warps_per_cta is always 4 (8 runs only when asked for, to be measured).
 W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                             int sm_count);
 
@@ -64,7 +74,7 @@ bool W4A8FragmentWins(int64_t m, int64_t n, int64_t k);
 inline constexpr int kW4A8FragmentMaxSplit = 16;
 // Workspace a call needs: `split * m * n` floats of partials (none at split 1) and one int32
 // counter per tile, which must be zero before the first call; every call leaves them zero again.
-// W4A8FragmentCounterCount(n) covers every blocks_per_warp.
+// W4A8FragmentCounterCount(n) covers every configuration (the smallest tile: 4 warps, 1 block).
 int64_t W4A8FragmentPartialFloats(int64_t m, int64_t n, int split);
 int64_t W4A8FragmentCounterCount(int64_t n);
 
@@ -84,7 +94,8 @@ struct DeviceW4A8FragmentGemm {
   int64_t y_stride = 0;                         // 0 means n
   GemmElementType y_type = GemmElementType::kFloat32;
   // split 0 takes ChooseW4A8FragmentConfig; else split (1..kW4A8FragmentMaxSplit, at most the
-  // number of groups), blocks_per_warp (1 or 2) and ring_depth (4 or 8) as given.
+  // number of groups), blocks_per_warp (1 or 2), ring_depth (4 or 8) and warps_per_cta (4 or 8)
+  // as given.
   W4A8FragmentConfig config{.split = 0, .blocks_per_warp = 0, .ring_depth = 0};
   float* split_partials = nullptr;    // W4A8FragmentPartialFloats floats when split > 1
   int32_t* split_counters = nullptr;  // W4A8FragmentCounterCount zeros when split > 1

@@ -24,14 +24,15 @@ struct W4A8FragmentParams {
   int32_t split = 1;                  // CTAs over K (whole groups each)
   int32_t blocks_per_warp = 2;        // 1 or 2
   int32_t ring_depth = 4;             // 4, or 8 with one block per warp
+  int32_t warps_per_cta = 4;          // 4 or 8
   float* split_partials = nullptr;    // [split, m, n] when split > 1
   int32_t* split_counters = nullptr;  // one per tile, zero
 };
 cudaError_t LaunchW4A8Fragment(const W4A8FragmentParams& params, cudaStream_t stream);
 
-// CTAs of the kernel for (rows, blocks_per_warp, ring_depth) resident per SM of the current device
-// (0 on error).
-int W4A8FragmentResidentCtas(int rows, int blocks_per_warp, int ring_depth);
+// CTAs of the kernel for (rows, warps_per_cta, blocks_per_warp, ring_depth) resident per SM of the
+// current device (0 on error).
+int W4A8FragmentResidentCtas(int rows, int warps_per_cta, int blocks_per_warp, int ring_depth);
 
 cudaError_t LaunchPackW4A8Fragments(const DeviceW4A8Source& source, uint32_t* fragments,
                                     uint32_t* fragment_scales, cudaStream_t stream);

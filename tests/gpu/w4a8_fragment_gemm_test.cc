@@ -5,7 +5,7 @@
 //    writes the host's words exactly.
 //  * split = 1: bit for bit the CPU reference quant::GemmW4A8 followed by the epilogue addition,
 //    and today's two-kernel GPU path, in every output configuration (CheckW4A8Case: outputs
-//    poisoned first, stride gaps stay poisoned).
+//    poisoned first, stride gaps stay poisoned), with 4 and with 8 warps per CTA.
 //  * split > 1 (the float partials regrouped): within the header's bound of the reference,
 //    |y - y_ref| <= (groups + split) 2^-23 |s_x| sum_g |S_g s_w| (S_g the reference's exact group
 //    sums); the epilogue exactly as specified on top of the kernel's own float32 result; the same
@@ -158,6 +158,9 @@ TEST(W4A8FragmentConfigTest, FollowsTheDocumentedRule) {
     const W4A8FragmentConfig wide = config(m, 57344, 8192);  // split 1
     EXPECT_EQ(wide.split, 1) << m;
     EXPECT_EQ(wide.blocks_per_warp, m <= 16 ? 2 : 1) << m;
+    // 8 warps per CTA only when asked for.
+    EXPECT_EQ(c.warps_per_cta, 4) << m;
+    EXPECT_EQ(wide.warps_per_cta, 4) << m;
   }
   // Where it replaces the earlier kernels.
   EXPECT_TRUE(W4A8FragmentWins(1, 14336, 4096));
@@ -172,6 +175,25 @@ TEST(W4A8FragmentConfigTest, FollowsTheDocumentedRule) {
   args.group_size = 128;
   args.sm_count = 132;
   EXPECT_EQ(ResolveW4A8FragmentConfig(args).split, 1);
+  EXPECT_EQ(ResolveW4A8FragmentConfig(args).warps_per_cta, 4);
+  args.config = {.split = 2, .blocks_per_warp = 1, .ring_depth = 8, .warps_per_cta = 8};
+  EXPECT_EQ(ResolveW4A8FragmentConfig(args).warps_per_cta, 8);  // as given
+}
+
+TEST(W4A8FragmentConfigTest, CountersCoverEveryTile) {
+  EXPECT_EQ(W4A8FragmentTileChannels(1, 4), 64);
+  EXPECT_EQ(W4A8FragmentTileChannels(2, 4), 128);
+  EXPECT_EQ(W4A8FragmentTileChannels(1, 8), 128);
+  EXPECT_EQ(W4A8FragmentTileChannels(2, 8), 256);
+  for (int64_t n : {1, 16, 63, 64, 65, 77, 130, 255, 256, 257, 1000, 57344}) {
+    for (int warps : {4, 8}) {
+      for (int blocks : {1, 2}) {
+        const int64_t tile = W4A8FragmentTileChannels(blocks, warps);
+        EXPECT_GE(W4A8FragmentCounterCount(n), (n + tile - 1) / tile)
+            << "n " << n << ", " << warps << " warps, " << blocks << " block(s)";
+      }
+    }
+  }
 }
 
 TEST(W4A8FragmentGemmArgsTest, RejectsWhatItCannotRun) {
@@ -209,6 +231,15 @@ TEST(W4A8FragmentGemmArgsTest, RejectsWhatItCannotRun) {
   args = base();
   args.config.ring_depth = 8;  // with 2 blocks per warp
   EXPECT_TRUE(StatusMentions(GemmW4A8Fragment(args, nullptr), kInvalid, "ring_depth"));
+  for (int warps : {0, 2, 6, 16}) {
+    args = base();
+    args.config.warps_per_cta = warps;
+    EXPECT_TRUE(StatusMentions(GemmW4A8Fragment(args, nullptr), kInvalid, "warps_per_cta"))
+        << warps;
+  }
+  args = base();
+  args.config.warps_per_cta = 8;  // valid: the checks go on to the null output
+  EXPECT_TRUE(StatusMentions(GemmW4A8Fragment(args, nullptr), kInvalid, "y is null"));
   args = base();
   EXPECT_TRUE(StatusMentions(GemmW4A8Fragment(args, nullptr), kInvalid, "y is null"));
   args = base();
@@ -261,43 +292,50 @@ TEST(W4A8FragmentLayoutGpuTest, DeviceRepackEqualsTheHosts) {
   }
 }
 
-// split = 1 (both blocks_per_warp): the reference's computation, bit for bit.
+// split = 1 (both blocks_per_warp, both ring depths, 4 and 8 warps per CTA): the reference's
+// computation, bit for bit.
 class W4A8FragmentUnsplitGpuTest : public ::testing::TestWithParam<testing::W4A8Case> {};
 
 TEST_P(W4A8FragmentUnsplitGpuTest, MatchesTheReferenceBitExactly) {
   FF_SKIP_WITHOUT_GPU();
   const testing::W4A8Case c = GetParam();
   std::vector<testing::W4A8Run> runs;
-  for (const auto& [blocks_per_warp, ring_depth] :
-       {std::pair{1, 4}, std::pair{2, 4}, std::pair{1, 8}}) {
-    runs.push_back(
-        {.name =
-             absl::StrCat("split 1, ", blocks_per_warp, " block(s) per warp, ring ", ring_depth),
-         .launch = [c, blocks_per_warp, ring_depth](
-                       const testing::W4A8DeviceOperands& d,
-                       const testing::W4A8Output& out) -> absl::Status {
-           DeviceFragments f(c.n, c.k, c.group_size);
-           if (absl::Status packed = Repack(c, d, f); !packed.ok()) return packed;
-           DeviceW4A8FragmentGemm args = FragmentArgs(c.m, c.n, c.k, c.group_size, d.x.get(),
-                                                      d.x_scales.get(), f, d.unsigned_nibbles);
-           args.epilogue_add = out.with_add ? d.add.get() : nullptr;
-           args.y = out.y;
-           args.y_stride = out.y_stride;
-           args.y_type = out.y_type;
-           args.config = {.split = 1, .blocks_per_warp = blocks_per_warp, .ring_depth = ring_depth};
-           absl::Status status = GemmW4A8Fragment(args, nullptr);
-           if (status.ok() && cudaDeviceSynchronize() != cudaSuccess) {
-             status = absl::InternalError("kernel failed");
-           }
-           return status;  // f is freed after the kernel is done
-         }});
+  for (const auto& [warps_per_cta, blocks_per_warp, ring_depth] :
+       {std::tuple{4, 1, 4}, std::tuple{4, 2, 4}, std::tuple{4, 1, 8}, std::tuple{8, 1, 4},
+        std::tuple{8, 2, 4}, std::tuple{8, 1, 8}}) {
+    runs.push_back({.name = absl::StrCat("split 1, ", warps_per_cta, " warps, ", blocks_per_warp,
+                                         " block(s) per warp, ring ", ring_depth),
+                    .launch = [c, warps_per_cta, blocks_per_warp, ring_depth](
+                                  const testing::W4A8DeviceOperands& d,
+                                  const testing::W4A8Output& out) -> absl::Status {
+                      DeviceFragments f(c.n, c.k, c.group_size);
+                      if (absl::Status packed = Repack(c, d, f); !packed.ok()) return packed;
+                      DeviceW4A8FragmentGemm args =
+                          FragmentArgs(c.m, c.n, c.k, c.group_size, d.x.get(), d.x_scales.get(), f,
+                                       d.unsigned_nibbles);
+                      args.epilogue_add = out.with_add ? d.add.get() : nullptr;
+                      args.y = out.y;
+                      args.y_stride = out.y_stride;
+                      args.y_type = out.y_type;
+                      args.config = {.split = 1,
+                                     .blocks_per_warp = blocks_per_warp,
+                                     .ring_depth = ring_depth,
+                                     .warps_per_cta = warps_per_cta};
+                      absl::Status status = GemmW4A8Fragment(args, nullptr);
+                      if (status.ok() && cudaDeviceSynchronize() != cudaSuccess) {
+                        status = absl::InternalError("kernel failed");
+                      }
+                      return status;  // f is freed after the kernel is done
+                    }});
   }
   testing::CheckW4A8Case(c, runs);
 }
 
 // Every row set (1..8, 9..16, 17..32 rows), n not a multiple of 16 or 64, group sizes 128, 256,
 // 384 and per channel, slices of 1024 (or 512) K elements cut in the middle of a group, zero
-// points and symmetric.
+// points and symmetric. With 8 warps the tails leave whole warps past n: n = 77 fills 5 of a
+// 128-channel tile's 8 warps (3 of a 256-channel one's), 200 a second 128-channel tile's first 5,
+// 257 one channel of a second 256-channel tile.
 INSTANTIATE_TEST_SUITE_P(Shapes, W4A8FragmentUnsplitGpuTest,
                          ::testing::Values(testing::W4A8Case{1, 64, 256, 128, false, true},
                                            testing::W4A8Case{1, 77, 4096, 128, true, true},
@@ -379,8 +417,9 @@ TEST_P(W4A8FragmentSplitGpuTest, StaysWithinTheBoundAndIsDeterministic) {
   probe.group_size = c.group_size;
   probe.config = GetParam().config;
   const W4A8FragmentConfig config = ResolveW4A8FragmentConfig(probe);
-  SCOPED_TRACE(absl::StrCat("split ", config.split, ", ", config.blocks_per_warp,
-                            " block(s) per warp, ring ", config.ring_depth));
+  SCOPED_TRACE(absl::StrCat("split ", config.split, ", ", config.warps_per_cta, " warps, ",
+                            config.blocks_per_warp, " block(s) per warp, ring ",
+                            config.ring_depth));
 
   SplitRun first, second;
   RunSplit(c, d, f, config, first);
@@ -436,9 +475,10 @@ TEST_P(W4A8FragmentSplitGpuTest, StaysWithinTheBoundAndIsDeterministic) {
       << "row 0 alone differs from row 0 in the batch";
 }
 
-// Splits 2..16 on both block counts, uneven tails (n = 77, 130, 1000), the auto rule on the real
-// layers (group 128): Llama-3-8B q/k/v, o, gate|up, down; the 70B's at m = 1..4 (the CPU
-// reference with every group's sums is 470M weights per row).
+// Splits 2..16 on both block counts, 4 and 8 warps per CTA, uneven tails (n = 77, 130, 1000; with
+// 8 warps whole warps of the last tile past n), the auto rule on the real layers (group 128):
+// Llama-3-8B q/k/v, o, gate|up, down; the 70B's at m = 1..4 (the CPU reference with every group's
+// sums is 470M weights per row).
 INSTANTIATE_TEST_SUITE_P(
     Shapes, W4A8FragmentSplitGpuTest,
     ::testing::Values(
@@ -454,6 +494,24 @@ INSTANTIATE_TEST_SUITE_P(
         SplitCase{{24, 64, 14336, 128, false, true}, {.split = 14, .blocks_per_warp = 1}},
         SplitCase{{32, 77, 4096, 128, true, true},
                   {.split = 4, .blocks_per_warp = 1, .ring_depth = 8}},
+        SplitCase{{1, 77, 1024, 128, true, true},
+                  {.split = 2, .blocks_per_warp = 2, .warps_per_cta = 8}},
+        SplitCase{{5, 130, 2048, 128, false, true},
+                  {.split = 4, .blocks_per_warp = 1, .warps_per_cta = 8}},
+        SplitCase{{7, 90, 2048, 128, true, true},
+                  {.split = 2, .blocks_per_warp = 1, .ring_depth = 8, .warps_per_cta = 8}},
+        SplitCase{{13, 200, 3072, 128, false, true},
+                  {.split = 3, .blocks_per_warp = 1, .ring_depth = 8, .warps_per_cta = 8}},
+        SplitCase{{16, 1000, 4096, 128, true, true},
+                  {.split = 16, .blocks_per_warp = 2, .warps_per_cta = 8}},
+        SplitCase{{12, 200, 3072, 384, false, true},
+                  {.split = 8, .blocks_per_warp = 2, .warps_per_cta = 8}},
+        SplitCase{{24, 64, 14336, 128, false, true},
+                  {.split = 14, .blocks_per_warp = 1, .warps_per_cta = 8}},
+        SplitCase{{32, 77, 4096, 128, true, true},
+                  {.split = 4, .blocks_per_warp = 1, .ring_depth = 8, .warps_per_cta = 8}},
+        SplitCase{{8, 4096, 4096, 128, false, true},
+                  {.split = 8, .blocks_per_warp = 2, .warps_per_cta = 8}},
         SplitCase{{2, 6144, 4096, 128, true, true}, {.split = 0}},
         SplitCase{{16, 4096, 4096, 128, false, true}, {.split = 0}},
         SplitCase{{8, 28672, 4096, 128, true, true}, {.split = 0}},
@@ -464,15 +522,19 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) {
       return absl::StrCat(testing::W4A8CaseName(info.param.shape), "_split",
                           info.param.config.split, "_b", info.param.config.blocks_per_warp, "_d",
-                          info.param.config.ring_depth);
+                          info.param.config.ring_depth, "_w", info.param.config.warps_per_cta);
     });
 
+// The launch bounds' CTAs per SM: 4 of 4 warps (the rule counts on them), 2 of 8 warps.
 TEST(W4A8FragmentResidencyGpuTest, MeetsTheLaunchBoundsTheRuleCountsOn) {
   FF_SKIP_WITHOUT_GPU();
   for (int rows : {1, 16, 32}) {
-    for (const auto& [blocks, depth] : {std::pair{1, 4}, std::pair{2, 4}, std::pair{1, 8}}) {
-      EXPECT_GE(internal::W4A8FragmentResidentCtas(rows, blocks, depth), 4)
-          << rows << " rows, " << blocks << " block(s) per warp, ring " << depth;
+    for (int warps : {4, 8}) {
+      for (const auto& [blocks, depth] : {std::pair{1, 4}, std::pair{2, 4}, std::pair{1, 8}}) {
+        EXPECT_GE(internal::W4A8FragmentResidentCtas(rows, warps, blocks, depth), 16 / warps)
+            << rows << " rows, " << warps << " warps, " << blocks << " block(s) per warp, ring "
+            << depth;
+      }
     }
   }
 }
