@@ -7,6 +7,7 @@
 #include "common/status_macros.h"
 #include "quant/data_dependent_linear.h"
 #include "quant/flat_quant_input_transform.h"
+#include "quant/phase_timer.h"
 
 namespace flatfleet::quant {
 namespace {
@@ -33,8 +34,12 @@ absl::StatusOr<QuantizedLinear> BuildFlatQuantLinear(const Tensor& weight, const
   problem.activation_bits = recipe.spec.activation.bits;
   problem.weight_bits = recipe.spec.weight.bits;
   problem.weight_group_size = EffectiveGroupSize(recipe.spec.weight.group_size, in);
-  FF_ASSIGN_OR_RETURN(FlatQuantResult trained,
-                      TrainFlatQuant(problem, RecipeFlatQuantOptions(recipe)));
+  absl::StatusOr<FlatQuantResult> training;
+  {
+    const ScopedPhase phase(QuantizePhase::kFlatQuantTraining);
+    training = TrainFlatQuant(problem, RecipeFlatQuantOptions(recipe));
+  }
+  FF_ASSIGN_OR_RETURN(FlatQuantResult trained, std::move(training));
   FF_ASSIGN_OR_RETURN(std::shared_ptr<const FlatQuantInputTransform> transform,
                       FlatQuantInputTransform::FromParams(trained.params));
   QuantRecipe effective = recipe;

@@ -8,6 +8,7 @@
 #include "common/status_macros.h"
 #include "quant/flatten_input_transform.h"
 #include "quant/gptq_device_backend.h"
+#include "quant/phase_timer.h"
 #include "quant/smooth_input_transform.h"
 
 namespace flatfleet::quant {
@@ -161,6 +162,7 @@ absl::StatusOr<DataDependentInputs> BuildDataDependentInputs(
     }
   }
   if (spec.weight_quantizer == WeightQuantizer::kGptq) {
+    const ScopedPhase phase(QuantizePhase::kGramFinalize);
     if (calibration.device_gram != nullptr) {
       // Accumulated on the GPU (quantize --device cuda): one copy down, owned here.
       FF_ASSIGN_OR_RETURN(std::vector<double> gram, calibration.device_gram->ToHost());

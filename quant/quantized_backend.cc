@@ -10,6 +10,7 @@
 #include "kernels/cpu/sparse_moe.h"
 #include "quant/calibrated_linear.h"
 #include "quant/data_dependent_linear.h"
+#include "quant/phase_timer.h"
 
 namespace flatfleet::quant {
 namespace {
@@ -230,8 +231,9 @@ absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
   }
   switch (mode_) {
     case LinearMode::kCalibrate: {
-      const std::vector<float> transformed = handle.transforms_.ApplyToActivations(x.floats(), m);
       {
+        const ScopedPhase phase(QuantizePhase::kStatistics);
+        const std::vector<float> transformed = handle.transforms_.ApplyToActivations(x.floats(), m);
         std::lock_guard<std::mutex> lock(handle.mutex_);
         handle.calibration_.Record(transformed, m,
                                    handle.transforms_.OutFeatures(handle.in_features()));

@@ -12,6 +12,7 @@
 #include "quant/gptq_device_backend.h"
 #include "quant/gptq_quantizer.h"
 #include "quant/hadamard_input_transform.h"
+#include "quant/phase_timer.h"
 #include "quant/weight_clip_search.h"
 
 namespace flatfleet::quant {
@@ -156,34 +157,39 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
   }
 
   weight_format.group_size = EffectiveGroupSize(spec.weight.group_size, k);
-  if (spec.weight_quantizer == WeightQuantizer::kGptq) {
-    if (hessian.empty()) {
-      return absl::FailedPreconditionError("GPTQ needs calibration data (the inputs' X^T X)");
-    }
-    if (hessian.size() != k * k) {
-      return absl::InvalidArgumentError("GPTQ Hessian does not match the layer's inputs");
-    }
-    GptqOptions options;
-    options.damp = spec.gptq.damp;
-    options.block_size = spec.gptq.block_size;
-    options.act_order = spec.gptq.act_order;
-    options.clip_search = recipe.weight_clip_search;
-    if (hessian.consumed != nullptr) {
-      FF_ASSIGN_OR_RETURN(layer.weight_, QuantizeGptqInPlaceOnSelectedDevice(
-                                             layer.folded_weight_, n, k, *hessian.consumed,
-                                             weight_format, options));
+  {
+    const ScopedPhase phase(spec.weight_quantizer == WeightQuantizer::kGptq
+                                ? QuantizePhase::kGptqSolve
+                                : QuantizePhase::kRtn);
+    if (spec.weight_quantizer == WeightQuantizer::kGptq) {
+      if (hessian.empty()) {
+        return absl::FailedPreconditionError("GPTQ needs calibration data (the inputs' X^T X)");
+      }
+      if (hessian.size() != k * k) {
+        return absl::InvalidArgumentError("GPTQ Hessian does not match the layer's inputs");
+      }
+      GptqOptions options;
+      options.damp = spec.gptq.damp;
+      options.block_size = spec.gptq.block_size;
+      options.act_order = spec.gptq.act_order;
+      options.clip_search = recipe.weight_clip_search;
+      if (hessian.consumed != nullptr) {
+        FF_ASSIGN_OR_RETURN(layer.weight_, QuantizeGptqInPlaceOnSelectedDevice(
+                                               layer.folded_weight_, n, k, *hessian.consumed,
+                                               weight_format, options));
+      } else {
+        FF_ASSIGN_OR_RETURN(layer.weight_,
+                            QuantizeGptqOnSelectedDevice(layer.folded_weight_, n, k, *hessian.read,
+                                                         weight_format, options));
+      }
+    } else if (recipe.weight_clip_search) {
+      FF_ASSIGN_OR_RETURN(ClipSearchResult searched,
+                          QuantizeRtnWithClipSearch(layer.folded_weight_, n, k, weight_format));
+      layer.weight_ = std::move(searched.matrix);
+      layer.clip_ratios_ = std::move(searched.clip_ratios);
     } else {
-      FF_ASSIGN_OR_RETURN(layer.weight_,
-                          QuantizeGptqOnSelectedDevice(layer.folded_weight_, n, k, *hessian.read,
-                                                       weight_format, options));
+      FF_ASSIGN_OR_RETURN(layer.weight_, QuantizeRtn(layer.folded_weight_, n, k, weight_format));
     }
-  } else if (recipe.weight_clip_search) {
-    FF_ASSIGN_OR_RETURN(ClipSearchResult searched,
-                        QuantizeRtnWithClipSearch(layer.folded_weight_, n, k, weight_format));
-    layer.weight_ = std::move(searched.matrix);
-    layer.clip_ratios_ = std::move(searched.clip_ratios);
-  } else {
-    FF_ASSIGN_OR_RETURN(layer.weight_, QuantizeRtn(layer.folded_weight_, n, k, weight_format));
   }
   // Integer scales of a per-channel fallback would be one multiplier per row: the float-scale
   // GEMM computes the same with no integer step.

@@ -25,6 +25,7 @@
 #include "quant/expert_calibration_fallback.h"
 #include "quant/float_linear_filter.h"
 #include "quant/mapped_pages.h"
+#include "quant/phase_timer.h"
 #include "quant/quantized_backend.h"
 #include "quant/quantized_checkpoint_manifest.h"
 #include "quant/sharded_tensor_writer.h"
@@ -305,6 +306,7 @@ absl::Status QuantizeLayer(const QuantRecipe& recipe, const CalibrationData& cal
   const int64_t positions = static_cast<int64_t>(hidden.size()) / config.hidden_size;
   std::vector<float> output;
   {
+    std::optional<ScopedPhase> read(QuantizePhase::kRead);
     DecoderLayerWindowSource window(checkpoint, layer, hidden, config.hidden_size);
     FF_ASSIGN_OR_RETURN(std::unique_ptr<QuantizedCpuBackend> backend,
                         QuantizedCpuBackend::Create(recipe, KeepFloatByName()));
@@ -321,15 +323,21 @@ absl::Status QuantizeLayer(const QuantRecipe& recipe, const CalibrationData& cal
       // pages stayed resident, F/2 more RSS per layer, when only `store`'s were released).
       if (name.starts_with(prefix)) ReleaseMappedPages(checkpoint_store.Find(name)->data);
     }
+    read.reset();
     const bool float_prefix = options.calibration_inputs == CalibrationInputs::kFloatPrefix;
     output.reserve(hidden.size());
     backend->set_mode(LinearMode::kCalibrate);  // float outputs while recording statistics
     if (float_prefix) backend->set_residual_capture(&output);
-    FF_RETURN_IF_ERROR(RunWindow(*model, calibration, options.batch_tokens));
+    {
+      const ScopedPhase phase(QuantizePhase::kCalibrateForward);  // less its statistics
+      FF_RETURN_IF_ERROR(RunWindow(*model, calibration, options.batch_tokens));
+    }
     backend->set_residual_capture(nullptr);
     // Quantize the linears one at a time, each dropping its float copies right after (errors
-    // name the layer).
+    // name the layer). The solvers time themselves (GPTQ, RTN, FlatQuant); the rest is
+    // kQuantizeOther.
     backend->set_mode(LinearMode::kQuantized);
+    std::optional<ScopedPhase> quantize(QuantizePhase::kQuantizeOther);
     for (const engine::NamedLinear& linear : model->linears()) {
       auto* handle = dynamic_cast<QuantizedCpuLinearWeight*>(
           const_cast<kernels::LinearWeight*>(linear.handle));
@@ -341,7 +349,9 @@ absl::Status QuantizeLayer(const QuantRecipe& recipe, const CalibrationData& cal
       }
     }
     FF_RETURN_IF_ERROR(RecordExperts(recipe, *model, layer, state));
+    quantize.reset();
     if (!float_prefix) {  // the next layer's inputs come out of this quantized layer
+      const ScopedPhase phase(QuantizePhase::kQuantizedForward);
       backend->set_residual_capture(&output);
       FF_RETURN_IF_ERROR(RunWindow(*model, calibration, options.batch_tokens));
       backend->set_residual_capture(nullptr);
@@ -364,7 +374,11 @@ absl::Status QuantizeLayer(const QuantRecipe& recipe, const CalibrationData& cal
       FF_ASSIGN_OR_RETURN(const QuantizedLinear* quantized, handle->Quantized(recipe));
       StoredLinearLayer entry;
       std::vector<TensorToWrite> tensors;
-      FF_RETURN_IF_ERROR(AddQuantizedLayer(request, *quantized, recipe, entry, tensors));
+      {
+        const ScopedPhase phase(QuantizePhase::kPack);
+        FF_RETURN_IF_ERROR(AddQuantizedLayer(request, *quantized, recipe, entry, tensors));
+      }
+      const ScopedPhase phase(QuantizePhase::kWrite);
       for (const TensorToWrite& tensor : tensors) FF_RETURN_IF_ERROR(writer.Add(tensor));
       state.layers.push_back(std::move(entry));
       for (const auto& part : request.parts) {
@@ -373,15 +387,23 @@ absl::Status QuantizeLayer(const QuantRecipe& recipe, const CalibrationData& cal
       }
     }
     // The layer's other tensors (norms, routers) byte for byte in the source's dtype.
-    for (const std::string& name : store.TensorNames()) {
-      if (!name.starts_with(prefix)) continue;
-      FF_ASSIGN_OR_RETURN(const TensorInfo* info, store.Get(name));
-      if (replaced.count(name) == 0) {
-        FF_RETURN_IF_ERROR(writer.Add(name, info->dtype, info->shape, info->data));
+    {
+      const ScopedPhase phase(QuantizePhase::kWrite);
+      for (const std::string& name : store.TensorNames()) {
+        if (!name.starts_with(prefix)) continue;
+        FF_ASSIGN_OR_RETURN(const TensorInfo* info, store.Get(name));
+        if (replaced.count(name) == 0) {
+          FF_RETURN_IF_ERROR(writer.Add(name, info->dtype, info->shape, info->data));
+        }
+        ReleaseMappedPages(info->data);
       }
-      ReleaseMappedPages(info->data);
     }
-  }  // the window model, its backend (float weights, statistics, codes) are freed here
+    // The window model, then its backend (float weights, statistics, codes) are freed here.
+    const ScopedPhase phase(QuantizePhase::kFree);
+    model.reset();
+    backend.reset();
+  }
+  const ScopedPhase phase(QuantizePhase::kFree);
   hidden = std::move(output);
   malloc_trim(0);  // hand the freed layer back to the system: the next one is as large
   return absl::OkStatus();
@@ -470,17 +492,23 @@ absl::Status QuantizeSequentially(const QuantRecipe& recipe, const CalibrationDa
           absl::StrFormat("stopped after %d layers (test hook); --resume continues", l));
     }
     const auto layer_start = std::chrono::steady_clock::now();
-    FF_RETURN_IF_ERROR(QuantizeLayer(recipe, calibration, options, config, store, checkpoint_store,
-                                     checkpoint, l, hidden, writer, state));
-    state.layers_done = l + 1;
-    FF_ASSIGN_OR_RETURN(state.writer, writer.Sync());
-    FF_RETURN_IF_ERROR(SaveState(work, recipe, options, state, hidden));
+    PhaseTimes phases;
+    {
+      const PhaseRecorder recorder(phases);
+      FF_RETURN_IF_ERROR(QuantizeLayer(recipe, calibration, options, config, store,
+                                       checkpoint_store, checkpoint, l, hidden, writer, state));
+      state.layers_done = l + 1;
+      const ScopedPhase phase(QuantizePhase::kWrite);
+      FF_ASSIGN_OR_RETURN(state.writer, writer.Sync());
+      FF_RETURN_IF_ERROR(SaveState(work, recipe, options, state, hidden));
+    }
     ++done_this_run;
     if (options.progress) {
       LayerProgress progress;
       progress.layer = l + 1;
       progress.layers = layers;
       progress.layer_seconds = seconds_since(layer_start);
+      progress.phases = phases;
       progress.elapsed_seconds = seconds_since(start);
       progress.eta_seconds =
           progress.elapsed_seconds / static_cast<double>(done_this_run) * (layers - l - 1);

@@ -41,6 +41,7 @@
 
 #include "absl/status/status.h"
 #include "nlohmann/json.hpp"
+#include "quant/phase_timer.h"
 #include "quant/recipes.h"
 #include "quantize/quantize_model.h"
 #include "worker/model/llama_model.h"
@@ -56,6 +57,10 @@ struct LayerProgress {
   double eta_seconds = 0.0;
   int64_t peak_rss_bytes = 0;  // of this process so far (getrusage)
   bool resumed = false;        // true for the layers a resumed run found done
+  // Where layer_seconds went (quant/phase_timer.h): exclusive wall time per phase, summing to at
+  // most layer_seconds (the rest, "other", is the bookkeeping between the timers). All zero for
+  // resumed layers.
+  PhaseTimes phases;
   // Sparse-MoE layers (else experts == 0): calibration tokens the router sent to each expert
   // (the rows its linears saw), and of the experts' linears how many were quantized by the
   // data-free fallback (RTN with the clip search) and by GPTQ with raised dampening

@@ -16,8 +16,10 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
+#include "nlohmann/json.hpp"
 #include "quant/expert_calibration_fallback.h"
 #include "quant/gptq_device_backend.h"
+#include "quant/phase_timer.h"
 #include "quant/quantized_checkpoint_manifest.h"
 #include "quant/recipes.h"
 #include "quantize/eval/model_under_test.h"
@@ -50,6 +52,7 @@ struct QuantizeOptions {
   int64_t stop_after_layers = -1;  // hidden test hook
   std::string device = "cpu";
   int64_t min_expert_tokens = -1;  // -1: not given (the recipe's)
+  std::string phase_times_file;    // JSON lines, one per layer (--phase-times)
 };
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
@@ -81,6 +84,46 @@ std::string ExpertSummary(const quant::LayerProgress& progress) {
       progress.expert_linears_damped, quant::kExpertDampedGptqMethodName);
 }
 
+// "    phases:  read 1.21s (5%)  calibrate_forward 10.3s (41%)  ...  other 0.02s (0%)": where
+// the layer's time went (quant/phase_timer.h), in phase order; a phase under 0.5% of it is left
+// out (--phase-times has them all).
+std::string PhaseSummary(const quant::LayerProgress& progress) {
+  std::string line = "    phases:";
+  const double total = progress.layer_seconds > 0.0 ? progress.layer_seconds : 1.0;
+  auto add = [&](std::string_view name, double seconds) {
+    if (seconds < 0.005 * total) return;
+    const double percent = 100.0 * seconds / total;
+    if (seconds < 10.0) {
+      absl::StrAppendFormat(&line, "  %s %.2fs (%.0f%%)", name, seconds, percent);
+    } else {
+      absl::StrAppendFormat(&line, "  %s %.1fs (%.0f%%)", name, seconds, percent);
+    }
+  };
+  for (size_t p = 0; p < quant::kQuantizePhaseCount; ++p) {
+    const auto phase = static_cast<quant::QuantizePhase>(p);
+    add(quant::QuantizePhaseName(phase), progress.phases[phase]);
+  }
+  add("other", progress.layer_seconds - progress.phases.total());
+  return line;
+}
+
+// One JSON object per line: {"layer", "layers", "seconds", "phases": {name: seconds, ...,
+// "other"}} with every phase (zeros included).
+std::string PhaseJson(const quant::LayerProgress& progress) {
+  nlohmann::json phases = nlohmann::json::object();
+  for (size_t p = 0; p < quant::kQuantizePhaseCount; ++p) {
+    const auto phase = static_cast<quant::QuantizePhase>(p);
+    phases[std::string(quant::QuantizePhaseName(phase))] = progress.phases[phase];
+  }
+  phases["other"] = progress.layer_seconds - progress.phases.total();
+  const nlohmann::json line = {{"layer", progress.layer},
+                               {"layers", progress.layers},
+                               {"seconds", progress.layer_seconds},
+                               {"peak_rss_bytes", progress.peak_rss_bytes},
+                               {"phases", phases}};
+  return line.dump();
+}
+
 absl::Status RunSequential(const QuantizeOptions& options, const quant::QuantRecipe& recipe,
                            const quant::CalibrationData& calibration) {
   // Large buffers (a layer's weights) always come from mmap and go back on free: glibc's dynamic
@@ -100,7 +143,17 @@ absl::Status RunSequential(const QuantizeOptions& options, const quant::QuantRec
   run.calibration_inputs = options.calib_inputs == "float"
                                ? quant::CalibrationInputs::kFloatPrefix
                                : quant::CalibrationInputs::kQuantizedPrefix;
-  run.progress = [](const quant::LayerProgress& progress) {
+  std::shared_ptr<std::FILE> phase_file;
+  if (!options.phase_times_file.empty()) {
+    phase_file.reset(std::fopen(options.phase_times_file.c_str(), "w"), [](std::FILE* file) {
+      if (file != nullptr) std::fclose(file);
+    });
+    if (phase_file == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--phase-times: cannot create %s", options.phase_times_file));
+    }
+  }
+  run.progress = [phase_file](const quant::LayerProgress& progress) {
     const double peak_gib = static_cast<double>(progress.peak_rss_bytes) / double(1 << 30);
     if (progress.resumed) {
       std::fprintf(stderr, "[layer %lld/%lld] done by the interrupted run (resumed)%s\n",
@@ -118,6 +171,11 @@ absl::Status RunSequential(const QuantizeOptions& options, const quant::QuantRec
                  Seconds(progress.layer_seconds).c_str(), Seconds(progress.elapsed_seconds).c_str(),
                  Seconds(progress.eta_seconds).c_str(), peak_gib, device.c_str(),
                  ExpertSummary(progress).c_str());
+    std::fprintf(stderr, "%s\n", PhaseSummary(progress).c_str());
+    if (phase_file != nullptr) {
+      std::fprintf(phase_file.get(), "%s\n", PhaseJson(progress).c_str());
+      std::fflush(phase_file.get());
+    }
   };
   if (options.resume) {
     std::fprintf(stderr, "quantize: --resume from %s\n",
@@ -133,6 +191,9 @@ absl::Status RunQuantize(const QuantizeOptions& options) {
   FF_RETURN_IF_ERROR(quant::CheckOutputDirectory(options.out_dir, options.force));
   if (options.all_at_once && options.resume) {
     return absl::InvalidArgumentError("--resume applies to the layer-by-layer path only");
+  }
+  if (options.all_at_once && !options.phase_times_file.empty()) {
+    return absl::InvalidArgumentError("--phase-times applies to the layer-by-layer path only");
   }
   if (!(options.shard_size_gb > 0.0)) {
     return absl::InvalidArgumentError("--shard-size must be positive");
@@ -261,6 +322,9 @@ CommandRunner RegisterQuantizeCommand(CLI::App& app) {
                   "quantized data-free (RTN with the clip search) instead of by the recipe "
                   "(always one with none; default: the recipe file's, else in_features / 16)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--phase-times", options->phase_times_file,
+                  "Also write each layer's time per phase (the progress line's `phases:`, every "
+                  "phase, in seconds) to FILE, one JSON object per line (layer by layer only)");
   cmd->add_option("--stop-after-layers", options->stop_after_layers)
       ->group("");  // test hook: simulate a crash after N layers
   return [options, cmd] {

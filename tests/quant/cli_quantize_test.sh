@@ -15,6 +15,8 @@ text=$shared/data/wikitext-2/valid.txt
 "$flatfleet" quantize --model "$model" --recipe w8a8-static --calib "$text" --calib-tokens 512 \
     --out "$work/q" 2> "$work/quantize.log"
 grep -q '^\[layer 4/4\] .*ETA .*peak RSS [0-9.]* GiB$' "$work/quantize.log"
+# Under each layer's line, where its time went (quant/phase_timer.h).
+test "$(grep -c '^    phases:  read [0-9.]*s ([0-9]*%)  calibrate_forward [0-9.]*s' "$work/quantize.log")" -eq 4
 test -f "$work/q/quantization.json" -a -f "$work/q/model-00001-of-00001.safetensors" \
     -a -f "$work/q/model.safetensors.index.json" -a -f "$work/q/config.json"
 "$flatfleet" quantize --model "$model" --recipe w8a8-static --calib "$text" --calib-tokens 512 \
@@ -35,8 +37,16 @@ test ! -e "$work/r" -a -f "$work/.r.quantize-work/state.json"
 grep -q '^\[layer 2/4\] done by the interrupted run (resumed)$' "$work/resumed.log"
 grep -q '^\[layer 3/4\] .*peak RSS' "$work/resumed.log"
 test ! -e "$work/.r.quantize-work"
-"$flatfleet" quantize --model "$model" --recipe w4a8-gptq --out "$work/r2" 2> /dev/null
+"$flatfleet" quantize --model "$model" --recipe w4a8-gptq --out "$work/r2" \
+    --phase-times "$work/phases.jsonl" 2> /dev/null
 for f in "$work"/r2/model-*.safetensors; do cmp "$f" "$work/r/$(basename "$f")"; done
+# --phase-times: one JSON line per layer with every phase (a GPTQ recipe: no RTN, no FlatQuant).
+test "$(wc -l < "$work/phases.jsonl")" -eq 4
+for phase in read calibrate_forward statistics gram_finalize gptq_solve rtn flatquant_training \
+    quantize_other quantized_forward pack write free other; do
+  test "$(grep -c "\"$phase\":[0-9]" "$work/phases.jsonl")" -eq 4
+done
+test "$(grep -c '"rtn":0.0,' "$work/phases.jsonl")" -eq 4
 
 # A random checkpoint of llama-tiny's shape with 2 layers, small shards, quantized and run.
 "$flatfleet" make-checkpoint --arch tiny --layers 2 --random --shard-size 0.0005 \

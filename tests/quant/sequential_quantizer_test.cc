@@ -9,11 +9,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -23,6 +25,7 @@
 #include "nlohmann/json.hpp"
 #include "quant/expert_calibration_fallback.h"
 #include "quant/logit_agreement.h"
+#include "quant/phase_timer.h"
 #include "quant/recipes.h"
 #include "quant/weight_clip_search.h"
 #include "quantize/eval/model_under_test.h"
@@ -424,6 +427,71 @@ TEST_F(MixtralFewTokensTest, OtherRecipesQuantizeZeroTokenExperts) {
     // 4-bit recipes 0.0034 (w4a8) to 0.0104 (w4a4-flatquant).
     EXPECT_LT(run.agreement.mean_kl, recipe.spec.weight.bits == 8 ? 0.002 : 0.03);
     fs::remove_all(out);
+  }
+}
+
+// Each layer's time per phase (quant/phase_timer.h): every phase named, none negative, the
+// phases the recipe runs present and the ones it does not at zero, and together no more than the
+// layer's wall time (1 us of slack for the rounding of the sums), which in turn sum to no more
+// than the whole run's.
+TEST(SequentialQuantizerTest, ProgressReportsWhereEachLayersTimeWent) {
+  std::set<std::string> names;
+  for (size_t p = 0; p < kQuantizePhaseCount; ++p) {
+    names.insert(std::string(QuantizePhaseName(static_cast<QuantizePhase>(p))));
+  }
+  EXPECT_EQ(names.size(), kQuantizePhaseCount) << "phase names are distinct";
+  EXPECT_EQ(names.count("unknown"), 0u);
+
+  using P = QuantizePhase;
+  struct Case {
+    std::string recipe;
+    CalibrationInputs inputs;
+    std::vector<P> zero;  // every other phase must be > 0
+  };
+  const std::vector<Case> cases = {
+      {"w4a8-gptq", CalibrationInputs::kQuantizedPrefix, {P::kRtn, P::kFlatQuantTraining}},
+      {"w4a8-gptq",
+       CalibrationInputs::kFloatPrefix,
+       {P::kRtn, P::kFlatQuantTraining, P::kQuantizedForward}},
+      {"w4a8",
+       CalibrationInputs::kQuantizedPrefix,
+       {P::kGramFinalize, P::kGptqSolve, P::kFlatQuantTraining}},
+      {"w4a4-flatquant", CalibrationInputs::kQuantizedPrefix, {P::kGramFinalize, P::kGptqSolve}},
+  };
+  constexpr double kSlackSeconds = 1e-6;
+  const fs::path source = SharedDir() / "fixtures" / "llama-tiny";
+  for (const Case& test : cases) {
+    SCOPED_TRACE(test.recipe);
+    auto recipe = RecipeByName(test.recipe);
+    ASSERT_TRUE(recipe.ok()) << recipe.status();
+    SequentialQuantizeOptions options = Options(source, FreshDir("phases-" + test.recipe));
+    options.calibration_inputs = test.inputs;
+    options.batch_tokens = 128;  // two forwards per phase
+    std::vector<LayerProgress> layers;
+    options.progress = [&](const LayerProgress& progress) { layers.push_back(progress); };
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(QuantizeSequentially(*recipe, Calibration(512), options).ok());
+    const double run_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSERT_EQ(layers.size(), 4u);
+    double layer_sum = 0.0;
+    for (const LayerProgress& layer : layers) {
+      SCOPED_TRACE(absl::StrFormat("layer %d", layer.layer));
+      for (size_t p = 0; p < kQuantizePhaseCount; ++p) {
+        const auto phase = static_cast<QuantizePhase>(p);
+        SCOPED_TRACE(QuantizePhaseName(phase));
+        const bool zero = std::find(test.zero.begin(), test.zero.end(), phase) != test.zero.end();
+        if (zero) {
+          EXPECT_EQ(layer.phases[phase], 0.0);
+        } else {
+          EXPECT_GT(layer.phases[phase], 0.0);
+        }
+      }
+      EXPECT_LE(layer.phases.total(), layer.layer_seconds + kSlackSeconds);
+      layer_sum += layer.layer_seconds;
+    }
+    EXPECT_LE(layer_sum, run_seconds + kSlackSeconds);
+    fs::remove_all(options.out_dir);
   }
 }
 
