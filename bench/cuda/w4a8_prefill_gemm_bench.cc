@@ -3,8 +3,8 @@
 //                              kernel = 0 auto (wgmma on Hopper), 1 wgmma, 2 mma.sync,
 //                              3 wgmma 64 x 128 two blocks per SM, 4 wgmma warp-specialised;
 //   BM_W4A8FragmentWgmma       GemmW4A8FragmentWgmma (w4a8_fragment_wgmma_gemm.h) over the
-//                              fragment layout, bf16 output, fused add; tokens = 0 the rule,
-//                              64 or 128 tokens a tile;
+//                              fragment layout, bf16 output, fused add; tile = 0 the rule,
+//                              else tokens * 10 + parts (642, 644, 1282, 1284);
 //   BM_W4A8PrefillTwoKernel    the previous path: GemmW4A8 (int8_gemm.h, 64 x 64 mma.sync tiles)
 //                              into float32, then AddBias (float32 bias) into bf16 -- the same
 //                              bits;
@@ -73,7 +73,7 @@ void BM_W4A8PrefillGemm(benchmark::State& state) {
   SetTopCounter(state, m, n, k);
 }
 
-// Args: m, n, k, tokens per tile (0 = the rule, 64, 128).
+// Args: m, n, k, tile (0 = the rule; else tokens per tile * 10 + token parts).
 void BM_W4A8FragmentWgmma(benchmark::State& state) {
   if (!flatfleet::bench::HasGpu(state)) return;
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
@@ -110,7 +110,8 @@ void BM_W4A8FragmentWgmma(benchmark::State& state) {
     args.epilogue_add = static_cast<const float*>(problem.add);
     args.y = problem.y;
     args.y_type = GemmElementType::kBf16;
-    args.tokens_per_tile = static_cast<int>(state.range(3));
+    args.tokens_per_tile = static_cast<int>(state.range(3) / 10);
+    args.token_parts = static_cast<int>(state.range(3) % 10);
     flatfleet::bench::TimeWithEvents(
         state, nullptr, [&] { return flatfleet::cuda::GemmW4A8FragmentWgmma(args, nullptr).ok(); });
     SetTopCounter(state, m, n, k);
@@ -202,16 +203,16 @@ void PrefillShapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k"});
 }
 
-// The rule's tile everywhere, and both tiles where the rule could go either way.
+// The rule's tile everywhere; both tiles where the rule could go either way; both part counts.
 void FragmentWgmmaShapes(benchmark::internal::Benchmark* b) {
   for (const auto& [n, k] : kShapes) {
     for (int64_t m : {64, 128, 256, 1024, 4096, 16384}) b->Args({m, n, k, 0});
     for (int64_t m : {64, 128, 256}) {
-      b->Args({m, n, k, 64});
-      b->Args({m, n, k, 128});
+      for (int64_t tile : {642, 644, 1282, 1284}) b->Args({m, n, k, tile});
     }
+    for (int64_t m : {1024, 4096}) b->Args({m, n, k, 1284});
   }
-  b->ArgNames({"m", "n", "k", "tokens"});
+  b->ArgNames({"m", "n", "k", "tile"});
 }
 
 void PrefillShapesByKernel(benchmark::internal::Benchmark* b) {

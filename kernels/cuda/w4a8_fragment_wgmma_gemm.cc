@@ -28,6 +28,15 @@ bool W4A8FragmentWgmmaApplies(int64_t k, int64_t group_size, bool has_zero_point
          group_size * 127 * max_abs_weight < (int64_t{1} << 22);
 }
 
+// Where the wgmma GEMM measured faster than the mid-M (m <= 256) and prefill kernels on the same
+// operands (BM_W4A8FragmentWgmma's x previous, session 9 call 2): 1.2-1.6x at 64..4096 rows on
+// every Llama-3-8B / 70B layer, but at 64 rows of the tall layers (n >= 28672: 28672 x 4096 0.95x,
+// 57344 x 8192 1.00x) where its 128-channel tiles leave SMs idle and the mid-M kernel does not.
+bool W4A8FragmentWgmmaWins(int64_t m, int64_t n, int64_t k) {
+  (void)k;
+  return m > 64 || n < 28672;
+}
+
 absl::Status GemmW4A8FragmentWgmma(const DeviceW4A8FragmentWgmmaGemm& args, cudaStream_t stream) {
   const W4A8GemmFields fields{.m = args.m,
                               .n = args.n,
@@ -56,6 +65,10 @@ absl::Status GemmW4A8FragmentWgmma(const DeviceW4A8FragmentWgmmaGemm& args, cuda
   if (tokens == 0) tokens = args.m <= 64 ? 64 : 128;
   if (tokens != 64 && tokens != 128) {
     return Invalid("tokens_per_tile must be 0, 64 or 128, got ", args.tokens_per_tile);
+  }
+  int parts = args.token_parts == 0 ? 2 : args.token_parts;
+  if (parts != 2 && parts != 4) {
+    return Invalid("token_parts must be 0, 2 or 4, got ", args.token_parts);
   }
   // One CTA per tile in a one-dimensional grid.
   if (((args.m + tokens - 1) / tokens) * ((args.n + kChannelsPerCta - 1) / kChannelsPerCta) >
@@ -95,6 +108,7 @@ absl::Status GemmW4A8FragmentWgmma(const DeviceW4A8FragmentWgmmaGemm& args, cuda
   params.k = static_cast<int32_t>(args.k);
   params.group_size = static_cast<int32_t>(args.group_size);
   params.tokens_per_tile = tokens;
+  params.token_parts = parts;
   if (const cudaError_t error = internal::LaunchW4A8FragmentWgmma(params, stream);
       error != cudaSuccess) {
     return absl::InternalError(absl::StrCat(kName, " launch: ", cudaGetErrorString(error)));

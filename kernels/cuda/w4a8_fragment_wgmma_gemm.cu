@@ -104,35 +104,8 @@ __device__ __forceinline__ void ShuffleUnpackA(uint32_t lo, uint32_t hi, int lan
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// d (64 x 128 s32, this thread's 64) += A (64 x 32 s8, this thread's four registers) * B (32 x
-// 128 s8, K-major in shared memory).
-__device__ __forceinline__ void WgmmaS8RegisterA(int32_t (&d)[64], const uint32_t (&a)[4],
-                                                 uint64_t b) {
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "setp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
-      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "
-      "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "
-      "%56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p;\n"
-      "}\n"
-      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]),
-        "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]),
-        "+r"(d[14]), "+r"(d[15]), "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]),
-        "+r"(d[21]), "+r"(d[22]), "+r"(d[23]), "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]),
-        "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]), "+r"(d[32]), "+r"(d[33]), "+r"(d[34]),
-        "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]), "+r"(d[40]), "+r"(d[41]),
-        "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]), "+r"(d[48]),
-        "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]),
-        "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]),
-        "+r"(d[63])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-}
-
-// d (64 x 64 s32, this thread's 32) += A (64 x 32 s8, this thread's four registers) * B (32 x
-// 64 s8, K-major in shared memory).
+// d (64 x N s32, this thread's N / 2) += A (64 x 32 s8, this thread's four registers) * B (32 x N
+// s8, K-major in shared memory), for N = 64, 32 and 16.
 __device__ __forceinline__ void WgmmaS8RegisterA(int32_t (&d)[32], const uint32_t (&a)[4],
                                                  uint64_t b) {
   asm volatile(
@@ -150,7 +123,55 @@ __device__ __forceinline__ void WgmmaS8RegisterA(int32_t (&d)[32], const uint32_
         "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
 }
+
+__device__ __forceinline__ void WgmmaS8RegisterA(int32_t (&d)[16], const uint32_t (&a)[4],
+                                                 uint64_t b) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k32.s32.s8.s8 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, "
+      "%19}, %20, p;\n"
+      "}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]),
+        "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]),
+        "+r"(d[14]), "+r"(d[15])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+__device__ __forceinline__ void WgmmaS8RegisterA(int32_t (&d)[8], const uint32_t (&a)[4],
+                                                 uint64_t b) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %13, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k32.s32.s8.s8 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p;\n"
+      "}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]),
+        "+r"(d[7])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
 #endif
+
+// wgmma.wait_group with a compile-time count (the loop over parts is unrolled).
+__device__ __forceinline__ void WgmmaWaitPending(int pending) {
+  switch (pending) {
+    case 0:
+      asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+      break;
+    case 1:
+      asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+      break;
+    case 2:
+      asm volatile("wgmma.wait_group.sync.aligned 2;\n" ::: "memory");
+      break;
+    default:
+      asm volatile("wgmma.wait_group.sync.aligned 3;\n" ::: "memory");
+      break;
+  }
+}
 
 __device__ __forceinline__ void StoreEight(float* y, const float (&v)[8]) {
   reinterpret_cast<float4*>(y)[0] = make_float4(v[0], v[1], v[2], v[3]);
@@ -173,7 +194,7 @@ struct TileOperands {
   float scale_lo, scale_hi;
 };
 
-template <int kTokens, typename Out>
+template <int kTokens, int kParts, typename Out>
 __global__ void __launch_bounds__(kThreads, 1)
     W4A8FragmentWgmmaKernel(const W4A8FragmentWgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -263,13 +284,20 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint2 entry = block_valid ? LoadScales8(entries) : make_uint2(0, 0);
   uint2 next_entry = block_valid && groups > 1 ? LoadScales8(entries + 8) : make_uint2(0, 0);
 
-  int32_t acc[S::kAccumulators];
-  float partial[S::kAccumulators];
+  // kParts (2 or 4) token parts of kTokens / kParts, each its own wgmmas (m64n(kTokens/kParts)k32):
+  // each part's fold runs while the later parts' wgmmas still do.
+  constexpr int kPart = S::kAccumulators / kParts;  // a part's accumulators
+  constexpr int kPartTokens = kTokens / kParts;
+  static_assert(kPartTokens % 8 == 0 && kPartTokens >= 16, "a part is whole 8-row atoms");
+  int32_t acc[kParts][kPart];
+  float partial[kParts][kPart];
 #pragma unroll
-  for (int i = 0; i < S::kAccumulators; ++i) {
-    acc[i] = kMagicBits;
-    partial[i] = 0.0f;
-  }
+  for (int h = 0; h < kParts; ++h)
+#pragma unroll
+    for (int i = 0; i < kPart; ++i) {
+      acc[h][i] = kMagicBits;
+      partial[h][i] = 0.0f;
+    }
 
   // Tile kt's operands: its group's scale entry (the next group's is loaded a group ahead), then,
   // once the stage has landed, the unpacked weights.
@@ -295,37 +323,57 @@ __global__ void __launch_bounds__(kThreads, 1)
     ShuffleUnpackA(second.z, second.w, lane, p.nibble_flip, zero_lo, zero_hi, o.a[3]);
   };
 
-  // Tile kt: its four wgmmas from `cur`, the next tile's operands into `next` while they run, the
-  // stage's release, and the fold when the tile ends its group.
-  auto step = [&](int kt, TileOperands& cur, TileOperands& next) {
-    const int stage = kt % S::kStages;
-    const uint32_t act = SharedAddress(act_shared + stage * S::kActStageBytes);
-    FenceProxyAsync();  // the landed activations (cp.async, generic proxy), for wgmma
+  // The finished group of token part `h` (every wgmma into it completed), in reference order.
+  auto fold = [&](int h, float scale_lo, float scale_hi) {
 #pragma unroll
-    for (int i = 0; i < S::kAccumulators; ++i) FenceRegister(acc[i]);
-    WgmmaFence();
+    for (int i = 0; i < kPart; ++i) {
+      // Accumulator 4 j + 2 r + c: channel 16 warp + g + 8 r, token 8 j + 2 t + c of the part.
+      const float scale = (i % 4) < 2 ? scale_lo : scale_hi;
+      const float sum = __fsub_rn(__int_as_float(acc[h][i]), kMagicFloat);
+      partial[h][i] = fmaf(sum, scale, partial[h][i]);
+      acc[h][i] = kMagicBits;
+    }
+  };
+  // Pins part h's accumulators (at a wgmma fence or after a wait) and an operand set's registers
+  // (the wgmmas read them until the wait that follows them).
+  auto pin_part = [&](int h) {
 #pragma unroll
-    for (int ks = 0; ks < 4; ++ks) WgmmaS8RegisterA(acc, cur.a[ks], Descriptor(act + 32 * ks));
-    WgmmaCommit();
-    if (kt + 1 < k_tiles) prepare(kt + 1, next);
-    WgmmaWaitAll();
-#pragma unroll
-    for (int i = 0; i < S::kAccumulators; ++i) FenceRegister(acc[i]);
-      // The wgmmas read cur.a until here: keep the registers from being reused before the wait.
+    for (int i = 0; i < kPart; ++i) FenceRegister(acc[h][i]);
+  };
+  auto pin_operands = [&](TileOperands& o) {
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks)
 #pragma unroll
-      for (int r = 0; r < 4; ++r) FenceRegister(cur.a[ks][r]);
-    MbarrierArrive(empty(stage));
-    if ((kt + 1) % tiles_per_group == 0) {  // fold the finished group (reference order)
+      for (int r = 0; r < 4; ++r) FenceRegister(o.a[ks][r]);
+  };
+  auto issue = [&](int h, const TileOperands& o, uint32_t act) {
+    pin_part(h);
+    WgmmaFence();
+    const uint32_t rows = act + h * kPartTokens * 128;  // the part's token rows (whole atoms)
 #pragma unroll
-      for (int i = 0; i < S::kAccumulators; ++i) {
-        // Accumulator 4 j + 2 h + c: channel 16 warp + g + 8 h, token 8 j + 2 t + c.
-        const float scale = (i % 4) < 2 ? cur.scale_lo : cur.scale_hi;
-        const float sum = __fsub_rn(__int_as_float(acc[i]), kMagicFloat);
-        partial[i] = fmaf(sum, scale, partial[i]);
-        acc[i] = kMagicBits;
+    for (int ks = 0; ks < 4; ++ks) WgmmaS8RegisterA(acc[h], o.a[ks], Descriptor(rows + 32 * ks));
+    WgmmaCommit();
+  };
+
+  // Tile kt, from `cur`: every part's wgmmas (a commit group each), the next tile's operands into
+  // `next` while they run, then each part's fold as soon as its group is done (the later parts'
+  // wgmmas still running), and the stage's release.
+  auto step = [&](int kt, TileOperands& cur, TileOperands& next) {
+    const uint32_t act = SharedAddress(act_shared + (kt % S::kStages) * S::kActStageBytes);
+    FenceProxyAsync();  // the landed activations (cp.async, generic proxy), for wgmma
+#pragma unroll
+    for (int h = 0; h < kParts; ++h) issue(h, cur, act);
+    if (kt + 1 < k_tiles) prepare(kt + 1, next);
+    const bool group_ends = (kt + 1) % tiles_per_group == 0;
+#pragma unroll
+    for (int h = 0; h < kParts; ++h) {
+      WgmmaWaitPending(kParts - 1 - h);
+      pin_part(h);
+      if (h == kParts - 1) {
+        pin_operands(cur);
+        MbarrierArrive(empty(kt % S::kStages));
       }
+      if (group_ends) fold(h, cur.scale_lo, cur.scale_hi);
     }
   };
 
@@ -341,11 +389,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   NamedBarrier(1, 256);
   float* staging = reinterpret_cast<float*>(act_shared) + consumer * kTokens * kStagingRowFloats;
 #pragma unroll
-  for (int i = 0; i < S::kAccumulators; ++i) {
-    const int token = 8 * (i / 4) + 2 * t + i % 2;
-    const int channel = 16 * warp + g + 8 * ((i % 4) / 2);
-    staging[token * kStagingRowFloats + channel] = partial[i];
-  }
+  for (int h = 0; h < kParts; ++h)
+#pragma unroll
+    for (int i = 0; i < kPart; ++i) {
+      const int token = h * kPartTokens + 8 * (i / 4) + 2 * t + i % 2;
+      const int channel = 16 * warp + g + 8 * ((i % 4) / 2);
+      staging[token * kStagingRowFloats + channel] = partial[h][i];
+    }
   if (consumer == 0) {  // constant barrier ids: ptxas then reserves only these
     NamedBarrier(2, 128);
   } else {
@@ -388,9 +438,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-template <int kTokens, typename Out>
+template <int kTokens, int kParts, typename Out>
 cudaError_t Launch(const W4A8FragmentWgmmaParams& p, cudaStream_t stream) {
-  constexpr auto kernel = W4A8FragmentWgmmaKernel<kTokens, Out>;
+  constexpr auto kernel = W4A8FragmentWgmmaKernel<kTokens, kParts, Out>;
   constexpr int smem_bytes = Shape<kTokens>::kSmemBytes;
   if (const cudaError_t error =
           OptInDynamicSharedMemory(reinterpret_cast<const void*>(kernel), smem_bytes);
@@ -404,14 +454,22 @@ cudaError_t Launch(const W4A8FragmentWgmmaParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+template <int kTokens, int kParts>
+cudaError_t LaunchForOutput(const W4A8FragmentWgmmaParams& p, cudaStream_t stream) {
+  return p.y_is_bf16 ? Launch<kTokens, kParts, __nv_bfloat16>(p, stream)
+                     : Launch<kTokens, kParts, float>(p, stream);
+}
+
 }  // namespace
 
 cudaError_t LaunchW4A8FragmentWgmma(const W4A8FragmentWgmmaParams& p, cudaStream_t stream) {
   if (p.m == 0 || p.n == 0) return cudaSuccess;
   if (p.tokens_per_tile == 64) {
-    return p.y_is_bf16 ? Launch<64, __nv_bfloat16>(p, stream) : Launch<64, float>(p, stream);
+    return p.token_parts == 4 ? LaunchForOutput<64, 4>(p, stream)
+                              : LaunchForOutput<64, 2>(p, stream);
   }
-  return p.y_is_bf16 ? Launch<128, __nv_bfloat16>(p, stream) : Launch<128, float>(p, stream);
+  return p.token_parts == 4 ? LaunchForOutput<128, 4>(p, stream)
+                            : LaunchForOutput<128, 2>(p, stream);
 }
 
 }  // namespace flatfleet::cuda::internal

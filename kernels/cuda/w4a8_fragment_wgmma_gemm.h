@@ -44,10 +44,16 @@ struct DeviceW4A8FragmentWgmmaGemm {
   void* y = nullptr;                    // [m, n] of y_type, rows y_stride elements apart
   int64_t y_stride = 0;                 // 0 means n
   GemmElementType y_type = GemmElementType::kFloat32;
-  // Tokens per CTA tile: 64 or 128, or 0 for the rule (64 up to 64 rows, else 128). Never changes
-  // a result.
+  // Tokens per CTA tile: 64 or 128, or 0 for the rule (64 up to 64 rows, else 128); token parts: 2
+  // or 4 wgmma groups a tile's tokens are cut into (each part's fold overlaps the later parts'
+  // wgmmas), or 0 for the rule (2). Neither changes a result.
   int tokens_per_tile = 0;
+  int token_parts = 0;
 };
+
+// Whether the fragment wgmma GEMM is the faster W4A8 kernel for an m x n x k problem of more than
+// 32 rows (measured against the mid-M and prefill kernels on the H200; the .cc has the numbers).
+bool W4A8FragmentWgmmaWins(int64_t m, int64_t n, int64_t k);
 
 // Whether the kernel applies to a layer: k and group_size multiples of 128 and the 2^22 bound.
 bool W4A8FragmentWgmmaApplies(int64_t k, int64_t group_size, bool has_zero_points);

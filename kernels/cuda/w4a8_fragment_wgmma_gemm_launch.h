@@ -21,6 +21,7 @@ struct W4A8FragmentWgmmaParams {
   bool y_vectors_aligned = false;  // every 8-channel run of a row starts 16-byte aligned
   int32_t m = 0, n = 0, k = 0, group_size = 0;
   int32_t tokens_per_tile = 128;  // 64 or 128
+  int32_t token_parts = 2;        // 2 or 4: wgmma groups a tile's tokens are cut into
 };
 cudaError_t LaunchW4A8FragmentWgmma(const W4A8FragmentWgmmaParams& params, cudaStream_t stream);
 

@@ -1,12 +1,14 @@
 // The W4A8 fragment wgmma GEMM (kernels/cuda/w4a8_fragment_wgmma_gemm.h): bit for bit the CPU
 // reference quant::GemmW4A8 followed by the epilogue addition, and today's two-kernel GPU path, in
 // every output configuration (CheckW4A8Case: outputs poisoned first, stride gaps stay poisoned),
-// with both token tiles (64 and 128: the tile never changes a result), on m, n and K tails, groups
+// with both token tiles (64 and 128) cut in 2 and 4 parts (neither changes a result), on m, n and
+// K tails, groups
 // of 128..2048 and per channel, zero points and symmetric, and the real layers; and the host-side
 // argument checks.
 #include "kernels/cuda/w4a8_fragment_wgmma_gemm.h"
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -55,6 +57,9 @@ TEST(W4A8FragmentWgmmaArgsTest, RejectsWhatItCannotRun) {
   args.tokens_per_tile = 96;
   EXPECT_TRUE(StatusMentions(GemmW4A8FragmentWgmma(args, nullptr), kInvalid, "tokens_per_tile"));
   args = FakeArgs();
+  args.token_parts = 3;
+  EXPECT_TRUE(StatusMentions(GemmW4A8FragmentWgmma(args, nullptr), kInvalid, "token_parts"));
+  args = FakeArgs();
   args.m = 0;
   EXPECT_TRUE(StatusMentions(GemmW4A8FragmentWgmma(args, nullptr), kInvalid, "m must be"));
   args = FakeArgs();
@@ -74,6 +79,15 @@ TEST(W4A8FragmentWgmmaArgsTest, RejectsWhatItCannotRun) {
     EXPECT_TRUE(StatusMentions(GemmW4A8FragmentWgmma(args, nullptr),
                                absl::StatusCode::kFailedPrecondition, "Hopper"));
   }
+}
+
+TEST(W4A8FragmentWgmmaArgsTest, WinsWhereMeasuredFaster) {
+  EXPECT_TRUE(W4A8FragmentWgmmaWins(64, 8192, 8192));
+  EXPECT_TRUE(W4A8FragmentWgmmaWins(64, 14336, 4096));
+  EXPECT_FALSE(W4A8FragmentWgmmaWins(64, 28672, 4096));
+  EXPECT_FALSE(W4A8FragmentWgmmaWins(33, 57344, 8192));
+  EXPECT_TRUE(W4A8FragmentWgmmaWins(65, 57344, 8192));
+  EXPECT_TRUE(W4A8FragmentWgmmaWins(4096, 28672, 4096));
 }
 
 TEST(W4A8FragmentWgmmaArgsTest, AppliesWhereItsPreconditionsHold) {
@@ -97,11 +111,12 @@ TEST_P(W4A8FragmentWgmmaGpuTest, MatchesTheReferenceBitExactly) {
   if (!CurrentDeviceIsHopper()) GTEST_SKIP() << "wgmma needs a Hopper GPU (sm_90a)";
   const testing::W4A8Case c = GetParam();
   std::vector<testing::W4A8Run> runs;
-  for (int tokens : {64, 128}) {
+  for (const auto& [tokens, parts] :
+       {std::pair{64, 2}, std::pair{64, 4}, std::pair{128, 2}, std::pair{128, 4}}) {
     runs.push_back(
-        {.name = absl::StrCat(tokens, " tokens a tile"),
-         .launch = [c, tokens](const testing::W4A8DeviceOperands& d,
-                               const testing::W4A8Output& out) -> absl::Status {
+        {.name = absl::StrCat(tokens, " tokens a tile in ", parts, " parts"),
+         .launch = [c, tokens, parts](const testing::W4A8DeviceOperands& d,
+                                      const testing::W4A8Output& out) -> absl::Status {
            DeviceBuffer<uint32_t> words(W4A8FragmentWordCount(c.n, c.k));
            DeviceBuffer<uint32_t> scales(W4A8FragmentScaleWordCount(c.n, c.k, c.group_size));
            if (words.get() == nullptr || scales.get() == nullptr) {
@@ -134,6 +149,7 @@ TEST_P(W4A8FragmentWgmmaGpuTest, MatchesTheReferenceBitExactly) {
            args.y_stride = out.y_stride;
            args.y_type = out.y_type;
            args.tokens_per_tile = tokens;
+           args.token_parts = parts;
            absl::Status status = GemmW4A8FragmentWgmma(args, nullptr);
            if (status.ok() && cudaDeviceSynchronize() != cudaSuccess) {
              status = absl::InternalError("kernel failed");

@@ -433,7 +433,8 @@ bool UsesW4A8FragmentWgmma(const CudaQuantizedLinearWeight& weight, int64_t rows
   return weight.fragment_words.bytes() > 0 && rows > cuda::kW4A8FragmentMaxRows &&
          W4A8FragmentWgmmaEnabled() && cuda::CurrentDeviceIsHopper() &&
          cuda::W4A8FragmentWgmmaApplies(weight.padded_in, weight.group_size,
-                                        weight.zero_points.bytes() > 0);
+                                        weight.zero_points.bytes() > 0) &&
+         cuda::W4A8FragmentWgmmaWins(rows, weight.out_features(), weight.padded_in);
 }
 
 bool W4A8FragmentWgmmaEnabled() {

@@ -157,8 +157,8 @@ bool UsesW4A8FragmentGemm(const CudaQuantizedLinearWeight& weight, int64_t rows)
 bool W4A8FragmentWgmmaEnabled();
 // Whether RunQuantizedLinearOnCodes runs the fragment wgmma GEMM for `rows` rows of this layer:
 // it has the fragment layout, rows > cuda::kW4A8FragmentMaxRows, the switch is on, the device is
-// a Hopper and cuda::W4A8FragmentWgmmaApplies to the layer. Bit-exact with the reference, as the
-// kernels it replaces.
+// a Hopper, cuda::W4A8FragmentWgmmaApplies to the layer and cuda::W4A8FragmentWgmmaWins for the
+// rows. Bit-exact with the reference, as the kernels it replaces.
 bool UsesW4A8FragmentWgmma(const CudaQuantizedLinearWeight& weight, int64_t rows);
 
 // y[rows, out] (bf16 or float32, any row stride) = the layer applied to x[rows, in] (bf16 device,
