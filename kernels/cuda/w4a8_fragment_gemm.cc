@@ -217,21 +217,12 @@ HostW4A8Fragments PackW4A8FragmentsOnHost(int64_t n, int64_t k, int64_t group_si
   }
   const int64_t groups = k / group_size;
   out.scales.resize(W4A8FragmentScaleWordCount(n, k, group_size));
+  const int8_t* zeros = zero_points.empty() ? nullptr : zero_points.data();
   for (int64_t i = 0; i < W4A8FragmentBlocks(n) * groups * 8; ++i) {
-    const int64_t g = i % 8, group = (i / 8) % groups, block = i / 8 / groups;
-    uint32_t packed_scales = 0, packed_zeros = 0;
-    for (int half = 0; half < 2; ++half) {
-      const int64_t row = 16 * block + g + 8 * half;
-      if (row >= n) continue;
-      packed_scales |= static_cast<uint32_t>(scales[row * groups + group]) << (16 * half);
-      if (!zero_points.empty()) {
-        packed_zeros |=
-            static_cast<uint32_t>(static_cast<uint8_t>(zero_points[row * groups + group]))
-            << (8 * half);
-      }
-    }
-    out.scales[2 * i] = packed_scales;
-    out.scales[2 * i + 1] = packed_zeros;
+    const W4A8FragmentScaleEntry entry =
+        MakeW4A8FragmentScaleEntry(i, n, groups, scales.data(), zeros);
+    out.scales[2 * i] = entry.scales;
+    out.scales[2 * i + 1] = entry.zeros;
   }
   return out;
 }

@@ -225,27 +225,31 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
     }
   }
 
-  // C element e of block b, set `set`: channel 16 b + g + 8 (e / 2) of the warp, token
-  // 8 set + 2 t + e % 2.
+  // Calls visit(b, set, e, token, channel) for each of this lane's outputs inside m x n: C element
+  // e of block b, set `set` is channel 16 b + g + 8 (e / 2) of the warp, token 8 set + 2 t + e % 2.
   const int64_t warp_channel = (static_cast<int64_t>(tile) * kWarps + warp) * kBlocks * 16;
-  const bool split_k = p.split > 1;
+  auto for_each_output = [&](auto&& visit) {
 #pragma unroll
-  for (int b = 0; b < kBlocks; ++b)
+    for (int b = 0; b < kBlocks; ++b)
 #pragma unroll
-    for (int set = 0; set < kSets; ++set)
+      for (int set = 0; set < kSets; ++set)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t channel = warp_channel + 16 * b + g + 8 * (e / 2);
-        const int token = 8 * set + 2 * t + e % 2;
-        if (token >= p.m || channel >= p.n) continue;
-        if (split_k) {
-          p.split_partials[(static_cast<int64_t>(split_index) * p.m + token) * p.n + channel] =
-              partial[b][set][e];
-        } else {
-          Finish<Out>(p, partial[b][set][e], HalfBitsToFloat(p.x_scales[token]), token,
-                      static_cast<int>(channel));
+        for (int e = 0; e < 4; ++e) {
+          const int64_t channel = warp_channel + 16 * b + g + 8 * (e / 2);
+          const int token = 8 * set + 2 * t + e % 2;
+          if (token < p.m && channel < p.n) visit(b, set, e, token, channel);
         }
-      }
+  };
+  const bool split_k = p.split > 1;
+  for_each_output([&](int b, int set, int e, int token, int64_t channel) {
+    if (split_k) {
+      p.split_partials[(static_cast<int64_t>(split_index) * p.m + token) * p.n + channel] =
+          partial[b][set][e];
+    } else {
+      Finish<Out>(p, partial[b][set][e], HalfBitsToFloat(p.x_scales[token]), token,
+                  static_cast<int>(channel));
+    }
+  });
   if (!split_k) return;
 
   // The last CTA of the tile to arrive adds the splits' partials in split order.
@@ -258,20 +262,12 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
   if (!last_to_arrive) return;
   __threadfence();
   const int64_t split_stride = static_cast<int64_t>(p.m) * p.n;
-#pragma unroll
-  for (int b = 0; b < kBlocks; ++b)
-#pragma unroll
-    for (int set = 0; set < kSets; ++set)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t channel = warp_channel + 16 * b + g + 8 * (e / 2);
-        const int token = 8 * set + 2 * t + e % 2;
-        if (token >= p.m || channel >= p.n) continue;
-        const float* column = p.split_partials + static_cast<int64_t>(token) * p.n + channel;
-        float sum = __ldcg(column);
-        for (int s = 1; s < p.split; ++s) sum = __fadd_rn(sum, __ldcg(column + s * split_stride));
-        Finish<Out>(p, sum, HalfBitsToFloat(p.x_scales[token]), token, static_cast<int>(channel));
-      }
+  for_each_output([&](int, int, int, int token, int64_t channel) {
+    const float* column = p.split_partials + static_cast<int64_t>(token) * p.n + channel;
+    float sum = __ldcg(column);
+    for (int s = 1; s < p.split; ++s) sum = __fadd_rn(sum, __ldcg(column + s * split_stride));
+    Finish<Out>(p, sum, HalfBitsToFloat(p.x_scales[token]), token, static_cast<int>(channel));
+  });
   if (threadIdx.x == 0) p.split_counters[tile] = 0;  // every split has arrived: ready again
 }
 
@@ -342,23 +338,10 @@ __global__ void PackW4A8FragmentsKernel(const DeviceW4A8Source s, uint32_t* frag
   const int64_t groups = s.k / s.group_size;
   const int64_t entries = W4A8FragmentBlocks(s.n) * groups * 8;
   for (int64_t i = first; i < entries; i += stride) {
-    const int64_t g = i % 8, group = (i / 8) % groups, block = i / 8 / groups;
-    const int64_t lo = 16 * block + g, hi = lo + 8;
-    uint32_t scales = 0, zeros = 0;
-    if (lo < s.n) {
-      scales |= s.scales[lo * groups + group];
-      if (s.zero_points != nullptr)
-        zeros |= static_cast<uint8_t>(s.zero_points[lo * groups + group]);
-    }
-    if (hi < s.n) {
-      scales |= static_cast<uint32_t>(s.scales[hi * groups + group]) << 16;
-      if (s.zero_points != nullptr) {
-        zeros |= static_cast<uint32_t>(static_cast<uint8_t>(s.zero_points[hi * groups + group]))
-                 << 8;
-      }
-    }
-    fragment_scales[2 * i] = scales;
-    fragment_scales[2 * i + 1] = zeros;
+    const W4A8FragmentScaleEntry entry =
+        MakeW4A8FragmentScaleEntry(i, s.n, groups, s.scales, s.zero_points);
+    fragment_scales[2 * i] = entry.scales;
+    fragment_scales[2 * i + 1] = entry.zeros;
   }
 }
 

@@ -54,6 +54,31 @@ FF_HOST_DEVICE W4A8FragmentSourceWord W4A8FragmentSource(int64_t index, int64_t 
   return {.row = 16 * block + g + 8 * (q % 2), .word = 8 * chunk + t + 4 * (q / 2)};
 }
 
+// Scale entry `index` (of W4A8FragmentBlocks(n) * groups * 8) from row-major [n, groups] FP16
+// scale bits and zero points (or null): the two words of the layout's uint2, zero past n. The
+// device repack and the host one (tests) both build their entries here.
+struct W4A8FragmentScaleEntry {
+  uint32_t scales = 0;  // FP16 bits of rows lo | hi << 16
+  uint32_t zeros = 0;   // zero-point bytes of rows lo | hi << 8
+};
+FF_HOST_DEVICE W4A8FragmentScaleEntry MakeW4A8FragmentScaleEntry(int64_t index, int64_t n,
+                                                                 int64_t groups,
+                                                                 const uint16_t* scales,
+                                                                 const int8_t* zero_points) {
+  const int64_t g = index % 8, group = (index / 8) % groups, block = index / 8 / groups;
+  W4A8FragmentScaleEntry entry;
+  for (int half = 0; half < 2; ++half) {
+    const int64_t row = 16 * block + g + 8 * half;
+    if (row >= n) continue;
+    entry.scales |= static_cast<uint32_t>(scales[row * groups + group]) << (16 * half);
+    if (zero_points != nullptr) {
+      entry.zeros |= static_cast<uint32_t>(static_cast<uint8_t>(zero_points[row * groups + group]))
+                     << (8 * half);
+    }
+  }
+  return entry;
+}
+
 // The weights of a W4A8 layer in the layout the other W4A8 GEMMs read (device pointers).
 struct DeviceW4A8Source {
   int64_t n = 0, k = 0, group_size = 0;  // k a multiple of 64, group_size dividing k
