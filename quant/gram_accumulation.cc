@@ -23,6 +23,23 @@ void AccumulateUpperScalar(std::span<const float> rows, int64_t num_rows, int64_
   }
 }
 
+// The lower triangle copied from the upper one in square tiles. Row by row, the reads walk down a
+// column of the upper triangle, a cache line (and past a few thousand columns a TLB entry) per
+// value: 1.5 s for a 14336-wide Gram on the dev box, 0.32 s in tiles. Pure copies: the same values.
+void MirrorUpperToLower(int64_t cols, std::vector<double>& gram) {
+  constexpr int64_t kTile = 64;
+  for (int64_t i0 = 0; i0 < cols; i0 += kTile) {
+    const int64_t i1 = std::min(cols, i0 + kTile);
+    for (int64_t j0 = 0; j0 <= i0; j0 += kTile) {
+      const int64_t j1 = std::min(cols, j0 + kTile);
+      for (int64_t i = i0; i < i1; ++i) {
+        double* row = gram.data() + i * cols;
+        for (int64_t j = j0; j < std::min(j1, i); ++j) row[j] = gram[j * cols + i];
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void AccumulateGram(std::span<const float> rows, int64_t num_rows, int64_t cols,
@@ -42,9 +59,7 @@ void AccumulateGram(std::span<const float> rows, int64_t num_rows, int64_t cols,
                   static_cast<int>(cols), 1.0, gram.data(), static_cast<int>(cols));
     }
   }
-  for (int64_t i = 0; i < cols; ++i) {
-    for (int64_t j = 0; j < i; ++j) gram[i * cols + j] = gram[j * cols + i];
-  }
+  MirrorUpperToLower(cols, gram);
 }
 
 }  // namespace flatfleet::quant

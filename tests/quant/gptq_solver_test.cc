@@ -50,8 +50,10 @@ std::vector<double> ScalarGram(const std::vector<float>& x, int64_t samples, int
 }
 
 TEST_F(GptqSolverTest, GramMatchesTheScalarSumAndIsSymmetric) {
-  // Row counts below, at and above the 256-row widening block; accumulated over two calls.
-  for (auto [samples, cols] : {std::pair<int64_t, int64_t>{1, 1}, {7, 13}, {256, 64}, {600, 130}}) {
+  // Row counts below, at and above the 256-row widening block; accumulated over two calls. Widths
+  // below, at and across the mirror's 64-wide tiles (257: five tiles, the last one column).
+  for (auto [samples, cols] :
+       {std::pair<int64_t, int64_t>{1, 1}, {7, 13}, {256, 64}, {600, 130}, {5, 257}}) {
     SCOPED_TRACE(testing::Message() << samples << " x " << cols);
     const std::vector<float> x = Gaussian(samples * cols);
     const std::vector<double> expected = ScalarGram(x, samples, cols);
