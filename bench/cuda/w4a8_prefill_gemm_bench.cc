@@ -4,7 +4,8 @@
 //                              3 wgmma 64 x 128 two blocks per SM, 4 wgmma warp-specialised;
 //   BM_W4A8FragmentWgmma       GemmW4A8FragmentWgmma (w4a8_fragment_wgmma_gemm.h) over the
 //                              fragment layout, bf16 output, fused add; tile = 0 the rule,
-//                              else tokens * 10 + parts (642, 644, 1282, 1284);
+//                              else tokens * 10 + parts (642, 644, 1282, 1284); split = 0 the
+//                              rule (K split over CTAs up to 256 rows), else as given;
 //   BM_W4A8PrefillTwoKernel    the previous path: GemmW4A8 (int8_gemm.h, 64 x 64 mma.sync tiles)
 //                              into float32, then AddBias (float32 bias) into bf16 -- the same
 //                              bits;
@@ -73,14 +74,23 @@ void BM_W4A8PrefillGemm(benchmark::State& state) {
   SetTopCounter(state, m, n, k);
 }
 
-// Args: m, n, k, tile (0 = the rule; else tokens per tile * 10 + token parts).
+// Args: m, n, k, tile (0 = the rule; else tokens per tile * 10 + token parts), split (0 = the
+// rule).
 void BM_W4A8FragmentWgmma(benchmark::State& state) {
   if (!flatfleet::bench::HasGpu(state)) return;
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
   const W4A8Problem problem(m, n, k);
   void* fragments = nullptr;
   void* fragment_scales = nullptr;
-  if (!problem.ok() ||
+  void* partials = nullptr;
+  void* counters = nullptr;
+  const int64_t counter_bytes = flatfleet::cuda::W4A8FragmentWgmmaCounterCount(m, n) * 4;
+  const int64_t partial_bytes = flatfleet::cuda::W4A8FragmentWgmmaPartialFloats(
+                                    m, n, flatfleet::cuda::kW4A8FragmentWgmmaMaxSplit) *
+                                4;
+  if (!problem.ok() || cudaMalloc(&partials, std::max<int64_t>(partial_bytes, 4)) != cudaSuccess ||
+      cudaMalloc(&counters, counter_bytes) != cudaSuccess ||
+      cudaMemset(counters, 0, counter_bytes) != cudaSuccess ||
       cudaMalloc(&fragments, flatfleet::cuda::W4A8FragmentWordCount(n, k) * 4) != cudaSuccess ||
       cudaMalloc(&fragment_scales, flatfleet::cuda::W4A8FragmentScaleWordCount(n, k, kGroupSize) *
                                        4) != cudaSuccess) {
@@ -112,11 +122,14 @@ void BM_W4A8FragmentWgmma(benchmark::State& state) {
     args.y_type = GemmElementType::kBf16;
     args.tokens_per_tile = static_cast<int>(state.range(3) / 10);
     args.token_parts = static_cast<int>(state.range(3) % 10);
+    args.split = static_cast<int>(state.range(4));
+    args.split_partials = static_cast<float*>(partials);
+    args.split_counters = static_cast<int32_t*>(counters);
     flatfleet::bench::TimeWithEvents(
         state, nullptr, [&] { return flatfleet::cuda::GemmW4A8FragmentWgmma(args, nullptr).ok(); });
     SetTopCounter(state, m, n, k);
   }
-  for (void* p : {fragments, fragment_scales}) cudaFree(p);
+  for (void* p : {fragments, fragment_scales, partials, counters}) cudaFree(p);
 }
 
 // Args: m, n, k.
@@ -203,16 +216,18 @@ void PrefillShapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k"});
 }
 
-// The rule's tile everywhere; both tiles where the rule could go either way; both part counts.
+// The rule everywhere; both tiles and part counts where the rule could go either way; the rule's
+// tile without a split where the rule splits.
 void FragmentWgmmaShapes(benchmark::internal::Benchmark* b) {
   for (const auto& [n, k] : kShapes) {
-    for (int64_t m : {64, 128, 256, 1024, 4096, 16384}) b->Args({m, n, k, 0});
+    for (int64_t m : {64, 128, 256, 1024, 4096, 16384}) b->Args({m, n, k, 0, 0});
     for (int64_t m : {64, 128, 256}) {
-      for (int64_t tile : {642, 644, 1282, 1284}) b->Args({m, n, k, tile});
+      for (int64_t tile : {642, 644, 1282, 1284}) b->Args({m, n, k, tile, 0});
+      b->Args({m, n, k, 0, 1});
     }
-    for (int64_t m : {1024, 4096}) b->Args({m, n, k, 1284});
+    for (int64_t m : {1024, 4096}) b->Args({m, n, k, 1284, 0});
   }
-  b->ArgNames({"m", "n", "k", "tile"});
+  b->ArgNames({"m", "n", "k", "tile", "split"});
 }
 
 void PrefillShapesByKernel(benchmark::internal::Benchmark* b) {

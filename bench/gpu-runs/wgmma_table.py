@@ -22,7 +22,10 @@ for path in sys.argv[1:]:
         us = r["real_time"] * UNIT[r["time_unit"]]
         name = parts[0]
         if name == "BM_W4A8FragmentWgmma":
-            times[key]["t" + fields.get("tile", fields.get("tokens", "0"))] = us
+            label = "t" + fields.get("tile", fields.get("tokens", "0"))
+            if fields.get("split", "0") != "0":
+                label += "s" + fields["split"]
+            times[key][label] = us
         elif name == "BM_CublasLtBf16Prefill":
             times[key]["bf16"] = us
         elif name == "BM_CublasInt8Prefill":
@@ -35,9 +38,9 @@ for path in sys.argv[1:]:
 def cell(d, label, fmt="{:.1f}"):
     return fmt.format(d[label]) if label in d else "-"
 
-print("| n x k | m | wgmma us (rule) | TOP/s | 64x2 / 64x4 / 128x2 / 128x4 us | cuBLASLt bf16 us | cuBLAS INT8 us"
+print("| n x k | m | wgmma us (rule) | TOP/s | unsplit us | 64x2 / 64x4 / 128x2 / 128x4 us | cuBLASLt bf16 us | cuBLAS INT8 us"
       " | previous W4A8 us | x bf16 | x INT8 | x previous |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for (n, k, m), d in sorted(times.items(), key=lambda kv: (kv[0][1] * kv[0][0], kv[0][0], kv[0][2])):
     if "t0" not in d:
         continue
@@ -45,7 +48,7 @@ for (n, k, m), d in sorted(times.items(), key=lambda kv: (kv[0][1] * kv[0][0], k
     previous = d.get("prefill") if m >= 256 and "prefill" in d else d.get("midm")
     ratio = lambda peer: f"{peer / us:.2f}" if peer else "-"
     previous_cell = f"{previous:.1f}" if previous else "-"
-    print(f"| {n} x {k} | {m} | {us:.1f} | {2 * m * n * k / us / 1e6:.0f} | "
+    print(f"| {n} x {k} | {m} | {us:.1f} | {2 * m * n * k / us / 1e6:.0f} | {cell(d, 't0s1')} | "
           f"{cell(d, 't642')} / {cell(d, 't644')} / {cell(d, 't1282')} / {cell(d, 't1284')} | "
           f"{cell(d, 'bf16')} | {cell(d, 'int8')} | "
           f"{previous_cell} | {ratio(d.get('bf16'))} | {ratio(d.get('int8'))} | {ratio(previous)} |")

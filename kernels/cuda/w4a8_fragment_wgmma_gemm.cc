@@ -1,5 +1,6 @@
 #include "kernels/cuda/w4a8_fragment_wgmma_gemm.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 
@@ -37,6 +38,29 @@ bool W4A8FragmentWgmmaWins(int64_t m, int64_t n, int64_t k) {
   return m > 64 || n < 28672;
 }
 
+int ChooseW4A8FragmentWgmmaSplit(int64_t m, int64_t n, int64_t k, int64_t group_size,
+                                 int sm_count) {
+  if (m > 256 || m < 1 || n < 1 || sm_count < 1 || group_size < 1 || k % group_size != 0) {
+    return 1;
+  }
+  const int64_t tokens = m <= 64 ? 64 : 128;
+  const int64_t tiles = ((m + tokens - 1) / tokens) * ((n + kChannelsPerCta - 1) / kChannelsPerCta);
+  const int64_t groups = k / group_size;
+  int64_t split = std::min<int64_t>({(sm_count + tiles - 1) / tiles, kW4A8FragmentWgmmaMaxSplit,
+                                     std::max<int64_t>(1, groups / 4)});
+  // Every split owns at least one group.
+  while (split > 1 && (split - 1) * ((groups + split - 1) / split) >= groups) --split;
+  return static_cast<int>(std::max<int64_t>(1, split));
+}
+
+int64_t W4A8FragmentWgmmaPartialFloats(int64_t m, int64_t n, int split) {
+  return split > 1 ? int64_t{split} * m * n : 0;
+}
+
+int64_t W4A8FragmentWgmmaCounterCount(int64_t m, int64_t n) {
+  return ((m + 63) / 64) * ((n + kChannelsPerCta - 1) / kChannelsPerCta);
+}
+
 absl::Status GemmW4A8FragmentWgmma(const DeviceW4A8FragmentWgmmaGemm& args, cudaStream_t stream) {
   const W4A8GemmFields fields{.m = args.m,
                               .n = args.n,
@@ -70,7 +94,29 @@ absl::Status GemmW4A8FragmentWgmma(const DeviceW4A8FragmentWgmmaGemm& args, cuda
   if (parts != 2 && parts != 4) {
     return Invalid("token_parts must be 0, 2 or 4, got ", args.token_parts);
   }
-  // One CTA per tile in a one-dimensional grid.
+  const int64_t groups = args.k / args.group_size;
+  int split = args.split;
+  if (split == 0) {
+    split =
+        ChooseW4A8FragmentWgmmaSplit(args.m, args.n, args.k, args.group_size,
+                                     args.sm_count > 0 ? args.sm_count : CurrentDeviceSmCount());
+  }
+  if (split < 1 || split > kW4A8FragmentWgmmaMaxSplit || split > groups) {
+    return Invalid("split must be in 1..", kW4A8FragmentWgmmaMaxSplit, " and at most the ", groups,
+                   " groups, got ", split);
+  }
+  if ((split - 1) * ((groups + split - 1) / split) >= groups) {
+    return Invalid("split ", split, " leaves a split without groups (", groups, " groups)");
+  }
+  if (split > 1 && args.split_partials == nullptr) {
+    return Invalid("split ", split, " needs split_partials (",
+                   W4A8FragmentWgmmaPartialFloats(args.m, args.n, split), " floats)");
+  }
+  if (split > 1 && args.split_counters == nullptr) {
+    return Invalid("split ", split, " needs split_counters (",
+                   W4A8FragmentWgmmaCounterCount(args.m, args.n), " zeros)");
+  }
+  // One CTA per tile and split: a grid of tiles x split.
   if (((args.m + tokens - 1) / tokens) * ((args.n + kChannelsPerCta - 1) / kChannelsPerCta) >
       kMaxInt32) {
     return Invalid("m = ", args.m, " x n = ", args.n, " exceeds one launch");
@@ -109,6 +155,9 @@ absl::Status GemmW4A8FragmentWgmma(const DeviceW4A8FragmentWgmmaGemm& args, cuda
   params.group_size = static_cast<int32_t>(args.group_size);
   params.tokens_per_tile = tokens;
   params.token_parts = parts;
+  params.split = split;
+  params.split_partials = args.split_partials;
+  params.split_counters = args.split_counters;
   if (const cudaError_t error = internal::LaunchW4A8FragmentWgmma(params, stream);
       error != cudaSuccess) {
     return absl::InternalError(absl::StrCat(kName, " launch: ", cudaGetErrorString(error)));

@@ -73,7 +73,7 @@ struct Shape {
   // 1024 bytes of slack to align the swizzled stages to their 1024-byte atoms, then the stages and
   // the full and empty barriers.
   static constexpr int kSmemBytes =
-      1024 + kStages * (kActStageBytes + kWeightStageBytes) + 2 * kStages * 8;
+      1024 + kStages * (kActStageBytes + kWeightStageBytes) + 2 * kStages * 8 + 16;
   static_assert(2 * kTokens * kStagingRowFloats * 4 <= kStages * kActStageBytes,
                 "the epilogue's staging fits in the activation stages");
 };
@@ -206,6 +206,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t bars = SharedAddress(w_shared + S::kStages * kWeightStageBytes);
   auto full = [&](int stage) { return bars + 8 * stage; };
   auto empty = [&](int stage) { return bars + 8 * (S::kStages + stage); };
+  // Whether this CTA is the last of its tile's splits (the split-K epilogue's broadcast).
+  int* last_split =
+      reinterpret_cast<int*>(w_shared + S::kStages * kWeightStageBytes + 2 * S::kStages * 8);
 
   // Grouped rasterisation: bands of kRasterGroupM token tiles, token tiles fastest in a band.
   const int m_tiles = (p.m + kTokens - 1) / kTokens, n_tiles = (p.n + kChannels - 1) / kChannels;
@@ -219,9 +222,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t block0 = static_cast<int64_t>(n_tile) * kBlocksPerCta;
 
   const int tid = threadIdx.x;
-  const int k_tiles = p.k / kTileK;
   const int tiles_per_group = p.group_size / kTileK;
   const int groups = p.k / p.group_size;
+  // This CTA's split of K: whole groups [group_begin, group_end) (never empty: the host checks),
+  // tiles tile_begin + 0 .. k_tiles - 1 (kt below counts from the split's first tile).
+  const int split_index = blockIdx.y;
+  const int groups_per_split = (groups + p.split - 1) / p.split;
+  const int group_begin = split_index * groups_per_split;
+  const int group_end = min(groups, group_begin + groups_per_split);
+  const int local_groups = group_end - group_begin;
+  const int tile_begin = group_begin * tiles_per_group;
+  const int k_tiles = local_groups * tiles_per_group;
   const int64_t chunks_per_block = p.k / 64;
   const int64_t blocks = (static_cast<int64_t>(p.n) + 15) / 16;
 
@@ -243,7 +254,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (kt >= S::kStages) MbarrierWait(empty(stage), ((kt / S::kStages) + 1) & 1);
       // Activation chunk u = tid + 128 j: row u / 8, 16-byte chunk u % 8 (8 threads a row).
       uint8_t* act = act_shared + stage * S::kActStageBytes;
-      const int8_t* x = p.x_codes + static_cast<int64_t>(kt) * kTileK;
+      const int8_t* x = p.x_codes + static_cast<int64_t>(tile_begin + kt) * kTileK;
 #pragma unroll
       for (int j = 0; j < kTokens * 8 / 128; ++j) {
         const int unit = tid + 128 * j;
@@ -260,9 +271,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int unit = tid + 128 * j;
         const int64_t block = block0 + unit / 64;
         const bool valid = block < blocks;
-        const uint4* src =
-            valid ? p.w_fragments + (block * chunks_per_block + 2 * kt) * 32 + unit % 64
-                  : p.w_fragments;
+        const uint4* src = valid ? p.w_fragments +
+                                       (block * chunks_per_block + 2 * (tile_begin + kt)) * 32 +
+                                       unit % 64
+                                 : p.w_fragments;
         CopyAsync16(weights + unit * 16, src, valid);
       }
       CopyAsyncArriveOn(full(stage));
@@ -280,9 +292,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int64_t block = block0 + block_in_cta;
   const bool block_valid = block < blocks;
   // This lane quad's scale entries (rows g and g + 8 of the block), group i at entries + 8 i.
-  const uint2* entries = p.w_scales + (block_valid ? block : 0) * groups * 8 + g;
+  const uint2* entries = p.w_scales + ((block_valid ? block : 0) * groups + group_begin) * 8 + g;
   uint2 entry = block_valid ? LoadScales8(entries) : make_uint2(0, 0);
-  uint2 next_entry = block_valid && groups > 1 ? LoadScales8(entries + 8) : make_uint2(0, 0);
+  uint2 next_entry = block_valid && local_groups > 1 ? LoadScales8(entries + 8) : make_uint2(0, 0);
 
   // kParts (2 or 4) token parts of kTokens / kParts, each its own wgmmas (m64n(kTokens/kParts)k32):
   // each part's fold runs while the later parts' wgmmas still do.
@@ -306,7 +318,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       entry = next_entry;
       const int next = kt / tiles_per_group + 1;
       next_entry =
-          block_valid && next < groups ? LoadScales8(entries + 8 * next) : make_uint2(0, 0);
+          block_valid && next < local_groups ? LoadScales8(entries + 8 * next) : make_uint2(0, 0);
     }
     const uint32_t zero_lo = ZeroPlus8x4(static_cast<int8_t>(entry.y & 0xff));
     const uint32_t zero_hi = ZeroPlus8x4(static_cast<int8_t>((entry.y >> 8) & 0xff));
@@ -412,14 +424,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   const bool whole_vector = p.y_vectors_aligned && channel0 + 8 <= p.n;
   Out* y = static_cast<Out*>(p.y);
-#pragma unroll 1
-  for (int row = c / 8; row < kTokens && m0 + row < p.m; row += 16) {
-    const int token = m0 + row;
+  // y = round(value * s_x [+ add]) for this thread's 8 channels of token `token`.
+  auto finish_row = [&](int token, const float(&raw)[8]) {
     const float x_scale = HalfBitsToFloat(p.x_scales[token]);
-    const float4* staged =
-        reinterpret_cast<const float4*>(staging + row * kStagingRowFloats + 8 * (c % 8));
-    const float4 lo = staged[0], hi = staged[1];
-    const float raw[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
     float v[8];
 #pragma unroll
     for (int e = 0; e < 8; ++e) v[e] = Finish(raw[e], x_scale, add[e], has_add);
@@ -432,7 +439,63 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (channel0 + e < p.n) Store(at + e, v[e]);
       }
     }
+  };
+  auto staged_row = [&](int row, float(&raw)[8]) {
+    const float4* staged =
+        reinterpret_cast<const float4*>(staging + row * kStagingRowFloats + 8 * (c % 8));
+    const float4 lo = staged[0], hi = staged[1];
+    raw[0] = lo.x, raw[1] = lo.y, raw[2] = lo.z, raw[3] = lo.w;
+    raw[4] = hi.x, raw[5] = hi.y, raw[6] = hi.z, raw[7] = hi.w;
+  };
+  if (p.split == 1) {
+#pragma unroll 1
+    for (int row = c / 8; row < kTokens && m0 + row < p.m; row += 16) {
+      float raw[8];
+      staged_row(row, raw);
+      finish_row(m0 + row, raw);
+    }
+    return;
   }
+
+  // Split K: this split's float partials to split_partials; the tile's last CTA to arrive (a
+  // counter per tile) adds every split's in split order and finishes. No atomics on data: the
+  // result depends on the operands and the split only.
+  const int64_t split_stride = static_cast<int64_t>(p.m) * p.n;
+#pragma unroll 1
+  for (int row = c / 8; row < kTokens && m0 + row < p.m; row += 16) {
+    float raw[8];
+    staged_row(row, raw);
+    float* at = p.split_partials + split_index * split_stride +
+                static_cast<int64_t>(m0 + row) * p.n + channel0;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      if (channel0 + e < p.n) at[e] = raw[e];
+    }
+  }
+  __threadfence();
+  NamedBarrier(1, 256);
+  int32_t* counter = p.split_counters + static_cast<int64_t>(m0 / kTokens) * n_tiles + n_tile;
+  if (tid == 128) *last_split = atomicAdd(counter, 1) == p.split - 1;
+  NamedBarrier(1, 256);
+  if (!*last_split) return;
+  __threadfence();
+#pragma unroll 1
+  for (int row = c / 8; row < kTokens && m0 + row < p.m; row += 16) {
+    const float* column = p.split_partials + static_cast<int64_t>(m0 + row) * p.n + channel0;
+    float raw[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      if (channel0 + e >= p.n) {
+        raw[e] = 0.0f;
+        continue;
+      }
+      float sum = __ldcg(column + e);
+      for (int s = 1; s < p.split; ++s) sum = __fadd_rn(sum, __ldcg(column + s * split_stride + e));
+      raw[e] = sum;
+    }
+    finish_row(m0 + row, raw);
+  }
+  if (tid == 128) *counter = 0;  // every split has arrived: ready for the next call
 #elif defined(__CUDA_ARCH__)
   asm volatile("trap;");  // built without sm_90a: wgmma does not exist here
 #endif
@@ -450,7 +513,8 @@ cudaError_t Launch(const W4A8FragmentWgmmaParams& p, cudaStream_t stream) {
   const int64_t ctas = static_cast<int64_t>((p.m + kTokens - 1) / kTokens) *
                        static_cast<int64_t>((p.n + kChannels - 1) / kChannels);
   if (ctas > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  kernel<<<static_cast<unsigned>(ctas), kThreads, smem_bytes, stream>>>(p);
+  const dim3 grid(static_cast<unsigned>(ctas), static_cast<unsigned>(p.split));
+  kernel<<<grid, kThreads, smem_bytes, stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -10,10 +10,15 @@
 // warpgroup fills a ring of stages through mbarriers, and two consumer warpgroups that only meet
 // at the ring overlap one's fold with the other's MMAs (w4a8_fragment_wgmma_gemm.cu).
 //
-// Numerics: per output (row r, channel j) the exact int32 sum S_g of every group, folded in
-// ascending group order, p = fmaf(float(S_g), s_w[j, g], p) from p = 0, then y = round(p * s_x[r]
-// [+ add[j]]) (each operation one float32 rounding, bf16 by round-to-nearest-even): bit-exact with
-// quant::GemmW4A8 followed by AddBias, for every m (no split of K, no dependence on the batch).
+// Numerics: per output (row r, channel j) and per group g of a split of K, the exact int32 sum
+// S_g, folded in ascending group order, p = fmaf(float(S_g), s_w[j, g], p) from p = 0; then
+// y = round((p_0 + ... + p_{split-1}) * s_x[r] [+ add[j]]) (each operation one float32 rounding,
+// bf16 by round-to-nearest-even). With split = 1 (the rule above 256 rows, and wherever the tiles
+// alone fill the GPU) this is bit-exact with quant::GemmW4A8 followed by AddBias. With split > 1
+// (few tiles: batched decode on narrow layers) the float sums are regrouped, within
+// |y - y_ref| <= (groups + split) 2^-23 |s_x[r]| sum_g |S_g s_w[j, g]| before the output rounding,
+// as the decode-sized fragment GEMM (tests/gpu/w4a8_fragment_wgmma_gemm_test.cc checks it); the
+// last CTA of a tile adds the splits in split order, so the result never depends on the schedule.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -49,7 +54,26 @@ struct DeviceW4A8FragmentWgmmaGemm {
   // wgmmas), or 0 for the rule (2). Neither changes a result.
   int tokens_per_tile = 0;
   int token_parts = 0;
+  // K split over CTAs: 0 takes ChooseW4A8FragmentWgmmaSplit; else 1..kW4A8FragmentWgmmaMaxSplit,
+  // at most the groups, none left empty. With split > 1 the call needs split_partials
+  // (W4A8FragmentWgmmaPartialFloats) and split_counters (W4A8FragmentWgmmaCounterCount zeros,
+  // left zero by every call; one set per stream).
+  int split = 0;
+  float* split_partials = nullptr;
+  int32_t* split_counters = nullptr;
+  int sm_count = 0;  // for the rule; 0 queries the current device
 };
+
+inline constexpr int kW4A8FragmentWgmmaMaxSplit = 16;
+
+// The split the rule takes: 1 above 256 rows; else the fewest CTAs over K (at most 16, each at
+// least 4 groups, none empty) that bring the tiles (ceil(m / tile) x ceil(n / 128)) to the SM
+// count.
+int ChooseW4A8FragmentWgmmaSplit(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count);
+// Workspace of a call: split * m * n floats (none at split 1), and counters for every tile of
+// either token tile.
+int64_t W4A8FragmentWgmmaPartialFloats(int64_t m, int64_t n, int split);
+int64_t W4A8FragmentWgmmaCounterCount(int64_t m, int64_t n);
 
 // Whether the fragment wgmma GEMM is the faster W4A8 kernel for an m x n x k problem of more than
 // 32 rows (measured against the mid-M and prefill kernels on the H200; the .cc has the numbers).

@@ -22,6 +22,9 @@ struct W4A8FragmentWgmmaParams {
   int32_t m = 0, n = 0, k = 0, group_size = 0;
   int32_t tokens_per_tile = 128;  // 64 or 128
   int32_t token_parts = 2;        // 2 or 4: wgmma groups a tile's tokens are cut into
+  int32_t split = 1;                  // CTAs over K (whole groups each): grid.y
+  float* split_partials = nullptr;    // [split, m, n] when split > 1
+  int32_t* split_counters = nullptr;  // one per output tile, zero
 };
 cudaError_t LaunchW4A8FragmentWgmma(const W4A8FragmentWgmmaParams& params, cudaStream_t stream);
 

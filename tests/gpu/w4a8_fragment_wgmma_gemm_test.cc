@@ -7,12 +7,20 @@
 // argument checks.
 #include "kernels/cuda/w4a8_fragment_wgmma_gemm.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/dtype.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/quant/packed_int4_matrix.h"
+#include "kernels/cpu/quant/quantized_gemm.h"
 #include "kernels/cuda/w4a8_fragment_layout.h"
 #include "kernels/cuda/w4a8_gemm_checks.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -79,6 +87,39 @@ TEST(W4A8FragmentWgmmaArgsTest, RejectsWhatItCannotRun) {
     EXPECT_TRUE(StatusMentions(GemmW4A8FragmentWgmma(args, nullptr),
                                absl::StatusCode::kFailedPrecondition, "Hopper"));
   }
+}
+
+TEST(W4A8FragmentWgmmaArgsTest, SplitsOnlyWhereTheTilesLeaveSmsIdle) {
+  constexpr int kSms = 132;
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 4096, 4096, 128, kSms), 5);   // 32 tiles
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 4096, 14336, 128, kSms), 5);  // 32 tiles
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(128, 6144, 4096, 128, kSms), 3);  // 48 tiles
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(256, 6144, 4096, 128, kSms), 2);  // 96 tiles
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 28672, 4096, 128, kSms), 1);  // 224 tiles
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(257, 4096, 4096, 128, kSms), 1);  // prefill: never
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 256, 512, 128, kSms), 1);     // 4 groups: 1 split
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 128, 4096, 128, kSms), 8);    // at most groups / 4
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 4096, 4096, 128, 0), 1);      // no device: none
+  for (int64_t groups = 1; groups <= 64; ++groups) {
+    for (int64_t n : {128, 1024, 4096}) {
+      const int split = ChooseW4A8FragmentWgmmaSplit(33, n, 128 * groups, 128, kSms);
+      const int64_t per_split = (groups + split - 1) / split;
+      EXPECT_LT((split - 1) * per_split, groups) << groups << " groups, split " << split;
+    }
+  }
+  using testing::StatusMentions;
+  constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
+  auto args = FakeArgs();  // 4 groups
+  args.y = testing::FakeDevicePointer<float>();
+  args.split = 5;
+  EXPECT_TRUE(StatusMentions(GemmW4A8FragmentWgmma(args, nullptr), kInvalid, "split must be"));
+  args.k = 1280;  // 10 groups: 4 splits of 3 leave none empty, 6 of 2 leave none, 9 of 2 do
+  args.split = 9;
+  EXPECT_TRUE(StatusMentions(GemmW4A8FragmentWgmma(args, nullptr), kInvalid, "without groups"));
+  args.split = 4;
+  EXPECT_TRUE(StatusMentions(GemmW4A8FragmentWgmma(args, nullptr), kInvalid, "split_partials"));
+  args.split_partials = testing::FakeDevicePointer<float>();
+  EXPECT_TRUE(StatusMentions(GemmW4A8FragmentWgmma(args, nullptr), kInvalid, "split_counters"));
 }
 
 TEST(W4A8FragmentWgmmaArgsTest, WinsWhereMeasuredFaster) {
@@ -179,6 +220,171 @@ INSTANTIATE_TEST_SUITE_P(Shapes, W4A8FragmentWgmmaGpuTest,
                                            testing::W4A8Case{512, 8192, 28672, 128, false, false},
                                            testing::W4A8Case{2000, 4096, 14336, 128, true, false}),
                          [](const auto& info) { return testing::W4A8CaseName(info.param); });
+
+// ---- Split K on the device ----
+
+struct WgmmaSplitCase {
+  testing::W4A8Case shape;
+  int split;   // 0: the rule with 132 SMs
+  int tokens;  // 0: the rule
+  int parts;
+};
+
+// The kernel's float32 outputs (no addition), with the addition, and bf16 with the addition,
+// with `split` and fresh zero counters (checked zero after each call).
+struct WgmmaSplitRun {
+  std::vector<float> plain, with_add;
+  std::vector<uint16_t> bf16;
+};
+
+void RunWgmmaSplit(const testing::W4A8Case& c, const testing::W4A8DeviceOperands& d,
+                   const DeviceBuffer<uint32_t>& words, const DeviceBuffer<uint32_t>& scales,
+                   const WgmmaSplitCase& config, WgmmaSplitRun& run) {
+  DeviceBuffer<float> partials(
+      std::max<int64_t>(1, W4A8FragmentWgmmaPartialFloats(c.m, c.n, kW4A8FragmentWgmmaMaxSplit)));
+  const std::vector<int32_t> zeros(W4A8FragmentWgmmaCounterCount(c.m, c.n), 0);
+  DeviceBuffer<int32_t> counters(zeros);
+  DeviceBuffer<float> y(c.m * c.n);
+  DeviceBuffer<uint16_t> y_bf16(c.m * c.n);
+  ASSERT_NE(y_bf16.get(), nullptr) << "out of device memory";
+  DeviceW4A8FragmentWgmmaGemm args;
+  args.m = c.m;
+  args.n = c.n;
+  args.k = c.k;
+  args.group_size = c.group_size;
+  args.x_codes = d.x.get();
+  args.x_scales = d.x_scales.get();
+  args.w_fragments = words.get();
+  args.w_fragment_scales = scales.get();
+  args.w_unsigned_nibbles = d.unsigned_nibbles;
+  args.w_has_zero_points = c.zero_points;
+  args.tokens_per_tile = config.tokens;
+  args.token_parts = config.parts;
+  args.split = config.split;
+  args.sm_count = 132;
+  args.split_partials = partials.get();
+  args.split_counters = counters.get();
+  for (int pass = 0; pass < 3; ++pass) {
+    args.epilogue_add = pass == 0 ? nullptr : d.add.get();
+    args.y = pass == 2 ? static_cast<void*>(y_bf16.get()) : y.get();
+    args.y_type = pass == 2 ? GemmElementType::kBf16 : GemmElementType::kFloat32;
+    FF_CUDA_ASSERT(cudaMemset(args.y, 0xff, c.m * c.n * (pass == 2 ? 2 : 4)));
+    const absl::Status status = GemmW4A8FragmentWgmma(args, nullptr);
+    ASSERT_TRUE(status.ok()) << status;
+    FF_CUDA_ASSERT(cudaDeviceSynchronize());
+    ASSERT_EQ(counters.ToHost(), zeros) << "the counters must be left zero";
+    if (pass == 0) run.plain = y.ToHost();
+    if (pass == 1) run.with_add = y.ToHost();
+    if (pass == 2) run.bf16 = y_bf16.ToHost();
+  }
+}
+
+class W4A8FragmentWgmmaSplitGpuTest : public ::testing::TestWithParam<WgmmaSplitCase> {};
+
+// Within the header's bound of the reference, |y - y_ref| <= (groups + split) 2^-23 |s_x|
+// sum_g |S_g s_w|; the epilogue exactly as specified on the kernel's own float32 result; the same
+// bits on a second run and for row 0 alone with the same split; the counters left zero.
+TEST_P(W4A8FragmentWgmmaSplitGpuTest, StaysWithinTheBoundAndIsDeterministic) {
+  FF_SKIP_WITHOUT_GPU();
+  if (!CurrentDeviceIsHopper()) GTEST_SKIP() << "wgmma needs a Hopper GPU (sm_90a)";
+  const WgmmaSplitCase config = GetParam();
+  const testing::W4A8Case c = config.shape;
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  std::mt19937_64 rng(seed);
+  const auto x = testing::RandomInt8PerRow(c.m, c.k, rng);
+  const auto w = testing::RandomInt4Weights(c.n, c.k, c.group_size, c.zero_points, rng);
+  std::vector<float> add(c.n);
+  for (float& v : add) v = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
+  const auto expected = quant::GemmW4A8(x, w);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  const auto packed = quant::PackInt4Matrix(w);
+  ASSERT_TRUE(packed.ok()) << packed.status();
+  const testing::W4A8DeviceOperands d = testing::UploadW4A8Operands(x, w, *packed, add);
+  DeviceBuffer<uint32_t> words(W4A8FragmentWordCount(c.n, c.k));
+  DeviceBuffer<uint32_t> scales(W4A8FragmentScaleWordCount(c.n, c.k, c.group_size));
+  ASSERT_TRUE(PackW4A8Fragments({.n = c.n,
+                                 .k = c.k,
+                                 .group_size = c.group_size,
+                                 .words = d.w.get(),
+                                 .scales = d.w_scales.get(),
+                                 .zero_points = c.zero_points ? d.zeros.get() : nullptr},
+                                words.get(), scales.get(), nullptr)
+                  .ok());
+  const int split = config.split != 0
+                        ? config.split
+                        : ChooseW4A8FragmentWgmmaSplit(c.m, c.n, c.k, c.group_size, 132);
+  ASSERT_GT(split, 1) << "a split case that does not split";
+  SCOPED_TRACE(absl::StrCat("split ", split, ", tile ", config.tokens, ", parts ", config.parts));
+
+  WgmmaSplitRun first, second;
+  RunWgmmaSplit(c, d, words, scales, config, first);
+  RunWgmmaSplit(c, d, words, scales, config, second);
+  if (HasFatalFailure()) return;
+  const int64_t groups = c.k / c.group_size;
+  const double unit = std::ldexp(1.0, -23);
+  int64_t over_bound = 0, regrouped = 0;
+  for (int64_t r = 0; r < c.m; ++r) {
+    const double x_scale = std::fabs(static_cast<double>(HalfToFloat(x.scales[r])));
+    for (int64_t j = 0; j < c.n; ++j) {
+      double terms = 0;
+      for (int64_t gi = 0; gi < groups; ++gi) {
+        terms += std::fabs(
+            static_cast<double>(expected->group_accumulators[(r * c.n + j) * groups + gi]) *
+            HalfToFloat(w.scales[j * groups + gi]));
+      }
+      const int64_t at = r * c.n + j;
+      const float got = first.plain[at];
+      const double bound = (groups + split) * unit * x_scale * terms;
+      const double error = std::fabs(static_cast<double>(got) - expected->output[at]);
+      if (!(error <= bound) && ++over_bound <= 5) {
+        ADD_FAILURE() << "row " << r << " channel " << j << ": " << got << " against "
+                      << expected->output[at] << ", error " << error << " > bound " << bound;
+      }
+      if (got != expected->output[at]) ++regrouped;
+      const float want_add = got + add[j];
+      uint32_t got_bits, want_bits;
+      std::memcpy(&got_bits, &first.with_add[at], 4);
+      std::memcpy(&want_bits, &want_add, 4);
+      ASSERT_EQ(got_bits, want_bits) << "row " << r << " channel " << j << " with the addition";
+      ASSERT_EQ(first.bf16[at], testing::FloatToBf16(want_add))
+          << "row " << r << " channel " << j << " in bf16";
+    }
+  }
+  EXPECT_EQ(over_bound, 0);
+  std::printf("split %d: %lld of %lld outputs differ from the unsplit reference (within bound)\n",
+              split, static_cast<long long>(regrouped), static_cast<long long>(c.m * c.n));
+  EXPECT_EQ(std::memcmp(first.plain.data(), second.plain.data(), first.plain.size() * 4), 0)
+      << "a second run gave other bits";
+  EXPECT_EQ(first.bf16, second.bf16);
+
+  // Row 0 alone with the same split: the batch's bits (a row's partials and their sum do not
+  // depend on the other rows).
+  WgmmaSplitCase alone = config;
+  alone.shape.m = 1;
+  alone.split = split;
+  WgmmaSplitRun single;
+  RunWgmmaSplit(alone.shape, d, words, scales, alone, single);
+  if (HasFatalFailure()) return;
+  EXPECT_EQ(std::memcmp(single.plain.data(), first.plain.data(), c.n * 4), 0)
+      << "row 0 alone differs from row 0 in the batch";
+}
+
+// The rule on narrow layers (4096 x 4096 at 64 rows: 5 uneven splits; 6144 x 4096 at 256 rows:
+// 2), forced splits with uneven group counts, zero points, n tails, both tiles and part counts,
+// two token tiles of rows (130), and 16 splits.
+INSTANTIATE_TEST_SUITE_P(
+    Splits, W4A8FragmentWgmmaSplitGpuTest,
+    ::testing::Values(WgmmaSplitCase{{64, 4096, 4096, 128, false, true}, 0, 0, 0},
+                      WgmmaSplitCase{{256, 6144, 4096, 128, false, true}, 0, 0, 0},
+                      WgmmaSplitCase{{100, 200, 2048, 256, true, true}, 3, 0, 0},
+                      WgmmaSplitCase{{130, 300, 1536, 384, false, true}, 4, 128, 4},
+                      WgmmaSplitCase{{33, 1000, 4096, 128, true, true}, 16, 64, 4},
+                      WgmmaSplitCase{{64, 77, 1280, 128, true, true}, 2, 128, 2}),
+    [](const auto& info) {
+      return absl::StrCat(testing::W4A8CaseName(info.param.shape), "_split", info.param.split, "_t",
+                          info.param.tokens, "_p", info.param.parts);
+    });
 
 }  // namespace
 }  // namespace flatfleet::cuda

@@ -420,7 +420,17 @@ int64_t QuantizedLinearOnCodesScratchBytes(const CudaQuantizedLinearWeight& weig
                                              4,
                                          align)
                                : 0;
-  return RoundUp(rows * weight.out_features() * 4, align) + partials;
+  const int64_t wgmma_partials =
+      UsesW4A8FragmentWgmma(weight, rows)
+          ? RoundUp(cuda::W4A8FragmentWgmmaPartialFloats(
+                        rows, weight.out_features(),
+                        cuda::ChooseW4A8FragmentWgmmaSplit(rows, weight.out_features(),
+                                                           weight.padded_in, weight.group_size,
+                                                           weight.fragment_sm_count)) *
+                        4,
+                    align)
+          : 0;
+  return RoundUp(rows * weight.out_features() * 4, align) + partials + wgmma_partials;
 }
 
 bool UsesW4A8FragmentGemm(const CudaQuantizedLinearWeight& weight, int64_t rows) {
@@ -593,6 +603,20 @@ absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, 
     gemm.y = y.data;
     gemm.y_stride = y.row_stride;
     gemm.y_type = y_type;
+    // Few tiles (batched decode on narrow layers): K split over CTAs, with the context's counters.
+    gemm.split = cuda::ChooseW4A8FragmentWgmmaSplit(rows, out, weight.padded_in, weight.group_size,
+                                                    weight.fragment_sm_count);
+    if (gemm.split > 1 && (split_counters.data == nullptr ||
+                           split_counters.count < cuda::W4A8FragmentWgmmaCounterCount(rows, out))) {
+      gemm.split = 1;
+    }
+    if (gemm.split > 1) {
+      FF_ASSIGN_OR_RETURN(
+          void* partials,
+          arena.TakeBytes(cuda::W4A8FragmentWgmmaPartialFloats(rows, out, gemm.split) * 4));
+      gemm.split_partials = static_cast<float*>(partials);
+      gemm.split_counters = split_counters.data;
+    }
     FF_RETURN_IF_ERROR(cuda::GemmW4A8FragmentWgmma(gemm, stream));
     arena.Release(mark);
     return absl::OkStatus();
