@@ -68,6 +68,17 @@ QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(const Tensor& weight, const T
   if (bias != nullptr) bias_ = *bias;
 }
 
+QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(const runtime::ConstTensorView& weight,
+                                                   const Tensor* bias, bool kept_float,
+                                                   std::string name)
+    : kernels::LinearWeight(weight.rows, weight.cols),
+      name_(std::move(name)),
+      expert_(ParseExpertLinearName(name_).has_value()),
+      kept_float_(kept_float),
+      float_linear_(std::make_unique<kernels::cpu::CpuLinearWeight>(weight, bias)) {
+  if (bias != nullptr) bias_ = *bias;
+}
+
 QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(QuantizedLinear stored)
     : kernels::LinearWeight(stored.out_features(), stored.in_features()),
       kept_float_(false),
@@ -184,18 +195,16 @@ absl::StatusOr<std::unique_ptr<QuantizedCpuBackend>> QuantizedCpuBackend::Create
       new QuantizedCpuBackend(std::move(recipe), std::move(keep_float)));
 }
 
-absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>>
-QuantizedCpuBackend::PrepareQuantizedLinear(const Tensor& weight, const Tensor* bias,
-                                            std::string_view name) {
-  if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
-  if (bias != nullptr && bias->size() != weight.dim(0)) {
+template <typename Make>
+absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>> QuantizedCpuBackend::Prepare(
+    int64_t out, int64_t in, const Tensor* bias, std::string_view name, const Make& make) {
+  if (bias != nullptr && bias->size() != out) {
     return absl::InvalidArgumentError("bias must be [out]");
   }
   const bool keep_float = keep_float_ && keep_float_(name);
-  auto handle =
-      std::make_unique<QuantizedCpuLinearWeight>(weight, bias, keep_float, std::string(name));
+  std::unique_ptr<QuantizedCpuLinearWeight> handle = make(keep_float);
   if (keep_float) return handle;
-  FF_ASSIGN_OR_RETURN(handle->transforms_, OnlineTransformsFor(recipe_, weight.dim(1)));
+  FF_ASSIGN_OR_RETURN(handle->transforms_, OnlineTransformsFor(recipe_, in));
   if (!quantize_at_prepare_) return handle;
   // Quantize now so that errors surface at load time; layers that need calibration first
   // (static activation scales) are quantized after it.
@@ -204,6 +213,15 @@ QuantizedCpuBackend::PrepareQuantizedLinear(const Tensor& weight, const Tensor* 
     return quantized.status();
   }
   return handle;
+}
+
+absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>>
+QuantizedCpuBackend::PrepareQuantizedLinear(const Tensor& weight, const Tensor* bias,
+                                            std::string_view name) {
+  if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
+  return Prepare(weight.dim(0), weight.dim(1), bias, name, [&](bool keep_float) {
+    return std::make_unique<QuantizedCpuLinearWeight>(weight, bias, keep_float, std::string(name));
+  });
 }
 
 absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
@@ -270,14 +288,26 @@ std::unique_ptr<kernels::LinearWeight> QuantizedCpuBackend::PrepareLinear(const 
 
 absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> QuantizedCpuBackend::PrepareNamedLinear(
     const kernels::LinearSource& source) {
-  FF_ASSIGN_OR_RETURN(Tensor weight, kernels::WidenToFloat(source.weight, source.name));
+  // Packed from the checkpoint's rows where the CPU GEMM can: the same values as widening first
+  // (WidenToFloat), without a float32 [out, in] copy filled and dropped per linear.
+  const bool packable = kernels::cpu::PackedMatrix::PackableView(source.weight);
+  std::optional<Tensor> weight;
+  if (!packable) {
+    FF_ASSIGN_OR_RETURN(weight, kernels::WidenToFloat(source.weight, source.name));  // its error
+  }
   std::optional<Tensor> bias;
   if (source.bias != nullptr) {
     FF_ASSIGN_OR_RETURN(Tensor widened, kernels::WidenToFloat(*source.bias, source.name));
     bias = Tensor({widened.size()}, std::move(widened.vector()));
   }
+  const Tensor* bias_ptr = bias ? &*bias : nullptr;
   absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>> handle =
-      PrepareQuantizedLinear(weight, bias ? &*bias : nullptr, source.name);
+      packable ? Prepare(source.weight.rows, source.weight.cols, bias_ptr, source.name,
+                         [&](bool keep_float) {
+                           return std::make_unique<QuantizedCpuLinearWeight>(
+                               source.weight, bias_ptr, keep_float, std::string(source.name));
+                         })
+               : PrepareQuantizedLinear(*weight, bias_ptr, source.name);
   if (!handle.ok()) {
     return absl::Status(handle.status().code(), absl::StrCat("layer '", std::string(source.name),
                                                              "': ", handle.status().message()));
