@@ -1,9 +1,12 @@
 // PackedMatrix::Unpack (the quantizer's row-major float weight, unpacked panel by panel on the
 // thread pool) returns the packed weight bit for bit at every shape, partial panels included;
 // the packing zero-fills the padding lanes itself.
+#include <utility>
 #include <vector>
 
+#include "common/dtype.h"
 #include "gtest/gtest.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/gemm.h"
 #include "tests/quant/test_random.h"
 
@@ -29,6 +32,41 @@ TEST_F(PackedMatrixUnpackTest, UnpackReturnsThePackedWeightBitForBit) {
       }
     }
   }
+}
+
+// Packing a bf16 / f16 / f32 view (strided rows: a column slice) gives the panels of widening it
+// first (WidenToFloat) and packing the float32 copy, bit for bit.
+TEST_F(PackedMatrixUnpackTest, ViewPackingEqualsWidenThenPack) {
+  const int64_t n = UniformInt(17, 200), k = UniformInt(1, 100), stride = k + UniformInt(0, 9);
+  const std::vector<float> values = Gaussian(n * stride);
+  std::vector<uint16_t> bf16(values.size()), f16(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    bf16[i] = FloatToBF16(values[i]);
+    f16[i] = FloatToHalf(values[i]);
+  }
+  for (auto [data, type] :
+       {std::pair<const void*, runtime::ScalarType>{bf16.data(), runtime::ScalarType::kBFloat16},
+        {f16.data(), runtime::ScalarType::kFloat16},
+        {values.data(), runtime::ScalarType::kFloat32}}) {
+    SCOPED_TRACE(::testing::Message() << "type " << runtime::ScalarName(type) << " n=" << n
+                                      << " k=" << k << " stride=" << stride);
+    runtime::ConstTensorView view(data, type, runtime::MemoryKind::kHost, n, k);
+    view.row_stride = stride;
+    ASSERT_TRUE(PackedMatrix::PackableView(view));
+    auto widened = WidenToFloat(view, "test");
+    ASSERT_TRUE(widened.ok()) << widened.status();
+    const PackedMatrix expected(widened->data(), n, k, nullptr);
+    const PackedMatrix packed(view, nullptr);
+    for (int64_t p = 0; p < packed.num_panels(); ++p) {
+      const std::vector<float> a(packed.panel(p), packed.panel(p) + k * PackedMatrix::kPanelWidth);
+      const std::vector<float> b(expected.panel(p),
+                                 expected.panel(p) + k * PackedMatrix::kPanelWidth);
+      ASSERT_EQ(a, b) << "panel " << p;
+    }
+  }
+  runtime::ConstTensorView device(values.data(), runtime::ScalarType::kFloat32,
+                                  runtime::MemoryKind::kDevice, n, k);
+  EXPECT_FALSE(PackedMatrix::PackableView(device));
 }
 
 }  // namespace
