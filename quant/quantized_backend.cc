@@ -112,8 +112,8 @@ Tensor QuantizedCpuLinearWeight::FloatWeight() const {
   return weight;
 }
 
-absl::Status QuantizedCpuLinearWeight::QuantizeLocked(const QuantRecipe& recipe,
-                                                      const Tensor& weight, bool last) const {
+absl::Status QuantizedCpuLinearWeight::QuantizeLocked(const QuantRecipe& recipe, Tensor& weight,
+                                                      bool last) const {
   // An expert the router sent few or no calibration tokens to is quantized data-free or by
   // GPTQ with more dampening (expert_calibration_fallback.h).
   const ExpertQuantMethod method =
@@ -126,7 +126,7 @@ absl::Status QuantizedCpuLinearWeight::QuantizeLocked(const QuantRecipe& recipe,
   FF_ASSIGN_OR_RETURN(QuantizedLinear layer,
                       BuildCalibratedLinear(weight, bias_ ? &*bias_ : nullptr, effective,
                                             statistics ? &calibration_ : nullptr, transforms_,
-                                            consumable_gram));
+                                            consumable_gram, last ? &weight : nullptr));
   quantized_ = std::move(layer);
   stale_ = false;
   quantized_rows_ = calibration_.rows_seen;
@@ -141,7 +141,8 @@ absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
   if (stored_) return &*quantized_;  // immutable once loaded
   std::lock_guard<std::mutex> lock(mutex_);
   if (stale_ || !quantized_) {
-    FF_RETURN_IF_ERROR(QuantizeLocked(recipe, FloatWeight(), /*last=*/false));
+    Tensor weight = FloatWeight();
+    FF_RETURN_IF_ERROR(QuantizeLocked(recipe, weight, /*last=*/false));
   }
   return &*quantized_;
 }
@@ -162,7 +163,7 @@ absl::Status QuantizedCpuLinearWeight::ReleaseFloat(const QuantRecipe& recipe) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (stale_ || !quantized_) {
     // One float copy at a time: the row-major weight replaces the packed handle.
-    const Tensor weight = FloatWeight();
+    Tensor weight = FloatWeight();
     float_linear_.reset();
     if (absl::Status status = QuantizeLocked(recipe, weight, /*last=*/true); !status.ok()) {
       prepare_error_ = status;

@@ -89,8 +89,9 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   // The float weight [out, in] row-major, unpacked from float_linear_.
   Tensor FloatWeight() const;
   // (Re)builds quantized_ from `weight` and the calibration; mutex_ held. `last`: the calibration
-  // is not needed afterwards (its Gram may be consumed).
-  absl::Status QuantizeLocked(const QuantRecipe& recipe, const Tensor& weight, bool last) const;
+  // is not needed afterwards (its Gram may be consumed), nor is `weight` (its values may move
+  // into the layer).
+  absl::Status QuantizeLocked(const QuantRecipe& recipe, Tensor& weight, bool last) const;
 
   std::string name_;
   bool expert_ = false;
