@@ -89,17 +89,19 @@ absl::StatusOr<QuantizedLinear> BuildCalibratedLinear(const Tensor& weight, cons
                                                       const QuantRecipe& recipe,
                                                       const ActivationCalibration* calibration,
                                                       InputTransformChain online_transforms,
-                                                      std::vector<double>* consumable_gram) {
+                                                      std::vector<double>* consumable_gram,
+                                                      Tensor* consumable_weight) {
   if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
   if (calibration != nullptr && calibration->empty() && calibration->raw_samples.empty()) {
     calibration = nullptr;
   }
   if (calibration == nullptr) consumable_gram = nullptr;
+  if (recipe.output_correction && calibration != nullptr) consumable_weight = nullptr;  // reread
   absl::StatusOr<QuantizedLinear> layer =
       recipe.spec.transform.kind == TransformKind::kKronecker
           ? BuildFlatQuantLinear(weight, bias, recipe, calibration)
           : QuantizeDataDependentLinear(weight, bias, recipe, calibration, online_transforms,
-                                        consumable_gram);
+                                        consumable_gram, consumable_weight);
   if (!layer.ok() || !recipe.output_correction || calibration == nullptr) return layer;
   FF_RETURN_IF_ERROR(CorrectOutputs(weight, bias, *calibration, *layer));
   return layer;

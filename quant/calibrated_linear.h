@@ -36,10 +36,12 @@ FlatQuantOptions RecipeFlatQuantOptions(const QuantRecipe& recipe);
 // `online_transforms`: the recipe's data-independent transforms (OnlineTransformsFor); unused for
 // kKronecker. `calibration` may be null. `consumable_gram`: calibration->raw_gram when the caller
 // no longer needs it (GPTQ then factors it in place: QuantizeDataDependentLinear).
+// `consumable_weight`: `weight` when the caller no longer needs it either (its values may move
+// into the layer; not with FlatQuant or output correction, which read it again).
 absl::StatusOr<QuantizedLinear> BuildCalibratedLinear(
     const Tensor& weight, const Tensor* bias, const QuantRecipe& recipe,
     const ActivationCalibration* calibration, InputTransformChain online_transforms,
-    std::vector<double>* consumable_gram = nullptr);
+    std::vector<double>* consumable_gram = nullptr, Tensor* consumable_weight = nullptr);
 
 struct OutputCorrection {
   std::vector<float> scale;  // a_j

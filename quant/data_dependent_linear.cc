@@ -207,7 +207,7 @@ absl::StatusOr<double> LayerOutputError(const QuantizedLinear& layer, const Tens
 absl::StatusOr<QuantizedLinear> QuantizeDataDependentLinear(
     const Tensor& weight, const Tensor* bias, const QuantRecipe& recipe,
     const ActivationCalibration* calibration, const InputTransformChain& base,
-    std::vector<double>* consumable_gram) {
+    std::vector<double>* consumable_gram, Tensor* consumable_weight) {
   if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
   const bool calibrated = calibration != nullptr && !calibration->empty();
   if (!calibrated) {
@@ -216,10 +216,10 @@ absl::StatusOr<QuantizedLinear> QuantizeDataDependentLinear(
           "recipe %s builds transforms or weights from calibration data; calibrate first",
           recipe.name));
     }
-    return QuantizedLinear::Create(weight, bias, recipe, nullptr, base);
+    return QuantizedLinear::Create(weight, bias, recipe, nullptr, base, {}, consumable_weight);
   }
   if (!NeedsRawStatistics(recipe)) {
-    return QuantizedLinear::Create(weight, bias, recipe, calibration, base);
+    return QuantizedLinear::Create(weight, bias, recipe, calibration, base, {}, consumable_weight);
   }
   const SmoothSpec& smooth = recipe.spec.smooth;
   std::vector<double> alphas = {smooth.alpha};
@@ -245,10 +245,11 @@ absl::StatusOr<QuantizedLinear> QuantizeDataDependentLinear(
     FF_ASSIGN_OR_RETURN(DataDependentInputs inputs,
                         BuildDataDependentInputs(weight, recipe, *calibration, base, alpha,
                                                  alphas.size() == 1 ? consumable_gram : nullptr));
-    FF_ASSIGN_OR_RETURN(
-        QuantizedLinear layer,
-        QuantizedLinear::Create(weight, bias, recipe, &inputs.transformed,
-                                std::move(inputs.transforms), inputs.gptq_hessian()));
+    // Later candidates read the weight again: only a single one may consume it.
+    FF_ASSIGN_OR_RETURN(QuantizedLinear layer,
+                        QuantizedLinear::Create(weight, bias, recipe, &inputs.transformed,
+                                                std::move(inputs.transforms), inputs.gptq_hessian(),
+                                                alphas.size() == 1 ? consumable_weight : nullptr));
     if (alphas.size() == 1) return layer;
     FF_ASSIGN_OR_RETURN(double error, OutputError(layer, exact, search_rows, search_count));
     if (error < best_error) {  // strict: ties keep the earlier (smaller) alpha

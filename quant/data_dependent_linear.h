@@ -48,11 +48,12 @@ std::vector<double> SmoothAlphaCandidates(double configured_alpha);
 // (OnlineTransformsFor). `calibration` may be null: recipes that need it then fail with
 // FailedPrecondition (like per-tensor static scales do).
 // `consumable_gram`, when not null, is calibration->raw_gram, which the caller no longer needs:
-// GPTQ uses it as its working buffer (it is left empty or unspecified).
+// GPTQ uses it as its working buffer (it is left empty or unspecified). `consumable_weight`, when
+// not null, is `weight`, likewise no longer needed (QuantizedLinear::Create may take its values).
 absl::StatusOr<QuantizedLinear> QuantizeDataDependentLinear(
     const Tensor& weight, const Tensor* bias, const QuantRecipe& recipe,
     const ActivationCalibration* calibration, const InputTransformChain& base,
-    std::vector<double>* consumable_gram = nullptr);
+    std::vector<double>* consumable_gram = nullptr, Tensor* consumable_weight = nullptr);
 
 // The pieces, for tests and tools.
 struct DataDependentInputs {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -181,7 +182,11 @@ absl::StatusOr<QuantizedMatrix> QuantizeGptqOnDevice(std::span<const float> weig
   }
   // Checked here so that a non-finite value the device sees can only come from the error updates
   // (a numerically singular Hessian), which the solver reports as such.
-  for (size_t i = 0; i < weight.size(); ++i) {
+  // A branch-free pass first (it vectorises: ~10^9 weights per 70B layer), the position only
+  // when there is a bad value.
+  bool finite = true;
+  for (float w : weight) finite &= std::fabs(w) <= std::numeric_limits<float>::max();
+  for (size_t i = 0; !finite && i < weight.size(); ++i) {
     if (!std::isfinite(weight[i])) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "GPTQ: non-finite weight value at row %d, column %d", i / cols, i % cols));

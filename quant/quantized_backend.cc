@@ -68,6 +68,17 @@ QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(const Tensor& weight, const T
   if (bias != nullptr) bias_ = *bias;
 }
 
+QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(const runtime::ConstTensorView& weight,
+                                                   const Tensor* bias, bool kept_float,
+                                                   std::string name)
+    : kernels::LinearWeight(weight.rows, weight.cols),
+      name_(std::move(name)),
+      expert_(ParseExpertLinearName(name_).has_value()),
+      kept_float_(kept_float),
+      float_linear_(std::make_unique<kernels::cpu::CpuLinearWeight>(weight, bias)) {
+  if (bias != nullptr) bias_ = *bias;
+}
+
 QuantizedCpuLinearWeight::QuantizedCpuLinearWeight(QuantizedLinear stored)
     : kernels::LinearWeight(stored.out_features(), stored.in_features()),
       kept_float_(false),
@@ -101,8 +112,8 @@ Tensor QuantizedCpuLinearWeight::FloatWeight() const {
   return weight;
 }
 
-absl::Status QuantizedCpuLinearWeight::QuantizeLocked(const QuantRecipe& recipe,
-                                                      const Tensor& weight, bool last) const {
+absl::Status QuantizedCpuLinearWeight::QuantizeLocked(const QuantRecipe& recipe, Tensor& weight,
+                                                      bool last) const {
   // An expert the router sent few or no calibration tokens to is quantized data-free or by
   // GPTQ with more dampening (expert_calibration_fallback.h).
   const ExpertQuantMethod method =
@@ -115,7 +126,7 @@ absl::Status QuantizedCpuLinearWeight::QuantizeLocked(const QuantRecipe& recipe,
   FF_ASSIGN_OR_RETURN(QuantizedLinear layer,
                       BuildCalibratedLinear(weight, bias_ ? &*bias_ : nullptr, effective,
                                             statistics ? &calibration_ : nullptr, transforms_,
-                                            consumable_gram));
+                                            consumable_gram, last ? &weight : nullptr));
   quantized_ = std::move(layer);
   stale_ = false;
   quantized_rows_ = calibration_.rows_seen;
@@ -130,7 +141,8 @@ absl::StatusOr<const QuantizedLinear*> QuantizedCpuLinearWeight::Quantized(
   if (stored_) return &*quantized_;  // immutable once loaded
   std::lock_guard<std::mutex> lock(mutex_);
   if (stale_ || !quantized_) {
-    FF_RETURN_IF_ERROR(QuantizeLocked(recipe, FloatWeight(), /*last=*/false));
+    Tensor weight = FloatWeight();
+    FF_RETURN_IF_ERROR(QuantizeLocked(recipe, weight, /*last=*/false));
   }
   return &*quantized_;
 }
@@ -151,7 +163,7 @@ absl::Status QuantizedCpuLinearWeight::ReleaseFloat(const QuantRecipe& recipe) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (stale_ || !quantized_) {
     // One float copy at a time: the row-major weight replaces the packed handle.
-    const Tensor weight = FloatWeight();
+    Tensor weight = FloatWeight();
     float_linear_.reset();
     if (absl::Status status = QuantizeLocked(recipe, weight, /*last=*/true); !status.ok()) {
       prepare_error_ = status;
@@ -184,18 +196,16 @@ absl::StatusOr<std::unique_ptr<QuantizedCpuBackend>> QuantizedCpuBackend::Create
       new QuantizedCpuBackend(std::move(recipe), std::move(keep_float)));
 }
 
-absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>>
-QuantizedCpuBackend::PrepareQuantizedLinear(const Tensor& weight, const Tensor* bias,
-                                            std::string_view name) {
-  if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
-  if (bias != nullptr && bias->size() != weight.dim(0)) {
+template <typename Make>
+absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>> QuantizedCpuBackend::Prepare(
+    int64_t out, int64_t in, const Tensor* bias, std::string_view name, const Make& make) {
+  if (bias != nullptr && bias->size() != out) {
     return absl::InvalidArgumentError("bias must be [out]");
   }
   const bool keep_float = keep_float_ && keep_float_(name);
-  auto handle =
-      std::make_unique<QuantizedCpuLinearWeight>(weight, bias, keep_float, std::string(name));
+  std::unique_ptr<QuantizedCpuLinearWeight> handle = make(keep_float);
   if (keep_float) return handle;
-  FF_ASSIGN_OR_RETURN(handle->transforms_, OnlineTransformsFor(recipe_, weight.dim(1)));
+  FF_ASSIGN_OR_RETURN(handle->transforms_, OnlineTransformsFor(recipe_, in));
   if (!quantize_at_prepare_) return handle;
   // Quantize now so that errors surface at load time; layers that need calibration first
   // (static activation scales) are quantized after it.
@@ -204,6 +214,15 @@ QuantizedCpuBackend::PrepareQuantizedLinear(const Tensor& weight, const Tensor* 
     return quantized.status();
   }
   return handle;
+}
+
+absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>>
+QuantizedCpuBackend::PrepareQuantizedLinear(const Tensor& weight, const Tensor* bias,
+                                            std::string_view name) {
+  if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
+  return Prepare(weight.dim(0), weight.dim(1), bias, name, [&](bool keep_float) {
+    return std::make_unique<QuantizedCpuLinearWeight>(weight, bias, keep_float, std::string(name));
+  });
 }
 
 absl::Status QuantizedCpuBackend::TryLinear(const kernels::LinearWeight& weight,
@@ -270,14 +289,26 @@ std::unique_ptr<kernels::LinearWeight> QuantizedCpuBackend::PrepareLinear(const 
 
 absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> QuantizedCpuBackend::PrepareNamedLinear(
     const kernels::LinearSource& source) {
-  FF_ASSIGN_OR_RETURN(Tensor weight, kernels::WidenToFloat(source.weight, source.name));
+  // Packed from the checkpoint's rows where the CPU GEMM can: the same values as widening first
+  // (WidenToFloat), without a float32 [out, in] copy filled and dropped per linear.
+  const bool packable = kernels::cpu::PackedMatrix::PackableView(source.weight);
+  std::optional<Tensor> weight;
+  if (!packable) {
+    FF_ASSIGN_OR_RETURN(weight, kernels::WidenToFloat(source.weight, source.name));  // its error
+  }
   std::optional<Tensor> bias;
   if (source.bias != nullptr) {
     FF_ASSIGN_OR_RETURN(Tensor widened, kernels::WidenToFloat(*source.bias, source.name));
     bias = Tensor({widened.size()}, std::move(widened.vector()));
   }
+  const Tensor* bias_ptr = bias ? &*bias : nullptr;
   absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>> handle =
-      PrepareQuantizedLinear(weight, bias ? &*bias : nullptr, source.name);
+      packable ? Prepare(source.weight.rows, source.weight.cols, bias_ptr, source.name,
+                         [&](bool keep_float) {
+                           return std::make_unique<QuantizedCpuLinearWeight>(
+                               source.weight, bias_ptr, keep_float, std::string(source.name));
+                         })
+               : PrepareQuantizedLinear(*weight, bias_ptr, source.name);
   if (!handle.ok()) {
     return absl::Status(handle.status().code(), absl::StrCat("layer '", std::string(source.name),
                                                              "': ", handle.status().message()));

@@ -44,6 +44,10 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
  public:
   QuantizedCpuLinearWeight(const Tensor& weight, const Tensor* bias, bool kept_float,
                            std::string name = "");
+  // The same from a host view the CPU GEMM packs directly (PackedMatrix::PackableView): the
+  // checkpoint's bf16 rows widen into the packed handle with no float32 [out, in] copy first.
+  QuantizedCpuLinearWeight(const runtime::ConstTensorView& weight, const Tensor* bias,
+                           bool kept_float, std::string name = "");
   // A layer loaded from a quantized checkpoint: no float weight, never re-quantized, cannot be
   // calibrated or run in float passthrough.
   static std::unique_ptr<QuantizedCpuLinearWeight> FromStored(QuantizedLinear layer);
@@ -85,8 +89,9 @@ class QuantizedCpuLinearWeight final : public kernels::LinearWeight {
   // The float weight [out, in] row-major, unpacked from float_linear_.
   Tensor FloatWeight() const;
   // (Re)builds quantized_ from `weight` and the calibration; mutex_ held. `last`: the calibration
-  // is not needed afterwards (its Gram may be consumed).
-  absl::Status QuantizeLocked(const QuantRecipe& recipe, const Tensor& weight, bool last) const;
+  // is not needed afterwards (its Gram may be consumed), nor is `weight` (its values may move
+  // into the layer).
+  absl::Status QuantizeLocked(const QuantRecipe& recipe, Tensor& weight, bool last) const;
 
   std::string name_;
   bool expert_ = false;
@@ -156,6 +161,13 @@ class QuantizedCpuBackend final : public kernels::cpu::CpuBackend {
 
  private:
   QuantizedCpuBackend(QuantRecipe recipe, KeepFloatFilter keep_float);
+  // PrepareQuantizedLinear's checks and work on a handle made from W [out, in] by `make`
+  // (called with the keep-float decision).
+  template <typename Make>
+  absl::StatusOr<std::unique_ptr<QuantizedCpuLinearWeight>> Prepare(int64_t out, int64_t in,
+                                                                    const Tensor* bias,
+                                                                    std::string_view name,
+                                                                    const Make& make);
 
   QuantRecipe recipe_;
   KeepFloatFilter keep_float_;

@@ -97,8 +97,12 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
                                                         const QuantRecipe& recipe,
                                                         const ActivationCalibration* calibration,
                                                         InputTransformChain transforms,
-                                                        GptqHessian hessian) {
+                                                        GptqHessian hessian,
+                                                        Tensor* consumable_weight) {
   if (weight.rank() != 2) return absl::InvalidArgumentError("weight must be [out, in]");
+  if (consumable_weight != nullptr && consumable_weight != &weight) {
+    return absl::InternalError("a consumable weight must be the weight itself");
+  }
   const QuantSpec& spec = recipe.spec;
   QuantizedLinear layer;
   layer.out_features_ = weight.dim(0);
@@ -134,7 +138,12 @@ absl::StatusOr<QuantizedLinear> QuantizedLinear::Create(const Tensor& weight, co
   }
 
   layer.transforms_ = std::move(transforms);
-  layer.folded_weight_ = layer.transforms_.TransformWeight(weight.span(), n);
+  // `weight`'s values are read for the last time here (a consumed one has none afterwards).
+  if (consumable_weight != nullptr && layer.transforms_.empty()) {
+    layer.folded_weight_ = std::move(consumable_weight->vector());  // the identity: no copy
+  } else {
+    layer.folded_weight_ = layer.transforms_.TransformWeight(weight.span(), n);
+  }
 
   QuantFormat weight_format;
   weight_format.bits = spec.weight.bits;

@@ -117,11 +117,15 @@ class QuantizedLinear {
   // layer's online input transforms (OnlineTransformsFor(recipe) when the caller has none).
   // `hessian` [K, K] (K = the chain's output width) is X^T X of the transformed calibration
   // inputs; the GPTQ weight quantizer needs it (FailedPrecondition without), RTN ignores it.
+  // `consumable_weight`, when not null, is `weight` itself, which the caller no longer needs:
+  // with no transform its values move into the layer instead of being copied (it is left
+  // without values; layer-by-layer quantization hands over each linear's unpacked weight).
   static absl::StatusOr<QuantizedLinear> Create(const Tensor& weight, const Tensor* bias,
                                                 const QuantRecipe& recipe,
                                                 const ActivationCalibration* calibration,
                                                 InputTransformChain transforms,
-                                                GptqHessian hessian = {});
+                                                GptqHessian hessian = {},
+                                                Tensor* consumable_weight = nullptr);
   // As above with the recipe's own data-independent transforms.
   static absl::StatusOr<QuantizedLinear> Create(const Tensor& weight, const Tensor* bias,
                                                 const QuantRecipe& recipe,

@@ -98,6 +98,9 @@ CpuLinearWeight::CpuLinearWeight(const Tensor& weight, const Tensor* bias)
     : LinearWeight(weight.dim(0), weight.dim(1)),
       packed_(weight.data(), weight.dim(0), weight.dim(1), bias ? bias->data() : nullptr) {}
 
+CpuLinearWeight::CpuLinearWeight(const ConstTensorView& weight, const Tensor* bias)
+    : LinearWeight(weight.rows, weight.cols), packed_(weight, bias ? bias->data() : nullptr) {}
+
 std::unique_ptr<LinearWeight> CpuBackend::PrepareLinear(const Tensor& weight, const Tensor* bias) {
   Check(weight.rank() == 2, "PrepareLinear: weight must be [out, in]");
   Check(bias == nullptr || bias->size() == weight.dim(0), "PrepareLinear: bias must be [out]");

@@ -12,6 +12,8 @@ namespace flatfleet::kernels::cpu {
 class CpuLinearWeight final : public LinearWeight {
  public:
   CpuLinearWeight(const Tensor& weight, const Tensor* bias);
+  // Packed straight from a host float32 / bfloat16 / float16 view (PackedMatrix::PackableView).
+  CpuLinearWeight(const runtime::ConstTensorView& weight, const Tensor* bias);
   const PackedMatrix& packed() const { return packed_; }
 
  private:

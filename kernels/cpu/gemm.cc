@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/dtype.h"
 #include "common/thread_pool.h"
 
 namespace flatfleet::kernels::cpu {
@@ -111,28 +112,67 @@ void GemmTile(const float* x, const PackedMatrix& w, float* y, int64_t row_begin
 
 }  // namespace
 
-PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, const float* bias)
-    : n_(n), k_(k), data_(static_cast<size_t>(num_panels() * k * kPanelWidth), 0.0f) {
-  // Panels in parallel (each is written by one thread): every prepared linear is packed once.
+template <typename Value>
+void PackedMatrix::Pack(const Value& value) {
+  const int64_t n = n_, k = k_;
+  // Panels in parallel (each is written by one thread, padding lanes past n included: the
+  // buffer starts uninitialised): every prepared linear is packed once.
   ThreadPool::Default().ParallelFor(
       num_panels(),
       [&](int64_t begin, int64_t end) {
-        for (int64_t row = begin * kPanelWidth; row < std::min(n, end * kPanelWidth); ++row) {
+        for (int64_t row = begin * kPanelWidth; row < end * kPanelWidth; ++row) {
           float* panel = data_.data() + (row / kPanelWidth) * k * kPanelWidth;
           const int64_t lane = row % kPanelWidth;
-          for (int64_t i = 0; i < k; ++i) panel[i * kPanelWidth + lane] = w[row * k + i];
+          if (row < n) {
+            for (int64_t i = 0; i < k; ++i) panel[i * kPanelWidth + lane] = value(row, i);
+          } else {
+            for (int64_t i = 0; i < k; ++i) panel[i * kPanelWidth + lane] = 0.0f;
+          }
         }
       },
       std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, k * kPanelWidth)));
+}
+
+PackedMatrix::PackedMatrix(const float* w, int64_t n, int64_t k, const float* bias)
+    : n_(n), k_(k), data_(static_cast<size_t>(num_panels() * k * kPanelWidth)) {
+  Pack([w, k](int64_t row, int64_t i) { return w[row * k + i]; });
   if (bias != nullptr) bias_.assign(bias, bias + n);
 }
 
-void PackedMatrix::Unpack(std::span<float> w) const {
-  for (int64_t row = 0; row < n_; ++row) {
-    const float* panel = data_.data() + (row / kPanelWidth) * k_ * kPanelWidth;
-    const int64_t lane = row % kPanelWidth;
-    for (int64_t i = 0; i < k_; ++i) w[row * k_ + i] = panel[i * kPanelWidth + lane];
+bool PackedMatrix::PackableView(const runtime::ConstTensorView& w) {
+  return w.memory != runtime::MemoryKind::kDevice &&
+         (w.type == runtime::ScalarType::kFloat32 || w.type == runtime::ScalarType::kBFloat16 ||
+          w.type == runtime::ScalarType::kFloat16);
+}
+
+PackedMatrix::PackedMatrix(const runtime::ConstTensorView& w, const float* bias)
+    : n_(w.rows), k_(w.cols), data_(static_cast<size_t>(num_panels() * w.cols * kPanelWidth)) {
+  switch (w.type) {
+    case runtime::ScalarType::kBFloat16:
+      Pack([&w](int64_t row, int64_t i) { return BF16ToFloat(w.row<uint16_t>(row)[i]); });
+      break;
+    case runtime::ScalarType::kFloat16:
+      Pack([&w](int64_t row, int64_t i) { return HalfToFloat(w.row<uint16_t>(row)[i]); });
+      break;
+    default:  // float32 (PackableView)
+      Pack([&w](int64_t row, int64_t i) { return w.row<float>(row)[i]; });
+      break;
   }
+  if (bias != nullptr) bias_.assign(bias, bias + n_);
+}
+
+void PackedMatrix::Unpack(std::span<float> w) const {
+  // Panels in parallel, like the packing: the quantizer unpacks every linear of a layer once.
+  ThreadPool::Default().ParallelFor(
+      num_panels(),
+      [&](int64_t begin, int64_t end) {
+        for (int64_t row = begin * kPanelWidth; row < std::min(n_, end * kPanelWidth); ++row) {
+          const float* panel = data_.data() + (row / kPanelWidth) * k_ * kPanelWidth;
+          const int64_t lane = row % kPanelWidth;
+          for (int64_t i = 0; i < k_; ++i) w[row * k_ + i] = panel[i * kPanelWidth + lane];
+        }
+      },
+      std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, k_ * kPanelWidth)));
 }
 
 void Gemm(const float* x, int64_t m, const PackedMatrix& w, float* y) {

@@ -6,6 +6,9 @@
 #include <span>
 #include <vector>
 
+#include "common/uninitialized_allocator.h"
+#include "runtime/tensor_view.h"
+
 namespace flatfleet::kernels::cpu {
 
 // W [n, k] rearranged into panels of kPanelWidth output columns; inside a panel the values of
@@ -16,6 +19,12 @@ class PackedMatrix {
 
   // `w` is row-major [n, k]; `bias` is [n] or null.
   PackedMatrix(const float* w, int64_t n, int64_t k, const float* bias);
+  // From a host view of float32, bfloat16 or float16 rows [n, k] (any row stride), widened while
+  // packing to the values WidenToFloat gives: no row-major float32 copy of W first. Other types
+  // or device memory are the caller's to refuse (PackableView).
+  PackedMatrix(const runtime::ConstTensorView& w, const float* bias);
+  // Whether the view constructor takes `w`.
+  static bool PackableView(const runtime::ConstTensorView& w);
 
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
@@ -26,9 +35,15 @@ class PackedMatrix {
   void Unpack(std::span<float> w) const;
 
  private:
+  // Fills the panels with value(row, i) = W[row][i] (and the padding with zeros), in parallel.
+  template <typename Value>
+  void Pack(const Value& value);
+
   int64_t n_;
   int64_t k_;
-  std::vector<float> data_;  // [num_panels][k][kPanelWidth], zero-padded past n
+  // [num_panels][k][kPanelWidth], zero-padded past n. Every element is written by the packing
+  // (in parallel), so the buffer is not zero-filled on one thread first.
+  std::vector<float, UninitializedAllocator<float>> data_;
   std::vector<float> bias_;
 };
 

@@ -26,6 +26,35 @@ class BitPackingTest : public test_util::RandomTest {
   }
 };
 
+// The in-place packer of 8-bit codes (stored checkpoints, rows packed in parallel) writes
+// PackBitstream's bytes exactly, over whatever the buffer held, and rejects what it rejects.
+TEST_F(BitPackingTest, BitstreamIntoEqualsBitstream) {
+  for (int bits = 2; bits <= 8; ++bits) {
+    for (Signedness signedness : {Signedness::kSigned, Signedness::kUnsigned}) {
+      if (signedness == Signedness::kUnsigned && bits == 8) continue;  // 255 is no int8
+      SCOPED_TRACE(::testing::Message()
+                   << bits << " bits, signed=" << (signedness == Signedness::kSigned));
+      const int64_t count = UniformInt(1, 300);
+      const std::vector<int32_t> values = RandomValues(count, bits, signedness);
+      const std::vector<int8_t> narrow(values.begin(), values.end());
+      auto expected = PackBitstream(values, bits, signedness);
+      ASSERT_TRUE(expected.ok()) << expected.status();
+      std::vector<uint8_t> out(expected->size(), 0xa5);  // stale bytes must not leak through
+      ASSERT_TRUE(PackBitstreamInto(narrow, bits, signedness, out).ok());
+      EXPECT_EQ(out, *expected);
+      std::vector<uint8_t> wrong(expected->size() + 1);
+      EXPECT_FALSE(PackBitstreamInto(narrow, bits, signedness, wrong).ok());
+    }
+  }
+  std::vector<uint8_t> one(1);
+  const auto too_big = PackBitstreamInto(std::vector<int8_t>{8}, 4, Signedness::kSigned, one);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.message(),
+            PackBitstream(std::vector<int32_t>{8}, 4, Signedness::kSigned).status().message());
+  EXPECT_FALSE(PackBitstreamInto(std::vector<int8_t>{-1}, 4, Signedness::kUnsigned, one).ok());
+  EXPECT_FALSE(PackBitstreamInto(std::vector<int8_t>{0}, 9, Signedness::kSigned, one).ok());
+}
+
 TEST_F(BitPackingTest, BitstreamRoundTripsEveryWidthAndSign) {
   for (int bits = 2; bits <= 8; ++bits) {
     for (Signedness signedness : {Signedness::kSigned, Signedness::kUnsigned}) {

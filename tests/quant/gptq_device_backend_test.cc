@@ -5,6 +5,11 @@
 // tests/gpu/gptq_solver_test.cc.
 #include "quant/gptq_device_backend.h"
 
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
 #include "gtest/gtest.h"
 #include "quant/activation_calibration.h"
 #include "tests/quant/test_random.h"
@@ -50,6 +55,34 @@ TEST_F(GptqDeviceBackendTest, ArgumentErrorsComeFirst) {
   clip.clip_search = true;
   EXPECT_EQ(QuantizeGptqOnDevice(w, rows, cols, h, format, clip).status().code(),
             absl::StatusCode::kUnimplemented);
+}
+
+// The weight scan names the first non-finite value (NaN, +-inf) by row and column, before any
+// device work (so also without CUDA).
+TEST_F(GptqDeviceBackendTest, NonFiniteWeightIsNamed) {
+  const int64_t rows = 4, cols = 16;
+  std::vector<double> h(cols * cols, 0.0);
+  for (int64_t i = 0; i < cols; ++i) h[i * cols + i] = 1.0;
+  const QuantFormat format{.bits = 4, .symmetric = true, .group_size = 8};
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    std::vector<float> w = Gaussian(rows * cols);
+    const int64_t at = UniformInt(0, rows * cols - 2);
+    w[at] = bad;
+    w[at + 1] = bad;  // a second one is not named
+    const absl::Status status = QuantizeGptqOnDevice(w, rows, cols, h, format).status();
+    ASSERT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+    EXPECT_NE(status.message().find(absl::StrFormat("row %d, column %d", at / cols, at % cols)),
+              std::string::npos)
+        << status;
+  }
+  // The largest finite values pass the scan (to the missing device, in a build without CUDA).
+  if (GptqDeviceCompiledIn()) return;
+  std::vector<float> w = Gaussian(rows * cols);
+  w[0] = std::numeric_limits<float>::max();
+  w[1] = -std::numeric_limits<float>::max();
+  EXPECT_EQ(QuantizeGptqOnDevice(w, rows, cols, h, format).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(GptqDeviceBackendTest, CpuSelectedIsTheCpuQuantizer) {

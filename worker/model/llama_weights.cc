@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "common/thread_pool.h"
 
 namespace flatfleet::engine {
 namespace {
@@ -175,11 +176,18 @@ class Loader {
     std::byte* dst = stacked.owned.data();
     for (const RawTensor& part : parts) {
       if (same_type) {
-        for (int64_t r = 0; r < part.view.rows; ++r) {
-          std::memcpy(dst, part.view.row<std::byte>(0) + r * part.view.row_stride * element,
-                      cols * element);
-          dst += cols * element;
-        }
+        // Rows in parallel: the first read of a mapped checkpoint's pages (fused QKV, gate/up).
+        const std::byte* src = part.view.row<std::byte>(0);
+        const size_t src_stride = part.view.row_stride * element, row_bytes = cols * element;
+        ThreadPool::Default().ParallelFor(
+            part.view.rows,
+            [&](int64_t begin, int64_t end) {
+              for (int64_t r = begin; r < end; ++r) {
+                std::memcpy(dst + r * row_bytes, src + r * src_stride, row_bytes);
+              }
+            },
+            std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(1, row_bytes)));
+        dst += part.view.rows * row_bytes;
       } else {
         const Tensor widened = *kernels::WidenToFloat(part.view, "stacked weight");
         std::memcpy(dst, widened.data(), widened.size() * sizeof(float));

@@ -2,10 +2,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <system_error>
@@ -16,6 +18,7 @@
 #include "common/shape_string.h"
 #include "common/status_macros.h"
 #include "common/tensor_slicing.h"
+#include "common/thread_pool.h"
 #include "kernels/cpu/quant/bit_packing.h"
 #include "quant/stored_layer_on_device.h"
 #include "quant/stored_layer_slicing.h"
@@ -53,18 +56,39 @@ std::vector<T> Values(const TensorInfo& info) {
   return values;
 }
 
-// The rows of `matrix`'s codes, each packed as a b-bit two's complement bitstream.
+// The rows of `matrix`'s codes, each packed as a b-bit two's complement bitstream. Rows in
+// parallel, each into its own slice of the output (the bytes do not depend on the thread count);
+// on bad codes the error is the first bad row's.
 absl::StatusOr<std::vector<std::byte>> PackCodes(const QuantizedMatrix& matrix) {
   const int64_t row_bytes = PackedRowBytes(matrix.cols, matrix.format.bits);
-  std::vector<std::byte> out;
-  out.reserve(matrix.rows * row_bytes);
-  std::vector<int32_t> row(matrix.cols);
-  for (int64_t r = 0; r < matrix.rows; ++r) {
-    for (int64_t c = 0; c < matrix.cols; ++c) row[c] = matrix.codes[r * matrix.cols + c];
-    FF_ASSIGN_OR_RETURN(std::vector<uint8_t> packed,
-                        PackBitstream(row, matrix.format.bits, Signedness::kSigned));
-    for (uint8_t byte : packed) out.push_back(static_cast<std::byte>(byte));
+  if (static_cast<int64_t>(matrix.codes.size()) != matrix.rows * matrix.cols) {
+    return absl::InvalidArgumentError("PackCodes: codes do not match the matrix shape");
   }
+  std::vector<std::byte> out(matrix.rows * row_bytes);
+  std::mutex mutex;
+  int64_t error_row = matrix.rows;
+  absl::Status error;
+  ThreadPool::Default().ParallelFor(
+      matrix.rows,
+      [&](int64_t begin, int64_t end) {
+        for (int64_t r = begin; r < end; ++r) {
+          absl::Status status = PackBitstreamInto(
+              std::span<const int8_t>(matrix.codes).subspan(r * matrix.cols, matrix.cols),
+              matrix.format.bits, Signedness::kSigned,
+              std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()) + r * row_bytes,
+                                 row_bytes));
+          if (!status.ok()) {
+            std::lock_guard<std::mutex> lock(mutex);
+            if (r < error_row) {
+              error_row = r;
+              error = std::move(status);
+            }
+            return;  // this chunk's later rows cannot be first
+          }
+        }
+      },
+      std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, matrix.cols)));
+  if (!error.ok()) return error;
   return out;
 }
 
@@ -121,14 +145,14 @@ absl::Status AddQuantizedLayer(const engine::LinearLayerRequest& request,
   entry.static_activation_scale = layer.static_activation_scale();
   entry.bias = !layer.bias().empty();
   entry.output_shift = !layer.output_shift().empty();
-  const QuantizedLinearParts parts = layer.ToParts();
+  // The layer's own members, not ToParts(): that would copy every code of the layer.
   switch (entry.gemm) {
     case LinearGemmKind::kFloatScales:
-      entry.weight_format = parts.weight.format;
-      FF_RETURN_IF_ERROR(AddMatrixTensors(name, parts.weight, tensors));
+      entry.weight_format = layer.weight().format;
+      FF_RETURN_IF_ERROR(AddMatrixTensors(name, layer.weight(), tensors));
       break;
     case LinearGemmKind::kIntegerScales: {
-      const IntegerScaledWeight& scaled = parts.integer_scaled;
+      const IntegerScaledWeight& scaled = layer.integer_scaled();
       entry.weight_format = scaled.weight.format;
       entry.amplifier_bits = scaled.amplifier_bits;
       FF_RETURN_IF_ERROR(AddMatrixTensors(name, scaled.weight, tensors));
@@ -143,7 +167,7 @@ absl::Status AddQuantizedLayer(const engine::LinearLayerRequest& request,
       break;
     }
     case LinearGemmKind::kQuik: {
-      const QuikWeight& quik = parts.quik;
+      const QuikWeight& quik = layer.quik();
       entry.weight_format = quik.base.format;
       entry.outlier_channels = quik.outlier_channels;
       FF_RETURN_IF_ERROR(AddMatrixTensors(name, quik.base, tensors));
@@ -157,14 +181,14 @@ absl::Status AddQuantizedLayer(const engine::LinearLayerRequest& request,
   if (entry.bias) {
     tensors.push_back({StoredTensorName(name, "bias"),
                        DType::kF32,
-                       {static_cast<int64_t>(parts.bias.size())},
-                       Bytes(parts.bias)});
+                       {static_cast<int64_t>(layer.bias().size())},
+                       Bytes(layer.bias())});
   }
   if (entry.output_shift) {
     tensors.push_back({StoredTensorName(name, "output_shift"),
                        DType::kF32,
-                       {static_cast<int64_t>(parts.output_shift.size())},
-                       Bytes(parts.output_shift)});
+                       {static_cast<int64_t>(layer.output_shift().size())},
+                       Bytes(layer.output_shift())});
   }
   const WeightGroupChoice group = ChooseWeightGroupSize(
       recipe.spec.weight.group_size,

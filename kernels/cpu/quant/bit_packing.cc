@@ -1,5 +1,7 @@
 #include "kernels/cpu/quant/bit_packing.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
@@ -12,12 +14,13 @@ absl::Status CheckBits(int bits) {
   return absl::OkStatus();
 }
 
-absl::Status CheckValues(std::span<const int32_t> values, int bits, Signedness signedness) {
+template <typename T>
+absl::Status CheckValues(std::span<const T> values, int bits, Signedness signedness) {
   const int32_t lo = MinStorable(bits, signedness);
   const int32_t hi = MaxStorable(bits, signedness);
   for (size_t i = 0; i < values.size(); ++i) {
     if (values[i] < lo || values[i] > hi) {
-      return absl::OutOfRangeError(absl::StrCat("value ", values[i], " at index ", i,
+      return absl::OutOfRangeError(absl::StrCat("value ", int32_t{values[i]}, " at index ", i,
                                                 " does not fit ", bits, " bits (range ", lo, "..",
                                                 hi, ")"));
     }
@@ -61,6 +64,27 @@ absl::StatusOr<std::vector<uint8_t>> PackBitstream(std::span<const int32_t> valu
     if (shifted > 0xffu) bytes[bit / 8 + 1] |= static_cast<uint8_t>(shifted >> 8);
   }
   return bytes;
+}
+
+absl::Status PackBitstreamInto(std::span<const int8_t> values, int bits, Signedness signedness,
+                               std::span<uint8_t> out) {
+  if (auto status = CheckBits(bits); !status.ok()) return status;
+  if (auto status = CheckValues(values, bits, signedness); !status.ok()) return status;
+  const int64_t total_bits = static_cast<int64_t>(values.size()) * bits;
+  if (static_cast<int64_t>(out.size()) != (total_bits + 7) / 8) {
+    return absl::InvalidArgumentError(absl::StrCat(values.size(), " values of ", bits,
+                                                   " bits need ", (total_bits + 7) / 8,
+                                                   " bytes, not ", out.size()));
+  }
+  std::fill(out.begin(), out.end(), uint8_t{0});
+  for (size_t i = 0; i < values.size(); ++i) {
+    const uint32_t field = static_cast<uint32_t>(int32_t{values[i]}) & FieldMask(bits);
+    const int64_t bit = static_cast<int64_t>(i) * bits;
+    const uint32_t shifted = field << (bit % 8);
+    out[bit / 8] |= static_cast<uint8_t>(shifted & 0xffu);
+    if (shifted > 0xffu) out[bit / 8 + 1] |= static_cast<uint8_t>(shifted >> 8);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<int32_t>> UnpackBitstream(std::span<const uint8_t> bytes, int64_t count,

@@ -28,6 +28,11 @@ int32_t MaxStorable(int bits, Signedness signedness);
 // Errors: bits outside 2..8, or a value outside [MinStorable, MaxStorable] (the error names it).
 absl::StatusOr<std::vector<uint8_t>> PackBitstream(std::span<const int32_t> values, int bits,
                                                    Signedness signedness);
+// PackBitstream's bytes for 8-bit `values` (a stored matrix's codes), written into `out`, which
+// must hold exactly ceil(values.size() * bits / 8) bytes: no allocation and no widening, so the
+// rows of a matrix can be packed in place in parallel. The same errors as PackBitstream.
+absl::Status PackBitstreamInto(std::span<const int8_t> values, int bits, Signedness signedness,
+                               std::span<uint8_t> out);
 // `count` elements are read; `bytes` must hold at least ceil(count * bits / 8) bytes.
 absl::StatusOr<std::vector<int32_t>> UnpackBitstream(std::span<const uint8_t> bytes, int64_t count,
                                                      int bits, Signedness signedness);

@@ -1,5 +1,6 @@
 #include "kernels/cpu/quant/quantized_matrix.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -70,9 +71,21 @@ absl::Status QuantizedMatrix::ValidateShape() const {
 absl::Status QuantizedMatrix::Validate() const {
   if (absl::Status shape = ValidateShape(); !shape.ok()) return shape;
   const int32_t min_code = MinCode(format), max_code = MaxCode(format);  // hoisted: a hot scan
-  for (int8_t code : codes) {
-    if (code < min_code || code > max_code) {
-      return absl::OutOfRangeError(absl::StrCat("code ", code, " outside the format's range"));
+  // A branch-free min/max first (it vectorises: a layer has ~10^9 codes); the error names the
+  // first bad code, found only when there is one.
+  int8_t lowest = 0, highest = 0;
+  if (!codes.empty()) {
+    lowest = highest = codes[0];
+    for (int8_t code : codes) {
+      lowest = std::min(lowest, code);
+      highest = std::max(highest, code);
+    }
+  }
+  if (lowest < min_code || highest > max_code) {
+    for (int8_t code : codes) {
+      if (code < min_code || code > max_code) {
+        return absl::OutOfRangeError(absl::StrCat("code ", code, " outside the format's range"));
+      }
     }
   }
   for (int8_t zero : zero_points) {
