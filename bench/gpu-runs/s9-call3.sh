@@ -2,7 +2,8 @@
 # Run on the GPU machine from the repository root with .gpu-bundle/ carried (scripts/gpu-bundle.sh).
 # Session 9, call 3: a smoke run of the fragment wgmma GEMM (if it fails, the engine runs below
 # turn it off), every GPU test in 3 shards, the wgmma GEMM's split / tile / part sweep beside
-# cuBLASLt bf16, one Nsight Compute profile, and `flatfleet bench`. 4 files come back.
+# cuBLASLt bf16, one Nsight Compute profile, `flatfleet bench`, and the 70B-shaped quantize phase
+# profile. 6 files come back.
 set -uo pipefail
 b=$PWD/.gpu-bundle
 [ -x $b/bin/gpu_tests ] || (cd $b && tar xJf payload.tar.xz)
@@ -21,7 +22,7 @@ fi
 stamp "every GPU test (3 shards)"
 pids=()
 for i in 0 1 2; do
-  GTEST_TOTAL_SHARDS=3 GTEST_SHARD_INDEX=$i timeout 250 $b/bin/gpu_tests --gtest_brief=1 \
+  GTEST_TOTAL_SHARDS=3 GTEST_SHARD_INDEX=$i timeout 200 $b/bin/gpu_tests --gtest_brief=1 \
     > /tmp/gpu_tests_$i.txt 2>&1 &
   pids+=($!)
 done
@@ -31,7 +32,7 @@ for i in 0 1 2; do echo "shard $i: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' /tm
 grep -hE '^\[  FAILED  \] [A-Za-z]' $out/tests.txt | sort -u | head -20
 stamp "tests done"
 stamp "bench"
-timeout 150 $b/bin/gpu_bench --benchmark_format=json \
+timeout 130 $b/bin/gpu_bench --benchmark_format=json \
   --benchmark_filter='BM_W4A8FragmentWgmma/m:(64|128|256|1024|4096)/|BM_CublasLtBf16Prefill/m:(64|128|256|1024|4096)/' \
   > $out/wgmma_bench.json 2> /tmp/wgmma_bench.err
 echo "bench rc=$? $(tail -n 1 /tmp/wgmma_bench.err | cut -c1-200)"
@@ -53,8 +54,13 @@ run_bench() {  # label, env, args...
 one="--requests 1 --max-batch 1 --input-len 1024 --output-len 64"
 many="--requests 64 --max-batch 64 --input-len 1000 --output-len 200"
 run_bench "8b w4a8 64 req" "$wgmma_env" --arch llama-3-8b --recipe w4a8 $many
-run_bench "8b bf16 64 req" "A=1" --arch llama-3-8b --recipe bf16 $many
 run_bench "70b w4a8 1 req" "$wgmma_env" --arch llama-3-70b --recipe w4a8 $one
+stamp "quantize profile (70B-shaped, 2 layers, --device cuda)"
+OUT=/tmp/qp TIMEOUT=120 bash -c 'mkdir -p /tmp/qp; bench/gpu-runs/s9-quantize-profile.sh' > /tmp/quant_run.txt 2>&1
+cat /tmp/quant_run.txt /tmp/qp/s9qp_quantize.txt > $out/quant.txt 2>/dev/null
+cp /tmp/qp/s9qp_phases.jsonl $out/phases.jsonl 2>/dev/null
+grep -E '^\[layer|^    phases' /tmp/qp/s9qp_quantize.txt | head -4
+cat /tmp/qp/s9qp_table.md 2>/dev/null
 stamp "done"
 cat /tmp/ncu.txt >> $out/engine.txt
 cp /tmp/wgmma_table.md $out/summary.md
