@@ -38,9 +38,15 @@ bool W4A8FragmentWgmmaWins(int64_t m, int64_t n, int64_t k) {
   return m > 64 || n < 28672;
 }
 
+// Measured (session 9 call 3, BM_W4A8FragmentWgmma with and without the rule's split): splitting
+// pays only with long K at up to 128 rows (4096 x 14336 at 64 / 128 rows: 66.7 / 100.2 us against
+// 91.7 / 122.1 unsplit; 8192 x 28672: 173 / 220 against 219 / 250); with K of 4096-8192 or at 256
+// rows the split's extra pipeline fills and its reduction cost more than the idle SMs (4096 x 4096
+// at 64 rows: 41.4 against 32.5 us).
 int ChooseW4A8FragmentWgmmaSplit(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                  int sm_count) {
-  if (m > 256 || m < 1 || n < 1 || sm_count < 1 || group_size < 1 || k % group_size != 0) {
+  if (m > 128 || m < 1 || n < 1 || sm_count < 1 || group_size < 1 || k % group_size != 0 ||
+      k / group_size < 96) {
     return 1;
   }
   const int64_t tokens = m <= 64 ? 64 : 128;

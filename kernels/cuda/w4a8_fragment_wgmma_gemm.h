@@ -13,9 +13,10 @@
 // Numerics: per output (row r, channel j) and per group g of a split of K, the exact int32 sum
 // S_g, folded in ascending group order, p = fmaf(float(S_g), s_w[j, g], p) from p = 0; then
 // y = round((p_0 + ... + p_{split-1}) * s_x[r] [+ add[j]]) (each operation one float32 rounding,
-// bf16 by round-to-nearest-even). With split = 1 (the rule above 256 rows, and wherever the tiles
-// alone fill the GPU) this is bit-exact with quant::GemmW4A8 followed by AddBias. With split > 1
-// (few tiles: batched decode on narrow layers) the float sums are regrouped, within
+// bf16 by round-to-nearest-even). With split = 1 (the rule above 128 rows, below 96 groups, and
+// wherever the tiles alone fill the GPU) this is bit-exact with quant::GemmW4A8 followed by
+// AddBias. With split > 1 (few tiles and long K: batched decode on Llama-3-8B's down_proj, 70B's
+// TP halves) the float sums are regrouped, within
 // |y - y_ref| <= (groups + split) 2^-23 |s_x[r]| sum_g |S_g s_w[j, g]| before the output rounding,
 // as the decode-sized fragment GEMM (tests/gpu/w4a8_fragment_wgmma_gemm_test.cc checks it); the
 // last CTA of a tile adds the splits in split order, so the result never depends on the schedule.
@@ -66,9 +67,9 @@ struct DeviceW4A8FragmentWgmmaGemm {
 
 inline constexpr int kW4A8FragmentWgmmaMaxSplit = 16;
 
-// The split the rule takes: 1 above 256 rows; else the fewest CTAs over K (at most 16, each at
-// least 4 groups, none empty) that bring the tiles (ceil(m / tile) x ceil(n / 128)) to the SM
-// count.
+// The split the rule takes: 1 above 128 rows or below 96 groups (measured: the .cc); else the
+// fewest CTAs over K (at most 16, each at least 4 groups, none empty) that bring the tiles
+// (ceil(m / tile) x ceil(n / 128)) to the SM count.
 int ChooseW4A8FragmentWgmmaSplit(int64_t m, int64_t n, int64_t k, int64_t group_size, int sm_count);
 // Workspace of a call: split * m * n floats (none at split 1), and counters for every tile of
 // either token tile.

@@ -142,8 +142,15 @@ TEST_P(CudaQuantizedLinearTest, MatchesTheIntegerReference) {
   // and the bf16 output the float32 one rounded once. Every other path: bit for bit.
   const auto* device_weight = dynamic_cast<const CudaQuantizedLinearWeight*>(weight->get());
   ASSERT_NE(device_weight, nullptr);
-  const bool regrouped =
-      UsesW4A8FragmentGemm(*device_weight, c.m) && device_weight->fragment_split > 1;
+  // The same holds for the fragment wgmma GEMM where its rule splits K (few tiles, long K).
+  const int wgmma_split = UsesW4A8FragmentWgmma(*device_weight, c.m)
+                              ? cuda::ChooseW4A8FragmentWgmmaSplit(
+                                    c.m, c.out, device_weight->padded_in, device_weight->group_size,
+                                    device_weight->fragment_sm_count)
+                              : 1;
+  const int split = wgmma_split > 1 ? wgmma_split : device_weight->fragment_split;
+  const bool regrouped = wgmma_split > 1 || (UsesW4A8FragmentGemm(*device_weight, c.m) &&
+                                             device_weight->fragment_split > 1);
   std::vector<double> weight_abs_sums(c.out, 0.0);
   const int64_t groups = device_weight->padded_in / device_weight->group_size;
   if (regrouped) {
@@ -160,9 +167,9 @@ TEST_P(CudaQuantizedLinearTest, MatchesTheIntegerReference) {
       const float want = expected[r * c.out + j];
       if (regrouped) {
         const float got = got32[r * y_stride + j];
-        const double bound = (groups + device_weight->fragment_split) * std::ldexp(1.0, -23) *
-                                 (1.01 * x_max * weight_abs_sums[j]) +
-                             std::ldexp(1.0, -23) * std::fabs(double{want});
+        const double bound =
+            (groups + split) * std::ldexp(1.0, -23) * (1.01 * x_max * weight_abs_sums[j]) +
+            std::ldexp(1.0, -23) * std::fabs(double{want});
         mismatches32 += !(std::fabs(double{got} - want) <= bound);
         mismatches16 += got16[r * y_stride + j] != FloatToBF16(got);
         continue;

@@ -91,18 +91,19 @@ TEST(W4A8FragmentWgmmaArgsTest, RejectsWhatItCannotRun) {
 
 TEST(W4A8FragmentWgmmaArgsTest, SplitsOnlyWhereTheTilesLeaveSmsIdle) {
   constexpr int kSms = 132;
-  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 4096, 4096, 128, kSms), 5);   // 32 tiles
-  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 4096, 14336, 128, kSms), 5);  // 32 tiles
-  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(128, 6144, 4096, 128, kSms), 3);  // 48 tiles
-  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(256, 6144, 4096, 128, kSms), 2);  // 96 tiles
-  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 28672, 4096, 128, kSms), 1);  // 224 tiles
-  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(257, 4096, 4096, 128, kSms), 1);  // prefill: never
-  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 256, 512, 128, kSms), 1);     // 4 groups: 1 split
-  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 128, 4096, 128, kSms), 8);    // at most groups / 4
-  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 4096, 4096, 128, 0), 1);      // no device: none
-  for (int64_t groups = 1; groups <= 64; ++groups) {
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 4096, 14336, 128, kSms), 5);   // 32 tiles
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(128, 4096, 14336, 128, kSms), 5);  // 32 tiles
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 8192, 28672, 128, kSms), 3);   // 64 tiles
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(129, 4096, 14336, 128, kSms), 1);  // measured slower
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 4096, 4096, 128, kSms), 1);    // short K: slower
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 8192, 8192, 128, kSms), 1);    // short K: slower
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 28672, 14336, 128, kSms), 1);  // 224 tiles
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 128, 16384, 128, kSms), 16);   // at most 16
+  EXPECT_EQ(ChooseW4A8FragmentWgmmaSplit(64, 4096, 14336, 128, 0), 1);      // no device: none
+  for (int64_t groups = 96; groups <= 160; ++groups) {
     for (int64_t n : {128, 1024, 4096}) {
       const int split = ChooseW4A8FragmentWgmmaSplit(33, n, 128 * groups, 128, kSms);
+      EXPECT_GE(split, 1);
       const int64_t per_split = (groups + split - 1) / split;
       EXPECT_LT((split - 1) * per_split, groups) << groups << " groups, split " << split;
     }
@@ -191,6 +192,7 @@ TEST_P(W4A8FragmentWgmmaGpuTest, MatchesTheReferenceBitExactly) {
            args.y_type = out.y_type;
            args.tokens_per_tile = tokens;
            args.token_parts = parts;
+           args.split = 1;  // the unsplit kernel is the bit-exact one (splits: the tests below)
            absl::Status status = GemmW4A8FragmentWgmma(args, nullptr);
            if (status.ok() && cudaDeviceSynchronize() != cudaSuccess) {
              status = absl::InternalError("kernel failed");
@@ -370,13 +372,13 @@ TEST_P(W4A8FragmentWgmmaSplitGpuTest, StaysWithinTheBoundAndIsDeterministic) {
       << "row 0 alone differs from row 0 in the batch";
 }
 
-// The rule on narrow layers (4096 x 4096 at 64 rows: 5 uneven splits; 6144 x 4096 at 256 rows:
-// 2), forced splits with uneven group counts, zero points, n tails, both tiles and part counts,
-// two token tiles of rows (130), and 16 splits.
+// The rule on narrow layers with long K (Llama-3-8B's down_proj at 64 and 128 rows: 5 uneven
+// splits), forced splits with uneven group counts, zero points, n tails, both tiles and part
+// counts, two token tiles of rows (130), and 16 splits.
 INSTANTIATE_TEST_SUITE_P(
     Splits, W4A8FragmentWgmmaSplitGpuTest,
-    ::testing::Values(WgmmaSplitCase{{64, 4096, 4096, 128, false, true}, 0, 0, 0},
-                      WgmmaSplitCase{{256, 6144, 4096, 128, false, true}, 0, 0, 0},
+    ::testing::Values(WgmmaSplitCase{{64, 4096, 14336, 128, false, true}, 0, 0, 0},
+                      WgmmaSplitCase{{128, 4096, 14336, 128, true, true}, 0, 0, 0},
                       WgmmaSplitCase{{100, 200, 2048, 256, true, true}, 3, 0, 0},
                       WgmmaSplitCase{{130, 300, 1536, 384, false, true}, 4, 128, 4},
                       WgmmaSplitCase{{33, 1000, 4096, 128, true, true}, 16, 64, 4},
