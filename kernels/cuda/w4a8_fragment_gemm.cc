@@ -112,9 +112,7 @@ absl::Status GemmW4A8Fragment(const DeviceW4A8FragmentGemm& args, cudaStream_t s
     return Invalid(kName, "split must be in 1..", kW4A8FragmentMaxSplit, " and at most the ",
                    groups, " groups, got ", config.split);
   }
-  // Every split must own at least one group.
-  const int64_t per_split = (groups + config.split - 1) / config.split;
-  if ((config.split - 1) * per_split >= groups) {
+  if (!W4A8SplitOwnsEveryGroup(groups, config.split)) {
     return Invalid(kName, "split ", config.split, " leaves a split without groups (", groups,
                    " groups)");
   }
@@ -128,19 +126,8 @@ absl::Status GemmW4A8Fragment(const DeviceW4A8FragmentGemm& args, cudaStream_t s
   if (config.warps_per_cta != 4 && config.warps_per_cta != 8) {
     return Invalid(kName, "warps_per_cta must be 4 or 8, got ", config.warps_per_cta);
   }
-  if (args.x_codes == nullptr) return Invalid(kName, "x_codes is null");
-  if (args.x_scales == nullptr) return Invalid(kName, "x_scales is null");
-  if (args.w_fragments == nullptr) return Invalid(kName, "w_fragments is null");
-  if (args.w_fragment_scales == nullptr) return Invalid(kName, "w_fragment_scales is null");
-  if (args.y == nullptr) return Invalid(kName, "y is null");
-  if (!AlignedTo(args.x_codes, 16)) return Invalid(kName, "x_codes must be 16-byte aligned");
-  if (!AlignedTo(args.w_fragments, 16))
-    return Invalid(kName, "w_fragments must be 16-byte aligned");
-  if (!AlignedTo(args.w_fragment_scales, 8)) {
-    return Invalid(kName, "w_fragment_scales must be 8-byte aligned");
-  }
-  if (!AlignedTo(args.y, shape->y_is_bf16 ? 2 : 4)) {
-    return Invalid(kName, "y is not aligned to its element type");
+  if (absl::Status pointers = CheckW4A8FragmentPointers(kName, fields); !pointers.ok()) {
+    return pointers;
   }
   if (config.split > 1) {
     if (args.split_partials == nullptr) {

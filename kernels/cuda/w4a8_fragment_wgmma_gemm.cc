@@ -54,8 +54,7 @@ int ChooseW4A8FragmentWgmmaSplit(int64_t m, int64_t n, int64_t k, int64_t group_
   const int64_t groups = k / group_size;
   int64_t split = std::min<int64_t>({(sm_count + tiles - 1) / tiles, kW4A8FragmentWgmmaMaxSplit,
                                      std::max<int64_t>(1, groups / 4)});
-  // Every split owns at least one group.
-  while (split > 1 && (split - 1) * ((groups + split - 1) / split) >= groups) --split;
+  while (split > 1 && !W4A8SplitOwnsEveryGroup(groups, split)) --split;
   return static_cast<int>(std::max<int64_t>(1, split));
 }
 
@@ -111,7 +110,7 @@ absl::Status GemmW4A8FragmentWgmma(const DeviceW4A8FragmentWgmmaGemm& args, cuda
     return Invalid("split must be in 1..", kW4A8FragmentWgmmaMaxSplit, " and at most the ", groups,
                    " groups, got ", split);
   }
-  if ((split - 1) * ((groups + split - 1) / split) >= groups) {
+  if (!W4A8SplitOwnsEveryGroup(groups, split)) {
     return Invalid("split ", split, " leaves a split without groups (", groups, " groups)");
   }
   if (split > 1 && args.split_partials == nullptr) {
@@ -127,18 +126,9 @@ absl::Status GemmW4A8FragmentWgmma(const DeviceW4A8FragmentWgmmaGemm& args, cuda
       kMaxInt32) {
     return Invalid("m = ", args.m, " x n = ", args.n, " exceeds one launch");
   }
-  if (args.x_codes == nullptr) return Invalid("x_codes is null");
-  if (args.x_scales == nullptr) return Invalid("x_scales is null");
-  if (args.w_fragments == nullptr) return Invalid("w_fragments is null");
-  if (args.w_fragment_scales == nullptr) return Invalid("w_fragment_scales is null");
-  if (args.y == nullptr) return Invalid("y is null");
-  if (!AlignedTo(args.x_codes, 16)) return Invalid("x_codes must be 16-byte aligned");
-  if (!AlignedTo(args.w_fragments, 16)) return Invalid("w_fragments must be 16-byte aligned");
-  if (!AlignedTo(args.w_fragment_scales, 8)) {
-    return Invalid("w_fragment_scales must be 8-byte aligned");
+  if (absl::Status pointers = CheckW4A8FragmentPointers(kName, fields); !pointers.ok()) {
+    return pointers;
   }
-  const int64_t y_size = shape->y_is_bf16 ? 2 : 4;
-  if (!AlignedTo(args.y, y_size)) return Invalid("y is not aligned to its element type");
   if (!CurrentDeviceIsHopper()) {
     return absl::FailedPreconditionError(
         absl::StrCat(kName, ": needs a Hopper GPU (compute capability 9.0, wgmma)"));
@@ -154,6 +144,7 @@ absl::Status GemmW4A8FragmentWgmma(const DeviceW4A8FragmentWgmmaGemm& args, cuda
   params.y_stride = shape->y_stride;
   params.y_is_bf16 = shape->y_is_bf16;
   // 8 channels of a row start at a multiple of 8 elements: 16-byte aligned when rows are.
+  const int64_t y_size = shape->y_is_bf16 ? 2 : 4;
   params.y_vectors_aligned = AlignedTo(args.y, 16) && (shape->y_stride * y_size) % 16 == 0;
   params.m = static_cast<int32_t>(args.m);
   params.n = static_cast<int32_t>(args.n);

@@ -155,24 +155,6 @@ __device__ __forceinline__ void WgmmaS8RegisterA(int32_t (&d)[8], const uint32_t
 }
 #endif
 
-// wgmma.wait_group with a compile-time count (the loop over parts is unrolled).
-__device__ __forceinline__ void WgmmaWaitPending(int pending) {
-  switch (pending) {
-    case 0:
-      asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-      break;
-    case 1:
-      asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-      break;
-    case 2:
-      asm volatile("wgmma.wait_group.sync.aligned 2;\n" ::: "memory");
-      break;
-    default:
-      asm volatile("wgmma.wait_group.sync.aligned 3;\n" ::: "memory");
-      break;
-  }
-}
-
 __device__ __forceinline__ void StoreEight(float* y, const float (&v)[8]) {
   reinterpret_cast<float4*>(y)[0] = make_float4(v[0], v[1], v[2], v[3]);
   reinterpret_cast<float4*>(y)[1] = make_float4(v[4], v[5], v[6], v[7]);

@@ -97,4 +97,23 @@ bool CurrentDeviceIsHopper() {
   return major == 9 && minor == 0;
 }
 
+absl::Status CheckW4A8FragmentPointers(std::string_view name, const W4A8GemmFields& fields) {
+  for (auto [field, pointer, alignment] :
+       {std::tuple<const char*, const void*, uintptr_t>{"x_codes", fields.x_codes, 16},
+        {"x_scales", fields.x_scales, 1},
+        {"w_fragments", fields.w_words, 16},
+        {"w_fragment_scales", fields.w_scales, 8},
+        {"y", fields.y, 1}}) {
+    if (pointer == nullptr) return Invalid(name, field, " is null");
+    if (reinterpret_cast<uintptr_t>(pointer) % alignment != 0) {
+      return Invalid(name, field, " must be ", alignment, "-byte aligned");
+    }
+  }
+  const int64_t y_size = fields.y_type == GemmElementType::kBf16 ? 2 : 4;
+  if (reinterpret_cast<uintptr_t>(fields.y) % y_size != 0) {
+    return Invalid(name, "y is not aligned to its element type");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace flatfleet::cuda

@@ -62,6 +62,17 @@ absl::StatusOr<W4A8CheckedShape> CheckW4A8Shape(std::string_view name, const W4A
 // Non-null operands, x_codes and w_words 16-byte aligned, y aligned to its element type.
 absl::Status CheckW4A8Pointers(std::string_view name, const W4A8GemmFields& args);
 
+// Whether `split` CTAs over K, each taking ceil(groups / split) whole groups (the last the rest),
+// leave none of them without a group: the fragment GEMMs' split of K.
+inline bool W4A8SplitOwnsEveryGroup(int64_t groups, int64_t split) {
+  return split >= 1 && (split - 1) * ((groups + split - 1) / split) < groups;
+}
+
+// The fragment GEMMs' pointers: non-null operands, x_codes and w_fragments 16-byte aligned,
+// w_fragment_scales 8-byte aligned, y aligned to its element type. `fields` carries the fragment
+// words in w_words and their scales in w_scales.
+absl::Status CheckW4A8FragmentPointers(std::string_view name, const W4A8GemmFields& fields);
+
 // The current device's SM count (0 on error) and whether it is a Hopper (compute capability 9.0,
 // where the sm_90a build's wgmma kernels run): cached host attribute reads, no sync, fine under a
 // stream capture.

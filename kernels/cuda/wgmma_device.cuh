@@ -37,6 +37,25 @@ __device__ __forceinline__ void WgmmaWaitAllButOne() {
   asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
 }
 
+// Waits until at most `pending` (0..3) committed wgmma groups are in flight; the instruction takes
+// an immediate, so call it with a count known once loops are unrolled.
+__device__ __forceinline__ void WgmmaWaitPending(int pending) {
+  switch (pending) {
+    case 0:
+      asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+      break;
+    case 1:
+      asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+      break;
+    case 2:
+      asm volatile("wgmma.wait_group.sync.aligned 2;\n" ::: "memory");
+      break;
+    default:
+      asm volatile("wgmma.wait_group.sync.aligned 3;\n" ::: "memory");
+      break;
+  }
+}
+
 // mbarriers in shared memory (CTA scope): init with an arrival count, arrive (release), wait for
 // the phase of the given parity to complete (acquire).
 __device__ __forceinline__ void MbarrierInit(uint32_t bar, uint32_t count) {

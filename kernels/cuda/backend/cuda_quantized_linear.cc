@@ -91,6 +91,28 @@ Gemm W4A8Operands(const CudaQuantizedLinearWeight& weight, int64_t rows, const v
   return gemm;
 }
 
+// The operand and output fields both fragment-layout GEMMs' argument structs name alike.
+template <typename Gemm>
+Gemm W4A8FragmentOperands(const CudaQuantizedLinearWeight& weight, int64_t rows,
+                          const int8_t* codes, const uint16_t* scales, const runtime::TensorView& y,
+                          cuda::GemmElementType y_type) {
+  Gemm gemm;
+  gemm.m = rows;
+  gemm.n = weight.out_features();
+  gemm.k = weight.padded_in;
+  gemm.group_size = weight.group_size;
+  gemm.x_codes = codes;
+  gemm.x_scales = scales;
+  gemm.w_fragments = static_cast<const uint32_t*>(weight.fragment_words.data());
+  gemm.w_fragment_scales = static_cast<const uint32_t*>(weight.fragment_scales.data());
+  gemm.w_unsigned_nibbles = weight.unsigned_nibbles;
+  gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
+  gemm.y = y.data;
+  gemm.y_stride = y.row_stride;
+  gemm.y_type = y_type;
+  return gemm;
+}
+
 // The activation quantizer's settings of `source` (int8_activation_quantizer.h), checked on the
 // host so that the device gather never reads outside x.
 absl::Status CheckActivationSide(const QuantizedLinearSource& source) {
@@ -559,20 +581,8 @@ absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, 
   if (UsesW4A8FragmentGemm(weight, rows) && split_counters.data != nullptr &&
       split_counters.count >= cuda::W4A8FragmentCounterCount(out)) {
     // Decode and small batches: the fragment GEMM, K split over CTAs as chosen at load.
-    cuda::DeviceW4A8FragmentGemm gemm;
-    gemm.m = rows;
-    gemm.n = out;
-    gemm.k = weight.padded_in;
-    gemm.group_size = weight.group_size;
-    gemm.x_codes = codes;
-    gemm.x_scales = scales;
-    gemm.w_fragments = static_cast<const uint32_t*>(weight.fragment_words.data());
-    gemm.w_fragment_scales = static_cast<const uint32_t*>(weight.fragment_scales.data());
-    gemm.w_unsigned_nibbles = weight.unsigned_nibbles;
-    gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
-    gemm.y = y.data;
-    gemm.y_stride = y.row_stride;
-    gemm.y_type = y_type;
+    auto gemm =
+        W4A8FragmentOperands<cuda::DeviceW4A8FragmentGemm>(weight, rows, codes, scales, y, y_type);
     // The split is the layer's (m does not enter the rule); blocks and ring depth follow m.
     gemm.config = cuda::ChooseW4A8FragmentConfig(rows, out, weight.padded_in, weight.group_size,
                                                  weight.fragment_sm_count);
@@ -588,21 +598,9 @@ absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, 
   }
   if (UsesW4A8FragmentWgmma(weight, rows)) {
     // Batched decode and prefill (33 rows on): wgmma over the same fragment layout.
-    cuda::DeviceW4A8FragmentWgmmaGemm gemm;
-    gemm.m = rows;
-    gemm.n = out;
-    gemm.k = weight.padded_in;
-    gemm.group_size = weight.group_size;
-    gemm.x_codes = codes;
-    gemm.x_scales = scales;
-    gemm.w_fragments = static_cast<const uint32_t*>(weight.fragment_words.data());
-    gemm.w_fragment_scales = static_cast<const uint32_t*>(weight.fragment_scales.data());
-    gemm.w_unsigned_nibbles = weight.unsigned_nibbles;
+    auto gemm = W4A8FragmentOperands<cuda::DeviceW4A8FragmentWgmmaGemm>(weight, rows, codes, scales,
+                                                                        y, y_type);
     gemm.w_has_zero_points = weight.zero_points.bytes() > 0;
-    gemm.epilogue_add = static_cast<const float*>(weight.epilogue.data());
-    gemm.y = y.data;
-    gemm.y_stride = y.row_stride;
-    gemm.y_type = y_type;
     // Few tiles (batched decode on narrow layers): K split over CTAs, with the context's counters.
     gemm.split = cuda::ChooseW4A8FragmentWgmmaSplit(rows, out, weight.padded_in, weight.group_size,
                                                     weight.fragment_sm_count);
