@@ -40,26 +40,8 @@ namespace flatfleet::cuda {
 namespace {
 
 using testing::DeviceBuffer;
+using testing::DeviceFragments;
 using testing::RandomInt4Weights;
-
-// The fragment layout of a case's weights, built on the device from the operands the other
-// W4A8 GEMMs read.
-struct DeviceFragments {
-  DeviceBuffer<uint32_t> words, scales;
-  DeviceFragments(int64_t n, int64_t k, int64_t group_size)
-      : words(W4A8FragmentWordCount(n, k)), scales(W4A8FragmentScaleWordCount(n, k, group_size)) {}
-};
-
-absl::Status Repack(const testing::W4A8Case& c, const testing::W4A8DeviceOperands& d,
-                    DeviceFragments& f) {
-  return PackW4A8Fragments({.n = c.n,
-                            .k = c.k,
-                            .group_size = c.group_size,
-                            .words = d.w.get(),
-                            .scales = d.w_scales.get(),
-                            .zero_points = c.zero_points ? d.zeros.get() : nullptr},
-                           f.words.get(), f.scales.get(), nullptr);
-}
 
 DeviceW4A8FragmentGemm FragmentArgs(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                     const int8_t* x, const uint16_t* x_scales,
@@ -309,7 +291,8 @@ TEST_P(W4A8FragmentUnsplitGpuTest, MatchesTheReferenceBitExactly) {
                                   const testing::W4A8DeviceOperands& d,
                                   const testing::W4A8Output& out) -> absl::Status {
                       DeviceFragments f(c.n, c.k, c.group_size);
-                      if (absl::Status packed = Repack(c, d, f); !packed.ok()) return packed;
+                      if (absl::Status packed = testing::RepackW4A8Fragments(c, d, f); !packed.ok())
+                        return packed;
                       DeviceW4A8FragmentGemm args =
                           FragmentArgs(c.m, c.n, c.k, c.group_size, d.x.get(), d.x_scales.get(), f,
                                        d.unsigned_nibbles);
@@ -326,7 +309,8 @@ TEST_P(W4A8FragmentUnsplitGpuTest, MatchesTheReferenceBitExactly) {
                         status = absl::InternalError("kernel failed");
                       }
                       return status;  // f is freed after the kernel is done
-                    }});
+                    },
+                    .check_after = nullptr});
   }
   testing::CheckW4A8Case(c, runs);
 }
@@ -348,17 +332,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, W4A8FragmentUnsplitGpuTest,
                                            testing::W4A8Case{24, 16, 640, 128, true, true}),
                          [](const auto& info) { return testing::W4A8CaseName(info.param); });
 
-// One split run of a case: the kernel's float32 outputs (no addition), its float32 outputs with
-// the addition, and its bf16 outputs with the addition.
-struct SplitRun {
-  std::vector<float> plain, with_add;
-  std::vector<uint16_t> bf16;
-};
-
 // Runs the case's GEMM with `config` three times (the three outputs), the device workspace and
 // counters given (counters checked zero after each call).
 void RunSplit(const testing::W4A8Case& c, const testing::W4A8DeviceOperands& d,
-              const DeviceFragments& f, W4A8FragmentConfig config, SplitRun& run) {
+              const DeviceFragments& f, W4A8FragmentConfig config, testing::W4A8SplitOutputs& run) {
   DeviceBuffer<float> partials(
       std::max<int64_t>(1, W4A8FragmentPartialFloats(c.m, c.n, config.split)));
   const std::vector<int32_t> zeros(W4A8FragmentCounterCount(c.n), 0);
@@ -409,7 +386,7 @@ TEST_P(W4A8FragmentSplitGpuTest, StaysWithinTheBoundAndIsDeterministic) {
   ASSERT_TRUE(packed.ok()) << packed.status();
   const testing::W4A8DeviceOperands d = testing::UploadW4A8Operands(x, w, *packed, add);
   DeviceFragments f(c.n, c.k, c.group_size);
-  ASSERT_TRUE(Repack(c, d, f).ok());
+  ASSERT_TRUE(testing::RepackW4A8Fragments(c, d, f).ok());
   DeviceW4A8FragmentGemm probe;
   probe.m = c.m;
   probe.n = c.n;
@@ -421,54 +398,19 @@ TEST_P(W4A8FragmentSplitGpuTest, StaysWithinTheBoundAndIsDeterministic) {
                             config.blocks_per_warp, " block(s) per warp, ring ",
                             config.ring_depth));
 
-  SplitRun first, second;
+  testing::W4A8SplitOutputs first, second;
   RunSplit(c, d, f, config, first);
   RunSplit(c, d, f, config, second);
   if (HasFatalFailure()) return;
-  const int64_t groups = c.k / c.group_size;
-  const double unit = std::ldexp(1.0, -23);
-  int64_t over_bound = 0, regrouped = 0;
-  for (int64_t r = 0; r < c.m; ++r) {
-    const double x_scale = std::fabs(static_cast<double>(HalfToFloat(x.scales[r])));
-    for (int64_t j = 0; j < c.n; ++j) {
-      double terms = 0;
-      for (int64_t gi = 0; gi < groups; ++gi) {
-        terms += std::fabs(
-            static_cast<double>(expected->group_accumulators[(r * c.n + j) * groups + gi]) *
-            HalfToFloat(w.scales[j * groups + gi]));
-      }
-      const int64_t at = r * c.n + j;
-      const float got = first.plain[at];
-      const double bound = (groups + config.split) * unit * x_scale * terms;
-      const double error = std::fabs(static_cast<double>(got) - expected->output[at]);
-      if (!(error <= bound)) {
-        if (++over_bound <= 5) {
-          ADD_FAILURE() << "row " << r << " channel " << j << ": " << got << " against "
-                        << expected->output[at] << ", error " << error << " > bound " << bound;
-        }
-      }
-      if (got != expected->output[at]) ++regrouped;
-      // The epilogue: one float32 addition, then one round-to-nearest-even to bf16, on the
-      // kernel's own result.
-      const float want_add = got + add[j];
-      uint32_t got_bits, want_bits;
-      std::memcpy(&got_bits, &first.with_add[at], 4);
-      std::memcpy(&want_bits, &want_add, 4);
-      ASSERT_EQ(got_bits, want_bits) << "row " << r << " channel " << j << " with the addition";
-      ASSERT_EQ(first.bf16[at], testing::FloatToBf16(want_add))
-          << "row " << r << " channel " << j << " in bf16";
-    }
-  }
-  EXPECT_EQ(over_bound, 0);
-  std::printf("split %d: %lld of %lld outputs differ from the unsplit reference (within bound)\n",
-              config.split, static_cast<long long>(regrouped), static_cast<long long>(c.m * c.n));
+  testing::ExpectW4A8SplitWithinBound(x, w, *expected, add, config.split, first);
+  if (HasFatalFailure()) return;
   EXPECT_EQ(std::memcmp(first.plain.data(), second.plain.data(), first.plain.size() * 4), 0)
       << "a second run gave other bits";
   EXPECT_EQ(first.bf16, second.bf16);
 
   // Row 0 alone (m = 1, the same split): the batch's bits.
   const testing::W4A8Case alone{1, c.n, c.k, c.group_size, c.zero_points, true};
-  SplitRun single;
+  testing::W4A8SplitOutputs single;
   RunSplit(alone, d, f, config, single);
   if (HasFatalFailure()) return;
   EXPECT_EQ(std::memcmp(single.plain.data(), first.plain.data(), c.n * 4), 0)

@@ -8,16 +8,13 @@
 #include "kernels/cuda/w4a8_fragment_wgmma_gemm.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <random>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "common/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/quant/packed_int4_matrix.h"
 #include "kernels/cpu/quant/quantized_gemm.h"
@@ -42,6 +39,24 @@ DeviceW4A8FragmentWgmmaGemm FakeArgs() {
   args.w_fragments = testing::FakeDevicePointer<uint32_t>();
   args.w_fragment_scales = testing::FakeDevicePointer<uint32_t>();
   args.y = nullptr;  // every call below must stop before launching
+  return args;
+}
+
+// The operand fields of a case's GEMM over its fragment layout `f`.
+DeviceW4A8FragmentWgmmaGemm CaseArgs(const testing::W4A8Case& c,
+                                     const testing::W4A8DeviceOperands& d,
+                                     const testing::DeviceFragments& f) {
+  DeviceW4A8FragmentWgmmaGemm args;
+  args.m = c.m;
+  args.n = c.n;
+  args.k = c.k;
+  args.group_size = c.group_size;
+  args.x_codes = d.x.get();
+  args.x_scales = d.x_scales.get();
+  args.w_fragments = f.words.get();
+  args.w_fragment_scales = f.scales.get();
+  args.w_unsigned_nibbles = d.unsigned_nibbles;
+  args.w_has_zero_points = c.zero_points;
   return args;
 }
 
@@ -159,33 +174,11 @@ TEST_P(W4A8FragmentWgmmaGpuTest, MatchesTheReferenceBitExactly) {
         {.name = absl::StrCat(tokens, " tokens a tile in ", parts, " parts"),
          .launch = [c, tokens, parts](const testing::W4A8DeviceOperands& d,
                                       const testing::W4A8Output& out) -> absl::Status {
-           DeviceBuffer<uint32_t> words(W4A8FragmentWordCount(c.n, c.k));
-           DeviceBuffer<uint32_t> scales(W4A8FragmentScaleWordCount(c.n, c.k, c.group_size));
-           if (words.get() == nullptr || scales.get() == nullptr) {
-             return absl::ResourceExhaustedError("out of device memory");
-           }
-           if (absl::Status packed =
-                   PackW4A8Fragments({.n = c.n,
-                                      .k = c.k,
-                                      .group_size = c.group_size,
-                                      .words = d.w.get(),
-                                      .scales = d.w_scales.get(),
-                                      .zero_points = c.zero_points ? d.zeros.get() : nullptr},
-                                     words.get(), scales.get(), nullptr);
-               !packed.ok()) {
+           testing::DeviceFragments f(c.n, c.k, c.group_size);
+           if (absl::Status packed = testing::RepackW4A8Fragments(c, d, f); !packed.ok()) {
              return packed;
            }
-           DeviceW4A8FragmentWgmmaGemm args;
-           args.m = c.m;
-           args.n = c.n;
-           args.k = c.k;
-           args.group_size = c.group_size;
-           args.x_codes = d.x.get();
-           args.x_scales = d.x_scales.get();
-           args.w_fragments = words.get();
-           args.w_fragment_scales = scales.get();
-           args.w_unsigned_nibbles = d.unsigned_nibbles;
-           args.w_has_zero_points = c.zero_points;
+           DeviceW4A8FragmentWgmmaGemm args = CaseArgs(c, d, f);
            args.epilogue_add = out.with_add ? d.add.get() : nullptr;
            args.y = out.y;
            args.y_stride = out.y_stride;
@@ -198,7 +191,8 @@ TEST_P(W4A8FragmentWgmmaGpuTest, MatchesTheReferenceBitExactly) {
              status = absl::InternalError("kernel failed");
            }
            return status;  // the layout is freed after the kernel is done
-         }});
+         },
+         .check_after = nullptr});
   }
   testing::CheckW4A8Case(c, runs);
 }
@@ -232,16 +226,11 @@ struct WgmmaSplitCase {
   int parts;
 };
 
-// The kernel's float32 outputs (no addition), with the addition, and bf16 with the addition,
-// with `split` and fresh zero counters (checked zero after each call).
-struct WgmmaSplitRun {
-  std::vector<float> plain, with_add;
-  std::vector<uint16_t> bf16;
-};
-
+// The case's three outputs (testing::W4A8SplitOutputs) with `config`'s split, tile and parts and
+// fresh zero counters (checked zero after each call).
 void RunWgmmaSplit(const testing::W4A8Case& c, const testing::W4A8DeviceOperands& d,
-                   const DeviceBuffer<uint32_t>& words, const DeviceBuffer<uint32_t>& scales,
-                   const WgmmaSplitCase& config, WgmmaSplitRun& run) {
+                   const testing::DeviceFragments& f, const WgmmaSplitCase& config,
+                   testing::W4A8SplitOutputs& run) {
   DeviceBuffer<float> partials(
       std::max<int64_t>(1, W4A8FragmentWgmmaPartialFloats(c.m, c.n, kW4A8FragmentWgmmaMaxSplit)));
   const std::vector<int32_t> zeros(W4A8FragmentWgmmaCounterCount(c.m, c.n), 0);
@@ -249,17 +238,7 @@ void RunWgmmaSplit(const testing::W4A8Case& c, const testing::W4A8DeviceOperands
   DeviceBuffer<float> y(c.m * c.n);
   DeviceBuffer<uint16_t> y_bf16(c.m * c.n);
   ASSERT_NE(y_bf16.get(), nullptr) << "out of device memory";
-  DeviceW4A8FragmentWgmmaGemm args;
-  args.m = c.m;
-  args.n = c.n;
-  args.k = c.k;
-  args.group_size = c.group_size;
-  args.x_codes = d.x.get();
-  args.x_scales = d.x_scales.get();
-  args.w_fragments = words.get();
-  args.w_fragment_scales = scales.get();
-  args.w_unsigned_nibbles = d.unsigned_nibbles;
-  args.w_has_zero_points = c.zero_points;
+  DeviceW4A8FragmentWgmmaGemm args = CaseArgs(c, d, f);
   args.tokens_per_tile = config.tokens;
   args.token_parts = config.parts;
   args.split = config.split;
@@ -303,59 +282,20 @@ TEST_P(W4A8FragmentWgmmaSplitGpuTest, StaysWithinTheBoundAndIsDeterministic) {
   const auto packed = quant::PackInt4Matrix(w);
   ASSERT_TRUE(packed.ok()) << packed.status();
   const testing::W4A8DeviceOperands d = testing::UploadW4A8Operands(x, w, *packed, add);
-  DeviceBuffer<uint32_t> words(W4A8FragmentWordCount(c.n, c.k));
-  DeviceBuffer<uint32_t> scales(W4A8FragmentScaleWordCount(c.n, c.k, c.group_size));
-  ASSERT_TRUE(PackW4A8Fragments({.n = c.n,
-                                 .k = c.k,
-                                 .group_size = c.group_size,
-                                 .words = d.w.get(),
-                                 .scales = d.w_scales.get(),
-                                 .zero_points = c.zero_points ? d.zeros.get() : nullptr},
-                                words.get(), scales.get(), nullptr)
-                  .ok());
+  testing::DeviceFragments f(c.n, c.k, c.group_size);
+  ASSERT_TRUE(testing::RepackW4A8Fragments(c, d, f).ok());
   const int split = config.split != 0
                         ? config.split
                         : ChooseW4A8FragmentWgmmaSplit(c.m, c.n, c.k, c.group_size, 132);
   ASSERT_GT(split, 1) << "a split case that does not split";
   SCOPED_TRACE(absl::StrCat("split ", split, ", tile ", config.tokens, ", parts ", config.parts));
 
-  WgmmaSplitRun first, second;
-  RunWgmmaSplit(c, d, words, scales, config, first);
-  RunWgmmaSplit(c, d, words, scales, config, second);
+  testing::W4A8SplitOutputs first, second;
+  RunWgmmaSplit(c, d, f, config, first);
+  RunWgmmaSplit(c, d, f, config, second);
   if (HasFatalFailure()) return;
-  const int64_t groups = c.k / c.group_size;
-  const double unit = std::ldexp(1.0, -23);
-  int64_t over_bound = 0, regrouped = 0;
-  for (int64_t r = 0; r < c.m; ++r) {
-    const double x_scale = std::fabs(static_cast<double>(HalfToFloat(x.scales[r])));
-    for (int64_t j = 0; j < c.n; ++j) {
-      double terms = 0;
-      for (int64_t gi = 0; gi < groups; ++gi) {
-        terms += std::fabs(
-            static_cast<double>(expected->group_accumulators[(r * c.n + j) * groups + gi]) *
-            HalfToFloat(w.scales[j * groups + gi]));
-      }
-      const int64_t at = r * c.n + j;
-      const float got = first.plain[at];
-      const double bound = (groups + split) * unit * x_scale * terms;
-      const double error = std::fabs(static_cast<double>(got) - expected->output[at]);
-      if (!(error <= bound) && ++over_bound <= 5) {
-        ADD_FAILURE() << "row " << r << " channel " << j << ": " << got << " against "
-                      << expected->output[at] << ", error " << error << " > bound " << bound;
-      }
-      if (got != expected->output[at]) ++regrouped;
-      const float want_add = got + add[j];
-      uint32_t got_bits, want_bits;
-      std::memcpy(&got_bits, &first.with_add[at], 4);
-      std::memcpy(&want_bits, &want_add, 4);
-      ASSERT_EQ(got_bits, want_bits) << "row " << r << " channel " << j << " with the addition";
-      ASSERT_EQ(first.bf16[at], testing::FloatToBf16(want_add))
-          << "row " << r << " channel " << j << " in bf16";
-    }
-  }
-  EXPECT_EQ(over_bound, 0);
-  std::printf("split %d: %lld of %lld outputs differ from the unsplit reference (within bound)\n",
-              split, static_cast<long long>(regrouped), static_cast<long long>(c.m * c.n));
+  testing::ExpectW4A8SplitWithinBound(x, w, *expected, add, split, first);
+  if (HasFatalFailure()) return;
   EXPECT_EQ(std::memcmp(first.plain.data(), second.plain.data(), first.plain.size() * 4), 0)
       << "a second run gave other bits";
   EXPECT_EQ(first.bf16, second.bf16);
@@ -365,8 +305,8 @@ TEST_P(W4A8FragmentWgmmaSplitGpuTest, StaysWithinTheBoundAndIsDeterministic) {
   WgmmaSplitCase alone = config;
   alone.shape.m = 1;
   alone.split = split;
-  WgmmaSplitRun single;
-  RunWgmmaSplit(alone.shape, d, words, scales, alone, single);
+  testing::W4A8SplitOutputs single;
+  RunWgmmaSplit(alone.shape, d, f, alone, single);
   if (HasFatalFailure()) return;
   EXPECT_EQ(std::memcmp(single.plain.data(), first.plain.data(), c.n * 4), 0)
       << "row 0 alone differs from row 0 in the batch";

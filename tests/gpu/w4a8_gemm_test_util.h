@@ -5,7 +5,9 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <initializer_list>
@@ -15,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/quant/packed_int4_matrix.h"
 #include "kernels/cpu/quant/quantized_gemm.h"
@@ -22,6 +25,7 @@
 #include "kernels/cuda/bias_add.h"
 #include "kernels/cuda/gemm_element_type.h"
 #include "kernels/cuda/int8_gemm.h"
+#include "kernels/cuda/w4a8_fragment_layout.h"
 #include "tests/gpu/decode_gemm_test_util.h"
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
@@ -414,6 +418,80 @@ void ExpectSharedW4A8PointerChecks(Gemm gemm, int64_t valid_m) {
   args = FakeW4A8Args<Args>(valid_m);
   args.y = FakeDevicePointer<uint8_t>(2);  // 2-byte aligned: fine for bf16, not for float32
   EXPECT_TRUE(fails(args, "y is not aligned"));
+}
+
+// The fragment layout (w4a8_fragment_layout.h) of a case's weights, built on the device from the
+// operands the other W4A8 GEMMs read (RepackW4A8Fragments).
+struct DeviceFragments {
+  DeviceBuffer<uint32_t> words, scales;
+  DeviceFragments(int64_t n, int64_t k, int64_t group_size)
+      : words(W4A8FragmentWordCount(n, k)), scales(W4A8FragmentScaleWordCount(n, k, group_size)) {}
+};
+
+inline absl::Status RepackW4A8Fragments(const W4A8Case& c, const W4A8DeviceOperands& d,
+                                        DeviceFragments& f) {
+  if (f.words.get() == nullptr || f.scales.get() == nullptr) {
+    return absl::ResourceExhaustedError("out of device memory");
+  }
+  return PackW4A8Fragments({.n = c.n,
+                            .k = c.k,
+                            .group_size = c.group_size,
+                            .words = d.w.get(),
+                            .scales = d.w_scales.get(),
+                            .zero_points = c.zero_points ? d.zeros.get() : nullptr},
+                           f.words.get(), f.scales.get(), nullptr);
+}
+
+// One run of a GEMM with K split over CTAs: its float32 outputs (no addition), its float32
+// outputs with the addition, and its bf16 outputs with the addition, [m, n] each.
+struct W4A8SplitOutputs {
+  std::vector<float> plain, with_add;
+  std::vector<uint16_t> bf16;
+};
+
+// A split run against the CPU reference `expected` (quant::GemmW4A8 of x and w, with its group
+// sums): every output within the split GEMMs' bound |y - y_ref| <= (groups + split) 2^-23 |s_x|
+// sum_g |S_g s_w|, and the epilogue exactly as specified on the kernel's own float32 result (one
+// float32 addition, then one round-to-nearest-even to bf16). Prints how many outputs the
+// regrouping changed.
+inline void ExpectW4A8SplitWithinBound(const quant::QuantizedMatrix& x,
+                                       const quant::QuantizedMatrix& w,
+                                       const quant::QuantizedGemmResult& expected,
+                                       const std::vector<float>& add, int split,
+                                       const W4A8SplitOutputs& run) {
+  const int64_t m = x.rows, n = w.rows, groups = static_cast<int64_t>(w.scales.size()) / n;
+  const double unit = std::ldexp(1.0, -23);
+  int64_t over_bound = 0, regrouped = 0;
+  for (int64_t r = 0; r < m; ++r) {
+    const double x_scale = std::fabs(static_cast<double>(HalfToFloat(x.scales[r])));
+    for (int64_t j = 0; j < n; ++j) {
+      double terms = 0;
+      for (int64_t gi = 0; gi < groups; ++gi) {
+        terms +=
+            std::fabs(static_cast<double>(expected.group_accumulators[(r * n + j) * groups + gi]) *
+                      HalfToFloat(w.scales[j * groups + gi]));
+      }
+      const int64_t at = r * n + j;
+      const float got = run.plain[at];
+      const double bound = (groups + split) * unit * x_scale * terms;
+      const double error = std::fabs(static_cast<double>(got) - expected.output[at]);
+      if (!(error <= bound) && ++over_bound <= 5) {
+        ADD_FAILURE() << "row " << r << " channel " << j << ": " << got << " against "
+                      << expected.output[at] << ", error " << error << " > bound " << bound;
+      }
+      if (got != expected.output[at]) ++regrouped;
+      const float want_add = got + add[j];
+      uint32_t got_bits, want_bits;
+      std::memcpy(&got_bits, &run.with_add[at], 4);
+      std::memcpy(&want_bits, &want_add, 4);
+      ASSERT_EQ(got_bits, want_bits) << "row " << r << " channel " << j << " with the addition";
+      ASSERT_EQ(run.bf16[at], FloatToBf16(want_add))
+          << "row " << r << " channel " << j << " in bf16";
+    }
+  }
+  EXPECT_EQ(over_bound, 0);
+  std::printf("split %d: %lld of %lld outputs differ from the unsplit reference (within bound)\n",
+              split, static_cast<long long>(regrouped), static_cast<long long>(m * n));
 }
 
 }  // namespace flatfleet::cuda::testing
