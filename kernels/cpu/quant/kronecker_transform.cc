@@ -1,7 +1,10 @@
 #include "kernels/cpu/quant/kronecker_transform.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/thread_pool.h"
 #include "kernels/cpu/quant/dense_matrix.h"
 
 namespace flatfleet::quant {
@@ -32,27 +35,37 @@ void KroneckerTransform::ApplyFactors(std::span<float> rows, int64_t num_rows,
                                       const std::vector<double>& left,
                                       const std::vector<double>& right) const {
   const int64_t n = size();
-  std::vector<double> left_applied(n);
-  for (int64_t r = 0; r < num_rows; ++r) {
-    const float* x = rows.data() + r * n;
-    // T = left^T Xr: T[a][j] = sum_i left[i][a] Xr[i][j].
-    for (int64_t a = 0; a < n1_; ++a) {
-      for (int64_t j = 0; j < n2_; ++j) {
-        double sum = 0.0;
-        for (int64_t i = 0; i < n1_; ++i) sum += left[i * n1_ + a] * x[i * n2_ + j];
-        left_applied[a * n2_ + j] = sum;
+  // Rows are independent, and each output element stays one sum of its terms in ascending order
+  // with every product and sum rounded (this file is built without FMA contraction): the loops
+  // below run over whole rows of the n1 x n2 view so that they vectorise, but the result is the
+  // scalar definition's at any thread count and vector width (T[a][j] = sum_i left[i][a] Xr[i][j],
+  // Out[a][b] = sum_j T[a][j] right[j][b], each sum starting from 0.0).
+  ThreadPool::Default().ParallelFor(num_rows, [&](int64_t begin, int64_t end) {
+    std::vector<double> x(n), left_applied(n), sums(n2_);
+    for (int64_t r = begin; r < end; ++r) {
+      float* row = rows.data() + r * n;
+      for (int64_t i = 0; i < n; ++i) x[i] = row[i];
+      for (int64_t a = 0; a < n1_; ++a) {
+        double* t = left_applied.data() + a * n2_;
+        std::fill(t, t + n2_, 0.0);
+        for (int64_t i = 0; i < n1_; ++i) {
+          const double l = left[i * n1_ + a];
+          const double* xi = x.data() + i * n2_;
+          for (int64_t j = 0; j < n2_; ++j) t[j] = t[j] + l * xi[j];
+        }
+      }
+      for (int64_t a = 0; a < n1_; ++a) {
+        const double* t = left_applied.data() + a * n2_;
+        std::fill(sums.begin(), sums.end(), 0.0);
+        for (int64_t j = 0; j < n2_; ++j) {
+          const double tj = t[j];
+          const double* rj = right.data() + j * n2_;
+          for (int64_t b = 0; b < n2_; ++b) sums[b] = sums[b] + tj * rj[b];
+        }
+        for (int64_t b = 0; b < n2_; ++b) row[a * n2_ + b] = static_cast<float>(sums[b]);
       }
     }
-    // Out = T right: Out[a][b] = sum_j T[a][j] right[j][b].
-    float* out = rows.data() + r * n;
-    for (int64_t a = 0; a < n1_; ++a) {
-      for (int64_t b = 0; b < n2_; ++b) {
-        double sum = 0.0;
-        for (int64_t j = 0; j < n2_; ++j) sum += left_applied[a * n2_ + j] * right[j * n2_ + b];
-        out[a * n2_ + b] = static_cast<float>(sum);
-      }
-    }
-  }
+  });
 }
 
 void KroneckerTransform::ApplyToActivationRows(std::span<float> rows, int64_t num_rows) const {
