@@ -151,6 +151,16 @@ struct QuantizedLinearSource {
   // An online randomized Hadamard rotation t = x Q (QuaRot; kernels/cpu/quant/hadamard.h) of
   // size K, or null; not combined with input_sources / input_divisors.
   const quant::RandomizedHadamard* rotation = nullptr;
+  // FlatQuant's trained online transform t = (x diag(s)^-1) (P1 (x) P2) of size K = n1 * n2
+  // (kernels/cpu/quant/kronecker_transform.h; its float32 parameters), or n1 = 0; not combined
+  // with the others.
+  struct KroneckerFactors {
+    int64_t n1 = 0;
+    int64_t n2 = 0;
+    std::span<const float> scales;  // [K] the smoothing s, positive
+    std::span<const float> p1;      // [n1 * n1] row-major
+    std::span<const float> p2;      // [n2 * n2] row-major
+  } kronecker;
   // Integer Scale's integer group multipliers (W4A8 groups; the GEMM keeps int32 until one float
   // scale per output), or null. Its weight must be `weight`'s codes and scales.
   const quant::IntegerScaledWeight* integer_scaled = nullptr;

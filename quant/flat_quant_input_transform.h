@@ -44,6 +44,12 @@ class FlatQuantInputTransform final : public InputTransform {
                        std::span<float> out) const override;
   TransformState Save() const override;
 
+  // The stored float32 parameters (what the GPU kernel, kernels/cuda/kronecker_transform.h, reads).
+  int64_t n1() const { return n1_; }
+  int64_t n2() const { return n2_; }
+  const std::vector<float>& scales() const { return scales_; }
+  const std::vector<float>& p1() const { return p1_; }
+  const std::vector<float>& p2() const { return p2_; }
   float activation_clip_ratio() const { return activation_clip_ratio_; }
   float weight_clip_ratio() const { return weight_clip_ratio_; }
 

@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "kernels/cpu/quant/int4_operand_widening.h"
+#include "quant/flat_quant_input_transform.h"
 #include "quant/flatten_input_transform.h"
 #include "quant/hadamard_input_transform.h"
 #include "quant/smooth_input_transform.h"
@@ -20,11 +22,13 @@ absl::Status Lacks(std::string_view name, std::string_view feature) {
 }
 
 // What the device applies to x before quantizing: a gather and division in the activation
-// quantizer (one smoothing or one flattening step) or the Hadamard rotation kernel.
+// quantizer (one smoothing or one flattening step), the Hadamard rotation kernel or FlatQuant's
+// Kronecker transform kernel.
 struct ActivationPrologue {
-  std::vector<int32_t> sources;                  // [K] or empty
-  std::vector<float> divisors;                   // [K] or empty
-  const RandomizedHadamard* rotation = nullptr;  // the layer's own (it outlives the upload)
+  std::vector<int32_t> sources;                        // [K] or empty
+  std::vector<float> divisors;                         // [K] or empty
+  const RandomizedHadamard* rotation = nullptr;        // the layer's own (it outlives the upload)
+  const FlatQuantInputTransform* kronecker = nullptr;  // likewise
 };
 
 absl::StatusOr<ActivationPrologue> PrologueOf(std::string_view name, const QuantizedLinear& layer) {
@@ -45,6 +49,10 @@ absl::StatusOr<ActivationPrologue> PrologueOf(std::string_view name, const Quant
   }
   if (const auto* hadamard = dynamic_cast<const HadamardInputTransform*>(&transform)) {
     prologue.rotation = &hadamard->rotation();  // t = x Q (hadamard_transform.h)
+    return prologue;
+  }
+  if (const auto* flat = dynamic_cast<const FlatQuantInputTransform*>(&transform)) {
+    prologue.kronecker = flat;  // t = (x / s) (P1 (x) P2) (kronecker_transform.h)
     return prologue;
   }
   if (const auto* flatten = dynamic_cast<const FlattenInputTransform*>(&transform)) {
@@ -70,8 +78,9 @@ absl::StatusOr<ActivationPrologue> PrologueOf(std::string_view name, const Quant
     return prologue;
   }
   return Lacks(name, absl::StrCat("the online input transform '", std::string(transform.kind()),
-                                  "' (the GPU runs smoothing, FlattenQuant's channel split and the "
-                                  "randomized Hadamard rotation)"));
+                                  "' (the GPU runs smoothing, FlattenQuant's channel split, the "
+                                  "randomized Hadamard rotation and FlatQuant's Kronecker "
+                                  "transform)"));
 }
 
 // The codes and float group scales the GEMM reads (an Integer Scale layer keeps them inside its
@@ -109,7 +118,12 @@ absl::Status CheckRunsOnDevice(std::string_view name, const QuantizedLinear& lay
                            activations.symmetric ? "" : "asymmetric ", "activations"));
   }
   const QuantFormat& weights = StoredWeight(layer).format;
-  if (weights.bits != 8 && weights.bits != 4) {
+  // 2- and 3-bit weights (ABQ's balanced codes included) run on the W4A8 GEMMs as INT4 operands
+  // (int4_operand_widening.h).
+  if (weights.balanced && !WidensToInt4Operands(weights)) {
+    return Lacks(name, absl::StrCat("balanced ", weights.bits, "-bit weights"));
+  }
+  if (weights.bits != 8 && weights.bits != 4 && !WidensToInt4Operands(weights)) {
     return Lacks(name, absl::StrCat(weights.bits, "-bit weights"));
   }
   return absl::OkStatus();
@@ -132,6 +146,11 @@ absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> PrepareStoredLayerOnDevic
   kernels::QuantizedLinearSource source;
   source.name = name;
   source.weight = &StoredWeight(layer);
+  QuantizedMatrix widened;  // a 2/3-bit weight's INT4 operands: the same integer sums
+  if (WidensToInt4Operands(source.weight->format)) {
+    FF_ASSIGN_OR_RETURN(widened, WidenToInt4Operands(*source.weight));
+    source.weight = &widened;
+  }
   if (layer.gemm_kind() == LinearGemmKind::kIntegerScales) {
     source.integer_scaled = &layer.integer_scaled();
   }
@@ -143,6 +162,13 @@ absl::StatusOr<std::unique_ptr<kernels::LinearWeight>> PrepareStoredLayerOnDevic
   source.input_sources = prologue.sources;
   source.input_divisors = prologue.divisors;
   source.rotation = prologue.rotation;
+  if (prologue.kronecker != nullptr) {
+    source.kronecker.n1 = prologue.kronecker->n1();
+    source.kronecker.n2 = prologue.kronecker->n2();
+    source.kronecker.scales = prologue.kronecker->scales();
+    source.kronecker.p1 = prologue.kronecker->p1();
+    source.kronecker.p2 = prologue.kronecker->p2();
+  }
   return backend.PrepareQuantizedLinear(source);
 }
 

@@ -134,9 +134,21 @@ INSTANTIATE_TEST_SUITE_P(
         QuantizedCase{"models/stories260K", "w4a4-hadamard", 0.0, true},
         QuantizedCase{"models/stories260K", "w8a8-hadamard-gptq"},
         QuantizedCase{"fixtures/llama-tiny", "w4a4-hadamard", 0.0, true},
+        // FlatQuant's trained Kronecker transform (kronecker_transform.h): stories260K's 64 =
+        // 8 x 8 and 172 = 4 x 43, llama-tiny's 256 = 16 x 16 and 688 = 16 x 43.
+        QuantizedCase{"models/stories260K", "w4a4-flatquant", 0.0, true},
+        QuantizedCase{"fixtures/llama-tiny", "w4a4-flatquant", 0.0, true},
         // Integer Scale: llama-tiny's 256-wide inputs in groups of 128 take the integer
         // multipliers (its 688-wide down_proj falls back to per-channel float scales).
-        QuantizedCase{"fixtures/llama-tiny", "w4a8-intscale"}),
+        QuantizedCase{"fixtures/llama-tiny", "w4a8-intscale"},
+        // 2- and 3-bit weights as INT4 operands of the W4A8 GEMMs (int4_operand_widening.h):
+        // ABQ-LLM's asymmetric w3a8 / w2a8, GPTQ's w3a8, the balanced codes with the output
+        // correction (w3a8-abq, w2a8-abq) and without (w2a8-bal).
+        QuantizedCase{"models/stories260K", "w3a8"}, QuantizedCase{"fixtures/llama-tiny", "w2a8"},
+        QuantizedCase{"models/stories260K", "w3a8-gptq"},
+        QuantizedCase{"models/stories260K", "w3a8-abq"},
+        QuantizedCase{"fixtures/llama-tiny", "w2a8-abq"},
+        QuantizedCase{"fixtures/llama-tiny", "w2a8-bal"}),
     [](const ::testing::TestParamInfo<QuantizedCase>& info) {
       std::string name = std::string(info.param.model) + "_" + info.param.recipe;
       for (char& ch : name) {

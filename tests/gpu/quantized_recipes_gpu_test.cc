@@ -27,12 +27,14 @@
 #include "kernels/cpu/quant/rtn_quantizer.h"
 #include "kernels/cuda/backend/cuda_backend.h"
 #include "kernels/cuda/int8_activation_quantizer.h"
-#include "quant/stored_layer_on_device.h"
+#include "quant/flat_quant_input_transform.h"
+#include "quant/flat_quant_trainer.h"
 #include "quant/flatten_input_transform.h"
 #include "quant/hadamard_input_transform.h"
 #include "quant/input_transform.h"
 #include "quant/quantized_linear.h"
 #include "quant/smooth_input_transform.h"
+#include "quant/stored_layer_on_device.h"
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/int8_quant_test_util.h"
@@ -44,7 +46,7 @@ using testing::BitwiseEqual;
 using testing::DeviceBuffer;
 
 // kHadamard: the randomized Hadamard rotation (hadamard_transform.h), stored layers only.
-enum class Prologue { kNone, kSmooth, kFlatten, kHadamard };
+enum class Prologue { kNone, kSmooth, kFlatten, kHadamard, kFlatQuant };
 
 struct RecipeCase {
   int64_t rows, cols;
@@ -94,6 +96,21 @@ Transform MakeTransform(Prologue prologue, int64_t in, std::mt19937_64& rng) {
     auto rotation = quant::HadamardInputTransform::Create(in, rng());
     EXPECT_TRUE(rotation.ok()) << rotation.status();
     auto chain = quant::InputTransformChain::Create({*rotation});
+    EXPECT_TRUE(chain.ok()) << chain.status();
+    t.chain = *std::move(chain);
+  } else if (prologue == Prologue::kFlatQuant) {
+    // A trained-looking transform: smoothing around 1, factors near the identity.
+    const int64_t n1 = quant::KroneckerLeftFactor(in), n2 = in / n1;
+    std::uniform_real_distribution<float> log_scale(-1.0f, 1.0f), near_zero(-0.1f, 0.1f);
+    std::vector<float> scales(in), p1(n1 * n1), p2(n2 * n2);
+    for (float& s : scales) s = std::exp(log_scale(rng));
+    for (int64_t i = 0; i < n1 * n1; ++i)
+      p1[i] = (i % (n1 + 1) == 0 ? 1.0f : 0.0f) + near_zero(rng);
+    for (int64_t i = 0; i < n2 * n2; ++i)
+      p2[i] = (i % (n2 + 1) == 0 ? 1.0f : 0.0f) + near_zero(rng);
+    auto flat = quant::FlatQuantInputTransform::Create(scales, n1, p1, n2, p2, 0.9f, 1.0f);
+    EXPECT_TRUE(flat.ok()) << flat.status();
+    auto chain = quant::InputTransformChain::Create({*flat});
     EXPECT_TRUE(chain.ok()) << chain.status();
     t.chain = *std::move(chain);
   } else if (prologue == Prologue::kFlatten) {
@@ -211,10 +228,11 @@ TEST_P(ActivationQuantizerRecipesTest, CodesAndScalesMatchTheCpuBitForBit) {
 }
 
 std::string PrologueName(Prologue p) {
-  return p == Prologue::kSmooth     ? "_smooth"
-         : p == Prologue::kFlatten  ? "_flatten"
-         : p == Prologue::kHadamard ? "_hadamard"
-                                    : "";
+  return p == Prologue::kSmooth      ? "_smooth"
+         : p == Prologue::kFlatten   ? "_flatten"
+         : p == Prologue::kHadamard  ? "_hadamard"
+         : p == Prologue::kFlatQuant ? "_flatquant"
+                                     : "";
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -293,6 +311,7 @@ struct StoredCase {
   Prologue prologue;
   bool integer_scales = false;  // Integer Scale's multipliers (w4a8-intscale)
   bool symmetric = true;        // of the weight (false: zero points)
+  bool balanced = false;        // ABQ's odd levels (2/3-bit weights run as INT4 operands)
 };
 
 class StoredRecipeLayerTest : public ::testing::TestWithParam<StoredCase> {};
@@ -314,8 +333,13 @@ TEST_P(StoredRecipeLayerTest, LinearEqualsTheCpuForwardBitForBit) {
   quant::QuantizedLinearParts parts;
   parts.in_features = c.in;
   parts.activation_format = {.bits = c.activation_bits, .symmetric = true, .group_size = 0};
-  auto weight = quant::QuantizeRtn(
-      w, c.out, k, {.bits = c.weight_bits, .symmetric = c.symmetric, .group_size = c.group_size});
+  // FlatQuant's layers quantize with their learned activation clip.
+  if (c.prologue == Prologue::kFlatQuant) parts.activation_format.clip_ratio = 0.9f;
+  auto weight = quant::QuantizeRtn(w, c.out, k,
+                                   {.bits = c.weight_bits,
+                                    .symmetric = c.symmetric,
+                                    .group_size = c.group_size,
+                                    .balanced = c.balanced});
   ASSERT_TRUE(weight.ok()) << weight.status();
   if (c.integer_scales) {
     auto scaled = quant::MakeIntegerScaledWeight(*weight, parts.activation_format);
@@ -404,13 +428,27 @@ INSTANTIATE_TEST_SUITE_P(
         StoredCase{70, 256, 1024, 4, 128, 8, false, Prologue::kNone, true, false},
         StoredCase{70, 2048, 8192, 4, 32, 8, false, Prologue::kNone, true},
         // ... with the Hadamard rotation and 4-bit activations in front.
-        StoredCase{5, 128, 256, 4, 128, 4, false, Prologue::kHadamard, true}),
+        StoredCase{5, 128, 256, 4, 128, 4, false, Prologue::kHadamard, true},
+        // w4a4-flatquant: FlatQuant's Kronecker transform (kronecker_transform.h, bit-exact) on
+        // 4-bit per-channel weights, at decode, the mma.sync rows and prefill; 172 = 4 x 43
+        // (stories260K's down_proj, padded K), 4096 = 64 x 64.
+        StoredCase{1, 128, 256, 4, 0, 4, false, Prologue::kFlatQuant},
+        StoredCase{24, 130, 172, 4, 0, 4, false, Prologue::kFlatQuant},
+        StoredCase{70, 256, 4096, 4, 0, 4, false, Prologue::kFlatQuant},
+        StoredCase{300, 64, 256, 4, 0, 4, false, Prologue::kFlatQuant},
+        // w3a8 / w2a8 (asymmetric groups of 128) and ABQ's balanced codes (w3a8-abq, w2a8-bal):
+        // INT4 operands of the W4A8 GEMMs (int4_operand_widening.h) at decode (the fragment
+        // GEMM's groups of 128), the wgmma rows and prefill.
+        StoredCase{1, 256, 512, 3, 128, 8, false, Prologue::kNone, false, false},
+        StoredCase{40, 256, 1024, 2, 128, 8, false, Prologue::kNone, false, false},
+        StoredCase{300, 128, 512, 3, 128, 8, false, Prologue::kNone, false, true, true},
+        StoredCase{7, 512, 1024, 2, 128, 8, false, Prologue::kNone, false, true, true}),
     [](const ::testing::TestParamInfo<StoredCase>& info) {
       const StoredCase& c = info.param;
       return absl::StrCat("W", c.weight_bits, "A", c.activation_bits, "_m", c.m, "_", c.out, "x",
                           c.in, "_g", c.group_size, c.static_scale ? "_static" : "",
                           PrologueName(c.prologue), c.integer_scales ? "_intscale" : "",
-                          c.symmetric ? "" : "_zp");
+                          c.symmetric ? "" : "_zp", c.balanced ? "_balanced" : "");
     });
 
 }  // namespace

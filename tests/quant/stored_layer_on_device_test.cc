@@ -12,6 +12,7 @@
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/quant/integer_scale.h"
 #include "kernels/cpu/quant/rtn_quantizer.h"
+#include "quant/flat_quant_input_transform.h"
 #include "quant/flatten_input_transform.h"
 #include "quant/recipes.h"
 #include "quant/smooth_input_transform.h"
@@ -53,6 +54,52 @@ TEST(StoredLayerOnDeviceTest, PlainW8A8AndW4A8Run) {
   EXPECT_TRUE(Check("model.layers.0.mlp.down_proj", PlainParts(8, 0, rng)).ok());
   EXPECT_TRUE(Check("model.layers.0.mlp.down_proj", PlainParts(4, 128, rng)).ok());
   EXPECT_TRUE(Check("model.layers.0.mlp.down_proj", PlainParts(4, 0, rng)).ok());
+}
+
+// 2- and 3-bit weights (asymmetric as w3a8 / w2a8, ABQ's balanced codes) run on the W4A8 GEMMs as
+// INT4 operands; a balanced 4-bit weight's operands (+-15) do not fit and are refused.
+TEST(StoredLayerOnDeviceTest, LowBitWeightsRunAsInt4Operands) {
+  const uint64_t seed = test_util::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
+  std::mt19937_64 rng(seed);
+  const std::string name = "model.layers.1.mlp.gate_up_proj";
+  std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+  std::vector<float> w(kOut * kIn);
+  for (float& v : w) v = u(rng);
+  for (int bits : {2, 3}) {
+    for (bool symmetric : {true, false}) {
+      for (bool balanced : {false, true}) {
+        if (balanced && !symmetric) continue;
+        QuantizedLinearParts parts = PlainParts(8, 0, rng);
+        parts.weight = *QuantizeRtn(
+            w, kOut, kIn,
+            {.bits = bits, .symmetric = symmetric, .group_size = 128, .balanced = balanced});
+        EXPECT_TRUE(Check(name, parts).ok()) << bits << " " << symmetric << " " << balanced;
+      }
+    }
+  }
+  QuantizedLinearParts balanced4 = PlainParts(8, 0, rng);
+  balanced4.weight = *QuantizeRtn(
+      w, kOut, kIn, {.bits = 4, .symmetric = true, .group_size = 128, .balanced = true});
+  ExpectRefused(Check(name, balanced4), name, "balanced 4-bit weights");
+}
+
+// FlatQuant's trained Kronecker transform runs (kronecker_transform.h), its learned clip with it.
+TEST(StoredLayerOnDeviceTest, FlatQuantKroneckerTransformRuns) {
+  const uint64_t seed = test_util::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
+  std::mt19937_64 rng(seed);
+  std::vector<float> p1(16 * 16, 0.0f), p2(16 * 16, 0.0f);
+  for (int i = 0; i < 16; ++i) p1[i * 17] = p2[i * 17] = 1.0f;
+  auto flat =
+      FlatQuantInputTransform::Create(std::vector<float>(kIn, 1.5f), 16, p1, 16, p2, 0.9f, 1.0f);
+  ASSERT_TRUE(flat.ok()) << flat.status();
+  auto chain = InputTransformChain::Create({*flat});
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  QuantizedLinearParts parts = PlainParts(4, 0, rng);
+  parts.activation_format = {.bits = 4, .symmetric = true, .group_size = 0, .clip_ratio = 0.9f};
+  parts.transforms = *chain;
+  EXPECT_TRUE(Check("model.layers.0.self_attn.qkv_proj", parts).ok());
 }
 
 // The activation-side recipes the GPU runs (int8_activation_quantizer.h, hadamard_transform.h):
@@ -144,8 +191,8 @@ TEST(StoredLayerOnDeviceTest, FeaturesWithoutAGpuKernelAreRefused) {
   chained.transforms = *two;
   ExpectRefused(Check(name, chained), name, "chain of online input transforms (smooth + flatten)");
 
-  QuantizedLinearParts w3 = PlainParts(3, 128, rng);
-  ExpectRefused(Check(name, w3), name, "3-bit weights");
+  QuantizedLinearParts w6 = PlainParts(6, 128, rng);
+  ExpectRefused(Check(name, w6), name, "6-bit weights");
 
   const std::string expert = "model.layers.0.block_sparse_moe.experts.3.w1";
   ExpectRefused(Check(expert, PlainParts(8, 0, rng)), expert, "MoE experts");

@@ -19,6 +19,7 @@
 #include "kernels/cuda/int8_dequant_epilogue.h"
 #include "kernels/cuda/int8_gemm.h"
 #include "kernels/cuda/integer_scale_epilogue.h"
+#include "kernels/cuda/kronecker_transform.h"
 #include "kernels/cuda/random_fill.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
 #include "kernels/cuda/w4a8_fragment_layout.h"
@@ -164,6 +165,36 @@ absl::Status CheckActivationSide(const QuantizedLinearSource& source) {
                                               " inputs (the kernel keeps a row of doubles in "
                                               "shared memory: at most ",
                                               cuda::kHadamardMaxSize, ")"));
+    }
+  }
+  if (source.kronecker.n1 != 0) {
+    const QuantizedLinearSource::KroneckerFactors& factors = source.kronecker;
+    if (source.rotation != nullptr || !source.input_sources.empty() ||
+        !source.input_divisors.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "layer '", name, "': a Kronecker transform with another transform (one transform)"));
+    }
+    if (factors.n1 < 1 || factors.n2 < 1 || factors.n1 * factors.n2 != k || in != k ||
+        static_cast<int64_t>(factors.scales.size()) != k ||
+        static_cast<int64_t>(factors.p1.size()) != factors.n1 * factors.n1 ||
+        static_cast<int64_t>(factors.p2.size()) != factors.n2 * factors.n2) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer '", name, "': a Kronecker transform of ", factors.n1, " x ",
+                       factors.n2, " (", factors.scales.size(), " scales, ", factors.p1.size(),
+                       " + ", factors.p2.size(), " factor entries) for K = ", k));
+    }
+    for (float scale : factors.scales) {
+      if (!(scale > 0.0f) || !std::isfinite(scale)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("layer '", name, "': Kronecker smoothing scale ", scale));
+      }
+    }
+    if (cuda::KroneckerRowsMinSharedBytes(factors.n1, factors.n2) >
+        cuda::kKroneckerMaxSharedBytes) {
+      return Refuse(source.name,
+                    absl::StrCat("a Kronecker transform of ", factors.n1, " x ", factors.n2,
+                                 " (the kernel keeps the row and P1 in shared memory: at most ",
+                                 cuda::kKroneckerMaxSharedBytes, " bytes)"));
     }
   }
   if (!source.input_divisors.empty()) {
@@ -335,6 +366,20 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear
     FF_ASSIGN_OR_RETURN(handle->hadamard_signs, UploadVector(rotation.signs(), device));
     FF_ASSIGN_OR_RETURN(handle->hadamard_block, UploadVector(rotation.block(), device));
   }
+  if (source.kronecker.n1 != 0) {
+    const QuantizedLinearSource::KroneckerFactors& factors = source.kronecker;
+    handle->kronecker_n1 = factors.n1;
+    handle->kronecker_n2 = factors.n2;
+    FF_ASSIGN_OR_RETURN(
+        handle->kronecker_scales,
+        UploadVector(std::vector<float>(factors.scales.begin(), factors.scales.end()), device));
+    FF_ASSIGN_OR_RETURN(
+        handle->kronecker_p1,
+        UploadVector(std::vector<float>(factors.p1.begin(), factors.p1.end()), device));
+    FF_ASSIGN_OR_RETURN(
+        handle->kronecker_p2,
+        UploadVector(std::vector<float>(factors.p2.begin(), factors.p2.end()), device));
+  }
   if (!source.input_divisors.empty()) {
     FF_ASSIGN_OR_RETURN(
         handle->input_divisors,
@@ -493,8 +538,7 @@ int64_t IntegerScaleChunkRows(const CudaQuantizedLinearWeight& weight, int64_t r
 
 int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int64_t rows) {
   const int64_t align = runtime::WorkspaceArena::kAlignment;
-  const int64_t rotated =
-      weight.hadamard_power_of_two > 0 ? RoundUp(rows * weight.gemm_in * 4, align) : 0;
+  const int64_t rotated = weight.transforms_rows() ? RoundUp(rows * weight.gemm_in * 4, align) : 0;
   return rotated + RoundUp(rows * weight.padded_in, align) + RoundUp(rows * 2, align) +
          QuantizedLinearOnCodesScratchBytes(weight, rows);
 }
@@ -535,6 +579,26 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
     rotate.y_stride = weight.gemm_in;
     FF_RETURN_IF_ERROR(cuda::ApplyHadamardRows(rotate, stream));
     quantize.x = rotated;
+    quantize.type = cuda::ActivationType::kFloat32;
+    quantize.x_stride = weight.gemm_in;
+  }
+  if (weight.kronecker_n1 > 0) {
+    // (x / s) (P1 (x) P2) into float32 scratch (the CPU's transform rounds to float32 too).
+    FF_ASSIGN_OR_RETURN(void* transformed, arena.TakeBytes(rows * weight.gemm_in * 4));
+    cuda::DeviceKroneckerRows transform;
+    transform.x = x.data;
+    transform.type = cuda::ActivationType::kBfloat16;
+    transform.rows = rows;
+    transform.x_stride = x.row_stride;
+    transform.n1 = weight.kronecker_n1;
+    transform.n2 = weight.kronecker_n2;
+    transform.divisors = static_cast<const float*>(weight.kronecker_scales.data());
+    transform.p1 = static_cast<const float*>(weight.kronecker_p1.data());
+    transform.p2 = static_cast<const float*>(weight.kronecker_p2.data());
+    transform.y = static_cast<float*>(transformed);
+    transform.y_stride = weight.gemm_in;
+    FF_RETURN_IF_ERROR(cuda::ApplyKroneckerRows(transform, stream));
+    quantize.x = transformed;
     quantize.type = cuda::ActivationType::kFloat32;
     quantize.x_stride = weight.gemm_in;
   }

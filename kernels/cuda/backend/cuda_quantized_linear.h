@@ -1,7 +1,8 @@
 // Quantized linear layers on the CUDA backend (kernels::QuantizedLinearSource): the bf16 input is
 // quantized on the device (int8_activation_quantizer.h: per token or with a static scale, codes of
 // 2..8 bits in int8, after SmoothQuant's / FlattenQuant's gather and division or the randomized
-// Hadamard rotation (hadamard_transform.h) where the layer has one), then the integer GEMM by row
+// Hadamard rotation (hadamard_transform.h) or FlatQuant's Kronecker transform
+// (kronecker_transform.h) where the layer has one), then the integer GEMM by row
 // count (each bit-exact with the CPU reference, so the choice never changes a result):
 //   * W4A8 up to kDecodeGemmMaxRows: the weight-streaming decode GEMM with the epilogue (bias
 //     plus output correction, one rounding to the output type) fused; kAuto runs the streaming
@@ -68,6 +69,13 @@ class CudaQuantizedLinearWeight final : public LinearWeight {
   double hadamard_norm = 1.0;
   runtime::Buffer hadamard_signs;  // double [gemm_in]
   runtime::Buffer hadamard_block;  // double [block_size^2]
+  // FlatQuant's online transform (kronecker_transform.h): (x / s) (P1 (x) P2), gemm_in =
+  // kronecker_n1 * kronecker_n2; none when kronecker_n1 is 0. Rows pass through float32 scratch.
+  int64_t kronecker_n1 = 0;
+  int64_t kronecker_n2 = 0;
+  runtime::Buffer kronecker_scales;  // float32 [gemm_in]
+  runtime::Buffer kronecker_p1;      // float32 [n1 * n1]
+  runtime::Buffer kronecker_p2;      // float32 [n2 * n2]
   // Integer Scale (W4A8 groups): the GEMM's exact group sums folded in int32 with these
   // multipliers, then one float scale per output (integer_scale_epilogue.h); none when
   // integer_multipliers is empty. `scales` stays the float group scales (unused then).
@@ -89,18 +97,21 @@ class CudaQuantizedLinearWeight final : public LinearWeight {
   int fragment_split = 1;
 
   int64_t device_bytes() const {
-    return static_cast<int64_t>(codes.bytes() + scales.bytes() + zero_points.bytes() +
-                                epilogue.bytes() + input_sources.bytes() + input_divisors.bytes() +
-                                hadamard_signs.bytes() + hadamard_block.bytes() +
-                                integer_multipliers.bytes() + integer_base_scales.bytes() +
-                                fragment_words.bytes() + fragment_scales.bytes());
+    return static_cast<int64_t>(
+        codes.bytes() + scales.bytes() + zero_points.bytes() + epilogue.bytes() +
+        input_sources.bytes() + input_divisors.bytes() + hadamard_signs.bytes() +
+        hadamard_block.bytes() + kronecker_scales.bytes() + kronecker_p1.bytes() +
+        kronecker_p2.bytes() + integer_multipliers.bytes() + integer_base_scales.bytes() +
+        fragment_words.bytes() + fragment_scales.bytes());
   }
   // Whether the activations are the plain per-token INT8 codes of x itself, which is what
   // RunQuantizedLinearOnCodes' other producers (add_rmsnorm_quantize.h) write.
   bool plain_int8_activations() const {
     return activation_qmax == 127 && static_activation_scale == 0 && input_sources.bytes() == 0 &&
-           input_divisors.bytes() == 0 && hadamard_power_of_two == 0;
+           input_divisors.bytes() == 0 && hadamard_power_of_two == 0 && kronecker_n1 == 0;
   }
+  // Whether x passes through a float32 transform (Hadamard or Kronecker) before quantizing.
+  bool transforms_rows() const { return hadamard_power_of_two > 0 || kronecker_n1 > 0; }
 };
 
 // Validates the stored layer (errors name it and say which formats have a CUDA kernel), repacks

@@ -1,0 +1,168 @@
+// The online input transforms a quantized layer runs on x before quantizing it, at Llama-3 widths
+// (8B / 70B hidden 4096 / 8192, down_proj inputs 14336 / 28672) and token counts 1..4096:
+//   BM_KroneckerRows  FlatQuant's (x / s) (P1 (x) P2) (kronecker_transform.h), double, exact;
+//   BM_HadamardRows   the randomized Hadamard rotation (hadamard_transform.h), double, exact;
+// both bf16 in, float32 out, reported as seconds per call (CUDA events, warm) with `flops` the
+// transform's multiply-adds x 2 per second. FlatQuant's claim is a transform within 7% of the
+// following GEMM's time: compare with BM_W4A8FragmentWgmma / BM_W4A8FragmentGemm at the same
+// m and K (bench/RESULTS.md puts them side by side).
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "kernels/cuda/hadamard_transform.h"
+#include "kernels/cuda/kronecker_transform.h"
+
+namespace {
+
+template <typename Launch>
+double MeanSeconds(Launch launch, int calls) {
+  launch();
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  cudaEventRecord(start, nullptr);
+  for (int i = 0; i < calls; ++i) launch();
+  cudaEventRecord(stop, nullptr);
+  cudaEventSynchronize(stop);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, start, stop);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ms / 1e3 / calls;
+}
+
+template <typename T>
+T* Upload(const std::vector<T>& host) {
+  T* device = nullptr;
+  if (cudaMalloc(&device, host.size() * sizeof(T)) != cudaSuccess) return nullptr;
+  cudaMemcpy(device, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+  return device;
+}
+
+// bf16 rows with values in [-1, 1) (bit patterns from a xorshift).
+std::vector<uint16_t> RandomBf16(int64_t count) {
+  std::vector<uint16_t> bits(count);
+  uint32_t state = 0x9e3779b9u;
+  for (uint16_t& b : bits) {
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    const float v = static_cast<float>(static_cast<int32_t>(state >> 8) - (1 << 23)) * 0x1p-23f;
+    uint32_t u;
+    std::memcpy(&u, &v, 4);
+    b = static_cast<uint16_t>(u >> 16);
+  }
+  return bits;
+}
+
+// The factor n1 of n closest to sqrt(n) with n1 <= n2 (quant::KroneckerLeftFactor's rule).
+int64_t LeftFactor(int64_t n) {
+  int64_t best = 1;
+  for (int64_t f = 1; f * f <= n; ++f) {
+    if (n % f == 0) best = f;
+  }
+  return best;
+}
+
+void BM_KroneckerRows(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1);
+  const int64_t n1 = LeftFactor(n), n2 = n / n1;
+  std::vector<float> p1(n1 * n1), p2(n2 * n2), scales(n, 1.25f);
+  for (int64_t i = 0; i < n1 * n1; ++i) p1[i] = i % (n1 + 1) == 0 ? 1.0f : 0.01f;
+  for (int64_t i = 0; i < n2 * n2; ++i) p2[i] = i % (n2 + 1) == 0 ? 1.0f : -0.01f;
+  uint16_t* x = Upload(RandomBf16(m * n));
+  float* d_p1 = Upload(p1);
+  float* d_p2 = Upload(p2);
+  float* d_scales = Upload(scales);
+  float* y = nullptr;
+  if (x == nullptr || d_p1 == nullptr || d_p2 == nullptr || d_scales == nullptr ||
+      cudaMalloc(&y, m * n * 4) != cudaSuccess) {
+    state.SkipWithError("cudaMalloc failed (no GPU?)");
+    return;
+  }
+  flatfleet::cuda::DeviceKroneckerRows args;
+  args.x = x;
+  args.type = flatfleet::cuda::ActivationType::kBfloat16;
+  args.rows = m;
+  args.n1 = n1;
+  args.n2 = n2;
+  args.divisors = d_scales;
+  args.p1 = d_p1;
+  args.p2 = d_p2;
+  args.y = y;
+  if (!flatfleet::cuda::ApplyKroneckerRows(args, nullptr).ok()) {
+    state.SkipWithError("ApplyKroneckerRows refused the shape");
+  }
+  for (auto _ : state) {
+    const double seconds =
+        MeanSeconds([&] { (void)flatfleet::cuda::ApplyKroneckerRows(args, nullptr); }, 20);
+    state.SetIterationTime(seconds);
+  }
+  state.counters["flops"] =
+      benchmark::Counter(2.0 * m * n * (n1 + n2) * state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["n1"] = static_cast<double>(n1);
+  for (void* p : {static_cast<void*>(x), static_cast<void*>(d_p1), static_cast<void*>(d_p2),
+                  static_cast<void*>(d_scales), static_cast<void*>(y)}) {
+    cudaFree(p);
+  }
+}
+
+void BM_HadamardRows(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1);
+  int64_t p = 1;
+  while (n % (2 * p) == 0) p *= 2;
+  const int64_t block = n / p;
+  std::vector<double> signs(n), matrix(block * block);
+  for (int64_t i = 0; i < n; ++i) signs[i] = (i * 7919) % 3 == 0 ? -1.0 : 1.0;
+  for (int64_t i = 0; i < block * block; ++i) matrix[i] = (i * 31) % 5 < 2 ? -0.3 : 0.3;
+  uint16_t* x = Upload(RandomBf16(m * n));
+  double* d_signs = Upload(signs);
+  double* d_block = Upload(matrix);
+  float* y = nullptr;
+  if (x == nullptr || d_signs == nullptr || d_block == nullptr ||
+      cudaMalloc(&y, m * n * 4) != cudaSuccess) {
+    state.SkipWithError("cudaMalloc failed (no GPU?)");
+    return;
+  }
+  flatfleet::cuda::DeviceHadamardRows args;
+  args.x = x;
+  args.type = flatfleet::cuda::ActivationType::kBfloat16;
+  args.rows = m;
+  args.power_of_two = p;
+  args.block_size = block;
+  args.signs = d_signs;
+  args.block = d_block;
+  args.norm = 1.0 / std::sqrt(static_cast<double>(p));
+  args.y = y;
+  if (!flatfleet::cuda::ApplyHadamardRows(args, nullptr).ok()) {
+    state.SkipWithError("ApplyHadamardRows refused the shape");
+  }
+  for (auto _ : state) {
+    const double seconds =
+        MeanSeconds([&] { (void)flatfleet::cuda::ApplyHadamardRows(args, nullptr); }, 20);
+    state.SetIterationTime(seconds);
+  }
+  state.counters["block"] = static_cast<double>(block);
+  for (void* ptr : {static_cast<void*>(x), static_cast<void*>(d_signs), static_cast<void*>(d_block),
+                    static_cast<void*>(y)}) {
+    cudaFree(ptr);
+  }
+}
+
+void TransformShapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"m", "n"});
+  for (int64_t n : {4096, 8192, 14336, 28672}) {
+    for (int64_t m : {1, 16, 256, 4096}) b->Args({m, n});
+  }
+  b->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
+}
+
+BENCHMARK(BM_KroneckerRows)->Apply(TransformShapes);
+BENCHMARK(BM_HadamardRows)->Apply(TransformShapes);
+
+}  // namespace
