@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/activation_scale_device.cuh"
 #include "kernels/cuda/add_rmsnorm_quantize_launch.h"
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/int8_activation_quantizer.h"
@@ -28,14 +29,6 @@ __device__ __forceinline__ float Bf16BitsToFloat(uint32_t bits16) {
 __device__ __forceinline__ float InverseRms(float sum_of_squares, int64_t n, float eps) {
   return __fdiv_rn(1.0f,
                    __fsqrt_rn(__fadd_rn(__fdiv_rn(sum_of_squares, static_cast<float>(n)), eps)));
-}
-
-// The quantizer's fp16_up: the FP16 value nearest the quotient, moved up one step when below it.
-__device__ __forceinline__ uint16_t ScaleToHalfRoundingUp(float exact) {
-  const __half rounded = __float2half_rn(exact);
-  uint16_t bits = __half_as_ushort(rounded);
-  if (__half2float(rounded) < exact) ++bits;
-  return bits;
 }
 
 // Max over the block (any tree: max is exact). Two barriers; called once per launch.

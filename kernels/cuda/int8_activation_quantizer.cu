@@ -3,6 +3,7 @@
 // quantizer (kernels/cpu/quant/rtn_quantizer.h) on the CPU transforms' output: one block per row.
 #include <cuda_fp16.h>
 
+#include "kernels/cuda/activation_scale_device.cuh"
 #include "kernels/cuda/int8_kernels_launch.h"
 
 namespace flatfleet::cuda::internal {
@@ -26,14 +27,6 @@ __device__ float BlockMax(float value) {
   value = warp_max[0];
   for (int w = 1; w < kThreads / 32; ++w) value = fmaxf(value, warp_max[w]);
   return value;
-}
-
-// fp16_up of the reference: the FP16 value nearest the quotient, moved up one step when below it.
-__device__ uint16_t ScaleToHalfRoundingUp(float exact) {
-  const __half rounded = __float2half_rn(exact);
-  uint16_t bits = __half_as_ushort(rounded);
-  if (__half2float(rounded) < exact) ++bits;
-  return bits;
 }
 
 // Column c of the transformed row: x[source_c] / divisor_c (FlattenQuant's split channels,
