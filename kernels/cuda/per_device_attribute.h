@@ -24,7 +24,12 @@ cudaError_t SetMaxDynamicSharedMemoryOncePerDevice(std::atomic<uint64_t>& config
   }
   const cudaError_t error =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (error != cudaSuccess) return error;  // not remembered: the next launch tries again
+  if (error != cudaSuccess) {
+    // Returned to the caller, and cleared from the thread's last error so that the next,
+    // unrelated launch check does not report it. Not remembered: the next launch tries again.
+    (void)cudaGetLastError();
+    return error;
+  }
   configured_devices.fetch_or(bit, std::memory_order_release);
   return cudaSuccess;
 }
