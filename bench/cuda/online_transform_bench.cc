@@ -1,8 +1,10 @@
 // The online input transforms a quantized layer runs on x before quantizing it, at Llama-3 widths
 // (8B / 70B hidden 4096 / 8192, down_proj inputs 14336 / 28672) and token counts 1..4096:
 //   BM_KroneckerRows  FlatQuant's (x / s) (P1 (x) P2) (kronecker_transform.h), double, exact;
+//   BM_KroneckerQuantize  the same fused with the 4-bit quantizer on the TF32 tensor cores
+//                     (kronecker_quantize.h): bf16 in, codes and scales out;
 //   BM_HadamardRows   the randomized Hadamard rotation (hadamard_transform.h), double, exact;
-// both bf16 in, float32 out, reported as seconds per call (CUDA events, warm) with `flops` the
+// the exact ones bf16 in, float32 out, reported as seconds per call (CUDA events, warm) with `flops` the
 // transform's multiply-adds x 2 per second. FlatQuant's claim is a transform within 7% of the
 // following GEMM's time: compare with BM_W4A8FragmentWgmma / BM_W4A8FragmentGemm at the same
 // m and K (bench/RESULTS.md puts them side by side).
@@ -15,6 +17,7 @@
 
 #include "benchmark/benchmark.h"
 #include "kernels/cuda/hadamard_transform.h"
+#include "kernels/cuda/kronecker_quantize.h"
 #include "kernels/cuda/kronecker_transform.h"
 
 namespace {
@@ -112,6 +115,52 @@ void BM_KroneckerRows(benchmark::State& state) {
   }
 }
 
+void BM_KroneckerQuantize(benchmark::State& state) {
+  const int64_t m = state.range(0), n = state.range(1);
+  const int64_t n1 = LeftFactor(n), n2 = n / n1;
+  std::vector<float> p1(n1 * n1), p2(n2 * n2), scales(n, 1.25f);
+  for (int64_t i = 0; i < n1 * n1; ++i) p1[i] = i % (n1 + 1) == 0 ? 1.0f : 0.01f;
+  for (int64_t i = 0; i < n2 * n2; ++i) p2[i] = i % (n2 + 1) == 0 ? 1.0f : -0.01f;
+  uint16_t* x = Upload(RandomBf16(m * n));
+  float* d_p1 = Upload(p1);
+  float* d_p2 = Upload(p2);
+  float* d_scales = Upload(scales);
+  int8_t* codes = nullptr;
+  uint16_t* code_scales = nullptr;
+  if (x == nullptr || d_p1 == nullptr || d_p2 == nullptr || d_scales == nullptr ||
+      cudaMalloc(&codes, m * n) != cudaSuccess || cudaMalloc(&code_scales, m * 2) != cudaSuccess) {
+    state.SkipWithError("cudaMalloc failed (no GPU?)");
+    return;
+  }
+  flatfleet::cuda::DeviceKroneckerQuantize args;
+  args.x = x;
+  args.rows = m;
+  args.n1 = n1;
+  args.n2 = n2;
+  args.divisors = d_scales;
+  args.p1 = d_p1;
+  args.p2 = d_p2;
+  args.clip_ratio = 0.9f;
+  args.qmax = 7;
+  args.codes = codes;
+  args.scales = code_scales;
+  if (!flatfleet::cuda::ApplyKroneckerQuantize(args, nullptr).ok()) {
+    state.SkipWithError("ApplyKroneckerQuantize refused the shape");
+  }
+  for (auto _ : state) {
+    const double seconds =
+        MeanSeconds([&] { (void)flatfleet::cuda::ApplyKroneckerQuantize(args, nullptr); }, 20);
+    state.SetIterationTime(seconds);
+  }
+  state.counters["flops"] = benchmark::Counter(2.0 * m * n * (n1 + n2) * state.iterations(),
+                                               benchmark::Counter::kIsRate);
+  for (void* p : {static_cast<void*>(x), static_cast<void*>(d_p1), static_cast<void*>(d_p2),
+                  static_cast<void*>(d_scales), static_cast<void*>(codes),
+                  static_cast<void*>(code_scales)}) {
+    cudaFree(p);
+  }
+}
+
 void BM_HadamardRows(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1);
   int64_t p = 1;
@@ -163,6 +212,7 @@ void TransformShapes(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_KroneckerRows)->Apply(TransformShapes);
+BENCHMARK(BM_KroneckerQuantize)->Apply(TransformShapes);
 BENCHMARK(BM_HadamardRows)->Apply(TransformShapes);
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "kernels/cuda/int8_dequant_epilogue.h"
 #include "kernels/cuda/int8_gemm.h"
 #include "kernels/cuda/integer_scale_epilogue.h"
+#include "kernels/cuda/kronecker_quantize.h"
 #include "kernels/cuda/kronecker_transform.h"
 #include "kernels/cuda/random_fill.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
@@ -294,6 +295,15 @@ absl::Status AttachW4A8Fragments(CudaQuantizedLinearWeight& weight, int device) 
   return absl::OkStatus();
 }
 
+// FLATFLEET_KRONECKER_EXACT=1: FlatQuant layers keep the exact double transform everywhere.
+bool KroneckerExactOnly() {
+  static const bool exact = [] {
+    const char* value = std::getenv("FLATFLEET_KRONECKER_EXACT");
+    return value != nullptr && std::string_view(value) == "1";
+  }();
+  return exact;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear(
@@ -370,6 +380,10 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear
     const QuantizedLinearSource::KroneckerFactors& factors = source.kronecker;
     handle->kronecker_n1 = factors.n1;
     handle->kronecker_n2 = factors.n2;
+    handle->kronecker_fused = !KroneckerExactOnly() &&
+                              cuda::KroneckerQuantizeSupports(factors.n1, factors.n2) &&
+                              source.static_activation_scale == 0 &&
+                              handle->activation_qmax <= 7;  // TF32 suits codes of 4 bits or less
     FF_ASSIGN_OR_RETURN(
         handle->kronecker_scales,
         UploadVector(std::vector<float>(factors.scales.begin(), factors.scales.end()), device));
@@ -581,6 +595,30 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
     quantize.x = rotated;
     quantize.type = cuda::ActivationType::kFloat32;
     quantize.x_stride = weight.gemm_in;
+  }
+  if (weight.kronecker_n1 > 0 && weight.kronecker_fused) {
+    // Transform and quantize in one kernel on the tensor cores, straight to the GEMM's codes.
+    cuda::DeviceKroneckerQuantize fused;
+    fused.x = x.data;
+    fused.type = cuda::ActivationType::kBfloat16;
+    fused.rows = rows;
+    fused.x_stride = x.row_stride;
+    fused.n1 = weight.kronecker_n1;
+    fused.n2 = weight.kronecker_n2;
+    fused.divisors = static_cast<const float*>(weight.kronecker_scales.data());
+    fused.p1 = static_cast<const float*>(weight.kronecker_p1.data());
+    fused.p2 = static_cast<const float*>(weight.kronecker_p2.data());
+    fused.clip_ratio = weight.activation_clip_ratio;
+    fused.qmax = weight.activation_qmax;
+    fused.codes = static_cast<int8_t*>(codes);
+    fused.codes_stride = weight.padded_in;
+    fused.scales = static_cast<uint16_t*>(scales);
+    FF_RETURN_IF_ERROR(cuda::ApplyKroneckerQuantize(fused, stream));
+    FF_RETURN_IF_ERROR(RunQuantizedLinearOnCodes(weight, rows, static_cast<const int8_t*>(codes),
+                                                 static_cast<const uint16_t*>(scales), y, arena,
+                                                 stream, int8_gemm, split_counters));
+    arena.Release(mark);
+    return absl::OkStatus();
   }
   if (weight.kronecker_n1 > 0) {
     // (x / s) (P1 (x) P2) into float32 scratch (the CPU's transform rounds to float32 too).

@@ -73,6 +73,11 @@ class CudaQuantizedLinearWeight final : public LinearWeight {
   // kronecker_n1 * kronecker_n2; none when kronecker_n1 is 0. Rows pass through float32 scratch.
   int64_t kronecker_n1 = 0;
   int64_t kronecker_n2 = 0;
+  // Whether the transform runs fused with the quantizer on the TF32 tensor cores
+  // (kronecker_quantize.h: codes within its stated bound of the exact transform's) instead of the
+  // exact double kernel. Chosen at load where the factor orders allow it, unless
+  // FLATFLEET_KRONECKER_EXACT=1; tests may clear it to compare bit for bit with the CPU.
+  bool kronecker_fused = false;
   runtime::Buffer kronecker_scales;  // float32 [gemm_in]
   runtime::Buffer kronecker_p1;      // float32 [n1 * n1]
   runtime::Buffer kronecker_p2;      // float32 [n2 * n2]
@@ -110,8 +115,11 @@ class CudaQuantizedLinearWeight final : public LinearWeight {
     return activation_qmax == 127 && static_activation_scale == 0 && input_sources.bytes() == 0 &&
            input_divisors.bytes() == 0 && hadamard_power_of_two == 0 && kronecker_n1 == 0;
   }
-  // Whether x passes through a float32 transform (Hadamard or Kronecker) before quantizing.
-  bool transforms_rows() const { return hadamard_power_of_two > 0 || kronecker_n1 > 0; }
+  // Whether x passes through a float32 transform row (Hadamard, or Kronecker on the exact path)
+  // before quantizing.
+  bool transforms_rows() const {
+    return hadamard_power_of_two > 0 || (kronecker_n1 > 0 && !kronecker_fused);
+  }
 };
 
 // Validates the stored layer (errors name it and say which formats have a CUDA kernel), repacks

@@ -1,0 +1,78 @@
+#include "kernels/cuda/kronecker_quantize.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/kronecker_quantize_launch.h"
+
+namespace flatfleet::cuda {
+
+bool KroneckerQuantizeSupports(int64_t n1, int64_t n2) {
+  using internal::kKroneckerQuantizeMaxTiles;
+  using internal::kKroneckerQuantizeWarps;
+  if (n1 < 16 || n1 > 128 || n1 % 16 != 0 || n2 < 8 || n2 % 8 != 0) return false;
+  const int64_t warps_per_m_tile = kKroneckerQuantizeWarps / (n1 / 16);
+  const int64_t tiles_per_warp = (n2 / 8 + warps_per_m_tile - 1) / warps_per_m_tile;
+  return tiles_per_warp <= kKroneckerQuantizeMaxTiles &&
+         internal::KroneckerQuantizeSharedBytes(n1, n2) <=
+             internal::kKroneckerQuantizeMaxSharedBytes;
+}
+
+double KroneckerQuantizeBound(int64_t n1, int64_t n2, double bound_term, double exact) {
+  const double e1 = std::ldexp(1.0, -10) + 2.0 * static_cast<double>(n1 + 1) * std::ldexp(1.0, -24);
+  const double e2 = std::ldexp(1.0, -10) + 2.0 * static_cast<double>(n2 + 1) * std::ldexp(1.0, -24);
+  return (e1 + e2 + e1 * e2) * bound_term + std::ldexp(std::fabs(exact), -24);
+}
+
+absl::Status ApplyKroneckerQuantize(const DeviceKroneckerQuantize& args, cudaStream_t stream) {
+  if (!KroneckerQuantizeSupports(args.n1, args.n2)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Kronecker quantize: factor orders n1 ", args.n1, " and n2 ", args.n2,
+        " (the tensor-core kernel takes n1 a multiple of 16 up to 128, n2 a multiple of 8)"));
+  }
+  const int64_t n = args.n1 * args.n2;
+  if (args.rows < 0 || args.rows > 0x7fffffff) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Kronecker quantize: bad row count ", args.rows));
+  }
+  const int64_t x_stride = args.x_stride == 0 ? n : args.x_stride;
+  const int64_t codes_stride = args.codes_stride == 0 ? n : args.codes_stride;
+  if (x_stride < n || codes_stride < n || codes_stride % 2 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Kronecker quantize: x_stride ", args.x_stride, " and codes_stride ",
+                     args.codes_stride, " must be 0 or at least ", n, " (codes_stride even)"));
+  }
+  if (!(args.clip_ratio > 0.0f) || args.clip_ratio > 1.0f || args.qmax < 1 || args.qmax > 127) {
+    return absl::InvalidArgumentError(absl::StrCat("Kronecker quantize: clip ratio ",
+                                                   args.clip_ratio, " (0, 1], qmax ", args.qmax,
+                                                   " (1..127)"));
+  }
+  if (args.rows > 0 && (args.x == nullptr || args.divisors == nullptr || args.p1 == nullptr ||
+                        args.p2 == nullptr || args.codes == nullptr || args.scales == nullptr)) {
+    return absl::InvalidArgumentError(
+        "Kronecker quantize: x, divisors, p1, p2, codes and scales must be device pointers");
+  }
+  internal::KroneckerQuantizeParams params;
+  params.x = args.x;
+  params.x_is_bf16 = args.type == ActivationType::kBfloat16;
+  params.rows = args.rows;
+  params.x_stride = x_stride;
+  params.n1 = static_cast<int>(args.n1);
+  params.n2 = static_cast<int>(args.n2);
+  params.divisors = args.divisors;
+  params.p1 = args.p1;
+  params.p2 = args.p2;
+  params.clip_ratio = args.clip_ratio;
+  params.qmax = args.qmax;
+  params.codes = args.codes;
+  params.codes_stride = codes_stride;
+  params.scales = args.scales;
+  if (const cudaError_t error = internal::LaunchKroneckerQuantize(params, stream);
+      error != cudaSuccess) {
+    return absl::InternalError(
+        absl::StrCat("Kronecker quantize launch: ", cudaGetErrorString(error)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace flatfleet::cuda

@@ -1,0 +1,62 @@
+// FlatQuant's online transform fused with the per-token activation quantizer, on the TF32 tensor
+// cores: codes and FP16 scales of t = (x diag(s)^-1) (P1 (x) P2) in one kernel, without the float32
+// row of the exact path (kronecker_transform.h followed by int8_activation_quantizer.h).
+//
+// Numerics. u = x / s is the exact path's float32 division. T = P1^T U and then Y = T P2 (U, T
+// the n1 x n2 views) run as mma.sync m16n8k8 TF32: each operand rounded to TF32 (10-bit mantissa,
+// round to nearest), products summed in float32 in the tensor cores' order. So, elementwise against
+// the exact transform Y* (the CPU's, in double),
+//   |Y - Y*| <= E * (|P1|^T |U| |P2|) + 2^-24 |Y*|,  E = e1 + e2 + e1 e2,
+//   e_k = 2^-10 + 2 (n_k + 1) 2^-24  (two TF32 roundings per product, n_k float32 additions)
+// (n_1 = n1, n_2 = n2), the bound KroneckerQuantizeBound states and the tests check. For the
+// 4-bit codes this moves a code by one step only where t / s lies within that bound of a rounding
+// boundary: finer than the engine's own bf16 rounding of x (2^-9 relative) that precedes it. (For
+// 8-bit codes the same bound spans a good part of a step: FlatQuant's recipe is W4A4.)
+// The scale and codes then follow the quantizer exactly: s = fp16_up(clip * max|t| / qmax) (1 for
+// an all-zero row), code = clamp(rne(t / s), -qmax, qmax), zeros from n to codes_stride; a row with
+// a non-finite value gets scale +inf (FP16 bits 0x7c00) and zero codes, as the quantizer's.
+//
+// One block of 16 warps per row: the row sits in shared memory as the n1 x (n2 + 4) float view
+// (T overwrites U in place, each warp owning whole column blocks), P1 beside it; P2 is read from
+// L2. Requires n1 a multiple of 16 (at most 128) and n2 a multiple of 8, and the row, P1 and a
+// warp's output tiles within the kernel's limits (KroneckerQuantizeSupports): every Llama-3 and
+// Mixtral width (4096 = 64 x 64, 8192 = 64 x 128, 14336 = 112 x 128, 28672 = 128 x 224).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/cuda/int8_activation_quantizer.h"
+
+namespace flatfleet::cuda {
+
+struct DeviceKroneckerQuantize {
+  const void* x = nullptr;  // [rows, n] float32 or bfloat16 bits, device; n = n1 * n2
+  ActivationType type = ActivationType::kBfloat16;
+  int64_t rows = 0;
+  int64_t x_stride = 0;  // 0 means n
+  int64_t n1 = 0;
+  int64_t n2 = 0;
+  const float* divisors = nullptr;  // [n] FlatQuant's smoothing s (positive), device
+  const float* p1 = nullptr;        // [n1 * n1] row-major, device
+  const float* p2 = nullptr;        // [n2 * n2] row-major, device
+  float clip_ratio = 1.0f;          // (0, 1]
+  int qmax = 7;                     // 1..127
+  int8_t* codes = nullptr;          // [rows, codes_stride], device
+  int64_t codes_stride = 0;         // >= n (0 means n); columns n.. are written 0
+  uint16_t* scales = nullptr;       // [rows] FP16 bits, device
+};
+
+// Whether the fused kernel takes this factorisation (else the exact path runs it).
+bool KroneckerQuantizeSupports(int64_t n1, int64_t n2);
+
+// The error bound above for one element: E * bound_term + 2^-24 |exact|, where bound_term is that
+// element of |P1|^T |U| |P2|.
+double KroneckerQuantizeBound(int64_t n1, int64_t n2, double bound_term, double exact);
+
+// Validates the arguments (InvalidArgument naming the field) and enqueues the kernel on `stream`.
+absl::Status ApplyKroneckerQuantize(const DeviceKroneckerQuantize& args, cudaStream_t stream);
+
+}  // namespace flatfleet::cuda

@@ -1,0 +1,240 @@
+// FlatQuant's transform fused with the quantizer on the TF32 tensor cores
+// (kernels/cuda/kronecker_quantize.h) against the exact CPU transform
+// (FlatQuantInputTransform::ApplyToActivations) and the CPU quantizer's rules. Tolerances are the
+// header's stated bound b = KroneckerQuantizeBound per element (E |P1|^T |U| |P2| + 2^-24 |y|):
+//   * the scale is fp16_up(clip * m / qmax) for some m within max_b of the CPU's max|y|;
+//   * each code is clamp(rne(v / s), +-qmax) for some v in [y - b, y + b] with the GPU's scale s;
+//   * the bound is tight enough to mean something: fewer than 10% of the elements have an
+//     interval wide enough to admit two codes (the rest are checked exactly).
+#include "kernels/cuda/kronecker_quantize.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/dtype.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/quant/rtn_quantizer.h"
+#include "quant/flat_quant_input_transform.h"
+#include "quant/flat_quant_trainer.h"
+#include "tests/gpu/gpu_test_random.h"
+#include "tests/gpu/gpu_test_util.h"
+#include "tests/gpu/int8_quant_test_util.h"
+
+namespace flatfleet::cuda {
+namespace {
+
+using testing::DeviceBuffer;
+
+struct FusedCase {
+  int64_t size;
+  int64_t rows;
+  int qmax;
+  float clip;
+};
+
+std::vector<float> RandomFactor(int64_t order, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 0.3f / std::sqrt(static_cast<float>(order)));
+  std::vector<float> factor(order * order);
+  for (int64_t i = 0; i < order; ++i) {
+    for (int64_t j = 0; j < order; ++j)
+      factor[i * order + j] = (i == j ? 1.0f : 0.0f) + normal(rng);
+  }
+  return factor;
+}
+
+// fp16_up(clip * m / qmax) with the kernel's float operations, as ordered FP16 bits.
+int ScaleBits(double m, float clip, int qmax) {
+  const float exact = (static_cast<float>(m) * clip) / static_cast<float>(qmax);
+  if (!(exact > 0.0f)) return 0x3c00;
+  auto bits = quant::ScaleToHalfRoundingUp(exact);
+  return bits.ok() ? *bits : 0x7c00;
+}
+
+class KroneckerQuantizeTest : public ::testing::TestWithParam<FusedCase> {};
+
+TEST_P(KroneckerQuantizeTest, CodesAndScalesWithinTheStatedBoundOfTheExactTransform) {
+  FF_SKIP_WITHOUT_GPU();
+  const FusedCase c = GetParam();
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
+  const int64_t n = c.size, n1 = quant::KroneckerLeftFactor(n), n2 = n / n1;
+  ASSERT_TRUE(KroneckerQuantizeSupports(n1, n2)) << n1 << " x " << n2;
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  std::uniform_real_distribution<float> log_scale(-1.0f, 1.0f);
+  std::vector<float> scales(n);
+  for (float& s : scales) s = std::exp(log_scale(rng));
+  const std::vector<float> p1 = RandomFactor(n1, rng), p2 = RandomFactor(n2, rng);
+  auto transform = quant::FlatQuantInputTransform::Create(scales, n1, p1, n2, p2, c.clip, 1.0f);
+  ASSERT_TRUE(transform.ok()) << transform.status();
+
+  const std::vector<float> raw = testing::RandomActivations(c.rows, n, rng);
+  const int64_t x_stride = n + 6, codes_stride = n + 32;
+  std::vector<uint16_t> x_bits(c.rows * x_stride, FloatToBF16(1.0f));
+  std::vector<float> inputs(c.rows * n);
+  for (int64_t r = 0; r < c.rows; ++r) {
+    for (int64_t i = 0; i < n; ++i) {
+      x_bits[r * x_stride + i] = FloatToBF16(raw[r * n + i]);
+      inputs[r * n + i] = BF16ToFloat(x_bits[r * x_stride + i]);
+    }
+  }
+  std::vector<float> exact(c.rows * n);
+  (*transform)->ApplyToActivations(inputs, c.rows, exact);
+
+  DeviceBuffer<uint16_t> d_x(x_bits);
+  DeviceBuffer<float> d_scales(scales), d_p1(p1), d_p2(p2);
+  DeviceBuffer<int8_t> d_codes(std::vector<int8_t>(c.rows * codes_stride, 0x5a));  // poisoned
+  DeviceBuffer<uint16_t> d_code_scales(std::vector<uint16_t>(c.rows, 0xffff));
+  DeviceKroneckerQuantize args;
+  args.x = d_x.get();
+  args.rows = c.rows;
+  args.x_stride = x_stride;
+  args.n1 = n1;
+  args.n2 = n2;
+  args.divisors = d_scales.get();
+  args.p1 = d_p1.get();
+  args.p2 = d_p2.get();
+  args.clip_ratio = c.clip;
+  args.qmax = c.qmax;
+  args.codes = d_codes.get();
+  args.codes_stride = codes_stride;
+  args.scales = d_code_scales.get();
+  const absl::Status launched = ApplyKroneckerQuantize(args, nullptr);
+  ASSERT_TRUE(launched.ok()) << launched;
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<int8_t> codes = d_codes.ToHost();
+  const std::vector<uint16_t> got_scales = d_code_scales.ToHost();
+
+  int64_t moved = 0, ambiguous = 0;
+  std::vector<double> left_abs(n), bound(n);
+  for (int64_t r = 0; r < c.rows; ++r) {
+    // |P1|^T |U| |P2| for this row, U = x / s (the CPU's float division).
+    std::vector<double> u(n);
+    for (int64_t i = 0; i < n; ++i) u[i] = std::fabs(double{inputs[r * n + i] / scales[i]});
+    for (int64_t a = 0; a < n1; ++a) {
+      for (int64_t j = 0; j < n2; ++j) {
+        double sum = 0.0;
+        for (int64_t i = 0; i < n1; ++i) sum += std::fabs(double{p1[i * n1 + a]}) * u[i * n2 + j];
+        left_abs[a * n2 + j] = sum;
+      }
+    }
+    double max_exact = 0.0, max_bound = 0.0;
+    for (int64_t a = 0; a < n1; ++a) {
+      for (int64_t b = 0; b < n2; ++b) {
+        double sum = 0.0;
+        for (int64_t j = 0; j < n2; ++j)
+          sum += left_abs[a * n2 + j] * std::fabs(double{p2[j * n2 + b]});
+        const int64_t e = a * n2 + b;
+        bound[e] = KroneckerQuantizeBound(n1, n2, sum, exact[r * n + e]);
+        max_exact = std::max(max_exact, std::fabs(double{exact[r * n + e]}));
+        max_bound = std::max(max_bound, bound[e]);
+      }
+    }
+    const int low = ScaleBits(std::max(0.0, max_exact - max_bound), c.clip, c.qmax);
+    const int high = ScaleBits(max_exact + max_bound, c.clip, c.qmax);
+    ASSERT_GE(got_scales[r], low) << "row " << r;
+    ASSERT_LE(got_scales[r], high) << "row " << r;
+    const double s = HalfToFloat(got_scales[r]);
+    for (int64_t e = 0; e < n; ++e) {
+      const double y = exact[r * n + e];
+      const double lo_q = (y - bound[e]) / s - 1e-6, hi_q = (y + bound[e]) / s + 1e-6;
+      const int lo = std::clamp(static_cast<int>(std::ceil(lo_q - 0.5)), -c.qmax, c.qmax);
+      const int hi = std::clamp(static_cast<int>(std::floor(hi_q + 0.5)), -c.qmax, c.qmax);
+      const int code = codes[r * codes_stride + e];
+      ASSERT_GE(code, lo) << "row " << r << " element " << e << ": y " << y << ", bound "
+                          << bound[e] << ", scale " << s;
+      ASSERT_LE(code, hi) << "row " << r << " element " << e << ": y " << y << ", bound "
+                          << bound[e] << ", scale " << s;
+      ambiguous += hi > lo;
+      const int exact_code = std::clamp(
+          static_cast<int>(std::nearbyint(static_cast<float>(y) / static_cast<float>(s))), -c.qmax,
+          c.qmax);
+      moved += code != exact_code;
+    }
+    for (int64_t e = n; e < codes_stride; ++e) {
+      ASSERT_EQ(codes[r * codes_stride + e], 0) << "row " << r << " pad " << e;
+    }
+  }
+  EXPECT_LT(ambiguous, c.rows * n / 10) << "the bound is too loose to check anything";
+  std::printf("n %lld (%lld x %lld), %lld rows, qmax %d: %lld of %lld codes admit two values "
+              "under the bound, %lld off the exact transform's\n",
+              static_cast<long long>(n), static_cast<long long>(n1), static_cast<long long>(n2),
+              static_cast<long long>(c.rows), c.qmax, static_cast<long long>(ambiguous),
+              static_cast<long long>(c.rows * n), static_cast<long long>(moved));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sizes, KroneckerQuantizeTest,
+    ::testing::Values(
+        // llama-tiny's 256 = 16 x 16, 1024 = 32 x 32; Llama-3 4096 = 64 x 64, 8192 = 64 x 128,
+        // 14336 = 112 x 128 (7 tiles of 16 rows: two warps idle), 28672 = 128 x 224.
+        // 4-bit codes (FlatQuant's w4a4; TF32 is too coarse for exact 8-bit codes) and 3-bit.
+        FusedCase{256, 5, 7, 0.87f}, FusedCase{1024, 3, 7, 1.0f}, FusedCase{4096, 4, 7, 0.9f},
+        FusedCase{8192, 3, 7, 1.0f}, FusedCase{14336, 2, 7, 0.8f}, FusedCase{28672, 2, 7, 0.95f},
+        FusedCase{8192, 2, 3, 0.9f}),
+    [](const ::testing::TestParamInfo<FusedCase>& info) {
+      return absl::StrCat("n", info.param.size, "_rows", info.param.rows, "_qmax", info.param.qmax);
+    });
+
+TEST(KroneckerQuantizeArgsTest, NonFiniteRowsAndBadArguments) {
+  FF_SKIP_WITHOUT_GPU();
+  const int64_t n1 = 16, n2 = 16, n = 256;
+  std::vector<float> identity(n1 * n1, 0.0f);
+  for (int i = 0; i < 16; ++i) identity[i * 17] = 1.0f;
+  std::vector<uint16_t> x(2 * n, FloatToBF16(0.5f));
+  x[n + 7] = 0x7fc0;  // NaN in the second row
+  DeviceBuffer<uint16_t> d_x(x);
+  DeviceBuffer<float> d_ones(std::vector<float>(n, 1.0f)), d_p(identity);
+  DeviceBuffer<int8_t> d_codes(std::vector<int8_t>(2 * n, 0x5a));
+  DeviceBuffer<uint16_t> d_scales(std::vector<uint16_t>(2, 0));
+  DeviceKroneckerQuantize args;
+  args.x = d_x.get();
+  args.rows = 2;
+  args.n1 = n1;
+  args.n2 = n2;
+  args.divisors = d_ones.get();
+  args.p1 = d_p.get();
+  args.p2 = d_p.get();
+  args.codes = d_codes.get();
+  args.scales = d_scales.get();
+  ASSERT_TRUE(ApplyKroneckerQuantize(args, nullptr).ok());
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<int8_t> codes = d_codes.ToHost();
+  const std::vector<uint16_t> scales = d_scales.ToHost();
+  // Row 0: identity factors, every t = 0.5: s = fp16_up(0.5 / 7), every code 7.
+  EXPECT_EQ(scales[0], *quant::ScaleToHalfRoundingUp(0.5f / 7.0f));
+  for (int64_t i = 0; i < n; ++i) ASSERT_EQ(codes[i], 7) << i;
+  // Row 1: the quantizer's non-finite rule, scale +inf and zero codes.
+  EXPECT_EQ(scales[1], 0x7c00);
+  for (int64_t i = n; i < 2 * n; ++i) ASSERT_EQ(codes[i], 0) << i;
+
+  DeviceKroneckerQuantize bad = args;
+  bad.n1 = 8;  // 8 x 32: not a multiple of 16 rows (the exact path takes it)
+  bad.n2 = 32;
+  EXPECT_EQ(ApplyKroneckerQuantize(bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  bad = args;
+  bad.codes_stride = 257;  // odd
+  EXPECT_EQ(ApplyKroneckerQuantize(bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  bad = args;
+  bad.qmax = 0;
+  EXPECT_EQ(ApplyKroneckerQuantize(bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  bad = args;
+  bad.scales = nullptr;
+  EXPECT_EQ(ApplyKroneckerQuantize(bad, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+TEST(KroneckerQuantizeArgsTest, SupportsEveryLlamaWidth) {
+  for (auto [n1, n2] : {std::pair<int64_t, int64_t>{64, 64}, {64, 128}, {112, 128}, {128, 224}}) {
+    EXPECT_TRUE(KroneckerQuantizeSupports(n1, n2)) << n1 << " x " << n2;
+  }
+  EXPECT_FALSE(KroneckerQuantizeSupports(8, 8));    // stories260K's 64: the exact path
+  EXPECT_FALSE(KroneckerQuantizeSupports(4, 43));   // 172
+  EXPECT_FALSE(KroneckerQuantizeSupports(16, 43));  // 688
+}
+
+}  // namespace
+}  // namespace flatfleet::cuda
