@@ -16,11 +16,14 @@
 // an all-zero row), code = clamp(rne(t / s), -qmax, qmax), zeros from n to codes_stride; a row with
 // a non-finite value gets scale +inf (FP16 bits 0x7c00) and zero codes, as the quantizer's.
 //
-// One block of 16 warps per row: the row sits in shared memory as the n1 x (n2 + 4) float view
-// (T overwrites U in place, each warp owning whole column blocks), P1 beside it; P2 is read from
-// L2. Requires n1 a multiple of 16 (at most 128) and n2 a multiple of 8, and the row, P1 and a
-// warp's output tiles within the kernel's limits (KroneckerQuantizeSupports): every Llama-3 and
-// Mixtral width (4096 = 64 x 64, 8192 = 64 x 128, 14336 = 112 x 128, 28672 = 128 x 224).
+// One block of 16 warps per 1, 2 or 4 token rows (as many as the accumulators and shared memory
+// allow: 4 for 4096 and 8192, 2 for 14336, 1 for 28672; fewer where the blocks would not fill the
+// GPU's SMs, as at decode): each row sits in shared memory as an
+// n1 x (n2 + 4) float view (T overwrites U in place, each warp owning whole column blocks), P1
+// beside them; P2 is read from L2, each fragment serving every row of the block. Requires n1 a
+// multiple of 16 (at most 128) and n2 a multiple of 8, and the row, P1 and a warp's output tiles
+// within the kernel's limits (KroneckerQuantizeSupports): every Llama-3 and Mixtral width (4096 =
+// 64 x 64, 8192 = 64 x 128, 14336 = 112 x 128, 28672 = 128 x 224).
 #pragma once
 
 #include <cuda_runtime.h>

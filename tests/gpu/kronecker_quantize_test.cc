@@ -174,7 +174,11 @@ INSTANTIATE_TEST_SUITE_P(
         // 4-bit codes (FlatQuant's w4a4; TF32 is too coarse for exact 8-bit codes) and 3-bit.
         FusedCase{256, 5, 7, 0.87f}, FusedCase{1024, 3, 7, 1.0f}, FusedCase{4096, 4, 7, 0.9f},
         FusedCase{8192, 3, 7, 1.0f}, FusedCase{14336, 2, 7, 0.8f}, FusedCase{28672, 2, 7, 0.95f},
-        FusedCase{8192, 2, 3, 0.9f}),
+        FusedCase{8192, 2, 3, 0.9f},
+        // Enough rows to fill the GPU with blocks of 4 (64-wide factors) and 2 (112 x 128) token
+        // rows, each with a partial last block (fewer rows run one row per block, as above).
+        FusedCase{8192, 530, 7, 0.9f}, FusedCase{4096, 531, 7, 1.0f},
+        FusedCase{14336, 265, 7, 0.9f}),
     [](const ::testing::TestParamInfo<FusedCase>& info) {
       return absl::StrCat("n", info.param.size, "_rows", info.param.rows, "_qmax", info.param.qmax);
     });
