@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "bench/cuda/bf16_bench_util.h"
+#include "bench/cuda/cuda_event_timer.h"
 #include "benchmark/benchmark.h"
 #include "kernels/cuda/add_rmsnorm_quantize.h"
 #include "kernels/cuda/fused_add_rmsnorm.h"
@@ -25,23 +26,7 @@ namespace {
 
 constexpr double kBytesPerElement = 11.0;
 
-// Mean seconds per call of `launch` over `calls` calls (after one warm-up), CUDA events.
-template <typename Launch>
-double MeanSeconds(Launch launch, int calls) {
-  launch();
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  cudaEventRecord(start, nullptr);
-  for (int i = 0; i < calls; ++i) launch();
-  cudaEventRecord(stop, nullptr);
-  cudaEventSynchronize(stop);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, start, stop);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return ms / 1e3 / calls;
-}
+using flatfleet::bench::MeanLaunchSeconds;
 
 // Device operands of one rows x hidden problem.
 struct Operands {
@@ -85,7 +70,7 @@ struct Operands {
 
   // Seconds per device-to-device copy of the same traffic.
   double CopySeconds() const {
-    return MeanSeconds(
+    return MeanLaunchSeconds(
         [&] { cudaMemcpyAsync(copy_dst, copy_src, copy_bytes, cudaMemcpyDeviceToDevice, nullptr); },
         20);
   }
@@ -113,7 +98,7 @@ void Run(benchmark::State& state, const Operands& op, Launch launch) {
   const double copy_seconds = op.CopySeconds();
   double total = 0;
   for (auto _ : state) {
-    const double seconds = MeanSeconds(launch, 10);
+    const double seconds = MeanLaunchSeconds(launch, 10);
     state.SetIterationTime(seconds);
     total += seconds;
   }

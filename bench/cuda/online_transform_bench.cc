@@ -4,9 +4,9 @@
 //   BM_KroneckerQuantize  the same fused with the 4-bit quantizer on the TF32 tensor cores
 //                     (kronecker_quantize.h): bf16 in, codes and scales out;
 //   BM_HadamardRows   the randomized Hadamard rotation (hadamard_transform.h), double, exact;
-// the exact ones bf16 in, float32 out, reported as seconds per call (CUDA events, warm) with `flops` the
-// transform's multiply-adds x 2 per second. FlatQuant's claim is a transform within 7% of the
-// following GEMM's time: compare with BM_W4A8FragmentWgmma / BM_W4A8FragmentGemm at the same
+// the exact ones bf16 in, float32 out, reported as seconds per call (CUDA events, warm) with
+// `flops` the transform's multiply-adds x 2 per second. FlatQuant's claim is a transform within 7%
+// of the following GEMM's time: compare with BM_W4A8FragmentWgmma / BM_W4A8FragmentGemm at the same
 // m and K (bench/RESULTS.md puts them side by side).
 #include <cuda_runtime.h>
 
@@ -15,6 +15,7 @@
 #include <cstring>
 #include <vector>
 
+#include "bench/cuda/cuda_event_timer.h"
 #include "benchmark/benchmark.h"
 #include "kernels/cuda/hadamard_transform.h"
 #include "kernels/cuda/kronecker_quantize.h"
@@ -22,22 +23,7 @@
 
 namespace {
 
-template <typename Launch>
-double MeanSeconds(Launch launch, int calls) {
-  launch();
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  cudaEventRecord(start, nullptr);
-  for (int i = 0; i < calls; ++i) launch();
-  cudaEventRecord(stop, nullptr);
-  cudaEventSynchronize(stop);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, start, stop);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return ms / 1e3 / calls;
-}
+using flatfleet::bench::MeanLaunchSeconds;
 
 template <typename T>
 T* Upload(const std::vector<T>& host) {
@@ -72,74 +58,81 @@ int64_t LeftFactor(int64_t n) {
   return best;
 }
 
+// FlatQuant's operands for m rows of width n: bf16 x, the smoothing, near-identity factors.
+struct KroneckerOperands {
+  KroneckerOperands(int64_t m, int64_t n) : n1(LeftFactor(n)), n2(n / n1) {
+    std::vector<float> p1_host(n1 * n1), p2_host(n2 * n2), scales_host(n, 1.25f);
+    for (int64_t i = 0; i < n1 * n1; ++i) p1_host[i] = i % (n1 + 1) == 0 ? 1.0f : 0.01f;
+    for (int64_t i = 0; i < n2 * n2; ++i) p2_host[i] = i % (n2 + 1) == 0 ? 1.0f : -0.01f;
+    x = Upload(RandomBf16(m * n));
+    p1 = Upload(p1_host);
+    p2 = Upload(p2_host);
+    scales = Upload(scales_host);
+  }
+  ~KroneckerOperands() {
+    for (void* p : {static_cast<void*>(x), static_cast<void*>(p1), static_cast<void*>(p2),
+                    static_cast<void*>(scales)}) {
+      cudaFree(p);
+    }
+  }
+  bool ok() const { return x != nullptr && p1 != nullptr && p2 != nullptr && scales != nullptr; }
+
+  int64_t n1, n2;
+  uint16_t* x = nullptr;
+  float* p1 = nullptr;
+  float* p2 = nullptr;
+  float* scales = nullptr;
+};
+
 void BM_KroneckerRows(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1);
-  const int64_t n1 = LeftFactor(n), n2 = n / n1;
-  std::vector<float> p1(n1 * n1), p2(n2 * n2), scales(n, 1.25f);
-  for (int64_t i = 0; i < n1 * n1; ++i) p1[i] = i % (n1 + 1) == 0 ? 1.0f : 0.01f;
-  for (int64_t i = 0; i < n2 * n2; ++i) p2[i] = i % (n2 + 1) == 0 ? 1.0f : -0.01f;
-  uint16_t* x = Upload(RandomBf16(m * n));
-  float* d_p1 = Upload(p1);
-  float* d_p2 = Upload(p2);
-  float* d_scales = Upload(scales);
+  KroneckerOperands operands(m, n);
   float* y = nullptr;
-  if (x == nullptr || d_p1 == nullptr || d_p2 == nullptr || d_scales == nullptr ||
-      cudaMalloc(&y, m * n * 4) != cudaSuccess) {
+  if (!operands.ok() || cudaMalloc(&y, m * n * 4) != cudaSuccess) {
     state.SkipWithError("cudaMalloc failed (no GPU?)");
     return;
   }
   flatfleet::cuda::DeviceKroneckerRows args;
-  args.x = x;
+  args.x = operands.x;
   args.type = flatfleet::cuda::ActivationType::kBfloat16;
   args.rows = m;
-  args.n1 = n1;
-  args.n2 = n2;
-  args.divisors = d_scales;
-  args.p1 = d_p1;
-  args.p2 = d_p2;
+  args.n1 = operands.n1;
+  args.n2 = operands.n2;
+  args.divisors = operands.scales;
+  args.p1 = operands.p1;
+  args.p2 = operands.p2;
   args.y = y;
   if (!flatfleet::cuda::ApplyKroneckerRows(args, nullptr).ok()) {
     state.SkipWithError("ApplyKroneckerRows refused the shape");
   }
   for (auto _ : state) {
-    const double seconds =
-        MeanSeconds([&] { (void)flatfleet::cuda::ApplyKroneckerRows(args, nullptr); }, 20);
-    state.SetIterationTime(seconds);
+    state.SetIterationTime(
+        MeanLaunchSeconds([&] { (void)flatfleet::cuda::ApplyKroneckerRows(args, nullptr); }, 20));
   }
-  state.counters["flops"] =
-      benchmark::Counter(2.0 * m * n * (n1 + n2) * state.iterations(), benchmark::Counter::kIsRate);
-  state.counters["n1"] = static_cast<double>(n1);
-  for (void* p : {static_cast<void*>(x), static_cast<void*>(d_p1), static_cast<void*>(d_p2),
-                  static_cast<void*>(d_scales), static_cast<void*>(y)}) {
-    cudaFree(p);
-  }
+  state.counters["flops"] = benchmark::Counter(
+      2.0 * m * n * (operands.n1 + operands.n2) * state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["n1"] = static_cast<double>(operands.n1);
+  cudaFree(y);
 }
 
 void BM_KroneckerQuantize(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1);
-  const int64_t n1 = LeftFactor(n), n2 = n / n1;
-  std::vector<float> p1(n1 * n1), p2(n2 * n2), scales(n, 1.25f);
-  for (int64_t i = 0; i < n1 * n1; ++i) p1[i] = i % (n1 + 1) == 0 ? 1.0f : 0.01f;
-  for (int64_t i = 0; i < n2 * n2; ++i) p2[i] = i % (n2 + 1) == 0 ? 1.0f : -0.01f;
-  uint16_t* x = Upload(RandomBf16(m * n));
-  float* d_p1 = Upload(p1);
-  float* d_p2 = Upload(p2);
-  float* d_scales = Upload(scales);
+  KroneckerOperands operands(m, n);
   int8_t* codes = nullptr;
   uint16_t* code_scales = nullptr;
-  if (x == nullptr || d_p1 == nullptr || d_p2 == nullptr || d_scales == nullptr ||
-      cudaMalloc(&codes, m * n) != cudaSuccess || cudaMalloc(&code_scales, m * 2) != cudaSuccess) {
+  if (!operands.ok() || cudaMalloc(&codes, m * n) != cudaSuccess ||
+      cudaMalloc(&code_scales, m * 2) != cudaSuccess) {
     state.SkipWithError("cudaMalloc failed (no GPU?)");
     return;
   }
   flatfleet::cuda::DeviceKroneckerQuantize args;
-  args.x = x;
+  args.x = operands.x;
   args.rows = m;
-  args.n1 = n1;
-  args.n2 = n2;
-  args.divisors = d_scales;
-  args.p1 = d_p1;
-  args.p2 = d_p2;
+  args.n1 = operands.n1;
+  args.n2 = operands.n2;
+  args.divisors = operands.scales;
+  args.p1 = operands.p1;
+  args.p2 = operands.p2;
   args.clip_ratio = 0.9f;
   args.qmax = 7;
   args.codes = codes;
@@ -148,17 +141,13 @@ void BM_KroneckerQuantize(benchmark::State& state) {
     state.SkipWithError("ApplyKroneckerQuantize refused the shape");
   }
   for (auto _ : state) {
-    const double seconds =
-        MeanSeconds([&] { (void)flatfleet::cuda::ApplyKroneckerQuantize(args, nullptr); }, 20);
-    state.SetIterationTime(seconds);
+    state.SetIterationTime(MeanLaunchSeconds(
+        [&] { (void)flatfleet::cuda::ApplyKroneckerQuantize(args, nullptr); }, 20));
   }
-  state.counters["flops"] = benchmark::Counter(2.0 * m * n * (n1 + n2) * state.iterations(),
-                                               benchmark::Counter::kIsRate);
-  for (void* p : {static_cast<void*>(x), static_cast<void*>(d_p1), static_cast<void*>(d_p2),
-                  static_cast<void*>(d_scales), static_cast<void*>(codes),
-                  static_cast<void*>(code_scales)}) {
-    cudaFree(p);
-  }
+  state.counters["flops"] = benchmark::Counter(
+      2.0 * m * n * (operands.n1 + operands.n2) * state.iterations(), benchmark::Counter::kIsRate);
+  cudaFree(codes);
+  cudaFree(code_scales);
 }
 
 void BM_HadamardRows(benchmark::State& state) {
@@ -193,7 +182,7 @@ void BM_HadamardRows(benchmark::State& state) {
   }
   for (auto _ : state) {
     const double seconds =
-        MeanSeconds([&] { (void)flatfleet::cuda::ApplyHadamardRows(args, nullptr); }, 20);
+        MeanLaunchSeconds([&] { (void)flatfleet::cuda::ApplyHadamardRows(args, nullptr); }, 20);
     state.SetIterationTime(seconds);
   }
   state.counters["block"] = static_cast<double>(block);

@@ -25,6 +25,7 @@
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/int8_quant_test_util.h"
+#include "tests/gpu/transform_test_util.h"
 
 namespace flatfleet::cuda {
 namespace {
@@ -63,14 +64,9 @@ TEST_P(HadamardTransformTest, MatchesTheCpuRotationAndItsCodes) {
   std::mt19937 rng(static_cast<uint32_t>(seed));
   const std::vector<float> raw = testing::RandomActivations(c.rows, n, rng);
   const int64_t x_stride = n + 3, y_stride = n + 5;
-  std::vector<uint16_t> x_bits(c.rows * x_stride, FloatToBF16(1.0f));
-  std::vector<float> expected(c.rows * n);
-  for (int64_t r = 0; r < c.rows; ++r) {
-    for (int64_t i = 0; i < n; ++i) {
-      x_bits[r * x_stride + i] = FloatToBF16(raw[r * n + i]);
-      expected[r * n + i] = BF16ToFloat(x_bits[r * x_stride + i]);
-    }
-  }
+  const testing::StridedBf16Rows bf16 = testing::MakeStridedBf16Rows(raw, c.rows, n, x_stride);
+  const std::vector<uint16_t>& x_bits = bf16.bits;
+  std::vector<float> expected = bf16.values;
   rotation->ApplyToActivationRows(expected, c.rows);
 
   DeviceBuffer<uint16_t> d_x(x_bits);

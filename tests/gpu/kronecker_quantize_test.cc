@@ -23,6 +23,7 @@
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/int8_quant_test_util.h"
+#include "tests/gpu/transform_test_util.h"
 
 namespace flatfleet::cuda {
 namespace {
@@ -35,16 +36,6 @@ struct FusedCase {
   int qmax;
   float clip;
 };
-
-std::vector<float> RandomFactor(int64_t order, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 0.3f / std::sqrt(static_cast<float>(order)));
-  std::vector<float> factor(order * order);
-  for (int64_t i = 0; i < order; ++i) {
-    for (int64_t j = 0; j < order; ++j)
-      factor[i * order + j] = (i == j ? 1.0f : 0.0f) + normal(rng);
-  }
-  return factor;
-}
 
 // fp16_up(clip * m / qmax) with the kernel's float operations, as ordered FP16 bits.
 int ScaleBits(double m, float clip, int qmax) {
@@ -67,20 +58,16 @@ TEST_P(KroneckerQuantizeTest, CodesAndScalesWithinTheStatedBoundOfTheExactTransf
   std::uniform_real_distribution<float> log_scale(-1.0f, 1.0f);
   std::vector<float> scales(n);
   for (float& s : scales) s = std::exp(log_scale(rng));
-  const std::vector<float> p1 = RandomFactor(n1, rng), p2 = RandomFactor(n2, rng);
+  const std::vector<float> p1 = testing::RandomNearIdentityFactor(n1, rng),
+                           p2 = testing::RandomNearIdentityFactor(n2, rng);
   auto transform = quant::FlatQuantInputTransform::Create(scales, n1, p1, n2, p2, c.clip, 1.0f);
   ASSERT_TRUE(transform.ok()) << transform.status();
 
   const std::vector<float> raw = testing::RandomActivations(c.rows, n, rng);
   const int64_t x_stride = n + 6, codes_stride = n + 32;
-  std::vector<uint16_t> x_bits(c.rows * x_stride, FloatToBF16(1.0f));
-  std::vector<float> inputs(c.rows * n);
-  for (int64_t r = 0; r < c.rows; ++r) {
-    for (int64_t i = 0; i < n; ++i) {
-      x_bits[r * x_stride + i] = FloatToBF16(raw[r * n + i]);
-      inputs[r * n + i] = BF16ToFloat(x_bits[r * x_stride + i]);
-    }
-  }
+  const testing::StridedBf16Rows bf16 = testing::MakeStridedBf16Rows(raw, c.rows, n, x_stride);
+  const std::vector<uint16_t>& x_bits = bf16.bits;
+  const std::vector<float>& inputs = bf16.values;
   std::vector<float> exact(c.rows * n);
   (*transform)->ApplyToActivations(inputs, c.rows, exact);
 
@@ -159,11 +146,12 @@ TEST_P(KroneckerQuantizeTest, CodesAndScalesWithinTheStatedBoundOfTheExactTransf
     }
   }
   EXPECT_LT(ambiguous, c.rows * n / 10) << "the bound is too loose to check anything";
-  std::printf("n %lld (%lld x %lld), %lld rows, qmax %d: %lld of %lld codes admit two values "
-              "under the bound, %lld off the exact transform's\n",
-              static_cast<long long>(n), static_cast<long long>(n1), static_cast<long long>(n2),
-              static_cast<long long>(c.rows), c.qmax, static_cast<long long>(ambiguous),
-              static_cast<long long>(c.rows * n), static_cast<long long>(moved));
+  std::printf(
+      "n %lld (%lld x %lld), %lld rows, qmax %d: %lld of %lld codes admit two values "
+      "under the bound, %lld off the exact transform's\n",
+      static_cast<long long>(n), static_cast<long long>(n1), static_cast<long long>(n2),
+      static_cast<long long>(c.rows), c.qmax, static_cast<long long>(ambiguous),
+      static_cast<long long>(c.rows * n), static_cast<long long>(moved));
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -22,6 +22,7 @@
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/int8_quant_test_util.h"
+#include "tests/gpu/transform_test_util.h"
 
 namespace flatfleet::cuda {
 namespace {
@@ -34,17 +35,6 @@ struct KroneckerCase {
   int64_t expected_n1;  // KroneckerLeftFactor(size), what the trainer factors the layer into
   bool bf16_input = true;
 };
-
-// An invertible, well-conditioned factor: the identity plus small random entries.
-std::vector<float> RandomFactor(int64_t order, std::mt19937& rng) {
-  std::normal_distribution<float> normal(0.0f, 0.3f / std::sqrt(static_cast<float>(order)));
-  std::vector<float> factor(order * order);
-  for (int64_t i = 0; i < order; ++i) {
-    for (int64_t j = 0; j < order; ++j)
-      factor[i * order + j] = (i == j ? 1.0f : 0.0f) + normal(rng);
-  }
-  return factor;
-}
 
 class KroneckerTransformTest : public ::testing::TestWithParam<KroneckerCase> {};
 
@@ -60,24 +50,21 @@ TEST_P(KroneckerTransformTest, MatchesTheCpuTransformAndItsCodesBitForBit) {
   std::vector<float> scales(n);
   for (float& s : scales) s = std::exp(log_scale(rng));
   const float clip = 0.87f;
-  auto transform = quant::FlatQuantInputTransform::Create(scales, n1, RandomFactor(n1, rng), n2,
-                                                          RandomFactor(n2, rng), clip, 1.0f);
+  auto transform = quant::FlatQuantInputTransform::Create(
+      scales, n1, testing::RandomNearIdentityFactor(n1, rng), n2,
+      testing::RandomNearIdentityFactor(n2, rng), clip, 1.0f);
   ASSERT_TRUE(transform.ok()) << transform.status();
 
   // Rows in a strided view (bf16 bits or float32); the CPU sees their exact float values.
   const std::vector<float> raw = testing::RandomActivations(c.rows, n, rng);
   const int64_t x_stride = n + 3, y_stride = n + 5;
-  std::vector<uint16_t> x_bits(c.rows * x_stride, FloatToBF16(1.0f));
+  const testing::StridedBf16Rows bf16 = testing::MakeStridedBf16Rows(raw, c.rows, n, x_stride);
+  const std::vector<uint16_t>& x_bits = bf16.bits;
   std::vector<float> x_floats(c.rows * x_stride, 1.0f);
-  std::vector<float> exact_inputs(c.rows * n);
   for (int64_t r = 0; r < c.rows; ++r) {
-    for (int64_t i = 0; i < n; ++i) {
-      x_bits[r * x_stride + i] = FloatToBF16(raw[r * n + i]);
-      x_floats[r * x_stride + i] = raw[r * n + i];
-      exact_inputs[r * n + i] =
-          c.bf16_input ? BF16ToFloat(x_bits[r * x_stride + i]) : raw[r * n + i];
-    }
+    for (int64_t i = 0; i < n; ++i) x_floats[r * x_stride + i] = raw[r * n + i];
   }
+  const std::vector<float>& exact_inputs = c.bf16_input ? bf16.values : raw;
   std::vector<float> expected(c.rows * n);
   (*transform)->ApplyToActivations(exact_inputs, c.rows, expected);
 

@@ -557,19 +557,34 @@ int64_t QuantizedLinearScratchBytes(const CudaQuantizedLinearWeight& weight, int
          QuantizedLinearOnCodesScratchBytes(weight, rows);
 }
 
-absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
-                                const runtime::ConstTensorView& x, const runtime::TensorView& y,
-                                runtime::WorkspaceArena& arena, cudaStream_t stream,
-                                cuda::CublasLtInt8Gemm* int8_gemm, SplitCounters split_counters) {
+namespace {
+
+// The activation side of a quantized linear: x's codes (codes_stride = padded_in) and FP16 scales,
+// after the layer's online transform. Float32 transformed rows come from the arena (the caller
+// releases them with the GEMM's scratch).
+absl::Status QuantizeLayerInputs(const CudaQuantizedLinearWeight& weight,
+                                 const runtime::ConstTensorView& x, int8_t* codes, uint16_t* scales,
+                                 runtime::WorkspaceArena& arena, cudaStream_t stream) {
   const int64_t rows = x.rows;
-  if (x.cols != weight.in_features() || x.row_stride < x.cols) {
-    return absl::InvalidArgumentError(absl::StrCat("quantized linear: x is ", x.rows, " x ", x.cols,
-                                                   " (row stride ", x.row_stride, ") for ",
-                                                   weight.in_features(), " inputs"));
+  if (weight.kronecker_n1 > 0 && weight.kronecker_fused) {
+    // Transform and quantize in one kernel on the tensor cores, straight to the GEMM's codes.
+    cuda::DeviceKroneckerQuantize fused;
+    fused.x = x.data;
+    fused.type = cuda::ActivationType::kBfloat16;
+    fused.rows = rows;
+    fused.x_stride = x.row_stride;
+    fused.n1 = weight.kronecker_n1;
+    fused.n2 = weight.kronecker_n2;
+    fused.divisors = static_cast<const float*>(weight.kronecker_scales.data());
+    fused.p1 = static_cast<const float*>(weight.kronecker_p1.data());
+    fused.p2 = static_cast<const float*>(weight.kronecker_p2.data());
+    fused.clip_ratio = weight.activation_clip_ratio;
+    fused.qmax = weight.activation_qmax;
+    fused.codes = codes;
+    fused.codes_stride = weight.padded_in;
+    fused.scales = scales;
+    return cuda::ApplyKroneckerQuantize(fused, stream);
   }
-  const runtime::WorkspaceArena::Mark mark = arena.mark();
-  FF_ASSIGN_OR_RETURN(void* codes, arena.TakeBytes(rows * weight.padded_in));
-  FF_ASSIGN_OR_RETURN(void* scales, arena.TakeBytes(rows * 2));
   cuda::DeviceActivationQuantization quantize;
   quantize.x = x.data;
   quantize.type = cuda::ActivationType::kBfloat16;
@@ -596,30 +611,6 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
     quantize.type = cuda::ActivationType::kFloat32;
     quantize.x_stride = weight.gemm_in;
   }
-  if (weight.kronecker_n1 > 0 && weight.kronecker_fused) {
-    // Transform and quantize in one kernel on the tensor cores, straight to the GEMM's codes.
-    cuda::DeviceKroneckerQuantize fused;
-    fused.x = x.data;
-    fused.type = cuda::ActivationType::kBfloat16;
-    fused.rows = rows;
-    fused.x_stride = x.row_stride;
-    fused.n1 = weight.kronecker_n1;
-    fused.n2 = weight.kronecker_n2;
-    fused.divisors = static_cast<const float*>(weight.kronecker_scales.data());
-    fused.p1 = static_cast<const float*>(weight.kronecker_p1.data());
-    fused.p2 = static_cast<const float*>(weight.kronecker_p2.data());
-    fused.clip_ratio = weight.activation_clip_ratio;
-    fused.qmax = weight.activation_qmax;
-    fused.codes = static_cast<int8_t*>(codes);
-    fused.codes_stride = weight.padded_in;
-    fused.scales = static_cast<uint16_t*>(scales);
-    FF_RETURN_IF_ERROR(cuda::ApplyKroneckerQuantize(fused, stream));
-    FF_RETURN_IF_ERROR(RunQuantizedLinearOnCodes(weight, rows, static_cast<const int8_t*>(codes),
-                                                 static_cast<const uint16_t*>(scales), y, arena,
-                                                 stream, int8_gemm, split_counters));
-    arena.Release(mark);
-    return absl::OkStatus();
-  }
   if (weight.kronecker_n1 > 0) {
     // (x / s) (P1 (x) P2) into float32 scratch (the CPU's transform rounds to float32 too).
     FF_ASSIGN_OR_RETURN(void* transformed, arena.TakeBytes(rows * weight.gemm_in * 4));
@@ -641,9 +632,9 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
     quantize.x_stride = weight.gemm_in;
   }
   quantize.clip_ratio = weight.activation_clip_ratio;
-  quantize.codes = static_cast<int8_t*>(codes);
+  quantize.codes = codes;
   quantize.codes_stride = weight.padded_in;
-  quantize.scales = static_cast<uint16_t*>(scales);
+  quantize.scales = scales;
   quantize.qmax = weight.activation_qmax;
   quantize.static_scale = weight.static_activation_scale;
   if (weight.input_sources.bytes() > 0) {
@@ -653,7 +644,26 @@ absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
   if (weight.input_divisors.bytes() > 0) {
     quantize.channel_divisors = static_cast<const float*>(weight.input_divisors.data());
   }
-  FF_RETURN_IF_ERROR(cuda::QuantizeActivationsInt8(quantize, stream));
+  return cuda::QuantizeActivationsInt8(quantize, stream);
+}
+
+}  // namespace
+
+absl::Status RunQuantizedLinear(const CudaQuantizedLinearWeight& weight,
+                                const runtime::ConstTensorView& x, const runtime::TensorView& y,
+                                runtime::WorkspaceArena& arena, cudaStream_t stream,
+                                cuda::CublasLtInt8Gemm* int8_gemm, SplitCounters split_counters) {
+  const int64_t rows = x.rows;
+  if (x.cols != weight.in_features() || x.row_stride < x.cols) {
+    return absl::InvalidArgumentError(absl::StrCat("quantized linear: x is ", x.rows, " x ", x.cols,
+                                                   " (row stride ", x.row_stride, ") for ",
+                                                   weight.in_features(), " inputs"));
+  }
+  const runtime::WorkspaceArena::Mark mark = arena.mark();
+  FF_ASSIGN_OR_RETURN(void* codes, arena.TakeBytes(rows * weight.padded_in));
+  FF_ASSIGN_OR_RETURN(void* scales, arena.TakeBytes(rows * 2));
+  FF_RETURN_IF_ERROR(QuantizeLayerInputs(weight, x, static_cast<int8_t*>(codes),
+                                         static_cast<uint16_t*>(scales), arena, stream));
   FF_RETURN_IF_ERROR(RunQuantizedLinearOnCodes(weight, rows, static_cast<const int8_t*>(codes),
                                                static_cast<const uint16_t*>(scales), y, arena,
                                                stream, int8_gemm, split_counters));

@@ -1,0 +1,46 @@
+// Inputs shared by the online-transform kernel tests (Hadamard, Kronecker, fused Kronecker +
+// quantize): random near-identity factors and activation rows in a strided bf16 view.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "common/dtype.h"
+
+namespace flatfleet::cuda::testing {
+
+// An invertible, well-conditioned factor: the identity plus N(0, 0.3 / sqrt(order)) entries.
+inline std::vector<float> RandomNearIdentityFactor(int64_t order, std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.0f, 0.3f / std::sqrt(static_cast<float>(order)));
+  std::vector<float> factor(order * order);
+  for (int64_t i = 0; i < order; ++i) {
+    for (int64_t j = 0; j < order; ++j)
+      factor[i * order + j] = (i == j ? 1.0f : 0.0f) + normal(rng);
+  }
+  return factor;
+}
+
+// `raw` ([rows, cols]) as bf16 bits in rows of `stride` (the padding holds bf16 1.0, which a
+// kernel reading past its row would see) and the exact float values of those bits, [rows, cols].
+struct StridedBf16Rows {
+  std::vector<uint16_t> bits;
+  std::vector<float> values;
+};
+
+inline StridedBf16Rows MakeStridedBf16Rows(const std::vector<float>& raw, int64_t rows,
+                                           int64_t cols, int64_t stride) {
+  StridedBf16Rows out;
+  out.bits.assign(rows * stride, FloatToBF16(1.0f));
+  out.values.resize(rows * cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < cols; ++i) {
+      out.bits[r * stride + i] = FloatToBF16(raw[r * cols + i]);
+      out.values[r * cols + i] = BF16ToFloat(out.bits[r * stride + i]);
+    }
+  }
+  return out;
+}
+
+}  // namespace flatfleet::cuda::testing
