@@ -1,9 +1,10 @@
 // `flatfleet bench`: offline throughput of the real continuous-batching engine on a model of a
 // named architecture (weights generated from a seed, on the device for GPUs) or a checkpoint
-// directory. Submits R requests of I random prompt tokens and O output tokens (ignore_eos),
-// steps the engine until all are done with a progress line, and reports input, output and total
-// tokens/s, TTFT and inter-token-latency percentiles, weight and KV memory, and (on the GPU) the
-// share of device time in GEMMs, attention and the rest from a short timed run at the end.
+// directory, float or quantized (`flatfleet quantize`: on the GPU's integer GEMMs, or the CPU's
+// integer reference). Submits R requests of I random prompt tokens and O output tokens
+// (ignore_eos), steps the engine until all are done with a progress line, and reports input, output
+// and total tokens/s, TTFT and inter-token-latency percentiles, weight and KV memory, and (on the
+// GPU) the share of device time in GEMMs, attention and the rest from a short timed run at the end.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -27,6 +28,7 @@
 #include "worker/batching/continuous_batcher.h"
 #include "worker/model/llama_model.h"
 #include "worker/model/seeded_weight_source.h"
+#include "worker/quantized/runnable_model.h"
 
 namespace flatfleet::tools {
 namespace {
@@ -67,7 +69,7 @@ absl::Status RunBench(const BenchOptions& options) {
   } else if (options.recipe != "bf16") {
     return absl::InvalidArgumentError(absl::StrFormat(
         "--recipe %s: bench runs bf16, w8a8 (per-channel INT8 weights) or w4a8 (INT4 weights in "
-        "groups of 128); every recipe runs on a quantized checkpoint with generate/score",
+        "groups of 128); every recipe runs from a quantized checkpoint (--arch DIR)",
         options.recipe));
   }
   if (format.has_value() && std::filesystem::is_directory(options.arch)) {
@@ -84,13 +86,16 @@ absl::Status RunBench(const BenchOptions& options) {
   FF_ASSIGN_OR_RETURN(engine::SelectedBackend selected, OpenDevice(options.device, "bench"));
   kernels::Backend& backend = *selected.backend;
   const auto load_start = Clock::now();
+  quant::RunnableModel checkpoint;  // holds a quantized model's CPU backend; outlives `model`
   std::unique_ptr<engine::LlamaModel> model;
   std::string what;
   if (std::filesystem::is_directory(options.arch)) {
     engine::ModelOptions model_options;
     model_options.load_progress = LoadProgressLine("bench");
-    FF_ASSIGN_OR_RETURN(model, engine::LoadLlamaModel(options.arch, backend, model_options));
-    what = options.arch;
+    FF_ASSIGN_OR_RETURN(checkpoint,
+                        quant::LoadRunnableModel(options.arch, model_options, &backend));
+    model = std::move(checkpoint.model);
+    what = absl::StrCat(options.arch, " (", checkpoint.Description(), ")");
   } else {
     absl::StatusOr<ModelConfig> shape = ArchitectureShape(options.arch);
     if (!shape.ok()) {
@@ -266,8 +271,10 @@ CommandRunner RegisterBenchCommand(CLI::App& app) {
   auto options = std::make_shared<BenchOptions>();
   CLI::App* cmd = app.add_subcommand(
       "bench", "Offline throughput of the continuous-batching engine on a real model shape");
-  cmd->add_option("--arch", options->arch,
-                  "llama-3-8b, llama-3-70b, mixtral-8x7b, tiny, or a checkpoint directory")
+  cmd->add_option(
+         "--arch", options->arch,
+         "llama-3-8b, llama-3-70b, mixtral-8x7b, tiny, or a checkpoint directory (float or "
+         "quantized)")
       ->capture_default_str();
   cmd->add_flag("--random-weights", options->random_weights,
                 "Weights from --seed (the default for named architectures)");

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The quantized-checkpoint CLI end to end on llama-tiny: quantize layer by layer (with text
 # calibration; sharded output), and all at once, refuse to overwrite without --force, then score,
-# eval-ppl and generate on the quantized dir; an interrupted run continued with --resume; a
+# eval-ppl, generate and bench on the quantized dir; an interrupted run continued with --resume; a
 # make-checkpoint random model quantized and run; Mixtral experts that get no calibration tokens.
 # Usage: cli_quantize_test.sh FLATFLEET SHARED_DIR
 set -eu
@@ -80,6 +80,11 @@ grep -q '^scored tokens: 126$' "$work/ppl.log"  # 2 windows x 63 predicted token
 "$flatfleet" generate --model "$work/q" --prompt "Hello" --max-tokens 4 --ignore-eos \
     2> "$work/generate.log" > /dev/null
 grep -q 'quantized (recipe w8a8)' "$work/generate.log"
+# `flatfleet bench` runs a quantized checkpoint directory (the CPU's integer reference here).
+"$flatfleet" bench --arch "$work/q" --device cpu --requests 4 --input-len 16 --output-len 4 \
+    --max-batch 2 > "$work/bench.log" 2> "$work/bench.err"
+grep -q 'quantized (recipe w8a8)' "$work/bench.log"
+grep -q '0 requests failed' "$work/bench.log"
 
 # A real model whose widths (64, 172) no group of 128 divides: quantize succeeds (it used to
 # abort), records the per-channel fallback, and the result runs.
