@@ -7,14 +7,6 @@
 
 namespace flatfleet::cuda {
 
-bool KroneckerQuantizeSupports(int64_t n1, int64_t n2) {
-  using internal::kKroneckerQuantizeMaxTiles;
-  if (n1 < 16 || n1 > 128 || n1 % 16 != 0 || n2 < 8 || n2 % 8 != 0) return false;
-  return internal::KroneckerQuantizeTilesPerWarp(n1, n2) <= kKroneckerQuantizeMaxTiles &&
-         internal::KroneckerQuantizeSharedBytes(n1, n2) <=
-             internal::kKroneckerQuantizeMaxSharedBytes;
-}
-
 double KroneckerQuantizeBound(int64_t n1, int64_t n2, double bound_term, double exact) {
   const double e1 = std::ldexp(1.0, -10) + 2.0 * static_cast<double>(n1 + 1) * std::ldexp(1.0, -24);
   const double e2 = std::ldexp(1.0, -10) + 2.0 * static_cast<double>(n2 + 1) * std::ldexp(1.0, -24);

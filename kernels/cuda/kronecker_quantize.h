@@ -32,6 +32,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/cuda/int8_activation_quantizer.h"
+#include "kernels/cuda/kronecker_quantize_shape.h"  // KroneckerQuantizeSupports
 
 namespace flatfleet::cuda {
 
@@ -51,9 +52,6 @@ struct DeviceKroneckerQuantize {
   int64_t codes_stride = 0;         // >= n (0 means n); columns n.. are written 0
   uint16_t* scales = nullptr;       // [rows] FP16 bits, device
 };
-
-// Whether the fused kernel takes this factorisation (else the exact path runs it).
-bool KroneckerQuantizeSupports(int64_t n1, int64_t n2);
 
 // The error bound above for one element: E * bound_term + 2^-24 |exact|, where bound_term is that
 // element of |P1|^T |U| |P2|.

@@ -60,7 +60,9 @@ TEST(RankMemoryEstimateGpuTest, QuantizedCheckpointsHoldWhatTheEstimateCounts) {
   FF_SKIP_WITHOUT_GPU();
   static std::atomic<int> counter{0};
   const fs::path source = engine::SharedDir() / "fixtures/llama-tiny";
-  for (const char* recipe_name : {"w8a8", "w4a8", "w4a8-intscale"}) {
+  // w2a8: INT4 operands of 2-bit weights; w4a4-flatquant: the fused transform (256 = 16 x 16)
+  // beside the exact one and its float32 row (688 = 16 x 43).
+  for (const char* recipe_name : {"w8a8", "w4a8", "w4a8-intscale", "w2a8", "w4a4-flatquant"}) {
     const fs::path out =
         fs::path(::testing::TempDir()) /
         absl::StrFormat("gpu-rank-memory-%s-%d-%d", recipe_name, getpid(), counter++);

@@ -316,6 +316,33 @@ TEST(RankMemoryEstimateTest, QuantizedLlamaTinyW8A8HoldsAByteACode) {
             4 * (cuda(512, 256) + cuda(256, 256) + cuda(1376, 256) + cuda(256, 688)));
 }
 
+// 2- and 3-bit weights are widened to INT4 operands at load (int4_operand_widening.h): on the GPU
+// they take the 4-bit layout, nibbles plus the fragment copy where the groups are multiples of 128.
+TEST(RankMemoryEstimateTest, QuantizedLlamaTinyW2A8HoldsHalfAByteACodeOnTheGpu) {
+  const fs::path dir = QuantizedLlamaTiny("w2a8");
+  ASSERT_FALSE(dir.empty());
+  absl::StatusOr<CheckpointShapes> shapes = ReadCheckpointShapes(dir);
+  ASSERT_TRUE(shapes.ok()) << shapes.status();
+  // Asymmetric: FP16 scales and int8 zero points per group; one epilogue float per row. The
+  // 688-wide down_proj falls back to per channel (K padded to 704, no fragment copy).
+  auto cuda = [](int64_t n, int64_t k, int64_t group) {
+    const int64_t padded = group == 0 ? (k + 31) / 32 * 32 : k;
+    const int64_t groups = group == 0 ? 1 : k / group;
+    int64_t bytes = n * padded / 2 + n * groups * 2 + n * groups + n * 4;
+    if ((group == 0 ? padded : group) % 128 == 0) {
+      const int64_t blocks = (n + 15) / 16;
+      bytes += blocks * 16 * padded / 2 + blocks * groups * 64;
+    }
+    return bytes;
+  };
+  for (const StoredLinearLayer& layer : shapes->manifest->layers) {
+    EXPECT_EQ(layer.weight_format.bits, 2) << layer.name;
+  }
+  EXPECT_EQ(
+      Estimate(*shapes, EngineKind::kCuda, 1).linear_bytes,
+      4 * (cuda(512, 256, 128) + cuda(256, 256, 128) + cuda(1376, 256, 128) + cuda(256, 688, 0)));
+}
+
 TEST(RankMemoryEstimateTest, RowParallelOnlineTransformIsRefusedAtTp2) {
   const fs::path dir = QuantizedLlamaTiny("w4a4-hadamard");
   ASSERT_FALSE(dir.empty());

@@ -12,6 +12,7 @@
 #include "common/shape_string.h"
 #include "common/status_macros.h"
 #include "common/strict_json.h"
+#include "kernels/cuda/kronecker_quantize_shape.h"
 #include "worker/model/tensor_parallel.h"
 #include "worker/model/weight_source.h"
 
@@ -201,8 +202,19 @@ class RankCounter {
         ExpectStored(StoredTensorName(layer.name, "scales"), DType::kF16, {n, stored_groups}));
     int64_t transform_array_bytes = 0;
     bool hadamard = false;
+    // FlatQuant's transform needs a float32 row of scratch only on the exact path (the fused
+    // kernel writes the codes itself): kronecker_quantize_shape.h's rule, at the default
+    // FLATFLEET_KRONECKER_EXACT.
+    bool kronecker_exact = false;
     for (size_t i = 0; i < layer.transforms.size(); ++i) {
       hadamard |= layer.transforms[i].kind == "hadamard";
+      if (layer.transforms[i].kind == "flatquant") {
+        const nlohmann::json& params = layer.transforms[i].params;
+        const int64_t n1 = params.value("n1", int64_t{0}), n2 = params.value("n2", int64_t{0});
+        kronecker_exact |= !cuda::KroneckerRunsFused(
+            n1, n2, (1 << (layer.activation_format.bits - 1)) - 1,
+            layer.static_activation_scale.has_value(), /*exact_only=*/false);
+      }
       for (const std::string& array : layer.transforms[i].arrays) {
         const std::string name = StoredTransformArrayName(layer.name, i, array);
         auto it = shapes_.tensors.find(name);
@@ -254,16 +266,18 @@ class RankCounter {
     const bool shift = layer.output_shift && (!sliced || request.column_begin == 0);
     if (options_.engine == EngineKind::kCuda) {
       // cuda_quantized_linear.cc UploadQuantizedLinear: K padded to 32 per channel; 4-bit codes
-      // repacked into uint32 words of 8 nibbles, 8-bit codes int8 (other widths have no CUDA
-      // kernel and are refused at load: counted at a byte each).
+      // repacked into uint32 words of 8 nibbles, and so are 2- and 3-bit ones, widened to INT4
+      // operands at load (int4_operand_widening.h); 8-bit codes int8 (5- to 7-bit weights have
+      // no CUDA kernel and are refused at load: counted at a byte each).
+      const bool int4_words = bits <= 4;
       const int64_t padded = group == 0 ? RoundUp(kw, kCudaKMultiple) : kw;
-      *bytes += bits == 4 ? rows * padded / 2 : rows * padded;
+      *bytes += int4_words ? rows * padded / 2 : rows * padded;
       *bytes += rows * groups * 2;                                  // FP16 scales
       *bytes += asymmetric ? rows * groups : 0;                     // int8 zero points
       *bytes += integer_scales ? rows * groups * 4 + rows * 2 : 0;  // multipliers, base scales
       // AttachW4A8Fragments: the fragment layout's copy of the codes (rows padded to 16) and its
       // 8-byte scale / zero-point entries per pair of rows and group.
-      if (bits == 4 && !integer_scales && (group == 0 ? padded : group) % 128 == 0) {
+      if (int4_words && !integer_scales && (group == 0 ? padded : group) % 128 == 0) {
         const int64_t blocks = (rows + 15) / 16;
         *bytes += blocks * 16 * padded / 2 + blocks * groups * 64;
       }
@@ -272,9 +286,11 @@ class RankCounter {
       *bytes += transform_array_bytes + (hadamard ? layer.transformed_features * 8 : 0);
       // QuantizedLinearScratchBytes for a step of max_step_tokens rows.
       const int64_t m = options_.max_step_tokens;
-      int64_t scratch =
-          (hadamard ? RoundUp(m * layer.transformed_features * 4, kWorkspaceAlignment) : 0) +
-          RoundUp(m * padded, kWorkspaceAlignment) + RoundUp(m * 2, kWorkspaceAlignment);
+      int64_t scratch = (hadamard || kronecker_exact
+                             ? RoundUp(m * layer.transformed_features * 4, kWorkspaceAlignment)
+                             : 0) +
+                        RoundUp(m * padded, kWorkspaceAlignment) +
+                        RoundUp(m * 2, kWorkspaceAlignment);
       if (integer_scales && group > 0) {
         const int64_t per_row = std::max<int64_t>(1, rows * groups * 4);
         const int64_t chunk =

@@ -380,10 +380,9 @@ absl::StatusOr<std::unique_ptr<CudaQuantizedLinearWeight>> UploadQuantizedLinear
     const QuantizedLinearSource::KroneckerFactors& factors = source.kronecker;
     handle->kronecker_n1 = factors.n1;
     handle->kronecker_n2 = factors.n2;
-    handle->kronecker_fused = !KroneckerExactOnly() &&
-                              cuda::KroneckerQuantizeSupports(factors.n1, factors.n2) &&
-                              source.static_activation_scale == 0 &&
-                              handle->activation_qmax <= 7;  // TF32 suits codes of 4 bits or less
+    handle->kronecker_fused =
+        cuda::KroneckerRunsFused(factors.n1, factors.n2, handle->activation_qmax,
+                                 source.static_activation_scale != 0, KroneckerExactOnly());
     FF_ASSIGN_OR_RETURN(
         handle->kronecker_scales,
         UploadVector(std::vector<float>(factors.scales.begin(), factors.scales.end()), device));
