@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/kronecker_quantize_launch.h"
+#include "kernels/cuda/per_device_attribute.h"
 
 namespace flatfleet::cuda {
 
@@ -58,11 +59,8 @@ absl::Status ApplyKroneckerQuantize(const DeviceKroneckerQuantize& args, cudaStr
   params.scales = args.scales;
   // Several rows per block only where the blocks still fill the GPU: at decode one row's block
   // would otherwise compute the others' zeros (m = 1 on 8192 wide: 41 us with 4, 27 with 1).
-  int device = 0, sms = 132;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    sms = 132;
-  }
+  const int device_sms = CurrentDeviceSmCount();
+  const int sms = device_sms > 0 ? device_sms : 132;
   params.rows_per_block = internal::KroneckerQuantizeRowsPerBlock(args.n1, args.n2);
   while (params.rows_per_block > 1 &&
          (args.rows + params.rows_per_block - 1) / params.rows_per_block < sms) {

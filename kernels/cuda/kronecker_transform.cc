@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/kronecker_transform_launch.h"
+#include "kernels/cuda/per_device_attribute.h"
 
 namespace flatfleet::cuda {
 namespace {
@@ -15,12 +16,8 @@ int64_t RoundUpToGroup(int64_t v) { return (v + kGroup - 1) / kGroup * kGroup; }
 // Values of a per block: all of them once the rows alone fill the GPU (two blocks per SM), else
 // the row's n1 values split over several blocks (decode: one row would otherwise run on one SM).
 int64_t ChooseAPerBlock(int64_t rows, int64_t n1) {
-  int device = 0, sms = 132;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    sms = 132;
-  }
-  const int64_t target_blocks = 2 * static_cast<int64_t>(sms);
+  const int sms = CurrentDeviceSmCount();
+  const int64_t target_blocks = 2 * static_cast<int64_t>(sms > 0 ? sms : 132);
   if (rows >= target_blocks) return n1;
   const int64_t parts = std::min((target_blocks + rows - 1) / rows, (n1 + kGroup - 1) / kGroup);
   return std::min(n1, RoundUpToGroup((n1 + parts - 1) / parts));

@@ -1,4 +1,5 @@
-// Kernel attributes set once per device. cudaFuncSetAttribute (e.g. the dynamic shared memory
+// Device attributes: the current device's SM count and architecture, and kernel attributes set
+// once per device. cudaFuncSetAttribute (e.g. the dynamic shared memory
 // opt-in) applies to the current device only, so a process that drives several GPUs must set it
 // on each; a plain function-local static would set it on the first device only.
 #pragma once
@@ -9,6 +10,28 @@
 #include <cstdint>
 
 namespace flatfleet::cuda {
+
+// The current device's SM count (0 on error) and whether it is a Hopper (compute capability 9.0,
+// where the sm_90a build's wgmma kernels run): cached host attribute reads, no sync, fine under a
+// stream capture.
+inline int CurrentDeviceSmCount() {
+  int device = 0, count = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    return 0;
+  }
+  return count;
+}
+
+inline bool CurrentDeviceIsHopper() {
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    return false;
+  }
+  return major == 9 && minor == 0;
+}
 
 // Opts `kernel` into `bytes` of dynamic shared memory on the current device, the first time it is
 // asked for that device (ordinals 0-63 are remembered; higher ones set it on every call). The

@@ -21,16 +21,6 @@ absl::Status Invalid(const auto&... parts) {
   return absl::InvalidArgumentError(absl::StrCat(kName, ": ", parts...));
 }
 
-// The SM count of the current device (a cached host attribute: no sync, fine under capture).
-int CurrentSmCount() {
-  int device = 0, count = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    return 0;
-  }
-  return count;
-}
-
 }  // namespace
 
 // Measured on an H200 (bench/RESULTS.md, BM_W4A8DecodeGemm kernel:1 vs kernel:2): the narrow
@@ -155,7 +145,7 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
   }
   int pipelined_channels = args.pipelined_channels;
   if (kernel == W4A8DecodeKernel::kPipelined && pipelined_channels == 0) {
-    const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentSmCount();
+    const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentDeviceSmCount();
     pipelined_channels = ChooseW4A8PipelinedChannels(args.m, args.n, sm_count);
   }
   if (kernel == W4A8DecodeKernel::kAuto && W4A8StreamingSupports(args.k, args.group_size) &&
@@ -163,7 +153,7 @@ absl::Status GemmW4A8Decode(const DeviceW4A8DecodeGemm& args, cudaStream_t strea
     kernel = W4A8DecodeKernel::kStreaming;  // ChooseW4A8DecodeAutoKernel's first rule
   }
   if (kernel == W4A8DecodeKernel::kAuto || (kernel == W4A8DecodeKernel::kSplitK && split == 0)) {
-    const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentSmCount();
+    const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentDeviceSmCount();
     const int chosen = ChooseW4A8DecodeSplit(args.m, args.n, args.k, args.group_size, sm_count);
     if (kernel == W4A8DecodeKernel::kAuto) {
       kernel = chosen >= 2 ? W4A8DecodeKernel::kSplitK : ChooseW4A8DecodeKernel(args.n);

@@ -78,25 +78,6 @@ absl::Status CheckW4A8Pointers(std::string_view name, const W4A8GemmFields& args
   return absl::OkStatus();
 }
 
-int CurrentDeviceSmCount() {
-  int device = 0, count = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    return 0;
-  }
-  return count;
-}
-
-bool CurrentDeviceIsHopper() {
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
-    return false;
-  }
-  return major == 9 && minor == 0;
-}
-
 absl::Status CheckW4A8FragmentPointers(std::string_view name, const W4A8GemmFields& fields) {
   for (auto [field, pointer, alignment] :
        {std::tuple<const char*, const void*, uintptr_t>{"x_codes", fields.x_codes, 16},

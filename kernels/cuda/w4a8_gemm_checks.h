@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/cuda/gemm_element_type.h"
+#include "kernels/cuda/per_device_attribute.h"  // CurrentDeviceSmCount, CurrentDeviceIsHopper
 
 namespace flatfleet::cuda {
 
@@ -72,11 +73,5 @@ inline bool W4A8SplitOwnsEveryGroup(int64_t groups, int64_t split) {
 // w_fragment_scales 8-byte aligned, y aligned to its element type. `fields` carries the fragment
 // words in w_words and their scales in w_scales.
 absl::Status CheckW4A8FragmentPointers(std::string_view name, const W4A8GemmFields& fields);
-
-// The current device's SM count (0 on error) and whether it is a Hopper (compute capability 9.0,
-// where the sm_90a build's wgmma kernels run): cached host attribute reads, no sync, fine under a
-// stream capture.
-int CurrentDeviceSmCount();
-bool CurrentDeviceIsHopper();
 
 }  // namespace flatfleet::cuda
