@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "kernels/cuda/activation_scale_device.cuh"
+#include "kernels/cuda/activation_device.cuh"
 #include "kernels/cuda/add_rmsnorm_quantize_launch.h"
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/int8_activation_quantizer.h"

@@ -1,6 +1,7 @@
 // Embedding gather: one block per output row, 16-byte loads and stores where the row allows.
 #include <cstdint>
 
+#include "kernels/cuda/activation_device.cuh"
 #include "kernels/cuda/embedding_launch.h"
 
 namespace flatfleet::cuda::internal {
@@ -56,12 +57,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Any hidden size and alignment: one element per thread step.
-__device__ __forceinline__ float LoadAsFloat(const uint16_t* row, int64_t i) {
-  return __uint_as_float(static_cast<uint32_t>(row[i]) << 16);
-}
-__device__ __forceinline__ float LoadAsFloat(const float* row, int64_t i) { return row[i]; }
-
+// Any hidden size and alignment: one element per thread step (LoadAsFloat: activation_device.cuh).
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     EmbeddingScalarKernel(const T* __restrict__ table, int64_t table_rows, int64_t hidden,

@@ -2,6 +2,7 @@
 // hadamard_transform.h for the numerics).
 #include <atomic>
 
+#include "kernels/cuda/activation_device.cuh"
 #include "kernels/cuda/hadamard_transform_launch.h"
 #include "kernels/cuda/per_device_attribute.h"
 
@@ -11,11 +12,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxSharedBytes = 232448;  // Hopper's per-block opt-in limit (227 KB)
 
-__device__ __forceinline__ double LoadAsDouble(const float* row, int64_t i) { return row[i]; }
-__device__ __forceinline__ double LoadAsDouble(const uint16_t* row, int64_t i) {
-  return __uint_as_float(static_cast<uint32_t>(row[i]) << 16);  // bfloat16 -> float is exact
-}
-
 template <typename In>
 __global__ void __launch_bounds__(kThreads) HadamardRowsKernel(const In* x, HadamardRowsParams p) {
   extern __shared__ double row[];
@@ -23,7 +19,7 @@ __global__ void __launch_bounds__(kThreads) HadamardRowsKernel(const In* x, Hada
   const int64_t n = p.power_of_two * m;
   const In* x_row = x + blockIdx.x * p.x_stride;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-    row[i] = __dmul_rn(LoadAsDouble(x_row, i), p.signs[i]);
+    row[i] = __dmul_rn(static_cast<double>(LoadAsFloat(x_row, i)), p.signs[i]);
   }
   __syncthreads();
   // Butterfly stage `half` pairs element (i, j) with (i + half, j) of the p x m view for every i

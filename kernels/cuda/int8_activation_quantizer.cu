@@ -3,7 +3,7 @@
 // quantizer (kernels/cpu/quant/rtn_quantizer.h) on the CPU transforms' output: one block per row.
 #include <cuda_fp16.h>
 
-#include "kernels/cuda/activation_scale_device.cuh"
+#include "kernels/cuda/activation_device.cuh"
 #include "kernels/cuda/int8_kernels_launch.h"
 
 namespace flatfleet::cuda::internal {
@@ -12,11 +12,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr uint16_t kHalfOne = 0x3c00;
 constexpr uint16_t kHalfInfinity = 0x7c00;
-
-__device__ __forceinline__ float LoadAsFloat(const float* row, int64_t i) { return row[i]; }
-__device__ __forceinline__ float LoadAsFloat(const uint16_t* row, int64_t i) {
-  return __uint_as_float(static_cast<uint32_t>(row[i]) << 16);  // bfloat16 -> float is exact
-}
 
 __device__ float BlockMax(float value) {
   __shared__ float warp_max[kThreads / 32];

@@ -2,7 +2,7 @@
 // cores (see kronecker_quantize.h for the numerics and the layout).
 #include <atomic>
 
-#include "kernels/cuda/activation_scale_device.cuh"
+#include "kernels/cuda/activation_device.cuh"
 #include "kernels/cuda/kronecker_quantize_launch.h"
 #include "kernels/cuda/per_device_attribute.h"
 
@@ -14,11 +14,6 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kMaxLeftSteps = 16;  // n1 / 8 k-steps of the first product (n1 <= 128)
 constexpr uint16_t kHalfOne = 0x3c00;
 constexpr uint16_t kHalfInfinity = 0x7c00;
-
-__device__ __forceinline__ float LoadAsFloat(const float* row, int64_t i) { return row[i]; }
-__device__ __forceinline__ float LoadAsFloat(const uint16_t* row, int64_t i) {
-  return __uint_as_float(static_cast<uint32_t>(row[i]) << 16);  // bfloat16 -> float is exact
-}
 
 __device__ __forceinline__ uint32_t ToTf32(float v) {
   uint32_t bits;

@@ -2,6 +2,7 @@
 // kronecker_transform.h for the numerics).
 #include <atomic>
 
+#include "kernels/cuda/activation_device.cuh"
 #include "kernels/cuda/kronecker_transform_launch.h"
 #include "kernels/cuda/per_device_attribute.h"
 
@@ -11,11 +12,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxSharedBytes = 232448;  // Hopper's per-block opt-in limit (227 KB)
 constexpr int kValuesPerThread = kKroneckerValuesPerThread;
-
-__device__ __forceinline__ float LoadAsFloat(const float* row, int64_t i) { return row[i]; }
-__device__ __forceinline__ float LoadAsFloat(const uint16_t* row, int64_t i) {
-  return __uint_as_float(static_cast<uint32_t>(row[i]) << 16);  // bfloat16 -> float is exact
-}
 
 // Block (row, part): rows of T and y for a in [part * a_per_block, ...) of one row of x. Each
 // thread owns G consecutive values of a at one column, so a load of U (stage 1) or of P2 (stage 2)
