@@ -329,14 +329,6 @@ void Unflatten(const std::vector<double>& v, FlatQuantParams& p) {
 double FlatQuantParams::activation_clip() const { return Sigmoid(activation_clip_logit); }
 double FlatQuantParams::weight_clip() const { return Sigmoid(weight_clip_logit); }
 
-int64_t KroneckerLeftFactor(int64_t n) {
-  int64_t best = 1;
-  for (int64_t d = 1; d * d <= n; ++d) {
-    if (n % d == 0) best = d;
-  }
-  return best;
-}
-
 absl::StatusOr<FlatQuantObjective> FlatQuantObjective::Create(const FlatQuantProblem& problem,
                                                               ThreadPool* pool) {
   const int64_t n = problem.in_features;

@@ -29,15 +29,13 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "kernels/cpu/quant/kronecker_transform.h"  // KroneckerLeftFactor
 
 namespace flatfleet {
 class ThreadPool;
 }  // namespace flatfleet
 
 namespace flatfleet::quant {
-
-// The factor n1 of n = n1 * n2 closest to sqrt(n) with n1 <= n2 (688 -> 16 x 43, 256 -> 16 x 16).
-int64_t KroneckerLeftFactor(int64_t n);
 
 struct FlatQuantParams {
   int64_t n1 = 0;

@@ -12,11 +12,14 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
+#include "absl/status/statusor.h"
+#include "bench/cuda/bf16_bench_util.h"
 #include "bench/cuda/cuda_event_timer.h"
 #include "benchmark/benchmark.h"
+#include "kernels/cpu/quant/hadamard.h"
+#include "kernels/cpu/quant/kronecker_transform.h"
 #include "kernels/cuda/hadamard_transform.h"
 #include "kernels/cuda/kronecker_quantize.h"
 #include "kernels/cuda/kronecker_transform.h"
@@ -33,52 +36,26 @@ T* Upload(const std::vector<T>& host) {
   return device;
 }
 
-// bf16 rows with values in [-1, 1) (bit patterns from a xorshift).
-std::vector<uint16_t> RandomBf16(int64_t count) {
-  std::vector<uint16_t> bits(count);
-  uint32_t state = 0x9e3779b9u;
-  for (uint16_t& b : bits) {
-    state ^= state << 13;
-    state ^= state >> 17;
-    state ^= state << 5;
-    const float v = static_cast<float>(static_cast<int32_t>(state >> 8) - (1 << 23)) * 0x1p-23f;
-    uint32_t u;
-    std::memcpy(&u, &v, 4);
-    b = static_cast<uint16_t>(u >> 16);
-  }
-  return bits;
-}
-
-// The factor n1 of n closest to sqrt(n) with n1 <= n2 (quant::KroneckerLeftFactor's rule).
-int64_t LeftFactor(int64_t n) {
-  int64_t best = 1;
-  for (int64_t f = 1; f * f <= n; ++f) {
-    if (n % f == 0) best = f;
-  }
-  return best;
-}
-
 // FlatQuant's operands for m rows of width n: bf16 x, the smoothing, near-identity factors.
 struct KroneckerOperands {
-  KroneckerOperands(int64_t m, int64_t n) : n1(LeftFactor(n)), n2(n / n1) {
+  KroneckerOperands(int64_t m, int64_t n)
+      : n1(flatfleet::quant::KroneckerLeftFactor(n)), n2(n / n1), x(m * n, /*seed=*/7) {
     std::vector<float> p1_host(n1 * n1), p2_host(n2 * n2), scales_host(n, 1.25f);
     for (int64_t i = 0; i < n1 * n1; ++i) p1_host[i] = i % (n1 + 1) == 0 ? 1.0f : 0.01f;
     for (int64_t i = 0; i < n2 * n2; ++i) p2_host[i] = i % (n2 + 1) == 0 ? 1.0f : -0.01f;
-    x = Upload(RandomBf16(m * n));
     p1 = Upload(p1_host);
     p2 = Upload(p2_host);
     scales = Upload(scales_host);
   }
   ~KroneckerOperands() {
-    for (void* p : {static_cast<void*>(x), static_cast<void*>(p1), static_cast<void*>(p2),
-                    static_cast<void*>(scales)}) {
+    for (void* p : {static_cast<void*>(p1), static_cast<void*>(p2), static_cast<void*>(scales)}) {
       cudaFree(p);
     }
   }
-  bool ok() const { return x != nullptr && p1 != nullptr && p2 != nullptr && scales != nullptr; }
+  bool ok() const { return x.ok() && p1 != nullptr && p2 != nullptr && scales != nullptr; }
 
   int64_t n1, n2;
-  uint16_t* x = nullptr;
+  flatfleet::bench::DeviceBf16 x;  // [m, n] in [-1, 1)
   float* p1 = nullptr;
   float* p2 = nullptr;
   float* scales = nullptr;
@@ -93,7 +70,7 @@ void BM_KroneckerRows(benchmark::State& state) {
     return;
   }
   flatfleet::cuda::DeviceKroneckerRows args;
-  args.x = operands.x;
+  args.x = operands.x.get();
   args.type = flatfleet::cuda::ActivationType::kBfloat16;
   args.rows = m;
   args.n1 = operands.n1;
@@ -126,7 +103,7 @@ void BM_KroneckerQuantize(benchmark::State& state) {
     return;
   }
   flatfleet::cuda::DeviceKroneckerQuantize args;
-  args.x = operands.x;
+  args.x = operands.x.get();
   args.rows = m;
   args.n1 = operands.n1;
   args.n2 = operands.n2;
@@ -152,42 +129,42 @@ void BM_KroneckerQuantize(benchmark::State& state) {
 
 void BM_HadamardRows(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1);
-  int64_t p = 1;
-  while (n % (2 * p) == 0) p *= 2;
-  const int64_t block = n / p;
-  std::vector<double> signs(n), matrix(block * block);
-  for (int64_t i = 0; i < n; ++i) signs[i] = (i * 7919) % 3 == 0 ? -1.0 : 1.0;
-  for (int64_t i = 0; i < block * block; ++i) matrix[i] = (i * 31) % 5 < 2 ? -0.3 : 0.3;
-  uint16_t* x = Upload(RandomBf16(m * n));
-  double* d_signs = Upload(signs);
-  double* d_block = Upload(matrix);
+  // The rotation the engine builds for this width (its power of two, block and signs).
+  absl::StatusOr<flatfleet::quant::RandomizedHadamard> rotation =
+      flatfleet::quant::RandomizedHadamard::Create(n, /*seed=*/7);
+  if (!rotation.ok()) {
+    state.SkipWithError("no randomized Hadamard rotation of this size");
+    return;
+  }
+  flatfleet::bench::DeviceBf16 x(m * n, /*seed=*/7);
+  double* d_signs = Upload(rotation->signs());
+  double* d_block = Upload(rotation->block());
   float* y = nullptr;
-  if (x == nullptr || d_signs == nullptr || d_block == nullptr ||
+  if (!x.ok() || d_signs == nullptr || d_block == nullptr ||
       cudaMalloc(&y, m * n * 4) != cudaSuccess) {
     state.SkipWithError("cudaMalloc failed (no GPU?)");
     return;
   }
   flatfleet::cuda::DeviceHadamardRows args;
-  args.x = x;
+  args.x = x.get();
   args.type = flatfleet::cuda::ActivationType::kBfloat16;
   args.rows = m;
-  args.power_of_two = p;
-  args.block_size = block;
+  args.power_of_two = rotation->power_of_two();
+  args.block_size = rotation->block_size();
   args.signs = d_signs;
   args.block = d_block;
-  args.norm = 1.0 / std::sqrt(static_cast<double>(p));
+  args.norm = 1.0 / std::sqrt(static_cast<double>(rotation->power_of_two()));
   args.y = y;
   if (!flatfleet::cuda::ApplyHadamardRows(args, nullptr).ok()) {
     state.SkipWithError("ApplyHadamardRows refused the shape");
   }
   for (auto _ : state) {
-    const double seconds =
-        MeanLaunchSeconds([&] { (void)flatfleet::cuda::ApplyHadamardRows(args, nullptr); }, 20);
-    state.SetIterationTime(seconds);
+    state.SetIterationTime(
+        MeanLaunchSeconds([&] { (void)flatfleet::cuda::ApplyHadamardRows(args, nullptr); }, 20));
   }
-  state.counters["block"] = static_cast<double>(block);
-  for (void* ptr : {static_cast<void*>(x), static_cast<void*>(d_signs), static_cast<void*>(d_block),
-                    static_cast<void*>(y)}) {
+  state.counters["block"] = static_cast<double>(rotation->block_size());
+  for (void* ptr :
+       {static_cast<void*>(d_signs), static_cast<void*>(d_block), static_cast<void*>(y)}) {
     cudaFree(ptr);
   }
 }

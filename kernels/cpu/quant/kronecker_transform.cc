@@ -76,4 +76,12 @@ void KroneckerTransform::FoldIntoWeightRows(std::span<float> rows, int64_t num_r
   ApplyFactors(rows, num_rows, p1_inverse_transpose_, p2_inverse_transpose_);
 }
 
+int64_t KroneckerLeftFactor(int64_t n) {
+  int64_t best = 1;
+  for (int64_t d = 1; d * d <= n; ++d) {
+    if (n % d == 0) best = d;
+  }
+  return best;
+}
+
 }  // namespace flatfleet::quant

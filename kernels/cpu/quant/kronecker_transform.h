@@ -16,6 +16,10 @@
 
 namespace flatfleet::quant {
 
+// The factor n1 of n = n1 * n2 closest to sqrt(n) with n1 <= n2 (688 -> 16 x 43, 256 -> 16 x 16):
+// how FlatQuant factors a layer of n inputs.
+int64_t KroneckerLeftFactor(int64_t n);
+
 class KroneckerTransform {
  public:
   // p1: n1 x n1, p2: n2 x n2, row-major; both must be invertible.
