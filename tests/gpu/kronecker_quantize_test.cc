@@ -17,9 +17,9 @@
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/quant/kronecker_transform.h"  // KroneckerLeftFactor
 #include "kernels/cpu/quant/rtn_quantizer.h"
 #include "quant/flat_quant_input_transform.h"
-#include "quant/flat_quant_trainer.h"
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/int8_quant_test_util.h"
@@ -55,9 +55,7 @@ TEST_P(KroneckerQuantizeTest, CodesAndScalesWithinTheStatedBoundOfTheExactTransf
   const int64_t n = c.size, n1 = quant::KroneckerLeftFactor(n), n2 = n / n1;
   ASSERT_TRUE(KroneckerQuantizeSupports(n1, n2)) << n1 << " x " << n2;
   std::mt19937 rng(static_cast<uint32_t>(seed));
-  std::uniform_real_distribution<float> log_scale(-1.0f, 1.0f);
-  std::vector<float> scales(n);
-  for (float& s : scales) s = std::exp(log_scale(rng));
+  const std::vector<float> scales = testing::RandomFlatQuantScales(n, rng);
   const std::vector<float> p1 = testing::RandomNearIdentityFactor(n1, rng),
                            p2 = testing::RandomNearIdentityFactor(n2, rng);
   auto transform = quant::FlatQuantInputTransform::Create(scales, n1, p1, n2, p2, c.clip, 1.0f);

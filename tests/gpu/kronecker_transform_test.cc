@@ -15,10 +15,10 @@
 #include "absl/strings/str_cat.h"
 #include "common/dtype.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/quant/kronecker_transform.h"  // KroneckerLeftFactor
 #include "kernels/cpu/quant/rtn_quantizer.h"
 #include "kernels/cuda/int8_activation_quantizer.h"
 #include "quant/flat_quant_input_transform.h"
-#include "quant/flat_quant_trainer.h"
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/int8_quant_test_util.h"
@@ -46,9 +46,7 @@ TEST_P(KroneckerTransformTest, MatchesTheCpuTransformAndItsCodesBitForBit) {
   const int64_t n = c.size, n1 = quant::KroneckerLeftFactor(n), n2 = n / n1;
   ASSERT_EQ(n1, c.expected_n1);
   std::mt19937 rng(static_cast<uint32_t>(seed));
-  std::uniform_real_distribution<float> log_scale(-1.0f, 1.0f);
-  std::vector<float> scales(n);
-  for (float& s : scales) s = std::exp(log_scale(rng));
+  const std::vector<float> scales = testing::RandomFlatQuantScales(n, rng);
   const float clip = 0.87f;
   auto transform = quant::FlatQuantInputTransform::Create(
       scales, n1, testing::RandomNearIdentityFactor(n1, rng), n2,

@@ -24,12 +24,12 @@
 #include "common/dtype.h"
 #include "gtest/gtest.h"
 #include "kernels/cpu/quant/integer_scale.h"
+#include "kernels/cpu/quant/kronecker_transform.h"  // KroneckerLeftFactor
 #include "kernels/cpu/quant/rtn_quantizer.h"
 #include "kernels/cuda/backend/cuda_backend.h"
 #include "kernels/cuda/backend/cuda_quantized_linear.h"
 #include "kernels/cuda/int8_activation_quantizer.h"
 #include "quant/flat_quant_input_transform.h"
-#include "quant/flat_quant_trainer.h"
 #include "quant/flatten_input_transform.h"
 #include "quant/hadamard_input_transform.h"
 #include "quant/input_transform.h"
@@ -39,6 +39,7 @@
 #include "tests/gpu/gpu_test_random.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/gpu/int8_quant_test_util.h"
+#include "tests/gpu/transform_test_util.h"
 
 namespace flatfleet::cuda {
 namespace {
@@ -102,14 +103,9 @@ Transform MakeTransform(Prologue prologue, int64_t in, std::mt19937_64& rng) {
   } else if (prologue == Prologue::kFlatQuant) {
     // A trained-looking transform: smoothing around 1, factors near the identity.
     const int64_t n1 = quant::KroneckerLeftFactor(in), n2 = in / n1;
-    std::uniform_real_distribution<float> log_scale(-1.0f, 1.0f), near_zero(-0.1f, 0.1f);
-    std::vector<float> scales(in), p1(n1 * n1), p2(n2 * n2);
-    for (float& s : scales) s = std::exp(log_scale(rng));
-    for (int64_t i = 0; i < n1 * n1; ++i)
-      p1[i] = (i % (n1 + 1) == 0 ? 1.0f : 0.0f) + near_zero(rng);
-    for (int64_t i = 0; i < n2 * n2; ++i)
-      p2[i] = (i % (n2 + 1) == 0 ? 1.0f : 0.0f) + near_zero(rng);
-    auto flat = quant::FlatQuantInputTransform::Create(scales, n1, p1, n2, p2, 0.9f, 1.0f);
+    auto flat = quant::FlatQuantInputTransform::Create(
+        testing::RandomFlatQuantScales(in, rng), n1, testing::RandomNearIdentityFactor(n1, rng), n2,
+        testing::RandomNearIdentityFactor(n2, rng), 0.9f, 1.0f);
     EXPECT_TRUE(flat.ok()) << flat.status();
     auto chain = quant::InputTransformChain::Create({*flat});
     EXPECT_TRUE(chain.ok()) << chain.status();

@@ -1,5 +1,6 @@
 // Inputs shared by the online-transform kernel tests (Hadamard, Kronecker, fused Kronecker +
-// quantize): random near-identity factors and activation rows in a strided bf16 view.
+// quantize, the stored FlatQuant layers): random near-identity factors, FlatQuant smoothing
+// scales, and activation rows in a strided bf16 view.
 #pragma once
 
 #include <cmath>
@@ -12,7 +13,8 @@
 namespace flatfleet::cuda::testing {
 
 // An invertible, well-conditioned factor: the identity plus N(0, 0.3 / sqrt(order)) entries.
-inline std::vector<float> RandomNearIdentityFactor(int64_t order, std::mt19937& rng) {
+template <typename Rng>
+std::vector<float> RandomNearIdentityFactor(int64_t order, Rng& rng) {
   std::normal_distribution<float> normal(0.0f, 0.3f / std::sqrt(static_cast<float>(order)));
   std::vector<float> factor(order * order);
   for (int64_t i = 0; i < order; ++i) {
@@ -20,6 +22,15 @@ inline std::vector<float> RandomNearIdentityFactor(int64_t order, std::mt19937& 
       factor[i * order + j] = (i == j ? 1.0f : 0.0f) + normal(rng);
   }
   return factor;
+}
+
+// A trained-looking smoothing s = exp(u), u uniform in [-1, 1).
+template <typename Rng>
+std::vector<float> RandomFlatQuantScales(int64_t n, Rng& rng) {
+  std::uniform_real_distribution<float> log_scale(-1.0f, 1.0f);
+  std::vector<float> scales(n);
+  for (float& s : scales) s = std::exp(log_scale(rng));
+  return scales;
 }
 
 // `raw` ([rows, cols]) as bf16 bits in rows of `stride` (the padding holds bf16 1.0, which a
