@@ -30,6 +30,8 @@
 //                            the speed-ups x_bf16, x_int8, x_previous).
 //   BM_W4A8FragmentGemmWarps the same: 4 against 8 warps per CTA at the rule's split, each block
 //                            count and ring depth, on five layers at m = 1, 8, 16.
+//   BM_W4A8FragmentStaged    the same with the weights through shared-memory stages (bulk
+//                            copies): stage counts, chunks per stage and splits.
 // All are memory-bound: reported as weight bytes per second (INT4: packed codes + FP16 scales;
 // INT8: codes + scales; bf16: 2 n k) and as a fraction of 4.3 TB/s. The L2 is flushed (by reading a
 // buffer of twice its size) before every timed call, so the weights come from HBM as in a decode
@@ -467,8 +469,9 @@ void PipelinedShapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k", "kernel"});
 }
 
-// Args: m, n, k, config (0: kAuto's configuration; else 10000 for 8 warps per CTA + split * 100
-// (0: the rule's split) + blocks per warp * 10 + ring depth). See the file comment.
+// Args: m, n, k, config (0: kAuto's configuration; else 100000 * weight stages (0: the register
+// ring) + 10000 for 8 warps per CTA + split * 100 (0: the rule's split) + blocks per warp * 10 +
+// ring depth). See the file comment.
 void BM_W4A8FragmentGemm(benchmark::State& state) {
   if (!flatfleet::bench::HasGpu(state)) return;
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
@@ -541,7 +544,8 @@ void BM_W4A8FragmentGemm(benchmark::State& state) {
     args.config = {.split = static_cast<int>(which % 10000 / 100),
                    .blocks_per_warp = static_cast<int>(which / 10 % 10),
                    .ring_depth = static_cast<int>(which % 10),
-                   .warps_per_cta = which >= 10000 ? 8 : 4};
+                   .warps_per_cta = which % 100000 >= 10000 ? 8 : 4,
+                   .weight_stages = static_cast<int>(which / 100000)};
     if (args.config.split == 0) {  // the rule's split, the other fields as forced
       cuda::DeviceW4A8FragmentGemm rule = args;
       rule.config = {.split = 0};
@@ -556,6 +560,7 @@ void BM_W4A8FragmentGemm(benchmark::State& state) {
   state.counters["blocks"] = config.blocks_per_warp;
   state.counters["depth"] = config.ring_depth;
   state.counters["warps"] = config.warps_per_cta;
+  state.counters["stages"] = config.weight_stages;
   const double us = seconds * 1e6;
   state.counters["us"] = us;
   if (which == 0) {
@@ -589,7 +594,28 @@ void FragmentWarpShapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k", "config"});
 }
 
+// The shared-memory weight stages against the register ring (config 0 and its peers in the same
+// process): stage counts and chunks per stage at the rule's split on every layer at m = 1, 8, 16;
+// the split swept at m = 1 for 4 stages of 2 blocks x 4 chunks.
+void FragmentStagedShapes(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kSplitShapes) {
+    for (int64_t m : {1, 8, 16}) {
+      for (int64_t config :
+           {300024, 400024, 600024, 200018, 300018, 400018, 400014, 800014, 310024, 210018}) {
+        b->Args({m, n, k, config});
+      }
+    }
+    for (int64_t config : {400124, 400224, 400424, 400824, 401624}) b->Args({1, n, k, config});
+  }
+  b->ArgNames({"m", "n", "k", "config"});
+}
+
 BENCHMARK(BM_W4A8FragmentGemm)->UseManualTime()->MinTime(0.02)->Apply(FragmentShapes);
+BENCHMARK(BM_W4A8FragmentGemm)
+    ->Name("BM_W4A8FragmentStaged")
+    ->UseManualTime()
+    ->MinTime(0.02)
+    ->Apply(FragmentStagedShapes);
 BENCHMARK(BM_W4A8FragmentGemm)
     ->Name("BM_W4A8FragmentGemmWarps")
     ->UseManualTime()

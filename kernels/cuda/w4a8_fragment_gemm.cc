@@ -54,10 +54,25 @@ W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int
   if (m > 16) {
     chosen.blocks_per_warp = 1;
     chosen.ring_depth = 8;
+  } else if (W4A8FragmentStagedWins(m, n, k)) {
+    chosen.blocks_per_warp = 1;
+    chosen.ring_depth = 8;
+    chosen.weight_stages = 2;
   } else if (m > 8 && chosen.split > 4) {
     chosen.blocks_per_warp = 1;
   }
   return chosen;
+}
+
+// BM_W4A8FragmentStaged on an H200 (bench/RESULTS.md, session 11), at the rule's split: two
+// shared-memory stages of 8 chunks, one block per warp, 4 warps, against the register ring's
+// choice: 1.11-1.31x on the 70B's layers with k >= 8192 from 80M weights at up to 8 rows
+// (10240 x 8192: 1.14x at one row) and from 112M at 9..16 (8192 x 28672 at 16 rows: 1.36x;
+// 10240 x 8192 there: 0.90x); on the 8B-sized layers and 28672 x 4096 0.75-1.05x, so not there.
+bool W4A8FragmentStagedWins(int64_t m, int64_t n, int64_t k) {
+  const int64_t weights = n * k;
+  if (m > 16 || k < 8192) return false;
+  return weights >= (m <= 8 ? int64_t{80} << 20 : int64_t{112} << 20);
 }
 
 // Where the fragment GEMM measured faster than the earlier kernels on the same operands
@@ -80,10 +95,28 @@ int64_t W4A8FragmentCounterCount(int64_t n) {
   return (n + smallest_tile - 1) / smallest_tile;
 }
 
+bool W4A8FragmentStagedFits(int64_t m, const W4A8FragmentConfig& config) {
+  if (config.weight_stages < 2 || config.weight_stages > 8) return false;
+  // The kernel's shape for m rows: above 16 rows one block per warp (w4a8_fragment_gemm.cu).
+  const int sets = internal::W4A8FragmentSets(static_cast<int>(m));
+  const int blocks = m > 16 ? 1 : config.blocks_per_warp;
+  const int64_t bytes =
+      int64_t{internal::W4A8FragmentStagedSharedBytes(config.warps_per_cta, blocks,
+                                                      config.ring_depth, config.weight_stages)} +
+      internal::W4A8FragmentActivationBytes(sets) + 16;
+  return bytes <= internal::kW4A8FragmentMaxSharedBytes;
+}
+
 W4A8FragmentConfig ResolveW4A8FragmentConfig(const DeviceW4A8FragmentGemm& args) {
   if (args.config.split != 0) return args.config;
   const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentDeviceSmCount();
-  return ChooseW4A8FragmentConfig(args.m, args.n, args.k, args.group_size, sm_count);
+  W4A8FragmentConfig chosen =
+      ChooseW4A8FragmentConfig(args.m, args.n, args.k, args.group_size, sm_count);
+  // The bulk copies need 16-byte aligned scale entries; else the register ring (same result).
+  if (chosen.weight_stages != 0 && !AlignedTo(args.w_fragment_scales, 16)) {
+    chosen.weight_stages = 0;
+  }
+  return chosen;
 }
 
 absl::Status GemmW4A8Fragment(const DeviceW4A8FragmentGemm& args, cudaStream_t stream) {
@@ -129,6 +162,18 @@ absl::Status GemmW4A8Fragment(const DeviceW4A8FragmentGemm& args, cudaStream_t s
   if (absl::Status pointers = CheckW4A8FragmentPointers(kName, fields); !pointers.ok()) {
     return pointers;
   }
+  if (config.weight_stages != 0) {
+    if (!W4A8FragmentStagedFits(args.m, config)) {
+      return Invalid(kName, "weight_stages must be 0, or 2..8 within one CTA's shared memory (",
+                     config.warps_per_cta, " warps, ", config.blocks_per_warp,
+                     " block(s) per warp, ring ", config.ring_depth, ", ", args.m, " rows), got ",
+                     config.weight_stages);
+    }
+    if (!AlignedTo(args.w_fragment_scales, 16)) {
+      return Invalid(kName, "w_fragment_scales must be 16-byte aligned for weight_stages ",
+                     config.weight_stages, " (bulk copies)");
+    }
+  }
   if (config.split > 1) {
     if (args.split_partials == nullptr) {
       return Invalid(kName, "split ", config.split, " needs split_partials (",
@@ -157,6 +202,7 @@ absl::Status GemmW4A8Fragment(const DeviceW4A8FragmentGemm& args, cudaStream_t s
   params.warps_per_cta = config.warps_per_cta;
   params.blocks_per_warp = config.blocks_per_warp;
   params.ring_depth = config.ring_depth;
+  params.weight_stages = config.weight_stages;
   params.split_partials = args.split_partials;
   params.split_counters = args.split_counters;
   if (const cudaError_t error = internal::LaunchW4A8Fragment(params, stream);

@@ -22,11 +22,15 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cstdint>
 
+#include "kernels/cuda/bulk_copy_device.cuh"
 #include "kernels/cuda/decode_gemm_device.cuh"
 #include "kernels/cuda/int4_unpack.h"
+#include "kernels/cuda/per_device_attribute.h"
 #include "kernels/cuda/w4a8_fragment_gemm_launch.h"
+#include "kernels/cuda/wgmma_device.cuh"
 
 namespace flatfleet::cuda::internal {
 namespace {
@@ -40,11 +44,12 @@ constexpr uint32_t kNibbleMask = 0x0f0f0f0fu;
 template <int kSets>
 struct ActivationSlice {
   static constexpr int kTokens = 8 * kSets;
-  static constexpr int kChunks = kSets <= 2 ? 16 : 8;  // a multiple of every ring depth (4, 8)
+  static constexpr int kChunks = W4A8FragmentSliceChunks(kSets);  // a multiple of every depth
   static constexpr int kK = kChunks * kChunkK;
   static constexpr int kRowBytes = kK + 32;  // +8 banks a row: conflict-free 8-byte reads
   static constexpr int kBufferBytes = kTokens * kRowBytes;
   static constexpr int kUnitsPerRow = kK / 16;  // cp.async units
+  static_assert(2 * kBufferBytes == W4A8FragmentActivationBytes(kSets));
 };
 
 __device__ __forceinline__ uint2 LoadShared8(uint32_t shared) {
@@ -71,18 +76,28 @@ __device__ __forceinline__ void UnpackA(uint32_t row_lo, uint32_t row_hi, uint32
   a[3] = CenteredInt8x4((row_hi >> 4) & kNibbleMask, flip, zero_hi);
 }
 
-// The CTAs per SM the launch bounds ask for: 128 registers a thread at 4 and at 8 warps.
+// The CTAs per SM the launch bounds ask for: 128 registers a thread at 4 and at 8 warps. (The
+// staged path's shared memory allows fewer; its registers stay within the same bound.)
 constexpr int MinCtasPerSm(int warps) { return 16 / warps; }
 
-// kWarps: warps per CTA (4 or 8); kDepth: chunks of weight loads in flight per lane (4 or 8).
-template <int kWarps, int kSets, int kBlocks, int kDepth, typename Out>
+// Where a warp's weights come from. kStaged false: the register ring, kDepth chunks of loads in
+// flight per lane. kStaged true: `weight_stages` stages of kDepth chunks in shared memory per
+// warp, each one bulk copy per block (and one of its groups' scale entries) issued by the warp's
+// lane 0 on the stage's mbarrier as soon as the warp is done with the stage it replaces: a warp
+// keeps stages - 1 stages (8-16 KB) in flight without registers, and nothing but its own
+// mbarriers couples it to the other warps. The arithmetic is the same in both: same operands,
+// same MMAs, same fold.
+template <int kWarps, int kSets, int kBlocks, int kDepth, bool kStaged, typename Out>
 __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
     W4A8FragmentKernel(const W4A8FragmentParams p) {
   constexpr int kThreads = kWarps * 32;
   using Slice = ActivationSlice<kSets>;
   static_assert(Slice::kChunks % kDepth == 0, "a slice starts where a ring turn starts");
+  constexpr int kBlockStageBytes = W4A8FragmentBlockStageBytes(kDepth);
+  constexpr int kStageBytes = kBlocks * kBlockStageBytes;
   __shared__ __align__(16) uint8_t activations[2][Slice::kBufferBytes];
   __shared__ int last_to_arrive;
+  extern __shared__ __align__(16) uint8_t staged_weights[];  // the staged path only
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
@@ -99,19 +114,20 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
   const int64_t chunks_per_block = p.k / kChunkK;
   const int64_t blocks = (static_cast<int64_t>(p.n) + 15) / 16;
 
-  // This lane's stream of each block: chunk i of the split at w_lane[b] + 32 i, the group's
-  // scales at s_lane[b] + 8 (i / chunks_per_group). A warp whose blocks all lie past n (a tail
-  // tile) loads nothing but still copies activations and meets every barrier.
-  const uint4* w_lane[kBlocks];
-  const uint2* s_lane[kBlocks];
+  // This warp's stream of each block: chunk i of the split is 512 bytes at w_block[b] + 32 i,
+  // lane l's 16 of them at + l; the group's scale entries 64 bytes at s_block[b] + 8 group, lane
+  // quad g's at + g. A warp whose blocks all lie past n (a tail tile) loads nothing but still
+  // copies activations and meets every barrier.
+  const uint4* w_block[kBlocks];
+  const uint2* s_block[kBlocks];
   bool block_valid[kBlocks];
 #pragma unroll
   for (int b = 0; b < kBlocks; ++b) {
     const int64_t block = (static_cast<int64_t>(tile) * kWarps + warp) * kBlocks + b;
     block_valid[b] = block < blocks;
     const int64_t safe = block_valid[b] ? block : 0;
-    w_lane[b] = p.w_fragments + (safe * chunks_per_block + chunk_begin) * 32 + lane;
-    s_lane[b] = p.w_scales + (safe * groups + group_begin) * 8 + g;
+    w_block[b] = p.w_fragments + (safe * chunks_per_block + chunk_begin) * 32;
+    s_block[b] = p.w_scales + (safe * groups + group_begin) * 8;
   }
 
   // Slice s of the split's activations into buffer s % 2 (rows >= m and columns past the split
@@ -130,26 +146,75 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
     CopyAsyncCommit();
   };
 
+  // The register ring: chunk i's loads into slot i % kDepth, with its group's entries (the
+  // loads run kDepth chunks ahead of the MMAs, so the loader keeps its own group cursor).
   uint4 w_ring[kDepth][kBlocks];
   uint2 s_ring[kDepth][kBlocks];
+  int load_group = 0, load_left_in_group = chunks_per_group;
   auto load_chunk = [&](int i, uint4(&w)[kBlocks], uint2(&s)[kBlocks]) {
-    const int group = i / chunks_per_group;
 #pragma unroll
     for (int b = 0; b < kBlocks; ++b) {
       if (block_valid[b]) {
-        w[b] = LoadStreaming16(reinterpret_cast<const uint32_t*>(w_lane[b] + 32 * i));
-        s[b] = LoadScales8(s_lane[b] + 8 * group);
+        w[b] = LoadStreaming16(reinterpret_cast<const uint32_t*>(w_block[b] + 32 * i + lane));
+        s[b] = LoadScales8(s_block[b] + 8 * load_group + g);
       } else {
         w[b] = make_uint4(0, 0, 0, 0);
         s[b] = make_uint2(0, 0);
       }
     }
+    if (--load_left_in_group == 0) {
+      ++load_group;
+      load_left_in_group = chunks_per_group;
+    }
   };
 
-  copy_slice(0);
+  // The staged path: this warp's stages and their mbarriers (one arrival, lane 0's, plus the
+  // copies' bytes), and the copy of stage j (chunks j kDepth.. of the split) into slot j % stages.
+  const int stages = kStaged ? p.weight_stages : 1;
+  const int stage_count = (chunks + kDepth - 1) / kDepth;
+  const uint32_t barriers =
+      SharedAddress(staged_weights) + static_cast<uint32_t>(warp * stages * 8);
+  const uint32_t warp_stages = SharedAddress(staged_weights) +
+                               W4A8FragmentStagedBarrierBytes(kWarps, stages) +
+                               static_cast<uint32_t>(warp * stages * kStageBytes);
+  uint64_t policy = 0;
+  auto issue_stage = [&](int j) {
+    const int slot = j % stages;
+    const int first = j * kDepth;
+    const int count = min(kDepth, chunks - first);
+    const int first_group = first / chunks_per_group;
+    const int group_count = (first + count - 1) / chunks_per_group - first_group + 1;
+    const uint32_t weight_bytes = 512u * count, scale_bytes = 64u * group_count;
+    uint32_t bytes = 0;
 #pragma unroll
-  for (int d = 0; d < kDepth; ++d) {
-    if (d < chunks) load_chunk(d, w_ring[d], s_ring[d]);
+    for (int b = 0; b < kBlocks; ++b) bytes += block_valid[b] ? weight_bytes + scale_bytes : 0;
+    const uint32_t bar = barriers + 8 * slot;
+    bulk_copy::MbarrierArriveExpectTx(bar, bytes);
+    const uint32_t stage = warp_stages + slot * kStageBytes;
+#pragma unroll
+    for (int b = 0; b < kBlocks; ++b) {
+      if (!block_valid[b]) continue;
+      bulk_copy::BulkCopyToShared(stage + b * kBlockStageBytes, w_block[b] + 32 * first,
+                                  weight_bytes, bar, policy);
+      bulk_copy::BulkCopyToShared(stage + b * kBlockStageBytes + kDepth * 512,
+                                  s_block[b] + 8 * first_group, scale_bytes, bar, policy);
+    }
+  };
+
+  if constexpr (kStaged) {
+    if (lane == 0) {
+      for (int slot = 0; slot < stages; ++slot) wgmma::MbarrierInit(barriers + 8 * slot, 1);
+      wgmma::FenceMbarrierInit();
+      policy = bulk_copy::EvictFirstPolicy();
+      for (int j = 0; j < min(stages, stage_count); ++j) issue_stage(j);
+    }
+  }
+  copy_slice(0);
+  if constexpr (!kStaged) {
+#pragma unroll
+    for (int d = 0; d < kDepth; ++d) {
+      if (d < chunks) load_chunk(d, w_ring[d], s_ring[d]);
+    }
   }
 
   int32_t sums[kBlocks][kSets][4];
@@ -164,7 +229,9 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
         partial[b][set][e] = 0.0f;
       }
 
-  for (int base = 0; base < chunks; base += kDepth) {
+  // The group of the chunk the MMAs are at (counted, not divided: this runs every chunk).
+  int group = 0, left_in_group = chunks_per_group;
+  for (int base = 0, j = 0; base < chunks; base += kDepth, ++j) {
     if (base % Slice::kChunks == 0) {
       // Slice `slice` has landed (this thread's copies; the barrier makes them everyone's), and
       // every warp is done with the buffer the next slice goes into.
@@ -174,6 +241,10 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
       if (slice + 1 < slices) copy_slice(slice + 1);
     }
     const uint32_t buffer = SharedAddress(activations[(base / Slice::kChunks) & 1]);
+    // The staged path: stage j has landed; its scale entries start at its first chunk's group.
+    const uint32_t stage = warp_stages + (j % stages) * kStageBytes;
+    const int stage_first_group = group;
+    if constexpr (kStaged) wgmma::MbarrierWait(barriers + 8 * (j % stages), (j / stages) & 1);
 #pragma unroll
     for (int d = 0; d < kDepth; ++d) {
       const int i = base + d;
@@ -187,10 +258,25 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
           x_first[set] = LoadShared8(row);
           x_second[set] = LoadShared8(row + 32);
         }
+        uint2 entries[kBlocks];  // this chunk's group: FP16 scales (x) and zero points (y)
 #pragma unroll
         for (int b = 0; b < kBlocks; ++b) {
-          const uint4 w = w_ring[d][b];
-          const uint32_t zeros = s_ring[d][b].y;
+          if constexpr (kStaged) {
+            entries[b] = LoadShared8(stage + b * kBlockStageBytes + kDepth * 512 +
+                                     (group - stage_first_group) * 64 + 8 * g);
+          } else {
+            entries[b] = s_ring[d][b];
+          }
+        }
+#pragma unroll
+        for (int b = 0; b < kBlocks; ++b) {
+          uint4 w;
+          if constexpr (kStaged) {
+            w = LoadShared16(stage + b * kBlockStageBytes + (32 * d + lane) * 16);
+          } else {
+            w = w_ring[d][b];
+          }
+          const uint32_t zeros = entries[b].y;
           const uint32_t zero_lo = ZeroPlus8x4(static_cast<int8_t>(zeros & 0xff));
           const uint32_t zero_hi = ZeroPlus8x4(static_cast<int8_t>((zeros >> 8) & 0xff));
           uint32_t a[4];
@@ -205,11 +291,11 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
             MmaInt8(sums[b][set], a, x_second[set].x, x_second[set].y);
           }
         }
-        if ((i + 1) % chunks_per_group == 0) {  // the group ends: fold it, in K order
+        if (--left_in_group == 0) {  // the group ends: fold it, in K order
 #pragma unroll
           for (int b = 0; b < kBlocks; ++b) {
-            const float scale_lo = HalfBitsToFloat(s_ring[d][b].x & 0xffff);
-            const float scale_hi = HalfBitsToFloat(s_ring[d][b].x >> 16);
+            const float scale_lo = HalfBitsToFloat(entries[b].x & 0xffff);
+            const float scale_hi = HalfBitsToFloat(entries[b].x >> 16);
 #pragma unroll
             for (int set = 0; set < kSets; ++set)
 #pragma unroll
@@ -219,8 +305,21 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
                 sums[b][set][e] = 0;
               }
           }
+          ++group;
+          left_in_group = chunks_per_group;
         }
-        if (i + kDepth < chunks) load_chunk(i + kDepth, w_ring[d], s_ring[d]);
+        if constexpr (!kStaged) {
+          if (i + kDepth < chunks) load_chunk(i + kDepth, w_ring[d], s_ring[d]);
+        }
+      }
+    }
+    if constexpr (kStaged) {
+      // Every lane's reads of the stage are done (their values feed MMAs issued above), so lane
+      // 0 may overwrite it through the async proxy.
+      __syncwarp();
+      if (lane == 0 && j + stages < stage_count) {
+        wgmma::FenceProxyAsync();
+        issue_stage(j + stages);
       }
     }
   }
@@ -271,35 +370,81 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
   if (threadIdx.x == 0) p.split_counters[tile] = 0;  // every split has arrived: ready again
 }
 
+template <int kWarps, int kSets, int kBlocks, int kDepth, bool kStaged, typename Out>
+constexpr auto FragmentKernel() {
+  return W4A8FragmentKernel<kWarps, kSets, kBlocks, kDepth, kStaged, Out>;
+}
+
+// The staged path's dynamic shared memory, and the most a CTA may take beside its static
+// activation buffers (opted into once per device and kernel).
+int StagedDynamicBytes(const W4A8FragmentParams& p, int warps, int blocks, int depth) {
+  return p.weight_stages > 0 ? W4A8FragmentStagedSharedBytes(warps, blocks, depth, p.weight_stages)
+                             : 0;
+}
+template <int kSets>
+constexpr int MaxStagedDynamicBytes() {
+  return kW4A8FragmentMaxSharedBytes - W4A8FragmentActivationBytes(kSets) - 16;
+}
+
+template <int kWarps, int kSets, int kBlocks, int kDepth, bool kStaged, typename Out>
+cudaError_t LaunchKernel(const W4A8FragmentParams& p, dim3 grid, cudaStream_t stream) {
+  constexpr auto kernel = FragmentKernel<kWarps, kSets, kBlocks, kDepth, kStaged, Out>();
+  const int dynamic_bytes = StagedDynamicBytes(p, kWarps, kBlocks, kDepth);
+  if constexpr (kStaged) {
+    static std::atomic<uint64_t> configured{0};
+    if (const cudaError_t error = SetMaxDynamicSharedMemoryOncePerDevice(
+            configured, kernel, MaxStagedDynamicBytes<kSets>());
+        error != cudaSuccess) {
+      return error;
+    }
+  }
+  kernel<<<grid, kWarps * 32, dynamic_bytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
 template <int kWarps, int kSets, int kBlocks, int kDepth>
 cudaError_t LaunchShape(const W4A8FragmentParams& p, cudaStream_t stream) {
   const int64_t channels = int64_t{16} * kWarps * kBlocks;
   const dim3 grid(static_cast<unsigned>((p.n + channels - 1) / channels),
                   static_cast<unsigned>(p.split));
-  constexpr int kThreads = kWarps * 32;
+  const bool staged = p.weight_stages > 0;
   if (p.y_is_bf16) {
-    W4A8FragmentKernel<kWarps, kSets, kBlocks, kDepth, __nv_bfloat16>
-        <<<grid, kThreads, 0, stream>>>(p);
-  } else {
-    W4A8FragmentKernel<kWarps, kSets, kBlocks, kDepth, float><<<grid, kThreads, 0, stream>>>(p);
+    return staged
+               ? LaunchKernel<kWarps, kSets, kBlocks, kDepth, true, __nv_bfloat16>(p, grid, stream)
+               : LaunchKernel<kWarps, kSets, kBlocks, kDepth, false, __nv_bfloat16>(p, grid,
+                                                                                    stream);
   }
-  return cudaGetLastError();
+  return staged ? LaunchKernel<kWarps, kSets, kBlocks, kDepth, true, float>(p, grid, stream)
+                : LaunchKernel<kWarps, kSets, kBlocks, kDepth, false, float>(p, grid, stream);
 }
 
 template <int kWarps, int kSets, int kBlocks, int kDepth>
-int ResidentCtas() {
+int ResidentCtas(int weight_stages) {
+  W4A8FragmentParams p;
+  p.weight_stages = weight_stages;
+  const int dynamic_bytes = StagedDynamicBytes(p, kWarps, kBlocks, kDepth);
   int ctas = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &ctas, W4A8FragmentKernel<kWarps, kSets, kBlocks, kDepth, __nv_bfloat16>, kWarps * 32,
-          0) != cudaSuccess) {
-    return 0;
+  cudaError_t error;
+  if (weight_stages > 0) {
+    constexpr auto kernel = FragmentKernel<kWarps, kSets, kBlocks, kDepth, true, __nv_bfloat16>();
+    static std::atomic<uint64_t> configured{0};
+    error =
+        SetMaxDynamicSharedMemoryOncePerDevice(configured, kernel, MaxStagedDynamicBytes<kSets>());
+    if (error == cudaSuccess) {
+      error =
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, kWarps * 32, dynamic_bytes);
+    }
+  } else {
+    constexpr auto kernel = FragmentKernel<kWarps, kSets, kBlocks, kDepth, false, __nv_bfloat16>();
+    error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, kWarps * 32, 0);
   }
-  return ctas;
+  return error == cudaSuccess ? ctas : 0;
 }
 
 // More than 16 rows: one block per warp (the 4 sets' sums and partials take the registers a
 // second block's ring would need); two blocks only with the 4-deep ring (8 deep would spill).
-// Neither the channels per warp, the ring depth nor the warps per CTA changes a result.
+// Neither the channels per warp, the ring depth, the weight stages nor the warps per CTA changes
+// a result.
 template <int kWarps>
 cudaError_t LaunchWarps(const W4A8FragmentParams& p, cudaStream_t stream) {
   const bool deep = p.ring_depth == 8;
@@ -315,15 +460,16 @@ cudaError_t LaunchWarps(const W4A8FragmentParams& p, cudaStream_t stream) {
 }
 
 template <int kWarps>
-int ResidentCtasWarps(int rows, int blocks_per_warp, int ring_depth) {
+int ResidentCtasWarps(int rows, int blocks_per_warp, int ring_depth, int weight_stages) {
   const bool deep = ring_depth == 8;
-  if (rows > 16) return deep ? ResidentCtas<kWarps, 4, 1, 8>() : ResidentCtas<kWarps, 4, 1, 4>();
+  const int s = weight_stages;
+  if (rows > 16) return deep ? ResidentCtas<kWarps, 4, 1, 8>(s) : ResidentCtas<kWarps, 4, 1, 4>(s);
   if (rows > 8) {
-    if (blocks_per_warp == 2) return ResidentCtas<kWarps, 2, 2, 4>();
-    return deep ? ResidentCtas<kWarps, 2, 1, 8>() : ResidentCtas<kWarps, 2, 1, 4>();
+    if (blocks_per_warp == 2) return ResidentCtas<kWarps, 2, 2, 4>(s);
+    return deep ? ResidentCtas<kWarps, 2, 1, 8>(s) : ResidentCtas<kWarps, 2, 1, 4>(s);
   }
-  if (blocks_per_warp == 2) return ResidentCtas<kWarps, 1, 2, 4>();
-  return deep ? ResidentCtas<kWarps, 1, 1, 8>() : ResidentCtas<kWarps, 1, 1, 4>();
+  if (blocks_per_warp == 2) return ResidentCtas<kWarps, 1, 2, 4>(s);
+  return deep ? ResidentCtas<kWarps, 1, 1, 8>(s) : ResidentCtas<kWarps, 1, 1, 4>(s);
 }
 
 __global__ void PackW4A8FragmentsKernel(const DeviceW4A8Source s, uint32_t* fragments,
@@ -351,9 +497,11 @@ cudaError_t LaunchW4A8Fragment(const W4A8FragmentParams& p, cudaStream_t stream)
   return p.warps_per_cta == 8 ? LaunchWarps<8>(p, stream) : LaunchWarps<4>(p, stream);
 }
 
-int W4A8FragmentResidentCtas(int rows, int warps_per_cta, int blocks_per_warp, int ring_depth) {
-  return warps_per_cta == 8 ? ResidentCtasWarps<8>(rows, blocks_per_warp, ring_depth)
-                            : ResidentCtasWarps<4>(rows, blocks_per_warp, ring_depth);
+int W4A8FragmentResidentCtas(int rows, int warps_per_cta, int blocks_per_warp, int ring_depth,
+                             int weight_stages) {
+  return warps_per_cta == 8
+             ? ResidentCtasWarps<8>(rows, blocks_per_warp, ring_depth, weight_stages)
+             : ResidentCtasWarps<4>(rows, blocks_per_warp, ring_depth, weight_stages);
 }
 
 cudaError_t LaunchPackW4A8Fragments(const DeviceW4A8Source& source, uint32_t* fragments,

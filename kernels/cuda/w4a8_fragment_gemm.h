@@ -57,11 +57,21 @@ struct W4A8FragmentConfig {
   // 4 (launch bounds: 4 CTAs per SM) or 8 (2 per SM; one activation copy for twice the weight
   // streams). Both at most 128 registers a thread.
   int warps_per_cta = 4;
+  // 0: each lane's weights through its register ring (ring_depth chunks ahead). 2..8: through
+  // shared memory instead, weight_stages stages of ring_depth chunks per warp, each filled by bulk
+  // copies (cp.async.bulk) on an mbarrier: more bytes in flight per SM than registers allow. Needs
+  // w_fragment_scales 16-byte aligned; W4A8FragmentStagedFits says whether the stages fit.
+  int weight_stages = 0;
 };
 
+// Whether a staged configuration's shared memory (its stages and the activation buffers of m
+// rows) fits one CTA.
+bool W4A8FragmentStagedFits(int64_t m, const W4A8FragmentConfig& config);
+
 // The configuration kAuto takes for m rows (see the .cc for the rule and bench/RESULTS.md for the
-// table it was taken from). The split does not depend on m; blocks_per_warp and ring_depth do;
-// warps_per_cta is always 4 (8 runs only when asked for, to be measured).
+// table it was taken from). The split does not depend on m; blocks_per_warp, ring_depth and
+// weight_stages do (2 stages where W4A8FragmentStagedWins); warps_per_cta is always 4 (8 runs
+// only when asked for, to be measured).
 W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                             int sm_count);
 
@@ -69,6 +79,10 @@ W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int
 // the decode and mid-M kernels on the H200; the .cc has the numbers). Callers that need one
 // kernel for every row count (batch-invariant results) may ignore it.
 bool W4A8FragmentWins(int64_t m, int64_t n, int64_t k);
+
+// Whether the shared-memory weight stages beat the register ring for m x n x k (measured; the .cc
+// has the numbers): the rule takes 2 stages of 8 chunks, one block per warp, there.
+bool W4A8FragmentStagedWins(int64_t m, int64_t n, int64_t k);
 
 // The most splits any configuration takes (the workspace bound): 16.
 inline constexpr int kW4A8FragmentMaxSplit = 16;
@@ -94,8 +108,8 @@ struct DeviceW4A8FragmentGemm {
   int64_t y_stride = 0;                         // 0 means n
   GemmElementType y_type = GemmElementType::kFloat32;
   // split 0 takes ChooseW4A8FragmentConfig; else split (1..kW4A8FragmentMaxSplit, at most the
-  // number of groups), blocks_per_warp (1 or 2), ring_depth (4 or 8) and warps_per_cta (4 or 8)
-  // as given.
+  // number of groups), blocks_per_warp (1 or 2), ring_depth (4 or 8), warps_per_cta (4 or 8) and
+  // weight_stages (0, or 2..8 where they fit) as given.
   W4A8FragmentConfig config{.split = 0, .blocks_per_warp = 0, .ring_depth = 0};
   float* split_partials = nullptr;    // W4A8FragmentPartialFloats floats when split > 1
   int32_t* split_counters = nullptr;  // W4A8FragmentCounterCount zeros when split > 1

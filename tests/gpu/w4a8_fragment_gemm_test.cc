@@ -137,9 +137,14 @@ TEST(W4A8FragmentConfigTest, FollowsTheDocumentedRule) {
     EXPECT_EQ(c.split, 8) << m;
     EXPECT_EQ(c.blocks_per_warp, m <= 8 ? 2 : 1) << m;
     EXPECT_EQ(c.ring_depth, m <= 16 ? 4 : 8) << m;
+    EXPECT_EQ(c.weight_stages, 0) << m;                      // 64M weights: the register ring
     const W4A8FragmentConfig wide = config(m, 57344, 8192);  // split 1
     EXPECT_EQ(wide.split, 1) << m;
-    EXPECT_EQ(wide.blocks_per_warp, m <= 16 ? 2 : 1) << m;
+    // Up to 16 rows the 70B's widest layer streams its weights through 2 shared-memory stages of
+    // 8 chunks, one block per warp; above, the register ring.
+    EXPECT_EQ(wide.blocks_per_warp, 1) << m;
+    EXPECT_EQ(wide.ring_depth, 8) << m;
+    EXPECT_EQ(wide.weight_stages, m <= 16 ? 2 : 0) << m;
     // 8 warps per CTA only when asked for.
     EXPECT_EQ(c.warps_per_cta, 4) << m;
     EXPECT_EQ(wide.warps_per_cta, 4) << m;
@@ -150,6 +155,15 @@ TEST(W4A8FragmentConfigTest, FollowsTheDocumentedRule) {
   EXPECT_FALSE(W4A8FragmentWins(16, 8192, 8192));
   EXPECT_TRUE(W4A8FragmentWins(16, 28672, 4096));
   EXPECT_TRUE(W4A8FragmentWins(17, 64, 128));
+  // Where the staged weights replace the register ring: k >= 8192, from 80M weights up to 8 rows
+  // and from 112M at 9..16.
+  EXPECT_TRUE(W4A8FragmentStagedWins(8, 10240, 8192));
+  EXPECT_FALSE(W4A8FragmentStagedWins(9, 10240, 8192));
+  EXPECT_TRUE(W4A8FragmentStagedWins(16, 8192, 14336));
+  EXPECT_TRUE(W4A8FragmentStagedWins(16, 8192, 28672));
+  EXPECT_FALSE(W4A8FragmentStagedWins(1, 28672, 4096));  // k 4096
+  EXPECT_FALSE(W4A8FragmentStagedWins(1, 8192, 8192));   // 64M
+  EXPECT_FALSE(W4A8FragmentStagedWins(17, 57344, 8192));
   DeviceW4A8FragmentGemm args;
   args.m = 16;
   args.n = 57344;
@@ -158,8 +172,40 @@ TEST(W4A8FragmentConfigTest, FollowsTheDocumentedRule) {
   args.sm_count = 132;
   EXPECT_EQ(ResolveW4A8FragmentConfig(args).split, 1);
   EXPECT_EQ(ResolveW4A8FragmentConfig(args).warps_per_cta, 4);
+  // Staged only with 16-byte aligned scale entries (the bulk copies'); else the ring, same split.
+  args.w_fragment_scales = testing::FakeDevicePointer<uint32_t>();
+  EXPECT_EQ(ResolveW4A8FragmentConfig(args).weight_stages, 2);
+  args.w_fragment_scales = testing::FakeDevicePointer<uint32_t>(8);
+  EXPECT_EQ(ResolveW4A8FragmentConfig(args).weight_stages, 0);
+  EXPECT_EQ(ResolveW4A8FragmentConfig(args).split, 1);
   args.config = {.split = 2, .blocks_per_warp = 1, .ring_depth = 8, .warps_per_cta = 8};
   EXPECT_EQ(ResolveW4A8FragmentConfig(args).warps_per_cta, 8);  // as given
+}
+
+// The staged path's shared memory: stages x warps x blocks x (ring_depth chunks of 512 bytes and
+// ring_depth / 2 + 1 groups of 64), the barriers, and the activation buffers of m rows, against
+// one CTA's 232448 bytes.
+TEST(W4A8FragmentConfigTest, StagedSharedMemoryFitsOneCta) {
+  auto staged = [](int warps, int blocks, int depth, int stages) {
+    return W4A8FragmentConfig{.split = 1,
+                              .blocks_per_warp = blocks,
+                              .ring_depth = depth,
+                              .warps_per_cta = warps,
+                              .weight_stages = stages};
+  };
+  // 4 warps, 2 blocks, ring 4: 4480 bytes a warp's stage; 8 stages 143,360 + 256 + 16,912.
+  EXPECT_EQ(internal::W4A8FragmentStagedSharedBytes(4, 2, 4, 8), 143360 + 256);
+  EXPECT_TRUE(W4A8FragmentStagedFits(1, staged(4, 2, 4, 8)));
+  // 8 warps: 286,720 bytes of stages.
+  EXPECT_FALSE(W4A8FragmentStagedFits(1, staged(8, 2, 4, 8)));
+  // 8 warps, 2 blocks, 5 stages at 9..16 rows: 179,200 + 320 + 33,808 fits; 6 stages do not.
+  EXPECT_TRUE(W4A8FragmentStagedFits(16, staged(8, 2, 4, 5)));
+  EXPECT_FALSE(W4A8FragmentStagedFits(16, staged(8, 2, 4, 6)));
+  // Above 16 rows the kernel takes one block per warp whatever the config says.
+  EXPECT_TRUE(W4A8FragmentStagedFits(32, staged(8, 2, 4, 6)));
+  EXPECT_FALSE(W4A8FragmentStagedFits(1, staged(4, 1, 4, 1)));
+  EXPECT_FALSE(W4A8FragmentStagedFits(1, staged(4, 1, 4, 9)));
+  EXPECT_FALSE(W4A8FragmentStagedFits(1, staged(4, 1, 4, 0)));
 }
 
 TEST(W4A8FragmentConfigTest, CountersCoverEveryTile) {
@@ -230,6 +276,19 @@ TEST(W4A8FragmentGemmArgsTest, RejectsWhatItCannotRun) {
   EXPECT_TRUE(StatusMentions(GemmW4A8Fragment(args, nullptr), kInvalid, "split_partials"));
   args.split_partials = testing::FakeDevicePointer<float>();
   EXPECT_TRUE(StatusMentions(GemmW4A8Fragment(args, nullptr), kInvalid, "split_counters"));
+  for (int stages : {1, 9, -1}) {
+    args = base();
+    args.y = testing::FakeDevicePointer<float>();
+    args.config.weight_stages = stages;
+    EXPECT_TRUE(StatusMentions(GemmW4A8Fragment(args, nullptr), kInvalid, "weight_stages must"))
+        << stages;
+  }
+  args = base();
+  args.y = testing::FakeDevicePointer<float>();
+  args.config = {.split = 1, .blocks_per_warp = 2, .ring_depth = 4, .weight_stages = 4};
+  args.w_fragment_scales = testing::FakeDevicePointer<uint32_t>(8);  // the register ring's minimum
+  EXPECT_TRUE(StatusMentions(GemmW4A8Fragment(args, nullptr), kInvalid,
+                             "w_fragment_scales must be 16-byte aligned for weight_stages 4"));
   args = base();
   args.y = testing::FakeDevicePointer<float>();
   args.w_fragments = testing::FakeDevicePointer<uint32_t>(4);
@@ -274,20 +333,23 @@ TEST(W4A8FragmentLayoutGpuTest, DeviceRepackEqualsTheHosts) {
   }
 }
 
-// split = 1 (both blocks_per_warp, both ring depths, 4 and 8 warps per CTA): the reference's
-// computation, bit for bit.
+// split = 1 (both blocks_per_warp, both ring depths, 4 and 8 warps per CTA, the register ring and
+// 2..8 shared-memory weight stages): the reference's computation, bit for bit.
 class W4A8FragmentUnsplitGpuTest : public ::testing::TestWithParam<testing::W4A8Case> {};
 
 TEST_P(W4A8FragmentUnsplitGpuTest, MatchesTheReferenceBitExactly) {
   FF_SKIP_WITHOUT_GPU();
   const testing::W4A8Case c = GetParam();
   std::vector<testing::W4A8Run> runs;
-  for (const auto& [warps_per_cta, blocks_per_warp, ring_depth] :
-       {std::tuple{4, 1, 4}, std::tuple{4, 2, 4}, std::tuple{4, 1, 8}, std::tuple{8, 1, 4},
-        std::tuple{8, 2, 4}, std::tuple{8, 1, 8}}) {
+  for (const auto& [warps_per_cta, blocks_per_warp, ring_depth, weight_stages] :
+       {std::tuple{4, 1, 4, 0}, std::tuple{4, 2, 4, 0}, std::tuple{4, 1, 8, 0},
+        std::tuple{8, 1, 4, 0}, std::tuple{8, 2, 4, 0}, std::tuple{8, 1, 8, 0},
+        std::tuple{4, 2, 4, 4}, std::tuple{4, 1, 8, 2}, std::tuple{4, 1, 4, 8},
+        std::tuple{8, 2, 4, 3}, std::tuple{8, 1, 8, 3}}) {
     runs.push_back({.name = absl::StrCat("split 1, ", warps_per_cta, " warps, ", blocks_per_warp,
-                                         " block(s) per warp, ring ", ring_depth),
-                    .launch = [c, warps_per_cta, blocks_per_warp, ring_depth](
+                                         " block(s) per warp, ring ", ring_depth, ", ",
+                                         weight_stages, " weight stages"),
+                    .launch = [c, warps_per_cta, blocks_per_warp, ring_depth, weight_stages](
                                   const testing::W4A8DeviceOperands& d,
                                   const testing::W4A8Output& out) -> absl::Status {
                       DeviceFragments f(c.n, c.k, c.group_size);
@@ -303,7 +365,8 @@ TEST_P(W4A8FragmentUnsplitGpuTest, MatchesTheReferenceBitExactly) {
                       args.config = {.split = 1,
                                      .blocks_per_warp = blocks_per_warp,
                                      .ring_depth = ring_depth,
-                                     .warps_per_cta = warps_per_cta};
+                                     .warps_per_cta = warps_per_cta,
+                                     .weight_stages = weight_stages};
                       absl::Status status = GemmW4A8Fragment(args, nullptr);
                       if (status.ok() && cudaDeviceSynchronize() != cudaSuccess) {
                         status = absl::InternalError("kernel failed");
@@ -395,8 +458,8 @@ TEST_P(W4A8FragmentSplitGpuTest, StaysWithinTheBoundAndIsDeterministic) {
   probe.config = GetParam().config;
   const W4A8FragmentConfig config = ResolveW4A8FragmentConfig(probe);
   SCOPED_TRACE(absl::StrCat("split ", config.split, ", ", config.warps_per_cta, " warps, ",
-                            config.blocks_per_warp, " block(s) per warp, ring ",
-                            config.ring_depth));
+                            config.blocks_per_warp, " block(s) per warp, ring ", config.ring_depth,
+                            ", ", config.weight_stages, " weight stages"));
 
   testing::W4A8SplitOutputs first, second;
   RunSplit(c, d, f, config, first);
@@ -454,6 +517,20 @@ INSTANTIATE_TEST_SUITE_P(
                   {.split = 4, .blocks_per_warp = 1, .ring_depth = 8, .warps_per_cta = 8}},
         SplitCase{{8, 4096, 4096, 128, false, true},
                   {.split = 8, .blocks_per_warp = 2, .warps_per_cta = 8}},
+        SplitCase{{1, 77, 1024, 128, true, true},
+                  {.split = 2, .blocks_per_warp = 2, .ring_depth = 4, .weight_stages = 4}},
+        SplitCase{{13, 200, 3072, 384, false, true},
+                  {.split = 3, .blocks_per_warp = 1, .ring_depth = 8, .weight_stages = 3}},
+        SplitCase{{16, 1000, 4096, 128, true, true},
+                  {.split = 16,
+                   .blocks_per_warp = 2,
+                   .ring_depth = 4,
+                   .warps_per_cta = 8,
+                   .weight_stages = 2}},
+        SplitCase{{24, 64, 14336, 128, false, true},
+                  {.split = 14, .blocks_per_warp = 1, .ring_depth = 4, .weight_stages = 6}},
+        SplitCase{{4, 8192, 8192, 128, true, true},
+                  {.split = 8, .blocks_per_warp = 2, .ring_depth = 4, .weight_stages = 4}},
         SplitCase{{2, 6144, 4096, 128, true, true}, {.split = 0}},
         SplitCase{{16, 4096, 4096, 128, false, true}, {.split = 0}},
         SplitCase{{8, 28672, 4096, 128, true, true}, {.split = 0}},
@@ -464,7 +541,8 @@ INSTANTIATE_TEST_SUITE_P(
     [](const auto& info) {
       return absl::StrCat(testing::W4A8CaseName(info.param.shape), "_split",
                           info.param.config.split, "_b", info.param.config.blocks_per_warp, "_d",
-                          info.param.config.ring_depth, "_w", info.param.config.warps_per_cta);
+                          info.param.config.ring_depth, "_w", info.param.config.warps_per_cta, "_s",
+                          info.param.config.weight_stages);
     });
 
 // The launch bounds' CTAs per SM: 4 of 4 warps (the rule counts on them), 2 of 8 warps.
@@ -477,6 +555,26 @@ TEST(W4A8FragmentResidencyGpuTest, MeetsTheLaunchBoundsTheRuleCountsOn) {
             << rows << " rows, " << warps << " warps, " << blocks << " block(s) per warp, ring "
             << depth;
       }
+    }
+  }
+}
+
+// The staged path: as many CTAs as an SM's 228 KB of shared memory holds (each CTA also reserves
+// 1 KB), up to the register bound of 16 warps.
+TEST(W4A8FragmentResidencyGpuTest, StagedCtasFillTheSharedMemory) {
+  FF_SKIP_WITHOUT_GPU();
+  for (int rows : {1, 16, 32}) {
+    for (const auto& [warps, blocks, depth, stages] :
+         {std::tuple{4, 2, 4, 4}, std::tuple{4, 1, 4, 4}, std::tuple{4, 1, 8, 3},
+          std::tuple{8, 2, 4, 3}, std::tuple{4, 2, 4, 8}}) {
+      const int kernel_blocks = rows > 16 ? 1 : blocks;
+      const int bytes =
+          internal::W4A8FragmentStagedSharedBytes(warps, kernel_blocks, depth, stages) +
+          internal::W4A8FragmentActivationBytes(internal::W4A8FragmentSets(rows)) + 16;
+      const int want = std::min(16 / warps, 233472 / (bytes + 1024));
+      EXPECT_GE(internal::W4A8FragmentResidentCtas(rows, warps, blocks, depth, stages), want)
+          << rows << " rows, " << warps << " warps, " << blocks << " block(s) per warp, ring "
+          << depth << ", " << stages << " stages, " << bytes << " bytes";
     }
   }
 }

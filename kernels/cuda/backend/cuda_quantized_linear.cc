@@ -694,9 +694,11 @@ absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, 
     // Decode and small batches: the fragment GEMM, K split over CTAs as chosen at load.
     auto gemm =
         W4A8FragmentOperands<cuda::DeviceW4A8FragmentGemm>(weight, rows, codes, scales, y, y_type);
-    // The split is the layer's (m does not enter the rule); blocks and ring depth follow m.
-    gemm.config = cuda::ChooseW4A8FragmentConfig(rows, out, weight.padded_in, weight.group_size,
-                                                 weight.fragment_sm_count);
+    // The rule's configuration for the layer's SM count: the split is the layer's (m does not
+    // enter it); blocks, ring depth and weight stages follow m.
+    gemm.config = {.split = 0};
+    gemm.sm_count = weight.fragment_sm_count;
+    gemm.config = cuda::ResolveW4A8FragmentConfig(gemm);
     const int64_t partial_floats = cuda::W4A8FragmentPartialFloats(rows, out, gemm.config.split);
     if (partial_floats > 0) {
       FF_ASSIGN_OR_RETURN(void* partials, arena.TakeBytes(partial_floats * 4));
