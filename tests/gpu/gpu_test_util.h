@@ -55,8 +55,15 @@ class DeviceBuffer {
   explicit DeviceBuffer(size_t count) : count_(count) {
     if (cudaMalloc(&ptr_, count * sizeof(T)) != cudaSuccess) ptr_ = nullptr;
   }
+  // The copy has landed when this returns: cudaMemcpy from pageable memory may return before its
+  // DMA into device memory is done, and a kernel on a non-blocking stream (the backends') does not
+  // wait for the legacy stream, so under load a poisoned output's fill could land after the
+  // kernel wrote it (the session-11 stored-layer failure: every output the poison).
   explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) {
-    if (ptr_) cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+    if (ptr_) {
+      cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice);
+      cudaStreamSynchronize(nullptr);
+    }
   }
   ~DeviceBuffer() { cudaFree(ptr_); }
   DeviceBuffer(const DeviceBuffer&) = delete;
