@@ -471,15 +471,19 @@ void PipelinedShapes(benchmark::internal::Benchmark* b) {
 
 // Args: m, n, k, config (0: kAuto's configuration; else 100000 * weight stages (0: the register
 // ring) + 10000 for 8 warps per CTA + split * 100 (0: the rule's split) + blocks per warp * 10 +
-// ring depth). See the file comment.
+// ring depth; plus 1000000: through the zero-point path). See the file comment.
 void BM_W4A8FragmentGemm(benchmark::State& state) {
   if (!flatfleet::bench::HasGpu(state)) return;
   const int64_t m = state.range(0), n = state.range(1), k = state.range(2);
-  const int64_t which = state.range(3);
+  // 1000000 + config: the same configuration through the zero-point path (the operands are
+  // symmetric; every other run tells the kernel so).
+  const bool zero_point_path = state.range(3) >= 1000000;
+  const int64_t which = state.range(3) % 1000000;
+  const bool with_peers = state.range(3) == 0;
   namespace cuda = flatfleet::cuda;
   const L2Flush flush;
   double bf16_us = -1, int8_us = -1, previous_us = -1;
-  if (which == 0) {
+  if (with_peers) {
     bf16_us = CublasLtBf16Micros(flush, m, n, k);
     int8_us = CublasInt8Micros(flush, m, n, k);
   }
@@ -517,7 +521,7 @@ void BM_W4A8FragmentGemm(benchmark::State& state) {
     state.SkipWithError("repack failed");
     return;
   }
-  if (which == 0) {  // the previous path on the same operands
+  if (with_peers) {  // the previous path on the same operands
     if (m <= 16) {
       auto previous = problem.FusedBf16Operands<cuda::DeviceW4A8DecodeGemm>(m, n, k);
       previous_us = ColdMicros(flush, [&] { return cuda::GemmW4A8Decode(previous, nullptr).ok(); });
@@ -535,6 +539,7 @@ void BM_W4A8FragmentGemm(benchmark::State& state) {
   args.x_scales = static_cast<const uint16_t*>(problem.x_scales);
   args.w_fragments = static_cast<const uint32_t*>(fragments);
   args.w_fragment_scales = static_cast<const uint32_t*>(fragment_scales);
+  args.w_has_zero_points = zero_point_path;
   args.epilogue_add = static_cast<const float*>(problem.add);
   args.y = problem.y;
   args.y_type = GemmElementType::kBf16;
@@ -561,9 +566,10 @@ void BM_W4A8FragmentGemm(benchmark::State& state) {
   state.counters["depth"] = config.ring_depth;
   state.counters["warps"] = config.warps_per_cta;
   state.counters["stages"] = config.weight_stages;
+  state.counters["zero_point_path"] = zero_point_path;
   const double us = seconds * 1e6;
   state.counters["us"] = us;
-  if (which == 0) {
+  if (with_peers) {
     state.counters["bf16_us"] = bf16_us;
     state.counters["int8_us"] = int8_us;
     state.counters["previous_us"] = previous_us;
@@ -595,17 +601,18 @@ void FragmentWarpShapes(benchmark::internal::Benchmark* b) {
 }
 
 // The shared-memory weight stages against the register ring (config 0 and its peers in the same
-// process): stage counts and chunks per stage at the rule's split on every layer at m = 1, 8, 16;
-// the split swept at m = 1 for 4 stages of 2 blocks x 4 chunks.
+// process): stage counts and chunks per stage at the rule's split on every layer at m = 1, 8, 16,
+// the rule and 2 stages of 8 chunks also through the zero-point path; the split swept at m = 1
+// for 2 stages of 8 chunks.
 void FragmentStagedShapes(benchmark::internal::Benchmark* b) {
   for (const auto& [n, k] : kSplitShapes) {
     for (int64_t m : {1, 8, 16}) {
-      for (int64_t config :
-           {300024, 400024, 600024, 200018, 300018, 400018, 400014, 800014, 310024, 210018}) {
+      for (int64_t config : {1000000, 1200018, 200018, 300018, 200014, 300014, 400014, 600014,
+                             210018, 210014, 310014}) {
         b->Args({m, n, k, config});
       }
     }
-    for (int64_t config : {400124, 400224, 400424, 400824, 401624}) b->Args({1, n, k, config});
+    for (int64_t config : {200118, 200218, 200418, 200818, 201618}) b->Args({1, n, k, config});
   }
   b->ArgNames({"m", "n", "k", "config"});
 }

@@ -37,7 +37,7 @@ constexpr int64_t kMinChunksPerSplit = 4;
 // 4096, 21.7 against 29.7 us); above 16 rows one block (the kernel's only choice there) and the
 // 8-deep ring. Always 4 warps per CTA: the rule's measurements are of 4-warp CTAs.
 W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int64_t group_size,
-                                            int sm_count) {
+                                            int sm_count, bool staged_allowed) {
   W4A8FragmentConfig chosen{.split = 1, .blocks_per_warp = 2, .ring_depth = 4};
   if (n >= 1 && group_size > 0 && k % group_size == 0 && sm_count >= 1) {
     const int64_t groups = k / group_size;
@@ -54,7 +54,7 @@ W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int
   if (m > 16) {
     chosen.blocks_per_warp = 1;
     chosen.ring_depth = 8;
-  } else if (W4A8FragmentStagedWins(m, n, k)) {
+  } else if (staged_allowed && W4A8FragmentStagedWins(m, n, k)) {
     chosen.blocks_per_warp = 1;
     chosen.ring_depth = 8;
     chosen.weight_stages = 2;
@@ -107,16 +107,13 @@ bool W4A8FragmentStagedFits(int64_t m, const W4A8FragmentConfig& config) {
   return bytes <= internal::kW4A8FragmentMaxSharedBytes;
 }
 
-W4A8FragmentConfig ResolveW4A8FragmentConfig(const DeviceW4A8FragmentGemm& args) {
+W4A8FragmentConfig ResolveW4A8FragmentConfig(const DeviceW4A8FragmentGemm& args,
+                                             bool staged_allowed) {
   if (args.config.split != 0) return args.config;
   const int sm_count = args.sm_count > 0 ? args.sm_count : CurrentDeviceSmCount();
-  W4A8FragmentConfig chosen =
-      ChooseW4A8FragmentConfig(args.m, args.n, args.k, args.group_size, sm_count);
   // The bulk copies need 16-byte aligned scale entries; else the register ring (same result).
-  if (chosen.weight_stages != 0 && !AlignedTo(args.w_fragment_scales, 16)) {
-    chosen.weight_stages = 0;
-  }
-  return chosen;
+  return ChooseW4A8FragmentConfig(args.m, args.n, args.k, args.group_size, sm_count,
+                                  staged_allowed && AlignedTo(args.w_fragment_scales, 16));
 }
 
 absl::Status GemmW4A8Fragment(const DeviceW4A8FragmentGemm& args, cudaStream_t stream) {
@@ -162,6 +159,11 @@ absl::Status GemmW4A8Fragment(const DeviceW4A8FragmentGemm& args, cudaStream_t s
   if (absl::Status pointers = CheckW4A8FragmentPointers(kName, fields); !pointers.ok()) {
     return pointers;
   }
+  if (!args.w_has_zero_points && args.w_unsigned_nibbles) {
+    return Invalid(kName,
+                   "w_has_zero_points false needs signed nibbles (a symmetric layer), but "
+                   "w_unsigned_nibbles is set");
+  }
   if (config.weight_stages != 0) {
     if (!W4A8FragmentStagedFits(args.m, config)) {
       return Invalid(kName, "weight_stages must be 0, or 2..8 within one CTA's shared memory (",
@@ -190,6 +192,7 @@ absl::Status GemmW4A8Fragment(const DeviceW4A8FragmentGemm& args, cudaStream_t s
   params.w_fragments = reinterpret_cast<const uint4*>(args.w_fragments);
   params.w_scales = reinterpret_cast<const uint2*>(args.w_fragment_scales);
   params.nibble_flip = args.w_unsigned_nibbles ? kUnsignedNibbleFlip : kSignedNibbleFlip;
+  params.zero_points = args.w_has_zero_points;
   params.epilogue_add = args.epilogue_add;
   params.y = args.y;
   params.y_stride = shape->y_stride;

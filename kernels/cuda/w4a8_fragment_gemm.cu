@@ -76,6 +76,18 @@ __device__ __forceinline__ void UnpackA(uint32_t row_lo, uint32_t row_hi, uint32
   a[3] = CenteredInt8x4((row_hi >> 4) & kNibbleMask, flip, zero_hi);
 }
 
+// The symmetric layers' A registers (signed nibbles, no zero points): each two's-complement
+// nibble moved to the top of its byte, where as an int8 it reads 16 c. About half the
+// instructions of UnpackA, no zero points to widen, and the MMAs sum 16 S exactly (|16 c| <= 128,
+// int32 holds it for any k the checks allow): the fold takes S = that >> 4, the same integer.
+__device__ __forceinline__ void UnpackTopA(uint32_t row_lo, uint32_t row_hi, uint32_t (&a)[4]) {
+  constexpr uint32_t kTopMask = 0xf0f0f0f0u;
+  a[0] = (row_lo << 4) & kTopMask;
+  a[1] = (row_hi << 4) & kTopMask;
+  a[2] = row_lo & kTopMask;
+  a[3] = row_hi & kTopMask;
+}
+
 // The CTAs per SM the launch bounds ask for: 128 registers a thread at 4 and at 8 warps. (The
 // staged path's shared memory allows fewer; its registers stay within the same bound.)
 constexpr int MinCtasPerSm(int warps) { return 16 / warps; }
@@ -86,8 +98,10 @@ constexpr int MinCtasPerSm(int warps) { return 16 / warps; }
 // lane 0 on the stage's mbarrier as soon as the warp is done with the stage it replaces: a warp
 // keeps stages - 1 stages (8-16 KB) in flight without registers, and nothing but its own
 // mbarriers couples it to the other warps. The arithmetic is the same in both: same operands,
-// same MMAs, same fold.
-template <int kWarps, int kSets, int kBlocks, int kDepth, bool kStaged, typename Out>
+// same MMAs, same fold. kZeroPoints false (the caller says the layer is symmetric): UnpackTopA,
+// the same group sums.
+template <int kWarps, int kSets, int kBlocks, int kDepth, bool kStaged, bool kZeroPoints,
+          typename Out>
 __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
     W4A8FragmentKernel(const W4A8FragmentParams p) {
   constexpr int kThreads = kWarps * 32;
@@ -258,12 +272,17 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
           x_first[set] = LoadShared8(row);
           x_second[set] = LoadShared8(row + 32);
         }
-        uint2 entries[kBlocks];  // this chunk's group: FP16 scales (x) and zero points (y)
+        // This chunk's group entries: FP16 scales (x) and zero points (y); read every chunk
+        // only for the zero points, else where the group ends.
+        const bool group_ends = --left_in_group == 0;
+        uint2 entries[kBlocks];
 #pragma unroll
         for (int b = 0; b < kBlocks; ++b) {
           if constexpr (kStaged) {
-            entries[b] = LoadShared8(stage + b * kBlockStageBytes + kDepth * 512 +
-                                     (group - stage_first_group) * 64 + 8 * g);
+            if (kZeroPoints || group_ends) {
+              entries[b] = LoadShared8(stage + b * kBlockStageBytes + kDepth * 512 +
+                                       (group - stage_first_group) * 64 + 8 * g);
+            }
           } else {
             entries[b] = s_ring[d][b];
           }
@@ -276,22 +295,27 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
           } else {
             w = w_ring[d][b];
           }
-          const uint32_t zeros = entries[b].y;
-          const uint32_t zero_lo = ZeroPlus8x4(static_cast<int8_t>(zeros & 0xff));
-          const uint32_t zero_hi = ZeroPlus8x4(static_cast<int8_t>((zeros >> 8) & 0xff));
-          uint32_t a[4];
-          UnpackA(w.x, w.y, p.nibble_flip, zero_lo, zero_hi, a);
-#pragma unroll
-          for (int set = 0; set < kSets; ++set) {
-            MmaInt8(sums[b][set], a, x_first[set].x, x_first[set].y);
+          uint32_t a_first[4], a_second[4];
+          if constexpr (kZeroPoints) {
+            const uint32_t zeros = entries[b].y;
+            const uint32_t zero_lo = ZeroPlus8x4(static_cast<int8_t>(zeros & 0xff));
+            const uint32_t zero_hi = ZeroPlus8x4(static_cast<int8_t>((zeros >> 8) & 0xff));
+            UnpackA(w.x, w.y, p.nibble_flip, zero_lo, zero_hi, a_first);
+            UnpackA(w.z, w.w, p.nibble_flip, zero_lo, zero_hi, a_second);
+          } else {
+            UnpackTopA(w.x, w.y, a_first);
+            UnpackTopA(w.z, w.w, a_second);
           }
-          UnpackA(w.z, w.w, p.nibble_flip, zero_lo, zero_hi, a);
 #pragma unroll
           for (int set = 0; set < kSets; ++set) {
-            MmaInt8(sums[b][set], a, x_second[set].x, x_second[set].y);
+            MmaInt8(sums[b][set], a_first, x_first[set].x, x_first[set].y);
+          }
+#pragma unroll
+          for (int set = 0; set < kSets; ++set) {
+            MmaInt8(sums[b][set], a_second, x_second[set].x, x_second[set].y);
           }
         }
-        if (--left_in_group == 0) {  // the group ends: fold it, in K order
+        if (group_ends) {  // fold the group, in K order
 #pragma unroll
           for (int b = 0; b < kBlocks; ++b) {
             const float scale_lo = HalfBitsToFloat(entries[b].x & 0xffff);
@@ -300,8 +324,9 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
             for (int set = 0; set < kSets; ++set)
 #pragma unroll
               for (int e = 0; e < 4; ++e) {
-                partial[b][set][e] = fmaf(static_cast<float>(sums[b][set][e]),
-                                          e < 2 ? scale_lo : scale_hi, partial[b][set][e]);
+                const int32_t sum = kZeroPoints ? sums[b][set][e] : sums[b][set][e] >> 4;
+                partial[b][set][e] =
+                    fmaf(static_cast<float>(sum), e < 2 ? scale_lo : scale_hi, partial[b][set][e]);
                 sums[b][set][e] = 0;
               }
           }
@@ -370,9 +395,10 @@ __global__ void __launch_bounds__(kWarps * 32, MinCtasPerSm(kWarps))
   if (threadIdx.x == 0) p.split_counters[tile] = 0;  // every split has arrived: ready again
 }
 
-template <int kWarps, int kSets, int kBlocks, int kDepth, bool kStaged, typename Out>
+template <int kWarps, int kSets, int kBlocks, int kDepth, bool kStaged, bool kZeroPoints,
+          typename Out>
 constexpr auto FragmentKernel() {
-  return W4A8FragmentKernel<kWarps, kSets, kBlocks, kDepth, kStaged, Out>;
+  return W4A8FragmentKernel<kWarps, kSets, kBlocks, kDepth, kStaged, kZeroPoints, Out>;
 }
 
 // The staged path's dynamic shared memory, and the most a CTA may take beside its static
@@ -386,9 +412,11 @@ constexpr int MaxStagedDynamicBytes() {
   return kW4A8FragmentMaxSharedBytes - W4A8FragmentActivationBytes(kSets) - 16;
 }
 
-template <int kWarps, int kSets, int kBlocks, int kDepth, bool kStaged, typename Out>
+template <int kWarps, int kSets, int kBlocks, int kDepth, bool kStaged, bool kZeroPoints,
+          typename Out>
 cudaError_t LaunchKernel(const W4A8FragmentParams& p, dim3 grid, cudaStream_t stream) {
-  constexpr auto kernel = FragmentKernel<kWarps, kSets, kBlocks, kDepth, kStaged, Out>();
+  constexpr auto kernel =
+      FragmentKernel<kWarps, kSets, kBlocks, kDepth, kStaged, kZeroPoints, Out>();
   const int dynamic_bytes = StagedDynamicBytes(p, kWarps, kBlocks, kDepth);
   if constexpr (kStaged) {
     static std::atomic<uint64_t> configured{0};
@@ -402,20 +430,28 @@ cudaError_t LaunchKernel(const W4A8FragmentParams& p, dim3 grid, cudaStream_t st
   return cudaGetLastError();
 }
 
+template <int kWarps, int kSets, int kBlocks, int kDepth, bool kStaged, bool kZeroPoints>
+cudaError_t LaunchOutput(const W4A8FragmentParams& p, dim3 grid, cudaStream_t stream) {
+  return p.y_is_bf16
+             ? LaunchKernel<kWarps, kSets, kBlocks, kDepth, kStaged, kZeroPoints, __nv_bfloat16>(
+                   p, grid, stream)
+             : LaunchKernel<kWarps, kSets, kBlocks, kDepth, kStaged, kZeroPoints, float>(p, grid,
+                                                                                         stream);
+}
+
 template <int kWarps, int kSets, int kBlocks, int kDepth>
 cudaError_t LaunchShape(const W4A8FragmentParams& p, cudaStream_t stream) {
   const int64_t channels = int64_t{16} * kWarps * kBlocks;
   const dim3 grid(static_cast<unsigned>((p.n + channels - 1) / channels),
                   static_cast<unsigned>(p.split));
-  const bool staged = p.weight_stages > 0;
-  if (p.y_is_bf16) {
-    return staged
-               ? LaunchKernel<kWarps, kSets, kBlocks, kDepth, true, __nv_bfloat16>(p, grid, stream)
-               : LaunchKernel<kWarps, kSets, kBlocks, kDepth, false, __nv_bfloat16>(p, grid,
-                                                                                    stream);
+  if (p.weight_stages > 0) {
+    return p.zero_points
+               ? LaunchOutput<kWarps, kSets, kBlocks, kDepth, true, true>(p, grid, stream)
+               : LaunchOutput<kWarps, kSets, kBlocks, kDepth, true, false>(p, grid, stream);
   }
-  return staged ? LaunchKernel<kWarps, kSets, kBlocks, kDepth, true, float>(p, grid, stream)
-                : LaunchKernel<kWarps, kSets, kBlocks, kDepth, false, float>(p, grid, stream);
+  return p.zero_points
+             ? LaunchOutput<kWarps, kSets, kBlocks, kDepth, false, true>(p, grid, stream)
+             : LaunchOutput<kWarps, kSets, kBlocks, kDepth, false, false>(p, grid, stream);
 }
 
 template <int kWarps, int kSets, int kBlocks, int kDepth>
@@ -426,7 +462,8 @@ int ResidentCtas(int weight_stages) {
   int ctas = 0;
   cudaError_t error;
   if (weight_stages > 0) {
-    constexpr auto kernel = FragmentKernel<kWarps, kSets, kBlocks, kDepth, true, __nv_bfloat16>();
+    constexpr auto kernel =
+        FragmentKernel<kWarps, kSets, kBlocks, kDepth, true, true, __nv_bfloat16>();
     static std::atomic<uint64_t> configured{0};
     error =
         SetMaxDynamicSharedMemoryOncePerDevice(configured, kernel, MaxStagedDynamicBytes<kSets>());
@@ -435,7 +472,8 @@ int ResidentCtas(int weight_stages) {
           cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, kWarps * 32, dynamic_bytes);
     }
   } else {
-    constexpr auto kernel = FragmentKernel<kWarps, kSets, kBlocks, kDepth, false, __nv_bfloat16>();
+    constexpr auto kernel =
+        FragmentKernel<kWarps, kSets, kBlocks, kDepth, false, true, __nv_bfloat16>();
     error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, kWarps * 32, 0);
   }
   return error == cudaSuccess ? ctas : 0;

@@ -72,8 +72,10 @@ bool W4A8FragmentStagedFits(int64_t m, const W4A8FragmentConfig& config);
 // table it was taken from). The split does not depend on m; blocks_per_warp, ring_depth and
 // weight_stages do (2 stages where W4A8FragmentStagedWins); warps_per_cta is always 4 (8 runs
 // only when asked for, to be measured).
+// staged_allowed false: the register ring everywhere (the scales not 16-byte aligned, or the
+// caller's choice).
 W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int64_t group_size,
-                                            int sm_count);
+                                            int sm_count, bool staged_allowed = true);
 
 // Whether the fragment GEMM is the faster W4A8 kernel for an m x n x k problem (measured against
 // the decode and mid-M kernels on the H200; the .cc has the numbers). Callers that need one
@@ -103,9 +105,12 @@ struct DeviceW4A8FragmentGemm {
   const uint32_t* w_fragments = nullptr;        // 16-byte aligned
   const uint32_t* w_fragment_scales = nullptr;  // 8-byte aligned
   bool w_unsigned_nibbles = false;              // the source's PackedInt4Matrix::signedness
-  const float* epilogue_add = nullptr;          // [n] added to every row, or null
-  void* y = nullptr;                            // [m, n] of y_type, rows y_stride elements apart
-  int64_t y_stride = 0;                         // 0 means n
+  // false promises a symmetric layer (signed nibbles, every zero point 0): the kernel then skips
+  // them and unpacks in fewer instructions (same result). true is right for every layer.
+  bool w_has_zero_points = true;
+  const float* epilogue_add = nullptr;  // [n] added to every row, or null
+  void* y = nullptr;                    // [m, n] of y_type, rows y_stride elements apart
+  int64_t y_stride = 0;                 // 0 means n
   GemmElementType y_type = GemmElementType::kFloat32;
   // split 0 takes ChooseW4A8FragmentConfig; else split (1..kW4A8FragmentMaxSplit, at most the
   // number of groups), blocks_per_warp (1 or 2), ring_depth (4 or 8), warps_per_cta (4 or 8) and
@@ -116,8 +121,10 @@ struct DeviceW4A8FragmentGemm {
   int sm_count = 0;                   // 0 queries the current device
 };
 
-// The configuration a call with these arguments runs (config as given or chosen).
-W4A8FragmentConfig ResolveW4A8FragmentConfig(const DeviceW4A8FragmentGemm& args);
+// The configuration a call with these arguments runs (config as given, or chosen: staged only
+// with 16-byte aligned w_fragment_scales and `staged_allowed`).
+W4A8FragmentConfig ResolveW4A8FragmentConfig(const DeviceW4A8FragmentGemm& args,
+                                             bool staged_allowed = true);
 
 // Validates (InvalidArgument naming the field, OutOfRange when int32 could overflow) and enqueues
 // on `stream`. Allocates nothing; may be graph-captured.

@@ -22,6 +22,7 @@ struct W4A8FragmentParams {
   const uint4* w_fragments = nullptr;   // the fragment layout
   const uint2* w_scales = nullptr;      // the fragment layout's scales and zero points
   uint32_t nibble_flip = 0;             // kSignedNibbleFlip or kUnsignedNibbleFlip
+  bool zero_points = true;              // false: the layer is symmetric (zeros all 0)
   const float* epilogue_add = nullptr;  // [n] or null
   void* y = nullptr;                    // [m, y_stride]
   int64_t y_stride = 0;

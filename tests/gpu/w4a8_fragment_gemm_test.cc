@@ -175,8 +175,12 @@ TEST(W4A8FragmentConfigTest, FollowsTheDocumentedRule) {
   // Staged only with 16-byte aligned scale entries (the bulk copies'); else the ring, same split.
   args.w_fragment_scales = testing::FakeDevicePointer<uint32_t>();
   EXPECT_EQ(ResolveW4A8FragmentConfig(args).weight_stages, 2);
+  EXPECT_EQ(ResolveW4A8FragmentConfig(args, /*staged_allowed=*/false).weight_stages, 0);
+  EXPECT_EQ(ResolveW4A8FragmentConfig(args, false).blocks_per_warp, 2);  // the ring's rule
   args.w_fragment_scales = testing::FakeDevicePointer<uint32_t>(8);
   EXPECT_EQ(ResolveW4A8FragmentConfig(args).weight_stages, 0);
+  EXPECT_EQ(ResolveW4A8FragmentConfig(args).blocks_per_warp, 2);
+  EXPECT_EQ(ResolveW4A8FragmentConfig(args).ring_depth, 4);
   EXPECT_EQ(ResolveW4A8FragmentConfig(args).split, 1);
   args.config = {.split = 2, .blocks_per_warp = 1, .ring_depth = 8, .warps_per_cta = 8};
   EXPECT_EQ(ResolveW4A8FragmentConfig(args).warps_per_cta, 8);  // as given
@@ -291,6 +295,11 @@ TEST(W4A8FragmentGemmArgsTest, RejectsWhatItCannotRun) {
                              "w_fragment_scales must be 16-byte aligned for weight_stages 4"));
   args = base();
   args.y = testing::FakeDevicePointer<float>();
+  args.w_has_zero_points = false;
+  args.w_unsigned_nibbles = true;
+  EXPECT_TRUE(StatusMentions(GemmW4A8Fragment(args, nullptr), kInvalid, "needs signed nibbles"));
+  args = base();
+  args.y = testing::FakeDevicePointer<float>();
   args.w_fragments = testing::FakeDevicePointer<uint32_t>(4);
   EXPECT_TRUE(StatusMentions(GemmW4A8Fragment(args, nullptr), kInvalid, "16-byte aligned"));
   EXPECT_TRUE(StatusMentions(
@@ -346,34 +355,39 @@ TEST_P(W4A8FragmentUnsplitGpuTest, MatchesTheReferenceBitExactly) {
         std::tuple{8, 1, 4, 0}, std::tuple{8, 2, 4, 0}, std::tuple{8, 1, 8, 0},
         std::tuple{4, 2, 4, 4}, std::tuple{4, 1, 8, 2}, std::tuple{4, 1, 4, 8},
         std::tuple{8, 2, 4, 3}, std::tuple{8, 1, 8, 3}}) {
-    runs.push_back({.name = absl::StrCat("split 1, ", warps_per_cta, " warps, ", blocks_per_warp,
-                                         " block(s) per warp, ring ", ring_depth, ", ",
-                                         weight_stages, " weight stages"),
-                    .launch = [c, warps_per_cta, blocks_per_warp, ring_depth, weight_stages](
-                                  const testing::W4A8DeviceOperands& d,
-                                  const testing::W4A8Output& out) -> absl::Status {
-                      DeviceFragments f(c.n, c.k, c.group_size);
-                      if (absl::Status packed = testing::RepackW4A8Fragments(c, d, f); !packed.ok())
-                        return packed;
-                      DeviceW4A8FragmentGemm args =
-                          FragmentArgs(c.m, c.n, c.k, c.group_size, d.x.get(), d.x_scales.get(), f,
-                                       d.unsigned_nibbles);
-                      args.epilogue_add = out.with_add ? d.add.get() : nullptr;
-                      args.y = out.y;
-                      args.y_stride = out.y_stride;
-                      args.y_type = out.y_type;
-                      args.config = {.split = 1,
-                                     .blocks_per_warp = blocks_per_warp,
-                                     .ring_depth = ring_depth,
-                                     .warps_per_cta = warps_per_cta,
-                                     .weight_stages = weight_stages};
-                      absl::Status status = GemmW4A8Fragment(args, nullptr);
-                      if (status.ok() && cudaDeviceSynchronize() != cudaSuccess) {
-                        status = absl::InternalError("kernel failed");
-                      }
-                      return status;  // f is freed after the kernel is done
-                    },
-                    .check_after = nullptr});
+    // Symmetric weights run both ways: told so (the shifted unpack) and not (the zero points').
+    for (const bool zero_point_path : {true, false}) {
+      if (c.zero_points && !zero_point_path) continue;
+      runs.push_back(
+          {.name = absl::StrCat("split 1, ", warps_per_cta, " warps, ", blocks_per_warp,
+                                " block(s) per warp, ring ", ring_depth, ", ", weight_stages,
+                                " weight stages, zero-point path ", zero_point_path),
+           .launch = [c, warps_per_cta, blocks_per_warp, ring_depth, weight_stages,
+                      zero_point_path](const testing::W4A8DeviceOperands& d,
+                                       const testing::W4A8Output& out) -> absl::Status {
+             DeviceFragments f(c.n, c.k, c.group_size);
+             if (absl::Status packed = testing::RepackW4A8Fragments(c, d, f); !packed.ok())
+               return packed;
+             DeviceW4A8FragmentGemm args = FragmentArgs(c.m, c.n, c.k, c.group_size, d.x.get(),
+                                                        d.x_scales.get(), f, d.unsigned_nibbles);
+             args.w_has_zero_points = zero_point_path;
+             args.epilogue_add = out.with_add ? d.add.get() : nullptr;
+             args.y = out.y;
+             args.y_stride = out.y_stride;
+             args.y_type = out.y_type;
+             args.config = {.split = 1,
+                            .blocks_per_warp = blocks_per_warp,
+                            .ring_depth = ring_depth,
+                            .warps_per_cta = warps_per_cta,
+                            .weight_stages = weight_stages};
+             absl::Status status = GemmW4A8Fragment(args, nullptr);
+             if (status.ok() && cudaDeviceSynchronize() != cudaSuccess) {
+               status = absl::InternalError("kernel failed");
+             }
+             return status;  // f is freed after the kernel is done
+           },
+           .check_after = nullptr});
+    }
   }
   testing::CheckW4A8Case(c, runs);
 }
@@ -408,6 +422,7 @@ void RunSplit(const testing::W4A8Case& c, const testing::W4A8DeviceOperands& d,
   ASSERT_NE(y.get(), nullptr) << "out of device memory";
   DeviceW4A8FragmentGemm args =
       FragmentArgs(c.m, c.n, c.k, c.group_size, d.x.get(), d.x_scales.get(), f, d.unsigned_nibbles);
+  args.w_has_zero_points = c.zero_points;  // symmetric cases: the shifted unpack
   args.config = config;
   args.split_partials = partials.get();
   args.split_counters = counters.get();

@@ -535,6 +535,14 @@ bool W4A8FragmentWgmmaEnabled() {
   return enabled;
 }
 
+bool W4A8FragmentStagedEnabled() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("FLATFLEET_W4A8_FRAGMENT_STAGED");
+    return value == nullptr || std::string_view(value) != "0";
+  }();
+  return enabled;
+}
+
 bool W4A8FragmentGemmEnabled() {
   static const bool enabled = [] {
     const char* value = std::getenv("FLATFLEET_W4A8_FRAGMENT_GEMM");
@@ -694,11 +702,13 @@ absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, 
     // Decode and small batches: the fragment GEMM, K split over CTAs as chosen at load.
     auto gemm =
         W4A8FragmentOperands<cuda::DeviceW4A8FragmentGemm>(weight, rows, codes, scales, y, y_type);
+    // Symmetric layers (signed nibbles, no zero points) take the kernel's shorter unpack.
+    gemm.w_has_zero_points = weight.zero_points.bytes() > 0 || weight.unsigned_nibbles;
     // The rule's configuration for the layer's SM count: the split is the layer's (m does not
     // enter it); blocks, ring depth and weight stages follow m.
     gemm.config = {.split = 0};
     gemm.sm_count = weight.fragment_sm_count;
-    gemm.config = cuda::ResolveW4A8FragmentConfig(gemm);
+    gemm.config = cuda::ResolveW4A8FragmentConfig(gemm, W4A8FragmentStagedEnabled());
     const int64_t partial_floats = cuda::W4A8FragmentPartialFloats(rows, out, gemm.config.split);
     if (partial_floats > 0) {
       FF_ASSIGN_OR_RETURN(void* partials, arena.TakeBytes(partial_floats * 4));

@@ -164,6 +164,9 @@ inline constexpr int64_t kSplitCounterCapacity = 65536;
 // default), or, with FLATFLEET_W4A8_FRAGMENT_GEMM=0 in the environment (read once), the earlier
 // decode (w4a8_decode_gemm.h) and mid-M kernels: the A/B switch of the benchmarks.
 bool W4A8FragmentGemmEnabled();
+// Whether the fragment GEMM may take its shared-memory weight stages where its rule does (the
+// default), or, with FLATFLEET_W4A8_FRAGMENT_STAGED=0, keeps the register ring (same results).
+bool W4A8FragmentStagedEnabled();
 // Whether RunQuantizedLinearOnCodes runs the fragment GEMM for `rows` rows of this layer (given
 // counters): it has the layout, rows <= cuda::kW4A8FragmentMaxRows, the switch is on and
 // cuda::W4A8FragmentWins(rows, out, padded_in). Else the earlier W4A8 kernels (bit-exact with the
