@@ -24,9 +24,16 @@ struct KroneckerQuantizeParams {
   int8_t* codes = nullptr;
   int64_t codes_stride = 0;
   uint16_t* scales = nullptr;
-  int rows_per_block = 1;  // 1, 2 or 4 (KroneckerQuantizeRowsPerBlock)
+  int rows_per_block = 1;  // 1, 2 or 4 (KroneckerQuantizeRowsPerBlock); 1 where cluster > 1
+  int cluster = 1;         // CTAs per token row: 1, or 2..min(8, n1 / 16) (the split path)
 };
 
+// Enqueues the kernel: p.rows_per_block rows per block, or with cluster > 1 one row per cluster of
+// that many CTAs (cudaLaunchKernelEx; an error return has been cleared from the last error).
 cudaError_t LaunchKroneckerQuantize(const KroneckerQuantizeParams& params, cudaStream_t stream);
+
+// How many clusters of `cluster` split CTAs the current device runs at once (GPCs of whole free
+// SMs; 0 where it cannot, e.g. in a partition of too few SMs, or on error): asked once per device.
+int KroneckerQuantizeActiveClusters(int cluster);
 
 }  // namespace flatfleet::cuda::internal
