@@ -30,7 +30,8 @@ for path in sys.argv[1:]:
                 and fields.get("split") == "0"):
             gemms[(int(fields["m"]), int(fields["k"]))][int(fields["n"])] = us
 
-PATH_NAMES = {"1": "one block per 1-4 rows"}
+PATH_NAMES = {"1": "one block per 1-4 rows", "2": "that, P2 from L2: the old kernel",
+              "3": "the rules, P2 from L2"}
 paths = sorted({key.split(":")[1] for t in transforms.values() for key in t if "/path:" in key})
 extra = "".join(f" fused, path {p} ({PATH_NAMES.get(p, p)}) us |" for p in paths)
 print(f"| m | K | Kronecker exact us | Kronecker+quantize TF32 us |{extra} Hadamard us | W4A8 GEMM us (N) | exact / GEMM | TF32 fused / GEMM | Hadamard / GEMM |")

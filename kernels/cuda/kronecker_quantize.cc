@@ -106,6 +106,19 @@ absl::Status ApplyKroneckerQuantizeWith(const DeviceKroneckerQuantize& args,
       }
     }
   }
+  const KroneckerQuantizeLayout layout = KroneckerQuantizeSharedLayout(
+      args.n1, args.n2, params.rows_per_block, params.cluster, !options.p2_from_l2);
+  params.left_offset = layout.left;
+  params.p2_offset = layout.p2;
+  params.maxima_offset = layout.maxima;
+  params.shared_bytes = static_cast<size_t>(layout.bytes);
+  params.p2_source = static_cast<int>(layout.p2_source);
+  params.p2_ld = static_cast<int>(KroneckerQuantizeP2Ld(args.n2));
+  params.p2_chunk_steps = static_cast<int>(layout.p2_chunk_steps);
+  if (layout.bytes > kKroneckerQuantizeMaxSharedBytes) {  // Supports and RowsFit exclude it
+    return absl::InternalError(
+        absl::StrCat("Kronecker quantize: ", layout.bytes, " bytes of shared memory"));
+  }
   const cudaError_t error = LaunchKroneckerQuantize(params, stream);
   if (error != cudaSuccess) {
     return absl::InternalError(

@@ -36,14 +36,66 @@ __device__ __forceinline__ void MmaTf32(float (&c)[4], const uint32_t (&a)[4], u
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// kRows token rows per block: stage 2's P2 fragments (the B operand, read from L2) serve all of
-// them; kTiles output tiles per warp and row (kRows * kTiles <= 16 accumulator tiles).
+// Starts copying rows [row0, row0 + rows) of P2 into `staged` (rows of ld2 floats) without
+// waiting: 16 bytes a copy where P2 is 16-byte aligned (its rows then are too: n2 % 8 == 0),
+// else 4.
+__device__ __forceinline__ void StageP2(uint32_t* staged, const float* p2, int n2, int ld2,
+                                        int row0, int rows, bool aligned) {
+  if (aligned) {
+    const int quads = n2 / 4;
+    for (int i = threadIdx.x; i < rows * quads; i += kThreads) {
+      const int r = i / quads, q = i - r * quads;
+      const auto to = static_cast<uint32_t>(__cvta_generic_to_shared(staged + r * ld2 + 4 * q));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(to),
+                   "l"(p2 + (row0 + r) * n2 + 4 * q)
+                   : "memory");
+    }
+  } else {
+    for (int i = threadIdx.x; i < rows * n2; i += kThreads) {
+      const int r = i / n2, c = i - r * n2;
+      const auto to = static_cast<uint32_t>(__cvta_generic_to_shared(staged + r * ld2 + c));
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(to),
+                   "l"(p2 + (row0 + r) * n2 + c)
+                   : "memory");
+    }
+  }
+}
+
+// Waits for this thread's StageP2 copies and rounds the values it copied to TF32 in place (the
+// cvt.rna each use made before, done once: the same bits); a barrier then publishes them.
+__device__ __forceinline__ void RoundStagedP2(uint32_t* staged, int n2, int ld2, int rows,
+                                              bool aligned) {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+  if (aligned) {
+    const int quads = n2 / 4;
+    for (int i = threadIdx.x; i < rows * quads; i += kThreads) {
+      const int r = i / quads, q = i - r * quads;
+      uint4* quad = reinterpret_cast<uint4*>(staged + r * ld2 + 4 * q);
+      uint4 v = *quad;
+      v.x = ToTf32(__uint_as_float(v.x));
+      v.y = ToTf32(__uint_as_float(v.y));
+      v.z = ToTf32(__uint_as_float(v.z));
+      v.w = ToTf32(__uint_as_float(v.w));
+      *quad = v;
+    }
+  } else {
+    for (int i = threadIdx.x; i < rows * n2; i += kThreads) {
+      const int r = i / n2, c = i - r * n2;
+      staged[r * ld2 + c] = ToTf32(__uint_as_float(staged[r * ld2 + c]));
+    }
+  }
+}
+
+// kRows token rows per block: stage 2's P2 fragments (the B operand) serve all of them; kTiles
+// output tiles per warp and row (kRows * kTiles <= 16 accumulator tiles). kP2Shared: stage 2 reads
+// P2 as TF32 bits from shared memory (p.p2_source: staged beside P1 at the start, or over P1 after
+// stage 1 in chunks of p.p2_chunk_steps k-steps), else from L2 with __ldg.
 // kSplit: the block is one of the p.cluster CTAs of a thread-block cluster that share one token
 // row, each computing the output rows of its own 16-row tiles [mt_begin, mt_end) of the n1 / 16
 // and quantizing them with the row's scale, the maxima exchanged through distributed shared
 // memory. Every output element goes through the same MMAs, in the same k order, either way; only
 // which warp of which block issues them changes (kronecker_quantize.h).
-template <typename In, int kRows, int kTiles, bool kSplit>
+template <typename In, int kRows, int kTiles, bool kSplit, bool kP2Shared>
 __global__ void __launch_bounds__(kThreads, 1)
     KroneckerQuantizeKernel(const In* x, KroneckerQuantizeParams p) {
   static_assert(!kSplit || kRows == 1, "a cluster shares one token row");
@@ -62,12 +114,21 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int ld = n2 + 4;                    // a row's view: stage 2's A loads hit 32 distinct banks
   const int left_ld = 16 * most_tiles + 8;  // P1's columns: stage 1's A loads likewise
   const int view_floats = n1 * ld;
+  // KroneckerQuantizeSharedLayout, from the host.
   float* views = shared;                       // kRows x [n1][ld]: U = x / s, then T in place
-  float* left = shared + kRows * view_floats;  // [n1][left_ld]: P1's columns 16 mt_begin.. as TF32
-  float* warp_max = left + n1 * left_ld;       // [kRows][kWarps]: each row's max, per warp
+  float* left = shared + p.left_offset;        // [n1][left_ld]: P1's columns 16 mt_begin.. as TF32
+  float* warp_max = shared + p.maxima_offset;  // [kRows][kWarps]: each row's max, per warp
   float* block_max = warp_max + kRows * kWarps;  // split: this block's max and finiteness
+  uint32_t* staged_p2 = reinterpret_cast<uint32_t*>(shared + p.p2_offset);  // [rows][p2_ld]
+  const int p2_ld = p.p2_ld;
+  const bool p2_beside = kP2Shared && p.p2_source == 1;
+  const bool p2_aligned = (reinterpret_cast<uintptr_t>(p.p2) & 15) == 0;
+  const int chunk_steps = kP2Shared ? p.p2_chunk_steps : n_tiles;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
+
+  // P2 beside P1: copied while the row is loaded and stage 1 runs.
+  if (p2_beside) StageP2(staged_p2, p.p2, n2, p2_ld, 0, n2, p2_aligned);
 
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
@@ -125,13 +186,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
+  if (p2_beside) RoundStagedP2(staged_p2, n2, p2_ld, n2, p2_aligned);
   __syncthreads();
 
   // Stage 2, Y = T P2: the warps of one 16-row tile of T split its n2 / 8 column tiles, for every
-  // row of the block; the outputs stay in registers until each row's scale is known. The P2
-  // fragments of kGroup k-steps are loaded before their MMAs: one L2 round trip for kGroup steps
-  // where a warp's few tiles (one row, as in the split) leave the registers.
-  constexpr int kGroup = kRows == 1 ? kKroneckerQuantizeMaxTiles / kTiles : 1;
+  // row of the block; the outputs stay in registers until each row's scale is known. From L2, the
+  // P2 fragments of kGroup k-steps are loaded before their MMAs: one round trip for kGroup steps
+  // where a warp's few tiles (one row, as in the split) leave the registers. Staged over P1, P2
+  // comes in chunks of k-steps, each copied once the block is done with the one before.
+  constexpr int kGroup = kRows == 1 && !kP2Shared ? kKroneckerQuantizeMaxTiles / kTiles : 1;
   const int warps_per_m_tile = kWarps / (mt_end - mt_begin);
   const int mt = mt_begin + warp / warps_per_m_tile, part = warp % warps_per_m_tile;
   const int per_warp = (n_tiles + warps_per_m_tile - 1) / warps_per_m_tile;
@@ -144,29 +207,44 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < kTiles; ++i)
       acc[r][i][0] = acc[r][i][1] = acc[r][i][2] = acc[r][i][3] = 0.0f;
   }
-  if (my_tiles > 0) {
-    const int t_offset = (mt * 16 + g) * ld + t;
-    const float* right = p.p2 + t * n2 + nt_begin * 8 + g;
+  const int t_offset = (mt * 16 + g) * ld + t;
+  const float* right = p.p2 + t * n2 + nt_begin * 8 + g;
+  for (int k0 = 0; k0 < n_tiles; k0 += chunk_steps) {
+    const int k1 = min(n_tiles, k0 + chunk_steps);
+    if (kP2Shared && !p2_beside) {
+      if (k0 > 0) __syncthreads();  // every warp is done with the chunk before
+      StageP2(staged_p2, p.p2, n2, p2_ld, k0 * 8, (k1 - k0) * 8, p2_aligned);
+      RoundStagedP2(staged_p2, n2, p2_ld, (k1 - k0) * 8, p2_aligned);
+      __syncthreads();
+    }
+    if (my_tiles == 0) continue;
+    // Fragment (k, i)'s two B registers: rows t and t + 4 of k-step k, column g of tile i.
     const auto load_b = [&](int k, int i, uint32_t(&b)[2]) {
-      const float* fragment = right + k * 8 * n2 + i * 8;
-      b[0] = ToTf32(__ldg(fragment));
-      b[1] = ToTf32(__ldg(fragment + 4 * n2));
+      if constexpr (kP2Shared) {
+        const uint32_t* fragment = staged_p2 + ((k - k0) * 8 + t) * p2_ld + (nt_begin + i) * 8 + g;
+        b[0] = fragment[0];
+        b[1] = fragment[4 * p2_ld];
+      } else {
+        const float* fragment = right + k * 8 * n2 + i * 8;
+        b[0] = ToTf32(__ldg(fragment));
+        b[1] = ToTf32(__ldg(fragment + 4 * n2));
+      }
     };
-    for (int k0 = 0; k0 < n_tiles; k0 += kGroup) {
+    for (int kg = k0; kg < k1; kg += kGroup) {
       uint32_t b[kGroup][kTiles][2];
       if constexpr (kGroup > 1) {
 #pragma unroll
         for (int s = 0; s < kGroup; ++s) {
 #pragma unroll
           for (int i = 0; i < kTiles; ++i) {
-            if (k0 + s < n_tiles && i < my_tiles) load_b(k0 + s, i, b[s][i]);
+            if (kg + s < k1 && i < my_tiles) load_b(kg + s, i, b[s][i]);
           }
         }
       }
 #pragma unroll
       for (int s = 0; s < kGroup; ++s) {
-        const int k = k0 + s;
-        if (k < n_tiles) {
+        const int k = kg + s;
+        if (k < k1) {
           uint32_t a[kRows][4];
 #pragma unroll
           for (int r = 0; r < kRows; ++r) {
@@ -281,10 +359,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 // The kernel, opted into the whole shared memory on the current device (once per device).
-template <typename In, int kRows, int kTiles, bool kSplit>
+template <typename In, int kRows, int kTiles, bool kSplit, bool kP2Shared>
 cudaError_t ConfiguredKernel(void (**kernel)(const In*, KroneckerQuantizeParams)) {
   static std::atomic<uint64_t> configured_devices{0};
-  *kernel = KroneckerQuantizeKernel<In, kRows, kTiles, kSplit>;
+  *kernel = KroneckerQuantizeKernel<In, kRows, kTiles, kSplit, kP2Shared>;
   return SetMaxDynamicSharedMemoryOncePerDevice(configured_devices, *kernel,
                                                 kKroneckerQuantizeMaxSharedBytes);
 }
@@ -298,25 +376,23 @@ cudaLaunchAttribute ClusterAttribute(int cluster) {
   return attribute;
 }
 
-template <typename In, int kRows, int kTiles, bool kSplit>
+template <typename In, int kRows, int kTiles, bool kSplit, bool kP2Shared>
 cudaError_t Launch(const In* x, const KroneckerQuantizeParams& p, cudaStream_t stream) {
   void (*kernel)(const In*, KroneckerQuantizeParams) = nullptr;
-  if (const cudaError_t error = ConfiguredKernel<In, kRows, kTiles, kSplit>(&kernel);
+  if (const cudaError_t error = ConfiguredKernel<In, kRows, kTiles, kSplit, kP2Shared>(&kernel);
       error != cudaSuccess) {
     return error;
   }
   if constexpr (!kSplit) {
-    const auto bytes = static_cast<size_t>(KroneckerQuantizeSharedBytes(p.n1, p.n2, kRows));
     const auto blocks = static_cast<unsigned>((p.rows + kRows - 1) / kRows);
-    kernel<<<blocks, kThreads, bytes, stream>>>(x, p);
+    kernel<<<blocks, kThreads, p.shared_bytes, stream>>>(x, p);
     return cudaGetLastError();
   } else {
     cudaLaunchAttribute cluster = ClusterAttribute(p.cluster);
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3(static_cast<unsigned>(p.rows * p.cluster));
     config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes =
-        static_cast<size_t>(KroneckerQuantizeSplitSharedBytes(p.n1, p.n2, p.cluster));
+    config.dynamicSmemBytes = p.shared_bytes;
     config.stream = stream;
     config.attrs = &cluster;
     config.numAttrs = 1;
@@ -326,14 +402,20 @@ cudaError_t Launch(const In* x, const KroneckerQuantizeParams& p, cudaStream_t s
   }
 }
 
+template <typename In, int kRows, int kTiles, bool kSplit>
+cudaError_t LaunchP2(const In* x, const KroneckerQuantizeParams& p, cudaStream_t stream) {
+  return p.p2_source != 0 ? Launch<In, kRows, kTiles, kSplit, true>(x, p, stream)
+                          : Launch<In, kRows, kTiles, kSplit, false>(x, p, stream);
+}
+
 template <typename In>
 cudaError_t LaunchSplit(const In* x, const KroneckerQuantizeParams& p, cudaStream_t stream) {
   const int64_t tiles =
       KroneckerQuantizeTilesPerWarp(p.n1, p.n2, KroneckerQuantizeSplitTiles(p.n1, p.cluster));
-  if (tiles <= 2) return Launch<In, 1, 2, true>(x, p, stream);
-  if (tiles <= 4) return Launch<In, 1, 4, true>(x, p, stream);
-  if (tiles <= 8) return Launch<In, 1, 8, true>(x, p, stream);
-  return Launch<In, 1, 16, true>(x, p, stream);
+  if (tiles <= 2) return LaunchP2<In, 1, 2, true>(x, p, stream);
+  if (tiles <= 4) return LaunchP2<In, 1, 4, true>(x, p, stream);
+  if (tiles <= 8) return LaunchP2<In, 1, 8, true>(x, p, stream);
+  return LaunchP2<In, 1, 16, true>(x, p, stream);
 }
 
 template <typename In>
@@ -341,11 +423,11 @@ cudaError_t LaunchRows(const In* x, const KroneckerQuantizeParams& p, cudaStream
   if (p.cluster > 1) return LaunchSplit(x, p, stream);
   switch (p.rows_per_block) {
     case 4:
-      return Launch<In, 4, 4, false>(x, p, stream);
+      return LaunchP2<In, 4, 4, false>(x, p, stream);
     case 2:
-      return Launch<In, 2, 8, false>(x, p, stream);
+      return LaunchP2<In, 2, 8, false>(x, p, stream);
     default:
-      return Launch<In, 1, 16, false>(x, p, stream);
+      return LaunchP2<In, 1, 16, false>(x, p, stream);
   }
 }
 
@@ -375,7 +457,7 @@ int KroneckerQuantizeActiveClusters(int cluster) {
   config.dynamicSmemBytes = kKroneckerQuantizeMaxSharedBytes;
   config.attrs = &attribute;
   config.numAttrs = 1;
-  if (ConfiguredKernel<uint16_t, 1, 2, true>(&kernel) != cudaSuccess ||
+  if (ConfiguredKernel<uint16_t, 1, 2, true, false>(&kernel) != cudaSuccess ||
       cudaOccupancyMaxActiveClusters(&count, kernel, &config) != cudaSuccess) {
     (void)cudaGetLastError();
     return 0;  // not remembered: asked again next time

@@ -19,8 +19,12 @@
 // One block of 16 warps per 1, 2 or 4 token rows (as many as the accumulators and shared memory
 // allow: 4 for 4096 and 8192, 2 for 14336, 1 for 28672; fewer where the blocks would not fill the
 // GPU's SMs): each row sits in shared memory as an n1 x (n2 + 4) float view (T overwrites U in
-// place, each warp owning whole column blocks), P1 beside them; P2 is read from L2, each fragment
-// serving every row of the block. Requires n1 a multiple of 16 (at most 128) and n2 a multiple of
+// place, each warp owning whole column blocks), P1 beside them; each P2 fragment serves every row
+// of the block, read as TF32 bits from shared memory where P2 fits there (copied with cp.async at
+// the start beside P1: 4096, 8192 and the split paths but 28672's; else over P1 once stage 1 is
+// done, in up to 4 chunks of k-steps: 14336 in blocks of 2 rows, 28672 in 2 chunks), else from L2
+// (KroneckerQuantizeSharedLayout). Rounding P2 to TF32 once when staged gives the bits that
+// rounding it at each use gave. Requires n1 a multiple of 16 (at most 128) and n2 a multiple of
 // 8, and the row, P1 and a warp's output tiles within the kernel's limits
 // (KroneckerQuantizeSupports): every Llama-3 and Mixtral width (4096 = 64 x 64, 8192 = 64 x 128,
 // 14336 = 112 x 128, 28672 = 128 x 224).
@@ -76,8 +80,9 @@ namespace internal {
 
 // Forces a path, for the tests (bit equality across paths) and the benchmark; 0 means the rules.
 struct KroneckerQuantizeOptions {
-  int cluster = 0;         // CTAs per row: 1 (no cluster) or 2..min(8, n1 / 16) (the split path)
-  int rows_per_block = 0;  // with cluster 1: 1, 2 or 4 where they fit (KroneckerQuantizeRowsFit)
+  int cluster = 0;          // CTAs per row: 1 (no cluster) or 2..min(8, n1 / 16) (the split path)
+  int rows_per_block = 0;   // with cluster 1: 1, 2 or 4 where they fit (KroneckerQuantizeRowsFit)
+  bool p2_from_l2 = false;  // stage 2 reads P2 from L2 even where shared memory would hold it
 };
 
 absl::Status ApplyKroneckerQuantizeWith(const DeviceKroneckerQuantize& args,

@@ -15,19 +15,81 @@ inline constexpr int kKroneckerQuantizeMaxTiles = 16;  // 16 x 8 output tiles pe
 inline constexpr int kKroneckerQuantizeMaxSharedBytes = 232448;
 inline constexpr int kKroneckerQuantizeMaxCluster = 8;  // the portable cluster size
 
-// Shared memory (all of it dynamic: with static shared memory beside it the 227 KB opt-in would
-// fail): `rows` n1 x (n2 + 4) views of a row and P1 as n1 x (n1 + 8), float32, then one float per
-// warp and row for the rows' maxima.
-inline int64_t KroneckerQuantizeSharedBytes(int64_t n1, int64_t n2, int64_t rows = 1) {
-  return (rows * n1 * (n2 + 4) + n1 * (n1 + 8) + rows * kKroneckerQuantizeWarps) * 4;
-}
-
 // Output tiles (16 x 8) of one warp for one row, where a block computes `m_tiles` of the n1 / 16
 // row tiles (0: all of them): those row tiles share the 16 warps.
 inline int64_t KroneckerQuantizeTilesPerWarp(int64_t n1, int64_t n2, int64_t m_tiles = 0) {
   if (m_tiles == 0) m_tiles = n1 / 16;
   const int64_t warps_per_m_tile = kKroneckerQuantizeWarps / m_tiles;
   return (n2 / 8 + warps_per_m_tile - 1) / warps_per_m_tile;
+}
+
+// The split path: a token row over a cluster of `cluster` CTAs, rank r computing the 16-row tiles
+// [r m / cluster, (r + 1) m / cluster) of the m = n1 / 16 (at most this many).
+inline int64_t KroneckerQuantizeSplitTiles(int64_t n1, int64_t cluster) {
+  return (n1 / 16 + cluster - 1) / cluster;
+}
+
+// Where stage 2 reads P2: from L2 (__ldg per use), or from shared memory as TF32 bits, staged
+// (cp.async) at the kernel's start beside P1 where the whole of it fits there, or else over P1
+// once stage 1 is done with it, in chunks of k-steps (8 rows of P2) where the whole does not fit.
+enum class KroneckerP2Source { kL2 = 0, kBesideP1 = 1, kOverP1 = 2 };
+inline constexpr int64_t kKroneckerQuantizeMaxP2Chunks = 4;  // more: L2 (too many waits)
+
+// A staged P2 row's floats: n2 padded to 8 mod 32, so that a B fragment's loads (rows t, t + 4 and
+// columns g of a 16 x 8 tile's k-step) hit 32 distinct banks.
+inline int64_t KroneckerQuantizeP2Ld(int64_t n2) { return n2 + (40 - n2 % 32) % 32; }
+
+// A block's shared memory (all of it dynamic: with static shared memory beside it the 227 KB
+// opt-in would fail), in floats from its start: `rows` n1 x (n2 + 4) views of a row (a split CTA:
+// the one row's), P1's columns as n1 x (16 tiles + 8) (all n1, or a split CTA's tiles), P2's
+// staged chunk, then one float per warp and row for the rows' maxima and, split, the block's max
+// and finiteness that its peers read.
+struct KroneckerQuantizeLayout {
+  int64_t left = 0;    // P1's columns
+  int64_t p2 = 0;      // P2's chunk, p2_chunk_steps x 8 rows of KroneckerQuantizeP2Ld floats
+  int64_t maxima = 0;  // the warps' maxima
+  int64_t bytes = 0;   // the whole
+  KroneckerP2Source p2_source = KroneckerP2Source::kL2;
+  int64_t p2_chunk_steps = 0;  // 0 for kL2; n2 / 8 for kBesideP1
+};
+
+// The layout for blocks of `rows` token rows (cluster 1) or for a `cluster`-CTA split (rows 1),
+// P2 staged where `stage_p2` and it fits: beside P1 if the whole fits; else, without a cluster
+// (a split CTA, at decode, would wait for it), over P1 in the fewest chunks (at most 4).
+inline KroneckerQuantizeLayout KroneckerQuantizeSharedLayout(int64_t n1, int64_t n2, int64_t rows,
+                                                             int64_t cluster, bool stage_p2) {
+  const int64_t left_tiles = cluster > 1 ? KroneckerQuantizeSplitTiles(n1, cluster) : n1 / 16;
+  const int64_t left_floats = n1 * (16 * left_tiles + 8);
+  const int64_t maxima_floats = rows * kKroneckerQuantizeWarps + (cluster > 1 ? 2 : 0);
+  KroneckerQuantizeLayout layout;
+  layout.left = rows * n1 * (n2 + 4);
+  layout.p2 = layout.left + left_floats;
+  int64_t region = left_floats;  // P1, and P2 where staged beside or over it
+  const int64_t budget =
+      kKroneckerQuantizeMaxSharedBytes / 4 - layout.left - left_floats - maxima_floats;
+  const int64_t steps = n2 / 8, step_floats = 8 * KroneckerQuantizeP2Ld(n2);
+  if (stage_p2 && steps * step_floats <= budget) {
+    layout.p2_source = KroneckerP2Source::kBesideP1;
+    layout.p2_chunk_steps = steps;
+    region += steps * step_floats;
+  } else if (stage_p2 && cluster <= 1) {
+    const int64_t fit = std::min(steps, (budget + left_floats) / step_floats);
+    const int64_t chunks = fit > 0 ? (steps + fit - 1) / fit : 0;
+    if (chunks >= 1 && chunks <= kKroneckerQuantizeMaxP2Chunks) {
+      layout.p2_source = KroneckerP2Source::kOverP1;
+      layout.p2_chunk_steps = (steps + chunks - 1) / chunks;
+      layout.p2 = layout.left;
+      region = std::max(left_floats, layout.p2_chunk_steps * step_floats);
+    }
+  }
+  layout.maxima = layout.left + region;
+  layout.bytes = (layout.maxima + maxima_floats) * 4;
+  return layout;
+}
+
+// The least shared memory of blocks of `rows` rows (P2 read from L2).
+inline int64_t KroneckerQuantizeSharedBytes(int64_t n1, int64_t n2, int64_t rows = 1) {
+  return KroneckerQuantizeSharedLayout(n1, n2, rows, 1, /*stage_p2=*/false).bytes;
 }
 
 // Whether blocks of `rows` token rows fit the accumulators (16 tiles a warp) and shared memory.
@@ -42,21 +104,6 @@ inline int KroneckerQuantizeRowsPerBlock(int64_t n1, int64_t n2) {
     if (KroneckerQuantizeRowsFit(n1, n2, rows)) return rows;
   }
   return 1;
-}
-
-// The split path: a token row over a cluster of `cluster` CTAs, rank r computing the 16-row tiles
-// [r m / cluster, (r + 1) m / cluster) of the m = n1 / 16 (at most this many).
-inline int64_t KroneckerQuantizeSplitTiles(int64_t n1, int64_t cluster) {
-  return (n1 / 16 + cluster - 1) / cluster;
-}
-
-// A split CTA's shared memory: the whole row's n1 x (n2 + 4) view (stage 1 reads every row of U),
-// its tiles' columns of P1 as n1 x (16 tiles + 8), the warps' maxima, and the block's max and
-// finiteness that its peers read.
-inline int64_t KroneckerQuantizeSplitSharedBytes(int64_t n1, int64_t n2, int64_t cluster) {
-  return (n1 * (n2 + 4) + n1 * (16 * KroneckerQuantizeSplitTiles(n1, cluster) + 8) +
-          kKroneckerQuantizeWarps + 2) *
-         4;
 }
 
 // CTAs per token row. At decode one block per row leaves most SMs idle (m = 1 runs on one), so

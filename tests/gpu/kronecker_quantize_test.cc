@@ -6,8 +6,9 @@
 //   * each code is clamp(rne(v / s), +-qmax) for some v in [y - b, y + b] with the GPU's scale s;
 //   * the bound is tight enough to mean something: fewer than 10% of the elements have an
 //     interval wide enough to admit two codes (the rest are checked exactly).
-// Then every path (a cluster of 2-8 CTAs per row, blocks of 1, 2 or 4 rows) against one block per
-// row: the same codes and scales, bit for bit, as the header states.
+// Then every path (a cluster of 2-8 CTAs per row, blocks of 1, 2 or 4 rows; P2 from L2 or staged
+// in shared memory, from a 16-byte aligned pointer or not) against one block per row reading P2
+// from L2: the same codes and scales, bit for bit, as the header states.
 #include "kernels/cuda/kronecker_quantize.h"
 
 #include <algorithm>
@@ -252,6 +253,9 @@ TEST_P(KroneckerQuantizePathTest, EveryPathGivesTheUnsplitCodesAndScalesBitForBi
   }
   DeviceBuffer<uint16_t> d_bf16(bf16.bits);
   DeviceBuffer<float> d_f32(f32), d_scales(scales), d_p1(p1), d_p2(p2);
+  std::vector<float> shifted_p2(p2.size() + 1, 0.0f);  // P2 from 4 bytes past an aligned start
+  std::copy(p2.begin(), p2.end(), shifted_p2.begin() + 1);
+  DeviceBuffer<float> d_shifted_p2(shifted_p2);
   DeviceBuffer<int8_t> d_codes(c.rows * codes_stride);
   DeviceBuffer<uint16_t> d_code_scales(c.rows);
   const int qmax = 7;
@@ -260,7 +264,7 @@ TEST_P(KroneckerQuantizePathTest, EveryPathGivesTheUnsplitCodesAndScalesBitForBi
     std::vector<uint16_t> scales;
   };
   const auto run = [&](ActivationType type, const internal::KroneckerQuantizeOptions& options,
-                       Outputs& out) {
+                       bool misaligned_p2, Outputs& out) {
     ASSERT_EQ(cudaMemset(d_codes.get(), 0x5a, c.rows * codes_stride), cudaSuccess);  // poisoned
     ASSERT_EQ(cudaMemset(d_code_scales.get(), 0xff, c.rows * 2), cudaSuccess);
     DeviceKroneckerQuantize args;
@@ -273,7 +277,7 @@ TEST_P(KroneckerQuantizePathTest, EveryPathGivesTheUnsplitCodesAndScalesBitForBi
     args.n2 = n2;
     args.divisors = d_scales.get();
     args.p1 = d_p1.get();
-    args.p2 = d_p2.get();
+    args.p2 = misaligned_p2 ? d_shifted_p2.get() + 1 : d_p2.get();
     args.clip_ratio = 0.9f;
     args.qmax = qmax;
     args.codes = d_codes.get();
@@ -286,21 +290,25 @@ TEST_P(KroneckerQuantizePathTest, EveryPathGivesTheUnsplitCodesAndScalesBitForBi
     out.scales = d_code_scales.ToHost();
   };
 
-  // The paths: every cluster size, every block of rows that fits, and the rules' own choice.
+  // The paths: every cluster size, every block of rows that fits and the rules' own choice, each
+  // with P2 staged where it fits and from L2.
   std::vector<internal::KroneckerQuantizeOptions> paths;
-  for (int cluster = 2; cluster <= std::min<int64_t>(8, n1 / 16); ++cluster) {
-    paths.push_back({.cluster = cluster});
-  }
-  for (int rows_per_block : {2, 4}) {
-    if (internal::KroneckerQuantizeRowsFit(n1, n2, rows_per_block)) {
-      paths.push_back({.cluster = 1, .rows_per_block = rows_per_block});
+  for (bool p2_from_l2 : {false, true}) {
+    for (int cluster = 2; cluster <= std::min<int64_t>(8, n1 / 16); ++cluster) {
+      paths.push_back({.cluster = cluster, .p2_from_l2 = p2_from_l2});
     }
+    for (int rows_per_block : {1, 2, 4}) {
+      if (internal::KroneckerQuantizeRowsFit(n1, n2, rows_per_block)) {
+        paths.push_back({.cluster = 1, .rows_per_block = rows_per_block, .p2_from_l2 = p2_from_l2});
+      }
+    }
+    paths.push_back({.p2_from_l2 = p2_from_l2});
   }
-  paths.push_back({});
   for (ActivationType type : {ActivationType::kBfloat16, ActivationType::kFloat32}) {
     SCOPED_TRACE(type == ActivationType::kBfloat16 ? "bf16 rows" : "float32 rows");
     Outputs reference;
-    ASSERT_NO_FATAL_FAILURE(run(type, {.cluster = 1, .rows_per_block = 1}, reference));
+    ASSERT_NO_FATAL_FAILURE(
+        run(type, {.cluster = 1, .rows_per_block = 1, .p2_from_l2 = true}, false, reference));
     for (int64_t r = 0; r < c.rows; ++r) {
       ASSERT_LT(reference.scales[r], 0x7c00) << "row " << r;
       for (int64_t e = 0; e < codes_stride; ++e) {
@@ -313,18 +321,25 @@ TEST_P(KroneckerQuantizePathTest, EveryPathGivesTheUnsplitCodesAndScalesBitForBi
       }
     }
     for (const internal::KroneckerQuantizeOptions& path : paths) {
-      SCOPED_TRACE(
-          absl::StrCat("cluster ", path.cluster, ", rows per block ", path.rows_per_block));
-      Outputs got;
-      ASSERT_NO_FATAL_FAILURE(run(type, path, got));
-      EXPECT_TRUE(testing::BitwiseEqual(reference.codes, got.codes));
-      EXPECT_TRUE(testing::BitwiseEqual(reference.scales, got.scales));
+      for (bool misaligned_p2 : {false, true}) {
+        // Staged P2 from a pointer off 16 bytes takes the 4-byte copies.
+        if (misaligned_p2 && path.p2_from_l2) continue;
+        SCOPED_TRACE(absl::StrCat("cluster ", path.cluster, ", rows per block ",
+                                  path.rows_per_block, path.p2_from_l2 ? ", P2 from L2" : "",
+                                  misaligned_p2 ? ", P2 off 16 bytes" : ""));
+        Outputs got;
+        ASSERT_NO_FATAL_FAILURE(run(type, path, misaligned_p2, got));
+        EXPECT_TRUE(testing::BitwiseEqual(reference.codes, got.codes));
+        EXPECT_TRUE(testing::BitwiseEqual(reference.scales, got.scales));
+      }
     }
   }
 }
 
-// 4096 = 64 x 64 and 8192 = 64 x 128 (4 row tiles: 2-4 CTAs), 14336 = 112 x 128 (7: uneven splits
-// over 2-6 CTAs), 28672 = 128 x 224 (8: 2-8 CTAs), at decode's row counts; llama-tiny's 1024.
+// 4096 = 64 x 64 and 8192 = 64 x 128 (4 row tiles: 2-4 CTAs; P2 staged beside P1), 14336 =
+// 112 x 128 (7: uneven splits over 2-6 CTAs; blocks of 2 rows stage P2 over P1), 28672 = 128 x 224
+// (8: 2-8 CTAs; P2 staged over P1 in 2 chunks, from L2 on the split), at decode's row counts;
+// llama-tiny's 1024.
 std::vector<PathCase> PathCases() {
   std::vector<PathCase> cases;
   for (int64_t size : {4096, 8192, 14336, 28672}) {
@@ -382,6 +397,37 @@ TEST(KroneckerQuantizeArgsTest, SupportsEveryLlamaWidth) {
   EXPECT_FALSE(KroneckerQuantizeSupports(8, 8));    // stories260K's 64: the exact path
   EXPECT_FALSE(KroneckerQuantizeSupports(4, 43));   // 172
   EXPECT_FALSE(KroneckerQuantizeSupports(16, 43));  // 688
+}
+
+// Where P2 goes at the Llama widths (KroneckerQuantizeSharedLayout): staged beside P1 for 4096 and
+// 8192 in blocks of 4 rows and on the split paths, over P1 for 14336 in blocks of 2 (one chunk) and
+// 28672 (two chunks of 14 k-steps); from L2 on 28672's split; every layout within the opt-in.
+TEST(KroneckerQuantizeArgsTest, SharedLayoutAtLlamaWidths) {
+  using internal::KroneckerP2Source;
+  using internal::KroneckerQuantizeSharedLayout;
+  struct Expected {
+    int64_t n1, n2, rows, cluster;
+    KroneckerP2Source source;
+    int64_t chunk_steps;
+  };
+  for (const Expected& e : std::vector<Expected>{{64, 64, 4, 1, KroneckerP2Source::kBesideP1, 8},
+                                                 {64, 128, 4, 1, KroneckerP2Source::kBesideP1, 16},
+                                                 {112, 128, 2, 1, KroneckerP2Source::kOverP1, 16},
+                                                 {128, 224, 1, 1, KroneckerP2Source::kOverP1, 14},
+                                                 {64, 128, 1, 4, KroneckerP2Source::kBesideP1, 16},
+                                                 {112, 128, 1, 7, KroneckerP2Source::kBesideP1, 16},
+                                                 {128, 224, 1, 8, KroneckerP2Source::kL2, 0}}) {
+    const internal::KroneckerQuantizeLayout layout =
+        KroneckerQuantizeSharedLayout(e.n1, e.n2, e.rows, e.cluster, /*stage_p2=*/true);
+    SCOPED_TRACE(absl::StrCat(e.n1, " x ", e.n2, ", ", e.rows, " rows, cluster ", e.cluster));
+    EXPECT_EQ(layout.p2_source, e.source);
+    EXPECT_EQ(layout.p2_chunk_steps, e.chunk_steps);
+    EXPECT_LE(layout.bytes, internal::kKroneckerQuantizeMaxSharedBytes);
+    EXPECT_EQ(KroneckerQuantizeSharedLayout(e.n1, e.n2, e.rows, e.cluster, false).p2_source,
+              KroneckerP2Source::kL2);
+  }
+  // P2's padded rows put a fragment's rows t at banks 8 t apart.
+  for (int64_t n2 = 8; n2 <= 512; n2 += 8) EXPECT_EQ(internal::KroneckerQuantizeP2Ld(n2) % 32, 8);
 }
 
 // The split rule on a 132-SM H200: up to 8 CTAs a row, one per 16-row tile, while rows x CTAs
