@@ -36,41 +36,50 @@ __device__ __forceinline__ void MmaTf32(float (&c)[4], const uint32_t (&a)[4], u
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Starts copying rows [row0, row0 + rows) of P2 into `staged` (rows of ld2 floats) without
-// waiting: 16 bytes a copy where P2 is 16-byte aligned (its rows then are too: n2 % 8 == 0),
-// else 4.
-__device__ __forceinline__ void StageP2(uint32_t* staged, const float* p2, int n2, int ld2,
-                                        int row0, int rows, bool aligned) {
+// Starts copying a rows x cols block (cols % 4 == 0) of a row-major float matrix (src_ld floats a
+// row) into `staged` (ld floats a row) without waiting: 16 bytes a copy where `aligned` (src and
+// src_ld at 16 bytes), else 4. CommitCopies closes the group, WaitCopies waits for it.
+__device__ __forceinline__ void StageAsync(uint32_t* staged, int ld, const float* src, int src_ld,
+                                           int rows, int cols, bool aligned) {
   if (aligned) {
-    const int quads = n2 / 4;
+    const int quads = cols / 4;
     for (int i = threadIdx.x; i < rows * quads; i += kThreads) {
       const int r = i / quads, q = i - r * quads;
-      const auto to = static_cast<uint32_t>(__cvta_generic_to_shared(staged + r * ld2 + 4 * q));
+      const auto to = static_cast<uint32_t>(__cvta_generic_to_shared(staged + r * ld + 4 * q));
       asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(to),
-                   "l"(p2 + (row0 + r) * n2 + 4 * q)
+                   "l"(src + r * src_ld + 4 * q)
                    : "memory");
     }
   } else {
-    for (int i = threadIdx.x; i < rows * n2; i += kThreads) {
-      const int r = i / n2, c = i - r * n2;
-      const auto to = static_cast<uint32_t>(__cvta_generic_to_shared(staged + r * ld2 + c));
-      asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(to),
-                   "l"(p2 + (row0 + r) * n2 + c)
+    for (int i = threadIdx.x; i < rows * cols; i += kThreads) {
+      const int r = i / cols, c = i - r * cols;
+      const auto to = static_cast<uint32_t>(__cvta_generic_to_shared(staged + r * ld + c));
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(to), "l"(src + r * src_ld + c)
                    : "memory");
     }
   }
 }
 
-// Waits for this thread's StageP2 copies and rounds the values it copied to TF32 in place (the
-// cvt.rna each use made before, done once: the same bits); a barrier then publishes them.
-__device__ __forceinline__ void RoundStagedP2(uint32_t* staged, int n2, int ld2, int rows,
-                                              bool aligned) {
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
+__device__ __forceinline__ void CommitCopies() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+// Waits until at most `kPending` of this thread's latest copy groups are in flight.
+template <int kPending>
+__device__ __forceinline__ void WaitCopies() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// Rounds to TF32 in place the values this thread staged with the same StageAsync arguments, once
+// they have landed (the cvt.rna each use made before, done once: the same bits); a barrier then
+// publishes them to the block.
+__device__ __forceinline__ void RoundStaged(uint32_t* staged, int ld, int rows, int cols,
+                                            bool aligned) {
   if (aligned) {
-    const int quads = n2 / 4;
+    const int quads = cols / 4;
     for (int i = threadIdx.x; i < rows * quads; i += kThreads) {
       const int r = i / quads, q = i - r * quads;
-      uint4* quad = reinterpret_cast<uint4*>(staged + r * ld2 + 4 * q);
+      uint4* quad = reinterpret_cast<uint4*>(staged + r * ld + 4 * q);
       uint4 v = *quad;
       v.x = ToTf32(__uint_as_float(v.x));
       v.y = ToTf32(__uint_as_float(v.y));
@@ -79,9 +88,53 @@ __device__ __forceinline__ void RoundStagedP2(uint32_t* staged, int n2, int ld2,
       *quad = v;
     }
   } else {
-    for (int i = threadIdx.x; i < rows * n2; i += kThreads) {
-      const int r = i / n2, c = i - r * n2;
-      staged[r * ld2 + c] = ToTf32(__uint_as_float(staged[r * ld2 + c]));
+    for (int i = threadIdx.x; i < rows * cols; i += kThreads) {
+      const int r = i / cols, c = i - r * cols;
+      staged[r * ld + c] = ToTf32(__uint_as_float(staged[r * ld + c]));
+    }
+  }
+}
+
+// Four consecutive elements of a row as floats (exact), from one 16-byte (float32) or 8-byte
+// (bfloat16) load: `quad` counts fours.
+__device__ __forceinline__ float4 LoadFourAsFloat(const float* row, int quad) {
+  return reinterpret_cast<const float4*>(row)[quad];
+}
+__device__ __forceinline__ float4 LoadFourAsFloat(const uint16_t* row, int quad) {
+  const uint2 bits = reinterpret_cast<const uint2*>(row)[quad];
+  return make_float4(__uint_as_float(bits.x << 16), __uint_as_float(bits.x & 0xffff0000u),
+                     __uint_as_float(bits.y << 16), __uint_as_float(bits.y & 0xffff0000u));
+}
+
+// U = x / s for one row (n = n1 x n2 values) into its view (rows of ld floats), or zeros for a row
+// past the end: four values a load where the row and s allow the vector loads, else one; the same
+// float32 divisions either way. Quad i = a (n2 / 4) + c; (a, c) step with the loop, no division.
+template <typename In>
+__device__ __forceinline__ void LoadRowView(float* view, int ld, const In* x_row,
+                                            const float* divisors, int n, int n2, bool present) {
+  const bool vector = present && reinterpret_cast<uintptr_t>(x_row) % (4 * sizeof(In)) == 0 &&
+                      reinterpret_cast<uintptr_t>(divisors) % 16 == 0;
+  if (vector) {
+    const int row_quads = n2 / 4;
+    const int step_a = kThreads / row_quads, step_c = kThreads % row_quads;
+    int a = threadIdx.x / row_quads, c = threadIdx.x % row_quads;
+#pragma unroll 4
+    for (int i = threadIdx.x; i < n / 4; i += kThreads) {
+      const float4 v = LoadFourAsFloat(x_row, i);
+      const float4 s = reinterpret_cast<const float4*>(divisors)[i];
+      *reinterpret_cast<float4*>(view + a * ld + 4 * c) = make_float4(
+          __fdiv_rn(v.x, s.x), __fdiv_rn(v.y, s.y), __fdiv_rn(v.z, s.z), __fdiv_rn(v.w, s.w));
+      a += step_a;
+      c += step_c;
+      if (c >= row_quads) {
+        c -= row_quads;
+        ++a;
+      }
+    }
+  } else {
+    for (int i = threadIdx.x; i < n; i += kThreads) {
+      const int a = i / n2;
+      view[a * ld + (i - a * n2)] = present ? __fdiv_rn(LoadAsFloat(x_row, i), divisors[i]) : 0.0f;
     }
   }
 }
@@ -127,26 +180,23 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, t = lane % 4;
 
-  // P2 beside P1: copied while the row is loaded and stage 1 runs.
-  if (p2_beside) StageP2(staged_p2, p.p2, n2, p2_ld, 0, n2, p2_aligned);
-
+  // P1's columns, then P2 beside them, copied while the rows load (P2 while stage 1 runs too): two
+  // copy groups, the second possibly empty.
+  const int left_first = 16 * mt_begin, left_cols = 16 * (mt_end - mt_begin);
+  const bool p1_aligned = (reinterpret_cast<uintptr_t>(p.p1) & 15) == 0;
+  uint32_t* staged_p1 = reinterpret_cast<uint32_t*>(left);
+  StageAsync(staged_p1, left_ld, p.p1 + left_first, n1, n1, left_cols, p1_aligned);
+  CommitCopies();
+  if (p2_beside) StageAsync(staged_p2, p2_ld, p.p2, n2, n2, n2, p2_aligned);
+  CommitCopies();
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    float* view = views + r * view_floats;
     const bool present = first_row + r < p.rows;  // rows past the end compute zeros, unstored
     const In* x_row = x + (present ? first_row + r : 0) * p.x_stride;
-    for (int i = threadIdx.x; i < n; i += kThreads) {
-      const int a = i / n2;
-      view[a * ld + (i - a * n2)] =
-          present ? __fdiv_rn(LoadAsFloat(x_row, i), p.divisors[i]) : 0.0f;
-    }
+    LoadRowView(views + r * view_floats, ld, x_row, p.divisors, n, n2, present);
   }
-  const int left_first = 16 * mt_begin, left_cols = 16 * (mt_end - mt_begin);
-  for (int i = threadIdx.x; i < n1 * left_cols; i += kThreads) {
-    const int r = i / left_cols;
-    const int c = i - r * left_cols;
-    left[r * left_ld + c] = __uint_as_float(ToTf32(p.p1[r * n1 + left_first + c]));
-  }
+  WaitCopies<1>();  // P1's
+  RoundStaged(staged_p1, left_ld, n1, left_cols, p1_aligned);
   __syncthreads();
 
   // Stage 1, T = P1^T U, row by row: each warp owns column blocks of 8 (all n1 rows), so it reads
@@ -186,7 +236,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
-  if (p2_beside) RoundStagedP2(staged_p2, n2, p2_ld, n2, p2_aligned);
+  if (p2_beside) {
+    WaitCopies<0>();
+    RoundStaged(staged_p2, p2_ld, n2, n2, p2_aligned);
+  }
   __syncthreads();
 
   // Stage 2, Y = T P2: the warps of one 16-row tile of T split its n2 / 8 column tiles, for every
@@ -213,8 +266,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int k1 = min(n_tiles, k0 + chunk_steps);
     if (kP2Shared && !p2_beside) {
       if (k0 > 0) __syncthreads();  // every warp is done with the chunk before
-      StageP2(staged_p2, p.p2, n2, p2_ld, k0 * 8, (k1 - k0) * 8, p2_aligned);
-      RoundStagedP2(staged_p2, n2, p2_ld, (k1 - k0) * 8, p2_aligned);
+      StageAsync(staged_p2, p2_ld, p.p2 + k0 * 8 * n2, n2, (k1 - k0) * 8, n2, p2_aligned);
+      CommitCopies();
+      WaitCopies<0>();
+      RoundStaged(staged_p2, p2_ld, (k1 - k0) * 8, n2, p2_aligned);
       __syncthreads();
     }
     if (my_tiles == 0) continue;
