@@ -2,7 +2,10 @@
 // (8B / 70B hidden 4096 / 8192, down_proj inputs 14336 / 28672) and token counts 1..4096:
 //   BM_KroneckerRows  FlatQuant's (x / s) (P1 (x) P2) (kronecker_transform.h), double, exact;
 //   BM_KroneckerQuantize  the same fused with the 4-bit quantizer on the TF32 tensor cores
-//                     (kronecker_quantize.h): bf16 in, codes and scales out;
+//                     (kronecker_quantize.h): bf16 in, codes and scales out; path 0 is the
+//                     kernel's rules (the split over a cluster at decode, P2 staged in shared
+//                     memory where it fits), 1 one block per 1-4 rows whatever m, 2 that with P2
+//                     from L2 (the kernel before both), 3 the rules with P2 from L2;
 //   BM_HadamardRows   the randomized Hadamard rotation (hadamard_transform.h), double, exact;
 // the exact ones bf16 in, float32 out, reported as seconds per call (CUDA events, warm) with
 // `flops` the transform's multiply-adds x 2 per second. FlatQuant's claim is a transform within 7%
@@ -94,6 +97,10 @@ void BM_KroneckerRows(benchmark::State& state) {
 
 void BM_KroneckerQuantize(benchmark::State& state) {
   const int64_t m = state.range(0), n = state.range(1);
+  const int64_t path = state.range(2);
+  flatfleet::cuda::internal::KroneckerQuantizeOptions options;
+  options.cluster = path == 1 || path == 2 ? 1 : 0;
+  options.p2_from_l2 = path >= 2;
   KroneckerOperands operands(m, n);
   int8_t* codes = nullptr;
   uint16_t* code_scales = nullptr;
@@ -114,12 +121,15 @@ void BM_KroneckerQuantize(benchmark::State& state) {
   args.qmax = 7;
   args.codes = codes;
   args.scales = code_scales;
-  if (!flatfleet::cuda::ApplyKroneckerQuantize(args, nullptr).ok()) {
+  if (!flatfleet::cuda::internal::ApplyKroneckerQuantizeWith(args, options, nullptr).ok()) {
     state.SkipWithError("ApplyKroneckerQuantize refused the shape");
   }
   for (auto _ : state) {
     state.SetIterationTime(MeanLaunchSeconds(
-        [&] { (void)flatfleet::cuda::ApplyKroneckerQuantize(args, nullptr); }, 20));
+        [&] {
+          (void)flatfleet::cuda::internal::ApplyKroneckerQuantizeWith(args, options, nullptr);
+        },
+        20));
   }
   state.counters["flops"] = benchmark::Counter(
       2.0 * m * n * (operands.n1 + operands.n2) * state.iterations(), benchmark::Counter::kIsRate);
@@ -177,8 +187,19 @@ void TransformShapes(benchmark::internal::Benchmark* b) {
   b->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
 }
 
+// The same shapes, each on the fused kernel's paths.
+void KroneckerQuantizeShapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"m", "n", "path"});
+  for (int64_t n : {4096, 8192, 14336, 28672}) {
+    for (int64_t m : {1, 16, 256, 4096}) {
+      for (int64_t path : {0, 1, 2, 3}) b->Args({m, n, path});
+    }
+  }
+  b->UseManualTime()->Unit(benchmark::kMicrosecond)->Iterations(3);
+}
+
 BENCHMARK(BM_KroneckerRows)->Apply(TransformShapes);
-BENCHMARK(BM_KroneckerQuantize)->Apply(TransformShapes);
+BENCHMARK(BM_KroneckerQuantize)->Apply(KroneckerQuantizeShapes);
 BENCHMARK(BM_HadamardRows)->Apply(TransformShapes);
 
 }  // namespace

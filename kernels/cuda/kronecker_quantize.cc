@@ -1,5 +1,6 @@
 #include "kernels/cuda/kronecker_quantize.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,14 @@ double KroneckerQuantizeBound(int64_t n1, int64_t n2, double bound_term, double 
 }
 
 absl::Status ApplyKroneckerQuantize(const DeviceKroneckerQuantize& args, cudaStream_t stream) {
+  return internal::ApplyKroneckerQuantizeWith(args, internal::KroneckerQuantizeOptions{}, stream);
+}
+
+namespace internal {
+
+absl::Status ApplyKroneckerQuantizeWith(const DeviceKroneckerQuantize& args,
+                                        const KroneckerQuantizeOptions& options,
+                                        cudaStream_t stream) {
   if (!KroneckerQuantizeSupports(args.n1, args.n2)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "Kronecker quantize: factor orders n1 ", args.n1, " and n2 ", args.n2,
@@ -42,7 +51,23 @@ absl::Status ApplyKroneckerQuantize(const DeviceKroneckerQuantize& args, cudaStr
     return absl::InvalidArgumentError(
         "Kronecker quantize: x, divisors, p1, p2, codes and scales must be device pointers");
   }
-  internal::KroneckerQuantizeParams params;
+  const int64_t most_cluster = std::min<int64_t>(kKroneckerQuantizeMaxCluster, args.n1 / 16);
+  if (options.cluster < 0 || options.cluster > most_cluster ||
+      (options.cluster > 1 && args.rows * options.cluster > 0x7fffffff)) {
+    return absl::InvalidArgumentError(absl::StrCat("Kronecker quantize: cluster ", options.cluster,
+                                                   " (0, or 1..", most_cluster, " for n1 ", args.n1,
+                                                   ", rows x cluster < 2^31)"));
+  }
+  if (options.rows_per_block != 0 &&
+      ((options.rows_per_block != 1 && options.rows_per_block != 2 &&
+        options.rows_per_block != 4) ||
+       options.cluster != 1 ||
+       !KroneckerQuantizeRowsFit(args.n1, args.n2, options.rows_per_block))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Kronecker quantize: rows_per_block ", options.rows_per_block,
+        " (0, or 1, 2 or 4 where they fit ", args.n1, " x ", args.n2, ", with cluster 1)"));
+  }
+  KroneckerQuantizeParams params;
   params.x = args.x;
   params.x_is_bf16 = args.type == ActivationType::kBfloat16;
   params.rows = args.rows;
@@ -57,21 +82,50 @@ absl::Status ApplyKroneckerQuantize(const DeviceKroneckerQuantize& args, cudaStr
   params.codes = args.codes;
   params.codes_stride = codes_stride;
   params.scales = args.scales;
-  // Several rows per block only where the blocks still fill the GPU: at decode one row's block
-  // would otherwise compute the others' zeros (m = 1 on 8192 wide: 41 us with 4, 27 with 1).
   const int device_sms = CurrentDeviceSmCount();
   const int sms = device_sms > 0 ? device_sms : 132;
-  params.rows_per_block = internal::KroneckerQuantizeRowsPerBlock(args.n1, args.n2);
-  while (params.rows_per_block > 1 &&
-         (args.rows + params.rows_per_block - 1) / params.rows_per_block < sms) {
-    params.rows_per_block /= 2;
+  // A cluster per row while the rows alone would leave SMs idle (KroneckerQuantizeClusterSize), of
+  // a size whose clusters for all the rows the device runs at once.
+  params.cluster = options.cluster;
+  if (params.cluster == 0) {
+    params.cluster = KroneckerQuantizeClusterSize(args.n1, args.rows, sms);
+    while (params.cluster > 1 && args.rows > KroneckerQuantizeActiveClusters(params.cluster)) {
+      params.cluster = KroneckerQuantizeClusterSize(args.n1, args.rows, sms, params.cluster - 1);
+    }
   }
-  if (const cudaError_t error = internal::LaunchKroneckerQuantize(params, stream);
-      error != cudaSuccess) {
+  // Several rows per block only where the blocks still fill the GPU: at decode one row's block
+  // would otherwise compute the others' zeros (m = 1 on 8192 wide: 41 us with 4, 27 with 1).
+  params.rows_per_block = 1;
+  if (params.cluster == 1) {
+    params.rows_per_block = options.rows_per_block;
+    if (params.rows_per_block == 0) {
+      params.rows_per_block = KroneckerQuantizeRowsPerBlock(args.n1, args.n2);
+      while (params.rows_per_block > 1 &&
+             (args.rows + params.rows_per_block - 1) / params.rows_per_block < sms) {
+        params.rows_per_block /= 2;
+      }
+    }
+  }
+  const KroneckerQuantizeLayout layout = KroneckerQuantizeSharedLayout(
+      args.n1, args.n2, params.rows_per_block, params.cluster, !options.p2_from_l2);
+  params.left_offset = layout.left;
+  params.p2_offset = layout.p2;
+  params.maxima_offset = layout.maxima;
+  params.shared_bytes = static_cast<size_t>(layout.bytes);
+  params.p2_source = static_cast<int>(layout.p2_source);
+  params.p2_ld = static_cast<int>(KroneckerQuantizeP2Ld(args.n2));
+  params.p2_chunk_steps = static_cast<int>(layout.p2_chunk_steps);
+  if (layout.bytes > kKroneckerQuantizeMaxSharedBytes) {  // Supports and RowsFit exclude it
+    return absl::InternalError(
+        absl::StrCat("Kronecker quantize: ", layout.bytes, " bytes of shared memory"));
+  }
+  const cudaError_t error = LaunchKroneckerQuantize(params, stream);
+  if (error != cudaSuccess) {
     return absl::InternalError(
         absl::StrCat("Kronecker quantize launch: ", cudaGetErrorString(error)));
   }
   return absl::OkStatus();
 }
 
+}  // namespace internal
 }  // namespace flatfleet::cuda

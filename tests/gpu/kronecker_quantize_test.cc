@@ -6,6 +6,9 @@
 //   * each code is clamp(rne(v / s), +-qmax) for some v in [y - b, y + b] with the GPU's scale s;
 //   * the bound is tight enough to mean something: fewer than 10% of the elements have an
 //     interval wide enough to admit two codes (the rest are checked exactly).
+// Then every path (a cluster of 2-8 CTAs per row, blocks of 1, 2 or 4 rows; P2 from L2 or staged
+// in shared memory, from a 16-byte aligned pointer or not) against one block per row reading P2
+// from L2: the same codes and scales, bit for bit, as the header states.
 #include "kernels/cuda/kronecker_quantize.h"
 
 #include <algorithm>
@@ -161,8 +164,10 @@ INSTANTIATE_TEST_SUITE_P(
         FusedCase{256, 5, 7, 0.87f}, FusedCase{1024, 3, 7, 1.0f}, FusedCase{4096, 4, 7, 0.9f},
         FusedCase{8192, 3, 7, 1.0f}, FusedCase{14336, 2, 7, 0.8f}, FusedCase{28672, 2, 7, 0.95f},
         FusedCase{8192, 2, 3, 0.9f},
+        // Decode's extremes on the split path: one row over 8 CTAs, 16 rows over 4 CTAs each.
+        FusedCase{28672, 1, 7, 0.9f}, FusedCase{4096, 16, 7, 1.0f},
         // Enough rows to fill the GPU with blocks of 4 (64-wide factors) and 2 (112 x 128) token
-        // rows, each with a partial last block (fewer rows run one row per block, as above).
+        // rows, each with a partial last block (fewer rows run on the split path, as above).
         FusedCase{8192, 530, 7, 0.9f}, FusedCase{4096, 531, 7, 1.0f},
         FusedCase{14336, 265, 7, 0.9f}),
     [](const ::testing::TestParamInfo<FusedCase>& info) {
@@ -217,6 +222,174 @@ TEST(KroneckerQuantizeArgsTest, NonFiniteRowsAndBadArguments) {
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
+struct PathCase {
+  int64_t size;
+  int64_t rows;
+};
+
+class KroneckerQuantizePathTest : public ::testing::TestWithParam<PathCase> {};
+
+// The reference is one block per row (the unsplit kernel); every other path, bf16 and float32 rows
+// alike, must give its codes and scales bit for bit, each run into freshly poisoned outputs. The
+// reference itself must have overwritten every poisoned byte (codes within +-qmax, zero padding,
+// finite scales), so equal outputs are written outputs.
+TEST_P(KroneckerQuantizePathTest, EveryPathGivesTheUnsplitCodesAndScalesBitForBit) {
+  FF_SKIP_WITHOUT_GPU();
+  const PathCase c = GetParam();
+  const uint64_t seed = testing::FreshSeed();
+  SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
+  const int64_t n = c.size, n1 = quant::KroneckerLeftFactor(n), n2 = n / n1;
+  ASSERT_TRUE(KroneckerQuantizeSupports(n1, n2)) << n1 << " x " << n2;
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  const std::vector<float> scales = testing::RandomFlatQuantScales(n, rng);
+  const std::vector<float> p1 = testing::RandomNearIdentityFactor(n1, rng),
+                           p2 = testing::RandomNearIdentityFactor(n2, rng);
+  const std::vector<float> raw = testing::RandomActivations(c.rows, n, rng);
+  const int64_t x_stride = n + 6, codes_stride = n + 32;
+  const testing::StridedBf16Rows bf16 = testing::MakeStridedBf16Rows(raw, c.rows, n, x_stride);
+  std::vector<float> f32(c.rows * x_stride, 1.0f);
+  for (int64_t r = 0; r < c.rows; ++r) {
+    std::copy(raw.begin() + r * n, raw.begin() + (r + 1) * n, f32.begin() + r * x_stride);
+  }
+  DeviceBuffer<uint16_t> d_bf16(bf16.bits);
+  DeviceBuffer<float> d_f32(f32), d_scales(scales), d_p1(p1), d_p2(p2);
+  std::vector<float> shifted_p2(p2.size() + 1, 0.0f);  // P2 from 4 bytes past an aligned start
+  std::copy(p2.begin(), p2.end(), shifted_p2.begin() + 1);
+  DeviceBuffer<float> d_shifted_p2(shifted_p2);
+  DeviceBuffer<int8_t> d_codes(c.rows * codes_stride);
+  DeviceBuffer<uint16_t> d_code_scales(c.rows);
+  const int qmax = 7;
+  struct Outputs {
+    std::vector<int8_t> codes;
+    std::vector<uint16_t> scales;
+  };
+  const auto run = [&](ActivationType type, const internal::KroneckerQuantizeOptions& options,
+                       bool misaligned_p2, Outputs& out) {
+    ASSERT_EQ(cudaMemset(d_codes.get(), 0x5a, c.rows * codes_stride), cudaSuccess);  // poisoned
+    ASSERT_EQ(cudaMemset(d_code_scales.get(), 0xff, c.rows * 2), cudaSuccess);
+    DeviceKroneckerQuantize args;
+    args.x = type == ActivationType::kBfloat16 ? static_cast<const void*>(d_bf16.get())
+                                               : static_cast<const void*>(d_f32.get());
+    args.type = type;
+    args.rows = c.rows;
+    args.x_stride = x_stride;
+    args.n1 = n1;
+    args.n2 = n2;
+    args.divisors = d_scales.get();
+    args.p1 = d_p1.get();
+    args.p2 = misaligned_p2 ? d_shifted_p2.get() + 1 : d_p2.get();
+    args.clip_ratio = 0.9f;
+    args.qmax = qmax;
+    args.codes = d_codes.get();
+    args.codes_stride = codes_stride;
+    args.scales = d_code_scales.get();
+    const absl::Status launched = internal::ApplyKroneckerQuantizeWith(args, options, nullptr);
+    ASSERT_TRUE(launched.ok()) << launched;
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    out.codes = d_codes.ToHost();
+    out.scales = d_code_scales.ToHost();
+  };
+
+  // The paths: every cluster size, every block of rows that fits and the rules' own choice, each
+  // with P2 staged where it fits and from L2.
+  std::vector<internal::KroneckerQuantizeOptions> paths;
+  for (bool p2_from_l2 : {false, true}) {
+    for (int cluster = 2; cluster <= std::min<int64_t>(8, n1 / 16); ++cluster) {
+      paths.push_back({.cluster = cluster, .p2_from_l2 = p2_from_l2});
+    }
+    for (int rows_per_block : {1, 2, 4}) {
+      if (internal::KroneckerQuantizeRowsFit(n1, n2, rows_per_block)) {
+        paths.push_back({.cluster = 1, .rows_per_block = rows_per_block, .p2_from_l2 = p2_from_l2});
+      }
+    }
+    paths.push_back({.p2_from_l2 = p2_from_l2});
+  }
+  for (ActivationType type : {ActivationType::kBfloat16, ActivationType::kFloat32}) {
+    SCOPED_TRACE(type == ActivationType::kBfloat16 ? "bf16 rows" : "float32 rows");
+    Outputs reference;
+    ASSERT_NO_FATAL_FAILURE(
+        run(type, {.cluster = 1, .rows_per_block = 1, .p2_from_l2 = true}, false, reference));
+    for (int64_t r = 0; r < c.rows; ++r) {
+      ASSERT_LT(reference.scales[r], 0x7c00) << "row " << r;
+      for (int64_t e = 0; e < codes_stride; ++e) {
+        const int code = reference.codes[r * codes_stride + e];
+        if (e < n) {
+          ASSERT_LE(std::abs(code), qmax) << "row " << r << " element " << e;
+        } else {
+          ASSERT_EQ(code, 0) << "row " << r << " pad " << e;
+        }
+      }
+    }
+    for (const internal::KroneckerQuantizeOptions& path : paths) {
+      for (bool misaligned_p2 : {false, true}) {
+        // Staged P2 from a pointer off 16 bytes takes the 4-byte copies.
+        if (misaligned_p2 && path.p2_from_l2) continue;
+        SCOPED_TRACE(absl::StrCat("cluster ", path.cluster, ", rows per block ",
+                                  path.rows_per_block, path.p2_from_l2 ? ", P2 from L2" : "",
+                                  misaligned_p2 ? ", P2 off 16 bytes" : ""));
+        Outputs got;
+        ASSERT_NO_FATAL_FAILURE(run(type, path, misaligned_p2, got));
+        EXPECT_TRUE(testing::BitwiseEqual(reference.codes, got.codes));
+        EXPECT_TRUE(testing::BitwiseEqual(reference.scales, got.scales));
+      }
+    }
+  }
+}
+
+// 4096 = 64 x 64 and 8192 = 64 x 128 (4 row tiles: 2-4 CTAs; P2 staged beside P1), 14336 =
+// 112 x 128 (7: uneven splits over 2-6 CTAs; blocks of 2 rows stage P2 over P1), 28672 = 128 x 224
+// (8: 2-8 CTAs; P2 staged over P1 in 2 chunks, from L2 on the split), at decode's row counts;
+// llama-tiny's 1024.
+std::vector<PathCase> PathCases() {
+  std::vector<PathCase> cases;
+  for (int64_t size : {4096, 8192, 14336, 28672}) {
+    for (int64_t rows : {1, 2, 3, 5, 16}) cases.push_back({size, rows});
+  }
+  cases.push_back({1024, 3});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(LlamaWidths, KroneckerQuantizePathTest, ::testing::ValuesIn(PathCases()),
+                         [](const ::testing::TestParamInfo<PathCase>& info) {
+                           return absl::StrCat("n", info.param.size, "_rows", info.param.rows);
+                         });
+
+TEST(KroneckerQuantizeArgsTest, BadPathOptions) {
+  FF_SKIP_WITHOUT_GPU();
+  DeviceBuffer<uint16_t> d_x(std::vector<uint16_t>(4096, 0));
+  DeviceBuffer<float> d_f(std::vector<float>(4096, 1.0f));
+  DeviceBuffer<int8_t> d_codes(4096);
+  DeviceBuffer<uint16_t> d_scales(1);
+  DeviceKroneckerQuantize args;
+  args.x = d_x.get();
+  args.rows = 1;
+  args.n1 = 64;
+  args.n2 = 64;
+  args.divisors = d_f.get();
+  args.p1 = d_f.get();
+  args.p2 = d_f.get();
+  args.codes = d_codes.get();
+  args.scales = d_scales.get();
+  for (const internal::KroneckerQuantizeOptions& bad :
+       std::vector<internal::KroneckerQuantizeOptions>{
+           {.cluster = 5},  // more CTAs than the 4 row tiles
+           {.cluster = 9},
+           {.cluster = -1},
+           {.cluster = 2, .rows_per_block = 2},  // blocks of rows: with cluster 1 only
+           {.rows_per_block = 2},
+           {.cluster = 1, .rows_per_block = 3}}) {
+    EXPECT_EQ(internal::ApplyKroneckerQuantizeWith(args, bad, nullptr).code(),
+              absl::StatusCode::kInvalidArgument)
+        << bad.cluster << " " << bad.rows_per_block;
+  }
+  args.n1 = 128;  // 128 x 224: one row per block only (16 tiles a warp)
+  args.n2 = 224;
+  EXPECT_EQ(internal::ApplyKroneckerQuantizeWith(args, {.cluster = 1, .rows_per_block = 2}, nullptr)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
 TEST(KroneckerQuantizeArgsTest, SupportsEveryLlamaWidth) {
   for (auto [n1, n2] : {std::pair<int64_t, int64_t>{64, 64}, {64, 128}, {112, 128}, {128, 224}}) {
     EXPECT_TRUE(KroneckerQuantizeSupports(n1, n2)) << n1 << " x " << n2;
@@ -224,6 +397,63 @@ TEST(KroneckerQuantizeArgsTest, SupportsEveryLlamaWidth) {
   EXPECT_FALSE(KroneckerQuantizeSupports(8, 8));    // stories260K's 64: the exact path
   EXPECT_FALSE(KroneckerQuantizeSupports(4, 43));   // 172
   EXPECT_FALSE(KroneckerQuantizeSupports(16, 43));  // 688
+}
+
+// Where P2 goes at the Llama widths (KroneckerQuantizeSharedLayout): staged beside P1 for 4096 and
+// 8192 in blocks of 4 rows and on the split paths, over P1 for 14336 in blocks of 2 (one chunk) and
+// 28672 (two chunks of 14 k-steps); from L2 on 28672's split; every layout within the opt-in.
+TEST(KroneckerQuantizeArgsTest, SharedLayoutAtLlamaWidths) {
+  using internal::KroneckerP2Source;
+  using internal::KroneckerQuantizeSharedLayout;
+  struct Expected {
+    int64_t n1, n2, rows, cluster;
+    KroneckerP2Source source;
+    int64_t chunk_steps;
+  };
+  for (const Expected& e : std::vector<Expected>{{64, 64, 4, 1, KroneckerP2Source::kBesideP1, 8},
+                                                 {64, 128, 4, 1, KroneckerP2Source::kBesideP1, 16},
+                                                 {112, 128, 2, 1, KroneckerP2Source::kOverP1, 16},
+                                                 {128, 224, 1, 1, KroneckerP2Source::kOverP1, 14},
+                                                 {64, 128, 1, 4, KroneckerP2Source::kBesideP1, 16},
+                                                 {112, 128, 1, 7, KroneckerP2Source::kBesideP1, 16},
+                                                 {128, 224, 1, 8, KroneckerP2Source::kL2, 0}}) {
+    const internal::KroneckerQuantizeLayout layout =
+        KroneckerQuantizeSharedLayout(e.n1, e.n2, e.rows, e.cluster, /*stage_p2=*/true);
+    SCOPED_TRACE(absl::StrCat(e.n1, " x ", e.n2, ", ", e.rows, " rows, cluster ", e.cluster));
+    EXPECT_EQ(layout.p2_source, e.source);
+    EXPECT_EQ(layout.p2_chunk_steps, e.chunk_steps);
+    EXPECT_LE(layout.bytes, internal::kKroneckerQuantizeMaxSharedBytes);
+    EXPECT_EQ(KroneckerQuantizeSharedLayout(e.n1, e.n2, e.rows, e.cluster, false).p2_source,
+              KroneckerP2Source::kL2);
+  }
+  // P2's padded rows put a fragment's rows t at banks 8 t apart.
+  for (int64_t n2 = 8; n2 <= 512; n2 += 8) EXPECT_EQ(internal::KroneckerQuantizeP2Ld(n2) % 32, 8);
+}
+
+// The split rule on a 132-SM H200: up to 8 CTAs a row, one per 16-row tile, while rows x CTAs
+// fit the SMs; the fewest CTAs for the busiest one's tiles; none from 67 rows on.
+TEST(KroneckerQuantizeArgsTest, ClusterSizeRule) {
+  using internal::KroneckerQuantizeClusterSize;
+  EXPECT_EQ(KroneckerQuantizeClusterSize(64, 1, 132), 4);
+  EXPECT_EQ(KroneckerQuantizeClusterSize(64, 33, 132), 4);
+  EXPECT_EQ(KroneckerQuantizeClusterSize(64, 34, 132), 2);
+  EXPECT_EQ(KroneckerQuantizeClusterSize(64, 67, 132), 1);
+  EXPECT_EQ(KroneckerQuantizeClusterSize(112, 18, 132), 7);
+  EXPECT_EQ(KroneckerQuantizeClusterSize(112, 19, 132), 4);  // 6 allowed: 4 CTAs of 2 tiles
+  EXPECT_EQ(KroneckerQuantizeClusterSize(128, 16, 132), 8);
+  EXPECT_EQ(KroneckerQuantizeClusterSize(128, 17, 132), 4);
+  EXPECT_EQ(KroneckerQuantizeClusterSize(128, 1, 132, 7), 4);  // capped at 7: 4 of 2 tiles
+  EXPECT_EQ(KroneckerQuantizeClusterSize(16, 1, 132), 1);      // one row tile: nothing to split
+  for (int64_t n1 : {32, 48, 64, 80, 96, 112, 128}) {
+    for (int64_t rows = 1; rows <= 80; ++rows) {
+      const int cluster = KroneckerQuantizeClusterSize(n1, rows, 132);
+      EXPECT_GE(cluster, 1);
+      EXPECT_LE(cluster, std::min<int64_t>(8, n1 / 16));
+      if (cluster > 1) {
+        EXPECT_LE(rows * cluster, 132) << n1 << " " << rows;
+      }
+    }
+  }
 }
 
 }  // namespace
