@@ -49,6 +49,7 @@
 #include "kernels/cuda/bf16_gemm.h"
 #include "kernels/cuda/bias_add.h"
 #include "kernels/cuda/int8_gemm.h"
+#include "kernels/cuda/per_device_attribute.h"
 #include "kernels/cuda/w4a8_decode_gemm.h"
 #include "kernels/cuda/w4a8_fragment_gemm.h"
 #include "kernels/cuda/w4a8_fragment_layout.h"
@@ -551,7 +552,10 @@ void BM_W4A8FragmentGemm(benchmark::State& state) {
                    .ring_depth = static_cast<int>(which % 10),
                    .warps_per_cta = which % 100000 >= 10000 ? 8 : 4,
                    .weight_stages = static_cast<int>(which / 100000)};
-    if (args.config.split == 0) {  // the rule's split, the other fields as forced
+    if (args.config.split == 99) {  // the staged path's split rule
+      args.config.split =
+          cuda::W4A8FragmentStagedSplit(n, k, kGroupSize, flatfleet::cuda::CurrentDeviceSmCount());
+    } else if (args.config.split == 0) {  // the rule's split, the other fields as forced
       cuda::DeviceW4A8FragmentGemm rule = args;
       rule.config = {.split = 0};
       args.config.split = cuda::ResolveW4A8FragmentConfig(rule).split;
@@ -617,7 +621,27 @@ void FragmentStagedShapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"m", "n", "k", "config"});
 }
 
+// The ring and the staged path at W4A8FragmentStagedSplit (split code 99) against the rule
+// (config 0 with its peers), at every row count the fragment GEMM takes: whether one split per
+// layer can serve every m (a row's result must not depend on the batch).
+void FragmentStagedSplitShapes(benchmark::internal::Benchmark* b) {
+  for (const auto& [n, k] : kSplitShapes) {
+    for (int64_t m : {1, 8, 16, 32}) {
+      b->Args({m, n, k, 0});
+      for (int64_t config : {9924, 9914, 9918, 209918, 209914, 219914, 219918}) {
+        b->Args({m, n, k, config});
+      }
+    }
+  }
+  b->ArgNames({"m", "n", "k", "config"});
+}
+
 BENCHMARK(BM_W4A8FragmentGemm)->UseManualTime()->MinTime(0.02)->Apply(FragmentShapes);
+BENCHMARK(BM_W4A8FragmentGemm)
+    ->Name("BM_W4A8FragmentStagedSplit")
+    ->UseManualTime()
+    ->MinTime(0.02)
+    ->Apply(FragmentStagedSplitShapes);
 BENCHMARK(BM_W4A8FragmentGemm)
     ->Name("BM_W4A8FragmentStaged")
     ->UseManualTime()

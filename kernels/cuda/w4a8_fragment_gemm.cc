@@ -64,6 +64,25 @@ W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int
   return chosen;
 }
 
+// BM_W4A8FragmentStaged on an H200 (session 11, call 2), 2 stages of 8 chunks, one block per warp
+// (64-channel tiles, 4 CTAs an SM by shared memory), one row: fastest with 224-512 CTAs on every
+// layer (4096 x 4096: 11.1 us at split 4 against 13.6 at the ring's split 16; 5120 x 8192: 15.5
+// against 19.6; 57344 x 8192: split 1), so about 2 CTAs per SM, a third of the ring's split.
+int W4A8FragmentStagedSplit(int64_t n, int64_t k, int64_t group_size, int sm_count) {
+  if (n < 1 || group_size <= 0 || k % group_size != 0 || sm_count < 1) return 1;
+  const int64_t groups = k / group_size;
+  const int64_t chunks_per_group = group_size / 64;
+  const int64_t tiles = (n + 63) / 64;
+  int chosen = 1;
+  for (int split = 1; split <= kW4A8FragmentMaxSplit; ++split) {
+    if (groups % split != 0) continue;
+    if (split > 1 && groups / split * chunks_per_group < kMinChunksPerSplit) break;
+    chosen = split;
+    if (10 * tiles * split >= 19 * int64_t{sm_count}) break;
+  }
+  return chosen;
+}
+
 // BM_W4A8FragmentStaged on an H200 (bench/RESULTS.md, session 11), at the rule's split: two
 // shared-memory stages of 8 chunks, one block per warp, 4 warps, against the register ring's
 // choice: 1.11-1.31x on the 70B's layers with k >= 8192 from 80M weights at up to 8 rows

@@ -82,6 +82,10 @@ W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int
 // kernel for every row count (batch-invariant results) may ignore it.
 bool W4A8FragmentWins(int64_t m, int64_t n, int64_t k);
 
+// The split the staged path measured fastest with (the .cc has the numbers): the smallest that
+// divides the groups (each split at least 4 chunks) and gives ceil(n / 64) * split >= 1.9 SMs.
+int W4A8FragmentStagedSplit(int64_t n, int64_t k, int64_t group_size, int sm_count);
+
 // Whether the shared-memory weight stages beat the register ring for m x n x k (measured; the .cc
 // has the numbers): the rule takes 2 stages of 8 chunks, one block per warp, there.
 bool W4A8FragmentStagedWins(int64_t m, int64_t n, int64_t k);

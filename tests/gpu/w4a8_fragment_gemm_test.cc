@@ -186,6 +186,22 @@ TEST(W4A8FragmentConfigTest, FollowsTheDocumentedRule) {
   EXPECT_EQ(ResolveW4A8FragmentConfig(args).warps_per_cta, 8);  // as given
 }
 
+// The staged path's split: the smallest dividing the groups (every split at least 4 chunks) with
+// ceil(n / 64) * split >= 1.9 * SMs (251 CTAs on 132 SMs).
+TEST(W4A8FragmentConfigTest, StagedSplitFollowsTheDocumentedRule) {
+  auto split = [](int64_t n, int64_t k) { return W4A8FragmentStagedSplit(n, k, 128, 132); };
+  EXPECT_EQ(split(57344, 8192), 1);                            // 896 tiles
+  EXPECT_EQ(split(28672, 4096), 1);                            // 448
+  EXPECT_EQ(split(14336, 4096), 2);                            // 224 tiles: 448
+  EXPECT_EQ(split(8192, 8192), 2);                             // 128 tiles: 256
+  EXPECT_EQ(split(4096, 4096), 4);                             // 64 tiles: 256
+  EXPECT_EQ(split(3072, 4096), 8);                             // 48 tiles: 192 at 4, 384 at 8
+  EXPECT_EQ(split(4096, 7168), 4);                             // 56 groups: 4 divides them
+  EXPECT_EQ(split(8192, 28672), 2);                            // 224 groups
+  EXPECT_EQ(W4A8FragmentStagedSplit(64, 512, 128, 132), 2);    // 4 groups of 2 chunks: at most 2
+  EXPECT_EQ(W4A8FragmentStagedSplit(64, 4096, 4096, 132), 1);  // per channel: one group
+}
+
 // The staged path's shared memory: stages x warps x blocks x (ring_depth chunks of 512 bytes and
 // ring_depth / 2 + 1 groups of 64), the barriers, and the activation buffers of m rows, against
 // one CTA's 232448 bytes.
