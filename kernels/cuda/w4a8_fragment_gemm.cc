@@ -26,18 +26,47 @@ constexpr int64_t kMinChunksPerSplit = 4;
 
 }  // namespace
 
-// The rule, from BM_W4A8FragmentGemm on an H200 (bench/RESULTS.md, session 8): at one row the
-// fastest configurations of every real layer ran 400-650 CTAs, about one wave of the 4 CTAs per SM
-// the launch bounds guarantee; fewer left SMs idle, more added split partials and second-wave
-// tails. So: the smallest split (dividing the groups, leaving each split one ring of chunks) that
-// gives at least 3 CTAs per SM with tiles of 128 channels; the largest allowed when none does.
-// Then by m (no effect on the result): up to 8 rows two blocks per warp and the 4-deep ring; at
-// 9..16 rows the same where the split is at most 4 (the tiles give the CTAs: 57344 x 8192, 134
-// against 188 us with one block), one block per warp where it is more (twice the CTAs: 4096 x
-// 4096, 21.7 against 29.7 us); above 16 rows one block (the kernel's only choice there) and the
-// 8-deep ring. Always 4 warps per CTA: the rule's measurements are of 4-warp CTAs.
+// The staged rule, from BM_W4A8FragmentStaged and BM_W4A8FragmentStagedSplit on an H200
+// (bench/RESULTS.md, session 11). With 2 shared-memory stages of 8 chunks and one block per warp
+// (64-channel tiles) the fastest split at one row gave 224-512 CTAs on every layer, about 2 per
+// SM (4096 x 4096: 11.1 us at split 4 against 13.6 at the ring's 16; 57344 x 8192: split 1): the
+// smallest split dividing the groups with ceil(n / 64) * split >= 1.9 SMs. That split, staged, was
+// 0.99-1.54x the ring's rule at 1, 8, 16 and 32 rows on all 16 layers; 8 warps per CTA from
+// n >= 14336, else 4: within 6% of the best staged configuration everywhere (geomean 0.6%).
+int W4A8FragmentStagedSplit(int64_t n, int64_t k, int64_t group_size, int sm_count) {
+  if (n < 1 || group_size <= 0 || k % group_size != 0 || sm_count < 1) return 1;
+  const int64_t groups = k / group_size;
+  const int64_t chunks_per_group = group_size / 64;
+  const int64_t tiles = (n + 63) / 64;
+  int chosen = 1;
+  for (int split = 1; split <= kW4A8FragmentMaxSplit; ++split) {
+    if (groups % split != 0) continue;
+    if (split > 1 && groups / split * chunks_per_group < kMinChunksPerSplit) break;
+    chosen = split;
+    if (10 * tiles * split >= 19 * int64_t{sm_count}) break;
+  }
+  return chosen;
+}
+
+// The register ring's rule (staged_allowed false), from BM_W4A8FragmentGemm on an H200
+// (bench/RESULTS.md, session 8): at one row the fastest configurations of every real layer ran
+// 400-650 CTAs, about one wave of the 4 CTAs per SM the launch bounds guarantee; fewer left SMs
+// idle, more added split partials and second-wave tails. So: the smallest split (dividing the
+// groups, leaving each split one ring of chunks) that gives at least 3 CTAs per SM with tiles of
+// 128 channels; the largest allowed when none does. Then by m (no effect on the result): up to 8
+// rows two blocks per warp and the 4-deep ring; at 9..16 rows the same where the split is at most
+// 4 (the tiles give the CTAs: 57344 x 8192, 134 against 188 us with one block), one block per
+// warp where it is more (twice the CTAs: 4096 x 4096, 21.7 against 29.7 us); above 16 rows one
+// block (the kernel's only choice there) and the 8-deep ring. 4 warps per CTA.
 W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                             int sm_count, bool staged_allowed) {
+  if (staged_allowed) {
+    return {.split = W4A8FragmentStagedSplit(n, k, group_size, sm_count),
+            .blocks_per_warp = 1,
+            .ring_depth = 8,
+            .warps_per_cta = n >= 14336 ? 8 : 4,
+            .weight_stages = 2};
+  }
   W4A8FragmentConfig chosen{.split = 1, .blocks_per_warp = 2, .ring_depth = 4};
   if (n >= 1 && group_size > 0 && k % group_size == 0 && sm_count >= 1) {
     const int64_t groups = k / group_size;
@@ -54,54 +83,23 @@ W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int
   if (m > 16) {
     chosen.blocks_per_warp = 1;
     chosen.ring_depth = 8;
-  } else if (staged_allowed && W4A8FragmentStagedWins(m, n, k)) {
-    chosen.blocks_per_warp = 1;
-    chosen.ring_depth = 8;
-    chosen.weight_stages = 2;
   } else if (m > 8 && chosen.split > 4) {
     chosen.blocks_per_warp = 1;
   }
   return chosen;
 }
 
-// BM_W4A8FragmentStaged on an H200 (session 11, call 2), 2 stages of 8 chunks, one block per warp
-// (64-channel tiles, 4 CTAs an SM by shared memory), one row: fastest with 224-512 CTAs on every
-// layer (4096 x 4096: 11.1 us at split 4 against 13.6 at the ring's split 16; 5120 x 8192: 15.5
-// against 19.6; 57344 x 8192: split 1), so about 2 CTAs per SM, a third of the ring's split.
-int W4A8FragmentStagedSplit(int64_t n, int64_t k, int64_t group_size, int sm_count) {
-  if (n < 1 || group_size <= 0 || k % group_size != 0 || sm_count < 1) return 1;
-  const int64_t groups = k / group_size;
-  const int64_t chunks_per_group = group_size / 64;
-  const int64_t tiles = (n + 63) / 64;
-  int chosen = 1;
-  for (int split = 1; split <= kW4A8FragmentMaxSplit; ++split) {
-    if (groups % split != 0) continue;
-    if (split > 1 && groups / split * chunks_per_group < kMinChunksPerSplit) break;
-    chosen = split;
-    if (10 * tiles * split >= 19 * int64_t{sm_count}) break;
-  }
-  return chosen;
-}
-
-// BM_W4A8FragmentStaged on an H200 (bench/RESULTS.md, session 11), at the rule's split: two
-// shared-memory stages of 8 chunks, one block per warp, 4 warps, against the register ring's
-// choice: 1.11-1.31x on the 70B's layers with k >= 8192 from 80M weights at up to 8 rows
-// (10240 x 8192: 1.14x at one row) and from 112M at 9..16 (8192 x 28672 at 16 rows: 1.36x;
-// 10240 x 8192 there: 0.90x); on the 8B-sized layers and 28672 x 4096 0.75-1.05x, so not there.
-bool W4A8FragmentStagedWins(int64_t m, int64_t n, int64_t k) {
-  const int64_t weights = n * k;
-  if (m > 16 || k < 8192) return false;
-  return weights >= (m <= 8 ? int64_t{80} << 20 : int64_t{112} << 20);
-}
-
-// Where the fragment GEMM measured faster than the earlier kernels on the same operands
-// (BM_W4A8FragmentGemm's x_previous, session 8): above 16 rows everywhere (against the mid-M
-// GEMM: 1.1-3.3x); at up to 8 rows on layers of at least 56M weights (14336 x 4096 and up:
-// 1.05-1.35x; 5120 x 8192 at one row: 0.94x); at 9..16 rows from 100M weights (28672 x 4096 and
-// up: 1.15-1.2x; 8192 x 8192 at 16 rows: 0.91x).
-bool W4A8FragmentWins(int64_t m, int64_t n, int64_t k) {
+// Where the fragment GEMM measured faster than the earlier kernels on the same operands. Staged
+// (session 11: the staged rule in call 3 against the earlier kernels' x_previous in call 2, same
+// machine type): above 16 rows everywhere; up to 8 rows from 16M weights (4096 x 4096: 1.12x,
+// 1.07x at 8 rows; 3072 x 4096: 0.93x), at 9..16 from 24M (6144 x 4096: 1.21x; 4096 x 4096: 0.92x).
+// The ring (session 8): up to 8 rows from 56M weights (14336 x 4096 and up: 1.05-1.35x; 5120 x
+// 8192 at one row: 0.94x), at 9..16 from 100M (28672 x 4096 and up: 1.15-1.2x; 8192 x 8192 at 16
+// rows: 0.91x).
+bool W4A8FragmentWins(int64_t m, int64_t n, int64_t k, bool staged_allowed) {
   if (m > 16) return true;
   const int64_t weights = n * k;
+  if (staged_allowed) return weights >= (m <= 8 ? int64_t{16} << 20 : int64_t{24} << 20);
   return m <= 8 ? weights >= int64_t{56} << 20 : weights >= int64_t{100} << 20;
 }
 

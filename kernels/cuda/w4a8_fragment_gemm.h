@@ -68,27 +68,23 @@ struct W4A8FragmentConfig {
 // rows) fits one CTA.
 bool W4A8FragmentStagedFits(int64_t m, const W4A8FragmentConfig& config);
 
-// The configuration kAuto takes for m rows (see the .cc for the rule and bench/RESULTS.md for the
-// table it was taken from). The split does not depend on m; blocks_per_warp, ring_depth and
-// weight_stages do (2 stages where W4A8FragmentStagedWins); warps_per_cta is always 4 (8 runs
-// only when asked for, to be measured).
-// staged_allowed false: the register ring everywhere (the scales not 16-byte aligned, or the
-// caller's choice).
+// The configuration kAuto takes for m rows (see the .cc for the rules and bench/RESULTS.md for the
+// tables they were taken from). staged_allowed (the default): W4A8FragmentStagedSplit, 2 weight
+// stages of 8 chunks, one block per warp, 8 warps per CTA from n >= 14336 (else 4), at every m.
+// false (scales not 16-byte aligned, or the caller's choice): the register ring's rule, whose
+// blocks_per_warp and ring_depth follow m. The split never depends on m.
 W4A8FragmentConfig ChooseW4A8FragmentConfig(int64_t m, int64_t n, int64_t k, int64_t group_size,
                                             int sm_count, bool staged_allowed = true);
 
-// Whether the fragment GEMM is the faster W4A8 kernel for an m x n x k problem (measured against
-// the decode and mid-M kernels on the H200; the .cc has the numbers). Callers that need one
-// kernel for every row count (batch-invariant results) may ignore it.
-bool W4A8FragmentWins(int64_t m, int64_t n, int64_t k);
-
-// The split the staged path measured fastest with (the .cc has the numbers): the smallest that
-// divides the groups (each split at least 4 chunks) and gives ceil(n / 64) * split >= 1.9 SMs.
+// The staged rule's split (the .cc has the numbers): the smallest that divides the groups (each
+// split at least 4 chunks) and gives ceil(n / 64) * split >= 1.9 SMs.
 int W4A8FragmentStagedSplit(int64_t n, int64_t k, int64_t group_size, int sm_count);
 
-// Whether the shared-memory weight stages beat the register ring for m x n x k (measured; the .cc
-// has the numbers): the rule takes 2 stages of 8 chunks, one block per warp, there.
-bool W4A8FragmentStagedWins(int64_t m, int64_t n, int64_t k);
+// Whether the fragment GEMM is the faster W4A8 kernel for an m x n x k problem (measured against
+// the decode and mid-M kernels on the H200; the .cc has the numbers), with the staged rule
+// (staged_allowed) or the ring's. Callers that need one kernel for every row count
+// (batch-invariant results) may ignore it.
+bool W4A8FragmentWins(int64_t m, int64_t n, int64_t k, bool staged_allowed = true);
 
 // The most splits any configuration takes (the workspace bound): 16.
 inline constexpr int kW4A8FragmentMaxSplit = 16;

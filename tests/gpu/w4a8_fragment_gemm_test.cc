@@ -115,10 +115,11 @@ TEST(W4A8FragmentLayoutTest, EveryElementIsWhereTheKernelReadsIt) {
   }
 }
 
-TEST(W4A8FragmentConfigTest, FollowsTheDocumentedRule) {
-  // H200: 132 SMs, at least 396 CTAs of 128-channel tiles wanted.
+TEST(W4A8FragmentConfigTest, FollowsTheDocumentedRingRule) {
+  // The register ring's rule (staged not allowed). H200: 132 SMs, at least 396 CTAs of
+  // 128-channel tiles wanted.
   auto config = [](int64_t m, int64_t n, int64_t k) {
-    return ChooseW4A8FragmentConfig(m, n, k, 128, 132);
+    return ChooseW4A8FragmentConfig(m, n, k, 128, 132, /*staged_allowed=*/false);
   };
   EXPECT_EQ(config(1, 57344, 8192).split, 1);  // 448 tiles
   EXPECT_EQ(config(1, 28672, 4096).split, 2);  // 224 tiles: 448
@@ -128,55 +129,66 @@ TEST(W4A8FragmentConfigTest, FollowsTheDocumentedRule) {
   EXPECT_EQ(config(1, 4096, 4096).split, 16);  // 32 tiles: 512
   EXPECT_EQ(config(1, 4096, 2048).split, 8);   // 16 groups: 8 splits of 2 (4 chunks), 256 CTAs
   // A split keeps at least 4 chunks (2 groups of 128): k = 512 splits at most in 2.
-  EXPECT_EQ(ChooseW4A8FragmentConfig(1, 64, 512, 128, 132).split, 2);
+  EXPECT_EQ(ChooseW4A8FragmentConfig(1, 64, 512, 128, 132, false).split, 2);
   // Per channel (one group): never split.
-  EXPECT_EQ(ChooseW4A8FragmentConfig(1, 64, 4096, 4096, 132).split, 1);
+  EXPECT_EQ(ChooseW4A8FragmentConfig(1, 64, 4096, 4096, 132, false).split, 1);
   // The split never depends on m; blocks per warp and ring depth do.
   for (int64_t m : {1, 7, 8, 9, 16, 17, 32}) {
     const W4A8FragmentConfig c = config(m, 8192, 8192);  // split 8
     EXPECT_EQ(c.split, 8) << m;
     EXPECT_EQ(c.blocks_per_warp, m <= 8 ? 2 : 1) << m;
     EXPECT_EQ(c.ring_depth, m <= 16 ? 4 : 8) << m;
-    EXPECT_EQ(c.weight_stages, 0) << m;                      // 64M weights: the register ring
+    EXPECT_EQ(c.weight_stages, 0) << m;
+    EXPECT_EQ(c.warps_per_cta, 4) << m;
     const W4A8FragmentConfig wide = config(m, 57344, 8192);  // split 1
     EXPECT_EQ(wide.split, 1) << m;
-    // Up to 16 rows the 70B's widest layer streams its weights through 2 shared-memory stages of
-    // 8 chunks, one block per warp; above, the register ring.
-    EXPECT_EQ(wide.blocks_per_warp, 1) << m;
-    EXPECT_EQ(wide.ring_depth, 8) << m;
-    EXPECT_EQ(wide.weight_stages, m <= 16 ? 2 : 0) << m;
-    // 8 warps per CTA only when asked for.
-    EXPECT_EQ(c.warps_per_cta, 4) << m;
-    EXPECT_EQ(wide.warps_per_cta, 4) << m;
+    EXPECT_EQ(wide.blocks_per_warp, m <= 16 ? 2 : 1) << m;
   }
   // Where it replaces the earlier kernels.
-  EXPECT_TRUE(W4A8FragmentWins(1, 14336, 4096));
-  EXPECT_FALSE(W4A8FragmentWins(1, 5120, 8192));
-  EXPECT_FALSE(W4A8FragmentWins(16, 8192, 8192));
-  EXPECT_TRUE(W4A8FragmentWins(16, 28672, 4096));
+  EXPECT_TRUE(W4A8FragmentWins(1, 14336, 4096, false));
+  EXPECT_FALSE(W4A8FragmentWins(1, 5120, 8192, false));
+  EXPECT_FALSE(W4A8FragmentWins(16, 8192, 8192, false));
+  EXPECT_TRUE(W4A8FragmentWins(16, 28672, 4096, false));
+  EXPECT_TRUE(W4A8FragmentWins(17, 64, 128, false));
+}
+
+TEST(W4A8FragmentConfigTest, FollowsTheDocumentedStagedRule) {
+  // The default: W4A8FragmentStagedSplit, 2 stages of 8 chunks, one block per warp, 8 warps from
+  // n >= 14336, at every m (the split and all).
+  for (int64_t m : {1, 8, 9, 16, 17, 32}) {
+    for (const auto& [n, k, split, warps] :
+         {std::tuple{57344, 8192, 1, 8}, std::tuple{8192, 8192, 2, 4},
+          std::tuple{14336, 4096, 2, 8}, std::tuple{4096, 4096, 4, 4}}) {
+      const W4A8FragmentConfig c = ChooseW4A8FragmentConfig(m, n, k, 128, 132);
+      EXPECT_EQ(c.split, split) << m << " x " << n << " x " << k;
+      EXPECT_EQ(c.split, W4A8FragmentStagedSplit(n, k, 128, 132));
+      EXPECT_EQ(c.weight_stages, 2);
+      EXPECT_EQ(c.ring_depth, 8);
+      EXPECT_EQ(c.blocks_per_warp, 1);
+      EXPECT_EQ(c.warps_per_cta, warps) << n;
+      EXPECT_TRUE(W4A8FragmentStagedFits(m, c));
+    }
+  }
+  // Where it replaces the earlier kernels: up to 8 rows from 16M weights, 9..16 from 24M.
+  EXPECT_TRUE(W4A8FragmentWins(8, 4096, 4096));
+  EXPECT_FALSE(W4A8FragmentWins(8, 3072, 4096));
+  EXPECT_FALSE(W4A8FragmentWins(9, 4096, 4096));
+  EXPECT_TRUE(W4A8FragmentWins(16, 6144, 4096));
   EXPECT_TRUE(W4A8FragmentWins(17, 64, 128));
-  // Where the staged weights replace the register ring: k >= 8192, from 80M weights up to 8 rows
-  // and from 112M at 9..16.
-  EXPECT_TRUE(W4A8FragmentStagedWins(8, 10240, 8192));
-  EXPECT_FALSE(W4A8FragmentStagedWins(9, 10240, 8192));
-  EXPECT_TRUE(W4A8FragmentStagedWins(16, 8192, 14336));
-  EXPECT_TRUE(W4A8FragmentStagedWins(16, 8192, 28672));
-  EXPECT_FALSE(W4A8FragmentStagedWins(1, 28672, 4096));  // k 4096
-  EXPECT_FALSE(W4A8FragmentStagedWins(1, 8192, 8192));   // 64M
-  EXPECT_FALSE(W4A8FragmentStagedWins(17, 57344, 8192));
+
   DeviceW4A8FragmentGemm args;
   args.m = 16;
   args.n = 57344;
   args.k = 8192;
   args.group_size = 128;
   args.sm_count = 132;
-  EXPECT_EQ(ResolveW4A8FragmentConfig(args).split, 1);
-  EXPECT_EQ(ResolveW4A8FragmentConfig(args).warps_per_cta, 4);
-  // Staged only with 16-byte aligned scale entries (the bulk copies'); else the ring, same split.
+  // Staged only with 16-byte aligned scale entries (the bulk copies') and when allowed; else the
+  // ring's own rule.
   args.w_fragment_scales = testing::FakeDevicePointer<uint32_t>();
   EXPECT_EQ(ResolveW4A8FragmentConfig(args).weight_stages, 2);
+  EXPECT_EQ(ResolveW4A8FragmentConfig(args).warps_per_cta, 8);
   EXPECT_EQ(ResolveW4A8FragmentConfig(args, /*staged_allowed=*/false).weight_stages, 0);
-  EXPECT_EQ(ResolveW4A8FragmentConfig(args, false).blocks_per_warp, 2);  // the ring's rule
+  EXPECT_EQ(ResolveW4A8FragmentConfig(args, false).blocks_per_warp, 2);
   args.w_fragment_scales = testing::FakeDevicePointer<uint32_t>(8);
   EXPECT_EQ(ResolveW4A8FragmentConfig(args).weight_stages, 0);
   EXPECT_EQ(ResolveW4A8FragmentConfig(args).blocks_per_warp, 2);

@@ -13,6 +13,7 @@
 #include "kernels/cpu/quant/integer_scale.h"
 #include "kernels/cpu/quant/packed_int4_matrix.h"
 #include "kernels/cpu/quant/quantized_matrix.h"
+#include "kernels/cuda/alignment.h"
 #include "kernels/cuda/bias_add.h"
 #include "kernels/cuda/hadamard_transform.h"
 #include "kernels/cuda/int8_activation_quantizer.h"
@@ -290,8 +291,9 @@ absl::Status AttachW4A8Fragments(CudaQuantizedLinearWeight& weight, int device) 
   FF_CUDA_RETURN_IF_ERROR(
       cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
   weight.fragment_sm_count = sm_count;
-  weight.fragment_split =
-      cuda::ChooseW4A8FragmentConfig(1, n, k, weight.group_size, sm_count).split;
+  weight.fragment_split = cuda::ChooseW4A8FragmentConfig(1, n, k, weight.group_size, sm_count,
+                                                         W4A8FragmentStagedAllowed(weight))
+                              .split;
   return absl::OkStatus();
 }
 
@@ -516,7 +518,12 @@ int64_t QuantizedLinearOnCodesScratchBytes(const CudaQuantizedLinearWeight& weig
 bool UsesW4A8FragmentGemm(const CudaQuantizedLinearWeight& weight, int64_t rows) {
   return weight.fragment_words.bytes() > 0 && rows <= cuda::kW4A8FragmentMaxRows &&
          W4A8FragmentGemmEnabled() &&
-         cuda::W4A8FragmentWins(rows, weight.out_features(), weight.padded_in);
+         cuda::W4A8FragmentWins(rows, weight.out_features(), weight.padded_in,
+                                W4A8FragmentStagedAllowed(weight));
+}
+
+bool W4A8FragmentStagedAllowed(const CudaQuantizedLinearWeight& weight) {
+  return W4A8FragmentStagedEnabled() && cuda::Aligned16(weight.fragment_scales.data());
 }
 
 bool UsesW4A8FragmentWgmma(const CudaQuantizedLinearWeight& weight, int64_t rows) {
@@ -708,7 +715,7 @@ absl::Status RunQuantizedLinearOnCodes(const CudaQuantizedLinearWeight& weight, 
     // enter it); blocks, ring depth and weight stages follow m.
     gemm.config = {.split = 0};
     gemm.sm_count = weight.fragment_sm_count;
-    gemm.config = cuda::ResolveW4A8FragmentConfig(gemm, W4A8FragmentStagedEnabled());
+    gemm.config = cuda::ResolveW4A8FragmentConfig(gemm, W4A8FragmentStagedAllowed(weight));
     const int64_t partial_floats = cuda::W4A8FragmentPartialFloats(rows, out, gemm.config.split);
     if (partial_floats > 0) {
       FF_ASSIGN_OR_RETURN(void* partials, arena.TakeBytes(partial_floats * 4));

@@ -167,10 +167,14 @@ bool W4A8FragmentGemmEnabled();
 // Whether the fragment GEMM may take its shared-memory weight stages where its rule does (the
 // default), or, with FLATFLEET_W4A8_FRAGMENT_STAGED=0, keeps the register ring (same results).
 bool W4A8FragmentStagedEnabled();
+// The switch and the layer's fragment scales 16-byte aligned (the bulk copies'): the fragment
+// GEMM's staged rule (split, configuration and where it wins) for this layer, else the ring's.
+// Fixed per layer, so its split never depends on the rows.
+bool W4A8FragmentStagedAllowed(const CudaQuantizedLinearWeight& weight);
 // Whether RunQuantizedLinearOnCodes runs the fragment GEMM for `rows` rows of this layer (given
 // counters): it has the layout, rows <= cuda::kW4A8FragmentMaxRows, the switch is on and
-// cuda::W4A8FragmentWins(rows, out, padded_in). Else the earlier W4A8 kernels (bit-exact with the
-// reference).
+// cuda::W4A8FragmentWins(rows, out, padded_in, W4A8FragmentStagedAllowed). Else the earlier W4A8
+// kernels (bit-exact with the reference).
 bool UsesW4A8FragmentGemm(const CudaQuantizedLinearWeight& weight, int64_t rows);
 
 // Whether W4A8 layers of more than cuda::kW4A8FragmentMaxRows rows run the fragment wgmma GEMM
