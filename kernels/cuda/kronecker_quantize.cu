@@ -5,6 +5,7 @@
 #include <atomic>
 
 #include "kernels/cuda/activation_device.cuh"
+#include "kernels/cuda/decode_gemm_device.cuh"
 #include "kernels/cuda/kronecker_quantize_launch.h"
 #include "kernels/cuda/per_device_attribute.h"
 
@@ -38,7 +39,8 @@ __device__ __forceinline__ void MmaTf32(float (&c)[4], const uint32_t (&a)[4], u
 
 // Starts copying a rows x cols block (cols % 4 == 0) of a row-major float matrix (src_ld floats a
 // row) into `staged` (ld floats a row) without waiting: 16 bytes a copy where `aligned` (src and
-// src_ld at 16 bytes), else 4. CommitCopies closes the group, WaitCopies waits for it.
+// src_ld at 16 bytes), else 4. CopyAsyncCommit closes the group, CopyAsyncWait waits for it
+// (decode_gemm_device.cuh).
 __device__ __forceinline__ void StageAsync(uint32_t* staged, int ld, const float* src, int src_ld,
                                            int rows, int cols, bool aligned) {
   if (aligned) {
@@ -58,16 +60,6 @@ __device__ __forceinline__ void StageAsync(uint32_t* staged, int ld, const float
                    : "memory");
     }
   }
-}
-
-__device__ __forceinline__ void CommitCopies() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-// Waits until at most `kPending` of this thread's latest copy groups are in flight.
-template <int kPending>
-__device__ __forceinline__ void WaitCopies() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
 // Rounds to TF32 in place the values this thread staged with the same StageAsync arguments, once
@@ -186,16 +178,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   const bool p1_aligned = (reinterpret_cast<uintptr_t>(p.p1) & 15) == 0;
   uint32_t* staged_p1 = reinterpret_cast<uint32_t*>(left);
   StageAsync(staged_p1, left_ld, p.p1 + left_first, n1, n1, left_cols, p1_aligned);
-  CommitCopies();
+  decode_gemm::CopyAsyncCommit();
   if (p2_beside) StageAsync(staged_p2, p2_ld, p.p2, n2, n2, n2, p2_aligned);
-  CommitCopies();
+  decode_gemm::CopyAsyncCommit();
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const bool present = first_row + r < p.rows;  // rows past the end compute zeros, unstored
     const In* x_row = x + (present ? first_row + r : 0) * p.x_stride;
     LoadRowView(views + r * view_floats, ld, x_row, p.divisors, n, n2, present);
   }
-  WaitCopies<1>();  // P1's
+  decode_gemm::CopyAsyncWait<1>();  // P1's
   RoundStaged(staged_p1, left_ld, n1, left_cols, p1_aligned);
   __syncthreads();
 
@@ -237,7 +229,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
   if (p2_beside) {
-    WaitCopies<0>();
+    decode_gemm::CopyAsyncWait<0>();
     RoundStaged(staged_p2, p2_ld, n2, n2, p2_aligned);
   }
   __syncthreads();
@@ -267,8 +259,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (kP2Shared && !p2_beside) {
       if (k0 > 0) __syncthreads();  // every warp is done with the chunk before
       StageAsync(staged_p2, p2_ld, p.p2 + k0 * 8 * n2, n2, (k1 - k0) * 8, n2, p2_aligned);
-      CommitCopies();
-      WaitCopies<0>();
+      decode_gemm::CopyAsyncCommit();
+      decode_gemm::CopyAsyncWait<0>();
       RoundStaged(staged_p2, p2_ld, (k1 - k0) * 8, n2, p2_aligned);
       __syncthreads();
     }

@@ -55,12 +55,10 @@ TEST_P(KroneckerQuantizeTest, CodesAndScalesWithinTheStatedBoundOfTheExactTransf
   const FusedCase c = GetParam();
   const uint64_t seed = testing::FreshSeed();
   SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
-  const int64_t n = c.size, n1 = quant::KroneckerLeftFactor(n), n2 = n / n1;
-  ASSERT_TRUE(KroneckerQuantizeSupports(n1, n2)) << n1 << " x " << n2;
   std::mt19937 rng(static_cast<uint32_t>(seed));
-  const std::vector<float> scales = testing::RandomFlatQuantScales(n, rng);
-  const std::vector<float> p1 = testing::RandomNearIdentityFactor(n1, rng),
-                           p2 = testing::RandomNearIdentityFactor(n2, rng);
+  const int64_t n = c.size;
+  const auto [n1, n2, scales, p1, p2] = testing::RandomFlatQuantFactors(n, rng);
+  ASSERT_TRUE(KroneckerQuantizeSupports(n1, n2)) << n1 << " x " << n2;
   auto transform = quant::FlatQuantInputTransform::Create(scales, n1, p1, n2, p2, c.clip, 1.0f);
   ASSERT_TRUE(transform.ok()) << transform.status();
 
@@ -238,12 +236,10 @@ TEST_P(KroneckerQuantizePathTest, EveryPathGivesTheUnsplitCodesAndScalesBitForBi
   const PathCase c = GetParam();
   const uint64_t seed = testing::FreshSeed();
   SCOPED_TRACE(::testing::Message() << "FLATFLEET_TEST_SEED=" << seed);
-  const int64_t n = c.size, n1 = quant::KroneckerLeftFactor(n), n2 = n / n1;
-  ASSERT_TRUE(KroneckerQuantizeSupports(n1, n2)) << n1 << " x " << n2;
   std::mt19937 rng(static_cast<uint32_t>(seed));
-  const std::vector<float> scales = testing::RandomFlatQuantScales(n, rng);
-  const std::vector<float> p1 = testing::RandomNearIdentityFactor(n1, rng),
-                           p2 = testing::RandomNearIdentityFactor(n2, rng);
+  const int64_t n = c.size;
+  const auto [n1, n2, scales, p1, p2] = testing::RandomFlatQuantFactors(n, rng);
+  ASSERT_TRUE(KroneckerQuantizeSupports(n1, n2)) << n1 << " x " << n2;
   const std::vector<float> raw = testing::RandomActivations(c.rows, n, rng);
   const int64_t x_stride = n + 6, codes_stride = n + 32;
   const testing::StridedBf16Rows bf16 = testing::MakeStridedBf16Rows(raw, c.rows, n, x_stride);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "kernels/cpu/quant/kronecker_transform.h"  // KroneckerLeftFactor
 
 namespace flatfleet::cuda::testing {
 
@@ -52,6 +53,23 @@ inline StridedBf16Rows MakeStridedBf16Rows(const std::vector<float>& raw, int64_
     }
   }
   return out;
+}
+
+// A FlatQuant transform's random inputs for width n: its factorisation (KroneckerLeftFactor), the
+// smoothing scales and both near-identity factors, drawn in that order.
+struct FlatQuantFactors {
+  int64_t n1 = 0, n2 = 0;
+  std::vector<float> scales, p1, p2;
+};
+template <typename Rng>
+FlatQuantFactors RandomFlatQuantFactors(int64_t n, Rng& rng) {
+  FlatQuantFactors f;
+  f.n1 = quant::KroneckerLeftFactor(n);
+  f.n2 = n / f.n1;
+  f.scales = RandomFlatQuantScales(n, rng);
+  f.p1 = RandomNearIdentityFactor(f.n1, rng);
+  f.p2 = RandomNearIdentityFactor(f.n2, rng);
+  return f;
 }
 
 }  // namespace flatfleet::cuda::testing
